@@ -1,0 +1,1 @@
+"""Bindings: the Binding model (exchange -> queue), admin and API."""

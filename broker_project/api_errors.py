@@ -1,0 +1,153 @@
+"""The one DRF exception handler: every API error as {"error": {code, message, fields?}}.
+
+PROTOCOL.md "Errors" fixes the shape and the codes. Broker errors are
+recognised by their class attributes `code` and `status` (duck-typed, so this
+module does not depend on the engine); DRF's and Django's exceptions are
+translated to the same codes. Anything unexpected is left to DRF (returns
+None), which re-raises it: Django logs it and answers 500. Never swallowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404
+from rest_framework import exceptions as drf
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import set_rollback
+
+Fields = dict[str, list[str]]
+
+
+def error_payload(code: str, message: str, fields: Fields | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if fields:
+        error["fields"] = fields
+    return {"error": error}
+
+
+def exception_handler(exc: Exception, context: Mapping[str, Any]) -> Response | None:
+    translated = _translate(exc)
+    if translated is None:
+        return None
+    status, code, message, fields = translated
+    # Like DRF's own handler: undo the request's atomic block, if any, so a
+    # failed request changes nothing (PROTOCOL.md "Errors").
+    set_rollback()
+    return Response(error_payload(code, message, fields), status=status, headers=_headers(exc))
+
+
+def _translate(exc: Exception) -> tuple[int, str, str, Fields | None] | None:
+    broker = _broker_error(exc)
+    if broker is not None:
+        return broker
+    if isinstance(exc, drf.ValidationError):
+        fields = flatten_errors(exc.detail)
+        return 400, "invalid", _first_message(fields) or "invalid input", fields or None
+    if isinstance(exc, RequestDataTooBig):
+        return 413, "too_large", str(exc) or "request body too large", None
+    if isinstance(exc, Http404):
+        return 404, "not_found", str(exc) or "not found", None
+    if isinstance(exc, DjangoPermissionDenied):
+        return 403, "forbidden", str(exc) or "permission denied", None
+    if isinstance(exc, drf.APIException):
+        return _api_exception(exc)
+    return None
+
+
+def _broker_error(exc: Exception) -> tuple[int, str, str, Fields | None] | None:
+    # Class attributes, not instance ones: an unrelated exception that happens
+    # to carry a `.code` (Django's ValidationError does) is not a broker error.
+    code = getattr(type(exc), "code", None)
+    status = getattr(type(exc), "status", None)
+    if not isinstance(code, str) or not isinstance(status, int) or isinstance(status, bool):
+        return None
+    message = getattr(exc, "message", None)
+    if not isinstance(message, str):
+        message = str(exc)
+    fields = getattr(exc, "fields", None)
+    return status, code, message, dict(fields) if fields else None
+
+
+# DRF exception class -> (status, code); the first matching class wins.
+_DRF_CODES: tuple[tuple[type[drf.APIException], int, str], ...] = (
+    (drf.ParseError, 400, "invalid"),
+    (drf.NotAuthenticated, 401, "unauthorized"),
+    (drf.AuthenticationFailed, 401, "unauthorized"),
+    (drf.PermissionDenied, 403, "forbidden"),
+    (drf.NotFound, 404, "not_found"),
+    (drf.MethodNotAllowed, 405, "invalid"),
+    (drf.UnsupportedMediaType, 415, "invalid"),
+    (drf.Throttled, 429, "throttled"),
+)
+
+
+def _api_exception(exc: drf.APIException) -> tuple[int, str, str, Fields | None] | None:
+    message = _detail_text(exc.detail)
+    for cls, status, code in _DRF_CODES:
+        if isinstance(exc, cls):
+            return status, code, message, None
+    # Other client errors DRF raises on purpose (NotAcceptable 406, ...) keep
+    # their status; a 5xx APIException is a server fault: DRF's default path.
+    if 400 <= exc.status_code < 500:
+        return exc.status_code, "invalid", message, None
+    return None
+
+
+def _headers(exc: Exception) -> dict[str, str]:
+    # Same headers as DRF's default handler: clients rely on them.
+    headers: dict[str, str] = {}
+    auth_header = getattr(exc, "auth_header", None)
+    if auth_header:
+        headers["WWW-Authenticate"] = auth_header
+    wait = getattr(exc, "wait", None)
+    if isinstance(exc, drf.Throttled) and wait is not None:
+        headers["Retry-After"] = str(int(wait))
+    return headers
+
+
+def flatten_errors(detail: Any, prefix: str = "") -> Fields:
+    """DRF error detail (nested dicts/lists of ErrorDetail) -> {"a.b": ["text"]}.
+
+    A bare list or string (non-field errors) goes under NON_FIELD_ERRORS_KEY;
+    nested serializers and list items get dotted keys ("arguments.x", "items.0").
+    """
+    fields: Fields = {}
+    non_field = api_settings.NON_FIELD_ERRORS_KEY
+    if isinstance(detail, Mapping):
+        for key, value in detail.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key == non_field and prefix:
+                name = prefix
+            for sub, texts in flatten_errors(value, name).items():
+                fields.setdefault(sub, []).extend(texts)
+    elif isinstance(detail, Sequence) and not isinstance(detail, str):
+        for index, item in enumerate(detail):
+            if isinstance(item, (Mapping, list)):
+                name = f"{prefix}.{index}" if prefix else str(index)
+                for sub, texts in flatten_errors(item, name).items():
+                    fields.setdefault(sub, []).extend(texts)
+            else:
+                fields.setdefault(prefix or non_field, []).append(str(item))
+    else:
+        fields.setdefault(prefix or non_field, []).append(str(detail))
+    return fields
+
+
+def _first_message(fields: Fields) -> str:
+    for name, texts in fields.items():
+        if texts:
+            if name == api_settings.NON_FIELD_ERRORS_KEY:
+                return texts[0]
+            return f"{name}: {texts[0]}"
+    return ""
+
+
+def _detail_text(detail: Any) -> str:
+    if isinstance(detail, (str, int, float)):
+        return str(detail)
+    return _first_message(flatten_errors(detail)) or "request refused"

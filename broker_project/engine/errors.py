@@ -1,0 +1,67 @@
+"""Broker errors: one class per stable error code of PROTOCOL.md ("Errors").
+
+Raised by the engine and by services; the DRF exception handler
+(broker_project/api_errors.py) and the WebSocket consumer render them from the
+class attributes `code` and `status`. Stdlib only: the engine imports this.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class BrokerError(Exception):
+    """A refused request. The message names the object and the broken rule."""
+
+    code: ClassVar[str] = "invalid"
+    status: ClassVar[int] = 400
+
+    def __init__(self, message: str, *, fields: dict[str, list[str]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class Invalid(BrokerError):
+    """Bad input (400); `fields` maps a field name to its problems."""
+
+
+class NotFound(BrokerError):
+    code = "not_found"
+    status = 404
+
+
+class Forbidden(BrokerError):
+    """E.g. declaring a name reserved for the broker (`amq.`)."""
+
+    code = "forbidden"
+    status = 403
+
+
+class Conflict(BrokerError):
+    code = "conflict"
+    status = 409
+
+
+class PreconditionFailed(BrokerError):
+    """A redeclaration with other properties than the existing object's."""
+
+    code = "precondition_failed"
+    status = 409
+
+
+class TooLarge(BrokerError):
+    """A body over MAX_MESSAGE_BYTES."""
+
+    code = "too_large"
+    status = 413
+
+
+class Unavailable(BrokerError):
+    """The router is not running or not reachable (e.g. during failover)."""
+
+    code = "unavailable"
+    status = 503

@@ -1,0 +1,232 @@
+"""Exchange types: map a routing key and headers to the names of queues.
+
+Direct and fanout are dict lookups; topic walks a trie of words, so its cost
+grows with the key, not with the number of bindings (DESIGN.md, "Routing").
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .errors import BrokerError
+from .jsoncodec import canonical, json_equal
+
+
+class ExchangeType(StrEnum):
+    DIRECT = "direct"
+    FANOUT = "fanout"
+    TOPIC = "topic"
+    HEADERS = "headers"
+
+
+def parse_exchange_type(value: object) -> ExchangeType:
+    if isinstance(value, str) and value in ExchangeType.__members__.values():
+        return ExchangeType(value)
+    raise BrokerError(
+        f"exchange type {value!r} must be one of direct, fanout, topic, headers",
+        fields={"type": ["must be one of direct, fanout, topic, headers"]},
+    )
+
+
+def split_topic(key: str) -> list[str]:
+    # As RabbitMQ does: the empty key has no words; "a..b" has an empty middle word.
+    return key.split(".") if key else []
+
+
+class Routes:
+    """The bindings of one exchange, indexed for its type."""
+
+    def add(self, queue: str, binding_key: str, arguments: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    def remove(self, queue: str, binding_key: str, arguments: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    def route(self, routing_key: str, headers: Mapping[str, Any]) -> set[str] | frozenset[str]:
+        raise NotImplementedError
+
+
+class DirectRoutes(Routes):
+    def __init__(self) -> None:
+        self._by_key: dict[str, Counter[str]] = {}
+
+    def add(self, queue: str, binding_key: str, arguments: Mapping[str, Any]) -> None:
+        self._by_key.setdefault(binding_key, Counter())[queue] += 1
+
+    def remove(self, queue: str, binding_key: str, arguments: Mapping[str, Any]) -> None:
+        queues = self._by_key[binding_key]
+        queues[queue] -= 1
+        if queues[queue] <= 0:
+            del queues[queue]
+            if not queues:
+                del self._by_key[binding_key]
+
+    def route(self, routing_key: str, headers: Mapping[str, Any]) -> set[str] | frozenset[str]:
+        queues = self._by_key.get(routing_key)
+        return set(queues) if queues else frozenset()
+
+
+class FanoutRoutes(Routes):
+    def __init__(self) -> None:
+        self._queues: Counter[str] = Counter()
+
+    def add(self, queue: str, binding_key: str, arguments: Mapping[str, Any]) -> None:
+        self._queues[queue] += 1
+
+    def remove(self, queue: str, binding_key: str, arguments: Mapping[str, Any]) -> None:
+        self._queues[queue] -= 1
+        if self._queues[queue] <= 0:
+            del self._queues[queue]
+
+    def route(self, routing_key: str, headers: Mapping[str, Any]) -> set[str] | frozenset[str]:
+        return set(self._queues)
+
+
+@dataclass(slots=True, eq=False)
+class _TopicNode:
+    words: dict[str, _TopicNode] = field(default_factory=dict)
+    queues: Counter[str] = field(default_factory=Counter)
+
+    def is_empty(self) -> bool:
+        return not self.words and not self.queues
+
+
+class TopicRoutes(Routes):
+    """A trie over the words of binding keys; `*` and `#` are children like any word."""
+
+    def __init__(self) -> None:
+        self._root = _TopicNode()
+
+    def add(self, queue: str, binding_key: str, arguments: Mapping[str, Any]) -> None:
+        node = self._root
+        for word in split_topic(binding_key):
+            node = node.words.setdefault(word, _TopicNode())
+        node.queues[queue] += 1
+
+    def remove(self, queue: str, binding_key: str, arguments: Mapping[str, Any]) -> None:
+        path = [self._root]
+        words = split_topic(binding_key)
+        for word in words:
+            path.append(path[-1].words[word])
+        leaf = path[-1]
+        leaf.queues[queue] -= 1
+        if leaf.queues[queue] <= 0:
+            del leaf.queues[queue]
+        # Prune emptied nodes so the trie's size follows the live bindings.
+        for depth in range(len(words), 0, -1):
+            if not path[depth].is_empty():
+                break
+            del path[depth - 1].words[words[depth - 1]]
+
+    def route(self, routing_key: str, headers: Mapping[str, Any]) -> set[str] | frozenset[str]:
+        words = split_topic(routing_key)
+        found: set[str] = set()
+        seen: set[tuple[int, int]] = set()
+        stack: list[tuple[_TopicNode, int]] = [(self._root, 0)]
+        end = len(words)
+        while stack:
+            node, i = stack.pop()
+            state = (id(node), i)
+            if state in seen:
+                continue
+            seen.add(state)
+            hash_node = node.words.get("#")
+            if hash_node is not None:
+                # `#` takes zero or more words.
+                for j in range(i, end + 1):
+                    stack.append((hash_node, j))
+            if i == end:
+                found.update(node.queues)
+                continue
+            child = node.words.get(words[i])
+            if child is not None:
+                stack.append((child, i + 1))
+            star = node.words.get("*")
+            if star is not None:
+                stack.append((star, i + 1))
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class _HeadersBinding:
+    queue: str
+    match_any: bool
+    items: tuple[tuple[str, Any], ...]
+    # The arguments as JSON text: Python finds `1 == True`, so `items` alone would let
+    # removing the binding {"a": true} take away {"a": 1} (PROTOCOL.md, headers match).
+    identity: str
+
+    def matches(self, headers: Mapping[str, Any]) -> bool:
+        hits = (key in headers and json_equal(headers[key], value) for key, value in self.items)
+        return any(hits) if self.match_any else all(hits)
+
+
+def parse_headers_match(arguments: Mapping[str, Any]) -> bool:
+    """Validate a headers binding's `x-match`; True when it is `any`."""
+    mode: object = arguments.get("x-match", "all")
+    if mode not in ("all", "any"):
+        raise BrokerError(
+            f"x-match {mode!r} must be 'all' or 'any'",
+            fields={"arguments": ["x-match must be 'all' or 'any'"]},
+        )
+    return mode == "any"
+
+
+class HeadersRoutes(Routes):
+    """Headers cannot be indexed by key; the bindings are scanned."""
+
+    def __init__(self) -> None:
+        self._bindings: list[_HeadersBinding] = []
+
+    @staticmethod
+    def _binding(queue: str, arguments: Mapping[str, Any]) -> _HeadersBinding:
+        items = tuple((k, v) for k, v in sorted(arguments.items()) if not k.startswith("x-"))
+        return _HeadersBinding(queue, parse_headers_match(arguments), items, canonical(dict(arguments)))
+
+    def add(self, queue: str, binding_key: str, arguments: Mapping[str, Any]) -> None:
+        self._bindings.append(self._binding(queue, arguments))
+
+    def remove(self, queue: str, binding_key: str, arguments: Mapping[str, Any]) -> None:
+        self._bindings.remove(self._binding(queue, arguments))
+
+    def route(self, routing_key: str, headers: Mapping[str, Any]) -> set[str] | frozenset[str]:
+        return {b.queue for b in self._bindings if b.matches(headers)}
+
+
+ROUTES_BY_TYPE: dict[ExchangeType, type[Routes]] = {
+    ExchangeType.DIRECT: DirectRoutes,
+    ExchangeType.FANOUT: FanoutRoutes,
+    ExchangeType.TOPIC: TopicRoutes,
+    ExchangeType.HEADERS: HeadersRoutes,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeSpec:
+    name: str
+    type: ExchangeType
+    durable: bool = True
+    auto_delete: bool = False
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+    def same_as(self, other: ExchangeSpec) -> bool:
+        return (
+            self.type == other.type
+            and self.durable == other.durable
+            and self.auto_delete == other.auto_delete
+            and dict(self.arguments) == dict(other.arguments)
+        )
+
+
+class Exchange:
+    __slots__ = ("spec", "routes", "binding_count")
+
+    def __init__(self, spec: ExchangeSpec) -> None:
+        self.spec = spec
+        self.routes: Routes = ROUTES_BY_TYPE[spec.type]()
+        self.binding_count = 0

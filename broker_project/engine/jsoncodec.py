@@ -1,0 +1,47 @@
+"""JSON encoding shared by the engine and the shell.
+
+One encoder, so a message is serialised once and every copy of it reuses the
+text. orjson when installed (several times faster), the standard library
+otherwise. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+try:
+    import orjson
+except ImportError:  # pragma: no cover - orjson is a declared dependency
+    orjson = None  # type: ignore[assignment]
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text; raises TypeError/ValueError for what JSON cannot hold."""
+    if orjson is not None:
+        return orjson.dumps(value).decode()
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def loads(text: str | bytes) -> Any:
+    if orjson is not None:
+        return orjson.loads(text)
+    return json.loads(text)
+
+
+def canonical(value: Any) -> str:
+    """Key-sorted JSON: equal JSON objects give equal text (binding identity)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Equality of JSON values: `1` is not `"1"` and `true` is not `1`, but `1 == 1.0`."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and bool(a == b)

@@ -1,0 +1,155 @@
+"""Messages, their copies in queues, and deliveries.
+
+A message is encoded to JSON once, when it is made: every delivery of every
+copy reuses that text (DESIGN.md, "Performance model"). Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .jsoncodec import dumps, loads
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    message_id: str
+    exchange: str
+    routing_key: str
+    body_json: str  # the body, already encoded
+    headers: Mapping[str, Any]
+    persistent: bool
+    published_at: str
+    # The fields every delivery shares, encoded: `"message_id":...,"headers":...`
+    fragment: str
+
+    def to_dict(self, *, redelivered: bool | None = None) -> dict[str, Any]:
+        """The wire object (PROTOCOL.md, "Every message"), for HTTP answers."""
+        result: dict[str, Any] = {
+            "message_id": self.message_id,
+            "exchange": self.exchange,
+            "routing_key": self.routing_key,
+            "body": loads(self.body_json),
+            "headers": dict(self.headers),
+            "persistent": self.persistent,
+            "published_at": self.published_at,
+        }
+        if redelivered is not None:
+            result["redelivered"] = redelivered
+        return result
+
+
+def make_message(
+    *,
+    message_id: str,
+    exchange: str,
+    routing_key: str,
+    body_json: str,
+    headers: Mapping[str, Any],
+    persistent: bool,
+    published_at: str,
+) -> Message:
+    mid = dumps(message_id)
+    fragment = (
+        f'"message_id":{mid},"unique_id":{mid},"exchange":{dumps(exchange)},'
+        f'"routing_key":{dumps(routing_key)},"body":{body_json},"headers":{dumps(dict(headers))},'
+        f'"persistent":{"true" if persistent else "false"},"published_at":{dumps(published_at)}'
+    )
+    return Message(
+        message_id=message_id,
+        exchange=exchange,
+        routing_key=routing_key,
+        body_json=body_json,
+        headers=headers,
+        persistent=persistent,
+        published_at=published_at,
+        fragment=fragment,
+    )
+
+
+@dataclass(slots=True, eq=False)
+class Envelope:
+    """One queue's copy of a message."""
+
+    message: Message
+    store_id: int | None  # the row that holds it; None when it lives in memory only
+    redelivered: bool = False
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    connection: int
+    subscription_json: str  # the subscription id, encoded once per subscription
+    delivery_tag: int
+    message: Message
+    redelivered: bool
+
+    def frame(self) -> str:
+        """The WebSocket `message` frame (PROTOCOL.md, "Server to client")."""
+        return (
+            f'{{"type":"message","subscription":{self.subscription_json},'
+            f'"delivery_tag":{self.delivery_tag},"redelivered":{"true" if self.redelivered else "false"},'
+            f"{self.message.fragment}}}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCopy:
+    """A row to commit before the publisher is answered."""
+
+    store_id: int
+    queue: str
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """A subscription the broker ended (its queue was deleted)."""
+
+    connection: int
+    subscription: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Effects:
+    """What the shell must do after an engine call, in this order:
+    commit `to_persist`, send `deliveries`, notify `cancelled`,
+    delete the rows `to_delete` by the next checkpoint, and forget the
+    stored definitions of `deleted_queues`."""
+
+    deliveries: tuple[Delivery, ...] = ()
+    to_persist: tuple[StoredCopy, ...] = ()
+    to_delete: tuple[int, ...] = ()
+    cancelled: tuple[Cancelled, ...] = ()
+    deleted_queues: tuple[str, ...] = ()
+
+
+NO_EFFECTS = Effects()
+
+
+class EffectsBuilder:
+    """Collects effects while one engine call runs."""
+
+    __slots__ = ("deliveries", "to_persist", "to_delete", "cancelled", "deleted_queues")
+
+    def __init__(self) -> None:
+        self.deliveries: list[Delivery] = []
+        self.to_persist: list[StoredCopy] = []
+        self.to_delete: list[int] = []
+        self.cancelled: list[Cancelled] = []
+        self.deleted_queues: list[str] = []
+
+    def build(self) -> Effects:
+        if not (self.deliveries or self.to_persist or self.to_delete or self.cancelled or self.deleted_queues):
+            return NO_EFFECTS
+        return Effects(
+            deliveries=tuple(self.deliveries),
+            to_persist=tuple(self.to_persist),
+            to_delete=tuple(self.to_delete),
+            cancelled=tuple(self.cancelled),
+            deleted_queues=tuple(self.deleted_queues),
+        )

@@ -1,0 +1,37 @@
+"""Name rules for exchanges and queues (PROTOCOL.md, "Wire contract").
+
+Pure: imports nothing outside the engine and the standard library.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from .errors import BrokerError, Forbidden
+
+NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,255}")
+RESERVED_PREFIX: Final = "amq."
+DEFAULT_EXCHANGE: Final = ""
+# The default exchange has no name on the wire; URLs and lists call it this.
+DEFAULT_EXCHANGE_ALIAS: Final = "amq.default"
+
+
+def check_name(kind: str, name: str, *, reserved_ok: bool = False) -> None:
+    """Raise `invalid` for a malformed name, `forbidden` for a reserved one."""
+    if not isinstance(name, str) or NAME_PATTERN.fullmatch(name) is None:
+        raise BrokerError(
+            f"{kind} name {name!r} must be 1 to 255 characters of A-Z a-z 0-9 _ . : -",
+            fields={"name": ["1 to 255 characters of A-Z a-z 0-9 _ . : -"]},
+        )
+    if name.startswith(RESERVED_PREFIX) and not reserved_ok:
+        raise Forbidden(f"{kind} name {name!r} is reserved: names starting with 'amq.' belong to the broker")
+
+
+def exchange_from_url(name: str) -> str:
+    """Map the URL form of an exchange name to its wire form."""
+    return DEFAULT_EXCHANGE if name == DEFAULT_EXCHANGE_ALIAS else name
+
+
+def exchange_to_url(name: str) -> str:
+    return DEFAULT_EXCHANGE_ALIAS if name == DEFAULT_EXCHANGE else name

@@ -1,0 +1,184 @@
+"""Queues, their arguments, consumers and connections: the engine's state.
+
+Pure: no I/O, no clock (times are passed in as floats, in seconds).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+from .errors import BrokerError
+from .messages import Envelope
+
+MAX_PREFETCH: Final = 65535  # AMQP's bound for basic.qos prefetch-count
+DEFAULT_PREFETCH: Final = 100  # PROTOCOL.md, subscribe frame
+
+
+class Overflow(StrEnum):
+    DROP_HEAD = "drop-head"
+    REJECT_PUBLISH = "reject-publish"
+
+
+class AckMode(StrEnum):
+    AUTO = "auto"
+    CLIENT = "client"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueArguments:
+    message_ttl: int | None = None  # ms
+    max_length: int | None = None
+    overflow: Overflow = Overflow.DROP_HEAD
+    dead_letter_exchange: str | None = None
+    dead_letter_routing_key: str | None = None
+    expires: int | None = None  # ms unused before the queue is deleted
+
+
+# RabbitMQ users write the `x-` spellings; both mean the same.
+_ALIASES: Final = {
+    "x-message-ttl": "message_ttl",
+    "x-max-length": "max_length",
+    "x-overflow": "overflow",
+    "x-dead-letter-exchange": "dead_letter_exchange",
+    "x-dead-letter-routing-key": "dead_letter_routing_key",
+    "x-expires": "expires",
+}
+_INT_ARGUMENTS: Final = {"message_ttl": 0, "max_length": 0, "expires": 1}  # name -> smallest value
+_STR_ARGUMENTS: Final = ("dead_letter_exchange", "dead_letter_routing_key")
+
+
+def parse_queue_arguments(raw: Mapping[str, Any] | None) -> QueueArguments:
+    """Validate a queue's `arguments` (PROTOCOL.md, "Queue arguments")."""
+    if raw is None:
+        return QueueArguments()
+    if not isinstance(raw, Mapping):
+        raise BrokerError("arguments must be an object", fields={"arguments": ["must be an object"]})
+    values: dict[str, Any] = {}
+    errors: dict[str, list[str]] = {}
+    for key, value in raw.items():
+        name = _ALIASES.get(key, key)
+        if name in _INT_ARGUMENTS:
+            low = _INT_ARGUMENTS[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                errors[key] = [f"must be an integer >= {low}"]
+            else:
+                values[name] = value
+        elif name in _STR_ARGUMENTS:
+            if not isinstance(value, str):
+                errors[key] = ["must be a string"]
+            else:
+                values[name] = value
+        elif name == "overflow":
+            if value not in (Overflow.DROP_HEAD, Overflow.REJECT_PUBLISH):
+                errors[key] = ["must be 'drop-head' or 'reject-publish'"]
+            else:
+                values[name] = Overflow(value)
+        else:
+            errors[key] = ["unknown queue argument"]
+    if errors:
+        first = next(iter(errors))
+        raise BrokerError(f"queue argument {first!r}: {errors[first][0]}", fields={"arguments": [
+            f"{k}: {v[0]}" for k, v in errors.items()
+        ]})
+    return QueueArguments(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    name: str
+    durable: bool = True
+    auto_delete: bool = False
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    exclusive_to: int | None = None  # the connection that owns a private queue
+
+    def same_as(self, other: QueueSpec) -> bool:
+        return (
+            self.durable == other.durable
+            and self.auto_delete == other.auto_delete
+            and dict(self.arguments) == dict(other.arguments)
+            and self.exclusive_to == other.exclusive_to
+        )
+
+
+class Consumer:
+    """A subscription: one connection consuming one queue."""
+
+    __slots__ = ("connection", "subscription", "subscription_json", "queue", "ack_mode", "prefetch", "unacked")
+
+    def __init__(
+        self,
+        connection: Connection,
+        subscription: str,
+        subscription_json: str,
+        queue: QueueState,
+        ack_mode: AckMode,
+        prefetch: int,
+    ) -> None:
+        self.connection = connection
+        self.subscription = subscription
+        self.subscription_json = subscription_json
+        self.queue = queue
+        self.ack_mode = ack_mode
+        self.prefetch = prefetch  # 0 = unbounded
+        self.unacked = 0
+
+    def has_room(self) -> bool:
+        return self.ack_mode == AckMode.AUTO or self.prefetch == 0 or self.unacked < self.prefetch
+
+
+class QueueState:
+    __slots__ = ("spec", "args", "ready", "consumers", "next_consumer", "unacked", "had_consumer", "last_used")
+
+    def __init__(self, spec: QueueSpec, now: float) -> None:
+        self.spec = spec
+        self.args = parse_queue_arguments(spec.arguments)
+        self.ready: deque[Envelope] = deque()
+        self.consumers: list[Consumer] = []
+        self.next_consumer = 0  # round-robin position
+        self.unacked = 0
+        self.had_consumer = False
+        self.last_used = now
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def stores(self, persistent: bool) -> bool:
+        """Does a copy of a message with this flag go to the database?"""
+        return persistent and self.spec.durable and self.spec.exclusive_to is None
+
+    def pick_consumer(self) -> Consumer | None:
+        """The next consumer in round-robin order with room under its prefetch."""
+        consumers = self.consumers
+        count = len(consumers)
+        for step in range(count):
+            index = (self.next_consumer + step) % count
+            consumer = consumers[index]
+            if consumer.has_room():
+                self.next_consumer = (index + 1) % count
+                return consumer
+        return None
+
+
+@dataclass(slots=True, eq=False)
+class Unacked:
+    consumer: Consumer
+    envelope: Envelope
+
+
+class Connection:
+    """A client connection: its subscriptions and its unacknowledged deliveries."""
+
+    __slots__ = ("id", "next_tag", "unacked", "consumers", "exclusive_queues")
+
+    def __init__(self, connection_id: int) -> None:
+        self.id = connection_id
+        self.next_tag = 1
+        # delivery_tag -> delivery, in delivery order (dicts keep insertion order)
+        self.unacked: dict[int, Unacked] = {}
+        self.consumers: dict[str, Consumer] = {}
+        self.exclusive_queues: set[str] = set()

@@ -1,0 +1,150 @@
+"""Typed readers of the process environment: the only module that reads os.environ.
+
+Settings call these helpers; nothing else in the project looks at the
+environment. Settings first call load_dotenv(), which merges a `.env` file
+from the working directory (real environment variables win), so a deployment can keep its configuration
+in one file. A value that cannot be parsed raises ImproperlyConfigured naming
+the variable and the value, so a typo stops the process at start instead of
+surfacing later as odd behaviour.
+
+Imports only the stdlib and django.core.exceptions (no settings access).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def parse_dotenv(text: str) -> dict[str, str]:
+    """Parse KEY=VALUE lines; `#` starts a comment line, values may be quoted.
+
+    Deliberately small: no interpolation, no multi-line values. An optional
+    leading `export ` is accepted so the file can also be sourced by a shell.
+    """
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ImproperlyConfigured(f".env line {number} is not KEY=VALUE: {raw!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        elif " #" in value:
+            # An unquoted value may carry a trailing comment, as in shell files.
+            value = value.split(" #", 1)[0].rstrip()
+        values[key] = value
+    return values
+
+
+def load_dotenv(
+    path: Path | None = None, environ: MutableMapping[str, str] | None = None
+) -> None:
+    """Merge `path` (default: ./.env) into `environ`; existing variables win."""
+    target = os.environ if environ is None else environ
+    dotenv = Path.cwd() / ".env" if path is None else path
+    try:
+        text = dotenv.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return
+    for key, value in parse_dotenv(text).items():
+        target.setdefault(key, value)
+
+
+def _raw(name: str, environ: Mapping[str, str] | None) -> str | None:
+    source = os.environ if environ is None else environ
+    return source.get(name)
+
+
+def env_str(name: str, *, default: str, environ: Mapping[str, str] | None = None) -> str:
+    """The variable as is; an empty value stays empty (REDIS_URL= means "none")."""
+    value = _raw(name, environ)
+    return default if value is None else value
+
+
+def env_int(
+    name: str,
+    *,
+    default: int,
+    min: int | None = None,  # noqa: A002 - mirrors the brief's keyword names
+    max: int | None = None,  # noqa: A002
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    value = _raw(name, environ)
+    # An empty numeric or boolean variable (`FOO=`) means "use the default".
+    if value is None or value.strip() == "":
+        result = default
+    else:
+        try:
+            result = int(value.strip())
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from None
+    _check_range(name, result, min, max)
+    return result
+
+
+def env_float(
+    name: str,
+    *,
+    default: float,
+    min: float | None = None,  # noqa: A002
+    max: float | None = None,  # noqa: A002
+    environ: Mapping[str, str] | None = None,
+) -> float:
+    value = _raw(name, environ)
+    if value is None or value.strip() == "":
+        result = default
+    else:
+        try:
+            result = float(value.strip())
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}={value!r} is not a number") from None
+        if result != result or result in (float("inf"), float("-inf")):
+            raise ImproperlyConfigured(f"{name}={value!r} is not a finite number")
+    _check_range(name, result, min, max)
+    return result
+
+
+def env_bool(name: str, *, default: bool, environ: Mapping[str, str] | None = None) -> bool:
+    value = _raw(name, environ)
+    if value is None or value.strip() == "":
+        return default
+    word = value.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ImproperlyConfigured(
+        f"{name}={value!r} is not a boolean (use true/false, 1/0, yes/no, on/off)"
+    )
+
+
+def env_list(
+    name: str, *, default: list[str], environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """Comma-separated; blanks around items and empty items are dropped."""
+    value = _raw(name, environ)
+    if value is None:
+        return list(default)
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _check_range(
+    name: str, value: float, low: float | None, high: float | None
+) -> None:
+    if low is not None and value < low:
+        raise ImproperlyConfigured(f"{name}={value!r} is below the minimum {low!r}")
+    if high is not None and value > high:
+        raise ImproperlyConfigured(f"{name}={value!r} is above the maximum {high!r}")

@@ -1,0 +1,76 @@
+"""Validation of a publish request, shared by HTTP and WebSocket.
+
+Pure: takes the decoded fields and the size limit, returns what the runtime
+publishes, or raises a BrokerError naming the field. The body is encoded here,
+once; every delivery reuses the text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .engine.errors import BrokerError, TooLarge
+from .engine.jsoncodec import dumps
+from .engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS, NAME_PATTERN
+
+MAX_ROUTING_KEY: Final = 255  # AMQP's short string, as RabbitMQ
+MAX_MESSAGE_ID: Final = 64  # the stored column's width
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    exchange: str
+    routing_key: str
+    body_json: str
+    headers: dict[str, Any]
+    persistent: bool
+    message_id: str | None
+
+
+def _invalid(field: str, problem: str) -> BrokerError:
+    return BrokerError(f"{field}: {problem}", fields={field: [problem]})
+
+
+def exchange_field(value: Any, field: str = "exchange") -> str:
+    if not isinstance(value, str):
+        raise _invalid(field, "must be a string")
+    if value in (DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS):
+        return DEFAULT_EXCHANGE
+    if NAME_PATTERN.fullmatch(value) is None:
+        raise _invalid(field, "must be 1 to 255 characters of A-Z a-z 0-9 _ . : -")
+    return value
+
+
+def prepare_publish(data: Mapping[str, Any], *, max_bytes: int, exchange: str | None = None) -> PublishRequest:
+    """Check a publish's fields (PROTOCOL.md, publish); `exchange` overrides the field (HTTP path)."""
+    if "body" not in data:
+        raise _invalid("body", "this field is required")
+    target = exchange_field(data.get("exchange", DEFAULT_EXCHANGE) if exchange is None else exchange)
+    routing_key = data.get("routing_key", "")
+    if not isinstance(routing_key, str) or len(routing_key) > MAX_ROUTING_KEY:
+        raise _invalid("routing_key", f"must be a string of at most {MAX_ROUTING_KEY} characters")
+    headers = data.get("headers")
+    if headers is None:
+        headers = {}
+    if not isinstance(headers, dict) or not all(isinstance(key, str) for key in headers):
+        raise _invalid("headers", "must be an object")
+    persistent = data.get("persistent", True)
+    if not isinstance(persistent, bool):
+        raise _invalid("persistent", "must be true or false")
+    message_id = data.get("message_id")
+    if message_id is not None and (
+        not isinstance(message_id, str) or not 0 < len(message_id) <= MAX_MESSAGE_ID
+    ):
+        raise _invalid("message_id", f"must be a string of 1 to {MAX_MESSAGE_ID} characters")
+    try:
+        body_json = dumps(data["body"])
+        headers_size = len(dumps(headers))
+    except (TypeError, ValueError):
+        raise _invalid("body", "must be a JSON value") from None
+    if len(body_json.encode()) > max_bytes:
+        raise TooLarge(f"body: the message body is over the limit of {max_bytes} bytes")
+    if headers_size > max_bytes:
+        raise TooLarge(f"headers: the message headers are over the limit of {max_bytes} bytes")
+    return PublishRequest(target, routing_key, body_json, headers, persistent, message_id)

@@ -1,0 +1,341 @@
+"""Django settings, all from the environment (DESIGN.md "Configuration").
+
+One settings module for every deployment: environments differ only by their
+variables (or a `.env` file in the working directory). Values are read only
+through broker_project.env, which fails loudly on a bad value. Every variable
+is parsed before anything is written to disk (the generated SECRET_KEY file),
+so a typo never leaves a stray file behind.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from broker_project.env import (
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    load_dotenv,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+load_dotenv()
+
+# --- the environment (DESIGN.md's table, in its order) ---------------------
+
+HTTP_PORT = env_int("HTTP_PORT", default=8060, min=1, max=65535)
+HTTP_HOST = env_str("HTTP_HOST", default="127.0.0.1")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+DATABASE_NAME = env_str("DATABASE_NAME", default="pub-sub") or "pub-sub"
+DATABASE_URL = env_str("DATABASE_URL", default="")
+MAX_MESSAGE_BYTES = env_int("MAX_MESSAGE_BYTES", default=1_048_576, min=1)
+REDIS_URL = env_str("REDIS_URL", default="")  # "" = in-memory channel layer
+DO_MIGRATIONS = env_bool("DO_MIGRATIONS", default=True)
+CHECKPOINT_IN_SECONDS = env_float("CHECKPOINT_IN_SECONDS", default=10.0)
+if CHECKPOINT_IN_SECONDS <= 0:
+    raise ImproperlyConfigured(
+        f"CHECKPOINT_IN_SECONDS={CHECKPOINT_IN_SECONDS!r} must be greater than 0"
+    )
+DEBUG = env_bool("DEBUG", default=False)
+_SECRET_KEY_ENV = env_str("SECRET_KEY", default="")
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a hostname or 0.0.0.0: reachable from elsewhere
+
+
+# Anonymous clients are safe only while nobody else can connect (STYLE.md "Settings").
+BROKER_ALLOW_ANONYMOUS = env_bool(
+    "BROKER_ALLOW_ANONYMOUS", default=_is_loopback(HTTP_HOST)
+)
+
+# --- database ---------------------------------------------------------------
+
+_SQLITE_OPTIONS: dict[str, Any] = {
+    # WAL lets the API read while the store writer commits; synchronous=FULL
+    # because a confirmed message must survive power loss (PROTOCOL.md "Durability").
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
+    # IMMEDIATE takes the write lock at BEGIN, so two writers queue on `timeout`
+    # instead of one failing with "database is locked" when it upgrades a read.
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+}
+
+
+def _database() -> dict[str, Any]:
+    if DATABASE_URL:
+        try:
+            db: dict[str, Any] = dict(dj_database_url.parse(DATABASE_URL))
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"DATABASE_URL={DATABASE_URL!r} is not valid: {exc}") from exc
+    else:
+        # Built directly rather than as "sqlite:///<name>.sqlite3" so that a
+        # DATABASE_NAME containing '#', '?' or '%' is not mangled by URL parsing.
+        db = {"ENGINE": "django.db.backends.sqlite3", "NAME": f"{DATABASE_NAME}.sqlite3"}
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        name = str(db.get("NAME") or "")
+        if name and name != ":memory:" and not name.startswith("file:"):
+            # Absolute, so a later chdir (daemonising servers) cannot move the data.
+            db["NAME"] = str(Path(name).resolve())
+        db["OPTIONS"] = dict(_SQLITE_OPTIONS)
+        # A file, not pytest-django's default in-memory database, so tests whose
+        # ORM calls run in worker threads share one database; a stable name
+        # because pytest-django creates it once per run.
+        db["TEST"] = {
+            "NAME": os.path.join(
+                tempfile.gettempdir(), f"test-{Path(DATABASE_NAME).name}.sqlite3"
+            )
+        }
+    elif db["ENGINE"].startswith("django.db.backends.postgresql"):
+        # No persistent connections: under ASGI each request may run in a new
+        # thread, and a kept connection per thread piles up until the server's
+        # limit is reached.
+        db["CONN_MAX_AGE"] = 0
+        # Keep options given in the URL's query (?sslmode=require).
+        db["OPTIONS"] = dict(db.get("OPTIONS") or {})
+    return db
+
+
+DATABASES = {"default": _database()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- secret key (generated once, kept beside the data, owner-only) ----------
+
+
+def _secret_key_path() -> Path:
+    db = DATABASES["default"]
+    name = str(db.get("NAME") or "")
+    if db["ENGINE"] == "django.db.backends.sqlite3" and name and name != ":memory:":
+        directory = Path(name.removeprefix("file:").split("?", 1)[0]).resolve().parent
+    else:
+        directory = Path.cwd()
+    return directory / f"{Path(DATABASE_NAME).name}.secret_key"
+
+
+def _read_or_create_secret_key(path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: of two processes starting at once, exactly one writes the key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # The other process may still be writing: wait briefly for content.
+        deadline = time.monotonic() + 2.0
+        while True:
+            key = path.read_text(encoding="utf-8").strip()
+            if key:
+                return key
+            if time.monotonic() > deadline:
+                raise ImproperlyConfigured(
+                    f"SECRET_KEY file {str(path)!r} is empty; delete it to generate a new key"
+                ) from None
+            time.sleep(0.05)
+    key = secrets.token_urlsafe(50)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(key + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return key
+
+
+SECRET_KEY = _SECRET_KEY_ENV or _read_or_create_secret_key(_secret_key_path())
+
+# --- applications -----------------------------------------------------------
+
+INSTALLED_APPS = [
+    # daphne is not listed: runbroker embeds uvicorn, and daphne's runserver
+    # override is not wanted.
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "exchanges",
+    "queues",
+    "bindings",
+    "subscriptions",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "broker_project.urls"
+ASGI_APPLICATION = "broker_project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.debug",
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
+
+# --- channels ---------------------------------------------------------------
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                # channels-redis passes a host dict to
+                # redis.asyncio.ConnectionPool.from_url(address, **rest): the
+                # pool takes max_connections, each Connection the rest. Under
+                # redis-py 8 the defaults (5 s socket timeout, 100 connections)
+                # kill busy consumers: a slow reply times out, and the pool
+                # runs dry under many sockets.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 30,
+                        "socket_connect_timeout": 5,
+                        "retry_on_timeout": True,
+                        "max_connections": 1000,
+                    }
+                ],
+                # group_send silently drops a message for a channel holding
+                # `capacity` messages (the default 100 is reached in a burst).
+                "capacity": 1000,
+                "expiry": 60,
+                "group_expiry": 86400,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            # Same capacity as with Redis, for the same reason (silent drops).
+            "CONFIG": {"capacity": 1000, "expiry": 60},
+        }
+    }
+
+# --- REST API ---------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        # Form parsers only so the browsable API's HTML forms work.
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    # One error shape for every endpoint (PROTOCOL.md "Errors").
+    "EXCEPTION_HANDLER": "broker_project.api_errors.exception_handler",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    # Authentication and BROKER_ALLOW_ANONYMOUS are enforced in a later issue.
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Pub/Sub broker API",
+    "VERSION": "0.1.0",
+    # Served from the sidecar package: the UI works without internet access.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# A request may carry one full message plus its JSON envelope (routing key,
+# headers); anything larger is refused with 413 (PROTOCOL.md, size limit).
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_MESSAGE_BYTES + 64 * 1024
+
+# --- logging ----------------------------------------------------------------
+
+LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        # The project's own namespaces; `broker` for code that names its logger
+        # explicitly, the app packages for logging.getLogger(__name__).
+        **{
+            name: {"handlers": ["console"], "level": "INFO", "propagate": False}
+            for name in (
+                "broker",
+                "broker_project",
+                "exchanges",
+                "queues",
+                "bindings",
+                "subscriptions",
+            )
+        },
+        "django": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+    },
+}
+
+# --- security ---------------------------------------------------------------
+
+if not DEBUG:
+    SESSION_COOKIE_HTTPONLY = True
+    # The web UI's JavaScript reads the CSRF cookie to send X-CSRFToken.
+    CSRF_COOKIE_HTTPONLY = False
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+    X_FRAME_OPTIONS = "DENY"
+    SECURE_REFERRER_POLICY = "same-origin"

@@ -1,0 +1,125 @@
+"""Group commit: the one writer of stored messages.
+
+Publishers hand their copies to `append` and await the returned future; the
+writer takes everything pending, writes it in one transaction, resolves every
+waiter, and repeats (DESIGN.md, "Message store"). Deletes (acks, drops,
+purges) ride along with the next commit, and at least every checkpoint.
+
+It owns a single database thread, so the ORM connection it uses is kept
+between commits and writes never interleave. Imports no Django: the store
+passed in does the ORM work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
+
+from .engine.errors import Unavailable
+from .engine.messages import StoredCopy
+
+log = logging.getLogger("broker.writer")
+
+T = TypeVar("T")
+
+
+class MessageStore(Protocol):
+    def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[str]) -> None:
+        """Insert, then delete, in one transaction."""
+
+    def close(self) -> None:
+        """Release the calling thread's database connection."""
+
+
+class GroupCommitWriter:
+    def __init__(self, store: MessageStore, *, checkpoint_seconds: float) -> None:
+        self._store = store
+        self._checkpoint = checkpoint_seconds
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="broker-store")
+        self._inserts: list[StoredCopy] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._deletes: list[int] = []
+        self._queues_to_delete: list[str] = []
+        self._wake = asyncio.Event()
+        self.commits = 0
+
+    async def in_thread(self, fn: Any, *args: Any) -> Any:
+        """Run ORM work on the writer's thread, after what is queued there."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def append(self, copies: Sequence[StoredCopy]) -> asyncio.Future[None]:
+        """Queue copies for the next commit; the future resolves once they are committed."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inserts.extend(copies)
+        self._waiters.append(waiter)
+        self._wake.set()
+        return waiter
+
+    def delete(self, store_ids: Sequence[int]) -> None:
+        # No wake-up: deletes wait for the next commit or the checkpoint.
+        self._deletes.extend(store_ids)
+
+    def delete_queues(self, names: Sequence[str]) -> None:
+        self._queues_to_delete.extend(names)
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._inserts) + len(self._deletes) + len(self._queues_to_delete)
+
+    async def run(self) -> None:
+        """Commit whenever there is something to insert; flush deletes every checkpoint."""
+        loop = asyncio.get_running_loop()
+        next_checkpoint = loop.time() + self._checkpoint
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_checkpoint - loop.time()))
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if loop.time() >= next_checkpoint or self._inserts or self._queues_to_delete:
+                await self.flush()
+                if loop.time() >= next_checkpoint:
+                    next_checkpoint = loop.time() + self._checkpoint
+
+    async def flush(self) -> None:
+        """One transaction with everything pending; waiters learn its outcome."""
+        inserts, waiters, deletes, queues = self._inserts, self._waiters, self._deletes, self._queues_to_delete
+        if not (inserts or deletes or queues):
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._waiters = []
+            return
+        self._inserts, self._waiters, self._deletes, self._queues_to_delete = [], [], [], []
+        # A copy acknowledged before it was ever written needs neither write.
+        both = {copy.store_id for copy in inserts}.intersection(deletes) if deletes and inserts else set()
+        if both:
+            inserts = [copy for copy in inserts if copy.store_id not in both]
+            deletes = [store_id for store_id in deletes if store_id not in both]
+        try:
+            await self.in_thread(self._store.write, inserts, deletes, queues)
+        except Exception as error:  # the database is away or refused the batch
+            log.error("commit of %d messages failed: %s", len(inserts), error)
+            self._deletes[:0] = deletes  # retried with the next commit
+            self._queues_to_delete[:0] = queues
+            failure = Unavailable(f"the message store is unavailable: {type(error).__name__}")
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(failure)
+            return
+        self.commits += 1
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def close(self) -> None:
+        """Commit what is pending, then release the thread and its connection."""
+        await self.flush()
+        try:
+            await self.in_thread(self._store.close)
+        finally:
+            self._executor.shutdown(wait=False)

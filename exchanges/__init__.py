@@ -1,0 +1,1 @@
+"""Exchanges: the Exchange model, its admin, API and services."""

@@ -1,0 +1,14 @@
+"""App configuration of `exchanges`."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class ExchangesConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "exchanges"
+    verbose_name = "Exchanges"
+
+    def ready(self) -> None:
+        from exchanges import signals  # noqa: F401  (connects the receivers)

@@ -1,0 +1,29 @@
+"""The Exchange model: the durable definition the router loads at start."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from broker_project.validators import broker_name_validator
+
+
+class ExchangeType(models.TextChoices):
+    DIRECT = "direct", "direct"
+    FANOUT = "fanout", "fanout"
+    TOPIC = "topic", "topic"
+    HEADERS = "headers", "headers"
+
+
+class Exchange(models.Model):
+    name = models.CharField(max_length=255, unique=True, validators=[broker_name_validator])
+    type = models.CharField(max_length=16, choices=ExchangeType.choices)
+    durable = models.BooleanField(default=True)
+    auto_delete = models.BooleanField(default=False)
+    arguments = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.type})"

@@ -1,0 +1,51 @@
+"""Queue definitions and the stored messages of durable queues.
+
+Message rows are written and deleted in batches by the store (queues/store.py),
+never one by one from views: the admin only reads and deletes them.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+from broker_project.validators import broker_name_validator
+
+
+class Queue(models.Model):
+    name = models.CharField(max_length=255, unique=True, validators=[broker_name_validator])
+    durable = models.BooleanField(default=True)
+    auto_delete = models.BooleanField(default=False)
+    arguments = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Message(models.Model):
+    """A persistent message of a durable queue, kept until acknowledged."""
+
+    # Assigned by the broker, increasing: a queue's order after a restart is
+    # the order of these ids (PROTOCOL.md "Durability").
+    id = models.BigIntegerField(primary_key=True)
+    queue = models.ForeignKey(
+        Queue, on_delete=models.CASCADE, related_name="stored_messages", db_index=True
+    )
+    message_id = models.CharField(max_length=64)
+    exchange = models.CharField(max_length=255, blank=True)
+    routing_key = models.CharField(max_length=255, blank=True)
+    # The body's JSON text exactly as published: serialised once, never re-encoded.
+    body = models.TextField()
+    headers = models.JSONField(default=dict)
+    # ISO-8601 text as on the wire, so a redelivery repeats it byte for byte.
+    published_at = models.CharField(max_length=40)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["queue", "id"], name="message_queue_id")]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} in queue {self.queue_id}"

@@ -1,0 +1,117 @@
+"""The message store, ORM side: what the router loads at start and the rows
+the group-commit writer inserts and deletes.
+
+Every method runs on the writer's single database thread (see
+broker_project/writer.py), so its connection is kept between commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Final
+
+from django.db import connection, transaction
+
+from bindings.models import Binding
+from broker_project.engine.broker import BindingSpec
+from broker_project.engine.exchanges import ExchangeSpec, ExchangeType
+from broker_project.engine.messages import Message, StoredCopy, make_message
+from broker_project.engine.queues import QueueSpec
+from broker_project.topology import Topology
+from exchanges.models import Exchange
+from queues.models import Message as MessageRow
+from queues.models import Queue
+
+# Rows per statement: under SQLite's and PostgreSQL's parameter limits.
+BATCH_ROWS: Final = 500
+LOAD_CHUNK: Final = 10_000
+
+
+def exchange_spec(row: Exchange) -> ExchangeSpec:
+    return ExchangeSpec(
+        name=row.name,
+        type=ExchangeType(row.type),
+        durable=row.durable,
+        auto_delete=row.auto_delete,
+        arguments=row.arguments or {},
+    )
+
+
+def queue_spec(row: Queue) -> QueueSpec:
+    return QueueSpec(name=row.name, durable=row.durable, auto_delete=row.auto_delete, arguments=row.arguments or {})
+
+
+def binding_spec(row: Binding, *, exchange: str, queue: str) -> BindingSpec:
+    return BindingSpec(exchange=exchange, queue=queue, binding_key=row.binding_key, arguments=row.arguments or {})
+
+
+class OrmMessageStore:
+    def load_topology(self) -> Topology:
+        bindings = [
+            binding_spec(row, exchange=row.exchange.name, queue=row.queue.name)
+            for row in Binding.objects.select_related("exchange", "queue")
+        ]
+        queues = list(Queue.objects.all())
+        return Topology(
+            exchanges=[exchange_spec(row) for row in Exchange.objects.all()],
+            queues=[queue_spec(row) for row in queues],
+            bindings=bindings,
+        )
+
+    def load_messages(self) -> Iterator[tuple[int, str, Message]]:
+        """Every stored message, queue by queue, in publish order, read in chunks by id."""
+        names = dict(Queue.objects.values_list("pk", "name"))
+        fields = ("id", "queue_id", "message_id", "exchange", "routing_key", "body", "headers", "published_at")
+        last = 0
+        while True:
+            rows = list(MessageRow.objects.filter(id__gt=last).order_by("id").values_list(*fields)[:LOAD_CHUNK])
+            if not rows:
+                return
+            for store_id, queue_id, message_id, exchange, routing_key, body, headers, published_at in rows:
+                name = names.get(queue_id)
+                if name is None:
+                    continue
+                message = make_message(
+                    message_id=message_id,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    body_json=body,
+                    headers=headers or {},
+                    persistent=True,
+                    published_at=published_at,
+                )
+                yield store_id, name, message
+            last = rows[-1][0]
+
+    def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[str]) -> None:
+        # Looked up per commit, not cached: a queue deleted and declared again gets a new id.
+        names = {copy.queue for copy in inserts}
+        queue_ids = dict(Queue.objects.filter(name__in=names).values_list("name", "pk")) if names else {}
+        rows = []
+        for copy in inserts:
+            queue_id = queue_ids.get(copy.queue)
+            if queue_id is None:  # the queue's definition was deleted meanwhile: so is the copy
+                continue
+            message = copy.message
+            rows.append(
+                MessageRow(
+                    id=copy.store_id,
+                    queue_id=queue_id,
+                    message_id=message.message_id,
+                    exchange=message.exchange,
+                    routing_key=message.routing_key,
+                    body=message.body_json,
+                    headers=dict(message.headers),
+                    published_at=message.published_at,
+                )
+            )
+        with transaction.atomic():
+            if rows:
+                MessageRow.objects.bulk_create(rows, batch_size=BATCH_ROWS)
+            for start in range(0, len(deletes), BATCH_ROWS):
+                MessageRow.objects.filter(id__in=deletes[start : start + BATCH_ROWS]).delete()
+            if queues_to_delete:
+                Queue.objects.filter(name__in=list(queues_to_delete)).delete()
+
+    def close(self) -> None:
+        connection.close()

@@ -1,0 +1,1 @@
+"""Subscriptions: WebSocket consumers and the runbroker command; no models."""

@@ -1,0 +1,1 @@
+"""No models: subscriptions live in the runtime, not in the database."""

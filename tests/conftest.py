@@ -1,0 +1,44 @@
+"""Shared fixtures: a running router on the test's loop or on a thread of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from broker_project.runtime import Runtime
+
+
+def _new_runtime() -> Runtime:
+    from queues.store import OrmMessageStore
+
+    # A short checkpoint so tests see acknowledgements reach the database quickly.
+    return Runtime(OrmMessageStore(), checkpoint_seconds=0.2)
+
+
+@pytest.fixture
+async def runtime(transactional_db: Any) -> AsyncIterator[Runtime]:
+    """The router on the test's own event loop (async tests, WebsocketCommunicator)."""
+    router = _new_runtime()
+    await router.start()
+    yield router
+    await router.stop()
+
+
+@pytest.fixture
+def runtime_thread(transactional_db: Any) -> Iterator[Runtime]:
+    """The router on a loop in a thread of its own, as under the ASGI server, for sync tests
+    (DRF's APIClient): views reach it through `call_threadsafe` exactly as in production."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="test-router", daemon=True)
+    thread.start()
+    router = _new_runtime()
+    asyncio.run_coroutine_threadsafe(router.start(), loop).result(timeout=30)
+    yield router
+    asyncio.run_coroutine_threadsafe(router.stop(), loop).result(timeout=30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
+    loop.close()

@@ -1,0 +1,119 @@
+"""The runtime with the real ORM store: commits before answers, checkpointed
+deletes, and what a restart loads back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+from channels.db import database_sync_to_async
+
+from broker_project.engine.errors import Unavailable
+from broker_project.engine.jsoncodec import dumps
+from broker_project.engine.messages import StoredCopy
+from broker_project.engine.queues import AckMode
+from broker_project.runtime import Runtime
+from queues.models import Message, Queue
+from queues.store import OrmMessageStore
+from tests.conftest import _new_runtime
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.frames: list[str] = []
+
+    def deliver(self, frames: list[str]) -> None:
+        self.frames.extend(frames)
+
+    def cancelled(self, subscription: str, reason: str) -> None:
+        self.frames.append(f"cancelled {subscription}")
+
+
+async def publish(runtime: Runtime, queue: str, body: object, *, persistent: bool = True) -> tuple[str, int]:
+    return await runtime.publish(
+        exchange="", routing_key=queue, body_json=dumps(body), headers={}, persistent=persistent
+    )
+
+
+@database_sync_to_async
+def rows(queue: str) -> list[str]:
+    return list(Message.objects.filter(queue__name=queue).order_by("id").values_list("body", flat=True))
+
+
+async def test_a_confirmed_persistent_message_is_already_in_the_database(runtime: Runtime) -> None:
+    await database_sync_to_async(Queue.objects.create)(name="jobs")
+    await database_sync_to_async(Queue.objects.create)(name="scratch", durable=False)
+    _, routed = await publish(runtime, "jobs", {"n": 1})
+    assert routed == 1
+    assert await rows("jobs") == ['{"n":1}']
+    await publish(runtime, "jobs", "transient", persistent=False)
+    await publish(runtime, "scratch", "durable message, transient queue")
+    assert await rows("jobs") == ['{"n":1}']  # non-persistent messages and non-durable queues stay in memory
+    assert await rows("scratch") == []
+
+
+async def test_concurrent_publishes_share_commits(runtime: Runtime) -> None:
+    await database_sync_to_async(Queue.objects.create)(name="busy")
+    assert runtime.writer is not None
+    before = runtime.writer.commits
+    results = await asyncio.gather(*(publish(runtime, "busy", n) for n in range(200)))
+    assert all(routed == 1 for _, routed in results)
+    assert len(await rows("busy")) == 200
+    assert runtime.writer.commits - before < 50  # group commit: far fewer commits than messages
+
+
+async def test_acks_are_deleted_by_the_checkpoint_and_a_restart_loads_the_rest_in_order(runtime: Runtime) -> None:
+    await database_sync_to_async(Queue.objects.create)(name="orders")
+    for n in range(5):
+        await publish(runtime, "orders", n)
+    sink = Sink()
+    connection = runtime.connect(sink)
+    runtime.subscribe(connection, subscription="s", subscription_json='"s"', ack_mode=AckMode.CLIENT, prefetch=2, queue="orders")
+    assert len(sink.frames) == 2
+    runtime.ack(connection, 1, multiple=False)  # body 0
+    await asyncio.sleep(0.6)  # past the fixture's 0.2 s checkpoint
+    assert await rows("orders") == ["1", "2", "3", "4"]
+    runtime.disconnect(connection)  # body 1 (unacked) and 2 (delivered after the ack) go back
+    await runtime.stop()
+
+    restarted = _new_runtime()
+    await restarted.start()
+    try:
+        assert restarted.loaded_messages == 4
+        taken = restarted.get("orders", count=10, ack=True)
+        assert [(m["body"], m["redelivered"]) for m in taken] == [(1, True), (2, True), (3, True), (4, True)]
+    finally:
+        await restarted.stop()
+    assert await rows("orders") == []  # stop() flushed the deletes of the acknowledged get
+
+
+class FailingStore(OrmMessageStore):
+    def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[str]) -> None:
+        if inserts:
+            raise OSError("disk on fire")
+        super().write(inserts, deletes, queues_to_delete)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_message_that_cannot_be_stored_is_never_confirmed() -> None:
+    await database_sync_to_async(Queue.objects.create)(name="fragile")
+    runtime = Runtime(FailingStore(), checkpoint_seconds=0.2)
+    await runtime.start()
+    try:
+        with pytest.raises(Unavailable):
+            await publish(runtime, "fragile", "lost?")
+        _, routed = await publish(runtime, "fragile", "memory only", persistent=False)
+        assert routed == 1  # non-durable traffic keeps flowing
+    finally:
+        await runtime.stop()
+
+
+async def test_orm_changes_reach_the_router(runtime: Runtime) -> None:
+    queue = await database_sync_to_async(Queue.objects.create)(name="live", arguments={"max_length": 1})
+    assert "live" in runtime.broker.queues
+    await publish(runtime, "live", 1)
+    await publish(runtime, "live", 2)
+    assert runtime.broker.queue_counts("live").messages_ready == 1  # type: ignore[union-attr]
+    await database_sync_to_async(queue.delete)()
+    assert "live" not in runtime.broker.queues
