@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
+from broker_project.engine.errors import BrokerError
+from broker_project.engine.exchanges import ExchangeType, parse_headers_match
 from broker_project.engine.jsoncodec import canonical
+from broker_project.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS
 from exchanges.models import Exchange
 from queues.models import Queue
 
@@ -37,6 +41,33 @@ class Binding(models.Model):
         if update_fields is not None and "arguments" in update_fields:
             kwargs["update_fields"] = {*update_fields, "arguments_key"}
         super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        """The API's rules for the admin's forms: a refused row never reaches the router."""
+        if not isinstance(self.arguments, dict):
+            raise ValidationError({"arguments": ["must be an object"]})
+        if self.exchange_id is None:
+            return  # the form reports the missing exchange itself
+        exchange = self.exchange
+        if exchange.name in (DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS):
+            raise ValidationError(
+                {"exchange": ["the default exchange binds every queue by its name; it takes no other bindings"]}
+            )
+        if exchange.type == ExchangeType.HEADERS:
+            try:
+                parse_headers_match(self.arguments)
+            except BrokerError as error:
+                raise ValidationError({"arguments": (error.fields or {}).get("arguments") or [error.message]}) from None
+        # `arguments_key` is not on the form, so Django's own constraint check skips
+        # the unique constraint: a duplicate would fail on save with a 500.
+        duplicate = Binding.objects.filter(
+            exchange_id=self.exchange_id,
+            queue_id=self.queue_id,
+            binding_key=self.binding_key,
+            arguments_key=canonical(self.arguments),
+        ).exclude(pk=self.pk)
+        if self.queue_id is not None and duplicate.exists():
+            raise ValidationError("an identical binding exists")
 
     def __str__(self) -> str:
         key = f" [{self.binding_key}]" if self.binding_key else ""

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol, TypeVar
 
@@ -26,6 +27,8 @@ from .engine.exchanges import ExchangeSpec
 from .engine.messages import Effects, make_message
 from .engine.queues import AckMode, QueueSpec
 from .topology import (
+    TOPOLOGY_EVENT,
+    TOPOLOGY_GROUP,
     BindingDeleted,
     BindingSaved,
     ExchangeDeleted,
@@ -34,6 +37,7 @@ from .topology import (
     QueueSaved,
     Topology,
     TopologyChange,
+    decode_change,
 )
 from .writer import GroupCommitWriter, MessageStore
 
@@ -117,6 +121,7 @@ class Runtime:
         async with asyncio.TaskGroup() as group:
             group.create_task(self.writer.run(), name="broker-writer")
             group.create_task(self._tick_forever(), name="broker-ticker")
+            group.create_task(self._listen_for_topology(), name="broker-topology")
 
     async def stop(self) -> None:
         """Stop the timers, commit and checkpoint what is pending, release the store."""
@@ -170,6 +175,29 @@ class Runtime:
                 self._apply(self.broker.tick(now=self._now()))
             except Exception:
                 log.exception("tick failed")
+
+    async def _listen_for_topology(self) -> None:
+        """Apply changes that processes without a router send over the channel layer."""
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        channel = await layer.new_channel("broker.router.")
+        await layer.group_add(TOPOLOGY_GROUP, channel)
+        try:
+            while True:
+                try:
+                    event = await layer.receive(channel)
+                    if event.get("type") == TOPOLOGY_EVENT:
+                        self.apply_change(decode_change(event["change"]))
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a bad event or a lost Redis: log, wait, go on
+                    log.exception("topology listener")
+                    await asyncio.sleep(1)
+        finally:
+            await asyncio.shield(layer.group_discard(TOPOLOGY_GROUP, channel))
 
     def _now(self) -> float:
         assert self.loop is not None
@@ -333,7 +361,9 @@ class Runtime:
                 self._apply(broker.sync_queue(spec, now=now))
             case QueueDeleted(name):
                 if name in broker.queues:
-                    self._apply(broker.delete_queue(name))
+                    # The row is gone already: the writer must not delete by name later,
+                    # or it would take a queue declared again with this name meanwhile.
+                    self._apply(replace(broker.delete_queue(name), deleted_queues=()))
             case BindingSaved(spec):
                 broker.bind(spec)
             case BindingDeleted(spec):

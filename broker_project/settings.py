@@ -97,11 +97,11 @@ def _database() -> dict[str, Any]:
             db["NAME"] = str(Path(name).resolve())
         db["OPTIONS"] = dict(_SQLITE_OPTIONS)
         # A file, not pytest-django's default in-memory database, so tests whose
-        # ORM calls run in worker threads share one database; a stable name
-        # because pytest-django creates it once per run.
+        # ORM calls run in worker threads share one database; named per process
+        # (pytest-django creates it once per run), so two runs never share one.
         db["TEST"] = {
             "NAME": os.path.join(
-                tempfile.gettempdir(), f"test-{Path(DATABASE_NAME).name}.sqlite3"
+                tempfile.gettempdir(), f"test-{Path(DATABASE_NAME).name}-{os.getpid()}.sqlite3"
             )
         }
     elif db["ENGINE"].startswith("django.db.backends.postgresql"):

@@ -8,10 +8,16 @@ values and is applied by the router (DESIGN.md, "The engine"). No Django here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Final
 
 from .engine.broker import BindingSpec
-from .engine.exchanges import ExchangeSpec
+from .engine.exchanges import ExchangeSpec, ExchangeType
 from .engine.queues import QueueSpec
+
+
+# The channel-layer group the router listens on for changes made in other processes.
+TOPOLOGY_GROUP: Final = "broker.topology"
+TOPOLOGY_EVENT: Final = "topology.change"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +58,42 @@ class BindingDeleted:
 
 
 TopologyChange = ExchangeSaved | ExchangeDeleted | QueueSaved | QueueDeleted | BindingSaved | BindingDeleted
+
+
+# -- the wire form, for the channel layer between processes -------------------
+
+
+def encode_change(change: TopologyChange) -> dict[str, Any]:
+    match change:
+        case ExchangeSaved(spec):
+            return {"kind": "exchange_saved", "name": spec.name, "type": str(spec.type), "durable": spec.durable,
+                    "auto_delete": spec.auto_delete, "arguments": dict(spec.arguments)}
+        case QueueSaved(spec):
+            return {"kind": "queue_saved", "name": spec.name, "durable": spec.durable,
+                    "auto_delete": spec.auto_delete, "arguments": dict(spec.arguments)}
+        case ExchangeDeleted(name):
+            return {"kind": "exchange_deleted", "name": name}
+        case QueueDeleted(name):
+            return {"kind": "queue_deleted", "name": name}
+        case BindingSaved(spec) | BindingDeleted(spec):
+            kind = "binding_saved" if isinstance(change, BindingSaved) else "binding_deleted"
+            return {"kind": kind, "exchange": spec.exchange, "queue": spec.queue,
+                    "binding_key": spec.binding_key, "arguments": dict(spec.arguments or {})}
+    raise TypeError(f"not a topology change: {change!r}")
+
+
+def decode_change(data: dict[str, Any]) -> TopologyChange:
+    kind = data["kind"]
+    if kind == "exchange_saved":
+        return ExchangeSaved(ExchangeSpec(data["name"], ExchangeType(data["type"]), data["durable"],
+                                          data["auto_delete"], data["arguments"]))
+    if kind == "queue_saved":
+        return QueueSaved(QueueSpec(data["name"], data["durable"], data["auto_delete"], data["arguments"]))
+    if kind == "exchange_deleted":
+        return ExchangeDeleted(data["name"])
+    if kind == "queue_deleted":
+        return QueueDeleted(data["name"])
+    if kind not in ("binding_saved", "binding_deleted"):
+        raise ValueError(f"unknown topology change {kind!r}")
+    binding = BindingSpec(data["exchange"], data["queue"], data["binding_key"], data["arguments"])
+    return BindingSaved(binding) if kind == "binding_saved" else BindingDeleted(binding)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
+from broker_project.engine.names import RESERVED_PREFIX
 from broker_project.validators import broker_name_validator
 
 
@@ -27,3 +29,14 @@ class Exchange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.type})"
+
+    def clean(self) -> None:
+        """The API's rules for the admin's forms (PROTOCOL.md: `amq.` names are the broker's)."""
+        errors: dict[str, list[str]] = {}
+        # Only new rows: the built-in `amq.*` exchanges are rows and stay editable.
+        if self._state.adding and self.name.startswith(RESERVED_PREFIX):
+            errors["name"] = ["names starting with 'amq.' are reserved for the broker"]
+        if not isinstance(self.arguments, dict):
+            errors["arguments"] = ["must be an object"]
+        if errors:
+            raise ValidationError(errors)

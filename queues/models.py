@@ -6,8 +6,12 @@ never one by one from views: the admin only reads and deletes them.
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
+from broker_project.engine.errors import BrokerError
+from broker_project.engine.names import RESERVED_PREFIX
+from broker_project.engine.queues import parse_queue_arguments
 from broker_project.validators import broker_name_validator
 
 
@@ -23,6 +27,18 @@ class Queue(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """The API's rules for the admin's forms: a refused row never reaches the router."""
+        errors: dict[str, list[str]] = {}
+        if self._state.adding and self.name.startswith(RESERVED_PREFIX):
+            errors["name"] = ["names starting with 'amq.' are reserved for the broker"]
+        try:
+            parse_queue_arguments(self.arguments)
+        except BrokerError as error:
+            errors["arguments"] = (error.fields or {}).get("arguments") or [error.message]
+        if errors:
+            raise ValidationError(errors)
 
 
 class Message(models.Model):

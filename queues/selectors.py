@@ -1,14 +1,56 @@
 """Read-only queries about queues that the admin and the API share.
 
 Live counts come from the running router, not the database: only it knows
-which messages are ready, unacknowledged, or held by which consumer.
+which messages are ready, unacknowledged, or held by which consumer. The
+private `amq.gen-` queues of WebSocket subscriptions exist only there too.
 """
 
 from __future__ import annotations
 
-from broker_project.engine.broker import QueueCounts
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["QueueCounts", "queue_live_counts"]
+from broker_project.engine.errors import NotFound
+from queues.models import Queue
+
+if TYPE_CHECKING:
+    from broker_project.runtime import Runtime
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    messages_ready: int
+    messages_unacknowledged: int
+    consumers: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """A queue as the API shows it; counts are None when no router runs here."""
+
+    name: str
+    durable: bool
+    auto_delete: bool
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    exclusive: bool = False
+    messages_ready: int | None = None
+    messages_unacknowledged: int | None = None
+    consumers: int | None = None
+
+    @property
+    def messages(self) -> int | None:
+        if self.messages_ready is None or self.messages_unacknowledged is None:
+            return None
+        return self.messages_ready + self.messages_unacknowledged
+
+
+def _runtime() -> Runtime | None:
+    # Imported here: the runtime pulls in the engine and the channel layer,
+    # which model and admin imports must not need.
+    from broker_project.runtime import current_runtime
+
+    return current_runtime()
 
 
 def queue_live_counts(names: list[str]) -> dict[str, QueueCounts]:
@@ -18,11 +60,70 @@ def queue_live_counts(names: list[str]) -> dict[str, QueueCounts]:
     a management command): callers show the counts as unknown, not as zero.
     Queues the router does not know are absent from the result.
     """
-    # Imported here: the runtime pulls in the engine and the channel layer,
-    # which model and admin imports must not need.
-    from broker_project.runtime import current_runtime
-
-    rt = current_runtime()
+    rt = _runtime()
     if rt is None:
         return {}
-    return rt.call_threadsafe(rt.queue_counts, names)
+    return rt.call_threadsafe(rt.queue_counts, names)  # type: ignore[no-any-return]
+
+
+def _snapshot(rt: Runtime, names: list[str]) -> tuple[dict[str, Any], list[QueueInfo]]:
+    """On the router's loop: counts of `names`, and every private queue, in one visit."""
+    counts = rt.queue_counts(names)
+    private = []
+    for state in rt.broker.queues.values():
+        spec = state.spec
+        if spec.exclusive_to is None:
+            continue
+        private.append(
+            QueueInfo(
+                name=spec.name,
+                durable=spec.durable,
+                auto_delete=spec.auto_delete,
+                arguments=dict(spec.arguments),
+                exclusive=True,
+                messages_ready=len(state.ready),
+                messages_unacknowledged=state.unacked,
+                consumers=len(state.consumers),
+            )
+        )
+    return counts, private
+
+
+def _info(row: Queue, counts: Any) -> QueueInfo:
+    return QueueInfo(
+        name=row.name,
+        durable=row.durable,
+        auto_delete=row.auto_delete,
+        arguments=row.arguments or {},
+        messages_ready=None if counts is None else counts.messages_ready,
+        messages_unacknowledged=None if counts is None else counts.messages_unacknowledged,
+        consumers=None if counts is None else counts.consumers,
+    )
+
+
+def queue_list() -> list[QueueInfo]:
+    """Stored queues and live private ones, by name, with live counts."""
+    rows = list(Queue.objects.order_by("name"))
+    rt = _runtime()
+    counts: dict[str, Any] = {}
+    private: list[QueueInfo] = []
+    if rt is not None:
+        counts, private = rt.call_threadsafe(_snapshot, rt, [row.name for row in rows])
+    stored = {row.name for row in rows}
+    infos = [_info(row, counts.get(row.name)) for row in rows]
+    infos.extend(info for info in private if info.name not in stored)
+    return sorted(infos, key=lambda info: info.name)
+
+
+def queue_detail(*, name: str) -> QueueInfo:
+    row = Queue.objects.filter(name=name).first()
+    rt = _runtime()
+    if row is not None:
+        found = {} if rt is None else rt.call_threadsafe(rt.queue_counts, [name])
+        return _info(row, found.get(name))
+    if rt is not None:
+        _, private = rt.call_threadsafe(_snapshot, rt, [])
+        for info in private:
+            if info.name == name:
+                return info
+    raise NotFound(f"queue {name!r} does not exist")

@@ -84,6 +84,16 @@ class OrmMessageStore:
             last = rows[-1][0]
 
     def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[str]) -> None:
+        try:
+            self._write(inserts, deletes, queues_to_delete)
+        except Exception:
+            # A broken connection stays broken in this thread until closed; closing it
+            # lets the next commit reconnect once the database is back.
+            connection.close()
+            raise
+
+    @staticmethod
+    def _write(inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[str]) -> None:
         # Looked up per commit, not cached: a queue deleted and declared again gets a new id.
         names = {copy.queue for copy in inserts}
         queue_ids = dict(Queue.objects.filter(name__in=names).values_list("name", "pk")) if names else {}

@@ -70,6 +70,7 @@ class Broker:
         self._bindings_of_exchange: dict[str, set[BindingKey]] = {}
         self._next_connection = 1
         self.next_store_id = 1
+        self._next_seq = 0
 
     # -- topology ------------------------------------------------------
 
@@ -208,7 +209,8 @@ class Broker:
                 fx.to_persist.append(StoredCopy(store_id, name, message))
             ttl = queue.args.message_ttl
             expires_at = None if ttl is None else now + ttl / 1000
-            queue.ready.append(Envelope(message, store_id, False, expires_at))
+            self._next_seq += 1
+            queue.ready.append(Envelope(message, store_id, False, expires_at, self._next_seq))
             routed += 1
             self._drain(queue, fx, now, depth)
             self._enforce_length(queue, fx, now, depth)
@@ -390,7 +392,8 @@ class Broker:
         ttl = state.args.message_ttl
         expires_at = None if ttl is None else now + ttl / 1000
         # It may have been delivered before the restart: say so (at-least-once).
-        state.ready.append(Envelope(message, store_id, True, expires_at))
+        self._next_seq += 1
+        state.ready.append(Envelope(message, store_id, True, expires_at, self._next_seq))
         self.next_store_id = max(self.next_store_id, store_id + 1)
 
     def queue_counts(self, name: str) -> QueueCounts | None:
@@ -545,6 +548,7 @@ class Broker:
         """Back to the head of the queue, in their original order (PROTOCOL.md, "Delivery")."""
         for envelope in envelopes:
             envelope.redelivered = True
+        envelopes.sort(key=_queue_order)
         queue.ready.extendleft(reversed(envelopes))
 
     @staticmethod
@@ -633,3 +637,6 @@ class Broker:
         )
         self._route_and_enqueue(republished, fx, now, depth + 1)
 
+
+def _queue_order(envelope: Envelope) -> int:
+    return envelope.seq

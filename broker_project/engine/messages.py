@@ -77,6 +77,7 @@ class Envelope:
     store_id: int | None  # the row that holds it; None when it lives in memory only
     redelivered: bool = False
     expires_at: float | None = None
+    seq: int = 0  # its place in the queue's order, kept through redeliveries
 
 
 @dataclass(frozen=True, slots=True)

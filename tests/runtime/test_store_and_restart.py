@@ -117,3 +117,17 @@ async def test_orm_changes_reach_the_router(runtime: Runtime) -> None:
     assert runtime.broker.queue_counts("live").messages_ready == 1  # type: ignore[union-attr]
     await database_sync_to_async(queue.delete)()
     assert "live" not in runtime.broker.queues
+
+
+async def test_changes_from_a_process_without_a_router_arrive_over_the_channel_layer(runtime: Runtime) -> None:
+    from broker_project.engine.queues import QueueSpec
+    from broker_project.sync import broadcast
+    from broker_project.topology import QueueSaved
+
+    await asyncio.sleep(0.05)  # let the listener join its group
+    await database_sync_to_async(broadcast)(QueueSaved(QueueSpec("from-elsewhere", arguments={"max_length": 3})))
+    for _ in range(50):
+        if "from-elsewhere" in runtime.broker.queues:
+            break
+        await asyncio.sleep(0.02)
+    assert runtime.broker.queues["from-elsewhere"].args.max_length == 3

@@ -1,0 +1,29 @@
+"""HTTP shapes of bindings (PROTOCOL.md, HTTP API): translation only.
+
+Exchanges and queues are named, not numbered; the services check that they
+exist and that the binding is allowed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+
+class BindingSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField(read_only=True)
+    exchange = serializers.CharField(source="exchange.name", read_only=True)
+    queue = serializers.CharField(source="queue.name", read_only=True)
+    binding_key = serializers.CharField(read_only=True)
+    arguments = serializers.DictField(read_only=True)
+
+
+class BindingCreateSerializer(serializers.Serializer[Any]):
+    # Blank allowed: "" (the default exchange) is refused by the service with 403, not 400.
+    exchange = serializers.CharField(allow_blank=True, trim_whitespace=False, help_text="the exchange's name")
+    queue = serializers.CharField(trim_whitespace=False, help_text="the queue's name")
+    binding_key = serializers.CharField(default="", allow_blank=True, trim_whitespace=False)
+    arguments = serializers.DictField(
+        default=dict, help_text="headers exchanges: the headers to match, and x-match (all, any)"
+    )

@@ -1,0 +1,93 @@
+"""Binding services: bind a queue to an exchange, and unbind.
+
+ORM work only: saved and deleted rows reach the running router after commit
+(broker_project/sync.py). Everything the router would refuse is checked
+before the row is written (PROTOCOL.md, "Errors"). No HTTP here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from django.db import IntegrityError, transaction
+
+from bindings.models import Binding
+from broker_project.engine.errors import BrokerError, Forbidden, NotFound
+from broker_project.engine.exchanges import ExchangeType, parse_headers_match
+from broker_project.engine.jsoncodec import canonical
+from broker_project.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS
+from exchanges.models import Exchange
+from queues.models import Queue
+from queues.services import refuse_private_queue
+
+MAX_BINDING_KEY: Final = 255  # the column's width, as AMQP's short string
+
+
+@dataclass(frozen=True, slots=True)
+class BindingCreated:
+    binding: Binding
+    created: bool
+
+
+def binding_create(
+    *,
+    exchange: str,
+    queue: str,
+    binding_key: str = "",
+    arguments: Mapping[str, Any] | None = None,
+) -> BindingCreated:
+    """Bind `queue` to `exchange`; an identical binding is found, not duplicated.
+
+    Bindings that differ only in `arguments` are distinct (PROTOCOL.md, POST /api/bindings/).
+    """
+    if not isinstance(exchange, str) or not isinstance(queue, str):
+        raise BrokerError("exchange and queue must be names", fields={"exchange": ["must be a string"]})
+    if exchange in (DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS):
+        raise Forbidden("the default exchange binds every queue by its name; it takes no other bindings")
+    if not isinstance(binding_key, str) or len(binding_key) > MAX_BINDING_KEY:
+        raise BrokerError(
+            f"binding_key: must be a string of at most {MAX_BINDING_KEY} characters",
+            fields={"binding_key": [f"must be a string of at most {MAX_BINDING_KEY} characters"]},
+        )
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, Mapping) or not all(isinstance(key, str) for key in arguments):
+        raise BrokerError("arguments: must be an object", fields={"arguments": ["must be an object"]})
+    arguments = dict(arguments)
+    with transaction.atomic():
+        exchange_row = Exchange.objects.filter(name=exchange).first()
+        if exchange_row is None:
+            raise NotFound(f"exchange {exchange!r} does not exist")
+        queue_row = Queue.objects.filter(name=queue).first()
+        if queue_row is None:
+            refuse_private_queue(queue)
+            raise NotFound(f"queue {queue!r} does not exist")
+        if exchange_row.type == ExchangeType.HEADERS:
+            parse_headers_match(arguments)
+        identity = {
+            "exchange": exchange_row,
+            "queue": queue_row,
+            "binding_key": binding_key,
+            "arguments_key": canonical(arguments),
+        }
+        existing = Binding.objects.filter(**identity).first()
+        if existing is not None:
+            return BindingCreated(existing, False)
+        try:
+            with transaction.atomic():  # a savepoint: a concurrent create loses the race cleanly
+                row = Binding.objects.create(
+                    exchange=exchange_row, queue=queue_row, binding_key=binding_key, arguments=arguments
+                )
+        except IntegrityError:
+            return BindingCreated(Binding.objects.get(**identity), False)
+        return BindingCreated(row, True)
+
+
+def binding_delete(*, id: int) -> None:
+    with transaction.atomic():
+        row = Binding.objects.select_related("exchange", "queue").filter(pk=id).first()
+        if row is None:
+            raise NotFound(f"binding {id} does not exist")
+        row.delete()

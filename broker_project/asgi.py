@@ -1,0 +1,64 @@
+"""The ASGI application: HTTP (API, admin, UI, static files) and WebSocket at /ws.
+
+Served in-process by `runbroker`, next to the router. Under another server
+(`daphne broker_project.asgi:application`) the first connection starts the
+router on that server's loop, so one such process is a whole broker too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "broker_project.settings")
+django_http = get_asgi_application()  # sets Django up before the imports below
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from broker_project.runtime import Runtime, current_runtime  # noqa: E402
+from subscriptions.consumers import BrokerConsumer  # noqa: E402
+
+_starting = asyncio.Lock()
+
+
+async def ensure_runtime() -> Runtime:
+    """The router of this process, started on the current loop if none runs."""
+    runtime = current_runtime()
+    if runtime is not None:
+        return runtime
+    async with _starting:
+        runtime = current_runtime()
+        if runtime is None:
+            from queues.store import OrmMessageStore
+
+            runtime = Runtime(OrmMessageStore(), checkpoint_seconds=settings.CHECKPOINT_IN_SECONDS)
+            await runtime.start()
+        return runtime
+
+
+class StartRouter:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket") and current_runtime() is None:
+            await ensure_runtime()
+        await self.app(scope, receive, send)
+
+
+websocket_application = URLRouter([path("ws", BrokerConsumer.as_asgi())])
+
+application = StartRouter(
+    ProtocolTypeRouter(
+        {
+            "http": ASGIStaticFilesHandler(django_http),
+            "websocket": websocket_application,
+        }
+    )
+)

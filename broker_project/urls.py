@@ -1,0 +1,67 @@
+"""Root URL configuration: the admin, the HTTP API under /api/, its schema and docs,
+and the original Go service's calls (broker_project/legacy.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, URLResolver, include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from bindings.views import BindingViewSet
+from broker_project import legacy
+from exchanges.views import ExchangeViewSet
+from queues.views import QueueViewSet
+
+
+def _alias(view: Any) -> Any:
+    """The same view under another URL, hidden from the schema (it is no DRF view class)."""
+
+    def alias(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        return view(request, *args, **kwargs)  # type: ignore[no-any-return]
+
+    alias.csrf_exempt = True  # type: ignore[attr-defined]  # as DRF views are
+    return alias
+
+
+class BrokerRouter(DefaultRouter):
+    """The documented URLs, which end in a slash, and the same without it.
+
+    Without the slash-less aliases, APPEND_SLASH would 301-redirect `POST /api/queues`
+    and a client following the redirect would turn it into a GET, losing the body.
+    The aliases have no names, so links and reverse() give the documented form.
+    """
+
+    include_format_suffixes = False  # `.json` would clash with names containing dots
+
+    def get_urls(self) -> list[URLPattern | URLResolver]:
+        urls: list[Any] = super().get_urls()
+        aliases = [
+            re_path(url.pattern.regex.pattern.removesuffix("/$") + "$", _alias(url.callback))
+            for url in urls
+            if isinstance(url, URLPattern) and url.pattern.regex.pattern.endswith("/$") and url.name != "api-root"
+        ]
+        return urls + aliases
+
+
+router = BrokerRouter()
+router.register("exchanges", ExchangeViewSet, basename="exchange")
+router.register("queues", QueueViewSet, basename="queue")
+router.register("bindings", BindingViewSet, basename="binding")
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("api/", include(router.urls)),
+    # The original service's calls: no trailing slash, as its clients send them.
+    path("ping", legacy.ping, name="legacy-ping"),
+    path("exchanges", legacy.exchanges, name="legacy-exchanges"),
+    path("queues", legacy.queues, name="legacy-queues"),
+    path("bindings", legacy.bindings, name="legacy-bindings"),
+    path("publish", legacy.publish, name="legacy-publish"),
+]

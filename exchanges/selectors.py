@@ -1,0 +1,42 @@
+"""Read-only queries about exchanges for the API.
+
+The default exchange (`""` on the wire, `amq.default` in URLs and lists) is no
+row: every queue is bound to it by its own name, so it is shown as a direct,
+durable exchange without bindings (PROTOCOL.md, "Wire contract").
+"""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from bindings.models import Binding
+from broker_project.engine.errors import NotFound
+from broker_project.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS
+from exchanges.models import Exchange, ExchangeType
+
+
+def default_exchange() -> Exchange:
+    """An unsaved row standing for the default exchange; never saved."""
+    return Exchange(
+        name=DEFAULT_EXCHANGE_ALIAS, type=ExchangeType.DIRECT, durable=True, auto_delete=False, arguments={}
+    )
+
+
+def exchange_list() -> list[Exchange]:
+    rows = list(Exchange.objects.order_by("name"))
+    return sorted([default_exchange(), *rows], key=lambda row: row.name)
+
+
+def exchange_detail(*, name: str) -> Exchange:
+    if name in (DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS):
+        return default_exchange()
+    row = Exchange.objects.filter(name=name).first()
+    if row is None:
+        raise NotFound(f"exchange {name!r} does not exist")
+    return row
+
+
+def exchange_bindings(*, exchange: Exchange) -> QuerySet[Binding]:
+    if exchange.pk is None:  # the default exchange: its bindings are implicit
+        return Binding.objects.none()
+    return Binding.objects.filter(exchange=exchange).select_related("exchange", "queue").order_by("id")

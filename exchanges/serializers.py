@@ -1,0 +1,38 @@
+"""HTTP shapes of exchanges (PROTOCOL.md, HTTP API): translation only, no rules.
+
+Names, types and arguments are checked by the services, which give the
+stable error codes (403 for a reserved name, 400 for a bad one).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from bindings.serializers import BindingSerializer
+
+
+class ExchangeSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField(trim_whitespace=False, help_text="1 to 255 of A-Z a-z 0-9 _ . : -")
+    type = serializers.ChoiceField(choices=["direct", "fanout", "topic", "headers"])
+    durable = serializers.BooleanField(default=True)
+    auto_delete = serializers.BooleanField(default=False)
+    arguments = serializers.DictField(default=dict)
+
+
+class ExchangeDetailSerializer(ExchangeSerializer):
+    bindings = BindingSerializer(many=True, read_only=True)
+
+
+class PublishSerializer(serializers.Serializer[Any]):
+    routing_key = serializers.CharField(default="", allow_blank=True, trim_whitespace=False)
+    body = serializers.JSONField(help_text="any JSON value (required)")
+    headers = serializers.DictField(default=dict, help_text="string keys, JSON values")
+    persistent = serializers.BooleanField(default=True)
+    message_id = serializers.CharField(required=False, help_text="set by the broker unless given")
+
+
+class PublishedSerializer(serializers.Serializer[Any]):
+    message_id = serializers.CharField()
+    routed = serializers.IntegerField(help_text="the number of queues the message reached")

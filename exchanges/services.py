@@ -1,0 +1,126 @@
+"""Exchange services: declare and delete exchanges, publish messages through them.
+
+They do ORM work only for topology: saving or deleting a row reaches the
+running router after commit (broker_project/sync.py), so an answer means the
+change is live. Publishing goes to the router directly. Everything is
+validated before anything is written (PROTOCOL.md, "Errors": nothing is
+half-applied). Views, the legacy calls and the admin call these; no HTTP here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from broker_project.engine.errors import BrokerError, Forbidden, NotFound, PreconditionFailed
+from broker_project.engine.exchanges import parse_exchange_type
+from broker_project.engine.jsoncodec import canonical
+from broker_project.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS, RESERVED_PREFIX, check_name
+from broker_project.publishing import prepare_publish
+from exchanges.models import Exchange
+from queues.services import require_bool, require_runtime
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeDeclared:
+    exchange: Exchange
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePublished:
+    message_id: str
+    routed: int
+
+
+def require_object(field: str, value: object) -> dict[str, Any]:
+    """A JSON object (None = {}); its JSON text must be encodable."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise BrokerError(f"{field}: must be an object", fields={field: ["must be an object"]})
+    return dict(value)
+
+
+def exchange_declare(
+    *,
+    name: str,
+    type: str,
+    durable: bool = True,
+    auto_delete: bool = False,
+    arguments: Mapping[str, Any] | None = None,
+) -> ExchangeDeclared:
+    """Create an exchange, or find an identical one (PROTOCOL.md, POST /api/exchanges/)."""
+    check_name("exchange", name)
+    kind = parse_exchange_type(type)
+    wanted: dict[str, Any] = {
+        "type": kind.value,
+        "durable": require_bool("durable", durable),
+        "auto_delete": require_bool("auto_delete", auto_delete),
+        "arguments": require_object("arguments", arguments),
+    }
+    with transaction.atomic():
+        existing = Exchange.objects.select_for_update().filter(name=name).first()
+        if existing is None:
+            try:
+                with transaction.atomic():  # a savepoint: a concurrent create loses the race cleanly
+                    return ExchangeDeclared(Exchange.objects.create(name=name, **wanted), True)
+            except IntegrityError:
+                existing = Exchange.objects.select_for_update().get(name=name)
+        if not _same_exchange(existing, wanted):
+            raise PreconditionFailed(
+                f"exchange {name!r} exists with other properties "
+                f"(type {existing.type}, durable {existing.durable}, auto_delete {existing.auto_delete})"
+            )
+        return ExchangeDeclared(existing, False)
+
+
+def _same_exchange(row: Exchange, wanted: Mapping[str, Any]) -> bool:
+    return (
+        row.type == wanted["type"]
+        and row.durable == wanted["durable"]
+        and row.auto_delete == wanted["auto_delete"]
+        # As JSON text: Python finds 1 == True, JSON does not.
+        and canonical(row.arguments or {}) == canonical(wanted["arguments"])
+    )
+
+
+def exchange_delete(*, name: str) -> None:
+    """Delete an exchange and its bindings; the broker's own (`amq.*`, default) stay."""
+    if name in (DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS):
+        raise Forbidden("the default exchange cannot be deleted")
+    if name.startswith(RESERVED_PREFIX):
+        raise Forbidden(f"exchange {name!r} belongs to the broker and cannot be deleted")
+    with transaction.atomic():
+        deleted, _ = Exchange.objects.filter(name=name).delete()
+    if not deleted:
+        raise NotFound(f"exchange {name!r} does not exist")
+
+
+def message_publish(
+    *, data: Mapping[str, Any], exchange: str | None = None
+) -> MessagePublished:
+    """Publish `data`'s message fields; answers once every durable copy is committed.
+
+    `exchange` (the URL's name; `amq.default` is the default exchange) overrides
+    the `exchange` field. Validated before the router is asked: a refused
+    publish reaches no queue.
+    """
+    if not isinstance(data, Mapping):
+        raise BrokerError("the request body must be a JSON object")
+    request = prepare_publish(data, max_bytes=settings.MAX_MESSAGE_BYTES, exchange=exchange)
+    runtime = require_runtime()
+    message_id, routed = runtime.call_threadsafe(
+        runtime.publish,
+        exchange=request.exchange,
+        routing_key=request.routing_key,
+        body_json=request.body_json,
+        headers=request.headers,
+        persistent=request.persistent,
+        message_id=request.message_id,
+    )
+    return MessagePublished(message_id, routed)

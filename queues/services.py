@@ -1,0 +1,148 @@
+"""Queue services: declare, delete, purge and poll queues.
+
+Declare and delete are ORM work on the definitions, which reach the running
+router after commit (broker_project/sync.py). Purge and get act on the
+router's state through `call_threadsafe`. Every input is validated before
+anything is written (PROTOCOL.md, "Errors"). No HTTP here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from broker_project.engine.errors import BrokerError, Forbidden, NotFound, PreconditionFailed, Unavailable
+from broker_project.engine.jsoncodec import canonical
+from broker_project.engine.names import check_name
+from broker_project.engine.queues import parse_queue_arguments
+from broker_project.runtime import Runtime, current_runtime, generated_queue_name
+from queues.models import Queue
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDeclared:
+    queue: Queue
+    created: bool
+
+
+def require_runtime() -> Runtime:
+    """The router of this process; `unavailable` (503) when none runs."""
+    runtime = current_runtime()
+    if runtime is None:
+        raise Unavailable("the broker's router is not running")
+    return runtime
+
+
+def require_bool(field: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise BrokerError(f"{field}: must be true or false", fields={field: ["must be true or false"]})
+    return value
+
+
+def queue_declare(
+    *,
+    name: str = "",
+    durable: bool = True,
+    auto_delete: bool = False,
+    arguments: Mapping[str, Any] | None = None,
+) -> QueueDeclared:
+    """Create a queue, or find an identical one (PROTOCOL.md, POST /api/queues/).
+
+    An empty name gets a generated `amq.gen-...` one.
+    """
+    if name == "":
+        name = generated_queue_name()
+        check_name("queue", name, reserved_ok=True)
+    else:
+        check_name("queue", name)
+    wanted: dict[str, Any] = {
+        "durable": require_bool("durable", durable),
+        "auto_delete": require_bool("auto_delete", auto_delete),
+    }
+    if arguments is not None and not isinstance(arguments, Mapping):
+        raise BrokerError("arguments: must be an object", fields={"arguments": ["must be an object"]})
+    # Checked here, before the row exists: the router would refuse it only after commit.
+    parse_queue_arguments(arguments)
+    wanted["arguments"] = dict(arguments or {})
+    with transaction.atomic():
+        existing = Queue.objects.select_for_update().filter(name=name).first()
+        if existing is None:
+            try:
+                with transaction.atomic():  # a savepoint: a concurrent create loses the race cleanly
+                    return QueueDeclared(Queue.objects.create(name=name, **wanted), True)
+            except IntegrityError:
+                existing = Queue.objects.select_for_update().get(name=name)
+        if not (
+            existing.durable == wanted["durable"]
+            and existing.auto_delete == wanted["auto_delete"]
+            and canonical(existing.arguments or {}) == canonical(wanted["arguments"])
+        ):
+            raise PreconditionFailed(
+                f"queue {name!r} exists with other properties "
+                f"(durable {existing.durable}, auto_delete {existing.auto_delete}, arguments {existing.arguments})"
+            )
+        return QueueDeclared(existing, False)
+
+
+def refuse_private_queue(name: str) -> None:
+    """A live WebSocket subscription's private queue is not the API's to change."""
+    runtime = current_runtime()
+    if runtime is not None and runtime.call_threadsafe(is_private_queue, runtime, name):
+        raise Forbidden(f"queue {name!r} is exclusive to a WebSocket connection")
+
+
+def is_private_queue(runtime: Runtime, name: str) -> bool:
+    """On the router's loop: is `name` an exclusive queue of a live connection?"""
+    state = runtime.broker.queues.get(name)
+    return state is not None and state.spec.exclusive_to is not None
+
+
+def queue_delete(*, name: str) -> None:
+    """Delete a queue, its bindings and its messages."""
+    with transaction.atomic():
+        deleted, _ = Queue.objects.filter(name=name).delete()
+    if not deleted:
+        refuse_private_queue(name)
+        raise NotFound(f"queue {name!r} does not exist")
+
+
+def _on_router(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    runtime = current_runtime()
+    if runtime is None:
+        # A missing queue is a 404 even without a router; an existing one needs the router.
+        if not Queue.objects.filter(name=name).exists():
+            raise NotFound(f"queue {name!r} does not exist")
+        raise Unavailable("the broker's router is not running")
+    return runtime.call_threadsafe(fn, runtime, name, *args, **kwargs)
+
+
+def _purge_on_loop(runtime: Runtime, name: str) -> int:
+    if is_private_queue(runtime, name):
+        raise Forbidden(f"queue {name!r} is exclusive to a WebSocket connection")
+    return runtime.purge(name)
+
+
+def _get_on_loop(runtime: Runtime, name: str, count: int, ack: bool) -> list[dict[str, Any]]:
+    if is_private_queue(runtime, name):
+        raise Forbidden(f"queue {name!r} is exclusive to a WebSocket connection")
+    return runtime.get(name, count=count, ack=ack)
+
+
+def queue_purge(*, name: str) -> int:
+    """Drop the queue's ready messages (not the unacknowledged ones); returns how many."""
+    return int(_on_router(name, _purge_on_loop))
+
+
+def queue_get(*, name: str, count: int = 1, ack: bool = True) -> list[dict[str, Any]]:
+    """Take up to `count` ready messages (PROTOCOL.md, POST /api/queues/{name}/get/).
+
+    With `ack` false they stay at the head of the queue and come out next as redeliveries.
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise BrokerError("count: must be a positive integer", fields={"count": ["must be a positive integer"]})
+    require_bool("ack", ack)
+    messages: list[dict[str, Any]] = _on_router(name, _get_on_loop, count, ack)
+    return messages

@@ -1,0 +1,89 @@
+"""HTTP API of queues (PROTOCOL.md, HTTP API): translates requests to services.
+
+Queues are looked up by name. The list also shows the private `amq.gen-`
+queues of live WebSocket subscriptions, read-only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+
+from broker_project.api_schema import LOOKUP_NAME_REGEX, errors
+from queues.models import Queue
+from queues.selectors import queue_detail, queue_list
+from queues.serializers import (
+    MessageSerializer,
+    PurgedSerializer,
+    QueueDeclareSerializer,
+    QueueGetSerializer,
+    QueueSerializer,
+)
+from queues.services import queue_declare, queue_delete, queue_get, queue_purge
+
+
+class QueueViewSet(viewsets.GenericViewSet[Queue]):
+    queryset = Queue.objects.all()  # for the schema's path parameter only; selectors do the reading
+    lookup_field = "name"
+    lookup_value_regex = LOOKUP_NAME_REGEX
+
+    def get_serializer_class(self) -> type[BaseSerializer[Any]]:
+        if self.action == "create":
+            return QueueDeclareSerializer
+        if self.action == "get_messages":
+            return QueueGetSerializer
+        if self.action == "purge":
+            return PurgedSerializer
+        return QueueSerializer
+
+    @extend_schema(responses={200: QueueSerializer(many=True), **errors(503)})
+    def list(self, request: Request) -> Response:
+        return Response(QueueSerializer(queue_list(), many=True).data)
+
+    @extend_schema(
+        request=QueueDeclareSerializer,
+        responses={
+            201: OpenApiResponse(QueueSerializer, description="created"),
+            200: OpenApiResponse(QueueSerializer, description="an identical queue exists"),
+            **errors(400, 403, 409),
+        },
+    )
+    def create(self, request: Request) -> Response:
+        serializer = QueueDeclareSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        declared = queue_declare(**serializer.validated_data)
+        code = status.HTTP_201_CREATED if declared.created else status.HTTP_200_OK
+        return Response(QueueSerializer(queue_detail(name=declared.queue.name)).data, status=code)
+
+    @extend_schema(responses={200: QueueSerializer, **errors(404)})
+    def retrieve(self, request: Request, name: str) -> Response:
+        return Response(QueueSerializer(queue_detail(name=name)).data)
+
+    @extend_schema(responses={204: None, **errors(403, 404)})
+    def destroy(self, request: Request, name: str) -> Response:
+        queue_delete(name=name)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses={200: PurgedSerializer, **errors(403, 404, 503)})
+    @action(detail=True, methods=["post"])
+    def purge(self, request: Request, name: str) -> Response:
+        return Response({"purged": queue_purge(name=name)})
+
+    @extend_schema(
+        request=QueueGetSerializer,
+        responses={200: MessageSerializer(many=True), **errors(400, 403, 404, 503)},
+        description="Up to `count` ready messages. With `ack` false they stay at the head of the "
+        "queue, in order, and come out next with `redelivered: true`.",
+    )
+    # Not a method named `get`: on an APIView that would answer every GET request.
+    @action(detail=True, methods=["post"], url_path="get", url_name="get")
+    def get_messages(self, request: Request, name: str) -> Response:
+        serializer = QueueGetSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return Response(queue_get(name=name, **serializer.validated_data))

@@ -1,0 +1,331 @@
+"""The WebSocket protocol at /ws (PROTOCOL.md, "WebSocket (/ws)").
+
+`BrokerConsumer` is one client connection: it parses frames (subscriptions/frames.py),
+calls the router (broker_project/runtime.py) on this same event loop, and is
+the router's `DeliverySink` for that connection. It does no ORM work and never
+blocks the loop: every frame to the client, replies and deliveries alike, goes
+through one outbox drained by one sender task, so reading the next frame never
+waits for a send and the client sees frames in the order they were produced.
+
+Imports the runtime and the frame parser; no models, no services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Final
+
+from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from broker_project.engine.errors import BrokerError, TooLarge, Unavailable
+from broker_project.engine.jsoncodec import dumps, loads
+from broker_project.runtime import Runtime, current_runtime
+from broker_project.server import FRAME_OVERHEAD
+
+from .frames import (
+    Ack,
+    CancelledFrame,
+    ClientFrame,
+    ConfirmFrame,
+    FrameError,
+    FrameId,
+    Nack,
+    Ping,
+    Publish,
+    Subscribe,
+    Unsubscribe,
+    UnsubscribedFrame,
+    error_frame,
+    parse_frame,
+    pong_frame,
+    subscribed_frame,
+)
+
+log = logging.getLogger("broker.ws")
+
+# RFC 6455 close codes.
+CLOSE_TOO_BIG: Final = 1009  # PROTOCOL.md: a frame over the size limit
+CLOSE_INTERNAL_ERROR: Final = 1011  # no router, or a bug: logged, never swallowed
+
+
+@dataclass(slots=True)
+class _PendingConfirm:
+    """A publish waiting for its durable copies to commit; confirms leave in publish order."""
+
+    frame_id: FrameId | None
+    message_id: str
+    routed: int
+    committed: asyncio.Future[None] | None
+
+
+class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._runtime: Runtime | None = None
+        self._connection_id: int | None = None
+        self._closed = False
+        self._max_bytes = 0
+        self._outbox: deque[str] = deque()
+        self._wakeup = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+        self._confirms: deque[_PendingConfirm] = deque()
+        # The router names a subscription by a string; the client's id may be a
+        # number, echoed as a number: router key -> id as the client sent it.
+        self._subscriptions: dict[str, FrameId] = {}
+        self._generated = 0
+
+    # -- Channels plumbing -------------------------------------------------
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels calls `aclose_old_connections()` (a hop to a database thread)
+        # before every event, for consumers that use the ORM. This one never
+        # does: skipping it keeps each frame on the loop.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        # As the base class, minus groups (none) and the database hop (see `dispatch`).
+        await self.disconnect(message.get("code", 1000))
+        raise StopConsumer()
+
+    # -- life cycle --------------------------------------------------------
+
+    async def connect(self) -> None:
+        runtime = current_runtime()
+        await self.accept()
+        if runtime is None or runtime.loop is not asyncio.get_running_loop():
+            # Served without a router on this loop: say so with a close code rather than
+            # an HTTP 403 a browser cannot tell apart from a refused origin.
+            log.error("WebSocket connection refused: no router runs on this event loop")
+            self._closed = True
+            await self.close(code=CLOSE_INTERNAL_ERROR)
+            return
+        self._runtime = runtime
+        self._max_bytes = settings.MAX_MESSAGE_BYTES
+        self._connection_id = runtime.connect(self)
+        self._sender = asyncio.create_task(self._send_loop(), name=f"ws-sender-{self._connection_id}")
+
+    async def disconnect(self, code: int) -> None:
+        self._shutdown()
+        sender = self._sender
+        if sender is not None and sender is not asyncio.current_task():
+            try:
+                await sender
+            except asyncio.CancelledError:
+                pass
+
+    def _shutdown(self) -> None:
+        """Leave the router (unacknowledged messages are requeued) and stop sending. Idempotent."""
+        if self._closed and self._connection_id is None:
+            return
+        self._closed = True
+        self._outbox.clear()
+        self._confirms.clear()
+        runtime, connection_id = self._runtime, self._connection_id
+        self._connection_id = None
+        if runtime is not None and connection_id is not None:
+            try:
+                runtime.disconnect(connection_id)
+            except Exception:
+                log.exception("router failed to close connection %d", connection_id)
+        if self._sender is not None and self._sender is not asyncio.current_task():
+            self._sender.cancel()
+
+    async def _close(self, code: int) -> None:
+        """Close from the server side: nothing queued is sent after the close frame."""
+        self._shutdown()
+        await self.close(code=code)
+
+    # -- the DeliverySink protocol (called by the router, on this loop) ---
+
+    def deliver(self, frames: list[str]) -> None:
+        if self._closed:
+            return
+        self._outbox.extend(frames)
+        self._wakeup.set()
+
+    def cancelled(self, subscription: str, reason: str) -> None:
+        shown = self._subscriptions.pop(subscription, subscription)
+        self._push(CancelledFrame(type="cancelled", subscription=shown, reason=reason))
+
+    def _push(self, frame: Any) -> None:
+        if self._closed:
+            return
+        self._outbox.append(dumps(frame))
+        self._wakeup.set()
+
+    async def _send_loop(self) -> None:
+        """The only writer of this socket: one WebSocket frame per outbox entry, in order."""
+        outbox, wakeup = self._outbox, self._wakeup
+        while True:
+            # No timeout: this task waits for frames as long as the connection lives,
+            # and `_shutdown` cancels it.
+            await wakeup.wait()
+            wakeup.clear()
+            try:
+                while outbox:
+                    await self.send(text_data=outbox.popleft())
+            except Exception:
+                log.exception("sending to WebSocket connection %s failed; closing it", self._connection_id)
+                self._shutdown()
+                try:
+                    await self.close(code=CLOSE_INTERNAL_ERROR)
+                except Exception:  # the socket is already gone: nothing left to tell
+                    log.debug("close after a failed send failed too", exc_info=True)
+                return
+
+    # -- receiving ---------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        if self._closed:
+            return
+        limit = self._max_bytes + FRAME_OVERHEAD
+        if text_data is None:
+            if bytes_data is not None and len(bytes_data) > limit:
+                await self._close(CLOSE_TOO_BIG)
+                return
+            self._push(error_frame(None, FrameError("binary frames are not supported: send JSON text frames")))
+            return
+        # Bytes, not characters, count; `isascii` is O(1), so most frames are not re-encoded.
+        if len(text_data) > limit // 4 and (
+            len(text_data) if text_data.isascii() else len(text_data.encode("utf-8", "surrogatepass"))
+        ) > limit:
+            await self._close(CLOSE_TOO_BIG)
+            return
+        try:
+            data = loads(text_data)
+        except ValueError as error:  # orjson's and json's decode errors are ValueErrors
+            self._push(error_frame(None, FrameError(f"the frame is not JSON: {error}")))
+            return
+        await self.receive_json(data)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        try:
+            frame = parse_frame(content, max_bytes=self._max_bytes)
+        except TooLarge:
+            await self._close(CLOSE_TOO_BIG)
+            return
+        except FrameError as error:
+            self._push(error_frame(error.frame_id, error))
+            return
+        try:
+            self._handle(frame)
+        except BrokerError as error:
+            self._push(error_frame(frame.id, error))
+        except Exception:
+            log.exception("WebSocket frame %r failed", type(frame).__name__)
+            await self._close(CLOSE_INTERNAL_ERROR)
+
+    def _handle(self, frame: ClientFrame) -> None:
+        """Carry out one frame on the router; synchronous, so no other frame interleaves."""
+        runtime, connection_id = self._runtime, self._connection_id
+        if runtime is None or connection_id is None:
+            return
+        match frame:
+            case Publish(request=request):
+                message_id, routed, committed = runtime.publish_nowait(
+                    exchange=request.exchange,
+                    routing_key=request.routing_key,
+                    body_json=request.body_json,
+                    headers=request.headers,
+                    persistent=request.persistent,
+                    message_id=request.message_id,
+                )
+                if frame.id is not None or committed is not None:
+                    self._confirms.append(_PendingConfirm(frame.id, message_id, routed, committed))
+                    if committed is not None:
+                        committed.add_done_callback(self._on_commit)
+                    self._flush_confirms()
+            case Ack(delivery_tag=tag, multiple=multiple):
+                runtime.ack(connection_id, tag, multiple=multiple)
+            case Nack(delivery_tag=tag, multiple=multiple, requeue=requeue):
+                runtime.nack(connection_id, tag, multiple=multiple, requeue=requeue)
+            case Subscribe():
+                self._subscribe(runtime, connection_id, frame)
+            case Unsubscribe(id=frame_id):
+                key = self._key(frame_id)
+                runtime.unsubscribe(connection_id, key)
+                self._subscriptions.pop(key, None)
+                self._push(UnsubscribedFrame(type="unsubscribed", id=frame_id))
+            case Ping(id=frame_id):
+                self._push(pong_frame(frame_id))
+
+    def _subscribe(self, runtime: Runtime, connection_id: int, frame: Subscribe) -> None:
+        if frame.id is None or frame.legacy:
+            subscription: FrameId = self._generate_id()
+        else:
+            subscription = frame.id
+        key = self._key(subscription)
+        # The router hands out messages inside `subscribe`, before it returns: the
+        # reply must still reach the client first (PROTOCOL.md, "WebSocket").
+        mark = len(self._outbox)
+        queue = runtime.subscribe(
+            connection_id,
+            subscription=key,
+            subscription_json=dumps(subscription),
+            ack_mode=frame.ack,
+            prefetch=frame.prefetch,
+            queue=frame.queue,
+            exchange=frame.exchange,
+            binding_key=frame.binding_key,
+            arguments=frame.arguments,
+        )
+        self._subscriptions[key] = subscription
+        if frame.legacy or self._closed:
+            return  # the original service's clients would take a reply for a message
+        self._outbox.insert(mark, dumps(subscribed_frame(frame.id, subscription, queue)))
+        self._wakeup.set()
+
+    @staticmethod
+    def _key(subscription: FrameId) -> str:
+        """The router's name for a subscription: a string id as is, a number as its JSON text."""
+        return subscription if isinstance(subscription, str) else dumps(subscription)
+
+    def _generate_id(self) -> str:
+        while True:
+            self._generated += 1
+            candidate = f"sub-{self._generated}"
+            if candidate not in self._subscriptions:
+                return candidate
+
+    # -- publisher confirms --------------------------------------------------
+
+    def _on_commit(self, future: asyncio.Future[None]) -> None:
+        if not future.cancelled():
+            future.exception()  # retrieved here, so asyncio does not log it as lost
+        self._flush_confirms()
+
+    def _flush_confirms(self) -> None:
+        """Send the confirms (or errors) of the oldest publishes whose commit is decided."""
+        pending = self._confirms
+        while pending and (pending[0].committed is None or pending[0].committed.done()):
+            item = pending.popleft()
+            failure = _commit_failure(item.committed)
+            if failure is not None:
+                self._push(error_frame(item.frame_id, failure))
+            elif item.frame_id is not None:
+                self._push(
+                    ConfirmFrame(type="confirm", id=item.frame_id, message_id=item.message_id, routed=item.routed)
+                )
+
+
+def _commit_failure(committed: asyncio.Future[None] | None) -> BrokerError | None:
+    if committed is None:
+        return None
+    if committed.cancelled():
+        return Unavailable("the message store stopped before the message was committed")
+    error = committed.exception()
+    if error is None:
+        return None
+    if isinstance(error, BrokerError):
+        return error
+    log.error("commit failed unexpectedly: %r", error)
+    return Unavailable("the message store failed to commit the message")

@@ -1,0 +1,69 @@
+"""Helpers of the HTTP API tests: a JSON client and a fake WebSocket connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from broker_project.engine.queues import AckMode
+from broker_project.runtime import Runtime
+
+
+class Api:
+    """DRF's APIClient speaking JSON, returning (status, decoded body)."""
+
+    def __init__(self) -> None:
+        self.client = APIClient()
+
+    def get(self, path: str, **params: Any) -> tuple[int, Any]:
+        response = self.client.get(path, params, format="json")
+        return response.status_code, response.json() if response.content else None
+
+    def post(self, path: str, data: Any = None) -> tuple[int, Any]:
+        response = self.client.post(path, data, format="json")
+        return response.status_code, response.json() if response.content else None
+
+    def delete(self, path: str) -> tuple[int, Any]:
+        response = self.client.delete(path)
+        return response.status_code, response.json() if response.content else None
+
+
+@pytest.fixture
+def api() -> Api:
+    return Api()
+
+
+def error_code(answer: tuple[int, Any]) -> tuple[int, str]:
+    status, body = answer
+    return status, body["error"]["code"]
+
+
+class Sink:
+    """A WebSocket connection as the runtime sees it: keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.frames: list[str] = []
+
+    def deliver(self, frames: list[str]) -> None:
+        self.frames.extend(frames)
+
+    def cancelled(self, subscription: str, reason: str) -> None:
+        pass
+
+
+def subscribe_private(runtime: Runtime, exchange: str, binding_key: str = "#") -> tuple[int, str]:
+    """Subscribe a fake connection to `exchange` through a private queue; (connection, queue)."""
+    connection = runtime.call_threadsafe(runtime.connect, Sink())
+    queue = runtime.call_threadsafe(
+        runtime.subscribe,
+        connection,
+        subscription="s1",
+        subscription_json='"s1"',
+        ack_mode=AckMode.CLIENT,
+        prefetch=0,
+        exchange=exchange,
+        binding_key=binding_key,
+    )
+    return connection, queue

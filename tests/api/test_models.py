@@ -1,0 +1,107 @@
+"""Rows written through the ORM or the admin: the signal path to the router, and clean()."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.test import Client
+
+from bindings.models import Binding
+from broker_project.runtime import Runtime
+from exchanges.models import Exchange
+from queues.models import Queue
+
+from .conftest import Api
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_orm_queue_is_routable_at_once_and_deleted_from_the_router(api: Api, runtime_thread: Runtime) -> None:
+    row = Queue.objects.create(name="orm-q")
+    status, body = api.post("/api/exchanges/amq.default/publish/", {"routing_key": "orm-q", "body": 1})
+    assert (status, body["routed"]) == (200, 1)
+    row.delete()
+    assert "orm-q" not in runtime_thread.broker.queues
+    assert api.post("/api/exchanges/amq.default/publish/", {"routing_key": "orm-q", "body": 1})[1]["routed"] == 0
+
+
+def test_orm_binding_routes(api: Api, runtime_thread: Runtime) -> None:
+    exchange = Exchange.objects.create(name="e", type="fanout")
+    Binding.objects.create(exchange=exchange, queue=Queue.objects.create(name="q"))
+    assert api.post("/api/exchanges/e/publish/", {"body": 1})[1]["routed"] == 1
+
+
+def test_queue_clean() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Queue(name="q", arguments={"max_length": -1}).full_clean()
+    assert set(refused.value.message_dict) == {"arguments"}
+    with pytest.raises(ValidationError) as refused:
+        Queue(name="amq.q").full_clean()
+    assert set(refused.value.message_dict) == {"name"}
+    Queue(name="q", arguments={"message_ttl": 1000, "overflow": "reject-publish"}).full_clean()
+
+
+def test_exchange_clean_refuses_reserved_names_for_new_rows_only() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Exchange(name="amq.mine", type="direct").full_clean()
+    assert set(refused.value.message_dict) == {"name"}
+    builtin = Exchange.objects.create(name="amq.direct", type="direct")
+    builtin.full_clean()  # an existing broker row stays editable
+
+
+def test_binding_clean() -> None:
+    headers = Exchange.objects.create(name="h", type="headers")
+    queue = Queue.objects.create(name="q")
+    with pytest.raises(ValidationError) as refused:
+        Binding(exchange=headers, queue=queue, arguments={"x-match": "most"}).full_clean()
+    assert set(refused.value.message_dict) == {"arguments"}
+    # A row named like the default exchange can only come from outside the API; binding to it is refused.
+    default = Exchange.objects.create(name="amq.default", type="direct")
+    with pytest.raises(ValidationError) as refused:
+        Binding(exchange=default, queue=queue).full_clean()
+    assert set(refused.value.message_dict) == {"exchange"}
+    Binding.objects.create(exchange=headers, queue=queue, arguments={"a": 1})
+    with pytest.raises(ValidationError):
+        Binding(exchange=headers, queue=queue, arguments={"a": 1}).full_clean()
+    Binding(exchange=headers, queue=queue, arguments={"a": 2}).full_clean()
+
+
+@pytest.fixture
+def admin_client(transactional_db: Any) -> Client:
+    User.objects.create_superuser("admin", "admin@example.com", "pw")
+    client = Client()
+    client.login(username="admin", password="pw")
+    return client
+
+
+def test_admin_pages(admin_client: Client, runtime_thread: Runtime) -> None:
+    exchange = Exchange.objects.create(name="e", type="direct")
+    queue = Queue.objects.create(name="q")
+    binding = Binding.objects.create(exchange=exchange, queue=queue)
+    pages = (("exchanges", "exchange", exchange.pk), ("queues", "queue", queue.pk), ("bindings", "binding", binding.pk))
+    for app, model, pk in pages:
+        for path in (f"/admin/{app}/{model}/", f"/admin/{app}/{model}/add/", f"/admin/{app}/{model}/{pk}/change/"):
+            assert admin_client.get(path).status_code == 200, path
+
+
+def test_admin_refuses_bad_queue_arguments(admin_client: Client, runtime_thread: Runtime) -> None:
+    response = admin_client.post(
+        "/admin/queues/queue/add/", {"name": "q", "durable": "on", "arguments": '{"max_length": -1}'}
+    )
+    assert response.status_code == 200  # the form again, with the error
+    assert not Queue.objects.exists()
+    response = admin_client.post("/admin/queues/queue/add/", {"name": "q", "durable": "on", "arguments": "{}"})
+    assert response.status_code == 302
+    assert "q" in runtime_thread.broker.queues
+
+
+def test_admin_refuses_duplicate_binding(admin_client: Client, runtime_thread: Runtime) -> None:
+    exchange = Exchange.objects.create(name="e", type="direct")
+    queue = Queue.objects.create(name="q")
+    form = {"exchange": exchange.pk, "queue": queue.pk, "binding_key": "k", "arguments": "{}"}
+    assert admin_client.post("/admin/bindings/binding/add/", form).status_code == 302
+    assert admin_client.post("/admin/bindings/binding/add/", form).status_code == 200
+    assert Binding.objects.count() == 1

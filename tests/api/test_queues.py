@@ -1,0 +1,198 @@
+"""/api/queues/: declare, list with live counts and private queues, detail, delete, purge, get."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from broker_project.runtime import Runtime
+from queues.models import Queue
+
+from .conftest import Api, error_code, subscribe_private
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+COUNTS = ("messages", "messages_ready", "messages_unacknowledged", "consumers")
+
+
+def publish(api: Api, routing_key: str, body: Any, exchange: str = "amq.default", **fields: Any) -> dict[str, Any]:
+    message = {"routing_key": routing_key, "body": body, **fields}
+    status, answer = api.post(f"/api/exchanges/{exchange}/publish/", message)
+    assert status == 200, answer
+    return answer  # type: ignore[no-any-return]
+
+
+def test_declare_identical_different(api: Api, runtime_thread: Runtime) -> None:
+    status, body = api.post("/api/queues/", {"name": "jobs", "arguments": {"max_length": 10}})
+    assert status == 201
+    assert body == {
+        "name": "jobs",
+        "durable": True,
+        "auto_delete": False,
+        "arguments": {"max_length": 10},
+        "exclusive": False,
+        "messages": 0,
+        "messages_ready": 0,
+        "messages_unacknowledged": 0,
+        "consumers": 0,
+    }
+    assert "jobs" in runtime_thread.broker.queues
+    assert api.post("/api/queues/", {"name": "jobs", "arguments": {"max_length": 10}})[0] == 200
+    assert error_code(api.post("/api/queues/", {"name": "jobs"})) == (409, "precondition_failed")
+    different = {"name": "jobs", "arguments": {"max_length": 10}, "durable": False}
+    assert error_code(api.post("/api/queues/", different)) == (409, "precondition_failed")
+    assert Queue.objects.get(name="jobs").durable is True
+
+
+def test_empty_name_generates_one(api: Api, runtime_thread: Runtime) -> None:
+    status, body = api.post("/api/queues/", {"name": ""})
+    assert status == 201 and body["name"].startswith("amq.gen-")
+    assert Queue.objects.filter(name=body["name"]).exists()
+    status, other = api.post("/api/queues/", {})
+    assert status == 201 and other["name"] != body["name"]
+    assert api.delete(f"/api/queues/{body['name']}/")[0] == 204  # a stored queue, even with a generated name
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"name": "amq.q"}, 403, "forbidden"),
+        ({"name": "no spaces"}, 400, "invalid"),
+        ({"name": "q", "arguments": {"max_length": -1}}, 400, "invalid"),
+        ({"name": "q", "arguments": {"overflow": "explode"}}, 400, "invalid"),
+        ({"name": "q", "arguments": {"unknown": 1}}, 400, "invalid"),
+        ({"name": "q", "arguments": "x"}, 400, "invalid"),
+        ({"name": "q", "durable": "perhaps"}, 400, "invalid"),
+    ],
+)
+def test_declare_refused_leaves_nothing(api: Api, body: dict[str, Any], status: int, code: str) -> None:
+    answer = api.post("/api/queues/", body)
+    assert error_code(answer) == (status, code)
+    assert not Queue.objects.exists()
+
+
+def test_argument_error_names_the_field(api: Api) -> None:
+    _, body = api.post("/api/queues/", {"name": "q", "arguments": {"message_ttl": "soon"}})
+    assert body["error"]["fields"] == {"arguments": ["message_ttl: must be an integer >= 0"]}
+
+
+def test_list_and_detail_with_live_counts(api: Api, runtime_thread: Runtime) -> None:
+    api.post("/api/queues/", {"name": "b"})
+    api.post("/api/queues/", {"name": "a"})
+    publish(api, "a", {"n": 1})
+    publish(api, "a", {"n": 2})
+    status, body = api.get("/api/queues/")
+    assert status == 200
+    assert [q["name"] for q in body] == ["a", "b"]
+    assert [body[0][k] for k in COUNTS] == [2, 2, 0, 0]
+    assert api.get("/api/queues/a/")[1]["messages_ready"] == 2
+
+
+def test_counts_are_null_without_router(api: Api) -> None:
+    Queue.objects.create(name="q")
+    status, body = api.get("/api/queues/")
+    assert status == 200 and [body[0][k] for k in COUNTS] == [None] * 4
+    assert api.get("/api/queues/q/")[1]["messages"] is None
+
+
+def test_private_queues_are_listed_read_only(api: Api, runtime_thread: Runtime) -> None:
+    api.post("/api/exchanges/", {"name": "news", "type": "fanout"})
+    _, private = subscribe_private(runtime_thread, "news")
+    publish(api, "", {"hello": 1}, exchange="news")
+    _, body = api.get("/api/queues/")
+    listed = {q["name"]: q for q in body}
+    assert listed[private]["exclusive"] is True
+    assert listed[private]["auto_delete"] is True and listed[private]["durable"] is False
+    assert listed[private]["consumers"] == 1 and listed[private]["messages_unacknowledged"] == 1
+    assert api.get(f"/api/queues/{private}/")[1]["exclusive"] is True
+    assert error_code(api.delete(f"/api/queues/{private}/")) == (403, "forbidden")
+    assert error_code(api.post(f"/api/queues/{private}/purge/")) == (403, "forbidden")
+    assert error_code(api.post(f"/api/queues/{private}/get/", {})) == (403, "forbidden")
+    assert error_code(api.post("/api/bindings/", {"exchange": "news", "queue": private})) == (403, "forbidden")
+    assert private in runtime_thread.broker.queues
+
+
+def test_delete(api: Api, runtime_thread: Runtime) -> None:
+    api.post("/api/queues/", {"name": "q"})
+    publish(api, "q", 1)
+    assert api.delete("/api/queues/q/") == (204, None)
+    assert "q" not in runtime_thread.broker.queues and not Queue.objects.exists()
+    assert error_code(api.delete("/api/queues/q/")) == (404, "not_found")
+    assert error_code(api.get("/api/queues/q/")) == (404, "not_found")
+
+
+def test_delete_then_declare_again_keeps_the_new_queue(api: Api, runtime_thread: Runtime) -> None:
+    for _ in range(3):
+        api.post("/api/queues/", {"name": "again"})
+        publish(api, "again", "x")
+        assert api.delete("/api/queues/again/")[0] == 204
+        assert api.post("/api/queues/", {"name": "again"})[0] == 201
+    runtime_thread.call_threadsafe(runtime_thread.writer.flush)  # type: ignore[union-attr]
+    assert Queue.objects.filter(name="again").exists()
+    assert "again" in runtime_thread.broker.queues
+
+
+def test_purge(api: Api, runtime_thread: Runtime) -> None:
+    api.post("/api/queues/", {"name": "q"})
+    for n in range(3):
+        publish(api, "q", n)
+    assert api.post("/api/queues/q/purge/") == (200, {"purged": 3})
+    assert api.get("/api/queues/q/")[1]["messages"] == 0
+    assert api.post("/api/queues/q/purge/") == (200, {"purged": 0})
+    assert error_code(api.post("/api/queues/nope/purge/")) == (404, "not_found")
+
+
+def test_get_with_ack(api: Api, runtime_thread: Runtime) -> None:
+    api.post("/api/queues/", {"name": "q"})
+    sent = [publish(api, "q", {"n": n}, headers={"h": n})["message_id"] for n in range(3)]
+    status, messages = api.post("/api/queues/q/get/", {"count": 2})
+    assert status == 200
+    assert [m["message_id"] for m in messages] == sent[:2]
+    first = messages[0]
+    assert set(first) == {
+        "message_id", "exchange", "routing_key", "body", "headers", "persistent", "published_at", "redelivered",
+    }
+    assert (first["exchange"], first["routing_key"], first["body"], first["headers"]) == ("", "q", {"n": 0}, {"h": 0})
+    assert first["redelivered"] is False and first["persistent"] is True
+    assert [m["message_id"] for m in api.post("/api/queues/q/get/", {})[1]] == sent[2:]  # count defaults to 1
+    assert api.post("/api/queues/q/get/", {"count": 5}) == (200, [])
+
+
+def test_get_without_ack_redelivers(api: Api, runtime_thread: Runtime) -> None:
+    api.post("/api/queues/", {"name": "q"})
+    sent = [publish(api, "q", n)["message_id"] for n in range(2)]
+    _, first = api.post("/api/queues/q/get/", {"count": 10, "ack": False})
+    assert [(m["message_id"], m["redelivered"]) for m in first] == [(sent[0], False), (sent[1], False)]
+    assert api.get("/api/queues/q/")[1]["messages_ready"] == 2
+    _, second = api.post("/api/queues/q/get/", {"count": 10, "ack": True})
+    assert [(m["message_id"], m["redelivered"]) for m in second] == [(sent[0], True), (sent[1], True)]
+    assert api.get("/api/queues/q/")[1]["messages"] == 0
+
+
+@pytest.mark.parametrize("body", [{"count": 0}, {"count": "many"}, {"ack": "sometimes"}, [1]])
+def test_get_refuses_bad_input(api: Api, runtime_thread: Runtime, body: Any) -> None:
+    api.post("/api/queues/", {"name": "q"})
+    publish(api, "q", 1)
+    assert error_code(api.post("/api/queues/q/get/", body)) == (400, "invalid")
+    assert api.get("/api/queues/q/")[1]["messages_ready"] == 1
+
+
+def test_get_missing_queue(api: Api, runtime_thread: Runtime) -> None:
+    assert error_code(api.post("/api/queues/nope/get/", {})) == (404, "not_found")
+
+
+def test_without_router_get_and_purge_are_unavailable(api: Api) -> None:
+    Queue.objects.create(name="q")
+    assert error_code(api.post("/api/queues/q/get/", {})) == (503, "unavailable")
+    assert error_code(api.post("/api/queues/q/purge/")) == (503, "unavailable")
+    assert error_code(api.post("/api/queues/nope/get/", {})) == (404, "not_found")
+
+
+def test_get_requests_on_actions_change_nothing(api: Api, runtime_thread: Runtime) -> None:
+    api.post("/api/queues/", {"name": "q"})
+    publish(api, "q", 1)
+    for path in ("/api/queues/q/get/", "/api/queues/q/purge/"):
+        assert error_code(api.get(path)) == (405, "invalid")
+        assert api.client.get(path, HTTP_ACCEPT="text/html").status_code == 405  # the browsable form
+    assert api.get("/api/queues/q/")[1]["messages_ready"] == 1

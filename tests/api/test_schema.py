@@ -1,0 +1,56 @@
+"""The OpenAPI document, Swagger UI and ReDoc."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from drf_spectacular.validation import validate_schema
+from rest_framework.test import APIClient
+
+EXPECTED_PATHS = {
+    "/api/exchanges/": {"get", "post"},
+    "/api/exchanges/{name}/": {"get", "delete"},
+    "/api/exchanges/{name}/publish/": {"post"},
+    "/api/queues/": {"get", "post"},
+    "/api/queues/{name}/": {"get", "delete"},
+    "/api/queues/{name}/purge/": {"post"},
+    "/api/queues/{name}/get/": {"post"},
+    "/api/bindings/": {"get", "post"},
+    "/api/bindings/{id}/": {"get", "delete"},
+}
+
+
+@pytest.fixture
+def schema(db: Any) -> dict[str, Any]:
+    response = APIClient().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_schema_is_valid_and_lists_every_path(schema: dict[str, Any]) -> None:
+    validate_schema(schema)
+    for path, methods in EXPECTED_PATHS.items():
+        assert path in schema["paths"], path
+        assert methods <= set(schema["paths"][path]), path
+
+
+def test_schema_documents_shapes_and_errors(schema: dict[str, Any]) -> None:
+    components = schema["components"]["schemas"]
+    assert set(components["Error"]["properties"]) == {"error"}
+    assert set(components["ErrorDetail"]["properties"]) == {"code", "message", "fields"}
+    create = schema["paths"]["/api/exchanges/"]["post"]["responses"]
+    assert {"200", "201", "400", "403", "409"} <= set(create)
+    assert create["409"]["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
+    publish = schema["paths"]["/api/exchanges/{name}/publish/"]["post"]
+    assert {"200", "400", "404", "413", "503"} <= set(publish["responses"])
+    assert set(components["Queue"]["properties"]) >= {"exclusive", "messages", "consumers"}
+    bindings = schema["paths"]["/api/bindings/"]["get"]["parameters"]
+    assert {p["name"] for p in bindings} == {"exchange", "queue"}
+
+
+@pytest.mark.parametrize("path", ["/api/docs/", "/api/redoc/"])
+def test_docs_pages(db: Any, path: str) -> None:
+    response = APIClient().get(path)
+    assert response.status_code == 200
+    assert b"/api/schema/" in response.content

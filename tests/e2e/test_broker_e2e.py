@@ -1,0 +1,174 @@
+"""The real `runbroker` process, driven by real HTTP and WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+import websockets
+
+from tests.e2e.client import WsClient
+from tests.e2e.harness import ROOT, BrokerProcess
+
+pytestmark = pytest.mark.e2e
+
+
+def declare(url: str, *, exchange: tuple[str, str] | None = None, queues: list[str] = (), bindings=()) -> None:  # type: ignore[assignment]
+    with httpx.Client(base_url=url, timeout=10) as http:
+        if exchange:
+            r = http.post("/api/exchanges/", json={"name": exchange[0], "type": exchange[1]})
+            assert r.status_code == 201, r.text
+        for name in queues:
+            r = http.post("/api/queues/", json={"name": name})
+            assert r.status_code == 201, r.text
+        for exchange_name, queue, key in bindings:
+            r = http.post("/api/bindings/", json={"exchange": exchange_name, "queue": queue, "binding_key": key})
+            assert r.status_code == 201, r.text
+
+
+def test_http_publish_routes_by_topic_and_get_returns_in_order(broker: BrokerProcess) -> None:
+    declare(
+        broker.url,
+        exchange=("orders", "topic"),
+        queues=["eu", "all"],
+        bindings=[("orders", "eu", "orders.eu.*"), ("orders", "all", "orders.#")],
+    )
+    with httpx.Client(base_url=broker.url, timeout=10) as http:
+        routed = [
+            http.post("/api/exchanges/orders/publish/", json={"routing_key": key, "body": {"n": n}}).json()["routed"]
+            for n, key in enumerate(["orders.eu.created", "orders.us.created", "orders"])
+        ]
+        assert routed == [2, 1, 1]
+        eu = http.post("/api/queues/eu/get/", json={"count": 10}).json()
+        everything = http.post("/api/queues/all/get/", json={"count": 10}).json()
+        detail = http.get("/api/queues/all/").json()
+    assert [m["body"] for m in eu] == [{"n": 0}]
+    assert [m["body"] for m in everything] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert detail["messages"] == 0
+
+
+async def test_round_robin_prefetch_ack_and_redelivery_after_a_client_drops(broker: BrokerProcess) -> None:
+    declare(broker.url, queues=["work"])
+    a = await WsClient.connect(broker.ws_url)
+    b = await WsClient.connect(broker.ws_url)
+    for client, sid in ((a, "a"), (b, "b")):
+        reply = await client.request({"type": "subscribe", "id": sid, "queue": "work", "ack": "client", "prefetch": 2})
+        assert reply["type"] == "subscribed"
+    publisher = await WsClient.connect(broker.ws_url)
+    for n in range(6):
+        confirm = await publisher.request({"type": "publish", "id": f"p{n}", "exchange": "", "routing_key": "work", "body": n})
+        assert (confirm["type"], confirm["routed"]) == ("confirm", 1)
+
+    got_a = await a.messages(2)
+    got_b = await b.messages(2)
+    assert sorted(m["body"] for m in got_a + got_b) == [0, 1, 2, 3]  # round-robin, two each (prefetch 2)
+    assert [m["body"] for m in got_a] == [0, 2] and [m["body"] for m in got_b] == [1, 3]
+    assert await a.silent() and await b.silent()  # prefetch holds back the rest
+
+    await a.send({"type": "ack", "delivery_tag": got_a[1]["delivery_tag"], "multiple": True})
+    more_a = await a.messages(2)
+    assert sorted(m["body"] for m in more_a) == [4, 5]
+
+    # b drops with two unacknowledged messages: they go to a, marked redelivered, in order.
+    await b.close()
+    await a.send({"type": "ack", "delivery_tag": more_a[-1]["delivery_tag"], "multiple": True})
+    redelivered = await a.messages(2)
+    assert [(m["body"], m["redelivered"]) for m in redelivered] == [(1, True), (3, True)]
+
+    # nack with requeue comes back; nack without requeue is gone.
+    await a.send({"type": "nack", "delivery_tag": redelivered[0]["delivery_tag"], "requeue": True})
+    again = await a.messages(1)
+    assert (again[0]["body"], again[0]["redelivered"]) == (1, True)
+    await a.send({"type": "nack", "delivery_tag": again[0]["delivery_tag"], "requeue": False})
+    await a.send({"type": "ack", "delivery_tag": redelivered[1]["delivery_tag"]})
+    assert await a.silent()
+    async with httpx.AsyncClient(base_url=broker.url) as http:
+        detail = (await http.get("/api/queues/work/")).json()
+    assert (detail["messages_ready"], detail["messages_unacknowledged"], detail["consumers"]) == (0, 0, 1)
+    for client in (a, publisher):
+        await client.close()
+
+
+async def test_exchange_subscription_gets_a_private_queue_and_fanout_reaches_every_subscriber(
+    broker: BrokerProcess,
+) -> None:
+    declare(broker.url, exchange=("news", "fanout"))
+    clients = [await WsClient.connect(broker.ws_url) for _ in range(3)]
+    queues = set()
+    for n, client in enumerate(clients):
+        reply = await client.request({"type": "subscribe", "id": f"s{n}", "exchange": "news"})
+        assert reply["queue"].startswith("amq.gen-")
+        queues.add(reply["queue"])
+    assert len(queues) == 3
+    async with httpx.AsyncClient(base_url=broker.url) as http:
+        answer = (await http.post("/api/exchanges/news/publish/", json={"body": "hello", "persistent": False})).json()
+        assert answer["routed"] == 3
+        for client in clients:
+            (message,) = await client.messages(1)
+            assert (message["body"], message["exchange"]) == ("hello", "news")
+            await client.close()
+        await asyncio.sleep(0.3)
+        names = {q["name"] for q in (await http.get("/api/queues/")).json()}
+    assert not names & queues  # private queues go with their connections
+
+
+async def test_a_client_of_the_original_service_works_unchanged(broker: BrokerProcess) -> None:
+    async with httpx.AsyncClient(base_url=broker.url) as http:
+        assert (await http.get("/ping")).json() == {"message": "PONG"}
+        assert (await http.post("/exchanges", json={"name": "legacy", "type": "fanout"})).status_code == 200
+        assert (await http.post("/queues", json={"name": "inbox", "durable": True})).status_code == 200
+        bound = await http.post("/bindings", json={"key": "", "exchange_name": "legacy", "queue_name": "inbox"})
+        assert bound.status_code == 200
+        client = await WsClient.connect(broker.ws_url)
+        await client.send({"type": "SUBSCRIBE", "payload": {"queue_name": "inbox"}})
+        await asyncio.sleep(0.2)
+        published = await http.post("/publish", json={"exchange_name": "legacy", "key": "", "payload": {"hi": 1}})
+        assert published.status_code == 200
+        frame = await client.recv()
+        # What the original clients read: the payload as `body`, and `unique_id`.
+        assert frame["body"] == {"hi": 1}
+        assert frame["unique_id"] == frame["message_id"] == published.json()["message_id"]
+        bad = await http.post("/publish", json={"exchange_name": "legacy"})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid"
+        await client.close()
+
+
+async def test_bad_frames_get_errors_and_the_connection_stays_open(broker: BrokerProcess) -> None:
+    client = await WsClient.connect(broker.ws_url)
+    await client.connection.send("not json")
+    assert (await client.recv())["code"] == "invalid"
+    reply = await client.request({"type": "subscribe", "id": 7, "queue": "missing"})
+    assert (reply["type"], reply["code"]) == ("error", "not_found")
+    assert (await client.request({"type": "ping", "id": "x"}))["type"] == "pong"
+    await client.connection.send(json.dumps({"type": "publish", "body": "x" * (1024 * 1024 + 10)}))
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await client.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+def test_sigterm_stops_cleanly_and_topology_survives_a_restart(broker: BrokerProcess) -> None:
+    declare(broker.url, exchange=("keep", "direct"), queues=["kept"], bindings=[("keep", "kept", "k")])
+    with httpx.Client(base_url=broker.url) as http:
+        assert http.post("/api/exchanges/keep/publish/", json={"routing_key": "k", "body": 1}).json()["routed"] == 1
+    assert broker.stop(signal.SIGTERM) == 0
+    assert "broker listening on" in broker.log()
+    broker.start()
+    with httpx.Client(base_url=broker.url) as http:
+        got = http.post("/api/queues/kept/get/", json={"count": 5}).json()
+        assert [(m["body"], m["redelivered"]) for m in got] == [(1, True)]
+        assert http.post("/api/exchanges/keep/publish/", json={"routing_key": "k", "body": 2}).json()["routed"] == 1
+
+
+def test_a_bad_setting_stops_start_up_with_its_name() -> None:
+    env = {**os.environ, "HTTP_PORT": "abc"}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "runbroker"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "HTTP_PORT" in result.stderr

@@ -1,0 +1,42 @@
+"""Topology changes survive their trip over the channel layer unchanged."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from broker_project.engine.broker import BindingSpec
+from broker_project.engine.exchanges import ExchangeSpec, ExchangeType
+from broker_project.engine.queues import QueueSpec
+from broker_project.topology import (
+    BindingDeleted,
+    BindingSaved,
+    ExchangeDeleted,
+    ExchangeSaved,
+    QueueDeleted,
+    QueueSaved,
+    TopologyChange,
+    decode_change,
+    encode_change,
+)
+
+CHANGES: list[TopologyChange] = [
+    ExchangeSaved(ExchangeSpec("orders", ExchangeType.TOPIC, True, False, {"alternate": "x"})),
+    ExchangeDeleted("orders"),
+    QueueSaved(QueueSpec("jobs", False, True, {"max_length": 5})),
+    QueueDeleted("jobs"),
+    BindingSaved(BindingSpec("orders", "jobs", "a.#", {"x-match": "any", "k": 1})),
+    BindingDeleted(BindingSpec("orders", "jobs", "", {})),
+]
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=lambda c: type(c).__name__)
+def test_round_trip_through_json(change: TopologyChange) -> None:
+    wire = json.loads(json.dumps(encode_change(change)))
+    assert decode_change(wire) == change
+
+
+def test_an_unknown_kind_is_refused() -> None:
+    with pytest.raises(ValueError):
+        decode_change({"kind": "teleport"})

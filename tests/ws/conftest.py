@@ -1,0 +1,35 @@
+"""WebSocket fixtures: clients of /ws on the test's loop, beside the `runtime` router."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from channels.testing import WebsocketCommunicator
+
+from broker_project.asgi import application
+from broker_project.runtime import Runtime
+
+Connect = Callable[[], Awaitable[WebsocketCommunicator]]
+
+
+@pytest.fixture
+async def connect(runtime: Runtime) -> AsyncIterator[Connect]:
+    """Open as many clients as a test needs; each still open is closed afterwards."""
+    opened: list[WebsocketCommunicator] = []
+
+    async def open_client() -> WebsocketCommunicator:
+        client = WebsocketCommunicator(application, "/ws")
+        connected, _ = await client.connect()
+        assert connected
+        opened.append(client)
+        return client
+
+    yield open_client
+    for client in opened:
+        await client.disconnect()
+
+
+@pytest.fixture
+async def ws(connect: Connect) -> WebsocketCommunicator:
+    return await connect()

@@ -1,0 +1,128 @@
+"""Delivery over /ws (PROTOCOL.md, "Delivery"): ack, nack, prefetch, round-robin, redelivery."""
+
+from __future__ import annotations
+
+from channels.testing import WebsocketCommunicator
+
+from broker_project.runtime import Runtime
+from tests.ws.conftest import Connect
+from tests.ws.helpers import declare_exchange, declare_queue, publish, receive, request, send, silent, subscribe
+
+
+async def receive_all(client: WebsocketCommunicator, count: int) -> list[dict[str, object]]:
+    return [await receive(client) for _ in range(count)]
+
+
+async def test_ack_removes_the_message(ws: WebsocketCommunicator, runtime: Runtime) -> None:
+    await declare_queue("q")
+    await subscribe(ws, "s1", "q", ack="client")
+    await publish(runtime, "", "q", "a")
+    message = await receive(ws)
+    assert runtime.broker.queue_counts("q").messages_unacknowledged == 1
+    await send(ws, {"type": "ack", "delivery_tag": message["delivery_tag"]})
+    assert await silent(ws)  # no reply to an ack
+    counts = runtime.broker.queue_counts("q")
+    assert (counts.messages_ready, counts.messages_unacknowledged) == (0, 0)
+
+
+async def test_ack_multiple_acks_every_tag_up_to_it(ws: WebsocketCommunicator, runtime: Runtime) -> None:
+    await declare_queue("q")
+    await subscribe(ws, "s1", "q", ack="client")
+    for n in range(3):
+        await publish(runtime, "", "q", n)
+    tags = [message["delivery_tag"] for message in await receive_all(ws, 3)]
+    await send(ws, {"type": "ack", "delivery_tag": tags[1], "multiple": True})
+    assert await silent(ws)
+    assert runtime.broker.queue_counts("q").messages_unacknowledged == 1
+    await send(ws, {"type": "ack", "delivery_tag": tags[2]})
+    assert await silent(ws)
+    assert runtime.broker.queue_counts("q").messages_unacknowledged == 0
+
+
+async def test_ack_of_an_unknown_tag_is_precondition_failed(ws: WebsocketCommunicator, runtime: Runtime) -> None:
+    await declare_queue("q")
+    await subscribe(ws, "s1", "q", ack="client")
+    await publish(runtime, "", "q", "a")
+    tag = (await receive(ws))["delivery_tag"]
+    await send(ws, {"type": "ack", "delivery_tag": tag})
+    for frame in ({"type": "ack", "id": "a1", "delivery_tag": tag}, {"type": "ack", "delivery_tag": 999}):
+        reply = await request(ws, frame)
+        assert (reply["type"], reply["id"], reply["code"]) == ("error", frame.get("id"), "precondition_failed")
+    assert (await request(ws, {"type": "ping"}))["type"] == "pong"
+
+
+async def test_nack_with_requeue_redelivers(ws: WebsocketCommunicator, runtime: Runtime) -> None:
+    await declare_queue("q")
+    await subscribe(ws, "s1", "q", ack="client")
+    await publish(runtime, "", "q", "a")
+    first = await receive(ws)
+    await send(ws, {"type": "nack", "delivery_tag": first["delivery_tag"]})
+    again = await receive(ws)
+    assert (again["message_id"], again["redelivered"]) == (first["message_id"], True)
+    assert again["delivery_tag"] != first["delivery_tag"]
+
+
+async def test_nack_without_requeue_drops_or_dead_letters(ws: WebsocketCommunicator, runtime: Runtime) -> None:
+    await declare_exchange("dlx", "fanout")
+    await declare_queue("q", arguments={"dead_letter_exchange": "dlx"})
+    await subscribe(ws, "s1", "q", ack="client")
+    reply = await request(ws, {"type": "subscribe", "id": "dead", "exchange": "dlx"})
+    assert reply["type"] == "subscribed"
+    await publish(runtime, "", "q", "a")
+    first = await receive(ws)
+    assert first["subscription"] == "s1"
+    await send(ws, {"type": "nack", "delivery_tag": first["delivery_tag"], "requeue": False})
+    dead = await receive(ws)
+    assert (dead["subscription"], dead["message_id"], dead["exchange"]) == ("dead", first["message_id"], "dlx")
+    assert dead["headers"]["x-death"][0]["reason"] == "rejected"
+    assert runtime.broker.queue_counts("q").messages_ready == 0
+
+
+async def test_round_robin_between_two_subscribers(connect: Connect, runtime: Runtime) -> None:
+    await declare_queue("q")
+    first, second = await connect(), await connect()
+    await subscribe(first, "a", "q")
+    await subscribe(second, "b", "q")
+    for n in range(4):
+        await publish(runtime, "", "q", n)
+    assert [m["body"] for m in await receive_all(first, 2)] == [0, 2]
+    assert [m["body"] for m in await receive_all(second, 2)] == [1, 3]
+
+
+async def test_prefetch_holds_deliveries_until_ack(ws: WebsocketCommunicator, runtime: Runtime) -> None:
+    await declare_queue("q")
+    await subscribe(ws, "s1", "q", ack="client", prefetch=2)
+    for n in range(5):
+        await publish(runtime, "", "q", n)
+    batch = await receive_all(ws, 2)
+    assert [m["body"] for m in batch] == [0, 1]
+    assert await silent(ws)
+    assert runtime.broker.queue_counts("q").messages_ready == 3
+    await send(ws, {"type": "ack", "delivery_tag": batch[0]["delivery_tag"]})
+    assert (await receive(ws))["body"] == 2
+    assert await silent(ws)
+
+
+async def test_a_dropped_connection_gives_its_messages_to_another(connect: Connect, runtime: Runtime) -> None:
+    await declare_queue("q")
+    first, second = await connect(), await connect()
+    await subscribe(first, "a", "q", ack="client", prefetch=2)
+    for n in range(2):
+        await publish(runtime, "", "q", n)
+    held = await receive_all(first, 2)
+    await subscribe(second, "b", "q", ack="client")
+    assert await silent(second)
+    await first.disconnect()
+    again = await receive_all(second, 2)
+    assert [m["message_id"] for m in again] == [m["message_id"] for m in held]
+    assert all(m["redelivered"] is True and m["subscription"] == "b" for m in again)
+
+
+async def test_messages_are_sent_one_frame_each_in_order(ws: WebsocketCommunicator, runtime: Runtime) -> None:
+    await declare_queue("q")
+    await subscribe(ws, "s1", "q")
+    for n in range(50):
+        await publish(runtime, "", "q", n, persistent=False)
+    messages = await receive_all(ws, 50)
+    assert [m["body"] for m in messages] == list(range(50))
+    assert [m["delivery_tag"] for m in messages] == sorted(m["delivery_tag"] for m in messages)

@@ -1,0 +1,177 @@
+"""Publishing over /ws, confirms, ping, and frames the server refuses (PROTOCOL.md, "WebSocket (/ws)")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from broker_project.asgi import websocket_application
+from broker_project.runtime import Runtime
+from queues.models import Message
+from tests.ws.conftest import Connect
+from tests.ws.helpers import declare_binding, declare_exchange, declare_queue, receive, request, send, silent
+
+
+async def test_publish_with_id_is_confirmed_with_routed_count(ws: WebsocketCommunicator) -> None:
+    await declare_exchange("fan", "fanout")
+    for name in ("a", "b"):
+        await declare_queue(name, durable=False)
+        await declare_binding("fan", name)
+    frame = {"type": "publish", "id": "p1", "exchange": "fan", "body": {"x": 1}, "message_id": "m-1"}
+    assert await request(ws, frame) == {"type": "confirm", "id": "p1", "message_id": "m-1", "routed": 2}
+    reply = await request(ws, {"type": "publish", "id": 9, "exchange": "fan", "routing_key": "k", "body": 1})
+    assert (reply["type"], reply["id"], reply["routed"]) == ("confirm", 9, 2)
+    assert isinstance(reply["message_id"], str) and reply["message_id"]
+
+
+async def test_unrouted_publish_is_confirmed_with_zero(ws: WebsocketCommunicator) -> None:
+    reply = await request(ws, {"type": "publish", "id": "p", "routing_key": "nowhere", "body": "x"})
+    assert (reply["type"], reply["routed"]) == ("confirm", 0)
+
+
+async def test_publish_without_id_gets_no_reply(ws: WebsocketCommunicator, runtime: Runtime) -> None:
+    await declare_queue("q")
+    await send(ws, {"type": "publish", "routing_key": "q", "body": "quiet"})
+    assert await silent(ws)
+    assert runtime.broker.queue_counts("q").messages_ready == 1
+
+
+async def test_confirm_comes_after_the_durable_copy_is_committed(ws: WebsocketCommunicator) -> None:
+    await declare_queue("dq")
+    reply = await request(ws, {"type": "publish", "id": "p1", "routing_key": "dq", "body": {"keep": True}})
+    assert (reply["type"], reply["routed"]) == ("confirm", 1)
+    stored = await database_sync_to_async(lambda: list(Message.objects.values_list("message_id", "body")))()
+    assert stored == [(reply["message_id"], '{"keep":true}')]
+
+
+async def test_confirms_go_out_in_publish_order(ws: WebsocketCommunicator) -> None:
+    await declare_queue("dq")
+    await declare_queue("mem", durable=False)
+    await send(ws, {"type": "publish", "id": "slow", "routing_key": "dq", "body": 1})
+    await send(ws, {"type": "publish", "id": "fast", "routing_key": "mem", "body": 2})
+    await send(ws, {"type": "ping", "id": "after"})
+    # The ping is answered at once: confirms never hold back the reading of frames.
+    assert await receive(ws) == {"type": "pong", "id": "after"}
+    assert [(await receive(ws))["id"] for _ in range(2)] == ["slow", "fast"]
+
+
+async def test_a_failed_commit_is_an_unavailable_error(
+    ws: WebsocketCommunicator, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await declare_queue("dq")
+
+    def broken(*args: Any) -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(runtime.store, "write", broken)
+    reply = await request(ws, {"type": "publish", "id": "p1", "routing_key": "dq", "body": 1})
+    assert (reply["type"], reply["id"], reply["code"]) == ("error", "p1", "unavailable")
+    reply = await request(ws, {"type": "publish", "routing_key": "dq", "body": 2})
+    assert (reply["type"], reply["id"], reply["code"]) == ("error", None, "unavailable")
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ({"type": "publish", "id": "p1", "exchange": "nope", "body": 1}, "not_found"),
+        ({"type": "publish", "id": "p1", "routing_key": "q"}, "invalid"),
+        ({"type": "publish", "id": "p1", "body": 1, "headers": "h"}, "invalid"),
+    ],
+)
+async def test_publish_errors(ws: WebsocketCommunicator, frame: dict[str, Any], code: str) -> None:
+    reply = await request(ws, frame)
+    assert (reply["type"], reply["id"], reply["code"]) == ("error", "p1", code)
+    assert reply["message"]
+
+
+async def test_ping_pong(ws: WebsocketCommunicator) -> None:
+    assert await request(ws, {"type": "ping"}) == {"type": "pong"}
+    assert await request(ws, {"type": "ping", "id": "x"}) == {"type": "pong", "id": "x"}
+    assert await request(ws, {"type": "ping", "id": 3}) == {"type": "pong", "id": 3}
+
+
+@pytest.mark.parametrize(
+    ("text", "frame_id"),
+    [
+        ("not json", None),
+        ("", None),
+        ("[1, 2]", None),
+        ('{"id": "a"}', "a"),
+        ('{"id": "a", "type": "dance"}', "a"),
+        ('{"id": true, "type": "ping"}', None),
+        ('{"id": "a", "type": "ack"}', "a"),
+        ('{"id": "a", "type": "subscribe", "queue": "q", "ack": "later"}', "a"),
+    ],
+)
+async def test_a_bad_frame_gets_an_error_and_the_connection_stays(
+    ws: WebsocketCommunicator, text: str, frame_id: str | None
+) -> None:
+    await ws.send_input({"type": "websocket.receive", "text": text})
+    reply = await receive(ws)
+    assert reply["type"] == "error"
+    assert (reply["id"], reply["code"]) == (frame_id, "invalid")
+    assert reply["message"]
+    assert await request(ws, {"type": "ping"}) == {"type": "pong"}
+
+
+async def test_a_binary_frame_is_an_error(ws: WebsocketCommunicator) -> None:
+    await ws.send_to(bytes_data=b'{"type": "ping"}')
+    reply = await receive(ws)
+    assert (reply["type"], reply["id"], reply["code"]) == ("error", None, "invalid")
+    assert await request(ws, {"type": "ping"}) == {"type": "pong"}
+
+
+async def closed_with(client: WebsocketCommunicator) -> int:
+    output = await client.receive_output(timeout=2)
+    assert output["type"] == "websocket.close"
+    return int(output["code"])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type": "ping", "pad": "' + "x" * 70_000 + '"}',
+        '{"type": "ping", "pad": "' + "é" * 40_000 + '"}',  # under the limit in characters, over it in bytes
+        '{"type": "publish", "body": "' + "x" * 1_001 + '"}',
+    ],
+)
+async def test_too_large_closes_with_1009(
+    connect: Connect, settings: Any, runtime: Runtime, text: str
+) -> None:
+    settings.MAX_MESSAGE_BYTES = 1_000  # frames may then be up to 1_000 + FRAME_OVERHEAD bytes
+    await declare_queue("q")
+    client = await connect()
+    reply = await request(client, {"type": "subscribe", "id": "s", "queue": "q", "ack": "client"})
+    assert reply["type"] == "subscribed"
+    await runtime.publish(exchange="", routing_key="q", body_json="1", headers={}, persistent=False)
+    assert (await receive(client))["type"] == "message"
+    await client.send_to(text_data=text)
+    assert await closed_with(client) == 1009
+    # The connection has left the router: its unacknowledged message is back in the queue.
+    counts = runtime.broker.queue_counts("q")
+    assert (counts.messages_ready, counts.messages_unacknowledged, counts.consumers) == (1, 0, 0)
+
+
+async def test_a_frame_just_under_the_limit_is_accepted(connect: Connect, settings: Any) -> None:
+    settings.MAX_MESSAGE_BYTES = 1_000
+    client = await connect()
+    reply = await request(client, {"type": "publish", "id": "p", "routing_key": "none", "body": "x" * 990})
+    assert (reply["type"], reply["routed"]) == ("confirm", 0)
+
+
+async def test_without_a_router_the_connection_closes_with_1011() -> None:
+    client = WebsocketCommunicator(websocket_application, "/ws")
+    connected, _ = await client.connect()
+    assert connected
+    assert await closed_with(client) == 1011
+    await client.disconnect()
+
+
+async def test_dispatch_refuses_an_unknown_event_type() -> None:
+    from subscriptions.consumers import BrokerConsumer
+
+    with pytest.raises(ValueError, match="No handler"):
+        await BrokerConsumer().dispatch({"type": "websocket.dance"})
