@@ -9,11 +9,13 @@ None), which re-raises it: Django logs it and answers 500. Never swallowed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -21,6 +23,8 @@ from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
 
 Fields = dict[str, list[str]]
+
+log = logging.getLogger("broker.api")
 
 
 def error_payload(code: str, message: str, fields: Fields | None = None) -> dict[str, Any]:
@@ -48,6 +52,11 @@ def _translate(exc: Exception) -> tuple[int, str, str, Fields | None] | None:
     if isinstance(exc, drf.ValidationError):
         fields = flatten_errors(exc.detail)
         return 400, "invalid", _first_message(fields) or "invalid input", fields or None
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # The database went away (PROTOCOL.md "Errors": unavailable); the broker recovers
+        # by itself when it is back, so the client may retry.
+        log.error("database unavailable: %s", exc)
+        return 503, "unavailable", "the database is unavailable; retry later", None
     if isinstance(exc, RequestDataTooBig):
         return 413, "too_large", str(exc) or "request body too large", None
     if isinstance(exc, Http404):

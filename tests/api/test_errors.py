@@ -139,3 +139,11 @@ def test_not_authenticated_keeps_www_authenticate() -> None:
 @pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyError("k"), drf.APIException("server")])
 def test_unexpected_errors_are_left_to_django(exc: Exception) -> None:
     assert exception_handler(exc, {}) is None
+
+
+def test_a_lost_database_is_unavailable_not_a_server_error() -> None:
+    from django.db import OperationalError
+
+    response = exception_handler(OperationalError("server closed the connection unexpectedly"), {})
+    assert response is not None
+    assert (response.status_code, response.data["error"]["code"]) == (503, "unavailable")
