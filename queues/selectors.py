@@ -11,18 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from broker_project.engine.broker import QueueCounts
 from broker_project.engine.errors import NotFound
 from queues.models import Queue
 
 if TYPE_CHECKING:
     from broker_project.runtime import Runtime
-
-
-@dataclass(frozen=True, slots=True)
-class QueueCounts:
-    messages_ready: int
-    messages_unacknowledged: int
-    consumers: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -259,10 +259,10 @@ class CancelledFrame(TypedDict):
 
 
 def subscribed_frame(frame_id: FrameId | None, subscription: FrameId, queue: str) -> SubscribedFrame:
-    frame = SubscribedFrame(type="subscribed", subscription=subscription, queue=queue)
-    if frame_id is not None:
-        frame["id"] = frame_id
-    return frame
+    # Keys in PROTOCOL.md's order (type, id, ...): people compare frames by eye.
+    if frame_id is None:
+        return SubscribedFrame(type="subscribed", subscription=subscription, queue=queue)
+    return SubscribedFrame(type="subscribed", id=frame_id, subscription=subscription, queue=queue)
 
 
 def pong_frame(frame_id: FrameId | None) -> PongFrame:

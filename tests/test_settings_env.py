@@ -211,7 +211,7 @@ def _manage(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[st
 def test_bad_port_stops_manage_py(tmp_path: Path) -> None:
     result = _manage(tmp_path, "check", HTTP_PORT="abc")
     assert result.returncode != 0
-    assert "HTTP_PORT='abc' is not an integer" in result.stderr
+    assert result.stderr.strip() == "configuration error: HTTP_PORT='abc' is not an integer"  # one line
     assert list(tmp_path.iterdir()) == []  # failed before writing a secret key
 
 

@@ -171,4 +171,4 @@ def test_a_bad_setting_stops_start_up_with_its_name() -> None:
         [sys.executable, "manage.py", "runbroker"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode != 0
-    assert "HTTP_PORT" in result.stderr
+    assert result.stderr.strip() == "configuration error: HTTP_PORT='abc' is not an integer"
