@@ -16,7 +16,7 @@ def test_home_shows_queues_with_live_counts_and_the_links(runtime_thread: Runtim
     response = Client().get("/")
     html = response.content.decode()
     assert response.status_code == 200
-    assert "inbox" in html and "amq.topic" in html
+    assert "inbox" in html and "amq.default" in html
     assert '<td class="n">1</td>' in html  # one ready message, counted by the router
     for link in ("/admin/", "/api/", "/api/docs/", "/api/schema/"):
         assert f'href="{link}"' in html
