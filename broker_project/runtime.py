@@ -21,11 +21,11 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol, TypeVar
 
-from .engine.broker import BindingSpec, Broker, QueueCounts
+from .engine.broker import Broker, QueueCounts
 from .engine.errors import BrokerError, Unavailable
-from .engine.exchanges import ExchangeSpec
 from .engine.messages import Effects, make_message
-from .engine.queues import AckMode, QueueSpec
+from .engine.queues import AckMode
+from .publishing import PublishRequest
 from .topology import (
     TOPOLOGY_EVENT,
     TOPOLOGY_GROUP,
@@ -229,34 +229,25 @@ class Runtime:
 
     # -- publishing and polling (on the loop) ----------------------------
 
-    def publish_nowait(
-        self,
-        *,
-        exchange: str,
-        routing_key: str,
-        body_json: str,
-        headers: Mapping[str, Any],
-        persistent: bool,
-        message_id: str | None = None,
-    ) -> tuple[str, int, asyncio.Future[None] | None]:
+    def publish_nowait(self, request: PublishRequest) -> tuple[str, int, asyncio.Future[None] | None]:
         """Route a message now; returns (message_id, routed, commit) where `commit`, when not
         None, resolves once every stored copy is committed (or fails with `unavailable`).
         Commits resolve in publish order, so confirms can be sent in order."""
         message = make_message(
-            message_id=message_id or str(uuid.uuid4()),
-            exchange=exchange,
-            routing_key=routing_key,
-            body_json=body_json,
-            headers=headers,
-            persistent=persistent,
+            message_id=request.message_id or str(uuid.uuid4()),
+            exchange=request.exchange,
+            routing_key=request.routing_key,
+            body_json=request.body_json,
+            headers=request.headers,
+            persistent=request.persistent,
             published_at=now_iso(),
         )
         published = self.broker.publish(message, now=self._now())
         return message.message_id, published.routed, self._apply(published.effects)
 
-    async def publish(self, **fields: Any) -> tuple[str, int]:
+    async def publish(self, request: PublishRequest) -> tuple[str, int]:
         """Route a message; returns (message_id, routed) once every stored copy is committed."""
-        message_id, routed, committed = self.publish_nowait(**fields)
+        message_id, routed, committed = self.publish_nowait(request)
         if committed is not None:
             await committed
         return message_id, routed

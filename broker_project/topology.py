@@ -14,7 +14,6 @@ from .engine.broker import BindingSpec
 from .engine.exchanges import ExchangeSpec, ExchangeType
 from .engine.queues import QueueSpec
 
-
 # The channel-layer group the router listens on for changes made in other processes.
 TOPOLOGY_GROUP: Final = "broker.topology"
 TOPOLOGY_EVENT: Final = "topology.change"

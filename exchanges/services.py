@@ -16,10 +16,20 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from broker_project.engine.errors import BrokerError, Forbidden, NotFound, PreconditionFailed
+from broker_project.engine.errors import (
+    BrokerError,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+)
 from broker_project.engine.exchanges import parse_exchange_type
 from broker_project.engine.jsoncodec import canonical
-from broker_project.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS, RESERVED_PREFIX, check_name
+from broker_project.engine.names import (
+    DEFAULT_EXCHANGE,
+    DEFAULT_EXCHANGE_ALIAS,
+    RESERVED_PREFIX,
+    check_name,
+)
 from broker_project.publishing import prepare_publish
 from exchanges.models import Exchange
 from queues.services import require_bool, require_runtime
@@ -114,13 +124,5 @@ def message_publish(
         raise BrokerError("the request body must be a JSON object")
     request = prepare_publish(data, max_bytes=settings.MAX_MESSAGE_BYTES, exchange=exchange)
     runtime = require_runtime()
-    message_id, routed = runtime.call_threadsafe(
-        runtime.publish,
-        exchange=request.exchange,
-        routing_key=request.routing_key,
-        body_json=request.body_json,
-        headers=request.headers,
-        persistent=request.persistent,
-        message_id=request.message_id,
-    )
+    message_id, routed = runtime.call_threadsafe(runtime.publish, request)
     return MessagePublished(message_id, routed)

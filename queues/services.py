@@ -14,7 +14,13 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from broker_project.engine.errors import BrokerError, Forbidden, NotFound, PreconditionFailed, Unavailable
+from broker_project.engine.errors import (
+    BrokerError,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    Unavailable,
+)
 from broker_project.engine.jsoncodec import canonical
 from broker_project.engine.names import check_name
 from broker_project.engine.queues import parse_queue_arguments

@@ -231,14 +231,7 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             return
         match frame:
             case Publish(request=request):
-                message_id, routed, committed = runtime.publish_nowait(
-                    exchange=request.exchange,
-                    routing_key=request.routing_key,
-                    body_json=request.body_json,
-                    headers=request.headers,
-                    persistent=request.persistent,
-                    message_id=request.message_id,
-                )
+                message_id, routed, committed = runtime.publish_nowait(request)
                 if frame.id is not None or committed is not None:
                     self._confirms.append(_PendingConfirm(frame.id, message_id, routed, committed))
                     if committed is not None:

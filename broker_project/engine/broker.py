@@ -26,7 +26,16 @@ from .messages import (
     make_message,
 )
 from .names import DEFAULT_EXCHANGE, RESERVED_PREFIX
-from .queues import MAX_PREFETCH, AckMode, Consumer, Connection, Overflow, QueueSpec, QueueState, Unacked
+from .queues import (
+    MAX_PREFETCH,
+    AckMode,
+    Connection,
+    Consumer,
+    Overflow,
+    QueueSpec,
+    QueueState,
+    Unacked,
+)
 
 # A dead-lettered message republished this many times in one call is dropped:
 # a guard against topologies that feed dead letters back in a loop.

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from broker_project.engine.broker import Broker, BindingSpec
+from broker_project.engine.broker import BindingSpec, Broker
 from broker_project.engine.exchanges import ExchangeSpec, ExchangeType
 from broker_project.engine.jsoncodec import dumps, loads
 from broker_project.engine.messages import Delivery, Effects, Message, make_message

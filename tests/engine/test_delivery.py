@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from broker_project.engine.broker import Broker, QueueCounts
-from broker_project.engine.errors import BrokerError, Conflict, Forbidden, NotFound, PreconditionFailed
+from broker_project.engine.errors import (
+    BrokerError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+)
 from broker_project.engine.jsoncodec import dumps, loads
 from broker_project.engine.messages import Delivery
 from broker_project.engine.queues import AckMode, QueueSpec

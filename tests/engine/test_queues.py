@@ -9,9 +9,25 @@ import pytest
 from broker_project.engine.broker import Broker, QueueCounts
 from broker_project.engine.errors import BrokerError, PreconditionFailed
 from broker_project.engine.messages import StoredCopy
-from broker_project.engine.queues import Overflow, QueueArguments, QueueSpec, parse_queue_arguments
-from tests.engine.helpers import bind, bodies, body, exchange, fill, msg, queue, ready, ready_flags, send, subscribe
-
+from broker_project.engine.queues import (
+    Overflow,
+    QueueArguments,
+    QueueSpec,
+    parse_queue_arguments,
+)
+from tests.engine.helpers import (
+    bind,
+    bodies,
+    body,
+    exchange,
+    fill,
+    msg,
+    queue,
+    ready,
+    ready_flags,
+    send,
+    subscribe,
+)
 
 # -- arguments -----------------------------------------------------------
 

@@ -13,6 +13,7 @@ from broker_project.engine.errors import Unavailable
 from broker_project.engine.jsoncodec import dumps
 from broker_project.engine.messages import StoredCopy
 from broker_project.engine.queues import AckMode
+from broker_project.publishing import PublishRequest
 from broker_project.runtime import Runtime
 from queues.models import Message, Queue
 from queues.store import OrmMessageStore
@@ -31,9 +32,7 @@ class Sink:
 
 
 async def publish(runtime: Runtime, queue: str, body: object, *, persistent: bool = True) -> tuple[str, int]:
-    return await runtime.publish(
-        exchange="", routing_key=queue, body_json=dumps(body), headers={}, persistent=persistent
-    )
+    return await runtime.publish(PublishRequest("", queue, dumps(body), {}, persistent, None))
 
 
 @database_sync_to_async

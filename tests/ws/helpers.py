@@ -13,6 +13,7 @@ from channels.testing import WebsocketCommunicator
 
 from bindings.models import Binding
 from broker_project.engine.jsoncodec import dumps
+from broker_project.publishing import PublishRequest
 from broker_project.runtime import Runtime
 from exchanges.models import Exchange
 from queues.models import Queue
@@ -61,9 +62,7 @@ async def subscribe(client: WebsocketCommunicator, sub_id: str, queue: str, **fi
 
 
 async def publish(runtime: Runtime, exchange: str, routing_key: str, body: Any, *, persistent: bool = True) -> str:
-    message_id, _ = await runtime.publish(
-        exchange=exchange, routing_key=routing_key, body_json=dumps(body), headers={}, persistent=persistent
-    )
+    message_id, _ = await runtime.publish(PublishRequest(exchange, routing_key, dumps(body), {}, persistent, None))
     return message_id
 
 

@@ -6,7 +6,16 @@ from channels.testing import WebsocketCommunicator
 
 from broker_project.runtime import Runtime
 from tests.ws.conftest import Connect
-from tests.ws.helpers import declare_exchange, declare_queue, publish, receive, request, send, silent, subscribe
+from tests.ws.helpers import (
+    declare_exchange,
+    declare_queue,
+    publish,
+    receive,
+    request,
+    send,
+    silent,
+    subscribe,
+)
 
 
 async def receive_all(client: WebsocketCommunicator, count: int) -> list[dict[str, object]]:

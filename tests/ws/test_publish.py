@@ -9,10 +9,19 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from broker_project.asgi import websocket_application
+from broker_project.publishing import PublishRequest
 from broker_project.runtime import Runtime
 from queues.models import Message
 from tests.ws.conftest import Connect
-from tests.ws.helpers import declare_binding, declare_exchange, declare_queue, receive, request, send, silent
+from tests.ws.helpers import (
+    declare_binding,
+    declare_exchange,
+    declare_queue,
+    receive,
+    request,
+    send,
+    silent,
+)
 
 
 async def test_publish_with_id_is_confirmed_with_routed_count(ws: WebsocketCommunicator) -> None:
@@ -146,7 +155,7 @@ async def test_too_large_closes_with_1009(
     client = await connect()
     reply = await request(client, {"type": "subscribe", "id": "s", "queue": "q", "ack": "client"})
     assert reply["type"] == "subscribed"
-    await runtime.publish(exchange="", routing_key="q", body_json="1", headers={}, persistent=False)
+    await runtime.publish(PublishRequest("", "q", "1", {}, False, None))
     assert (await receive(client))["type"] == "message"
     await client.send_to(text_data=text)
     assert await closed_with(client) == 1009

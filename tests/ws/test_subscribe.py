@@ -7,11 +7,11 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from broker_project.engine.broker import QueueCounts
+from broker_project.publishing import PublishRequest
 from broker_project.runtime import Runtime
 from queues.models import Queue
 from tests.ws.conftest import Connect
 from tests.ws.helpers import (
-    declare_binding,
     declare_exchange,
     declare_queue,
     delete_queue,
@@ -112,7 +112,7 @@ async def test_headers_subscription_takes_binding_arguments(ws: WebsocketCommuni
     frame = {"type": "subscribe", "id": "h", "exchange": "h", "arguments": {"x-match": "all", "kind": "a"}}
     assert (await request(ws, frame))["type"] == "subscribed"
     for kind in ("b", "a"):
-        await runtime.publish(exchange="h", routing_key="", body_json='"x"', headers={"kind": kind}, persistent=False)
+        await runtime.publish(PublishRequest("h", "", '"x"', {"kind": kind}, False, None))
     assert (await receive(ws))["headers"] == {"kind": "a"}
     assert await silent(ws)
 
