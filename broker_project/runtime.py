@@ -25,7 +25,9 @@ from .engine.broker import Broker, QueueCounts
 from .engine.errors import BrokerError, Unavailable
 from .engine.messages import Effects, make_message
 from .engine.queues import AckMode
+from .engine.jsoncodec import dumps
 from .publishing import PublishRequest
+from .stats import StatsSampler
 from .topology import (
     TOPOLOGY_EVENT,
     TOPOLOGY_GROUP,
@@ -49,6 +51,8 @@ T = TypeVar("T")
 THREAD_CALL_TIMEOUT: Final = 30.0
 # TTL and `expires` are checked this often; finer than users notice.
 TICK_SECONDS: Final = 0.25
+# Watchers (the web console) get counts and rates this often.
+STATS_SECONDS: Final = 1.0
 
 
 class DeliverySink(Protocol):
@@ -92,6 +96,8 @@ class Runtime:
         self._loop_thread: int | None = None
         self.loaded_messages = 0
         self._stopped = False
+        self._stats = StatsSampler()
+        self._watchers: set[int] = set()
 
     # -- life cycle ------------------------------------------------------
 
@@ -122,6 +128,7 @@ class Runtime:
             group.create_task(self.writer.run(), name="broker-writer")
             group.create_task(self._tick_forever(), name="broker-ticker")
             group.create_task(self._listen_for_topology(), name="broker-topology")
+            group.create_task(self._sample_stats_forever(), name="broker-stats")
 
     async def stop(self) -> None:
         """Stop the timers, commit and checkpoint what is pending, release the store."""
@@ -198,6 +205,24 @@ class Runtime:
                     await asyncio.sleep(1)
         finally:
             await asyncio.shield(layer.group_discard(TOPOLOGY_GROUP, channel))
+
+    async def _sample_stats_forever(self) -> None:
+        self._stats.sample(self.broker, now=self._now())  # the baseline for the first rates
+        while True:
+            await asyncio.sleep(STATS_SECONDS)
+            try:
+                self._stats.sample(self.broker, now=self._now())
+                if self._watchers:
+                    frame = self._stats_frame()
+                    for connection_id in list(self._watchers):
+                        sink = self._sinks.get(connection_id)
+                        if sink is not None:
+                            sink.deliver([frame])
+            except Exception:
+                log.exception("stats sampling failed")
+
+    def _stats_frame(self) -> str:
+        return dumps(self._stats.frame(self.broker, at=now_iso()))
 
     def _now(self) -> float:
         assert self.loop is not None
@@ -281,6 +306,15 @@ class Runtime:
         """Requeue what the connection held unacknowledged; drop its private queues."""
         self._apply(self.broker.close_connection(connection_id, now=self._now()))
         self._sinks.pop(connection_id, None)
+        self._watchers.discard(connection_id)
+
+    def watch(self, connection_id: int) -> str:
+        """Send this connection a `stats` frame every second; returns the first one, for now."""
+        self._watchers.add(connection_id)
+        return self._stats_frame()
+
+    def unwatch(self, connection_id: int) -> None:
+        self._watchers.discard(connection_id)
 
     def subscribe(
         self,

@@ -41,9 +41,12 @@ from .frames import (
     Subscribe,
     Unsubscribe,
     UnsubscribedFrame,
+    Unwatch,
+    Watch,
     error_frame,
     parse_frame,
     pong_frame,
+    reply_frame,
     subscribed_frame,
 )
 
@@ -250,6 +253,13 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 self._push(UnsubscribedFrame(type="unsubscribed", id=frame_id))
             case Ping(id=frame_id):
                 self._push(pong_frame(frame_id))
+            case Watch(id=frame_id):
+                first = runtime.watch(connection_id)
+                self._push(reply_frame("watching", frame_id))
+                self.deliver([first])
+            case Unwatch(id=frame_id):
+                runtime.unwatch(connection_id)
+                self._push(reply_frame("unwatched", frame_id))
 
     def _subscribe(self, runtime: Runtime, connection_id: int, frame: Subscribe) -> None:
         if frame.id is None or frame.legacy:

@@ -74,7 +74,19 @@ class Ping:
     id: FrameId | None
 
 
-ClientFrame = Subscribe | Unsubscribe | Ack | Nack | Publish | Ping
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """Receive a `stats` frame every second (the web console); an addition to PROTOCOL.md."""
+
+    id: FrameId | None
+
+
+@dataclass(frozen=True, slots=True)
+class Unwatch:
+    id: FrameId | None
+
+
+ClientFrame = Subscribe | Unsubscribe | Ack | Nack | Publish | Ping | Watch | Unwatch
 
 
 class FrameError(BrokerError):
@@ -134,12 +146,16 @@ def _parse(data: dict[str, Any], frame_id: FrameId | None, max_bytes: int) -> Cl
             return Publish(frame_id, prepare_publish(data, max_bytes=max_bytes))
         case "ping":
             return Ping(frame_id)
+        case "watch":
+            return Watch(frame_id)
+        case "unwatch":
+            return Unwatch(frame_id)
         case "SUBSCRIBE":
             return _legacy_subscribe(data, frame_id)
     if not isinstance(kind, str):
         raise _invalid("type", "must be a string")
     raise _invalid(
-        "type", f"unknown frame type {kind!r}: expected subscribe, unsubscribe, ack, nack, publish or ping"
+        "type", f"unknown frame type {kind!r}: expected subscribe, unsubscribe, ack, nack, publish, ping, watch or unwatch"
     )
 
 
@@ -263,6 +279,11 @@ def subscribed_frame(frame_id: FrameId | None, subscription: FrameId, queue: str
     if frame_id is None:
         return SubscribedFrame(type="subscribed", subscription=subscription, queue=queue)
     return SubscribedFrame(type="subscribed", id=frame_id, subscription=subscription, queue=queue)
+
+
+def reply_frame(kind: str, frame_id: FrameId | None) -> dict[str, Any]:
+    """A reply that carries nothing but its type and, when the request had one, its id."""
+    return {"type": kind} if frame_id is None else {"type": kind, "id": frame_id}
 
 
 def pong_frame(frame_id: FrameId | None) -> PongFrame:

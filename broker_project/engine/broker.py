@@ -80,6 +80,7 @@ class Broker:
         self._next_connection = 1
         self.next_store_id = 1
         self._next_seq = 0
+        self.published = 0  # messages published, a running total for rates
 
     # -- topology ------------------------------------------------------
 
@@ -188,6 +189,7 @@ class Broker:
         if message.exchange != DEFAULT_EXCHANGE:
             self._exchange(message.exchange)
         fx = EffectsBuilder()
+        self.published += 1
         routed = self._route_and_enqueue(message, fx, now, depth=0)
         return Published(routed, fx.build())
 
@@ -221,6 +223,7 @@ class Broker:
             self._next_seq += 1
             queue.ready.append(Envelope(message, store_id, False, expires_at, self._next_seq))
             routed += 1
+            queue.enqueued += 1
             self._drain(queue, fx, now, depth)
             self._enforce_length(queue, fx, now, depth)
         return routed
@@ -329,6 +332,7 @@ class Broker:
         for tag in tags:
             pending = connection.unacked.pop(tag)
             queue = self._settle(pending)
+            queue.acknowledged += 1
             self._forget(pending.envelope, fx)
             touched[queue.name] = queue
         for queue in touched.values():
@@ -369,10 +373,12 @@ class Broker:
                 envelope = state.ready.popleft()
                 taken.append((envelope.message, envelope.redelivered))
                 self._forget(envelope, fx)
+            state.acknowledged += len(taken)
         else:
             for envelope in list(state.ready)[:count]:
                 taken.append((envelope.message, envelope.redelivered))
                 envelope.redelivered = True  # they stay at the head and come out next as redeliveries
+        state.delivered += len(taken)
         return taken, fx.build()
 
     def purge(self, queue: str) -> tuple[int, Effects]:
@@ -573,11 +579,14 @@ class Broker:
         connection = consumer.connection
         tag = connection.next_tag
         connection.next_tag += 1
+        queue = consumer.queue
+        queue.delivered += 1
         if consumer.ack_mode == AckMode.CLIENT:
             connection.unacked[tag] = Unacked(consumer, envelope)
             consumer.unacked += 1
-            consumer.queue.unacked += 1
+            queue.unacked += 1
         else:
+            queue.acknowledged += 1
             self._forget(envelope, fx)
         fx.deliveries.append(
             Delivery(connection.id, consumer.subscription_json, tag, envelope.message, envelope.redelivered)

@@ -131,7 +131,19 @@ class Consumer:
 
 
 class QueueState:
-    __slots__ = ("spec", "args", "ready", "consumers", "next_consumer", "unacked", "had_consumer", "last_used")
+    __slots__ = (
+        "spec",
+        "args",
+        "ready",
+        "consumers",
+        "next_consumer",
+        "unacked",
+        "had_consumer",
+        "last_used",
+        "enqueued",
+        "delivered",
+        "acknowledged",
+    )
 
     def __init__(self, spec: QueueSpec, now: float) -> None:
         self.spec = spec
@@ -142,6 +154,11 @@ class QueueState:
         self.unacked = 0
         self.had_consumer = False
         self.last_used = now
+        # Running totals for rates (the runtime samples them): copies enqueued,
+        # messages delivered (to subscribers or by get), messages acknowledged.
+        self.enqueued = 0
+        self.delivered = 0
+        self.acknowledged = 0
 
     @property
     def name(self) -> str:

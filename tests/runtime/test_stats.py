@@ -1,0 +1,51 @@
+"""Rates and counts for watchers: the sampler over the pure engine, with a fake clock."""
+
+from __future__ import annotations
+
+from broker_project.engine.broker import Broker
+from broker_project.engine.queues import AckMode
+from broker_project.stats import StatsSampler
+from tests.engine.helpers import bind, exchange, msg, queue
+
+
+def test_rates_are_per_second_between_samples_and_counts_are_live() -> None:
+    broker = Broker()
+    exchange(broker, "orders", "fanout")
+    queue(broker, "a")
+    queue(broker, "b")
+    bind(broker, "orders", "a")
+    bind(broker, "orders", "b")
+    connection = broker.open_connection()
+    broker.consume(connection, subscription="s", subscription_json='"s"', queue="a",
+                   ack_mode=AckMode.CLIENT, prefetch=0, now=0.0)
+    sampler = StatsSampler()
+    sampler.sample(broker, now=10.0)
+    for _ in range(6):
+        broker.publish(msg("orders", ""), now=10.5)
+    broker.ack(connection, 3, multiple=True, now=11.0)
+    sampler.sample(broker, now=12.0)  # two seconds later
+
+    frame = sampler.frame(broker, at="2026-11-28T12:00:00.000000Z")
+    rows = {q["name"]: q for q in frame["queues"]}
+    assert (rows["a"]["publish_rate"], rows["a"]["deliver_rate"], rows["a"]["ack_rate"]) == (3.0, 3.0, 1.5)
+    assert (rows["b"]["publish_rate"], rows["b"]["deliver_rate"], rows["b"]["messages_ready"]) == (3.0, 0.0, 6)
+    assert rows["a"]["messages_unacknowledged"] == 3 and rows["a"]["consumers"] == 1
+    totals = frame["totals"]
+    assert (totals["published"], totals["delivered"], totals["acknowledged"]) == (3.0, 3.0, 1.5)
+    assert (totals["messages_ready"], totals["messages_unacknowledged"], totals["connections"]) == (6, 3, 1)
+    assert {"name": "", "type": "direct", "durable": True} in frame["exchanges"]
+    assert {b["queue"] for b in frame["bindings"]} == {"a", "b"}
+
+
+def test_a_queue_declared_again_never_shows_a_negative_rate() -> None:
+    broker = Broker()
+    queue(broker, "q")
+    for _ in range(4):
+        broker.publish(msg("", "q"), now=0.0)
+    sampler = StatsSampler()
+    sampler.sample(broker, now=1.0)
+    broker.delete_queue("q")
+    queue(broker, "q")
+    sampler.sample(broker, now=2.0)
+    (row,) = sampler.frame(broker, at="t")["queues"]
+    assert row["publish_rate"] == 0.0
