@@ -14,13 +14,14 @@ from functools import wraps
 from typing import Any, Final
 
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from bindings.serializers import BindingSerializer
 from bindings.services import binding_create
 from broker_project.api_errors import error_payload
-from broker_project.engine.errors import BrokerError, TooLarge
+from broker_project.engine.errors import BrokerError, TooLarge, Unavailable
 from exchanges.serializers import ExchangeSerializer
 from exchanges.services import exchange_declare, message_publish
 from queues.services import queue_declare
@@ -58,6 +59,8 @@ def legacy_call(method: str) -> Callable[[View], View]:
                 return _error(error)
             except RequestDataTooBig:
                 return _error(TooLarge("the request body is over the size limit"))
+            except (OperationalError, InterfaceError):
+                return _error(Unavailable("the database is unavailable; retry later"))
 
         return view
 

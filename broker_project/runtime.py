@@ -23,9 +23,9 @@ from typing import Any, Final, Protocol, TypeVar
 
 from .engine.broker import Broker, QueueCounts
 from .engine.errors import BrokerError, Unavailable
+from .engine.jsoncodec import dumps
 from .engine.messages import Effects, make_message
 from .engine.queues import AckMode
-from .engine.jsoncodec import dumps
 from .publishing import PublishRequest
 from .stats import StatsSampler
 from .topology import (
@@ -71,6 +71,8 @@ class RuntimeStore(MessageStore, Protocol):
     def load_messages(self) -> Any:
         """Iterable of (store_id, queue name, Message), in queue order."""
 
+    def max_store_id(self) -> int: ...
+
 
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -111,6 +113,8 @@ class Runtime:
         topology: Topology = await self.writer.in_thread(self.store.load_topology)
         self._load_topology(topology)
         self.loaded_messages = await self.writer.in_thread(self._load_messages)
+        top = await self.writer.in_thread(self.store.max_store_id)
+        self.broker.next_store_id = max(self.broker.next_store_id, top + 1)
         log.info(
             "loaded %d exchanges, %d queues, %d bindings and %d stored messages in %.2f s",
             len(topology.exchanges),
@@ -248,8 +252,8 @@ class Runtime:
                 sink.cancelled(cancelled.subscription, cancelled.reason)
         if effects.to_delete:
             self.writer.delete(effects.to_delete)
-        if effects.deleted_queues:
-            self.writer.delete_queues(effects.deleted_queues)
+        if effects.deleted_rows:
+            self.writer.delete_queues(effects.deleted_rows)
         return committed
 
     # -- publishing and polling (on the loop) ----------------------------
@@ -384,11 +388,11 @@ class Runtime:
                     broker.delete_exchange(name, reserved_ok=True)
             case QueueSaved(spec):
                 self._apply(broker.sync_queue(spec, now=now))
-            case QueueDeleted(name):
+            case QueueDeleted(name, row_id):
                 if name in broker.queues:
-                    # The row is gone already: the writer must not delete by name later,
-                    # or it would take a queue declared again with this name meanwhile.
-                    self._apply(replace(broker.delete_queue(name), deleted_queues=()))
+                    # Only the queue of that row (one declared again since is another), and
+                    # the row itself is gone already: nothing left for the writer to delete.
+                    self._apply(replace(broker.delete_queue(name, row_id=row_id), deleted_rows=()))
             case BindingSaved(spec):
                 broker.bind(spec)
             case BindingDeleted(spec):

@@ -44,6 +44,7 @@ class QueueSaved:
 @dataclass(frozen=True, slots=True)
 class QueueDeleted:
     name: str
+    row_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +70,11 @@ def encode_change(change: TopologyChange) -> dict[str, Any]:
                     "auto_delete": spec.auto_delete, "arguments": dict(spec.arguments)}
         case QueueSaved(spec):
             return {"kind": "queue_saved", "name": spec.name, "durable": spec.durable,
-                    "auto_delete": spec.auto_delete, "arguments": dict(spec.arguments)}
+                    "auto_delete": spec.auto_delete, "arguments": dict(spec.arguments), "row_id": spec.row_id}
         case ExchangeDeleted(name):
             return {"kind": "exchange_deleted", "name": name}
-        case QueueDeleted(name):
-            return {"kind": "queue_deleted", "name": name}
+        case QueueDeleted(name, row_id):
+            return {"kind": "queue_deleted", "name": name, "row_id": row_id}
         case BindingSaved(spec) | BindingDeleted(spec):
             kind = "binding_saved" if isinstance(change, BindingSaved) else "binding_deleted"
             return {"kind": kind, "exchange": spec.exchange, "queue": spec.queue,
@@ -87,11 +88,12 @@ def decode_change(data: dict[str, Any]) -> TopologyChange:
         return ExchangeSaved(ExchangeSpec(data["name"], ExchangeType(data["type"]), data["durable"],
                                           data["auto_delete"], data["arguments"]))
     if kind == "queue_saved":
-        return QueueSaved(QueueSpec(data["name"], data["durable"], data["auto_delete"], data["arguments"]))
+        return QueueSaved(QueueSpec(data["name"], data["durable"], data["auto_delete"], data["arguments"],
+                                    row_id=data.get("row_id")))
     if kind == "exchange_deleted":
         return ExchangeDeleted(data["name"])
     if kind == "queue_deleted":
-        return QueueDeleted(data["name"])
+        return QueueDeleted(data["name"], data.get("row_id"))
     if kind not in ("binding_saved", "binding_deleted"):
         raise ValueError(f"unknown topology change {kind!r}")
     binding = BindingSpec(data["exchange"], data["queue"], data["binding_key"], data["arguments"])

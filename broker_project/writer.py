@@ -16,18 +16,19 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol
 
 from .engine.errors import Unavailable
 from .engine.messages import StoredCopy
 
 log = logging.getLogger("broker.writer")
 
-T = TypeVar("T")
+# After a failed commit the writer waits this long before it tries again.
+RETRY_SECONDS: Final = 0.5
 
 
 class MessageStore(Protocol):
-    def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[str]) -> None:
+    def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
         """Insert, then delete, in one transaction."""
 
     def close(self) -> None:
@@ -42,8 +43,9 @@ class GroupCommitWriter:
         self._inserts: list[StoredCopy] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._deletes: list[int] = []
-        self._queues_to_delete: list[str] = []
+        self._queues_to_delete: list[int] = []
         self._wake = asyncio.Event()
+        self._inflight: asyncio.Future[bool] | None = None
         self.commits = 0
 
     async def in_thread(self, fn: Any, *args: Any) -> Any:
@@ -53,6 +55,9 @@ class GroupCommitWriter:
     def append(self, copies: Sequence[StoredCopy]) -> asyncio.Future[None]:
         """Queue copies for the next commit; the future resolves once they are committed."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Publishers await it; for other effects (acks, dead letters) nobody does, and a
+        # failure is logged here rather than as "exception never retrieved".
+        waiter.add_done_callback(_retrieve)
         self._inserts.extend(copies)
         self._waiters.append(waiter)
         self._wake.set()
@@ -62,8 +67,9 @@ class GroupCommitWriter:
         # No wake-up: deletes wait for the next commit or the checkpoint.
         self._deletes.extend(store_ids)
 
-    def delete_queues(self, names: Sequence[str]) -> None:
-        self._queues_to_delete.extend(names)
+    def delete_queues(self, row_ids: Sequence[int]) -> None:
+        """Delete stored queue definitions by row (their messages go with them)."""
+        self._queues_to_delete.extend(row_ids)
         self._wake.set()
 
     @property
@@ -81,45 +87,62 @@ class GroupCommitWriter:
                 pass
             self._wake.clear()
             if loop.time() >= next_checkpoint or self._inserts or self._queues_to_delete:
-                await self.flush()
+                if not await self.flush():
+                    # The database is away: retry soon, not in a tight loop.
+                    await asyncio.sleep(RETRY_SECONDS)
+                    self._wake.set()
                 if loop.time() >= next_checkpoint:
                     next_checkpoint = loop.time() + self._checkpoint
 
-    async def flush(self) -> None:
-        """One transaction with everything pending; waiters learn its outcome."""
+    async def flush(self) -> bool:
+        """One transaction with everything pending; False when it failed (kept for a retry).
+
+        The commit runs as a task of its own: cancelling the caller (shutdown) does
+        not abandon a commit half-way, and `close` waits for it."""
+        if self._inflight is None or self._inflight.done():
+            self._inflight = asyncio.ensure_future(self._commit())
+        return await asyncio.shield(self._inflight)
+
+    async def _commit(self) -> bool:
         inserts, waiters, deletes, queues = self._inserts, self._waiters, self._deletes, self._queues_to_delete
-        if not (inserts or deletes or queues):
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            self._waiters = []
-            return
         self._inserts, self._waiters, self._deletes, self._queues_to_delete = [], [], [], []
         # A copy acknowledged before it was ever written needs neither write.
         both = {copy.store_id for copy in inserts}.intersection(deletes) if deletes and inserts else set()
         if both:
             inserts = [copy for copy in inserts if copy.store_id not in both]
             deletes = [store_id for store_id in deletes if store_id not in both]
-        try:
-            await self.in_thread(self._store.write, inserts, deletes, queues)
-        except Exception as error:  # the database is away or refused the batch
-            log.error("commit of %d messages failed: %s", len(inserts), error)
-            self._deletes[:0] = deletes  # retried with the next commit
-            self._queues_to_delete[:0] = queues
-            failure = Unavailable(f"the message store is unavailable: {type(error).__name__}")
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(failure)
-            return
-        self.commits += 1
+        if inserts or deletes or queues:
+            try:
+                await self.in_thread(self._store.write, inserts, deletes, queues)
+            except Exception as error:  # the database is away or refused the batch
+                log.error("commit of %d messages failed: %s", len(inserts), error)
+                # Everything is retried, inserts too: the engine holds these copies, and a
+                # delete retried without its paired insert (a dead-lettered copy) would lose it.
+                self._inserts[:0] = inserts
+                self._deletes[:0] = deletes
+                self._queues_to_delete[:0] = queues
+                failure = Unavailable(f"the message store is unavailable: {type(error).__name__}")
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(failure)
+                return False
+            self.commits += 1
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+        return True
 
     async def close(self) -> None:
         """Commit what is pending, then release the thread and its connection."""
+        if self._inflight is not None:
+            await asyncio.shield(self._inflight)
         await self.flush()
         try:
             await self.in_thread(self._store.close)
         finally:
             self._executor.shutdown(wait=False)
+
+
+def _retrieve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.cancelled():
+        waiter.exception()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from broker_project.admin_mixins import NameFixedOnceSaved
 from exchanges.models import Exchange
 
 
 @admin.register(Exchange)
-class ExchangeAdmin(admin.ModelAdmin):
+class ExchangeAdmin(NameFixedOnceSaved, admin.ModelAdmin):
     list_display = ["name", "type", "durable", "auto_delete"]
     list_filter = ["type", "durable", "auto_delete"]
     search_fields = ["name"]

@@ -9,6 +9,7 @@ from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.http import HttpRequest
 
+from broker_project.admin_mixins import NameFixedOnceSaved
 from queues.models import Message, Queue
 from queues.selectors import QueueCounts, queue_live_counts
 
@@ -27,7 +28,7 @@ def _fetch_counts(names: list[str]) -> dict[str, QueueCounts]:
 
 
 @admin.register(Queue)
-class QueueAdmin(admin.ModelAdmin):
+class QueueAdmin(NameFixedOnceSaved, admin.ModelAdmin):
     list_display = ["name", "durable", "auto_delete", "ready", "unacknowledged", "consumers"]
     list_filter = ["durable", "auto_delete"]
     search_fields = ["name"]

@@ -20,4 +20,4 @@ def queue_saved(sender: type[Queue], instance: Queue, **kwargs: Any) -> None:
 
 @receiver(post_delete, sender=Queue, dispatch_uid="queue_deleted")
 def queue_deleted(sender: type[Queue], instance: Queue, **kwargs: Any) -> None:
-    notify(QueueDeleted(instance.name))
+    notify(QueueDeleted(instance.name, instance.pk))

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from typing import Final
 
 from django.db import connection, transaction
+from django.db.models import Max
 
 from bindings.models import Binding
 from broker_project.engine.broker import BindingSpec
@@ -38,7 +39,9 @@ def exchange_spec(row: Exchange) -> ExchangeSpec:
 
 
 def queue_spec(row: Queue) -> QueueSpec:
-    return QueueSpec(name=row.name, durable=row.durable, auto_delete=row.auto_delete, arguments=row.arguments or {})
+    return QueueSpec(
+        name=row.name, durable=row.durable, auto_delete=row.auto_delete, arguments=row.arguments or {}, row_id=row.pk
+    )
 
 
 def binding_spec(row: Binding, *, exchange: str, queue: str) -> BindingSpec:
@@ -57,6 +60,10 @@ class OrmMessageStore:
             queues=[queue_spec(row) for row in queues],
             bindings=bindings,
         )
+
+    def max_store_id(self) -> int:
+        """The largest id ever stored: new ids start above it, even above rows not loaded."""
+        return MessageRow.objects.aggregate(top=Max("id"))["top"] or 0
 
     def load_messages(self) -> Iterator[tuple[int, str, Message]]:
         """Every stored message, queue by queue, in publish order, read in chunks by id."""
@@ -83,7 +90,7 @@ class OrmMessageStore:
                 yield store_id, name, message
             last = rows[-1][0]
 
-    def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[str]) -> None:
+    def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
         try:
             self._write(inserts, deletes, queues_to_delete)
         except Exception:
@@ -93,7 +100,7 @@ class OrmMessageStore:
             raise
 
     @staticmethod
-    def _write(inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[str]) -> None:
+    def _write(inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
         # Looked up per commit, not cached: a queue deleted and declared again gets a new id.
         names = {copy.queue for copy in inserts}
         queue_ids = dict(Queue.objects.filter(name__in=names).values_list("name", "pk")) if names else {}
@@ -121,7 +128,7 @@ class OrmMessageStore:
             for start in range(0, len(deletes), BATCH_ROWS):
                 MessageRow.objects.filter(id__in=deletes[start : start + BATCH_ROWS]).delete()
             if queues_to_delete:
-                Queue.objects.filter(name__in=list(queues_to_delete)).delete()
+                Queue.objects.filter(pk__in=list(queues_to_delete)).delete()
 
     def close(self) -> None:
         connection.close()

@@ -8,6 +8,7 @@ runtime's event loop. Pure: no I/O, no clock, no Django.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -142,14 +143,18 @@ class Broker:
             self.declare_queue(spec, now=now, reserved_ok=True)
             return Effects()
         if not existing.spec.same_as(spec):
-            replacement = QueueState(spec, now)
-            existing.spec, existing.args = replacement.spec, replacement.args
+            existing.args = QueueState(spec, now).args  # parsed before anything changes
+        existing.spec = spec  # the stored row may be a new one with the same properties
         fx = EffectsBuilder()
         self._enforce_length(existing, fx, now)
         return fx.build()
 
-    def delete_queue(self, name: str) -> Effects:
+    def delete_queue(self, name: str, *, row_id: int | None = None) -> Effects:
+        """Delete a queue; with `row_id`, only the one stored in that row (a later
+        declaration of the same name is another queue)."""
         queue = self._queue(name)
+        if row_id is not None and queue.spec.row_id not in (None, row_id):
+            return Effects()
         fx = EffectsBuilder()
         self._delete_queue(queue, fx, reason=f"queue {name!r} was deleted")
         return fx.build()
@@ -538,6 +543,8 @@ class Broker:
         del self._bindings_of_queue[name]
         if owner is None:  # private queues were never stored
             fx.deleted_queues.append(name)
+        if queue.spec.row_id is not None:
+            fx.deleted_rows.append(queue.spec.row_id)
 
     @staticmethod
     def _select_tags(connection: Connection, delivery_tag: int, multiple: bool) -> list[int]:
@@ -561,10 +568,18 @@ class Broker:
     @staticmethod
     def _requeue(queue: QueueState, envelopes: list[Envelope]) -> None:
         """Back to the head of the queue, in their original order (PROTOCOL.md, "Delivery")."""
+        if not envelopes:
+            return
         for envelope in envelopes:
             envelope.redelivered = True
         envelopes.sort(key=_queue_order)
-        queue.ready.extendleft(reversed(envelopes))
+        # Messages requeued earlier (by another consumer) may sit at the head: merge, so
+        # the head stays in the queue's original order whatever order consumers left in.
+        ready, last = queue.ready, envelopes[-1].seq
+        head: list[Envelope] = []
+        while ready and ready[0].seq < last:
+            head.append(ready.popleft())
+        ready.extendleft(reversed(list(heapq.merge(head, envelopes, key=_queue_order))))
 
     @staticmethod
     def _has_room(queue: QueueState) -> bool:
@@ -625,12 +640,14 @@ class Broker:
         if target is None or depth >= MAX_DEAD_LETTER_DEPTH or not self.has_exchange(target):
             return
         message = envelope.message
+        # `x-death` comes from publishers too: read it defensively.
         deaths = message.headers.get("x-death")
         history = [d for d in deaths if isinstance(d, dict)] if isinstance(deaths, list) else []
-        if reason != "rejected" and any(d.get("queue") == queue.name for d in history):
-            return  # it has been through this queue already without a client rejecting it: a cycle
+        if reason != "rejected" and _cycle_without_rejection(history, queue.name):
+            return  # back in this queue with no client rejecting it on the way: a loop (as RabbitMQ)
         same = [d for d in history if d.get("queue") == queue.name and d.get("reason") == reason]
-        count = (same[0].get("count", 0) if same else 0) + 1
+        previous = same[0].get("count") if same else 0
+        count = (previous if isinstance(previous, int) and not isinstance(previous, bool) else 0) + 1
         entry = {
             "queue": queue.name,
             "reason": reason,
@@ -658,3 +675,14 @@ class Broker:
 
 def _queue_order(envelope: Envelope) -> int:
     return envelope.seq
+
+
+def _cycle_without_rejection(history: list[dict[str, Any]], queue: str) -> bool:
+    """Has the message come back to `queue` with no `rejected` death since it was last here?
+    `x-death` lists the newest death first."""
+    for death in history:
+        if death.get("reason") == "rejected":
+            return False
+        if death.get("queue") == queue:
+            return True
+    return False

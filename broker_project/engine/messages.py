@@ -120,13 +120,15 @@ class Effects:
     """What the shell must do after an engine call, in this order:
     commit `to_persist`, send `deliveries`, notify `cancelled`,
     delete the rows `to_delete` by the next checkpoint, and forget the
-    stored definitions of `deleted_queues`."""
+    stored definitions of `deleted_queues` (the rows `deleted_rows`)."""
 
     deliveries: tuple[Delivery, ...] = ()
     to_persist: tuple[StoredCopy, ...] = ()
     to_delete: tuple[int, ...] = ()
     cancelled: tuple[Cancelled, ...] = ()
     deleted_queues: tuple[str, ...] = ()
+    # Stored definitions to delete, by row: never by name, which may be declared again meanwhile.
+    deleted_rows: tuple[int, ...] = ()
 
 
 NO_EFFECTS = Effects()
@@ -135,7 +137,7 @@ NO_EFFECTS = Effects()
 class EffectsBuilder:
     """Collects effects while one engine call runs."""
 
-    __slots__ = ("deliveries", "to_persist", "to_delete", "cancelled", "deleted_queues")
+    __slots__ = ("deliveries", "to_persist", "to_delete", "cancelled", "deleted_queues", "deleted_rows")
 
     def __init__(self) -> None:
         self.deliveries: list[Delivery] = []
@@ -143,6 +145,7 @@ class EffectsBuilder:
         self.to_delete: list[int] = []
         self.cancelled: list[Cancelled] = []
         self.deleted_queues: list[str] = []
+        self.deleted_rows: list[int] = []
 
     def build(self) -> Effects:
         if not (self.deliveries or self.to_persist or self.to_delete or self.cancelled or self.deleted_queues):
@@ -153,4 +156,5 @@ class EffectsBuilder:
             to_delete=tuple(self.to_delete),
             cancelled=tuple(self.cancelled),
             deleted_queues=tuple(self.deleted_queues),
+            deleted_rows=tuple(self.deleted_rows),
         )

@@ -94,6 +94,7 @@ class QueueSpec:
     auto_delete: bool = False
     arguments: Mapping[str, Any] = field(default_factory=dict)
     exclusive_to: int | None = None  # the connection that owns a private queue
+    row_id: int | None = None  # the stored definition's row, when it has one (not a property)
 
     def same_as(self, other: QueueSpec) -> bool:
         return (

@@ -105,3 +105,12 @@ def test_admin_refuses_duplicate_binding(admin_client: Client, runtime_thread: R
     assert admin_client.post("/admin/bindings/binding/add/", form).status_code == 302
     assert admin_client.post("/admin/bindings/binding/add/", form).status_code == 200
     assert Binding.objects.count() == 1
+
+
+def test_a_saved_queue_or_exchange_cannot_be_renamed_in_the_admin(admin_client: Client, runtime_thread: Runtime) -> None:
+    queue = Queue.objects.create(name="orders")
+    exchange = Exchange.objects.create(name="events", type="fanout")
+    for url in (f"/admin/queues/queue/{queue.pk}/change/", f"/admin/exchanges/exchange/{exchange.pk}/change/"):
+        html = admin_client.get(url).content.decode()
+        assert 'name="name"' not in html  # shown read-only, not as an input
+    assert 'name="name"' in admin_client.get("/admin/queues/queue/add/").content.decode()

@@ -130,3 +130,63 @@ async def test_changes_from_a_process_without_a_router_arrive_over_the_channel_l
             break
         await asyncio.sleep(0.02)
     assert runtime.broker.queues["from-elsewhere"].args.max_length == 3
+
+
+class FlakyStore(OrmMessageStore):
+    """Refuses the first commit that inserts anything, as a database that blinks."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
+        if inserts and self.failures == 0:
+            self.failures += 1
+            raise OSError("connection reset")
+        super().write(inserts, deletes, queues_to_delete)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_failed_commit_is_retried_whole_so_no_copy_is_left_only_in_memory() -> None:
+    await database_sync_to_async(Queue.objects.create)(name="blink")
+    runtime = Runtime(FlakyStore(), checkpoint_seconds=0.2)
+    await runtime.start()
+    try:
+        with pytest.raises(Unavailable):
+            await publish(runtime, "blink", "first")  # its publisher is told: never a false confirm
+        await publish(runtime, "blink", "second")
+        # The refused batch was retried with the next commit: stored after all (at-least-once).
+        assert await rows("blink") == ['"first"', '"second"']
+    finally:
+        await runtime.stop()
+
+
+async def test_new_store_ids_start_above_every_stored_row(runtime: Runtime) -> None:
+    queue = await database_sync_to_async(Queue.objects.create)(name="orphans")
+    await database_sync_to_async(Message.objects.create)(
+        id=500, queue=queue, message_id="m", body="1", headers={}, published_at="t"
+    )
+    await runtime.stop()
+    restarted = _new_runtime()
+    await restarted.start()
+    try:
+        assert restarted.broker.next_store_id == 501
+    finally:
+        await restarted.stop()
+
+
+async def test_a_pending_auto_delete_never_takes_a_queue_declared_again_under_its_name(runtime: Runtime) -> None:
+    old = await database_sync_to_async(Queue.objects.create)(name="temp", auto_delete=True)
+    sink = Sink()
+    connection = runtime.connect(sink)
+    runtime.subscribe(connection, subscription="s", subscription_json='"s"', ack_mode=AckMode.AUTO, prefetch=0, queue="temp")
+    runtime.unsubscribe(connection, "s")  # last consumer gone: the router deletes it, the writer its row (later)
+    assert "temp" not in runtime.broker.queues
+    await database_sync_to_async(old.delete)()
+    new = await database_sync_to_async(Queue.objects.create)(name="temp", auto_delete=True)
+    _, routed = await publish(runtime, "temp", "kept")
+    assert routed == 1
+    assert runtime.writer is not None
+    await runtime.writer.flush()
+    assert await database_sync_to_async(Queue.objects.filter(pk=new.pk).exists)()
+    assert await rows("temp") == ['"kept"']
+    assert runtime.broker.queues["temp"].spec.row_id == new.pk

@@ -1,0 +1,75 @@
+"""Dead-lettering with publisher-supplied headers, the retry-queue pattern, and
+requeue order across consumers (found in review)."""
+
+from __future__ import annotations
+
+from broker_project.engine.broker import Broker
+from tests.engine.helpers import bind, bodies, exchange, fill, queue, ready, ready_flags, send, subscribe
+
+
+def retry_topology(broker: Broker) -> None:
+    """work --rejected--> retry-x -> retry --expired--> work-x -> work (RabbitMQ's delayed retry)."""
+    exchange(broker, "retry-x", "fanout")
+    exchange(broker, "work-x", "fanout")
+    queue(broker, "work", arguments={"dead_letter_exchange": "retry-x"})
+    queue(broker, "retry", arguments={"dead_letter_exchange": "work-x", "message_ttl": 1000})
+    bind(broker, "retry-x", "retry")
+    bind(broker, "work-x", "work")
+
+
+def test_a_malformed_x_death_from_a_publisher_does_not_break_a_nack() -> None:
+    broker = Broker()
+    retry_topology(broker)
+    send(broker, "work", "m", headers={"x-death": [{"queue": "work", "reason": "rejected", "count": None}, "junk"]})
+    consumer = subscribe(broker, "work")
+    broker.nack(consumer.connection, 1, multiple=False, requeue=False, now=0.0)
+    (envelope,) = broker.queues["retry"].ready
+    death = envelope.message.headers["x-death"][0]
+    assert (death["queue"], death["reason"], death["count"]) == ("work", "rejected", 1)
+
+
+def test_the_retry_queue_pattern_keeps_cycling_while_a_client_rejects() -> None:
+    broker = Broker()
+    retry_topology(broker)
+    send(broker, "work", "job")
+    consumer = subscribe(broker, "work", prefetch=1)
+    tag, now = 1, 0.0
+    for attempt in range(1, 4):
+        broker.nack(consumer.connection, tag, multiple=False, requeue=False, now=now)
+        assert ready(broker, "retry") == ["job"], f"dropped at attempt {attempt}"
+        now += 2.0
+        effects = broker.tick(now=now)  # expires back into work, straight to the consumer
+        (delivery,) = effects.deliveries
+        tag = delivery.delivery_tag
+        counts = {(d["queue"], d["reason"]): d["count"] for d in delivery.message.headers["x-death"]}
+        assert counts == {("work", "rejected"): attempt, ("retry", "expired"): attempt}
+
+
+def test_a_loop_of_expiries_without_a_rejection_is_dropped() -> None:
+    broker = Broker()
+    exchange(broker, "to-b", "fanout")
+    exchange(broker, "to-a", "fanout")
+    queue(broker, "a", arguments={"dead_letter_exchange": "to-b", "message_ttl": 10})
+    queue(broker, "b", arguments={"dead_letter_exchange": "to-a", "message_ttl": 10})
+    bind(broker, "to-b", "b")
+    bind(broker, "to-a", "a")
+    send(broker, "a", "ping-pong")
+    broker.tick(now=1.0)  # a -> b
+    broker.tick(now=2.0)  # b -> a
+    broker.tick(now=3.0)  # a again, no rejection since: dropped
+    assert ready(broker, "a") == [] and ready(broker, "b") == []
+
+
+def test_requeues_from_two_consumers_keep_the_queue_order_whoever_leaves_first() -> None:
+    broker = Broker()
+    queue(broker, "q")
+    fill(broker, "q", 0, 1, 2, 3)
+    first = subscribe(broker, "q", prefetch=1)
+    second = subscribe(broker, "q", prefetch=1)
+    assert bodies(first.effects.deliveries) == [0] and bodies(second.effects.deliveries) == [1]
+    broker.close_connection(second.connection, now=0.0)  # 1 goes back first...
+    assert ready(broker, "q") == [1, 2, 3]
+    third = subscribe(broker, "q", prefetch=1)  # takes 1 again
+    broker.close_connection(first.connection, now=0.0)  # ...then 0
+    broker.close_connection(third.connection, now=0.0)
+    assert ready_flags(broker, "q") == [(0, True), (1, True), (2, False), (3, False)]
