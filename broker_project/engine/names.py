@@ -25,7 +25,10 @@ def check_name(kind: str, name: str, *, reserved_ok: bool = False) -> None:
             fields={"name": ["1 to 255 characters of A-Z a-z 0-9 _ . : -"]},
         )
     if name.startswith(RESERVED_PREFIX) and not reserved_ok:
-        raise Forbidden(f"{kind} name {name!r} is reserved: names starting with 'amq.' belong to the broker")
+        raise Forbidden(
+            f"{kind} name {name!r} is reserved: names starting with 'amq.' belong to the broker",
+            fields={"name": ["names starting with 'amq.' belong to the broker"]},
+        )
 
 
 def exchange_from_url(name: str) -> str:

@@ -1,0 +1,130 @@
+// A small line chart of rates on a <canvas>: the last WINDOW seconds, one line
+// per series, y axis from 0 to a rounded maximum. Redrawn on every sample.
+
+const WINDOW_MS = 60_000;
+
+// Widths decrease and the last line is dashed, so equal rates (the usual case:
+// every message delivered and acked) stay visible on top of each other.
+export const SERIES = [
+  { key: "published", color: "#2563eb", width: 5, alpha: 0.35, dash: [] },
+  { key: "delivered", color: "#16a34a", width: 2.5, alpha: 1, dash: [] },
+  { key: "acknowledged", color: "#d97706", width: 1.5, alpha: 1, dash: [5, 3] },
+];
+
+function niceMax(value) {
+  if (value <= 1) return 1;
+  const step = 10 ** Math.floor(Math.log10(value));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * step >= value) return m * step;
+  return 10 * step;
+}
+
+export class RateChart {
+  constructor(canvas) {
+    this.canvas = canvas;
+    this.samples = [];
+    new ResizeObserver(() => this.draw()).observe(canvas);
+  }
+
+  // samples: [{t (ms), published, delivered, acknowledged}], oldest first.
+  show(samples) {
+    this.samples = samples;
+    this.draw();
+  }
+
+  draw() {
+    const canvas = this.canvas;
+    const ratio = window.devicePixelRatio || 1;
+    const width = canvas.clientWidth;
+    const height = canvas.clientHeight;
+    if (!width || !height) return;
+    if (canvas.width !== Math.round(width * ratio) || canvas.height !== Math.round(height * ratio)) {
+      canvas.width = Math.round(width * ratio);
+      canvas.height = Math.round(height * ratio);
+    }
+    const g = canvas.getContext("2d");
+    g.setTransform(ratio, 0, 0, ratio, 0, 0);
+    g.clearRect(0, 0, width, height);
+
+    const pad = { left: 44, right: 10, top: 10, bottom: 22 };
+    const w = width - pad.left - pad.right;
+    const h = height - pad.top - pad.bottom;
+    const now = this.samples.length ? this.samples[this.samples.length - 1].t : Date.now();
+    const x = (t) => pad.left + w * (1 - (now - t) / WINDOW_MS);
+    let top = 0;
+    for (const s of this.samples) for (const { key } of SERIES) top = Math.max(top, s[key] || 0);
+    top = niceMax(top);
+    const y = (v) => pad.top + h * (1 - v / top);
+
+    g.font = "11px system-ui, sans-serif";
+    g.fillStyle = "#6b7280";
+    g.strokeStyle = "#e5e7eb";
+    g.lineWidth = 1;
+    g.textAlign = "right";
+    g.textBaseline = "middle";
+    for (let i = 0; i <= 4; i++) {
+      const v = (top * i) / 4;
+      const yy = Math.round(y(v)) + 0.5;
+      g.beginPath();
+      g.moveTo(pad.left, yy);
+      g.lineTo(pad.left + w, yy);
+      g.stroke();
+      g.fillText(String(+v.toFixed(2)), pad.left - 6, yy);
+    }
+    g.textAlign = "center";
+    g.textBaseline = "top";
+    for (const s of [60, 45, 30, 15, 0]) {
+      g.fillText(s ? `−${s}s` : "now", x(now - s * 1000), pad.top + h + 6);
+    }
+
+    g.save();
+    g.beginPath();
+    g.rect(pad.left, pad.top - 2, w, h + 4);
+    g.clip();
+    g.lineJoin = "round";
+    for (const { key, color, width, alpha, dash } of SERIES) {
+      g.strokeStyle = color;
+      g.lineWidth = width;
+      g.globalAlpha = alpha;
+      g.setLineDash(dash);
+      g.beginPath();
+      this.samples.forEach((s, i) => {
+        const px = x(s.t);
+        const py = y(s[key] || 0);
+        if (i === 0) g.moveTo(px, py);
+        else g.lineTo(px, py);
+      });
+      g.stroke();
+    }
+    g.restore();
+  }
+}
+
+// Rolling histories: one for the broker, one per queue, each at most WINDOW long.
+export class RateHistory {
+  constructor() {
+    this.broker = [];
+    this.queues = new Map();
+  }
+
+  add(frame, t) {
+    const keep = (list) => {
+      while (list.length && t - list[0].t > WINDOW_MS + 2000) list.shift();
+    };
+    const totals = frame.totals || {};
+    this.broker.push({ t, published: totals.published, delivered: totals.delivered, acknowledged: totals.acknowledged });
+    keep(this.broker);
+    const seen = new Set();
+    for (const q of frame.queues || []) {
+      seen.add(q.name);
+      if (!this.queues.has(q.name)) this.queues.set(q.name, []);
+      const list = this.queues.get(q.name);
+      list.push({ t, published: q.publish_rate, delivered: q.deliver_rate, acknowledged: q.ack_rate });
+      keep(list);
+    }
+    for (const name of this.queues.keys()) if (!seen.has(name)) this.queues.delete(name);
+  }
+
+  of(queue) {
+    return queue ? this.queues.get(queue) || [] : this.broker;
+  }
+}

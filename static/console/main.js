@@ -1,0 +1,172 @@
+// The console's entry point: starts from the server-rendered state, then
+// follows the broker live over one WebSocket (`watch` → a `stats` frame a
+// second) and changes it through the HTTP API. No HTTP polling.
+
+import { api } from "./api.js";
+import { RateChart, RateHistory } from "./chart.js";
+import { clearErrors, jsonField, setOptions, showError, showOk } from "./forms.js";
+import { renderOverview } from "./overview.js";
+import { BrokerSocket } from "./socket.js";
+import { Tail } from "./tail.js";
+import { drawTopology, topologyKey, updateTopologyCounts } from "./topology.js";
+
+const $ = (selector) => document.querySelector(selector);
+
+const status = $("#status");
+const setStatus = (state, text) => {
+  status.dataset.state = state;
+  status.textContent = text;
+};
+
+const history = new RateHistory();
+const chart = new RateChart($("#rates-chart"));
+const rateSource = $("#rates-source");
+const topologyView = $("#topology-view");
+let shownTopology = null;
+
+function updateSelects(frame) {
+  // Names sorted with the broker's own (the default, amq.*) after the user's.
+  const own = (name) => name === "" || name.startsWith("amq.");
+  const exchanges = (frame.exchanges || []).map((x) => x.name).sort((a, b) => own(a) - own(b) || a.localeCompare(b));
+  const queues = (frame.queues || []).filter((q) => !q.exclusive).map((q) => q.name);
+  const named = exchanges.filter((name) => name !== "");
+  for (const select of document.querySelectorAll('select[data-options="exchanges"]')) {
+    setOptions(select, named.map((name) => ({ value: name, label: name })));
+  }
+  for (const select of document.querySelectorAll('select[data-options="exchanges-all"]')) {
+    setOptions(select, exchanges.map((name) => ({ value: name || "amq.default", label: name || "(default)" })));
+  }
+  for (const select of document.querySelectorAll('select[data-options="queues"]')) {
+    setOptions(select, queues.map((name) => ({ value: name, label: name })));
+  }
+  const all = (frame.queues || []).map((q) => ({ value: q.name, label: `queue ${q.name}` }));
+  setOptions(rateSource, [{ value: "", label: "the whole broker" }, ...all]);
+}
+
+function apply(frame) {
+  renderOverview(frame);
+  updateSelects(frame);
+  const key = topologyKey(frame);
+  if (key !== shownTopology) {
+    shownTopology = key;
+    drawTopology(topologyView, frame);
+  } else {
+    updateTopologyCounts(topologyView, frame);
+  }
+}
+
+// --- live stats over the WebSocket -------------------------------------------
+
+const scheme = location.protocol === "https:" ? "wss" : "ws";
+const socket = new BrokerSocket(`${scheme}://${location.host}/ws`);
+socket.on("open", async () => {
+  setStatus("connecting", "connecting…");
+  try {
+    const reply = await socket.request({ type: "watch", id: socket.newId("watch") });
+    if (reply.type === "error") setStatus("degraded", `connected · no live stats (${reply.code})`);
+    else setStatus("live", "live");
+  } catch {
+    // closed meanwhile: the close handler reports it.
+  }
+});
+socket.on("close", () => setStatus("offline", "disconnected · retrying"));
+socket.on("stats", (frame) => {
+  history.add(frame, Date.now());
+  apply(frame);
+  chart.show(history.of(rateSource.value));
+});
+rateSource.addEventListener("change", () => chart.show(history.of(rateSource.value)));
+
+// --- create forms ------------------------------------------------------------
+
+function onSubmit(form, action) {
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = form.querySelector('button[type="submit"]');
+    button.disabled = true;
+    clearErrors(form);
+    try {
+      showOk(form, await action(form.elements));
+    } catch (error) {
+      showError(form, error);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+const verb = (status) => (status === 201 ? "created" : "already exists");
+
+onSubmit($("#queue-form"), async (f) => {
+  const { status, data } = await api.createQueue({ name: f.name.value, durable: f.durable.checked, auto_delete: f.auto_delete.checked });
+  f.name.value = "";
+  return `queue ${data.name} ${verb(status)}`;
+});
+
+onSubmit($("#exchange-form"), async (f) => {
+  const { status, data } = await api.createExchange({ name: f.name.value, type: f.type.value, durable: f.durable.checked });
+  f.name.value = "";
+  return `exchange ${data.name} (${data.type}) ${verb(status)}`;
+});
+
+onSubmit($("#binding-form"), async (f) => {
+  const { status, data } = await api.createBinding({ exchange: f.exchange.value, queue: f.queue.value, binding_key: f.binding_key.value });
+  return `binding ${data.exchange} → ${data.queue} “${data.binding_key}” ${verb(status)}`;
+});
+
+onSubmit($("#publish-form"), async (f) => {
+  const message = {
+    routing_key: f.routing_key.value,
+    headers: jsonField(f.headers, { object: true }),
+    body: jsonField(f.body),
+    persistent: f.persistent.checked,
+  };
+  const { data } = await api.publish(f.exchange.value, message);
+  const queues = data.routed === 1 ? "queue" : "queues";
+  return `routed to ${data.routed} ${queues} · message_id ${data.message_id}`;
+});
+
+// --- delete buttons (a second click within 3 s confirms) ---------------------
+
+async function remove(button) {
+  const d = button.dataset;
+  if (d.kind === "queue") return api.deleteQueue(d.name);
+  if (d.kind === "exchange") return api.deleteExchange(d.name);
+  // `stats` bindings carry no id: find it among the pair's bindings.
+  const { data } = await api.listBindings(d.exchange, d.queue);
+  const args = JSON.stringify(JSON.parse(d.arguments || "{}"));
+  const match = data.find((b) => b.binding_key === d.bindingKey && JSON.stringify(b.arguments) === args);
+  if (!match) throw { code: "not_found", message: "this binding no longer exists" };
+  return api.deleteBinding(match.id);
+}
+
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button.delete");
+  if (!button) return;
+  const section = button.closest("section");
+  const slot = section.querySelector('[data-error-for="__delete__"]');
+  if (!button.classList.contains("armed")) {
+    button.classList.add("armed");
+    button.textContent = "Confirm";
+    setTimeout(() => {
+      button.classList.remove("armed");
+      button.textContent = "Delete";
+    }, 3000);
+    return;
+  }
+  button.disabled = true;
+  slot.textContent = "";
+  try {
+    await remove(button);
+    button.closest("tr").classList.add("gone");
+  } catch (error) {
+    slot.textContent = `${error.code}: ${error.message}`;
+    button.disabled = false;
+  }
+});
+
+// --- start -------------------------------------------------------------------
+
+new Tail(socket, $("#tail-form"), $("#tail-messages"), $("#tail-state"));
+apply(JSON.parse($("#initial-state").textContent));
+socket.connect();

@@ -1,0 +1,146 @@
+// The tables of exchanges, queues and bindings and the totals, kept in step
+// with the `stats` frames. Rows are keyed and updated in place, so a frame a
+// second neither flickers nor steals the focus from a row's button.
+
+export const fmt = (value) => {
+  if (value === null || value === undefined) return "—";
+  if (typeof value !== "number") return String(value);
+  return Number.isInteger(value) ? String(value) : value.toFixed(value < 10 ? 1 : 0);
+};
+
+function cell(text, className) {
+  const td = document.createElement("td");
+  if (className) td.className = className;
+  if (text !== undefined) td.textContent = text;
+  return td;
+}
+
+function tag(text) {
+  const span = document.createElement("span");
+  span.className = "tag";
+  span.textContent = text;
+  return span;
+}
+
+function deleteButton(kind, data) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "delete";
+  button.textContent = "Delete";
+  button.dataset.kind = kind;
+  Object.assign(button.dataset, data);
+  return button;
+}
+
+// Make tbody's rows match `items` (in order), reusing rows by key.
+function syncRows(tbody, items, key, create, update) {
+  // Server-rendered rows have no key: the first frame replaces them.
+  for (const row of [...tbody.rows]) if (row.dataset.key === undefined) row.remove();
+  const old = new Map([...tbody.rows].map((row) => [row.dataset.key, row]));
+  let previous = null;
+  for (const item of items) {
+    const k = key(item);
+    let row = old.get(k);
+    if (row) old.delete(k);
+    else {
+      row = create(item);
+      row.dataset.key = k;
+    }
+    update(row, item);
+    const next = previous ? previous.nextSibling : tbody.firstChild;
+    if (row !== next) tbody.insertBefore(row, next);
+    previous = row;
+  }
+  for (const row of old.values()) row.remove();
+  const empty = tbody.closest("section").querySelector("p.empty");
+  if (empty) empty.hidden = items.length > 0;
+}
+
+const QUEUE_FIELDS = ["messages_ready", "messages_unacknowledged", "consumers", "publish_rate", "deliver_rate", "ack_rate"];
+
+function queueRow(q) {
+  const tr = document.createElement("tr");
+  tr.dataset.name = q.name;
+  const name = cell(q.name, "name");
+  if (q.exclusive) name.append(" ", tag("private"));
+  tr.append(name, cell(q.durable ? "yes" : "no"));
+  for (const field of QUEUE_FIELDS) {
+    const td = cell("", "n");
+    td.dataset.field = field;
+    tr.append(td);
+  }
+  const actions = cell(undefined, "actions");
+  if (!q.exclusive) actions.append(deleteButton("queue", { name: q.name }));
+  tr.append(actions);
+  return tr;
+}
+
+function exchangeRow(x) {
+  const tr = document.createElement("tr");
+  tr.dataset.name = x.name;
+  const name = cell(x.name, "name");
+  if (!x.name) {
+    name.replaceChildren(Object.assign(document.createElement("em"), { textContent: "(default)" }), " ", tag("amq.default"));
+  }
+  const actions = cell(undefined, "actions");
+  if (x.name && !x.name.startsWith("amq.")) actions.append(deleteButton("exchange", { name: x.name }));
+  tr.append(name, cell(x.type), cell(x.durable ? "yes" : "no"), actions);
+  return tr;
+}
+
+function code(text) {
+  const c = document.createElement("code");
+  c.textContent = text;
+  return c;
+}
+
+function bindingRow(b) {
+  const tr = document.createElement("tr");
+  tr.dataset.exchange = b.exchange;
+  tr.dataset.queue = b.queue;
+  tr.dataset.bindingKey = b.binding_key;
+  const args = Object.keys(b.arguments || {}).length ? code(JSON.stringify(b.arguments)) : "";
+  const actions = cell(undefined, "actions");
+  actions.append(deleteButton("binding", { exchange: b.exchange, queue: b.queue, bindingKey: b.binding_key, arguments: JSON.stringify(b.arguments || {}) }));
+  const key = cell();
+  key.append(code(b.binding_key));
+  const argCell = cell();
+  argCell.append(args);
+  tr.append(cell(b.exchange), cell(b.queue), key, argCell, actions);
+  return tr;
+}
+
+export function renderOverview(frame) {
+  syncRows(
+    document.querySelector("#queues tbody"),
+    frame.queues || [],
+    (q) => q.name,
+    queueRow,
+    (row, q) => {
+      for (const field of QUEUE_FIELDS) {
+        const td = row.querySelector(`[data-field="${field}"]`);
+        const text = fmt(q[field]);
+        if (td.textContent !== text) td.textContent = text;
+      }
+    },
+  );
+  syncRows(
+    document.querySelector("#exchanges tbody"),
+    [...(frame.exchanges || [])].sort((a, b) => a.name.localeCompare(b.name)),
+    (x) => `${x.name}\u0000${x.type}`,
+    exchangeRow,
+    () => {},
+  );
+  syncRows(
+    document.querySelector("#bindings tbody"),
+    frame.bindings || [],
+    (b) => JSON.stringify([b.exchange, b.queue, b.binding_key, b.arguments]),
+    bindingRow,
+    () => {},
+  );
+  if (frame.totals) {
+    for (const el of document.querySelectorAll("[data-total]")) {
+      el.textContent = fmt(frame.totals[el.dataset.total]);
+    }
+  }
+}
