@@ -1,0 +1,222 @@
+"""`python -m bench`: our broker against RabbitMQ Web-STOMP, side by side (issue 5).
+
+Starts `manage.py runbroker` on a fresh database, finds RabbitMQ's Web-STOMP
+(and its management API, for HTTP publish) when reachable, measures the load
+generator's own ceiling against bench/ceiling_server.py, runs the scenarios,
+prints the table and, as the last line, the JSON summary. Every process it
+starts is stopped on the way out, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from types import FrameType
+
+from . import other_scenarios, ws_scenarios
+from .measure import Measurement, Mode, last_other_cores, median_of
+from .processes import CeilingServer, Database, OurBroker, raise_nofile, stop_all
+from .profiling import Profiler
+from .rabbit import RabbitInfo, probe_rabbitmq
+from .report import SPECS, Row, summary, table
+from .targets import Target, ceiling, ours, rabbitmq
+
+WS_SCENARIOS = ("publish", "consume", "latency", "fanout", "fanout_latency")
+ALL = (*WS_SCENARIOS, "http", "connections", "recovery")
+# Other programs using more than this many cores during a window make its result suspect.
+BUSY_CORES = 0.3
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="short runs, 1 repetition, smaller N: under two minutes")
+    parser.add_argument("--database-url", help="a PostgreSQL server URL (postgres://user@host:5432/postgres): a fresh database is created on it and dropped afterwards; default a temporary SQLite file")
+    parser.add_argument("--only", help=f"comma-separated scenarios among {','.join(ALL)}")
+    parser.add_argument("--rabbitmq-url", default="ws://127.0.0.1:15674/ws", help="RabbitMQ Web-STOMP endpoint (guest/guest)")
+    parser.add_argument("--rabbitmq-management", default="http://127.0.0.1:15672", help="RabbitMQ management API, for HTTP publish")
+    parser.add_argument("--no-rabbitmq", action="store_true", help="do not use RabbitMQ even if reachable")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip measuring the generator's ceiling")
+    parser.add_argument("--repetitions", type=int, help="repetitions per scenario (default 3, --quick 1)")
+    parser.add_argument("--duration", type=float, help="seconds measured per run (default 6, --quick 1.5)")
+    parser.add_argument("--profile", metavar="DIR", help="record py-spy profiles of our broker per scenario into DIR (slows it down)")
+    args = parser.parse_args(argv)
+    chosen = tuple(s.strip() for s in args.only.split(",")) if args.only else ALL
+    unknown = [s for s in chosen if s not in ALL]
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose among {', '.join(ALL)}")
+    args.scenarios = [s for s in ALL if s in chosen]
+    return args
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def guarded(label: str, run: Callable[[], Awaitable[Measurement]]) -> Measurement:
+    """A failed run is a row with a note, not the end of the benchmark."""
+    try:
+        started = time.monotonic()
+        last_other_cores[0] = 0.0
+        result = await run()
+        other = last_other_cores[0]
+        if other > BUSY_CORES:
+            result.note = (result.note + "; " if result.note else "") + f"machine busy: other processes used {other:.1f} cores"
+        log(f"{label}: {result.value if result.value is None else round(result.value, 3)} ({time.monotonic() - started:.1f} s) {result.note}")
+        return result
+    except (Exception, TimeoutError) as error:  # noqa: BLE001 - reported in the table
+        log(f"{label}: FAILED {type(error).__name__}: {error}")
+        return Measurement(None, note=f"failed: {type(error).__name__}: {str(error)[:160]}")
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.mode = Mode.of(args.quick)
+        if args.repetitions:
+            self.mode.repetitions = args.repetitions
+        if args.duration:
+            self.mode.duration = args.duration
+        self.rows = {key: Row(SPECS[key]) for key in args.scenarios}
+        self.profiler = Profiler(args.profile) if args.profile else None
+
+    async def run(self, ours_t: Target, rabbit_t: Target | None, ceilings: dict[str, Target]) -> None:
+        ws = [s for s in self.args.scenarios if s in WS_SCENARIOS or s == "http"]
+        for key in ws:
+            targets: list[tuple[str, Target, int]] = [("ours", ours_t, self.mode.repetitions)]
+            if rabbit_t is not None:
+                targets.append(("rabbitmq", rabbit_t, self.mode.repetitions))
+            for name, target in ceilings.items():
+                targets.append((name, target, 1))
+            for slot, target, reps in targets:
+                runs = [await self.once(key, slot, target, rep) for rep in range(reps)]
+                setattr(self.rows[key], slot, median_of(runs))
+        if "connections" in self.rows:
+            row = self.rows["connections"]
+            row.ours = await guarded("connections ours", lambda: other_scenarios.connections(ours_t, self.mode))
+            if rabbit_t is not None:
+                limit = self.rabbit_info.connection_limit if self.rabbit_info else None
+                row.rabbitmq = await guarded("connections rabbitmq", lambda: other_scenarios.connections(rabbit_t, self.mode, limit))
+        if "recovery" in self.rows:
+            self.rows["recovery"].ours = await guarded(
+                "recovery ours", lambda: asyncio.to_thread(other_scenarios.recovery, self.mode, self.args.database_url)
+            )
+            self.rows["recovery"].notes.append("RabbitMQ not measured (it would need a restart of the system's server)")
+
+    async def once(self, key: str, slot: str, target: Target, rep: int) -> Measurement:
+        try:
+            return await self._once(key, target, rep)
+        finally:
+            # Also on Ctrl-C: RabbitMQ keeps durable queues, the benchmark must not leave them behind.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(target.cleanup(), 10)
+
+    async def _once(self, key: str, target: Target, rep: int) -> Measurement:
+        label = f"{key} {target.kind} #{rep + 1}"
+        profile = self.profiler is not None and target.kind == "ours" and rep == 0
+        if key in ("publish", "consume"):
+            async def fill_then_consume() -> Measurement:
+                if profile and key == "publish":
+                    self.profiler.start(key, target)  # type: ignore[union-attr]
+                published, queue, stored = await ws_scenarios.publish(target, self.mode)
+                if key == "publish":
+                    return published
+                if profile:
+                    self.profiler.start(key, target)  # type: ignore[union-attr]
+                return await ws_scenarios.consume(target, self.mode, queue, stored)
+
+            result = await guarded(label, fill_then_consume)
+        else:
+            runner: dict[str, Callable[[], Awaitable[Measurement]]] = {
+                "latency": lambda: ws_scenarios.latency(target, self.mode),
+                "fanout": lambda: ws_scenarios.fanout(target, self.mode),
+                "fanout_latency": lambda: ws_scenarios.fanout_latency(target, self.mode),
+                "http": lambda: other_scenarios.http_publish(target, self.mode),
+            }
+            if profile:
+                self.profiler.start(key, target)  # type: ignore[union-attr]
+            result = await guarded(label, runner[key])
+        if profile:
+            self.profiler.stop()  # type: ignore[union-attr]
+            result.note = (result.note + "; " if result.note else "") + "profiled (slower)"
+        return result
+
+    rabbit_info: RabbitInfo | None = None
+
+
+async def amain(args: argparse.Namespace) -> int:
+    bench = Bench(args)
+    needs_servers = any(s != "recovery" for s in args.scenarios)
+    database: Database | None = None
+    broker: OurBroker | None = None
+    ceiling_server: CeilingServer | None = None
+    try:
+        if needs_servers:
+            database = Database(args.database_url)
+            broker = OurBroker(database)
+            broker.start()
+            log(f"runbroker pid {broker.proc.pid if broker.proc else '?'} on {broker.url} ({'PostgreSQL' if database.url else 'SQLite'}), up in {broker.startup_seconds:.2f} s")
+            ours_t = ours(broker.ws_url, broker.url, broker.ps)
+            rabbit_t: Target | None = None
+            if not args.no_rabbitmq:
+                bench.rabbit_info = await probe_rabbitmq(args.rabbitmq_url, args.rabbitmq_management)
+                if bench.rabbit_info.reachable:
+                    rabbit_t = rabbitmq(args.rabbitmq_url, bench.rabbit_info.management, bench.rabbit_info.process)
+                    log(f"RabbitMQ {bench.rabbit_info.version} Web-STOMP at {args.rabbitmq_url}, beam pid {bench.rabbit_info.process.pid if bench.rabbit_info.process else '?'}, management {'on' if bench.rabbit_info.management else 'off'}")
+                else:
+                    log(f"RabbitMQ Web-STOMP not reachable at {args.rabbitmq_url}: {bench.rabbit_info.reason}")
+            ceilings: dict[str, Target] = {}
+            if not args.no_ceiling and any(s in WS_SCENARIOS or s == "http" for s in args.scenarios):
+                ceiling_server = CeilingServer()
+                ceiling_server.start()
+                ceilings["ceiling_ours"] = ceiling("ours", ceiling_server.ws_port, ceiling_server.http_port, ceiling_server.ps)
+                ceilings["ceiling_rabbitmq"] = ceiling("stomp", ceiling_server.ws_port, ceiling_server.http_port, ceiling_server.ps)
+            await bench.run(ours_t, rabbit_t, ceilings)
+        else:
+            await bench.run(None, None, {})  # type: ignore[arg-type]
+    finally:
+        if bench.profiler is not None:
+            bench.profiler.stop()
+        if ceiling_server is not None:
+            ceiling_server.stop()
+        if broker is not None:
+            broker.stop()
+        if database is not None:
+            database.drop()
+    rows = list(bench.rows.values())
+    print(table(rows))
+    print(summary(rows), flush=True)
+    return 0
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    raise_nofile()
+    signal.signal(signal.SIGTERM, _terminate)
+    # Ctrl-C even when started in the background by a shell that ignores SIGINT there.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        import uvloop
+
+        uvloop.install()  # the generator gets the same event loop as our broker
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        return asyncio.run(amain(args))
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    finally:
+        stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
