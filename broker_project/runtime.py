@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any, Final, Protocol, TypeVar
 
 from .engine.broker import Broker, QueueCounts
@@ -27,6 +26,7 @@ from .engine.jsoncodec import dumps
 from .engine.messages import Effects, make_message
 from .engine.queues import AckMode
 from .publishing import PublishRequest
+from .stamps import new_message_id, now_iso
 from .stats import StatsSampler
 from .topology import (
     TOPOLOGY_EVENT,
@@ -72,10 +72,6 @@ class RuntimeStore(MessageStore, Protocol):
         """Iterable of (store_id, queue name, Message), in queue order."""
 
     def max_store_id(self) -> int: ...
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 _current: Runtime | None = None
@@ -263,7 +259,7 @@ class Runtime:
         None, resolves once every stored copy is committed (or fails with `unavailable`).
         Commits resolve in publish order, so confirms can be sent in order."""
         message = make_message(
-            message_id=request.message_id or str(uuid.uuid4()),
+            message_id=request.message_id or new_message_id(),
             exchange=request.exchange,
             routing_key=request.routing_key,
             body_json=request.body_json,
@@ -399,6 +395,19 @@ class Runtime:
                 broker.unbind(spec)
 
     # -- calls from other threads ----------------------------------------
+
+    async def call_async(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Await `fn(*args)` (a coroutine function) on the runtime's loop, from any loop."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            raise Unavailable("the broker's router is not running")
+        if asyncio.get_running_loop() is loop:
+            return await fn(*args)
+        future = asyncio.run_coroutine_threadsafe(fn(*args), loop)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), THREAD_CALL_TIMEOUT)
+        except TimeoutError:
+            raise Unavailable("the broker's router did not answer in time") from None
 
     def call_threadsafe(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run `fn` (plain or async) on the runtime's loop from another thread; return its result."""

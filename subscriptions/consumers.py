@@ -68,6 +68,11 @@ class _PendingConfirm:
 
 
 class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    # No channel-layer channel per connection: deliveries come from the router through
+    # `deliver`, never over the layer (DESIGN.md). A channel each also made the in-memory
+    # layer's expiry scan cost grow with the square of the connections (issue 5 profile).
+    channel_layer_alias = "no channel layer: deliveries come from the router"
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._runtime: Runtime | None = None
@@ -173,9 +178,10 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             # and `_shutdown` cancels it.
             await wakeup.wait()
             wakeup.clear()
+            send = self.base_send  # the server's ASGI send: Channels' wrappers add nothing here
             try:
                 while outbox:
-                    await self.send(text_data=outbox.popleft())
+                    await send({"type": "websocket.send", "text": outbox.popleft()})
             except Exception:
                 log.exception("sending to WebSocket connection %s failed; closing it", self._connection_id)
                 self._shutdown()
