@@ -21,6 +21,7 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import path  # noqa: E402
 
+from broker_project.fast_publish import FastPublish  # noqa: E402
 from broker_project.runtime import Runtime, current_runtime  # noqa: E402
 from subscriptions.consumers import BrokerConsumer  # noqa: E402
 
@@ -57,7 +58,7 @@ websocket_application = URLRouter([path("ws", BrokerConsumer.as_asgi())])
 application = StartRouter(
     ProtocolTypeRouter(
         {
-            "http": ASGIStaticFilesHandler(django_http),
+            "http": FastPublish(ASGIStaticFilesHandler(django_http)),
             "websocket": websocket_application,
         }
     )

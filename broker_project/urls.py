@@ -18,7 +18,6 @@ from rest_framework.routers import DefaultRouter
 from bindings.views import BindingViewSet
 from broker_project import legacy
 from broker_project.views import home
-from exchanges.publish_view import fast_publish_view
 from exchanges.views import ExchangeViewSet
 from queues.views import QueueViewSet
 
@@ -58,19 +57,12 @@ router.register("exchanges", ExchangeViewSet, basename="exchange")
 router.register("queues", QueueViewSet, basename="queue")
 router.register("bindings", BindingViewSet, basename="binding")
 
-# Publishing over HTTP takes the async fast path (exchanges/publish_view.py) in front
-# of the router's DRF action, which stays the documented view and its fallback.
-_drf_publish = next(url.callback for url in router.urls if getattr(url, "name", None) == "exchange-publish")
-_publish = fast_publish_view(_drf_publish)
-
 urlpatterns = [
     path("", home, name="home"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
-    path("api/exchanges/<str:name>/publish/", _publish),
-    path("api/exchanges/<str:name>/publish", _publish),
     path("api/", include(router.urls)),
     # The original service's calls: no trailing slash, as its clients send them.
     path("ping", legacy.ping, name="legacy-ping"),

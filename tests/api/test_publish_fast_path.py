@@ -1,40 +1,97 @@
-"""The async publish view and its fallback to the DRF action (exchanges/publish_view.py)."""
+"""The ASGI fast path for JSON publishes (broker_project/fast_publish.py), and
+what it leaves to Django: session requests, forms, bad hosts get Django's rules."""
 
 from __future__ import annotations
 
-from django.contrib.auth.models import User
-from rest_framework.test import APIClient
+from collections.abc import AsyncIterator
 
+import httpx
+import pytest
+from channels.db import database_sync_to_async
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.auth.models import User
+from django.contrib.sessions.backends.db import SessionStore
+
+from broker_project.asgi import application
 from broker_project.runtime import Runtime
 from queues.models import Queue
 
 URL = "/api/exchanges/amq.default/publish/"
 
 
-def test_json_without_a_session_takes_the_fast_path(runtime_thread: Runtime) -> None:
-    Queue.objects.create(name="q")
-    answer = APIClient().post(URL, {"routing_key": "q", "body": 1}, format="json")
-    assert answer.status_code == 200 and answer.json()["routed"] == 1
-    slashless = APIClient().post(URL.rstrip("/"), {"routing_key": "q", "body": 2}, format="json")
-    assert slashless.status_code == 200
-    assert runtime_thread.broker.queue_counts("q").messages_ready == 2  # type: ignore[union-attr]
+@pytest.fixture
+async def http(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    await database_sync_to_async(Queue.objects.create)(name="q")
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        yield client
 
 
-def test_a_logged_in_session_goes_through_drf_and_its_csrf_check(runtime_thread: Runtime) -> None:
-    Queue.objects.create(name="q")
-    User.objects.create_superuser("op", "op@example.invalid", "pw")
-    client = APIClient(enforce_csrf_checks=True)
-    client.login(username="op", password="pw")
-    answer = client.post(URL, {"routing_key": "q", "body": 1}, format="json")
-    assert answer.status_code == 403 and answer.json()["error"]["code"] == "forbidden"
-    assert runtime_thread.broker.queue_counts("q").messages_ready == 0  # type: ignore[union-attr]
+def ready(runtime: Runtime) -> int:
+    return runtime.broker.queue_counts("q").messages_ready  # type: ignore[union-attr]
 
 
-def test_a_form_post_from_the_browsable_api_is_served_by_drf(runtime_thread: Runtime) -> None:
-    Queue.objects.create(name="q")
-    answer = APIClient().post(URL, {"routing_key": "q", "body": "from a form"}, format="multipart")
-    assert (answer.status_code, answer.json()["routed"]) == (200, 1)
-    (message,) = runtime_thread.call_threadsafe(
-        runtime_thread.get, "q", count=1, ack=True
-    )
-    assert message["body"] == "from a form"  # a form field arrives as a string body
+def taken_by_django(response: httpx.Response) -> bool:
+    return "cross-origin-opener-policy" in response.headers  # Django's SecurityMiddleware adds it
+
+
+async def test_a_json_publish_is_answered_in_front_of_django(http: httpx.AsyncClient, runtime: Runtime) -> None:
+    for url in (URL, URL.rstrip("/")):
+        answer = await http.post(url, json={"routing_key": "q", "body": {"n": 1}})
+        assert answer.status_code == 200 and answer.json()["routed"] == 1
+        assert not taken_by_django(answer)
+        assert answer.headers["x-content-type-options"] == "nosniff"
+    assert ready(runtime) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b'{"routing_key": "q"}', 400, "invalid"),  # no body field
+        (b"{not json", 400, "invalid"),
+        (b"[1, 2]", 400, "invalid"),
+        (b'{"body": "x" }' + b" " * (1024 * 1024 + 70 * 1024), 413, "too_large"),
+    ],
+)
+async def test_bad_publishes_get_the_api_errors_and_change_nothing(
+    http: httpx.AsyncClient, runtime: Runtime, body: bytes, status: int, code: str
+) -> None:
+    answer = await http.post(URL, content=body, headers={"content-type": "application/json"})
+    assert (answer.status_code, answer.json()["error"]["code"]) == (status, code)
+    assert ready(runtime) == 0
+
+
+async def test_a_missing_exchange_is_not_found(http: httpx.AsyncClient) -> None:
+    answer = await http.post("/api/exchanges/nope/publish/", json={"body": 1})
+    assert (answer.status_code, answer.json()["error"]["code"]) == (404, "not_found")
+
+
+async def test_a_host_outside_allowed_hosts_is_refused(http: httpx.AsyncClient, runtime: Runtime) -> None:
+    answer = await http.post(URL, json={"routing_key": "q", "body": 1}, headers={"host": "evil.example"})
+    assert (answer.status_code, answer.json()["error"]["code"]) == (400, "invalid")
+    assert ready(runtime) == 0
+
+
+async def test_forms_go_to_django(http: httpx.AsyncClient, runtime: Runtime) -> None:
+    answer = await http.post(URL, data={"routing_key": "q", "body": "from a form"})
+    assert answer.status_code == 200 and taken_by_django(answer)
+    assert ready(runtime) == 1
+
+
+@database_sync_to_async
+def logged_in_session() -> str:
+    user = User.objects.create_superuser("op", "op@example.invalid", "pw")
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.save()
+    return str(session.session_key)
+
+
+async def test_a_logged_in_session_goes_to_django_and_its_csrf_check(http: httpx.AsyncClient, runtime: Runtime) -> None:
+    http.cookies.set("sessionid", await logged_in_session())
+    answer = await http.post(URL, json={"routing_key": "q", "body": 1})
+    assert (answer.status_code, answer.json()["error"]["code"]) == (403, "forbidden")
+    assert taken_by_django(answer)
+    assert ready(runtime) == 0
