@@ -68,11 +68,6 @@ class _PendingConfirm:
 
 
 class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
-    # No channel-layer channel per connection: deliveries come from the router through
-    # `deliver`, never over the layer (DESIGN.md). A channel each also made the in-memory
-    # layer's expiry scan cost grow with the square of the connections (issue 5 profile).
-    channel_layer_alias = "no channel layer: deliveries come from the router"
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._runtime: Runtime | None = None
@@ -89,6 +84,21 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self._generated = 0
 
     # -- Channels plumbing -------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Channels' loop, without a channel layer: deliveries come from the router through
+        `deliver`, never over the layer (DESIGN.md); a layer channel per connection also
+        made the in-memory layer's expiry scan grow with the square of the connections.
+        With one source of events left, read them in turn: no task and `asyncio.wait`
+        per event as in Channels' await_many_dispatch (issue 5's profiles)."""
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels calls `aclose_old_connections()` (a hop to a database thread)
