@@ -1,8 +1,8 @@
 """Group commit: the one writer of stored messages.
 
-Publishers hand their copies to `append` and await the returned future; the
-writer takes everything pending, writes it in one transaction, resolves every
-waiter, and repeats (DESIGN.md, "Message store"). Deletes (acks, drops,
+Publishers hand their copies to `append` and await the returned future, one
+per commit; the writer takes everything pending, writes it in one
+transaction, resolves that future, and repeats (DESIGN.md, "Message store"). Deletes (acks, drops,
 purges) ride along with the next commit, and at least every checkpoint.
 
 It owns a single database thread, so the ORM connection it uses is kept
@@ -41,7 +41,8 @@ class GroupCommitWriter:
         self._checkpoint = checkpoint_seconds
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="broker-store")
         self._inserts: list[StoredCopy] = []
-        self._waiters: list[asyncio.Future[None]] = []
+        # One future per commit, shared by everything appended for it.
+        self._batch: asyncio.Future[None] | None = None
         self._deletes: list[int] = []
         self._queues_to_delete: list[int] = []
         self._wake = asyncio.Event()
@@ -53,15 +54,16 @@ class GroupCommitWriter:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def append(self, copies: Sequence[StoredCopy]) -> asyncio.Future[None]:
-        """Queue copies for the next commit; the future resolves once they are committed."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        # Publishers await it; for other effects (acks, dead letters) nobody does, and a
-        # failure is logged here rather than as "exception never retrieved".
-        waiter.add_done_callback(_retrieve)
+        """Queue copies for the next commit; the future resolves once they are committed.
+        Copies appended for the same commit share one future: one per commit, not per message."""
         self._inserts.extend(copies)
-        self._waiters.append(waiter)
+        if self._batch is None:
+            self._batch = asyncio.get_running_loop().create_future()
+            # Publishers await it; for other effects (acks, dead letters) nobody does, and a
+            # failure is logged here rather than as "exception never retrieved".
+            self._batch.add_done_callback(_retrieve)
         self._wake.set()
-        return waiter
+        return self._batch
 
     def delete(self, store_ids: Sequence[int]) -> None:
         # No wake-up: deletes wait for the next commit or the checkpoint.
@@ -104,8 +106,8 @@ class GroupCommitWriter:
         return await asyncio.shield(self._inflight)
 
     async def _commit(self) -> bool:
-        inserts, waiters, deletes, queues = self._inserts, self._waiters, self._deletes, self._queues_to_delete
-        self._inserts, self._waiters, self._deletes, self._queues_to_delete = [], [], [], []
+        inserts, batch, deletes, queues = self._inserts, self._batch, self._deletes, self._queues_to_delete
+        self._inserts, self._batch, self._deletes, self._queues_to_delete = [], None, [], []
         # A copy acknowledged before it was ever written needs neither write.
         both = {copy.store_id for copy in inserts}.intersection(deletes) if deletes and inserts else set()
         if both:
@@ -122,14 +124,12 @@ class GroupCommitWriter:
                 self._deletes[:0] = deletes
                 self._queues_to_delete[:0] = queues
                 failure = Unavailable(f"the message store is unavailable: {type(error).__name__}")
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_exception(failure)
+                if batch is not None and not batch.done():
+                    batch.set_exception(failure)
                 return False
             self.commits += 1
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        if batch is not None and not batch.done():
+            batch.set_result(None)
         return True
 
     async def close(self) -> None:

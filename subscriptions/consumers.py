@@ -78,6 +78,7 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self._wakeup = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._confirms: deque[_PendingConfirm] = deque()
+        self._awaited_commit: asyncio.Future[None] | None = None
         # The router names a subscription by a string; the client's id may be a
         # number, echoed as a number: router key -> id as the client sent it.
         self._subscriptions: dict[str, FrameId] = {}
@@ -253,8 +254,10 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 message_id, routed, committed = runtime.publish_nowait(request)
                 if frame.id is not None or committed is not None:
                     self._confirms.append(_PendingConfirm(frame.id, message_id, routed, committed))
-                    if committed is not None:
+                    if committed is not None and committed is not self._awaited_commit:
+                        # Publishes that share a commit share its future: one callback each.
                         committed.add_done_callback(self._on_commit)
+                        self._awaited_commit = committed
                     self._flush_confirms()
             case Ack(delivery_tag=tag, multiple=multiple):
                 runtime.ack(connection_id, tag, multiple=multiple)
