@@ -1,20 +1,22 @@
 """Messages, their copies in queues, and deliveries.
 
-A message is encoded to JSON once, when it is made: every delivery of every
-copy reuses that text (DESIGN.md, "Performance model"). Pure: no I/O.
+A message is encoded to JSON once, at its first delivery: every later delivery
+of every copy reuses that text (DESIGN.md, "Performance model"). Pure: no I/O.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .jsoncodec import dumps, loads
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Message:
+    """A published message; treat it as immutable (it is shared by every queue's copy)."""
+
     message_id: str
     exchange: str
     routing_key: str
@@ -22,8 +24,22 @@ class Message:
     headers: Mapping[str, Any]
     persistent: bool
     published_at: str
-    # The fields every delivery shares, encoded: `"message_id":...,"headers":...`
-    fragment: str
+    _fragment: str | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def fragment(self) -> str:
+        """The fields every delivery shares, encoded once, at the first delivery:
+        `"message_id":...,"published_at":...`. Messages loaded at start-up that wait
+        in a queue cost neither the time nor the memory until then."""
+        if self._fragment is None:
+            mid = dumps(self.message_id)
+            self._fragment = (
+                f'"message_id":{mid},"unique_id":{mid},"exchange":{dumps(self.exchange)},'
+                f'"routing_key":{dumps(self.routing_key)},"body":{self.body_json},'
+                f'"headers":{dumps(dict(self.headers))},"persistent":{"true" if self.persistent else "false"},'
+                f'"published_at":{dumps(self.published_at)}'
+            )
+        return self._fragment
 
     def to_dict(self, *, redelivered: bool | None = None) -> dict[str, Any]:
         """The wire object (PROTOCOL.md, "Every message"), for HTTP answers."""
@@ -51,12 +67,6 @@ def make_message(
     persistent: bool,
     published_at: str,
 ) -> Message:
-    mid = dumps(message_id)
-    fragment = (
-        f'"message_id":{mid},"unique_id":{mid},"exchange":{dumps(exchange)},'
-        f'"routing_key":{dumps(routing_key)},"body":{body_json},"headers":{dumps(dict(headers))},'
-        f'"persistent":{"true" if persistent else "false"},"published_at":{dumps(published_at)}'
-    )
     return Message(
         message_id=message_id,
         exchange=exchange,
@@ -65,7 +75,6 @@ def make_message(
         headers=headers,
         persistent=persistent,
         published_at=published_at,
-        fragment=fragment,
     )
 
 
