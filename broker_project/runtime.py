@@ -10,6 +10,7 @@ frames to connections, deletes at the checkpoint (DESIGN.md, "The engine").
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import logging
 import threading
@@ -158,13 +159,16 @@ class Runtime:
 
     def _load_messages(self) -> int:
         # Runs on the writer's thread while nothing else touches the broker yet.
-        count = 0
         now = time.monotonic() if self.loop is None else self.loop.time()
-        for store_id, queue, message in self.store.load_messages():
-            if queue in self.broker.queues:
-                self.broker.load_message(queue, message, store_id, now=now)
-                count += 1
-        return count
+        # The cyclic collector would rescan the growing heap again and again while a
+        # million messages load (a quarter of the time); after the load, freezing keeps
+        # them out of every later full collection, a pause that grew with the queues.
+        gc.disable()
+        try:
+            return self.broker.load_messages(self.store.load_messages(), now=now)
+        finally:
+            gc.freeze()
+            gc.enable()
 
     @staticmethod
     def _guarded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -408,13 +408,31 @@ class Broker:
 
     def load_message(self, queue: str, message: Message, store_id: int, *, now: float) -> None:
         """Put back a stored message at start-up, behind those loaded before it."""
-        state = self._queue(queue)
-        ttl = state.args.message_ttl
-        expires_at = None if ttl is None else now + ttl / 1000
-        # It may have been delivered before the restart: say so (at-least-once).
-        self._next_seq += 1
-        state.ready.append(Envelope(message, store_id, True, expires_at, self._next_seq))
-        self.next_store_id = max(self.next_store_id, store_id + 1)
+        self._queue(queue)
+        self.load_messages([(store_id, queue, message)], now=now)
+
+    def load_messages(self, rows: Iterable[tuple[int, str, Message]], *, now: float) -> int:
+        """Put back stored messages at start-up, each behind those loaded before it in its
+        queue; rows of queues that do not exist are skipped. Returns how many were loaded.
+        One call for them all: a million-message start-up spends its time here."""
+        queues, seq, top, loaded = self.queues, self._next_seq, self.next_store_id - 1, 0
+        state: QueueState | None = None
+        for store_id, name, message in rows:
+            if state is None or state.name != name:
+                state = queues.get(name)
+                if state is None:
+                    continue
+                ttl = state.args.message_ttl
+                expires_at = None if ttl is None else now + ttl / 1000
+                append = state.ready.append
+            seq += 1
+            # It may have been delivered before the restart: say so (at-least-once).
+            append(Envelope(message, store_id, True, expires_at, seq))
+            if store_id > top:
+                top = store_id
+            loaded += 1
+        self._next_seq, self.next_store_id = seq, top + 1
+        return loaded
 
     def queue_counts(self, name: str) -> QueueCounts | None:
         queue = self.queues.get(name)

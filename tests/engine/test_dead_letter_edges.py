@@ -73,3 +73,18 @@ def test_requeues_from_two_consumers_keep_the_queue_order_whoever_leaves_first()
     broker.close_connection(first.connection, now=0.0)  # ...then 0
     broker.close_connection(third.connection, now=0.0)
     assert ready_flags(broker, "q") == [(0, True), (1, True), (2, False), (3, False)]
+
+
+def test_bulk_load_keeps_each_queues_order_skips_unknown_queues_and_moves_ids_on() -> None:
+    from tests.engine.helpers import msg
+
+    broker = Broker()
+    queue(broker, "a")
+    queue(broker, "b", arguments={"message_ttl": 1000})
+    rows = [(3, "a", msg("", "a", 1)), (5, "b", msg("", "b", 2)), (7, "gone", msg("", "gone", 0)),
+            (9, "a", msg("", "a", 3)), (11, "b", msg("", "b", 4))]
+    assert broker.load_messages(rows, now=10.0) == 4
+    assert ready_flags(broker, "a") == [(1, True), (3, True)]
+    assert ready(broker, "b") == [2, 4]
+    assert [e.expires_at for e in broker.queues["b"].ready] == [11.0, 11.0]
+    assert broker.next_store_id == 12  # above every loaded id, the skipped one's too
