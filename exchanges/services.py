@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
+from broker_project.declare import lock_or_create
 from broker_project.engine.errors import (
     BrokerError,
     Forbidden,
@@ -74,13 +75,9 @@ def exchange_declare(
         "arguments": require_object("arguments", arguments),
     }
     with transaction.atomic():
-        existing = Exchange.objects.select_for_update().filter(name=name).first()
-        if existing is None:
-            try:
-                with transaction.atomic():  # a savepoint: a concurrent create loses the race cleanly
-                    return ExchangeDeclared(Exchange.objects.create(name=name, **wanted), True)
-            except IntegrityError:
-                existing = Exchange.objects.select_for_update().get(name=name)
+        existing, created = lock_or_create(Exchange, name=name, values=wanted)
+        if created:
+            return ExchangeDeclared(existing, True)
         if not _same_exchange(existing, wanted):
             raise PreconditionFailed(
                 f"exchange {name!r} exists with other properties "

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
+from broker_project.declare import lock_or_create
 from broker_project.engine.errors import (
     BrokerError,
     Forbidden,
@@ -74,13 +75,9 @@ def queue_declare(
     parse_queue_arguments(arguments)
     wanted["arguments"] = dict(arguments or {})
     with transaction.atomic():
-        existing = Queue.objects.select_for_update().filter(name=name).first()
-        if existing is None:
-            try:
-                with transaction.atomic():  # a savepoint: a concurrent create loses the race cleanly
-                    return QueueDeclared(Queue.objects.create(name=name, **wanted), True)
-            except IntegrityError:
-                existing = Queue.objects.select_for_update().get(name=name)
+        existing, created = lock_or_create(Queue, name=name, values=wanted)
+        if created:
+            return QueueDeclared(existing, True)
         if not (
             existing.durable == wanted["durable"]
             and existing.auto_delete == wanted["auto_delete"]

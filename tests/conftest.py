@@ -12,6 +12,19 @@ import pytest
 from broker_project.runtime import Runtime
 
 
+class Sink:
+    """A client connection as the runtime sees it: keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.frames: list[str] = []
+
+    def deliver(self, frames: list[str]) -> None:
+        self.frames.extend(frames)
+
+    def cancelled(self, subscription: str, reason: str) -> None:
+        self.frames.append(f"cancelled {subscription}")
+
+
 def _new_runtime() -> Runtime:
     from queues.store import OrmMessageStore
 

@@ -9,6 +9,7 @@ from rest_framework.test import APIClient
 
 from broker_project.engine.queues import AckMode
 from broker_project.runtime import Runtime
+from tests.conftest import Sink
 
 
 class Api:
@@ -38,19 +39,6 @@ def api() -> Api:
 def error_code(answer: tuple[int, Any]) -> tuple[int, str]:
     status, body = answer
     return status, body["error"]["code"]
-
-
-class Sink:
-    """A WebSocket connection as the runtime sees it: keeps what it is sent."""
-
-    def __init__(self) -> None:
-        self.frames: list[str] = []
-
-    def deliver(self, frames: list[str]) -> None:
-        self.frames.extend(frames)
-
-    def cancelled(self, subscription: str, reason: str) -> None:
-        pass
 
 
 def subscribe_private(runtime: Runtime, exchange: str, binding_key: str = "#") -> tuple[int, str]:

@@ -17,18 +17,7 @@ from broker_project.publishing import PublishRequest
 from broker_project.runtime import Runtime
 from queues.models import Message, Queue
 from queues.store import OrmMessageStore
-from tests.conftest import _new_runtime
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.frames: list[str] = []
-
-    def deliver(self, frames: list[str]) -> None:
-        self.frames.extend(frames)
-
-    def cancelled(self, subscription: str, reason: str) -> None:
-        self.frames.append(f"cancelled {subscription}")
+from tests.conftest import Sink, _new_runtime
 
 
 async def publish(runtime: Runtime, queue: str, body: object, *, persistent: bool = True) -> tuple[str, int]:
