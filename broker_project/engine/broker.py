@@ -632,7 +632,9 @@ class Broker:
             if consumer is None:
                 return
             envelope = ready.popleft()
-            if envelope.expires_at is not None and envelope.expires_at <= now:
+            # Strictly past: a message whose TTL is 0 still goes to a consumer with room
+            # when it arrives (as RabbitMQ); it expires once time has moved on.
+            if envelope.expires_at is not None and envelope.expires_at < now:
                 self._dead_letter(queue, envelope, "expired", fx, now, depth)
                 continue
             self._deliver(consumer, envelope, fx)

@@ -88,3 +88,14 @@ def test_bulk_load_keeps_each_queues_order_skips_unknown_queues_and_moves_ids_on
     assert ready(broker, "b") == [2, 4]
     assert [e.expires_at for e in broker.queues["b"].ready] == [11.0, 11.0]
     assert broker.next_store_id == 12  # above every loaded id, the skipped one's too
+
+
+def test_a_zero_ttl_message_reaches_a_waiting_consumer_and_otherwise_expires() -> None:
+    broker = Broker()
+    queue(broker, "q", arguments={"message_ttl": 0})
+    consumer = subscribe(broker, "q", prefetch=1, now=5.0)
+    assert bodies(send(broker, "q", "now", now=5.0).deliveries) == ["now"]
+    send(broker, "q", "later", now=5.0)  # the consumer is full: it waits, and its time is up
+    broker.tick(now=5.1)
+    broker.ack(consumer.connection, 1, multiple=False, now=5.2)
+    assert ready(broker, "q") == []
