@@ -165,7 +165,7 @@ class Runtime:
         # them out of every later full collection, a pause that grew with the queues.
         gc.disable()
         try:
-            return self.broker.load_messages(self.store.load_messages(), now=now)
+            return self.broker.load_messages(self.store.load_messages(), now=now, wall_now=time.time())
         finally:
             gc.freeze()
             gc.enable()

@@ -9,6 +9,7 @@ runtime's event loop. Pure: no I/O, no clock, no Django.
 from __future__ import annotations
 
 import heapq
+from datetime import datetime
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -411,10 +412,15 @@ class Broker:
         self._queue(queue)
         self.load_messages([(store_id, queue, message)], now=now)
 
-    def load_messages(self, rows: Iterable[tuple[int, str, Message]], *, now: float) -> int:
+    def load_messages(
+        self, rows: Iterable[tuple[int, str, Message]], *, now: float, wall_now: float | None = None
+    ) -> int:
         """Put back stored messages at start-up, each behind those loaded before it in its
         queue; rows of queues that do not exist are skipped. Returns how many were loaded.
-        One call for them all: a million-message start-up spends its time here."""
+        One call for them all: a million-message start-up spends its time here.
+
+        With `wall_now` (seconds since the epoch), a message's TTL counts from when it
+        was published, not from the restart."""
         queues, seq, top, loaded = self.queues, self._next_seq, self.next_store_id - 1, 0
         state: QueueState | None = None
         for store_id, name, message in rows:
@@ -423,8 +429,10 @@ class Broker:
                 if state is None:
                     continue
                 ttl = state.args.message_ttl
-                expires_at = None if ttl is None else now + ttl / 1000
                 append = state.ready.append
+            expires_at = None
+            if ttl is not None:
+                expires_at = now + ttl / 1000 - _age(message.published_at, wall_now)
             seq += 1
             # It may have been delivered before the restart: say so (at-least-once).
             append(Envelope(message, store_id, True, expires_at, seq))
@@ -706,3 +714,14 @@ def _cycle_without_rejection(history: list[dict[str, Any]], queue: str) -> bool:
         if death.get("queue") == queue:
             return True
     return False
+
+
+def _age(published_at: str, wall_now: float | None) -> float:
+    """Seconds since `published_at` (PROTOCOL.md's ISO form), 0 when unknown."""
+    if wall_now is None:
+        return 0.0
+    try:
+        published = datetime.fromisoformat(published_at).timestamp()
+    except ValueError:
+        return 0.0
+    return max(0.0, wall_now - published)

@@ -99,3 +99,14 @@ def test_a_zero_ttl_message_reaches_a_waiting_consumer_and_otherwise_expires() -
     broker.tick(now=5.1)
     broker.ack(consumer.connection, 1, multiple=False, now=5.2)
     assert ready(broker, "q") == []
+
+
+def test_a_reloaded_messages_ttl_counts_from_its_publication_not_the_restart() -> None:
+    from tests.engine.helpers import PUBLISHED_AT, msg  # 2026-11-28T12:00:00Z
+
+    published = 1_795_867_200.0  # PUBLISHED_AT as seconds since the epoch
+    broker = Broker()
+    queue(broker, "q", arguments={"message_ttl": 5000})
+    broker.load_messages([(1, "q", msg("", "q", "old"))], now=100.0, wall_now=published + 2.0)
+    assert PUBLISHED_AT.startswith("2026-11-28T12:00:00")
+    assert broker.queues["q"].ready[0].expires_at == 103.0  # 5 s of TTL, 2 already spent
