@@ -16,6 +16,9 @@ from .engine.jsoncodec import dumps
 from .engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS, NAME_PATTERN
 
 MAX_ROUTING_KEY: Final = 255  # AMQP's short string, as RabbitMQ
+# Room for a publish's other fields (routing key, headers, ids) around a body of
+# MAX_MESSAGE_BYTES: the limit of a WebSocket frame and of an HTTP request body.
+FRAME_OVERHEAD: Final = 64 * 1024
 MAX_MESSAGE_ID: Final = 64  # the stored column's width
 
 
@@ -66,11 +69,17 @@ def prepare_publish(data: Mapping[str, Any], *, max_bytes: int, exchange: str | 
         raise _invalid("message_id", f"must be a string of 1 to {MAX_MESSAGE_ID} characters")
     try:
         body_json = dumps(data["body"])
-        headers_size = len(dumps(headers))
+        # Most publishes carry no headers: nothing to measure then.
+        headers_size = _utf8_size(dumps(headers)) if headers else 2
     except (TypeError, ValueError):
         raise _invalid("body", "must be a JSON value") from None
-    if len(body_json.encode()) > max_bytes:
+    if _utf8_size(body_json) > max_bytes:
         raise TooLarge(f"body: the message body is over the limit of {max_bytes} bytes")
     if headers_size > max_bytes:
         raise TooLarge(f"headers: the message headers are over the limit of {max_bytes} bytes")
     return PublishRequest(target, routing_key, body_json, headers, persistent, message_id)
+
+
+def _utf8_size(text: str) -> int:
+    # `isascii` is O(1): an ASCII text's size is its length, with no copy made.
+    return len(text) if text.isascii() else len(text.encode())

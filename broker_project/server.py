@@ -10,18 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Final
 
 import uvicorn
 from django.conf import settings
 
+from broker_project.publishing import FRAME_OVERHEAD
 from broker_project.runtime import Runtime
 from queues.store import OrmMessageStore
 
 log = logging.getLogger("broker.server")
 
-# Room for the frame's other fields around a body of MAX_MESSAGE_BYTES.
-FRAME_OVERHEAD: Final = 64 * 1024
 
 
 async def serve(host: str, port: int) -> None:

@@ -9,7 +9,6 @@ so a typo never leaves a stray file behind.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import secrets
 import tempfile
@@ -26,8 +25,10 @@ from broker_project.env import (
     env_int,
     env_list,
     env_str,
+    is_loopback_host,
     load_dotenv,
 )
+from broker_project.publishing import FRAME_OVERHEAD
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -52,20 +53,12 @@ DEBUG = env_bool("DEBUG", default=False)
 _SECRET_KEY_ENV = env_str("SECRET_KEY", default="")
 
 
-def _is_loopback(host: str) -> bool:
-    host = host.strip().strip("[]")
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a hostname or 0.0.0.0: reachable from elsewhere
-
-
 # Anonymous clients are safe only while nobody else can connect (STYLE.md "Settings").
 BROKER_ALLOW_ANONYMOUS = env_bool(
-    "BROKER_ALLOW_ANONYMOUS", default=_is_loopback(HTTP_HOST)
+    "BROKER_ALLOW_ANONYMOUS", default=is_loopback_host(HTTP_HOST)
 )
+# Said outright, not derived from HTTP_HOST: runbroker --host may move off loopback.
+BROKER_ALLOW_ANONYMOUS_SET = env_str("BROKER_ALLOW_ANONYMOUS", default="").strip() != ""
 
 # --- database ---------------------------------------------------------------
 
@@ -283,7 +276,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
     ],
-    # Authentication and BROKER_ALLOW_ANONYMOUS are enforced in a later issue.
+    # Authentication comes with issue 7; until then runbroker refuses to serve
+    # anyone but loopback clients unless BROKER_ALLOW_ANONYMOUS is true.
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
 }
 
@@ -298,7 +292,7 @@ SPECTACULAR_SETTINGS = {
 
 # A request may carry one full message plus its JSON envelope (routing key,
 # headers); anything larger is refused with 413 (PROTOCOL.md, size limit).
-DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_MESSAGE_BYTES + 64 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_MESSAGE_BYTES + FRAME_OVERHEAD
 
 # --- logging ----------------------------------------------------------------
 

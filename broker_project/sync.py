@@ -3,7 +3,7 @@
 Model signals (exchanges, queues, bindings) call `notify` with a change. Once
 the transaction commits, the router in this process applies it before the
 saving thread goes on, so an API answer means the change is live. A process
-without a router (a shell, a management command, another ASGI process) sends
+without a router (a shell, a management command) sends
 the change over the channel layer to the router's group instead (DESIGN.md,
 "The engine": changes reach the router within a second).
 """

@@ -74,10 +74,6 @@ class GroupCommitWriter:
         self._queues_to_delete.extend(row_ids)
         self._wake.set()
 
-    @property
-    def pending(self) -> int:
-        return len(self._inserts) + len(self._deletes) + len(self._queues_to_delete)
-
     async def run(self) -> None:
         """Commit whenever there is something to insert; flush deletes every checkpoint."""
         loop = asyncio.get_running_loop()

@@ -4,7 +4,8 @@ They do ORM work only for topology: saving or deleting a row reaches the
 running router after commit (broker_project/sync.py), so an answer means the
 change is live. Publishing goes to the router directly. Everything is
 validated before anything is written (PROTOCOL.md, "Errors": nothing is
-half-applied). Views, the legacy calls and the admin call these; no HTTP here.
+half-applied). Views and the legacy calls call these; the admin saves rows
+itself and reaches the router by the same signals. No HTTP here.
 """
 
 from __future__ import annotations

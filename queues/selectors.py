@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker_project.engine.broker import QueueCounts
 from broker_project.engine.errors import NotFound
+from broker_project.runtime import current_runtime
 from queues.models import Queue
 
 if TYPE_CHECKING:
@@ -39,22 +40,14 @@ class QueueInfo:
         return self.messages_ready + self.messages_unacknowledged
 
 
-def _runtime() -> Runtime | None:
-    # Imported here: the runtime pulls in the engine and the channel layer,
-    # which model and admin imports must not need.
-    from broker_project.runtime import current_runtime
-
-    return current_runtime()
-
-
 def queue_live_counts(names: list[str]) -> dict[str, QueueCounts]:
     """Counts of the named queues, from a worker thread (sync views, admin).
 
-    Empty when no runtime runs in this process (e.g. a `daphne` front end or
-    a management command): callers show the counts as unknown, not as zero.
+    Empty when no router runs in this process (e.g. a management command):
+    callers show the counts as unknown, not as zero.
     Queues the router does not know are absent from the result.
     """
-    rt = _runtime()
+    rt = current_runtime()
     if rt is None:
         return {}
     return rt.call_threadsafe(rt.queue_counts, names)  # type: ignore[no-any-return]
@@ -98,7 +91,7 @@ def _info(row: Queue, counts: Any) -> QueueInfo:
 def queue_list() -> list[QueueInfo]:
     """Stored queues and live private ones, by name, with live counts."""
     rows = list(Queue.objects.order_by("name"))
-    rt = _runtime()
+    rt = current_runtime()
     counts: dict[str, Any] = {}
     private: list[QueueInfo] = []
     if rt is not None:
@@ -111,7 +104,7 @@ def queue_list() -> list[QueueInfo]:
 
 def queue_detail(*, name: str) -> QueueInfo:
     row = Queue.objects.filter(name=name).first()
-    rt = _runtime()
+    rt = current_runtime()
     if row is not None:
         found = {} if rt is None else rt.call_threadsafe(rt.queue_counts, [name])
         return _info(row, found.get(name))

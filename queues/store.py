@@ -134,7 +134,13 @@ class OrmMessageStore:
                 batch = deletes[start : start + BATCH_ROWS]
                 cursor.execute(_delete_sql(len(batch)), list(batch))
             if queues_to_delete:
-                Queue.objects.filter(pk__in=list(queues_to_delete)).delete()
+                # Queues the router deleted (auto-delete, expires) along with their bindings:
+                # plain SQL, so no signal sends each row's deletion back to the router.
+                ids = list(queues_to_delete)
+                marks = ", ".join(["%s"] * len(ids))
+                for model, column in ((Binding, "queue_id"), (MessageRow, "queue_id"), (Queue, "id")):
+                    table = connection.ops.quote_name(model._meta.db_table)
+                    cursor.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
 
     def close(self) -> None:
         connection.close()

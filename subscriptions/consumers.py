@@ -25,8 +25,8 @@ from django.conf import settings
 
 from broker_project.engine.errors import BrokerError, TooLarge, Unavailable
 from broker_project.engine.jsoncodec import dumps, loads
+from broker_project.publishing import FRAME_OVERHEAD
 from broker_project.runtime import Runtime, current_runtime
-from broker_project.server import FRAME_OVERHEAD
 
 from .frames import (
     Ack,

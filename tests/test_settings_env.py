@@ -17,6 +17,7 @@ from broker_project.env import (
     env_int,
     env_list,
     env_str,
+    is_loopback_host,
     load_dotenv,
     parse_dotenv,
 )
@@ -263,6 +264,17 @@ def test_anonymous_default_follows_loopback(tmp_path: Path, host: str, anonymous
     ],
 )
 def test_loopback_hosts(host: str, loopback: bool) -> None:
-    from broker_project.settings import _is_loopback
+    assert is_loopback_host(host) is loopback
 
-    assert _is_loopback(host) is loopback
+
+@pytest.mark.parametrize("how", [{"HTTP_HOST": "0.0.0.0"}, {"BROKER_ALLOW_ANONYMOUS": "false"}])
+def test_runbroker_will_not_serve_the_network_without_authentication(tmp_path: Path, how: dict[str, str]) -> None:
+    result = _manage(tmp_path, "runbroker", **how)
+    assert result.returncode != 0
+    assert "clients cannot authenticate yet" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_runbroker_host_option_off_loopback_is_refused_too(tmp_path: Path) -> None:
+    result = _manage(tmp_path, "runbroker", "--host", "0.0.0.0")
+    assert result.returncode != 0 and "clients cannot authenticate yet" in result.stderr

@@ -9,9 +9,9 @@ runtime's event loop. Pure: no I/O, no clock, no Django.
 from __future__ import annotations
 
 import heapq
-from datetime import datetime
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 from .errors import BrokerError, Conflict, Forbidden, NotFound, PreconditionFailed

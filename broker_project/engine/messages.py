@@ -128,8 +128,9 @@ class Cancelled:
 class Effects:
     """What the shell must do after an engine call, in this order:
     commit `to_persist`, send `deliveries`, notify `cancelled`,
-    delete the rows `to_delete` by the next checkpoint, and forget the
-    stored definitions of `deleted_queues` (the rows `deleted_rows`)."""
+    delete the rows `to_delete` by the next checkpoint, and delete the
+    stored queue definitions `deleted_rows`. `deleted_queues` names every
+    non-private queue that went away (for callers that report it)."""
 
     deliveries: tuple[Delivery, ...] = ()
     to_persist: tuple[StoredCopy, ...] = ()
@@ -157,7 +158,14 @@ class EffectsBuilder:
         self.deleted_rows: list[int] = []
 
     def build(self) -> Effects:
-        if not (self.deliveries or self.to_persist or self.to_delete or self.cancelled or self.deleted_queues):
+        if not (
+            self.deliveries
+            or self.to_persist
+            or self.to_delete
+            or self.cancelled
+            or self.deleted_queues
+            or self.deleted_rows
+        ):
             return NO_EFFECTS
         return Effects(
             deliveries=tuple(self.deliveries),

@@ -29,12 +29,3 @@ def check_name(kind: str, name: str, *, reserved_ok: bool = False) -> None:
             f"{kind} name {name!r} is reserved: names starting with 'amq.' belong to the broker",
             fields={"name": ["names starting with 'amq.' belong to the broker"]},
         )
-
-
-def exchange_from_url(name: str) -> str:
-    """Map the URL form of an exchange name to its wire form."""
-    return DEFAULT_EXCHANGE if name == DEFAULT_EXCHANGE_ALIAS else name
-
-
-def exchange_to_url(name: str) -> str:
-    return DEFAULT_EXCHANGE_ALIAS if name == DEFAULT_EXCHANGE else name

@@ -150,14 +150,18 @@ async def test_a_failed_commit_is_retried_whole_so_no_copy_is_left_only_in_memor
 
 
 async def test_new_store_ids_start_above_every_stored_row(runtime: Runtime) -> None:
+    # A row the router does not load: its queue's stored arguments are refused (saved
+    # past validation), so only the table's maximum can keep its id from reuse.
     queue = await database_sync_to_async(Queue.objects.create)(name="orphans")
     await database_sync_to_async(Message.objects.create)(
         id=500, queue=queue, message_id="m", body="1", headers={}, published_at="t"
     )
+    await database_sync_to_async(Queue.objects.filter(pk=queue.pk).update)(arguments={"bogus": 1})
     await runtime.stop()
     restarted = _new_runtime()
     await restarted.start()
     try:
+        assert "orphans" not in restarted.broker.queues and restarted.loaded_messages == 0
         assert restarted.broker.next_store_id == 501
     finally:
         await restarted.stop()
@@ -179,3 +183,22 @@ async def test_a_pending_auto_delete_never_takes_a_queue_declared_again_under_it
     assert await database_sync_to_async(Queue.objects.filter(pk=new.pk).exists)()
     assert await rows("temp") == ['"kept"']
     assert runtime.broker.queues["temp"].spec.row_id == new.pk
+
+
+async def test_a_queue_the_router_deletes_leaves_no_rows_behind(runtime: Runtime) -> None:
+    from bindings.models import Binding
+    from exchanges.models import Exchange
+
+    queue = await database_sync_to_async(Queue.objects.create)(name="brief", auto_delete=True)
+    exchange = await database_sync_to_async(Exchange.objects.create)(name="brief-x", type="fanout")
+    await database_sync_to_async(Binding.objects.create)(exchange=exchange, queue=queue)
+    await publish(runtime, "brief", "stored")
+    connection = runtime.connect(Sink())
+    runtime.subscribe(connection, subscription="s", subscription_json='"s"', ack_mode=AckMode.CLIENT, prefetch=0, queue="brief")
+    runtime.unsubscribe(connection, "s")  # its last consumer: the router deletes it
+    assert runtime.writer is not None
+    await runtime.writer.flush()
+    assert not await database_sync_to_async(Queue.objects.filter(pk=queue.pk).exists)()
+    assert not await database_sync_to_async(Binding.objects.filter(queue_id=queue.pk).exists)()
+    assert await rows("brief") == []
+    assert "brief-x" in runtime.broker.exchanges  # the exchange stays

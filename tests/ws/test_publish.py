@@ -150,7 +150,7 @@ async def closed_with(client: WebsocketCommunicator) -> int:
 async def test_too_large_closes_with_1009(
     connect: Connect, settings: Any, runtime: Runtime, text: str
 ) -> None:
-    settings.MAX_MESSAGE_BYTES = 1_000  # frames may then be up to 1_000 + FRAME_OVERHEAD bytes
+    settings.MAX_MESSAGE_BYTES = 1_000  # frames may then be up to 1_000 + FRAME_OVERHEAD (publishing.py) bytes
     await declare_queue("q")
     client = await connect()
     reply = await request(client, {"type": "subscribe", "id": "s", "queue": "q", "ack": "client"})
