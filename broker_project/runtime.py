@@ -211,17 +211,17 @@ class Runtime:
             await asyncio.shield(layer.group_discard(TOPOLOGY_GROUP, channel))
 
     async def _sample_stats_forever(self) -> None:
-        self._stats.sample(self.broker, now=self._now())  # the baseline for the first rates
         while True:
             await asyncio.sleep(STATS_SECONDS)
+            if not self._watchers:
+                continue  # nobody looks: no snapshot of every queue
             try:
                 self._stats.sample(self.broker, now=self._now())
-                if self._watchers:
-                    frame = self._stats_frame()
-                    for connection_id in list(self._watchers):
-                        sink = self._sinks.get(connection_id)
-                        if sink is not None:
-                            sink.deliver([frame])
+                frame = self._stats_frame()
+                for connection_id in list(self._watchers):
+                    sink = self._sinks.get(connection_id)
+                    if sink is not None:
+                        sink.deliver([frame])
             except Exception:
                 log.exception("stats sampling failed")
 
@@ -314,6 +314,8 @@ class Runtime:
 
     def watch(self, connection_id: int) -> str:
         """Send this connection a `stats` frame every second; returns the first one, for now."""
+        if not self._watchers:
+            self._stats.sample(self.broker, now=self._now())  # the baseline of the first rates
         self._watchers.add(connection_id)
         return self._stats_frame()
 

@@ -83,6 +83,9 @@ class Broker:
         self.next_store_id = 1
         self._next_seq = 0
         self.published = 0  # messages published, a running total for rates
+        # Queues with a message TTL or `expires`: the only ones `tick` looks at, so its
+        # cost follows them, not the number of queues (DESIGN.md, "Performance model").
+        self._timed: set[str] = set()
 
     # -- topology ------------------------------------------------------
 
@@ -133,6 +136,7 @@ class Broker:
             raise NotFound(f"connection {spec.exclusive_to} does not exist")
         self.queues[spec.name] = QueueState(spec, now)  # parses the arguments first
         self._bindings_of_queue[spec.name] = set()
+        self._track_timers(self.queues[spec.name])
         if spec.exclusive_to is not None:
             self.connections[spec.exclusive_to].exclusive_queues.add(spec.name)
         return True
@@ -146,6 +150,7 @@ class Broker:
         if not existing.spec.same_as(spec):
             existing.args = QueueState(spec, now).args  # parsed before anything changes
         existing.spec = spec  # the stored row may be a new one with the same properties
+        self._track_timers(existing)
         fx = EffectsBuilder()
         self._enforce_length(existing, fx, now)
         return fx.build()
@@ -399,7 +404,10 @@ class Broker:
     def tick(self, *, now: float) -> Effects:
         """Expire messages past their TTL and queues unused past `expires`."""
         fx = EffectsBuilder()
-        for queue in list(self.queues.values()):
+        for name in list(self._timed):
+            queue = self.queues.get(name)
+            if queue is None:
+                continue
             if queue.args.message_ttl is not None:
                 self._expire_head(queue, fx, now)
             expires = queue.args.expires
@@ -452,6 +460,12 @@ class Broker:
         return name == DEFAULT_EXCHANGE or name in self.exchanges
 
     # -- internals -----------------------------------------------------
+
+    def _track_timers(self, queue: QueueState) -> None:
+        if queue.args.message_ttl is not None or queue.args.expires is not None:
+            self._timed.add(queue.name)
+        else:
+            self._timed.discard(queue.name)
 
     @staticmethod
     def _check_not_reserved(kind: str, name: str, reserved_ok: bool) -> None:
@@ -567,6 +581,7 @@ class Broker:
             self.connections[owner].exclusive_queues.discard(name)
         del self.queues[name]
         del self._bindings_of_queue[name]
+        self._timed.discard(name)
         if owner is None:  # private queues were never stored
             fx.deleted_queues.append(name)
         if queue.spec.row_id is not None:

@@ -110,3 +110,18 @@ def test_a_reloaded_messages_ttl_counts_from_its_publication_not_the_restart() -
     broker.load_messages([(1, "q", msg("", "q", "old"))], now=100.0, wall_now=published + 2.0)
     assert PUBLISHED_AT.startswith("2026-11-28T12:00:00")
     assert broker.queues["q"].ready[0].expires_at == 103.0  # 5 s of TTL, 2 already spent
+
+
+def test_a_ttl_given_later_by_the_stored_definition_is_honoured_and_taken_back() -> None:
+    from broker_project.engine.queues import QueueSpec
+
+    broker = Broker()
+    queue(broker, "q")
+    broker.sync_queue(QueueSpec("q", arguments={"message_ttl": 1000}), now=0.0)
+    fill(broker, "q", "b", now=0.0)
+    broker.tick(now=2.0)
+    assert ready(broker, "q") == []  # the TTL the definition gained reached the timer
+    broker.sync_queue(QueueSpec("q"), now=2.0)
+    fill(broker, "q", "c", now=2.0)
+    broker.tick(now=100.0)
+    assert ready(broker, "q") == ["c"]
