@@ -159,7 +159,7 @@ class Runtime:
 
     def _load_messages(self) -> int:
         # Runs on the writer's thread while nothing else touches the broker yet.
-        now = time.monotonic() if self.loop is None else self.loop.time()
+        now = self._now()  # the loop's clock; reading it from this thread is safe
         # The cyclic collector would rescan the growing heap again and again while a
         # million messages load (a quarter of the time); after the load, freezing keeps
         # them out of every later full collection, a pause that grew with the queues.

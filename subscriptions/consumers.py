@@ -321,8 +321,7 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     # -- publisher confirms --------------------------------------------------
 
     def _on_commit(self, future: asyncio.Future[None]) -> None:
-        if not future.cancelled():
-            future.exception()  # retrieved here, so asyncio does not log it as lost
+        # A failure is read by `_flush_confirms`; the writer's own callback has retrieved it.
         self._flush_confirms()
 
     def _flush_confirms(self) -> None:
