@@ -2,7 +2,9 @@
 
 Served in-process by `runbroker`, next to the router. Under another server
 (`daphne broker_project.asgi:application`) the first connection starts the
-router on that server's loop, so one such process is a whole broker too.
+router on that server's loop, so one such process is a whole broker too;
+with REDIS_URL set it starts a cluster link instead, and the process is an
+edge of the cluster's router (issue 6).
 """
 
 from __future__ import annotations
@@ -16,14 +18,15 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "broker_project.settings")
 django_http = get_asgi_application()  # sets Django up before the imports below
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.conf import settings  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
-from django.urls import path  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter
+from django.conf import settings
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+from django.urls import path
 
-from broker_project.fast_publish import FastPublish  # noqa: E402
-from broker_project.runtime import Runtime, current_runtime  # noqa: E402
-from subscriptions.consumers import BrokerConsumer  # noqa: E402
+from broker_project.cluster.edge import EdgeLink, current_link
+from broker_project.fast_publish import FastPublish
+from broker_project.runtime import Runtime, current_runtime
+from subscriptions.consumers import BrokerConsumer
 
 _starting = asyncio.Lock()
 
@@ -43,13 +46,34 @@ async def ensure_runtime() -> Runtime:
         return runtime
 
 
+async def ensure_link() -> EdgeLink:
+    """The cluster link of this process, started on the current loop if none runs."""
+    link = current_link()
+    if link is not None:
+        return link
+    async with _starting:
+        link = current_link()
+        if link is None:
+            from channels.layers import get_channel_layer
+
+            link = EdgeLink(get_channel_layer())
+            await link.start()
+            await link.wait_for_router(1.0)  # a router that runs answers the hello at once
+        return link
+
+
 class StartRouter:
     def __init__(self, app: Any) -> None:
         self.app = app
+        self.cluster = bool(settings.REDIS_URL)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] in ("http", "websocket") and current_runtime() is None:
-            await ensure_runtime()
+            if self.cluster:
+                if current_link() is None:
+                    await ensure_link()
+            else:
+                await ensure_runtime()
         await self.app(scope, receive, send)
 
 

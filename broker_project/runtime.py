@@ -194,7 +194,7 @@ class Runtime:
         layer = get_channel_layer()
         if layer is None:
             return
-        channel = await layer.new_channel("broker.router.")
+        channel = await layer.new_channel()
         await layer.group_add(TOPOLOGY_GROUP, channel)
         try:
             while True:
@@ -301,8 +301,8 @@ class Runtime:
 
     # -- connections (on the loop) ---------------------------------------
 
-    def connect(self, sink: DeliverySink) -> int:
-        connection_id = self.broker.open_connection()
+    def connect(self, sink: DeliverySink, *, first_tag: int = 1) -> int:
+        connection_id = self.broker.open_connection(first_tag=first_tag)
         self._sinks[connection_id] = sink
         return connection_id
 

@@ -3,13 +3,19 @@
 `runbroker` calls `run`. The router loads everything before the server
 accepts a connection; SIGINT/SIGTERM stop the server, then the router commits
 and checkpoints what is pending (STYLE.md, "Async").
+
+In a cluster (REDIS_URL set; DESIGN.md, "Processes") every process serves
+its clients through the cluster link. A router candidate also waits for the
+router lease, and takes over as the router when it gets it; an edge never does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+from typing import Literal
 
 import uvicorn
 from django.conf import settings
@@ -20,13 +26,89 @@ from queues.store import OrmMessageStore
 
 log = logging.getLogger("broker.server")
 
+Role = Literal["single", "candidate", "edge"]
+# A router that cannot go on (its lease or its hub failed) exits with this code; its
+# supervisor starts it again, as a standby.
+ROUTER_FAILED_EXIT = 70
 
 
-async def serve(host: str, port: int) -> None:
+def new_runtime() -> Runtime:
+    return Runtime(OrmMessageStore(), checkpoint_seconds=settings.CHECKPOINT_IN_SECONDS)
+
+
+async def lead(layer: object) -> None:
+    """Wait for the router lease as a hot standby; then be the router until the process stops."""
+    from broker_project.cluster.hub import Hub
+    from broker_project.cluster.lease import (
+        CHECK_SECONDS,
+        POLL_SECONDS,
+        TAKEOVER_GRACE,
+        RouterLease,
+    )
+
+    lease = RouterLease(settings.DATABASES["default"])
+    log.info("standby: waiting for the router lease")
+    try:
+        while not await asyncio.to_thread(lease.try_acquire):
+            await asyncio.sleep(POLL_SECONDS)
+        log.info("router lease taken: taking over in %.1f s", TAKEOVER_GRACE)
+        await asyncio.sleep(TAKEOVER_GRACE)
+        runtime = new_runtime()
+        await runtime.start()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(Hub(runtime, layer).run(), name="broker-hub")
+                group.create_task(_keep_lease(lease, CHECK_SECONDS), name="broker-lease")
+        finally:
+            await runtime.stop()
+    finally:
+        await asyncio.to_thread(lease.release)
+
+
+async def _keep_lease(lease: object, every: float) -> None:
+    from broker_project.cluster.lease import LEASE_LOST_EXIT, RouterLease
+
+    assert isinstance(lease, RouterLease)
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(lease.check), 2 * every)
+        except Exception as error:
+            # The lock may be someone else's by now: not one more commit as the router.
+            log.critical("router lease lost (%r): stopping so that the standby takes over", error)
+            logging.shutdown()
+            os._exit(LEASE_LOST_EXIT)
+
+
+def _leader_done(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    log.critical("the router stopped unexpectedly: %r", error, exc_info=error)
+    logging.shutdown()
+    os._exit(ROUTER_FAILED_EXIT)
+
+
+async def serve(host: str, port: int, role: Role = "single") -> None:
     from broker_project.asgi import application
 
-    runtime = Runtime(OrmMessageStore(), checkpoint_seconds=settings.CHECKPOINT_IN_SECONDS)
-    await runtime.start()
+    runtime: Runtime | None = None
+    link = None
+    leader: asyncio.Task[None] | None = None
+    if role == "single":
+        runtime = new_runtime()
+        await runtime.start()
+    else:
+        from channels.layers import get_channel_layer
+
+        from broker_project.cluster.edge import EdgeLink
+
+        link = EdgeLink(get_channel_layer())
+        link.candidate = role == "candidate"
+        await link.start()
+        if link.candidate:
+            leader = asyncio.create_task(lead(link.layer), name="broker-leader")
+            leader.add_done_callback(_leader_done)
     config = uvicorn.Config(
         application,
         host=host,
@@ -52,11 +134,23 @@ async def serve(host: str, port: int) -> None:
         if server.should_exit:
             raise SystemExit(f"cannot listen on {host}:{port}")
         shown = f"[{host}]" if ":" in host else host
-        log.info("broker listening on http://%s:%d (WebSocket at ws://%s:%d/ws)", shown, port, shown, port)
+        log.info(
+            "broker listening on http://%s:%d (WebSocket at ws://%s:%d/ws) as %s", shown, port, shown, port, role
+        )
         await server.main_loop()
         await server.shutdown()
     finally:
-        await runtime.stop()
+        if leader is not None:
+            leader.remove_done_callback(_leader_done)
+            leader.cancel()
+            try:
+                await leader
+            except asyncio.CancelledError:
+                pass
+        if runtime is not None:
+            await runtime.stop()
+        if link is not None:
+            await link.stop()
         log.info("broker stopped")
 
 
@@ -65,11 +159,11 @@ def _request_exit(server: uvicorn.Server) -> None:
     server.should_exit = True
 
 
-def run(host: str, port: int) -> None:
+def run(host: str, port: int, role: Role = "single") -> None:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is not on Windows
         pass
-    asyncio.run(serve(host, port))
+    asyncio.run(serve(host, port, role))

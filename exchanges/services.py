@@ -33,8 +33,9 @@ from broker_project.engine.names import (
     check_name,
 )
 from broker_project.publishing import PublishRequest, prepare_publish
+from broker_project.router_calls import publish_on_router, publish_on_router_async
 from exchanges.models import Exchange
-from queues.services import require_bool, require_runtime
+from queues.services import require_bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,16 +120,14 @@ def message_publish(
     publish reaches no queue.
     """
     request = _publish_request(data, exchange)
-    runtime = require_runtime()
-    message_id, routed = runtime.call_threadsafe(runtime.publish, request)
+    message_id, routed = publish_on_router(request)
     return MessagePublished(message_id, routed)
 
 
 async def message_publish_async(*, data: Any, exchange: str | None = None) -> MessagePublished:
     """`message_publish` for async views: waiting for the commit holds no thread."""
     request = _publish_request(data, exchange)
-    runtime = require_runtime()
-    message_id, routed = await runtime.call_async(runtime.publish, request)
+    message_id, routed = await publish_on_router_async(request)
     return MessagePublished(message_id, routed)
 
 

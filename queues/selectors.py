@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from broker_project.engine.broker import QueueCounts
-from broker_project.engine.errors import NotFound
-from broker_project.runtime import current_runtime
+from broker_project.engine.errors import NotFound, Unavailable
+from broker_project.router_calls import call_router, router_op, router_reachable
 from queues.models import Queue
 
 if TYPE_CHECKING:
@@ -43,37 +43,62 @@ class QueueInfo:
 def queue_live_counts(names: list[str]) -> dict[str, QueueCounts]:
     """Counts of the named queues, from a worker thread (sync views, admin).
 
-    Empty when no router runs in this process (e.g. a management command):
-    callers show the counts as unknown, not as zero.
+    Empty when no router is reachable (e.g. a management command, or a cluster
+    during failover): callers show the counts as unknown, not as zero.
     Queues the router does not know are absent from the result.
     """
-    rt = current_runtime()
-    if rt is None:
+    if not router_reachable():
         return {}
-    return rt.call_threadsafe(rt.queue_counts, names)  # type: ignore[no-any-return]
+    try:
+        found = call_router("queue.counts", names)
+    except Unavailable:
+        return {}
+    return {name: QueueCounts(*counts) for name, counts in found.items()}
 
 
-def _snapshot(rt: Runtime, names: list[str]) -> tuple[dict[str, Any], list[QueueInfo]]:
+@router_op("queue.counts")
+def _counts(rt: Runtime, names: list[str]) -> dict[str, list[int]]:
+    """On the router's loop: name -> [ready, unacknowledged, consumers]."""
+    return {
+        name: [counts.messages_ready, counts.messages_unacknowledged, counts.consumers]
+        for name, counts in rt.queue_counts(names).items()
+    }
+
+
+@router_op("queue.snapshot")
+def _snapshot(rt: Runtime, names: list[str]) -> list[Any]:
     """On the router's loop: counts of `names`, and every private queue, in one visit."""
-    counts = rt.queue_counts(names)
     private = []
     for state in rt.broker.queues.values():
         spec = state.spec
         if spec.exclusive_to is None:
             continue
         private.append(
-            QueueInfo(
-                name=spec.name,
-                durable=spec.durable,
-                auto_delete=spec.auto_delete,
-                arguments=dict(spec.arguments),
-                exclusive=True,
-                messages_ready=len(state.ready),
-                messages_unacknowledged=state.unacked,
-                consumers=len(state.consumers),
-            )
+            {
+                "name": spec.name,
+                "durable": spec.durable,
+                "auto_delete": spec.auto_delete,
+                "arguments": dict(spec.arguments),
+                "exclusive": True,
+                "messages_ready": len(state.ready),
+                "messages_unacknowledged": state.unacked,
+                "consumers": len(state.consumers),
+            }
         )
-    return counts, private
+    return [_counts(rt, names), private]
+
+
+def _live_snapshot(names: list[str]) -> tuple[dict[str, QueueCounts], list[QueueInfo]]:
+    if not router_reachable():
+        return {}, []
+    try:
+        counts, private = call_router("queue.snapshot", names)
+    except Unavailable:
+        return {}, []
+    return (
+        {name: QueueCounts(*found) for name, found in counts.items()},
+        [QueueInfo(**info) for info in private],
+    )
 
 
 def _info(row: Queue, counts: Any) -> QueueInfo:
@@ -91,11 +116,7 @@ def _info(row: Queue, counts: Any) -> QueueInfo:
 def queue_list() -> list[QueueInfo]:
     """Stored queues and live private ones, by name, with live counts."""
     rows = list(Queue.objects.order_by("name"))
-    rt = current_runtime()
-    counts: dict[str, Any] = {}
-    private: list[QueueInfo] = []
-    if rt is not None:
-        counts, private = rt.call_threadsafe(_snapshot, rt, [row.name for row in rows])
+    counts, private = _live_snapshot([row.name for row in rows])
     stored = {row.name for row in rows}
     infos = [_info(row, counts.get(row.name)) for row in rows]
     infos.extend(info for info in private if info.name not in stored)
@@ -104,13 +125,10 @@ def queue_list() -> list[QueueInfo]:
 
 def queue_detail(*, name: str) -> QueueInfo:
     row = Queue.objects.filter(name=name).first()
-    rt = current_runtime()
     if row is not None:
-        found = {} if rt is None else rt.call_threadsafe(rt.queue_counts, [name])
-        return _info(row, found.get(name))
-    if rt is not None:
-        _, private = rt.call_threadsafe(_snapshot, rt, [])
-        for info in private:
-            if info.name == name:
-                return info
+        return _info(row, queue_live_counts([name]).get(name))
+    _, private = _live_snapshot([])
+    for info in private:
+        if info.name == name:
+            return info
     raise NotFound(f"queue {name!r} does not exist")

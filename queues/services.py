@@ -2,7 +2,7 @@
 
 Declare and delete are ORM work on the definitions, which reach the running
 router after commit (broker_project/sync.py). Purge and get act on the
-router's state through `call_threadsafe`. Every input is validated before
+router's state through `call_router`, here or on another node. Every input is validated before
 anything is written (PROTOCOL.md, "Errors"). No HTTP here.
 """
 
@@ -25,7 +25,8 @@ from broker_project.engine.errors import (
 from broker_project.engine.jsoncodec import canonical
 from broker_project.engine.names import check_name
 from broker_project.engine.queues import parse_queue_arguments
-from broker_project.runtime import Runtime, current_runtime, generated_queue_name
+from broker_project.router_calls import call_router, router_op, router_reachable
+from broker_project.runtime import Runtime, generated_queue_name
 from queues.models import Queue
 
 
@@ -33,14 +34,6 @@ from queues.models import Queue
 class QueueDeclared:
     queue: Queue
     created: bool
-
-
-def require_runtime() -> Runtime:
-    """The router of this process; `unavailable` (503) when none runs."""
-    runtime = current_runtime()
-    if runtime is None:
-        raise Unavailable("the broker's router is not running")
-    return runtime
 
 
 def require_bool(field: str, value: object) -> bool:
@@ -92,11 +85,11 @@ def queue_declare(
 
 def refuse_private_queue(name: str) -> None:
     """A live WebSocket subscription's private queue is not the API's to change."""
-    runtime = current_runtime()
-    if runtime is not None and runtime.call_threadsafe(is_private_queue, runtime, name):
+    if router_reachable() and call_router("queue.is_private", name):
         raise Forbidden(f"queue {name!r} is exclusive to a WebSocket connection")
 
 
+@router_op("queue.is_private")
 def is_private_queue(runtime: Runtime, name: str) -> bool:
     """On the router's loop: is `name` an exclusive queue of a live connection?"""
     state = runtime.broker.queues.get(name)
@@ -112,22 +105,23 @@ def queue_delete(*, name: str) -> None:
         raise NotFound(f"queue {name!r} does not exist")
 
 
-def _on_router(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    runtime = current_runtime()
-    if runtime is None:
+def _on_router(name: str, op: str, *args: Any) -> Any:
+    if not router_reachable():
         # A missing queue is a 404 even without a router; an existing one needs the router.
         if not Queue.objects.filter(name=name).exists():
             raise NotFound(f"queue {name!r} does not exist")
         raise Unavailable("the broker's router is not running")
-    return runtime.call_threadsafe(fn, runtime, name, *args, **kwargs)
+    return call_router(op, name, *args)
 
 
+@router_op("queue.purge")
 def _purge_on_loop(runtime: Runtime, name: str) -> int:
     if is_private_queue(runtime, name):
         raise Forbidden(f"queue {name!r} is exclusive to a WebSocket connection")
     return runtime.purge(name)
 
 
+@router_op("queue.get")
 def _get_on_loop(runtime: Runtime, name: str, count: int, ack: bool) -> list[dict[str, Any]]:
     if is_private_queue(runtime, name):
         raise Forbidden(f"queue {name!r} is exclusive to a WebSocket connection")
@@ -136,7 +130,7 @@ def _get_on_loop(runtime: Runtime, name: str, count: int, ack: bool) -> list[dic
 
 def queue_purge(*, name: str) -> int:
     """Drop the queue's ready messages (not the unacknowledged ones); returns how many."""
-    return int(_on_router(name, _purge_on_loop))
+    return int(_on_router(name, "queue.purge"))
 
 
 def queue_get(*, name: str, count: int = 1, ack: bool = True) -> list[dict[str, Any]]:
@@ -147,5 +141,5 @@ def queue_get(*, name: str, count: int = 1, ack: bool = True) -> list[dict[str, 
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise BrokerError("count: must be a positive integer", fields={"count": ["must be a positive integer"]})
     require_bool("ack", ack)
-    messages: list[dict[str, Any]] = _on_router(name, _get_on_loop, count, ack)
+    messages: list[dict[str, Any]] = _on_router(name, "queue.get", count, ack)
     return messages

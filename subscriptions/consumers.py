@@ -7,7 +7,11 @@ blocks the loop: every frame to the client, replies and deliveries alike, goes
 through one outbox drained by one sender task, so reading the next frame never
 waits for a send and the client sees frames in the order they were produced.
 
-Imports the runtime and the frame parser; no models, no services.
+In an edge process (issue 6) the router runs elsewhere: the same frames go
+to it through the process's `EdgeLink`, in batches, and its answers come back
+in order; the connection does not know the difference beyond that.
+
+Imports the runtime, the cluster link and the frame parser; no models, no services.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from broker_project.engine.errors import BrokerError, TooLarge, Unavailable
+from broker_project.cluster.edge import EdgeLink, current_link
+from broker_project.cluster.wire import decode_error
+from broker_project.engine.errors import BrokerError, NotFound, TooLarge, Unavailable
 from broker_project.engine.jsoncodec import dumps, loads
 from broker_project.publishing import FRAME_OVERHEAD
 from broker_project.runtime import Runtime, current_runtime
@@ -59,18 +65,23 @@ CLOSE_INTERNAL_ERROR: Final = 1011  # no router, or a bug: logged, never swallow
 
 @dataclass(slots=True)
 class _PendingConfirm:
-    """A publish waiting for its durable copies to commit; confirms leave in publish order."""
+    """A publish waiting for its durable copies to commit; confirms leave in publish order.
+
+    Through an edge, `committed` is the answer to the publish's batch, and `slot` the
+    publish's place in it: its routed count, or its error."""
 
     frame_id: FrameId | None
     message_id: str
     routed: int
-    committed: asyncio.Future[None] | None
+    committed: asyncio.Future[Any] | None
+    slot: int = -1
 
 
 class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._runtime: Runtime | None = None
+        self._link: EdgeLink | None = None
         self._connection_id: int | None = None
         self._closed = False
         self._max_bytes = 0
@@ -78,7 +89,7 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self._wakeup = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._confirms: deque[_PendingConfirm] = deque()
-        self._awaited_commit: asyncio.Future[None] | None = None
+        self._awaited_commit: asyncio.Future[Any] | None = None
         # The router names a subscription by a string; the client's id may be a
         # number, echoed as a number: router key -> id as the client sent it.
         self._subscriptions: dict[str, FrameId] = {}
@@ -118,18 +129,23 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     # -- life cycle --------------------------------------------------------
 
     async def connect(self) -> None:
-        runtime = current_runtime()
+        loop = asyncio.get_running_loop()
+        runtime, link = current_runtime(), current_link()
         await self.accept()
-        if runtime is None or runtime.loop is not asyncio.get_running_loop():
-            # Served without a router on this loop: say so with a close code rather than
-            # an HTTP 403 a browser cannot tell apart from a refused origin.
-            log.error("WebSocket connection refused: no router runs on this event loop")
+        if runtime is not None and runtime.loop is loop:
+            self._runtime = runtime
+            self._connection_id = runtime.connect(self)
+        elif link is not None and link.loop is loop:
+            self._link = link
+            self._connection_id = link.connect(self)
+        else:
+            # Served without a router or a link on this loop: say so with a close code
+            # rather than an HTTP 403 a browser cannot tell apart from a refused origin.
+            log.error("WebSocket connection refused: no router or cluster link runs on this event loop")
             self._closed = True
             await self.close(code=CLOSE_INTERNAL_ERROR)
             return
-        self._runtime = runtime
         self._max_bytes = settings.MAX_MESSAGE_BYTES
-        self._connection_id = runtime.connect(self)
         self._sender = asyncio.create_task(self._send_loop(), name=f"ws-sender-{self._connection_id}")
 
     async def disconnect(self, code: int) -> None:
@@ -148,11 +164,14 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self._closed = True
         self._outbox.clear()
         self._confirms.clear()
-        runtime, connection_id = self._runtime, self._connection_id
+        runtime, link, connection_id = self._runtime, self._link, self._connection_id
         self._connection_id = None
-        if runtime is not None and connection_id is not None:
+        if connection_id is not None:
             try:
-                runtime.disconnect(connection_id)
+                if runtime is not None:
+                    runtime.disconnect(connection_id)
+                elif link is not None:
+                    link.disconnect(connection_id)
             except Exception:
                 log.exception("router failed to close connection %d", connection_id)
         if self._sender is not None and self._sender is not asyncio.current_task():
@@ -247,7 +266,11 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     def _handle(self, frame: ClientFrame) -> None:
         """Carry out one frame on the router; synchronous, so no other frame interleaves."""
         runtime, connection_id = self._runtime, self._connection_id
-        if runtime is None or connection_id is None:
+        if connection_id is None:
+            return
+        if runtime is None:
+            if self._link is not None:
+                self._handle_remote(self._link, connection_id, frame)
             return
         match frame:
             case Publish(request=request):
@@ -280,11 +303,69 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 runtime.unwatch(connection_id)
                 self._push(reply_frame("unwatched", frame_id))
 
-    def _subscribe(self, runtime: Runtime, connection_id: int, frame: Subscribe) -> None:
+    def _handle_remote(self, link: EdgeLink, conn: int, frame: ClientFrame) -> None:
+        """`_handle` through the cluster link: the same frames, answered when the router has."""
+        match frame:
+            case Publish(request=request):
+                message_id, batch, slot = link.publish(conn, request)
+                self._confirms.append(_PendingConfirm(frame.id, message_id, 0, batch, slot))
+                if batch is not self._awaited_commit:
+                    batch.add_done_callback(self._on_commit)
+                    self._awaited_commit = batch
+                self._flush_confirms()
+            case Ack(delivery_tag=tag, multiple=multiple):
+                link.ack(conn, frame.id, tag, multiple=multiple)
+            case Nack(delivery_tag=tag, multiple=multiple, requeue=requeue):
+                link.nack(conn, frame.id, tag, multiple=multiple, requeue=requeue)
+            case Subscribe():
+                self._subscribe_remote(link, conn, frame)
+            case Unsubscribe(id=frame_id):
+                key = self._key(frame_id)
+                if key not in self._subscriptions:
+                    raise NotFound(f"subscription {key!r} does not exist")
+                link.unsubscribe(conn, key)
+                self._subscriptions.pop(key, None)
+                self._push(UnsubscribedFrame(type="unsubscribed", id=frame_id))
+            case Ping(id=frame_id):
+                self._push(pong_frame(frame_id))
+            case Watch(id=frame_id):
+                link.watch(conn, True)
+                self._push(reply_frame("watching", frame_id))
+            case Unwatch(id=frame_id):
+                link.watch(conn, False)
+                self._push(reply_frame("unwatched", frame_id))
+
+    def _subscribe_remote(self, link: EdgeLink, conn: int, frame: Subscribe) -> None:
+        subscription = self._subscription_id(frame)
+        key = self._key(subscription)
+
+        def answered(queue: str | None, error: BrokerError | None) -> None:
+            if error is not None or queue is None:
+                self._push(error_frame(frame.id, error or Unavailable("the router did not subscribe")))
+                return
+            self._subscriptions[key] = subscription
+            if not frame.legacy:
+                self._push(subscribed_frame(frame.id, subscription, queue))
+
+        args = [
+            key,
+            dumps(subscription),
+            str(frame.ack),
+            frame.prefetch,
+            frame.queue,
+            frame.exchange,
+            frame.binding_key,
+            frame.arguments,
+        ]
+        link.subscribe(conn, args, answered)
+
+    def _subscription_id(self, frame: Subscribe) -> FrameId:
         if frame.id is None or frame.legacy:
-            subscription: FrameId = self._generate_id()
-        else:
-            subscription = frame.id
+            return self._generate_id()
+        return frame.id
+
+    def _subscribe(self, runtime: Runtime, connection_id: int, frame: Subscribe) -> None:
+        subscription = self._subscription_id(frame)
         key = self._key(subscription)
         # The router hands out messages inside `subscribe`, before it returns: the
         # reply must still reach the client first (PROTOCOL.md, "WebSocket").
@@ -320,7 +401,7 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     # -- publisher confirms --------------------------------------------------
 
-    def _on_commit(self, future: asyncio.Future[None]) -> None:
+    def _on_commit(self, future: asyncio.Future[Any]) -> None:
         # A failure is read by `_flush_confirms`; the writer's own callback has retrieved it.
         self._flush_confirms()
 
@@ -330,15 +411,21 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         while pending and (pending[0].committed is None or pending[0].committed.done()):
             item = pending.popleft()
             failure = _commit_failure(item.committed)
+            routed = item.routed
+            if failure is None and item.slot >= 0:
+                assert item.committed is not None
+                answer = item.committed.result()[item.slot]
+                if isinstance(answer, list):
+                    failure = decode_error(answer)
+                else:
+                    routed = answer
             if failure is not None:
                 self._push(error_frame(item.frame_id, failure))
             elif item.frame_id is not None:
-                self._push(
-                    ConfirmFrame(type="confirm", id=item.frame_id, message_id=item.message_id, routed=item.routed)
-                )
+                self._push(ConfirmFrame(type="confirm", id=item.frame_id, message_id=item.message_id, routed=routed))
 
 
-def _commit_failure(committed: asyncio.Future[None] | None) -> BrokerError | None:
+def _commit_failure(committed: asyncio.Future[Any] | None) -> BrokerError | None:
     if committed is None:
         return None
     if committed.cancelled():

@@ -241,10 +241,12 @@ class Broker:
 
     # -- consuming -----------------------------------------------------
 
-    def open_connection(self) -> int:
+    def open_connection(self, *, first_tag: int = 1) -> int:
+        """A new connection; its first delivery gets `first_tag`, and acks of lower tags
+        (a previous router's, whose messages come back redelivered) are ignored."""
         connection_id = self._next_connection
         self._next_connection += 1
-        self.connections[connection_id] = Connection(connection_id)
+        self.connections[connection_id] = Connection(connection_id, first_tag)
         return connection_id
 
     def close_connection(self, connection_id: int, *, now: float) -> Effects:
@@ -444,8 +446,7 @@ class Broker:
             seq += 1
             # It may have been delivered before the restart: say so (at-least-once).
             append(Envelope(message, store_id, True, expires_at, seq))
-            if store_id > top:
-                top = store_id
+            top = max(top, store_id)
             loaded += 1
         self._next_seq, self.next_store_id = seq, top + 1
         return loaded
@@ -595,7 +596,7 @@ class Broker:
             tags = [tag for tag in connection.unacked if tag <= delivery_tag]
         else:
             tags = [delivery_tag] if delivery_tag in connection.unacked else []
-        if not tags:
+        if not tags and not 0 < delivery_tag < connection.first_tag:
             raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
         return tags
 

@@ -108,7 +108,7 @@ class QueueSpec:
 class Consumer:
     """A subscription: one connection consuming one queue."""
 
-    __slots__ = ("connection", "subscription", "subscription_json", "queue", "ack_mode", "prefetch", "unacked")
+    __slots__ = ("ack_mode", "connection", "prefetch", "queue", "subscription", "subscription_json", "unacked")
 
     def __init__(
         self,
@@ -133,17 +133,17 @@ class Consumer:
 
 class QueueState:
     __slots__ = (
-        "spec",
+        "acknowledged",
         "args",
-        "ready",
         "consumers",
-        "next_consumer",
-        "unacked",
+        "delivered",
+        "enqueued",
         "had_consumer",
         "last_used",
-        "enqueued",
-        "delivered",
-        "acknowledged",
+        "next_consumer",
+        "ready",
+        "spec",
+        "unacked",
     )
 
     def __init__(self, spec: QueueSpec, now: float) -> None:
@@ -191,11 +191,14 @@ class Unacked:
 class Connection:
     """A client connection: its subscriptions and its unacknowledged deliveries."""
 
-    __slots__ = ("id", "next_tag", "unacked", "consumers", "exclusive_queues")
+    __slots__ = ("consumers", "exclusive_queues", "first_tag", "id", "next_tag", "unacked")
 
-    def __init__(self, connection_id: int) -> None:
+    def __init__(self, connection_id: int, first_tag: int = 1) -> None:
         self.id = connection_id
-        self.next_tag = 1
+        # A connection resumed on a new router (issue 6) starts above the tags its client
+        # already holds; those name messages the new router redelivers under new tags.
+        self.first_tag = first_tag
+        self.next_tag = first_tag
         # delivery_tag -> delivery, in delivery order (dicts keep insertion order)
         self.unacked: dict[int, Unacked] = {}
         self.consumers: dict[str, Consumer] = {}

@@ -48,12 +48,23 @@ def drop_postgres_database(server_url: str, name: str) -> None:
 
 
 class BrokerProcess:
-    def __init__(self, workdir: Path, *, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        extra_env: dict[str, str] | None = None,
+        database_url: str | None = None,
+        args: tuple[str, ...] = (),
+        name: str = "broker",
+    ) -> None:
+        """`database_url`: a database shared with other processes (a cluster's), left in
+        place; without it the process gets a fresh one. `args` go to runbroker."""
         self.workdir = workdir
+        self.args = args
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
-        self.log_path = workdir / "broker.log"
+        self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._pg: tuple[str, str] | None = None
@@ -66,7 +77,9 @@ class BrokerProcess:
             PYTHONUNBUFFERED="1",
         )
         server = os.environ.get("E2E_DATABASE_URL")
-        if server:
+        if database_url is not None:
+            env["DATABASE_URL"] = database_url
+        elif server:
             self._pg = (server, "")
             url, name = postgres_database(server)
             self._pg = (server, name)
@@ -77,7 +90,7 @@ class BrokerProcess:
     def start(self) -> None:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "runbroker"],
+            [sys.executable, "manage.py", "runbroker", *self.args],
             cwd=ROOT,
             env=self.env,
             stdout=self._log,
@@ -88,7 +101,8 @@ class BrokerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"runbroker exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(f"{self.url}/ping", timeout=1).status_code == 200:
+                # /health: 200 once this node reaches a router (itself, or over its link).
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

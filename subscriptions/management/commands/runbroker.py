@@ -1,4 +1,8 @@
-"""`python manage.py runbroker`: the whole broker in one process (DESIGN.md, "Processes")."""
+"""`python manage.py runbroker`: the whole broker in one process (DESIGN.md, "Processes").
+
+With REDIS_URL set it is a node of a cluster: a router candidate (the router,
+or its hot standby), or with `--edge` an edge that only serves clients.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from broker_project.cluster.lease import migrate_under_lock
 from broker_project.env import is_loopback_host
-from broker_project.server import run
+from broker_project.server import Role, run
 
 
 class Command(BaseCommand):
@@ -18,6 +23,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=settings.HTTP_HOST, help="address to listen on (HTTP_HOST)")
         parser.add_argument("--port", type=int, default=settings.HTTP_PORT, help="port to listen on (HTTP_PORT)")
+        parser.add_argument(
+            "--edge",
+            action="store_true",
+            help="cluster only (REDIS_URL): serve clients, never become the router",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         host = options["host"]
@@ -30,8 +40,31 @@ class Command(BaseCommand):
                 "listen on a loopback address (HTTP_HOST=127.0.0.1), or set "
                 "BROKER_ALLOW_ANONYMOUS=true to serve anonymous clients on purpose"
             )
+        role = self._role(options["edge"])
         if settings.DO_MIGRATIONS:
-            call_command("migrate", interactive=False, verbosity=0)
+            self._migrate(role)
         if settings.BROKER_ALLOW_ANONYMOUS:
             self.stderr.write("anonymous access is ON: anyone who can reach this port may use the broker")
-        run(host, options["port"])
+        run(host, options["port"], role)
+
+    @staticmethod
+    def _role(edge: bool) -> Role:
+        if not settings.REDIS_URL:
+            if edge:
+                raise CommandError("--edge needs REDIS_URL: edges reach the router over Redis")
+            return "single"
+        if not settings.DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
+            raise CommandError(
+                "a cluster (REDIS_URL is set) keeps its state in PostgreSQL: set DATABASE_URL=postgres://..."
+            )
+        return "edge" if edge else "candidate"
+
+    @staticmethod
+    def _migrate(role: Role) -> None:
+        def migrate() -> None:
+            call_command("migrate", interactive=False, verbosity=0)
+
+        if role == "single":
+            migrate()
+        else:  # nodes that start together must not migrate at once
+            migrate_under_lock(settings.DATABASES["default"], migrate)

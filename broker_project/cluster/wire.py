@@ -1,0 +1,106 @@
+"""What edges and the router say to each other over the channel layer.
+
+Every message is a batch: a list of items, each a short list whose first
+element names it. Many client frames, deliveries and replies share one
+channel-layer message, so a busy cluster pays one Redis round trip per batch,
+not per message (issue 6). Items in a batch are applied in order, and batches
+from one sender arrive in order, so an edge's frames reach the router in the
+order its clients sent them.
+
+Edge -> router (`EDGE_BATCH`, to the channel the router announces):
+
+    ["o", conn]                          a client connected
+    ["x", conn]                          it went away: the router requeues what it held
+    ["a", conn, first_tag, watching, [subscribe args...]]
+                                         resume a connection on a new router
+    ["p", conn, exchange, routing_key, body_json, headers, persistent, message_id]
+                                         publish; all of a batch's publishes are
+                                         answered by one ["P", seq, results]
+    ["s", conn, key, subscription_json, ack, prefetch, queue, exchange, binding_key, arguments]
+    ["u", conn, key]                     unsubscribe
+    ["k", conn, frame_id, tag, multiple] ack
+    ["n", conn, frame_id, tag, multiple, requeue]
+    ["w", conn] / ["W", conn]            watch / unwatch
+    ["r", request_id, op, args]          a call of the HTTP API (ROUTER_OPS)
+
+Router -> edge (`ROUTER_BATCH`):
+
+    ["d", conn, frames]                  frames for the client, in order
+    ["c", conn, key, reason]             the router ended a subscription
+    ["t", conn, last_tag]                the highest delivery tag handed out so far
+    ["S", conn, queue, error]            the answer to a subscribe, before its deliveries
+    ["P", seq, results]                  per publish: routed count, or an error
+    ["R", request_id, ok, value]         the answer to a call
+    ["reset"]                            the router does not know this edge: resume all
+
+The router announces itself to the `EDGES_GROUP` with a beat every
+`BEAT_SECONDS`; an edge that hears none for `ROUTER_TIMEOUT` fails what is in
+flight, and resumes its connections on the next router it hears. The router
+drops an edge it has not heard from for `EDGE_TIMEOUT`, and with it the
+connections' unacknowledged messages go back to their queues.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from broker_project.engine.errors import (
+    BrokerError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    TooLarge,
+    Unavailable,
+)
+from broker_project.publishing import PublishRequest
+
+EDGE_BATCH: Final = "broker.edge_batch"
+ROUTER_BATCH: Final = "broker.router_batch"
+BEAT: Final = "broker.beat"
+HELLO: Final = "broker.hello"
+
+# channels-redis reads a process's specific channels (`new_channel()`) with one
+# receiver per name prefix and one lock among them: channels of two prefixes in one
+# process starve each other. So every specific channel here keeps the default prefix.
+EDGES_GROUP: Final = "broker.edges"
+# A channel any process can send to and the active router reads: a new edge asks
+# for a beat here instead of waiting up to BEAT_SECONDS for the next one.
+HELLO_CHANNEL: Final = "broker.hello"
+
+BEAT_SECONDS: Final = 0.5
+ROUTER_TIMEOUT: Final = 3.0
+EDGE_TIMEOUT: Final = 5.0
+# Longest wait for the router's answer to one call of the HTTP API.
+CALL_TIMEOUT: Final = 30.0
+
+_ERRORS: Final[dict[str, type[BrokerError]]] = {
+    cls.code: cls for cls in (BrokerError, NotFound, Forbidden, Conflict, PreconditionFailed, TooLarge, Unavailable)
+}
+
+
+def encode_error(error: BrokerError) -> list[Any]:
+    return [error.code, error.message, error.fields]
+
+
+def decode_error(data: list[Any]) -> BrokerError:
+    code, message, fields = data
+    return _ERRORS.get(code, BrokerError)(message, fields=fields)
+
+
+def publish_item(connection: int, request: PublishRequest, message_id: str) -> list[Any]:
+    return [
+        "p",
+        connection,
+        request.exchange,
+        request.routing_key,
+        request.body_json,
+        request.headers,
+        request.persistent,
+        message_id,
+    ]
+
+
+def publish_request(item: list[Any]) -> PublishRequest:
+    _, _, exchange, routing_key, body_json, headers, persistent, message_id = item
+    return PublishRequest(exchange, routing_key, body_json, headers, persistent, message_id)
