@@ -147,7 +147,7 @@ NO_EFFECTS = Effects()
 class EffectsBuilder:
     """Collects effects while one engine call runs."""
 
-    __slots__ = ("cancelled", "deleted_queues", "deleted_rows", "deliveries", "to_delete", "to_persist")
+    __slots__ = ("deliveries", "to_persist", "to_delete", "cancelled", "deleted_queues", "deleted_rows")
 
     def __init__(self) -> None:
         self.deliveries: list[Delivery] = []
