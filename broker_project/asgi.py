@@ -18,15 +18,16 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "broker_project.settings")
 django_http = get_asgi_application()  # sets Django up before the imports below
 
-from channels.routing import ProtocolTypeRouter, URLRouter
-from django.conf import settings
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
-from django.urls import path
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.urls import path  # noqa: E402
 
-from broker_project.cluster.edge import EdgeLink, current_link
-from broker_project.fast_publish import FastPublish
-from broker_project.runtime import Runtime, current_runtime
-from subscriptions.consumers import BrokerConsumer
+from broker_project.cluster.edge import EdgeLink, current_link  # noqa: E402
+from broker_project.fast_publish import FastPublish  # noqa: E402
+from broker_project.health import Health  # noqa: E402
+from broker_project.runtime import Runtime, current_runtime  # noqa: E402
+from subscriptions.consumers import BrokerConsumer  # noqa: E402
 
 _starting = asyncio.Lock()
 
@@ -82,7 +83,7 @@ websocket_application = URLRouter([path("ws", BrokerConsumer.as_asgi())])
 application = StartRouter(
     ProtocolTypeRouter(
         {
-            "http": FastPublish(ASGIStaticFilesHandler(django_http)),
+            "http": Health(FastPublish(ASGIStaticFilesHandler(django_http))),
             "websocket": websocket_application,
         }
     )

@@ -17,7 +17,6 @@ from rest_framework.routers import DefaultRouter
 
 from bindings.views import BindingViewSet
 from broker_project import legacy
-from broker_project.health import health
 from broker_project.views import home
 from exchanges.views import ExchangeViewSet
 from queues.views import QueueViewSet
@@ -60,7 +59,6 @@ router.register("bindings", BindingViewSet, basename="binding")
 
 urlpatterns = [
     path("", home, name="home"),
-    path("health", health, name="health"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
