@@ -5,6 +5,10 @@ Starts `manage.py runbroker` on a fresh database, finds RabbitMQ's Web-STOMP
 generator's own ceiling against bench/ceiling_server.py, runs the scenarios,
 prints the table and, as the last line, the JSON summary. Every process it
 starts is stopped on the way out, Ctrl-C included.
+
+With `--cluster` it also starts a cluster of ours (a router and two edges, on
+PostgreSQL and Redis) and runs the WebSocket scenarios across it: publishers
+on one edge, subscribers on the other.
 """
 
 from __future__ import annotations
@@ -15,16 +19,25 @@ import contextlib
 import signal
 import sys
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from types import FrameType
 
 from . import other_scenarios, ws_scenarios
 from .measure import Measurement, Mode, last_other_cores, median_of
-from .processes import CeilingServer, Database, OurBroker, raise_nofile, stop_all
+from .processes import (
+    CeilingServer,
+    Cluster,
+    Database,
+    OurBroker,
+    find_redis,
+    raise_nofile,
+    stop_all,
+)
 from .profiling import Profiler
 from .rabbit import RabbitInfo, probe_rabbitmq
 from .report import SPECS, Row, summary, table
-from .targets import Target, ceiling, ours, rabbitmq
+from .targets import Target, ceiling, cluster, ours, rabbitmq
 
 WS_SCENARIOS = ("publish", "consume", "latency", "fanout", "fanout_latency")
 ALL = (*WS_SCENARIOS, "http", "connections", "recovery")
@@ -44,7 +57,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repetitions", type=int, help="repetitions per scenario (default 3, --quick 1)")
     parser.add_argument("--duration", type=float, help="seconds measured per run (default 6, --quick 1.5)")
     parser.add_argument("--profile", metavar="DIR", help="record py-spy profiles of our broker per scenario into DIR (slows it down)")
+    parser.add_argument("--cluster", action="store_true", help="also run the WebSocket scenarios across a cluster of ours (a router and two edges); needs a PostgreSQL --database-url and Redis")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15", help="with --cluster: a Redis database of the cluster's own (redis://host:6379/N); it is emptied (FLUSHDB) first")
     args = parser.parse_args(argv)
+    if args.cluster:
+        if not (args.database_url or "").startswith(("postgres://", "postgresql://")):
+            parser.error("--cluster needs a PostgreSQL server: --database-url postgres://user@host:5432/postgres (a cluster keeps its state there)")
+        if not urllib.parse.urlsplit(args.redis_url).path.strip("/").isdigit():
+            parser.error(f"--redis-url {args.redis_url!r} must name a database number (redis://host:6379/N): the benchmark empties it")
     chosen = tuple(s.strip() for s in args.only.split(",")) if args.only else ALL
     unknown = [s for s in chosen if s not in ALL]
     if unknown:
@@ -82,12 +102,20 @@ class Bench:
         if args.duration:
             self.mode.duration = args.duration
         self.rows = {key: Row(SPECS[key]) for key in args.scenarios}
+        for key in self.cluster_scenarios:
+            self.rows[key].cluster = Measurement(None, note="not run")
         self.profiler = Profiler(args.profile) if args.profile else None
 
-    async def run(self, ours_t: Target, rabbit_t: Target | None, ceilings: dict[str, Target]) -> None:
+    @property
+    def cluster_scenarios(self) -> list[str]:
+        return [s for s in self.args.scenarios if s in WS_SCENARIOS] if self.args.cluster else []
+
+    async def run(self, ours_t: Target, rabbit_t: Target | None, ceilings: dict[str, Target], cluster_t: Target | None = None) -> None:
         ws = [s for s in self.args.scenarios if s in WS_SCENARIOS or s == "http"]
         for key in ws:
             targets: list[tuple[str, Target, int]] = [("ours", ours_t, self.mode.repetitions)]
+            if cluster_t is not None and key in self.cluster_scenarios:
+                targets.append(("cluster", cluster_t, self.mode.repetitions))
             if rabbit_t is not None:
                 targets.append(("rabbitmq", rabbit_t, self.mode.repetitions))
             for name, target in ceilings.items():
@@ -109,24 +137,26 @@ class Bench:
 
     async def once(self, key: str, slot: str, target: Target, rep: int) -> Measurement:
         try:
-            return await self._once(key, target, rep)
+            return await self._once(key, slot, target, rep)
         finally:
             # Also on Ctrl-C: RabbitMQ keeps durable queues, the benchmark must not leave them behind.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(target.cleanup(), 10)
 
-    async def _once(self, key: str, target: Target, rep: int) -> Measurement:
-        label = f"{key} {target.kind} #{rep + 1}"
-        profile = self.profiler is not None and target.kind == "ours" and rep == 0
+    async def _once(self, key: str, slot: str, target: Target, rep: int) -> Measurement:
+        label = f"{key} {slot} #{rep + 1}"
+        profile = self.profiler is not None and slot in ("ours", "cluster") and rep == 0
+        # A cluster's profiles: cluster.<scenario>.txt for the router, cluster.<scenario>.<edge>.txt.
+        name = key if slot == "ours" else f"cluster.{key}"
         if key in ("publish", "consume"):
             async def fill_then_consume() -> Measurement:
                 if profile and key == "publish":
-                    self.profiler.start(key, target)  # type: ignore[union-attr]
+                    self.profiler.start(name, target)  # type: ignore[union-attr]
                 published, queue, stored = await ws_scenarios.publish(target, self.mode)
                 if key == "publish":
                     return published
                 if profile:
-                    self.profiler.start(key, target)  # type: ignore[union-attr]
+                    self.profiler.start(name, target)  # type: ignore[union-attr]
                 return await ws_scenarios.consume(target, self.mode, queue, stored)
 
             result = await guarded(label, fill_then_consume)
@@ -138,7 +168,7 @@ class Bench:
                 "http": lambda: other_scenarios.http_publish(target, self.mode),
             }
             if profile:
-                self.profiler.start(key, target)  # type: ignore[union-attr]
+                self.profiler.start(name, target)  # type: ignore[union-attr]
             result = await guarded(label, runner[key])
         if profile:
             self.profiler.stop()  # type: ignore[union-attr]
@@ -154,6 +184,7 @@ async def amain(args: argparse.Namespace) -> int:
     database: Database | None = None
     broker: OurBroker | None = None
     ceiling_server: CeilingServer | None = None
+    nodes: Cluster | None = None
     try:
         if needs_servers:
             database = Database(args.database_url)
@@ -161,6 +192,12 @@ async def amain(args: argparse.Namespace) -> int:
             broker.start()
             log(f"runbroker pid {broker.proc.pid if broker.proc else '?'} on {broker.url} ({'PostgreSQL' if database.url else 'SQLite'}), up in {broker.startup_seconds:.2f} s")
             ours_t = ours(broker.ws_url, broker.url, broker.ps)
+            cluster_t: Target | None = None
+            if bench.cluster_scenarios:
+                nodes = Cluster(args.database_url, args.redis_url)
+                nodes.start()
+                log(nodes.describe())
+                cluster_t = cluster(nodes.router, nodes.edge_a, nodes.edge_b, find_redis(args.redis_url))
             rabbit_t: Target | None = None
             if not args.no_rabbitmq:
                 bench.rabbit_info = await probe_rabbitmq(args.rabbitmq_url, args.rabbitmq_management)
@@ -175,7 +212,7 @@ async def amain(args: argparse.Namespace) -> int:
                 ceiling_server.start()
                 ceilings["ceiling_ours"] = ceiling("ours", ceiling_server.ws_port, ceiling_server.http_port, ceiling_server.ps)
                 ceilings["ceiling_rabbitmq"] = ceiling("stomp", ceiling_server.ws_port, ceiling_server.http_port, ceiling_server.ps)
-            await bench.run(ours_t, rabbit_t, ceilings)
+            await bench.run(ours_t, rabbit_t, ceilings, cluster_t)
         else:
             await bench.run(None, None, {})  # type: ignore[arg-type]
     finally:
@@ -187,6 +224,8 @@ async def amain(args: argparse.Namespace) -> int:
             broker.stop()
         if database is not None:
             database.drop()
+        if nodes is not None:
+            nodes.stop()
     rows = list(bench.rows.values())
     print(table(rows))
     print(summary(rows), flush=True)

@@ -6,11 +6,14 @@ import asyncio
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import psutil
 
-from .processes import cpu_seconds
+from .processes import cpu_seconds, total_cpu_seconds
+
+if TYPE_CHECKING:
+    from .targets import Target
 
 # Sampling step of windows that end early (a queue drained).
 POLL: Final = 0.02
@@ -22,7 +25,7 @@ class Measurement:
 
     value: float | None
     count: int = 0  # messages (or deliveries, requests) inside the window
-    cpu: float | None = None  # server CPU seconds inside the window
+    cpu: float | None = None  # server CPU seconds inside the window (all of a cluster's processes)
     note: str = ""
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -70,29 +73,34 @@ last_other_cores: list[float] = [0.0]
 
 async def window(
     counter: Callable[[], int],
-    process: psutil.Process | None,
+    target: Target,
     mode: Mode,
     *,
     done: Callable[[], bool] | None = None,
 ) -> tuple[int, float, float | None]:
     """Skip the warm-up, then count for `mode.duration` (or until `done()`): (count, seconds, server CPU seconds).
 
+    The server CPU is the sum over `target.servers` (one broker, or a cluster's
+    router and edges); None when there are none to watch.
+
     Also records in `last_other_cores` how busy the rest of the machine was, so
-    that a run disturbed by another program is flagged rather than trusted.
+    that a run disturbed by another program is flagged rather than trusted (the
+    target's `support`, a cluster's Redis, is part of the run, not another program).
     """
     loop = asyncio.get_running_loop()
-    skip = {psutil.Process().pid} | ({process.pid} if process is not None else set())
+    processes = target.servers
+    skip = {psutil.Process().pid} | {process.pid for process in (*processes, *target.support)}
     await asyncio.sleep(mode.warmup)
     others0 = _others(skip)
-    c0, t0, cpu0 = counter(), loop.time(), cpu_seconds(process)
+    c0, t0, cpu0 = counter(), loop.time(), total_cpu_seconds(processes)
     end = t0 + mode.duration
     while loop.time() < end and not (done is not None and done()):
         await asyncio.sleep(min(POLL, max(0.0, end - loop.time())))
-    c1, t1, cpu1 = counter(), loop.time(), cpu_seconds(process)
+    c1, t1, cpu1 = counter(), loop.time(), total_cpu_seconds(processes)
     others1 = _others(skip)
     other = sum(cpu - others0.get(pid, 0.0) for pid, cpu in others1.items())
     last_other_cores[0] = max(0.0, other / (t1 - t0)) if t1 > t0 else 0.0
-    return c1 - c0, t1 - t0, (cpu1 - cpu0) if process is not None else None
+    return c1 - c0, t1 - t0, (cpu1 - cpu0) if processes else None
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -68,7 +68,7 @@ async def http_publish(target: Target, mode: Mode) -> Measurement:
     counter = [0] * HTTP_CLIENTS
     tasks = [asyncio.create_task(_http_client(request, stop, counter, i)) for i in range(HTTP_CLIENTS)]
     try:
-        count, seconds, cpu = await window(lambda: sum(counter), target.process, mode)
+        count, seconds, cpu = await window(lambda: sum(counter), target, mode)
     finally:
         stop.set()
         done, pending = await asyncio.wait(tasks, timeout=GRACE)

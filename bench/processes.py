@@ -17,7 +17,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Final
 
@@ -80,6 +82,11 @@ def cpu_seconds(proc: psutil.Process | None) -> float:
     return float(times.user + times.system)
 
 
+def total_cpu_seconds(procs: Sequence[psutil.Process]) -> float:
+    """The CPU time of all the processes that make one server (a cluster's router and edges)."""
+    return sum(cpu_seconds(proc) for proc in procs)
+
+
 def rss_bytes(proc: psutil.Process | None) -> int:
     return 0 if proc is None else int(proc.memory_info().rss)
 
@@ -90,6 +97,16 @@ def find_beam() -> psutil.Process | None:
         name = proc.info.get("name") or ""
         cmdline = " ".join(proc.info.get("cmdline") or [])
         if name.startswith("beam") and "rabbit" in cmdline:
+            return proc
+    return None
+
+
+def find_redis(url: str) -> psutil.Process | None:
+    """The local redis-server serving `url`'s port, found by name (the benchmark does not start Redis)."""
+    port = urllib.parse.urlsplit(url).port or 6379
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = " ".join(proc.info.get("cmdline") or [])
+        if (proc.info.get("name") or "").startswith("redis-server") and cmdline.endswith(f":{port}"):
             return proc
     return None
 
@@ -134,38 +151,65 @@ class Database:
 
 
 class OurBroker:
-    """`python manage.py runbroker` as users start it, on a free loopback port."""
+    """`python manage.py runbroker` as users start it, on a free loopback port.
 
-    def __init__(self, database: Database) -> None:
+    A cluster's node gets its `args` (`--edge`), its `env` (REDIS_URL) and is
+    ready at `/health` (200 once it reaches a router); a single broker at `/ping`.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        ready: str = "/ping",
+        name: str = "runbroker",
+    ) -> None:
         self.database = database
+        self.args = args
+        self.extra_env = env or {}
+        self.ready = ready
+        self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
         self.proc: subprocess.Popen[bytes] | None = None
         self.ps: psutil.Process | None = None
-        self.log_path = database.tmpdir / f"runbroker-{self.port}.log"
+        self.log_path = database.tmpdir / f"{name}-{self.port}.log"
         self.startup_seconds = 0.0
+        self._started = 0.0
 
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DATABASE_NAME", "DJANGO_SETTINGS_MODULE")}
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DATABASE_NAME", "DJANGO_SETTINGS_MODULE", "REDIS_URL")}
         env.update(self.database.env(), HTTP_PORT=str(self.port), HTTP_HOST="127.0.0.1", PYTHONUNBUFFERED="1")
-        started = time.monotonic()
+        # The connections scenario opens 10,000 from this one address (README, "Limits").
+        env.setdefault("MAX_CONNECTIONS_PER_IP", "0")
+        env.update(self.extra_env)
+        self._started = time.monotonic()
         with open(self.log_path, "ab") as log:
-            self.proc = spawn([sys.executable, "manage.py", "runbroker"], env=env, log=log)
+            self.proc = spawn([sys.executable, "manage.py", "runbroker", *self.args], env=env, log=log)
         self.ps = psutil.Process(self.proc.pid)
-        deadline = started + START_TIMEOUT
+
+    def wait_ready(self) -> None:
+        assert self.proc is not None, "launch() first"
+        deadline = self._started + START_TIMEOUT
         with httpx.Client(timeout=1.0) as client:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"runbroker exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+                    raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
                 try:
-                    if client.get(f"{self.url}/ping").status_code == 200:
-                        self.startup_seconds = time.monotonic() - started
+                    if client.get(f"{self.url}{self.ready}").status_code == 200:
+                        self.startup_seconds = time.monotonic() - self._started
                         return
                 except httpx.HTTPError:
                     pass
                 time.sleep(0.02)
-        raise RuntimeError(f"runbroker did not answer /ping within {START_TIMEOUT} s:\n{self.log()[-3000:]}")
+        raise RuntimeError(f"{self.name} did not answer {self.ready} within {START_TIMEOUT} s:\n{self.log()[-3000:]}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -175,6 +219,44 @@ class OurBroker:
             stop(self.proc)
             self.proc = None
             self.ps = None
+
+
+class Cluster:
+    """A cluster of ours (issue 6): a router (`runbroker`) and two edges (`runbroker --edge`).
+
+    The three share one fresh PostgreSQL database (made on `database_server`,
+    dropped by `stop`) and a Redis database that is emptied first, so that no
+    other run's batches get in. Edge A takes the publishers, edge B the
+    subscribers: every message crosses Redis twice.
+    """
+
+    def __init__(self, database_server: str, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self.database = database = Database(database_server)
+        env = {"REDIS_URL": redis_url}
+        self.router = OurBroker(database, env=env, ready="/health", name="router")
+        self.edge_a = OurBroker(database, args=("--edge",), env=env, ready="/health", name="edge-a")
+        self.edge_b = OurBroker(database, args=("--edge",), env=env, ready="/health", name="edge-b")
+        self.nodes = (self.router, self.edge_a, self.edge_b)
+
+    def start(self) -> None:
+        import redis
+
+        with redis.Redis.from_url(self.redis_url) as client:
+            client.flushdb()
+        for node in self.nodes:  # together: they migrate one at a time under their own lock
+            node.launch()
+        for node in self.nodes:
+            node.wait_ready()
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):  # edges first: the router outlives its clients
+            node.stop()
+        self.database.drop()
+
+    def describe(self) -> str:
+        nodes = ", ".join(f"{n.name} pid {n.proc.pid if n.proc else '?'} on {n.url} (up in {n.startup_seconds:.2f} s)" for n in self.nodes)
+        return f"cluster on PostgreSQL and {self.redis_url}: {nodes}"
 
 
 class CeilingServer:

@@ -2,6 +2,7 @@
 
 Writes DIR/<scenario>.txt in py-spy's raw (collapsed stacks) format and
 DIR/<scenario>.top.txt, the functions with the most samples, self and total.
+A cluster's other nodes get theirs beside the router's: DIR/<scenario>.<node>.txt.
 py-spy must be installed (`pip install py-spy`) and allowed to attach.
 """
 
@@ -34,26 +35,27 @@ class Profiler:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.exe = py_spy()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.current: Path | None = None
+        self.recording: list[tuple[subprocess.Popen[bytes], Path]] = []  # (py-spy, its output)
 
     def start(self, scenario: str, target: Target) -> None:
         self.stop()
-        if target.process is None:
-            return
-        self.current = self.directory / f"{scenario}.txt"
-        args = [self.exe, "record", "--pid", str(target.process.pid), "--rate", str(RATE), "--format", "raw", "-o", str(self.current)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        STARTED.append(self.proc)
+        named = {"": target.process, **target.peers}
+        for node, process in named.items():
+            if process is None:
+                continue
+            out = self.directory / (f"{scenario}.{node}.txt" if node else f"{scenario}.txt")
+            args = [self.exe, "record", "--pid", str(process.pid), "--rate", str(RATE), "--format", "raw", "-o", str(out)]
+            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            STARTED.append(proc)
+            self.recording.append((proc, out))
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        stop(self.proc, sig=signal.SIGINT)
-        self.proc = None
-        if self.current is not None and self.current.exists():
-            self.current.with_suffix(".top.txt").write_text(top_functions(self.current))
-        self.current = None
+        recording, self.recording = self.recording, []
+        for proc, _ in recording:
+            stop(proc, sig=signal.SIGINT)
+        for _, out in recording:
+            if out.exists():
+                out.with_suffix(".top.txt").write_text(top_functions(out))
 
 
 def top_functions(raw: Path) -> str:

@@ -1,4 +1,8 @@
-"""The table and the last-line JSON: one row per scenario, ours against RabbitMQ."""
+"""The table and the last-line JSON: one row per scenario, ours against RabbitMQ.
+
+With `--cluster` a row also holds ours as a cluster (cross-node: publishers on
+one edge, subscribers on another), with its own ratio against RabbitMQ.
+"""
 
 from __future__ import annotations
 
@@ -37,13 +41,22 @@ class Row:
     spec: Spec
     ours: Measurement | None = None
     rabbitmq: Measurement | None = None
+    cluster: Measurement | None = None  # set (if only to a note) for the scenarios a cluster runs
     ceiling_ours: Measurement | None = None
     ceiling_rabbitmq: Measurement | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
     def ratio(self) -> float | None:
-        a = self.ours.value if self.ours else None
+        return self.against_rabbitmq(self.ours)
+
+    @property
+    def cluster_ratio(self) -> float | None:
+        return self.against_rabbitmq(self.cluster)
+
+    def against_rabbitmq(self, ours: Measurement | None) -> float | None:
+        """Higher is better: ours/RabbitMQ for rates, RabbitMQ/ours for latencies and sizes."""
+        a = ours.value if ours else None
         b = self.rabbitmq.value if self.rabbitmq else None
         if not a or not b:
             return None
@@ -51,8 +64,8 @@ class Row:
 
     def capped(self, which: str) -> bool:
         """Within CAP_SHARE of what the generator reaches against the trivial server."""
-        result = self.ours if which == "ours" else self.rabbitmq
-        ceiling = self.ceiling_ours if which == "ours" else self.ceiling_rabbitmq
+        result: Measurement | None = getattr(self, which)
+        ceiling = self.ceiling_rabbitmq if which == "rabbitmq" else self.ceiling_ours
         if not result or not ceiling or result.value is None or not ceiling.value:
             return False
         if self.spec.higher_is_better:
@@ -74,7 +87,7 @@ def _cpu(m: Measurement | None) -> str:
 
 def note_for(row: Row) -> str:
     parts = list(row.notes)
-    for which, m in (("ours", row.ours), ("rabbitmq", row.rabbitmq)):
+    for which, m in (("ours", row.ours), ("cluster", row.cluster), ("rabbitmq", row.rabbitmq)):
         if row.capped(which):
             parts.append(f"{which}: capped by the load generator")
         if m is not None and m.note:
@@ -93,35 +106,47 @@ def note_for(row: Row) -> str:
     return "; ".join(parts)
 
 
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.2f}x" if value >= 0.01 else f"{value:.1g}x"  # not "0.00x"
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 def table(rows: list[Row]) -> str:
-    header = ("scenario", "ours", "rabbitmq", "ratio", "cpu s/1k ours", "cpu s/1k rabbitmq", "note")
-    lines = [header]
-    for row in rows:
-        lines.append(
-            (
-                row.spec.title,
-                _fmt(row.ours.value if row.ours else None, row.spec.unit),
-                _fmt(row.rabbitmq.value if row.rabbitmq else None, row.spec.unit),
-                "n/a" if row.ratio is None else f"{row.ratio:.2f}x",
-                _cpu(row.ours),
-                _cpu(row.rabbitmq),
-                note_for(row),
-            )
-        )
+    """A Markdown table; the cluster's columns only when a cluster was run."""
+    clustered = any(row.cluster is not None for row in rows)
+    slots = ("ours", "cluster", "rabbitmq") if clustered else ("ours", "rabbitmq")
+    header = ["scenario", *slots, "ratio", *(["cluster ratio"] if clustered else []), *(f"cpu s/1k {slot}" for slot in slots), "note"]
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(cells) + " |" for cells in lines[1:]]
+    for row in rows:
+        measured: list[Measurement | None] = [getattr(row, slot) for slot in slots]
+        ratios = (row.ratio, row.cluster_ratio) if clustered else (row.ratio,)
+        cells = [
+            row.spec.title,
+            *(_fmt(m.value if m else None, row.spec.unit) for m in measured),
+            *(_ratio(r) for r in ratios),
+            *(_cpu(m) for m in measured),
+            note_for(row),
+        ]
+        out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
 def summary(rows: list[Row]) -> str:
-    """The last line: {"scenario": {"ours": x, "rabbitmq": y, "ratio": r}, ...}."""
+    """The last line: {"scenario": {"ours": x, "rabbitmq": y, "ratio": r}, ...}, and "cluster_<scenario>" likewise."""
 
     def num(m: Measurement | None) -> float | None:
-        return None if m is None or m.value is None else round(m.value, 4)
+        return None if m is None else _rounded(m.value, 4)
 
     data: dict[str, dict[str, float | None]] = {}
     for row in rows:
-        data[row.spec.key] = {"ours": num(row.ours), "rabbitmq": num(row.rabbitmq), "ratio": None if row.ratio is None else round(row.ratio, 3)}
+        data[row.spec.key] = {"ours": num(row.ours), "rabbitmq": num(row.rabbitmq), "ratio": _rounded(row.ratio, 3)}
+        if row.cluster is not None:
+            data[f"cluster_{row.spec.key}"] = {"ours": num(row.cluster), "rabbitmq": num(row.rabbitmq), "ratio": _rounded(row.cluster_ratio, 3)}
         if row.spec.key == "recovery" and row.ours is not None and "kib_per_message" in row.ours.extra:
             data["recovery_kib_per_message"] = {"ours": round(row.ours.extra["kib_per_message"], 4), "rabbitmq": None, "ratio": None}
     return json.dumps(data, separators=(",", ":"))

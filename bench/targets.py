@@ -3,6 +3,8 @@
 A `Target` gives the scenarios a dialect, URLs, the names to publish to and
 subscribe from, the server process whose CPU and memory are measured, and
 the few set-up calls (declare a queue, a fanout exchange) each broker needs.
+A cluster of ours is one target too: publishers reach it through one edge,
+subscribers through another, and its CPU is that of every node.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import orjson
 import psutil
 
 from .dialects import Dialect, OursDialect, StompDialect, body_text
+from .processes import OurBroker
 
 HTTP_TIMEOUT: Final = 10.0
 
@@ -35,15 +38,31 @@ class Target:
     kind: str  # "ours", "rabbitmq", "ceiling-ours", "ceiling-stomp"
     dialect: Dialect
     ws_url: str
-    process: psutil.Process | None
+    process: psutil.Process | None  # a cluster's router
     http_base: str | None = None
     management: str | None = None  # RabbitMQ management API base, when enabled
     auth: tuple[str, str] = ("guest", "guest")
     created_queues: list[str] = field(default_factory=list)
+    # A cluster's other nodes by name (its edges): their CPU counts with `process`'s.
+    peers: dict[str, psutil.Process] = field(default_factory=dict)
+    # Where publishers connect, when not at `ws_url` (a cluster: another edge than the subscribers').
+    publish_ws_url: str | None = None
+    # Processes the server needs that are not the broker's (a cluster's Redis): their
+    # CPU is neither counted as the server's nor as other programs' load.
+    support: list[psutil.Process] = field(default_factory=list)
 
     @property
     def is_ceiling(self) -> bool:
         return self.kind.startswith("ceiling")
+
+    @property
+    def servers(self) -> list[psutil.Process]:
+        """Every process of the server under test, whose CPU a window sums."""
+        return ([self.process] if self.process is not None else []) + list(self.peers.values())
+
+    @property
+    def publisher_url(self) -> str:
+        return self.publish_ws_url or self.ws_url
 
     def queue_destination(self, queue: str) -> str:
         return f"/amq/queue/{queue}" if self.dialect.name == "stomp" else f"/{queue}"
@@ -127,6 +146,21 @@ class Target:
 
 def ours(ws_url: str, http_base: str, process: psutil.Process | None) -> Target:
     return Target("ours", OursDialect(), ws_url, process, http_base=http_base)
+
+
+def cluster(router: OurBroker, publish_edge: OurBroker, subscribe_edge: OurBroker, redis: psutil.Process | None) -> Target:
+    """Ours as a cluster; its set-up calls (declarations) go through the publishers' edge."""
+    peers = {edge.name: edge.ps for edge in (publish_edge, subscribe_edge) if edge.ps is not None}
+    return Target(
+        "ours",
+        OursDialect(),
+        subscribe_edge.ws_url,
+        router.ps,
+        http_base=publish_edge.url,
+        peers=peers,
+        publish_ws_url=publish_edge.ws_url,
+        support=[redis] if redis is not None else [],
+    )
 
 
 def rabbitmq(ws_url: str, management: str | None, process: psutil.Process | None) -> Target:

@@ -50,16 +50,20 @@ async def _finish(stop: asyncio.Event, tasks: Sequence[asyncio.Task[None]]) -> l
 
 
 @contextlib.asynccontextmanager
-async def _opened(clients: Sequence[Publisher | Consumer], url: str) -> AsyncIterator[None]:
-    """Open every client (a few at a time) and close them all afterwards, whatever happens."""
+async def _opened(clients: Sequence[Publisher | Consumer], target: Target) -> AsyncIterator[None]:
+    """Open every client (a few at a time) and close them all afterwards, whatever happens.
+
+    Consumers connect to `target.ws_url`, publishers to `target.publisher_url`
+    (in a cluster, another edge: every message crosses the cluster).
+    """
     gate = asyncio.Semaphore(OPEN_CONCURRENCY)
 
     async def open_one(client: Publisher | Consumer, index: int) -> None:
         async with gate:
             if isinstance(client, Consumer):
-                await client.open(url, tag=f"s{index}")
+                await client.open(target.ws_url, tag=f"s{index}")
             else:
-                await client.open(url)
+                await client.open(target.publisher_url)
 
     try:
         await asyncio.wait_for(asyncio.gather(*(open_one(c, i) for i, c in enumerate(clients))), GRACE * 6)
@@ -75,10 +79,10 @@ async def publish(target: Target, mode: Mode) -> tuple[Measurement, str, int]:
     publishers = [Publisher(target.dialect, target.queue_destination(queue), persistent=True, window=CONFIRM_WINDOW) for _ in range(PUBLISHERS)]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    async with _opened(publishers, target.ws_url):
+    async with _opened(publishers, target):
         deadline = loop.time() + mode.warmup + mode.duration + GRACE
         tasks = [asyncio.create_task(p.run(stop, deadline)) for p in publishers]
-        count, seconds, cpu = await window(lambda: sum(p.confirmed for p in publishers), target.process, mode)
+        count, seconds, cpu = await window(lambda: sum(p.confirmed for p in publishers), target, mode)
         errors = await _finish(stop, tasks)
         await asyncio.gather(*(p.drain(GRACE) for p in publishers))
     stored = sum(p.confirmed for p in publishers)
@@ -91,9 +95,9 @@ async def consume(target: Target, mode: Mode, queue: str, stored: int) -> Measur
     limit = None if target.is_ceiling else stored
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    async with _opened([consumer], target.ws_url):
+    async with _opened([consumer], target):
         task = asyncio.create_task(consumer.run(stop, loop.time() + mode.warmup + mode.duration + GRACE, limit=limit))
-        count, seconds, cpu = await window(lambda: consumer.received, target.process, mode, done=task.done)
+        count, seconds, cpu = await window(lambda: consumer.received, target, mode, done=task.done)
         errors = await _finish(stop, [task])
     note = "; ".join(errors)
     if limit is not None and consumer.received < min(limit, 1) and not note:
@@ -126,7 +130,7 @@ async def fanout_latency(target: Target, mode: Mode) -> Measurement:
 async def _paced(target: Target, mode: Mode, consumers: list[Consumer], publisher: Publisher, rate: float) -> Measurement:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    async with _opened([*consumers, publisher], target.ws_url):
+    async with _opened([*consumers, publisher], target):
         deadline = loop.time() + mode.warmup + mode.duration + GRACE
         tasks = [asyncio.create_task(c.run(stop, deadline)) for c in consumers]
         tasks.append(asyncio.create_task(publisher.run(stop, deadline, rate=rate, timestamps=True)))
@@ -134,7 +138,7 @@ async def _paced(target: Target, mode: Mode, consumers: list[Consumer], publishe
         marks = [len(c.latencies or []) for c in consumers]
         sent0 = publisher.sent
         t0 = loop.time()
-        count, _seconds, cpu = await window(lambda: sum(c.received for c in consumers), target.process, dataclasses.replace(mode, warmup=0.0))
+        count, _seconds, cpu = await window(lambda: sum(c.received for c in consumers), target, dataclasses.replace(mode, warmup=0.0))
         samples = [x for c, mark in zip(consumers, marks) for x in (c.latencies or [])[mark:]]
         sent = publisher.sent - sent0
         errors = await _finish(stop, tasks)
@@ -170,13 +174,16 @@ async def fanout(target: Target, mode: Mode) -> Measurement:
             else:
                 publisher.hold.set()  # type: ignore[union-attr]
             await asyncio.sleep(0.002)
+        # A publisher held when the window ends must see `stop`, not wait out its timeout
+        # and report subscribers that no longer count (they stop with the window).
+        publisher.hold.set()  # type: ignore[union-attr]
 
-    async with _opened([*consumers, publisher], target.ws_url):
+    async with _opened([*consumers, publisher], target):
         deadline = loop.time() + mode.warmup + mode.duration + GRACE
         tasks = [asyncio.create_task(c.run(stop, deadline)) for c in consumers]
         tasks.append(asyncio.create_task(publisher.run(stop, deadline)))
         regulator = asyncio.create_task(regulate())
-        count, seconds, cpu = await window(delivered, target.process, mode)
+        count, seconds, cpu = await window(delivered, target, mode)
         errors = await _finish(stop, tasks)
         regulator.cancel()
         await asyncio.gather(regulator, return_exceptions=True)
