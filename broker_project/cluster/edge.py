@@ -27,6 +27,7 @@ from broker_project.publishing import PublishRequest
 from broker_project.stamps import new_message_id
 
 from .wire import (
+    BATCHES_IN_FLIGHT,
     BEAT,
     BEAT_SECONDS,
     CALL_TIMEOUT,
@@ -92,6 +93,10 @@ class EdgeLink:
         self._batch_size = 0
         self._awaiting: dict[int, asyncio.Future[list[Any]]] = {}  # batch seq -> its answer
         self._seq = 0
+        self._unanswered: deque[int] = deque()  # our batches with items the router has not acked
+        self._router_seq = 0  # the router's last batch with items, which we ack
+        self._owe_ack = False
+        self._beat_due = False
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._next_call = 1
         self._wakeup = asyncio.Event()
@@ -162,13 +167,17 @@ class EdgeLink:
                 log.warning("router %s silent for %.0f s: waiting for the next one", self.epoch, ROUTER_TIMEOUT)
                 self._lose_router("the broker's router went away; a standby takes over")
             elif now - self._last_sent >= BEAT_SECONDS:
-                self._wakeup.set()  # an empty batch says this edge lives
+                self._beat_due = True  # an empty batch says this edge lives
+                self._wakeup.set()
 
     def _lose_router(self, reason: str) -> None:
         """Fail what waits on the router; keep connections to resume on the next one."""
         self.router_channel = None
         self.epoch = None
         self._outbox = []
+        self._unanswered.clear()
+        self._router_seq = 0
+        self._owe_ack = False
         failure = Unavailable(reason)
         batches = list(self._awaiting.values())
         if self._batch is not None:
@@ -213,7 +222,12 @@ class EdgeLink:
                         self._follow(message["epoch"], message["channel"])
                 elif kind == ROUTER_BATCH and message.get("epoch") == self.epoch:
                     self._last_beat = time.monotonic()
-                    self.on_batch(message["items"])
+                    self._on_ack(message.get("ack", 0))
+                    if message["items"]:
+                        self._router_seq = message.get("seq", 0)
+                        self._owe_ack = True
+                        self._wakeup.set()
+                        self.on_batch(message["items"])
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -252,7 +266,11 @@ class EdgeLink:
                         call.set_exception(decode_error(item[3]))
             elif kind == "reset":
                 # The router dropped this edge (it was silent too long) and ignores it
-                # until it resumes its connections: what was in flight is lost.
+                # until it resumes its connections: what was in flight is lost. It answers
+                # every batch of the dropped generation: a reset for one this edge has
+                # resumed since is old news, not a reason to fail what is in flight again.
+                if len(item) > 1 and item[1] != self.generation:
+                    continue
                 epoch, channel = self.epoch, self.router_channel
                 if epoch is not None and channel is not None:
                     self._lose_router("the broker's router lost this edge for a while; publish again")
@@ -276,6 +294,13 @@ class EdgeLink:
         self._outbox.append(item)
         self._wakeup.set()
 
+    def _on_ack(self, seq: int) -> None:
+        unanswered = self._unanswered
+        if unanswered and unanswered[0] <= seq:
+            while unanswered and unanswered[0] <= seq:
+                unanswered.popleft()
+            self._wakeup.set()
+
     async def _send_forever(self) -> None:
         while True:
             await self._wakeup.wait()
@@ -283,19 +308,26 @@ class EdgeLink:
             channel = self.router_channel
             if channel is None:
                 continue
-            items, self._outbox = self._outbox, []
-            self._seq += 1
-            if self._batch is not None:
-                self._awaiting[self._seq] = self._batch
-                self._batch, self._batch_size = None, 0
+            items: list[list[Any]] = []
+            if self._outbox and len(self._unanswered) < BATCHES_IN_FLIGHT:
+                items, self._outbox = self._outbox, []
+                self._seq += 1
+                self._unanswered.append(self._seq)
+                if self._batch is not None:
+                    self._awaiting[self._seq] = self._batch
+                    self._batch, self._batch_size = None, 0
+            elif not (self._owe_ack or self._beat_due):
+                continue  # the window is full: the router's ack wakes us
             message = {
                 "type": EDGE_BATCH,
                 "edge": self.channel,
                 "epoch": self.epoch,
                 "gen": self.generation,
                 "seq": self._seq,
+                "ack": self._router_seq,
                 "items": items,
             }
+            self._owe_ack = self._beat_due = False
             self._last_sent = time.monotonic()
             await self._send(channel, message)
 

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 from channels.exceptions import ChannelFull
@@ -23,6 +24,7 @@ from broker_project.router_calls import ROUTER_OPS
 from broker_project.runtime import Runtime
 
 from .wire import (
+    BATCHES_IN_FLIGHT,
     BEAT,
     BEAT_SECONDS,
     EDGE_BATCH,
@@ -65,6 +67,10 @@ class Edge:
         self.connections: dict[int, int] = {}  # the edge's connection id -> the runtime's
         self.outbox: list[list[Any]] = []
         self.delivered: set[int] = set()  # connections given deliveries since the last send
+        self.seq = 0  # of our last batch with items
+        self.unanswered: deque[int] = deque()  # our batches with items the edge has not acked
+        self.edge_seq = 0  # the edge's last batch with items, which we ack
+        self.owe_ack = False
         self.wakeup = asyncio.Event()
         self.sender: asyncio.Task[None] | None = None
 
@@ -154,6 +160,16 @@ class Hub:
         if edge is None:
             return
         edge.last_seen = time.monotonic()
+        acked = message.get("ack", 0)
+        if edge.unanswered and edge.unanswered[0] <= acked:
+            while edge.unanswered and edge.unanswered[0] <= acked:
+                edge.unanswered.popleft()
+            edge.wakeup.set()
+        if not message["items"]:
+            return
+        edge.edge_seq = message["seq"]
+        edge.owe_ack = True
+        edge.wakeup.set()
         results: list[Any] = []
         commits: list[tuple[int, asyncio.Future[None]]] = []
         for item in message["items"]:
@@ -173,7 +189,7 @@ class Hub:
             return None  # sent before the edge resumed: stale
         if edge is None and self._dropped.get(channel, -1) >= generation:
             # Dropped while silent: it must resume its connections before anything else.
-            self._send_now(channel, [["reset"]])
+            self._send_now(channel, [["reset", generation]])
             return None
         if edge is not None:  # the edge resumed (it lost sight of this router for a while)
             self._drop(edge)
@@ -309,15 +325,21 @@ class Hub:
         while True:
             await edge.wakeup.wait()
             edge.wakeup.clear()
-            if not edge.outbox:
-                continue
-            items, edge.outbox = edge.outbox, []
-            for conn in edge.delivered:
-                connection = broker.connections.get(edge.connections.get(conn, -1))
-                if connection is not None:
-                    items.append(["t", conn, connection.next_tag - 1])
-            edge.delivered.clear()
-            await self._send(edge.channel, {"type": ROUTER_BATCH, "epoch": self.epoch, "items": items})
+            items: list[list[Any]] = []
+            if edge.outbox and len(edge.unanswered) < BATCHES_IN_FLIGHT:
+                items, edge.outbox = edge.outbox, []
+                for conn in edge.delivered:
+                    connection = broker.connections.get(edge.connections.get(conn, -1))
+                    if connection is not None:
+                        items.append(["t", conn, connection.next_tag - 1])
+                edge.delivered.clear()
+                edge.seq += 1
+                edge.unanswered.append(edge.seq)
+            elif not edge.owe_ack:
+                continue  # nothing to say, or the window is full: the edge's ack wakes us
+            edge.owe_ack = False
+            message = {"type": ROUTER_BATCH, "epoch": self.epoch, "seq": edge.seq, "ack": edge.edge_seq, "items": items}
+            await self._send(edge.channel, message)
 
     async def _send(self, channel: str, message: dict[str, Any]) -> None:
         """Send, waiting out a full channel (a busy edge) or a Redis hiccup: never drop.

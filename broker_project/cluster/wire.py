@@ -31,7 +31,19 @@ Router -> edge (`ROUTER_BATCH`):
     ["S", conn, queue, error]            the answer to a subscribe, before its deliveries
     ["P", seq, results]                  per publish: routed count, or an error
     ["R", request_id, ok, value]         the answer to a call
-    ["reset"]                            the router does not know this edge: resume all
+    ["reset", generation]                the router dropped this edge's batches of that
+                                         generation: resume all (once, whatever the
+                                         number of resets for it)
+
+Flow control: a batch with items is answered by the next batch the other way,
+which carries `ack`, the sequence number of the last batch with items that
+its sender has carried out (a batch with nothing else to say is sent for the
+ack alone, and needs no answer). A sender has at most `BATCHES_IN_FLIGHT`
+unanswered batches; the rest waits in its outbox and leaves as one batch.
+Without this an edge sent a batch per few items as fast as Redis took them,
+and they queued in Redis faster than the router, which reads channel-layer
+messages one at a time, could take them: seconds of latency (issue 6's
+benchmark).
 
 The router announces itself to the `EDGES_GROUP` with a beat every
 `BEAT_SECONDS`; an edge that hears none for `ROUTER_TIMEOUT` fails what is in
@@ -44,15 +56,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from broker_project.engine.errors import (
-    BrokerError,
-    Conflict,
-    Forbidden,
-    NotFound,
-    PreconditionFailed,
-    TooLarge,
-    Unavailable,
-)
+from broker_project.engine import errors
+from broker_project.engine.errors import BrokerError
 from broker_project.publishing import PublishRequest
 
 EDGE_BATCH: Final = "broker.edge_batch"
@@ -68,15 +73,25 @@ EDGES_GROUP: Final = "broker.edges"
 # for a beat here instead of waiting up to BEAT_SECONDS for the next one.
 HELLO_CHANNEL: Final = "broker.hello"
 
+BATCHES_IN_FLIGHT: Final = 2
 BEAT_SECONDS: Final = 0.5
 ROUTER_TIMEOUT: Final = 3.0
 EDGE_TIMEOUT: Final = 5.0
 # Longest wait for the router's answer to one call of the HTTP API.
 CALL_TIMEOUT: Final = 30.0
 
-_ERRORS: Final[dict[str, type[BrokerError]]] = {
-    cls.code: cls for cls in (BrokerError, NotFound, Forbidden, Conflict, PreconditionFailed, TooLarge, Unavailable)
-}
+
+def _classes_by_code() -> dict[str, type[BrokerError]]:
+    """Every error class of engine/errors.py, so that one added there keeps its code (and
+    HTTP status) over the link; `invalid` stays the base class, whose code `Invalid` shares."""
+    found: dict[str, type[BrokerError]] = {BrokerError.code: BrokerError}
+    for value in vars(errors).values():
+        if isinstance(value, type) and issubclass(value, BrokerError):
+            found.setdefault(value.code, value)
+    return found
+
+
+_ERRORS: Final = _classes_by_code()
 
 
 def encode_error(error: BrokerError) -> list[Any]:
