@@ -1,0 +1,242 @@
+"""A cluster in one event loop: routers (a `Runtime` and its `Hub`) and `EdgeLink`s
+over channels' in-memory layer, for fast tests of the link (issue 6; wire.py).
+
+`WireLayer` is the in-memory layer with what channels-redis adds that matters
+here: every message crosses as msgpack (only plain values survive, as over
+Redis), what was sent is recorded, and an edge can be cut off. `MemoryStore`
+keeps the stored messages in a dict that outlives a router, as the database
+does, so a new router loads what the previous one left. No database, no Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import msgpack
+from channels.layers import InMemoryChannelLayer
+
+from broker_project.cluster.edge import EdgeLink
+from broker_project.cluster.hub import Hub
+from broker_project.cluster.wire import EDGE_BATCH, ROUTER_BATCH
+from broker_project.engine.broker import BindingSpec
+from broker_project.engine.errors import BrokerError
+from broker_project.engine.exchanges import ExchangeSpec
+from broker_project.engine.jsoncodec import dumps, loads
+from broker_project.engine.messages import Message, StoredCopy
+from broker_project.engine.queues import QueueSpec
+from broker_project.publishing import PublishRequest
+from broker_project.runtime import Runtime
+from broker_project.topology import Topology
+
+
+async def eventually(condition: Callable[[], bool], *, timeout: float = 2.0, what: str = "") -> None:
+    """Poll `condition` in small steps; fail naming `what` if it is not met within `timeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what or condition}")
+        await asyncio.sleep(0.005)
+
+
+class MemoryStore:
+    """The router's message store in memory; survives the router as a database would."""
+
+    def __init__(
+        self,
+        *,
+        exchanges: Iterable[ExchangeSpec] = (),
+        queues: Iterable[QueueSpec] = (),
+        bindings: Iterable[BindingSpec] = (),
+    ) -> None:
+        self.topology = Topology(list(exchanges), list(queues), list(bindings))
+        self.rows: dict[int, tuple[str, Message]] = {}
+        self.refuse_inserts = False  # a database that is away
+        self._lock = threading.Lock()
+
+    def load_topology(self) -> Topology:
+        return self.topology
+
+    def load_messages(self) -> list[tuple[int, str, Message]]:
+        with self._lock:
+            return [(store_id, queue, message) for store_id, (queue, message) in sorted(self.rows.items())]
+
+    def max_store_id(self) -> int:
+        with self._lock:
+            return max(self.rows, default=0)
+
+    def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
+        if inserts and self.refuse_inserts:
+            raise OSError("the database is away")
+        with self._lock:
+            for copy in inserts:
+                self.rows[copy.store_id] = (copy.queue, copy.message)
+            for store_id in deletes:
+                self.rows.pop(store_id, None)
+
+    def close(self) -> None:
+        pass
+
+
+class WireLayer(InMemoryChannelLayer):  # type: ignore[misc]
+    """The in-memory layer, serializing as channels-redis does, recording what is sent."""
+
+    def __init__(self) -> None:
+        super().__init__(capacity=1000, expiry=60)
+        self.sent: list[dict[str, Any]] = []
+        self.cut_off: set[str] = set()  # edge channels whose batches are lost on the way
+        self.held: dict[str, list[dict[str, Any]]] = {}  # channel -> what waits on a slow link
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        if message.get("type") == EDGE_BATCH and message.get("edge") in self.cut_off:
+            return
+        message = msgpack.unpackb(msgpack.packb(message))
+        self.sent.append(message)
+        if channel in self.held:
+            self.held[channel].append(message)
+            return
+        await super().send(channel, message)
+
+    def hold(self, channel: str) -> None:
+        """Keep what is sent to `channel` until `release`: a slow link, nothing lost."""
+        self.held.setdefault(channel, [])
+
+    async def release(self, channel: str) -> None:
+        for message in self.held.pop(channel, []):
+            await super().send(channel, message)
+
+    def batches(self, kind: str, item: str) -> list[list[list[Any]]]:
+        """The item lists of the sent batches of `kind` (EDGE_BATCH, ROUTER_BATCH) that hold
+        at least one item named `item`."""
+        return [
+            message["items"]
+            for message in self.sent
+            if message["type"] == kind and any(entry[0] == item for entry in message["items"])
+        ]
+
+    def items(self, kind: str, item: str) -> list[list[Any]]:
+        return [entry for items in self.batches(kind, item) for entry in items if entry[0] == item]
+
+    def edge_items(self, item: str) -> list[list[Any]]:
+        return self.items(EDGE_BATCH, item)
+
+    def router_items(self, item: str) -> list[list[Any]]:
+        return self.items(ROUTER_BATCH, item)
+
+
+class EdgeSink:
+    """A client connection on an edge: what reaches it, decoded, in order; subscribe
+    answers go into the same record, so their place among deliveries shows."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def deliver(self, frames: list[str]) -> None:
+        self.events.extend(loads(frame) for frame in frames)
+
+    def cancelled(self, subscription: str, reason: str) -> None:
+        self.events.append({"type": "cancelled", "subscription": subscription, "reason": reason})
+
+    def answer(self, key: str) -> Callable[[str | None, BrokerError | None], None]:
+        def answered(queue: str | None, error: BrokerError | None) -> None:
+            self.events.append({"type": "answer", "subscription": key, "queue": queue, "error": error})
+
+        return answered
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [event for event in self.events if event["type"] == kind]
+
+    def messages(self) -> list[dict[str, Any]]:
+        return self.of_type("message")
+
+
+def subscribe_args(
+    key: str,
+    *,
+    queue: str | None = None,
+    exchange: str | None = None,
+    ack: str = "client",
+    prefetch: int = 100,
+    shown: Any = None,
+) -> list[Any]:
+    """wire.py's "s" item after the connection, as the consumer builds it."""
+    return [key, dumps(key if shown is None else shown), ack, prefetch, queue, exchange, "", None]
+
+
+def publish_request(routing_key: str, body: Any, *, exchange: str = "", persistent: bool = True) -> PublishRequest:
+    return PublishRequest(exchange, routing_key, dumps(body), {}, persistent, None)
+
+
+class Router:
+    """What a `runbroker` router runs: the runtime, and the hub serving edges from it."""
+
+    def __init__(self, store: MemoryStore, layer: WireLayer) -> None:
+        # A short checkpoint: acknowledged rows leave the store quickly.
+        self.runtime = Runtime(store, checkpoint_seconds=0.2)
+        self.hub = Hub(self.runtime, layer)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.runtime.start()
+        self._task = asyncio.create_task(self.hub.run(), name="test-hub")
+        await eventually(lambda: bool(self.hub.channel), what="the hub has a channel")
+
+    async def stop(self) -> None:
+        """As a killed router: no goodbye to the edges; pending commits are flushed."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.runtime.stop()
+
+
+class Cluster:
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.layer = WireLayer()
+        self.router: Router | None = None
+        self.edges: list[EdgeLink] = []
+
+    @property
+    def runtime(self) -> Runtime:
+        assert self.router is not None, "no router runs"
+        return self.router.runtime
+
+    async def start_router(self) -> Router:
+        router = Router(self.store, self.layer)
+        await router.start()
+        self.router = router
+        return router
+
+    async def stop_router(self) -> None:
+        if self.router is not None:
+            await self.router.stop()
+            self.router = None
+
+    async def replace_router(self) -> Router:
+        """The router dies and a standby takes over on the same store (a new epoch)."""
+        await self.stop_router()
+        return await self.start_router()
+
+    async def edge(self) -> EdgeLink:
+        link = EdgeLink(self.layer)
+        await link.start()
+        self.edges.append(link)
+        await eventually(lambda: link.router_known, what="the edge follows the router")
+        return link
+
+    async def publish(self, queue: str, body: Any, *, persistent: bool = True) -> None:
+        """Publish on the router itself, to a queue through the default exchange."""
+        publishing = self.runtime.publish(publish_request(queue, body, persistent=persistent))
+        _, routed = await asyncio.wait_for(publishing, 2)
+        assert routed == 1
+
+    async def close(self) -> None:
+        for link in reversed(self.edges):
+            await link.stop()
+        await self.stop_router()

@@ -1,0 +1,533 @@
+"""The cluster link in one process: a real `Runtime` and `Hub`, `EdgeLink`s, and
+channels' in-memory layer between them (issue 6; broker_project/cluster/wire.py).
+
+What tests/integration/test_cluster.py checks with real processes, PostgreSQL
+and Redis, checked here in a second: batching, the order of answers and
+deliveries, per-publish errors, failover to a new router, and what each side
+does when the other falls silent. Timeouts are patched where they are used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgpack
+import pytest
+from channels.testing import WebsocketCommunicator
+
+# Router ops travel by name: these modules register theirs when imported.
+import broker_project.sync  # noqa: F401
+import queues.selectors
+import queues.services
+from broker_project import router_calls
+from broker_project import runtime as runtime_module
+from broker_project.cluster import edge as edge_module
+from broker_project.cluster import hub as hub_module
+from broker_project.cluster.edge import EdgeLink
+from broker_project.cluster.wire import EDGE_BATCH, decode_error, encode_error
+from broker_project.engine import errors
+from broker_project.engine.broker import BindingSpec
+from broker_project.engine.errors import BrokerError, Forbidden, NotFound, Unavailable
+from broker_project.engine.exchanges import ExchangeSpec, ExchangeType
+from broker_project.engine.queues import AckMode, QueueSpec
+from broker_project.router_calls import ROUTER_OPS
+from broker_project.topology import QueueSaved, encode_change
+from subscriptions import consumers
+from subscriptions.consumers import BrokerConsumer
+from tests.conftest import Sink
+
+from .cluster_harness import Cluster, EdgeSink, MemoryStore, eventually, publish_request, subscribe_args
+
+
+@pytest.fixture
+async def cluster(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Cluster]:
+    """A router with queues `jobs` and `other`, both bound to the fanout exchange `fan`."""
+    # Beats every 50 ms rather than 500: a new router is heard at once.
+    monkeypatch.setattr(hub_module, "BEAT_SECONDS", 0.05)
+    monkeypatch.setattr(edge_module, "BEAT_SECONDS", 0.05)
+    # A lost answer fails the test in 2 s, not 30.
+    monkeypatch.setattr(edge_module, "CALL_TIMEOUT", 2.0)
+    store = MemoryStore(
+        exchanges=[ExchangeSpec("fan", ExchangeType.FANOUT)],
+        queues=[QueueSpec("jobs"), QueueSpec("other")],
+        bindings=[BindingSpec("fan", "jobs"), BindingSpec("fan", "other")],
+    )
+    built = Cluster(store)
+    await built.start_router()
+    try:
+        yield built
+    finally:
+        await built.close()
+
+
+@pytest.fixture
+def ws_on_edge(monkeypatch: pytest.MonkeyPatch) -> None:
+    """WebSocket consumers take the cluster link although a router runs in this process."""
+    monkeypatch.setattr(consumers, "current_runtime", lambda: None)
+
+
+async def ws_client() -> WebsocketCommunicator:
+    client = WebsocketCommunicator(BrokerConsumer.as_asgi(), "/ws")
+    connected, _ = await client.connect()
+    assert connected
+    return client
+
+
+async def receive(client: WebsocketCommunicator, count: int) -> list[dict[str, Any]]:
+    return [await client.receive_json_from(timeout=2) for _ in range(count)]
+
+
+def counts(cluster: Cluster, queue: str) -> tuple[int, int, int]:
+    found = cluster.runtime.queue_counts([queue])[queue]
+    return found.messages_ready, found.messages_unacknowledged, found.consumers
+
+
+# -- batching and order --------------------------------------------------------
+
+
+async def test_publishes_of_one_loop_turn_travel_as_one_batch_each_answered_with_its_routed_count(
+    cluster: Cluster,
+) -> None:
+    edge = await cluster.edge()
+    conn = edge.connect(EdgeSink())
+    # Routed to 1 queue (jobs), 0 (no such queue) and 2 (fan: jobs and other), in turn.
+    targets = [("", "jobs", 1), ("", "nowhere", 0), ("fan", "", 2)]
+    sent = [
+        edge.publish(conn, publish_request(key, n, exchange=exchange))
+        for n in range(500)
+        for exchange, key, _ in [targets[n % 3]]
+    ]
+
+    answers = [(await asyncio.wait_for(batch, 2))[slot] for _, batch, slot in sent]
+
+    assert answers == [targets[n % 3][2] for n in range(500)]
+    # One channel-layer message carried every publish, and one item answered them all.
+    assert [sum(item[0] == "p" for item in items) for items in cluster.layer.batches(EDGE_BATCH, "p")] == [500]
+    assert len(cluster.layer.router_items("P")) == 1
+    queued = cluster.runtime.get("jobs", count=1000, ack=True)
+    expected = [message_id for n, (message_id, _, _) in enumerate(sent) if n % 3 != 1]
+    assert [m["message_id"] for m in queued] == expected  # in publish order
+
+
+@pytest.mark.usefixtures("ws_on_edge")
+async def test_confirms_through_a_websocket_on_an_edge_come_in_publish_order_from_few_batches(
+    cluster: Cluster,
+) -> None:
+    await cluster.edge()
+    client = await ws_client()
+    frames = [{"type": "publish", "id": n, "routing_key": "jobs", "body": n} for n in range(300)]
+    frames[150] = {"type": "publish", "id": 150, "exchange": "nope", "body": 150}
+    for frame in frames:
+        await client.send_json_to(frame)
+
+    replies = await receive(client, 300)
+
+    assert [reply["id"] for reply in replies] == list(range(300))
+    assert replies[150]["type"] == "error" and replies[150]["code"] == "not_found"
+    assert all(r["type"] == "confirm" and r["routed"] == 1 for n, r in enumerate(replies) if n != 150)
+    assert len(cluster.layer.batches(EDGE_BATCH, "p")) < 30  # far fewer messages than publishes
+    assert counts(cluster, "jobs") == (299, 0, 0)
+    await client.disconnect()
+
+
+async def test_an_edge_keeps_a_window_of_unanswered_batches_and_sends_what_waits_as_one(cluster: Cluster) -> None:
+    edge = await cluster.edge()
+    conn = edge.connect(EdgeSink())
+    await edge.call("queue.is_private", "jobs")  # answered: nothing of ours is unanswered
+    cluster.layer.hold(edge.channel)  # the router's answers are slow to come back
+    sent = []
+    for n in range(6):  # each in a loop turn of its own: without the window, six batches
+        sent.append(edge.publish(conn, publish_request("jobs", n)))
+        await asyncio.sleep(0.01)
+
+    assert len(cluster.layer.batches(EDGE_BATCH, "p")) == edge_module.BATCHES_IN_FLIGHT
+    await cluster.layer.release(edge.channel)
+    answers = [(await asyncio.wait_for(batch, 2))[slot] for _, batch, slot in sent]
+
+    assert answers == [1] * 6
+    sizes = [sum(item[0] == "p" for item in items) for items in cluster.layer.batches(EDGE_BATCH, "p")]
+    assert sizes == [1] * edge_module.BATCHES_IN_FLIGHT + [6 - edge_module.BATCHES_IN_FLIGHT]
+    assert [m["body"] for m in cluster.runtime.get("jobs", count=10, ack=True)] == list(range(6))
+
+
+async def test_a_subscribe_is_answered_before_the_deliveries_it_starts_and_they_carry_its_id_and_tags(
+    cluster: Cluster,
+) -> None:
+    for n in range(3):
+        await cluster.publish("jobs", n)
+    edge = await cluster.edge()
+    sink = EdgeSink()
+    conn = edge.connect(sink)
+    edge.subscribe(conn, subscribe_args("missing", queue="nope"), sink.answer("missing"))
+    edge.subscribe(conn, subscribe_args("s", queue="jobs", prefetch=2), sink.answer("s"))
+    edge.subscribe(conn, subscribe_args("7", exchange="fan", shown=7), sink.answer("7"))
+    await eventually(lambda: len(sink.of_type("answer")) == 3)
+
+    first, second, *deliveries, third = sink.events
+    assert (first["subscription"], first["queue"], type(first["error"])) == ("missing", None, NotFound)
+    assert (second["subscription"], second["queue"], second["error"]) == ("s", "jobs", None)
+    assert [(m["subscription"], m["delivery_tag"], m["body"], m["redelivered"]) for m in deliveries] == [
+        ("s", 1, 0, False),
+        ("s", 2, 1, False),
+    ]
+    assert third["subscription"] == "7" and third["queue"].startswith("amq.gen-") and third["error"] is None
+
+    # A second connection, on another edge, counts its own tags.
+    other_edge = await cluster.edge()
+    other_sink = EdgeSink()
+    other_conn = other_edge.connect(other_sink)
+    other_edge.subscribe(other_conn, subscribe_args("o", queue="other"), other_sink.answer("o"))
+    await eventually(lambda: bool(other_sink.of_type("answer")))
+    await asyncio.wait_for(cluster.runtime.publish(publish_request("", "through fan", exchange="fan")), 2)
+    await eventually(lambda: len(sink.messages()) == 3 and len(other_sink.messages()) == 1)
+    last = sink.messages()[-1]
+    assert (last["subscription"], last["delivery_tag"], last["body"]) == (7, 3, "through fan")
+    only = other_sink.messages()[0]
+    assert (only["subscription"], only["delivery_tag"], only["body"]) == ("o", 1, "through fan")
+    assert counts(cluster, "jobs") == (2, 2, 1)  # "s" is full at prefetch 2: the fan copy waits
+
+
+async def test_a_refused_publish_is_answered_alone_and_the_rest_of_its_batch_goes_through(
+    cluster: Cluster,
+) -> None:
+    edge = await cluster.edge()
+    conn = edge.connect(EdgeSink())
+    sent = [
+        edge.publish(conn, publish_request("jobs", 1)),
+        edge.publish(conn, publish_request("", 2, exchange="nope")),
+        edge.publish(conn, publish_request("jobs", 3)),
+    ]
+    assert len({id(batch) for _, batch, _ in sent}) == 1  # one batch
+
+    answers = await asyncio.wait_for(sent[0][1], 2)
+
+    assert answers[0] == 1 and answers[2] == 1
+    error = decode_error(answers[1])
+    assert isinstance(error, NotFound) and "nope" in error.message
+    assert [m["body"] for m in cluster.runtime.get("jobs", count=10, ack=True)] == [1, 3]
+    with pytest.raises(NotFound):
+        await asyncio.wait_for(edge.publish_wait(publish_request("", 4, exchange="nope")), 2)
+
+
+async def test_a_failed_commit_fails_only_the_publishes_it_held(cluster: Cluster) -> None:
+    edge = await cluster.edge()
+    conn = edge.connect(EdgeSink())
+    cluster.store.refuse_inserts = True
+    sent = [
+        edge.publish(conn, publish_request("jobs", "memory only", persistent=False)),
+        edge.publish(conn, publish_request("jobs", "stored", persistent=True)),
+        edge.publish(conn, publish_request("", "missing", exchange="nope")),
+        edge.publish(conn, publish_request("nowhere", "unrouted", persistent=True)),
+    ]
+
+    answers = await asyncio.wait_for(sent[0][1], 2)
+    cluster.store.refuse_inserts = False
+
+    assert [answers[0], answers[1][0], answers[2][0], answers[3]] == [1, "unavailable", "not_found", 0]
+
+
+# -- failover --------------------------------------------------------------------
+
+
+async def test_after_a_router_change_a_connection_resumes_by_itself_with_tags_above_those_it_saw(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime_module, "STATS_SECONDS", 0.05)
+    for n in range(3):
+        await cluster.publish("jobs", n)
+    edge = await cluster.edge()
+    sink = EdgeSink()
+    conn = edge.connect(sink)
+    edge.subscribe(conn, subscribe_args("refused", queue="nope"), sink.answer("refused"))
+    edge.subscribe(conn, subscribe_args("s", queue="jobs"), sink.answer("s"))
+    edge.watch(conn, True)
+    await eventually(lambda: len(sink.messages()) == 3 and bool(sink.of_type("stats")))
+    assert [m["delivery_tag"] for m in sink.messages()] == [1, 2, 3]
+    subscribes_sent = len(cluster.layer.edge_items("s"))
+
+    await cluster.replace_router()
+    await eventually(lambda: len(sink.messages()) == 6, what="the redeliveries")
+
+    again = sink.messages()[3:]
+    assert [(m["body"], m["delivery_tag"], m["redelivered"], m["subscription"]) for m in again] == [
+        (0, 4, True, "s"),
+        (1, 5, True, "s"),
+        (2, 6, True, "s"),
+    ]
+    assert len(cluster.layer.edge_items("s")) == subscribes_sent  # resumed, not subscribed again
+    seen = len(sink.events)
+    await eventually(lambda: bool([e for e in sink.events[seen:] if e["type"] == "stats"]), what="still watching")
+    assert counts(cluster, "jobs") == (0, 3, 1)
+    edge.ack(conn, "old", 1, multiple=False)  # the previous router's tag: ignored
+    edge.ack(conn, "new", 4, multiple=False)
+    edge.ack(conn, "bogus", 99, multiple=False)
+    await eventually(lambda: bool(sink.of_type("error")))
+    # Items are applied in order: the error for "bogus" follows whatever "old" caused.
+    assert [(e["id"], e["code"]) for e in sink.of_type("error")] == [("bogus", "precondition_failed")]
+    assert counts(cluster, "jobs") == (0, 2, 1)
+    assert sink.of_type("cancelled") == []  # "refused" was not resumed, to be refused again
+
+
+async def test_what_is_in_flight_at_a_router_change_fails_with_unavailable(cluster: Cluster) -> None:
+    edge = await cluster.edge()
+    sink = EdgeSink()
+    conn = edge.connect(sink)
+    await cluster.stop_router()  # killed: the edge has not noticed yet
+    _, batch, _ = edge.publish(conn, publish_request("jobs", "lost"))
+    edge.subscribe(conn, subscribe_args("s", queue="jobs"), sink.answer("s"))
+    call = asyncio.create_task(edge.call("queue.counts", ["jobs"]))
+    http_publish = asyncio.create_task(edge.publish_wait(publish_request("jobs", "lost too")))
+    # Sent to the dead router, or waiting in the outbox for a place in the flow-control window.
+    await eventually(lambda: bool(cluster.layer.edge_items("p")), what="sent to the dead router")
+    assert not (batch.done() or call.done() or http_publish.done() or sink.events)
+
+    await cluster.start_router()
+
+    with pytest.raises(Unavailable, match="changed"):
+        await asyncio.wait_for(batch, 2)
+    with pytest.raises(Unavailable, match="changed"):
+        await asyncio.wait_for(http_publish, 2)
+    with pytest.raises(Unavailable, match="changed"):
+        await asyncio.wait_for(call, 2)
+    (answer,) = sink.of_type("answer")
+    assert isinstance(answer["error"], Unavailable)
+    # The new router serves the same link, the same connection.
+    _, routed = await asyncio.wait_for(edge.publish_wait(publish_request("jobs", "kept")), 2)
+    assert routed == 1
+    edge.subscribe(conn, subscribe_args("s", queue="jobs"), sink.answer("s"))
+    await eventually(lambda: len(sink.messages()) == 1)
+    assert sink.messages()[0]["body"] == "kept"
+
+
+@pytest.mark.usefixtures("ws_on_edge")
+async def test_a_websocket_client_on_an_edge_carries_on_through_a_router_change(cluster: Cluster) -> None:
+    await cluster.edge()
+    client = await ws_client()
+    await client.send_json_to({"type": "subscribe", "id": "w", "queue": "jobs", "ack": "client"})
+    assert await client.receive_json_from(timeout=2) == {
+        "type": "subscribed",
+        "id": "w",
+        "subscription": "w",
+        "queue": "jobs",
+    }
+    await cluster.publish("jobs", "a")
+    await cluster.publish("jobs", "b")
+    assert [m["delivery_tag"] for m in await receive(client, 2)] == [1, 2]
+
+    await cluster.stop_router()
+    await client.send_json_to({"type": "publish", "id": "lost", "routing_key": "jobs", "body": "c"})
+    await eventually(lambda: bool(cluster.layer.edge_items("p")), what="the publish sent to the dead router")
+    await cluster.start_router()
+
+    frames = await receive(client, 3)
+    (error,) = [f for f in frames if f["type"] == "error"]
+    assert (error["id"], error["code"]) == ("lost", "unavailable")
+    messages = [f for f in frames if f["type"] == "message"]
+    assert [(m["body"], m["delivery_tag"], m["redelivered"]) for m in messages] == [("a", 3, True), ("b", 4, True)]
+    await client.send_json_to({"type": "ack", "id": "old", "delivery_tag": 1})
+    await client.send_json_to({"type": "ack", "id": "bad", "delivery_tag": 99})
+    reply = await client.receive_json_from(timeout=2)
+    assert (reply["id"], reply["code"]) == ("bad", "precondition_failed")  # nothing for "old"
+    await client.send_json_to({"type": "ack", "delivery_tag": 4, "multiple": True})
+    await eventually(lambda: counts(cluster, "jobs") == (0, 0, 1))
+    assert await client.receive_nothing(timeout=0.05)
+    await client.disconnect()
+
+
+# -- silence -----------------------------------------------------------------------
+
+
+async def test_an_edge_that_hears_no_router_fails_what_is_in_flight_and_resumes_on_the_next(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(edge_module, "ROUTER_TIMEOUT", 0.3)
+    edge = await cluster.edge()
+    sink = EdgeSink()
+    conn = edge.connect(sink)
+    edge.subscribe(conn, subscribe_args("kept", queue="jobs"), sink.answer("kept"))
+    await eventually(lambda: bool(sink.of_type("answer")))
+    await cluster.stop_router()  # no router at all, this time
+    _, batch, _ = edge.publish(conn, publish_request("jobs", "lost"))
+    edge.subscribe(conn, subscribe_args("failed", queue="other"), sink.answer("failed"))
+    call = asyncio.create_task(edge.call("queue.counts", ["jobs"]))
+
+    with pytest.raises(Unavailable, match="went away"):
+        await asyncio.wait_for(batch, 2)
+    with pytest.raises(Unavailable, match="went away"):
+        await asyncio.wait_for(call, 1)
+    assert isinstance(sink.of_type("answer")[-1]["error"], Unavailable)
+    assert not edge.router_known
+    _, refused, _ = edge.publish(conn, publish_request("jobs", "now"))
+    assert refused.done() and isinstance(refused.exception(), Unavailable)
+    with pytest.raises(Unavailable):
+        await edge.call("queue.counts", ["jobs"])
+
+    await cluster.start_router()
+    await eventually(lambda: edge.router_known and counts(cluster, "jobs")[2] == 1, what="resumed")
+    assert counts(cluster, "other")[2] == 0  # the failed subscribe is not resumed
+
+
+async def test_a_silent_edge_is_dropped_its_messages_requeued_and_it_resumes_after_a_reset(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_module, "EDGE_TIMEOUT", 0.3)
+    for n in range(3):
+        await cluster.publish("jobs", n)
+    quiet = await cluster.edge()
+    quiet_sink = EdgeSink()
+    quiet_conn = quiet.connect(quiet_sink)
+    quiet.subscribe(quiet_conn, subscribe_args("q", queue="jobs"), quiet_sink.answer("q"))
+    await eventually(lambda: len(quiet_sink.messages()) == 3)
+    other = await cluster.edge()
+    other_sink = EdgeSink()
+    other_conn = other.connect(other_sink)
+    other.subscribe(other_conn, subscribe_args("o", queue="jobs", prefetch=3), other_sink.answer("o"))
+    await eventually(lambda: bool(other_sink.of_type("answer")))
+    assert other_sink.messages() == []
+
+    cluster.layer.cut_off.add(quiet.channel)  # its batches are lost from now on
+    await eventually(lambda: len(other_sink.messages()) == 3, timeout=3, what="requeued to the other edge")
+
+    assert [(m["body"], m["redelivered"]) for m in other_sink.messages()] == [(0, True), (1, True), (2, True)]
+    assert counts(cluster, "jobs") == (0, 3, 1)
+    generation = quiet.generation
+    cluster.layer.cut_off.discard(quiet.channel)
+    await eventually(lambda: counts(cluster, "jobs")[2] == 2, what="the quiet edge resumed")
+    assert cluster.layer.router_items("reset")  # the router told it so
+    assert quiet.generation == generation + 1
+    # "o" is full (prefetch 3): the next message goes to the resumed "q", above its old tags.
+    await cluster.publish("jobs", "after")
+    await eventually(lambda: len(quiet_sink.messages()) == 4)
+    last = quiet_sink.messages()[-1]
+    assert (last["body"], last["delivery_tag"], last["subscription"]) == ("after", 4, "q")
+    assert quiet_sink.of_type("error") == [] and quiet_sink.of_type("cancelled") == []
+
+
+async def test_a_dropped_edge_resumes_once_however_many_batches_it_sent_before_hearing_the_reset(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_module, "EDGE_TIMEOUT", 0.3)
+    quiet = await cluster.edge()
+    sink = EdgeSink()
+    conn = quiet.connect(sink)
+    quiet.subscribe(conn, subscribe_args("q", queue="jobs"), sink.answer("q"))
+    await eventually(lambda: bool(sink.of_type("answer")))
+    cluster.layer.cut_off.add(quiet.channel)
+    await eventually(lambda: counts(cluster, "jobs")[2] == 0, timeout=3, what="the silent edge dropped")
+    generation = quiet.generation
+    cluster.layer.cut_off.discard(quiet.channel)
+    # A busy edge: a second batch leaves before the router's answer to the first is back.
+    quiet.watch(conn, True)
+    await asyncio.sleep(0)
+    quiet.watch(conn, False)
+    await asyncio.sleep(0)
+    stale = [
+        m
+        for m in cluster.layer.sent
+        if m["type"] == EDGE_BATCH and m["edge"] == quiet.channel and m["gen"] == generation and m["items"]
+    ]
+    assert [m["items"][0][0] for m in stale[-2:]] == ["w", "W"]
+
+    await eventually(lambda: counts(cluster, "jobs")[2] == 1, what="resumed")
+    # The router answered both batches with a reset; the second is old news to the
+    # resumed edge, not a reason to fail this call and resume once more.
+    assert len(cluster.layer.router_items("reset")) == 2
+    assert await quiet.call("queue.is_private", "jobs") is False
+    assert quiet.generation == generation + 1
+    assert len([item for item in cluster.layer.edge_items("a") if item[1] == conn]) == 1
+
+
+# -- calls of the HTTP API -------------------------------------------------------------
+
+
+async def test_router_ops_over_the_link_return_what_they_return_on_the_router(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = cluster.runtime
+    for n in range(2):
+        await cluster.publish("jobs", n)
+    owner = runtime.connect(Sink())
+    private = runtime.subscribe(
+        owner, subscription="p", subscription_json='"p"', ack_mode=AckMode.AUTO, prefetch=0, exchange="fan"
+    )
+    edge = await cluster.edge()
+
+    calls: list[tuple[str, list[Any]]] = [
+        ("queue.counts", [["jobs", "other", "missing"]]),
+        ("queue.snapshot", [["jobs"]]),
+        ("queue.is_private", [private]),
+        ("queue.is_private", ["jobs"]),
+    ]
+    for op, args in calls:
+        assert await edge.call(op, *args) == ROUTER_OPS[op](runtime, *args), op
+
+    head = runtime.broker.queues["jobs"].ready[0].message.to_dict(redelivered=False)
+    assert await edge.call("queue.get", "jobs", 1, False) == [head]
+    assert await edge.call("queue.purge", "other") == 0
+    assert await edge.call("topology.apply", encode_change(QueueSaved(QueueSpec("declared-remotely")))) is None
+    assert "declared-remotely" in runtime.broker.queues
+    # As the HTTP API calls them, from a worker thread of an edge process.
+    monkeypatch.setattr(router_calls, "current_runtime", lambda: None)
+    live = await asyncio.to_thread(queues.selectors.queue_live_counts, ["jobs"])
+    assert (live["jobs"].messages_ready, live["jobs"].consumers) == (2, 0)
+
+
+@pytest.mark.parametrize(
+    ("op", "args", "error_class"),
+    [
+        ("queue.get", ["missing", 1, True], NotFound),
+        ("queue.get", ["jobs", 0, True], BrokerError),
+        ("queue.purge", [None], Forbidden),  # None: the test's private queue
+    ],
+)
+async def test_an_error_of_a_router_op_arrives_over_the_link_as_raised(
+    cluster: Cluster, op: str, args: list[Any], error_class: type[BrokerError]
+) -> None:
+    runtime = cluster.runtime
+    owner = runtime.connect(Sink())
+    private = runtime.subscribe(
+        owner, subscription="p", subscription_json='"p"', ack_mode=AckMode.AUTO, prefetch=0, exchange="fan"
+    )
+    args = [private if arg is None else arg for arg in args]
+    with pytest.raises(BrokerError) as local:
+        ROUTER_OPS[op](runtime, *args)
+    edge = await cluster.edge()
+
+    with pytest.raises(BrokerError) as remote:
+        await edge.call(op, *args)
+
+    assert type(local.value) is error_class
+    assert type(remote.value) is error_class
+    assert (remote.value.code, remote.value.message, remote.value.fields) == (
+        local.value.code,
+        local.value.message,
+        local.value.fields,
+    )
+
+
+async def test_an_op_that_fails_unexpectedly_is_unavailable_and_the_link_goes_on(cluster: Cluster) -> None:
+    edge: EdgeLink = await cluster.edge()
+    with pytest.raises(Unavailable, match="topology.apply"):
+        await edge.call("topology.apply", {"kind": "teleport"})
+    with pytest.raises(Unavailable, match="no.such.op"):
+        await edge.call("no.such.op")
+    assert await edge.call("queue.is_private", "jobs") is False
+
+
+ERROR_CLASSES = [value for value in vars(errors).values() if isinstance(value, type) and issubclass(value, BrokerError)]
+
+
+@pytest.mark.parametrize("error_class", ERROR_CLASSES, ids=lambda cls: cls.__name__)
+def test_every_engine_error_crosses_the_link_with_its_code_status_and_fields(error_class: type[BrokerError]) -> None:
+    sent = error_class("queue 'q' is odd", fields={"name": ["is odd"]})
+    received = decode_error(msgpack.unpackb(msgpack.packb(encode_error(sent))))
+    # `Invalid` shares the base class's code: it arrives as the base class.
+    assert type(received) is (BrokerError if error_class.code == BrokerError.code else error_class)
+    assert (received.code, received.status, received.message, received.fields) == (
+        sent.code,
+        sent.status,
+        sent.message,
+        sent.fields,
+    )
