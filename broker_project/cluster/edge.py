@@ -224,7 +224,7 @@ class EdgeLink:
                     self._last_beat = time.monotonic()
                     self._on_ack(message.get("ack", 0))
                     if message["items"]:
-                        self._router_seq = message.get("seq", 0)
+                        self._router_seq = message.get("seq", self._router_seq)  # a reset has none
                         self._owe_ack = True
                         self._wakeup.set()
                         self.on_batch(message["items"])
