@@ -18,6 +18,7 @@ from broker_project.engine.errors import BrokerError, Forbidden, NotFound
 from broker_project.engine.exchanges import ExchangeType, parse_headers_match
 from broker_project.engine.jsoncodec import canonical
 from broker_project.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS
+from broker_project.limits import ensure_room
 from exchanges.models import Exchange
 from queues.models import Queue
 from queues.services import refuse_private_queue
@@ -75,6 +76,7 @@ def binding_create(
         existing = Binding.objects.filter(**identity).first()
         if existing is not None:
             return BindingCreated(existing, False)
+        ensure_room(Binding, setting="MAX_BINDINGS", kind="bindings")
         try:
             with transaction.atomic():  # a savepoint: a concurrent create loses the race cleanly
                 row = Binding.objects.create(

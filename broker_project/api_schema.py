@@ -27,8 +27,9 @@ class ErrorSerializer(serializers.Serializer[Any]):
 
 _MEANING: Final = {
     400: "invalid: the input breaks a rule (the body is not a JSON object, a field is wrong)",
-    403: "forbidden: a name reserved for the broker (amq.), the default exchange, or a WebSocket "
-    "subscription's private queue",
+    401: "unauthorized: no valid credentials (Bearer token or session) while anonymous clients are not allowed",
+    403: "forbidden: a missing configure/write/read permission, a name reserved for the broker (amq.), "
+    "the default exchange, or a WebSocket subscription's private queue",
     404: "not_found",
     409: "precondition_failed: it exists with other properties",
     413: "too_large: the body is over MAX_MESSAGE_BYTES",

@@ -26,8 +26,10 @@ from django.urls import path  # noqa: E402
 from broker_project.cluster.edge import EdgeLink, current_link  # noqa: E402
 from broker_project.fast_publish import FastPublish  # noqa: E402
 from broker_project.health import Health  # noqa: E402
+from broker_project.origins import OriginGuard  # noqa: E402
 from broker_project.runtime import Runtime, current_runtime  # noqa: E402
 from subscriptions.consumers import BrokerConsumer  # noqa: E402
+from subscriptions.limits import ConnectionLimit  # noqa: E402
 
 _starting = asyncio.Lock()
 
@@ -78,7 +80,8 @@ class StartRouter:
         await self.app(scope, receive, send)
 
 
-websocket_application = URLRouter([path("ws", BrokerConsumer.as_asgi())])
+# A refused Origin gets 403 before anything else; then at most MAX_CONNECTIONS_PER_IP (README, "Limits").
+websocket_application = OriginGuard(ConnectionLimit(URLRouter([path("ws", BrokerConsumer.as_asgi())])))
 
 application = StartRouter(
     ProtocolTypeRouter(

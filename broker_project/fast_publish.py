@@ -7,8 +7,10 @@ answers JSON publishes itself, on the router's loop, and the wait for the
 commit holds nothing, so concurrent publishers share commits.
 
 It does what Django would do for such a request: the Host check against
-ALLOWED_HOSTS, the body size limit, the same answers and error shape, the
-same security headers. Anything else goes to Django, the documented DRF
+ALLOWED_HOSTS, authentication by `Authorization: Bearer` token and the write
+permission on the exchange (access/asgi.py; a token's user and permissions
+are cached for a few seconds, so revoking one takes that long here), the
+body size limit, the same answers and error shape, the same security headers. Anything else goes to Django, the documented DRF
 action included: other methods and content types (the browsable API's forms)
 and every request with a session cookie (DRF checks CSRF for logged-in users).
 """
@@ -22,6 +24,7 @@ from typing import Any, Final
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
+from access.asgi import fast_publish_permissions
 from broker_project.api_errors import error_payload
 from broker_project.engine.errors import BrokerError, TooLarge
 from broker_project.engine.jsoncodec import dumps, loads
@@ -51,6 +54,8 @@ class FastPublish:
         status, payload = await self._publish(match.group(1), scope, receive)
         body = dumps(payload).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))  # as DRF answers
         await send({"type": "http.response.start", "status": status, "headers": headers + SECURITY_HEADERS})
         await send({"type": "http.response.body", "body": body})
 
@@ -65,6 +70,8 @@ class FastPublish:
     async def _publish(self, exchange: str, scope: dict[str, Any], receive: Any) -> tuple[int, Any]:
         try:
             _check_host(scope)
+            permissions = await fast_publish_permissions(scope["headers"])
+            permissions.require("write", "exchange", exchange)
             data = loads(await _read_body(receive))
         except BrokerError as error:
             return error.status, error_payload(error.code, error.message, error.fields)

@@ -4,6 +4,10 @@ Plain JSON views without trailing slashes and without CSRF, as its clients
 expect; they reuse the services, so the rules (names, 409 on a different
 redeclaration, nothing half-applied) are the API's. Bad input gets 400 with
 the API's error shape, naming the fields as these calls spell them.
+
+Being without CSRF, they take credentials only as `Authorization: Bearer`,
+never the session cookie (access/drf.py), and check the same permissions as
+the API; `/ping` is open to all.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from access.drf import legacy_permissions
 from bindings.serializers import BindingSerializer
 from bindings.services import binding_create
 from broker_project.api_errors import error_payload
@@ -91,22 +96,31 @@ def ping(request: HttpRequest) -> HttpResponse:
 
 @legacy_call("POST")
 def exchanges(request: HttpRequest) -> HttpResponse:
+    permissions = legacy_permissions(request)
     data = _body(request)
     name, kind = _required(data, "name"), _required(data, "type")
     if kind not in LEGACY_EXCHANGE_TYPES:
         raise BrokerError(f"type: {kind!r} must be fanout or direct", fields={"type": ["must be fanout or direct"]})
+    if isinstance(name, str):  # a name of another type is refused by the service
+        permissions.require("configure", "exchange", name)
     declared = exchange_declare(name=name, type=kind)
     return JsonResponse(ExchangeSerializer(declared.exchange).data)
 
 
 @legacy_call("POST")
 def queues(request: HttpRequest) -> HttpResponse:
+    permissions = legacy_permissions(request)
     data = _body(request)
     name = _required(data, "name")
     if not isinstance(name, str):
         raise BrokerError("name: must be a string", fields={"name": ["must be a string"]})
     # A missing `durable` was false to the Go service (its zero value).
-    declared = queue_declare(name=name, durable=data.get("durable", False))
+    declared = queue_declare(
+        name=name,
+        durable=data.get("durable", False),
+        # On the final name, as the API does: "" becomes a generated one.
+        authorize=lambda final: permissions.require("configure", "queue", final),
+    )
     row = declared.queue
     return JsonResponse(
         {"name": row.name, "durable": row.durable, "auto_delete": row.auto_delete, "arguments": row.arguments}
@@ -115,12 +129,15 @@ def queues(request: HttpRequest) -> HttpResponse:
 
 @legacy_call("POST")
 def bindings(request: HttpRequest) -> HttpResponse:
+    permissions = legacy_permissions(request)
     data = _body(request)
     exchange, queue = _required(data, "exchange_name"), _required(data, "queue_name")
     if not isinstance(exchange, str) or not isinstance(queue, str):
         raise BrokerError(
             "exchange_name and queue_name must be strings", fields={"exchange_name": ["must be a string"]}
         )
+    permissions.require("configure", "queue", queue)
+    permissions.require("read", "exchange", exchange)
     try:
         created = binding_create(exchange=exchange, queue=queue, binding_key=data.get("key", ""))
     except BrokerError as error:
@@ -130,12 +147,16 @@ def bindings(request: HttpRequest) -> HttpResponse:
 
 @legacy_call("POST")
 def publish(request: HttpRequest) -> HttpResponse:
+    permissions = legacy_permissions(request)
     data = _body(request)
+    exchange = data.get("exchange_name", "")
+    if isinstance(exchange, str):  # a name of another type is refused by the service
+        permissions.require("write", "exchange", exchange)
     fields: dict[str, Any] = {"routing_key": data.get("key", "")}
     if "payload" in data:
         fields["body"] = data["payload"]
     try:
-        published = message_publish(data=fields, exchange=data.get("exchange_name", ""))
+        published = message_publish(data=fields, exchange=exchange)
     except BrokerError as error:
         raise _renamed(error, PUBLISH_FIELDS) from None
     return JsonResponse({"message_id": published.message_id, "routed": published.routed})

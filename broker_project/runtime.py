@@ -106,6 +106,11 @@ class Runtime:
         self.loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self.writer = GroupCommitWriter(self.store, checkpoint_seconds=self._checkpoint_seconds)
+        # The engine takes the limits; it reads no settings.
+        from django.conf import settings
+
+        self.broker.max_queues = settings.MAX_QUEUES or None
+        self.broker.max_bindings = settings.MAX_BINDINGS or None
         started = time.monotonic()
         topology: Topology = await self.writer.in_thread(self.store.load_topology)
         self._load_topology(topology)

@@ -60,6 +60,25 @@ BROKER_ALLOW_ANONYMOUS = env_bool(
 # Said outright, not derived from HTTP_HOST: runbroker --host may move off loopback.
 BROKER_ALLOW_ANONYMOUS_SET = env_str("BROKER_ALLOW_ANONYMOUS", default="").strip() != ""
 
+# --- limits that protect the process (README, "Limits") ---------------------
+
+# Origins allowed to open a WebSocket; empty: any scheme and port of an ALLOWED_HOSTS host.
+ALLOWED_ORIGINS = env_list("ALLOWED_ORIGINS", default=[])
+# Above what one connection reaches in the benchmarks (a consumer acking 39k
+# messages/s one by one on 2 cores): only a flooding client meets it.
+WS_MAX_FRAMES_PER_SECOND = env_int("WS_MAX_FRAMES_PER_SECOND", default=50_000, min=1)
+WS_MAX_FRAMES_BURST = env_int("WS_MAX_FRAMES_BURST", default=WS_MAX_FRAMES_PER_SECOND, min=1)
+# Unsent data a WebSocket connection may hold before it is closed as a slow consumer.
+WS_MAX_BUFFERED_BYTES = env_int("WS_MAX_BUFFERED_BYTES", default=4 * 1024 * 1024, min=1024)
+MAX_CONNECTIONS_PER_IP = env_int("MAX_CONNECTIONS_PER_IP", default=1000, min=0)  # 0: no limit
+MAX_QUEUES = env_int("MAX_QUEUES", default=100_000, min=0)  # 0: no limit
+MAX_BINDINGS = env_int("MAX_BINDINGS", default=100_000, min=0)  # 0: no limit
+# Cookies only over HTTPS, except on the zero-setup http://127.0.0.1 (STYLE.md "Settings").
+SECURE_COOKIES = env_bool("SECURE_COOKIES", default=not is_loopback_host(HTTP_HOST))
+# A TLS proxy on another machine says https in X-Forwarded-Proto; off by default, as a
+# client could send the header itself (runbroker's server already trusts a loopback proxy).
+TRUST_X_FORWARDED_PROTO = env_bool("TRUST_X_FORWARDED_PROTO", default=False)
+
 # --- database ---------------------------------------------------------------
 
 _SQLITE_OPTIONS: dict[str, Any] = {
@@ -169,6 +188,7 @@ INSTALLED_APPS = [
     "queues",
     "bindings",
     "subscriptions",
+    "access",
 ]
 
 MIDDLEWARE = [
@@ -273,12 +293,14 @@ REST_FRAMEWORK = {
     ],
     # One error shape for every endpoint (PROTOCOL.md "Errors").
     "EXCEPTION_HANDLER": "broker_project.api_errors.exception_handler",
+    # Bearer first: its WWW-Authenticate makes an unauthenticated request a 401 (access/drf.py).
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "access.drf.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    # Authentication comes with issue 7; until then runbroker refuses to serve
-    # anyone but loopback clients unless BROKER_ALLOW_ANONYMOUS is true.
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    # Authenticated users, or anyone while BROKER_ALLOW_ANONYMOUS is on; views
+    # check the configure/write/read permissions per name.
+    "DEFAULT_PERMISSION_CLASSES": ["access.drf.BrokerAccess"],
 }
 
 SPECTACULAR_SETTINGS = {
@@ -288,6 +310,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The document describes the broker's API (PROTOCOL.md), not /api/schema/ itself,
+    # whose `format` and `lang` parameters are drf-spectacular's (an unknown format is a 404).
+    "SERVE_INCLUDE_SCHEMA": False,
 }
 
 # A request may carry one full message plus its JSON envelope (routing key,
@@ -318,6 +343,7 @@ LOGGING: dict[str, Any] = {
                 "queues",
                 "bindings",
                 "subscriptions",
+                "access",
             )
         },
         "django": {"handlers": ["console"], "level": "WARNING", "propagate": False},
@@ -333,3 +359,9 @@ if not DEBUG:
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
     SECURE_REFERRER_POLICY = "same-origin"
+
+SESSION_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_SECURE = SECURE_COOKIES
+if TRUST_X_FORWARDED_PROTO:
+    # So request.is_secure() (and CSRF's Origin and Referer checks) see the browser's https.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

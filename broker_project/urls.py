@@ -64,6 +64,9 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("api/", include(router.urls)),
+    # Log in and out for any active user (the admin's login takes staff only):
+    # the browsable API's links, and the session a non-staff user's console needs.
+    path("api/auth/", include("rest_framework.urls")),
     # The original service's calls: no trailing slash, as its clients send them.
     path("ping", legacy.ping, name="legacy-ping"),
     path("exchanges", legacy.exchanges, name="legacy-exchanges"),
@@ -71,3 +74,5 @@ urlpatterns = [
     path("bindings", legacy.bindings, name="legacy-bindings"),
     path("publish", legacy.publish, name="legacy-publish"),
 ]
+
+handler404 = "broker_project.api_errors.not_found"

@@ -1,6 +1,8 @@
 """HTTP API of exchanges (PROTOCOL.md, HTTP API): translates requests to services.
 
 Exchanges are looked up by name; `amq.default` names the default exchange.
+Declaring and deleting need configure on the name, publishing needs write
+(access/rules.py); reading needs only an authenticated user.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
+from access.drf import request_permissions
 from bindings.serializers import BindingSerializer
 from broker_project.api_schema import LOOKUP_NAME_REGEX, errors
 from exchanges.models import Exchange
@@ -39,7 +42,7 @@ class ExchangeViewSet(viewsets.GenericViewSet[Exchange]):
             return ExchangeDetailSerializer
         return ExchangeSerializer
 
-    @extend_schema(responses={200: ExchangeSerializer(many=True)})
+    @extend_schema(responses={200: ExchangeSerializer(many=True), **errors(401)})
     def list(self, request: Request) -> Response:
         return Response(ExchangeSerializer(exchange_list(), many=True).data)
 
@@ -48,34 +51,37 @@ class ExchangeViewSet(viewsets.GenericViewSet[Exchange]):
         responses={
             201: OpenApiResponse(ExchangeSerializer, description="created"),
             200: OpenApiResponse(ExchangeSerializer, description="an identical exchange exists"),
-            **errors(400, 403, 409),
+            **errors(400, 401, 403, 409),
         },
     )
     def create(self, request: Request) -> Response:
         serializer = ExchangeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        request_permissions(request).require("configure", "exchange", serializer.validated_data["name"])
         declared = exchange_declare(**serializer.validated_data)
         code = status.HTTP_201_CREATED if declared.created else status.HTTP_200_OK
         return Response(ExchangeSerializer(declared.exchange).data, status=code)
 
-    @extend_schema(responses={200: ExchangeDetailSerializer, **errors(404)})
+    @extend_schema(responses={200: ExchangeDetailSerializer, **errors(401, 404)})
     def retrieve(self, request: Request, name: str) -> Response:
         exchange = exchange_detail(name=name)
         data = dict(ExchangeSerializer(exchange).data)
         data["bindings"] = BindingSerializer(exchange_bindings(exchange=exchange), many=True).data
         return Response(data)
 
-    @extend_schema(responses={204: None, **errors(403, 404)})
+    @extend_schema(responses={204: None, **errors(401, 403, 404)})
     def destroy(self, request: Request, name: str) -> Response:
+        request_permissions(request).require("configure", "exchange", name)
         exchange_delete(name=name)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
         request=PublishSerializer,
-        responses={200: PublishedSerializer, **errors(400, 404, 413, 503)},
+        responses={200: PublishedSerializer, **errors(400, 401, 403, 404, 413, 503)},
         description="Answers only after every durable copy is committed; `routed` counts the queues reached.",
     )
     @action(detail=True, methods=["post"])
     def publish(self, request: Request, name: str) -> Response:
+        request_permissions(request).require("write", "exchange", name)
         published = message_publish(data=request.data, exchange=name)
         return Response(PublishedSerializer(published).data)

@@ -8,7 +8,7 @@ anything is written (PROTOCOL.md, "Errors"). No HTTP here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from broker_project.engine.errors import (
 from broker_project.engine.jsoncodec import canonical
 from broker_project.engine.names import check_name
 from broker_project.engine.queues import parse_queue_arguments
+from broker_project.limits import ensure_room
 from broker_project.router_calls import call_router, router_op, router_reachable
 from broker_project.runtime import Runtime, generated_queue_name
 from queues.models import Queue
@@ -48,16 +49,20 @@ def queue_declare(
     durable: bool = True,
     auto_delete: bool = False,
     arguments: Mapping[str, Any] | None = None,
+    authorize: Callable[[str], None] | None = None,
 ) -> QueueDeclared:
     """Create a queue, or find an identical one (PROTOCOL.md, POST /api/queues/).
 
-    An empty name gets a generated `amq.gen-...` one.
+    An empty name gets a generated `amq.gen-...` one. `authorize` is called
+    with the final name before anything is written (a permission check).
     """
     if name == "":
         name = generated_queue_name()
         check_name("queue", name, reserved_ok=True)
     else:
         check_name("queue", name)
+    if authorize is not None:
+        authorize(name)
     wanted: dict[str, Any] = {
         "durable": require_bool("durable", durable),
         "auto_delete": require_bool("auto_delete", auto_delete),
@@ -68,6 +73,8 @@ def queue_declare(
     parse_queue_arguments(arguments)
     wanted["arguments"] = dict(arguments or {})
     with transaction.atomic():
+        if not Queue.objects.filter(name=name).exists():
+            ensure_room(Queue, setting="MAX_QUEUES", kind="queues")
         existing, created = lock_or_create(Queue, name=name, values=wanted)
         if created:
             return QueueDeclared(existing, True)

@@ -1,7 +1,8 @@
 """HTTP API of queues (PROTOCOL.md, HTTP API): translates requests to services.
 
 Queues are looked up by name. The list also shows the private `amq.gen-`
-queues of live WebSocket subscriptions, read-only.
+queues of live WebSocket subscriptions, read-only. Declaring, deleting and
+purging need configure on the name, getting needs read (access/rules.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
+from access.drf import request_permissions
 from broker_project.api_schema import LOOKUP_NAME_REGEX, errors
 from queues.models import Queue
 from queues.selectors import queue_detail, queue_list
@@ -42,7 +44,7 @@ class QueueViewSet(viewsets.GenericViewSet[Queue]):
             return PurgedSerializer
         return QueueSerializer
 
-    @extend_schema(responses={200: QueueSerializer(many=True), **errors(503)})
+    @extend_schema(responses={200: QueueSerializer(many=True), **errors(401, 503)})
     def list(self, request: Request) -> Response:
         return Response(QueueSerializer(queue_list(), many=True).data)
 
@@ -51,33 +53,40 @@ class QueueViewSet(viewsets.GenericViewSet[Queue]):
         responses={
             201: OpenApiResponse(QueueSerializer, description="created"),
             200: OpenApiResponse(QueueSerializer, description="an identical queue exists"),
-            **errors(400, 403, 409),
+            **errors(400, 401, 403, 409),
         },
     )
     def create(self, request: Request) -> Response:
         serializer = QueueDeclareSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        declared = queue_declare(**serializer.validated_data)
+        permissions = request_permissions(request)
+        # On the final name: a generated `amq.gen-` name is known only inside the service.
+        declared = queue_declare(
+            **serializer.validated_data,
+            authorize=lambda name: permissions.require("configure", "queue", name),
+        )
         code = status.HTTP_201_CREATED if declared.created else status.HTTP_200_OK
         return Response(QueueSerializer(queue_detail(name=declared.queue.name)).data, status=code)
 
-    @extend_schema(responses={200: QueueSerializer, **errors(404)})
+    @extend_schema(responses={200: QueueSerializer, **errors(401, 404)})
     def retrieve(self, request: Request, name: str) -> Response:
         return Response(QueueSerializer(queue_detail(name=name)).data)
 
-    @extend_schema(responses={204: None, **errors(403, 404)})
+    @extend_schema(responses={204: None, **errors(401, 403, 404)})
     def destroy(self, request: Request, name: str) -> Response:
+        request_permissions(request).require("configure", "queue", name)
         queue_delete(name=name)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(request=None, responses={200: PurgedSerializer, **errors(403, 404, 503)})
+    @extend_schema(request=None, responses={200: PurgedSerializer, **errors(401, 403, 404, 503)})
     @action(detail=True, methods=["post"])
     def purge(self, request: Request, name: str) -> Response:
+        request_permissions(request).require("configure", "queue", name)
         return Response({"purged": queue_purge(name=name)})
 
     @extend_schema(
         request=QueueGetSerializer,
-        responses={200: MessageSerializer(many=True), **errors(400, 403, 404, 503)},
+        responses={200: MessageSerializer(many=True), **errors(400, 401, 403, 404, 503)},
         description="Up to `count` ready messages. With `ack` false they stay at the head of the "
         "queue, in order, and come out next with `redelivered: true`.",
     )
@@ -86,4 +95,5 @@ class QueueViewSet(viewsets.GenericViewSet[Queue]):
     def get_messages(self, request: Request, name: str) -> Response:
         serializer = QueueGetSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        request_permissions(request).require("read", "queue", name)
         return Response(queue_get(name=name, **serializer.validated_data))

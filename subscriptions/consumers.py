@@ -11,7 +11,11 @@ In an edge process (issue 6) the router runs elsewhere: the same frames go
 to it through the process's `EdgeLink`, in batches, and its answers come back
 in order; the connection does not know the difference beyond that.
 
-Imports the runtime, the cluster link and the frame parser; no models, no services.
+Authentication and permissions (access/asgi.py) are settled once, at connect;
+each publish and subscribe frame is then checked against them before either
+router path, at the cost of a dict lookup per name.
+
+Imports the runtime, the cluster link, the frame parser and access's checks; no models, no services.
 """
 
 from __future__ import annotations
@@ -27,9 +31,18 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from access.asgi import authorize_frame, websocket_permissions
+from access.rules import NOBODY, Permissions
 from broker_project.cluster.edge import EdgeLink, current_link
 from broker_project.cluster.wire import decode_error
-from broker_project.engine.errors import BrokerError, NotFound, TooLarge, Unavailable
+from broker_project.engine.errors import (
+    BrokerError,
+    NotFound,
+    RateLimited,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
 from broker_project.engine.jsoncodec import dumps, loads
 from broker_project.publishing import FRAME_OVERHEAD
 from broker_project.runtime import Runtime, current_runtime
@@ -55,12 +68,24 @@ from .frames import (
     reply_frame,
     subscribed_frame,
 )
+from .limits import (
+    ABUSIVE,
+    CLOSE_POLICY,
+    REASON_RATE,
+    REASON_SLOW,
+    FrameBudget,
+    close_firmly,
+    frame_id_of,
+    text_bytes,
+)
 
 log = logging.getLogger("broker.ws")
 
 # RFC 6455 close codes.
 CLOSE_TOO_BIG: Final = 1009  # PROTOCOL.md: a frame over the size limit
 CLOSE_INTERNAL_ERROR: Final = 1011  # no router, or a bug: logged, never swallowed
+# Private-use close code (4000-4999): 4000 + HTTP's 401, after an `unauthorized` error frame.
+CLOSE_UNAUTHORIZED: Final = 4401
 
 
 @dataclass(slots=True)
@@ -86,6 +111,12 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self._closed = False
         self._max_bytes = 0
         self._outbox: deque[str] = deque()
+        # Limits (subscriptions/limits.py): UTF-8 bytes in the outbox plus the frame being
+        # sent, kept on append and pop; past WS_MAX_BUFFERED_BYTES the client is too slow.
+        self._buffered = 0
+        self._max_buffered = settings.WS_MAX_BUFFERED_BYTES
+        self._budget = FrameBudget.from_settings()
+        self._closing: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._confirms: deque[_PendingConfirm] = deque()
@@ -94,6 +125,7 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         # number, echoed as a number: router key -> id as the client sent it.
         self._subscriptions: dict[str, FrameId] = {}
         self._generated = 0
+        self._permissions: Permissions = NOBODY  # set at connect
 
     # -- Channels plumbing -------------------------------------------------
 
@@ -129,6 +161,15 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     # -- life cycle --------------------------------------------------------
 
     async def connect(self) -> None:
+        try:
+            self._permissions = await websocket_permissions(self.scope)
+        except Unauthorized as error:
+            # Accepted first, so the client can read why before the close.
+            self._closed = True
+            await self.accept()
+            await self.send(text_data=dumps(error_frame(None, error)))
+            await self.close(code=CLOSE_UNAUTHORIZED)
+            return
         loop = asyncio.get_running_loop()
         runtime, link = current_runtime(), current_link()
         await self.accept()
@@ -163,6 +204,7 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             return
         self._closed = True
         self._outbox.clear()
+        self._buffered = 0
         self._confirms.clear()
         runtime, link, connection_id = self._runtime, self._link, self._connection_id
         self._connection_id = None
@@ -188,6 +230,13 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if self._closed:
             return
         self._outbox.extend(frames)
+        size = self._buffered
+        for frame in frames:
+            size += len(frame) if frame.isascii() else text_bytes(frame)
+        self._buffered = size
+        if size > self._max_buffered:
+            self._too_slow()
+            return
         self._wakeup.set()
 
     def cancelled(self, subscription: str, reason: str) -> None:
@@ -197,7 +246,12 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     def _push(self, frame: Any) -> None:
         if self._closed:
             return
-        self._outbox.append(dumps(frame))
+        text = dumps(frame)
+        self._outbox.append(text)
+        self._buffered += text_bytes(text)
+        if self._buffered > self._max_buffered:
+            self._too_slow()
+            return
         self._wakeup.set()
 
     async def _send_loop(self) -> None:
@@ -211,7 +265,10 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             send = self.base_send  # the server's ASGI send: Channels' wrappers add nothing here
             try:
                 while outbox:
-                    await send({"type": "websocket.send", "text": outbox.popleft()})
+                    text = outbox.popleft()
+                    await send({"type": "websocket.send", "text": text})
+                    # Counted until sent: a client that does not read holds up this send.
+                    self._buffered -= len(text) if text.isascii() else text_bytes(text)
             except Exception:
                 log.exception("sending to WebSocket connection %s failed; closing it", self._connection_id)
                 self._shutdown()
@@ -220,6 +277,27 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 except Exception:  # the socket is already gone: nothing left to tell
                     log.debug("close after a failed send failed too", exc_info=True)
                 return
+
+    def _too_slow(self) -> None:
+        """Over WS_MAX_BUFFERED_BYTES: drop what is queued and close (README, "Limits")."""
+        log.info("WebSocket connection %s closed: over WS_MAX_BUFFERED_BYTES unsent (slow consumer)", self._connection_id)
+        self._closed = True  # nothing more is queued; the memory goes now
+        self._outbox.clear()
+        self._buffered = 0
+        # Left on the next turn of the loop, not inside the router's call that delivered:
+        # leaving requeues this connection's unacknowledged messages to others.
+        asyncio.get_running_loop().call_soon(self._shutdown)
+        self._closing = asyncio.ensure_future(close_firmly(self.base_send, CLOSE_POLICY, REASON_SLOW))
+
+    async def _refuse_over_rate(self, text: str, verdict: int) -> None:
+        """A frame over WS_MAX_FRAMES_PER_SECOND: not carried out; a flooding client is closed."""
+        if verdict == ABUSIVE:
+            log.info("WebSocket connection %s closed: frames at over ten times WS_MAX_FRAMES_PER_SECOND", self._connection_id)
+            self._shutdown()
+            await close_firmly(self.base_send, CLOSE_POLICY, REASON_RATE)
+            return
+        refused = RateLimited(f"over {self._budget.rate:g} frames per second: frame not carried out")
+        self._push(error_frame(frame_id_of(text), refused))
 
     # -- receiving ---------------------------------------------------------
 
@@ -239,6 +317,13 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         ) > limit:
             await self._close(CLOSE_TOO_BIG)
             return
+        budget = self._budget
+        budget.tokens -= 1.0  # the refill reads the clock only when the bucket runs dry
+        if budget.tokens < 0.0:
+            verdict = budget.refill()
+            if verdict:
+                await self._refuse_over_rate(text_data, verdict)
+                return
         try:
             data = loads(text_data)
         except ValueError as error:  # orjson's and json's decode errors are ValueErrors
@@ -256,6 +341,8 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             self._push(error_frame(error.frame_id, error))
             return
         try:
+            if not self._permissions.everything:
+                authorize_frame(self._permissions, frame)
             self._handle(frame)
         except BrokerError as error:
             self._push(error_frame(frame.id, error))
@@ -384,7 +471,9 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self._subscriptions[key] = subscription
         if frame.legacy or self._closed:
             return  # the original service's clients would take a reply for a message
-        self._outbox.insert(mark, dumps(subscribed_frame(frame.id, subscription, queue)))
+        reply = dumps(subscribed_frame(frame.id, subscription, queue))
+        self._outbox.insert(mark, reply)
+        self._buffered += text_bytes(reply)
         self._wakeup.set()
 
     @staticmethod

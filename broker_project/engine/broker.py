@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from .errors import BrokerError, Conflict, Forbidden, NotFound, PreconditionFailed
+from .errors import (
+    BrokerError,
+    Conflict,
+    Forbidden,
+    LimitExceeded,
+    NotFound,
+    PreconditionFailed,
+)
 from .exchanges import Exchange, ExchangeSpec, ExchangeType, parse_headers_match
 from .jsoncodec import canonical
 from .messages import (
@@ -86,6 +93,11 @@ class Broker:
         # Queues with a message TTL or `expires`: the only ones `tick` looks at, so its
         # cost follows them, not the number of queues (DESIGN.md, "Performance model").
         self._timed: set[str] = set()
+        # MAX_QUEUES and MAX_BINDINGS (README, "Limits") for what the router makes itself,
+        # a subscription's private queue; None: no limit. The stored topology is checked
+        # by the services before it is written, and always loads.
+        self.max_queues: int | None = None
+        self.max_bindings: int | None = None
 
     # -- topology ------------------------------------------------------
 
@@ -321,11 +333,19 @@ class Broker:
             parse_headers_match(arguments or {})
         if queue in self.queues:
             raise Conflict(f"queue {queue!r} already exists")
+        self._check_room()
         spec = QueueSpec(name=queue, durable=False, auto_delete=True, exclusive_to=connection_id)
         self.declare_queue(spec, now=now, reserved_ok=True)
         self.bind(BindingSpec(exchange, queue, binding_key, arguments))
         state = self.queues[queue]
         return self._add_consumer(connection, subscription, subscription_json, state, ack_mode, prefetch, now)
+
+    def _check_room(self) -> None:
+        """Refuse a private queue and its binding past MAX_QUEUES or MAX_BINDINGS."""
+        if self.max_queues is not None and len(self.queues) >= self.max_queues:
+            raise LimitExceeded(f"the broker holds {len(self.queues)} queues, its limit (MAX_QUEUES)")
+        if self.max_bindings is not None and len(self.bindings) >= self.max_bindings:
+            raise LimitExceeded(f"the broker holds {len(self.bindings)} bindings, its limit (MAX_BINDINGS)")
 
     def cancel(self, connection_id: int, subscription: str, *, now: float) -> tuple[str, Effects]:
         """End a subscription; returns its queue's name and the effects."""

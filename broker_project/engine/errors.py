@@ -34,8 +34,15 @@ class NotFound(BrokerError):
     status = 404
 
 
+class Unauthorized(BrokerError):
+    """No credentials, or credentials the broker does not know, where they are required."""
+
+    code = "unauthorized"
+    status = 401
+
+
 class Forbidden(BrokerError):
-    """E.g. declaring a name reserved for the broker (`amq.`)."""
+    """E.g. declaring a name reserved for the broker (`amq.`), or lacking a permission."""
 
     code = "forbidden"
     status = 403
@@ -65,3 +72,19 @@ class Unavailable(BrokerError):
 
     code = "unavailable"
     status = 503
+
+
+class LimitExceeded(BrokerError):
+    """A declaration past MAX_QUEUES or MAX_BINDINGS (README, "Limits"); nothing was created.
+
+    409, not 429: waiting does not help, deleting something does."""
+
+    code = "limit_exceeded"
+    status = 409
+
+
+class RateLimited(BrokerError):
+    """A WebSocket frame over the connection's WS_MAX_FRAMES_PER_SECOND; it was not carried out."""
+
+    code = "rate_limited"
+    status = 429

@@ -31,20 +31,20 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         host = options["host"]
-        anonymous = settings.BROKER_ALLOW_ANONYMOUS and (is_loopback_host(host) or settings.BROKER_ALLOW_ANONYMOUS_SET)
-        if not anonymous:
-            # Authentication arrives with issue 7; until then a broker reachable from
-            # other machines would be open to all of them: never by accident.
-            raise CommandError(
-                f"{host} is reachable from other machines and clients cannot authenticate yet: "
-                "listen on a loopback address (HTTP_HOST=127.0.0.1), or set "
-                "BROKER_ALLOW_ANONYMOUS=true to serve anonymous clients on purpose"
-            )
+        if not is_loopback_host(host) and not settings.BROKER_ALLOW_ANONYMOUS_SET:
+            # The default followed HTTP_HOST; --host moved off loopback, so a broker
+            # reachable from other machines is never open to them by accident.
+            settings.BROKER_ALLOW_ANONYMOUS = False
         role = self._role(options["edge"])
         if settings.DO_MIGRATIONS:
             self._migrate(role)
         if settings.BROKER_ALLOW_ANONYMOUS:
             self.stderr.write("anonymous access is ON: anyone who can reach this port may use the broker")
+        else:
+            self.stderr.write(
+                "anonymous access is off: clients authenticate with an API token "
+                "(manage.py createtoken USER) or a session (/admin/login/)"
+            )
         run(host, options["port"], role)
 
     @staticmethod

@@ -1,0 +1,122 @@
+"""The doors in front of Django: the WebSocket at /ws and the HTTP fast publish path.
+
+`websocket_permissions(scope)` runs once per connection (at connect): it takes
+an `Authorization: Bearer` header, else a `?token=` query parameter, else
+Django's session cookie (the web console's). A token that is given must be
+valid, whatever BROKER_ALLOW_ANONYMOUS says; without credentials the
+connection is anonymous, which costs no database query.
+
+`fast_publish_permissions(headers)` does the same for the fast publish path
+from the `Authorization` header alone (session requests go to Django, where
+CSRF is checked), through a `TokenCache`: a busy publisher's token is looked
+up at most once every TOKEN_CACHE_SECONDS.
+
+`authorize_frame` checks one parsed WebSocket frame against the connection's
+permissions: publish needs write on the exchange, subscribe read on the
+queue or the exchange; other frames act only on the connection's own
+deliveries. Allowed anonymous clients and superusers skip it at once.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from types import SimpleNamespace
+from typing import Any, Final
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib.auth import get_user
+from django.http.cookie import parse_cookie
+
+from access.drf import bearer_token
+from access.rules import Permissions
+from access.selectors import (
+    TokenCache,
+    cached_token_permissions_sync,
+    permissions_or_unauthorized,
+    token_permissions,
+)
+from broker_project.engine.errors import Unauthorized
+from subscriptions.frames import Publish, Subscribe
+
+Headers = list[tuple[bytes, bytes]]
+
+INVALID_TOKEN: Final = "the API token is not valid"
+
+token_cache = TokenCache()
+
+
+def _header(headers: Headers, name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def _query_token(scope: dict[str, Any]) -> str | None:
+    query = scope.get("query_string", b"")
+    if b"token=" not in query:
+        return None
+    values = parse_qs(query.decode("latin-1"), keep_blank_values=True).get("token")
+    return values[0] if values else None
+
+
+def _session_user(session_key: str) -> Any:
+    engine = import_module(settings.SESSION_ENGINE)
+    # django.contrib.auth.get_user needs only `request.session`; it checks the
+    # session's auth hash, so a changed password ends the session here too.
+    return get_user(SimpleNamespace(session=engine.SessionStore(session_key)))  # type: ignore[arg-type]
+
+
+def _resolve(token: str | None, session_key: str | None) -> Permissions:
+    if token is not None:
+        return token_permissions(token)
+    user = _session_user(session_key) if session_key else None
+    return permissions_or_unauthorized(user)
+
+
+async def websocket_permissions(scope: dict[str, Any]) -> Permissions:
+    """What this WebSocket client may do; `unauthorized` when it may not connect."""
+    headers: Headers = scope.get("headers", [])
+    token = bearer_token(_header(headers, b"authorization") or b"")
+    if token is None:
+        token = _query_token(scope)
+    session_key: str | None = None
+    if token is None:
+        cookie = _header(headers, b"cookie")
+        if cookie is not None:
+            session_key = parse_cookie(cookie.decode("latin-1")).get(settings.SESSION_COOKIE_NAME) or None
+    if token is None and session_key is None:
+        return permissions_or_unauthorized(None)  # no credentials: no database query
+    if token == "":
+        raise Unauthorized(INVALID_TOKEN)
+    permissions: Permissions = await database_sync_to_async(_resolve)(token, session_key)
+    return permissions
+
+
+async def fast_publish_permissions(headers: Headers) -> Permissions:
+    """The publisher's permissions from its Bearer token (cached), or an anonymous client's."""
+    token = bearer_token(_header(headers, b"authorization") or b"")
+    if token is None:
+        return permissions_or_unauthorized(None)
+    known, permissions = token_cache.get(token)
+    if not known:
+        permissions = await database_sync_to_async(cached_token_permissions_sync)(token)
+        token_cache.put(token, permissions)
+    if permissions is None:
+        raise Unauthorized(INVALID_TOKEN)
+    return permissions
+
+
+def authorize_frame(permissions: Permissions, frame: object) -> None:
+    """Raise `forbidden` unless the connection may send `frame` (checked before either router path)."""
+    if permissions.everything:
+        return
+    if isinstance(frame, Publish):
+        permissions.require("write", "exchange", frame.request.exchange)
+    elif isinstance(frame, Subscribe):
+        if frame.queue is not None:
+            permissions.require("read", "queue", frame.queue)
+        elif frame.exchange is not None:
+            permissions.require("read", "exchange", frame.exchange)

@@ -1,0 +1,85 @@
+"""The HTTP doors: DRF's authentication and permission classes, and the request's Permissions.
+
+`BearerTokenAuthentication` reads `Authorization: Bearer <token>` (listed
+before DRF's SessionAuthentication, so an unauthenticated request's answer is
+401 with `WWW-Authenticate: Bearer`); `BrokerAccess` lets in authenticated
+users, and anonymous clients while BROKER_ALLOW_ANONYMOUS is on. Views then
+ask `request_permissions(request)` before they change anything.
+
+The original service's calls (broker_project/legacy.py) are plain Django views
+without CSRF: they take only tokens (`legacy_permissions`), never the session
+cookie, which another site could make a browser send.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.permissions import BasePermission
+
+from access.rules import Permissions
+from access.selectors import permissions_or_unauthorized, token_permissions, token_user
+from broker_project.engine.errors import Unauthorized
+
+_CACHE_ATTRIBUTE = "_broker_permissions"
+
+
+def bearer_token(header: bytes) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; None for no header or another scheme.
+
+    Raises `unauthorized` for a Bearer header without exactly one token."""
+    parts = header.split()
+    if not parts or parts[0].lower() != b"bearer":
+        return None
+    if len(parts) != 2:
+        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+    try:
+        return parts[1].decode("ascii")
+    except UnicodeDecodeError:
+        raise Unauthorized("the API token is not valid") from None
+
+
+class BearerTokenAuthentication(BaseAuthentication):
+    def authenticate(self, request: Any) -> tuple[Any, None] | None:
+        try:
+            token = bearer_token(get_authorization_header(request))
+        except Unauthorized as error:
+            raise exceptions.AuthenticationFailed(error.message) from None
+        if token is None:
+            return None
+        user = token_user(token)
+        if user is None:
+            raise exceptions.AuthenticationFailed("the API token is not valid")
+        return user, None
+
+    def authenticate_header(self, request: Any) -> str:
+        return "Bearer"
+
+
+class BrokerAccess(BasePermission):
+    """Authenticated users; anonymous clients only while BROKER_ALLOW_ANONYMOUS is on.
+
+    Reading (lists, details) needs nothing more; changes are checked per name by the views."""
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        return bool(settings.BROKER_ALLOW_ANONYMOUS or request.user.is_authenticated)
+
+
+def request_permissions(request: Any) -> Permissions:
+    """The permissions of the request's user, loaded once per request."""
+    cached: Permissions | None = getattr(request, _CACHE_ATTRIBUTE, None)
+    if cached is None:
+        cached = permissions_or_unauthorized(request.user)
+        setattr(request, _CACHE_ATTRIBUTE, cached)
+    return cached
+
+
+def legacy_permissions(request: Any) -> Permissions:
+    """The permissions of a token-bearing request, or of an anonymous client."""
+    token = bearer_token(request.META.get("HTTP_AUTHORIZATION", "").encode("latin-1"))
+    if token is None:
+        return permissions_or_unauthorized(None)
+    return token_permissions(token)

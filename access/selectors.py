@@ -1,0 +1,108 @@
+"""Who a client is, and what it may do: ORM reads behind the doors' checks.
+
+`token_user` finds the user of an API token (by its hash); `user_permissions`
+builds a user's `Permissions` from its own rows and its groups' rows;
+`permissions_or_unauthorized` decides for a client with or without a user,
+reading BROKER_ALLOW_ANONYMOUS at call time (tests flip it).
+
+`TokenCache` keeps token -> (user, permissions) for TOKEN_CACHE_SECONDS, for
+the HTTP fast publish path, which must not query the database per request:
+a deleted token, a deactivated user or a changed permission takes effect
+there within that time.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Final
+
+from django.conf import settings
+from django.db.models import Q
+
+from access.models import ApiToken, BrokerPermission, hash_token
+from access.rules import ANONYMOUS_ALL, Permissions
+from broker_project.engine.errors import Unauthorized
+
+# How stale the fast path's view of a token may be (README: revocation delay).
+TOKEN_CACHE_SECONDS: Final = 5.0
+# Entries kept at most; unknown tokens are cached too (no database query per
+# guess), so the bound keeps a client sending random tokens from growing it.
+TOKEN_CACHE_SIZE: Final = 10_000
+
+NO_CREDENTIALS: Final = "authentication required: send Authorization: Bearer <token>, or log in"
+
+
+def token_user(token: str) -> Any | None:
+    """The active user owning `token`, or None."""
+    if not token:
+        return None
+    row = ApiToken.objects.select_related("user").filter(key_hash=hash_token(token)).first()
+    if row is None or not row.user.is_active:
+        return None
+    return row.user
+
+
+def describe(user: Any) -> str:
+    return f"user {user.get_username()!r}"
+
+
+def user_permissions(user: Any) -> Permissions:
+    """The union of the user's own permission rows and its groups' rows; superusers may do everything."""
+    if user.is_superuser:
+        return Permissions.all(describe(user))
+    rows = BrokerPermission.objects.filter(Q(user=user) | Q(group__in=user.groups.all())).values_list(
+        "configure", "write", "read"
+    )
+    configure, write, read = [], [], []
+    for row_configure, row_write, row_read in rows:
+        configure.append(row_configure)
+        write.append(row_write)
+        read.append(row_read)
+    return Permissions(describe(user), configure=configure, write=write, read=read)
+
+
+def permissions_or_unauthorized(user: Any | None) -> Permissions:
+    """A user's permissions; without one, everything if anonymous clients are allowed, else `unauthorized`."""
+    if user is not None and user.is_authenticated:
+        return user_permissions(user)
+    if settings.BROKER_ALLOW_ANONYMOUS:
+        return ANONYMOUS_ALL
+    raise Unauthorized(NO_CREDENTIALS)
+
+
+def token_permissions(token: str) -> Permissions:
+    """The permissions of `token`'s user; `unauthorized` for an unknown token."""
+    user = token_user(token)
+    if user is None:
+        raise Unauthorized("the API token is not valid")
+    return user_permissions(user)
+
+
+class TokenCache:
+    """token hash -> (permissions or None for unknown, expiry), for TOKEN_CACHE_SECONDS."""
+
+    def __init__(self, seconds: float = TOKEN_CACHE_SECONDS, size: int = TOKEN_CACHE_SIZE) -> None:
+        self.seconds = seconds
+        self.size = size
+        self._entries: dict[str, tuple[Permissions | None, float]] = {}
+
+    def get(self, token: str) -> tuple[bool, Permissions | None]:
+        """(known, permissions): `known` false when the token must be looked up."""
+        entry = self._entries.get(hash_token(token))
+        if entry is None or entry[1] < time.monotonic():
+            return False, None
+        return True, entry[0]
+
+    def put(self, token: str, permissions: Permissions | None) -> None:
+        if len(self._entries) >= self.size:
+            self._entries.clear()
+        self._entries[hash_token(token)] = (permissions, time.monotonic() + self.seconds)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def cached_token_permissions_sync(token: str) -> Permissions | None:
+    """`token_permissions` without the exception: None for an unknown token (for the cache)."""
+    user = token_user(token)
+    return None if user is None else user_permissions(user)

@@ -1,0 +1,326 @@
+"""Authentication and permissions over HTTP: the API, the original service's calls, tokens.
+
+Every rule of access/rules.py both ways, with real users and tokens: allowed,
+and refused with 403 `forbidden` changing nothing. Anonymous clients are
+refused (401 `unauthorized`) only while BROKER_ALLOW_ANONYMOUS is off.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from access.models import ApiToken, hash_token
+from bindings.models import Binding
+from broker_project.publishing import PublishRequest
+from broker_project.runtime import Runtime
+from exchanges.models import Exchange
+from queues.models import Queue
+from tests.access.helpers import grant_group, make_user
+
+from .conftest import Api, error_code
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def no_anonymous(settings: Any) -> None:
+    settings.BROKER_ALLOW_ANONYMOUS = False  # pytest-django restores it
+
+
+@pytest.fixture
+def anonymous(settings: Any) -> None:
+    settings.BROKER_ALLOW_ANONYMOUS = True
+
+
+def client_of(token: str) -> Api:
+    api = Api()
+    api.client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return api
+
+
+def refused(answer: tuple[int, Any], *words: str) -> None:
+    status, body = answer
+    assert (status, body["error"]["code"]) == (403, "forbidden"), body
+    for word in words:
+        assert word in body["error"]["message"]
+
+
+def ready(runtime: Runtime, queue: str) -> int:
+    return runtime.broker.queue_counts(queue).messages_ready  # type: ignore[union-attr]
+
+
+def put_message(runtime: Runtime, queue: str) -> None:
+    runtime.call_threadsafe(runtime.publish, PublishRequest("", queue, "1", {}, False, None))
+
+
+# -- authentication ------------------------------------------------------------
+
+
+def test_without_credentials_the_api_is_401_when_anonymous_is_off(api: Api, no_anonymous: None) -> None:
+    response = api.client.post("/api/queues/", {"name": "q"}, format="json")
+    assert (response.status_code, response.json()["error"]["code"]) == (401, "unauthorized")
+    assert response["WWW-Authenticate"] == "Bearer"
+    assert error_code(api.get("/api/queues/")) == (401, "unauthorized")
+    assert error_code(api.get("/api/exchanges/")) == (401, "unauthorized")
+    assert not Queue.objects.exists()
+
+
+def test_anonymous_clients_may_do_everything_when_allowed(api: Api, anonymous: None, runtime_thread: Runtime) -> None:
+    assert api.post("/api/exchanges/", {"name": "x", "type": "fanout"})[0] == 201
+    assert api.post("/api/queues/", {"name": "q"})[0] == 201
+    assert api.post("/api/bindings/", {"exchange": "x", "queue": "q"})[0] == 201
+    assert api.post("/api/exchanges/x/publish/", {"body": 1})[1]["routed"] == 1
+    assert api.post("/api/queues/q/get/", {})[0] == 200
+    assert api.post("/api/queues/q/purge/")[0] == 200
+
+
+def test_a_bearer_token_authenticates(no_anonymous: None) -> None:
+    _, token = make_user("alice")
+    assert client_of(token).get("/api/queues/")[0] == 200
+
+
+@pytest.mark.parametrize("header", ["Bearer nope", "Bearer", "Bearer a b"])
+def test_a_bad_token_is_401_even_when_anonymous_is_allowed(anonymous: None, header: str) -> None:
+    api = Api()
+    api.client.credentials(HTTP_AUTHORIZATION=header)
+    assert error_code(api.get("/api/queues/")) == (401, "unauthorized")
+
+
+def test_an_inactive_users_token_is_refused(no_anonymous: None) -> None:
+    user, token = make_user("gone")
+    user.is_active = False
+    user.save()
+    assert error_code(client_of(token).get("/api/queues/")) == (401, "unauthorized")
+
+
+def test_a_deleted_token_is_refused(no_anonymous: None) -> None:
+    _, token = make_user("alice")
+    ApiToken.objects.all().delete()
+    assert error_code(client_of(token).get("/api/queues/")) == (401, "unauthorized")
+
+
+def test_a_session_authenticates_the_api(api: Api, no_anonymous: None) -> None:
+    user, _ = make_user("alice", configure="q")
+    api.client.force_login(user)
+    assert api.post("/api/queues/", {"name": "q"})[0] == 201
+
+
+def test_only_the_tokens_hash_is_stored() -> None:
+    user, token = make_user("alice")
+    row = ApiToken.objects.get(user=user)
+    assert row.key_hash == hash_token(token) and token not in row.key_hash
+    assert row.prefix == token[:8]
+
+
+def test_any_authenticated_user_may_read_everything(no_anonymous: None, runtime_thread: Runtime) -> None:
+    Exchange.objects.create(name="x", type="fanout")
+    Queue.objects.create(name="q")
+    binding = Binding.objects.create(exchange=Exchange.objects.get(name="x"), queue=Queue.objects.get(name="q"))
+    _, token = make_user("reader")  # no permission rows at all
+    api = client_of(token)
+    for path in ("/api/exchanges/", "/api/exchanges/x/", "/api/queues/", "/api/queues/q/", "/api/bindings/"):
+        assert api.get(path)[0] == 200, path
+    assert api.get(f"/api/bindings/{binding.pk}/")[0] == 200
+
+
+# -- configure ---------------------------------------------------------------------
+
+
+def test_declaring_and_deleting_an_exchange_need_configure(no_anonymous: None, runtime_thread: Runtime) -> None:
+    _, token = make_user("alice", configure=r"ex\..*")
+    api = client_of(token)
+    assert api.post("/api/exchanges/", {"name": "ex.a", "type": "topic"})[0] == 201
+    refused(api.post("/api/exchanges/", {"name": "other", "type": "topic"}), "user 'alice'", "configure", "'other'")
+    assert not Exchange.objects.filter(name="other").exists()
+    Exchange.objects.create(name="other", type="topic")
+    refused(api.delete("/api/exchanges/other/"), "configure", "exchange 'other'")
+    assert Exchange.objects.filter(name="other").exists()
+    assert api.delete("/api/exchanges/ex.a/")[0] == 204
+
+
+def test_declaring_deleting_and_purging_a_queue_need_configure(no_anonymous: None, runtime_thread: Runtime) -> None:
+    _, token = make_user("alice", configure=r"q\..*")
+    api = client_of(token)
+    assert api.post("/api/queues/", {"name": "q.a"})[0] == 201
+    refused(api.post("/api/queues/", {"name": "other"}), "configure", "queue 'other'")
+    assert not Queue.objects.filter(name="other").exists()
+    Queue.objects.create(name="other")
+    put_message(runtime_thread, "other")
+    refused(api.post("/api/queues/other/purge/"), "configure", "queue 'other'")
+    assert ready(runtime_thread, "other") == 1
+    refused(api.delete("/api/queues/other/"), "configure")
+    assert Queue.objects.filter(name="other").exists()
+    put_message(runtime_thread, "q.a")
+    assert api.post("/api/queues/q.a/purge/") == (200, {"purged": 1})
+    assert api.delete("/api/queues/q.a/")[0] == 204
+
+
+def test_a_generated_queue_name_is_checked_as_generated(no_anonymous: None, runtime_thread: Runtime) -> None:
+    _, allowed = make_user("gen", configure=r"amq\.gen-.*")
+    status, body = client_of(allowed).post("/api/queues/", {"name": ""})
+    assert status == 201 and body["name"].startswith("amq.gen-")
+    _, token = make_user("named", configure=r"q\..*")
+    refused(client_of(token).post("/api/queues/", {"name": ""}), "configure", "queue 'amq.gen-")
+    assert Queue.objects.count() == 1
+
+
+# -- bindings: configure on the queue, read on the exchange -----------------------
+
+
+@pytest.fixture
+def topology(runtime_thread: Runtime) -> Runtime:
+    Exchange.objects.create(name="x", type="direct")
+    Queue.objects.create(name="q")
+    return runtime_thread
+
+
+@pytest.mark.parametrize(
+    ("configure", "read", "missing"),
+    [("", "x", "configure permission on queue 'q'"), ("q", "", "read permission on exchange 'x'")],
+)
+def test_creating_a_binding_needs_configure_on_the_queue_and_read_on_the_exchange(
+    no_anonymous: None, topology: Runtime, configure: str, read: str, missing: str
+) -> None:
+    _, token = make_user("half", configure=configure, read=read)
+    refused(client_of(token).post("/api/bindings/", {"exchange": "x", "queue": "q", "binding_key": "k"}), missing)
+    assert not Binding.objects.exists()
+    _, both = make_user("both", configure="q", read="x")
+    assert client_of(both).post("/api/bindings/", {"exchange": "x", "queue": "q", "binding_key": "k"})[0] == 201
+
+
+@pytest.mark.parametrize(("configure", "read"), [("", "x"), ("q", "")])
+def test_deleting_a_binding_needs_the_same(no_anonymous: None, topology: Runtime, configure: str, read: str) -> None:
+    binding = Binding.objects.create(exchange=Exchange.objects.get(name="x"), queue=Queue.objects.get(name="q"))
+    _, token = make_user("half", configure=configure, read=read)
+    refused(client_of(token).delete(f"/api/bindings/{binding.pk}/"))
+    assert Binding.objects.filter(pk=binding.pk).exists()
+    _, both = make_user("both", configure="q", read="x")
+    assert client_of(both).delete(f"/api/bindings/{binding.pk}/")[0] == 204
+
+
+# -- write and read --------------------------------------------------------------------
+
+
+def test_publishing_needs_write_on_the_exchange(no_anonymous: None, topology: Runtime) -> None:
+    Binding.objects.create(exchange=Exchange.objects.get(name="x"), queue=Queue.objects.get(name="q"))
+    _, token = make_user("pub", write="x")
+    api = client_of(token)
+    assert api.post("/api/exchanges/x/publish/", {"body": 1})[1]["routed"] == 1
+    refused(api.post("/api/exchanges/amq.default/publish/", {"routing_key": "q", "body": 2}), "exchange 'amq.default'")
+    assert ready(topology, "q") == 1
+
+
+def test_the_default_exchange_is_written_as_amq_default(no_anonymous: None, topology: Runtime) -> None:
+    _, token = make_user("pub", write=r"amq\.default")
+    api = client_of(token)
+    assert api.post("/api/exchanges/amq.default/publish/", {"routing_key": "q", "body": 1})[1]["routed"] == 1
+    refused(api.post("/api/exchanges/x/publish/", {"body": 2}), "write", "exchange 'x'")
+
+
+def test_getting_from_a_queue_needs_read_on_it(no_anonymous: None, topology: Runtime) -> None:
+    Queue.objects.create(name="other")
+    put_message(topology, "q")
+    put_message(topology, "other")
+    _, token = make_user("reader", read="q")
+    api = client_of(token)
+    refused(api.post("/api/queues/other/get/", {}), "read permission on queue 'other'")
+    assert ready(topology, "other") == 1
+    status, messages = api.post("/api/queues/q/get/", {})
+    assert status == 200 and len(messages) == 1
+
+
+# -- who has which rights ------------------------------------------------------------------
+
+
+def test_superusers_may_do_everything(no_anonymous: None, topology: Runtime) -> None:
+    _, token = make_user("root", superuser=True)
+    api = client_of(token)
+    assert api.post("/api/queues/", {"name": "anything"})[0] == 201
+    assert api.post("/api/bindings/", {"exchange": "x", "queue": "q"})[0] == 201
+    assert api.post("/api/exchanges/x/publish/", {"body": 1})[1]["routed"] == 1
+
+
+def test_a_users_rights_are_its_own_rows_and_its_groups(no_anonymous: None, topology: Runtime) -> None:
+    grant_group("ops", configure=r"ops\..*")
+    grant_group("other")  # a group with nothing adds nothing
+    _, token = make_user("alice", configure=r"mine\..*", groups=("ops", "other"))
+    api = client_of(token)
+    assert api.post("/api/queues/", {"name": "mine.a"})[0] == 201
+    assert api.post("/api/queues/", {"name": "ops.a"})[0] == 201
+    refused(api.post("/api/queues/", {"name": "theirs"}))
+    _, outsider = make_user("bob", configure=r"mine\..*")
+    refused(client_of(outsider).post("/api/queues/", {"name": "ops.b"}))
+
+
+# -- the original service's calls --------------------------------------------------------
+
+
+def legacy(token: str | None, path: str, data: Any, session_of: Any = None) -> tuple[int, Any]:
+    client = Client()
+    if session_of is not None:
+        client.force_login(session_of)
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
+    response = client.post(path, json.dumps(data), content_type="application/json", **headers)
+    return response.status_code, response.json()
+
+
+def test_the_original_calls_need_a_token_when_anonymous_is_off(no_anonymous: None, topology: Runtime) -> None:
+    user, token = make_user("root", superuser=True)
+    assert error_code(legacy(None, "/queues", {"name": "q2"})) == (401, "unauthorized")
+    # No CSRF on these calls: a session cookie is no credential here.
+    assert error_code(legacy(None, "/queues", {"name": "q2"}, session_of=user)) == (401, "unauthorized")
+    assert not Queue.objects.filter(name="q2").exists()
+    assert legacy(token, "/queues", {"name": "q2"})[0] == 200
+    assert Client().get("/ping").json() == {"message": "PONG"}  # open to all
+
+
+def test_the_original_calls_check_the_same_permissions(no_anonymous: None, topology: Runtime) -> None:
+    _, none = make_user("none", configure="", write="", read="")
+    refused(legacy(none, "/exchanges", {"name": "y", "type": "fanout"}), "configure", "exchange 'y'")
+    refused(legacy(none, "/queues", {"name": "q2"}), "configure", "queue 'q2'")
+    refused(legacy(none, "/bindings", {"exchange_name": "x", "queue_name": "q", "key": "k"}), "queue 'q'")
+    refused(legacy(none, "/publish", {"exchange_name": "x", "key": "k", "payload": 1}), "write", "exchange 'x'")
+    refused(legacy(none, "/publish", {"exchange_name": "", "key": "q", "payload": 1}), "exchange 'amq.default'")
+    assert not Exchange.objects.filter(name="y").exists() and not Queue.objects.filter(name="q2").exists()
+    assert not Binding.objects.exists() and ready(topology, "q") == 0
+
+    _, all_ = make_user("all", configure=".*", write=".*", read=".*")
+    assert legacy(all_, "/exchanges", {"name": "y", "type": "fanout"})[0] == 200
+    assert legacy(all_, "/queues", {"name": "q2"})[0] == 200
+    assert legacy(all_, "/bindings", {"exchange_name": "x", "queue_name": "q", "key": "k"})[0] == 200
+    assert legacy(all_, "/publish", {"exchange_name": "x", "key": "k", "payload": 1})[1]["routed"] == 1
+
+
+def test_the_original_calls_stay_open_when_anonymous_is_allowed(anonymous: None, topology: Runtime) -> None:
+    assert legacy(None, "/publish", {"exchange_name": "", "key": "q", "payload": 1})[1]["routed"] == 1
+    assert error_code(legacy("wrong", "/publish", {"exchange_name": "", "key": "q", "payload": 1})) == (
+        401,
+        "unauthorized",
+    )
+
+
+# -- the web console -----------------------------------------------------------------------
+
+
+def test_the_console_asks_for_a_login_and_takes_a_session(no_anonymous: None) -> None:
+    response = Client().get("/")
+    assert (response.status_code, response["Location"]) == (302, "/admin/login/?next=/")
+    user, token = make_user("alice")
+    # A token is for programs: the page wants the browser's session.
+    assert Client(HTTP_AUTHORIZATION=f"Bearer {token}").get("/").status_code == 302
+    client = Client()
+    client.force_login(user)
+    assert client.get("/").status_code == 200
+
+
+def test_a_user_who_is_not_staff_logs_in_at_the_apis_login(no_anonymous: None) -> None:
+    make_user("alice")
+    client = Client()
+    response = client.post("/api/auth/login/", {"username": "alice", "password": "pw", "next": "/"})
+    assert (response.status_code, response["Location"]) == (302, "/")
+    assert client.get("/").status_code == 200
+    assert client.get("/api/queues/").status_code == 200
