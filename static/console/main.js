@@ -1,12 +1,13 @@
 // The console's entry point: starts from the server-rendered state, then
 // follows the broker live over one WebSocket (`watch` → a `stats` frame a
-// second) and changes it through the HTTP API. No HTTP polling.
+// second, through the browser client /static/pubsub/client.js) and changes it
+// through the HTTP API. No HTTP polling.
 
+import { connect } from "../pubsub/client.js";
 import { api } from "./api.js";
 import { RateChart, RateHistory } from "./chart.js";
 import { clearErrors, jsonField, setOptions, showError, showOk } from "./forms.js";
 import { renderOverview } from "./overview.js";
-import { BrokerSocket } from "./socket.js";
 import { Tail } from "./tail.js";
 import { drawTopology, topologyKey, updateTopologyCounts } from "./topology.js";
 
@@ -57,23 +58,32 @@ function apply(frame) {
 
 // --- live stats over the WebSocket -------------------------------------------
 
-const scheme = location.protocol === "https:" ? "wss" : "ws";
-const socket = new BrokerSocket(`${scheme}://${location.host}/ws`);
-socket.on("open", async () => {
-  setStatus("connecting", "connecting…");
-  try {
-    const reply = await socket.request({ type: "watch", id: socket.newId("watch") });
-    if (reply.type === "error") setStatus("degraded", `connected · no live stats (${reply.code})`);
-    else setStatus("live", "live");
-  } catch {
-    // closed meanwhile: the close handler reports it.
-  }
-});
-socket.on("close", () => setStatus("offline", "disconnected · retrying"));
-socket.on("stats", (frame) => {
+// The client reconnects by itself and renews the watch; `reconnect` comes once it has.
+const client = connect("/ws");
+
+function onStats(frame) {
   history.add(frame, Date.now());
   apply(frame);
   chart.show(history.of(rateSource.value));
+}
+
+async function watchStats() {
+  try {
+    await client.watch(onStats);
+    setStatus("live", "live");
+  } catch (error) {
+    if (!client.closed) setStatus("degraded", `connected · no live stats (${error.code})`);
+  }
+}
+
+client.addEventListener("open", () => setStatus("connecting", "connecting…"));
+client.addEventListener("close", (event) => {
+  const { reconnecting, code } = event.detail;
+  setStatus("offline", reconnecting ? "disconnected · retrying" : `disconnected (${code === 4401 ? "log in again" : code})`);
+});
+client.addEventListener("reconnect", () => {
+  if (client.watching) setStatus("live", "live");
+  else watchStats(); // refused before: ask again on the new connection
 });
 rateSource.addEventListener("change", () => chart.show(history.of(rateSource.value)));
 
@@ -167,6 +177,6 @@ document.addEventListener("click", async (event) => {
 
 // --- start -------------------------------------------------------------------
 
-new Tail(socket, $("#tail-form"), $("#tail-messages"), $("#tail-state"));
+new Tail(client, $("#tail-form"), $("#tail-messages"), $("#tail-state"));
 apply(JSON.parse($("#initial-state").textContent));
-socket.connect();
+watchStats();

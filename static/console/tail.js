@@ -1,18 +1,19 @@
-// The tail panel: one subscription over the shared WebSocket, to a queue or to
-// an exchange with a binding key (a private queue), its messages newest first.
-// With client acks each message gets Ack / Nack (requeue) / Reject buttons.
+// The tail panel: one subscription through the console's browser client (a
+// queue, or an exchange with a binding key through a private queue), its
+// messages newest first. With client acks each message gets Ack / Nack
+// (requeue) / Reject buttons. The client resubscribes after a reconnection.
 
 import { clearErrors, showError } from "./forms.js";
 
 const MAX_MESSAGES = 200;
 
 export class Tail {
-  constructor(socket, form, list, state) {
-    this.socket = socket;
+  constructor(client, form, list, state) {
+    this.client = client;
     this.form = form;
     this.list = list;
     this.state = state;
-    this.subscription = null; // {id, ack, queue}
+    this.subscription = null; // {sub, ack, describe}
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.start();
@@ -22,12 +23,22 @@ export class Tail {
     for (const radio of form.querySelectorAll('input[name="source"]')) {
       radio.addEventListener("change", () => this.showSource());
     }
-    socket.on("message", (frame) => this.receive(frame));
-    socket.on("cancelled", (frame) => {
-      if (this.subscription && frame.subscription === this.subscription.id) this.ended(`ended by the broker: ${frame.reason}`);
+    const mine = (event) => this.subscription && event.detail.subscription === this.subscription.sub;
+    client.addEventListener("cancelled", (event) => {
+      if (mine(event)) this.ended(`ended by the broker: ${event.detail.reason}`);
     });
-    socket.on("close", () => {
-      if (this.subscription) this.ended("connection lost: subscription ended, unacknowledged messages requeued");
+    client.addEventListener("error", (event) => {
+      const { error } = event.detail;
+      if (mine(event)) this.ended(`ended: resubscribing failed (${error.code}: ${error.message})`);
+    });
+    client.addEventListener("close", (event) => {
+      if (!this.subscription) return;
+      if (!event.detail.reconnecting) return this.ended("connection closed: subscription ended, unacknowledged messages requeued");
+      this.setState("connection lost · resubscribing when it is back", true);
+      this.disableButtons("requeued"); // the broker requeues what the connection had unacknowledged
+    });
+    client.addEventListener("reconnect", () => {
+      if (this.subscription) this.showSubscribed(); // an exchange's private queue has a new name
     });
   }
 
@@ -39,31 +50,26 @@ export class Tail {
   async start() {
     if (this.subscription) await this.stop();
     const f = this.form.elements;
-    const id = this.socket.newId("tail");
-    const frame = { type: "subscribe", id, ack: f.ack.value };
-    if (f.source.value === "queue") {
-      frame.queue = f.queue.value;
-    } else {
-      frame.exchange = f.exchange.value;
-      frame.binding_key = f.binding_key.value;
-    }
+    const ack = f.ack.value;
+    const source = f.source.value === "queue" ? { queue: f.queue.value } : { exchange: f.exchange.value, bindingKey: f.binding_key.value };
     clearErrors(this.form);
-    let reply;
+    let sub;
     try {
-      reply = await this.socket.request(frame);
-    } catch (err) {
-      showError(this.form, { code: "unavailable", message: err.message });
-      return;
-    }
-    if (reply.type === "error") {
+      sub = await this.client.subscribe(source, (message) => this.receive(message), { ack });
+    } catch (error) {
       // WebSocket errors carry no `fields`: the message names the field ("queue: ...").
-      const field = /^(\w+):/.exec(reply.message)?.[1];
-      showError(this.form, { code: reply.code, message: reply.message, fields: field ? { [field]: [reply.message] } : {} });
+      const field = /^(\w+):/.exec(error.message)?.[1];
+      showError(this.form, { code: error.code, message: error.message, fields: field ? { [field]: [error.message] } : {} });
       return;
     }
-    this.subscription = { id: reply.subscription, ack: frame.ack, queue: reply.queue };
-    const what = frame.queue ? `queue ${reply.queue}` : `${frame.exchange} “${frame.binding_key}” via ${reply.queue}`;
-    this.setState(`subscribed to ${what} · ${frame.ack} acks`, true);
+    this.subscription = { sub, ack };
+    this.showSubscribed();
+  }
+
+  showSubscribed() {
+    const { sub, ack } = this.subscription;
+    const what = sub.source.queue ? `queue ${sub.queue}` : `${sub.source.exchange} “${sub.source.bindingKey}” via ${sub.queue}`;
+    this.setState(`subscribed to ${what} · ${ack} acks`, true);
   }
 
   async stop() {
@@ -72,11 +78,7 @@ export class Tail {
     this.subscription = null;
     this.setState("not subscribed", false);
     this.disableButtons("unacknowledged: requeued");
-    try {
-      await this.socket.request({ type: "unsubscribe", id: sub.id });
-    } catch {
-      // The connection is gone: the broker ended the subscription already.
-    }
+    await sub.sub.unsubscribe(); // without a connection, the broker ended it already
   }
 
   ended(reason) {
@@ -101,9 +103,9 @@ export class Tail {
     li.querySelector(".outcome").textContent = note;
   }
 
-  receive(frame) {
-    if (!this.subscription || frame.subscription !== this.subscription.id) return;
-    this.list.prepend(this.render(frame, this.subscription.ack === "client"));
+  receive(message) {
+    if (!this.subscription || message.subscription !== this.subscription.sub.id) return;
+    this.list.prepend(this.render(message, this.subscription.ack === "client"));
     while (this.list.children.length > MAX_MESSAGES) this.list.lastElementChild.remove();
   }
 
@@ -141,18 +143,18 @@ export class Tail {
       li.classList.add("pending");
       const bar = document.createElement("div");
       bar.className = "buttons";
-      const button = (label, frame, note) => {
+      const button = (label, settle, note) => {
         const b = document.createElement("button");
         b.type = "button";
         b.textContent = label;
         b.addEventListener("click", () => {
-          if (this.socket.send({ ...frame, delivery_tag: m.delivery_tag })) this.settle(li, note);
+          if (settle()) this.settle(li, note);
         });
         bar.append(b);
       };
-      button("Ack", { type: "ack" }, "acknowledged");
-      button("Nack (requeue)", { type: "nack", requeue: true }, "requeued");
-      button("Reject", { type: "nack", requeue: false }, "rejected");
+      button("Ack", () => m.ack(), "acknowledged");
+      button("Nack (requeue)", () => m.nack({ requeue: true }), "requeued");
+      button("Reject", () => m.nack({ requeue: false }), "rejected");
       bar.append(outcome);
       li.append(bar);
     } else {

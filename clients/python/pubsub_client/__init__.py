@@ -1,0 +1,66 @@
+"""Client for the django-pubsub-broker: asyncio `Client`, synchronous `SyncClient`, and the `pubsub` CLI.
+
+See clients/python/README.md for complete examples, and PROTOCOL.md for the wire contract.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .client import DEFAULT_URL, Client, connect
+from .errors import (
+    BrokerError,
+    ClientClosed,
+    Conflict,
+    ConnectionFailed,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    PreconditionFailed,
+    PublishTimeout,
+    PubSubError,
+    SubscriptionCancelled,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
+from .models import AckMode, Binding, Event, EventKind, Exchange, Message, PublishResult, Queue
+from .session import Backoff, Delivery, Subscription
+from .sync import SyncClient, SyncDelivery, SyncSubscription
+
+# A library logs; the application decides where that goes (nothing printed by default).
+logging.getLogger("pubsub_client").addHandler(logging.NullHandler())
+
+__all__ = [
+    "DEFAULT_URL",
+    "AckMode",
+    "Backoff",
+    "Binding",
+    "BrokerError",
+    "Client",
+    "ClientClosed",
+    "Conflict",
+    "ConnectionFailed",
+    "Delivery",
+    "Event",
+    "EventKind",
+    "Exchange",
+    "Forbidden",
+    "InvalidRequest",
+    "Message",
+    "NotFound",
+    "PreconditionFailed",
+    "PubSubError",
+    "PublishResult",
+    "PublishTimeout",
+    "Queue",
+    "Subscription",
+    "SubscriptionCancelled",
+    "SyncClient",
+    "SyncDelivery",
+    "SyncSubscription",
+    "TooLarge",
+    "Unauthorized",
+    "Unavailable",
+    "connect",
+]

@@ -1,0 +1,651 @@
+"""The WebSocket side of the client (PROTOCOL.md, "WebSocket (/ws)"), and reconnection.
+
+`Session` owns one WebSocket at a time and a supervisor task that reads it.
+When the connection drops it reconnects with exponential backoff, subscribes
+every live subscription again (same subscription ids), and sends every
+unconfirmed publish again with the same `message_id` (at-least-once: consumers
+can deduplicate on it). It reports each step as an `Event`.
+
+Delivery tags are per connection (PROTOCOL.md, "Every message"): a delivery
+remembers the connection generation it came on, and acknowledging it after a
+reconnect does nothing: the broker has already requeued it and will deliver it
+again. For the same reason, client-acknowledged deliveries still buffered from
+a dead connection are dropped rather than handed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from .errors import BrokerError, ClientClosed, ConnectionFailed, PublishTimeout, SubscriptionCancelled
+from .models import AckMode, Event, EventKind, Message, PublishResult, _message_fields
+
+log = logging.getLogger("pubsub_client")
+
+# Largest frame accepted from the broker: a message of the broker's default
+# MAX_MESSAGE_BYTES (1 MiB) plus its fields does not fit websockets' 1 MiB default.
+MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
+# How long a reconnect waits for the broker to answer the resubscriptions.
+RESTORE_TIMEOUT: Final = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Delays between reconnect attempts: `initial * factor**(attempt-1)`, capped, with jitter.
+
+    `max_attempts=None` retries for ever; after `max_attempts` failures in a row
+    pending publishes and subscriptions fail with `ConnectionFailed`."""
+
+    initial: float = 0.1
+    maximum: float = 5.0
+    factor: float = 2.0
+    jitter: float = 0.2  # +-20%, so that many clients do not come back in step
+    max_attempts: int | None = None
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.maximum, self.initial * self.factor ** max(0, attempt - 1))
+        return max(0.0, base * random.uniform(1 - self.jitter, 1 + self.jitter))
+
+
+class Delivery(Message):
+    """A message delivered to a subscription: acknowledge it with `ack()` or `nack()`.
+
+    In `ack="auto"` mode the broker counted it acknowledged when it sent it, and
+    both calls do nothing. After a reconnect they do nothing either: the broker
+    requeued the message when the old connection closed."""
+
+    __slots__ = ("delivery_tag", "subscription", "_session", "_generation", "_manual", "_settled")
+
+    def __init__(self, frame: dict[str, Any], session: Session, generation: int, manual: bool) -> None:
+        super().__init__(**_message_fields(frame))
+        object.__setattr__(self, "delivery_tag", int(frame.get("delivery_tag", 0)))
+        object.__setattr__(self, "subscription", str(frame.get("subscription", "")))
+        object.__setattr__(self, "_session", session)
+        object.__setattr__(self, "_generation", generation)
+        object.__setattr__(self, "_manual", manual)
+        object.__setattr__(self, "_settled", not manual)
+
+    delivery_tag: int
+    subscription: str
+    _session: Session
+    _generation: int
+    _manual: bool
+    _settled: bool
+
+    @property
+    def settled(self) -> bool:
+        """True once acknowledged or rejected (always true in auto mode)."""
+        return self._settled
+
+    async def ack(self) -> None:
+        """Acknowledge: the broker forgets the message."""
+        await self._settle({"type": "ack", "delivery_tag": self.delivery_tag})
+
+    async def nack(self, *, requeue: bool = True) -> None:
+        """Reject: back to the head of its queue (`redelivered: true`), or dead-lettered/dropped."""
+        await self._settle({"type": "nack", "delivery_tag": self.delivery_tag, "requeue": requeue})
+
+    async def _settle(self, frame: dict[str, Any]) -> None:
+        if self._settled:
+            return
+        object.__setattr__(self, "_settled", True)
+        await self._session.send_settle(frame, self._generation)
+
+    def __repr__(self) -> str:
+        return f"Delivery(message_id={self.message_id!r}, routing_key={self.routing_key!r}, body={self.body!r})"
+
+
+@dataclass(eq=False)
+class Subscription:
+    """A live consumption: an async iterator of `Delivery`. End it with `await cancel()`.
+
+    `queue` is the queue consumed; for an exchange subscription, the broker's
+    private `amq.gen-...` queue, which is a new one after each reconnect."""
+
+    id: str
+    frame: dict[str, Any]
+    ack: AckMode
+    session: Session
+    queue: str = ""
+    _buffer: deque[Delivery] = field(default_factory=deque)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _active: asyncio.Event = field(default_factory=asyncio.Event)
+    _first: asyncio.Future[str] | None = None
+    _sent_generation: int = 0
+    _error: BaseException | None = None
+    _ended: bool = False
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        delivery = await self.next()
+        if delivery is None:
+            raise StopAsyncIteration
+        return delivery
+
+    async def next(self, timeout: float | None = None) -> Delivery | None:
+        """The next delivery; None when the subscription has ended, or after `timeout` seconds.
+
+        Raises the error that ended it (`SubscriptionCancelled`, `ConnectionFailed`, …)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            while self._buffer:
+                delivery = self._buffer.popleft()
+                if delivery._manual and delivery._generation != self.session.generation:
+                    continue  # from a dead connection: the broker delivers it again
+                return delivery
+            if self._error is not None:
+                raise self._error
+            if self._ended:
+                return None
+            self._wake.clear()
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(self._wake.wait(), remaining)
+            except TimeoutError:
+                return None
+
+    async def cancel(self) -> None:
+        """Unsubscribe; unacknowledged deliveries go back to the queue (PROTOCOL.md)."""
+        await self.session.unsubscribe(self)
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.cancel()
+
+    # -- called by the session --------------------------------------------
+
+    def _push(self, delivery: Delivery) -> None:
+        self._buffer.append(delivery)
+        self._wake.set()
+
+    def _end(self, error: BaseException | None = None) -> None:
+        self._ended = True
+        if error is not None and self._error is None:
+            self._error = error
+        if self._first is not None and not self._first.done():
+            self._first.set_exception(error or ClientClosed("the subscription ended"))
+        self._active.set()  # nobody waits for it any longer
+        self._wake.set()
+
+
+@dataclass(eq=False, slots=True)
+class _Publish:
+    frame: dict[str, Any]
+    future: asyncio.Future[PublishResult]
+    generation: int = 0  # the connection it was last sent on; 0 = not sent on a live one
+    attempts: int = 0  # `unavailable` answers so far
+
+
+class Session:
+    """One logical connection to `/ws` that survives the broker going away."""
+
+    def __init__(
+        self,
+        ws_url: str,
+        *,
+        token: str | None = None,
+        backoff: Backoff | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        open_timeout: float = 10.0,
+    ) -> None:
+        self.ws_url = ws_url
+        self.backoff = backoff or Backoff()
+        self.generation = 0  # bumped on every new connection
+        self._headers = {"Authorization": f"Bearer {token}"} if token else None
+        self._on_event = on_event
+        self._open_timeout = open_timeout
+        self._ws: ClientConnection | None = None
+        self._ready = asyncio.Event()  # open, resubscribed and republished
+        self._closing = False
+        self._closed_event = asyncio.Event()
+        self._failure: BaseException | None = None  # why reconnecting stopped, until the next open
+        self._failed = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._open_lock = asyncio.Lock()
+        self._ids = itertools.count(1)
+        self._publishes: dict[str, _Publish] = {}
+        self._subscriptions: dict[str, Subscription] = {}
+        self._requests: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    # -- life cycle ----------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set()
+
+    async def open(self) -> None:
+        """Connect unless connected (or reconnecting); raises `ConnectionFailed`, `Unauthorized`…"""
+        if self._closing:
+            raise ClientClosed("the client is closed")
+        async with self._open_lock:
+            if self._supervisor is not None and not self._supervisor.done():
+                return
+            ws = await self._dial()
+            self.generation += 1
+            self._ws = ws
+            self._failure = None
+            self._failed.clear()
+            self._ready.set()
+            self._emit(Event(EventKind.CONNECTED))
+            self._supervisor = asyncio.create_task(self._run(ws), name="pubsub-client-ws")
+
+    async def close(self) -> None:
+        """Close the connection; waiting publishes fail with `ClientClosed`, subscriptions end."""
+        if self._closing:
+            return
+        self._closing = True
+        self._closed_event.set()
+        self._ready.clear()
+        for timer in self._timers:
+            timer.cancel()
+        self._fail_all(ClientClosed("the client was closed"), end_subscriptions_cleanly=True)
+        ws, supervisor = self._ws, self._supervisor
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        if supervisor is not None:
+            try:
+                await asyncio.wait_for(supervisor, 5)
+            except (TimeoutError, asyncio.CancelledError, Exception):
+                supervisor.cancel()
+
+    async def _dial(self) -> ClientConnection:
+        try:
+            return await connect(
+                self.ws_url,
+                additional_headers=self._headers,
+                max_size=MAX_FRAME_BYTES,
+                open_timeout=self._open_timeout,
+            )
+        except InvalidStatus as error:
+            response = error.response
+            raise _handshake_error(response.status_code, bytes(response.body or b"")) from error
+        except (OSError, InvalidHandshake, TimeoutError) as error:
+            raise ConnectionFailed(f"cannot open {self.ws_url}: {error}") from error
+
+    async def _run(self, ws: ClientConnection) -> None:
+        """The supervisor: read until the connection drops, then reconnect and restore."""
+        restore = False
+        while True:
+            reader = asyncio.create_task(self._read(ws, self.generation))
+            if restore:
+                await self._restore(ws)
+            await reader
+            if self._closing:
+                return
+            self._lost()
+            connected = await self._reconnect()
+            if connected is None:
+                return
+            ws, restore = connected, True
+
+    def _lost(self) -> None:
+        self._ready.clear()
+        self._ws = None
+        for sub in self._subscriptions.values():
+            sub._active.clear()
+        lost = ConnectionFailed("the connection to the broker was lost")
+        for request in self._requests.values():
+            if not request.done():
+                request.set_exception(lost)
+        self._requests.clear()
+        log.info("connection to %s lost; reconnecting", self.ws_url)
+        self._emit(Event(EventKind.DISCONNECTED))
+
+    async def _reconnect(self) -> ClientConnection | None:
+        attempt = 0
+        while not self._closing:
+            attempt += 1
+            if self.backoff.max_attempts is not None and attempt > self.backoff.max_attempts:
+                self._give_up(ConnectionFailed(f"gave up reconnecting to {self.ws_url} after {attempt - 1} attempts"))
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed_event.wait(), self.backoff.delay(attempt))
+            if self._closing:
+                return None
+            try:
+                ws = await self._dial()
+            except ConnectionFailed as error:
+                log.info("reconnect attempt %d failed: %s", attempt, error)
+                continue
+            except BrokerError as error:
+                if error.retryable:
+                    continue
+                self._give_up(error)  # unauthorized, forbidden: trying again will not help
+                return None
+            if self._closing:
+                await ws.close()
+                return None
+            self.generation += 1
+            self._ws = ws
+            log.info("reconnected to %s after %d attempts", self.ws_url, attempt)
+            self._emit(Event(EventKind.RECONNECTED, attempt=attempt))
+            return ws
+        return None
+
+    async def _restore(self, ws: ClientConnection) -> None:
+        """Subscribe again, then send unconfirmed publishes again; then the session is ready."""
+        generation = self.generation
+        try:
+            subs = [sub for sub in self._subscriptions.values() if sub._sent_generation != generation]
+            for sub in subs:
+                sub._sent_generation = generation
+                await ws.send(json.dumps(sub.frame))
+            waiting = [asyncio.ensure_future(sub._active.wait()) for sub in subs]
+            if waiting:
+                _done, late = await asyncio.wait(waiting, timeout=RESTORE_TIMEOUT)
+                for task in late:
+                    task.cancel()
+                if late:
+                    log.warning("the broker did not answer %d resubscriptions; reconnecting", len(late))
+                    await ws.close()
+                    return
+            if subs:
+                self._emit(Event(EventKind.RESUBSCRIBED, count=len(subs)))
+            count = 0
+            while True:  # publishes made meanwhile join the loop; none is sent twice
+                unsent = [p for p in self._publishes.values() if p.generation != generation]
+                if not unsent:
+                    break
+                for pending in unsent:
+                    pending.generation = generation
+                    await ws.send(json.dumps(pending.frame))
+                count += len(unsent)
+            if count:
+                self._emit(Event(EventKind.REPUBLISHED, count=count))
+            if self._ws is ws:
+                self._ready.set()
+        except ConnectionClosed:
+            return  # the reader sees it too, and the supervisor starts over
+
+    def _give_up(self, error: BaseException) -> None:
+        log.error("%s", error)
+        self._failure = error
+        self._failed.set()
+        self._fail_all(error, end_subscriptions_cleanly=False)
+        self._emit(Event(EventKind.GAVE_UP, error=error))
+
+    def _fail_all(self, error: BaseException, *, end_subscriptions_cleanly: bool) -> None:
+        for pending in self._publishes.values():
+            if not pending.future.done():
+                pending.future.set_exception(error)
+        self._publishes.clear()
+        for request in self._requests.values():
+            if not request.done():
+                request.set_exception(error)
+        self._requests.clear()
+        for sub in self._subscriptions.values():
+            sub._end(None if end_subscriptions_cleanly and sub._first is None else error)
+        self._subscriptions.clear()
+
+    def _emit(self, event: Event) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(event)
+        except Exception:
+            log.exception("the on_event callback failed on %s", event.kind)
+
+    # -- reading -------------------------------------------------------------
+
+    async def _read(self, ws: ClientConnection, generation: int) -> None:
+        try:
+            async for text in ws:
+                try:
+                    frame = json.loads(text)
+                except ValueError:
+                    log.warning("ignoring a frame that is not JSON: %.100r", text)
+                    continue
+                if isinstance(frame, dict):
+                    self._dispatch(frame, generation)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("reading from the broker failed; reconnecting")
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    def _dispatch(self, frame: dict[str, Any], generation: int) -> None:
+        kind = frame.get("type")
+        frame_id = frame.get("id")
+        key = None if frame_id is None else str(frame_id)
+        if kind == "message":
+            sub = self._subscriptions.get(str(frame.get("subscription")))
+            if sub is not None:
+                sub._push(Delivery(frame, self, generation, sub.ack is AckMode.CLIENT))
+        elif kind == "confirm" and key is not None:
+            pending = self._publishes.pop(key, None)
+            if pending is not None and not pending.future.done():
+                pending.future.set_result(PublishResult(str(frame["message_id"]), int(frame["routed"])))
+        elif kind == "subscribed" and key is not None:
+            sub = self._subscriptions.get(key)
+            if sub is None:
+                # Cancelled while the broker was subscribing it: end it there too.
+                if self._ws is not None:
+                    asyncio.ensure_future(self._send_quietly(self._ws, {"type": "unsubscribe", "id": frame_id}))
+                return
+            sub.queue = str(frame.get("queue", sub.queue))
+            sub._active.set()
+            if sub._first is not None and not sub._first.done():
+                sub._first.set_result(sub.queue)
+        elif kind == "cancelled":
+            sub = self._subscriptions.pop(str(frame.get("subscription")), None)
+            if sub is not None:
+                reason = str(frame.get("reason", ""))
+                sub._end(SubscriptionCancelled("cancelled", f"subscription {sub.id!r} ended: {reason}"))
+        elif kind == "error":
+            self._dispatch_error(key, frame)
+        elif key is not None and key in self._requests:  # unsubscribed, pong
+            request = self._requests.pop(key)
+            if not request.done():
+                request.set_result(frame)
+
+    def _dispatch_error(self, key: str | None, frame: dict[str, Any]) -> None:
+        error = BrokerError.from_code(str(frame.get("code", "error")), str(frame.get("message", "")))
+        if key is not None and key in self._publishes:
+            pending = self._publishes[key]
+            if error.retryable:
+                # A cluster failing over: the same message (same message_id) again, later.
+                pending.attempts += 1
+                pending.generation = 0
+                self._later(self.backoff.delay(pending.attempts), self._resend, key)
+                return
+            del self._publishes[key]
+            if not pending.future.done():
+                pending.future.set_exception(error)
+        elif key is not None and key in self._requests:
+            request = self._requests.pop(key)
+            if not request.done():
+                request.set_exception(error)
+        elif key is not None and key in self._subscriptions and not self._subscriptions[key]._active.is_set():
+            sub = self._subscriptions[key]
+            if error.retryable and self._ws is not None:
+                # Subscribe again on a fresh connection, as after a drop.
+                self._later(self.backoff.delay(1), self._drop_connection)
+                return
+            del self._subscriptions[key]
+            sub._end(error)
+        else:
+            log.warning("the broker reported an error: %s", error)
+            self._emit(Event(EventKind.ERROR, error=error))
+
+    def _later(self, delay: float, callback: Callable[..., None], *args: Any) -> None:
+        def run() -> None:
+            self._timers.discard(handle)
+            callback(*args)
+
+        handle = asyncio.get_running_loop().call_later(delay, run)
+        self._timers.add(handle)
+
+    def _resend(self, key: str) -> None:
+        pending = self._publishes.get(key)
+        ws = self._ws
+        if pending is None or pending.generation != 0 or ws is None or not self._ready.is_set():
+            return  # confirmed, given up, or the reconnect will send it
+        pending.generation = self.generation
+        asyncio.ensure_future(self._send_quietly(ws, pending.frame))
+
+    def _drop_connection(self) -> None:
+        if self._ws is not None:
+            asyncio.ensure_future(self._ws.close())
+
+    async def _send_quietly(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(json.dumps(frame))
+
+    # -- operations ------------------------------------------------------------
+
+    async def publish(self, frame: dict[str, Any], *, timeout: float | None) -> PublishResult:
+        """Send a publish frame (it carries its `message_id`) and wait for its confirm."""
+        await self.open()
+        key = f"p{next(self._ids)}"
+        frame["id"] = key
+        future: asyncio.Future[PublishResult] = asyncio.get_running_loop().create_future()
+        pending = _Publish(frame, future)
+        self._publishes[key] = pending
+        ws = self._ws
+        if ws is not None and self._ready.is_set():
+            pending.generation = self.generation
+            await self._send_quietly(ws, frame)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise PublishTimeout(f"no confirm for message {frame.get('message_id')} within {timeout} s") from None
+        finally:
+            if not future.done():
+                future.cancel()
+            self._publishes.pop(key, None)
+
+    async def send(self, frame: dict[str, Any], *, timeout: float | None) -> None:
+        """Send a frame that expects no reply (a fire-and-forget publish) once connected."""
+        await self.open()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            await self._wait_ready(None if deadline is None else max(0.0, deadline - loop.time()))
+            ws = self._ws
+            if ws is None:
+                continue
+            try:
+                await ws.send(json.dumps(frame))
+                return
+            except ConnectionClosed:
+                continue  # sent on the next connection
+
+    async def send_settle(self, frame: dict[str, Any], generation: int) -> None:
+        """An ack or nack: only on the connection its delivery came on (tags are per connection)."""
+        ws = self._ws
+        if ws is None or generation != self.generation:
+            return
+        await self._send_quietly(ws, frame)
+
+    async def subscribe(self, frame: dict[str, Any], ack: AckMode, *, timeout: float | None) -> Subscription:
+        await self.open()
+        key = f"s{next(self._ids)}"
+        frame["id"] = key
+        sub = Subscription(id=key, frame=frame, ack=ack, session=self)
+        sub._first = asyncio.get_running_loop().create_future()
+        self._subscriptions[key] = sub
+        ws = self._ws
+        if ws is not None and self._ready.is_set():
+            sub._sent_generation = self.generation
+            await self._send_quietly(ws, frame)
+        try:
+            await asyncio.wait_for(asyncio.shield(sub._first), timeout)
+        except BaseException:
+            self._subscriptions.pop(key, None)
+            if sub._first.done() and not sub._first.cancelled():
+                sub._first.exception()  # retrieved: the caller gets it below
+            if sub._active.is_set() and self._ws is not None and not sub._ended:
+                await self._send_quietly(self._ws, {"type": "unsubscribe", "id": key})
+            raise
+        sub._first = None
+        return sub
+
+    async def unsubscribe(self, sub: Subscription) -> None:
+        subscribed = sub._active.is_set() and not sub._ended
+        if self._subscriptions.pop(sub.id, None) is None:
+            sub._end()
+            return
+        sub._end()
+        ws = self._ws
+        if ws is None or not subscribed:
+            return  # no subscription on the broker's side (yet: see "subscribed" in `_dispatch`)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._requests[sub.id] = future
+        await self._send_quietly(ws, {"type": "unsubscribe", "id": sub.id})
+        # Lost connection, or a broker that no longer knows it: either way it is gone.
+        with contextlib.suppress(ConnectionFailed, BrokerError, TimeoutError):
+            await asyncio.wait_for(future, 10)
+
+    async def ping(self, *, timeout: float = 10.0) -> float:
+        """Round trip time to the broker, in seconds."""
+        await self.open()
+        await self._wait_ready(timeout)
+        ws = self._ws
+        if ws is None:
+            raise ConnectionFailed("not connected")
+        key = f"k{next(self._ids)}"
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._requests[key] = future
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            await ws.send(json.dumps({"type": "ping", "id": key}))
+            await asyncio.wait_for(future, timeout)
+        except ConnectionClosed as error:
+            raise ConnectionFailed("the connection to the broker was lost") from error
+        finally:
+            self._requests.pop(key, None)
+        return loop.time() - started
+
+    async def _wait_ready(self, timeout: float | None) -> None:
+        """Until connected and restored; raises when the client is closed or gave up meanwhile."""
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._ready, self._closed_event, self._failed)]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        if self._closing:
+            raise ClientClosed("the client is closed")
+        if self._ready.is_set():
+            return
+        if self._failure is not None:
+            raise self._failure
+        raise ConnectionFailed(f"not connected to {self.ws_url} within {timeout} s")
+
+
+def _handshake_error(status: int, body: bytes) -> BrokerError:
+    """The broker's refusal of the WebSocket handshake, with its error code when it gave one."""
+    from .errors import STATUS_CODES
+
+    try:
+        payload = json.loads(body) if body else None
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        error = payload["error"]
+        return BrokerError.from_code(str(error.get("code", "error")), str(error.get("message", "")), status=status)
+    code = STATUS_CODES.get(status, "unavailable" if status >= 500 else "error")
+    return BrokerError.from_code(code, f"the WebSocket handshake was refused with HTTP {status}", status=status)

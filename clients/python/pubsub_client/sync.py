@@ -1,0 +1,301 @@
+"""`SyncClient`: the asyncio `Client` driven from blocking code.
+
+A private event loop runs in a daemon thread; each method hands its coroutine
+to that loop and waits for the result. Reconnection, resubscription and
+re-sending happen on that loop while the caller's thread does other work.
+
+```python
+with SyncClient("http://127.0.0.1:8060") as client:
+    client.publish("", {"n": 1}, routing_key="work")
+    with client.consume("work") as messages:
+        for message in messages:
+            message.ack()
+```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+from .client import DEFAULT_URL, Client
+from .models import AckMode, Binding, Event, Exchange, Message, PublishResult, Queue
+from .session import Backoff, Delivery, Subscription
+
+T = TypeVar("T")
+
+
+class SyncClient:
+    """The same operations as `Client`, blocking. Close it (or use `with`) to stop its thread."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        backoff: Backoff | None = None,
+        http_timeout: float = 30.0,
+        publish_timeout: float | None = None,
+    ) -> None:
+        """`on_event` runs on the client's thread: keep it short and thread-safe."""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="pubsub-client", daemon=True)
+        self._thread.start()
+
+        async def make() -> Client:
+            return Client(
+                url,
+                token=token,
+                on_event=on_event,
+                backoff=backoff,
+                http_timeout=http_timeout,
+                publish_timeout=publish_timeout,
+            )
+
+        self._closed = False
+        self._client = self._run(make())
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    @property
+    def client(self) -> Client:
+        """The asyncio client underneath (its coroutines must run on this client's loop)."""
+        return self._client
+
+    def open(self) -> SyncClient:
+        """Open the WebSocket now rather than on first use."""
+        self._run(self._client.open())
+        return self
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._run(self._client.close(), timeout=15)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._client.connected
+
+    # -- HTTP operations -----------------------------------------------------
+
+    def declare_exchange(
+        self,
+        name: str,
+        type: str = "direct",
+        *,
+        durable: bool = True,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> Exchange:
+        return self._run(
+            self._client.declare_exchange(name, type, durable=durable, auto_delete=auto_delete, arguments=arguments)
+        )
+
+    def delete_exchange(self, name: str) -> None:
+        self._run(self._client.delete_exchange(name))
+
+    def exchange(self, name: str) -> Exchange:
+        return self._run(self._client.exchange(name))
+
+    def exchanges(self) -> list[Exchange]:
+        return self._run(self._client.exchanges())
+
+    def declare_queue(
+        self,
+        name: str = "",
+        *,
+        durable: bool = True,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> Queue:
+        return self._run(
+            self._client.declare_queue(name, durable=durable, auto_delete=auto_delete, arguments=arguments)
+        )
+
+    def delete_queue(self, name: str) -> None:
+        self._run(self._client.delete_queue(name))
+
+    def queue(self, name: str) -> Queue:
+        return self._run(self._client.queue(name))
+
+    def queues(self) -> list[Queue]:
+        return self._run(self._client.queues())
+
+    def purge_queue(self, name: str) -> int:
+        return self._run(self._client.purge_queue(name))
+
+    def get(self, queue: str, *, count: int = 1, ack: bool = True) -> list[Message]:
+        return self._run(self._client.get(queue, count=count, ack=ack))
+
+    def bind(
+        self, exchange: str, queue: str, binding_key: str = "", *, arguments: dict[str, Any] | None = None
+    ) -> Binding:
+        return self._run(self._client.bind(exchange, queue, binding_key, arguments=arguments))
+
+    def bindings(self, *, exchange: str | None = None, queue: str | None = None) -> list[Binding]:
+        return self._run(self._client.bindings(exchange=exchange, queue=queue))
+
+    def delete_binding(self, binding: Binding | int) -> None:
+        self._run(self._client.delete_binding(binding))
+
+    # -- WebSocket operations --------------------------------------------------
+
+    def publish(
+        self,
+        exchange: str,
+        body: Any,
+        *,
+        routing_key: str = "",
+        headers: dict[str, Any] | None = None,
+        persistent: bool = True,
+        message_id: str | None = None,
+        timeout: float | None = None,
+    ) -> PublishResult:
+        """Publish and block until confirmed (see `Client.publish`)."""
+        return self._run(
+            self._client.publish(
+                exchange,
+                body,
+                routing_key=routing_key,
+                headers=headers,
+                persistent=persistent,
+                message_id=message_id,
+                timeout=timeout,
+            )
+        )
+
+    def publish_nowait(
+        self,
+        exchange: str,
+        body: Any,
+        *,
+        routing_key: str = "",
+        headers: dict[str, Any] | None = None,
+        persistent: bool = True,
+        message_id: str | None = None,
+    ) -> str:
+        """Fire and forget; returns the `message_id`."""
+        return self._run(
+            self._client.publish_nowait(
+                exchange, body, routing_key=routing_key, headers=headers, persistent=persistent, message_id=message_id
+            )
+        )
+
+    def subscribe(
+        self,
+        queue: str | None = None,
+        *,
+        exchange: str | None = None,
+        binding_key: str = "",
+        arguments: dict[str, Any] | None = None,
+        ack: AckMode | str = AckMode.CLIENT,
+        prefetch: int = 100,
+    ) -> SyncSubscription:
+        """Start consuming (see `Client.subscribe`); iterate the result, `cancel()` it when done."""
+        subscription = self._run(
+            self._client.subscribe(
+                queue, exchange=exchange, binding_key=binding_key, arguments=arguments, ack=ack, prefetch=prefetch
+            )
+        )
+        return SyncSubscription(self, subscription)
+
+    # `consume` is `subscribe`: the subscription is itself a context manager.
+    consume = subscribe
+
+    def ping(self) -> float:
+        return self._run(self._client.ping())
+
+
+class SyncSubscription:
+    """Iterate it for `SyncDelivery` objects; `with` ends the subscription on exit."""
+
+    def __init__(self, owner: SyncClient, subscription: Subscription) -> None:
+        self._owner = owner
+        self.subscription = subscription
+
+    @property
+    def queue(self) -> str:
+        return self.subscription.queue
+
+    def get(self, timeout: float | None = None) -> SyncDelivery | None:
+        """The next delivery; None after `timeout` seconds or once the subscription has ended."""
+        delivery = self._owner._run(self.subscription.next(timeout))
+        return None if delivery is None else SyncDelivery(self._owner, delivery)
+
+    def __iter__(self) -> Iterator[SyncDelivery]:
+        while (delivery := self.get()) is not None:
+            yield delivery
+
+    def cancel(self) -> None:
+        self._owner._run(self.subscription.cancel())
+
+    def __enter__(self) -> SyncSubscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cancel()
+
+
+class SyncDelivery:
+    """A delivered message, with blocking `ack()` and `nack()`; `message` is the asyncio one."""
+
+    def __init__(self, owner: SyncClient, message: Delivery) -> None:
+        self._owner = owner
+        self.message = message
+
+    @property
+    def message_id(self) -> str:
+        return self.message.message_id
+
+    @property
+    def exchange(self) -> str:
+        return self.message.exchange
+
+    @property
+    def routing_key(self) -> str:
+        return self.message.routing_key
+
+    @property
+    def body(self) -> Any:
+        return self.message.body
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        return self.message.headers
+
+    @property
+    def redelivered(self) -> bool:
+        return self.message.redelivered
+
+    @property
+    def delivery_tag(self) -> int:
+        return self.message.delivery_tag
+
+    def to_json(self) -> dict[str, Any]:
+        return self.message.to_json()
+
+    def ack(self) -> None:
+        self._owner._run(self.message.ack())
+
+    def nack(self, *, requeue: bool = True) -> None:
+        self._owner._run(self.message.nack(requeue=requeue))
+
+    def __repr__(self) -> str:
+        return f"Sync{self.message!r}"

@@ -1,0 +1,512 @@
+// The broker's browser client: one WebSocket to /ws (PROTOCOL.md, "WebSocket (/ws)"),
+// plain ES module, no build step, no dependency. Import it from
+// `/static/pubsub/client.js`; docs/browser-client.md shows it at work.
+//
+// It owns the connection and what must survive it: subscriptions are resubscribed,
+// publishes not yet confirmed are sent again (at-least-once: a consumer may see a
+// message twice, with the same message_id), a `watch` is renewed. Objects from the
+// broker (messages, confirms, stats) keep PROTOCOL.md's field names.
+
+const MIN_DELAY_MS = 250; // first retry: soon, a restart takes a second or two
+const MAX_DELAY_MS = 10_000; // then at most every 10 s, so a fleet of pages does not hammer a broker coming back
+const CLOSE_TOO_BIG = 1009; // PROTOCOL.md: a frame over the size limit closes the connection
+const CLOSE_UNAUTHORIZED = 4401; // no (valid) credentials: reconnecting would not help
+// Refusals that pass: a cluster's failover (`unavailable`), a frame over the connection's
+// rate (`rate_limited`, the frame was not carried out). Sent again after a backoff.
+const RETRYABLE = new Set(["unavailable", "rate_limited"]);
+
+/** An error with the broker's stable code (PROTOCOL.md, "Errors"), or `closed` after `close()`.
+ * A connection refused for its credentials (close 4401) ends the client: its promises reject
+ * with `unauthorized`, and it does not reconnect. */
+export class BrokerError extends Error {
+  /** @param {string} code @param {string} message */
+  constructor(code, message) {
+    super(message);
+    this.name = "BrokerError";
+    /** @type {string} */
+    this.code = code;
+  }
+}
+
+/**
+ * @typedef {object} Message  A delivery: PROTOCOL.md's message fields, plus ack/nack.
+ * @property {string} message_id
+ * @property {string} exchange
+ * @property {string} routing_key
+ * @property {any} body
+ * @property {Record<string, any>} headers
+ * @property {boolean} persistent
+ * @property {string} published_at
+ * @property {boolean} redelivered
+ * @property {number} delivery_tag
+ * @property {string} subscription
+ * @property {() => boolean} ack  With `ack: "client"`; false (nothing sent) when the message was
+ *   settled already, the subscription acks automatically, or its connection is gone (the broker
+ *   has requeued the message then: it comes again, redelivered).
+ * @property {(options?: {requeue?: boolean}) => boolean} nack  `requeue` defaults to true.
+ *
+ * @typedef {{queue: string} | {exchange: string, bindingKey?: string, arguments?: Record<string, any>}} Source
+ * @typedef {{ack?: "auto" | "client", prefetch?: number}} SubscribeOptions
+ * @typedef {{exchange?: string, routingKey?: string, body: any, headers?: Record<string, any>,
+ *   persistent?: boolean, messageId?: string}} PublishOptions
+ * @typedef {{message_id: string, routed: number}} Confirm
+ * @typedef {{token?: string, minDelay?: number, maxDelay?: number}} ConnectOptions
+ */
+
+/** A live subscription; `queue` is the broker's queue (a new `amq.gen-` one after a reconnect). */
+export class Subscription {
+  /** @param {Client} client @param {string} id @param {Source} source @param {"auto"|"client"} ack */
+  constructor(client, id, source, ack) {
+    this.client = client;
+    this.id = id;
+    this.source = source;
+    this.ack = ack;
+    /** @type {string | null} */
+    this.queue = null;
+    /** False once unsubscribed, refused on a resubscribe, or cancelled by the broker. */
+    this.active = true;
+  }
+
+  /** @returns {Promise<void>} */
+  unsubscribe() {
+    return this.client.unsubscribe(this);
+  }
+}
+
+/**
+ * Connect to the broker; the client connects (and reconnects) by itself, and what is
+ * asked before the socket opens is sent once it does.
+ * @param {string} [url]  `ws://host/ws`, `http://host/ws` or a path such as `/ws` (the default).
+ * @param {ConnectOptions} [options]  `token` is sent as `?token=` (browsers cannot set WebSocket headers).
+ * @returns {Client}
+ */
+export function connect(url = "/ws", options = {}) {
+  return new Client(url, options);
+}
+
+/**
+ * Events: `open` (detail {reconnect}), `close` (detail {code, reason, reconnecting}), `reconnect` (after a
+ * reconnection, once every subscription and watch has its answer; detail {resubscribed, republished,
+ * errors}), `cancelled` (the broker ended a subscription; detail {subscription, reason}) and
+ * `error` (an error no promise is waiting for; detail {error, subscription?}).
+ */
+export class Client extends EventTarget {
+  /** @param {string} url @param {ConnectOptions} options */
+  constructor(url, { token, minDelay = MIN_DELAY_MS, maxDelay = MAX_DELAY_MS } = {}) {
+    super();
+    const target = new URL(url, globalThis.location?.href);
+    target.protocol = target.protocol.replace(/^http/, "ws");
+    if (token) target.searchParams.set("token", token);
+    this.url = target.href;
+    this.minDelay = minDelay;
+    this.maxDelay = maxDelay;
+    /** @type {WebSocket | null} */
+    this.ws = null;
+    this.generation = 0; // connections opened so far: delivery tags belong to one
+    this.attempt = 0;
+    this.closed = false;
+    this.nextId = 1;
+    this.subs = new Map(); // id -> {sub, frame, callback, resolve, reject, answered, attempt}
+    this.publishes = new Map(); // id -> {frame, text, resolve, reject, attempt, timer, sentOn}
+    this.requests = new Map(); // id -> resolve: unsubscribe, unwatch, ping
+    this.watchers = new Set(); // the callbacks of `watch`, sharing the connection's one watch
+    this.watchState = null; // {id, answered, waiters, attempt} while watching
+    this.restoring = null; // {waiting: Set of ids, report} during a reconnection
+    this.refusal = null; // the `unauthorized` error before a 4401 close
+    this.ending = null; // why the client is closed: what later calls reject with
+    this.open();
+  }
+
+  /** True while the socket is open. */
+  get connected() {
+    return this.ws !== null && this.ws.readyState === WebSocket.OPEN;
+  }
+
+  /** True while a `watch` is in place (or being renewed after a reconnection). */
+  get watching() {
+    return this.watchState !== null;
+  }
+
+  /**
+   * Consume a queue, or an exchange through a private queue bound with `bindingKey`.
+   * Resolves once the broker has subscribed; rejects with its error (e.g. `not_found`).
+   * @param {Source} source
+   * @param {(message: Message) => void} callback
+   * @param {SubscribeOptions} [options]
+   * @returns {Promise<Subscription>}
+   */
+  subscribe(source, callback, { ack = "auto", prefetch } = {}) {
+    if (this.closed) return this.refused();
+    const id = this.newId("s");
+    const frame = { type: "subscribe", id, ack };
+    if ("queue" in source) frame.queue = source.queue;
+    else {
+      frame.exchange = source.exchange;
+      frame.binding_key = source.bindingKey ?? "";
+      if (source.arguments) frame.arguments = source.arguments;
+    }
+    if (prefetch !== undefined) frame.prefetch = prefetch;
+    const sub = new Subscription(this, id, source, ack);
+    return new Promise((resolve, reject) => {
+      this.subs.set(id, { sub, frame, callback, resolve, reject, answered: false, attempt: 0 });
+      this.send(frame);
+    });
+  }
+
+  /** Stop a subscription; its unacknowledged messages go back to the queue. @param {Subscription} sub */
+  async unsubscribe(sub) {
+    sub.active = false;
+    if (!this.subs.delete(sub.id) || !this.connected) return; // a closed connection ended it already
+    await this.request({ type: "unsubscribe", id: sub.id });
+  }
+
+  /**
+   * Publish; resolves with the broker's confirm once every durable copy is committed, rejects
+   * with the broker's error (e.g. `not_found` for an unknown exchange). Kept until confirmed:
+   * re-sent after a reconnection, or after a backoff when refused `unavailable` or `rate_limited`.
+   * @param {PublishOptions} options
+   * @returns {Promise<Confirm>}
+   */
+  publish({ exchange = "", routingKey = "", body, headers = {}, persistent = true, messageId }) {
+    if (this.closed) return this.refused();
+    if (body === undefined) return Promise.reject(new BrokerError("invalid", "body: this field is required"));
+    const id = this.newId("p");
+    // The same message_id on every attempt, so a consumer can tell a re-sent copy.
+    const frame = { type: "publish", id, exchange, routing_key: routingKey, body, headers, persistent, message_id: messageId ?? uuid4() };
+    const text = JSON.stringify(frame);
+    return new Promise((resolve, reject) => {
+      const entry = { frame, text, resolve, reject, attempt: 0, timer: 0, sentOn: 0 };
+      this.publishes.set(id, entry);
+      this.sendPublish(entry);
+    });
+  }
+
+  /**
+   * Receive the broker's `stats` frame every second (what the web console shows). Resolves once
+   * watching; the returned function stops this callback.
+   * @param {(stats: any) => void} callback
+   * @returns {Promise<() => Promise<void>>}
+   */
+  watch(callback) {
+    if (this.closed) return this.refused();
+    this.watchers.add(callback);
+    const stop = async () => {
+      if (!this.watchers.delete(callback) || this.watchers.size) return;
+      this.watchState = null;
+      if (this.connected) await this.request({ type: "unwatch" });
+    };
+    if (!this.watchState) {
+      const state = { id: this.newId("w"), answered: false, waiters: [], attempt: 0 };
+      this.watchState = state;
+      this.send({ type: "watch", id: state.id });
+    }
+    const state = this.watchState;
+    if (state.answered) return Promise.resolve(stop);
+    return new Promise((resolve, reject) => state.waiters.push({ resolve: () => resolve(stop), reject }));
+  }
+
+  /** Round trip to the broker. @returns {Promise<void>} */
+  ping() {
+    return this.request({ type: "ping" });
+  }
+
+  /** Close for good: no reconnection; what still waits is rejected with code `closed`. */
+  close() {
+    this.end(new BrokerError("closed", "the client was closed"));
+    if (this.ws) this.ws.close(1000);
+  }
+
+  /** No more reconnections: reject whatever waits with `error`. */
+  end(error) {
+    this.closed = true;
+    this.ending = error;
+    for (const { sub, reject } of this.subs.values()) {
+      sub.active = false;
+      reject(error);
+    }
+    for (const { reject, timer } of this.publishes.values()) {
+      clearTimeout(timer);
+      reject(error);
+    }
+    for (const { reject } of this.watchState?.waiters || []) reject(error);
+    for (const resolve of this.requests.values()) resolve();
+    this.subs.clear();
+    this.publishes.clear();
+    this.requests.clear();
+    this.watchState = null;
+  }
+
+  refused() {
+    return Promise.reject(this.ending);
+  }
+
+  // -- the connection --------------------------------------------------------
+
+  open() {
+    const ws = new WebSocket(this.url);
+    this.ws = ws;
+    ws.addEventListener("open", () => this.opened(ws));
+    ws.addEventListener("message", (event) => this.receive(event.data));
+    ws.addEventListener("close", (event) => this.lost(ws, event));
+  }
+
+  opened(ws) {
+    if (this.ws !== ws) return;
+    const reconnect = this.generation > 0;
+    this.generation += 1;
+    this.attempt = 0;
+    this.emit("open", { reconnect });
+    const waiting = new Set();
+    for (const [id, { frame, sub }] of this.subs) {
+      waiting.add(id);
+      sub.queue = null;
+      this.send(frame);
+    }
+    if (this.watchState) {
+      waiting.add(this.watchState.id);
+      this.send({ type: "watch", id: this.watchState.id });
+    }
+    for (const entry of this.publishes.values()) this.sendPublish(entry);
+    if (!reconnect) return;
+    this.restoring = { waiting, report: { resubscribed: 0, republished: this.publishes.size, errors: [] } };
+    this.restored(null);
+  }
+
+  lost(ws, event) {
+    if (this.ws !== ws) return;
+    this.ws = null;
+    this.restoring = null;
+    for (const entry of this.publishes.values()) clearTimeout(entry.timer);
+    // A frame over the size limit closes the connection: reject the largest publish of that
+    // connection rather than re-sending it for ever; the others are sent again.
+    const culprit = event.code === CLOSE_TOO_BIG ? this.largest() : null;
+    if (culprit !== null) {
+      this.publishes.get(culprit).reject(new BrokerError("too_large", "the broker closed the connection: message over its size limit"));
+      this.publishes.delete(culprit);
+    }
+    for (const resolve of this.requests.values()) resolve(); // their subscription or watch ended with the socket
+    this.requests.clear();
+    if (event.code === CLOSE_UNAUTHORIZED && !this.closed) {
+      this.end(this.refusal ?? new BrokerError("unauthorized", event.reason || "the broker refused the credentials"));
+    }
+    this.emit("close", { code: event.code, reason: event.reason, reconnecting: !this.closed });
+    if (this.closed) return;
+    setTimeout(() => this.open(), this.backoff(this.attempt++));
+  }
+
+  largest() {
+    let best = null;
+    let size = -1;
+    for (const [id, entry] of this.publishes) {
+      if (entry.sentOn === this.generation && entry.text.length > size) [best, size] = [id, entry.text.length];
+    }
+    return best;
+  }
+
+  /** @param {number} attempt */
+  backoff(attempt) {
+    const delay = Math.min(this.maxDelay, this.minDelay * 2 ** attempt);
+    return delay / 2 + (Math.random() * delay) / 2; // jitter: pages reconnect at different moments
+  }
+
+  send(frame) {
+    if (!this.connected) return false; // sent on the next open
+    this.ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  sendPublish(entry) {
+    if (!this.connected) return;
+    this.ws.send(entry.text);
+    entry.sentOn = this.generation;
+  }
+
+  /** A frame whose answer (or the connection's end) resolves; an unsubscribe's id names its subscription. */
+  request(frame) {
+    const id = frame.id ?? this.newId("c");
+    return new Promise((resolve) => {
+      if (!this.send({ ...frame, id })) return resolve();
+      this.requests.set(id, resolve);
+    });
+  }
+
+  newId(prefix) {
+    return `${prefix}${this.nextId++}`;
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  // -- frames from the broker ------------------------------------------------
+
+  receive(text) {
+    let frame;
+    try {
+      frame = JSON.parse(text);
+    } catch {
+      return; // the broker sends JSON only
+    }
+    switch (frame.type) {
+      case "message":
+        return this.deliver(frame);
+      case "stats":
+        for (const callback of [...this.watchers]) this.call(callback, frame);
+        return;
+      case "subscribed":
+        return this.subscribed(frame);
+      case "watching":
+        return this.watched(frame);
+      case "confirm":
+        return this.confirmed(frame);
+      case "cancelled":
+        return this.cancelled(frame);
+      case "error":
+        return this.failed(frame);
+      default: {
+        const resolve = this.requests.get(frame.id);
+        if (resolve) {
+          this.requests.delete(frame.id);
+          resolve();
+        }
+      }
+    }
+  }
+
+  deliver(frame) {
+    const entry = this.subs.get(frame.subscription);
+    if (!entry) return; // unsubscribed meanwhile: the broker requeues it
+    const { type, unique_id, ...fields } = frame;
+    const generation = this.generation;
+    const manual = entry.sub.ack === "client";
+    let settled = !manual;
+    const settle = (reply) => {
+      if (settled || generation !== this.generation || !this.send({ ...reply, delivery_tag: frame.delivery_tag })) return false;
+      settled = true;
+      return true;
+    };
+    /** @type {Message} */
+    const message = {
+      ...fields,
+      ack: () => settle({ type: "ack" }),
+      nack: ({ requeue = true } = {}) => settle({ type: "nack", requeue }),
+    };
+    this.call(entry.callback, message);
+  }
+
+  subscribed(frame) {
+    const entry = this.subs.get(frame.id);
+    if (!entry) return;
+    entry.sub.queue = frame.queue;
+    entry.attempt = 0;
+    if (!entry.answered) {
+      entry.answered = true;
+      entry.resolve(entry.sub);
+    }
+    if (this.restoring?.waiting.has(frame.id)) this.restoring.report.resubscribed += 1;
+    this.restored(frame.id);
+  }
+
+  watched(frame) {
+    const state = this.watchState;
+    if (!state || state.id !== frame.id) return;
+    state.answered = true;
+    for (const { resolve } of state.waiters.splice(0)) resolve();
+    this.restored(frame.id);
+  }
+
+  confirmed(frame) {
+    const entry = this.publishes.get(frame.id);
+    if (!entry) return;
+    this.publishes.delete(frame.id);
+    entry.resolve({ message_id: frame.message_id, routed: frame.routed });
+  }
+
+  cancelled(frame) {
+    const entry = this.subs.get(frame.subscription);
+    if (!entry) return;
+    this.subs.delete(frame.subscription);
+    entry.sub.active = false;
+    this.emit("cancelled", { subscription: entry.sub, reason: frame.reason });
+  }
+
+  failed(frame) {
+    const error = new BrokerError(frame.code, frame.message);
+    const id = frame.id;
+    const publish = this.publishes.get(id);
+    if (publish) {
+      if (RETRYABLE.has(error.code)) {
+        publish.timer = setTimeout(() => this.sendPublish(publish), this.backoff(publish.attempt++));
+        return;
+      }
+      this.publishes.delete(id);
+      return publish.reject(error);
+    }
+    const sub = this.subs.get(id);
+    if (sub) {
+      if (RETRYABLE.has(error.code)) return this.retry(sub, sub.frame);
+      this.subs.delete(id);
+      sub.sub.active = false;
+      if (!sub.answered) sub.reject(error);
+      else this.reportError(error, { subscription: sub.sub });
+      return this.restored(id);
+    }
+    const state = this.watchState;
+    if (state && state.id === id) {
+      if (RETRYABLE.has(error.code)) return this.retry(state, { type: "watch", id });
+      this.watchState = null;
+      this.watchers.clear();
+      if (!state.answered) for (const { reject } of state.waiters) reject(error);
+      else this.reportError(error, {});
+      return this.restored(id);
+    }
+    const resolve = this.requests.get(id);
+    if (resolve) {
+      this.requests.delete(id);
+      return resolve(); // unsubscribe or unwatch: gone either way
+    }
+    if (error.code === "unauthorized") this.refusal = error; // the close (4401) that follows ends the client
+    this.emit("error", { error }); // e.g. an ack of an unknown delivery tag
+  }
+
+  /** Send a subscribe or watch again after a backoff, unless its connection is gone (the next sends it). */
+  retry(entry, frame) {
+    const generation = this.generation;
+    setTimeout(() => {
+      if (generation === this.generation) this.send(frame);
+    }, this.backoff(entry.attempt++));
+  }
+
+  reportError(error, detail) {
+    if (this.restoring) this.restoring.report.errors.push(error);
+    this.emit("error", { error, ...detail });
+  }
+
+  /** One answer of a reconnection in; `reconnect` goes out once all are. @param {string|null} id */
+  restored(id) {
+    const restoring = this.restoring;
+    if (!restoring) return;
+    restoring.waiting.delete(id);
+    if (restoring.waiting.size) return;
+    this.restoring = null;
+    this.emit("reconnect", restoring.report);
+  }
+
+  call(callback, value) {
+    try {
+      callback(value);
+    } catch (error) {
+      globalThis.reportError ? globalThis.reportError(error) : setTimeout(() => { throw error; });
+    }
+  }
+}
+
+/** A random (version 4) UUID; `crypto.randomUUID` needs a secure context, `getRandomValues` does not. */
+function uuid4() {
+  if (globalThis.crypto?.randomUUID && globalThis.isSecureContext) return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const hex = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
