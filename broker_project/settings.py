@@ -71,6 +71,7 @@ WS_MAX_FRAMES_BURST = env_int("WS_MAX_FRAMES_BURST", default=WS_MAX_FRAMES_PER_S
 # Unsent data a WebSocket connection may hold before it is closed as a slow consumer.
 WS_MAX_BUFFERED_BYTES = env_int("WS_MAX_BUFFERED_BYTES", default=4 * 1024 * 1024, min=1024)
 MAX_CONNECTIONS_PER_IP = env_int("MAX_CONNECTIONS_PER_IP", default=1000, min=0)  # 0: no limit
+MAX_CONNECTIONS_PER_USER = env_int("MAX_CONNECTIONS_PER_USER", default=1000, min=0)  # 0: no limit
 MAX_QUEUES = env_int("MAX_QUEUES", default=100_000, min=0)  # 0: no limit
 MAX_BINDINGS = env_int("MAX_BINDINGS", default=100_000, min=0)  # 0: no limit
 # Cookies only over HTTPS, except on the zero-setup http://127.0.0.1 (STYLE.md "Settings").

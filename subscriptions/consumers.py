@@ -32,7 +32,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from access.asgi import authorize_frame, websocket_permissions
-from access.rules import NOBODY, Permissions
+from access.rules import ANONYMOUS_ALL, NOBODY, Permissions
 from broker_project.cluster.edge import EdgeLink, current_link
 from broker_project.cluster.wire import decode_error
 from broker_project.engine.errors import (
@@ -71,12 +71,15 @@ from .frames import (
 from .limits import (
     ABUSIVE,
     CLOSE_POLICY,
+    CLOSE_TRY_LATER,
+    REASON_CONNECTIONS,
     REASON_RATE,
     REASON_SLOW,
     FrameBudget,
     close_firmly,
     frame_id_of,
     text_bytes,
+    user_connections,
 )
 
 log = logging.getLogger("broker.ws")
@@ -126,6 +129,7 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self._subscriptions: dict[str, FrameId] = {}
         self._generated = 0
         self._permissions: Permissions = NOBODY  # set at connect
+        self._counted_as: str | None = None  # the user whose connection count this one holds
 
     # -- Channels plumbing -------------------------------------------------
 
@@ -170,6 +174,14 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.send(text_data=dumps(error_frame(None, error)))
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
+        who = self._permissions.who
+        if self._permissions is not ANONYMOUS_ALL:
+            if not user_connections.take(who):
+                self._closed = True
+                await self.accept()
+                await self.close(code=CLOSE_TRY_LATER, reason=REASON_CONNECTIONS)
+                return
+            self._counted_as = who
         loop = asyncio.get_running_loop()
         runtime, link = current_runtime(), current_link()
         await self.accept()
@@ -200,6 +212,9 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     def _shutdown(self) -> None:
         """Leave the router (unacknowledged messages are requeued) and stop sending. Idempotent."""
+        if self._counted_as is not None:
+            user_connections.give_back(self._counted_as)
+            self._counted_as = None
         if self._closed and self._connection_id is None:
             return
         self._closed = True

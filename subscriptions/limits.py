@@ -185,3 +185,32 @@ class ConnectionLimit:
                 del counts[address]
             if limit and left < limit:
                 self._logged.discard(address)
+
+
+class UserConnections:
+    """MAX_CONNECTIONS_PER_USER: an authenticated user's WebSocket connections, per process.
+
+    Anonymous clients have no name to count by; MAX_CONNECTIONS_PER_IP bounds them."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def take(self, who: str) -> bool:
+        """Count one more connection of `who`; False (and nothing counted) at the limit."""
+        limit = settings.MAX_CONNECTIONS_PER_USER
+        held = self.counts.get(who, 0)
+        if limit and held >= limit:
+            log.info("WebSocket refused: %s holds %d connections (MAX_CONNECTIONS_PER_USER)", who, held)
+            return False
+        self.counts[who] = held + 1
+        return True
+
+    def give_back(self, who: str) -> None:
+        left = self.counts.get(who, 0) - 1
+        if left > 0:
+            self.counts[who] = left
+        else:
+            self.counts.pop(who, None)
+
+
+user_connections = UserConnections()

@@ -226,3 +226,22 @@ async def test_group_rights_add_to_the_users_own(open_ws: Open, no_anonymous: No
     for queue in ("mine", "team"):
         assert (await request(client, {"type": "subscribe", "id": queue, "queue": queue}))["type"] == "subscribed"
     assert (await request(client, {"type": "subscribe", "id": "o", "queue": "other"}))["code"] == "forbidden"
+
+
+# -- connections per user --------------------------------------------------------------
+
+
+async def test_connections_per_user_are_limited(open_ws: Open, settings: Any, no_anonymous: None) -> None:
+    settings.MAX_CONNECTIONS_PER_USER = 2
+    _, alice = await user_with("alice", read=".*")
+    _, bob = await user_with("bob", read=".*")
+    first, second = await open_ws(headers=bearer(alice)), await open_ws(headers=bearer(alice))
+    third = await open_ws(headers=bearer(alice))  # accepted, so the client can read the code
+    closed = await third.receive_output(timeout=2)
+    assert (closed["type"], closed["code"], closed["reason"]) == ("websocket.close", 1013, "too_many_connections")
+    other = await open_ws(headers=bearer(bob))  # another user has a count of its own
+    assert await request(other, {"type": "ping", "id": 1}) == {"type": "pong", "id": 1}
+    await first.disconnect()
+    again = await open_ws(headers=bearer(alice))  # a closed connection frees its place
+    assert await request(again, {"type": "ping", "id": 2}) == {"type": "pong", "id": 2}
+    assert await request(second, {"type": "ping", "id": 3}) == {"type": "pong", "id": 3}
