@@ -5,6 +5,8 @@ recognised by their class attributes `code` and `status` (duck-typed, so this
 module does not depend on the engine); DRF's and Django's exceptions are
 translated to the same codes. Anything unexpected is left to DRF (returns
 None), which re-raises it: Django logs it and answers 500. Never swallowed.
+`not_found` is Django's handler404 (broker_project/urls.py): the same shape for a
+URL under /api/ that no endpoint matches.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.defaults import page_not_found
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -43,6 +46,14 @@ def exception_handler(exc: Exception, context: Mapping[str, Any]) -> Response | 
     # failed request changes nothing (PROTOCOL.md "Errors").
     set_rollback()
     return Response(error_payload(code, message, fields), status=status, headers=_headers(exc))
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's 404 handler: under /api/ a URL that matches no endpoint (a name with
+    characters PROTOCOL.md does not allow, say) gets the API's error shape, not an HTML page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_payload("not_found", f"no API endpoint at {request.path!r}"), status=404)
+    return page_not_found(request, exception)
 
 
 def _translate(exc: Exception) -> tuple[int, str, str, Fields | None] | None:
