@@ -6,15 +6,18 @@ from django.db.models import QuerySet
 
 from bindings.models import Binding
 from broker_project.engine.errors import NotFound
+from broker_project.engine.names import NAME_PATTERN
 
 
 def binding_list(*, exchange: str | None = None, queue: str | None = None) -> QuerySet[Binding]:
     """Bindings in creation order, optionally those of one exchange and/or one queue (by name)."""
     rows = Binding.objects.select_related("exchange", "queue").order_by("id")
-    if exchange is not None:
-        rows = rows.filter(exchange__name=exchange)
-    if queue is not None:
-        rows = rows.filter(queue__name=queue)
+    for field, name in (("exchange__name", exchange), ("queue__name", queue)):
+        if name is None:
+            continue
+        # What is no name has no bindings; nor is it sent to the database, which may
+        # refuse it (PostgreSQL: a NUL character).
+        rows = rows.filter(**{field: name}) if NAME_PATTERN.fullmatch(name) else rows.none()
     return rows
 
 

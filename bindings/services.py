@@ -21,7 +21,7 @@ from broker_project.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS
 from broker_project.limits import ensure_room
 from exchanges.models import Exchange
 from queues.models import Queue
-from queues.services import refuse_private_queue
+from queues.services import refuse_private_queue, require_storable
 
 MAX_BINDING_KEY: Final = 255  # the column's width, as AMQP's short string
 
@@ -57,6 +57,8 @@ def binding_create(
     if not isinstance(arguments, Mapping) or not all(isinstance(key, str) for key in arguments):
         raise BrokerError("arguments: must be an object", fields={"arguments": ["must be an object"]})
     arguments = dict(arguments)
+    require_storable("binding_key", binding_key)
+    require_storable("arguments", arguments)
     with transaction.atomic():
         exchange_row = Exchange.objects.filter(name=exchange).first()
         if exchange_row is None:

@@ -76,7 +76,7 @@ def _body(request: HttpRequest) -> dict[str, Any]:
     """The JSON object in the body, whatever the Content-Type (old clients may not send one)."""
     try:
         data = json.loads(request.body or b"null")
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested too deeply
         raise BrokerError("the request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise BrokerError("the request body must be a JSON object")

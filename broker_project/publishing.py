@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .engine.errors import BrokerError, TooLarge
-from .engine.jsoncodec import dumps
+from .engine.jsoncodec import dumps, holds_nul, json_holds_nul
 from .engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS, NAME_PATTERN
 
 MAX_ROUTING_KEY: Final = 255  # AMQP's short string, as RabbitMQ
@@ -20,6 +20,7 @@ MAX_ROUTING_KEY: Final = 255  # AMQP's short string, as RabbitMQ
 # MAX_MESSAGE_BYTES: the limit of a WebSocket frame and of an HTTP request body.
 FRAME_OVERHEAD: Final = 64 * 1024
 MAX_MESSAGE_ID: Final = 64  # the stored column's width
+NUL_PROBLEM: Final = "must not contain the NUL character (U+0000)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,8 @@ def prepare_publish(data: Mapping[str, Any], *, max_bytes: int, exchange: str | 
         headers = {}
     if not isinstance(headers, dict) or not all(isinstance(key, str) for key in headers):
         raise _invalid("headers", "must be an object")
+    if holds_nul(routing_key):  # stored in a text column, where PostgreSQL refuses U+0000
+        raise _invalid("routing_key", NUL_PROBLEM)
     persistent = data.get("persistent", True)
     if not isinstance(persistent, bool):
         raise _invalid("persistent", "must be true or false")
@@ -67,12 +70,22 @@ def prepare_publish(data: Mapping[str, Any], *, max_bytes: int, exchange: str | 
         not isinstance(message_id, str) or not 0 < len(message_id) <= MAX_MESSAGE_ID
     ):
         raise _invalid("message_id", f"must be a string of 1 to {MAX_MESSAGE_ID} characters")
+    if message_id is not None and holds_nul(message_id):
+        raise _invalid("message_id", NUL_PROBLEM)
     try:
         body_json = dumps(data["body"])
-        # Most publishes carry no headers: nothing to measure then.
-        headers_size = _utf8_size(dumps(headers)) if headers else 2
     except (TypeError, ValueError):
         raise _invalid("body", "must be a JSON value") from None
+    # Most publishes carry no headers: nothing to encode then.
+    try:
+        headers_json = dumps(headers) if headers else "{}"
+    except (TypeError, ValueError):
+        raise _invalid("headers", "must be a JSON object") from None
+    # The headers go to a jsonb column, where PostgreSQL refuses U+0000; the body is
+    # stored as its JSON text, in which U+0000 stays escaped.
+    if json_holds_nul(headers_json):
+        raise _invalid("headers", NUL_PROBLEM)
+    headers_size = _utf8_size(headers_json)
     if _utf8_size(body_json) > max_bytes:
         raise TooLarge(f"body: the message body is over the limit of {max_bytes} bytes")
     if headers_size > max_bytes:

@@ -287,7 +287,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "broker_project.parsers.JSONParser",  # DRF's, with deep nesting a 400
         # Form parsers only so the browsable API's HTML forms work.
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",

@@ -35,7 +35,7 @@ from broker_project.engine.names import (
 from broker_project.publishing import PublishRequest, prepare_publish
 from broker_project.router_calls import publish_on_router, publish_on_router_async
 from exchanges.models import Exchange
-from queues.services import require_bool
+from queues.services import require_bool, require_storable
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,7 @@ def require_object(field: str, value: object) -> dict[str, Any]:
         return {}
     if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
         raise BrokerError(f"{field}: must be an object", fields={field: ["must be an object"]})
+    require_storable(field, value)
     return dict(value)
 
 

@@ -22,10 +22,11 @@ from broker_project.engine.errors import (
     PreconditionFailed,
     Unavailable,
 )
-from broker_project.engine.jsoncodec import canonical
+from broker_project.engine.jsoncodec import canonical, holds_nul, json_holds_nul
 from broker_project.engine.names import check_name
 from broker_project.engine.queues import parse_queue_arguments
 from broker_project.limits import ensure_room
+from broker_project.publishing import NUL_PROBLEM
 from broker_project.router_calls import call_router, router_op, router_reachable
 from broker_project.runtime import Runtime, generated_queue_name
 from queues.models import Queue
@@ -35,6 +36,13 @@ from queues.models import Queue
 class QueueDeclared:
     queue: Queue
     created: bool
+
+
+def require_storable(field: str, value: str | Mapping[str, Any]) -> None:
+    """Refuse U+0000 in a string or in an object's strings: PostgreSQL keeps it in
+    no text or jsonb column, so it is `invalid` on every database alike."""
+    if holds_nul(value) if isinstance(value, str) else json_holds_nul(canonical(value)):
+        raise BrokerError(f"{field}: {NUL_PROBLEM}", fields={field: [NUL_PROBLEM]})
 
 
 def require_bool(field: str, value: object) -> bool:
@@ -72,6 +80,7 @@ def queue_declare(
     # Checked here, before the row exists: the router would refuse it only after commit.
     parse_queue_arguments(arguments)
     wanted["arguments"] = dict(arguments or {})
+    require_storable("arguments", wanted["arguments"])
     with transaction.atomic():
         if not Queue.objects.filter(name=name).exists():
             ensure_room(Queue, setting="MAX_QUEUES", kind="queues")

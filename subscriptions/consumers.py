@@ -284,6 +284,12 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                     await send({"type": "websocket.send", "text": text})
                     # Counted until sent: a client that does not read holds up this send.
                     self._buffered -= len(text) if text.isascii() else text_bytes(text)
+            except OSError:
+                # The client closed or went away while frames were queued (uvicorn's
+                # ClientDisconnected is an OSError): no fault, nothing left to tell it.
+                log.debug("WebSocket connection %s went away while being sent to", self._connection_id)
+                self._shutdown()
+                return
             except Exception:
                 log.exception("sending to WebSocket connection %s failed; closing it", self._connection_id)
                 self._shutdown()

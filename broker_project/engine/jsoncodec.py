@@ -8,7 +8,8 @@ otherwise. Pure: no I/O.
 from __future__ import annotations
 
 import json
-from typing import Any
+import re
+from typing import Any, Final
 
 try:
     import orjson
@@ -27,6 +28,22 @@ def loads(text: str | bytes) -> Any:
     if orjson is not None:
         return orjson.loads(text)
     return json.loads(text)
+
+
+# U+0000 as both encoders write it, `\u0000`, unless that backslash is itself escaped
+# (`\\u0000` is a backslash followed by the letters `u0000`).
+_ESCAPED_NUL: Final = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def holds_nul(text: str) -> bool:
+    """True when a string holds U+0000, which PostgreSQL keeps neither in text nor in
+    jsonb columns: the broker refuses it as input (`invalid`) on every database alike."""
+    return "\x00" in text
+
+
+def json_holds_nul(text: str) -> bool:
+    """`holds_nul` for any string (object keys too) of a JSON value, given its encoded text."""
+    return "\\u0000" in text and _ESCAPED_NUL.search(text) is not None
 
 
 def canonical(value: Any) -> str:
