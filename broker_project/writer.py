@@ -34,6 +34,12 @@ class MessageStore(Protocol):
     def close(self) -> None:
         """Release the calling thread's database connection."""
 
+    def refused(self, error: BaseException) -> bool:
+        """Did the database refuse the data itself (it would again), rather than fail to answer?"""
+
+    def find_refused(self, inserts: Sequence[StoredCopy]) -> list[int]:
+        """The store ids among `inserts` that the database refuses; writes nothing."""
+
 
 class GroupCommitWriter:
     def __init__(self, store: MessageStore, *, checkpoint_seconds: float) -> None:
@@ -109,10 +115,16 @@ class GroupCommitWriter:
         if both:
             inserts = [copy for copy in inserts if copy.store_id not in both]
             deletes = [store_id for store_id in deletes if store_id not in both]
+        refused_count = 0
         if inserts or deletes or queues:
-            try:
-                await self.in_thread(self._store.write, inserts, deletes, queues)
-            except Exception as error:  # the database is away or refused the batch
+            error = await self._write(inserts, deletes, queues)
+            if error is not None and inserts and self._store.refused(error):
+                # Retried as it is, the batch would be refused for ever and hold up every
+                # later commit: leave out the copies the database refuses (they stay in
+                # memory, unconfirmed), and commit the rest now.
+                inserts, refused_count = await self._without_refused(inserts, error)
+                error = await self._write(inserts, deletes, queues) if refused_count else error
+            if error is not None:  # the database is away (or refused the batch)
                 log.error("commit of %d messages failed: %s", len(inserts), error)
                 # Everything is retried, inserts too: the engine holds these copies, and a
                 # delete retried without its paired insert (a dead-lettered copy) would lose it.
@@ -125,8 +137,35 @@ class GroupCommitWriter:
                 return False
             self.commits += 1
         if batch is not None and not batch.done():
-            batch.set_result(None)
+            if refused_count:
+                # Which publisher sent the refused copies is not known here: none of this
+                # commit's is confirmed; the others are stored (at-least-once if re-sent).
+                batch.set_exception(Unavailable(f"the message store refused {refused_count} message(s) of this commit"))
+            else:
+                batch.set_result(None)
         return True
+
+    async def _write(self, inserts: list[StoredCopy], deletes: list[int], queues: list[int]) -> Exception | None:
+        try:
+            await self.in_thread(self._store.write, inserts, deletes, queues)
+        except Exception as error:
+            return error
+        return None
+
+    async def _without_refused(self, inserts: list[StoredCopy], error: Exception) -> tuple[list[StoredCopy], int]:
+        try:
+            refused = set(await self.in_thread(self._store.find_refused, inserts))
+        except Exception:  # the database went away meanwhile: an ordinary retry
+            log.exception("looking for the refused messages failed")
+            return inserts, 0
+        kept = [copy for copy in inserts if copy.store_id not in refused]
+        for copy in inserts:
+            if copy.store_id in refused:
+                log.error(
+                    "the database refused message %s for queue %s (%s): kept in memory only, never confirmed",
+                    copy.message.message_id, copy.queue, error,
+                )
+        return kept, len(inserts) - len(kept)
 
     async def close(self) -> None:
         """Commit what is pending, then release the thread and its connection."""

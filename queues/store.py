@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
-from django.db import connection, transaction
+from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
 from django.db.models import Max
 
 from bindings.models import Binding
@@ -47,6 +47,10 @@ def queue_spec(row: Queue) -> QueueSpec:
 
 def binding_spec(row: Binding, *, exchange: str, queue: str) -> BindingSpec:
     return BindingSpec(exchange=exchange, queue=queue, binding_key=row.binding_key, arguments=row.arguments or {})
+
+
+class _RollBack(Exception):
+    """Ends `find_refused`'s transaction without committing it."""
 
 
 class OrmMessageStore:
@@ -109,6 +113,30 @@ class OrmMessageStore:
             # lets the next commit reconnect once the database is back.
             connection.close()
             raise
+
+    def refused(self, error: BaseException) -> bool:
+        # A value the column cannot hold, or a row that breaks a constraint: the same
+        # row is refused again however often it is retried. Anything else may pass.
+        return isinstance(error, (DataError, IntegrityError))
+
+    def find_refused(self, inserts: Sequence[StoredCopy]) -> list[int]:
+        """Each insert in a savepoint of one transaction that is rolled back: writes nothing."""
+        refused: list[int] = []
+        try:
+            with transaction.atomic():
+                for copy in inserts:
+                    try:
+                        with transaction.atomic():
+                            self._write([copy], [], [])
+                    except (DataError, IntegrityError):
+                        refused.append(copy.store_id)
+                raise _RollBack
+        except _RollBack:
+            pass
+        except DatabaseError:
+            connection.close()
+            raise
+        return refused
 
     @staticmethod
     def _write(inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:

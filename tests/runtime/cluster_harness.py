@@ -81,6 +81,12 @@ class MemoryStore:
     def close(self) -> None:
         pass
 
+    def refused(self, error: BaseException) -> bool:
+        return False  # this store only ever fails by being away
+
+    def find_refused(self, inserts: Sequence[StoredCopy]) -> list[int]:
+        return []
+
 
 class WireLayer(InMemoryChannelLayer):  # type: ignore[misc]
     """The in-memory layer, serializing as channels-redis does, recording what is sent."""

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import DataError
 
 from broker_project.engine.errors import Unavailable
 from broker_project.engine.jsoncodec import dumps
@@ -202,3 +203,62 @@ async def test_a_queue_the_router_deletes_leaves_no_rows_behind(runtime: Runtime
     assert not await database_sync_to_async(Binding.objects.filter(queue_id=queue.pk).exists)()
     assert await rows("brief") == []
     assert "brief-x" in runtime.broker.exchanges  # the exchange stays
+
+
+class PickyStore(OrmMessageStore):
+    """A database that refuses one value for good, as PostgreSQL refuses a NUL in text."""
+
+    def __init__(self, refused_body: str) -> None:
+        self.refused_body = refused_body
+        self.writes = 0
+
+    def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
+        self.writes += 1
+        if any(copy.message.body_json == self.refused_body for copy in inserts):
+            raise DataError("invalid byte sequence")
+        super().write(inserts, deletes, queues_to_delete)
+
+    def find_refused(self, inserts: Sequence[StoredCopy]) -> list[int]:
+        return [copy.store_id for copy in inserts if copy.message.body_json == self.refused_body]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_message_the_database_refuses_does_not_hold_up_the_others() -> None:
+    await database_sync_to_async(Queue.objects.create)(name="picky")
+    store = PickyStore('"poison"')
+    runtime = Runtime(store, checkpoint_seconds=0.2)
+    await runtime.start()
+    try:
+        assert runtime.writer is not None
+        first = asyncio.ensure_future(publish(runtime, "picky", "good"))
+        poisoned = asyncio.ensure_future(publish(runtime, "picky", "poison"))
+        for outcome in await asyncio.gather(first, poisoned, return_exceptions=True):
+            assert isinstance(outcome, Unavailable)  # one commit: neither publisher is confirmed
+        await publish(runtime, "picky", "after")  # not held up by a retry of the refused copy
+        assert await rows("picky") == ['"good"', '"after"']
+        writes = store.writes
+        await asyncio.sleep(0.7)  # past RETRY_SECONDS: nothing is retried for ever
+        assert store.writes - writes <= 2  # at most the checkpoints, never the refused batch
+        assert await rows("picky") == ['"good"', '"after"']
+    finally:
+        await runtime.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_orm_store_names_the_rows_the_database_refuses_and_writes_none() -> None:
+    from django.db import connection
+
+    from broker_project.engine.messages import make_message
+
+    queue = Queue.objects.create(name="rows")
+    good = StoredCopy(900, "rows", make_message(message_id="ok", exchange="", routing_key="rows", body_json="1", headers={}, persistent=True, published_at="t"))
+    duplicate = StoredCopy(900, "rows", good.message)  # the same store id twice: a constraint says no
+    store = OrmMessageStore()
+    assert store.find_refused([good, duplicate]) == [900]
+    assert not Message.objects.filter(queue=queue).exists()  # nothing written
+    assert store.refused(DataError("x")) and not store.refused(OSError("x"))
+    if connection.vendor == "postgresql":  # SQLite stores a NUL; PostgreSQL's text cannot
+        nul = StoredCopy(901, "rows", make_message(message_id="a\x00b", exchange="", routing_key="rows", body_json="1", headers={}, persistent=True, published_at="t"))
+        assert store.find_refused([nul, good]) == [901]
+        assert not Message.objects.filter(queue=queue).exists()
+    connection.close()
