@@ -56,6 +56,8 @@ async def lead(layer: object) -> None:
         runtime = new_runtime()
         await runtime.start()
         try:
+            # The load may have taken seconds: still the lease's holder before serving?
+            await _check_lease(lease, CHECK_SECONDS)
             async with asyncio.TaskGroup() as group:
                 group.create_task(Hub(runtime, layer).run(), name="broker-hub")
                 group.create_task(_keep_lease(lease, CHECK_SECONDS), name="broker-lease")
@@ -66,18 +68,22 @@ async def lead(layer: object) -> None:
 
 
 async def _keep_lease(lease: object, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        await _check_lease(lease, every)
+
+
+async def _check_lease(lease: object, every: float) -> None:
     from broker_project.cluster.lease import LEASE_LOST_EXIT, RouterLease
 
     assert isinstance(lease, RouterLease)
-    while True:
-        await asyncio.sleep(every)
-        try:
-            await asyncio.wait_for(asyncio.to_thread(lease.check), 2 * every)
-        except Exception as error:
-            # The lock may be someone else's by now: not one more commit as the router.
-            log.critical("router lease lost (%r): stopping so that the standby takes over", error)
-            logging.shutdown()
-            os._exit(LEASE_LOST_EXIT)
+    try:
+        await asyncio.wait_for(asyncio.to_thread(lease.check), 2 * every)
+    except Exception as error:
+        # The lock may be someone else's by now: not one more commit as the router.
+        log.critical("router lease lost (%r): stopping so that the standby takes over", error)
+        logging.shutdown()
+        os._exit(LEASE_LOST_EXIT)
 
 
 def _leader_done(task: asyncio.Task[None]) -> None:
@@ -117,6 +123,8 @@ async def serve(host: str, port: int, role: Role = "single") -> None:
         http="httptools",
         ws="websockets-sansio",
         ws_max_size=settings.MAX_MESSAGE_BYTES + FRAME_OVERHEAD,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.FORWARDED_ALLOW_IPS,
         log_level="warning",
         access_log=False,
         server_header=False,

@@ -147,6 +147,10 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 await self.dispatch(await receive())
         except StopConsumer:
             pass
+        finally:
+            # Whatever ended the loop (the client left during connect, a bug), the
+            # router connection and the per-user count are given back.
+            self._shutdown()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels calls `aclose_old_connections()` (a hop to a database thread)
@@ -326,6 +330,13 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if self._closed:
             return
         limit = self._max_bytes + FRAME_OVERHEAD
+        budget = self._budget
+        budget.tokens -= 1.0  # the refill reads the clock only when the bucket runs dry
+        if budget.tokens < 0.0:
+            verdict = budget.refill()
+            if verdict:
+                await self._refuse_over_rate(text_data or "", verdict)
+                return
         if text_data is None:
             if bytes_data is not None and len(bytes_data) > limit:
                 await self._close(CLOSE_TOO_BIG)
@@ -338,13 +349,6 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         ) > limit:
             await self._close(CLOSE_TOO_BIG)
             return
-        budget = self._budget
-        budget.tokens -= 1.0  # the refill reads the clock only when the bucket runs dry
-        if budget.tokens < 0.0:
-            verdict = budget.refill()
-            if verdict:
-                await self._refuse_over_rate(text_data, verdict)
-                return
         try:
             data = loads(text_data)
         except ValueError as error:  # orjson's and json's decode errors are ValueErrors

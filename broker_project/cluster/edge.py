@@ -27,6 +27,7 @@ from broker_project.publishing import PublishRequest
 from broker_project.stamps import new_message_id
 
 from .wire import (
+    ANSWER_TIMEOUT,
     BATCHES_IN_FLIGHT,
     BEAT,
     BEAT_SECONDS,
@@ -63,7 +64,7 @@ class _Connection:
         self.last_tag = 0
         self.subscriptions: dict[str, list[Any]] = {}  # key -> subscribe args, to resume
         self.watching = False
-        self.answers: deque[tuple[list[Any], SubscribeAnswer]] = deque()
+        self.answers: deque[tuple[list[Any], SubscribeAnswer, float]] = deque()  # + when asked
 
 
 _current: EdgeLink | None = None
@@ -92,8 +93,10 @@ class EdgeLink:
         self._batch: asyncio.Future[list[Any]] | None = None  # answers the outbox's publishes
         self._batch_size = 0
         self._awaiting: dict[int, asyncio.Future[list[Any]]] = {}  # batch seq -> its answer
+        self._sent_at: dict[int, float] = {}  # batch seq -> when, while unanswered or awaited
         self._seq = 0
         self._unanswered: deque[int] = deque()  # our batches with items the router has not acked
+        self._last_answer_check = 0.0
         self._router_seq = 0  # the router's last batch with items, which we ack
         self._owe_ack = False
         self._beat_due = False
@@ -166,9 +169,27 @@ class EdgeLink:
             if now - self._last_beat > ROUTER_TIMEOUT:
                 log.warning("router %s silent for %.0f s: waiting for the next one", self.epoch, ROUTER_TIMEOUT)
                 self._lose_router("the broker's router went away; a standby takes over")
+            elif self._answer_lost(now):
+                epoch, channel = self.epoch, self.router_channel
+                log.warning("an answer of router %s is %.0f s late: resuming the connections", epoch, ANSWER_TIMEOUT)
+                self._lose_router("an answer of the broker's router was lost; publish again")
+                if epoch is not None and channel is not None:
+                    self._follow(epoch, channel)
             elif now - self._last_sent >= BEAT_SECONDS:
                 self._beat_due = True  # an empty batch says this edge lives
                 self._wakeup.set()
+
+    def _answer_lost(self, now: float) -> bool:
+        """Is an ack, a publish's answer or a subscribe's answer overdue? Checked once a second."""
+        if now - self._last_answer_check < 1.0:
+            return False
+        self._last_answer_check = now
+        deadline = now - ANSWER_TIMEOUT
+        if any(sent < deadline for sent in self._sent_at.values()):
+            return True
+        return any(
+            connection.answers and connection.answers[0][2] < deadline for connection in self._connections.values()
+        )
 
     def _lose_router(self, reason: str) -> None:
         """Fail what waits on the router; keep connections to resume on the next one."""
@@ -183,6 +204,7 @@ class EdgeLink:
         if self._batch is not None:
             batches.append(self._batch)
         self._awaiting.clear()
+        self._sent_at.clear()
         self._batch = None
         self._batch_size = 0
         for future in batches + list(self._calls.values()):
@@ -191,7 +213,7 @@ class EdgeLink:
         self._calls.clear()
         for connection in self._connections.values():
             answers, connection.answers = connection.answers, deque()
-            for _, answer in answers:
+            for _, answer, _ in answers:
                 answer(None, failure)
 
     def _follow(self, epoch: str, channel: str) -> None:
@@ -244,6 +266,8 @@ class EdgeLink:
                     connection.sink.deliver(item[2])
             elif kind == "P":
                 future = self._awaiting.pop(item[1], None)
+                if item[1] not in self._unanswered:
+                    self._sent_at.pop(item[1], None)
                 if future is not None and not future.done():
                     future.set_result(item[2])
             elif kind == "t":
@@ -281,7 +305,7 @@ class EdgeLink:
         connection = self._connections.get(conn)
         if connection is None or not connection.answers:
             return
-        args, answer = connection.answers.popleft()
+        args, answer, _ = connection.answers.popleft()
         if error is not None:
             answer(None, decode_error(error))
             return
@@ -298,7 +322,9 @@ class EdgeLink:
         unanswered = self._unanswered
         if unanswered and unanswered[0] <= seq:
             while unanswered and unanswered[0] <= seq:
-                unanswered.popleft()
+                done = unanswered.popleft()
+                if done not in self._awaiting:
+                    self._sent_at.pop(done, None)
             self._wakeup.set()
 
     async def _send_forever(self) -> None:
@@ -313,6 +339,7 @@ class EdgeLink:
                 items, self._outbox = self._outbox, []
                 self._seq += 1
                 self._unanswered.append(self._seq)
+                self._sent_at[self._seq] = time.monotonic()
                 if self._batch is not None:
                     self._awaiting[self._seq] = self._batch
                     self._batch, self._batch_size = None, 0
@@ -390,7 +417,7 @@ class EdgeLink:
         if self.router_channel is None:
             answer(None, Unavailable("the broker's router is not reachable; a standby takes over"))
             return
-        connection.answers.append((args, answer))
+        connection.answers.append((args, answer, time.monotonic()))
         self._push(["s", conn, *args])
 
     def unsubscribe(self, conn: int, key: str) -> None:

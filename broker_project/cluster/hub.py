@@ -86,7 +86,7 @@ class Hub:
         self.epoch = uuid.uuid4().hex
         self.channel = ""
         self._edges: dict[str, Edge] = {}
-        self._dropped: dict[str, int] = {}  # edge channel -> the generation dropped
+        self._dropped: dict[str, tuple[int, float]] = {}  # edge channel -> (generation dropped, when)
 
     async def run(self) -> None:
         self.channel = await self.layer.new_channel()
@@ -128,14 +128,18 @@ class Hub:
     async def _reap_forever(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            deadline = time.monotonic() - EDGE_TIMEOUT
-            for edge in [edge for edge in self._edges.values() if edge.last_seen < deadline]:
+            now = time.monotonic()
+            for edge in [edge for edge in self._edges.values() if edge.last_seen < now - EDGE_TIMEOUT]:
                 log.warning("edge %s silent for %.0f s: its connections are closed", edge.channel, EDGE_TIMEOUT)
                 self._drop(edge)
+            # An edge that came back has long resumed; one that did not never will.
+            forgotten = now - 10 * EDGE_TIMEOUT
+            for channel in [channel for channel, (_, when) in self._dropped.items() if when < forgotten]:
+                del self._dropped[channel]
 
     def _drop(self, edge: Edge) -> None:
         self._edges.pop(edge.channel, None)
-        self._dropped[edge.channel] = edge.generation
+        self._dropped[edge.channel] = (edge.generation, time.monotonic())
         if edge.sender is not None:
             edge.sender.cancel()
         for connection_id in edge.connections.values():
@@ -165,19 +169,28 @@ class Hub:
             while edge.unanswered and edge.unanswered[0] <= acked:
                 edge.unanswered.popleft()
             edge.wakeup.set()
+        # Every batch is answered, a beat too: an edge whose ack was lost (Redis restarted,
+        # say) learns from the next one where the router stands instead of waiting for ever.
+        edge.owe_ack = True
+        edge.wakeup.set()
         if not message["items"]:
             return
         edge.edge_seq = message["seq"]
-        edge.owe_ack = True
-        edge.wakeup.set()
         results: list[Any] = []
         commits: list[tuple[int, asyncio.Future[None]]] = []
         for item in message["items"]:
             kind = item[0]
-            if kind == "p":
-                self._publish(item, results, commits)
-            else:
-                self._apply(edge, item)
+            try:
+                if kind == "p":
+                    self._publish(item, results, commits)
+                else:
+                    self._apply(edge, item)
+            except Exception:
+                # A bug, not a refusal: the rest of the batch goes on, and a publish still
+                # gets an answer, so no publisher waits for ever.
+                log.exception("item %r from edge %s failed", kind, edge.channel)
+                if kind == "p":
+                    results.append(encode_error(Unavailable("the router failed to route the message")))
         if results:
             self._answer_publishes(edge, message["seq"], results, commits)
 
@@ -187,7 +200,7 @@ class Hub:
             return edge
         if edge is not None and generation < edge.generation:
             return None  # sent before the edge resumed: stale
-        if edge is None and self._dropped.get(channel, -1) >= generation:
+        if edge is None and self._dropped.get(channel, (-1, 0.0))[0] >= generation:
             # Dropped while silent: it must resume its connections before anything else.
             self._send_now(channel, [["reset", generation]])
             return None

@@ -76,6 +76,9 @@ HELLO_CHANNEL: Final = "broker.hello"
 BATCHES_IN_FLIGHT: Final = 2
 BEAT_SECONDS: Final = 0.5
 ROUTER_TIMEOUT: Final = 3.0
+# An ack, a publish's answer or a subscribe's answer this late was lost on the way (a
+# Redis restart, say): the edge resumes its connections, failing what was in flight.
+ANSWER_TIMEOUT: Final = 10.0
 EDGE_TIMEOUT: Final = 5.0
 # Longest wait for the router's answer to one call of the HTTP API.
 CALL_TIMEOUT: Final = 30.0

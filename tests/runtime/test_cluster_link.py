@@ -531,3 +531,36 @@ def test_every_engine_error_crosses_the_link_with_its_code_status_and_fields(err
         sent.message,
         sent.fields,
     )
+
+
+async def test_answers_lost_on_the_way_fail_what_waits_on_them_and_the_edge_resumes(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis restart loses the router's batches (answers and acks) while beats go on:
+    the edge must not wait for ever with a full window and `/health` at 200."""
+    monkeypatch.setattr(edge_module, "ANSWER_TIMEOUT", 0.5)
+    edge = await cluster.edge()
+    sink = EdgeSink()
+    conn = edge.connect(sink)
+    generation = edge.generation
+    layer, original = cluster.layer, cluster.layer.send
+    losing = [True]
+
+    async def send(channel: str, message: dict[str, Any]) -> None:
+        if message.get("type") == "broker.router_batch" and message.get("items") and losing[0]:
+            return
+        await original(channel, message)
+
+    monkeypatch.setattr(layer, "send", send)
+    _, first, _ = edge.publish(conn, publish_request("jobs", 1))
+    await asyncio.sleep(0.1)
+    _, second, _ = edge.publish(conn, publish_request("jobs", 2))
+    await asyncio.sleep(0.1)
+    losing[0] = False  # Redis is back
+    with pytest.raises(Unavailable, match="lost"):
+        await asyncio.wait_for(first, 5)
+    with pytest.raises(Unavailable):
+        await asyncio.wait_for(second, 1)
+    assert edge.generation == generation + 1 and edge.router_known
+    _, routed = await asyncio.wait_for(edge.publish_wait(publish_request("jobs", 3)), 2)
+    assert routed == 1
