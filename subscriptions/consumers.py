@@ -127,6 +127,9 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         # The router names a subscription by a string; the client's id may be a
         # number, echoed as a number: router key -> id as the client sent it.
         self._subscriptions: dict[str, FrameId] = {}
+        # Through an edge: subscribes not answered yet, and unsubscribes not carried out yet.
+        self._subscribing: set[str] = set()
+        self._unsubscribing: dict[str, FrameId] = {}
         self._generated = 0
         self._permissions: Permissions = NOBODY  # set at connect
         self._counted_as: str | None = None  # the user whose connection count this one holds
@@ -257,6 +260,13 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             self._too_slow()
             return
         self._wakeup.set()
+
+    def unsubscribed(self, subscription: str) -> None:
+        """Through an edge: the router has ended the subscription (`_handle_remote`)."""
+        self._subscriptions.pop(subscription, None)
+        frame_id = self._unsubscribing.pop(subscription, None)
+        if frame_id is not None:
+            self._push(UnsubscribedFrame(type="unsubscribed", id=frame_id))
 
     def cancelled(self, subscription: str, reason: str) -> None:
         shown = self._subscriptions.pop(subscription, subscription)
@@ -432,12 +442,13 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             case Subscribe():
                 self._subscribe_remote(link, conn, frame)
             case Unsubscribe(id=frame_id):
+                # Answered when the router has ended it (`unsubscribed`), after the
+                # deliveries it made before: as on one node, nothing follows the answer.
                 key = self._key(frame_id)
-                if key not in self._subscriptions:
+                if key not in self._subscriptions and key not in self._subscribing:
                     raise NotFound(f"subscription {key!r} does not exist")
+                self._unsubscribing[key] = frame_id
                 link.unsubscribe(conn, key)
-                self._subscriptions.pop(key, None)
-                self._push(UnsubscribedFrame(type="unsubscribed", id=frame_id))
             case Ping(id=frame_id):
                 self._push(pong_frame(frame_id))
             case Watch(id=frame_id):
@@ -451,7 +462,10 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         subscription = self._subscription_id(frame)
         key = self._key(subscription)
 
+        self._subscribing.add(key)
+
         def answered(queue: str | None, error: BrokerError | None) -> None:
+            self._subscribing.discard(key)
             if error is not None or queue is None:
                 self._push(error_frame(frame.id, error or Unavailable("the router did not subscribe")))
                 return

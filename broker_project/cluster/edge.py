@@ -55,6 +55,9 @@ class EdgeSink(Protocol):
 
     def cancelled(self, subscription: str, reason: str) -> None: ...
 
+    def unsubscribed(self, subscription: str) -> None:
+        """The router has ended this subscription, after its last delivery."""
+
 
 class _Connection:
     __slots__ = ("answers", "last_tag", "sink", "subscriptions", "watching")
@@ -276,6 +279,12 @@ class EdgeLink:
                     connection.last_tag = item[2]
             elif kind == "S":
                 self._answer_subscribe(item[1], item[2], item[3])
+            elif kind == "U":
+                connection = connections.get(item[1])
+                if connection is not None:
+                    # Subscribed meanwhile (the answer crossed the unsubscribe): not to resume.
+                    connection.subscriptions.pop(item[2], None)
+                    connection.sink.unsubscribed(item[2])
             elif kind == "c":
                 connection = connections.get(item[1])
                 if connection is not None:
@@ -421,11 +430,15 @@ class EdgeLink:
         self._push(["s", conn, *args])
 
     def unsubscribe(self, conn: int, key: str) -> None:
+        """End a subscription; the sink's `unsubscribed` says when the router has."""
         connection = self._connections.get(conn)
-        if connection is not None:
-            connection.subscriptions.pop(key, None)
+        if connection is None:
+            return
+        connection.subscriptions.pop(key, None)
         if self.router_channel is not None:
             self._push(["u", conn, key])
+        else:  # no router holds it: it has ended already
+            connection.sink.unsubscribed(key)
 
     def ack(self, conn: int, frame_id: Any, tag: int, *, multiple: bool) -> None:
         if self.router_channel is not None:

@@ -275,7 +275,10 @@ class Hub:
                     edge.outbox.insert(mark, answer)
                     edge.wakeup.set()
                 case "u":
-                    runtime.unsubscribe(connection_id, item[2])
+                    try:
+                        runtime.unsubscribe(connection_id, item[2])
+                    finally:  # cancelled meanwhile by the router or not: it has ended
+                        edge.push(["U", conn, item[2]])
                 case "k":
                     runtime.ack(connection_id, item[3], multiple=item[4])
                 case "n":

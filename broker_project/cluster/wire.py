@@ -29,6 +29,7 @@ Router -> edge (`ROUTER_BATCH`):
     ["c", conn, key, reason]             the router ended a subscription
     ["t", conn, last_tag]                the highest delivery tag handed out so far
     ["S", conn, queue, error]            the answer to a subscribe, before its deliveries
+    ["U", conn, key]                     the answer to an unsubscribe, after its last delivery
     ["P", seq, results]                  per publish: routed count, or an error
     ["R", request_id, ok, value]         the answer to a call
     ["reset", generation]                the router dropped this edge's batches of that

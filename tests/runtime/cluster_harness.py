@@ -147,6 +147,9 @@ class EdgeSink:
     def cancelled(self, subscription: str, reason: str) -> None:
         self.events.append({"type": "cancelled", "subscription": subscription, "reason": reason})
 
+    def unsubscribed(self, subscription: str) -> None:
+        self.events.append({"type": "unsubscribed", "subscription": subscription})
+
     def answer(self, key: str) -> Callable[[str | None, BrokerError | None], None]:
         def answered(queue: str | None, error: BrokerError | None) -> None:
             self.events.append({"type": "answer", "subscription": key, "queue": queue, "error": error})

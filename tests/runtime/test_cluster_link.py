@@ -564,3 +564,28 @@ async def test_answers_lost_on_the_way_fail_what_waits_on_them_and_the_edge_resu
     assert edge.generation == generation + 1 and edge.router_known
     _, routed = await asyncio.wait_for(edge.publish_wait(publish_request("jobs", 3)), 2)
     assert routed == 1
+
+
+@pytest.mark.usefixtures("ws_on_edge")
+async def test_an_unsubscribe_on_an_edge_is_answered_after_the_last_delivery_and_may_cross_its_subscribe(
+    cluster: Cluster,
+) -> None:
+    await cluster.edge()
+    client = await ws_client()
+    await client.send_json_to({"type": "subscribe", "id": "s", "queue": "jobs"})  # auto-ack
+    assert (await client.receive_json_from(timeout=2))["type"] == "subscribed"
+    for body in range(3):
+        await cluster.publish("jobs", body)
+    await client.send_json_to({"type": "unsubscribe", "id": "s"})
+    frames = [await client.receive_json_from(timeout=2) for _ in range(4)]
+    # As on one node: every message handed out before the unsubscribe, then its answer.
+    assert [f["type"] for f in frames] == ["message", "message", "message", "unsubscribed"]
+    # Sent before the subscribe is answered, the unsubscribe still finds it.
+    await client.send_json_to({"type": "subscribe", "id": "t", "queue": "jobs"})
+    await client.send_json_to({"type": "unsubscribe", "id": "t"})
+    replies = [await client.receive_json_from(timeout=2) for _ in range(2)]
+    assert [(r["type"], r["id"]) for r in replies] == [("subscribed", "t"), ("unsubscribed", "t")]
+    await cluster.publish("jobs", "after")
+    assert await client.receive_nothing(timeout=0.1)
+    assert counts(cluster, "jobs") == (1, 0, 0)
+    await client.disconnect()
