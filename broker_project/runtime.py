@@ -97,6 +97,7 @@ class Runtime:
         self._stopped = False
         self._stats = StatsSampler()
         self._watchers: set[int] = set()
+        self._topology_channel: str | None = None
 
     # -- life cycle ------------------------------------------------------
 
@@ -112,6 +113,9 @@ class Runtime:
         self.broker.max_queues = settings.MAX_QUEUES or None
         self.broker.max_bindings = settings.MAX_BINDINGS or None
         started = time.monotonic()
+        # In the group before the topology is read: a change committed during the load
+        # (a failover's) waits in the channel and is applied after it, not lost.
+        self._topology_channel = await self._join_topology_group()
         topology: Topology = await self.writer.in_thread(self.store.load_topology)
         self._load_topology(topology)
         self.loaded_messages = await self.writer.in_thread(self._load_messages)
@@ -192,15 +196,24 @@ class Runtime:
             except Exception:
                 log.exception("tick failed")
 
-    async def _listen_for_topology(self) -> None:
-        """Apply changes that processes without a router send over the channel layer."""
+    @staticmethod
+    async def _join_topology_group() -> str | None:
         from channels.layers import get_channel_layer
 
         layer = get_channel_layer()
         if layer is None:
-            return
-        channel = await layer.new_channel()
+            return None
+        channel: str = await layer.new_channel()
         await layer.group_add(TOPOLOGY_GROUP, channel)
+        return channel
+
+    async def _listen_for_topology(self) -> None:
+        """Apply changes that processes without a router send over the channel layer."""
+        from channels.layers import get_channel_layer
+
+        layer, channel = get_channel_layer(), self._topology_channel
+        if layer is None or channel is None:
+            return
         try:
             while True:
                 try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
@@ -262,3 +263,30 @@ def test_the_orm_store_names_the_rows_the_database_refuses_and_writes_none() -> 
         assert store.find_refused([nul, good]) == [901]
         assert not Message.objects.filter(queue=queue).exists()
     connection.close()
+
+
+class ChangedWhileLoading(OrmMessageStore):
+    """A change committed elsewhere while the router reads the topology (a failover's load)."""
+
+    def load_topology(self) -> Any:
+        from broker_project.engine.queues import QueueSpec
+        from broker_project.sync import broadcast
+        from broker_project.topology import QueueSaved
+
+        topology = super().load_topology()
+        broadcast(QueueSaved(QueueSpec("declared-during-load")))
+        return topology
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_change_sent_while_the_router_loads_is_applied_after_the_load() -> None:
+    runtime = Runtime(ChangedWhileLoading(), checkpoint_seconds=0.2)
+    await runtime.start()
+    try:
+        for _ in range(50):
+            if "declared-during-load" in runtime.broker.queues:
+                break
+            await asyncio.sleep(0.02)
+        assert "declared-during-load" in runtime.broker.queues
+    finally:
+        await runtime.stop()
