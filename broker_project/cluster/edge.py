@@ -28,7 +28,6 @@ from broker_project.stamps import new_message_id
 
 from .wire import (
     ANSWER_TIMEOUT,
-    BATCHES_IN_FLIGHT,
     BEAT,
     BEAT_SECONDS,
     CALL_TIMEOUT,
@@ -38,8 +37,10 @@ from .wire import (
     HELLO_CHANNEL,
     ROUTER_BATCH,
     ROUTER_TIMEOUT,
+    Window,
     decode_error,
     publish_item,
+    send_batch,
 )
 
 log = logging.getLogger("broker.cluster")
@@ -98,7 +99,7 @@ class EdgeLink:
         self._awaiting: dict[int, asyncio.Future[list[Any]]] = {}  # batch seq -> its answer
         self._sent_at: dict[int, float] = {}  # batch seq -> when, while unanswered or awaited
         self._seq = 0
-        self._unanswered: deque[int] = deque()  # our batches with items the router has not acked
+        self._window = Window()
         self._last_answer_check = 0.0
         self._router_seq = 0  # the router's last batch with items, which we ack
         self._owe_ack = False
@@ -199,7 +200,7 @@ class EdgeLink:
         self.router_channel = None
         self.epoch = None
         self._outbox = []
-        self._unanswered.clear()
+        self._window.clear()
         self._router_seq = 0
         self._owe_ack = False
         failure = Unavailable(reason)
@@ -269,7 +270,7 @@ class EdgeLink:
                     connection.sink.deliver(item[2])
             elif kind == "P":
                 future = self._awaiting.pop(item[1], None)
-                if item[1] not in self._unanswered:
+                if item[1] not in self._window:
                     self._sent_at.pop(item[1], None)
                 if future is not None and not future.done():
                     future.set_result(item[2])
@@ -328,12 +329,11 @@ class EdgeLink:
         self._wakeup.set()
 
     def _on_ack(self, seq: int) -> None:
-        unanswered = self._unanswered
-        if unanswered and unanswered[0] <= seq:
-            while unanswered and unanswered[0] <= seq:
-                done = unanswered.popleft()
-                if done not in self._awaiting:
-                    self._sent_at.pop(done, None)
+        done = self._window.acked(seq)
+        for answered in done:
+            if answered not in self._awaiting:
+                self._sent_at.pop(answered, None)
+        if done:
             self._wakeup.set()
 
     async def _send_forever(self) -> None:
@@ -344,10 +344,10 @@ class EdgeLink:
             if channel is None:
                 continue
             items: list[list[Any]] = []
-            if self._outbox and len(self._unanswered) < BATCHES_IN_FLIGHT:
+            if self._outbox and not self._window.full:
                 items, self._outbox = self._outbox, []
                 self._seq += 1
-                self._unanswered.append(self._seq)
+                self._window.sent(self._seq)
                 self._sent_at[self._seq] = time.monotonic()
                 if self._batch is not None:
                     self._awaiting[self._seq] = self._batch
@@ -368,15 +368,7 @@ class EdgeLink:
             await self._send(channel, message)
 
     async def _send(self, channel: str, message: dict[str, Any]) -> None:
-        while self.router_channel == channel:
-            try:
-                await self.layer.send(channel, message)
-                return
-            except ChannelFull:
-                await asyncio.sleep(0.005)  # the router is busy: wait, never drop
-            except Exception:
-                log.exception("sending a batch to the router failed; retrying")
-                await asyncio.sleep(BEAT_SECONDS)
+        await send_batch(self.layer, channel, message, wanted=lambda: self.router_channel == channel)
 
     # -- what connections do (on the loop) --------------------------------
 

@@ -12,10 +12,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import deque
 from typing import Any
 
-from channels.exceptions import ChannelFull
 
 from broker_project.engine.errors import BrokerError, Unavailable
 from broker_project.engine.jsoncodec import dumps
@@ -24,7 +22,6 @@ from broker_project.router_calls import ROUTER_OPS
 from broker_project.runtime import Runtime
 
 from .wire import (
-    BATCHES_IN_FLIGHT,
     BEAT,
     BEAT_SECONDS,
     EDGE_BATCH,
@@ -33,8 +30,10 @@ from .wire import (
     HELLO,
     HELLO_CHANNEL,
     ROUTER_BATCH,
+    Window,
     encode_error,
     publish_request,
+    send_batch,
 )
 
 log = logging.getLogger("broker.cluster")
@@ -68,7 +67,7 @@ class Edge:
         self.outbox: list[list[Any]] = []
         self.delivered: set[int] = set()  # connections given deliveries since the last send
         self.seq = 0  # of our last batch with items
-        self.unanswered: deque[int] = deque()  # our batches with items the edge has not acked
+        self.window = Window()
         self.edge_seq = 0  # the edge's last batch with items, which we ack
         self.owe_ack = False
         self.wakeup = asyncio.Event()
@@ -165,10 +164,7 @@ class Hub:
             return
         edge.last_seen = time.monotonic()
         acked = message.get("ack", 0)
-        if edge.unanswered and edge.unanswered[0] <= acked:
-            while edge.unanswered and edge.unanswered[0] <= acked:
-                edge.unanswered.popleft()
-            edge.wakeup.set()
+        edge.window.acked(acked)
         # Every batch is answered, a beat too: an edge whose ack was lost (Redis restarted,
         # say) learns from the next one where the router stands instead of waiting for ever.
         edge.owe_ack = True
@@ -342,7 +338,7 @@ class Hub:
             await edge.wakeup.wait()
             edge.wakeup.clear()
             items: list[list[Any]] = []
-            if edge.outbox and len(edge.unanswered) < BATCHES_IN_FLIGHT:
+            if edge.outbox and not edge.window.full:
                 items, edge.outbox = edge.outbox, []
                 for conn in edge.delivered:
                     connection = broker.connections.get(edge.connections.get(conn, -1))
@@ -350,7 +346,7 @@ class Hub:
                         items.append(["t", conn, connection.next_tag - 1])
                 edge.delivered.clear()
                 edge.seq += 1
-                edge.unanswered.append(edge.seq)
+                edge.window.sent(edge.seq)
             elif not edge.owe_ack:
                 continue  # nothing to say, or the window is full: the edge's ack wakes us
             edge.owe_ack = False
@@ -358,17 +354,8 @@ class Hub:
             await self._send(edge.channel, message)
 
     async def _send(self, channel: str, message: dict[str, Any]) -> None:
-        """Send, waiting out a full channel (a busy edge) or a Redis hiccup: never drop.
-        A dead edge's sender is cancelled when the edge is dropped."""
-        while True:
-            try:
-                await self.layer.send(channel, message)
-                return
-            except ChannelFull:
-                await asyncio.sleep(0.005)
-            except Exception:
-                log.exception("sending a batch to edge %s failed; retrying", channel)
-                await asyncio.sleep(BEAT_SECONDS)
+        # Until sent: a dead edge's sender is cancelled when the edge is dropped.
+        await send_batch(self.layer, channel, message, wanted=lambda: True)
 
     def _send_now(self, channel: str, items: list[list[Any]]) -> None:
         message = {"type": ROUTER_BATCH, "epoch": self.epoch, "items": items}

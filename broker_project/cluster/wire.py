@@ -55,7 +55,13 @@ connections' unacknowledged messages go back to their queues.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
+
+from channels.exceptions import ChannelFull
 
 from broker_project.engine import errors
 from broker_project.engine.errors import BrokerError
@@ -96,6 +102,51 @@ def _classes_by_code() -> dict[str, type[BrokerError]]:
 
 
 _ERRORS: Final = _classes_by_code()
+
+log = logging.getLogger("broker.cluster")
+
+
+class Window:
+    """One side's batches with items that the other side has not acked yet (flow control)."""
+
+    __slots__ = ("_unanswered",)
+
+    def __init__(self) -> None:
+        self._unanswered: deque[int] = deque()
+
+    @property
+    def full(self) -> bool:
+        return len(self._unanswered) >= BATCHES_IN_FLIGHT
+
+    def sent(self, seq: int) -> None:
+        self._unanswered.append(seq)
+
+    def acked(self, seq: int) -> list[int]:
+        """Forget the batches up to `seq`; returns them (none: the ack says nothing new)."""
+        unanswered, done = self._unanswered, []
+        while unanswered and unanswered[0] <= seq:
+            done.append(unanswered.popleft())
+        return done
+
+    def __contains__(self, seq: int) -> bool:
+        return seq in self._unanswered
+
+    def clear(self) -> None:
+        self._unanswered.clear()
+
+
+async def send_batch(layer: Any, channel: str, message: dict[str, Any], *, wanted: Callable[[], bool]) -> None:
+    """Send, waiting out a full channel (a busy peer) or a Redis hiccup, never dropping,
+    for as long as `wanted()` says the peer is still the one to send to."""
+    while wanted():
+        try:
+            await layer.send(channel, message)
+            return
+        except ChannelFull:
+            await asyncio.sleep(0.005)
+        except Exception:
+            log.exception("sending a batch to %s failed; retrying", channel)
+            await asyncio.sleep(BEAT_SECONDS)
 
 
 def encode_error(error: BrokerError) -> list[Any]:

@@ -26,7 +26,7 @@ from broker_project import runtime as runtime_module
 from broker_project.cluster import edge as edge_module
 from broker_project.cluster import hub as hub_module
 from broker_project.cluster.edge import EdgeLink
-from broker_project.cluster.wire import EDGE_BATCH, decode_error, encode_error
+from broker_project.cluster.wire import BATCHES_IN_FLIGHT, EDGE_BATCH, decode_error, encode_error
 from broker_project.engine import errors
 from broker_project.engine.broker import BindingSpec
 from broker_project.engine.errors import BrokerError, Forbidden, NotFound, Unavailable
@@ -142,13 +142,13 @@ async def test_an_edge_keeps_a_window_of_unanswered_batches_and_sends_what_waits
         sent.append(edge.publish(conn, publish_request("jobs", n)))
         await asyncio.sleep(0.01)
 
-    assert len(cluster.layer.batches(EDGE_BATCH, "p")) == edge_module.BATCHES_IN_FLIGHT
+    assert len(cluster.layer.batches(EDGE_BATCH, "p")) == BATCHES_IN_FLIGHT
     await cluster.layer.release(edge.channel)
     answers = [(await asyncio.wait_for(batch, 2))[slot] for _, batch, slot in sent]
 
     assert answers == [1] * 6
     sizes = [sum(item[0] == "p" for item in items) for items in cluster.layer.batches(EDGE_BATCH, "p")]
-    assert sizes == [1] * edge_module.BATCHES_IN_FLIGHT + [6 - edge_module.BATCHES_IN_FLIGHT]
+    assert sizes == [1] * BATCHES_IN_FLIGHT + [6 - BATCHES_IN_FLIGHT]
     assert [m["body"] for m in cluster.runtime.get("jobs", count=10, ack=True)] == list(range(6))
 
 
