@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from django.core.asgi import get_asgi_application
 
@@ -32,37 +33,44 @@ from subscriptions.consumers import BrokerConsumer  # noqa: E402
 from subscriptions.limits import ConnectionLimit  # noqa: E402
 
 _starting = asyncio.Lock()
+T = TypeVar("T")
+
+
+async def _ensure(current: Callable[[], T | None], start: Callable[[], Awaitable[T]]) -> T:
+    """What `current()` gives, or what `start()` starts on the current loop; once per process."""
+    found = current()
+    if found is not None:
+        return found
+    async with _starting:
+        found = current()
+        return found if found is not None else await start()
+
+
+async def _start_runtime() -> Runtime:
+    from broker_project.server import new_runtime
+
+    runtime = new_runtime()
+    await runtime.start()
+    return runtime
+
+
+async def _start_link() -> EdgeLink:
+    from channels.layers import get_channel_layer
+
+    link = EdgeLink(get_channel_layer())
+    await link.start()
+    await link.wait_for_router(1.0)  # a router that runs answers the hello at once
+    return link
 
 
 async def ensure_runtime() -> Runtime:
     """The router of this process, started on the current loop if none runs."""
-    runtime = current_runtime()
-    if runtime is not None:
-        return runtime
-    async with _starting:
-        runtime = current_runtime()
-        if runtime is None:
-            from queues.store import OrmMessageStore
-
-            runtime = Runtime(OrmMessageStore(), checkpoint_seconds=settings.CHECKPOINT_IN_SECONDS)
-            await runtime.start()
-        return runtime
+    return await _ensure(current_runtime, _start_runtime)
 
 
 async def ensure_link() -> EdgeLink:
     """The cluster link of this process, started on the current loop if none runs."""
-    link = current_link()
-    if link is not None:
-        return link
-    async with _starting:
-        link = current_link()
-        if link is None:
-            from channels.layers import get_channel_layer
-
-            link = EdgeLink(get_channel_layer())
-            await link.start()
-            await link.wait_for_router(1.0)  # a router that runs answers the hello at once
-        return link
+    return await _ensure(current_link, _start_link)
 
 
 class StartRouter:
@@ -72,11 +80,7 @@ class StartRouter:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] in ("http", "websocket") and current_runtime() is None:
-            if self.cluster:
-                if current_link() is None:
-                    await ensure_link()
-            else:
-                await ensure_runtime()
+            await (ensure_link() if self.cluster else ensure_runtime())
         await self.app(scope, receive, send)
 
 
