@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
-from django.db import DataError
+from django.db import DataError, IntegrityError
 
 from broker_project.engine.errors import Unavailable
 from broker_project.engine.jsoncodec import dumps
@@ -257,6 +257,12 @@ def test_the_orm_store_names_the_rows_the_database_refuses_and_writes_none() -> 
     store = OrmMessageStore()
     assert store.find_refused([good, duplicate]) == [900]
     assert not Message.objects.filter(queue=queue).exists()  # nothing written
+    # A commit's own error is Django's, whether it came from an INSERT or a COPY
+    # (PostgreSQL): the writer tells "refused" from "away" by it.
+    with pytest.raises(IntegrityError) as refused_write:
+        store.write([good, duplicate], [], [])
+    assert store.refused(refused_write.value)
+    assert not Message.objects.filter(queue=queue).exists()
     assert store.refused(DataError("x")) and not store.refused(OSError("x"))
     if connection.vendor == "postgresql":  # SQLite stores a NUL; PostgreSQL's text cannot
         nul = StoredCopy(901, "rows", make_message(message_id="a\x00b", exchange="", routing_key="rows", body_json="1", headers={}, persistent=True, published_at="t"))
