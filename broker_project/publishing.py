@@ -23,7 +23,7 @@ MAX_MESSAGE_ID: Final = 64  # the stored column's width
 NUL_PROBLEM: Final = "must not contain the NUL character (U+0000)"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # made per message: not frozen, whose __init__ costs 4x (object.__setattr__ per field); never mutated
 class PublishRequest:
     exchange: str
     routing_key: str

@@ -70,6 +70,10 @@ WS_MAX_FRAMES_PER_SECOND = env_int("WS_MAX_FRAMES_PER_SECOND", default=50_000, m
 WS_MAX_FRAMES_BURST = env_int("WS_MAX_FRAMES_BURST", default=WS_MAX_FRAMES_PER_SECOND, min=1)
 # Unsent data a WebSocket connection may hold before it is closed as a slow consumer.
 WS_MAX_BUFFERED_BYTES = env_int("WS_MAX_BUFFERED_BYTES", default=4 * 1024 * 1024, min=1024)
+# permessage-deflate under runbroker: off, as in RabbitMQ's Web-STOMP. It costs a
+# compression per frame and per subscriber (a fanout compresses each delivery again),
+# and a compressed connection leaves broker_project/wsprotocol.py's fast path.
+WS_PER_MESSAGE_DEFLATE = env_bool("WS_PER_MESSAGE_DEFLATE", default=False)
 MAX_CONNECTIONS_PER_IP = env_int("MAX_CONNECTIONS_PER_IP", default=1000, min=0)  # 0: no limit
 MAX_CONNECTIONS_PER_USER = env_int("MAX_CONNECTIONS_PER_USER", default=1000, min=0)  # 0: no limit
 MAX_QUEUES = env_int("MAX_QUEUES", default=100_000, min=0)  # 0: no limit

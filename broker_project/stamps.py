@@ -13,17 +13,20 @@ from collections.abc import Iterator
 from typing import Final
 
 _IDS_PER_READ: Final = 256  # random bytes are read 4 KiB at a time
+# The variant's two high bits set to 10 (RFC 4122), keeping the low two random.
+_VARIANT: Final = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def _uuid4_strings() -> Iterator[str]:
     while True:
-        chunk = os.urandom(16 * _IDS_PER_READ)
-        for start in range(0, len(chunk), 16):
-            raw = bytearray(chunk[start : start + 16])
-            raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-            raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-            h = raw.hex()
-            yield f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        # One hex conversion per read, then slicing: a quarter of the cost of
+        # converting each id's 16 bytes on its own (it showed in publish profiles).
+        h = os.urandom(16 * _IDS_PER_READ).hex()
+        variant = _VARIANT
+        yield from [
+            f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}-{variant[h[i + 16]]}{h[i + 17 : i + 20]}-{h[i + 20 : i + 32]}"
+            for i in range(0, len(h), 32)
+        ]
 
 
 _ids = _uuid4_strings()

@@ -141,8 +141,8 @@ class OrmMessageStore:
     @staticmethod
     def _write(inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
         # Looked up per commit, not cached: a queue deleted and declared again gets a new id.
-        names = {copy.queue for copy in inserts}
-        queue_ids = dict(Queue.objects.filter(name__in=names).values_list("name", "pk")) if names else {}
+        names = list({copy.queue for copy in inserts})
+        queue_ids = _queue_ids(names) if names else {}
         rows = []
         for copy in inserts:
             queue_id = queue_ids.get(copy.queue)
@@ -201,6 +201,19 @@ def _copy_sql() -> str:
 
 def _delete_any_sql() -> str:
     return f"DELETE FROM {connection.ops.quote_name(MessageRow._meta.db_table)} WHERE id = ANY(%s)"
+
+
+def _queue_ids(names: list[str]) -> dict[str, int]:
+    """Stored queues' row ids by name. Plain SQL: building the ORM query took a tenth
+    of the writer thread under a busy publisher, on the thread that holds the GIL."""
+    table = connection.ops.quote_name(Queue._meta.db_table)
+    found: dict[str, int] = {}
+    with connection.cursor() as cursor:
+        for start in range(0, len(names), BATCH_ROWS):
+            batch = names[start : start + BATCH_ROWS]
+            cursor.execute(f"SELECT name, id FROM {table} WHERE name IN ({', '.join(['%s'] * len(batch))})", batch)
+            found.update(cursor.fetchall())
+    return found
 
 
 def _select_sql() -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -147,7 +148,13 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.base_send = send
         try:
             while True:
-                await self.dispatch(await receive())
+                message = await receive()
+                if message["type"] == "websocket.receive":  # the hot path: no dispatch
+                    waiting = self._on_frame(message.get("text"), message.get("bytes"))
+                    if waiting is not None:
+                        await waiting
+                else:
+                    await self.dispatch(message)
         except StopConsumer:
             pass
         finally:
@@ -337,44 +344,45 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     # -- receiving ---------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        waiting = self._on_frame(text_data, bytes_data)
+        if waiting is not None:
+            await waiting
+
+    def _on_frame(self, text_data: str | None, bytes_data: bytes | None) -> Coroutine[Any, Any, None] | None:
+        """One client frame, carried out before it returns. Only what must wait (a close,
+        a refusal over the rate) comes back as a coroutine: on the hot path no coroutine
+        is made per frame, nor a handler looked up (issue 5's profiles)."""
         if self._closed:
-            return
+            return None
         limit = self._max_bytes + FRAME_OVERHEAD
         budget = self._budget
         budget.tokens -= 1.0  # the refill reads the clock only when the bucket runs dry
         if budget.tokens < 0.0:
             verdict = budget.refill()
             if verdict:
-                await self._refuse_over_rate(text_data or "", verdict)
-                return
+                return self._refuse_over_rate(text_data or "", verdict)
         if text_data is None:
             if bytes_data is not None and len(bytes_data) > limit:
-                await self._close(CLOSE_TOO_BIG)
-                return
+                return self._close(CLOSE_TOO_BIG)
             self._push(error_frame(None, FrameError("binary frames are not supported: send JSON text frames")))
-            return
+            return None
         # Bytes, not characters, count; `isascii` is O(1), so most frames are not re-encoded.
         if len(text_data) > limit // 4 and (
             len(text_data) if text_data.isascii() else len(text_data.encode("utf-8", "surrogatepass"))
         ) > limit:
-            await self._close(CLOSE_TOO_BIG)
-            return
+            return self._close(CLOSE_TOO_BIG)
         try:
             data = loads(text_data)
         except ValueError as error:  # orjson's and json's decode errors are ValueErrors
             self._push(error_frame(None, FrameError(f"the frame is not JSON: {error}")))
-            return
-        await self.receive_json(data)
-
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+            return None
         try:
-            frame = parse_frame(content, max_bytes=self._max_bytes)
+            frame = parse_frame(data, max_bytes=self._max_bytes)
         except TooLarge:
-            await self._close(CLOSE_TOO_BIG)
-            return
+            return self._close(CLOSE_TOO_BIG)
         except FrameError as error:
             self._push(error_frame(error.frame_id, error))
-            return
+            return None
         try:
             if not self._permissions.everything:
                 authorize_frame(self._permissions, frame)
@@ -383,7 +391,8 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             self._push(error_frame(frame.id, error))
         except Exception:
             log.exception("WebSocket frame %r failed", type(frame).__name__)
-            await self._close(CLOSE_INTERNAL_ERROR)
+            return self._close(CLOSE_INTERNAL_ERROR)
+        return None
 
     def _handle(self, frame: ClientFrame) -> None:
         """Carry out one frame on the router; synchronous, so no other frame interleaves."""

@@ -48,14 +48,14 @@ class Unsubscribe:
     id: FrameId
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # made per message: not frozen, whose __init__ costs 4x (object.__setattr__ per field); never mutated
 class Ack:
     id: FrameId | None
     delivery_tag: int
     multiple: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Nack:
     id: FrameId | None
     delivery_tag: int
@@ -63,7 +63,7 @@ class Nack:
     requeue: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Publish:
     id: FrameId | None
     request: PublishRequest
