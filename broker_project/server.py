@@ -16,7 +16,8 @@ import gc
 import logging
 import os
 import signal
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import uvicorn
 from django.conf import settings
@@ -34,8 +35,8 @@ Role = Literal["single", "candidate", "edge"]
 ROUTER_FAILED_EXIT = 70
 
 
-def new_runtime() -> Runtime:
-    return Runtime(OrmMessageStore(), checkpoint_seconds=settings.CHECKPOINT_IN_SECONDS)
+def new_runtime(fence: Callable[[Any], None] | None = None) -> Runtime:
+    return Runtime(OrmMessageStore(fence=fence), checkpoint_seconds=settings.CHECKPOINT_IN_SECONDS)
 
 
 async def lead(layer: object) -> None:
@@ -54,8 +55,9 @@ async def lead(layer: object) -> None:
         while not await asyncio.to_thread(lease.try_acquire):
             await asyncio.sleep(POLL_SECONDS)
         log.info("router lease taken: taking over in %.1f s", TAKEOVER_GRACE)
+        await asyncio.to_thread(lease.wait_for_old_writes)
         await asyncio.sleep(TAKEOVER_GRACE)
-        runtime = new_runtime()
+        runtime = new_runtime(lease.fence())
         await runtime.start()
         try:
             # The load may have taken seconds: still the lease's holder before serving?

@@ -7,7 +7,7 @@ broker_project/writer.py), so its connection is kept between commits.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
 from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
@@ -54,6 +54,11 @@ class _RollBack(Exception):
 
 
 class OrmMessageStore:
+    def __init__(self, *, fence: Callable[[Any], None] | None = None) -> None:
+        # In a cluster, the router's check that it still holds the lease, run inside
+        # each commit before it writes (broker_project/cluster/lease.py, WriteFence).
+        self._fence = fence
+
     def load_topology(self) -> Topology:
         bindings = [
             binding_spec(row, exchange=row.exchange.name, queue=row.queue.name)
@@ -138,8 +143,7 @@ class OrmMessageStore:
             raise
         return refused
 
-    @staticmethod
-    def _write(inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
+    def _write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
         # Looked up per commit, not cached: a queue deleted and declared again gets a new id.
         names = list({copy.queue for copy in inserts})
         queue_ids = _queue_ids(names) if names else {}
@@ -152,6 +156,8 @@ class OrmMessageStore:
             headers = dumps(dict(m.headers)) if m.headers else "{}"
             rows.append((copy.store_id, queue_id, m.message_id, m.exchange, m.routing_key, m.body_json, headers, m.published_at))
         with transaction.atomic(), connection.cursor() as cursor:
+            if self._fence is not None:
+                self._fence(cursor)
             # Plain SQL, not bulk_create: the ORM's per-row work was a tenth of a busy
             # publisher's profile (issue 5); the values are already encoded.
             if rows and connection.vendor == "postgresql":

@@ -104,6 +104,7 @@ class _PendingConfirm:
     routed: int
     committed: asyncio.Future[Any] | None
     slot: int = -1
+    error: BrokerError | None = None  # refused at once, answered in its turn
 
 
 class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
@@ -388,7 +389,12 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 authorize_frame(self._permissions, frame)
             self._handle(frame)
         except BrokerError as error:
-            self._push(error_frame(frame.id, error))
+            if type(frame) is Publish and self._confirms:
+                # Behind earlier publishes still waiting for their commit: a publisher
+                # gets its answers in publish order, refusals included.
+                self._confirms.append(_PendingConfirm(frame.id, "", 0, None, error=error))
+            else:
+                self._push(error_frame(frame.id, error))
         except Exception:
             log.exception("WebSocket frame %r failed", type(frame).__name__)
             return self._close(CLOSE_INTERNAL_ERROR)
@@ -547,7 +553,7 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         pending = self._confirms
         while pending and (pending[0].committed is None or pending[0].committed.done()):
             item = pending.popleft()
-            failure = _commit_failure(item.committed)
+            failure = item.error or _commit_failure(item.committed)
             routed = item.routed
             if failure is None and item.slot >= 0:
                 assert item.committed is not None

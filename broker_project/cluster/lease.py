@@ -5,14 +5,21 @@ serves as an edge while it waits: a hot standby. PostgreSQL drops the lock
 when that connection ends (the process died, or was cut off), and the
 standby's next try takes it. The active router checks its connection every
 `CHECK_SECONDS`; once it cannot, another may hold the lock, so it stops at
-once (the exit code says why) rather than run as a second router. The new
-router waits `TAKEOVER_GRACE` before it loads, so a router cut off from
-the database has stopped committing by then.
+once (the exit code says why) rather than run as a second router.
+
+A router whose loop stalls for seconds could still commit after it lost the
+lock, so every commit is fenced (`WriteFence`): inside its transaction the
+writer takes WRITE_FENCE_KEY shared and checks that its own lease connection
+still holds the lock, or the commit fails. A new router takes WRITE_FENCE_KEY
+exclusively once, after the lease and before it loads (`wait_for_old_writes`):
+a commit that passed its check before the takeover has ended by then, and
+one that starts after it sees the new holder.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Final
 
 log = logging.getLogger("broker.cluster")
@@ -21,6 +28,9 @@ log = logging.getLogger("broker.cluster")
 # brokers on other databases of the same server do not contend.
 ROUTER_LOCK_KEY: Final = 0x62726F6B6572
 MIGRATION_LOCK_KEY: Final = ROUTER_LOCK_KEY + 1
+# Every commit of a router's writer holds this lock shared; a new router takes it once,
+# exclusively, after the lease and before it loads: it waits for the commits in flight.
+WRITE_FENCE_KEY: Final = ROUTER_LOCK_KEY + 2
 POLL_SECONDS: Final = 0.5
 CHECK_SECONDS: Final = 0.5
 TAKEOVER_GRACE: Final = 1.5
@@ -74,6 +84,15 @@ class RouterLease:
         """Raises when the connection holding the lock is gone."""
         self._conn.execute("SELECT 1").fetchone()
 
+    def fence(self) -> WriteFence:
+        """The check for this holder's commits (call once the lock is taken)."""
+        return WriteFence(self._conn.info.backend_pid)
+
+    def wait_for_old_writes(self) -> None:
+        """Until every commit that a previous router's writer has under way has ended."""
+        self._conn.execute("SELECT pg_advisory_lock(%s)", (WRITE_FENCE_KEY,))
+        self._conn.execute("SELECT pg_advisory_unlock(%s)", (WRITE_FENCE_KEY,))
+
     def release(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -81,6 +100,32 @@ class RouterLease:
                 conn.close()
             except Exception:
                 log.debug("closing the lease connection failed", exc_info=True)
+
+
+class LeaseLost(Exception):
+    """A commit of a router that no longer holds the lease: refused, nothing written."""
+
+
+# pg_locks shows a bigint advisory key as two 32-bit halves, with objsubid 1.
+_FENCE_SQL: Final = (
+    "SELECT pg_advisory_xact_lock_shared(%s), EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+    " AND granted AND pid = %s AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 1"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteFence:
+    """Run first inside each of the writer's transactions (queues/store.py)."""
+
+    lease_pid: int  # the backend of the connection that holds the lease
+
+    def __call__(self, cursor: Any) -> None:
+        key = ROUTER_LOCK_KEY
+        cursor.execute(_FENCE_SQL, [WRITE_FENCE_KEY, self.lease_pid, key >> 32, key & 0xFFFFFFFF])
+        row = cursor.fetchone()
+        if not (row and row[1]):
+            raise LeaseLost("this router no longer holds the router lease: commit refused")
 
 
 def migrate_under_lock(database: dict[str, Any], migrate: Any) -> None:

@@ -127,6 +127,7 @@ class FlakyStore(OrmMessageStore):
     """Refuses the first commit that inserts anything, as a database that blinks."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.failures = 0
 
     def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
@@ -210,6 +211,7 @@ class PickyStore(OrmMessageStore):
     """A database that refuses one value for good, as PostgreSQL refuses a NUL in text."""
 
     def __init__(self, refused_body: str) -> None:
+        super().__init__()
         self.refused_body = refused_body
         self.writes = 0
 

@@ -67,6 +67,18 @@ async def test_confirms_go_out_in_publish_order(ws: WebsocketCommunicator) -> No
     assert [(await receive(ws))["id"] for _ in range(2)] == ["slow", "fast"]
 
 
+async def test_a_refused_publish_is_answered_after_the_earlier_publishes(ws: WebsocketCommunicator) -> None:
+    # Refused at once (no such exchange), its error still waits for the confirm of the
+    # publish before it, which waits for a commit: a publisher's answers come in order.
+    await declare_queue("dq")
+    await send(ws, {"type": "publish", "id": "stored", "routing_key": "dq", "body": 1})
+    await send(ws, {"type": "publish", "id": "refused", "exchange": "nope", "body": 2})
+    await send(ws, {"type": "publish", "id": "then", "routing_key": "dq", "body": 3})
+    answers = [await receive(ws) for _ in range(3)]
+    assert [(a["type"], a["id"]) for a in answers] == [("confirm", "stored"), ("error", "refused"), ("confirm", "then")]
+    assert answers[1]["code"] == "not_found"
+
+
 async def test_a_failed_commit_is_an_unavailable_error(
     ws: WebsocketCommunicator, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
