@@ -12,7 +12,12 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from broker_project.cluster.lease import WRITE_FENCE_KEY, LeaseLost, RouterLease, connection_kwargs
+from broker_project.cluster.lease import (
+    WRITE_FENCE_KEY,
+    LeaseLost,
+    RouterLease,
+    connection_kwargs,
+)
 from broker_project.engine.messages import StoredCopy, make_message
 from queues.models import Message, Queue
 from queues.store import OrmMessageStore
