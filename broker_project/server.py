@@ -54,11 +54,12 @@ async def lead(layer: object) -> None:
     try:
         while not await asyncio.to_thread(lease.try_acquire):
             await asyncio.sleep(POLL_SECONDS)
-        log.info("router lease taken: taking over in %.1f s", TAKEOVER_GRACE)
+        log.info("router lease taken: waiting for the previous router's commits under way, then %.1f s", TAKEOVER_GRACE)
         await asyncio.to_thread(lease.wait_for_old_writes)
         await asyncio.sleep(TAKEOVER_GRACE)
         runtime = new_runtime(lease.fence())
         await runtime.start()
+        tune_garbage_collector()  # the loaded messages too
         try:
             # The load may have taken seconds: still the lease's holder before serving?
             await _check_lease(lease, CHECK_SECONDS)

@@ -15,8 +15,12 @@ anything malformed or too big. Its parser therefore always stands at a frame
 boundary, and its checks and close codes stay the ones that apply. A
 connection that negotiated compression is left to uvicorn entirely.
 
-What the app sees is unchanged: the same ASGI events, in the same order.
-`daphne broker_project.asgi:application` and plain uvicorn keep working.
+The app sees the same ASGI events in the same order, with two differences
+(`tests/ws/test_wsprotocol.py` runs the same cases against both protocols):
+good frames read in the same chunk as a frame that breaks the protocol still
+reach the app (uvicorn's drops them), and a pong may leave after data sent
+before the ping arrived. `daphne broker_project.asgi:application` and plain
+uvicorn keep working.
 """
 
 from __future__ import annotations
@@ -68,6 +72,17 @@ def _between_frames(conn: Any) -> bool:
 class BrokerWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        app = self.app
+
+        async def app_then_flush(scope: Any, receive: Any, send: Any) -> None:
+            # uvicorn closes the transport as soon as the app returns (or raises), in
+            # the same step: what the app sent before must be written first.
+            try:
+                await app(scope, receive, send)
+            finally:
+                self._flush()
+
+        self.app = app_then_flush
         self._out: list[bytes] = []
         self._out_size = 0
         self._flush_handle: asyncio.Handle | None = None
@@ -133,6 +148,10 @@ class BrokerWebSocketProtocol(WebSocketsSansIOProtocol):
         self._flush()
         super().shutdown()
 
+    def keepalive_timeout(self) -> None:
+        self._flush()
+        super().keepalive_timeout()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._out, self._out_size = [], 0  # nobody left to read them
         if self._flush_handle is not None:
@@ -157,7 +176,13 @@ class BrokerWebSocketProtocol(WebSocketsSansIOProtocol):
         """Open, uncompressed, and websockets' parser stands between two frames. (A
         client may send frames before it has read the handshake's answer: websockets
         reads those, and may hold part of one when the app accepts.)"""
-        return self._open_for_data() and self.conn.parser_exc is None and _between_frames(self.conn)
+        conn = self.conn
+        return (
+            self._open_for_data()
+            and conn.parser_exc is None
+            and conn.current_size is None  # not inside a fragmented message
+            and _between_frames(conn)
+        )
 
     def _parse_frames(self) -> None:
         buf = self._in
@@ -223,7 +248,7 @@ class BrokerWebSocketProtocol(WebSocketsSansIOProtocol):
             pos = end
         if pos:
             del buf[:pos]
-        if not self.read_paused and queue.qsize() >= QUEUED_MESSAGES:
+        if not self.read_paused and not self.close_sent and queue.qsize() >= QUEUED_MESSAGES:
             self.read_paused = True
             self.transport.pause_reading()  # uvicorn's `receive` resumes once the app has read them all
 

@@ -26,6 +26,8 @@ from queues.models import Queue
 
 # Rows per statement: under SQLite's and PostgreSQL's parameter limits.
 BATCH_ROWS: Final = 500
+# Ids per PostgreSQL DELETE: a checkpoint after a drain may hold a million.
+DELETE_ARRAY_ROWS: Final = 50_000
 LOAD_CHUNK: Final = 10_000
 
 
@@ -170,8 +172,9 @@ class OrmMessageStore:
                         copy.write_row(row)
             elif rows:
                 cursor.executemany(_insert_sql(), rows)
-            if deletes and connection.vendor == "postgresql":
-                cursor.execute(_delete_any_sql(), [list(deletes)])  # one array, one plan
+            if connection.vendor == "postgresql":
+                for start in range(0, len(deletes), DELETE_ARRAY_ROWS):  # an array each, one plan
+                    cursor.execute(_delete_any_sql(), [list(deletes[start : start + DELETE_ARRAY_ROWS])])
             else:
                 for start in range(0, len(deletes), BATCH_ROWS):
                     batch = deletes[start : start + BATCH_ROWS]

@@ -382,23 +382,28 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         except TooLarge:
             return self._close(CLOSE_TOO_BIG)
         except FrameError as error:
-            self._push(error_frame(error.frame_id, error))
+            self._refuse(error.frame_id, error, publish=isinstance(data, dict) and data.get("type") == "publish")
             return None
         try:
             if not self._permissions.everything:
                 authorize_frame(self._permissions, frame)
             self._handle(frame)
         except BrokerError as error:
-            if type(frame) is Publish and self._confirms:
-                # Behind earlier publishes still waiting for their commit: a publisher
-                # gets its answers in publish order, refusals included.
-                self._confirms.append(_PendingConfirm(frame.id, "", 0, None, error=error))
-            else:
-                self._push(error_frame(frame.id, error))
+            self._refuse(frame.id, error, publish=type(frame) is Publish)
         except Exception:
             log.exception("WebSocket frame %r failed", type(frame).__name__)
             return self._close(CLOSE_INTERNAL_ERROR)
         return None
+
+    def _refuse(self, frame_id: FrameId | None, error: BrokerError, *, publish: bool) -> None:
+        if publish and self._confirms:
+            # Behind earlier publishes still waiting for their commit: a publisher gets
+            # its answers in publish order, refusals included. (A frame refused unread,
+            # over the rate, is answered at once.) Kept without its traceback, which
+            # holds the frame and the stack that refused it.
+            self._confirms.append(_PendingConfirm(frame_id, "", 0, None, error=error.with_traceback(None)))
+        else:
+            self._push(error_frame(frame_id, error))
 
     def _handle(self, frame: ClientFrame) -> None:
         """Carry out one frame on the router; synchronous, so no other frame interleaves."""

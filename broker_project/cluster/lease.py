@@ -85,8 +85,12 @@ class RouterLease:
         self._conn.execute("SELECT 1").fetchone()
 
     def fence(self) -> WriteFence:
-        """The check for this holder's commits (call once the lock is taken)."""
-        return WriteFence(self._conn.info.backend_pid)
+        """The check for this holder's commits (call once the lock is taken). The lease
+        and the writer must reach PostgreSQL itself, not a pooler that shares sessions."""
+        row = self._conn.execute(
+            "SELECT pg_backend_pid(), backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        ).fetchone()
+        return WriteFence(row[0], row[1])
 
     def wait_for_old_writes(self) -> None:
         """Until every commit that a previous router's writer has under way has ended."""
@@ -106,11 +110,13 @@ class LeaseLost(Exception):
     """A commit of a router that no longer holds the lease: refused, nothing written."""
 
 
-# pg_locks shows a bigint advisory key as two 32-bit halves, with objsubid 1.
-_FENCE_SQL: Final = (
-    "SELECT pg_advisory_xact_lock_shared(%s), EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
-    " AND granted AND pid = %s AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 1"
-    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
+# pg_locks shows a bigint advisory key as two 32-bit halves, with objsubid 1. The
+# holder is named by its backend's pid and start time: a pid alone may be reused.
+_HOLDER_SQL: Final = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid"
+    " WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s AND l.objid::bigint = %s"
+    " AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND l.pid = %s AND a.backend_start = %s)"
 )
 
 
@@ -119,12 +125,15 @@ class WriteFence:
     """Run first inside each of the writer's transactions (queues/store.py)."""
 
     lease_pid: int  # the backend of the connection that holds the lease
+    lease_started: Any  # and its start (a datetime), which tells it from a later one with the same pid
 
     def __call__(self, cursor: Any) -> None:
+        # Two statements: the shared lock is held before the holder is looked at.
+        cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [WRITE_FENCE_KEY])
         key = ROUTER_LOCK_KEY
-        cursor.execute(_FENCE_SQL, [WRITE_FENCE_KEY, self.lease_pid, key >> 32, key & 0xFFFFFFFF])
+        cursor.execute(_HOLDER_SQL, [key >> 32, key & 0xFFFFFFFF, self.lease_pid, self.lease_started])
         row = cursor.fetchone()
-        if not (row and row[1]):
+        if not (row and row[0]):
             raise LeaseLost("this router no longer holds the router lease: commit refused")
 
 

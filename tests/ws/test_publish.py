@@ -74,9 +74,12 @@ async def test_a_refused_publish_is_answered_after_the_earlier_publishes(ws: Web
     await send(ws, {"type": "publish", "id": "stored", "routing_key": "dq", "body": 1})
     await send(ws, {"type": "publish", "id": "refused", "exchange": "nope", "body": 2})
     await send(ws, {"type": "publish", "id": "then", "routing_key": "dq", "body": 3})
-    answers = [await receive(ws) for _ in range(3)]
-    assert [(a["type"], a["id"]) for a in answers] == [("confirm", "stored"), ("error", "refused"), ("confirm", "then")]
-    assert answers[1]["code"] == "not_found"
+    await send(ws, {"type": "publish", "id": "invalid", "routing_key": "dq"})  # no body
+    answers = [await receive(ws) for _ in range(4)]
+    assert [(a["type"], a["id"]) for a in answers] == [
+        ("confirm", "stored"), ("error", "refused"), ("confirm", "then"), ("error", "invalid")
+    ]
+    assert (answers[1]["code"], answers[3]["code"]) == ("not_found", "invalid")
 
 
 async def test_a_failed_commit_is_an_unavailable_error(

@@ -57,6 +57,9 @@ class App:
                 if event["type"] == "websocket.disconnect":
                     return
                 text = event.get("text")
+                if text == "leave":  # returns without a close: uvicorn closes the connection
+                    await send({"type": "websocket.send", "text": "last words"})
+                    return
                 if text == "close":
                     await send({"type": "websocket.send", "text": "bye"})
                     await send({"type": "websocket.close", "code": 4000, "reason": "asked"})
@@ -276,6 +279,14 @@ async def test_frames_sent_before_a_server_close_arrive_before_it(served: Served
     ("bad", "code"),
     [
         pytest.param(frame(TEXT, b"\xff\xfe"), 1007, id="invalid UTF-8"),
+        pytest.param(frame(TEXT, b"\xed\xa0\x80"), 1007, id="UTF-8 surrogate"),
+        pytest.param(frame(TEXT, b"\xc0\x80"), 1007, id="overlong UTF-8"),
+        pytest.param(frame(TEXT, b"ok\xe2\x82"), 1007, id="truncated UTF-8"),
+        pytest.param(frame(PING, b"x", fin=False), 1002, id="fragmented ping"),
+        pytest.param(frame(0xB, b"x"), 1002, id="reserved control opcode"),
+        pytest.param(frame(CLOSE, b"\x03"), 1002, id="close with one byte"),
+        pytest.param(frame(CLOSE, struct.pack("!H", 999)), 1002, id="close with code 999"),
+        pytest.param(frame(CLOSE, struct.pack("!H", 1000) + b"\xff"), 1007, id="close reason not UTF-8"),
         pytest.param(frame(TEXT, b"plain", mask=False), 1002, id="unmasked"),
         pytest.param(frame(TEXT, b"x", rsv=0x40), 1002, id="reserved bit"),
         pytest.param(frame(0x3, b"x"), 1002, id="reserved opcode"),
@@ -297,6 +308,42 @@ async def test_bad_frames_get_uvicorn_s_close_codes_after_good_ones(served: Serv
     assert received(served.app) in ([], ["fine"])
     if served.server.config.ws is BrokerWebSocketProtocol:
         assert received(served.app) == ["fine"]
+
+
+async def test_what_the_app_sent_before_it_returns_is_written_before_the_connection_closes(served: Served) -> None:
+    client = await Client.connect(served.port)
+    await client.send(text("leave"))
+    assert await client.texts(1) == ["last words"]
+
+
+async def test_empty_frames_and_a_long_header_split_byte_by_byte(served: Served) -> None:
+    client = await Client.connect(served.port)
+    await client.send(frame(TEXT, b"") + frame(BINARY, b""))
+    assert [await client.read() for _ in range(2)] == [(TEXT, b""), (BINARY, b"")]
+    await client.send(text("y" * 300), piecewise=True)  # the 16-bit length form
+    assert await client.texts(1) == ["y" * 300]
+    assert received(served.app) == ["", b"", "y" * 300]
+
+
+async def test_an_empty_close_reaches_the_app_as_1005(served: Served) -> None:
+    client = await Client.connect(served.port)
+    await client.send(text("hi"))
+    assert await client.texts(1) == ["hi"]
+    await client.send(frame(CLOSE, b""))
+    assert (await client.read())[0] == CLOSE
+    await asyncio.wait_for(served.app.done.wait(), 5)
+    assert served.app.events[-1]["type"] == "websocket.disconnect" and served.app.events[-1]["code"] == 1005
+
+
+async def test_a_fragmented_message_begun_before_the_accept_is_not_broken_by_a_whole_frame(served: Served) -> None:
+    # RFC 6455: a new data frame inside a fragmented message is a protocol error, even
+    # when the message began before ours could take over the parsing.
+    served.app.accepting.clear()
+    client = await Client.connect(served.port, early=frame(TEXT, b"a", fin=False), app=served.app)
+    await client.send(text("b") + frame(CONT, b"c"))
+    assert await client.close_code() == 1002
+    await asyncio.wait_for(served.app.done.wait(), 5)
+    assert received(served.app) == []
 
 
 async def test_a_fragmented_message_over_the_limit_is_refused(served: Served) -> None:
