@@ -45,6 +45,9 @@ ALL = (*WS_SCENARIOS, "http", "connections", "recovery")
 BUSY_CORES = 0.3
 
 
+SERVERS = ("runbroker", "uvicorn", "daphne")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="short runs, 1 repetition, smaller N: under two minutes")
@@ -57,6 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repetitions", type=int, help="repetitions per scenario (default 3, --quick 1)")
     parser.add_argument("--duration", type=float, help="seconds measured per run (default 6, --quick 1.5)")
     parser.add_argument("--profile", metavar="DIR", help="record py-spy profiles of our broker per scenario into DIR (slows it down)")
+    parser.add_argument("--server", choices=SERVERS, default="runbroker", help="run our broker's ASGI application under this server instead of runbroker (the comparison that chose runbroker's embedded server); recovery still starts runbroker")
     parser.add_argument("--cluster", action="store_true", help="also run the WebSocket scenarios across a cluster of ours (a router and two edges); needs a PostgreSQL --database-url and Redis")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15", help="with --cluster: a Redis database of the cluster's own (redis://host:6379/N); it is emptied (FLUSHDB) first")
     args = parser.parse_args(argv)
@@ -188,9 +192,9 @@ async def amain(args: argparse.Namespace) -> int:
     try:
         if needs_servers:
             database = Database(args.database_url)
-            broker = OurBroker(database)
+            broker = OurBroker(database, server=args.server, name=args.server)
             broker.start()
-            log(f"runbroker pid {broker.proc.pid if broker.proc else '?'} on {broker.url} ({'PostgreSQL' if database.url else 'SQLite'}), up in {broker.startup_seconds:.2f} s")
+            log(f"{args.server} pid {broker.proc.pid if broker.proc else '?'} on {broker.url} ({'PostgreSQL' if database.url else 'SQLite'}), up in {broker.startup_seconds:.2f} s")
             ours_t = ours(broker.ws_url, broker.url, broker.ps)
             cluster_t: Target | None = None
             if bench.cluster_scenarios:

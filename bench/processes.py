@@ -165,8 +165,10 @@ class OurBroker:
         env: dict[str, str] | None = None,
         ready: str = "/ping",
         name: str = "runbroker",
+        server: str = "runbroker",
     ) -> None:
         self.database = database
+        self.server = server
         self.args = args
         self.extra_env = env or {}
         self.ready = ready
@@ -192,8 +194,24 @@ class OurBroker:
         env.update(self.extra_env)
         self._started = time.monotonic()
         with open(self.log_path, "ab") as log:
-            self.proc = spawn([sys.executable, "manage.py", "runbroker", *self.args], env=env, log=log)
+            if self.server != "runbroker":  # runbroker migrates by itself; the others serve only
+                subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+            self.proc = spawn(self.command(), env=env, log=log)
         self.ps = psutil.Process(self.proc.pid)
+
+    def command(self) -> list[str]:
+        """`runbroker`, or the same ASGI application under another server (`--server`),
+        as the README says it may be run: the comparison that chose runbroker's."""
+        app = "broker_project.asgi:application"
+        if self.server == "daphne":
+            return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), app]
+        if self.server == "uvicorn":  # uvicorn's own WebSocket protocol, with httptools and uvloop
+            return [
+                sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port),
+                "--ws", "websockets-sansio", "--http", "httptools", "--loop", "uvloop", "--no-access-log",
+                "--log-level", "warning",
+            ]
+        return [sys.executable, "manage.py", "runbroker", *self.args]
 
     def wait_ready(self) -> None:
         assert self.proc is not None, "launch() first"
