@@ -224,7 +224,7 @@ class ExchangeSpec:
 
 
 class Exchange:
-    __slots__ = ("spec", "routes", "binding_count")
+    __slots__ = ("binding_count", "routes", "spec")
 
     def __init__(self, spec: ExchangeSpec) -> None:
         self.spec = spec
