@@ -25,7 +25,7 @@ from .engine.broker import Broker, QueueCounts
 from .engine.errors import BrokerError, Unavailable
 from .engine.jsoncodec import dumps
 from .engine.messages import Effects, make_message
-from .engine.queues import AUTO_WINDOW_BYTES, AckMode
+from .engine.queues import AckMode
 from .publishing import PublishRequest
 from .stamps import new_message_id, now_iso
 from .stats import StatsSampler
@@ -66,13 +66,6 @@ class DeliverySink(Protocol):
         """The broker ended this subscription (its queue went away)."""
 
 
-class WriteReportingSink(DeliverySink, Protocol):
-    """A connection that tells the runtime what it has written (`Runtime.written`)."""
-
-    def deliver_tagged(self, frames: list[str], last_tag: int) -> None:
-        """`deliver`; the last frame carries delivery tag `last_tag`."""
-
-
 class RuntimeStore(MessageStore, Protocol):
     def load_topology(self) -> Topology: ...
 
@@ -98,7 +91,6 @@ class Runtime:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._checkpoint_seconds = checkpoint_seconds
         self._sinks: dict[int, DeliverySink] = {}
-        self._reporting: dict[int, WriteReportingSink] = {}  # connections that report their writes
         self._main: asyncio.Task[None] | None = None
         self._loop_thread: int | None = None
         self.loaded_messages = 0
@@ -266,18 +258,9 @@ class Runtime:
         committed = self.writer.append(effects.to_persist) if effects.to_persist else None
         if effects.deliveries:
             by_connection: dict[int, list[str]] = {}
-            last_tags: dict[int, int] = {}
             for delivery in effects.deliveries:
                 by_connection.setdefault(delivery.connection, []).append(delivery.frame())
-                if delivery.unwritten:
-                    last_tags[delivery.connection] = delivery.delivery_tag
             for connection_id, frames in by_connection.items():
-                last_tag = last_tags.get(connection_id) if last_tags else None
-                if last_tag is not None:
-                    reporter = self._reporting.get(connection_id)
-                    if reporter is not None:
-                        reporter.deliver_tagged(frames, last_tag)
-                        continue
                 sink = self._sinks.get(connection_id)
                 if sink is not None:
                     sink.deliver(frames)
@@ -341,29 +324,10 @@ class Runtime:
         self._sinks[connection_id] = sink
         return connection_id
 
-    def connect_reporting(self, sink: WriteReportingSink, *, first_tag: int = 1) -> int:
-        """A connection whose auto-ack deliveries from shared queues are settled once it
-        reports them written (`written`): one that is lost before gives them back. Each
-        such subscription holds at most a quarter of WS_MAX_BUFFERED_BYTES unwritten."""
-        from django.conf import settings
-
-        # Held back well below the slow-consumer bound: a client that reads an auto-ack
-        # backlog slowly waits for it, and is not closed (README, "Limits").
-        window = min(AUTO_WINDOW_BYTES, settings.WS_MAX_BUFFERED_BYTES // 4)
-        connection_id = self.broker.open_connection(first_tag=first_tag, acks_on_write=True, window_bytes=window)
-        self._sinks[connection_id] = sink
-        self._reporting[connection_id] = sink
-        return connection_id
-
-    def written(self, connection_id: int, delivery_tag: int) -> None:
-        """Every delivery up to `delivery_tag` has been written to the connection."""
-        self._apply(self.broker.written(connection_id, delivery_tag, now=self._now()))
-
     def disconnect(self, connection_id: int) -> None:
         """Requeue what the connection held unacknowledged; drop its private queues."""
         self._apply(self.broker.close_connection(connection_id, now=self._now()))
         self._sinks.pop(connection_id, None)
-        self._reporting.pop(connection_id, None)
         self._watchers.discard(connection_id)
 
     def watch(self, connection_id: int) -> str:

@@ -116,10 +116,6 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self._closed = False
         self._max_bytes = 0
         self._outbox: deque[str] = deque()
-        # Auto-ack deliveries from shared queues are settled once written (Runtime.written):
-        # (frames written when the tag's frame is, tag), and the frames written so far.
-        self._written_marks: deque[tuple[int, int]] = deque()
-        self._sent_total = 0
         # Limits (subscriptions/limits.py): UTF-8 bytes in the outbox plus the frame being
         # sent, kept on append and pop; past WS_MAX_BUFFERED_BYTES the client is too slow.
         self._buffered = 0
@@ -206,7 +202,7 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self.accept()
         if runtime is not None and runtime.loop is loop:
             self._runtime = runtime
-            self._connection_id = runtime.connect_reporting(self)
+            self._connection_id = runtime.connect(self)
         elif link is not None and link.loop is loop:
             self._link = link
             self._connection_id = link.connect(self)
@@ -238,7 +234,6 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             return
         self._closed = True
         self._outbox.clear()
-        self._written_marks.clear()  # the router takes those messages back
         self._buffered = 0
         self._confirms.clear()
         runtime, link, connection_id = self._runtime, self._link, self._connection_id
@@ -273,26 +268,6 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             self._too_slow()
             return
         self._wakeup.set()
-
-    def deliver_tagged(self, frames: list[str], last_tag: int) -> None:
-        self.deliver(frames)
-        if not self._closed:
-            self._written_marks.append((self._sent_total + len(self._outbox), last_tag))
-
-    def _report_written(self) -> None:
-        marks, sent = self._written_marks, self._sent_total
-        if not marks or marks[0][0] > sent:
-            return
-        last = 0
-        while marks and marks[0][0] <= sent:
-            last = marks.popleft()[1]
-        runtime, link, connection_id = self._runtime, self._link, self._connection_id
-        if connection_id is None:
-            return
-        if runtime is not None:
-            runtime.written(connection_id, last)
-        elif link is not None:
-            link.written(connection_id, last)
 
     def unsubscribed(self, subscription: str) -> None:
         """Through an edge: the router has ended the subscription (`_handle_remote`)."""
@@ -329,10 +304,8 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 while outbox:
                     text = outbox.popleft()
                     await send({"type": "websocket.send", "text": text})
-                    self._sent_total += 1
                     # Counted until sent: a client that does not read holds up this send.
                     self._buffered -= len(text) if text.isascii() else text_bytes(text)
-                self._report_written()
             except OSError:
                 # The client closed or went away while frames were queued (uvicorn's
                 # ClientDisconnected is an OSError): no fault, nothing left to tell it.
@@ -353,7 +326,6 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         log.info("WebSocket connection %s closed: over WS_MAX_BUFFERED_BYTES unsent (slow consumer)", self._connection_id)
         self._closed = True  # nothing more is queued; the memory goes now
         self._outbox.clear()
-        self._written_marks.clear()
         self._buffered = 0
         # Left on the next turn of the loop, not inside the router's call that delivered:
         # leaving requeues this connection's unacknowledged messages to others.
@@ -560,9 +532,6 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             return  # the original service's clients would take a reply for a message
         reply = dumps(subscribed_frame(frame.id, subscription, queue))
         self._outbox.insert(mark, reply)
-        if self._written_marks:  # the frames behind the reply are written one frame later
-            position = self._sent_total + mark
-            self._written_marks = deque((end + 1 if end > position else end, tag) for end, tag in self._written_marks)
         self._buffered += text_bytes(reply)
         self._wakeup.set()
 

@@ -54,9 +54,6 @@ class EdgeSink(Protocol):
 
     def deliver(self, frames: list[str]) -> None: ...
 
-    def deliver_tagged(self, frames: list[str], last_tag: int) -> None:
-        """`deliver`; report (`EdgeLink.written`) once written up to `last_tag`."""
-
     def cancelled(self, subscription: str, reason: str) -> None: ...
 
     def unsubscribed(self, subscription: str) -> None:
@@ -270,10 +267,7 @@ class EdgeLink:
             if kind == "d":
                 connection = connections.get(item[1])
                 if connection is not None:
-                    if len(item) > 3:
-                        connection.sink.deliver_tagged(item[2], item[3])
-                    else:
-                        connection.sink.deliver(item[2])
+                    connection.sink.deliver(item[2])
             elif kind == "P":
                 future = self._awaiting.pop(item[1], None)
                 if item[1] not in self._window:
@@ -441,11 +435,6 @@ class EdgeLink:
     def ack(self, conn: int, frame_id: Any, tag: int, *, multiple: bool) -> None:
         if self.router_channel is not None:
             self._push(["k", conn, frame_id, tag, multiple])
-
-    def written(self, conn: int, tag: int) -> None:
-        """The client has been written every delivery up to `tag` (its auto-ack ones settle)."""
-        if self.router_channel is not None:
-            self._push(["v", conn, tag])
 
     def nack(self, conn: int, frame_id: Any, tag: int, *, multiple: bool, requeue: bool) -> None:
         if self.router_channel is not None:

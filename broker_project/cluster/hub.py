@@ -52,11 +52,6 @@ class RemoteSink:
         self.edge.push(["d", self.conn, frames])
         self.edge.delivered.add(self.conn)
 
-    def deliver_tagged(self, frames: list[str], last_tag: int) -> None:
-        # The edge reports back (["v"]) once it has written up to `last_tag`.
-        self.edge.push(["d", self.conn, frames, last_tag])
-        self.edge.delivered.add(self.conn)
-
     def cancelled(self, subscription: str, reason: str) -> None:
         self.edge.push(["c", self.conn, subscription, reason])
 
@@ -252,7 +247,7 @@ class Hub:
             self._call(edge, item)
             return
         if kind == "o":
-            edge.connections[conn] = runtime.connect_reporting(RemoteSink(edge, conn))
+            edge.connections[conn] = runtime.connect(RemoteSink(edge, conn))
             return
         if kind == "a":
             self._resume(edge, item)
@@ -280,8 +275,6 @@ class Hub:
                         runtime.unsubscribe(connection_id, item[2])
                     finally:  # cancelled meanwhile by the router or not: it has ended
                         edge.push(["U", conn, item[2]])
-                case "v":
-                    runtime.written(connection_id, item[2])
                 case "k":
                     runtime.ack(connection_id, item[3], multiple=item[4])
                 case "n":
@@ -316,7 +309,7 @@ class Hub:
     def _resume(self, edge: Edge, item: list[Any]) -> None:
         """A connection that lived on the previous router: its subscriptions, silently."""
         _, conn, first_tag, watching, subscriptions = item
-        connection_id = self.runtime.connect_reporting(RemoteSink(edge, conn), first_tag=first_tag)
+        connection_id = self.runtime.connect(RemoteSink(edge, conn), first_tag=first_tag)
         edge.connections[conn] = connection_id
         if watching:
             self.runtime.watch(connection_id)

@@ -18,8 +18,6 @@ Edge -> router (`EDGE_BATCH`, to the channel the router announces):
                                          answered by one ["P", seq, results]
     ["s", conn, key, subscription_json, ack, prefetch, queue, exchange, binding_key, arguments]
     ["u", conn, key]                     unsubscribe
-    ["v", conn, tag]                     every delivery up to `tag` is written to the client:
-                                         its auto-ack ones are settled (Broker.written)
     ["k", conn, frame_id, tag, multiple] ack
     ["n", conn, frame_id, tag, multiple, requeue]
     ["w", conn] / ["W", conn]            watch / unwatch
@@ -28,8 +26,6 @@ Edge -> router (`EDGE_BATCH`, to the channel the router announces):
 Router -> edge (`ROUTER_BATCH`):
 
     ["d", conn, frames]                  frames for the client, in order
-    ["d", conn, frames, last_tag]        the same, with auto-ack deliveries to report
-                                         (["v"]) once written up to `last_tag`
     ["c", conn, key, reason]             the router ended a subscription
     ["t", conn, last_tag]                the highest delivery tag handed out so far
     ["S", conn, queue, error]            the answer to a subscribe, before its deliveries

@@ -36,7 +36,6 @@ from .messages import (
 )
 from .names import DEFAULT_EXCHANGE, RESERVED_PREFIX
 from .queues import (
-    AUTO_WINDOW_BYTES,
     MAX_PREFETCH,
     AckMode,
     Connection,
@@ -254,35 +253,13 @@ class Broker:
 
     # -- consuming -----------------------------------------------------
 
-    def open_connection(
-        self, *, first_tag: int = 1, acks_on_write: bool = False, window_bytes: int = AUTO_WINDOW_BYTES
-    ) -> int:
+    def open_connection(self, *, first_tag: int = 1) -> int:
         """A new connection; its first delivery gets `first_tag`, and acks of lower tags
-        (a previous router's, whose messages come back redelivered) are ignored. With
-        `acks_on_write` its shell reports what it has written (`written`), and auto-ack
-        deliveries from shared queues are settled then, not when delivered."""
+        (a previous router's, whose messages come back redelivered) are ignored."""
         connection_id = self._next_connection
         self._next_connection += 1
-        self.connections[connection_id] = Connection(
-            connection_id, first_tag, acks_on_write=acks_on_write, window_bytes=window_bytes
-        )
+        self.connections[connection_id] = Connection(connection_id, first_tag)
         return connection_id
-
-    def written(self, connection_id: int, delivery_tag: int, *, now: float) -> Effects:
-        """The connection's shell has written every delivery up to `delivery_tag`: its
-        auto-ack deliveries are settled, and their queues may send more."""
-        connection = self.connections.get(connection_id)
-        fx = EffectsBuilder()
-        if connection is None:
-            return fx.build()
-        tags = []
-        for tag, pending in connection.unacked.items():  # in tag order
-            if tag > delivery_tag:
-                break
-            if pending.unwritten:
-                tags.append(tag)
-        self._acknowledge(connection, tags, fx, now)
-        return fx.build()
 
     def close_connection(self, connection_id: int, *, now: float) -> Effects:
         connection = self.connections.get(connection_id)
@@ -384,11 +361,6 @@ class Broker:
         connection = self._connection(connection_id)
         tags = self._select_tags(connection, delivery_tag, multiple)
         fx = EffectsBuilder()
-        self._acknowledge(connection, tags, fx, now)
-        return fx.build()
-
-    def _acknowledge(self, connection: Connection, tags: list[int], fx: EffectsBuilder, now: float) -> None:
-        """Settle these deliveries as done, then let their queues deliver more."""
         touched: dict[str, QueueState] = {}
         for tag in tags:
             pending = connection.unacked.pop(tag)
@@ -398,6 +370,7 @@ class Broker:
             touched[queue.name] = queue
         for queue in touched.values():
             self._drain(queue, fx, now)
+        return fx.build()
 
     def nack(self, connection_id: int, delivery_tag: int, *, multiple: bool, requeue: bool, now: float) -> Effects:
         connection = self._connection(connection_id)
@@ -580,19 +553,11 @@ class Broker:
         return fx.build()
 
     def _remove_consumer(self, consumer: Consumer, fx: EffectsBuilder, now: float) -> None:
-        returned = self._detach_consumer(consumer, now)
-        # Deliveries still to be written go out after all (the connection stays): delivered.
-        kept = [envelope for envelope, unwritten in returned if not unwritten]
-        for envelope, unwritten in returned:
-            if unwritten:
-                consumer.queue.acknowledged += 1
-                self._forget(envelope, fx)
-        self._requeue(consumer.queue, kept)
+        self._requeue(consumer.queue, self._detach_consumer(consumer, now))
         self._release(consumer.queue, fx, now)
 
-    def _detach_consumer(self, consumer: Consumer, now: float) -> list[tuple[Envelope, bool]]:
-        """Take a subscription off its connection and queue; returns its unacknowledged
-        messages, each with whether it was still to be written (`Unacked.unwritten`)."""
+    def _detach_consumer(self, consumer: Consumer, now: float) -> list[Envelope]:
+        """Take a subscription off its connection and queue; returns its unacknowledged messages."""
         connection, queue = consumer.connection, consumer.queue
         del connection.consumers[consumer.subscription]
         index = queue.consumers.index(consumer)
@@ -604,12 +569,10 @@ class Broker:
         else:
             queue.next_consumer = 0
         queue.last_used = now
-        returned: list[tuple[Envelope, bool]] = []
+        returned: list[Envelope] = []
         for tag in [t for t, pending in connection.unacked.items() if pending.consumer is consumer]:
-            pending = connection.unacked.pop(tag)
-            returned.append((pending.envelope, pending.unwritten))
+            returned.append(connection.unacked.pop(tag).envelope)
         consumer.unacked = 0
-        consumer.unwritten_bytes = 0
         queue.unacked -= len(returned)
         return returned
 
@@ -649,12 +612,10 @@ class Broker:
     def _select_tags(connection: Connection, delivery_tag: int, multiple: bool) -> list[int]:
         if isinstance(delivery_tag, bool) or not isinstance(delivery_tag, int):
             raise BrokerError("delivery_tag must be an integer", fields={"delivery_tag": ["must be an integer"]})
-        # A delivery waiting to be written is auto-ack: not the client's to acknowledge.
         if multiple:
-            tags = [tag for tag, pending in connection.unacked.items() if tag <= delivery_tag and not pending.unwritten]
+            tags = [tag for tag in connection.unacked if tag <= delivery_tag]
         else:
-            pending = connection.unacked.get(delivery_tag)
-            tags = [delivery_tag] if pending is not None and not pending.unwritten else []
+            tags = [delivery_tag] if delivery_tag in connection.unacked else []
         if not tags and not 0 < delivery_tag < connection.first_tag:
             raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
         return tags
@@ -662,8 +623,6 @@ class Broker:
     @staticmethod
     def _settle(pending: Unacked) -> QueueState:
         pending.consumer.unacked -= 1
-        if pending.unwritten:
-            pending.consumer.unwritten_bytes -= len(pending.envelope.message.body_json)
         queue = pending.consumer.queue
         queue.unacked -= 1
         return queue
@@ -703,15 +662,6 @@ class Broker:
             connection.unacked[tag] = Unacked(consumer, envelope)
             consumer.unacked += 1
             queue.unacked += 1
-        elif consumer.windowed:
-            connection.unacked[tag] = Unacked(consumer, envelope, unwritten=True)
-            consumer.unacked += 1
-            consumer.unwritten_bytes += len(envelope.message.body_json)
-            queue.unacked += 1
-            fx.deliveries.append(
-                Delivery(connection.id, consumer.subscription_json, tag, envelope.message, envelope.redelivered, True)
-            )
-            return
         else:
             queue.acknowledged += 1
             self._forget(envelope, fx)

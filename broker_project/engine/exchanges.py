@@ -224,7 +224,7 @@ class ExchangeSpec:
 
 
 class Exchange:
-    __slots__ = ("binding_count", "routes", "spec")
+    __slots__ = ("spec", "routes", "binding_count")
 
     def __init__(self, spec: ExchangeSpec) -> None:
         self.spec = spec

@@ -96,7 +96,6 @@ class Delivery:
     delivery_tag: int
     message: Message
     redelivered: bool
-    unwritten: bool = False  # auto-ack, settled once written (`Broker.written`)
 
     def frame(self) -> str:
         """The WebSocket `message` frame (PROTOCOL.md, "Server to client")."""
@@ -148,7 +147,7 @@ NO_EFFECTS = Effects()
 class EffectsBuilder:
     """Collects effects while one engine call runs."""
 
-    __slots__ = ("cancelled", "deleted_queues", "deleted_rows", "deliveries", "to_delete", "to_persist")
+    __slots__ = ("deliveries", "to_persist", "to_delete", "cancelled", "deleted_queues", "deleted_rows")
 
     def __init__(self) -> None:
         self.deliveries: list[Delivery] = []

@@ -16,12 +16,6 @@ from .messages import Envelope
 
 MAX_PREFETCH: Final = 65535  # AMQP's bound for basic.qos prefetch-count
 DEFAULT_PREFETCH: Final = 100  # PROTOCOL.md, subscribe frame
-# An auto-ack subscription of a shared queue, on a connection that reports what it has
-# written (`Broker.written`), holds at most this much delivered but not yet written:
-# the rest waits in the queue, not in the connection's memory, and comes back if the
-# connection is lost before writing it.
-AUTO_WINDOW: Final = 256
-AUTO_WINDOW_BYTES: Final = 1024 * 1024
 
 
 class Overflow(StrEnum):
@@ -114,17 +108,7 @@ class QueueSpec:
 class Consumer:
     """A subscription: one connection consuming one queue."""
 
-    __slots__ = (
-        "ack_mode",
-        "connection",
-        "prefetch",
-        "queue",
-        "subscription",
-        "subscription_json",
-        "unacked",
-        "unwritten_bytes",
-        "windowed",
-    )
+    __slots__ = ("ack_mode", "connection", "prefetch", "queue", "subscription", "subscription_json", "unacked")
 
     def __init__(
         self,
@@ -142,19 +126,9 @@ class Consumer:
         self.ack_mode = ack_mode
         self.prefetch = prefetch  # 0 = unbounded
         self.unacked = 0
-        # Auto-ack, settled when written rather than when delivered: on a connection that
-        # reports its writes, for a shared queue. A private queue's messages (an exchange
-        # subscription) go out at once as before: held back, they would pile up in the
-        # queue of a client that never reads, where the slow-consumer close cannot see them.
-        self.windowed = ack_mode == AckMode.AUTO and connection.acks_on_write and queue.spec.exclusive_to is None
-        self.unwritten_bytes = 0
 
     def has_room(self) -> bool:
-        if self.ack_mode == AckMode.AUTO:
-            return not self.windowed or (
-                self.unacked < AUTO_WINDOW and self.unwritten_bytes < self.connection.window_bytes
-            )
-        return self.prefetch == 0 or self.unacked < self.prefetch
+        return self.ack_mode == AckMode.AUTO or self.prefetch == 0 or self.unacked < self.prefetch
 
 
 class QueueState:
@@ -212,33 +186,15 @@ class QueueState:
 class Unacked:
     consumer: Consumer
     envelope: Envelope
-    # An auto-ack delivery waiting to be written (`Consumer.windowed`): settled by
-    # `Broker.written`, never by the client's acks.
-    unwritten: bool = False
 
 
 class Connection:
     """A client connection: its subscriptions and its unacknowledged deliveries."""
 
-    __slots__ = (
-        "acks_on_write",
-        "consumers",
-        "exclusive_queues",
-        "first_tag",
-        "id",
-        "next_tag",
-        "unacked",
-        "window_bytes",
-    )
+    __slots__ = ("consumers", "exclusive_queues", "first_tag", "id", "next_tag", "unacked")
 
-    def __init__(
-        self, connection_id: int, first_tag: int = 1, *, acks_on_write: bool = False, window_bytes: int = AUTO_WINDOW_BYTES
-    ) -> None:
+    def __init__(self, connection_id: int, first_tag: int = 1) -> None:
         self.id = connection_id
-        # Its shell reports the delivery tags it has written (`Broker.written`); an auto-ack
-        # subscription of a shared queue holds at most `window_bytes` of bodies unwritten.
-        self.acks_on_write = acks_on_write
-        self.window_bytes = window_bytes
         # A connection resumed on a new router (issue 6) starts above the tags its client
         # already holds; those name messages the new router redelivers under new tags.
         self.first_tag = first_tag

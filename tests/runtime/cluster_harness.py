@@ -140,14 +140,9 @@ class EdgeSink:
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
-        self.to_report = 0  # the last auto-ack delivery tag to report written (EdgeLink.written)
 
     def deliver(self, frames: list[str]) -> None:
         self.events.extend(loads(frame) for frame in frames)
-
-    def deliver_tagged(self, frames: list[str], last_tag: int) -> None:
-        self.deliver(frames)
-        self.to_report = last_tag
 
     def cancelled(self, subscription: str, reason: str) -> None:
         self.events.append({"type": "cancelled", "subscription": subscription, "reason": reason})

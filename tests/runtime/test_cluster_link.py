@@ -132,38 +132,6 @@ async def test_confirms_through_a_websocket_on_an_edge_come_in_publish_order_fro
     await client.disconnect()
 
 
-@pytest.mark.usefixtures("ws_on_edge")
-async def test_auto_ack_through_an_edge_settles_what_the_client_was_written_and_gives_back_the_rest(
-    cluster: Cluster,
-) -> None:
-    # As on one node (README, "Limits"): the router holds an auto-ack subscription of a
-    # shared queue to a window, settles deliveries once the edge reports them written
-    # (["v"]), and takes back what a lost client had not been written.
-    await cluster.edge()
-    for n in range(400):
-        cluster.runtime.publish_nowait(publish_request("jobs", n))
-    client = await ws_client()
-    await client.send_json_to({"type": "subscribe", "id": "s", "queue": "jobs", "ack": "auto"})
-    replies = await receive(client, 401)
-    assert [r["body"] for r in replies[1:]] == list(range(400))
-    await eventually(lambda: counts(cluster, "jobs") == (0, 0, 1))
-    assert cluster.layer.batches(EDGE_BATCH, "v")  # reported, a window at a time
-
-    stalled = EdgeSink()  # a client that is written nothing: its edge reports nothing
-    edge = await cluster.edge()
-    conn = edge.connect(stalled)
-    for n in range(10):
-        cluster.runtime.publish_nowait(publish_request("other", n))
-    edge.subscribe(conn, subscribe_args("o", queue="other", ack="auto"), stalled.answer("o"))
-    await eventually(lambda: len(stalled.of_type("message")) == 10)
-    assert counts(cluster, "other") == (0, 10, 1)  # delivered, not yet settled
-    edge.written(conn, stalled.events[-1]["delivery_tag"] - 5)
-    await eventually(lambda: counts(cluster, "other") == (0, 5, 1))
-    edge.disconnect(conn)
-    await eventually(lambda: counts(cluster, "other") == (5, 0, 0))  # the unwritten five are back
-    await client.disconnect()
-
-
 async def test_an_edge_keeps_a_window_of_unanswered_batches_and_sends_what_waits_as_one(cluster: Cluster) -> None:
     edge = await cluster.edge()
     conn = edge.connect(EdgeSink())
