@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
+from channels.db import database_sync_to_async
 from rest_framework.test import APIClient
 
+from broker_project.asgi import application
 from broker_project.engine.queues import AckMode
 from broker_project.runtime import Runtime
+from queues.models import Queue
 from tests.conftest import Sink
 
 
@@ -34,6 +39,20 @@ class Api:
 @pytest.fixture
 def api() -> Api:
     return Api()
+
+
+@pytest.fixture
+async def http(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    """The whole ASGI application (the fast publish path in front of Django), with queue `q`."""
+    await database_sync_to_async(Queue.objects.create)(name="q")
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        yield client
+
+
+def ready(runtime: Runtime) -> int:
+    """Messages waiting in queue `q`."""
+    return runtime.broker.queue_counts("q").messages_ready  # type: ignore[union-attr]
 
 
 def error_code(answer: tuple[int, Any]) -> tuple[int, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,10 +19,9 @@ from django.test import Client
 
 from access import asgi as access_asgi
 from access.models import ApiToken, BrokerPermission, hash_token
-from broker_project.asgi import application
 from broker_project.runtime import Runtime
-from queues.models import Queue
 from tests.access.helpers import make_user
+from tests.api.conftest import ready
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,18 +33,6 @@ def fresh_token_cache() -> Iterator[None]:
     access_asgi.token_cache.clear()
     yield
     access_asgi.token_cache.clear()
-
-
-@pytest.fixture
-async def http(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    await database_sync_to_async(Queue.objects.create)(name="q")
-    transport = httpx.ASGITransport(app=application)
-    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
-        yield client
-
-
-def ready(runtime: Runtime) -> int:
-    return runtime.broker.queue_counts("q").messages_ready  # type: ignore[union-attr]
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -3,32 +3,16 @@ what it leaves to Django: session requests, forms, bad hosts get Django's rules.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 from channels.db import database_sync_to_async
-from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.models import User
-from django.contrib.sessions.backends.db import SessionStore
 
-from broker_project.asgi import application
 from broker_project.runtime import Runtime
-from queues.models import Queue
+from tests.access.helpers import session_key
+from tests.api.conftest import ready
 
 URL = "/api/exchanges/amq.default/publish/"
-
-
-@pytest.fixture
-async def http(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    await database_sync_to_async(Queue.objects.create)(name="q")
-    transport = httpx.ASGITransport(app=application)
-    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
-        yield client
-
-
-def ready(runtime: Runtime) -> int:
-    return runtime.broker.queue_counts("q").messages_ready  # type: ignore[union-attr]
 
 
 def taken_by_django(response: httpx.Response) -> bool:
@@ -80,13 +64,7 @@ async def test_forms_go_to_django(http: httpx.AsyncClient, runtime: Runtime) -> 
 
 @database_sync_to_async
 def logged_in_session() -> str:
-    user = User.objects.create_superuser("op", "op@example.invalid", "pw")
-    session = SessionStore()
-    session[SESSION_KEY] = str(user.pk)
-    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    session.save()
-    return str(session.session_key)
+    return session_key(User.objects.create_superuser("op", "op@example.invalid", "pw"))
 
 
 async def test_a_logged_in_session_goes_to_django_and_its_csrf_check(http: httpx.AsyncClient, runtime: Runtime) -> None:

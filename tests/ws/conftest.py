@@ -10,7 +10,8 @@ from channels.testing import WebsocketCommunicator
 from broker_project.asgi import application
 from broker_project.runtime import Runtime
 
-Connect = Callable[[], Awaitable[WebsocketCommunicator]]
+# connect(path="/ws", headers=[...]): a connected client.
+Connect = Callable[..., Awaitable[WebsocketCommunicator]]
 
 
 @pytest.fixture
@@ -18,8 +19,8 @@ async def connect(runtime: Runtime) -> AsyncIterator[Connect]:
     """Open as many clients as a test needs; each still open is closed afterwards."""
     opened: list[WebsocketCommunicator] = []
 
-    async def open_client() -> WebsocketCommunicator:
-        client = WebsocketCommunicator(application, "/ws")
+    async def open_client(path: str = "/ws", headers: list[tuple[bytes, bytes]] | None = None) -> WebsocketCommunicator:
+        client = WebsocketCommunicator(application, path, headers=headers or [])
         connected, _ = await client.connect()
         assert connected
         opened.append(client)

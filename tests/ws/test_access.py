@@ -7,17 +7,16 @@ gets an `unauthorized` error frame, then the close code 4401.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from broker_project.asgi import application
 from broker_project.runtime import Runtime
 from subscriptions.consumers import CLOSE_UNAUTHORIZED
 from tests.access.helpers import grant_group, make_user, session_key
+from tests.ws.conftest import Connect
 from tests.ws.helpers import (
     declare_binding,
     declare_exchange,
@@ -29,26 +28,6 @@ from tests.ws.helpers import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-Open = Callable[..., Awaitable[WebsocketCommunicator]]
-
-
-@pytest.fixture
-async def open_ws(runtime: Runtime) -> AsyncIterator[Open]:
-    """open_ws(path="/ws", headers=[...], accepted=True): a client, closed afterwards."""
-    opened: list[WebsocketCommunicator] = []
-
-    async def open_client(path: str = "/ws", headers: list[tuple[bytes, bytes]] | None = None) -> WebsocketCommunicator:
-        client = WebsocketCommunicator(application, path, headers=headers or [])
-        connected, _ = await client.connect()
-        assert connected
-        opened.append(client)
-        return client
-
-    yield open_client
-    for client in opened:
-        await client.disconnect()
-
 
 @pytest.fixture
 def no_anonymous(settings: Any) -> None:
@@ -67,9 +46,9 @@ def bearer(token: str) -> list[tuple[bytes, bytes]]:
     return [(b"authorization", f"Bearer {token}".encode())]
 
 
-async def as_user(open_ws: Open, **rights: Any) -> WebsocketCommunicator:
+async def as_user(connect: Connect, **rights: Any) -> WebsocketCommunicator:
     _, token = await user_with("u", **rights)
-    return await open_ws(headers=bearer(token))
+    return await connect(headers=bearer(token))
 
 
 async def assert_refused_at_connect(client: WebsocketCommunicator) -> None:
@@ -82,13 +61,13 @@ async def assert_refused_at_connect(client: WebsocketCommunicator) -> None:
 # -- authentication ----------------------------------------------------------------
 
 
-async def test_without_credentials_a_client_is_closed_with_4401(open_ws: Open, no_anonymous: None) -> None:
-    await assert_refused_at_connect(await open_ws())
+async def test_without_credentials_a_client_is_closed_with_4401(connect: Connect, no_anonymous: None) -> None:
+    await assert_refused_at_connect(await connect())
 
 
-async def test_anonymous_clients_may_do_everything_when_allowed(open_ws: Open, anonymous: None) -> None:
+async def test_anonymous_clients_may_do_everything_when_allowed(connect: Connect, anonymous: None) -> None:
     await declare_queue("q")
-    client = await open_ws()
+    client = await connect()
     assert (await request(client, {"type": "publish", "id": "p", "routing_key": "q", "body": 1}))["routed"] == 1
     assert (await request(client, {"type": "subscribe", "id": "s", "queue": "q"}))["type"] == "subscribed"
 
@@ -103,26 +82,26 @@ async def test_anonymous_clients_may_do_everything_when_allowed(open_ws: Open, a
     ],
 )
 async def test_a_bad_token_is_refused_even_when_anonymous_is_allowed(
-    open_ws: Open, anonymous: None, path: str, headers: list[tuple[bytes, bytes]]
+    connect: Connect, anonymous: None, path: str, headers: list[tuple[bytes, bytes]]
 ) -> None:
-    await assert_refused_at_connect(await open_ws(path, headers))
+    await assert_refused_at_connect(await connect(path, headers))
 
 
-async def test_a_bearer_header_authenticates(open_ws: Open, no_anonymous: None) -> None:
+async def test_a_bearer_header_authenticates(connect: Connect, no_anonymous: None) -> None:
     await declare_queue("q")
     _, token = await user_with("alice", read="q")
-    client = await open_ws(headers=bearer(token))
+    client = await connect(headers=bearer(token))
     assert (await request(client, {"type": "subscribe", "id": "s", "queue": "q"}))["type"] == "subscribed"
 
 
-async def test_a_token_query_parameter_authenticates(open_ws: Open, no_anonymous: None) -> None:
+async def test_a_token_query_parameter_authenticates(connect: Connect, no_anonymous: None) -> None:
     await declare_queue("q")
     _, token = await user_with("alice", read="q")
-    client = await open_ws(f"/ws?token={token}")
+    client = await connect(f"/ws?token={token}")
     assert (await request(client, {"type": "subscribe", "id": "s", "queue": "q"}))["type"] == "subscribed"
 
 
-async def test_the_session_cookie_authenticates(open_ws: Open, no_anonymous: None) -> None:
+async def test_the_session_cookie_authenticates(connect: Connect, no_anonymous: None) -> None:
     await declare_queue("q")
 
     def logged_in() -> str:
@@ -130,28 +109,28 @@ async def test_the_session_cookie_authenticates(open_ws: Open, no_anonymous: Non
         return session_key(user)
 
     key = await database_sync_to_async(logged_in)()
-    client = await open_ws(headers=[(b"cookie", f"csrftoken=x; sessionid={key}".encode())])
+    client = await connect(headers=[(b"cookie", f"csrftoken=x; sessionid={key}".encode())])
     assert (await request(client, {"type": "subscribe", "id": "s", "queue": "q"}))["type"] == "subscribed"
     refused = await request(client, {"type": "publish", "id": "p", "routing_key": "q", "body": 1})
     assert (refused["type"], refused["code"]) == ("error", "forbidden")
 
 
-async def test_a_stale_session_cookie_is_anonymous(open_ws: Open, settings: Any) -> None:
+async def test_a_stale_session_cookie_is_anonymous(connect: Connect, settings: Any) -> None:
     settings.BROKER_ALLOW_ANONYMOUS = False
-    await assert_refused_at_connect(await open_ws(headers=[(b"cookie", b"sessionid=expired")]))
+    await assert_refused_at_connect(await connect(headers=[(b"cookie", b"sessionid=expired")]))
     settings.BROKER_ALLOW_ANONYMOUS = True
-    client = await open_ws(headers=[(b"cookie", b"sessionid=expired")])
+    client = await connect(headers=[(b"cookie", b"sessionid=expired")])
     assert await request(client, {"type": "ping", "id": 1}) == {"type": "pong", "id": 1}
 
 
 # -- publish: write on the exchange ------------------------------------------------------
 
 
-async def test_publishing_needs_write_on_the_exchange(open_ws: Open, runtime: Runtime, no_anonymous: None) -> None:
+async def test_publishing_needs_write_on_the_exchange(connect: Connect, runtime: Runtime, no_anonymous: None) -> None:
     await declare_exchange("x", "fanout")
     await declare_queue("q", durable=False)
     await declare_binding("x", "q")
-    client = await as_user(open_ws, write="x")
+    client = await as_user(connect, write="x")
     assert (await request(client, {"type": "publish", "id": "ok", "exchange": "x", "body": 1}))["routed"] == 1
     refused = await request(client, {"type": "publish", "id": "no", "routing_key": "q", "body": 2})
     assert (refused["type"], refused["id"], refused["code"]) == ("error", "no", "forbidden")
@@ -163,9 +142,9 @@ async def test_publishing_needs_write_on_the_exchange(open_ws: Open, runtime: Ru
     assert runtime.broker.queue_counts("q").messages_ready == 1  # type: ignore[union-attr]
 
 
-async def test_the_default_exchange_is_written_as_amq_default(open_ws: Open, runtime: Runtime, no_anonymous: None) -> None:
+async def test_the_default_exchange_is_written_as_amq_default(connect: Connect, runtime: Runtime, no_anonymous: None) -> None:
     await declare_queue("q", durable=False)
-    client = await as_user(open_ws, write=r"amq\.default")
+    client = await as_user(connect, write=r"amq\.default")
     assert (await request(client, {"type": "publish", "id": 1, "routing_key": "q", "body": 1}))["routed"] == 1
     refused = await request(client, {"type": "publish", "id": 2, "exchange": "other", "body": 1})
     assert refused["code"] == "forbidden"
@@ -174,11 +153,11 @@ async def test_the_default_exchange_is_written_as_amq_default(open_ws: Open, run
 # -- subscribe: read on the queue or the exchange ------------------------------------------
 
 
-async def test_subscribing_to_a_queue_needs_read_on_it(open_ws: Open, runtime: Runtime, no_anonymous: None) -> None:
+async def test_subscribing_to_a_queue_needs_read_on_it(connect: Connect, runtime: Runtime, no_anonymous: None) -> None:
     await declare_queue("mine")
     await declare_queue("theirs")
     await publish(runtime, "", "theirs", "secret")
-    client = await as_user(open_ws, read="mine")
+    client = await as_user(connect, read="mine")
     refused = await request(client, {"type": "subscribe", "id": "s1", "queue": "theirs"})
     assert (refused["id"], refused["code"]) == ("s1", "forbidden")
     assert "read permission on queue 'theirs'" in refused["message"]
@@ -189,11 +168,11 @@ async def test_subscribing_to_a_queue_needs_read_on_it(open_ws: Open, runtime: R
     assert (await request(client, {"type": "subscribe", "id": "s2", "queue": "mine"}))["type"] == "subscribed"
 
 
-async def test_subscribing_to_an_exchange_needs_read_on_it(open_ws: Open, runtime: Runtime, no_anonymous: None) -> None:
+async def test_subscribing_to_an_exchange_needs_read_on_it(connect: Connect, runtime: Runtime, no_anonymous: None) -> None:
     await declare_exchange("news", "topic")
     await declare_exchange("secrets", "topic")
     before = set(runtime.broker.queues)
-    client = await as_user(open_ws, read="news")
+    client = await as_user(connect, read="news")
     refused = await request(client, {"type": "subscribe", "id": "s1", "exchange": "secrets", "binding_key": "#"})
     assert (refused["code"], refused["message"]) == ("forbidden", "user 'u' has no read permission on exchange 'secrets'")
     assert set(runtime.broker.queues) == before  # no private queue was made
@@ -201,8 +180,8 @@ async def test_subscribing_to_an_exchange_needs_read_on_it(open_ws: Open, runtim
     assert reply["type"] == "subscribed" and reply["queue"].startswith("amq.gen-")
 
 
-async def test_frames_on_the_connection_itself_need_no_permission(open_ws: Open, no_anonymous: None) -> None:
-    client = await as_user(open_ws, configure="", write="", read="")
+async def test_frames_on_the_connection_itself_need_no_permission(connect: Connect, no_anonymous: None) -> None:
+    client = await as_user(connect, configure="", write="", read="")
     assert await request(client, {"type": "ping", "id": "p"}) == {"type": "pong", "id": "p"}
     assert (await request(client, {"type": "watch", "id": "w"}))["type"] == "watching"
 
@@ -210,19 +189,19 @@ async def test_frames_on_the_connection_itself_need_no_permission(open_ws: Open,
 # -- who has which rights ---------------------------------------------------------------------
 
 
-async def test_superusers_may_do_everything(open_ws: Open, no_anonymous: None) -> None:
+async def test_superusers_may_do_everything(connect: Connect, no_anonymous: None) -> None:
     await declare_queue("q")
-    client = await as_user(open_ws, superuser=True)
+    client = await as_user(connect, superuser=True)
     assert (await request(client, {"type": "publish", "id": 1, "routing_key": "q", "body": 1}))["routed"] == 1
     assert (await request(client, {"type": "subscribe", "id": "s", "queue": "q"}))["type"] == "subscribed"
 
 
-async def test_group_rights_add_to_the_users_own(open_ws: Open, no_anonymous: None) -> None:
+async def test_group_rights_add_to_the_users_own(connect: Connect, no_anonymous: None) -> None:
     await declare_queue("mine")
     await declare_queue("team")
     await declare_queue("other")
     await database_sync_to_async(grant_group)("team", read="team")
-    client = await as_user(open_ws, read="mine", groups=("team",))
+    client = await as_user(connect, read="mine", groups=("team",))
     for queue in ("mine", "team"):
         assert (await request(client, {"type": "subscribe", "id": queue, "queue": queue}))["type"] == "subscribed"
     assert (await request(client, {"type": "subscribe", "id": "o", "queue": "other"}))["code"] == "forbidden"
@@ -231,17 +210,17 @@ async def test_group_rights_add_to_the_users_own(open_ws: Open, no_anonymous: No
 # -- connections per user --------------------------------------------------------------
 
 
-async def test_connections_per_user_are_limited(open_ws: Open, settings: Any, no_anonymous: None) -> None:
+async def test_connections_per_user_are_limited(connect: Connect, settings: Any, no_anonymous: None) -> None:
     settings.MAX_CONNECTIONS_PER_USER = 2
     _, alice = await user_with("alice", read=".*")
     _, bob = await user_with("bob", read=".*")
-    first, second = await open_ws(headers=bearer(alice)), await open_ws(headers=bearer(alice))
-    third = await open_ws(headers=bearer(alice))  # accepted, so the client can read the code
+    first, second = await connect(headers=bearer(alice)), await connect(headers=bearer(alice))
+    third = await connect(headers=bearer(alice))  # accepted, so the client can read the code
     closed = await third.receive_output(timeout=2)
     assert (closed["type"], closed["code"], closed["reason"]) == ("websocket.close", 1013, "too_many_connections")
-    other = await open_ws(headers=bearer(bob))  # another user has a count of its own
+    other = await connect(headers=bearer(bob))  # another user has a count of its own
     assert await request(other, {"type": "ping", "id": 1}) == {"type": "pong", "id": 1}
     await first.disconnect()
-    again = await open_ws(headers=bearer(alice))  # a closed connection frees its place
+    again = await connect(headers=bearer(alice))  # a closed connection frees its place
     assert await request(again, {"type": "ping", "id": 2}) == {"type": "pong", "id": 2}
     assert await request(second, {"type": "ping", "id": 3}) == {"type": "pong", "id": 3}
