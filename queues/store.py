@@ -157,12 +157,13 @@ class OrmMessageStore:
             m = copy.message
             headers = dumps(dict(m.headers)) if m.headers else "{}"
             rows.append((copy.store_id, queue_id, m.message_id, m.exchange, m.routing_key, m.body_json, headers, m.published_at))
+        postgres = connection.vendor == "postgresql"
         with transaction.atomic(), connection.cursor() as cursor:
             if self._fence is not None:
                 self._fence(cursor)
             # Plain SQL, not bulk_create: the ORM's per-row work was a tenth of a busy
             # publisher's profile (issue 5); the values are already encoded.
-            if rows and connection.vendor == "postgresql":
+            if rows and postgres:
                 # COPY: PostgreSQL spends a fraction of the CPU per row that it spends
                 # on one INSERT each (on this machine kind 84-124k rows/s against 28-46k),
                 # and its CPU is the publish benchmark's bound on PostgreSQL.
@@ -172,7 +173,7 @@ class OrmMessageStore:
                         copy.write_row(row)
             elif rows:
                 cursor.executemany(_insert_sql(), rows)
-            if connection.vendor == "postgresql":
+            if postgres:
                 for start in range(0, len(deletes), DELETE_ARRAY_ROWS):  # an array each, one plan
                     cursor.execute(_delete_any_sql(), [list(deletes[start : start + DELETE_ARRAY_ROWS])])
             else:
@@ -196,9 +197,9 @@ _COLUMNS: Final = ("id", "queue_id", "message_id", "exchange", "routing_key", "b
 
 
 def _insert_sql() -> str:
+    """Everywhere but PostgreSQL, which takes its rows by COPY."""
     quote = connection.ops.quote_name
-    # PostgreSQL's jsonb column takes the headers' JSON text with a cast.
-    values = ", ".join("%s::jsonb" if c == "headers" and connection.vendor == "postgresql" else "%s" for c in _COLUMNS)
+    values = ", ".join(["%s"] * len(_COLUMNS))
     return f"INSERT INTO {quote(MessageRow._meta.db_table)} ({', '.join(map(quote, _COLUMNS))}) VALUES ({values})"
 
 
