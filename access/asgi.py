@@ -37,8 +37,8 @@ from access.selectors import (
     permissions_or_unauthorized,
     token_permissions,
 )
-from broker_project.engine.errors import Unauthorized
-from subscriptions.frames import Publish, Subscribe
+from broker.engine.errors import Unauthorized
+from broker.protocol.frames import Publish, Subscribe
 
 Headers = list[tuple[bytes, bytes]]
 

@@ -6,7 +6,7 @@ before DRF's SessionAuthentication, so an unauthenticated request's answer is
 users, and anonymous clients while BROKER_ALLOW_ANONYMOUS is on. Views then
 ask `request_permissions(request)` before they change anything.
 
-The original service's calls (broker_project/legacy.py) are plain Django views
+The original service's calls (legacy/views.py) are plain Django views
 without CSRF: they take only tokens (`legacy_permissions`), never the session
 cookie, which another site could make a browser send.
 """
@@ -22,7 +22,7 @@ from rest_framework.permissions import BasePermission
 
 from access.rules import Permissions
 from access.selectors import permissions_or_unauthorized, token_permissions, token_user
-from broker_project.engine.errors import Unauthorized
+from broker.engine.errors import Unauthorized
 
 _CACHE_ATTRIBUTE = "_broker_permissions"
 

@@ -28,8 +28,8 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Final, Literal
 
-from broker_project.engine.errors import Forbidden
-from broker_project.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS
+from broker.engine.errors import Forbidden
+from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS
 
 Kind = Literal["exchange", "queue"]
 Right = Literal["configure", "write", "read"]

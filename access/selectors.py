@@ -21,7 +21,7 @@ from django.db.models import Q
 
 from access.models import ApiToken, BrokerPermission, hash_token
 from access.rules import ANONYMOUS_ALL, Permissions
-from broker_project.engine.errors import Unauthorized
+from broker.engine.errors import Unauthorized
 
 # How stale the fast path's view of a token may be (README: revocation delay).
 TOKEN_CACHE_SECONDS: Final = 5.0

@@ -10,5 +10,3 @@ class BindingsConfig(AppConfig):
     name = "bindings"
     verbose_name = "Bindings"
 
-    def ready(self) -> None:
-        from bindings import signals  # noqa: F401  (connects the receivers)

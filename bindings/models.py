@@ -7,10 +7,10 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from broker_project.engine.errors import BrokerError
-from broker_project.engine.exchanges import ExchangeType, parse_headers_match
-from broker_project.engine.jsoncodec import canonical
-from broker_project.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS
+from broker.engine.errors import BrokerError
+from broker.engine.exchanges import ExchangeType, parse_headers_match
+from broker.engine.jsoncodec import canonical
+from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS
 from exchanges.models import Exchange
 from queues.models import Queue
 

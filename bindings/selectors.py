@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.db.models import QuerySet
 
 from bindings.models import Binding
-from broker_project.engine.errors import NotFound
-from broker_project.engine.names import NAME_PATTERN
+from broker.engine.errors import NotFound
+from broker.engine.names import NAME_PATTERN
 
 
 def binding_list(*, exchange: str | None = None, queue: str | None = None) -> QuerySet[Binding]:

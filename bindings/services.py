@@ -1,7 +1,7 @@
 """Binding services: bind a queue to an exchange, and unbind.
 
 ORM work only: saved and deleted rows reach the running router after commit
-(broker_project/sync.py). Everything the router would refuse is checked
+(storage/sync.py). Everything the router would refuse is checked
 before the row is written (PROTOCOL.md, "Errors"). No HTTP here.
 """
 
@@ -14,11 +14,11 @@ from typing import Any, Final
 from django.db import IntegrityError, transaction
 
 from bindings.models import Binding
-from broker_project.engine.errors import BrokerError, Forbidden, NotFound
-from broker_project.engine.exchanges import ExchangeType, parse_headers_match
-from broker_project.engine.jsoncodec import canonical
-from broker_project.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS
-from broker_project.limits import ensure_room
+from broker.engine.errors import BrokerError, Forbidden, NotFound
+from broker.engine.exchanges import ExchangeType, parse_headers_match
+from broker.engine.jsoncodec import canonical
+from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS
+from common.limits import ensure_room
 from exchanges.models import Exchange
 from queues.models import Queue
 from queues.services import refuse_private_queue, require_storable

@@ -19,7 +19,7 @@ from bindings.models import Binding
 from bindings.selectors import binding_detail, binding_list
 from bindings.serializers import BindingCreateSerializer, BindingSerializer
 from bindings.services import binding_create, binding_delete
-from broker_project.api_schema import errors
+from common.api_schema import errors
 
 
 class BindingViewSet(viewsets.GenericViewSet[Binding]):

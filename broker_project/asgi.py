@@ -24,13 +24,13 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from broker_project.cluster.edge import EdgeLink, current_link  # noqa: E402
-from broker_project.fast_publish import FastPublish  # noqa: E402
-from broker_project.health import Health  # noqa: E402
-from broker_project.origins import OriginGuard  # noqa: E402
-from broker_project.runtime import Runtime, current_runtime  # noqa: E402
+from broker.cluster.edge import EdgeLink, current_link  # noqa: E402
+from broker.transport.fast_publish import FastPublish  # noqa: E402
+from broker.transport.health import Health  # noqa: E402
+from broker.transport.origins import OriginGuard  # noqa: E402
+from broker.runtime.runtime import Runtime, current_runtime  # noqa: E402
 from subscriptions.consumers import BrokerConsumer  # noqa: E402
-from subscriptions.limits import ConnectionLimit  # noqa: E402
+from broker.transport.limits import ConnectionLimit  # noqa: E402
 
 _starting = asyncio.Lock()
 T = TypeVar("T")
@@ -47,7 +47,7 @@ async def _ensure(current: Callable[[], T | None], start: Callable[[], Awaitable
 
 
 async def _start_runtime() -> Runtime:
-    from broker_project.server import new_runtime
+    from broker.transport.server import new_runtime
 
     runtime = new_runtime()
     await runtime.start()

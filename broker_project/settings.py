@@ -28,7 +28,7 @@ from broker_project.env import (
     is_loopback_host,
     load_dotenv,
 )
-from broker_project.publishing import FRAME_OVERHEAD
+from broker.protocol.publish import FRAME_OVERHEAD
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -73,7 +73,7 @@ WS_MAX_FRAMES_BURST = env_int("WS_MAX_FRAMES_BURST", default=WS_MAX_FRAMES_PER_S
 WS_MAX_BUFFERED_BYTES = env_int("WS_MAX_BUFFERED_BYTES", default=4 * 1024 * 1024, min=1024)
 # permessage-deflate under runbroker: off, as in RabbitMQ's Web-STOMP. It costs a
 # compression per frame and per subscriber (a fanout compresses each delivery again),
-# and a compressed connection leaves broker_project/wsprotocol.py's fast path.
+# and a compressed connection leaves broker/transport/wsprotocol.py's fast path.
 WS_PER_MESSAGE_DEFLATE = env_bool("WS_PER_MESSAGE_DEFLATE", default=False)
 MAX_CONNECTIONS_PER_IP = env_int("MAX_CONNECTIONS_PER_IP", default=1000, min=0)  # 0: no limit
 MAX_CONNECTIONS_PER_USER = env_int("MAX_CONNECTIONS_PER_USER", default=1000, min=0)  # 0: no limit
@@ -199,6 +199,7 @@ INSTALLED_APPS = [
     "bindings",
     "subscriptions",
     "access",
+    "storage",  # no models: the topology signals (storage/signals.py)
 ]
 
 MIDDLEWARE = [
@@ -296,13 +297,13 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PARSER_CLASSES": [
-        "broker_project.parsers.JSONParser",  # DRF's, with deep nesting a 400
+        "common.parsers.JSONParser",  # DRF's, with deep nesting a 400
         # Form parsers only so the browsable API's HTML forms work.
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
     # One error shape for every endpoint (PROTOCOL.md "Errors").
-    "EXCEPTION_HANDLER": "broker_project.api_errors.exception_handler",
+    "EXCEPTION_HANDLER": "common.api_errors.exception_handler",
     # Bearer first: its WWW-Authenticate makes an unauthenticated request a 401 (access/drf.py).
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "access.drf.BearerTokenAuthentication",
@@ -354,6 +355,10 @@ LOGGING: dict[str, Any] = {
                 "bindings",
                 "subscriptions",
                 "access",
+                "storage",
+                "common",
+                "legacy",
+                "console",
             )
         },
         "django": {"handlers": ["console"], "level": "WARNING", "propagate": False},

@@ -1,5 +1,5 @@
 """Root URL configuration: the admin, the HTTP API under /api/, its schema and docs,
-and the original Go service's calls (broker_project/legacy.py)."""
+and the original Go service's calls (legacy/views.py)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from drf_spectacular.views import (
 from rest_framework.routers import DefaultRouter
 
 from bindings.views import BindingViewSet
-from broker_project import legacy
-from broker_project.views import home
+from legacy import views as legacy
+from console.views import home
 from exchanges.views import ExchangeViewSet
 from queues.views import QueueViewSet
 
@@ -75,4 +75,4 @@ urlpatterns = [
     path("publish", legacy.publish, name="legacy-publish"),
 ]
 
-handler404 = "broker_project.api_errors.not_found"
+handler404 = "common.api_errors.not_found"

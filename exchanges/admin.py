@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from broker_project.admin_mixins import NameFixedOnceSaved
+from common.admin_mixins import NameFixedOnceSaved
 from exchanges.models import Exchange
 
 

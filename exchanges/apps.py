@@ -10,5 +10,3 @@ class ExchangesConfig(AppConfig):
     name = "exchanges"
     verbose_name = "Exchanges"
 
-    def ready(self) -> None:
-        from exchanges import signals  # noqa: F401  (connects the receivers)

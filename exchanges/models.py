@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from broker_project.engine.names import RESERVED_PREFIX
-from broker_project.validators import broker_name_validator
+from broker.engine.names import RESERVED_PREFIX
+from common.validators import broker_name_validator
 
 
 class ExchangeType(models.TextChoices):

@@ -10,8 +10,8 @@ from __future__ import annotations
 from django.db.models import QuerySet
 
 from bindings.models import Binding
-from broker_project.engine.errors import NotFound
-from broker_project.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS
+from broker.engine.errors import NotFound
+from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS
 from exchanges.models import Exchange, ExchangeType
 
 

@@ -1,7 +1,7 @@
 """Exchange services: declare and delete exchanges, publish messages through them.
 
 They do ORM work only for topology: saving or deleting a row reaches the
-running router after commit (broker_project/sync.py), so an answer means the
+running router after commit (storage/sync.py), so an answer means the
 change is live. Publishing goes to the router directly. Everything is
 validated before anything is written (PROTOCOL.md, "Errors": nothing is
 half-applied). Views and the legacy calls call these; the admin saves rows
@@ -17,23 +17,23 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from broker_project.declare import lock_or_create
-from broker_project.engine.errors import (
+from common.declare import lock_or_create
+from broker.engine.errors import (
     BrokerError,
     Forbidden,
     NotFound,
     PreconditionFailed,
 )
-from broker_project.engine.exchanges import parse_exchange_type
-from broker_project.engine.jsoncodec import canonical
-from broker_project.engine.names import (
+from broker.engine.exchanges import parse_exchange_type
+from broker.engine.jsoncodec import canonical
+from broker.engine.names import (
     DEFAULT_EXCHANGE,
     DEFAULT_EXCHANGE_ALIAS,
     RESERVED_PREFIX,
     check_name,
 )
-from broker_project.publishing import PublishRequest, prepare_publish
-from broker_project.router_calls import publish_on_router, publish_on_router_async
+from broker.protocol.publish import PublishRequest, prepare_publish
+from broker.router.calls import publish_on_router, publish_on_router_async
 from exchanges.models import Exchange
 from queues.services import require_bool, require_storable
 

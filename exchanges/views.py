@@ -18,7 +18,7 @@ from rest_framework.serializers import BaseSerializer
 
 from access.drf import request_permissions
 from bindings.serializers import BindingSerializer
-from broker_project.api_schema import LOOKUP_NAME_REGEX, errors
+from common.api_schema import LOOKUP_NAME_REGEX, errors
 from exchanges.models import Exchange
 from exchanges.selectors import exchange_bindings, exchange_detail, exchange_list
 from exchanges.serializers import (

@@ -9,7 +9,7 @@ from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.http import HttpRequest
 
-from broker_project.admin_mixins import NameFixedOnceSaved
+from common.admin_mixins import NameFixedOnceSaved
 from queues.models import Message, Queue
 from queues.selectors import QueueCounts, queue_live_counts
 

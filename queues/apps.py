@@ -10,5 +10,3 @@ class QueuesConfig(AppConfig):
     name = "queues"
     verbose_name = "Queues"
 
-    def ready(self) -> None:
-        from queues import signals  # noqa: F401  (connects the receivers)

@@ -1,6 +1,6 @@
 """Queue definitions and the stored messages of durable queues.
 
-Message rows are written and deleted in batches by the store (queues/store.py),
+Message rows are written and deleted in batches by the store (storage/store.py),
 never one by one from views: the admin only reads and deletes them.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from broker_project.engine.errors import BrokerError
-from broker_project.engine.names import RESERVED_PREFIX
-from broker_project.engine.queues import parse_queue_arguments
-from broker_project.validators import broker_name_validator
+from broker.engine.errors import BrokerError
+from broker.engine.names import RESERVED_PREFIX
+from broker.engine.queues import parse_queue_arguments
+from common.validators import broker_name_validator
 
 
 class Queue(models.Model):

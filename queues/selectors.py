@@ -11,13 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from broker_project.engine.broker import QueueCounts
-from broker_project.engine.errors import NotFound, Unavailable
-from broker_project.router_calls import call_router, router_op, router_reachable
+from broker.engine.broker import QueueCounts
+from broker.engine.errors import NotFound, Unavailable
+from broker.router.calls import call_router, router_op, router_reachable
 from queues.models import Queue
 
 if TYPE_CHECKING:
-    from broker_project.runtime import Runtime
+    from broker.runtime.runtime import Runtime
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Queue services: declare, delete, purge and poll queues.
 
 Declare and delete are ORM work on the definitions, which reach the running
-router after commit (broker_project/sync.py). Purge and get act on the
+router after commit (storage/sync.py). Purge and get act on the
 router's state through `call_router`, here or on another node. Every input is validated before
 anything is written (PROTOCOL.md, "Errors"). No HTTP here.
 """
@@ -14,21 +14,21 @@ from typing import Any
 
 from django.db import transaction
 
-from broker_project.declare import lock_or_create
-from broker_project.engine.errors import (
+from common.declare import lock_or_create
+from broker.engine.errors import (
     BrokerError,
     Forbidden,
     NotFound,
     PreconditionFailed,
     Unavailable,
 )
-from broker_project.engine.jsoncodec import canonical, holds_nul, json_holds_nul
-from broker_project.engine.names import check_name
-from broker_project.engine.queues import parse_queue_arguments
-from broker_project.limits import ensure_room
-from broker_project.publishing import NUL_PROBLEM
-from broker_project.router_calls import call_router, router_op, router_reachable
-from broker_project.runtime import Runtime, generated_queue_name
+from broker.engine.jsoncodec import canonical, holds_nul, json_holds_nul
+from broker.engine.names import check_name
+from broker.engine.queues import parse_queue_arguments
+from common.limits import ensure_room
+from broker.protocol.publish import NUL_PROBLEM
+from broker.router.calls import call_router, router_op, router_reachable
+from broker.runtime.runtime import Runtime, generated_queue_name
 from queues.models import Queue
 
 

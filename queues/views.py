@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from access.drf import request_permissions
-from broker_project.api_schema import LOOKUP_NAME_REGEX, errors
+from common.api_schema import LOOKUP_NAME_REGEX, errors
 from queues.models import Queue
 from queues.selectors import queue_detail, queue_list
 from queues.serializers import (

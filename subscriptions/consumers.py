@@ -1,7 +1,7 @@
 """The WebSocket protocol at /ws (PROTOCOL.md, "WebSocket (/ws)").
 
-`BrokerConsumer` is one client connection: it parses frames (subscriptions/frames.py),
-calls the router (broker_project/runtime.py) on this same event loop, and is
+`BrokerConsumer` is one client connection: it parses frames (broker/protocol/frames.py),
+calls the router (broker/runtime/runtime.py) on this same event loop, and is
 the router's `DeliverySink` for that connection. It does no ORM work and never
 blocks the loop: every frame to the client, replies and deliveries alike, goes
 through one outbox drained by one sender task, so reading the next frame never
@@ -34,9 +34,9 @@ from django.conf import settings
 
 from access.asgi import authorize_frame, websocket_permissions
 from access.rules import ANONYMOUS_ALL, NOBODY, Permissions
-from broker_project.cluster.edge import EdgeLink, current_link
-from broker_project.cluster.wire import decode_error
-from broker_project.engine.errors import (
+from broker.cluster.edge import EdgeLink, current_link
+from broker.cluster.wire import decode_error
+from broker.engine.errors import (
     BrokerError,
     NotFound,
     RateLimited,
@@ -44,11 +44,11 @@ from broker_project.engine.errors import (
     Unauthorized,
     Unavailable,
 )
-from broker_project.engine.jsoncodec import dumps, loads
-from broker_project.publishing import FRAME_OVERHEAD
-from broker_project.runtime import Runtime, current_runtime
+from broker.engine.jsoncodec import dumps, loads
+from broker.protocol.publish import FRAME_OVERHEAD
+from broker.runtime.runtime import Runtime, current_runtime
 
-from .frames import (
+from broker.protocol.frames import (
     Ack,
     CancelledFrame,
     ClientFrame,
@@ -69,7 +69,7 @@ from .frames import (
     reply_frame,
     subscribed_frame,
 )
-from .limits import (
+from broker.transport.limits import (
     ABUSIVE,
     CLOSE_POLICY,
     CLOSE_TRY_LATER,
@@ -116,7 +116,7 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self._closed = False
         self._max_bytes = 0
         self._outbox: deque[str] = deque()
-        # Limits (subscriptions/limits.py): UTF-8 bytes in the outbox plus the frame being
+        # Limits (broker/transport/limits.py): UTF-8 bytes in the outbox plus the frame being
         # sent, kept on append and pop; past WS_MAX_BUFFERED_BYTES the client is too slow.
         self._buffered = 0
         self._max_buffered = settings.WS_MAX_BUFFERED_BYTES

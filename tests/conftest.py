@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from broker_project.runtime import Runtime
+from broker.runtime.runtime import Runtime
 
 
 class Sink:
@@ -26,7 +26,7 @@ class Sink:
 
 
 def _new_runtime() -> Runtime:
-    from queues.store import OrmMessageStore
+    from storage.store import OrmMessageStore
 
     # A short checkpoint so tests see acknowledgements reach the database quickly.
     return Runtime(OrmMessageStore(), checkpoint_seconds=0.2)

@@ -12,7 +12,7 @@ from access.rules import (
     check_pattern,
     object_name,
 )
-from broker_project.engine.errors import Forbidden
+from broker.engine.errors import Forbidden
 
 
 def test_patterns_match_the_whole_name() -> None:

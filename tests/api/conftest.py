@@ -11,8 +11,8 @@ from channels.db import database_sync_to_async
 from rest_framework.test import APIClient
 
 from broker_project.asgi import application
-from broker_project.engine.queues import AckMode
-from broker_project.runtime import Runtime
+from broker.engine.queues import AckMode
+from broker.runtime.runtime import Runtime
 from queues.models import Queue
 from tests.conftest import Sink
 

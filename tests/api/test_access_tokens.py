@@ -19,7 +19,7 @@ from django.test import Client
 
 from access import asgi as access_asgi
 from access.models import ApiToken, BrokerPermission, hash_token
-from broker_project.runtime import Runtime
+from broker.runtime.runtime import Runtime
 from tests.access.helpers import make_user
 from tests.api.conftest import ready
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from bindings.models import Binding
-from broker_project.runtime import Runtime
+from broker.runtime.runtime import Runtime
 
 from .conftest import Api, error_code
 

@@ -1,4 +1,4 @@
-"""broker_project.api_errors: every error in PROTOCOL.md's shape, with its stable code.
+"""common.api_errors: every error in PROTOCOL.md's shape, with its stable code.
 
 Pure: the handler is called directly with each exception; no database, no request.
 """
@@ -13,8 +13,8 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from rest_framework import exceptions as drf
 
-from broker_project.api_errors import exception_handler, flatten_errors
-from broker_project.engine import errors as broker
+from common.api_errors import exception_handler, flatten_errors
+from broker.engine import errors as broker
 
 
 def handle(exc: Exception) -> tuple[int, dict[str, Any]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker_project.runtime import Runtime
+from broker.runtime.runtime import Runtime
 from exchanges.models import Exchange
 
 from .conftest import Api, error_code

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from broker_project.engine.jsoncodec import canonical, json_holds_nul
-from broker_project.runtime import Runtime
+from broker.engine.jsoncodec import canonical, json_holds_nul
+from broker.runtime.runtime import Runtime
 from tests.api.conftest import Api, error_code
 
 pytestmark = pytest.mark.django_db(transaction=True)

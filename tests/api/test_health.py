@@ -1,11 +1,11 @@
-"""`GET /health` (broker_project/health.py): a node's role, and 200 only while it reaches a router."""
+"""`GET /health` (broker/transport/health.py): a node's role, and 200 only while it reaches a router."""
 
 from __future__ import annotations
 
 import httpx
 
-from broker_project.health import Health, node_health
-from broker_project.runtime import Runtime
+from broker.transport.health import Health, node_health
+from broker.runtime.runtime import Runtime
 
 
 async def test_a_node_running_the_router_is_healthy(runtime: Runtime) -> None:

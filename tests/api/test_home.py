@@ -10,8 +10,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from broker_project.publishing import PublishRequest
-from broker_project.runtime import Runtime
+from broker.protocol.publish import PublishRequest
+from broker.runtime.runtime import Runtime
 from queues.models import Queue
 
 

@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from bindings.models import Binding
-from broker_project.runtime import Runtime
+from broker.runtime.runtime import Runtime
 from queues.models import Queue
 
 from .conftest import Api, error_code

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.test import Client
 
 from bindings.models import Binding
-from broker_project.runtime import Runtime
+from broker.runtime.runtime import Runtime
 from exchanges.models import Exchange
 from queues.models import Queue
 

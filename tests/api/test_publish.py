@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from broker_project.runtime import Runtime
+from broker.runtime.runtime import Runtime
 from queues.models import Message
 
 from .conftest import Api, error_code

@@ -1,4 +1,4 @@
-"""The ASGI fast path for JSON publishes (broker_project/fast_publish.py), and
+"""The ASGI fast path for JSON publishes (broker/transport/fast_publish.py), and
 what it leaves to Django: session requests, forms, bad hosts get Django's rules."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 
-from broker_project.runtime import Runtime
+from broker.runtime.runtime import Runtime
 from tests.access.helpers import session_key
 from tests.api.conftest import ready
 

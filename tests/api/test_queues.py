@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from broker_project.runtime import Runtime
+from broker.runtime.runtime import Runtime
 from queues.models import Queue
 
 from .conftest import Api, error_code, subscribe_private

@@ -10,11 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from broker_project.engine.broker import BindingSpec, Broker
-from broker_project.engine.exchanges import ExchangeSpec, ExchangeType
-from broker_project.engine.jsoncodec import dumps, loads
-from broker_project.engine.messages import Delivery, Effects, Message, make_message
-from broker_project.engine.queues import AckMode, QueueSpec
+from broker.engine.broker import BindingSpec, Broker
+from broker.engine.exchanges import ExchangeSpec, ExchangeType
+from broker.engine.jsoncodec import dumps, loads
+from broker.engine.messages import Delivery, Effects, Message, make_message
+from broker.engine.queues import AckMode, QueueSpec
 
 PUBLISHED_AT = "2026-11-28T12:00:00.000000Z"
 _ids = itertools.count(1)

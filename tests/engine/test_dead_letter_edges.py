@@ -3,7 +3,7 @@ requeue order across consumers (found in review)."""
 
 from __future__ import annotations
 
-from broker_project.engine.broker import Broker
+from broker.engine.broker import Broker
 from tests.engine.helpers import bind, bodies, exchange, fill, queue, ready, ready_flags, send, subscribe
 
 
@@ -113,7 +113,7 @@ def test_a_reloaded_messages_ttl_counts_from_its_publication_not_the_restart() -
 
 
 def test_a_ttl_given_later_by_the_stored_definition_is_honoured_and_taken_back() -> None:
-    from broker_project.engine.queues import QueueSpec
+    from broker.engine.queues import QueueSpec
 
     broker = Broker()
     queue(broker, "q")

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from broker_project.engine.broker import Broker, QueueCounts
-from broker_project.engine.errors import (
+from broker.engine.broker import Broker, QueueCounts
+from broker.engine.errors import (
     BrokerError,
     Conflict,
     Forbidden,
     NotFound,
     PreconditionFailed,
 )
-from broker_project.engine.jsoncodec import dumps, loads
-from broker_project.engine.messages import Delivery
-from broker_project.engine.queues import AckMode, QueueSpec
+from broker.engine.jsoncodec import dumps, loads
+from broker.engine.messages import Delivery
+from broker.engine.queues import AckMode, QueueSpec
 from tests.engine.helpers import (
     PUBLISHED_AT,
     bind,

@@ -6,21 +6,21 @@ from typing import Any
 
 import pytest
 
-from broker_project.engine.broker import BindingSpec, Broker
-from broker_project.engine.errors import (
+from broker.engine.broker import BindingSpec, Broker
+from broker.engine.errors import (
     BrokerError,
     Forbidden,
     NotFound,
     PreconditionFailed,
 )
-from broker_project.engine.exchanges import (
+from broker.engine.exchanges import (
     ExchangeSpec,
     ExchangeType,
     HeadersRoutes,
     parse_exchange_type,
 )
-from broker_project.engine.names import check_name
-from broker_project.engine.queues import QueueSpec
+from broker.engine.names import check_name
+from broker.engine.queues import QueueSpec
 from tests.engine.helpers import bind, exchange, msg, queue, ready, send
 
 

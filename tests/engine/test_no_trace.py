@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from broker_project.engine.broker import BindingSpec, Broker
-from broker_project.engine.errors import BrokerError
-from broker_project.engine.exchanges import ExchangeSpec, ExchangeType
-from broker_project.engine.jsoncodec import dumps
-from broker_project.engine.queues import AckMode, QueueSpec
+from broker.engine.broker import BindingSpec, Broker
+from broker.engine.errors import BrokerError
+from broker.engine.exchanges import ExchangeSpec, ExchangeType
+from broker.engine.jsoncodec import dumps
+from broker.engine.queues import AckMode, QueueSpec
 from tests.engine.helpers import bind, exchange, fill, msg, queue, subscribe
 
 

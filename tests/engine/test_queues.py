@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from broker_project.engine.broker import Broker, QueueCounts
-from broker_project.engine.errors import BrokerError, PreconditionFailed
-from broker_project.engine.messages import StoredCopy
-from broker_project.engine.queues import (
+from broker.engine.broker import Broker, QueueCounts
+from broker.engine.errors import BrokerError, PreconditionFailed
+from broker.engine.messages import StoredCopy
+from broker.engine.queues import (
     Overflow,
     QueueArguments,
     QueueSpec,

@@ -1,4 +1,4 @@
-"""Message ids and publish times made in bulk (broker_project/stamps.py) are still
+"""Message ids and publish times made in bulk (broker/runtime/stamps.py) are still
 random version-4 UUIDs and ISO-8601 UTC times."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import re
 import uuid
 from datetime import UTC, datetime
 
-from broker_project.stamps import new_message_id, now_iso
+from broker.runtime.stamps import new_message_id, now_iso
 
 
 def test_message_ids_are_distinct_random_version_4_uuids_across_refills() -> None:

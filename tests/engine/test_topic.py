@@ -7,7 +7,7 @@ from functools import cache
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker_project.engine.exchanges import TopicRoutes, split_topic
+from broker.engine.exchanges import TopicRoutes, split_topic
 
 NO_HEADERS: dict[str, object] = {}
 

@@ -30,7 +30,7 @@ from tests.e2e.harness import BrokerProcess
 pytestmark = [pytest.mark.e2e, pytest.mark.fuzz]
 
 MAX_MESSAGE_BYTES: Final = 4096  # small, so that oversize frames are cheap to send
-FRAME_LIMIT: Final = MAX_MESSAGE_BYTES + 64 * 1024  # broker_project.publishing.FRAME_OVERHEAD
+FRAME_LIMIT: Final = MAX_MESSAGE_BYTES + 64 * 1024  # broker.protocol.publish.FRAME_OVERHEAD
 BROKER_ENV: Final = {"MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES)}
 
 CONNECTIONS: Final = 3

@@ -1,4 +1,4 @@
-"""A router that lost its lease commits nothing (broker_project/cluster/lease.py,
+"""A router that lost its lease commits nothing (broker/cluster/lease.py,
 WriteFence), and a new router waits for the old one's commits under way before it
 loads. On the real PostgreSQL: fails, never skips, without it."""
 
@@ -12,15 +12,15 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from broker_project.cluster.lease import (
+from broker.cluster.lease import (
     WRITE_FENCE_KEY,
     LeaseLost,
     RouterLease,
     connection_kwargs,
 )
-from broker_project.engine.messages import StoredCopy, make_message
+from broker.engine.messages import StoredCopy, make_message
 from queues.models import Message, Queue
-from queues.store import OrmMessageStore
+from storage.store import OrmMessageStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

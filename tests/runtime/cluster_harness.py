@@ -19,18 +19,18 @@ from typing import Any
 import msgpack
 from channels.layers import InMemoryChannelLayer
 
-from broker_project.cluster.edge import EdgeLink
-from broker_project.cluster.hub import Hub
-from broker_project.cluster.wire import EDGE_BATCH, ROUTER_BATCH
-from broker_project.engine.broker import BindingSpec
-from broker_project.engine.errors import BrokerError
-from broker_project.engine.exchanges import ExchangeSpec
-from broker_project.engine.jsoncodec import dumps, loads
-from broker_project.engine.messages import Message, StoredCopy
-from broker_project.engine.queues import QueueSpec
-from broker_project.publishing import PublishRequest
-from broker_project.runtime import Runtime
-from broker_project.topology import Topology
+from broker.cluster.edge import EdgeLink
+from broker.cluster.hub import Hub
+from broker.cluster.wire import EDGE_BATCH, ROUTER_BATCH
+from broker.engine.broker import BindingSpec
+from broker.engine.errors import BrokerError
+from broker.engine.exchanges import ExchangeSpec
+from broker.engine.jsoncodec import dumps, loads
+from broker.engine.messages import Message, StoredCopy
+from broker.engine.queues import QueueSpec
+from broker.protocol.publish import PublishRequest
+from broker.runtime.runtime import Runtime
+from broker.protocol.topology import Topology
 
 
 async def eventually(condition: Callable[[], bool], *, timeout: float = 2.0, what: str = "") -> None:

@@ -1,5 +1,5 @@
 """The cluster link in one process: a real `Runtime` and `Hub`, `EdgeLink`s, and
-channels' in-memory layer between them (issue 6; broker_project/cluster/wire.py).
+channels' in-memory layer between them (issue 6; broker/cluster/wire.py).
 
 What tests/integration/test_cluster.py checks with real processes, PostgreSQL
 and Redis, checked here in a second: batching, the order of answers and
@@ -18,22 +18,22 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 # Router ops travel by name: these modules register theirs when imported.
-import broker_project.sync  # noqa: F401
+import storage.sync  # noqa: F401
 import queues.selectors
 import queues.services
-from broker_project import router_calls
-from broker_project import runtime as runtime_module
-from broker_project.cluster import edge as edge_module
-from broker_project.cluster import hub as hub_module
-from broker_project.cluster.edge import EdgeLink
-from broker_project.cluster.wire import BATCHES_IN_FLIGHT, EDGE_BATCH, decode_error, encode_error
-from broker_project.engine import errors
-from broker_project.engine.broker import BindingSpec
-from broker_project.engine.errors import BrokerError, Forbidden, NotFound, Unavailable
-from broker_project.engine.exchanges import ExchangeSpec, ExchangeType
-from broker_project.engine.queues import AckMode, QueueSpec
-from broker_project.router_calls import ROUTER_OPS
-from broker_project.topology import QueueSaved, encode_change
+from broker.router import calls as router_calls
+from broker.runtime import runtime as runtime_module
+from broker.cluster import edge as edge_module
+from broker.cluster import hub as hub_module
+from broker.cluster.edge import EdgeLink
+from broker.cluster.wire import BATCHES_IN_FLIGHT, EDGE_BATCH, decode_error, encode_error
+from broker.engine import errors
+from broker.engine.broker import BindingSpec
+from broker.engine.errors import BrokerError, Forbidden, NotFound, Unavailable
+from broker.engine.exchanges import ExchangeSpec, ExchangeType
+from broker.engine.queues import AckMode, QueueSpec
+from broker.router.calls import ROUTER_OPS
+from broker.protocol.topology import QueueSaved, encode_change
 from subscriptions import consumers
 from subscriptions.consumers import BrokerConsumer
 from tests.conftest import Sink

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from broker_project.engine.broker import Broker
-from broker_project.engine.queues import AckMode
-from broker_project.stats import StatsSampler
+from broker.engine.broker import Broker
+from broker.engine.queues import AckMode
+from broker.runtime.stats import StatsSampler
 from tests.engine.helpers import bind, exchange, msg, queue
 
 

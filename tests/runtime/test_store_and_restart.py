@@ -11,14 +11,14 @@ import pytest
 from channels.db import database_sync_to_async
 from django.db import DataError, IntegrityError
 
-from broker_project.engine.errors import Unavailable
-from broker_project.engine.jsoncodec import dumps
-from broker_project.engine.messages import StoredCopy
-from broker_project.engine.queues import AckMode
-from broker_project.publishing import PublishRequest
-from broker_project.runtime import Runtime
+from broker.engine.errors import Unavailable
+from broker.engine.jsoncodec import dumps
+from broker.engine.messages import StoredCopy
+from broker.engine.queues import AckMode
+from broker.protocol.publish import PublishRequest
+from broker.runtime.runtime import Runtime
 from queues.models import Message, Queue
-from queues.store import OrmMessageStore
+from storage.store import OrmMessageStore
 from tests.conftest import Sink, _new_runtime
 
 
@@ -110,9 +110,9 @@ async def test_orm_changes_reach_the_router(runtime: Runtime) -> None:
 
 
 async def test_changes_from_a_process_without_a_router_arrive_over_the_channel_layer(runtime: Runtime) -> None:
-    from broker_project.engine.queues import QueueSpec
-    from broker_project.sync import broadcast
-    from broker_project.topology import QueueSaved
+    from broker.engine.queues import QueueSpec
+    from storage.sync import broadcast
+    from broker.protocol.topology import QueueSaved
 
     await asyncio.sleep(0.05)  # let the listener join its group
     await database_sync_to_async(broadcast)(QueueSaved(QueueSpec("from-elsewhere", arguments={"max_length": 3})))
@@ -251,7 +251,7 @@ async def test_a_message_the_database_refuses_does_not_hold_up_the_others() -> N
 def test_the_orm_store_names_the_rows_the_database_refuses_and_writes_none() -> None:
     from django.db import connection
 
-    from broker_project.engine.messages import make_message
+    from broker.engine.messages import make_message
 
     queue = Queue.objects.create(name="rows")
     good = StoredCopy(900, "rows", make_message(message_id="ok", exchange="", routing_key="rows", body_json="1", headers={}, persistent=True, published_at="t"))
@@ -277,9 +277,9 @@ class ChangedWhileLoading(OrmMessageStore):
     """A change committed elsewhere while the router reads the topology (a failover's load)."""
 
     def load_topology(self) -> Any:
-        from broker_project.engine.queues import QueueSpec
-        from broker_project.sync import broadcast
-        from broker_project.topology import QueueSaved
+        from broker.engine.queues import QueueSpec
+        from storage.sync import broadcast
+        from broker.protocol.topology import QueueSaved
 
         topology = super().load_topology()
         broadcast(QueueSaved(QueueSpec("declared-during-load")))

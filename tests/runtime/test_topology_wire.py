@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from broker_project.engine.broker import BindingSpec
-from broker_project.engine.exchanges import ExchangeSpec, ExchangeType
-from broker_project.engine.queues import QueueSpec
-from broker_project.topology import (
+from broker.engine.broker import BindingSpec
+from broker.engine.exchanges import ExchangeSpec, ExchangeType
+from broker.engine.queues import QueueSpec
+from broker.protocol.topology import (
     BindingDeleted,
     BindingSaved,
     ExchangeDeleted,

@@ -8,7 +8,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from broker_project.asgi import application
-from broker_project.runtime import Runtime
+from broker.runtime.runtime import Runtime
 
 # connect(path="/ws", headers=[...]): a connected client.
 Connect = Callable[..., Awaitable[WebsocketCommunicator]]

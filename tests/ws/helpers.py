@@ -1,7 +1,7 @@
 """Helpers of the WebSocket tests: topology through the ORM, frames to and from a client.
 
 Topology is declared through the ORM, in a worker thread as a view would; the
-model signals carry it to the router before the call returns (broker_project/sync.py).
+model signals carry it to the router before the call returns (storage/sync.py).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from bindings.models import Binding
-from broker_project.engine.jsoncodec import dumps
-from broker_project.publishing import PublishRequest
-from broker_project.runtime import Runtime
+from broker.engine.jsoncodec import dumps
+from broker.protocol.publish import PublishRequest
+from broker.runtime.runtime import Runtime
 from exchanges.models import Exchange
 from queues.models import Queue
 

@@ -13,7 +13,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from broker_project.runtime import Runtime
+from broker.runtime.runtime import Runtime
 from subscriptions.consumers import CLOSE_UNAUTHORIZED
 from tests.access.helpers import grant_group, make_user, session_key
 from tests.ws.conftest import Connect

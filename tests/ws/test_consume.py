@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from channels.testing import WebsocketCommunicator
 
-from broker_project.runtime import Runtime
+from broker.runtime.runtime import Runtime
 from tests.ws.conftest import Connect
 from tests.ws.helpers import (
     declare_exchange,

@@ -1,4 +1,4 @@
-"""The frame parser (subscriptions/frames.py): pure, no database, no loop."""
+"""The frame parser (broker/protocol/frames.py): pure, no database, no loop."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from broker_project.engine.errors import TooLarge
-from broker_project.engine.queues import DEFAULT_PREFETCH, AckMode
-from subscriptions.frames import (
+from broker.engine.errors import TooLarge
+from broker.engine.queues import DEFAULT_PREFETCH, AckMode
+from broker.protocol.frames import (
     Ack,
     FrameError,
     Nack,

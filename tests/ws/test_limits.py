@@ -12,9 +12,9 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from broker_project.asgi import application
-from broker_project.origins import OriginPolicy
-from broker_project.runtime import Runtime
-from subscriptions.limits import (
+from broker.transport.origins import OriginPolicy
+from broker.runtime.runtime import Runtime
+from broker.transport.limits import (
     ABUSIVE,
     ALLOWED,
     REFUSED,

@@ -9,8 +9,8 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from broker_project.asgi import websocket_application
-from broker_project.publishing import PublishRequest
-from broker_project.runtime import Runtime
+from broker.protocol.publish import PublishRequest
+from broker.runtime.runtime import Runtime
 from queues.models import Message
 from tests.ws.conftest import Connect
 from tests.ws.helpers import (

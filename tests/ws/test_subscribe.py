@@ -6,9 +6,9 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from broker_project.engine.broker import QueueCounts
-from broker_project.publishing import PublishRequest
-from broker_project.runtime import Runtime
+from broker.engine.broker import QueueCounts
+from broker.protocol.publish import PublishRequest
+from broker.runtime.runtime import Runtime
 from queues.models import Queue
 from tests.ws.conftest import Connect
 from tests.ws.helpers import (

@@ -1,4 +1,4 @@
-"""broker_project/wsprotocol.py against uvicorn's own protocol, byte for byte.
+"""broker/transport/wsprotocol.py against uvicorn's own protocol, byte for byte.
 
 Each test runs against both, on a real uvicorn server on this loop, with a raw
 TCP client that writes the frames itself: whole, split, pipelined, fragmented,
@@ -22,8 +22,8 @@ import pytest
 import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from broker_project import wsprotocol
-from broker_project.wsprotocol import BrokerWebSocketProtocol
+from broker.transport import wsprotocol
+from broker.transport.wsprotocol import BrokerWebSocketProtocol
 
 MAX_SIZE = 100_000
 PROTOCOLS = [pytest.param(WebSocketsSansIOProtocol, id="uvicorn"), pytest.param(BrokerWebSocketProtocol, id="ours")]

@@ -12,9 +12,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from broker_project.cluster.lease import migrate_under_lock
+from broker.cluster.lease import migrate_under_lock
 from broker_project.env import is_loopback_host
-from broker_project.server import Role, run
+from broker.transport.server import Role, run
 
 
 class Command(BaseCommand):

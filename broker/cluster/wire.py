@@ -1,0 +1,176 @@
+"""What edges and the router say to each other over the channel layer.
+
+Every message is a batch: a list of items, each a short list whose first
+element names it. Many client frames, deliveries and replies share one
+channel-layer message, so a busy cluster pays one Redis round trip per batch,
+not per message (issue 6). Items in a batch are applied in order, and batches
+from one sender arrive in order, so an edge's frames reach the router in the
+order its clients sent them.
+
+Edge -> router (`EDGE_BATCH`, to the channel the router announces):
+
+    ["o", conn]                          a client connected
+    ["x", conn]                          it went away: the router requeues what it held
+    ["a", conn, first_tag, watching, [subscribe args...]]
+                                         resume a connection on a new router
+    ["p", conn, exchange, routing_key, body_json, headers, persistent, message_id]
+                                         publish; all of a batch's publishes are
+                                         answered by one ["P", seq, results]
+    ["s", conn, key, subscription_json, ack, prefetch, queue, exchange, binding_key, arguments]
+    ["u", conn, key]                     unsubscribe
+    ["k", conn, frame_id, tag, multiple] ack
+    ["n", conn, frame_id, tag, multiple, requeue]
+    ["w", conn] / ["W", conn]            watch / unwatch
+    ["r", request_id, op, args]          a call of the HTTP API (ROUTER_OPS)
+
+Router -> edge (`ROUTER_BATCH`):
+
+    ["d", conn, frames]                  frames for the client, in order
+    ["c", conn, key, reason]             the router ended a subscription
+    ["t", conn, last_tag]                the highest delivery tag handed out so far
+    ["S", conn, queue, error]            the answer to a subscribe, before its deliveries
+    ["U", conn, key]                     the answer to an unsubscribe, after its last delivery
+    ["P", seq, results]                  per publish: routed count, or an error
+    ["R", request_id, ok, value]         the answer to a call
+    ["reset", generation]                the router dropped this edge's batches of that
+                                         generation: resume all (once, whatever the
+                                         number of resets for it)
+
+Flow control: a batch with items is answered by the next batch the other way,
+which carries `ack`, the sequence number of the last batch with items that
+its sender has carried out (a batch with nothing else to say is sent for the
+ack alone, and needs no answer). A sender has at most `BATCHES_IN_FLIGHT`
+unanswered batches; the rest waits in its outbox and leaves as one batch.
+Without this an edge sent a batch per few items as fast as Redis took them,
+and they queued in Redis faster than the router, which reads channel-layer
+messages one at a time, could take them: seconds of latency (issue 6's
+benchmark).
+
+The router announces itself to the `EDGES_GROUP` with a beat every
+`BEAT_SECONDS`; an edge that hears none for `ROUTER_TIMEOUT` fails what is in
+flight, and resumes its connections on the next router it hears. The router
+drops an edge it has not heard from for `EDGE_TIMEOUT`, and with it the
+connections' unacknowledged messages go back to their queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+from channels.exceptions import ChannelFull
+
+from broker.engine import errors
+from broker.engine.errors import BrokerError
+from broker.protocol.publish import PublishRequest
+
+EDGE_BATCH: Final = "broker.edge_batch"
+ROUTER_BATCH: Final = "broker.router_batch"
+BEAT: Final = "broker.beat"
+HELLO: Final = "broker.hello"
+
+# channels-redis reads a process's specific channels (`new_channel()`) with one
+# receiver per name prefix and one lock among them: channels of two prefixes in one
+# process starve each other. So every specific channel here keeps the default prefix.
+EDGES_GROUP: Final = "broker.edges"
+# A channel any process can send to and the active router reads: a new edge asks
+# for a beat here instead of waiting up to BEAT_SECONDS for the next one.
+HELLO_CHANNEL: Final = "broker.hello"
+
+BATCHES_IN_FLIGHT: Final = 2
+BEAT_SECONDS: Final = 0.5
+ROUTER_TIMEOUT: Final = 3.0
+# An ack, a publish's answer or a subscribe's answer this late was lost on the way (a
+# Redis restart, say): the edge resumes its connections, failing what was in flight.
+ANSWER_TIMEOUT: Final = 10.0
+EDGE_TIMEOUT: Final = 5.0
+# Longest wait for the router's answer to one call of the HTTP API.
+CALL_TIMEOUT: Final = 30.0
+
+
+def _classes_by_code() -> dict[str, type[BrokerError]]:
+    """Every error class of engine/errors.py, so that one added there keeps its code (and
+    HTTP status) over the link; `invalid` stays the base class, whose code `Invalid` shares."""
+    found: dict[str, type[BrokerError]] = {BrokerError.code: BrokerError}
+    for value in vars(errors).values():
+        if isinstance(value, type) and issubclass(value, BrokerError):
+            found.setdefault(value.code, value)
+    return found
+
+
+_ERRORS: Final = _classes_by_code()
+
+log = logging.getLogger("broker.cluster")
+
+
+class Window:
+    """One side's batches with items that the other side has not acked yet (flow control)."""
+
+    __slots__ = ("_unanswered",)
+
+    def __init__(self) -> None:
+        self._unanswered: deque[int] = deque()
+
+    @property
+    def full(self) -> bool:
+        return len(self._unanswered) >= BATCHES_IN_FLIGHT
+
+    def sent(self, seq: int) -> None:
+        self._unanswered.append(seq)
+
+    def acked(self, seq: int) -> list[int]:
+        """Forget the batches up to `seq`; returns them (none: the ack says nothing new)."""
+        unanswered, done = self._unanswered, []
+        while unanswered and unanswered[0] <= seq:
+            done.append(unanswered.popleft())
+        return done
+
+    def __contains__(self, seq: int) -> bool:
+        return seq in self._unanswered
+
+    def clear(self) -> None:
+        self._unanswered.clear()
+
+
+async def send_batch(layer: Any, channel: str, message: dict[str, Any], *, wanted: Callable[[], bool]) -> None:
+    """Send, waiting out a full channel (a busy peer) or a Redis hiccup, never dropping,
+    for as long as `wanted()` says the peer is still the one to send to."""
+    while wanted():
+        try:
+            await layer.send(channel, message)
+            return
+        except ChannelFull:
+            await asyncio.sleep(0.005)
+        except Exception:
+            log.exception("sending a batch to %s failed; retrying", channel)
+            await asyncio.sleep(BEAT_SECONDS)
+
+
+def encode_error(error: BrokerError) -> list[Any]:
+    return [error.code, error.message, error.fields]
+
+
+def decode_error(data: list[Any]) -> BrokerError:
+    code, message, fields = data
+    return _ERRORS.get(code, BrokerError)(message, fields=fields)
+
+
+def publish_item(connection: int, request: PublishRequest, message_id: str) -> list[Any]:
+    return [
+        "p",
+        connection,
+        request.exchange,
+        request.routing_key,
+        request.body_json,
+        request.headers,
+        request.persistent,
+        message_id,
+    ]
+
+
+def publish_request(item: list[Any]) -> PublishRequest:
+    _, _, exchange, routing_key, body_json, headers, persistent, message_id = item
+    return PublishRequest(exchange, routing_key, body_json, headers, persistent, message_id)

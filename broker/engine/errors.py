@@ -1,0 +1,90 @@
+"""Broker errors: one class per stable error code of PROTOCOL.md ("Errors").
+
+Raised by the engine and by services; the DRF exception handler
+(common/api_errors.py) and the WebSocket consumer render them from the
+class attributes `code` and `status`. Stdlib only: the engine imports this.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class BrokerError(Exception):
+    """A refused request. The message names the object and the broken rule."""
+
+    code: ClassVar[str] = "invalid"
+    status: ClassVar[int] = 400
+
+    def __init__(self, message: str, *, fields: dict[str, list[str]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class Invalid(BrokerError):
+    """Bad input (400); `fields` maps a field name to its problems."""
+
+
+class NotFound(BrokerError):
+    code = "not_found"
+    status = 404
+
+
+class Unauthorized(BrokerError):
+    """No credentials, or credentials the broker does not know, where they are required."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(BrokerError):
+    """E.g. declaring a name reserved for the broker (`amq.`), or lacking a permission."""
+
+    code = "forbidden"
+    status = 403
+
+
+class Conflict(BrokerError):
+    code = "conflict"
+    status = 409
+
+
+class PreconditionFailed(BrokerError):
+    """A redeclaration with other properties than the existing object's."""
+
+    code = "precondition_failed"
+    status = 409
+
+
+class TooLarge(BrokerError):
+    """A body over MAX_MESSAGE_BYTES."""
+
+    code = "too_large"
+    status = 413
+
+
+class Unavailable(BrokerError):
+    """The router is not running or not reachable (e.g. during failover)."""
+
+    code = "unavailable"
+    status = 503
+
+
+class LimitExceeded(BrokerError):
+    """A declaration past MAX_QUEUES or MAX_BINDINGS (README, "Limits"); nothing was created.
+
+    409, not 429: waiting does not help, deleting something does."""
+
+    code = "limit_exceeded"
+    status = 409
+
+
+class RateLimited(BrokerError):
+    """A WebSocket frame over the connection's WS_MAX_FRAMES_PER_SECOND; it was not carried out."""
+
+    code = "rate_limited"
+    status = 429

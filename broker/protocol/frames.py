@@ -1,0 +1,297 @@
+"""WebSocket frames (PROTOCOL.md, "WebSocket (/ws)"): client frames parsed, server frames built.
+
+`parse_frame` takes a decoded client frame (`Any`, from the JSON decoder) and
+returns a typed frame with every default applied, or raises `FrameError`
+(code `invalid`, or `too_large` for a publish over the size limit) carrying the
+frame's `id` when one was readable. `Any` stops here (STYLE.md, "Typing").
+
+Pure: no Django, no I/O, no clock. Imports only the engine and
+`broker.protocol.publish` (itself pure).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal, NotRequired, TypedDict
+
+from broker.engine.errors import BrokerError, TooLarge
+from broker.engine.names import NAME_PATTERN
+from broker.engine.queues import DEFAULT_PREFETCH, MAX_PREFETCH, AckMode
+from broker.protocol.publish import PublishRequest, exchange_field, prepare_publish
+
+# What a client may put in `id`: a JSON string or number, echoed as given.
+FrameId = str | int | float
+
+MAX_BINDING_KEY: Final = 255  # as a routing key: AMQP's short string
+
+# -- client to server ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Consume `queue`, or `exchange` through a private queue bound with `binding_key`."""
+
+    id: FrameId | None
+    queue: str | None = None
+    exchange: str | None = None
+    binding_key: str = ""
+    arguments: dict[str, Any] | None = None  # a headers exchange's binding arguments
+    ack: AckMode = AckMode.AUTO
+    prefetch: int = DEFAULT_PREFETCH
+    # The original service's `SUBSCRIBE`: its clients get no `subscribed` reply.
+    legacy: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    id: FrameId
+
+
+@dataclass(slots=True)  # made per message: not frozen, whose __init__ costs 4x (object.__setattr__ per field); never mutated
+class Ack:
+    id: FrameId | None
+    delivery_tag: int
+    multiple: bool = False
+
+
+@dataclass(slots=True)
+class Nack:
+    id: FrameId | None
+    delivery_tag: int
+    multiple: bool = False
+    requeue: bool = True
+
+
+@dataclass(slots=True)
+class Publish:
+    id: FrameId | None
+    request: PublishRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    id: FrameId | None
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """Receive a `stats` frame every second (the web console); an addition to PROTOCOL.md."""
+
+    id: FrameId | None
+
+
+@dataclass(frozen=True, slots=True)
+class Unwatch:
+    id: FrameId | None
+
+
+ClientFrame = Subscribe | Unsubscribe | Ack | Nack | Publish | Ping | Watch | Unwatch
+
+
+class FrameError(BrokerError):
+    """A bad client frame; `frame_id` is its `id` when one could be read."""
+
+    def __init__(
+        self, message: str, *, frame_id: FrameId | None = None, fields: dict[str, list[str]] | None = None
+    ) -> None:
+        super().__init__(message, fields=fields)
+        self.frame_id = frame_id
+
+
+class FrameTooLarge(FrameError, TooLarge):
+    """A publish whose body (or headers) is over MAX_MESSAGE_BYTES: the consumer closes with 1009."""
+
+
+def parse_frame(data: Any, *, max_bytes: int) -> ClientFrame:
+    """Check a decoded client frame and apply its defaults; `max_bytes` bounds a publish's body."""
+    if not isinstance(data, dict):
+        raise FrameError("a frame must be a JSON object")
+    frame_id = _read_id(data)
+    try:
+        return _parse(data, frame_id, max_bytes)
+    except FrameError:
+        raise
+    except TooLarge as error:
+        raise FrameTooLarge(error.message, frame_id=frame_id, fields=error.fields) from None
+    except BrokerError as error:
+        raise FrameError(error.message, frame_id=frame_id, fields=error.fields) from None
+
+
+def _read_id(data: dict[str, Any]) -> FrameId | None:
+    if "id" not in data:
+        return None
+    value = data["id"]
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise FrameError("id: must be a string or a number", fields={"id": ["must be a string or a number"]})
+    return value
+
+
+def _parse(data: dict[str, Any], frame_id: FrameId | None, max_bytes: int) -> ClientFrame:
+    kind = data.get("type")
+    if kind is None:
+        raise _invalid("type", "this field is required")
+    match kind:
+        case "subscribe":
+            return _subscribe(data, frame_id)
+        case "unsubscribe":
+            if frame_id is None:
+                raise _invalid("id", "unsubscribe names the subscription by its id: this field is required")
+            return Unsubscribe(frame_id)
+        case "ack":
+            return Ack(frame_id, _delivery_tag(data), _flag(data, "multiple", False))
+        case "nack":
+            return Nack(frame_id, _delivery_tag(data), _flag(data, "multiple", False), _flag(data, "requeue", True))
+        case "publish":
+            return Publish(frame_id, prepare_publish(data, max_bytes=max_bytes))
+        case "ping":
+            return Ping(frame_id)
+        case "watch":
+            return Watch(frame_id)
+        case "unwatch":
+            return Unwatch(frame_id)
+        case "SUBSCRIBE":
+            return _legacy_subscribe(data, frame_id)
+    if not isinstance(kind, str):
+        raise _invalid("type", "must be a string")
+    raise _invalid(
+        "type", f"unknown frame type {kind!r}: expected subscribe, unsubscribe, ack, nack, publish, ping, watch or unwatch"
+    )
+
+
+def _subscribe(data: dict[str, Any], frame_id: FrameId | None) -> Subscribe:
+    has_queue, has_exchange = "queue" in data, "exchange" in data
+    if has_queue == has_exchange:
+        problem = "give either queue or exchange, not both" if has_queue else "queue or exchange is required"
+        raise BrokerError(problem, fields={"queue": [problem], "exchange": [problem]})
+    ack = data.get("ack", AckMode.AUTO.value)
+    if ack not in (AckMode.AUTO.value, AckMode.CLIENT.value):
+        raise _invalid("ack", "must be 'auto' or 'client'")
+    prefetch = data.get("prefetch", DEFAULT_PREFETCH)
+    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 0 <= prefetch <= MAX_PREFETCH:
+        raise _invalid("prefetch", f"must be an integer from 0 to {MAX_PREFETCH}")
+    if has_queue:
+        for extra in ("binding_key", "arguments"):
+            if extra in data:
+                raise _invalid(extra, "only an exchange subscription takes this field")
+        return Subscribe(frame_id, queue=_queue_name(data["queue"], "queue"), ack=AckMode(ack), prefetch=prefetch)
+    exchange = exchange_field(data["exchange"])
+    binding_key = data.get("binding_key", "")
+    if not isinstance(binding_key, str) or len(binding_key) > MAX_BINDING_KEY:
+        raise _invalid("binding_key", f"must be a string of at most {MAX_BINDING_KEY} characters")
+    arguments = data.get("arguments")
+    if arguments is not None and not (
+        isinstance(arguments, Mapping) and all(isinstance(key, str) for key in arguments)
+    ):
+        raise _invalid("arguments", "must be an object")
+    return Subscribe(
+        frame_id,
+        exchange=exchange,
+        binding_key=binding_key,
+        arguments=None if arguments is None else dict(arguments),
+        ack=AckMode(ack),
+        prefetch=prefetch,
+    )
+
+
+def _legacy_subscribe(data: dict[str, Any], frame_id: FrameId | None) -> Subscribe:
+    payload = data.get("payload")
+    if not isinstance(payload, dict):
+        raise _invalid("payload", "must be an object with queue_name")
+    if "queue_name" not in payload:
+        raise _invalid("payload.queue_name", "this field is required")
+    return Subscribe(frame_id, queue=_queue_name(payload["queue_name"], "payload.queue_name"), legacy=True)
+
+
+def _queue_name(value: Any, field: str) -> str:
+    if not isinstance(value, str) or NAME_PATTERN.fullmatch(value) is None:
+        raise _invalid(field, "must be 1 to 255 characters of A-Z a-z 0-9 _ . : -")
+    return value
+
+
+def _delivery_tag(data: dict[str, Any]) -> int:
+    if "delivery_tag" not in data:
+        raise _invalid("delivery_tag", "this field is required")
+    tag = data["delivery_tag"]
+    if isinstance(tag, bool) or not isinstance(tag, int):
+        raise _invalid("delivery_tag", "must be an integer")
+    return tag
+
+
+def _flag(data: dict[str, Any], field: str, default: bool) -> bool:
+    value = data.get(field, default)
+    if not isinstance(value, bool):
+        raise _invalid(field, "must be true or false")
+    return value
+
+
+def _invalid(field: str, problem: str) -> BrokerError:
+    return BrokerError(f"{field}: {problem}", fields={field: [problem]})
+
+
+# -- server to client ---------------------------------------------------------
+# `message` frames are built by the engine (Delivery.frame), encoded once.
+# Replies carry the client frame's `id` when it had one, and leave it out
+# otherwise; `error` always has `id`, null when none was readable.
+
+
+class SubscribedFrame(TypedDict):
+    type: Literal["subscribed"]
+    id: NotRequired[FrameId]
+    subscription: FrameId
+    queue: str
+
+
+class UnsubscribedFrame(TypedDict):
+    type: Literal["unsubscribed"]
+    id: FrameId
+
+
+class PongFrame(TypedDict):
+    type: Literal["pong"]
+    id: NotRequired[FrameId]
+
+
+class ConfirmFrame(TypedDict):
+    type: Literal["confirm"]
+    id: FrameId
+    message_id: str
+    routed: int
+
+
+class ErrorFrame(TypedDict):
+    type: Literal["error"]
+    id: FrameId | None
+    code: str
+    message: str
+
+
+class CancelledFrame(TypedDict):
+    """The broker ended a subscription (its queue was deleted or expired); an addition to PROTOCOL.md."""
+
+    type: Literal["cancelled"]
+    subscription: FrameId
+    reason: str
+
+
+def subscribed_frame(frame_id: FrameId | None, subscription: FrameId, queue: str) -> SubscribedFrame:
+    # Keys in PROTOCOL.md's order (type, id, ...): people compare frames by eye.
+    if frame_id is None:
+        return SubscribedFrame(type="subscribed", subscription=subscription, queue=queue)
+    return SubscribedFrame(type="subscribed", id=frame_id, subscription=subscription, queue=queue)
+
+
+def reply_frame(kind: str, frame_id: FrameId | None) -> dict[str, Any]:
+    """A reply that carries nothing but its type and, when the request had one, its id."""
+    return {"type": kind} if frame_id is None else {"type": kind, "id": frame_id}
+
+
+def pong_frame(frame_id: FrameId | None) -> PongFrame:
+    frame = PongFrame(type="pong")
+    if frame_id is not None:
+        frame["id"] = frame_id
+    return frame
+
+
+def error_frame(frame_id: FrameId | None, error: BrokerError) -> ErrorFrame:
+    return ErrorFrame(type="error", id=frame_id, code=error.code, message=error.message)

@@ -1,0 +1,461 @@
+"""The async shell around the engine: the router's state, its writer and timers.
+
+One event loop owns the `Broker`: WebSocket consumers call the runtime's
+methods on that loop; threads (sync DRF views, the admin, signal handlers)
+go through `call_threadsafe`. So the engine needs no locks. The runtime
+carries out the engine's effects: commits through the group-commit writer,
+frames to connections, deletes at the checkpoint (DESIGN.md, "The engine").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import replace
+from typing import Any, Final, Protocol, TypeVar
+
+from broker.engine.broker import Broker, QueueCounts
+from broker.engine.errors import BrokerError, Unavailable
+from broker.engine.jsoncodec import dumps
+from broker.engine.messages import Effects, make_message
+from broker.engine.queues import AckMode
+from broker.protocol.publish import PublishRequest
+from broker.runtime.stamps import new_message_id, now_iso
+from broker.runtime.stats import StatsSampler
+from broker.protocol.topology import (
+    TOPOLOGY_EVENT,
+    TOPOLOGY_GROUP,
+    BindingDeleted,
+    BindingSaved,
+    ExchangeDeleted,
+    ExchangeSaved,
+    QueueDeleted,
+    QueueSaved,
+    Topology,
+    TopologyChange,
+    decode_change,
+)
+from broker.runtime.writer import GroupCommitWriter, MessageStore
+
+log = logging.getLogger("broker.runtime")
+
+T = TypeVar("T")
+
+# Long enough for a commit under load, short enough that a stuck router shows.
+THREAD_CALL_TIMEOUT: Final = 30.0
+# TTL and `expires` are checked this often; finer than users notice.
+TICK_SECONDS: Final = 0.25
+# Watchers (the web console) get counts and rates this often.
+STATS_SECONDS: Final = 1.0
+
+
+class DeliverySink(Protocol):
+    """A client connection as the runtime sees it."""
+
+    def deliver(self, frames: list[str]) -> None:
+        """Send these frames, in order, without blocking."""
+
+    def cancelled(self, subscription: str, reason: str) -> None:
+        """The broker ended this subscription (its queue went away)."""
+
+
+class RuntimeStore(MessageStore, Protocol):
+    def load_topology(self) -> Topology: ...
+
+    def load_messages(self) -> Any:
+        """Iterable of (store_id, queue name, Message), in queue order."""
+
+    def max_store_id(self) -> int: ...
+
+
+_current: Runtime | None = None
+
+
+def current_runtime() -> Runtime | None:
+    """The router running in this process, if any."""
+    return _current
+
+
+class Runtime:
+    def __init__(self, store: RuntimeStore, *, checkpoint_seconds: float) -> None:
+        self.broker = Broker()
+        self.store = store
+        self.writer: GroupCommitWriter | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._checkpoint_seconds = checkpoint_seconds
+        self._sinks: dict[int, DeliverySink] = {}
+        self._main: asyncio.Task[None] | None = None
+        self._loop_thread: int | None = None
+        self.loaded_messages = 0
+        self._stopped = False
+        self._stats = StatsSampler()
+        self._watchers: set[int] = set()
+        self._topology_channel: str | None = None
+
+    # -- life cycle ------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load topology and stored messages, then run the writer and the timer."""
+        global _current
+        self.loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self.writer = GroupCommitWriter(self.store, checkpoint_seconds=self._checkpoint_seconds)
+        # The engine takes the limits; it reads no settings.
+        from django.conf import settings
+
+        self.broker.max_queues = settings.MAX_QUEUES or None
+        self.broker.max_bindings = settings.MAX_BINDINGS or None
+        started = time.monotonic()
+        # In the group before the topology is read: a change committed during the load
+        # (a failover's) waits in the channel and is applied after it, not lost.
+        self._topology_channel = await self._join_topology_group()
+        topology: Topology = await self.writer.in_thread(self.store.load_topology)
+        self._load_topology(topology)
+        self.loaded_messages = await self.writer.in_thread(self._load_messages)
+        top = await self.writer.in_thread(self.store.max_store_id)
+        self.broker.next_store_id = max(self.broker.next_store_id, top + 1)
+        log.info(
+            "loaded %d exchanges, %d queues, %d bindings and %d stored messages in %.2f s",
+            len(topology.exchanges),
+            len(topology.queues),
+            len(topology.bindings),
+            self.loaded_messages,
+            time.monotonic() - started,
+        )
+        self._main = asyncio.create_task(self._run(), name="broker-router")
+        _current = self
+
+    async def _run(self) -> None:
+        assert self.writer is not None
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.writer.run(), name="broker-writer")
+            group.create_task(self._tick_forever(), name="broker-ticker")
+            group.create_task(self._listen_for_topology(), name="broker-topology")
+            group.create_task(self._sample_stats_forever(), name="broker-stats")
+
+    async def stop(self) -> None:
+        """Stop the timers, commit and checkpoint what is pending, release the store."""
+        global _current
+        if _current is self:
+            _current = None
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._main is not None:
+            self._main.cancel()
+            try:
+                await self._main
+            except asyncio.CancelledError:
+                pass
+        if self.writer is not None:
+            await self.writer.close()
+
+    def _load_topology(self, topology: Topology) -> None:
+        now = self._now()
+        for exchange in topology.exchanges:
+            self._guarded(self.broker.sync_exchange, exchange)
+        for queue in topology.queues:
+            self._guarded(self.broker.sync_queue, queue, now=now)
+        for binding in topology.bindings:
+            self._guarded(self.broker.bind, binding)
+
+    def _load_messages(self) -> int:
+        # Runs on the writer's thread while nothing else touches the broker yet.
+        now = self._now()  # the loop's clock; reading it from this thread is safe
+        # The cyclic collector would rescan the growing heap again and again while a
+        # million messages load (a quarter of the time); after the load, freezing keeps
+        # them out of every later full collection, a pause that grew with the queues.
+        gc.disable()
+        try:
+            return self.broker.load_messages(self.store.load_messages(), now=now, wall_now=time.time())
+        finally:
+            gc.freeze()
+            gc.enable()
+
+    @staticmethod
+    def _guarded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Apply a stored definition; one the engine refuses is logged, not fatal."""
+        try:
+            return fn(*args, **kwargs)
+        except BrokerError as error:
+            log.error("stored topology refused: %s", error.message)
+            return None
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            try:
+                self._apply(self.broker.tick(now=self._now()))
+            except Exception:
+                log.exception("tick failed")
+
+    @staticmethod
+    async def _join_topology_group() -> str | None:
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        if layer is None:
+            return None
+        channel: str = await layer.new_channel()
+        await layer.group_add(TOPOLOGY_GROUP, channel)
+        return channel
+
+    async def _listen_for_topology(self) -> None:
+        """Apply changes that processes without a router send over the channel layer."""
+        from channels.layers import get_channel_layer
+
+        layer, channel = get_channel_layer(), self._topology_channel
+        if layer is None or channel is None:
+            return
+        try:
+            while True:
+                try:
+                    event = await layer.receive(channel)
+                    if event.get("type") == TOPOLOGY_EVENT:
+                        self.apply_change(decode_change(event["change"]))
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a bad event or a lost Redis: log, wait, go on
+                    log.exception("topology listener")
+                    await asyncio.sleep(1)
+        finally:
+            await asyncio.shield(layer.group_discard(TOPOLOGY_GROUP, channel))
+
+    async def _sample_stats_forever(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_SECONDS)
+            if not self._watchers:
+                continue  # nobody looks: no snapshot of every queue
+            try:
+                self._stats.sample(self.broker, now=self._now())
+                frame = self._stats_frame()
+                for connection_id in list(self._watchers):
+                    sink = self._sinks.get(connection_id)
+                    if sink is not None:
+                        sink.deliver([frame])
+            except Exception:
+                log.exception("stats sampling failed")
+
+    def _stats_frame(self) -> str:
+        return dumps(self._stats.frame(self.broker, at=now_iso()))
+
+    def _now(self) -> float:
+        assert self.loop is not None
+        return self.loop.time()
+
+    # -- effects ---------------------------------------------------------
+
+    def _apply(self, effects: Effects) -> asyncio.Future[None] | None:
+        """Carry out effects; the returned future resolves when `to_persist` is committed."""
+        assert self.writer is not None
+        committed = self.writer.append(effects.to_persist) if effects.to_persist else None
+        if effects.deliveries:
+            by_connection: dict[int, list[str]] = {}
+            for delivery in effects.deliveries:
+                by_connection.setdefault(delivery.connection, []).append(delivery.frame())
+            for connection_id, frames in by_connection.items():
+                sink = self._sinks.get(connection_id)
+                if sink is not None:
+                    sink.deliver(frames)
+        for cancelled in effects.cancelled:
+            sink = self._sinks.get(cancelled.connection)
+            if sink is not None:
+                sink.cancelled(cancelled.subscription, cancelled.reason)
+        if effects.to_delete:
+            self.writer.delete(effects.to_delete)
+        if effects.deleted_rows:
+            self.writer.delete_queues(effects.deleted_rows)
+        return committed
+
+    # -- publishing and polling (on the loop) ----------------------------
+
+    def publish_nowait(self, request: PublishRequest) -> tuple[str, int, asyncio.Future[None] | None]:
+        """Route a message now; returns (message_id, routed, commit) where `commit`, when not
+        None, resolves once every stored copy is committed (or fails with `unavailable`).
+        Commits resolve in publish order, so confirms can be sent in order."""
+        message = make_message(
+            message_id=request.message_id or new_message_id(),
+            exchange=request.exchange,
+            routing_key=request.routing_key,
+            body_json=request.body_json,
+            headers=request.headers,
+            persistent=request.persistent,
+            published_at=now_iso(),
+        )
+        published = self.broker.publish(message, now=self._now())
+        return message.message_id, published.routed, self._apply(published.effects)
+
+    async def publish(self, request: PublishRequest) -> tuple[str, int]:
+        """Route a message; returns (message_id, routed) once every stored copy is committed."""
+        message_id, routed, committed = self.publish_nowait(request)
+        if committed is not None:
+            await committed
+        return message_id, routed
+
+    def get(self, queue: str, *, count: int, ack: bool) -> list[dict[str, Any]]:
+        taken, effects = self.broker.get(queue, count=count, ack=ack, now=self._now())
+        self._apply(effects)
+        return [message.to_dict(redelivered=redelivered) for message, redelivered in taken]
+
+    def purge(self, queue: str) -> int:
+        purged, effects = self.broker.purge(queue)
+        self._apply(effects)
+        return purged
+
+    def queue_counts(self, names: Sequence[str]) -> dict[str, QueueCounts]:
+        counts = {}
+        for name in names:
+            found = self.broker.queue_counts(name)
+            if found is not None:
+                counts[name] = found
+        return counts
+
+    # -- connections (on the loop) ---------------------------------------
+
+    def connect(self, sink: DeliverySink, *, first_tag: int = 1) -> int:
+        connection_id = self.broker.open_connection(first_tag=first_tag)
+        self._sinks[connection_id] = sink
+        return connection_id
+
+    def disconnect(self, connection_id: int) -> None:
+        """Requeue what the connection held unacknowledged; drop its private queues."""
+        self._apply(self.broker.close_connection(connection_id, now=self._now()))
+        self._sinks.pop(connection_id, None)
+        self._watchers.discard(connection_id)
+
+    def watch(self, connection_id: int) -> str:
+        """Send this connection a `stats` frame every second; returns the first one, for now."""
+        if not self._watchers:
+            self._stats.sample(self.broker, now=self._now())  # the baseline of the first rates
+        self._watchers.add(connection_id)
+        return self._stats_frame()
+
+    def unwatch(self, connection_id: int) -> None:
+        self._watchers.discard(connection_id)
+
+    def subscribe(
+        self,
+        connection_id: int,
+        *,
+        subscription: str,
+        subscription_json: str,
+        ack_mode: AckMode,
+        prefetch: int,
+        queue: str | None = None,
+        exchange: str | None = None,
+        binding_key: str = "",
+        arguments: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Consume a queue, or an exchange through a private queue; returns the queue's name."""
+        if exchange is not None:
+            name = generated_queue_name()
+            effects = self.broker.consume_exchange(
+                connection_id,
+                subscription=subscription,
+                subscription_json=subscription_json,
+                exchange=exchange,
+                binding_key=binding_key,
+                arguments=arguments,
+                queue=name,
+                ack_mode=ack_mode,
+                prefetch=prefetch,
+                now=self._now(),
+            )
+        else:
+            assert queue is not None
+            name = queue
+            effects = self.broker.consume(
+                connection_id,
+                subscription=subscription,
+                subscription_json=subscription_json,
+                queue=queue,
+                ack_mode=ack_mode,
+                prefetch=prefetch,
+                now=self._now(),
+            )
+        self._apply(effects)
+        return name
+
+    def unsubscribe(self, connection_id: int, subscription: str) -> str:
+        queue, effects = self.broker.cancel(connection_id, subscription, now=self._now())
+        self._apply(effects)
+        return queue
+
+    def ack(self, connection_id: int, delivery_tag: int, *, multiple: bool) -> None:
+        self._apply(self.broker.ack(connection_id, delivery_tag, multiple=multiple, now=self._now()))
+
+    def nack(self, connection_id: int, delivery_tag: int, *, multiple: bool, requeue: bool) -> None:
+        effects = self.broker.nack(connection_id, delivery_tag, multiple=multiple, requeue=requeue, now=self._now())
+        self._apply(effects)
+
+    # -- topology (on the loop) ------------------------------------------
+
+    def apply_change(self, change: TopologyChange) -> None:
+        """Mirror a committed change of the stored topology."""
+        broker, now = self.broker, self._now()
+        match change:
+            case ExchangeSaved(spec):
+                broker.sync_exchange(spec)
+            case ExchangeDeleted(name):
+                if name in broker.exchanges:
+                    broker.delete_exchange(name, reserved_ok=True)
+            case QueueSaved(spec):
+                self._apply(broker.sync_queue(spec, now=now))
+            case QueueDeleted(name, row_id):
+                if name in broker.queues:
+                    # Only the queue of that row (one declared again since is another), and
+                    # the row itself is gone already: nothing left for the writer to delete.
+                    self._apply(replace(broker.delete_queue(name, row_id=row_id), deleted_rows=()))
+            case BindingSaved(spec):
+                broker.bind(spec)
+            case BindingDeleted(spec):
+                broker.unbind(spec)
+
+    # -- calls from other threads ----------------------------------------
+
+    async def call_async(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Await `fn(*args)` (a coroutine function) on the runtime's loop, from any loop."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            raise Unavailable("the broker's router is not running")
+        if asyncio.get_running_loop() is loop:
+            return await fn(*args)
+        future = asyncio.run_coroutine_threadsafe(fn(*args), loop)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), THREAD_CALL_TIMEOUT)
+        except TimeoutError:
+            raise Unavailable("the broker's router did not answer in time") from None
+
+    def call_threadsafe(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run `fn` (plain or async) on the runtime's loop from another thread; return its result."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            raise Unavailable("the broker's router is not running")
+        if threading.get_ident() == self._loop_thread:
+            if inspect.iscoroutinefunction(fn):
+                raise RuntimeError("call_threadsafe with a coroutine function from the runtime's own loop")
+            return fn(*args, **kwargs)
+
+        async def run() -> Any:
+            result = fn(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+        future = asyncio.run_coroutine_threadsafe(run(), loop)
+        try:
+            return future.result(THREAD_CALL_TIMEOUT)
+        except FutureTimeout:
+            future.cancel()
+            raise Unavailable("the broker's router did not answer in time") from None
+
+
+def generated_queue_name() -> str:
+    return f"amq.gen-{uuid.uuid4().hex}"

@@ -1,0 +1,183 @@
+"""Group commit: the one writer of stored messages.
+
+Publishers hand their copies to `append` and await the returned future, one
+per commit; the writer takes everything pending, writes it in one
+transaction, resolves that future, and repeats (DESIGN.md, "Message store"). Deletes (acks, drops,
+purges) ride along with the next commit, and at least every checkpoint.
+
+It owns a single database thread, so the ORM connection it uses is kept
+between commits and writes never interleave. Imports no Django: the store
+passed in does the ORM work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final, Protocol
+
+from broker.engine.errors import Unavailable
+from broker.engine.messages import StoredCopy
+
+log = logging.getLogger("broker.writer")
+
+# After a failed commit the writer waits this long before it tries again.
+RETRY_SECONDS: Final = 0.5
+
+
+class MessageStore(Protocol):
+    def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
+        """Insert, then delete, in one transaction."""
+
+    def close(self) -> None:
+        """Release the calling thread's database connection."""
+
+    def refused(self, error: BaseException) -> bool:
+        """Did the database refuse the data itself (it would again), rather than fail to answer?"""
+
+    def find_refused(self, inserts: Sequence[StoredCopy]) -> list[int]:
+        """The store ids among `inserts` that the database refuses; writes nothing."""
+
+
+class GroupCommitWriter:
+    def __init__(self, store: MessageStore, *, checkpoint_seconds: float) -> None:
+        self._store = store
+        self._checkpoint = checkpoint_seconds
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="broker-store")
+        self._inserts: list[StoredCopy] = []
+        # One future per commit, shared by everything appended for it.
+        self._batch: asyncio.Future[None] | None = None
+        self._deletes: list[int] = []
+        self._queues_to_delete: list[int] = []
+        self._wake = asyncio.Event()
+        self._inflight: asyncio.Future[bool] | None = None
+        self.commits = 0
+
+    async def in_thread(self, fn: Any, *args: Any) -> Any:
+        """Run ORM work on the writer's thread, after what is queued there."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def append(self, copies: Sequence[StoredCopy]) -> asyncio.Future[None]:
+        """Queue copies for the next commit; the future resolves once they are committed.
+        Copies appended for the same commit share one future: one per commit, not per message."""
+        self._inserts.extend(copies)
+        if self._batch is None:
+            self._batch = asyncio.get_running_loop().create_future()
+            # Publishers await it; for other effects (acks, dead letters) nobody does, and a
+            # failure is logged here rather than as "exception never retrieved".
+            self._batch.add_done_callback(_retrieve)
+        self._wake.set()
+        return self._batch
+
+    def delete(self, store_ids: Sequence[int]) -> None:
+        # No wake-up: deletes wait for the next commit or the checkpoint.
+        self._deletes.extend(store_ids)
+
+    def delete_queues(self, row_ids: Sequence[int]) -> None:
+        """Delete stored queue definitions by row (their messages go with them)."""
+        self._queues_to_delete.extend(row_ids)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Commit whenever there is something to insert; flush deletes every checkpoint."""
+        loop = asyncio.get_running_loop()
+        next_checkpoint = loop.time() + self._checkpoint
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_checkpoint - loop.time()))
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if loop.time() >= next_checkpoint or self._inserts or self._queues_to_delete:
+                if not await self.flush():
+                    # The database is away: retry soon, not in a tight loop.
+                    await asyncio.sleep(RETRY_SECONDS)
+                    self._wake.set()
+                if loop.time() >= next_checkpoint:
+                    next_checkpoint = loop.time() + self._checkpoint
+
+    async def flush(self) -> bool:
+        """One transaction with everything pending; False when it failed (kept for a retry).
+
+        The commit runs as a task of its own: cancelling the caller (shutdown) does
+        not abandon a commit half-way, and `close` waits for it."""
+        if self._inflight is None or self._inflight.done():
+            self._inflight = asyncio.ensure_future(self._commit())
+        return await asyncio.shield(self._inflight)
+
+    async def _commit(self) -> bool:
+        inserts, batch, deletes, queues = self._inserts, self._batch, self._deletes, self._queues_to_delete
+        self._inserts, self._batch, self._deletes, self._queues_to_delete = [], None, [], []
+        # A copy acknowledged before it was ever written needs neither write.
+        both = {copy.store_id for copy in inserts}.intersection(deletes) if deletes and inserts else set()
+        if both:
+            inserts = [copy for copy in inserts if copy.store_id not in both]
+            deletes = [store_id for store_id in deletes if store_id not in both]
+        refused_count = 0
+        if inserts or deletes or queues:
+            error = await self._write(inserts, deletes, queues)
+            if error is not None and inserts and self._store.refused(error):
+                # Retried as it is, the batch would be refused for ever and hold up every
+                # later commit: leave out the copies the database refuses (they stay in
+                # memory, unconfirmed), and commit the rest now.
+                inserts, refused_count = await self._without_refused(inserts, error)
+                error = await self._write(inserts, deletes, queues) if refused_count else error
+            if error is not None:  # the database is away (or refused the batch)
+                log.error("commit of %d messages failed: %s", len(inserts), error)
+                # Everything is retried, inserts too: the engine holds these copies, and a
+                # delete retried without its paired insert (a dead-lettered copy) would lose it.
+                self._inserts[:0] = inserts
+                self._deletes[:0] = deletes
+                self._queues_to_delete[:0] = queues
+                failure = Unavailable(f"the message store is unavailable: {type(error).__name__}")
+                if batch is not None and not batch.done():
+                    batch.set_exception(failure)
+                return False
+            self.commits += 1
+        if batch is not None and not batch.done():
+            if refused_count:
+                # Which publisher sent the refused copies is not known here: none of this
+                # commit's is confirmed; the others are stored (at-least-once if re-sent).
+                batch.set_exception(Unavailable(f"the message store refused {refused_count} message(s) of this commit"))
+            else:
+                batch.set_result(None)
+        return True
+
+    async def _write(self, inserts: list[StoredCopy], deletes: list[int], queues: list[int]) -> Exception | None:
+        try:
+            await self.in_thread(self._store.write, inserts, deletes, queues)
+        except Exception as error:
+            return error
+        return None
+
+    async def _without_refused(self, inserts: list[StoredCopy], error: Exception) -> tuple[list[StoredCopy], int]:
+        try:
+            refused = set(await self.in_thread(self._store.find_refused, inserts))
+        except Exception:  # the database went away meanwhile: an ordinary retry
+            log.exception("looking for the refused messages failed")
+            return inserts, 0
+        kept = [copy for copy in inserts if copy.store_id not in refused]
+        for copy in inserts:
+            if copy.store_id in refused:
+                log.error(
+                    "the database refused message %s for queue %s (%s): kept in memory only, never confirmed",
+                    copy.message.message_id, copy.queue, error,
+                )
+        return kept, len(inserts) - len(kept)
+
+    async def close(self) -> None:
+        """Commit what is pending, then release the thread and its connection."""
+        if self._inflight is not None:
+            await asyncio.shield(self._inflight)
+        await self.flush()
+        try:
+            await self.in_thread(self._store.close)
+        finally:
+            self._executor.shutdown(wait=False)
+
+
+def _retrieve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.cancelled():
+        waiter.exception()

@@ -1,0 +1,45 @@
+"""`GET /health`: what this node is, and whether it can serve (issue 6).
+
+For load balancers and supervisors: 200 while this node reaches a router
+(it is the router, or its cluster link follows one), 503 otherwise, e.g. on
+an edge during a failover. The body says which role the node has now:
+`router`, `standby` (a router candidate serving as an edge), or `edge`.
+
+Answered in front of Django: probes come often, by IP address rather than a
+host name in ALLOWED_HOSTS, and a 503 during a failover is news for the
+probe, not an error for Django's log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker.cluster.edge import current_link
+from broker.engine.jsoncodec import dumps
+from broker.runtime.runtime import current_runtime
+
+
+def node_health() -> tuple[int, dict[str, Any]]:
+    link = current_link()
+    if current_runtime() is not None:
+        role, router = "router", True
+    elif link is not None:
+        role, router = ("standby" if link.candidate else "edge"), link.router_known
+    else:
+        role, router = "none", False
+    return (200 if router else 503), {"role": role, "router": router, "cluster": link is not None}
+
+
+class Health:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/health" or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        status, payload = node_health()
+        body = dumps(payload).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})

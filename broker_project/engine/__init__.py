@@ -1,5 +1,0 @@
-"""The broker's pure core: exchanges, queues, routing and delivery decisions.
-
-Nothing here imports Django, Channels or asyncio, reads a clock or does I/O;
-the runtime (broker_project/runtime.py) drives it and carries out its effects.
-"""

@@ -1,0 +1,42 @@
+"""OpenAPI pieces the apps' views share: the error shape and per-status responses.
+
+Only documentation: the errors themselves are rendered by the one exception
+handler (common/api_errors.py), in PROTOCOL.md's shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+
+LOOKUP_NAME_REGEX: Final = r"[A-Za-z0-9_.:\-]+"  # PROTOCOL.md's name characters
+
+
+class ErrorDetailSerializer(serializers.Serializer[Any]):
+    code = serializers.CharField(help_text="invalid, unauthorized, forbidden, not_found, conflict, "
+                                 "precondition_failed, too_large, unavailable")
+    message = serializers.CharField()
+    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+
+
+class ErrorSerializer(serializers.Serializer[Any]):
+    error = ErrorDetailSerializer()
+
+
+_MEANING: Final = {
+    400: "invalid: the input breaks a rule (the body is not a JSON object, a field is wrong)",
+    401: "unauthorized: no valid credentials (Bearer token or session) while anonymous clients are not allowed",
+    403: "forbidden: a missing configure/write/read permission, a name reserved for the broker (amq.), "
+    "the default exchange, or a WebSocket subscription's private queue",
+    404: "not_found",
+    409: "precondition_failed: it exists with other properties",
+    413: "too_large: the body is over MAX_MESSAGE_BYTES",
+    503: "unavailable: the broker's router is not running in this process",
+}
+
+
+def errors(*statuses: int) -> dict[int, OpenApiResponse]:
+    """`responses=` entries for these error statuses."""
+    return {status: OpenApiResponse(ErrorSerializer, description=_MEANING[status]) for status in statuses}

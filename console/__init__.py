@@ -1,0 +1,1 @@
+"""The web console at `/`: a server-rendered page that static/console/*.js keeps live."""

@@ -1,0 +1,77 @@
+"""The web console at `/`: what the broker holds now, live, and forms to change it.
+
+The page is server-rendered from the same selectors as the API, so it is
+meaningful before (or without) JavaScript; static/console/*.js then keeps it
+live from the WebSocket's `stats` frames and drives the HTTP API for changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import ensure_csrf_cookie
+
+from bindings.selectors import binding_list
+from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS
+from exchanges.selectors import exchange_list
+from queues.selectors import queue_list
+
+LOGIN_URL = "/admin/login/"
+
+
+def _initial_state() -> dict[str, Any]:
+    """The topology in the shape of a WebSocket `stats` frame, rates unknown (null)."""
+    exchanges = [
+        {
+            "name": DEFAULT_EXCHANGE if row.name == DEFAULT_EXCHANGE_ALIAS and row.pk is None else row.name,
+            "type": str(row.type),
+            "durable": row.durable,
+        }
+        for row in exchange_list()
+    ]
+    queues = [
+        {
+            "name": info.name,
+            "durable": info.durable,
+            "auto_delete": info.auto_delete,
+            "exclusive": info.exclusive,
+            "arguments": dict(info.arguments),
+            "messages_ready": info.messages_ready,
+            "messages_unacknowledged": info.messages_unacknowledged,
+            "consumers": info.consumers,
+            "publish_rate": None,
+            "deliver_rate": None,
+            "ack_rate": None,
+        }
+        for info in queue_list()
+    ]
+    bindings = [
+        {
+            "id": row.pk,
+            "exchange": row.exchange.name,
+            "queue": row.queue.name,
+            "binding_key": row.binding_key,
+            "arguments": row.arguments or {},
+        }
+        for row in binding_list()
+    ]
+    return {"exchanges": exchanges, "queues": queues, "bindings": bindings}
+
+
+@ensure_csrf_cookie  # the console's fetch() calls send it back as X-CSRFToken
+def home(request: HttpRequest) -> HttpResponse:
+    if not settings.BROKER_ALLOW_ANONYMOUS and not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path(), LOGIN_URL)
+    state = _initial_state()
+    # Form choices: the user's exchanges first, the broker's own (default, amq.*) after, as the script orders them.
+    names = sorted((x["name"] for x in state["exchanges"]), key=lambda name: (_own(name), name))
+    choices = [{"value": name or DEFAULT_EXCHANGE_ALIAS, "label": name or "(default)"} for name in names]
+    return render(request, "console/index.html", {"state": state, "exchange_choices": choices, **state})
+
+
+def _own(name: str) -> bool:
+    return name == DEFAULT_EXCHANGE or name.startswith("amq.")

@@ -1,0 +1,57 @@
+"""Exchange, queue and binding rows saved or deleted anywhere reach the router (storage/sync.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from bindings.models import Binding
+from broker.protocol.topology import (
+    BindingDeleted,
+    BindingSaved,
+    ExchangeDeleted,
+    ExchangeSaved,
+    QueueDeleted,
+    QueueSaved,
+)
+from exchanges.models import Exchange
+from queues.models import Queue
+from storage.store import binding_spec, exchange_spec, queue_spec
+from storage.sync import notify
+
+
+@receiver(post_save, sender=Exchange, dispatch_uid="exchange_saved")
+def exchange_saved(sender: type[Exchange], instance: Exchange, **kwargs: Any) -> None:
+    notify(ExchangeSaved(exchange_spec(instance)))
+
+
+@receiver(post_delete, sender=Exchange, dispatch_uid="exchange_deleted")
+def exchange_deleted(sender: type[Exchange], instance: Exchange, **kwargs: Any) -> None:
+    notify(ExchangeDeleted(instance.name))
+
+
+@receiver(post_save, sender=Queue, dispatch_uid="queue_saved")
+def queue_saved(sender: type[Queue], instance: Queue, **kwargs: Any) -> None:
+    notify(QueueSaved(queue_spec(instance)))
+
+
+@receiver(post_delete, sender=Queue, dispatch_uid="queue_deleted")
+def queue_deleted(sender: type[Queue], instance: Queue, **kwargs: Any) -> None:
+    notify(QueueDeleted(instance.name, instance.pk))
+
+
+def _binding(instance: Binding) -> Any:
+    # Read the names now: after a cascade the related rows are gone.
+    return binding_spec(instance, exchange=instance.exchange.name, queue=instance.queue.name)
+
+
+@receiver(post_save, sender=Binding, dispatch_uid="binding_saved")
+def binding_saved(sender: type[Binding], instance: Binding, **kwargs: Any) -> None:
+    notify(BindingSaved(_binding(instance)))
+
+
+@receiver(post_delete, sender=Binding, dispatch_uid="binding_deleted")
+def binding_deleted(sender: type[Binding], instance: Binding, **kwargs: Any) -> None:
+    notify(BindingDeleted(_binding(instance)))
