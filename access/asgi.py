@@ -11,10 +11,8 @@ from the `Authorization` header alone (session requests go to Django, where
 CSRF is checked), through a `TokenCache`: a busy publisher's token is looked
 up at most once every TOKEN_CACHE_SECONDS.
 
-`authorize_frame` checks one parsed WebSocket frame against the connection's
-permissions: publish needs write on the exchange, subscribe read on the
-queue or the exchange; other frames act only on the connection's own
-deliveries. Allowed anonymous clients and superusers skip it at once.
+Which right each WebSocket frame then needs is the broker's to say
+(broker/transport/authorization.py).
 """
 
 from __future__ import annotations
@@ -38,7 +36,6 @@ from access.selectors import (
     token_permissions,
 )
 from broker.engine.errors import Unauthorized
-from broker.protocol.frames import Publish, Subscribe
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -107,16 +104,3 @@ async def fast_publish_permissions(headers: Headers) -> Permissions:
     if permissions is None:
         raise Unauthorized(INVALID_TOKEN)
     return permissions
-
-
-def authorize_frame(permissions: Permissions, frame: object) -> None:
-    """Raise `forbidden` unless the connection may send `frame` (checked before either router path)."""
-    if permissions.everything:
-        return
-    if isinstance(frame, Publish):
-        permissions.require("write", "exchange", frame.request.exchange)
-    elif isinstance(frame, Subscribe):
-        if frame.queue is not None:
-            permissions.require("read", "queue", frame.queue)
-        elif frame.exchange is not None:
-            permissions.require("read", "exchange", frame.exchange)

@@ -57,7 +57,7 @@ def check_pattern(pattern: str) -> None:
 
 
 def object_name(kind: Kind, name: str) -> str:
-    """The name patterns see: the default exchange is `amq.default` (PROTOCOL.md, names)."""
+    """The name patterns see: the default exchange is `amq.default` (docs/protocol.md, names)."""
     if kind == "exchange" and name == DEFAULT_EXCHANGE:
         return DEFAULT_EXCHANGE_ALIAS
     return name

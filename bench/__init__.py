@@ -1,4 +1,4 @@
-"""Side-by-side benchmarks: our broker against RabbitMQ Web-STOMP (issue 5).
+"""Side-by-side benchmarks: our broker against RabbitMQ Web-STOMP.
 
 Run `python -m bench --help`. Imports nothing from the broker's code: it talks
 to `manage.py runbroker` over HTTP and WebSocket as users do.

@@ -1,4 +1,4 @@
-"""`python -m bench`: our broker against RabbitMQ Web-STOMP, side by side (issue 5).
+"""`python -m bench`: our broker against RabbitMQ Web-STOMP, side by side.
 
 Starts `manage.py runbroker` on a fresh database, finds RabbitMQ's Web-STOMP
 (and its management API, for HTTP publish) when reachable, measures the load

@@ -1,6 +1,6 @@
 """The two wire dialects the load generator speaks, with the same framing care.
 
-`OursDialect` speaks our JSON protocol (PROTOCOL.md, "WebSocket"), `StompDialect`
+`OursDialect` speaks our JSON protocol (docs/protocol.md, "WebSocket"), `StompDialect`
 speaks STOMP 1.2 to RabbitMQ Web-STOMP. Both pre-encode every frame into a
 prefix and a suffix around the only part that changes (a counter, a timestamp,
 a delivery tag), and both find that part in incoming frames by `str.find`

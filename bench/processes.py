@@ -240,7 +240,7 @@ class OurBroker:
 
 
 class Cluster:
-    """A cluster of ours (issue 6): a router (`runbroker`) and two edges (`runbroker --edge`).
+    """A cluster of ours: a router (`runbroker`) and two edges (`runbroker --edge`).
 
     The three share one fresh PostgreSQL database (made on `database_server`,
     dropped by `stop`) and a Redis database that is emptied first, so that no

@@ -20,7 +20,7 @@ class Binding(models.Model):
     queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="bindings")
     binding_key = models.CharField(max_length=255, blank=True)
     arguments = models.JSONField(default=dict, blank=True)
-    # Bindings that differ only in `arguments` are distinct (PROTOCOL.md), but a
+    # Bindings that differ only in `arguments` are distinct (docs/protocol.md), but a
     # JSON column cannot be part of a unique constraint on every database:
     # compare its canonical text instead.
     arguments_key = models.TextField(editable=False)

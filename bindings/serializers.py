@@ -1,4 +1,4 @@
-"""HTTP shapes of bindings (PROTOCOL.md, HTTP API): translation only.
+"""HTTP shapes of bindings (docs/protocol.md, HTTP API): translation only.
 
 Exchanges and queues are named, not numbered; the services check that they
 exist and that the binding is allowed.

@@ -2,7 +2,7 @@
 
 ORM work only: saved and deleted rows reach the running router after commit
 (storage/sync.py). Everything the router would refuse is checked
-before the row is written (PROTOCOL.md, "Errors"). No HTTP here.
+before the row is written (docs/protocol.md, "Errors"). No HTTP here.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def binding_create(
 ) -> BindingCreated:
     """Bind `queue` to `exchange`; an identical binding is found, not duplicated.
 
-    Bindings that differ only in `arguments` are distinct (PROTOCOL.md, POST /api/bindings/).
+    Bindings that differ only in `arguments` are distinct (docs/protocol.md, POST /api/bindings/).
     """
     if not isinstance(exchange, str) or not isinstance(queue, str):
         raise BrokerError("exchange and queue must be names", fields={"exchange": ["must be a string"]})

@@ -1,4 +1,4 @@
-"""HTTP API of bindings (PROTOCOL.md, HTTP API): translates requests to services.
+"""HTTP API of bindings (docs/protocol.md, HTTP API): translates requests to services.
 
 Creating and deleting a binding need configure on its queue and read on its
 exchange (access/rules.py).

@@ -12,7 +12,6 @@ Imports only the stdlib and django.core.exceptions (no settings access).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
@@ -149,14 +148,3 @@ def _check_range(
         raise ImproperlyConfigured(f"{name}={value!r} is below the minimum {low!r}")
     if high is not None and value > high:
         raise ImproperlyConfigured(f"{name}={value!r} is above the maximum {high!r}")
-
-
-def is_loopback_host(host: str) -> bool:
-    """Only this machine can connect to `host` (an address or `localhost`)."""
-    host = host.strip().strip("[]")
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a hostname or 0.0.0.0: reachable from elsewhere

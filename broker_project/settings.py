@@ -1,4 +1,4 @@
-"""Django settings, all from the environment (DESIGN.md "Configuration").
+"""Django settings, all from the environment.
 
 One settings module for every deployment: environments differ only by their
 variables (or a `.env` file in the working directory). Values are read only
@@ -25,16 +25,16 @@ from broker_project.env import (
     env_int,
     env_list,
     env_str,
-    is_loopback_host,
     load_dotenv,
 )
 from broker.protocol.publish import FRAME_OVERHEAD
+from broker.transport.loopback import is_loopback_host
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 load_dotenv()
 
-# --- the environment (DESIGN.md's table, in its order) ---------------------
+# --- the environment (the README's configuration table, in its order) ---------
 
 HTTP_PORT = env_int("HTTP_PORT", default=8060, min=1, max=65535)
 HTTP_HOST = env_str("HTTP_HOST", default="127.0.0.1")
@@ -53,7 +53,7 @@ DEBUG = env_bool("DEBUG", default=False)
 _SECRET_KEY_ENV = env_str("SECRET_KEY", default="")
 
 
-# Anonymous clients are safe only while nobody else can connect (STYLE.md "Settings").
+# Anonymous clients are safe only while nobody else can connect.
 BROKER_ALLOW_ANONYMOUS = env_bool(
     "BROKER_ALLOW_ANONYMOUS", default=is_loopback_host(HTTP_HOST)
 )
@@ -79,7 +79,7 @@ MAX_CONNECTIONS_PER_IP = env_int("MAX_CONNECTIONS_PER_IP", default=1000, min=0) 
 MAX_CONNECTIONS_PER_USER = env_int("MAX_CONNECTIONS_PER_USER", default=1000, min=0)  # 0: no limit
 MAX_QUEUES = env_int("MAX_QUEUES", default=100_000, min=0)  # 0: no limit
 MAX_BINDINGS = env_int("MAX_BINDINGS", default=100_000, min=0)  # 0: no limit
-# Cookies only over HTTPS, except on the zero-setup http://127.0.0.1 (STYLE.md "Settings").
+# Cookies only over HTTPS, except on the zero-setup http://127.0.0.1.
 SECURE_COOKIES = env_bool("SECURE_COOKIES", default=not is_loopback_host(HTTP_HOST))
 # A TLS proxy on another machine says https in X-Forwarded-Proto; off by default, as a
 # client could send the header itself (runbroker's server already trusts a loopback proxy).
@@ -93,7 +93,7 @@ FORWARDED_ALLOW_IPS = env_str("FORWARDED_ALLOW_IPS", default="127.0.0.1")
 
 _SQLITE_OPTIONS: dict[str, Any] = {
     # WAL lets the API read while the store writer commits; synchronous=FULL
-    # because a confirmed message must survive power loss (PROTOCOL.md "Durability").
+    # because a confirmed message must survive power loss (docs/protocol.md, "Durability").
     "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
     # IMMEDIATE takes the write lock at BEGIN, so two writers queue on `timeout`
     # instead of one failing with "database is locked" when it upgrades a read.
@@ -302,7 +302,7 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    # One error shape for every endpoint (PROTOCOL.md "Errors").
+    # One error shape for every endpoint (docs/protocol.md, "Errors").
     "EXCEPTION_HANDLER": "common.api_errors.exception_handler",
     # Bearer first: its WWW-Authenticate makes an unauthenticated request a 401 (access/drf.py).
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -321,13 +321,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    # The document describes the broker's API (PROTOCOL.md), not /api/schema/ itself,
+    # The document describes the broker's API (docs/protocol.md), not /api/schema/ itself,
     # whose `format` and `lang` parameters are drf-spectacular's (an unknown format is a 404).
     "SERVE_INCLUDE_SCHEMA": False,
 }
 
 # A request may carry one full message plus its JSON envelope (routing key,
-# headers); anything larger is refused with 413 (PROTOCOL.md, size limit).
+# headers); anything larger is refused with 413 (docs/protocol.md, size limit).
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_MESSAGE_BYTES + FRAME_OVERHEAD
 
 # --- logging ----------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The one DRF exception handler: every API error as {"error": {code, message, fields?}}.
 
-PROTOCOL.md "Errors" fixes the shape and the codes. Broker errors are
+docs/protocol.md "Errors" fixes the shape and the codes. Broker errors are
 recognised by their class attributes `code` and `status` (duck-typed, so this
 module does not depend on the engine); DRF's and Django's exceptions are
 translated to the same codes. Anything unexpected is left to DRF (returns
@@ -43,14 +43,14 @@ def exception_handler(exc: Exception, context: Mapping[str, Any]) -> Response | 
         return None
     status, code, message, fields = translated
     # Like DRF's own handler: undo the request's atomic block, if any, so a
-    # failed request changes nothing (PROTOCOL.md "Errors").
+    # failed request changes nothing (docs/protocol.md, "Errors").
     set_rollback()
     return Response(error_payload(code, message, fields), status=status, headers=_headers(exc))
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     """Django's 404 handler: under /api/ a URL that matches no endpoint (a name with
-    characters PROTOCOL.md does not allow, say) gets the API's error shape, not an HTML page."""
+    characters docs/protocol.md does not allow, say) gets the API's error shape, not an HTML page."""
     if request.path.startswith("/api/"):
         return JsonResponse(error_payload("not_found", f"no API endpoint at {request.path!r}"), status=404)
     return page_not_found(request, exception)
@@ -64,7 +64,7 @@ def _translate(exc: Exception) -> tuple[int, str, str, Fields | None] | None:
         fields = flatten_errors(exc.detail)
         return 400, "invalid", _first_message(fields) or "invalid input", fields or None
     if isinstance(exc, (OperationalError, InterfaceError)):
-        # The database went away (PROTOCOL.md "Errors": unavailable); the broker recovers
+        # The database went away (docs/protocol.md, "Errors": unavailable); the broker recovers
         # by itself when it is back, so the client may retry.
         log.error("database unavailable: %s", exc)
         return 503, "unavailable", "the database is unavailable; retry later", None

@@ -1,7 +1,7 @@
 """OpenAPI pieces the apps' views share: the error shape and per-status responses.
 
 Only documentation: the errors themselves are rendered by the one exception
-handler (common/api_errors.py), in PROTOCOL.md's shape.
+handler (common/api_errors.py), in docs/protocol.md's shape.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, Final
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
-LOOKUP_NAME_REGEX: Final = r"[A-Za-z0-9_.:\-]+"  # PROTOCOL.md's name characters
+LOOKUP_NAME_REGEX: Final = r"[A-Za-z0-9_.:\-]+"  # docs/protocol.md's name characters
 
 
 class ErrorDetailSerializer(serializers.Serializer[Any]):

@@ -1,6 +1,6 @@
 """Declaring a named row once, whoever else declares it at the same moment.
 
-Exchanges and queues are declared the same way (PROTOCOL.md: 201 created,
+Exchanges and queues are declared the same way (docs/protocol.md: 201 created,
 200 identical, 409 different): lock the existing row, or create it in a
 savepoint so that a concurrent creator's win reads as "it exists".
 """

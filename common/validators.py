@@ -2,7 +2,7 @@
 
 The engine has its own pure name check (broker/engine/names.py); this
 is the same rule as a Django validator, so the admin and model forms refuse a
-bad name before it reaches a service (PROTOCOL.md: names are 1 to 255
+bad name before it reaches a service (docs/protocol.md: names are 1 to 255
 characters of `A-Z a-z 0-9 _ . : -`).
 """
 

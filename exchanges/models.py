@@ -31,7 +31,7 @@ class Exchange(models.Model):
         return f"{self.name} ({self.type})"
 
     def clean(self) -> None:
-        """The API's rules for the admin's forms (PROTOCOL.md: `amq.` names are the broker's)."""
+        """The API's rules for the admin's forms (docs/protocol.md: `amq.` names are the broker's)."""
         errors: dict[str, list[str]] = {}
         # Only new rows: the built-in `amq.*` exchanges are rows and stay editable.
         if self._state.adding and self.name.startswith(RESERVED_PREFIX):

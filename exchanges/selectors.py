@@ -2,7 +2,7 @@
 
 The default exchange (`""` on the wire, `amq.default` in URLs and lists) is no
 row: every queue is bound to it by its own name, so it is shown as a direct,
-durable exchange without bindings (PROTOCOL.md, "Wire contract").
+durable exchange without bindings (docs/protocol.md, "Names").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""HTTP shapes of exchanges (PROTOCOL.md, HTTP API): translation only, no rules.
+"""HTTP shapes of exchanges (docs/protocol.md, HTTP API): translation only, no rules.
 
 Names, types and arguments are checked by the services, which give the
 stable error codes (403 for a reserved name, 400 for a bad one).

@@ -3,7 +3,7 @@
 They do ORM work only for topology: saving or deleting a row reaches the
 running router after commit (storage/sync.py), so an answer means the
 change is live. Publishing goes to the router directly. Everything is
-validated before anything is written (PROTOCOL.md, "Errors": nothing is
+validated before anything is written (docs/protocol.md, "Errors": nothing is
 half-applied). Views and the legacy calls call these; the admin saves rows
 itself and reaches the router by the same signals. No HTTP here.
 """
@@ -33,7 +33,7 @@ from broker.engine.names import (
     check_name,
 )
 from broker.protocol.publish import PublishRequest, prepare_publish
-from broker.router.calls import publish_on_router, publish_on_router_async
+from broker.router.calls import publish
 from exchanges.models import Exchange
 from queues.services import require_bool, require_storable
 
@@ -68,7 +68,7 @@ def exchange_declare(
     auto_delete: bool = False,
     arguments: Mapping[str, Any] | None = None,
 ) -> ExchangeDeclared:
-    """Create an exchange, or find an identical one (PROTOCOL.md, POST /api/exchanges/)."""
+    """Create an exchange, or find an identical one (docs/protocol.md, POST /api/exchanges/)."""
     check_name("exchange", name)
     kind = parse_exchange_type(type)
     wanted: dict[str, Any] = {
@@ -121,14 +121,7 @@ def message_publish(
     publish reaches no queue.
     """
     request = _publish_request(data, exchange)
-    message_id, routed = publish_on_router(request)
-    return MessagePublished(message_id, routed)
-
-
-async def message_publish_async(*, data: Any, exchange: str | None = None) -> MessagePublished:
-    """`message_publish` for async views: waiting for the commit holds no thread."""
-    request = _publish_request(data, exchange)
-    message_id, routed = await publish_on_router_async(request)
+    message_id, routed = publish(request)
     return MessagePublished(message_id, routed)
 
 

@@ -1,4 +1,4 @@
-"""HTTP API of exchanges (PROTOCOL.md, HTTP API): translates requests to services.
+"""HTTP API of exchanges (docs/protocol.md, HTTP API): translates requests to services.
 
 Exchanges are looked up by name; `amq.default` names the default exchange.
 Declaring and deleting need configure on the name, publishing needs write

@@ -1,4 +1,4 @@
-"""The original Go service's REST calls, unchanged (PROTOCOL.md, "The original service's REST calls").
+"""The original Go service's REST calls, unchanged (docs/protocol.md, "The original service's calls").
 
 Plain JSON views without trailing slashes and without CSRF, as its clients
 expect; they reuse the services, so the rules (names, 409 on a different

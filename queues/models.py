@@ -45,7 +45,7 @@ class Message(models.Model):
     """A persistent message of a durable queue, kept until acknowledged."""
 
     # Assigned by the broker, increasing: a queue's order after a restart is
-    # the order of these ids (PROTOCOL.md "Durability").
+    # the order of these ids (docs/protocol.md, "Durability").
     id = models.BigIntegerField(primary_key=True)
     # No index of its own: message_queue_id (queue, id) serves every lookup by queue,
     # and each index is paid for on every stored publish.

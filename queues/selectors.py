@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from broker.engine.broker import QueueCounts
 from broker.engine.errors import NotFound, Unavailable
-from broker.router.calls import call_router, router_op, router_reachable
+from broker.router.calls import queue_counts, queue_snapshot, router_reachable
 from queues.models import Queue
-
-if TYPE_CHECKING:
-    from broker.runtime.runtime import Runtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,55 +47,19 @@ def queue_live_counts(names: list[str]) -> dict[str, QueueCounts]:
     if not router_reachable():
         return {}
     try:
-        found = call_router("queue.counts", names)
+        return queue_counts(names)
     except Unavailable:
         return {}
-    return {name: QueueCounts(*counts) for name, counts in found.items()}
-
-
-@router_op("queue.counts")
-def _counts(rt: Runtime, names: list[str]) -> dict[str, list[int]]:
-    """On the router's loop: name -> [ready, unacknowledged, consumers]."""
-    return {
-        name: [counts.messages_ready, counts.messages_unacknowledged, counts.consumers]
-        for name, counts in rt.queue_counts(names).items()
-    }
-
-
-@router_op("queue.snapshot")
-def _snapshot(rt: Runtime, names: list[str]) -> list[Any]:
-    """On the router's loop: counts of `names`, and every private queue, in one visit."""
-    private = []
-    for state in rt.broker.queues.values():
-        spec = state.spec
-        if spec.exclusive_to is None:
-            continue
-        private.append(
-            {
-                "name": spec.name,
-                "durable": spec.durable,
-                "auto_delete": spec.auto_delete,
-                "arguments": dict(spec.arguments),
-                "exclusive": True,
-                "messages_ready": len(state.ready),
-                "messages_unacknowledged": state.unacked,
-                "consumers": len(state.consumers),
-            }
-        )
-    return [_counts(rt, names), private]
 
 
 def _live_snapshot(names: list[str]) -> tuple[dict[str, QueueCounts], list[QueueInfo]]:
     if not router_reachable():
         return {}, []
     try:
-        counts, private = call_router("queue.snapshot", names)
+        counts, private = queue_snapshot(names)
     except Unavailable:
         return {}, []
-    return (
-        {name: QueueCounts(*found) for name, found in counts.items()},
-        [QueueInfo(**info) for info in private],
-    )
+    return counts, [QueueInfo(**info) for info in private]
 
 
 def _info(row: Queue, counts: Any) -> QueueInfo:

@@ -1,4 +1,4 @@
-"""HTTP shapes of queues and polled messages (PROTOCOL.md, HTTP API): translation only.
+"""HTTP shapes of queues and polled messages (docs/protocol.md, HTTP API): translation only.
 
 Names and arguments are checked by the services (stable error codes).
 """
@@ -47,7 +47,7 @@ class PurgedSerializer(serializers.Serializer[Any]):
 
 
 class MessageSerializer(serializers.Serializer[Any]):
-    """PROTOCOL.md, "Every message", as a poll returns it."""
+    """docs/protocol.md, "Every message", as a poll returns it."""
 
     message_id = serializers.CharField()
     exchange = serializers.CharField(allow_blank=True, help_text='"" is the default exchange')

@@ -2,8 +2,8 @@
 
 Declare and delete are ORM work on the definitions, which reach the running
 router after commit (storage/sync.py). Purge and get act on the
-router's state through `call_router`, here or on another node. Every input is validated before
-anything is written (PROTOCOL.md, "Errors"). No HTTP here.
+router's state through broker/router/calls.py, here or on another node. Every input is validated before
+anything is written (docs/protocol.md, "Errors"). No HTTP here.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from broker.engine.names import check_name
 from broker.engine.queues import parse_queue_arguments
 from common.limits import ensure_room
 from broker.protocol.publish import NUL_PROBLEM
-from broker.router.calls import call_router, router_op, router_reachable
-from broker.runtime.runtime import Runtime, generated_queue_name
+from broker.engine.names import generated_queue_name
+from broker.protocol.server_frames import MessageObject
+from broker.router import calls as router
 from queues.models import Queue
 
 
@@ -59,7 +60,7 @@ def queue_declare(
     arguments: Mapping[str, Any] | None = None,
     authorize: Callable[[str], None] | None = None,
 ) -> QueueDeclared:
-    """Create a queue, or find an identical one (PROTOCOL.md, POST /api/queues/).
+    """Create a queue, or find an identical one (docs/protocol.md, POST /api/queues/).
 
     An empty name gets a generated `amq.gen-...` one. `authorize` is called
     with the final name before anything is written (a permission check).
@@ -101,15 +102,8 @@ def queue_declare(
 
 def refuse_private_queue(name: str) -> None:
     """A live WebSocket subscription's private queue is not the API's to change."""
-    if router_reachable() and call_router("queue.is_private", name):
+    if router.router_reachable() and router.queue_is_private(name):
         raise Forbidden(f"queue {name!r} is exclusive to a WebSocket connection")
-
-
-@router_op("queue.is_private")
-def is_private_queue(runtime: Runtime, name: str) -> bool:
-    """On the router's loop: is `name` an exclusive queue of a live connection?"""
-    state = runtime.broker.queues.get(name)
-    return state is not None and state.spec.exclusive_to is not None
 
 
 def queue_delete(*, name: str) -> None:
@@ -121,41 +115,27 @@ def queue_delete(*, name: str) -> None:
         raise NotFound(f"queue {name!r} does not exist")
 
 
-def _on_router(name: str, op: str, *args: Any) -> Any:
-    if not router_reachable():
+def _require_router(name: str) -> None:
+    if not router.router_reachable():
         # A missing queue is a 404 even without a router; an existing one needs the router.
         if not Queue.objects.filter(name=name).exists():
             raise NotFound(f"queue {name!r} does not exist")
         raise Unavailable("the broker's router is not running")
-    return call_router(op, name, *args)
-
-
-@router_op("queue.purge")
-def _purge_on_loop(runtime: Runtime, name: str) -> int:
-    if is_private_queue(runtime, name):
-        raise Forbidden(f"queue {name!r} is exclusive to a WebSocket connection")
-    return runtime.purge(name)
-
-
-@router_op("queue.get")
-def _get_on_loop(runtime: Runtime, name: str, count: int, ack: bool) -> list[dict[str, Any]]:
-    if is_private_queue(runtime, name):
-        raise Forbidden(f"queue {name!r} is exclusive to a WebSocket connection")
-    return runtime.get(name, count=count, ack=ack)
 
 
 def queue_purge(*, name: str) -> int:
     """Drop the queue's ready messages (not the unacknowledged ones); returns how many."""
-    return int(_on_router(name, "queue.purge"))
+    _require_router(name)
+    return router.queue_purge(name)
 
 
-def queue_get(*, name: str, count: int = 1, ack: bool = True) -> list[dict[str, Any]]:
-    """Take up to `count` ready messages (PROTOCOL.md, POST /api/queues/{name}/get/).
+def queue_get(*, name: str, count: int = 1, ack: bool = True) -> list[MessageObject]:
+    """Take up to `count` ready messages (docs/protocol.md, POST /api/queues/{name}/get/).
 
     With `ack` false they stay at the head of the queue and come out next as redeliveries.
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise BrokerError("count: must be a positive integer", fields={"count": ["must be a positive integer"]})
     require_bool("ack", ack)
-    messages: list[dict[str, Any]] = _on_router(name, "queue.get", count, ack)
-    return messages
+    _require_router(name)
+    return router.queue_get(name, count=count, ack=ack)

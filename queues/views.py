@@ -1,4 +1,4 @@
-"""HTTP API of queues (PROTOCOL.md, HTTP API): translates requests to services.
+"""HTTP API of queues (docs/protocol.md, HTTP API): translates requests to services.
 
 Queues are looked up by name. The list also shows the private `amq.gen-`
 queues of live WebSocket subscriptions, read-only. Declaring, deleting and

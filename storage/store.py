@@ -162,7 +162,7 @@ class OrmMessageStore:
             if self._fence is not None:
                 self._fence(cursor)
             # Plain SQL, not bulk_create: the ORM's per-row work was a tenth of a busy
-            # publisher's profile (issue 5); the values are already encoded.
+            # publisher's profile; the values are already encoded.
             if rows and postgres:
                 # COPY: PostgreSQL spends a fraction of the CPU per row that it spends
                 # on one INSERT each (on this machine kind 84-124k rows/s against 28-46k),

@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 
+from broker.engine.errors import BrokerError
+from broker.router.local import LocalRouter
 from broker.runtime.runtime import Runtime
 
 
 class Sink:
-    """A client connection as the runtime sees it: keeps what it is sent."""
+    """A client connection as the router sees it: keeps what it is sent."""
 
     def __init__(self) -> None:
         self.frames: list[str] = []
@@ -24,33 +26,45 @@ class Sink:
     def cancelled(self, subscription: str, reason: str) -> None:
         self.frames.append(f"cancelled {subscription}")
 
+    def unsubscribed(self, subscription: str) -> None:
+        self.frames.append(f"unsubscribed {subscription}")
 
-def _new_runtime() -> Runtime:
+    def refused(self, frame_id: object, error: BrokerError) -> None:
+        self.frames.append(f"refused {frame_id}: {error.code}")
+
+
+def new_runtime() -> Runtime:
+    from channels.layers import get_channel_layer
+
     from storage.store import OrmMessageStore
 
     # A short checkpoint so tests see acknowledgements reach the database quickly.
-    return Runtime(OrmMessageStore(), checkpoint_seconds=0.2)
+    return Runtime(OrmMessageStore(), checkpoint_seconds=0.2, layer=get_channel_layer())
+
+
+def _new_router() -> LocalRouter:
+    return LocalRouter(new_runtime())
 
 
 @pytest.fixture
 async def runtime(transactional_db: Any) -> AsyncIterator[Runtime]:
     """The router on the test's own event loop (async tests, WebsocketCommunicator)."""
-    router = _new_runtime()
+    router = _new_router()
     await router.start()
-    yield router
+    yield router.runtime
     await router.stop()
 
 
 @pytest.fixture
 def runtime_thread(transactional_db: Any) -> Iterator[Runtime]:
     """The router on a loop in a thread of its own, as under the ASGI server, for sync tests
-    (DRF's APIClient): views reach it through `call_threadsafe` exactly as in production."""
+    (DRF's APIClient): views reach it through broker/router/calls.py exactly as in production."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="test-router", daemon=True)
     thread.start()
-    router = _new_runtime()
+    router = _new_router()
     asyncio.run_coroutine_threadsafe(router.start(), loop).result(timeout=30)
-    yield router
+    yield router.runtime
     asyncio.run_coroutine_threadsafe(router.stop(), loop).result(timeout=30)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(timeout=10)

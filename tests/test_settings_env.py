@@ -17,10 +17,10 @@ from broker_project.env import (
     env_int,
     env_list,
     env_str,
-    is_loopback_host,
     load_dotenv,
     parse_dotenv,
 )
+from broker.transport.loopback import is_loopback_host
 
 MANAGE_PY = Path(__file__).resolve().parent.parent / "manage.py"
 VAR = "BROKER_TEST_VARIABLE"

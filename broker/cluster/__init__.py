@@ -1,4 +1,4 @@
-"""The broker beyond one process (issue 6; DESIGN.md, "Processes").
+"""The broker beyond one process (docs/deploy.md).
 
 One router process owns the engine (`hub.py` serves the edges from it); any
 number of edge processes hold client connections and speak to it over the

@@ -1,31 +1,56 @@
 """An edge's side of the cluster: one link per process to whichever router is active.
 
-WebSocket consumers and HTTP views of a process without the router talk to
-the router through the `EdgeLink`. It batches what they send (one
-channel-layer message per send, while the next batch fills), dispatches
-what comes back in order, and remembers what each connection subscribed,
-so that when a new router takes over the connections resume by themselves:
-same subscriptions, delivery tags above any the client holds, and what was
-in flight failed with `unavailable` rather than left hanging (issue 6).
+`EdgeLink` is the `Router` (broker/router/interface.py) of a process without
+the router: WebSocket sessions and HTTP calls use it as they would the router
+itself. It batches what they send (one channel-layer message per send, while
+the next batch fills; wire.py), dispatches what comes back in order, and
+remembers what each connection subscribed (edge_connections.py), so that when
+a new router takes over the connections resume by themselves: same
+subscriptions, delivery tags above any the client holds, and what was in
+flight failed with `unavailable` rather than left hanging.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Coroutine
-from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from channels.exceptions import ChannelFull
 
-from broker.engine.errors import BrokerError, Unavailable
+from broker.engine.errors import Unavailable
+from broker.protocol.calls import RouterCall, call_args
+from broker.protocol.client_frames import FrameId, SubscribeRequest
+from broker.protocol.link import (
+    AckItem,
+    AnswerItem,
+    CallItem,
+    CancelledItem,
+    CloseItem,
+    EdgeItem,
+    FramesItem,
+    LastTagItem,
+    NackItem,
+    OpenItem,
+    PublishedItem,
+    PublishItem,
+    RefusedItem,
+    ResetItem,
+    SubscribedItem,
+    SubscribeItem,
+    UnsubscribedItem,
+    UnsubscribeItem,
+    WatchItem,
+    decode_error,
+    decode_router_item,
+)
 from broker.protocol.publish import PublishRequest
+from broker.router import registry
+from broker.router.interface import ConnectionSink, Publishing, SubscribeAnswer
 from broker.runtime.stamps import new_message_id
 
+from .edge_connections import EdgeConnections
 from .wire import (
     ANSWER_TIMEOUT,
     BEAT,
@@ -38,62 +63,28 @@ from .wire import (
     ROUTER_BATCH,
     ROUTER_TIMEOUT,
     Window,
-    decode_error,
-    publish_item,
     send_batch,
 )
 
 log = logging.getLogger("broker.cluster")
 
-T = TypeVar("T")
-SubscribeAnswer = Callable[[str | None, BrokerError | None], None]
-
-
-class EdgeSink(Protocol):
-    """A client connection on this edge (the WebSocket consumer)."""
-
-    def deliver(self, frames: list[str]) -> None: ...
-
-    def cancelled(self, subscription: str, reason: str) -> None: ...
-
-    def unsubscribed(self, subscription: str) -> None:
-        """The router has ended this subscription, after its last delivery."""
-
-
-class _Connection:
-    __slots__ = ("answers", "last_tag", "sink", "subscriptions", "watching")
-
-    def __init__(self, sink: EdgeSink) -> None:
-        self.sink = sink
-        self.last_tag = 0
-        self.subscriptions: dict[str, list[Any]] = {}  # key -> subscribe args, to resume
-        self.watching = False
-        self.answers: deque[tuple[list[Any], SubscribeAnswer, float]] = deque()  # + when asked
-
-
-_current: EdgeLink | None = None
-
-
-def current_link() -> EdgeLink | None:
-    """The link of this process, if it runs one."""
-    return _current
+NO_ROUTER = "the broker's router is not reachable; a standby takes over"
 
 
 class EdgeLink:
-    def __init__(self, layer: Any) -> None:
+    def __init__(self, layer: Any, *, candidate: bool = False) -> None:
         self.layer = layer
         # Also waits for the router lease (a `runbroker` of a cluster, not an edge).
-        self.candidate = False
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.candidate = candidate
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.channel = ""
         self.router_channel: str | None = None
         self.epoch: str | None = None
         self.generation = 0
         self._last_beat = 0.0
         self._last_sent = 0.0
-        self._connections: dict[int, _Connection] = {}
-        self._next_connection = 1
-        self._outbox: list[list[Any]] = []
+        self._connections = EdgeConnections()
+        self._outbox: list[EdgeItem] = []
         self._batch: asyncio.Future[list[Any]] | None = None  # answers the outbox's publishes
         self._batch_size = 0
         self._awaiting: dict[int, asyncio.Future[list[Any]]] = {}  # batch seq -> its answer
@@ -108,34 +99,38 @@ class EdgeLink:
         self._next_call = 1
         self._wakeup = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
-        self._loop_thread: int | None = None
 
     @property
-    def router_known(self) -> bool:
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
+
+    @property
+    def available(self) -> bool:
         return self.router_channel is not None
+
+    @property
+    def role(self) -> str:
+        return "standby" if self.candidate else "edge"
 
     # -- life cycle ------------------------------------------------------
 
     async def start(self) -> None:
-        global _current
-        self.loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
+        """Join the edges, serve this process's clients through the link, and ask for a router."""
+        self._loop = asyncio.get_running_loop()
         self.channel = await self.layer.new_channel()
         await self.layer.group_add(EDGES_GROUP, self.channel)
         self._main = asyncio.create_task(self._run(), name="edge-link")
-        _current = self
+        registry.install(self, is_local=False)
         await self._hello()
 
     async def wait_for_router(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        while not self.router_known and time.monotonic() < deadline:
+        while not self.available and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        return self.router_known
+        return self.available
 
     async def stop(self) -> None:
-        global _current
-        if _current is self:
-            _current = None
+        registry.uninstall(self)
         self._lose_router("this edge is stopping")
         if self._main is not None:
             self._main.cancel()
@@ -191,9 +186,8 @@ class EdgeLink:
         deadline = now - ANSWER_TIMEOUT
         if any(sent < deadline for sent in self._sent_at.values()):
             return True
-        return any(
-            connection.answers and connection.answers[0][2] < deadline for connection in self._connections.values()
-        )
+        oldest = self._connections.oldest_question()
+        return oldest is not None and oldest < deadline
 
     def _lose_router(self, reason: str) -> None:
         """Fail what waits on the router; keep connections to resume on the next one."""
@@ -215,10 +209,7 @@ class EdgeLink:
             if not future.done():
                 future.set_exception(failure)
         self._calls.clear()
-        for connection in self._connections.values():
-            answers, connection.answers = connection.answers, deque()
-            for _, answer, _ in answers:
-                answer(None, failure)
+        self._connections.fail_questions(failure)
 
     def _follow(self, epoch: str, channel: str) -> None:
         """A router we do not follow yet: resume every connection on it."""
@@ -230,10 +221,8 @@ class EdgeLink:
         self.epoch = epoch
         self.router_channel = channel
         self.generation += 1
-        for conn, connection in self._connections.items():
-            self._push(
-                ["a", conn, connection.last_tag + 1, connection.watching, list(connection.subscriptions.values())]
-            )
+        for item in self._connections.resume_items():
+            self._push(item)
 
     # -- receiving -------------------------------------------------------
 
@@ -262,69 +251,50 @@ class EdgeLink:
 
     def on_batch(self, items: list[list[Any]]) -> None:
         connections = self._connections
-        for item in items:
-            kind = item[0]
-            if kind == "d":
-                connection = connections.get(item[1])
-                if connection is not None:
-                    connection.sink.deliver(item[2])
-            elif kind == "P":
-                future = self._awaiting.pop(item[1], None)
-                if item[1] not in self._window:
-                    self._sent_at.pop(item[1], None)
-                if future is not None and not future.done():
-                    future.set_result(item[2])
-            elif kind == "t":
-                connection = connections.get(item[1])
-                if connection is not None and item[2] > connection.last_tag:
-                    connection.last_tag = item[2]
-            elif kind == "S":
-                self._answer_subscribe(item[1], item[2], item[3])
-            elif kind == "U":
-                connection = connections.get(item[1])
-                if connection is not None:
-                    # Subscribed meanwhile (the answer crossed the unsubscribe): not to resume.
-                    connection.subscriptions.pop(item[2], None)
-                    connection.sink.unsubscribed(item[2])
-            elif kind == "c":
-                connection = connections.get(item[1])
-                if connection is not None:
-                    connection.subscriptions.pop(item[2], None)
-                    connection.sink.cancelled(item[2], item[3])
-            elif kind == "R":
-                call = self._calls.pop(item[1], None)
-                if call is not None and not call.done():
-                    if item[2]:
-                        call.set_result(item[3])
-                    else:
-                        call.set_exception(decode_error(item[3]))
-            elif kind == "reset":
-                # The router dropped this edge (it was silent too long) and ignores it
-                # until it resumes its connections: what was in flight is lost. It answers
-                # every batch of the dropped generation: a reset for one this edge has
-                # resumed since is old news, not a reason to fail what is in flight again.
-                if len(item) > 1 and item[1] != self.generation:
-                    continue
-                epoch, channel = self.epoch, self.router_channel
-                if epoch is not None and channel is not None:
-                    self._lose_router("the broker's router lost this edge for a while; publish again")
-                    self._follow(epoch, channel)
-                return
-
-    def _answer_subscribe(self, conn: int, queue: str | None, error: list[Any] | None) -> None:
-        connection = self._connections.get(conn)
-        if connection is None or not connection.answers:
-            return
-        args, answer, _ = connection.answers.popleft()
-        if error is not None:
-            answer(None, decode_error(error))
-            return
-        connection.subscriptions[args[0]] = args
-        answer(queue, None)
+        for raw in items:
+            item = decode_router_item(raw)
+            match item:
+                case FramesItem():
+                    connections.frames(item)
+                case PublishedItem(seq=seq, results=results):
+                    future = self._awaiting.pop(seq, None)
+                    if seq not in self._window:
+                        self._sent_at.pop(seq, None)
+                    if future is not None and not future.done():
+                        future.set_result(results)
+                case LastTagItem():
+                    connections.last_tag(item)
+                case SubscribedItem():
+                    connections.subscribed(item)
+                case UnsubscribedItem():
+                    connections.unsubscribed(item)
+                case CancelledItem():
+                    connections.cancelled(item)
+                case RefusedItem(conn=conn, frame_id=frame_id, error=error):
+                    connections.refused(conn, frame_id, error)
+                case AnswerItem(request_id=request_id, ok=ok, value=value):
+                    call = self._calls.pop(request_id, None)
+                    if call is not None and not call.done():
+                        if ok:
+                            call.set_result(value)
+                        else:
+                            call.set_exception(decode_error(value))
+                case ResetItem(generation=generation):
+                    # The router dropped this edge (it was silent too long) and ignores it
+                    # until it resumes its connections: what was in flight is lost. It answers
+                    # every batch of the dropped generation: a reset for one this edge has
+                    # resumed since is old news, not a reason to fail what is in flight again.
+                    if generation != self.generation:
+                        continue
+                    epoch, channel = self.epoch, self.router_channel
+                    if epoch is not None and channel is not None:
+                        self._lose_router("the broker's router lost this edge for a while; publish again")
+                        self._follow(epoch, channel)
+                    return
 
     # -- sending ---------------------------------------------------------
 
-    def _push(self, item: list[Any]) -> None:
+    def _push(self, item: EdgeItem) -> None:
         self._outbox.append(item)
         self._wakeup.set()
 
@@ -343,7 +313,7 @@ class EdgeLink:
             channel = self.router_channel
             if channel is None:
                 continue
-            items: list[list[Any]] = []
+            items: list[EdgeItem] = []
             if self._outbox and not self._window.full:
                 items, self._outbox = self._outbox, []
                 self._seq += 1
@@ -370,93 +340,77 @@ class EdgeLink:
     async def _send(self, channel: str, message: dict[str, Any]) -> None:
         await send_batch(self.layer, channel, message, wanted=lambda: self.router_channel == channel)
 
-    # -- what connections do (on the loop) --------------------------------
+    # -- the Router interface: client connections (on the loop) -----------
 
-    def connect(self, sink: EdgeSink) -> int:
-        conn = self._next_connection
-        self._next_connection += 1
-        self._connections[conn] = _Connection(sink)
+    def connect(self, sink: ConnectionSink) -> int:
+        conn = self._connections.add(sink)
         if self.router_channel is not None:
-            self._push(["o", conn])
+            self._push(OpenItem("o", conn))
         return conn
 
     def disconnect(self, conn: int) -> None:
-        if self._connections.pop(conn, None) is not None and self.router_channel is not None:
-            self._push(["x", conn])
+        if self._connections.remove(conn) and self.router_channel is not None:
+            self._push(CloseItem("x", conn))
 
-    def publish(self, conn: int, request: PublishRequest) -> tuple[str, asyncio.Future[list[Any]], int]:
-        """Send a publish; returns (message_id, the future of its batch's answers, its slot there).
-        The answer at the slot is the routed count, or an encoded error (wire.decode_error)."""
+    def publish(self, conn: int, request: PublishRequest) -> Publishing:
         message_id = request.message_id or new_message_id()
         if self.router_channel is None:
-            failed: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-            failed.add_done_callback(_retrieve)
-            failed.set_exception(Unavailable("the broker's router is not reachable; a standby takes over"))
-            return message_id, failed, 0
+            return Publishing(message_id, 0, None, error=Unavailable(NO_ROUTER))
         if self._batch is None:
             self._batch = asyncio.get_running_loop().create_future()
             self._batch.add_done_callback(_retrieve)
         slot = self._batch_size
         self._batch_size += 1
-        self._push(publish_item(conn, request, message_id))
-        return message_id, self._batch, slot
+        self._push(PublishItem.of(conn, request, message_id))
+        return Publishing(message_id, 0, self._batch, slot)
 
-    async def publish_wait(self, request: PublishRequest) -> tuple[str, int]:
-        """Publish from the HTTP API: (message_id, routed) once every durable copy is committed."""
-        message_id, batch, slot = self.publish(0, request)
-        answer = (await batch)[slot]
-        if isinstance(answer, list):
-            raise decode_error(answer)
-        return message_id, int(answer)
-
-    def subscribe(self, conn: int, args: list[Any], answer: SubscribeAnswer) -> None:
-        """`args` as wire.py's "s" item after the connection; `answer` gets (queue, None) or
-        (None, error) before any delivery of the new subscription."""
-        connection = self._connections.get(conn)
-        if connection is None:
-            return
+    def subscribe(self, conn: int, request: SubscribeRequest, answer: SubscribeAnswer) -> None:
         if self.router_channel is None:
-            answer(None, Unavailable("the broker's router is not reachable; a standby takes over"))
+            answer(None, Unavailable(NO_ROUTER))
             return
-        connection.answers.append((args, answer, time.monotonic()))
-        self._push(["s", conn, *args])
+        item = SubscribeItem.of(conn, request)
+        if self._connections.asked(item, answer):
+            self._push(item)
 
     def unsubscribe(self, conn: int, key: str) -> None:
-        """End a subscription; the sink's `unsubscribed` says when the router has."""
-        connection = self._connections.get(conn)
-        if connection is None:
+        if self.router_channel is None:
+            self._connections.unsubscribed_without_router(conn, key)
             return
-        connection.subscriptions.pop(key, None)
-        if self.router_channel is not None:
-            self._push(["u", conn, key])
-        else:  # no router holds it: it has ended already
-            connection.sink.unsubscribed(key)
+        self._connections.forget(conn, key)
+        self._push(UnsubscribeItem("u", conn, key))
 
-    def ack(self, conn: int, frame_id: Any, tag: int, *, multiple: bool) -> None:
+    def ack(self, conn: int, frame_id: FrameId | None, tag: int, *, multiple: bool) -> None:
         if self.router_channel is not None:
-            self._push(["k", conn, frame_id, tag, multiple])
+            self._push(AckItem("k", conn, frame_id, tag, multiple))
 
-    def nack(self, conn: int, frame_id: Any, tag: int, *, multiple: bool, requeue: bool) -> None:
+    def nack(self, conn: int, frame_id: FrameId | None, tag: int, *, multiple: bool, requeue: bool) -> None:
         if self.router_channel is not None:
-            self._push(["n", conn, frame_id, tag, multiple, requeue])
+            self._push(NackItem("n", conn, frame_id, tag, multiple, requeue))
 
     def watch(self, conn: int, watching: bool) -> None:
-        connection = self._connections.get(conn)
-        if connection is not None:
-            connection.watching = watching
+        self._connections.watch(conn, watching)
         if self.router_channel is not None:
-            self._push(["w" if watching else "W", conn])
+            self._push(WatchItem("w", conn, watching))
 
-    # -- calls of the HTTP API ------------------------------------------
+    # -- the Router interface: the HTTP API (on the loop) ------------------
 
-    async def call(self, op: str, *args: Any) -> Any:
+    async def publish_and_wait(self, request: PublishRequest) -> tuple[str, int]:
+        publishing = self.publish(0, request)
+        if publishing.settled is not None and not publishing.settled.done():
+            await asyncio.wait({publishing.settled})
+        outcome = publishing.outcome()
+        if not isinstance(outcome, int):
+            raise outcome
+        return publishing.message_id, outcome
+
+    async def call(self, call: RouterCall) -> Any:
         if self.router_channel is None:
-            raise Unavailable("the broker's router is not reachable; a standby takes over")
+            raise Unavailable(NO_ROUTER)
         request_id = self._next_call
         self._next_call += 1
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._calls[request_id] = future
-        self._push(["r", request_id, op, list(args)])
+        self._push(CallItem("r", request_id, call.op, call_args(call)))
         try:
             return await asyncio.wait_for(future, CALL_TIMEOUT)
         except TimeoutError:
@@ -464,18 +418,6 @@ class EdgeLink:
         finally:
             self._calls.pop(request_id, None)
 
-    def run_threadsafe(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Run a coroutine of this link on its loop from a worker thread; its result."""
-        loop = self.loop
-        if loop is None or loop.is_closed() or threading.get_ident() == self._loop_thread:
-            coroutine.close()
-            raise Unavailable("the broker's router is not reachable from here")
-        future = asyncio.run_coroutine_threadsafe(coroutine, loop)
-        try:
-            return future.result(CALL_TIMEOUT + 1)
-        except FutureTimeout:
-            future.cancel()
-            raise Unavailable("the broker's router did not answer in time") from None
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
     # Its publishers read the outcome; one that went away meanwhile must not make

@@ -1,9 +1,11 @@
 """The router's side of the cluster: serves the connections of every edge.
 
-Runs on the router's loop next to the `Runtime`. A connection on an edge is a
-`RemoteSink` here: what the runtime delivers to it goes into its edge's
-outbox, and one sender task per edge ships the outbox as one batch per send,
-while the next batch fills (wire.py).
+Runs on the router's loop, in front of the `LocalRouter` that this process's
+own clients use: each item from an edge becomes the same call on it, so a
+connection behaves alike wherever it is. A connection on an edge is a
+`RemoteSink` here: what the router sends it goes into its edge's outbox, and
+one sender task per edge ships the outbox as one batch per send, while the
+next batch fills (wire.py).
 """
 
 from __future__ import annotations
@@ -14,12 +16,36 @@ import time
 import uuid
 from typing import Any
 
-
 from broker.engine.errors import BrokerError, Unavailable
-from broker.engine.jsoncodec import dumps
-from broker.engine.queues import AckMode
-from broker.router.calls import ROUTER_OPS
-from broker.runtime.runtime import Runtime
+from broker.protocol.calls import decode_call
+from broker.protocol.client_frames import FrameId
+from broker.protocol.link import (
+    AckItem,
+    AnswerItem,
+    CallItem,
+    CancelledItem,
+    CloseItem,
+    FramesItem,
+    LastTagItem,
+    NackItem,
+    OpenItem,
+    PublishedItem,
+    PublishItem,
+    RefusedItem,
+    ResetItem,
+    ResumeItem,
+    RouterItem,
+    SubscribedItem,
+    SubscribeItem,
+    UnsubscribedItem,
+    UnsubscribeItem,
+    WatchItem,
+    decode_edge_item,
+    encode_error,
+)
+from broker.router.interface import Publishing
+from broker.router.local import LocalRouter
+from broker.runtime.calls import execute
 
 from .wire import (
     BEAT,
@@ -31,8 +57,6 @@ from .wire import (
     HELLO_CHANNEL,
     ROUTER_BATCH,
     Window,
-    encode_error,
-    publish_request,
     send_batch,
 )
 
@@ -40,7 +64,7 @@ log = logging.getLogger("broker.cluster")
 
 
 class RemoteSink:
-    """A client connection on an edge, as the runtime's `DeliverySink`."""
+    """A client connection on an edge, as the router's `ConnectionSink`."""
 
     __slots__ = ("conn", "edge")
 
@@ -49,11 +73,17 @@ class RemoteSink:
         self.conn = conn
 
     def deliver(self, frames: list[str]) -> None:
-        self.edge.push(["d", self.conn, frames])
+        self.edge.push(FramesItem("d", self.conn, frames))
         self.edge.delivered.add(self.conn)
 
     def cancelled(self, subscription: str, reason: str) -> None:
-        self.edge.push(["c", self.conn, subscription, reason])
+        self.edge.push(CancelledItem("c", self.conn, subscription, reason))
+
+    def unsubscribed(self, subscription: str) -> None:
+        self.edge.push(UnsubscribedItem("U", self.conn, subscription))
+
+    def refused(self, frame_id: FrameId | None, error: BrokerError) -> None:
+        self.edge.push(RefusedItem("f", self.conn, frame_id, encode_error(error)))
 
 
 class Edge:
@@ -64,7 +94,7 @@ class Edge:
         self.generation = generation
         self.last_seen = time.monotonic()
         self.connections: dict[int, int] = {}  # the edge's connection id -> the runtime's
-        self.outbox: list[list[Any]] = []
+        self.outbox: list[RouterItem] = []
         self.delivered: set[int] = set()  # connections given deliveries since the last send
         self.seq = 0  # of our last batch with items
         self.window = Window()
@@ -73,14 +103,14 @@ class Edge:
         self.wakeup = asyncio.Event()
         self.sender: asyncio.Task[None] | None = None
 
-    def push(self, item: list[Any]) -> None:
+    def push(self, item: RouterItem) -> None:
         self.outbox.append(item)
         self.wakeup.set()
 
 
 class Hub:
-    def __init__(self, runtime: Runtime, layer: Any) -> None:
-        self.runtime = runtime
+    def __init__(self, router: LocalRouter, layer: Any) -> None:
+        self.router = router
         self.layer = layer
         self.epoch = uuid.uuid4().hex
         self.channel = ""
@@ -142,7 +172,7 @@ class Hub:
         if edge.sender is not None:
             edge.sender.cancel()
         for connection_id in edge.connections.values():
-            self._guard(self.runtime.disconnect, connection_id)
+            self._guard(self.router.disconnect, connection_id)
 
     async def _receive_forever(self) -> None:
         while True:
@@ -172,23 +202,22 @@ class Hub:
         if not message["items"]:
             return
         edge.edge_seq = message["seq"]
-        results: list[Any] = []
-        commits: list[tuple[int, asyncio.Future[None]]] = []
-        for item in message["items"]:
-            kind = item[0]
+        publishes: list[Publishing] = []
+        for raw in message["items"]:
             try:
-                if kind == "p":
-                    self._publish(item, results, commits)
+                item = decode_edge_item(raw)
+                if isinstance(item, PublishItem):
+                    publishes.append(self.router.publish(edge.connections.get(item.conn, 0), item.request()))
                 else:
                     self._apply(edge, item)
             except Exception:
                 # A bug, not a refusal: the rest of the batch goes on, and a publish still
                 # gets an answer, so no publisher waits for ever.
-                log.exception("item %r from edge %s failed", kind, edge.channel)
-                if kind == "p":
-                    results.append(encode_error(Unavailable("the router failed to route the message")))
-        if results:
-            self._answer_publishes(edge, message["seq"], results, commits)
+                log.exception("item %r from edge %s failed", raw[:1], edge.channel)
+                if raw and raw[0] == "p":
+                    publishes.append(Publishing("", 0, None, error=Unavailable("the router failed to route the message")))
+        if publishes:
+            self._answer_publishes(edge, message["seq"], publishes)
 
     def _edge_for(self, channel: str, generation: int) -> Edge | None:
         edge = self._edges.get(channel)
@@ -198,7 +227,7 @@ class Hub:
             return None  # sent before the edge resumed: stale
         if edge is None and self._dropped.get(channel, (-1, 0.0))[0] >= generation:
             # Dropped while silent: it must resume its connections before anything else.
-            self._send_now(channel, [["reset", generation]])
+            self._send_now(channel, [ResetItem("reset", generation)])
             return None
         if edge is not None:  # the edge resumed (it lost sight of this router for a while)
             self._drop(edge)
@@ -208,142 +237,89 @@ class Hub:
         self._dropped.pop(channel, None)
         return edge
 
-    def _publish(
-        self, item: list[Any], results: list[Any], commits: list[tuple[int, asyncio.Future[None]]]
-    ) -> None:
-        try:
-            _, routed, committed = self.runtime.publish_nowait(publish_request(item))
-        except BrokerError as error:
-            results.append(encode_error(error))
-            return
-        if committed is not None:
-            commits.append((len(results), committed))
-        results.append(routed)
+    @staticmethod
+    def _answer_publishes(edge: Edge, seq: int, publishes: list[Publishing]) -> None:
+        """One answer for the batch's publishes, once every one of them has settled."""
+        waiting = {id(p.settled): p.settled for p in publishes if p.settled is not None and not p.settled.done()}
 
-    def _answer_publishes(
-        self, edge: Edge, seq: int, results: list[Any], commits: list[tuple[int, asyncio.Future[None]]]
-    ) -> None:
-        if not commits:
-            edge.push(["P", seq, results])
-            return
-        waiting = {id(future): future for _, future in commits}
+        def answer(_: object = None) -> None:
+            if all(future.done() for future in waiting.values()):
+                results = [_encoded(publishing.outcome()) for publishing in publishes]
+                edge.push(PublishedItem("P", seq, results))
 
-        def on_commit(_: asyncio.Future[None]) -> None:
-            if not all(future.done() for future in waiting.values()):
-                return
-            for slot, future in commits:
-                error = _commit_error(future)
-                if error is not None:
-                    results[slot] = encode_error(error)
-            edge.push(["P", seq, results])
-
+        if not waiting:
+            answer()
         for future in waiting.values():
-            future.add_done_callback(on_commit)
+            future.add_done_callback(answer)
 
-    def _apply(self, edge: Edge, item: list[Any]) -> None:
-        kind, conn = item[0], item[1]
-        runtime = self.runtime
-        if kind == "r":
-            self._call(edge, item)
-            return
-        if kind == "o":
-            edge.connections[conn] = runtime.connect(RemoteSink(edge, conn))
-            return
-        if kind == "a":
-            self._resume(edge, item)
-            return
-        connection_id = edge.connections.get(conn)
-        if connection_id is None:
-            return  # closed meanwhile
+    def _apply(self, edge: Edge, item: Any) -> None:
+        router = self.router
+        match item:
+            case CallItem():
+                self._call(edge, item)
+            case OpenItem(conn=conn):
+                edge.connections[conn] = router.connect(RemoteSink(edge, conn))
+            case ResumeItem(conn=conn, first_tag=first_tag, watching=watching, subscriptions=subscriptions):
+                edge.connections[conn] = router.resume(
+                    RemoteSink(edge, conn),
+                    first_tag=first_tag,
+                    watching=watching,
+                    subscriptions=[args.request() for args in subscriptions],
+                )
+            case _:
+                connection_id = edge.connections.get(item.conn)
+                if connection_id is None:
+                    return  # closed meanwhile
+                self._on_connection(edge, connection_id, item)
+
+    def _on_connection(self, edge: Edge, connection_id: int, item: Any) -> None:
+        router = self.router
+        match item:
+            case CloseItem(conn=conn):
+                del edge.connections[conn]
+                router.disconnect(connection_id)
+            case SubscribeItem(conn=conn):
+                def answered(queue: str | None, error: BrokerError | None) -> None:
+                    # Before the deliveries that subscribing starts, which follow it in the outbox.
+                    edge.push(SubscribedItem("S", conn, queue, None if error is None else encode_error(error)))
+
+                router.subscribe(connection_id, item.request(), answered)
+            case UnsubscribeItem(key=key):
+                router.unsubscribe(connection_id, key)
+            case AckItem(frame_id=frame_id, tag=tag, multiple=multiple):
+                router.ack(connection_id, frame_id, tag, multiple=multiple)
+            case NackItem(frame_id=frame_id, tag=tag, multiple=multiple, requeue=requeue):
+                router.nack(connection_id, frame_id, tag, multiple=multiple, requeue=requeue)
+            case WatchItem(watching=watching):
+                router.watch(connection_id, watching)
+            case _:
+                log.error("unexpected item %r from edge %s", item[:1], edge.channel)
+
+    def _call(self, edge: Edge, item: CallItem) -> None:
         try:
-            match kind:
-                case "x":
-                    del edge.connections[conn]
-                    runtime.disconnect(connection_id)
-                case "s":
-                    # The answer goes before the deliveries that subscribing starts.
-                    mark = len(edge.outbox)
-                    try:
-                        queue = self._subscribe(connection_id, item[2:])
-                        answer = ["S", conn, queue, None]
-                    except BrokerError as error:
-                        answer = ["S", conn, None, encode_error(error)]
-                    edge.outbox.insert(mark, answer)
-                    edge.wakeup.set()
-                case "u":
-                    try:
-                        runtime.unsubscribe(connection_id, item[2])
-                    finally:  # cancelled meanwhile by the router or not: it has ended
-                        edge.push(["U", conn, item[2]])
-                case "k":
-                    runtime.ack(connection_id, item[3], multiple=item[4])
-                case "n":
-                    runtime.nack(connection_id, item[3], multiple=item[4], requeue=item[5])
-                case "w":
-                    edge.push(["d", conn, [runtime.watch(connection_id)]])
-                case "W":
-                    runtime.unwatch(connection_id)
-                case _:
-                    log.error("unknown item %r from edge %s", kind, edge.channel)
+            result = execute(self.router.runtime, decode_call(item.op, item.args))
+            edge.push(AnswerItem("R", item.request_id, True, result))
         except BrokerError as error:
-            if kind in ("k", "n"):
-                from broker.protocol.frames import error_frame
-
-                edge.push(["d", conn, [dumps(error_frame(item[2], error))]])
-            # An unsubscribe that crossed the router's cancel has nothing left to say.
-
-    def _subscribe(self, connection_id: int, args: list[Any]) -> str:
-        key, subscription_json, ack, prefetch, queue, exchange, binding_key, arguments = args
-        return self.runtime.subscribe(
-            connection_id,
-            subscription=key,
-            subscription_json=subscription_json,
-            ack_mode=AckMode(ack),
-            prefetch=prefetch,
-            queue=queue,
-            exchange=exchange,
-            binding_key=binding_key,
-            arguments=arguments,
-        )
-
-    def _resume(self, edge: Edge, item: list[Any]) -> None:
-        """A connection that lived on the previous router: its subscriptions, silently."""
-        _, conn, first_tag, watching, subscriptions = item
-        connection_id = self.runtime.connect(RemoteSink(edge, conn), first_tag=first_tag)
-        edge.connections[conn] = connection_id
-        if watching:
-            self.runtime.watch(connection_id)
-        for args in subscriptions:
-            try:
-                self._subscribe(connection_id, args)
-            except BrokerError as error:
-                edge.push(["c", conn, args[0], error.message])
-
-    def _call(self, edge: Edge, item: list[Any]) -> None:
-        _, request_id, op, args = item
-        try:
-            fn = ROUTER_OPS[op]
-            edge.push(["R", request_id, True, fn(self.runtime, *args)])
-        except BrokerError as error:
-            edge.push(["R", request_id, False, encode_error(error)])
+            edge.push(AnswerItem("R", item.request_id, False, encode_error(error)))
         except Exception:
-            log.exception("router call %s failed", op)
-            edge.push(["R", request_id, False, encode_error(Unavailable(f"the router failed to carry out {op}"))])
+            log.exception("router call %s failed", item.op)
+            failure = Unavailable(f"the router failed to carry out {item.op}")
+            edge.push(AnswerItem("R", item.request_id, False, encode_error(failure)))
 
     # -- sending ---------------------------------------------------------
 
     async def _send_forever(self, edge: Edge) -> None:
-        broker = self.runtime.broker
+        runtime = self.router.runtime
         while True:
             await edge.wakeup.wait()
             edge.wakeup.clear()
-            items: list[list[Any]] = []
+            items: list[RouterItem] = []
             if edge.outbox and not edge.window.full:
                 items, edge.outbox = edge.outbox, []
                 for conn in edge.delivered:
-                    connection = broker.connections.get(edge.connections.get(conn, -1))
-                    if connection is not None:
-                        items.append(["t", conn, connection.next_tag - 1])
+                    tag = runtime.last_tag(edge.connections.get(conn, -1))
+                    if tag is not None:
+                        items.append(LastTagItem("t", conn, tag))
                 edge.delivered.clear()
                 edge.seq += 1
                 edge.window.sent(edge.seq)
@@ -357,7 +333,7 @@ class Hub:
         # Until sent: a dead edge's sender is cancelled when the edge is dropped.
         await send_batch(self.layer, channel, message, wanted=lambda: True)
 
-    def _send_now(self, channel: str, items: list[list[Any]]) -> None:
+    def _send_now(self, channel: str, items: list[RouterItem]) -> None:
         message = {"type": ROUTER_BATCH, "epoch": self.epoch, "items": items}
         task = asyncio.create_task(self.layer.send(channel, message))
         task.add_done_callback(_log_failure)
@@ -369,13 +345,8 @@ class Hub:
             log.exception("router call failed while dropping an edge")
 
 
-def _commit_error(future: asyncio.Future[None]) -> BrokerError | None:
-    if future.cancelled():
-        return Unavailable("the message store stopped before the message was committed")
-    error = future.exception()
-    if error is None:
-        return None
-    return error if isinstance(error, BrokerError) else Unavailable("the message store failed to commit the message")
+def _encoded(outcome: int | BrokerError) -> int | list[Any]:
+    return encode_error(outcome) if isinstance(outcome, BrokerError) else outcome
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

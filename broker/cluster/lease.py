@@ -1,4 +1,4 @@
-"""Exactly one active router: a PostgreSQL session advisory lock (issue 6).
+"""Exactly one active router: a PostgreSQL session advisory lock.
 
 A `runbroker` of a cluster asks for the lock on a connection of its own and
 serves as an edge while it waits: a hot standby. PostgreSQL drops the lock

@@ -1,40 +1,12 @@
-"""What edges and the router say to each other over the channel layer.
+"""How edges and the router talk over the channel layer: batches, flow control, beats.
 
-Every message is a batch: a list of items, each a short list whose first
-element names it. Many client frames, deliveries and replies share one
-channel-layer message, so a busy cluster pays one Redis round trip per batch,
-not per message (issue 6). Items in a batch are applied in order, and batches
-from one sender arrive in order, so an edge's frames reach the router in the
-order its clients sent them.
-
-Edge -> router (`EDGE_BATCH`, to the channel the router announces):
-
-    ["o", conn]                          a client connected
-    ["x", conn]                          it went away: the router requeues what it held
-    ["a", conn, first_tag, watching, [subscribe args...]]
-                                         resume a connection on a new router
-    ["p", conn, exchange, routing_key, body_json, headers, persistent, message_id]
-                                         publish; all of a batch's publishes are
-                                         answered by one ["P", seq, results]
-    ["s", conn, key, subscription_json, ack, prefetch, queue, exchange, binding_key, arguments]
-    ["u", conn, key]                     unsubscribe
-    ["k", conn, frame_id, tag, multiple] ack
-    ["n", conn, frame_id, tag, multiple, requeue]
-    ["w", conn] / ["W", conn]            watch / unwatch
-    ["r", request_id, op, args]          a call of the HTTP API (ROUTER_OPS)
-
-Router -> edge (`ROUTER_BATCH`):
-
-    ["d", conn, frames]                  frames for the client, in order
-    ["c", conn, key, reason]             the router ended a subscription
-    ["t", conn, last_tag]                the highest delivery tag handed out so far
-    ["S", conn, queue, error]            the answer to a subscribe, before its deliveries
-    ["U", conn, key]                     the answer to an unsubscribe, after its last delivery
-    ["P", seq, results]                  per publish: routed count, or an error
-    ["R", request_id, ok, value]         the answer to a call
-    ["reset", generation]                the router dropped this edge's batches of that
-                                         generation: resume all (once, whatever the
-                                         number of resets for it)
+Every channel-layer message is a batch: a list of items (broker/protocol/link.py
+types each of them). Many client frames, deliveries and replies share one
+message, so a busy cluster pays one Redis round trip per batch, not per
+message. Items in a batch are applied in order, and batches from one sender
+arrive in order, so an edge's frames reach the router in the order its
+clients sent them. An edge sends its batches (EDGE_BATCH) to the channel the
+router announces; the router answers on the edge's own channel (ROUTER_BATCH).
 
 Flow control: a batch with items is answered by the next batch the other way,
 which carries `ack`, the sequence number of the last batch with items that
@@ -43,8 +15,8 @@ ack alone, and needs no answer). A sender has at most `BATCHES_IN_FLIGHT`
 unanswered batches; the rest waits in its outbox and leaves as one batch.
 Without this an edge sent a batch per few items as fast as Redis took them,
 and they queued in Redis faster than the router, which reads channel-layer
-messages one at a time, could take them: seconds of latency (issue 6's
-benchmark).
+messages one at a time, could take them: seconds of latency in the
+cross-node benchmark.
 
 The router announces itself to the `EDGES_GROUP` with a beat every
 `BEAT_SECONDS`; an edge that hears none for `ROUTER_TIMEOUT` fails what is in
@@ -62,10 +34,6 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from channels.exceptions import ChannelFull
-
-from broker.engine import errors
-from broker.engine.errors import BrokerError
-from broker.protocol.publish import PublishRequest
 
 EDGE_BATCH: Final = "broker.edge_batch"
 ROUTER_BATCH: Final = "broker.router_batch"
@@ -90,18 +58,6 @@ EDGE_TIMEOUT: Final = 5.0
 # Longest wait for the router's answer to one call of the HTTP API.
 CALL_TIMEOUT: Final = 30.0
 
-
-def _classes_by_code() -> dict[str, type[BrokerError]]:
-    """Every error class of engine/errors.py, so that one added there keeps its code (and
-    HTTP status) over the link; `invalid` stays the base class, whose code `Invalid` shares."""
-    found: dict[str, type[BrokerError]] = {BrokerError.code: BrokerError}
-    for value in vars(errors).values():
-        if isinstance(value, type) and issubclass(value, BrokerError):
-            found.setdefault(value.code, value)
-    return found
-
-
-_ERRORS: Final = _classes_by_code()
 
 log = logging.getLogger("broker.cluster")
 
@@ -147,30 +103,3 @@ async def send_batch(layer: Any, channel: str, message: dict[str, Any], *, wante
         except Exception:
             log.exception("sending a batch to %s failed; retrying", channel)
             await asyncio.sleep(BEAT_SECONDS)
-
-
-def encode_error(error: BrokerError) -> list[Any]:
-    return [error.code, error.message, error.fields]
-
-
-def decode_error(data: list[Any]) -> BrokerError:
-    code, message, fields = data
-    return _ERRORS.get(code, BrokerError)(message, fields=fields)
-
-
-def publish_item(connection: int, request: PublishRequest, message_id: str) -> list[Any]:
-    return [
-        "p",
-        connection,
-        request.exchange,
-        request.routing_key,
-        request.body_json,
-        request.headers,
-        request.persistent,
-        message_id,
-    ]
-
-
-def publish_request(item: list[Any]) -> PublishRequest:
-    _, _, exchange, routing_key, body_json, headers, persistent, message_id = item
-    return PublishRequest(exchange, routing_key, body_json, headers, persistent, message_id)

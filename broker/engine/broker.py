@@ -2,7 +2,7 @@
 
 Each public method validates first and changes nothing when it raises; then it
 changes the state and returns the effects for the shell to carry out
-(STYLE.md, "The engine decides, the shell does"). One owner calls it: the
+. One owner calls it: the
 runtime's event loop. Pure: no I/O, no clock, no Django.
 """
 
@@ -91,7 +91,7 @@ class Broker:
         self._next_seq = 0
         self.published = 0  # messages published, a running total for rates
         # Queues with a message TTL or `expires`: the only ones `tick` looks at, so its
-        # cost follows them, not the number of queues (DESIGN.md, "Performance model").
+        # cost follows them, not the number of queues.
         self._timed: set[str] = set()
         # MAX_QUEUES and MAX_BINDINGS (README, "Limits") for what the router makes itself,
         # a subscription's private queue; None: no limit. The stored topology is checked
@@ -268,7 +268,7 @@ class Broker:
             return fx.build()
         # Take back every unacknowledged message and detach every subscription before
         # draining: a message given back must not go to another subscription of this
-        # closing connection, and it returns in delivery order (PROTOCOL.md, "Delivery").
+        # closing connection, and it returns in delivery order (docs/protocol.md, "Delivery").
         returned: dict[str, tuple[QueueState, list[Envelope]]] = {}
         for pending in connection.unacked.values():  # tag order is delivery order
             state = self._settle(pending)
@@ -393,7 +393,7 @@ class Broker:
     # -- polling and maintenance ---------------------------------------
 
     def get(self, queue: str, *, count: int, ack: bool, now: float) -> tuple[list[tuple[Message, bool]], Effects]:
-        """Take up to `count` ready messages (PROTOCOL.md, POST /api/queues/{name}/get/)."""
+        """Take up to `count` ready messages (docs/protocol.md, POST /api/queues/{name}/get/)."""
         state = self._queue(queue)
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise BrokerError("count must be a positive integer", fields={"count": ["must be a positive integer"]})
@@ -629,7 +629,7 @@ class Broker:
 
     @staticmethod
     def _requeue(queue: QueueState, envelopes: list[Envelope]) -> None:
-        """Back to the head of the queue, in their original order (PROTOCOL.md, "Delivery")."""
+        """Back to the head of the queue, in their original order (docs/protocol.md, "Delivery")."""
         if not envelopes:
             return
         for envelope in envelopes:
@@ -753,7 +753,7 @@ def _cycle_without_rejection(history: list[dict[str, Any]], queue: str) -> bool:
 
 
 def _age(published_at: str, wall_now: float | None) -> float:
-    """Seconds since `published_at` (PROTOCOL.md's ISO form), 0 when unknown."""
+    """Seconds since `published_at` (docs/protocol.md's ISO form), 0 when unknown."""
     if wall_now is None:
         return 0.0
     try:

@@ -1,4 +1,4 @@
-"""Broker errors: one class per stable error code of PROTOCOL.md ("Errors").
+"""Broker errors: one class per stable error code of docs/protocol.md ("Errors").
 
 Raised by the engine and by services; the DRF exception handler
 (common/api_errors.py) and the WebSocket consumer render them from the

@@ -1,7 +1,7 @@
 """Exchange types: map a routing key and headers to the names of queues.
 
 Direct and fanout are dict lookups; topic walks a trie of words, so its cost
-grows with the key, not with the number of bindings (DESIGN.md, "Routing").
+grows with the key, not with the number of bindings.
 Pure: no I/O.
 """
 
@@ -158,7 +158,7 @@ class _HeadersBinding:
     match_any: bool
     items: tuple[tuple[str, Any], ...]
     # The arguments as JSON text: Python finds `1 == True`, so `items` alone would let
-    # removing the binding {"a": true} take away {"a": 1} (PROTOCOL.md, headers match).
+    # removing the binding {"a": true} take away {"a": 1} (docs/protocol.md, headers match).
     identity: str
 
     def matches(self, headers: Mapping[str, Any]) -> bool:

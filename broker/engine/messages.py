@@ -1,7 +1,7 @@
-"""Messages, their copies in queues, and deliveries.
+"""Messages, their copies in queues, and deliveries. Pure: no I/O.
 
-A message is encoded to JSON once, at its first delivery: every later delivery
-of every copy reuses that text (DESIGN.md, "Performance model"). Pure: no I/O.
+A message's body is JSON text, encoded once by whoever made the message; the
+engine never encodes it again.
 """
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-from .jsoncodec import dumps, loads
 
 
 @dataclass(slots=True)
@@ -24,37 +22,9 @@ class Message:
     headers: Mapping[str, Any]
     persistent: bool
     published_at: str
-    _fragment: str | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def fragment(self) -> str:
-        """The fields every delivery shares, encoded once, at the first delivery:
-        `"message_id":...,"published_at":...`. Messages loaded at start-up that wait
-        in a queue cost neither the time nor the memory until then."""
-        if self._fragment is None:
-            mid = dumps(self.message_id)
-            self._fragment = (
-                f'"message_id":{mid},"unique_id":{mid},"exchange":{dumps(self.exchange)},'
-                f'"routing_key":{dumps(self.routing_key)},"body":{self.body_json},'
-                f'"headers":{dumps(dict(self.headers))},"persistent":{"true" if self.persistent else "false"},'
-                f'"published_at":{dumps(self.published_at)}'
-            )
-        return self._fragment
-
-    def to_dict(self, *, redelivered: bool | None = None) -> dict[str, Any]:
-        """The wire object (PROTOCOL.md, "Every message"), for HTTP answers."""
-        result: dict[str, Any] = {
-            "message_id": self.message_id,
-            "exchange": self.exchange,
-            "routing_key": self.routing_key,
-            "body": loads(self.body_json),
-            "headers": dict(self.headers),
-            "persistent": self.persistent,
-            "published_at": self.published_at,
-        }
-        if redelivered is not None:
-            result["redelivered"] = redelivered
-        return result
+    # The protocol's encoding of the fields every delivery shares, kept with the message
+    # so it is made once (broker/protocol/server_frames.py); the engine never reads it.
+    wire: str | None = field(default=None, compare=False, repr=False)
 
 
 def make_message(
@@ -96,14 +66,6 @@ class Delivery:
     delivery_tag: int
     message: Message
     redelivered: bool
-
-    def frame(self) -> str:
-        """The WebSocket `message` frame (PROTOCOL.md, "Server to client")."""
-        return (
-            f'{{"type":"message","subscription":{self.subscription_json},'
-            f'"delivery_tag":{self.delivery_tag},"redelivered":{"true" if self.redelivered else "false"},'
-            f"{self.message.fragment}}}"
-        )
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""Name rules for exchanges and queues (PROTOCOL.md, "Wire contract").
+"""Name rules for exchanges and queues (docs/protocol.md, "Names").
 
 Pure: imports nothing outside the engine and the standard library.
 """
@@ -6,6 +6,7 @@ Pure: imports nothing outside the engine and the standard library.
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Final
 
 from .errors import BrokerError, Forbidden
@@ -29,3 +30,8 @@ def check_name(kind: str, name: str, *, reserved_ok: bool = False) -> None:
             f"{kind} name {name!r} is reserved: names starting with 'amq.' belong to the broker",
             fields={"name": ["names starting with 'amq.' belong to the broker"]},
         )
+
+
+def generated_queue_name() -> str:
+    """A name for a queue declared without one: reserved (`amq.`), so no client's clashes."""
+    return f"{RESERVED_PREFIX}gen-{uuid.uuid4().hex}"

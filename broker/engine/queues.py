@@ -15,7 +15,7 @@ from .errors import BrokerError
 from .messages import Envelope
 
 MAX_PREFETCH: Final = 65535  # AMQP's bound for basic.qos prefetch-count
-DEFAULT_PREFETCH: Final = 100  # PROTOCOL.md, subscribe frame
+DEFAULT_PREFETCH: Final = 100  # docs/protocol.md, subscribe frame
 
 
 class Overflow(StrEnum):
@@ -52,7 +52,7 @@ _STR_ARGUMENTS: Final = ("dead_letter_exchange", "dead_letter_routing_key")
 
 
 def parse_queue_arguments(raw: Mapping[str, Any] | None) -> QueueArguments:
-    """Validate a queue's `arguments` (PROTOCOL.md, "Queue arguments")."""
+    """Validate a queue's `arguments` (docs/protocol.md, "Queue properties and arguments")."""
     if raw is None:
         return QueueArguments()
     if not isinstance(raw, Mapping):
@@ -195,7 +195,7 @@ class Connection:
 
     def __init__(self, connection_id: int, first_tag: int = 1) -> None:
         self.id = connection_id
-        # A connection resumed on a new router (issue 6) starts above the tags its client
+        # A connection resumed on a new router starts above the tags its client
         # already holds; those name messages the new router redelivers under new tags.
         self.first_tag = first_tag
         self.next_tag = first_tag

@@ -48,7 +48,7 @@ def exchange_field(value: Any, field: str = "exchange") -> str:
 
 
 def prepare_publish(data: Mapping[str, Any], *, max_bytes: int, exchange: str | None = None) -> PublishRequest:
-    """Check a publish's fields (PROTOCOL.md, publish); `exchange` overrides the field (HTTP path)."""
+    """Check a publish's fields (docs/protocol.md, publish); `exchange` overrides the field (HTTP path)."""
     if "body" not in data:
         raise _invalid("body", "this field is required")
     target = exchange_field(data.get("exchange", DEFAULT_EXCHANGE) if exchange is None else exchange)

@@ -2,7 +2,7 @@
 
 The database holds the definitions (exchanges, queues, bindings); the router
 mirrors them. A change made anywhere (API, admin, ORM) becomes one of these
-values and is applied by the router (DESIGN.md, "The engine"). No Django here.
+values and is applied by the router. No Django here.
 """
 
 from __future__ import annotations

@@ -1,81 +1,133 @@
-"""Calls of the HTTP API and the admin on the router, wherever it runs.
+"""Calls on the router from Django code: typed, wherever the router runs.
 
-In the router's process they run on its loop (`Runtime.call_threadsafe`); in
-an edge process they travel to the router over the cluster link (issue 6).
-So each call is a named op taking the runtime and plain values, and giving
-back plain values (lists, dicts, numbers, strings) that survive the trip.
-Apps register their ops with `router_op`.
+Views, the admin, services and signal handlers run in worker threads; these
+functions carry their call to the router's event loop (this process's router,
+or the cluster link to another's), wait for the answer, and give it back typed.
+`unavailable` when there is no router to ask, or it does not answer in time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Final, TypeVar
 
+from broker.engine.broker import QueueCounts
 from broker.engine.errors import Unavailable
+from broker.protocol.calls import (
+    QueueCountsCall,
+    QueueGetCall,
+    QueueIsPrivateCall,
+    QueuePurgeCall,
+    QueueSnapshotCall,
+    RouterCall,
+    TopologyCall,
+)
 from broker.protocol.publish import PublishRequest
-from broker.runtime.runtime import current_runtime
+from broker.protocol.server_frames import MessageObject
+from broker.protocol.topology import TopologyChange, encode_change
 
-if TYPE_CHECKING:
-    from broker.cluster.edge import EdgeLink
+from . import registry
+from .interface import Router
 
-F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
-ROUTER_OPS: dict[str, Callable[..., Any]] = {}
-
-
-def router_op(name: str) -> Callable[[F], F]:
-    def register(fn: F) -> F:
-        ROUTER_OPS[name] = fn
-        return fn
-
-    return register
+# Long enough for a commit under load or an answer over the link (whose own
+# timeout is 30 s), short enough that a stuck router shows.
+CALL_TIMEOUT: Final = 31.0
 
 
 def router_reachable() -> bool:
     """Is there a router to call, here or over the link?"""
-    if current_runtime() is not None:
-        return True
-    from broker.cluster.edge import current_link
-
-    link = current_link()
-    return link is not None and link.router_known
+    router = registry.current()
+    return router is not None and router.available
 
 
-def call_router(op: str, *args: Any) -> Any:
-    """Run the op on the router from a worker thread; `unavailable` when there is none."""
-    runtime = current_runtime()
-    if runtime is not None:
-        return runtime.call_threadsafe(ROUTER_OPS[op], runtime, *args)
-    link = _link()
-    return link.run_threadsafe(link.call(op, *args))
-
-
-def publish_on_router(request: PublishRequest) -> tuple[str, int]:
-    """From a worker thread: (message_id, routed) once every durable copy is committed."""
-    runtime = current_runtime()
-    if runtime is not None:
-        return runtime.call_threadsafe(runtime.publish, request)  # type: ignore[no-any-return]
-    link = _link()
-    return link.run_threadsafe(link.publish_wait(request))
-
-
-async def publish_on_router_async(request: PublishRequest) -> tuple[str, int]:
-    """`publish_on_router` for a coroutine: the wait for the commit holds no thread."""
-    runtime = current_runtime()
-    if runtime is not None:
-        return await runtime.call_async(runtime.publish, request)  # type: ignore[no-any-return]
-    link = _link()
-    if link.loop is not asyncio.get_running_loop():
-        raise Unavailable("the cluster link runs on another event loop")
-    return await link.publish_wait(request)
-
-
-def _link() -> EdgeLink:
-    from broker.cluster.edge import current_link
-
-    link = current_link()
-    if link is None:
+def _router() -> Router:
+    router = registry.current()
+    if router is None:
         raise Unavailable("the broker's router is not running")
-    return link
+    return router
+
+
+def on_loop(loop: asyncio.AbstractEventLoop | None, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run `fn(*args, **kwargs)` (a plain or a coroutine function) on `loop` from another
+    thread; its result."""
+    if loop is None or loop.is_closed():
+        raise Unavailable("the broker's router is not running")
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        raise Unavailable("the broker's router cannot be waited for on its own event loop")
+
+    async def run() -> Any:
+        result = fn(*args, **kwargs)
+        return await result if inspect.isawaitable(result) else result
+
+    future = asyncio.run_coroutine_threadsafe(run(), loop)
+    try:
+        return future.result(CALL_TIMEOUT)
+    except FutureTimeout:
+        future.cancel()
+        raise Unavailable("the broker's router did not answer in time") from None
+
+
+def call_router(call: RouterCall) -> Any:
+    """Carry out `call` on the router, from a worker thread; its plain result."""
+    router = _router()
+    return on_loop(router.loop, router.call, call)
+
+
+def queue_counts(names: list[str]) -> dict[str, QueueCounts]:
+    """Live counts of the named queues the router knows."""
+    found = call_router(QueueCountsCall(names))
+    return {name: QueueCounts(*counts) for name, counts in found.items()}
+
+
+def queue_snapshot(names: list[str]) -> tuple[dict[str, QueueCounts], list[dict[str, Any]]]:
+    """Live counts of the named queues, and every private queue (its fields as a dict)."""
+    counts, private = call_router(QueueSnapshotCall(names))
+    return {name: QueueCounts(*found) for name, found in counts.items()}, list(private)
+
+
+def queue_is_private(name: str) -> bool:
+    return bool(call_router(QueueIsPrivateCall(name)))
+
+
+def queue_purge(name: str) -> int:
+    return int(call_router(QueuePurgeCall(name)))
+
+
+def queue_get(name: str, *, count: int, ack: bool) -> list[MessageObject]:
+    messages: list[MessageObject] = call_router(QueueGetCall(name, count, ack))
+    return messages
+
+
+def topology_apply(change: TopologyChange) -> None:
+    call_router(TopologyCall(encode_change(change)))
+
+
+def publish(request: PublishRequest) -> tuple[str, int]:
+    """From a worker thread: (message_id, routed) once every durable copy is committed."""
+    router = _router()
+    result: tuple[str, int] = on_loop(router.loop, router.publish_and_wait, request)
+    return result
+
+
+async def publish_async(request: PublishRequest) -> tuple[str, int]:
+    """`publish` for a coroutine: the wait for the commit holds no thread."""
+    router = _router()
+    loop = router.loop
+    if loop is None or loop.is_closed():
+        raise Unavailable("the broker's router is not running")
+    if loop is asyncio.get_running_loop():
+        return await router.publish_and_wait(request)
+    future = asyncio.run_coroutine_threadsafe(router.publish_and_wait(request), loop)
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(future), CALL_TIMEOUT)
+    except TimeoutError:
+        raise Unavailable("the broker's router did not answer in time") from None

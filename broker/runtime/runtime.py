@@ -1,31 +1,29 @@
 """The async shell around the engine: the router's state, its writer and timers.
 
-One event loop owns the `Broker`: WebSocket consumers call the runtime's
-methods on that loop; threads (sync DRF views, the admin, signal handlers)
-go through `call_threadsafe`. So the engine needs no locks. The runtime
+One event loop owns the `Broker`: everything calls the runtime's methods on
+that loop (broker/router/ brings other threads' calls there), so the engine
+needs no locks. The runtime
 carries out the engine's effects: commits through the group-commit writer,
-frames to connections, deletes at the checkpoint (DESIGN.md, "The engine").
+frames to connections, deletes at the checkpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import inspect
 import logging
-import threading
 import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Protocol
 
 from broker.engine.broker import Broker, QueueCounts
-from broker.engine.errors import BrokerError, Unavailable
+from broker.engine.errors import BrokerError
 from broker.engine.jsoncodec import dumps
-from broker.engine.messages import Effects, make_message
+from broker.engine.messages import Effects, Message, make_message
+from broker.engine.names import generated_queue_name
 from broker.engine.queues import AckMode
+from broker.protocol.server_frames import MessageObject, message_frame, message_object
 from broker.protocol.publish import PublishRequest
 from broker.runtime.stamps import new_message_id, now_iso
 from broker.runtime.stats import StatsSampler
@@ -46,10 +44,6 @@ from broker.runtime.writer import GroupCommitWriter, MessageStore
 
 log = logging.getLogger("broker.runtime")
 
-T = TypeVar("T")
-
-# Long enough for a commit under load, short enough that a stuck router shows.
-THREAD_CALL_TIMEOUT: Final = 30.0
 # TTL and `expires` are checked this often; finer than users notice.
 TICK_SECONDS: Final = 0.25
 # Watchers (the web console) get counts and rates this often.
@@ -69,30 +63,35 @@ class DeliverySink(Protocol):
 class RuntimeStore(MessageStore, Protocol):
     def load_topology(self) -> Topology: ...
 
-    def load_messages(self) -> Any:
-        """Iterable of (store_id, queue name, Message), in queue order."""
+    def load_messages(self) -> Iterable[tuple[int, str, Message]]:
+        """(store_id, queue name, message) of every stored message, in queue order."""
 
     def max_store_id(self) -> int: ...
 
 
-_current: Runtime | None = None
-
-
-def current_runtime() -> Runtime | None:
-    """The router running in this process, if any."""
-    return _current
-
-
 class Runtime:
-    def __init__(self, store: RuntimeStore, *, checkpoint_seconds: float) -> None:
+    def __init__(
+        self,
+        store: RuntimeStore,
+        *,
+        checkpoint_seconds: float,
+        max_queues: int | None = None,
+        max_bindings: int | None = None,
+        layer: Any = None,
+    ) -> None:
+        """`layer`: the channel layer on which processes without a router send topology
+        changes (storage/sync.py), or None. `max_queues`, `max_bindings`: MAX_QUEUES and
+        MAX_BINDINGS for the private queues the router makes itself; None, no limit."""
         self.broker = Broker()
+        self.broker.max_queues = max_queues
+        self.broker.max_bindings = max_bindings
+        self._layer = layer
         self.store = store
         self.writer: GroupCommitWriter | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._checkpoint_seconds = checkpoint_seconds
         self._sinks: dict[int, DeliverySink] = {}
         self._main: asyncio.Task[None] | None = None
-        self._loop_thread: int | None = None
         self.loaded_messages = 0
         self._stopped = False
         self._stats = StatsSampler()
@@ -103,15 +102,8 @@ class Runtime:
 
     async def start(self) -> None:
         """Load topology and stored messages, then run the writer and the timer."""
-        global _current
         self.loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
         self.writer = GroupCommitWriter(self.store, checkpoint_seconds=self._checkpoint_seconds)
-        # The engine takes the limits; it reads no settings.
-        from django.conf import settings
-
-        self.broker.max_queues = settings.MAX_QUEUES or None
-        self.broker.max_bindings = settings.MAX_BINDINGS or None
         started = time.monotonic()
         # In the group before the topology is read: a change committed during the load
         # (a failover's) waits in the channel and is applied after it, not lost.
@@ -130,7 +122,6 @@ class Runtime:
             time.monotonic() - started,
         )
         self._main = asyncio.create_task(self._run(), name="broker-router")
-        _current = self
 
     async def _run(self) -> None:
         assert self.writer is not None
@@ -142,9 +133,6 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop the timers, commit and checkpoint what is pending, release the store."""
-        global _current
-        if _current is self:
-            _current = None
         if self._stopped:
             return
         self._stopped = True
@@ -196,11 +184,8 @@ class Runtime:
             except Exception:
                 log.exception("tick failed")
 
-    @staticmethod
-    async def _join_topology_group() -> str | None:
-        from channels.layers import get_channel_layer
-
-        layer = get_channel_layer()
+    async def _join_topology_group(self) -> str | None:
+        layer = self._layer
         if layer is None:
             return None
         channel: str = await layer.new_channel()
@@ -209,9 +194,7 @@ class Runtime:
 
     async def _listen_for_topology(self) -> None:
         """Apply changes that processes without a router send over the channel layer."""
-        from channels.layers import get_channel_layer
-
-        layer, channel = get_channel_layer(), self._topology_channel
+        layer, channel = self._layer, self._topology_channel
         if layer is None or channel is None:
             return
         try:
@@ -259,7 +242,7 @@ class Runtime:
         if effects.deliveries:
             by_connection: dict[int, list[str]] = {}
             for delivery in effects.deliveries:
-                by_connection.setdefault(delivery.connection, []).append(delivery.frame())
+                by_connection.setdefault(delivery.connection, []).append(message_frame(delivery))
             for connection_id, frames in by_connection.items():
                 sink = self._sinks.get(connection_id)
                 if sink is not None:
@@ -299,10 +282,10 @@ class Runtime:
             await committed
         return message_id, routed
 
-    def get(self, queue: str, *, count: int, ack: bool) -> list[dict[str, Any]]:
+    def get(self, queue: str, *, count: int, ack: bool) -> list[MessageObject]:
         taken, effects = self.broker.get(queue, count=count, ack=ack, now=self._now())
         self._apply(effects)
-        return [message.to_dict(redelivered=redelivered) for message, redelivered in taken]
+        return [message_object(message, redelivered=redelivered) for message, redelivered in taken]
 
     def purge(self, queue: str) -> int:
         purged, effects = self.broker.purge(queue)
@@ -330,6 +313,11 @@ class Runtime:
         self._sinks.pop(connection_id, None)
         self._watchers.discard(connection_id)
 
+    def last_tag(self, connection_id: int) -> int | None:
+        """The highest delivery tag handed out to the connection so far; None when it is gone."""
+        connection = self.broker.connections.get(connection_id)
+        return None if connection is None else connection.next_tag - 1
+
     def watch(self, connection_id: int) -> str:
         """Send this connection a `stats` frame every second; returns the first one, for now."""
         if not self._watchers:
@@ -352,8 +340,10 @@ class Runtime:
         exchange: str | None = None,
         binding_key: str = "",
         arguments: Mapping[str, Any] | None = None,
+        answered: Callable[[str], None] | None = None,
     ) -> str:
-        """Consume a queue, or an exchange through a private queue; returns the queue's name."""
+        """Consume a queue, or an exchange through a private queue; returns the queue's name.
+        `answered(queue)` is called once the subscription exists, before its first delivery."""
         if exchange is not None:
             name = generated_queue_name()
             effects = self.broker.consume_exchange(
@@ -380,6 +370,8 @@ class Runtime:
                 prefetch=prefetch,
                 now=self._now(),
             )
+        if answered is not None:
+            answered(name)
         self._apply(effects)
         return name
 
@@ -417,45 +409,3 @@ class Runtime:
                 broker.bind(spec)
             case BindingDeleted(spec):
                 broker.unbind(spec)
-
-    # -- calls from other threads ----------------------------------------
-
-    async def call_async(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Await `fn(*args)` (a coroutine function) on the runtime's loop, from any loop."""
-        loop = self.loop
-        if loop is None or loop.is_closed():
-            raise Unavailable("the broker's router is not running")
-        if asyncio.get_running_loop() is loop:
-            return await fn(*args)
-        future = asyncio.run_coroutine_threadsafe(fn(*args), loop)
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), THREAD_CALL_TIMEOUT)
-        except TimeoutError:
-            raise Unavailable("the broker's router did not answer in time") from None
-
-    def call_threadsafe(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run `fn` (plain or async) on the runtime's loop from another thread; return its result."""
-        loop = self.loop
-        if loop is None or loop.is_closed():
-            raise Unavailable("the broker's router is not running")
-        if threading.get_ident() == self._loop_thread:
-            if inspect.iscoroutinefunction(fn):
-                raise RuntimeError("call_threadsafe with a coroutine function from the runtime's own loop")
-            return fn(*args, **kwargs)
-
-        async def run() -> Any:
-            result = fn(*args, **kwargs)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
-
-        future = asyncio.run_coroutine_threadsafe(run(), loop)
-        try:
-            return future.result(THREAD_CALL_TIMEOUT)
-        except FutureTimeout:
-            future.cancel()
-            raise Unavailable("the broker's router did not answer in time") from None
-
-
-def generated_queue_name() -> str:
-    return f"amq.gen-{uuid.uuid4().hex}"

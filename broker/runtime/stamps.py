@@ -33,7 +33,7 @@ _ids = _uuid4_strings()
 
 
 def new_message_id() -> str:
-    """A random (version 4) UUID string, as PROTOCOL.md's `message_id`."""
+    """A random (version 4) UUID string, as docs/protocol.md's `message_id`."""
     return next(_ids)
 
 
@@ -42,7 +42,7 @@ _second_text = ""
 
 
 def now_iso() -> str:
-    """UTC now as `2026-11-28T12:00:00.000000Z` (PROTOCOL.md's `published_at`)."""
+    """UTC now as `2026-11-28T12:00:00.000000Z` (docs/protocol.md's `published_at`)."""
     global _second, _second_text
     now = time.time()
     second = int(now)

@@ -3,7 +3,7 @@
 `StatsSampler` turns the engine's running totals into rates by comparing each
 sample with the previous one. It reads the engine on the router's loop and
 does no I/O, so it is tested with a fake clock. The frame it builds is the
-`stats` frame of the `watch` subscription (an addition to PROTOCOL.md).
+`stats` frame of the `watch` subscription (an addition to docs/protocol.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Publishers hand their copies to `append` and await the returned future, one
 per commit; the writer takes everything pending, writes it in one
-transaction, resolves that future, and repeats (DESIGN.md, "Message store"). Deletes (acks, drops,
+transaction, resolves that future, and repeats. Deletes (acks, drops,
 purges) ride along with the next commit, and at least every checkpoint.
 
 It owns a single database thread, so the ORM connection it uses is kept

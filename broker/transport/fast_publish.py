@@ -2,33 +2,42 @@
 
 Publishing is the hot HTTP call. Through Django each request paid for a thread
 of its own (the ASGI handler's thread-sensitive context) and a hop to it per
-middleware: 7 ms of CPU per publish (issue 5's profile). This ASGI layer
+middleware: 7 ms of CPU per publish (the benchmarks' profiles). This ASGI layer
 answers JSON publishes itself, on the router's loop, and the wait for the
 commit holds nothing, so concurrent publishers share commits.
 
 It does what Django would do for such a request: the Host check against
 ALLOWED_HOSTS, authentication by `Authorization: Bearer` token and the write
-permission on the exchange (access/asgi.py; a token's user and permissions
-are cached for a few seconds, so revoking one takes that long here), the
-body size limit, the same answers and error shape, the same security headers. Anything else goes to Django, the documented DRF
-action included: other methods and content types (the browsable API's forms)
-and every request with a session cookie (DRF checks CSRF for logged-in users).
+permission on the exchange (`authenticate` is handed in: the access app's,
+which caches a token's user and permissions for a few seconds, so revoking
+one takes that long here), the body size limit, the same answers and error
+shape, the same security headers. Anything else goes to Django, the
+documented DRF action included: other methods and content types (the
+browsable API's forms) and every request with a session cookie (DRF checks
+CSRF for logged-in users).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
-from access.asgi import fast_publish_permissions
-from common.api_errors import error_payload
 from broker.engine.errors import BrokerError, TooLarge
 from broker.engine.jsoncodec import dumps, loads
-from exchanges.services import message_publish_async
+from broker.protocol.publish import prepare_publish
+from broker.router.calls import publish_async
+
+from .authorization import Permissions
+from .http_errors import error_body, error_response
+
+Headers = list[tuple[bytes, bytes]]
+# The publisher's permissions from the request's headers; `unauthorized` to refuse it.
+Authenticate = Callable[[Headers], Awaitable[Permissions]]
 
 log = logging.getLogger("broker.http")
 
@@ -42,8 +51,9 @@ SECURITY_HEADERS: Final = [
 
 
 class FastPublish:
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, *, authenticate: Authenticate) -> None:
         self.app = app
+        self._authenticate = authenticate
         self._session_cookie = settings.SESSION_COOKIE_NAME.encode() + b"="
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -67,21 +77,24 @@ class FastPublish:
                 return False
         return True
 
-    async def _publish(self, exchange: str, scope: dict[str, Any], receive: Any) -> tuple[int, Any]:
+    async def _publish(self, exchange: str, scope: dict[str, Any], receive: Any) -> tuple[int, object]:
         try:
             _check_host(scope)
-            permissions = await fast_publish_permissions(scope["headers"])
+            permissions = await self._authenticate(scope["headers"])
             permissions.require("write", "exchange", exchange)
             data = loads(await _read_body(receive))
         except BrokerError as error:
-            return error.status, error_payload(error.code, error.message, error.fields)
+            return error_response(error)
         except ValueError as error:
-            return 400, error_payload("invalid", f"JSON parse error - {error}")
+            return 400, error_body("invalid", f"JSON parse error - {error}")
         try:
-            published = await message_publish_async(data=data, exchange=exchange)
+            if not isinstance(data, dict):
+                raise BrokerError("the request body must be a JSON object")
+            request = prepare_publish(data, max_bytes=settings.MAX_MESSAGE_BYTES, exchange=exchange)
+            message_id, routed = await publish_async(request)
         except BrokerError as error:
-            return error.status, error_payload(error.code, error.message, error.fields)
-        return 200, {"message_id": published.message_id, "routed": published.routed}
+            return error_response(error)
+        return 200, {"message_id": message_id, "routed": routed}
 
 
 def _check_host(scope: dict[str, Any]) -> None:

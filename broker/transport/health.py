@@ -1,4 +1,4 @@
-"""`GET /health`: what this node is, and whether it can serve (issue 6).
+"""`GET /health`: what this node is, and whether it can serve.
 
 For load balancers and supervisors: 200 while this node reaches a router
 (it is the router, or its cluster link follows one), 503 otherwise, e.g. on
@@ -14,17 +14,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker.cluster.edge import current_link
 from broker.engine.jsoncodec import dumps
-from broker.runtime.runtime import current_runtime
+from broker.router import registry
 
 
 def node_health() -> tuple[int, dict[str, Any]]:
-    link = current_link()
-    if current_runtime() is not None:
+    local, link = registry.local(), registry.remote()
+    if local is not None:
         role, router = "router", True
     elif link is not None:
-        role, router = ("standby" if link.candidate else "edge"), link.router_known
+        role, router = link.role, link.available
     else:
         role, router = "none", False
     return (200 if router else 503), {"role": role, "router": router, "cluster": link is not None}

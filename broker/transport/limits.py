@@ -1,4 +1,4 @@
-"""Limits that protect the process from its WebSocket clients (issue 7; README, "Limits").
+"""Limits that protect the process from its WebSocket clients (README, "Limits").
 
 - `FrameBudget`: a token bucket per connection (WS_MAX_FRAMES_PER_SECOND, burst
   WS_MAX_FRAMES_BURST). A frame over it is refused with `rate_limited` and not
@@ -28,7 +28,7 @@ from django.conf import settings
 
 from broker.engine.jsoncodec import loads
 
-from broker.protocol.frames import FrameId
+from broker.protocol.client_frames import FrameId
 
 log = logging.getLogger("broker.ws")
 

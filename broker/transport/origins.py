@@ -1,4 +1,4 @@
-"""Which web pages may open a WebSocket to the broker: the `Origin` check (issue 7).
+"""Which web pages may open a WebSocket to the broker: the `Origin` check.
 
 A browser sends any page's cookies with its WebSocket handshake, so without this
 check a page of another site could act as the logged-in user. `OriginGuard` wraps

@@ -2,30 +2,30 @@
 
 `runbroker` calls `run`. The router loads everything before the server
 accepts a connection; SIGINT/SIGTERM stop the server, then the router commits
-and checkpoints what is pending (STYLE.md, "Async").
+and checkpoints what is pending.
 
-In a cluster (REDIS_URL set; DESIGN.md, "Processes") every process serves
-its clients through the cluster link. A router candidate also waits for the
-router lease, and takes over as the router when it gets it; an edge never does.
+In a cluster (REDIS_URL set; docs/deploy.md) every process serves its clients
+through the cluster link. A router candidate also waits for the router lease,
+and takes over as the router when it gets it (startup.lead); an edge never does.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
-from collections.abc import Callable
 from typing import Any, Literal
 
 import uvicorn
 from django.conf import settings
 
+from broker.cluster.edge import EdgeLink
 from broker.protocol.publish import FRAME_OVERHEAD
-from broker.runtime.runtime import Runtime
-from broker.transport.wsprotocol import BrokerWebSocketProtocol
-from storage.store import OrmMessageStore
+from broker.router.local import LocalRouter
+
+from .startup import StoreFactory, lead, new_router, tune_garbage_collector
+from .wsprotocol import BrokerWebSocketProtocol
 
 log = logging.getLogger("broker.server")
 
@@ -33,62 +33,6 @@ Role = Literal["single", "candidate", "edge"]
 # A router that cannot go on (its lease or its hub failed) exits with this code; its
 # supervisor starts it again, as a standby.
 ROUTER_FAILED_EXIT = 70
-
-
-def new_runtime(fence: Callable[[Any], None] | None = None) -> Runtime:
-    return Runtime(OrmMessageStore(fence=fence), checkpoint_seconds=settings.CHECKPOINT_IN_SECONDS)
-
-
-async def lead(layer: object) -> None:
-    """Wait for the router lease as a hot standby; then be the router until the process stops."""
-    from broker.cluster.hub import Hub
-    from broker.cluster.lease import (
-        CHECK_SECONDS,
-        POLL_SECONDS,
-        TAKEOVER_GRACE,
-        RouterLease,
-    )
-
-    lease = RouterLease(settings.DATABASES["default"])
-    log.info("standby: waiting for the router lease")
-    try:
-        while not await asyncio.to_thread(lease.try_acquire):
-            await asyncio.sleep(POLL_SECONDS)
-        log.info("router lease taken: waiting for the previous router's commits under way, then %.1f s", TAKEOVER_GRACE)
-        await asyncio.to_thread(lease.wait_for_old_writes)
-        await asyncio.sleep(TAKEOVER_GRACE)
-        runtime = new_runtime(lease.fence())
-        await runtime.start()
-        tune_garbage_collector()  # the loaded messages too
-        try:
-            # The load may have taken seconds: still the lease's holder before serving?
-            await _check_lease(lease, CHECK_SECONDS)
-            async with asyncio.TaskGroup() as group:
-                group.create_task(Hub(runtime, layer).run(), name="broker-hub")
-                group.create_task(_keep_lease(lease, CHECK_SECONDS), name="broker-lease")
-        finally:
-            await runtime.stop()
-    finally:
-        await asyncio.to_thread(lease.release)
-
-
-async def _keep_lease(lease: object, every: float) -> None:
-    while True:
-        await asyncio.sleep(every)
-        await _check_lease(lease, every)
-
-
-async def _check_lease(lease: object, every: float) -> None:
-    from broker.cluster.lease import LEASE_LOST_EXIT, RouterLease
-
-    assert isinstance(lease, RouterLease)
-    try:
-        await asyncio.wait_for(asyncio.to_thread(lease.check), 2 * every)
-    except Exception as error:
-        # The lock may be someone else's by now: not one more commit as the router.
-        log.critical("router lease lost (%r): stopping so that the standby takes over", error)
-        logging.shutdown()
-        os._exit(LEASE_LOST_EXIT)
 
 
 def _leader_done(task: asyncio.Task[None]) -> None:
@@ -100,25 +44,22 @@ def _leader_done(task: asyncio.Task[None]) -> None:
     os._exit(ROUTER_FAILED_EXIT)
 
 
-async def serve(host: str, port: int, role: Role = "single") -> None:
-    from broker_project.asgi import application
-
-    runtime: Runtime | None = None
-    link = None
+async def serve(
+    application: Any, host: str, port: int, *, role: Role, new_store: StoreFactory, layer: Any
+) -> None:
+    """Serve `application` (the project's ASGI application) with this process's router or link.
+    `layer`: the channel layer (Redis in a cluster)."""
+    router: LocalRouter | None = None
+    link: EdgeLink | None = None
     leader: asyncio.Task[None] | None = None
     if role == "single":
-        runtime = new_runtime()
-        await runtime.start()
+        router = new_router(new_store(None), layer)
+        await router.start()
     else:
-        from channels.layers import get_channel_layer
-
-        from broker.cluster.edge import EdgeLink
-
-        link = EdgeLink(get_channel_layer())
-        link.candidate = role == "candidate"
+        link = EdgeLink(layer, candidate=role == "candidate")
         await link.start()
         if link.candidate:
-            leader = asyncio.create_task(lead(link.layer), name="broker-leader")
+            leader = asyncio.create_task(lead(layer, new_store), name="broker-leader")
             leader.add_done_callback(_leader_done)
     config = uvicorn.Config(
         application,
@@ -162,27 +103,11 @@ async def serve(host: str, port: int, role: Role = "single") -> None:
                 await leader
             except asyncio.CancelledError:
                 pass
-        if runtime is not None:
-            await runtime.stop()
+        if router is not None:
+            await router.stop()
         if link is not None:
             await link.stop()
         log.info("broker stopped")
-
-
-# Container allocations between young collections. Python's default (700) made a
-# young collection every few dozen publishes, and the older generations' scans grow
-# with every queued message: about a fifth of a publish's CPU (issue 5). The hot
-# path makes no reference cycles, so this delays little real garbage.
-GC_YOUNG_THRESHOLD = 50_000
-
-
-def tune_garbage_collector() -> None:
-    """Once started (code, settings, stored messages loaded): keep what exists out of
-    every later collection, and collect young objects less often."""
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def _request_exit(server: uvicorn.Server) -> None:
@@ -190,11 +115,11 @@ def _request_exit(server: uvicorn.Server) -> None:
     server.should_exit = True
 
 
-def run(host: str, port: int, role: Role = "single") -> None:
+def run(application: Any, host: str, port: int, *, role: Role, new_store: StoreFactory, layer: Any) -> None:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is not on Windows
         pass
-    asyncio.run(serve(host, port, role))
+    asyncio.run(serve(application, host, port, role=role, new_store=new_store, layer=layer))

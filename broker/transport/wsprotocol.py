@@ -1,6 +1,6 @@
 """The WebSocket protocol that runbroker gives uvicorn: uvicorn's own (on
 websockets' sans-I/O layer), without the two costs per frame that led a busy
-publisher's profile (issue 5).
+publisher's profile.
 
 - Writes are coalesced. The frames sent in one turn of the loop leave in one
   socket write, not one system call each: a commit confirms hundreds of

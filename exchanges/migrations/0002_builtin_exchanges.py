@@ -1,4 +1,4 @@
-"""Create the broker's built-in exchanges (PROTOCOL.md: `amq.` names are reserved).
+"""Create the broker's built-in exchanges (docs/protocol.md: `amq.` names are reserved).
 
 The default exchange (`""` / `amq.default`) is not a row: every queue is bound
 to it implicitly by its own name, so the router provides it.

@@ -1,4 +1,4 @@
-// The HTTP API (PROTOCOL.md, "HTTP API"), same-origin, with Django's CSRF token.
+// The HTTP API (docs/protocol.md, "HTTP API"), same-origin, with Django's CSRF token.
 // Every failure resolves to the API's error shape {code, message, fields?}.
 
 function cookie(name) {
@@ -57,6 +57,6 @@ export const api = {
   deleteBinding: (id) => call("DELETE", `/api/bindings/${seg(id)}/`),
   listBindings: (exchange, queue) =>
     call("GET", `/api/bindings/?exchange=${seg(exchange)}&queue=${seg(queue)}`),
-  // The default exchange is `amq.default` in URLs (PROTOCOL.md, "Wire contract").
+  // The default exchange is `amq.default` in URLs (docs/protocol.md, "Names").
   publish: (exchange, fields) => call("POST", `/api/exchanges/${seg(exchange || "amq.default")}/publish/`, fields),
 };

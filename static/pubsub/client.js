@@ -1,21 +1,21 @@
-// The broker's browser client: one WebSocket to /ws (PROTOCOL.md, "WebSocket (/ws)"),
+// The broker's browser client: one WebSocket to /ws (docs/protocol.md, "WebSocket"),
 // plain ES module, no build step, no dependency. Import it from
 // `/static/pubsub/client.js`; docs/browser-client.md shows it at work.
 //
 // It owns the connection and what must survive it: subscriptions are resubscribed,
 // publishes not yet confirmed are sent again (at-least-once: a consumer may see a
 // message twice, with the same message_id), a `watch` is renewed. Objects from the
-// broker (messages, confirms, stats) keep PROTOCOL.md's field names.
+// broker (messages, confirms, stats) keep docs/protocol.md's field names.
 
 const MIN_DELAY_MS = 250; // first retry: soon, a restart takes a second or two
 const MAX_DELAY_MS = 10_000; // then at most every 10 s, so a fleet of pages does not hammer a broker coming back
-const CLOSE_TOO_BIG = 1009; // PROTOCOL.md: a frame over the size limit closes the connection
+const CLOSE_TOO_BIG = 1009; // docs/protocol.md: a frame over the size limit closes the connection
 const CLOSE_UNAUTHORIZED = 4401; // no (valid) credentials: reconnecting would not help
 // Refusals that pass: a cluster's failover (`unavailable`), a frame over the connection's
 // rate (`rate_limited`, the frame was not carried out). Sent again after a backoff.
 const RETRYABLE = new Set(["unavailable", "rate_limited"]);
 
-/** An error with the broker's stable code (PROTOCOL.md, "Errors"), or `closed` after `close()`.
+/** An error with the broker's stable code (docs/protocol.md, "Errors"), or `closed` after `close()`.
  * A connection refused for its credentials (close 4401) ends the client: its promises reject
  * with `unauthorized`, and it does not reconnect. */
 export class BrokerError extends Error {
@@ -29,7 +29,7 @@ export class BrokerError extends Error {
 }
 
 /**
- * @typedef {object} Message  A delivery: PROTOCOL.md's message fields, plus ack/nack.
+ * @typedef {object} Message  A delivery: docs/protocol.md's message fields, plus ack/nack.
  * @property {string} message_id
  * @property {string} exchange
  * @property {string} routing_key

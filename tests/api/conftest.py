@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 from broker_project.asgi import application
 from broker.engine.queues import AckMode
 from broker.runtime.runtime import Runtime
+from broker.router.calls import on_loop
 from queues.models import Queue
 from tests.conftest import Sink
 
@@ -62,8 +63,9 @@ def error_code(answer: tuple[int, Any]) -> tuple[int, str]:
 
 def subscribe_private(runtime: Runtime, exchange: str, binding_key: str = "#") -> tuple[int, str]:
     """Subscribe a fake connection to `exchange` through a private queue; (connection, queue)."""
-    connection = runtime.call_threadsafe(runtime.connect, Sink())
-    queue = runtime.call_threadsafe(
+    connection = on_loop(runtime.loop, runtime.connect, Sink())
+    queue = on_loop(
+        runtime.loop,
         runtime.subscribe,
         connection,
         subscription="s1",

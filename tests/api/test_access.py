@@ -17,6 +17,7 @@ from access.models import ApiToken, hash_token
 from bindings.models import Binding
 from broker.protocol.publish import PublishRequest
 from broker.runtime.runtime import Runtime
+from broker.router.calls import on_loop
 from exchanges.models import Exchange
 from queues.models import Queue
 from tests.access.helpers import grant_group, make_user
@@ -54,7 +55,7 @@ def ready(runtime: Runtime, queue: str) -> int:
 
 
 def put_message(runtime: Runtime, queue: str) -> None:
-    runtime.call_threadsafe(runtime.publish, PublishRequest("", queue, "1", {}, False, None))
+    on_loop(runtime.loop, runtime.publish, PublishRequest("", queue, "1", {}, False, None))
 
 
 # -- authentication ------------------------------------------------------------

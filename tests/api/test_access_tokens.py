@@ -199,7 +199,7 @@ def test_runbroker_off_loopback_turns_anonymous_access_off(settings: Any, monkey
     from subscriptions.management.commands import runbroker
 
     served: list[str] = []
-    monkeypatch.setattr(runbroker, "run", lambda host, port, role: served.append(host))
+    monkeypatch.setattr(runbroker, "run", lambda application, host, port, **options: served.append(host))
     settings.DO_MIGRATIONS = False
     settings.BROKER_ALLOW_ANONYMOUS = True  # the default on loopback HTTP_HOST ...
     settings.BROKER_ALLOW_ANONYMOUS_SET = False
@@ -212,7 +212,7 @@ def test_runbroker_off_loopback_turns_anonymous_access_off(settings: Any, monkey
 def test_runbroker_keeps_anonymous_access_when_said_outright(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from subscriptions.management.commands import runbroker
 
-    monkeypatch.setattr(runbroker, "run", lambda host, port, role: None)
+    monkeypatch.setattr(runbroker, "run", lambda application, host, port, **options: None)
     settings.DO_MIGRATIONS = False
     settings.BROKER_ALLOW_ANONYMOUS = True
     settings.BROKER_ALLOW_ANONYMOUS_SET = True

@@ -1,4 +1,4 @@
-"""common.api_errors: every error in PROTOCOL.md's shape, with its stable code.
+"""common.api_errors: every error in docs/protocol.md's shape, with its stable code.
 
 Pure: the handler is called directly with each exception; no database, no request.
 """

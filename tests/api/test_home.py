@@ -12,12 +12,13 @@ from django.test import Client
 
 from broker.protocol.publish import PublishRequest
 from broker.runtime.runtime import Runtime
+from broker.router.calls import on_loop
 from queues.models import Queue
 
 
 def test_home_shows_queues_with_live_counts_and_the_links(runtime_thread: Runtime) -> None:
     Queue.objects.create(name="inbox")
-    runtime_thread.call_threadsafe(runtime_thread.publish, PublishRequest("", "inbox", "1", {}, False, None))
+    on_loop(runtime_thread.loop, runtime_thread.publish, PublishRequest("", "inbox", "1", {}, False, None))
     response = Client().get("/")
     html = response.content.decode()
     assert response.status_code == 200

@@ -1,4 +1,4 @@
-"""The original Go service's calls (PROTOCOL.md): same paths, bodies and answers."""
+"""The original Go service's calls (docs/protocol.md): same paths, bodies and answers."""
 
 from __future__ import annotations
 

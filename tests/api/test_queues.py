@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from broker.runtime.runtime import Runtime
+from broker.router.calls import on_loop
 from queues.models import Queue
 
 from .conftest import Api, error_code, subscribe_private
@@ -128,7 +129,7 @@ def test_delete_then_declare_again_keeps_the_new_queue(api: Api, runtime_thread:
         publish(api, "again", "x")
         assert api.delete("/api/queues/again/")[0] == 204
         assert api.post("/api/queues/", {"name": "again"})[0] == 201
-    runtime_thread.call_threadsafe(runtime_thread.writer.flush)  # type: ignore[union-attr]
+    on_loop(runtime_thread.loop, runtime_thread.writer.flush)  # type: ignore[union-attr]
     assert Queue.objects.filter(name="again").exists()
     assert "again" in runtime_thread.broker.queues
 

@@ -1,4 +1,4 @@
-"""The browser client, /static/pubsub/client.js (issue 8), in headless Chromium
+"""The browser client, /static/pubsub/client.js, in headless Chromium
 against the real `runbroker`: subscribe with a callback, ack/nack, publish
 confirms and errors, `watch`, and reconnection after the broker is killed and
 started again on the same port.

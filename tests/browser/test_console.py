@@ -1,4 +1,4 @@
-"""The web console at `/` in headless Chromium against the real `runbroker` (issue 4).
+"""The web console at `/` in headless Chromium against the real `runbroker`.
 
 Everything is checked without a page reload: the overview and the topology
 follow the WebSocket's `stats` frames, the forms call the HTTP API, the tail

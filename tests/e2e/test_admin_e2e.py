@@ -1,5 +1,5 @@
 """A change made in the Django admin of the running broker reaches the routing
-of connected subscribers within a second (issue 3, DESIGN.md "The engine")."""
+of connected subscribers within a second."""
 
 from __future__ import annotations
 

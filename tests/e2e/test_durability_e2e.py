@@ -1,4 +1,4 @@
-"""Durability (PROTOCOL.md, "Durability"): every confirmed message survives SIGKILL,
+"""Durability (docs/protocol.md, "Durability"): every confirmed message survives SIGKILL,
 in its queue's order; acknowledged ones do not come back after the checkpoint.
 Runs on SQLite, and on PostgreSQL in the second run of scripts/test."""
 

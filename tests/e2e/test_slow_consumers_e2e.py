@@ -1,4 +1,4 @@
-"""1,000 WebSocket clients stop reading while the broker keeps publishing (issue 7).
+"""1,000 WebSocket clients stop reading while the broker keeps publishing.
 
 The real `runbroker` process, real sockets: every client subscribes (auto-ack) to
 one fanout exchange, 1,000 of them then read nothing while a publisher goes on.

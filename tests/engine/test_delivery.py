@@ -1,4 +1,4 @@
-"""Consumers and deliveries: round-robin, prefetch, ack/nack, cancel, close, get, frames."""
+"""Consumers and deliveries: round-robin, prefetch, ack/nack, cancel, close, get."""
 
 from __future__ import annotations
 
@@ -414,44 +414,3 @@ def test_get_count_must_be_positive(broker: Broker, count: int) -> None:
         broker.get("q", count=count, ack=True, now=0.0)
     assert caught.value.fields == {"count": ["must be a positive integer"]}
     assert ready_flags(broker, "q") == [(1, False)]
-
-
-# -- frames -----------------------------------------------------------------------
-
-
-def test_delivery_frame_has_the_protocol_fields(broker: Broker) -> None:
-    send(broker, "q", {"n": [1, "é"]}, headers={"x-trace": "abc"}, persistent=False, message_id="id-1")
-    sub = subscribe(broker, "q", subscription="s-9")
-    (delivery,) = sub.effects.deliveries
-    assert loads(delivery.frame()) == {
-        "type": "message",
-        "subscription": "s-9",
-        "delivery_tag": 1,
-        "redelivered": False,
-        "message_id": "id-1",
-        "unique_id": "id-1",
-        "exchange": "",
-        "routing_key": "q",
-        "body": {"n": [1, "é"]},
-        "headers": {"x-trace": "abc"},
-        "persistent": False,
-        "published_at": PUBLISHED_AT,
-    }
-    (again,) = broker.nack(sub.connection, 1, multiple=False, requeue=True, now=0.0).deliveries
-    assert (loads(again.frame())["redelivered"], loads(again.frame())["delivery_tag"]) == (True, 2)
-
-
-def test_frame_of_a_redelivery_and_of_a_numeric_subscription() -> None:
-    message = msg("x", "k", None, persistent=True, message_id="m")
-    frame = loads(Delivery(1, dumps(7), 3, message, True).frame())
-    assert (frame["subscription"], frame["delivery_tag"], frame["redelivered"], frame["body"]) == (7, 3, True, None)
-    assert message.to_dict(redelivered=True) == {
-        "message_id": "m",
-        "exchange": "x",
-        "routing_key": "k",
-        "body": None,
-        "headers": {},
-        "persistent": True,
-        "published_at": PUBLISHED_AT,
-        "redelivered": True,
-    }

@@ -1,4 +1,4 @@
-"""A refused call leaves no trace (STYLE.md, "The engine decides, the shell does")."""
+"""A refused call leaves no trace."""
 
 from __future__ import annotations
 

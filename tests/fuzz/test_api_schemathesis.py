@@ -1,4 +1,4 @@
-"""Schemathesis against the real broker's OpenAPI schema (issue 7: "A fuzz run in CI").
+"""Schemathesis against the real broker's OpenAPI schema (in CI).
 
 Every operation of /api/schema/ gets generated requests, valid and invalid, sent
 to the real `runbroker` process; every answer must be no 5xx, a documented status,

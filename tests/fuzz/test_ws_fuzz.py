@@ -1,10 +1,10 @@
-"""Property-based WebSocket frame fuzzing against the real broker (issue 7: "A fuzz run in CI").
+"""Property-based WebSocket frame fuzzing against the real broker (in CI).
 
 Hypothesis sends arbitrary JSON values, frames of every type with random or
 mutated fields, random text and binary payloads, and frames over the size limit
 over a few reused connections of the real `runbroker` process. After each one a
 `ping` must get its `pong` in time (the connection neither hangs nor dies), error
-frames carry only PROTOCOL.md's codes, and a frame over the limit closes with 1009
+frames carry only docs/protocol.md's codes, and a frame over the limit closes with 1009
 (README, "Limits"). Afterwards the process is alive, logged no traceback, and a
 normal client still declares, subscribes, publishes with confirm and receives.
 """
@@ -35,7 +35,7 @@ BROKER_ENV: Final = {"MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES)}
 
 CONNECTIONS: Final = 3
 ANSWER_TIMEOUT: Final = 5.0  # seconds for the probe's pong or the close; the broker answers in milliseconds
-# PROTOCOL.md "Errors" and README "Limits": every code an error frame may carry.
+# docs/protocol.md "Errors" and README "Limits": every code an error frame may carry.
 ERROR_CODES: Final = {
     "invalid", "unauthorized", "forbidden", "not_found", "conflict", "precondition_failed",
     "too_large", "unavailable", "rate_limited", "limit_exceeded",

@@ -1,4 +1,4 @@
-"""A cluster of real processes on the real PostgreSQL and Redis (issue 6).
+"""A cluster of real processes on the real PostgreSQL and Redis.
 
 A router, a hot standby and edges are `runbroker` processes sharing one
 database and one Redis database. They check that publishing through one edge

@@ -1,6 +1,6 @@
 """The real PostgreSQL stops under load: durable publishes fail with `unavailable`
 while it is away, memory-only traffic keeps flowing, and the broker recovers by
-itself when it is back (issue 3). Needs E2E_DATABASE_URL and the right to run
+itself when it is back. Needs E2E_DATABASE_URL and the right to run
 pg_ctlcluster: it fails, never skips, without them (scripts/test runs it in the
 PostgreSQL phase)."""
 

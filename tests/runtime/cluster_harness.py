@@ -1,5 +1,5 @@
 """A cluster in one event loop: routers (a `Runtime` and its `Hub`) and `EdgeLink`s
-over channels' in-memory layer, for fast tests of the link (issue 6; wire.py).
+over channels' in-memory layer, for fast tests of the link (wire.py).
 
 `WireLayer` is the in-memory layer with what channels-redis adds that matters
 here: every message crosses as msgpack (only plain values survive, as over
@@ -28,7 +28,10 @@ from broker.engine.exchanges import ExchangeSpec
 from broker.engine.jsoncodec import dumps, loads
 from broker.engine.messages import Message, StoredCopy
 from broker.engine.queues import QueueSpec
+from broker.engine.queues import AckMode
+from broker.protocol.client_frames import SubscribeRequest
 from broker.protocol.publish import PublishRequest
+from broker.router.local import LocalRouter
 from broker.runtime.runtime import Runtime
 from broker.protocol.topology import Topology
 
@@ -150,6 +153,9 @@ class EdgeSink:
     def unsubscribed(self, subscription: str) -> None:
         self.events.append({"type": "unsubscribed", "subscription": subscription})
 
+    def refused(self, frame_id: Any, error: BrokerError) -> None:
+        self.events.append({"type": "error", "id": frame_id, "code": error.code, "message": error.message})
+
     def answer(self, key: str) -> Callable[[str | None, BrokerError | None], None]:
         def answered(queue: str | None, error: BrokerError | None) -> None:
             self.events.append({"type": "answer", "subscription": key, "queue": queue, "error": error})
@@ -171,9 +177,9 @@ def subscribe_args(
     ack: str = "client",
     prefetch: int = 100,
     shown: Any = None,
-) -> list[Any]:
-    """wire.py's "s" item after the connection, as the consumer builds it."""
-    return [key, dumps(key if shown is None else shown), ack, prefetch, queue, exchange, "", None]
+) -> SubscribeRequest:
+    """A subscribe as the WebSocket session asks it."""
+    return SubscribeRequest(key, dumps(key if shown is None else shown), AckMode(ack), prefetch, queue, exchange)
 
 
 def publish_request(routing_key: str, body: Any, *, exchange: str = "", persistent: bool = True) -> PublishRequest:
@@ -181,12 +187,13 @@ def publish_request(routing_key: str, body: Any, *, exchange: str = "", persiste
 
 
 class Router:
-    """What a `runbroker` router runs: the runtime, and the hub serving edges from it."""
+    """What a `runbroker` router of another process runs: the runtime, and the hub serving
+    edges from it. Not this process's router: clients here reach it through an edge."""
 
     def __init__(self, store: MemoryStore, layer: WireLayer) -> None:
         # A short checkpoint: acknowledged rows leave the store quickly.
         self.runtime = Runtime(store, checkpoint_seconds=0.2)
-        self.hub = Hub(self.runtime, layer)
+        self.hub = Hub(LocalRouter(self.runtime), layer)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -236,7 +243,7 @@ class Cluster:
         link = EdgeLink(self.layer)
         await link.start()
         self.edges.append(link)
-        await eventually(lambda: link.router_known, what="the edge follows the router")
+        await eventually(lambda: link.available, what="the edge follows the router")
         return link
 
     async def publish(self, queue: str, body: Any, *, persistent: bool = True) -> None:

@@ -1,5 +1,5 @@
 """The cluster link in one process: a real `Runtime` and `Hub`, `EdgeLink`s, and
-channels' in-memory layer between them (issue 6; broker/cluster/wire.py).
+channels' in-memory layer between them (broker/cluster/wire.py).
 
 What tests/integration/test_cluster.py checks with real processes, PostgreSQL
 and Redis, checked here in a second: batching, the order of answers and
@@ -11,30 +11,36 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import msgpack
 import pytest
 from channels.testing import WebsocketCommunicator
 
-# Router ops travel by name: these modules register theirs when imported.
-import storage.sync  # noqa: F401
 import queues.selectors
-import queues.services
-from broker.router import calls as router_calls
 from broker.runtime import runtime as runtime_module
 from broker.cluster import edge as edge_module
 from broker.cluster import hub as hub_module
 from broker.cluster.edge import EdgeLink
-from broker.cluster.wire import BATCHES_IN_FLIGHT, EDGE_BATCH, decode_error, encode_error
+from broker.cluster.wire import BATCHES_IN_FLIGHT, EDGE_BATCH
 from broker.engine import errors
 from broker.engine.broker import BindingSpec
 from broker.engine.errors import BrokerError, Forbidden, NotFound, Unavailable
 from broker.engine.exchanges import ExchangeSpec, ExchangeType
 from broker.engine.queues import AckMode, QueueSpec
-from broker.router.calls import ROUTER_OPS
+from broker.protocol.calls import (
+    QueueCountsCall,
+    QueueGetCall,
+    QueueIsPrivateCall,
+    QueuePurgeCall,
+    TopologyCall,
+    decode_call,
+)
+from broker.protocol.link import decode_error, encode_error
+from broker.runtime.calls import execute
+from broker.protocol.server_frames import message_object
 from broker.protocol.topology import QueueSaved, encode_change
-from subscriptions import consumers
 from subscriptions.consumers import BrokerConsumer
 from tests.conftest import Sink
 
@@ -60,12 +66,6 @@ async def cluster(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Cluster]:
         yield built
     finally:
         await built.close()
-
-
-@pytest.fixture
-def ws_on_edge(monkeypatch: pytest.MonkeyPatch) -> None:
-    """WebSocket consumers take the cluster link although a router runs in this process."""
-    monkeypatch.setattr(consumers, "current_runtime", lambda: None)
 
 
 async def ws_client() -> WebsocketCommunicator:
@@ -100,18 +100,17 @@ async def test_publishes_of_one_loop_turn_travel_as_one_batch_each_answered_with
         for exchange, key, _ in [targets[n % 3]]
     ]
 
-    answers = [(await asyncio.wait_for(batch, 2))[slot] for _, batch, slot in sent]
+    answers = [(await asyncio.wait_for(p.settled, 2))[p.slot] for p in sent]
 
     assert answers == [targets[n % 3][2] for n in range(500)]
     # One channel-layer message carried every publish, and one item answered them all.
     assert [sum(item[0] == "p" for item in items) for items in cluster.layer.batches(EDGE_BATCH, "p")] == [500]
     assert len(cluster.layer.router_items("P")) == 1
     queued = cluster.runtime.get("jobs", count=1000, ack=True)
-    expected = [message_id for n, (message_id, _, _) in enumerate(sent) if n % 3 != 1]
+    expected = [p.message_id for n, p in enumerate(sent) if n % 3 != 1]
     assert [m["message_id"] for m in queued] == expected  # in publish order
 
 
-@pytest.mark.usefixtures("ws_on_edge")
 async def test_confirms_through_a_websocket_on_an_edge_come_in_publish_order_from_few_batches(
     cluster: Cluster,
 ) -> None:
@@ -135,7 +134,7 @@ async def test_confirms_through_a_websocket_on_an_edge_come_in_publish_order_fro
 async def test_an_edge_keeps_a_window_of_unanswered_batches_and_sends_what_waits_as_one(cluster: Cluster) -> None:
     edge = await cluster.edge()
     conn = edge.connect(EdgeSink())
-    await edge.call("queue.is_private", "jobs")  # answered: nothing of ours is unanswered
+    await edge.call(QueueIsPrivateCall("jobs"))  # answered: nothing of ours is unanswered
     cluster.layer.hold(edge.channel)  # the router's answers are slow to come back
     sent = []
     for n in range(6):  # each in a loop turn of its own: without the window, six batches
@@ -144,7 +143,7 @@ async def test_an_edge_keeps_a_window_of_unanswered_batches_and_sends_what_waits
 
     assert len(cluster.layer.batches(EDGE_BATCH, "p")) == BATCHES_IN_FLIGHT
     await cluster.layer.release(edge.channel)
-    answers = [(await asyncio.wait_for(batch, 2))[slot] for _, batch, slot in sent]
+    answers = [(await asyncio.wait_for(p.settled, 2))[p.slot] for p in sent]
 
     assert answers == [1] * 6
     sizes = [sum(item[0] == "p" for item in items) for items in cluster.layer.batches(EDGE_BATCH, "p")]
@@ -199,16 +198,16 @@ async def test_a_refused_publish_is_answered_alone_and_the_rest_of_its_batch_goe
         edge.publish(conn, publish_request("", 2, exchange="nope")),
         edge.publish(conn, publish_request("jobs", 3)),
     ]
-    assert len({id(batch) for _, batch, _ in sent}) == 1  # one batch
+    assert len({id(p.settled) for p in sent}) == 1  # one batch
 
-    answers = await asyncio.wait_for(sent[0][1], 2)
+    answers = await asyncio.wait_for(sent[0].settled, 2)
 
     assert answers[0] == 1 and answers[2] == 1
     error = decode_error(answers[1])
     assert isinstance(error, NotFound) and "nope" in error.message
     assert [m["body"] for m in cluster.runtime.get("jobs", count=10, ack=True)] == [1, 3]
     with pytest.raises(NotFound):
-        await asyncio.wait_for(edge.publish_wait(publish_request("", 4, exchange="nope")), 2)
+        await asyncio.wait_for(edge.publish_and_wait(publish_request("", 4, exchange="nope")), 2)
 
 
 async def test_a_failed_commit_fails_only_the_publishes_it_held(cluster: Cluster) -> None:
@@ -222,7 +221,7 @@ async def test_a_failed_commit_fails_only_the_publishes_it_held(cluster: Cluster
         edge.publish(conn, publish_request("nowhere", "unrouted", persistent=True)),
     ]
 
-    answers = await asyncio.wait_for(sent[0][1], 2)
+    answers = await asyncio.wait_for(sent[0].settled, 2)
     cluster.store.refuse_inserts = False
 
     assert [answers[0], answers[1][0], answers[2][0], answers[3]] == [1, "unavailable", "not_found", 0]
@@ -275,10 +274,10 @@ async def test_what_is_in_flight_at_a_router_change_fails_with_unavailable(clust
     sink = EdgeSink()
     conn = edge.connect(sink)
     await cluster.stop_router()  # killed: the edge has not noticed yet
-    _, batch, _ = edge.publish(conn, publish_request("jobs", "lost"))
+    batch = edge.publish(conn, publish_request("jobs", "lost")).settled
     edge.subscribe(conn, subscribe_args("s", queue="jobs"), sink.answer("s"))
-    call = asyncio.create_task(edge.call("queue.counts", ["jobs"]))
-    http_publish = asyncio.create_task(edge.publish_wait(publish_request("jobs", "lost too")))
+    call = asyncio.create_task(edge.call(QueueCountsCall(["jobs"])))
+    http_publish = asyncio.create_task(edge.publish_and_wait(publish_request("jobs", "lost too")))
     # Sent to the dead router, or waiting in the outbox for a place in the flow-control window.
     await eventually(lambda: bool(cluster.layer.edge_items("p")), what="sent to the dead router")
     assert not (batch.done() or call.done() or http_publish.done() or sink.events)
@@ -294,14 +293,13 @@ async def test_what_is_in_flight_at_a_router_change_fails_with_unavailable(clust
     (answer,) = sink.of_type("answer")
     assert isinstance(answer["error"], Unavailable)
     # The new router serves the same link, the same connection.
-    _, routed = await asyncio.wait_for(edge.publish_wait(publish_request("jobs", "kept")), 2)
+    _, routed = await asyncio.wait_for(edge.publish_and_wait(publish_request("jobs", "kept")), 2)
     assert routed == 1
     edge.subscribe(conn, subscribe_args("s", queue="jobs"), sink.answer("s"))
     await eventually(lambda: len(sink.messages()) == 1)
     assert sink.messages()[0]["body"] == "kept"
 
 
-@pytest.mark.usefixtures("ws_on_edge")
 async def test_a_websocket_client_on_an_edge_carries_on_through_a_router_change(cluster: Cluster) -> None:
     await cluster.edge()
     client = await ws_client()
@@ -349,23 +347,23 @@ async def test_an_edge_that_hears_no_router_fails_what_is_in_flight_and_resumes_
     edge.subscribe(conn, subscribe_args("kept", queue="jobs"), sink.answer("kept"))
     await eventually(lambda: bool(sink.of_type("answer")))
     await cluster.stop_router()  # no router at all, this time
-    _, batch, _ = edge.publish(conn, publish_request("jobs", "lost"))
+    batch = edge.publish(conn, publish_request("jobs", "lost")).settled
     edge.subscribe(conn, subscribe_args("failed", queue="other"), sink.answer("failed"))
-    call = asyncio.create_task(edge.call("queue.counts", ["jobs"]))
+    call = asyncio.create_task(edge.call(QueueCountsCall(["jobs"])))
 
     with pytest.raises(Unavailable, match="went away"):
         await asyncio.wait_for(batch, 2)
     with pytest.raises(Unavailable, match="went away"):
         await asyncio.wait_for(call, 1)
     assert isinstance(sink.of_type("answer")[-1]["error"], Unavailable)
-    assert not edge.router_known
-    _, refused, _ = edge.publish(conn, publish_request("jobs", "now"))
-    assert refused.done() and isinstance(refused.exception(), Unavailable)
+    assert not edge.available
+    refused = edge.publish(conn, publish_request("jobs", "now"))
+    assert refused.done() and isinstance(refused.outcome(), Unavailable)
     with pytest.raises(Unavailable):
-        await edge.call("queue.counts", ["jobs"])
+        await edge.call(QueueCountsCall(["jobs"]))
 
     await cluster.start_router()
-    await eventually(lambda: edge.router_known and counts(cluster, "jobs")[2] == 1, what="resumed")
+    await eventually(lambda: edge.available and counts(cluster, "jobs")[2] == 1, what="resumed")
     assert counts(cluster, "other")[2] == 0  # the failed subscribe is not resumed
 
 
@@ -428,13 +426,13 @@ async def test_a_dropped_edge_resumes_once_however_many_batches_it_sent_before_h
         for m in cluster.layer.sent
         if m["type"] == EDGE_BATCH and m["edge"] == quiet.channel and m["gen"] == generation and m["items"]
     ]
-    assert [m["items"][0][0] for m in stale[-2:]] == ["w", "W"]
+    assert [m["items"][0] for m in stale[-2:]] == [["w", conn, True], ["w", conn, False]]
 
     await eventually(lambda: counts(cluster, "jobs")[2] == 1, what="resumed")
     # The router answered both batches with a reset; the second is old news to the
     # resumed edge, not a reason to fail this call and resume once more.
     assert len(cluster.layer.router_items("reset")) == 2
-    assert await quiet.call("queue.is_private", "jobs") is False
+    assert await quiet.call(QueueIsPrivateCall("jobs")) is False
     assert quiet.generation == generation + 1
     assert len([item for item in cluster.layer.edge_items("a") if item[1] == conn]) == 1
 
@@ -461,15 +459,14 @@ async def test_router_ops_over_the_link_return_what_they_return_on_the_router(
         ("queue.is_private", ["jobs"]),
     ]
     for op, args in calls:
-        assert await edge.call(op, *args) == ROUTER_OPS[op](runtime, *args), op
+        assert await edge.call(decode_call(op, args)) == execute(runtime, decode_call(op, args)), op
 
-    head = runtime.broker.queues["jobs"].ready[0].message.to_dict(redelivered=False)
-    assert await edge.call("queue.get", "jobs", 1, False) == [head]
-    assert await edge.call("queue.purge", "other") == 0
-    assert await edge.call("topology.apply", encode_change(QueueSaved(QueueSpec("declared-remotely")))) is None
+    head = message_object(runtime.broker.queues["jobs"].ready[0].message, redelivered=False)
+    assert await edge.call(QueueGetCall("jobs", 1, False)) == [head]
+    assert await edge.call(QueuePurgeCall("other")) == 0
+    assert await edge.call(TopologyCall(encode_change(QueueSaved(QueueSpec("declared-remotely"))))) is None
     assert "declared-remotely" in runtime.broker.queues
     # As the HTTP API calls them, from a worker thread of an edge process.
-    monkeypatch.setattr(router_calls, "current_runtime", lambda: None)
     live = await asyncio.to_thread(queues.selectors.queue_live_counts, ["jobs"])
     assert (live["jobs"].messages_ready, live["jobs"].consumers) == (2, 0)
 
@@ -492,11 +489,11 @@ async def test_an_error_of_a_router_op_arrives_over_the_link_as_raised(
     )
     args = [private if arg is None else arg for arg in args]
     with pytest.raises(BrokerError) as local:
-        ROUTER_OPS[op](runtime, *args)
+        execute(runtime, decode_call(op, args))
     edge = await cluster.edge()
 
     with pytest.raises(BrokerError) as remote:
-        await edge.call(op, *args)
+        await edge.call(decode_call(op, args))
 
     assert type(local.value) is error_class
     assert type(remote.value) is error_class
@@ -507,13 +504,18 @@ async def test_an_error_of_a_router_op_arrives_over_the_link_as_raised(
     )
 
 
+@dataclass(frozen=True)
+class UnknownCall:
+    op: ClassVar[str] = "no.such.op"
+
+
 async def test_an_op_that_fails_unexpectedly_is_unavailable_and_the_link_goes_on(cluster: Cluster) -> None:
     edge: EdgeLink = await cluster.edge()
     with pytest.raises(Unavailable, match="topology.apply"):
-        await edge.call("topology.apply", {"kind": "teleport"})
+        await edge.call(TopologyCall({"kind": "teleport"}))
     with pytest.raises(Unavailable, match="no.such.op"):
-        await edge.call("no.such.op")
-    assert await edge.call("queue.is_private", "jobs") is False
+        await edge.call(UnknownCall())  # type: ignore[arg-type]  # a call of a newer edge
+    assert await edge.call(QueueIsPrivateCall("jobs")) is False
 
 
 ERROR_CLASSES = [value for value in vars(errors).values() if isinstance(value, type) and issubclass(value, BrokerError)]
@@ -552,21 +554,20 @@ async def test_answers_lost_on_the_way_fail_what_waits_on_them_and_the_edge_resu
         await original(channel, message)
 
     monkeypatch.setattr(layer, "send", send)
-    _, first, _ = edge.publish(conn, publish_request("jobs", 1))
+    first = edge.publish(conn, publish_request("jobs", 1)).settled
     await asyncio.sleep(0.1)
-    _, second, _ = edge.publish(conn, publish_request("jobs", 2))
+    second = edge.publish(conn, publish_request("jobs", 2)).settled
     await asyncio.sleep(0.1)
     losing[0] = False  # Redis is back
     with pytest.raises(Unavailable, match="lost"):
         await asyncio.wait_for(first, 5)
     with pytest.raises(Unavailable):
         await asyncio.wait_for(second, 1)
-    assert edge.generation == generation + 1 and edge.router_known
-    _, routed = await asyncio.wait_for(edge.publish_wait(publish_request("jobs", 3)), 2)
+    assert edge.generation == generation + 1 and edge.available
+    _, routed = await asyncio.wait_for(edge.publish_and_wait(publish_request("jobs", 3)), 2)
     assert routed == 1
 
 
-@pytest.mark.usefixtures("ws_on_edge")
 async def test_an_unsubscribe_on_an_edge_is_answered_after_the_last_delivery_and_may_cross_its_subscribe(
     cluster: Cluster,
 ) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from channels.layers import get_channel_layer
 from channels.db import database_sync_to_async
 from django.db import DataError, IntegrityError
 
@@ -19,7 +20,7 @@ from broker.protocol.publish import PublishRequest
 from broker.runtime.runtime import Runtime
 from queues.models import Message, Queue
 from storage.store import OrmMessageStore
-from tests.conftest import Sink, _new_runtime
+from tests.conftest import Sink, new_runtime
 
 
 async def publish(runtime: Runtime, queue: str, body: object, *, persistent: bool = True) -> tuple[str, int]:
@@ -67,7 +68,7 @@ async def test_acks_are_deleted_by_the_checkpoint_and_a_restart_loads_the_rest_i
     runtime.disconnect(connection)  # body 1 (unacked) and 2 (delivered after the ack) go back
     await runtime.stop()
 
-    restarted = _new_runtime()
+    restarted = new_runtime()
     await restarted.start()
     try:
         assert restarted.loaded_messages == 4
@@ -161,7 +162,7 @@ async def test_new_store_ids_start_above_every_stored_row(runtime: Runtime) -> N
     )
     await database_sync_to_async(Queue.objects.filter(pk=queue.pk).update)(arguments={"bogus": 1})
     await runtime.stop()
-    restarted = _new_runtime()
+    restarted = new_runtime()
     await restarted.start()
     try:
         assert "orphans" not in restarted.broker.queues and restarted.loaded_messages == 0
@@ -288,7 +289,7 @@ class ChangedWhileLoading(OrmMessageStore):
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_change_sent_while_the_router_loads_is_applied_after_the_load() -> None:
-    runtime = Runtime(ChangedWhileLoading(), checkpoint_seconds=0.2)
+    runtime = Runtime(ChangedWhileLoading(), checkpoint_seconds=0.2, layer=get_channel_layer())
     await runtime.start()
     try:
         for _ in range(50):

@@ -135,7 +135,7 @@ async def test_publishing_needs_write_on_the_exchange(connect: Connect, runtime:
     refused = await request(client, {"type": "publish", "id": "no", "routing_key": "q", "body": 2})
     assert (refused["type"], refused["id"], refused["code"]) == ("error", "no", "forbidden")
     assert refused["message"] == "user 'u' has no write permission on exchange 'amq.default'"
-    # Without an id a refusal still gets an error: the publish failed (PROTOCOL.md).
+    # Without an id a refusal still gets an error: the publish failed (docs/protocol.md).
     await client.send_json_to({"type": "publish", "exchange": "amq.default", "routing_key": "q", "body": 3})
     silent_refusal = await receive(client)
     assert (silent_refusal["id"], silent_refusal["code"]) == (None, "forbidden")

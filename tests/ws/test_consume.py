@@ -1,4 +1,4 @@
-"""Delivery over /ws (PROTOCOL.md, "Delivery"): ack, nack, prefetch, round-robin, redelivery."""
+"""Delivery over /ws (docs/protocol.md, "Delivery"): ack, nack, prefetch, round-robin, redelivery."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import pytest
 
 from broker.engine.errors import TooLarge
 from broker.engine.queues import DEFAULT_PREFETCH, AckMode
-from broker.protocol.frames import (
+from broker.protocol.client_frames import (
     Ack,
     FrameError,
     Nack,
@@ -16,11 +16,9 @@ from broker.protocol.frames import (
     Publish,
     Subscribe,
     Unsubscribe,
-    error_frame,
     parse_frame,
-    pong_frame,
-    subscribed_frame,
 )
+from broker.protocol.server_frames import error_frame, pong_frame, subscribed_frame
 
 LIMIT = 1024
 

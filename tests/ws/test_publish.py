@@ -1,4 +1,4 @@
-"""Publishing over /ws, confirms, ping, and frames the server refuses (PROTOCOL.md, "WebSocket (/ws)")."""
+"""Publishing over /ws, confirms, ping, and frames the server refuses (docs/protocol.md, "WebSocket")."""
 
 from __future__ import annotations
 

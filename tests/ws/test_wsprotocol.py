@@ -354,7 +354,7 @@ async def test_a_fragmented_message_over_the_limit_is_refused(served: Served) ->
 
 
 async def test_ours_writes_a_burst_at_once() -> None:
-    # A confirm or a delivery per frame used to cost a system call each (issue 5).
+    # A confirm or a delivery per frame used to cost a system call each.
     async with serve(BrokerWebSocketProtocol) as served:
         client = await Client.connect(served.port)
         await client.send(text("warm up"))

@@ -1,6 +1,6 @@
 """Client for the django-pubsub-broker: asyncio `Client`, synchronous `SyncClient`, and the `pubsub` CLI.
 
-See clients/python/README.md for complete examples, and PROTOCOL.md for the wire contract.
+See clients/python/README.md for complete examples, and docs/protocol.md for the wire contract.
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ class Client:
         """Create the queue (`""`: the broker names it `amq.gen-…`), or check an identical one exists.
 
         `arguments`: `message_ttl`, `max_length`, `overflow`, `dead_letter_exchange`,
-        `dead_letter_routing_key`, `expires` (PROTOCOL.md)."""
+        `dead_letter_routing_key`, `expires` (docs/protocol.md)."""
         return await self.http.declare_queue(name, durable=durable, auto_delete=auto_delete, arguments=arguments)
 
     async def delete_queue(self, name: str) -> None:

@@ -1,7 +1,7 @@
 """Errors raised by the client.
 
 `BrokerError` is the broker saying no: it carries the broker's stable error
-code (PROTOCOL.md, "Errors"), its message, and the per-field problems when the
+code (docs/protocol.md, "Errors"), its message, and the per-field problems when the
 broker gave them. One subclass per code, so callers can write
 `except NotFound:`; unknown codes still arrive as a plain `BrokerError`.
 `ConnectionFailed` and `ClientClosed` are about the transport, not the broker.

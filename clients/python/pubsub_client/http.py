@@ -1,4 +1,4 @@
-"""The broker's HTTP API (PROTOCOL.md, "HTTP API"): declarations, lists with live counts, get, purge.
+"""The broker's HTTP API (docs/protocol.md, "HTTP API"): declarations, lists with live counts, get, purge.
 
 Every call is one request; none is retried (purge and get are not idempotent).
 An answer outside 2xx becomes a `BrokerError` with the broker's code; a

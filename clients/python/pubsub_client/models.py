@@ -1,6 +1,6 @@
 """The broker's objects as the client returns them: frozen dataclasses built from JSON.
 
-Field names are PROTOCOL.md's (`routing_key` on messages, `binding_key` on
+Field names are docs/protocol.md's (`routing_key` on messages, `binding_key` on
 bindings, `delivery_tag`, `prefetch`). Parsing is lenient about extra keys so
 an older client keeps working against a newer broker.
 """
@@ -95,7 +95,7 @@ class PublishResult:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """A message as the broker shows it (PROTOCOL.md, "Every message")."""
+    """A message as the broker shows it (docs/protocol.md, "The message object")."""
 
     message_id: str
     exchange: str

@@ -1,4 +1,4 @@
-"""The WebSocket side of the client (PROTOCOL.md, "WebSocket (/ws)"), and reconnection.
+"""The WebSocket side of the client (docs/protocol.md, "WebSocket"), and reconnection.
 
 `Session` owns one WebSocket at a time and a supervisor task that reads it.
 When the connection drops it reconnects with exponential backoff, subscribes
@@ -6,7 +6,7 @@ every live subscription again (same subscription ids), and sends every
 unconfirmed publish again with the same `message_id` (at-least-once: consumers
 can deduplicate on it). It reports each step as an `Event`.
 
-Delivery tags are per connection (PROTOCOL.md, "Every message"): a delivery
+Delivery tags are per connection (docs/protocol.md, "The message object"): a delivery
 remembers the connection generation it came on, and acknowledging it after a
 reconnect does nothing: the broker has already requeued it and will deliver it
 again. For the same reason, client-acknowledged deliveries still buffered from
@@ -162,7 +162,7 @@ class Subscription:
                 return None
 
     async def cancel(self) -> None:
-        """Unsubscribe; unacknowledged deliveries go back to the queue (PROTOCOL.md)."""
+        """Unsubscribe; unacknowledged deliveries go back to the queue (docs/protocol.md)."""
         await self.session.unsubscribe(self)
 
     async def __aenter__(self) -> Subscription:

@@ -1,6 +1,6 @@
 """Reconnection: the broker is killed (SIGKILL) and started again on the same port and
 database while the client publishes and consumes. No confirmed message is lost, and
-consumption resumes by itself (PROTOCOL.md, "Durability"; at-least-once)."""
+consumption resumes by itself (docs/protocol.md, "Durability"; at-least-once)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`python manage.py runbroker`: the whole broker in one process (DESIGN.md, "Processes").
+"""`python manage.py runbroker`: the whole broker in one process.
 
 With REDIS_URL set it is a node of a cluster: a router candidate (the router,
 or its hot standby), or with `--edge` an edge that only serves clients.
@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.module_loading import import_string
 
 from broker.cluster.lease import migrate_under_lock
-from broker_project.env import is_loopback_host
+from broker.transport.loopback import is_loopback_host
 from broker.transport.server import Role, run
+from storage.store import OrmMessageStore
 
 
 class Command(BaseCommand):
@@ -45,7 +48,16 @@ class Command(BaseCommand):
                 "anonymous access is off: clients authenticate with an API token "
                 "(manage.py createtoken USER) or a session (/admin/login/)"
             )
-        run(host, options["port"], role)
+        # The project's application, by its setting: the project package is above this app.
+        application = import_string(settings.ASGI_APPLICATION)
+        run(
+            application,
+            host,
+            options["port"],
+            role=role,
+            new_store=lambda fence: OrmMessageStore(fence=fence),
+            layer=get_channel_layer(),
+        )
 
     @staticmethod
     def _role(edge: bool) -> Role:

@@ -1,12 +1,13 @@
-"""WebSocket frames (PROTOCOL.md, "WebSocket (/ws)"): client frames parsed, server frames built.
+"""WebSocket frames from the client (docs/protocol.md, "Client to server"), parsed.
 
 `parse_frame` takes a decoded client frame (`Any`, from the JSON decoder) and
 returns a typed frame with every default applied, or raises `FrameError`
 (code `invalid`, or `too_large` for a publish over the size limit) carrying the
-frame's `id` when one was readable. `Any` stops here (STYLE.md, "Typing").
+frame's `id` when one was readable. `Any` stops here.
 
 Pure: no Django, no I/O, no clock. Imports only the engine and
-`broker.protocol.publish` (itself pure).
+`broker.protocol.publish` (itself pure). The server's frames are in
+server_frames.py.
 """
 
 from __future__ import annotations
@@ -42,6 +43,27 @@ class Subscribe:
     # The original service's `SUBSCRIBE`: its clients get no `subscribed` reply.
     legacy: bool = False
 
+    def request(self, key: str, subscription_json: str) -> SubscribeRequest:
+        """What the router is asked, for the subscription the connection names `key`."""
+        return SubscribeRequest(
+            key, subscription_json, self.ack, self.prefetch, self.queue, self.exchange, self.binding_key, self.arguments
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeRequest:
+    """A subscription as the router takes it: the connection's name for it (`key`), its id
+    as the client's frames show it (JSON, encoded once), and what to consume how."""
+
+    key: str
+    subscription_json: str
+    ack: AckMode
+    prefetch: int
+    queue: str | None = None
+    exchange: str | None = None
+    binding_key: str = ""
+    arguments: dict[str, Any] | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class Unsubscribe:
@@ -76,7 +98,7 @@ class Ping:
 
 @dataclass(frozen=True, slots=True)
 class Watch:
-    """Receive a `stats` frame every second (the web console); an addition to PROTOCOL.md."""
+    """Receive a `stats` frame every second (the web console); an addition to docs/protocol.md."""
 
     id: FrameId | None
 
@@ -227,71 +249,3 @@ def _flag(data: dict[str, Any], field: str, default: bool) -> bool:
 
 def _invalid(field: str, problem: str) -> BrokerError:
     return BrokerError(f"{field}: {problem}", fields={field: [problem]})
-
-
-# -- server to client ---------------------------------------------------------
-# `message` frames are built by the engine (Delivery.frame), encoded once.
-# Replies carry the client frame's `id` when it had one, and leave it out
-# otherwise; `error` always has `id`, null when none was readable.
-
-
-class SubscribedFrame(TypedDict):
-    type: Literal["subscribed"]
-    id: NotRequired[FrameId]
-    subscription: FrameId
-    queue: str
-
-
-class UnsubscribedFrame(TypedDict):
-    type: Literal["unsubscribed"]
-    id: FrameId
-
-
-class PongFrame(TypedDict):
-    type: Literal["pong"]
-    id: NotRequired[FrameId]
-
-
-class ConfirmFrame(TypedDict):
-    type: Literal["confirm"]
-    id: FrameId
-    message_id: str
-    routed: int
-
-
-class ErrorFrame(TypedDict):
-    type: Literal["error"]
-    id: FrameId | None
-    code: str
-    message: str
-
-
-class CancelledFrame(TypedDict):
-    """The broker ended a subscription (its queue was deleted or expired); an addition to PROTOCOL.md."""
-
-    type: Literal["cancelled"]
-    subscription: FrameId
-    reason: str
-
-
-def subscribed_frame(frame_id: FrameId | None, subscription: FrameId, queue: str) -> SubscribedFrame:
-    # Keys in PROTOCOL.md's order (type, id, ...): people compare frames by eye.
-    if frame_id is None:
-        return SubscribedFrame(type="subscribed", subscription=subscription, queue=queue)
-    return SubscribedFrame(type="subscribed", id=frame_id, subscription=subscription, queue=queue)
-
-
-def reply_frame(kind: str, frame_id: FrameId | None) -> dict[str, Any]:
-    """A reply that carries nothing but its type and, when the request had one, its id."""
-    return {"type": kind} if frame_id is None else {"type": kind, "id": frame_id}
-
-
-def pong_frame(frame_id: FrameId | None) -> PongFrame:
-    frame = PongFrame(type="pong")
-    if frame_id is not None:
-        frame["id"] = frame_id
-    return frame
-
-
-def error_frame(frame_id: FrameId | None, error: BrokerError) -> ErrorFrame:
-    return ErrorFrame(type="error", id=frame_id, code=error.code, message=error.message)

@@ -1,0 +1,144 @@
+"""What an edge remembers of each of its client connections, to resume them.
+
+When a new router takes over, each connection resumes on it by itself: the
+same subscriptions (those the router had confirmed), delivery tags above any
+the client holds, and its `watch`. Subscribes still waiting for the router's
+answer are failed with `unavailable` instead (the client may subscribe again).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from broker.engine.errors import BrokerError
+from broker.protocol.client_frames import FrameId
+from broker.protocol.link import (
+    CancelledItem,
+    EncodedError,
+    FramesItem,
+    LastTagItem,
+    ResumeItem,
+    SubscribedItem,
+    SubscribeItem,
+    UnsubscribedItem,
+    decode_error,
+)
+from broker.router.interface import ConnectionSink, SubscribeAnswer
+
+
+class _Connection:
+    __slots__ = ("answers", "last_tag", "sink", "subscriptions", "watching")
+
+    def __init__(self, sink: ConnectionSink) -> None:
+        self.sink = sink
+        self.last_tag = 0
+        self.subscriptions: dict[str, SubscribeItem] = {}  # key -> what to resume
+        self.watching = False
+        # Subscribes waiting for the router's answer, in the order asked, with when.
+        self.answers: deque[tuple[SubscribeItem, SubscribeAnswer, float]] = deque()
+
+
+class EdgeConnections:
+    def __init__(self) -> None:
+        self._connections: dict[int, _Connection] = {}
+        self._next = 1
+
+    def add(self, sink: ConnectionSink) -> int:
+        conn = self._next
+        self._next += 1
+        self._connections[conn] = _Connection(sink)
+        return conn
+
+    def remove(self, conn: int) -> bool:
+        return self._connections.pop(conn, None) is not None
+
+    def sink(self, conn: int) -> ConnectionSink | None:
+        connection = self._connections.get(conn)
+        return None if connection is None else connection.sink
+
+    def asked(self, item: SubscribeItem, answer: SubscribeAnswer) -> bool:
+        """A subscribe sent to the router; False when the connection is gone."""
+        connection = self._connections.get(item.conn)
+        if connection is None:
+            return False
+        connection.answers.append((item, answer, time.monotonic()))
+        return True
+
+    def forget(self, conn: int, key: str) -> None:
+        """Not to resume: the client unsubscribed."""
+        connection = self._connections.get(conn)
+        if connection is not None:
+            connection.subscriptions.pop(key, None)
+
+    def watch(self, conn: int, watching: bool) -> None:
+        connection = self._connections.get(conn)
+        if connection is not None:
+            connection.watching = watching
+
+    # -- what the router says --------------------------------------------
+
+    def frames(self, item: FramesItem) -> None:
+        connection = self._connections.get(item.conn)
+        if connection is not None:
+            connection.sink.deliver(item.frames)
+
+    def last_tag(self, item: LastTagItem) -> None:
+        connection = self._connections.get(item.conn)
+        if connection is not None and item.tag > connection.last_tag:
+            connection.last_tag = item.tag
+
+    def subscribed(self, item: SubscribedItem) -> None:
+        connection = self._connections.get(item.conn)
+        if connection is None or not connection.answers:
+            return
+        asked, answer, _ = connection.answers.popleft()
+        if item.error is not None:
+            answer(None, decode_error(item.error))
+            return
+        connection.subscriptions[asked.key] = asked
+        answer(item.queue, None)
+
+    def unsubscribed(self, item: UnsubscribedItem) -> None:
+        connection = self._connections.get(item.conn)
+        if connection is not None:
+            # Subscribed meanwhile (the answer crossed the unsubscribe): not to resume.
+            connection.subscriptions.pop(item.key, None)
+            connection.sink.unsubscribed(item.key)
+
+    def cancelled(self, item: CancelledItem) -> None:
+        connection = self._connections.get(item.conn)
+        if connection is not None:
+            connection.subscriptions.pop(item.key, None)
+            connection.sink.cancelled(item.key, item.reason)
+
+    def refused(self, conn: int, frame_id: FrameId | None, error: EncodedError) -> None:
+        connection = self._connections.get(conn)
+        if connection is not None:
+            connection.sink.refused(frame_id, decode_error(error))
+
+    # -- losing and following a router -----------------------------------
+
+    def oldest_question(self) -> float | None:
+        """When the oldest subscribe still waiting for its answer was asked."""
+        asked = [connection.answers[0][2] for connection in self._connections.values() if connection.answers]
+        return min(asked, default=None)
+
+    def fail_questions(self, failure: BrokerError) -> None:
+        for connection in self._connections.values():
+            answers, connection.answers = connection.answers, deque()
+            for _, answer, _ in answers:
+                answer(None, failure)
+
+    def resume_items(self) -> list[ResumeItem]:
+        return [
+            ResumeItem("a", conn, connection.last_tag + 1, connection.watching, list(connection.subscriptions.values()))
+            for conn, connection in self._connections.items()
+        ]
+
+    def unsubscribed_without_router(self, conn: int, key: str) -> None:
+        """No router holds the subscription: it has ended already."""
+        connection = self._connections.get(conn)
+        if connection is not None:
+            connection.subscriptions.pop(key, None)
+            connection.sink.unsubscribed(key)

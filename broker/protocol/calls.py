@@ -1,0 +1,88 @@
+"""The calls that the HTTP API and the admin make on the router, as typed values.
+
+Wherever the router runs (this process, or across the cluster link) a call is
+one of these; the router carries it out in one place (broker/runtime/calls.py).
+Over the link a call travels as its `op` and its fields in order, and its
+result as plain values (numbers, strings, lists, dicts) that survive msgpack.
+
+Pure: the standard library only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Final
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCountsCall:
+    """name -> [ready, unacknowledged, consumers] of the named queues the router knows."""
+
+    op: ClassVar[str] = "queue.counts"
+    names: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSnapshotCall:
+    """[the counts of `names` as QueueCountsCall gives them, every private queue as a dict]."""
+
+    op: ClassVar[str] = "queue.snapshot"
+    names: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueIsPrivateCall:
+    """Is `name` the private (exclusive) queue of a live connection?"""
+
+    op: ClassVar[str] = "queue.is_private"
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePurgeCall:
+    """Drop the queue's ready messages; the number dropped."""
+
+    op: ClassVar[str] = "queue.purge"
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueGetCall:
+    """Up to `count` ready messages, as message objects with `redelivered`."""
+
+    op: ClassVar[str] = "queue.get"
+    name: str
+    count: int
+    ack: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TopologyCall:
+    """Mirror a committed change of the stored topology (broker/protocol/topology.py's form)."""
+
+    op: ClassVar[str] = "topology.apply"
+    change: dict[str, Any]
+
+
+RouterCall = QueueCountsCall | QueueSnapshotCall | QueueIsPrivateCall | QueuePurgeCall | QueueGetCall | TopologyCall
+
+CALLS: Final[dict[str, type[RouterCall]]] = {
+    cls.op: cls
+    for cls in (QueueCountsCall, QueueSnapshotCall, QueueIsPrivateCall, QueuePurgeCall, QueueGetCall, TopologyCall)
+}
+
+
+def call_args(call: RouterCall) -> list[Any]:
+    """The call's fields in order: its form over the link, after its `op`."""
+    return [getattr(call, field.name) for field in fields(call)]
+
+
+def decode_call(op: str, args: list[Any]) -> RouterCall:
+    """The call named `op`; ValueError for an op or arguments this router does not know."""
+    cls = CALLS.get(op)
+    if cls is None:
+        raise ValueError(f"unknown router call {op!r}")
+    try:
+        return cls(*args)
+    except TypeError as error:
+        raise ValueError(f"router call {op!r}: {error}") from None

@@ -1,0 +1,85 @@
+"""The router's side of the calls that the HTTP API and the admin make
+(broker/protocol/calls.py): carried out on the router's loop, here and for
+edges alike, with results of plain values.
+
+A subscription's private queue belongs to its connection: the API may count
+and list it, but neither purge it nor take its messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker.engine.errors import Forbidden
+from broker.protocol.calls import (
+    QueueCountsCall,
+    QueueGetCall,
+    QueueIsPrivateCall,
+    QueuePurgeCall,
+    QueueSnapshotCall,
+    RouterCall,
+    TopologyCall,
+)
+from broker.protocol.topology import decode_change
+
+from .runtime import Runtime
+
+
+def execute(runtime: Runtime, call: RouterCall) -> Any:
+    """Carry out `call` on the runtime's loop; its plain result, or a BrokerError."""
+    match call:
+        case QueueCountsCall(names):
+            return _counts(runtime, names)
+        case QueueSnapshotCall(names):
+            return [_counts(runtime, names), _private_queues(runtime)]
+        case QueueIsPrivateCall(name):
+            return _is_private(runtime, name)
+        case QueuePurgeCall(name):
+            _refuse_private(runtime, name)
+            return runtime.purge(name)
+        case QueueGetCall(name, count, ack):
+            _refuse_private(runtime, name)
+            return runtime.get(name, count=count, ack=ack)
+        case TopologyCall(change):
+            runtime.apply_change(decode_change(change))
+            return None
+    raise TypeError(f"not a router call: {call!r}")
+
+
+def _counts(runtime: Runtime, names: list[str]) -> dict[str, list[int]]:
+    """name -> [ready, unacknowledged, consumers]."""
+    return {
+        name: [counts.messages_ready, counts.messages_unacknowledged, counts.consumers]
+        for name, counts in runtime.queue_counts(names).items()
+    }
+
+
+def _private_queues(runtime: Runtime) -> list[dict[str, Any]]:
+    private = []
+    for state in runtime.broker.queues.values():
+        spec = state.spec
+        if spec.exclusive_to is None:
+            continue
+        private.append(
+            {
+                "name": spec.name,
+                "durable": spec.durable,
+                "auto_delete": spec.auto_delete,
+                "arguments": dict(spec.arguments),
+                "exclusive": True,
+                "messages_ready": len(state.ready),
+                "messages_unacknowledged": state.unacked,
+                "consumers": len(state.consumers),
+            }
+        )
+    return private
+
+
+def _is_private(runtime: Runtime, name: str) -> bool:
+    state = runtime.broker.queues.get(name)
+    return state is not None and state.spec.exclusive_to is not None
+
+
+def _refuse_private(runtime: Runtime, name: str) -> None:
+    if _is_private(runtime, name):
+        raise Forbidden(f"queue {name!r} is exclusive to a WebSocket connection")

@@ -1,0 +1,123 @@
+"""What a WebSocket connection has yet to send, and the one task that sends it.
+
+Replies and deliveries go into one queue and leave in order, one WebSocket
+frame each, so the connection's reader never waits for a send. Unsent data is
+bounded: past `max_buffered` UTF-8 bytes (WS_MAX_BUFFERED_BYTES) the client is
+too slow, what waits is dropped and the connection is closed with 1008
+`slow_consumer` (docs/protocol.md, "Limits").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any, Final
+
+from .limits import CLOSE_POLICY, REASON_SLOW, close_firmly, text_bytes
+
+log = logging.getLogger("broker.ws")
+
+CLOSE_INTERNAL_ERROR: Final = 1011
+
+Send = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
+
+
+class Outbox:
+    def __init__(
+        self,
+        send: Send,
+        max_buffered: int,
+        *,
+        on_too_slow: Callable[[], None],
+        on_failed: Callable[[], None],
+    ) -> None:
+        self._send = send  # the server's ASGI send
+        self._frames: deque[str] = deque()
+        # UTF-8 bytes queued plus the frame being sent, kept on append and pop.
+        self._buffered = 0
+        self._max_buffered = max_buffered
+        self._on_too_slow = on_too_slow
+        self._on_failed = on_failed
+        self._wakeup = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    def start(self, *, name: str) -> None:
+        self._sender = asyncio.create_task(self._send_forever(), name=name)
+
+    def append(self, text: str) -> None:
+        if self._stopped:
+            return
+        self._frames.append(text)
+        self._buffered += text_bytes(text)
+        self._check()
+
+    def extend(self, frames: list[str]) -> None:
+        if self._stopped:
+            return
+        self._frames.extend(frames)
+        size = self._buffered
+        for frame in frames:
+            size += len(frame) if frame.isascii() else text_bytes(frame)
+        self._buffered = size
+        self._check()
+
+    def _check(self) -> None:
+        if self._buffered > self._max_buffered:
+            self._stopped = True  # nothing more is queued; the memory goes now
+            self._frames.clear()
+            self._buffered = 0
+            self._closing = asyncio.ensure_future(close_firmly(self._send, CLOSE_POLICY, REASON_SLOW))
+            self._on_too_slow()
+        else:
+            self._wakeup.set()
+
+    def stop(self) -> None:
+        """Drop what waits and stop the sender. Idempotent."""
+        self._stopped = True
+        self._frames.clear()
+        self._buffered = 0
+        sender = self._sender
+        if sender is not None and sender is not asyncio.current_task():
+            sender.cancel()
+
+    async def wait_stopped(self) -> None:
+        sender = self._sender
+        if sender is not None and sender is not asyncio.current_task():
+            try:
+                await sender
+            except asyncio.CancelledError:
+                pass
+
+    async def _send_forever(self) -> None:
+        """The only writer of this socket: one WebSocket frame per entry, in order."""
+        frames, wakeup = self._frames, self._wakeup
+        while True:
+            # No timeout: this task waits for frames as long as the connection lives,
+            # and `stop` cancels it.
+            await wakeup.wait()
+            wakeup.clear()
+            send = self._send
+            try:
+                while frames:
+                    text = frames.popleft()
+                    await send({"type": "websocket.send", "text": text})
+                    # Counted until sent: a client that does not read holds up this send.
+                    self._buffered -= len(text) if text.isascii() else text_bytes(text)
+            except OSError:
+                # The client closed or went away while frames were queued (uvicorn's
+                # ClientDisconnected is an OSError): no fault, nothing left to tell it.
+                log.debug("a WebSocket client went away while being sent to")
+                self._on_failed()
+                return
+            except Exception:
+                log.exception("sending to a WebSocket client failed; closing it")
+                self._on_failed()
+                try:
+                    await send({"type": "websocket.close", "code": CLOSE_INTERNAL_ERROR})
+                except Exception:  # the socket is already gone: nothing left to tell
+                    log.debug("close after a failed send failed too", exc_info=True)
+                return

@@ -1,0 +1,140 @@
+"""Starting this process's router, or its link to the cluster's router.
+
+`runbroker` starts one before it listens (server.py); under another ASGI
+server (`daphne broker_project.asgi:application`) `StartRouter` starts one on
+that server's loop at the first connection, so such a process is a whole
+broker too, or with REDIS_URL an edge of the cluster's router. The message
+store is the project's, handed in as a factory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
+
+from django.conf import settings
+
+from broker.cluster.edge import EdgeLink
+from broker.cluster.hub import Hub
+from broker.cluster.lease import CHECK_SECONDS, LEASE_LOST_EXIT, POLL_SECONDS, TAKEOVER_GRACE, RouterLease, WriteFence
+from broker.router import registry
+from broker.router.interface import Router
+from broker.router.local import LocalRouter
+from broker.runtime.runtime import Runtime, RuntimeStore
+
+log = logging.getLogger("broker.server")
+
+# The project's message store; in a cluster, given the router's commit fence.
+StoreFactory = Callable[[WriteFence | None], RuntimeStore]
+T = TypeVar("T")
+
+# Container allocations between young collections. Python's default (700) made a
+# young collection every few dozen publishes, and the older generations' scans grow
+# with every queued message: about a fifth of a publish's CPU in the benchmarks'
+# profiles. The hot path makes no reference cycles, so this delays little real garbage.
+GC_YOUNG_THRESHOLD: Final = 50_000
+
+
+def new_router(store: RuntimeStore, layer: Any) -> LocalRouter:
+    runtime = Runtime(
+        store,
+        checkpoint_seconds=settings.CHECKPOINT_IN_SECONDS,
+        max_queues=settings.MAX_QUEUES or None,
+        max_bindings=settings.MAX_BINDINGS or None,
+        layer=layer,
+    )
+    return LocalRouter(runtime)
+
+
+def tune_garbage_collector() -> None:
+    """Once started (code, settings, stored messages loaded): keep what exists out of
+    every later collection, and collect young objects less often."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
+async def lead(layer: Any, new_store: StoreFactory) -> None:
+    """Wait for the router lease as a hot standby; then be the router until the process stops."""
+    lease = RouterLease(settings.DATABASES["default"])
+    log.info("standby: waiting for the router lease")
+    try:
+        while not await asyncio.to_thread(lease.try_acquire):
+            await asyncio.sleep(POLL_SECONDS)
+        log.info("router lease taken: waiting for the previous router's commits under way, then %.1f s", TAKEOVER_GRACE)
+        await asyncio.to_thread(lease.wait_for_old_writes)
+        await asyncio.sleep(TAKEOVER_GRACE)
+        router = new_router(new_store(lease.fence()), layer)
+        await router.start()
+        tune_garbage_collector()  # the loaded messages too
+        try:
+            # The load may have taken seconds: still the lease's holder before serving?
+            await _check_lease(lease, CHECK_SECONDS)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(Hub(router, layer).run(), name="broker-hub")
+                group.create_task(_keep_lease(lease, CHECK_SECONDS), name="broker-lease")
+        finally:
+            await router.stop()
+    finally:
+        await asyncio.to_thread(lease.release)
+
+
+async def _keep_lease(lease: RouterLease, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        await _check_lease(lease, every)
+
+
+async def _check_lease(lease: RouterLease, every: float) -> None:
+    try:
+        await asyncio.wait_for(asyncio.to_thread(lease.check), 2 * every)
+    except Exception as error:
+        # The lock may be someone else's by now: not one more commit as the router.
+        log.critical("router lease lost (%r): stopping so that the standby takes over", error)
+        logging.shutdown()
+        os._exit(LEASE_LOST_EXIT)
+
+
+_starting = asyncio.Lock()
+
+
+async def _ensure(start: Callable[[], Awaitable[Router]]) -> Router:
+    """This process's router, or what `start()` starts on the current loop; once per process."""
+    found = registry.current()
+    if found is not None:
+        return found
+    async with _starting:
+        found = registry.current()
+        return found if found is not None else await start()
+
+
+class StartRouter:
+    """ASGI middleware: start this process's router (or, with REDIS_URL, its cluster link) at
+    the first connection, on the server's loop."""
+
+    def __init__(self, app: Any, *, new_store: StoreFactory, layer: Callable[[], Any]) -> None:
+        self.app = app
+        self._new_store = new_store
+        self._layer = layer
+        self._cluster = bool(settings.REDIS_URL)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket") and registry.current() is None:
+            await _ensure(self._start_link if self._cluster else self._start_router)
+        await self.app(scope, receive, send)
+
+    async def _start_router(self) -> Router:
+        router = new_router(self._new_store(None), self._layer())
+        await router.start()
+        return router
+
+    async def _start_link(self) -> Router:
+        link = EdgeLink(self._layer())
+        await link.start()
+        await link.wait_for_router(1.0)  # a router that runs answers the hello at once
+        return link
