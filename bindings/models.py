@@ -7,10 +7,10 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from broker.engine.errors import BrokerError
-from broker.engine.exchanges import ExchangeType, parse_headers_match
+from broker.engine.exchanges import ExchangeType
 from broker.engine.jsoncodec import canonical
-from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS
+from broker.engine.rules import binding_arguments, key_field, object_field, refuse_default_exchange
+from common.validators import collect
 from exchanges.models import Exchange
 from queues.models import Queue
 
@@ -44,20 +44,15 @@ class Binding(models.Model):
 
     def clean(self) -> None:
         """The API's rules for the admin's forms: a refused row never reaches the router."""
-        if not isinstance(self.arguments, dict):
-            raise ValidationError({"arguments": ["must be an object"]})
-        if self.exchange_id is None:
-            return  # the form reports the missing exchange itself
-        exchange = self.exchange
-        if exchange.name in (DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS):
-            raise ValidationError(
-                {"exchange": ["the default exchange binds every queue by its name; it takes no other bindings"]}
-            )
-        if exchange.type == ExchangeType.HEADERS:
-            try:
-                parse_headers_match(self.arguments)
-            except BrokerError as error:
-                raise ValidationError({"arguments": (error.fields or {}).get("arguments") or [error.message]}) from None
+        errors: dict[str, list[str]] = {}
+        collect(errors, "binding_key", lambda: key_field("binding_key", self.binding_key))
+        collect(errors, "arguments", lambda: object_field("arguments", self.arguments))
+        if self.exchange_id is not None and not errors:  # else the form reports the missing exchange
+            exchange = self.exchange
+            collect(errors, "exchange", lambda: refuse_default_exchange(exchange.name))
+            collect(errors, "arguments", lambda: binding_arguments(ExchangeType(exchange.type), self.arguments))
+        if errors:
+            raise ValidationError(errors)
         # `arguments_key` is not on the form, so Django's own constraint check skips
         # the unique constraint: a duplicate would fail on save with a 500.
         duplicate = Binding.objects.filter(

@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 
 from bindings.models import Binding
 from broker.engine.errors import NotFound
-from broker.engine.names import NAME_PATTERN
+from broker.engine.rules import is_name
 
 
 def binding_list(*, exchange: str | None = None, queue: str | None = None) -> QuerySet[Binding]:
@@ -17,7 +17,7 @@ def binding_list(*, exchange: str | None = None, queue: str | None = None) -> Qu
             continue
         # What is no name has no bindings; nor is it sent to the database, which may
         # refuse it (PostgreSQL: a NUL character).
-        rows = rows.filter(**{field: name}) if NAME_PATTERN.fullmatch(name) else rows.none()
+        rows = rows.filter(**{field: name}) if is_name(name) else rows.none()
     return rows
 
 

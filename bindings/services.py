@@ -9,21 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from django.db import IntegrityError, transaction
 
 from bindings.models import Binding
-from broker.engine.errors import BrokerError, Forbidden, NotFound
-from broker.engine.exchanges import ExchangeType, parse_headers_match
+from broker.engine.errors import BrokerError, NotFound
+from broker.engine.exchanges import ExchangeType
 from broker.engine.jsoncodec import canonical
-from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS
+from broker.engine.rules import binding_arguments, key_field, object_field, refuse_default_exchange
 from common.limits import ensure_room
 from exchanges.models import Exchange
 from queues.models import Queue
-from queues.services import refuse_private_queue, require_storable
-
-MAX_BINDING_KEY: Final = 255  # the column's width, as AMQP's short string
+from queues.services import refuse_private_queue
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,20 +43,9 @@ def binding_create(
     """
     if not isinstance(exchange, str) or not isinstance(queue, str):
         raise BrokerError("exchange and queue must be names", fields={"exchange": ["must be a string"]})
-    if exchange in (DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS):
-        raise Forbidden("the default exchange binds every queue by its name; it takes no other bindings")
-    if not isinstance(binding_key, str) or len(binding_key) > MAX_BINDING_KEY:
-        raise BrokerError(
-            f"binding_key: must be a string of at most {MAX_BINDING_KEY} characters",
-            fields={"binding_key": [f"must be a string of at most {MAX_BINDING_KEY} characters"]},
-        )
-    if arguments is None:
-        arguments = {}
-    if not isinstance(arguments, Mapping) or not all(isinstance(key, str) for key in arguments):
-        raise BrokerError("arguments: must be an object", fields={"arguments": ["must be an object"]})
-    arguments = dict(arguments)
-    require_storable("binding_key", binding_key)
-    require_storable("arguments", arguments)
+    refuse_default_exchange(exchange)
+    binding_key = key_field("binding_key", binding_key)
+    arguments = object_field("arguments", arguments)
     with transaction.atomic():
         exchange_row = Exchange.objects.filter(name=exchange).first()
         if exchange_row is None:
@@ -67,8 +54,7 @@ def binding_create(
         if queue_row is None:
             refuse_private_queue(queue)
             raise NotFound(f"queue {queue!r} does not exist")
-        if exchange_row.type == ExchangeType.HEADERS:
-            parse_headers_match(arguments)
+        binding_arguments(ExchangeType(exchange_row.type), arguments)
         identity = {
             "exchange": exchange_row,
             "queue": queue_row,

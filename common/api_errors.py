@@ -1,12 +1,12 @@
-"""The one DRF exception handler: every API error as {"error": {code, message, fields?}}.
+"""Every error of the HTTP API as {"error": {code, message, fields?}} (docs/protocol.md, "Errors").
 
-docs/protocol.md "Errors" fixes the shape and the codes. Broker errors are
-recognised by their class attributes `code` and `status` (duck-typed, so this
-module does not depend on the engine); DRF's and Django's exceptions are
-translated to the same codes. Anything unexpected is left to DRF (returns
-None), which re-raises it: Django logs it and answers 500. Never swallowed.
-`not_found` is Django's handler404 (broker_project/urls.py): the same shape for a
-URL under /api/ that no endpoint matches.
+`translate` is the one translation of an exception into (status, code,
+message, fields): broker errors as broker/transport/http_errors.py renders
+them for every door, DRF's and Django's own exceptions (bad input, a missing
+database) to the same codes. The DRF exception handler, the original
+service's calls (legacy/views.py) and the 404 handler all use it. Anything
+unexpected is left alone (None): Django logs it and answers 500. Never
+swallowed.
 """
 
 from __future__ import annotations
@@ -25,41 +25,42 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
 
-Fields = dict[str, list[str]]
+from broker.engine.errors import BrokerError
+from broker.transport.http_errors import Fields, error_body, error_response
 
 log = logging.getLogger("broker.api")
 
 
-def error_payload(code: str, message: str, fields: Fields | None = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if fields:
-        error["fields"] = fields
-    return {"error": error}
+def error_json(status: int, code: str, message: str, fields: Fields | None = None) -> JsonResponse:
+    """The error answer of a plain Django view."""
+    return JsonResponse(error_body(code, message, fields), status=status)
 
 
 def exception_handler(exc: Exception, context: Mapping[str, Any]) -> Response | None:
-    translated = _translate(exc)
+    """DRF's EXCEPTION_HANDLER."""
+    translated = translate(exc)
     if translated is None:
         return None
     status, code, message, fields = translated
     # Like DRF's own handler: undo the request's atomic block, if any, so a
     # failed request changes nothing (docs/protocol.md, "Errors").
     set_rollback()
-    return Response(error_payload(code, message, fields), status=status, headers=_headers(exc))
+    return Response(error_body(code, message, fields), status=status, headers=_headers(exc))
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     """Django's 404 handler: under /api/ a URL that matches no endpoint (a name with
     characters docs/protocol.md does not allow, say) gets the API's error shape, not an HTML page."""
     if request.path.startswith("/api/"):
-        return JsonResponse(error_payload("not_found", f"no API endpoint at {request.path!r}"), status=404)
+        return error_json(404, "not_found", f"no API endpoint at {request.path!r}")
     return page_not_found(request, exception)
 
 
-def _translate(exc: Exception) -> tuple[int, str, str, Fields | None] | None:
-    broker = _broker_error(exc)
-    if broker is not None:
-        return broker
+def translate(exc: Exception) -> tuple[int, str, str, Fields | None] | None:
+    """(status, code, message, fields) of an exception the API answers; None for a fault."""
+    if isinstance(exc, BrokerError):
+        status, body = error_response(exc)
+        return status, body["error"]["code"], body["error"]["message"], body["error"].get("fields")
     if isinstance(exc, drf.ValidationError):
         fields = flatten_errors(exc.detail)
         return 400, "invalid", _first_message(fields) or "invalid input", fields or None
@@ -77,20 +78,6 @@ def _translate(exc: Exception) -> tuple[int, str, str, Fields | None] | None:
     if isinstance(exc, drf.APIException):
         return _api_exception(exc)
     return None
-
-
-def _broker_error(exc: Exception) -> tuple[int, str, str, Fields | None] | None:
-    # Class attributes, not instance ones: an unrelated exception that happens
-    # to carry a `.code` (Django's ValidationError does) is not a broker error.
-    code = getattr(type(exc), "code", None)
-    status = getattr(type(exc), "status", None)
-    if not isinstance(code, str) or not isinstance(status, int) or isinstance(status, bool):
-        return None
-    message = getattr(exc, "message", None)
-    if not isinstance(message, str):
-        message = str(exc)
-    fields = getattr(exc, "fields", None)
-    return status, code, message, dict(fields) if fields else None
 
 
 # DRF exception class -> (status, code); the first matching class wins.

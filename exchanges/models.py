@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from broker.engine.names import RESERVED_PREFIX
-from common.validators import broker_name_validator
+from broker.engine.rules import check_name, is_name, object_field
+from common.validators import collect, validate_broker_name
 
 
 class ExchangeType(models.TextChoices):
@@ -17,7 +17,7 @@ class ExchangeType(models.TextChoices):
 
 
 class Exchange(models.Model):
-    name = models.CharField(max_length=255, unique=True, validators=[broker_name_validator])
+    name = models.CharField(max_length=255, unique=True, validators=[validate_broker_name])
     type = models.CharField(max_length=16, choices=ExchangeType.choices)
     durable = models.BooleanField(default=True)
     auto_delete = models.BooleanField(default=False)
@@ -34,9 +34,8 @@ class Exchange(models.Model):
         """The API's rules for the admin's forms (docs/protocol.md: `amq.` names are the broker's)."""
         errors: dict[str, list[str]] = {}
         # Only new rows: the built-in `amq.*` exchanges are rows and stay editable.
-        if self._state.adding and self.name.startswith(RESERVED_PREFIX):
-            errors["name"] = ["names starting with 'amq.' are reserved for the broker"]
-        if not isinstance(self.arguments, dict):
-            errors["arguments"] = ["must be an object"]
+        if self._state.adding and is_name(self.name):
+            collect(errors, "name", lambda: check_name("exchange", self.name))
+        collect(errors, "arguments", lambda: object_field("arguments", self.arguments))
         if errors:
             raise ValidationError(errors)

@@ -17,25 +17,15 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from common.declare import lock_or_create
-from broker.engine.errors import (
-    BrokerError,
-    Forbidden,
-    NotFound,
-    PreconditionFailed,
-)
+from broker.engine.errors import BrokerError, Forbidden, NotFound, PreconditionFailed
 from broker.engine.exchanges import parse_exchange_type
 from broker.engine.jsoncodec import canonical
-from broker.engine.names import (
-    DEFAULT_EXCHANGE,
-    DEFAULT_EXCHANGE_ALIAS,
-    RESERVED_PREFIX,
-    check_name,
-)
+from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS, RESERVED_PREFIX
+from broker.engine.rules import bool_field, check_name, object_field
 from broker.protocol.publish import PublishRequest, prepare_publish
 from broker.router.calls import publish
+from common.declare import lock_or_create
 from exchanges.models import Exchange
-from queues.services import require_bool, require_storable
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,16 +38,6 @@ class ExchangeDeclared:
 class MessagePublished:
     message_id: str
     routed: int
-
-
-def require_object(field: str, value: object) -> dict[str, Any]:
-    """A JSON object (None = {}); its JSON text must be encodable."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
-        raise BrokerError(f"{field}: must be an object", fields={field: ["must be an object"]})
-    require_storable(field, value)
-    return dict(value)
 
 
 def exchange_declare(
@@ -73,9 +53,9 @@ def exchange_declare(
     kind = parse_exchange_type(type)
     wanted: dict[str, Any] = {
         "type": kind.value,
-        "durable": require_bool("durable", durable),
-        "auto_delete": require_bool("auto_delete", auto_delete),
-        "arguments": require_object("arguments", arguments),
+        "durable": bool_field("durable", durable),
+        "auto_delete": bool_field("auto_delete", auto_delete),
+        "arguments": object_field("arguments", arguments),
     }
     with transaction.atomic():
         existing, created = lock_or_create(Exchange, name=name, values=wanted)

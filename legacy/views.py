@@ -17,16 +17,14 @@ from collections.abc import Callable, Mapping
 from functools import wraps
 from typing import Any, Final
 
-from django.core.exceptions import RequestDataTooBig
-from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from access.drf import legacy_permissions
 from bindings.serializers import BindingSerializer
 from bindings.services import binding_create
-from common.api_errors import error_payload
-from broker.engine.errors import BrokerError, TooLarge, Unavailable
+from common.api_errors import error_json, translate
+from broker.engine.errors import BrokerError
 from exchanges.serializers import ExchangeSerializer
 from exchanges.services import exchange_declare, message_publish
 from queues.services import queue_declare
@@ -40,32 +38,25 @@ PUBLISH_FIELDS: Final = {"body": "payload", "routing_key": "key", "exchange": "e
 BINDING_FIELDS: Final = {"binding_key": "key", "exchange": "exchange_name", "queue": "queue_name"}
 
 
-def _error(error: BrokerError) -> JsonResponse:
-    return JsonResponse(error_payload(error.code, error.message, error.fields), status=error.status)
-
-
 def legacy_call(method: str) -> Callable[[View], View]:
-    """One HTTP method; broker errors and oversized bodies become the API's error responses."""
+    """One HTTP method; what the API answers with an error (broker errors, oversized
+    bodies, a database that is away) gets the same answer here."""
 
     def decorate(fn: View) -> View:
         @csrf_exempt
         @wraps(fn)
         def view(request: HttpRequest) -> HttpResponse:
             if request.method != method:
-                response = JsonResponse(
-                    error_payload("invalid", f"method {request.method} is not allowed here; use {method}"),
-                    status=405,
-                )
+                response = error_json(405, "invalid", f"method {request.method} is not allowed here; use {method}")
                 response["Allow"] = method
                 return response
             try:
                 return fn(request)
-            except BrokerError as error:
-                return _error(error)
-            except RequestDataTooBig:
-                return _error(TooLarge("the request body is over the size limit"))
-            except (OperationalError, InterfaceError):
-                return _error(Unavailable("the database is unavailable; retry later"))
+            except Exception as error:
+                translated = translate(error)
+                if translated is None:
+                    raise
+                return error_json(*translated)
 
         return view
 

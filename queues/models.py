@@ -9,14 +9,13 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from broker.engine.errors import BrokerError
-from broker.engine.names import RESERVED_PREFIX
 from broker.engine.queues import parse_queue_arguments
-from common.validators import broker_name_validator
+from broker.engine.rules import check_name, is_name
+from common.validators import collect, validate_broker_name
 
 
 class Queue(models.Model):
-    name = models.CharField(max_length=255, unique=True, validators=[broker_name_validator])
+    name = models.CharField(max_length=255, unique=True, validators=[validate_broker_name])
     durable = models.BooleanField(default=True)
     auto_delete = models.BooleanField(default=False)
     arguments = models.JSONField(default=dict, blank=True)
@@ -31,12 +30,9 @@ class Queue(models.Model):
     def clean(self) -> None:
         """The API's rules for the admin's forms: a refused row never reaches the router."""
         errors: dict[str, list[str]] = {}
-        if self._state.adding and self.name.startswith(RESERVED_PREFIX):
-            errors["name"] = ["names starting with 'amq.' are reserved for the broker"]
-        try:
-            parse_queue_arguments(self.arguments)
-        except BrokerError as error:
-            errors["arguments"] = (error.fields or {}).get("arguments") or [error.message]
+        if self._state.adding and is_name(self.name):
+            collect(errors, "name", lambda: check_name("queue", self.name))
+        collect(errors, "arguments", lambda: parse_queue_arguments(self.arguments))
         if errors:
             raise ValidationError(errors)
 

@@ -14,22 +14,15 @@ from typing import Any
 
 from django.db import transaction
 
-from common.declare import lock_or_create
-from broker.engine.errors import (
-    BrokerError,
-    Forbidden,
-    NotFound,
-    PreconditionFailed,
-    Unavailable,
-)
-from broker.engine.jsoncodec import canonical, holds_nul, json_holds_nul
-from broker.engine.names import check_name
-from broker.engine.queues import parse_queue_arguments
-from common.limits import ensure_room
-from broker.protocol.publish import NUL_PROBLEM
+from broker.engine.errors import Forbidden, NotFound, PreconditionFailed, Unavailable
+from broker.engine.jsoncodec import canonical
 from broker.engine.names import generated_queue_name
+from broker.engine.queues import parse_queue_arguments
+from broker.engine.rules import bool_field, check_name, integer_field, object_field
 from broker.protocol.server_frames import MessageObject
 from broker.router import calls as router
+from common.declare import lock_or_create
+from common.limits import ensure_room
 from queues.models import Queue
 
 
@@ -37,19 +30,6 @@ from queues.models import Queue
 class QueueDeclared:
     queue: Queue
     created: bool
-
-
-def require_storable(field: str, value: str | Mapping[str, Any]) -> None:
-    """Refuse U+0000 in a string or in an object's strings: PostgreSQL keeps it in
-    no text or jsonb column, so it is `invalid` on every database alike."""
-    if holds_nul(value) if isinstance(value, str) else json_holds_nul(canonical(value)):
-        raise BrokerError(f"{field}: {NUL_PROBLEM}", fields={field: [NUL_PROBLEM]})
-
-
-def require_bool(field: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise BrokerError(f"{field}: must be true or false", fields={field: ["must be true or false"]})
-    return value
 
 
 def queue_declare(
@@ -73,15 +53,12 @@ def queue_declare(
     if authorize is not None:
         authorize(name)
     wanted: dict[str, Any] = {
-        "durable": require_bool("durable", durable),
-        "auto_delete": require_bool("auto_delete", auto_delete),
+        "durable": bool_field("durable", durable),
+        "auto_delete": bool_field("auto_delete", auto_delete),
+        "arguments": object_field("arguments", arguments),
     }
-    if arguments is not None and not isinstance(arguments, Mapping):
-        raise BrokerError("arguments: must be an object", fields={"arguments": ["must be an object"]})
     # Checked here, before the row exists: the router would refuse it only after commit.
-    parse_queue_arguments(arguments)
-    wanted["arguments"] = dict(arguments or {})
-    require_storable("arguments", wanted["arguments"])
+    parse_queue_arguments(wanted["arguments"])
     with transaction.atomic():
         if not Queue.objects.filter(name=name).exists():
             ensure_room(Queue, setting="MAX_QUEUES", kind="queues")
@@ -134,8 +111,7 @@ def queue_get(*, name: str, count: int = 1, ack: bool = True) -> list[MessageObj
 
     With `ack` false they stay at the head of the queue and come out next as redeliveries.
     """
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise BrokerError("count: must be a positive integer", fields={"count": ["must be a positive integer"]})
-    require_bool("ack", ack)
+    integer_field("count", count, low=1)
+    bool_field("ack", ack)
     _require_router(name)
     return router.queue_get(name, count=count, ack=ack)

@@ -14,7 +14,7 @@ from django.db import DatabaseError, DataError, IntegrityError, connection, tran
 from django.db.models import Max
 
 from bindings.models import Binding
-from broker.engine.broker import BindingSpec
+from broker.engine.routing import BindingSpec
 from broker.engine.exchanges import ExchangeSpec, ExchangeType
 from broker.engine.jsoncodec import dumps, loads
 from broker.engine.messages import Message, StoredCopy, make_message

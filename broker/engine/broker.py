@@ -1,68 +1,31 @@
-"""The broker's state and every operation on it.
+"""The broker's state and every operation on it: queues, consumers, connections.
 
 Each public method validates first and changes nothing when it raises; then it
-changes the state and returns the effects for the shell to carry out
-. One owner calls it: the
-runtime's event loop. Pure: no I/O, no clock, no Django.
+changes the state and returns the effects for the shell to carry out. One
+owner calls it: the runtime's event loop. Exchanges and bindings are the
+`Routing`'s (routing.py); dead-letter copies are made by deadletter.py.
+Pure: no I/O, no clock, no Django.
+
+Over 400 lines on purpose: publishing drains a queue to its consumers and an
+ack or a close drains it again, so queues, consumers and connections share one
+state and one order of effects, and are changed in one class.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
-from .errors import (
-    BrokerError,
-    Conflict,
-    Forbidden,
-    LimitExceeded,
-    NotFound,
-    PreconditionFailed,
-)
-from .exchanges import Exchange, ExchangeSpec, ExchangeType, parse_headers_match
-from .jsoncodec import canonical
-from .messages import (
-    Cancelled,
-    Delivery,
-    Effects,
-    EffectsBuilder,
-    Envelope,
-    Message,
-    StoredCopy,
-    make_message,
-)
-from .names import DEFAULT_EXCHANGE, RESERVED_PREFIX
-from .queues import (
-    MAX_PREFETCH,
-    AckMode,
-    Connection,
-    Consumer,
-    Overflow,
-    QueueSpec,
-    QueueState,
-    Unacked,
-)
-
-# A dead-lettered message republished this many times in one call is dropped:
-# a guard against topologies that feed dead letters back in a loop.
-MAX_DEAD_LETTER_DEPTH: Final = 16
-
-BindingKey = tuple[str, str, str, str]  # exchange, queue, binding_key, canonical arguments
-
-
-@dataclass(frozen=True, slots=True)
-class BindingSpec:
-    exchange: str
-    queue: str
-    binding_key: str = ""
-    arguments: Mapping[str, Any] | None = None
-
-    @property
-    def key(self) -> BindingKey:
-        return (self.exchange, self.queue, self.binding_key, canonical(dict(self.arguments or {})))
+from .deadletter import MAX_DEAD_LETTER_DEPTH, dead_letter_copy
+from .errors import Conflict, Forbidden, LimitExceeded, NotFound, PreconditionFailed
+from .exchanges import ExchangeSpec
+from .messages import Cancelled, Delivery, Effects, EffectsBuilder, Envelope, Message, StoredCopy
+from .names import DEFAULT_EXCHANGE
+from .queues import AckMode, Connection, Consumer, Overflow, QueueSpec, QueueState, Unacked, check_prefetch
+from .routing import BindingSpec, Routing
+from .rules import binding_arguments, check_name, integer_field
 
 
 @dataclass(slots=True)  # made per message: not frozen, whose __init__ costs 4x (object.__setattr__ per field); never mutated
@@ -80,12 +43,11 @@ class QueueCounts:
 
 class Broker:
     def __init__(self) -> None:
-        self.exchanges: dict[str, Exchange] = {}
+        self.routing = Routing()
+        self.exchanges = self.routing.exchanges  # the same dicts, for readers
+        self.bindings = self.routing.bindings
         self.queues: dict[str, QueueState] = {}
-        self.bindings: dict[BindingKey, BindingSpec] = {}
         self.connections: dict[int, Connection] = {}
-        self._bindings_of_queue: dict[str, set[BindingKey]] = {}
-        self._bindings_of_exchange: dict[str, set[BindingKey]] = {}
         self._next_connection = 1
         self.next_store_id = 1
         self._next_seq = 0
@@ -103,41 +65,18 @@ class Broker:
 
     def declare_exchange(self, spec: ExchangeSpec, *, reserved_ok: bool = False) -> bool:
         """True when created; False when an identical one exists."""
-        self._check_not_reserved("exchange", spec.name, reserved_ok)
-        existing = self.exchanges.get(spec.name)
-        if existing is not None:
-            if not existing.spec.same_as(spec):
-                raise PreconditionFailed(f"exchange {spec.name!r} exists with other properties")
-            return False
-        self.exchanges[spec.name] = Exchange(spec)
-        self._bindings_of_exchange[spec.name] = set()
-        return True
+        return self.routing.declare_exchange(spec, reserved_ok=reserved_ok)
 
     def sync_exchange(self, spec: ExchangeSpec) -> None:
         """Make the exchange match its stored definition (admin or ORM edits)."""
-        existing = self.exchanges.get(spec.name)
-        if existing is None:
-            self.declare_exchange(spec, reserved_ok=True)
-        elif not existing.spec.same_as(spec):
-            replacement = Exchange(spec)
-            for key in self._bindings_of_exchange[spec.name]:
-                self._add_route(replacement, self.bindings[key])
-            replacement.binding_count = existing.binding_count
-            self.exchanges[spec.name] = replacement
+        self.routing.sync_exchange(spec)
 
     def delete_exchange(self, name: str, *, reserved_ok: bool = False) -> None:
-        if name == DEFAULT_EXCHANGE:
-            raise Forbidden("the default exchange cannot be deleted")
-        self._check_not_reserved("exchange", name, reserved_ok)
-        self._exchange(name)
-        for key in list(self._bindings_of_exchange[name]):
-            self._remove_binding(key)
-        del self.exchanges[name]
-        del self._bindings_of_exchange[name]
+        self.routing.delete_exchange(name, reserved_ok=reserved_ok)
 
     def declare_queue(self, spec: QueueSpec, *, now: float, reserved_ok: bool = False) -> bool:
         """True when created; False when an identical one exists (which counts as a use)."""
-        self._check_not_reserved("queue", spec.name, reserved_ok)
+        check_name("queue", spec.name, reserved_ok=reserved_ok)
         existing = self.queues.get(spec.name)
         if existing is not None:
             if not existing.spec.same_as(spec):
@@ -147,7 +86,7 @@ class Broker:
         if spec.exclusive_to is not None and spec.exclusive_to not in self.connections:
             raise NotFound(f"connection {spec.exclusive_to} does not exist")
         self.queues[spec.name] = QueueState(spec, now)  # parses the arguments first
-        self._bindings_of_queue[spec.name] = set()
+        self.routing.add_queue(spec.name)
         self._track_timers(self.queues[spec.name])
         if spec.exclusive_to is not None:
             self.connections[spec.exclusive_to].exclusive_queues.add(spec.name)
@@ -179,61 +118,33 @@ class Broker:
 
     def bind(self, spec: BindingSpec) -> bool:
         """True when created; False when an identical binding exists."""
-        if spec.exchange == DEFAULT_EXCHANGE:
-            raise Forbidden("the default exchange binds every queue by its name; it takes no other bindings")
-        exchange = self._exchange(spec.exchange)
-        self._queue(spec.queue)
-        arguments = spec.arguments or {}
-        if not isinstance(arguments, Mapping):
-            raise BrokerError("binding arguments must be an object", fields={"arguments": ["must be an object"]})
-        if exchange.spec.type is ExchangeType.HEADERS:
-            parse_headers_match(arguments)
-        key = spec.key
-        if key in self.bindings:
-            return False
-        self.bindings[key] = spec
-        self._bindings_of_exchange[spec.exchange].add(key)
-        self._bindings_of_queue[spec.queue].add(key)
-        self._add_route(exchange, spec)
-        exchange.binding_count += 1
-        return True
+        return self.routing.bind(spec, queues=self.queues)
 
     def unbind(self, spec: BindingSpec) -> bool:
         """True when a binding was removed; False when there was none."""
-        key = spec.key
-        if key not in self.bindings:
-            return False
-        self._remove_binding(key)
-        return True
+        return self.routing.unbind(spec)
 
     # -- publishing ----------------------------------------------------
 
     def publish(self, message: Message, *, now: float) -> Published:
         if message.exchange != DEFAULT_EXCHANGE:
-            self._exchange(message.exchange)
+            self.routing.exchange(message.exchange)
         fx = EffectsBuilder()
         self.published += 1
         routed = self._route_and_enqueue(message, fx, now, depth=0)
         return Published(routed, fx.build())
 
-    def _route(self, message: Message) -> Iterable[str]:
-        if message.exchange == DEFAULT_EXCHANGE:
-            return (message.routing_key,) if message.routing_key in self.queues else ()
-        exchange = self.exchanges.get(message.exchange)
-        if exchange is None:  # a dead-letter exchange deleted since its queue was declared
-            return ()
-        return exchange.routes.route(message.routing_key, message.headers)
-
     def _route_and_enqueue(self, message: Message, fx: EffectsBuilder, now: float, depth: int) -> int:
         routed = 0
-        for name in self._route(message):
-            queue = self.queues[name]
+        queues = self.queues
+        for name in self.routing.route(message.exchange, message.routing_key, message.headers, queues):
+            queue = queues[name]
             limit = queue.args.max_length
             if (
                 limit is not None
                 and queue.args.overflow is Overflow.REJECT_PUBLISH
                 and len(queue.ready) >= limit
-                and not self._has_room(queue)
+                and not queue.has_room()
             ):
                 continue
             store_id = None
@@ -271,14 +182,14 @@ class Broker:
         # closing connection, and it returns in delivery order (docs/protocol.md, "Delivery").
         returned: dict[str, tuple[QueueState, list[Envelope]]] = {}
         for pending in connection.unacked.values():  # tag order is delivery order
-            state = self._settle(pending)
+            state = pending.settle()
             returned.setdefault(state.name, (state, []))[1].append(pending.envelope)
         connection.unacked.clear()
         consumers = list(connection.consumers.values())
         for consumer in consumers:
             self._detach_consumer(consumer, now)
         for state, envelopes in returned.values():
-            self._requeue(state, envelopes)
+            state.requeue(envelopes)
         for state in {consumer.queue.name: consumer.queue for consumer in consumers}.values():
             self._release(state, fx, now)
         for name in list(connection.exclusive_queues):
@@ -326,11 +237,7 @@ class Broker:
         self._check_subscription(connection, subscription, prefetch)
         if exchange == DEFAULT_EXCHANGE:
             raise Forbidden("subscribe to a queue to consume from the default exchange")
-        target = self._exchange(exchange)
-        if arguments is not None and not isinstance(arguments, Mapping):  # checked before the queue exists
-            raise BrokerError("binding arguments must be an object", fields={"arguments": ["must be an object"]})
-        if target.spec.type is ExchangeType.HEADERS:
-            parse_headers_match(arguments or {})
+        binding_arguments(self.routing.exchange(exchange).spec.type, arguments)  # before the queue exists
         if queue in self.queues:
             raise Conflict(f"queue {queue!r} already exists")
         self._check_room()
@@ -359,12 +266,12 @@ class Broker:
 
     def ack(self, connection_id: int, delivery_tag: int, *, multiple: bool, now: float) -> Effects:
         connection = self._connection(connection_id)
-        tags = self._select_tags(connection, delivery_tag, multiple)
+        tags = connection.select_tags(delivery_tag, multiple)
         fx = EffectsBuilder()
         touched: dict[str, QueueState] = {}
         for tag in tags:
             pending = connection.unacked.pop(tag)
-            queue = self._settle(pending)
+            queue = pending.settle()
             queue.acknowledged += 1
             self._forget(pending.envelope, fx)
             touched[queue.name] = queue
@@ -374,19 +281,19 @@ class Broker:
 
     def nack(self, connection_id: int, delivery_tag: int, *, multiple: bool, requeue: bool, now: float) -> Effects:
         connection = self._connection(connection_id)
-        tags = self._select_tags(connection, delivery_tag, multiple)
+        tags = connection.select_tags(delivery_tag, multiple)
         fx = EffectsBuilder()
         to_requeue: dict[str, tuple[QueueState, list[Envelope]]] = {}
         for tag in tags:
             pending = connection.unacked.pop(tag)
-            queue = self._settle(pending)
+            queue = pending.settle()
             if requeue:
                 to_requeue.setdefault(queue.name, (queue, []))[1].append(pending.envelope)
             else:
                 self._dead_letter(queue, pending.envelope, "rejected", fx, now, depth=0)
                 to_requeue.setdefault(queue.name, (queue, []))
         for queue, envelopes in to_requeue.values():
-            self._requeue(queue, envelopes)
+            queue.requeue(envelopes)
             self._drain(queue, fx, now)
         return fx.build()
 
@@ -395,8 +302,7 @@ class Broker:
     def get(self, queue: str, *, count: int, ack: bool, now: float) -> tuple[list[tuple[Message, bool]], Effects]:
         """Take up to `count` ready messages (docs/protocol.md, POST /api/queues/{name}/get/)."""
         state = self._queue(queue)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise BrokerError("count must be a positive integer", fields={"count": ["must be a positive integer"]})
+        integer_field("count", count, low=1)
         fx = EffectsBuilder()
         state.last_used = now
         self._expire_head(state, fx, now)
@@ -478,7 +384,7 @@ class Broker:
         return QueueCounts(len(queue.ready), queue.unacked, len(queue.consumers))
 
     def has_exchange(self, name: str) -> bool:
-        return name == DEFAULT_EXCHANGE or name in self.exchanges
+        return self.routing.has_exchange(name)
 
     # -- internals -----------------------------------------------------
 
@@ -487,17 +393,6 @@ class Broker:
             self._timed.add(queue.name)
         else:
             self._timed.discard(queue.name)
-
-    @staticmethod
-    def _check_not_reserved(kind: str, name: str, reserved_ok: bool) -> None:
-        if not reserved_ok and name.startswith(RESERVED_PREFIX):
-            raise Forbidden(f"{kind} name {name!r} is reserved: names starting with 'amq.' belong to the broker")
-
-    def _exchange(self, name: str) -> Exchange:
-        exchange = self.exchanges.get(name)
-        if exchange is None:
-            raise NotFound(f"exchange {name!r} does not exist")
-        return exchange
 
     def _queue(self, name: str) -> QueueState:
         queue = self.queues.get(name)
@@ -515,23 +410,7 @@ class Broker:
     def _check_subscription(connection: Connection, subscription: str, prefetch: int) -> None:
         if subscription in connection.consumers:
             raise Conflict(f"subscription {subscription!r} already exists on this connection")
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 0 <= prefetch <= MAX_PREFETCH:
-            raise BrokerError(
-                f"prefetch must be an integer from 0 to {MAX_PREFETCH}",
-                fields={"prefetch": [f"must be an integer from 0 to {MAX_PREFETCH}"]},
-            )
-
-    @staticmethod
-    def _add_route(exchange: Exchange, spec: BindingSpec) -> None:
-        exchange.routes.add(spec.queue, spec.binding_key, spec.arguments or {})
-
-    def _remove_binding(self, key: BindingKey) -> None:
-        spec = self.bindings.pop(key)
-        exchange = self.exchanges[spec.exchange]
-        exchange.routes.remove(spec.queue, spec.binding_key, spec.arguments or {})
-        exchange.binding_count -= 1
-        self._bindings_of_exchange[spec.exchange].discard(key)
-        self._bindings_of_queue[spec.queue].discard(key)
+        check_prefetch(prefetch)
 
     def _add_consumer(
         self,
@@ -553,7 +432,7 @@ class Broker:
         return fx.build()
 
     def _remove_consumer(self, consumer: Consumer, fx: EffectsBuilder, now: float) -> None:
-        self._requeue(consumer.queue, self._detach_consumer(consumer, now))
+        consumer.queue.requeue(self._detach_consumer(consumer, now))
         self._release(consumer.queue, fx, now)
 
     def _detach_consumer(self, consumer: Consumer, now: float) -> list[Envelope]:
@@ -592,8 +471,7 @@ class Broker:
                 self._forget(connection.unacked.pop(tag).envelope, fx)
             fx.cancelled.append(Cancelled(connection.id, consumer.subscription, reason))
         queue.consumers.clear()
-        for key in list(self._bindings_of_queue[name]):
-            self._remove_binding(key)
+        self.routing.remove_queue(name)
         for envelope in queue.ready:
             self._forget(envelope, fx)
         queue.ready.clear()
@@ -601,51 +479,11 @@ class Broker:
         if owner is not None and owner in self.connections:
             self.connections[owner].exclusive_queues.discard(name)
         del self.queues[name]
-        del self._bindings_of_queue[name]
         self._timed.discard(name)
         if owner is None:  # private queues were never stored
             fx.deleted_queues.append(name)
         if queue.spec.row_id is not None:
             fx.deleted_rows.append(queue.spec.row_id)
-
-    @staticmethod
-    def _select_tags(connection: Connection, delivery_tag: int, multiple: bool) -> list[int]:
-        if isinstance(delivery_tag, bool) or not isinstance(delivery_tag, int):
-            raise BrokerError("delivery_tag must be an integer", fields={"delivery_tag": ["must be an integer"]})
-        if multiple:
-            tags = [tag for tag in connection.unacked if tag <= delivery_tag]
-        else:
-            tags = [delivery_tag] if delivery_tag in connection.unacked else []
-        if not tags and not 0 < delivery_tag < connection.first_tag:
-            raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
-        return tags
-
-    @staticmethod
-    def _settle(pending: Unacked) -> QueueState:
-        pending.consumer.unacked -= 1
-        queue = pending.consumer.queue
-        queue.unacked -= 1
-        return queue
-
-    @staticmethod
-    def _requeue(queue: QueueState, envelopes: list[Envelope]) -> None:
-        """Back to the head of the queue, in their original order (docs/protocol.md, "Delivery")."""
-        if not envelopes:
-            return
-        for envelope in envelopes:
-            envelope.redelivered = True
-        envelopes.sort(key=_queue_order)
-        # Messages requeued earlier (by another consumer) may sit at the head: merge, so
-        # the head stays in the queue's original order whatever order consumers left in.
-        ready, last = queue.ready, envelopes[-1].seq
-        head: list[Envelope] = []
-        while ready and ready[0].seq < last:
-            head.append(ready.popleft())
-        ready.extendleft(reversed(list(heapq.merge(head, envelopes, key=_queue_order))))
-
-    @staticmethod
-    def _has_room(queue: QueueState) -> bool:
-        return any(consumer.has_room() for consumer in queue.consumers)
 
     @staticmethod
     def _forget(envelope: Envelope, fx: EffectsBuilder) -> None:
@@ -703,53 +541,15 @@ class Broker:
         target = queue.args.dead_letter_exchange
         if target is None or depth >= MAX_DEAD_LETTER_DEPTH or not self.has_exchange(target):
             return
-        message = envelope.message
-        # `x-death` comes from publishers too: read it defensively.
-        deaths = message.headers.get("x-death")
-        history = [d for d in deaths if isinstance(d, dict)] if isinstance(deaths, list) else []
-        if reason != "rejected" and _cycle_without_rejection(history, queue.name):
-            return  # back in this queue with no client rejecting it on the way: a loop (as RabbitMQ)
-        same = [d for d in history if d.get("queue") == queue.name and d.get("reason") == reason]
-        previous = same[0].get("count") if same else 0
-        count = (previous if isinstance(previous, int) and not isinstance(previous, bool) else 0) + 1
-        entry = {
-            "queue": queue.name,
-            "reason": reason,
-            "exchange": message.exchange,
-            "routing-keys": [message.routing_key],
-            "count": count,
-        }
-        headers = dict(message.headers)
-        headers["x-death"] = [entry, *(d for d in history if d not in same)]
-        headers.setdefault("x-first-death-queue", queue.name)
-        headers.setdefault("x-first-death-reason", reason)
-        headers.setdefault("x-first-death-exchange", message.exchange)
-        routing_key = queue.args.dead_letter_routing_key
-        republished = make_message(
-            message_id=message.message_id,
+        copy = dead_letter_copy(
+            envelope.message,
+            queue=queue.name,
+            reason=reason,
             exchange=target,
-            routing_key=message.routing_key if routing_key is None else routing_key,
-            body_json=message.body_json,
-            headers=headers,
-            persistent=message.persistent,
-            published_at=message.published_at,
+            routing_key=queue.args.dead_letter_routing_key,
         )
-        self._route_and_enqueue(republished, fx, now, depth + 1)
-
-
-def _queue_order(envelope: Envelope) -> int:
-    return envelope.seq
-
-
-def _cycle_without_rejection(history: list[dict[str, Any]], queue: str) -> bool:
-    """Has the message come back to `queue` with no `rejected` death since it was last here?
-    `x-death` lists the newest death first."""
-    for death in history:
-        if death.get("reason") == "rejected":
-            return False
-        if death.get("queue") == queue:
-            return True
-    return False
+        if copy is not None:
+            self._route_and_enqueue(copy, fx, now, depth + 1)
 
 
 def _age(published_at: str, wall_now: float | None) -> float:

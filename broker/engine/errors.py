@@ -1,8 +1,9 @@
 """Broker errors: one class per stable error code of docs/protocol.md ("Errors").
 
-Raised by the engine and by services; the DRF exception handler
-(common/api_errors.py) and the WebSocket consumer render them from the
-class attributes `code` and `status`. Stdlib only: the engine imports this.
+Raised by the engine, the protocol's parsers and the apps' services; HTTP
+answers render them in one place (broker/transport/http_errors.py), WebSocket
+error frames in another (broker/protocol/server_frames.py), both from the class
+attributes `code` and `status`. Stdlib only: the engine imports this.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import ClassVar
 
 
 class BrokerError(Exception):
-    """A refused request. The message names the object and the broken rule."""
+    """A refused request: bad input (`invalid`, 400) unless a subclass says otherwise. The
+    message names the object and the broken rule; `fields` maps a field to its problems."""
 
     code: ClassVar[str] = "invalid"
     status: ClassVar[int] = 400
@@ -23,10 +25,6 @@ class BrokerError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r})"
-
-
-class Invalid(BrokerError):
-    """Bad input (400); `fields` maps a field name to its problems."""
 
 
 class NotFound(BrokerError):

@@ -5,17 +5,24 @@ Pure: no I/O, no clock (times are passed in as floats, in seconds).
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
-from .errors import BrokerError
+from .errors import BrokerError, PreconditionFailed
 from .messages import Envelope
+from .rules import integer_field, object_field
 
 MAX_PREFETCH: Final = 65535  # AMQP's bound for basic.qos prefetch-count
 DEFAULT_PREFETCH: Final = 100  # docs/protocol.md, subscribe frame
+
+
+def check_prefetch(prefetch: object) -> int:
+    """A subscription's prefetch: 0 (unbounded) to AMQP's bound."""
+    return integer_field("prefetch", prefetch, low=0, high=MAX_PREFETCH)
 
 
 class Overflow(StrEnum):
@@ -55,8 +62,7 @@ def parse_queue_arguments(raw: Mapping[str, Any] | None) -> QueueArguments:
     """Validate a queue's `arguments` (docs/protocol.md, "Queue properties and arguments")."""
     if raw is None:
         return QueueArguments()
-    if not isinstance(raw, Mapping):
-        raise BrokerError("arguments must be an object", fields={"arguments": ["must be an object"]})
+    raw = object_field("arguments", raw)
     values: dict[str, Any] = {}
     errors: dict[str, list[str]] = {}
     for key, value in raw.items():
@@ -169,6 +175,25 @@ class QueueState:
         """Does a copy of a message with this flag go to the database?"""
         return persistent and self.spec.durable and self.spec.exclusive_to is None
 
+    def has_room(self) -> bool:
+        """Could a consumer take a message now?"""
+        return any(consumer.has_room() for consumer in self.consumers)
+
+    def requeue(self, envelopes: list[Envelope]) -> None:
+        """Back to the head, in their original order (docs/protocol.md, "Delivery")."""
+        if not envelopes:
+            return
+        for envelope in envelopes:
+            envelope.redelivered = True
+        envelopes.sort(key=_queue_order)
+        # Messages requeued earlier (by another consumer) may sit at the head: merge, so
+        # the head stays in the queue's original order whatever order consumers left in.
+        ready, last = self.ready, envelopes[-1].seq
+        head: list[Envelope] = []
+        while ready and ready[0].seq < last:
+            head.append(ready.popleft())
+        ready.extendleft(reversed(list(heapq.merge(head, envelopes, key=_queue_order))))
+
     def pick_consumer(self) -> Consumer | None:
         """The next consumer in round-robin order with room under its prefetch."""
         consumers = self.consumers
@@ -182,10 +207,21 @@ class QueueState:
         return None
 
 
+def _queue_order(envelope: Envelope) -> int:
+    return envelope.seq
+
+
 @dataclass(slots=True, eq=False)
 class Unacked:
     consumer: Consumer
     envelope: Envelope
+
+    def settle(self) -> QueueState:
+        """No longer unacknowledged; returns its queue."""
+        self.consumer.unacked -= 1
+        queue = self.consumer.queue
+        queue.unacked -= 1
+        return queue
 
 
 class Connection:
@@ -203,3 +239,15 @@ class Connection:
         self.unacked: dict[int, Unacked] = {}
         self.consumers: dict[str, Consumer] = {}
         self.exclusive_queues: set[str] = set()
+
+    def select_tags(self, delivery_tag: object, multiple: bool) -> list[int]:
+        """The unacknowledged tags an ack or nack of `delivery_tag` names. A tag below
+        `first_tag` (a previous router's) names none; an unknown one is refused."""
+        tag = integer_field("delivery_tag", delivery_tag)
+        if multiple:
+            tags = [held for held in self.unacked if held <= tag]
+        else:
+            tags = [tag] if tag in self.unacked else []
+        if not tags and not 0 < tag < self.first_tag:
+            raise PreconditionFailed(f"unknown delivery tag {tag}")
+        return tags

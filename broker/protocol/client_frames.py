@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, NotRequired, TypedDict
 
 from broker.engine.errors import BrokerError, TooLarge
-from broker.engine.names import NAME_PATTERN
 from broker.engine.queues import DEFAULT_PREFETCH, MAX_PREFETCH, AckMode
-from broker.protocol.publish import PublishRequest, exchange_field, prepare_publish
+from broker.engine.rules import exchange_field, invalid, key_field, name_field, object_field
+from broker.protocol.publish import PublishRequest, prepare_publish
 
 # What a client may put in `id`: a JSON string or number, echoed as given.
 FrameId = str | int | float
 
-MAX_BINDING_KEY: Final = 255  # as a routing key: AMQP's short string
 
 # -- client to server ---------------------------------------------------------
 
@@ -152,13 +151,13 @@ def _read_id(data: dict[str, Any]) -> FrameId | None:
 def _parse(data: dict[str, Any], frame_id: FrameId | None, max_bytes: int) -> ClientFrame:
     kind = data.get("type")
     if kind is None:
-        raise _invalid("type", "this field is required")
+        raise invalid("type", "this field is required")
     match kind:
         case "subscribe":
             return _subscribe(data, frame_id)
         case "unsubscribe":
             if frame_id is None:
-                raise _invalid("id", "unsubscribe names the subscription by its id: this field is required")
+                raise invalid("id", "unsubscribe names the subscription by its id: this field is required")
             return Unsubscribe(frame_id)
         case "ack":
             return Ack(frame_id, _delivery_tag(data), _flag(data, "multiple", False))
@@ -175,8 +174,8 @@ def _parse(data: dict[str, Any], frame_id: FrameId | None, max_bytes: int) -> Cl
         case "SUBSCRIBE":
             return _legacy_subscribe(data, frame_id)
     if not isinstance(kind, str):
-        raise _invalid("type", "must be a string")
-    raise _invalid(
+        raise invalid("type", "must be a string")
+    raise invalid(
         "type", f"unknown frame type {kind!r}: expected subscribe, unsubscribe, ack, nack, publish, ping, watch or unwatch"
     )
 
@@ -188,29 +187,23 @@ def _subscribe(data: dict[str, Any], frame_id: FrameId | None) -> Subscribe:
         raise BrokerError(problem, fields={"queue": [problem], "exchange": [problem]})
     ack = data.get("ack", AckMode.AUTO.value)
     if ack not in (AckMode.AUTO.value, AckMode.CLIENT.value):
-        raise _invalid("ack", "must be 'auto' or 'client'")
+        raise invalid("ack", "must be 'auto' or 'client'")
     prefetch = data.get("prefetch", DEFAULT_PREFETCH)
     if isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 0 <= prefetch <= MAX_PREFETCH:
-        raise _invalid("prefetch", f"must be an integer from 0 to {MAX_PREFETCH}")
+        raise invalid("prefetch", f"must be an integer from 0 to {MAX_PREFETCH}")
     if has_queue:
         for extra in ("binding_key", "arguments"):
             if extra in data:
-                raise _invalid(extra, "only an exchange subscription takes this field")
-        return Subscribe(frame_id, queue=_queue_name(data["queue"], "queue"), ack=AckMode(ack), prefetch=prefetch)
+                raise invalid(extra, "only an exchange subscription takes this field")
+        return Subscribe(frame_id, queue=name_field("queue", data["queue"]), ack=AckMode(ack), prefetch=prefetch)
     exchange = exchange_field(data["exchange"])
-    binding_key = data.get("binding_key", "")
-    if not isinstance(binding_key, str) or len(binding_key) > MAX_BINDING_KEY:
-        raise _invalid("binding_key", f"must be a string of at most {MAX_BINDING_KEY} characters")
+    binding_key = key_field("binding_key", data.get("binding_key", ""))
     arguments = data.get("arguments")
-    if arguments is not None and not (
-        isinstance(arguments, Mapping) and all(isinstance(key, str) for key in arguments)
-    ):
-        raise _invalid("arguments", "must be an object")
     return Subscribe(
         frame_id,
         exchange=exchange,
         binding_key=binding_key,
-        arguments=None if arguments is None else dict(arguments),
+        arguments=None if arguments is None else object_field("arguments", arguments),
         ack=AckMode(ack),
         prefetch=prefetch,
     )
@@ -219,33 +212,23 @@ def _subscribe(data: dict[str, Any], frame_id: FrameId | None) -> Subscribe:
 def _legacy_subscribe(data: dict[str, Any], frame_id: FrameId | None) -> Subscribe:
     payload = data.get("payload")
     if not isinstance(payload, dict):
-        raise _invalid("payload", "must be an object with queue_name")
+        raise invalid("payload", "must be an object with queue_name")
     if "queue_name" not in payload:
-        raise _invalid("payload.queue_name", "this field is required")
-    return Subscribe(frame_id, queue=_queue_name(payload["queue_name"], "payload.queue_name"), legacy=True)
-
-
-def _queue_name(value: Any, field: str) -> str:
-    if not isinstance(value, str) or NAME_PATTERN.fullmatch(value) is None:
-        raise _invalid(field, "must be 1 to 255 characters of A-Z a-z 0-9 _ . : -")
-    return value
+        raise invalid("payload.queue_name", "this field is required")
+    return Subscribe(frame_id, queue=name_field("payload.queue_name", payload["queue_name"]), legacy=True)
 
 
 def _delivery_tag(data: dict[str, Any]) -> int:
     if "delivery_tag" not in data:
-        raise _invalid("delivery_tag", "this field is required")
+        raise invalid("delivery_tag", "this field is required")
     tag = data["delivery_tag"]
     if isinstance(tag, bool) or not isinstance(tag, int):
-        raise _invalid("delivery_tag", "must be an integer")
+        raise invalid("delivery_tag", "must be an integer")
     return tag
 
 
 def _flag(data: dict[str, Any], field: str, default: bool) -> bool:
     value = data.get(field, default)
     if not isinstance(value, bool):
-        raise _invalid(field, "must be true or false")
+        raise invalid(field, "must be true or false")
     return value
-
-
-def _invalid(field: str, problem: str) -> BrokerError:
-    return BrokerError(f"{field}: {problem}", fields={field: [problem]})

@@ -257,8 +257,7 @@ def _decode(types: dict[str, Any], raw: list[Any] | tuple[Any, ...]) -> Any:
 
 def _classes_by_code() -> dict[str, type[BrokerError]]:
     """Every error class of engine/errors.py by its code, so that one added there keeps its
-    code (and HTTP status) over the link; `invalid` stays the base class, whose code
-    `Invalid` shares."""
+    code (and HTTP status) over the link."""
     found: dict[str, type[BrokerError]] = {BrokerError.code: BrokerError}
     for value in vars(errors).values():
         if isinstance(value, type) and issubclass(value, BrokerError):

@@ -11,16 +11,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from broker.engine.errors import BrokerError, TooLarge
+from broker.engine.errors import TooLarge
 from broker.engine.jsoncodec import dumps, holds_nul, json_holds_nul
-from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS, NAME_PATTERN
+from broker.engine.names import DEFAULT_EXCHANGE
+from broker.engine.rules import NUL_PROBLEM, exchange_field, invalid, key_field
 
-MAX_ROUTING_KEY: Final = 255  # AMQP's short string, as RabbitMQ
 # Room for a publish's other fields (routing key, headers, ids) around a body of
 # MAX_MESSAGE_BYTES: the limit of a WebSocket frame and of an HTTP request body.
 FRAME_OVERHEAD: Final = 64 * 1024
 MAX_MESSAGE_ID: Final = 64  # the stored column's width
-NUL_PROBLEM: Final = "must not contain the NUL character (U+0000)"
 
 
 @dataclass(slots=True)  # made per message: not frozen, whose __init__ costs 4x (object.__setattr__ per field); never mutated
@@ -33,58 +32,40 @@ class PublishRequest:
     message_id: str | None
 
 
-def _invalid(field: str, problem: str) -> BrokerError:
-    return BrokerError(f"{field}: {problem}", fields={field: [problem]})
-
-
-def exchange_field(value: Any, field: str = "exchange") -> str:
-    if not isinstance(value, str):
-        raise _invalid(field, "must be a string")
-    if value in (DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS):
-        return DEFAULT_EXCHANGE
-    if NAME_PATTERN.fullmatch(value) is None:
-        raise _invalid(field, "must be 1 to 255 characters of A-Z a-z 0-9 _ . : -")
-    return value
-
-
 def prepare_publish(data: Mapping[str, Any], *, max_bytes: int, exchange: str | None = None) -> PublishRequest:
     """Check a publish's fields (docs/protocol.md, publish); `exchange` overrides the field (HTTP path)."""
     if "body" not in data:
-        raise _invalid("body", "this field is required")
+        raise invalid("body", "this field is required")
     target = exchange_field(data.get("exchange", DEFAULT_EXCHANGE) if exchange is None else exchange)
-    routing_key = data.get("routing_key", "")
-    if not isinstance(routing_key, str) or len(routing_key) > MAX_ROUTING_KEY:
-        raise _invalid("routing_key", f"must be a string of at most {MAX_ROUTING_KEY} characters")
+    routing_key = key_field("routing_key", data.get("routing_key", ""))
     headers = data.get("headers")
     if headers is None:
         headers = {}
     if not isinstance(headers, dict) or not all(isinstance(key, str) for key in headers):
-        raise _invalid("headers", "must be an object")
-    if holds_nul(routing_key):  # stored in a text column, where PostgreSQL refuses U+0000
-        raise _invalid("routing_key", NUL_PROBLEM)
+        raise invalid("headers", "must be an object")
     persistent = data.get("persistent", True)
     if not isinstance(persistent, bool):
-        raise _invalid("persistent", "must be true or false")
+        raise invalid("persistent", "must be true or false")
     message_id = data.get("message_id")
     if message_id is not None and (
         not isinstance(message_id, str) or not 0 < len(message_id) <= MAX_MESSAGE_ID
     ):
-        raise _invalid("message_id", f"must be a string of 1 to {MAX_MESSAGE_ID} characters")
+        raise invalid("message_id", f"must be a string of 1 to {MAX_MESSAGE_ID} characters")
     if message_id is not None and holds_nul(message_id):
-        raise _invalid("message_id", NUL_PROBLEM)
+        raise invalid("message_id", NUL_PROBLEM)
     try:
         body_json = dumps(data["body"])
     except (TypeError, ValueError):
-        raise _invalid("body", "must be a JSON value") from None
+        raise invalid("body", "must be a JSON value") from None
     # Most publishes carry no headers: nothing to encode then.
     try:
         headers_json = dumps(headers) if headers else "{}"
     except (TypeError, ValueError):
-        raise _invalid("headers", "must be a JSON object") from None
+        raise invalid("headers", "must be a JSON object") from None
     # The headers go to a jsonb column, where PostgreSQL refuses U+0000; the body is
     # stored as its JSON text, in which U+0000 stays escaped.
     if json_holds_nul(headers_json):
-        raise _invalid("headers", NUL_PROBLEM)
+        raise invalid("headers", NUL_PROBLEM)
     headers_size = _utf8_size(headers_json)
     if _utf8_size(body_json) > max_bytes:
         raise TooLarge(f"body: the message body is over the limit of {max_bytes} bytes")

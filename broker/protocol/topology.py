@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from broker.engine.broker import BindingSpec
+from broker.engine.routing import BindingSpec
 from broker.engine.exchanges import ExchangeSpec, ExchangeType
 from broker.engine.queues import QueueSpec
 

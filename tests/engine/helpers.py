@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from broker.engine.broker import BindingSpec, Broker
+from broker.engine.broker import Broker
+from broker.engine.routing import BindingSpec
 from broker.engine.exchanges import ExchangeSpec, ExchangeType
 from broker.engine.jsoncodec import dumps, loads
 from broker.engine.messages import Delivery, Effects, Message, make_message

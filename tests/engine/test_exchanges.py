@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from broker.engine.broker import BindingSpec, Broker
+from broker.engine.broker import Broker
+from broker.engine.routing import BindingSpec
 from broker.engine.errors import (
     BrokerError,
     Forbidden,
@@ -19,7 +20,7 @@ from broker.engine.exchanges import (
     HeadersRoutes,
     parse_exchange_type,
 )
-from broker.engine.names import check_name
+from broker.engine.rules import check_name
 from broker.engine.queues import QueueSpec
 from tests.engine.helpers import bind, exchange, msg, queue, ready, send
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from broker.engine.broker import BindingSpec, Broker
+from broker.engine.broker import Broker
+from broker.engine.routing import BindingSpec
 from broker.engine.errors import BrokerError
 from broker.engine.exchanges import ExchangeSpec, ExchangeType
 from broker.engine.jsoncodec import dumps

@@ -22,7 +22,7 @@ from channels.layers import InMemoryChannelLayer
 from broker.cluster.edge import EdgeLink
 from broker.cluster.hub import Hub
 from broker.cluster.wire import EDGE_BATCH, ROUTER_BATCH
-from broker.engine.broker import BindingSpec
+from broker.engine.routing import BindingSpec
 from broker.engine.errors import BrokerError
 from broker.engine.exchanges import ExchangeSpec
 from broker.engine.jsoncodec import dumps, loads

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from broker.engine.broker import BindingSpec
+from broker.engine.routing import BindingSpec
 from broker.engine.exchanges import ExchangeSpec, ExchangeType
 from broker.engine.queues import QueueSpec
 from broker.protocol.topology import (

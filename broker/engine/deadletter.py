@@ -1,0 +1,64 @@
+"""The copy of a message that dead-lettering republishes, with RabbitMQ's `x-death` headers.
+
+A message leaves a queue dead (rejected without requeue, expired, or pushed
+out by `max_length`); a queue with a dead-letter exchange republishes it
+there, its headers telling where and why it died (docs/protocol.md,
+"Dead-lettering"). The broker routes the copy; this module only makes it.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from .messages import Message, make_message
+
+# A dead-lettered message republished this many times in one call is dropped:
+# a guard against topologies that feed dead letters back in a loop.
+MAX_DEAD_LETTER_DEPTH: Final = 16
+
+
+def dead_letter_copy(
+    message: Message, *, queue: str, reason: str, exchange: str, routing_key: str | None
+) -> Message | None:
+    """The copy to publish to `exchange`, or None when it would go round in a loop."""
+    # `x-death` comes from publishers too: read it defensively.
+    deaths = message.headers.get("x-death")
+    history = [d for d in deaths if isinstance(d, dict)] if isinstance(deaths, list) else []
+    if reason != "rejected" and _cycle_without_rejection(history, queue):
+        return None  # back in this queue with no client rejecting it on the way: a loop (as RabbitMQ)
+    same = [d for d in history if d.get("queue") == queue and d.get("reason") == reason]
+    previous = same[0].get("count") if same else 0
+    count = (previous if isinstance(previous, int) and not isinstance(previous, bool) else 0) + 1
+    entry = {
+        "queue": queue,
+        "reason": reason,
+        "exchange": message.exchange,
+        "routing-keys": [message.routing_key],
+        "count": count,
+    }
+    headers = dict(message.headers)
+    headers["x-death"] = [entry, *(d for d in history if d not in same)]
+    headers.setdefault("x-first-death-queue", queue)
+    headers.setdefault("x-first-death-reason", reason)
+    headers.setdefault("x-first-death-exchange", message.exchange)
+    return make_message(
+        message_id=message.message_id,
+        exchange=exchange,
+        routing_key=message.routing_key if routing_key is None else routing_key,
+        body_json=message.body_json,
+        headers=headers,
+        persistent=message.persistent,
+        published_at=message.published_at,
+    )
+
+
+def _cycle_without_rejection(history: list[dict[str, Any]], queue: str) -> bool:
+    """Has the message come back to `queue` with no `rejected` death since it was last here?
+    `x-death` lists the newest death first."""
+    for death in history:
+        if death.get("reason") == "rejected":
+            return False
+        if death.get("queue") == queue:
+            return True
+    return False
