@@ -92,7 +92,7 @@ async def guarded(label: str, run: Callable[[], Awaitable[Measurement]]) -> Meas
             result.note = (result.note + "; " if result.note else "") + f"machine busy: other processes used {other:.1f} cores"
         log(f"{label}: {result.value if result.value is None else round(result.value, 3)} ({time.monotonic() - started:.1f} s) {result.note}")
         return result
-    except (Exception, TimeoutError) as error:  # noqa: BLE001 - reported in the table
+    except (Exception, TimeoutError) as error:
         log(f"{label}: FAILED {type(error).__name__}: {error}")
         return Measurement(None, note=f"failed: {type(error).__name__}: {str(error)[:160]}")
 

@@ -54,7 +54,7 @@ async def probe_rabbitmq(ws_url: str, management_url: str) -> RabbitInfo:
     dialect = StompDialect()
     try:
         ws = await asyncio.wait_for(dialect.open(ws_url), PROBE_TIMEOUT)
-    except (OSError, TimeoutError, RuntimeError, Exception) as error:  # noqa: BLE001 - any failure means "not reachable"
+    except (OSError, TimeoutError, RuntimeError, Exception) as error:
         return RabbitInfo(False, reason=f"{type(error).__name__}: {error}")
     info = RabbitInfo(True)
     try:

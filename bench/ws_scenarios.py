@@ -139,7 +139,7 @@ async def _paced(target: Target, mode: Mode, consumers: list[Consumer], publishe
         sent0 = publisher.sent
         t0 = loop.time()
         count, _seconds, cpu = await window(lambda: sum(c.received for c in consumers), target, dataclasses.replace(mode, warmup=0.0))
-        samples = [x for c, mark in zip(consumers, marks) for x in (c.latencies or [])[mark:]]
+        samples = [x for c, mark in zip(consumers, marks, strict=True) for x in (c.latencies or [])[mark:]]
         sent = publisher.sent - sent0
         errors = await _finish(stop, tasks)
     if not samples:

@@ -10,13 +10,11 @@ from typing import Any
 
 from rest_framework import serializers
 
+from exchanges.serializers import ExchangeBindingSerializer
 
-class BindingSerializer(serializers.Serializer[Any]):
-    id = serializers.IntegerField(read_only=True)
-    exchange = serializers.CharField(source="exchange.name", read_only=True)
-    queue = serializers.CharField(source="queue.name", read_only=True)
-    binding_key = serializers.CharField(read_only=True)
-    arguments = serializers.DictField(read_only=True)
+
+class BindingSerializer(ExchangeBindingSerializer):
+    """A binding: the shape an exchange's detail lists its bindings in."""
 
 
 class BindingCreateSerializer(serializers.Serializer[Any]):

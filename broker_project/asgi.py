@@ -10,6 +10,7 @@ edge of the cluster's router (docs/deploy.md).
 from __future__ import annotations
 
 import os
+from typing import Any, cast
 
 from django.core.asgi import get_asgi_application
 
@@ -31,7 +32,9 @@ from storage.store import OrmMessageStore  # noqa: E402
 from subscriptions.consumers import BrokerConsumer  # noqa: E402
 
 # A refused Origin gets 403 before anything else; then at most MAX_CONNECTIONS_PER_IP (README, "Limits").
-websocket_application = OriginGuard(ConnectionLimit(URLRouter([path("ws", BrokerConsumer.as_asgi())])))
+# (The casts: Channels' type stubs want an ASGI route where Django's `path` makes a view's.)
+websocket_route = cast(Any, path("ws", cast(Any, BrokerConsumer.as_asgi())))
+websocket_application = OriginGuard(ConnectionLimit(URLRouter([websocket_route])))
 
 http_application = Health(FastPublish(ASGIStaticFilesHandler(django_http), authenticate=fast_publish_permissions))
 

@@ -78,8 +78,8 @@ def env_int(
     name: str,
     *,
     default: int,
-    min: int | None = None,  # noqa: A002 - mirrors the brief's keyword names
-    max: int | None = None,  # noqa: A002
+    min: int | None = None,
+    max: int | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> int:
     value = _raw(name, environ)
@@ -99,8 +99,8 @@ def env_float(
     name: str,
     *,
     default: float,
-    min: float | None = None,  # noqa: A002
-    max: float | None = None,  # noqa: A002
+    min: float | None = None,
+    max: float | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> float:
     value = _raw(name, environ)

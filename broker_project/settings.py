@@ -19,6 +19,8 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from broker.protocol.publish import FRAME_OVERHEAD
+from broker.transport.loopback import is_loopback_host
 from broker_project.env import (
     env_bool,
     env_float,
@@ -27,8 +29,6 @@ from broker_project.env import (
     env_str,
     load_dotenv,
 )
-from broker.protocol.publish import FRAME_OVERHEAD
-from broker.transport.loopback import is_loopback_host
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

@@ -16,9 +16,9 @@ from drf_spectacular.views import (
 from rest_framework.routers import DefaultRouter
 
 from bindings.views import BindingViewSet
-from legacy import views as legacy
 from console.views import home
 from exchanges.views import ExchangeViewSet
+from legacy import views as legacy
 from queues.views import QueueViewSet
 
 

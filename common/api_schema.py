@@ -16,9 +16,18 @@ LOOKUP_NAME_REGEX: Final = r"[A-Za-z0-9_.:\-]+"  # docs/protocol.md's name chara
 
 class ErrorDetailSerializer(serializers.Serializer[Any]):
     code = serializers.CharField(help_text="invalid, unauthorized, forbidden, not_found, conflict, "
-                                 "precondition_failed, too_large, unavailable")
+                                 "precondition_failed, limit_exceeded, too_large, rate_limited, unavailable")
     message = serializers.CharField()
-    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        # A field named `fields` cannot be declared: the name is the serializer's own attribute.
+        declared = super().get_fields()
+        declared["fields"] = serializers.DictField(
+            child=serializers.ListField(child=serializers.CharField()),
+            required=False,
+            help_text="per field, its problems",
+        )
+        return declared
 
 
 class ErrorSerializer(serializers.Serializer[Any]):

@@ -7,9 +7,10 @@ durable exchange without bindings (docs/protocol.md, "Names").
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import QuerySet
 
-from bindings.models import Binding
 from broker.engine.errors import NotFound
 from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS
 from exchanges.models import Exchange, ExchangeType
@@ -36,7 +37,8 @@ def exchange_detail(*, name: str) -> Exchange:
     return row
 
 
-def exchange_bindings(*, exchange: Exchange) -> QuerySet[Binding]:
-    if exchange.pk is None:  # the default exchange: its bindings are implicit
-        return Binding.objects.none()
-    return Binding.objects.filter(exchange=exchange).select_related("exchange", "queue").order_by("id")
+def exchange_bindings(*, exchange: Exchange) -> QuerySet[Any]:
+    """The exchange's bindings (the bindings app's rows, by their relation to it), in creation order."""
+    if exchange._state.adding:  # the default exchange, never saved: its bindings are implicit
+        return exchange.__class__.objects.none()
+    return exchange.bindings.select_related("exchange", "queue").order_by("id")

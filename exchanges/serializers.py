@@ -10,8 +10,6 @@ from typing import Any
 
 from rest_framework import serializers
 
-from bindings.serializers import BindingSerializer
-
 
 class ExchangeSerializer(serializers.Serializer[Any]):
     name = serializers.CharField(trim_whitespace=False, help_text="1 to 255 of A-Z a-z 0-9 _ . : -")
@@ -21,8 +19,19 @@ class ExchangeSerializer(serializers.Serializer[Any]):
     arguments = serializers.DictField(default=dict)
 
 
+class ExchangeBindingSerializer(serializers.Serializer[Any]):
+    """A binding, as an exchange's detail lists it and as /api/bindings/ shows it
+    (bindings.serializers.BindingSerializer is this shape)."""
+
+    id = serializers.IntegerField(read_only=True)
+    exchange = serializers.CharField(source="exchange.name", read_only=True)
+    queue = serializers.CharField(source="queue.name", read_only=True)
+    binding_key = serializers.CharField(read_only=True)
+    arguments = serializers.DictField(read_only=True)
+
+
 class ExchangeDetailSerializer(ExchangeSerializer):
-    bindings = BindingSerializer(many=True, read_only=True)
+    bindings = ExchangeBindingSerializer(many=True, read_only=True)
 
 
 class PublishSerializer(serializers.Serializer[Any]):

@@ -92,7 +92,7 @@ def exchange_delete(*, name: str) -> None:
 
 
 def message_publish(
-    *, data: Mapping[str, Any], exchange: str | None = None
+    *, data: object, exchange: str | None = None
 ) -> MessagePublished:
     """Publish `data`'s message fields; answers once every durable copy is committed.
 

@@ -17,11 +17,11 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from access.drf import request_permissions
-from bindings.serializers import BindingSerializer
 from common.api_schema import LOOKUP_NAME_REGEX, errors
 from exchanges.models import Exchange
 from exchanges.selectors import exchange_bindings, exchange_detail, exchange_list
 from exchanges.serializers import (
+    ExchangeBindingSerializer,
     ExchangeDetailSerializer,
     ExchangeSerializer,
     PublishedSerializer,
@@ -66,7 +66,7 @@ class ExchangeViewSet(viewsets.GenericViewSet[Exchange]):
     def retrieve(self, request: Request, name: str) -> Response:
         exchange = exchange_detail(name=name)
         data = dict(ExchangeSerializer(exchange).data)
-        data["bindings"] = BindingSerializer(exchange_bindings(exchange=exchange), many=True).data
+        data["bindings"] = ExchangeBindingSerializer(exchange_bindings(exchange=exchange), many=True).data
         return Response(data)
 
     @extend_schema(responses={204: None, **errors(401, 403, 404)})

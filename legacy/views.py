@@ -23,8 +23,8 @@ from django.views.decorators.csrf import csrf_exempt
 from access.drf import legacy_permissions
 from bindings.serializers import BindingSerializer
 from bindings.services import binding_create
-from common.api_errors import error_json, translate
 from broker.engine.errors import BrokerError
+from common.api_errors import error_json, translate
 from exchanges.serializers import ExchangeSerializer
 from exchanges.services import exchange_declare, message_publish
 from queues.services import queue_declare

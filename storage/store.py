@@ -14,11 +14,11 @@ from django.db import DatabaseError, DataError, IntegrityError, connection, tran
 from django.db.models import Max
 
 from bindings.models import Binding
-from broker.engine.routing import BindingSpec
 from broker.engine.exchanges import ExchangeSpec, ExchangeType
 from broker.engine.jsoncodec import dumps, loads
 from broker.engine.messages import Message, StoredCopy, make_message
 from broker.engine.queues import QueueSpec
+from broker.engine.routing import BindingSpec
 from broker.protocol.topology import Topology
 from exchanges.models import Exchange
 from queues.models import Message as MessageRow

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Final
+from typing import Any, Final, cast
 
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, WebSocketScope
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -32,18 +33,18 @@ log = logging.getLogger("broker.ws")
 CLOSE_UNAUTHORIZED: Final = 4401
 
 
-class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channels ships no types
+class BrokerConsumer(AsyncJsonWebsocketConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._session: Session | None = None
         self._counted_as: str | None = None  # the user whose connection count this one holds
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: WebSocketScope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         """Channels' loop, without a channel layer, reading events in turn: no task and
         `asyncio.wait` per event as in Channels' await_many_dispatch, and a frame goes to
         the session without a handler lookup or a coroutine (the benchmarks' profiles)."""
-        self.scope = scope
-        self.channel_layer = None
+        self.scope = cast(Any, scope)  # Channels' scope type adds keys this consumer never reads
+        self.channel_layer = cast(Any, None)  # no channel layer: deliveries come from the router
         self.base_send = send
         try:
             while True:
@@ -62,7 +63,7 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # chann
             # router connection and the per-user count are given back.
             self._release()
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
+    async def dispatch(self, message: Any) -> None:
         # Channels calls `aclose_old_connections()` (a hop to a database thread) before
         # every event, for consumers that use the ORM. This one never does.
         handler = getattr(self, get_handler_name(message), None)
@@ -70,10 +71,10 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # chann
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
-    async def websocket_receive(self, message: dict[str, Any]) -> None:
+    async def websocket_receive(self, message: Any) -> None:
         pass  # a frame before the session exists (refused at connect): nothing to do
 
-    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+    async def websocket_disconnect(self, message: Any) -> None:
         self._release()
         if self._session is not None:
             await self._session.wait_closed()
@@ -81,7 +82,7 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # chann
 
     async def connect(self) -> None:
         try:
-            permissions = await websocket_permissions(self.scope)
+            permissions = await websocket_permissions(dict(self.scope))
         except Unauthorized as error:
             # Accepted first, so the client can read why before the close.
             await self.accept()

@@ -12,9 +12,8 @@ server_frames.py.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, NotRequired, TypedDict
+from typing import Any
 
 from broker.engine.errors import BrokerError, TooLarge
 from broker.engine.queues import DEFAULT_PREFETCH, MAX_PREFETCH, AckMode

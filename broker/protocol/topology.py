@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from broker.engine.routing import BindingSpec
 from broker.engine.exchanges import ExchangeSpec, ExchangeType
 from broker.engine.queues import QueueSpec
+from broker.engine.routing import BindingSpec
 
 # The channel-layer group the router listens on for changes made in other processes.
 TOPOLOGY_GROUP: Final = "broker.topology"

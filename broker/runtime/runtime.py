@@ -23,10 +23,8 @@ from broker.engine.jsoncodec import dumps
 from broker.engine.messages import Effects, Message, make_message
 from broker.engine.names import generated_queue_name
 from broker.engine.queues import AckMode
-from broker.protocol.server_frames import MessageObject, message_frame, message_object
 from broker.protocol.publish import PublishRequest
-from broker.runtime.stamps import new_message_id, now_iso
-from broker.runtime.stats import StatsSampler
+from broker.protocol.server_frames import MessageObject, message_frame, message_object
 from broker.protocol.topology import (
     TOPOLOGY_EVENT,
     TOPOLOGY_GROUP,
@@ -40,6 +38,8 @@ from broker.protocol.topology import (
     TopologyChange,
     decode_change,
 )
+from broker.runtime.stamps import new_message_id, now_iso
+from broker.runtime.stats import StatsSampler
 from broker.runtime.writer import GroupCommitWriter, MessageStore
 
 log = logging.getLogger("broker.runtime")

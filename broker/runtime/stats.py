@@ -86,5 +86,5 @@ class StatsSampler:
 
 def _rates(now: _Totals, before: _Totals, span: float) -> tuple[float, float, float]:
     # A queue deleted and declared again starts from zero: never a negative rate.
-    enqueued, delivered, acknowledged = (max(0, a - b) / span for a, b in zip(now, before))
+    enqueued, delivered, acknowledged = (max(0, a - b) / span for a, b in zip(now, before, strict=True))
     return enqueued, delivered, acknowledged

@@ -27,7 +27,6 @@ from typing import Any, Final
 from django.conf import settings
 
 from broker.engine.jsoncodec import loads
-
 from broker.protocol.client_frames import FrameId
 
 log = logging.getLogger("broker.ws")

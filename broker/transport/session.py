@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, Final
 
 from broker.engine.errors import BrokerError, NotFound, RateLimited, TooLarge, Unavailable
@@ -50,7 +50,7 @@ from broker.router.interface import Publishing, Router
 
 from .authorization import Permissions, authorize_frame
 from .limits import ABUSIVE, CLOSE_POLICY, REASON_RATE, FrameBudget, close_firmly, frame_id_of
-from .outbox import Outbox
+from .outbox import Outbox, Send
 
 log = logging.getLogger("broker.ws")
 
@@ -58,7 +58,6 @@ log = logging.getLogger("broker.ws")
 CLOSE_TOO_BIG: Final = 1009  # a frame over the size limit
 CLOSE_INTERNAL_ERROR: Final = 1011  # no router, or a bug: logged, never swallowed
 
-Send = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
 
 
 class Session:

@@ -30,8 +30,12 @@ import struct
 from typing import Any, Final
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.frames import apply_mask  # websockets' C speedup where it is built
 from websockets.protocol import State
+
+try:  # websockets' C speedup where it is built, as websockets itself does
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - a websockets built without its C extension
+    from websockets.utils import apply_mask
 
 # A sender that fills this much within one turn of the loop writes it at once: what
 # waits here is bounded, and the transport's flow control (`writable`) sees the rest.

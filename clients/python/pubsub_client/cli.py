@@ -128,7 +128,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
                for i in range(len(headers))]
     lines = []
     for row in cells:
-        parts = [cell.rjust(w) if numeric[i] else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        parts = [cell.rjust(w) if numeric[i] else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
         lines.append("  ".join(parts).rstrip())
     return "\n".join(lines)
 
