@@ -61,6 +61,15 @@ class OrmMessageStore:
         # each commit before it writes (broker/cluster/lease.py, WriteFence).
         self._fence = fence
 
+    def drop_transient_queues(self) -> list[str]:
+        """Delete the non-durable queues (with their bindings): a router starting up
+        does not keep them, as RabbitMQ does not (docs/protocol.md, "Durability").
+        Plain SQL, as the writer's deletes: no signal sends each row back to the router."""
+        found = list(Queue.objects.filter(durable=False).values_list("pk", "name"))
+        if found:
+            self.write([], [], [pk for pk, _ in found])
+        return [name for _, name in found]
+
     def load_topology(self) -> Topology:
         bindings = [
             binding_spec(row, exchange=row.exchange.name, queue=row.queue.name)

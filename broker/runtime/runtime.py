@@ -61,6 +61,9 @@ class DeliverySink(Protocol):
 
 
 class RuntimeStore(MessageStore, Protocol):
+    def drop_transient_queues(self) -> list[str]:
+        """Delete the stored non-durable queues; their names."""
+
     def load_topology(self) -> Topology: ...
 
     def load_messages(self) -> Iterable[tuple[int, str, Message]]:
@@ -108,6 +111,9 @@ class Runtime:
         # In the group before the topology is read: a change committed during the load
         # (a failover's) waits in the channel and is applied after it, not lost.
         self._topology_channel = await self._join_topology_group()
+        dropped: list[str] = await self.writer.in_thread(self.store.drop_transient_queues)
+        if dropped:
+            log.info("non-durable queues do not outlive a restart: dropped %s", ", ".join(sorted(dropped)))
         topology: Topology = await self.writer.in_thread(self.store.load_topology)
         self._load_topology(topology)
         self.loaded_messages = await self.writer.in_thread(self._load_messages)

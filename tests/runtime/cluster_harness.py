@@ -61,6 +61,15 @@ class MemoryStore:
         self.refuse_inserts = False  # a database that is away
         self._lock = threading.Lock()
 
+    def drop_transient_queues(self) -> list[str]:
+        dropped = [queue.name for queue in self.topology.queues if not queue.durable]
+        self.topology = Topology(
+            self.topology.exchanges,
+            [queue for queue in self.topology.queues if queue.durable],
+            [binding for binding in self.topology.bindings if binding.queue not in dropped],
+        )
+        return dropped
+
     def load_topology(self) -> Topology:
         return self.topology
 

@@ -12,12 +12,14 @@ from channels.layers import get_channel_layer
 from channels.db import database_sync_to_async
 from django.db import DataError, IntegrityError
 
+from bindings.models import Binding
 from broker.engine.errors import Unavailable
 from broker.engine.jsoncodec import dumps
 from broker.engine.messages import StoredCopy
 from broker.engine.queues import AckMode
 from broker.protocol.publish import PublishRequest
 from broker.runtime.runtime import Runtime
+from exchanges.models import Exchange
 from queues.models import Message, Queue
 from storage.store import OrmMessageStore
 from tests.conftest import Sink, new_runtime
@@ -42,6 +44,29 @@ async def test_a_confirmed_persistent_message_is_already_in_the_database(runtime
     await publish(runtime, "scratch", "durable message, transient queue")
     assert await rows("jobs") == ['{"n":1}']  # non-persistent messages and non-durable queues stay in memory
     assert await rows("scratch") == []
+
+
+async def test_a_non_durable_queue_does_not_outlive_a_restart(runtime: Runtime) -> None:
+    await database_sync_to_async(Queue.objects.create)(name="scratch", durable=False)
+    await database_sync_to_async(Queue.objects.create)(name="kept")
+    exchange = await database_sync_to_async(Exchange.objects.create)(name="news", type="fanout")
+    for name in ("scratch", "kept"):
+        queue = await database_sync_to_async(Queue.objects.get)(name=name)
+        await database_sync_to_async(Binding.objects.create)(exchange=exchange, queue=queue)
+    await publish(runtime, "kept", "stored")
+    await runtime.stop()
+
+    restarted = new_runtime()
+    await restarted.start()
+    try:
+        assert "scratch" not in restarted.broker.queues
+        assert "kept" in restarted.broker.queues and restarted.loaded_messages == 1
+        assert [b.queue for b in restarted.broker.bindings.values()] == ["kept"]
+        stored = await database_sync_to_async(lambda: sorted(Queue.objects.values_list("name", flat=True)))()
+        assert stored == ["kept"]
+        assert await database_sync_to_async(Binding.objects.count)() == 1
+    finally:
+        await restarted.stop()
 
 
 async def test_concurrent_publishes_share_commits(runtime: Runtime) -> None:
