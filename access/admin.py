@@ -16,7 +16,7 @@ from access.models import ApiToken, BrokerPermission
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
     list_display = ["user", "name", "prefix", "created_at"]
     list_select_related = ["user"]
     search_fields = ["user__username", "name", "prefix"]
@@ -36,7 +36,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(BrokerPermission)
-class BrokerPermissionAdmin(admin.ModelAdmin):
+class BrokerPermissionAdmin(admin.ModelAdmin[BrokerPermission]):
     list_display = ["user", "group", "configure", "write", "read"]
     list_select_related = ["user", "group"]
     list_filter = ["group"]

@@ -11,7 +11,7 @@ from bindings.models import Binding
 
 
 @admin.register(Binding)
-class BindingAdmin(admin.ModelAdmin):
+class BindingAdmin(admin.ModelAdmin[Binding]):
     list_display = ["exchange", "queue", "binding_key", "arguments"]
     list_filter = ["exchange"]
     list_select_related = ["exchange", "queue"]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
 from broker.protocol.publish import FRAME_OVERHEAD
@@ -31,6 +32,9 @@ from broker_project.env import (
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Django's generic classes (ModelAdmin[Queue], ...) subscriptable at run time, as in the type stubs.
+django_stubs_ext.monkeypatch()
 
 load_dotenv()
 

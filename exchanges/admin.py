@@ -9,7 +9,7 @@ from exchanges.models import Exchange
 
 
 @admin.register(Exchange)
-class ExchangeAdmin(NameFixedOnceSaved, admin.ModelAdmin):
+class ExchangeAdmin(NameFixedOnceSaved, admin.ModelAdmin[Exchange]):
     list_display = ["name", "type", "durable", "auto_delete"]
     list_filter = ["type", "durable", "auto_delete"]
     search_fields = ["name"]

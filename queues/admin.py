@@ -9,9 +9,10 @@ from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.http import HttpRequest
 
+from broker.engine.broker import QueueCounts
 from common.admin_mixins import NameFixedOnceSaved
 from queues.models import Message, Queue
-from queues.selectors import QueueCounts, queue_live_counts
+from queues.selectors import queue_live_counts
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def _fetch_counts(names: list[str]) -> dict[str, QueueCounts]:
 
 
 @admin.register(Queue)
-class QueueAdmin(NameFixedOnceSaved, admin.ModelAdmin):
+class QueueAdmin(NameFixedOnceSaved, admin.ModelAdmin[Queue]):
     list_display = ["name", "durable", "auto_delete", "ready", "unacknowledged", "consumers"]
     list_filter = ["durable", "auto_delete"]
     search_fields = ["name"]
@@ -67,7 +68,7 @@ class QueueAdmin(NameFixedOnceSaved, admin.ModelAdmin):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(admin.ModelAdmin[Message]):
     """Stored messages are written only by the broker: view and delete here."""
 
     list_display = ["id", "queue", "message_id", "routing_key", "published_at"]

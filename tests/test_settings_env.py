@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
+from broker.transport.loopback import is_loopback_host
 from broker_project.env import (
     env_bool,
     env_float,
@@ -20,7 +21,6 @@ from broker_project.env import (
     load_dotenv,
     parse_dotenv,
 )
-from broker.transport.loopback import is_loopback_host
 
 MANAGE_PY = Path(__file__).resolve().parent.parent / "manage.py"
 VAR = "BROKER_TEST_VARIABLE"

@@ -10,10 +10,10 @@ import pytest
 from channels.db import database_sync_to_async
 from rest_framework.test import APIClient
 
-from broker_project.asgi import application
 from broker.engine.queues import AckMode
-from broker.runtime.runtime import Runtime
 from broker.router.calls import on_loop
+from broker.runtime.runtime import Runtime
+from broker_project.asgi import application
 from queues.models import Queue
 from tests.conftest import Sink
 

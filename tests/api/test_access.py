@@ -16,8 +16,8 @@ from django.test import Client
 from access.models import ApiToken, hash_token
 from bindings.models import Binding
 from broker.protocol.publish import PublishRequest
-from broker.runtime.runtime import Runtime
 from broker.router.calls import on_loop
+from broker.runtime.runtime import Runtime
 from exchanges.models import Exchange
 from queues.models import Queue
 from tests.access.helpers import grant_group, make_user

@@ -13,8 +13,8 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from rest_framework import exceptions as drf
 
-from common.api_errors import exception_handler, flatten_errors
 from broker.engine import errors as broker
+from common.api_errors import exception_handler, flatten_errors
 
 
 def handle(exc: Exception) -> tuple[int, dict[str, Any]]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from broker.transport.health import Health, node_health
 from broker.runtime.runtime import Runtime
+from broker.transport.health import Health, node_health
 
 
 async def test_a_node_running_the_router_is_healthy(runtime: Runtime) -> None:

@@ -11,8 +11,8 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from broker.protocol.publish import PublishRequest
-from broker.runtime.runtime import Runtime
 from broker.router.calls import on_loop
+from broker.runtime.runtime import Runtime
 from queues.models import Queue
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from broker.runtime.runtime import Runtime
 from broker.router.calls import on_loop
+from broker.runtime.runtime import Runtime
 from queues.models import Queue
 
 from .conftest import Api, error_code, subscribe_private

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.engine.broker import Broker
-from broker.engine.routing import BindingSpec
 from broker.engine.exchanges import ExchangeSpec, ExchangeType
 from broker.engine.jsoncodec import dumps, loads
 from broker.engine.messages import Delivery, Effects, Message, make_message
 from broker.engine.queues import AckMode, QueueSpec
+from broker.engine.routing import BindingSpec
 
 PUBLISHED_AT = "2026-11-28T12:00:00.000000Z"
 _ids = itertools.count(1)

@@ -16,7 +16,6 @@ from broker.engine.jsoncodec import dumps, loads
 from broker.engine.messages import Delivery
 from broker.engine.queues import AckMode, QueueSpec
 from tests.engine.helpers import (
-    PUBLISHED_AT,
     bind,
     bodies,
     exchange,

@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from broker.engine.broker import Broker
-from broker.engine.routing import BindingSpec
 from broker.engine.errors import (
     BrokerError,
     Forbidden,
@@ -20,8 +19,9 @@ from broker.engine.exchanges import (
     HeadersRoutes,
     parse_exchange_type,
 )
-from broker.engine.rules import check_name
 from broker.engine.queues import QueueSpec
+from broker.engine.routing import BindingSpec
+from broker.engine.rules import check_name
 from tests.engine.helpers import bind, exchange, msg, queue, ready, send
 
 

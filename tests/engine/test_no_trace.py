@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from broker.engine.broker import Broker
-from broker.engine.routing import BindingSpec
 from broker.engine.errors import BrokerError
 from broker.engine.exchanges import ExchangeSpec, ExchangeType
 from broker.engine.jsoncodec import dumps
 from broker.engine.queues import AckMode, QueueSpec
+from broker.engine.routing import BindingSpec
 from tests.engine.helpers import bind, exchange, fill, msg, queue, subscribe
 
 

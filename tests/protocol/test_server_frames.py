@@ -9,7 +9,6 @@ from broker.protocol.server_frames import message_frame, message_object
 from tests.engine.helpers import PUBLISHED_AT, msg, queue, send, subscribe
 
 
-
 def test_delivery_frame_has_the_protocol_fields() -> None:
     broker = Broker()
     queue(broker, "q")

@@ -22,18 +22,17 @@ from channels.layers import InMemoryChannelLayer
 from broker.cluster.edge import EdgeLink
 from broker.cluster.hub import Hub
 from broker.cluster.wire import EDGE_BATCH, ROUTER_BATCH
-from broker.engine.routing import BindingSpec
 from broker.engine.errors import BrokerError
 from broker.engine.exchanges import ExchangeSpec
 from broker.engine.jsoncodec import dumps, loads
 from broker.engine.messages import Message, StoredCopy
-from broker.engine.queues import QueueSpec
-from broker.engine.queues import AckMode
+from broker.engine.queues import AckMode, QueueSpec
+from broker.engine.routing import BindingSpec
 from broker.protocol.client_frames import SubscribeRequest
 from broker.protocol.publish import PublishRequest
+from broker.protocol.topology import Topology
 from broker.router.local import LocalRouter
 from broker.runtime.runtime import Runtime
-from broker.protocol.topology import Topology
 
 
 async def eventually(condition: Callable[[], bool], *, timeout: float = 2.0, what: str = "") -> None:

@@ -19,16 +19,15 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 import queues.selectors
-from broker.runtime import runtime as runtime_module
 from broker.cluster import edge as edge_module
 from broker.cluster import hub as hub_module
 from broker.cluster.edge import EdgeLink
 from broker.cluster.wire import BATCHES_IN_FLIGHT, EDGE_BATCH
 from broker.engine import errors
-from broker.engine.routing import BindingSpec
 from broker.engine.errors import BrokerError, Forbidden, NotFound, Unavailable
 from broker.engine.exchanges import ExchangeSpec, ExchangeType
 from broker.engine.queues import AckMode, QueueSpec
+from broker.engine.routing import BindingSpec
 from broker.protocol.calls import (
     QueueCountsCall,
     QueueGetCall,
@@ -38,9 +37,10 @@ from broker.protocol.calls import (
     decode_call,
 )
 from broker.protocol.link import decode_error, encode_error
-from broker.runtime.calls import execute
 from broker.protocol.server_frames import message_object
 from broker.protocol.topology import QueueSaved, encode_change
+from broker.runtime import runtime as runtime_module
+from broker.runtime.calls import execute
 from subscriptions.consumers import BrokerConsumer
 from tests.conftest import Sink
 

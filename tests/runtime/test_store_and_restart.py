@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from channels.layers import get_channel_layer
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.db import DataError, IntegrityError
 
 from bindings.models import Binding
@@ -137,8 +137,8 @@ async def test_orm_changes_reach_the_router(runtime: Runtime) -> None:
 
 async def test_changes_from_a_process_without_a_router_arrive_over_the_channel_layer(runtime: Runtime) -> None:
     from broker.engine.queues import QueueSpec
-    from storage.sync import broadcast
     from broker.protocol.topology import QueueSaved
+    from storage.sync import broadcast
 
     await asyncio.sleep(0.05)  # let the listener join its group
     await database_sync_to_async(broadcast)(QueueSaved(QueueSpec("from-elsewhere", arguments={"max_length": 3})))
@@ -304,8 +304,8 @@ class ChangedWhileLoading(OrmMessageStore):
 
     def load_topology(self) -> Any:
         from broker.engine.queues import QueueSpec
-        from storage.sync import broadcast
         from broker.protocol.topology import QueueSaved
+        from storage.sync import broadcast
 
         topology = super().load_topology()
         broadcast(QueueSaved(QueueSpec("declared-during-load")))

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from broker.engine.routing import BindingSpec
 from broker.engine.exchanges import ExchangeSpec, ExchangeType
 from broker.engine.queues import QueueSpec
+from broker.engine.routing import BindingSpec
 from broker.protocol.topology import (
     BindingDeleted,
     BindingSaved,

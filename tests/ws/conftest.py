@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from broker_project.asgi import application
 from broker.runtime.runtime import Runtime
+from broker_project.asgi import application
 
 # connect(path="/ws", headers=[...]): a connected client.
 Connect = Callable[..., Awaitable[WebsocketCommunicator]]

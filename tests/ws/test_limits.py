@@ -11,8 +11,6 @@ from typing import Any
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from broker_project.asgi import application
-from broker.transport.origins import OriginPolicy
 from broker.runtime.runtime import Runtime
 from broker.transport.limits import (
     ABUSIVE,
@@ -22,6 +20,8 @@ from broker.transport.limits import (
     frame_id_of,
     text_bytes,
 )
+from broker.transport.origins import OriginPolicy
+from broker_project.asgi import application
 from tests.ws.conftest import Connect
 from tests.ws.helpers import (
     declare_exchange,

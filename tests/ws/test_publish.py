@@ -8,9 +8,9 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from broker_project.asgi import websocket_application
 from broker.protocol.publish import PublishRequest
 from broker.runtime.runtime import Runtime
+from broker_project.asgi import websocket_application
 from queues.models import Message
 from tests.ws.conftest import Connect
 from tests.ws.helpers import (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-
 from broker.runtime.runtime import Runtime
 from tests.ws.conftest import Connect
 from tests.ws.helpers import declare_queue, publish, receive, request, send

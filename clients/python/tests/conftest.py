@@ -17,9 +17,8 @@ ROOT = Path(__file__).resolve().parents[3]
 if str(ROOT) not in sys.path:  # the harness lives in the repository's tests package
     sys.path.insert(0, str(ROOT))
 
-from tests.e2e.harness import BrokerProcess  # noqa: E402
-
 from pubsub_client import Backoff, Client  # noqa: E402
+from tests.e2e.harness import BrokerProcess  # noqa: E402
 
 # Reconnect quickly in tests: the broker comes back within a second or two.
 FAST_BACKOFF = Backoff(initial=0.05, maximum=0.5)

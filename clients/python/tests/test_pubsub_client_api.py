@@ -265,7 +265,7 @@ async def test_the_token_goes_on_every_http_request_and_the_websocket_handshake(
     async def handler(connection: ServerConnection) -> None:
         async for frame in connection:
             if '"ping"' in str(frame):
-                await connection.send('{"type": "pong", "id": "%s"}' % _frame_id(str(frame)))
+                await connection.send(f'{{"type": "pong", "id": "{_frame_id(str(frame))}"}}')
 
     port = free_port()
     async with serve(handler, "127.0.0.1", port, process_request=process_request):
