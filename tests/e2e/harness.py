@@ -12,12 +12,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import IO
 
 import httpx
+
+from tests.eventually import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 60.0
@@ -96,18 +97,21 @@ class BrokerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"runbroker exited with {self.proc.returncode}:\n{self.log()}")
+        proc = self.proc
+
+        def answering() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"runbroker exited with {proc.returncode}:\n{self.log()}")
             try:
                 # /health: 200 once this node reaches a router (itself, or over its link).
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
+                return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"runbroker did not answer within {START_TIMEOUT} s:\n{self.log()}")
+                return False
+
+        try:
+            eventually_sync(answering, timeout=START_TIMEOUT, interval=0.1, what="runbroker answers /health")
+        except AssertionError as late:
+            raise RuntimeError(f"{late}:\n{self.log()}") from None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -15,6 +14,7 @@ import websockets
 
 from tests.e2e.client import WsClient
 from tests.e2e.harness import ROOT, BrokerProcess
+from tests.eventually import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -113,9 +113,12 @@ async def test_exchange_subscription_gets_a_private_queue_and_fanout_reaches_eve
             (message,) = await client.messages(1)
             assert (message["body"], message["exchange"]) == ("hello", "news")
             await client.close()
-        await asyncio.sleep(0.3)
-        names = {q["name"] for q in (await http.get("/api/queues/")).json()}
-    assert not names & queues  # private queues go with their connections
+
+        async def private_queues_gone() -> bool:  # private queues go with their connections
+            names = {q["name"] for q in (await http.get("/api/queues/")).json()}
+            return not names & queues
+
+        await eventually(private_queues_gone, interval=0.05, what="the private queues deleted with their connections")
 
 
 async def test_a_client_of_the_original_service_works_unchanged(broker: BrokerProcess) -> None:
@@ -127,7 +130,11 @@ async def test_a_client_of_the_original_service_works_unchanged(broker: BrokerPr
         assert bound.status_code == 200
         client = await WsClient.connect(broker.ws_url)
         await client.send({"type": "SUBSCRIBE", "payload": {"queue_name": "inbox"}})
-        await asyncio.sleep(0.2)
+
+        async def subscribed() -> bool:  # the original frame has no reply: the queue shows its consumer
+            return bool((await http.get("/api/queues/inbox/")).json()["consumers"] == 1)
+
+        await eventually(subscribed, interval=0.05, what="the SUBSCRIBE carried out")
         published = await http.post("/publish", json={"exchange_name": "legacy", "key": "", "payload": {"hi": 1}})
         assert published.status_code == 200
         frame = await client.recv()

@@ -13,6 +13,7 @@ import pytest
 
 from tests.e2e.client import WsClient
 from tests.e2e.harness import BrokerProcess
+from tests.eventually import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -62,11 +63,16 @@ async def publish_until_killed(broker: BrokerProcess) -> dict[str, list[tuple[st
     confirmed: dict[str, list[tuple[str, int]]] = defaultdict(list)
     tasks = [asyncio.create_task(ws_publisher(broker.ws_url, f"ws{i}", confirmed)) for i in range(WS_PUBLISHERS)]
     tasks += [asyncio.create_task(http_publisher(broker.url, f"http{i}", confirmed)) for i in range(HTTP_PUBLISHERS)]
-    while sum(len(v) for v in confirmed.values()) < KILL_AFTER:
-        await asyncio.sleep(0.01)
+
+    def enough_confirmed() -> bool:
+        if sum(len(v) for v in confirmed.values()) >= KILL_AFTER:
+            return True
         for task in tasks:
             if task.done():
                 task.result()  # a publisher failed before the kill: show why
+        return False
+
+    await eventually(enough_confirmed, timeout=120, what=f"{KILL_AFTER} confirmed messages before the kill")
     await asyncio.to_thread(broker.kill)
     await asyncio.gather(*tasks, return_exceptions=True)  # they fail once the process is gone
     return confirmed
@@ -111,6 +117,7 @@ async def test_confirmed_messages_survive_sigkill_in_order_and_acked_ones_do_not
             assert not missing, f"{len(missing)} confirmed messages of {stream} lost from {queue}"
 
     # Everything was acknowledged by the gets; past the checkpoint, a crash brings nothing back.
+    # A fixed wait: the checkpoint interval (0.5 s, tests/e2e/harness.py) going by is the scenario.
     await asyncio.sleep(1.5)
     await asyncio.to_thread(broker.kill)
     await asyncio.to_thread(broker.start)

@@ -15,8 +15,7 @@ import asyncio
 import os
 import random
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,6 +25,7 @@ import redis
 
 from tests.e2e.client import WsClient
 from tests.e2e.harness import BrokerProcess, drop_postgres_database, postgres_database
+from tests.eventually import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -78,12 +78,8 @@ def role(node: BrokerProcess) -> str:
         return "down"
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.1)
+# `role()` asks a node's /health, blocking the loop: checked every 0.1 s, not more often.
+HEALTH_INTERVAL = 0.1
 
 
 class Publisher:
@@ -197,19 +193,23 @@ async def test_standby_takes_over_from_a_killed_router_without_losing_confirmed_
     consuming = asyncio.create_task(consumer.run())
     publishing = asyncio.create_task(publisher.run())
     try:
-        await wait_until(lambda: len(publisher.confirmed) >= 500, 30, "500 confirms before the kill")
+        await eventually(lambda: len(publisher.confirmed) >= 500, timeout=30, what="500 confirms before the kill")
         router.kill()
         confirmed_at_kill = len(publisher.confirmed)
-        await wait_until(lambda: role(standby) == "router", 20, "the standby takes over")
-        await wait_until(
-            lambda: len(publisher.confirmed) >= confirmed_at_kill + 500, 30, "500 confirms through the new router"
+        await eventually(
+            lambda: role(standby) == "router", timeout=20, interval=HEALTH_INTERVAL, what="the standby takes over"
+        )
+        await eventually(
+            lambda: len(publisher.confirmed) >= confirmed_at_kill + 500,
+            timeout=30,
+            what="500 confirms through the new router",
         )
         publisher.stopping = True
         await asyncio.wait_for(publishing, 30)
-        await wait_until(
+        await eventually(
             lambda: publisher.confirmed <= consumer.bodies,
-            30,
-            "every confirmed message delivered to the resumed subscription",
+            timeout=30,
+            what="every confirmed message delivered to the resumed subscription",
         )
     finally:
         consuming.cancel()
@@ -233,7 +233,7 @@ async def test_a_router_cut_off_from_the_database_steps_down(cluster: Cluster) -
     assert killed == [(True,)]
     assert router.proc is not None
     assert router.proc.wait(10) == 75  # the lease is lost: it stops rather than run as a second router
-    await wait_until(lambda: role(standby) == "router", 20, "the standby takes over")
+    await eventually(lambda: role(standby) == "router", timeout=20, interval=HEALTH_INTERVAL, what="the standby takes over")
 
 
 async def test_unacknowledged_messages_of_a_dead_edge_go_to_another_subscriber(cluster: Cluster) -> None:

@@ -33,16 +33,7 @@ from broker.protocol.publish import PublishRequest
 from broker.protocol.topology import Topology
 from broker.router.local import LocalRouter
 from broker.runtime.runtime import Runtime
-
-
-async def eventually(condition: Callable[[], bool], *, timeout: float = 2.0, what: str = "") -> None:
-    """Poll `condition` in small steps; fail naming `what` if it is not met within `timeout`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what or condition}")
-        await asyncio.sleep(0.005)
+from tests.eventually import eventually
 
 
 class MemoryStore:

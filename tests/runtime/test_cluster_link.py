@@ -43,8 +43,9 @@ from broker.runtime import runtime as runtime_module
 from broker.runtime.calls import execute
 from subscriptions.consumers import BrokerConsumer
 from tests.conftest import Sink
+from tests.eventually import eventually
 
-from .cluster_harness import Cluster, EdgeSink, MemoryStore, eventually, publish_request, subscribe_args
+from .cluster_harness import Cluster, EdgeSink, MemoryStore, publish_request, subscribe_args
 
 
 @pytest.fixture
@@ -546,17 +547,22 @@ async def test_answers_lost_on_the_way_fail_what_waits_on_them_and_the_edge_resu
     generation = edge.generation
     layer, original = cluster.layer, cluster.layer.send
     losing = [True]
+    lost: list[dict[str, Any]] = []
 
     async def send(channel: str, message: dict[str, Any]) -> None:
         if message.get("type") == "broker.router_batch" and message.get("items") and losing[0]:
+            lost.append(message)
             return
         await original(channel, message)
 
+    def answers_lost() -> int:
+        return sum(item[0] == "P" for message in lost for item in message["items"])
+
     monkeypatch.setattr(layer, "send", send)
     first = edge.publish(conn, publish_request("jobs", 1)).settled
-    await asyncio.sleep(0.1)
+    await eventually(lambda: answers_lost() == 1, what="the answer to the first publish lost")
     second = edge.publish(conn, publish_request("jobs", 2)).settled
-    await asyncio.sleep(0.1)
+    await eventually(lambda: answers_lost() == 2, what="the answer to the second publish lost")
     losing[0] = False  # Redis is back
     with pytest.raises(Unavailable, match="lost"):
         await asyncio.wait_for(first, 5)

@@ -23,6 +23,7 @@ from exchanges.models import Exchange
 from queues.models import Message, Queue
 from storage.store import OrmMessageStore
 from tests.conftest import Sink, new_runtime
+from tests.eventually import eventually
 
 
 async def publish(runtime: Runtime, queue: str, body: object, *, persistent: bool = True) -> tuple[str, int]:
@@ -88,8 +89,12 @@ async def test_acks_are_deleted_by_the_checkpoint_and_a_restart_loads_the_rest_i
     runtime.subscribe(connection, subscription="s", subscription_json='"s"', ack_mode=AckMode.CLIENT, prefetch=2, queue="orders")
     assert len(sink.frames) == 2
     runtime.ack(connection, 1, multiple=False)  # body 0
-    await asyncio.sleep(0.6)  # past the fixture's 0.2 s checkpoint
-    assert await rows("orders") == ["1", "2", "3", "4"]
+
+    async def acked_row_deleted() -> bool:
+        return await rows("orders") == ["1", "2", "3", "4"]
+
+    # Deleted by the fixture's 0.2 s checkpoint, not at once.
+    await eventually(acked_row_deleted, interval=0.05, what="the acked row deleted by the checkpoint")
     runtime.disconnect(connection)  # body 1 (unacked) and 2 (delivered after the ack) go back
     await runtime.stop()
 
@@ -140,12 +145,9 @@ async def test_changes_from_a_process_without_a_router_arrive_over_the_channel_l
     from broker.protocol.topology import QueueSaved
     from storage.sync import broadcast
 
-    await asyncio.sleep(0.05)  # let the listener join its group
+    # Runtime.start() joined the topology group before it returned: nothing to wait for.
     await database_sync_to_async(broadcast)(QueueSaved(QueueSpec("from-elsewhere", arguments={"max_length": 3})))
-    for _ in range(50):
-        if "from-elsewhere" in runtime.broker.queues:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: "from-elsewhere" in runtime.broker.queues, what="the change applied by the router")
     assert runtime.broker.queues["from-elsewhere"].args.max_length == 3
 
 
@@ -266,6 +268,7 @@ async def test_a_message_the_database_refuses_does_not_hold_up_the_others() -> N
         await publish(runtime, "picky", "after")  # not held up by a retry of the refused copy
         assert await rows("picky") == ['"good"', '"after"']
         writes = store.writes
+        # A fixed wait: it checks that something does NOT happen, so there is nothing to poll for.
         await asyncio.sleep(0.7)  # past RETRY_SECONDS: nothing is retried for ever
         assert store.writes - writes <= 2  # at most the checkpoints, never the refused batch
         assert await rows("picky") == ['"good"', '"after"']
@@ -317,10 +320,6 @@ async def test_a_change_sent_while_the_router_loads_is_applied_after_the_load() 
     runtime = Runtime(ChangedWhileLoading(), checkpoint_seconds=0.2, layer=get_channel_layer())
     await runtime.start()
     try:
-        for _ in range(50):
-            if "declared-during-load" in runtime.broker.queues:
-                break
-            await asyncio.sleep(0.02)
-        assert "declared-during-load" in runtime.broker.queues
+        await eventually(lambda: "declared-during-load" in runtime.broker.queues, what="the change applied after the load")
     finally:
         await runtime.stop()

@@ -22,6 +22,7 @@ from broker.transport.limits import (
 )
 from broker.transport.origins import OriginPolicy
 from broker_project.asgi import application
+from tests.eventually import eventually
 from tests.ws.conftest import Connect
 from tests.ws.helpers import (
     declare_exchange,
@@ -252,13 +253,6 @@ class Stalled:
         await self.app(scope, receive, gated)
 
 
-async def wait_until(predicate: Any, timeout: float = 3.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 @pytest.mark.parametrize("ack", ["auto", "client"])
 async def test_a_consumer_that_does_not_read_is_closed_and_its_messages_requeued(
     settings: Any, runtime: Runtime, connect: Connect, ack: str
@@ -279,7 +273,7 @@ async def test_a_consumer_that_does_not_read_is_closed_and_its_messages_requeued
         await asyncio.sleep(0)  # as between two frames of a publisher: senders run
     close = await slow.receive_output(3)
     assert (close["type"], close["code"], close["reason"]) == ("websocket.close", 1008, "slow_consumer")
-    await wait_until(lambda: runtime.broker.queue_counts("slow").consumers == 0)
+    await eventually(lambda: runtime.broker.queue_counts("slow").consumers == 0, what="the slow consumer gone")
     counts = runtime.broker.queue_counts("slow")
     if ack == "client":  # everything delivered but unacknowledged is back, the rest was never taken
         assert (counts.messages_ready, counts.messages_unacknowledged) == (100, 0)
@@ -321,7 +315,7 @@ async def test_stats_frames_of_a_watcher_that_does_not_read_are_bounded_too(
     await client.send_json_to({"type": "watch", "id": "w"})
     close = await client.receive_output(3)
     assert (close["type"], close["code"], close["reason"]) == ("websocket.close", 1008, "slow_consumer")
-    await wait_until(lambda: not runtime.broker.connections)
+    await eventually(lambda: not runtime.broker.connections, what="the watcher's connection gone")
     await client.disconnect()
 
 

@@ -24,6 +24,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 from broker.transport import wsprotocol
 from broker.transport.wsprotocol import BrokerWebSocketProtocol
+from tests.eventually import eventually
 
 MAX_SIZE = 100_000
 PROTOCOLS = [pytest.param(WebSocketsSansIOProtocol, id="uvicorn"), pytest.param(BrokerWebSocketProtocol, id="ours")]
@@ -383,11 +384,10 @@ async def test_ours_pauses_reading_only_when_the_app_falls_behind() -> None:
         (protocol,) = served.protocols()
         served.app.reading.clear()  # the app stops reading
         await client.send(b"".join(text(f"q{n}") for n in range(wsprotocol.QUEUED_MESSAGES - 2)))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # a fixed wait: it checks that something does NOT happen
         assert not protocol.read_paused  # a few waiting: no pause
         await client.send(b"".join(text(f"r{n}") for n in range(10)))
-        await asyncio.sleep(0.05)
-        assert protocol.read_paused
+        await eventually(lambda: protocol.read_paused, what="reading paused")
         served.app.reading.set()
         assert len(await client.texts(wsprotocol.QUEUED_MESSAGES + 8)) == wsprotocol.QUEUED_MESSAGES + 8
         assert not protocol.read_paused

@@ -27,6 +27,7 @@ from pubsub_client import (
     connect,
 )
 from tests.e2e.harness import BrokerProcess, free_port
+from tests.eventually import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -125,10 +126,11 @@ async def test_fire_and_forget_publish_and_its_error_as_an_event(broker: BrokerP
         message_id = await client.publish_nowait("", "fire", routing_key=queue)
         await client.publish_nowait(unique("nowhere"), "lost")
         assert await client.ping() < 5  # the broker read both frames before this one
-        for _ in range(50):
-            if (await client.queue(queue)).messages == 1 and any(e.kind is EventKind.ERROR for e in events):
-                break
-            await asyncio.sleep(0.05)
+
+        async def stored_and_refused() -> bool:
+            return (await client.queue(queue)).messages == 1 and any(e.kind is EventKind.ERROR for e in events)
+
+        await eventually(stored_and_refused, interval=0.05, what="the message stored and the error event")
         [message] = await client.get(queue)
         assert message.message_id == message_id
         [error] = [e.error for e in events if e.kind is EventKind.ERROR]
@@ -161,12 +163,12 @@ async def test_consume_a_queue_with_client_acks_prefetch_and_nack(client: Client
             if len(rest) == 3:
                 break
         assert rest == [2, 3, 4]
-    for _ in range(50):
+
+    async def settled_and_gone() -> bool:
         counts = await client.queue(queue)
-        if (counts.messages, counts.consumers) == (0, 0):
-            break
-        await asyncio.sleep(0.05)
-    assert (counts.messages, counts.consumers) == (0, 0)
+        return (counts.messages, counts.consumers) == (0, 0)
+
+    await eventually(settled_and_gone, interval=0.05, what="the queue empty and without consumers")
 
 
 async def test_unacknowledged_messages_return_when_the_subscription_ends(client: Client) -> None:
@@ -204,11 +206,11 @@ async def test_consume_an_exchange_with_a_binding_key(client: Client) -> None:
         assert delivery is not None and (delivery.body, delivery.routing_key) == ("goal", "sports.football")
         await delivery.ack()
         private = messages.queue
-    for _ in range(50):  # the private queue goes with its subscription
-        if private not in {q.name for q in await client.queues()}:
-            break
-        await asyncio.sleep(0.05)
-    assert private not in {q.name for q in await client.queues()}
+
+    async def private_queue_gone() -> bool:  # the private queue goes with its subscription
+        return private not in {q.name for q in await client.queues()}
+
+    await eventually(private_queue_gone, interval=0.05, what="the private queue deleted with its subscription")
 
 
 async def test_subscription_errors_carry_the_broker_code(client: Client) -> None:
@@ -304,17 +306,18 @@ async def test_unavailable_on_a_publish_is_retried_with_the_same_message_id() ->
 
 async def test_after_max_attempts_the_client_gives_up_and_says_so() -> None:
     events: list[Event] = []
+    kinds: list[str] = []
 
     async def handler(connection: ServerConnection) -> None:
-        async for _ in connection:
-            pass  # never confirms
+        async for raw in connection:
+            kinds.append(json.loads(raw)["type"])  # never confirms
 
     port = free_port()
     async with serve(handler, "127.0.0.1", port) as server:
         client = await connect(f"http://127.0.0.1:{port}", on_event=events.append,
                                backoff=Backoff(initial=0.01, maximum=0.02, max_attempts=2))
         publishing = asyncio.create_task(client.publish("x", "body"))
-        await asyncio.sleep(0.1)
+        await eventually(lambda: "publish" in kinds, what="the publish at the broker")
         server.close()  # the broker goes away and does not come back
     with pytest.raises(ConnectionFailed):
         await asyncio.wait_for(publishing, 5)

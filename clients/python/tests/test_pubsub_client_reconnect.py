@@ -14,6 +14,7 @@ from conftest import FAST_BACKOFF
 
 from pubsub_client import Client, Delivery, Event, EventKind, Subscription
 from tests.e2e.harness import BrokerProcess
+from tests.eventually import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -64,15 +65,6 @@ async def consumer(subscription: Subscription, seen: dict[str, int]) -> None:
         await delivery.ack()
 
 
-async def wait_for(condition: object, timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():  # type: ignore[operator]
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def test_reconnects_resubscribes_and_resends_across_a_sigkill(own_broker: BrokerProcess) -> None:
     events: list[Event] = []
     confirmed: set[int] = set()
@@ -93,29 +85,29 @@ async def test_reconnects_resubscribes_and_resends_across_a_sigkill(own_broker: 
 
         tailing = asyncio.create_task(tail())
         try:
-            await wait_for(lambda: len(confirmed) >= BEFORE_KILL, 20, "confirms before the kill")
+            await eventually(lambda: len(confirmed) >= BEFORE_KILL, timeout=20, what="confirms before the kill")
             await asyncio.to_thread(own_broker.kill)
-            await wait_for(lambda: any(e.kind is EventKind.DISCONNECTED for e in events), 5, "the drop")
+            await eventually(lambda: any(e.kind is EventKind.DISCONNECTED for e in events), timeout=5, what="the drop")
             assert not client.connected
             # Made while the broker is down: sent once it is back, never lost.
             while_down = asyncio.create_task(client.publish("", "while-down", routing_key=QUEUE))
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # a fixed wait: it checks that something does NOT happen
             assert not while_down.done()
 
             await asyncio.to_thread(own_broker.start)  # same port, same database
             result = await asyncio.wait_for(while_down, 20)
             assert result.routed == 1
-            await wait_for(lambda: len(confirmed) >= TOTAL, 20, "confirms after the restart")
+            await eventually(lambda: len(confirmed) >= TOTAL, timeout=20, what="confirms after the restart")
             stop.set()
             await asyncio.wait_for(publishing, 20)
 
             # Every confirmed message reaches the consumer, which resubscribed by itself.
             expected = {f"msg-{n}" for n in confirmed} | {result.message_id}
-            await wait_for(lambda: expected <= seen.keys(), 20, "every confirmed message to be consumed")
+            await eventually(lambda: expected <= seen.keys(), timeout=20, what="every confirmed message to be consumed")
 
             # The exchange subscription came back too (with a new private queue).
             assert (await client.publish("alerts", "disk full", routing_key="disk.sda")).routed == 1
-            await wait_for(lambda: tail_seen == ["disk full"], 5, "the exchange subscription")
+            await eventually(lambda: tail_seen == ["disk full"], timeout=5, what="the exchange subscription")
         finally:
             stop.set()
             for task in (consuming, publishing, tailing):
