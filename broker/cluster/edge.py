@@ -8,6 +8,10 @@ remembers what each connection subscribed (edge_connections.py), so that when
 a new router takes over the connections resume by themselves: same
 subscriptions, delivery tags above any the client holds, and what was in
 flight failed with `unavailable` rather than left hanging.
+
+A little over 400 lines: following a router, batching with flow control, and
+the interface's calls share the link's state (what is in flight on which
+router); what each connection remembers is in edge_connections.py.
 """
 
 from __future__ import annotations

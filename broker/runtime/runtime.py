@@ -26,8 +26,6 @@ from broker.engine.queues import AckMode
 from broker.protocol.publish import PublishRequest
 from broker.protocol.server_frames import MessageObject, message_frame, message_object
 from broker.protocol.topology import (
-    TOPOLOGY_EVENT,
-    TOPOLOGY_GROUP,
     BindingDeleted,
     BindingSaved,
     ExchangeDeleted,
@@ -36,10 +34,10 @@ from broker.protocol.topology import (
     QueueSaved,
     Topology,
     TopologyChange,
-    decode_change,
 )
 from broker.runtime.stamps import new_message_id, now_iso
 from broker.runtime.stats import StatsSampler
+from broker.runtime.topology_feed import TopologyFeed
 from broker.runtime.writer import GroupCommitWriter, MessageStore
 
 log = logging.getLogger("broker.runtime")
@@ -88,7 +86,7 @@ class Runtime:
         self.broker = Broker()
         self.broker.max_queues = max_queues
         self.broker.max_bindings = max_bindings
-        self._layer = layer
+        self._feed = TopologyFeed(layer)
         self.store = store
         self.writer: GroupCommitWriter | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -99,7 +97,6 @@ class Runtime:
         self._stopped = False
         self._stats = StatsSampler()
         self._watchers: set[int] = set()
-        self._topology_channel: str | None = None
 
     # -- life cycle ------------------------------------------------------
 
@@ -108,9 +105,7 @@ class Runtime:
         self.loop = asyncio.get_running_loop()
         self.writer = GroupCommitWriter(self.store, checkpoint_seconds=self._checkpoint_seconds)
         started = time.monotonic()
-        # In the group before the topology is read: a change committed during the load
-        # (a failover's) waits in the channel and is applied after it, not lost.
-        self._topology_channel = await self._join_topology_group()
+        await self._feed.join()  # before the topology is read (topology_feed.py)
         dropped: list[str] = await self.writer.in_thread(self.store.drop_transient_queues)
         if dropped:
             log.info("non-durable queues do not outlive a restart: dropped %s", ", ".join(sorted(dropped)))
@@ -134,7 +129,7 @@ class Runtime:
         async with asyncio.TaskGroup() as group:
             group.create_task(self.writer.run(), name="broker-writer")
             group.create_task(self._tick_forever(), name="broker-ticker")
-            group.create_task(self._listen_for_topology(), name="broker-topology")
+            group.create_task(self._feed.listen(self.apply_change), name="broker-topology")
             group.create_task(self._sample_stats_forever(), name="broker-stats")
 
     async def stop(self) -> None:
@@ -189,33 +184,6 @@ class Runtime:
                 self._apply(self.broker.tick(now=self._now()))
             except Exception:
                 log.exception("tick failed")
-
-    async def _join_topology_group(self) -> str | None:
-        layer = self._layer
-        if layer is None:
-            return None
-        channel: str = await layer.new_channel()
-        await layer.group_add(TOPOLOGY_GROUP, channel)
-        return channel
-
-    async def _listen_for_topology(self) -> None:
-        """Apply changes that processes without a router send over the channel layer."""
-        layer, channel = self._layer, self._topology_channel
-        if layer is None or channel is None:
-            return
-        try:
-            while True:
-                try:
-                    event = await layer.receive(channel)
-                    if event.get("type") == TOPOLOGY_EVENT:
-                        self.apply_change(decode_change(event["change"]))
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # a bad event or a lost Redis: log, wait, go on
-                    log.exception("topology listener")
-                    await asyncio.sleep(1)
-        finally:
-            await asyncio.shield(layer.group_discard(TOPOLOGY_GROUP, channel))
 
     async def _sample_stats_forever(self) -> None:
         while True:

@@ -6,6 +6,9 @@
 // publishes not yet confirmed are sent again (at-least-once: a consumer may see a
 // message twice, with the same message_id), a `watch` is renewed. Objects from the
 // broker (messages, confirms, stats) keep docs/protocol.md's field names.
+//
+// One file of about 500 lines on purpose: pages (of other origins too) import the
+// client by one URL, with nothing else to fetch or keep in step.
 
 const MIN_DELAY_MS = 250; // first retry: soon, a restart takes a second or two
 const MAX_DELAY_MS = 10_000; // then at most every 10 s, so a fleet of pages does not hammer a broker coming back

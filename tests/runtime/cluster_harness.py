@@ -18,6 +18,7 @@ from typing import Any
 
 import msgpack
 from channels.layers import InMemoryChannelLayer
+from channels.testing import WebsocketCommunicator
 
 from broker.cluster.edge import EdgeLink
 from broker.cluster.hub import Hub
@@ -33,6 +34,7 @@ from broker.protocol.publish import PublishRequest
 from broker.protocol.topology import Topology
 from broker.router.local import LocalRouter
 from broker.runtime.runtime import Runtime
+from subscriptions.consumers import BrokerConsumer
 from tests.eventually import eventually
 
 
@@ -255,3 +257,19 @@ class Cluster:
         for link in reversed(self.edges):
             await link.stop()
         await self.stop_router()
+
+
+async def ws_client() -> WebsocketCommunicator:
+    client = WebsocketCommunicator(BrokerConsumer.as_asgi(), "/ws")
+    connected, _ = await client.connect()
+    assert connected
+    return client
+
+
+async def receive(client: WebsocketCommunicator, count: int) -> list[dict[str, Any]]:
+    return [await client.receive_json_from(timeout=2) for _ in range(count)]
+
+
+def counts(cluster: Cluster, queue: str) -> tuple[int, int, int]:
+    found = cluster.runtime.queue_counts([queue])[queue]
+    return found.messages_ready, found.messages_unacknowledged, found.consumers

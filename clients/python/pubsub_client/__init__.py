@@ -25,7 +25,7 @@ from .errors import (
     Unavailable,
 )
 from .models import AckMode, Binding, Event, EventKind, Exchange, Message, PublishResult, Queue
-from .session import Backoff, Delivery, Subscription
+from .subscription import Backoff, Delivery, Subscription
 from .sync import SyncClient, SyncDelivery, SyncSubscription
 
 # A library logs; the application decides where that goes (nothing printed by default).

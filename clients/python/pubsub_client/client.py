@@ -22,7 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .http import HttpApi
 from .models import AckMode, Binding, Event, Exchange, Message, PublishResult, Queue
-from .session import Backoff, Session, Subscription
+from .session import Session
+from .subscription import Backoff, Subscription
 
 DEFAULT_URL = "http://127.0.0.1:8060"
 

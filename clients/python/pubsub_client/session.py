@@ -11,6 +11,11 @@ remembers the connection generation it came on, and acknowledging it after a
 reconnect does nothing: the broker has already requeued it and will deliver it
 again. For the same reason, client-acknowledged deliveries still buffered from
 a dead connection are dropped rather than handed out.
+
+Over 400 lines on purpose: a connection's life (dial, read, lose, reconnect,
+restore) and what rides on it (publishes waiting for confirms, subscriptions)
+change the same state, in an order that matters; subscription.py holds what
+the session hands out.
 """
 
 from __future__ import annotations
@@ -20,17 +25,16 @@ import contextlib
 import itertools
 import json
 import logging
-import random
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from .errors import BrokerError, ClientClosed, ConnectionFailed, PublishTimeout, SubscriptionCancelled
-from .models import AckMode, Event, EventKind, Message, PublishResult, _message_fields
+from .models import AckMode, Event, EventKind, PublishResult
+from .subscription import Backoff, Delivery, Subscription
 
 log = logging.getLogger("pubsub_client")
 
@@ -39,152 +43,6 @@ log = logging.getLogger("pubsub_client")
 MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
 # How long a reconnect waits for the broker to answer the resubscriptions.
 RESTORE_TIMEOUT: Final = 15.0
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Delays between reconnect attempts: `initial * factor**(attempt-1)`, capped, with jitter.
-
-    `max_attempts=None` retries for ever; after `max_attempts` failures in a row
-    pending publishes and subscriptions fail with `ConnectionFailed`."""
-
-    initial: float = 0.1
-    maximum: float = 5.0
-    factor: float = 2.0
-    jitter: float = 0.2  # +-20%, so that many clients do not come back in step
-    max_attempts: int | None = None
-
-    def delay(self, attempt: int) -> float:
-        base = min(self.maximum, self.initial * self.factor ** max(0, attempt - 1))
-        return max(0.0, base * random.uniform(1 - self.jitter, 1 + self.jitter))
-
-
-class Delivery(Message):
-    """A message delivered to a subscription: acknowledge it with `ack()` or `nack()`.
-
-    In `ack="auto"` mode the broker counted it acknowledged when it sent it, and
-    both calls do nothing. After a reconnect they do nothing either: the broker
-    requeued the message when the old connection closed."""
-
-    __slots__ = ("delivery_tag", "subscription", "_session", "_generation", "_manual", "_settled")
-
-    def __init__(self, frame: dict[str, Any], session: Session, generation: int, manual: bool) -> None:
-        super().__init__(**_message_fields(frame))
-        object.__setattr__(self, "delivery_tag", int(frame.get("delivery_tag", 0)))
-        object.__setattr__(self, "subscription", str(frame.get("subscription", "")))
-        object.__setattr__(self, "_session", session)
-        object.__setattr__(self, "_generation", generation)
-        object.__setattr__(self, "_manual", manual)
-        object.__setattr__(self, "_settled", not manual)
-
-    delivery_tag: int
-    subscription: str
-    _session: Session
-    _generation: int
-    _manual: bool
-    _settled: bool
-
-    @property
-    def settled(self) -> bool:
-        """True once acknowledged or rejected (always true in auto mode)."""
-        return self._settled
-
-    async def ack(self) -> None:
-        """Acknowledge: the broker forgets the message."""
-        await self._settle({"type": "ack", "delivery_tag": self.delivery_tag})
-
-    async def nack(self, *, requeue: bool = True) -> None:
-        """Reject: back to the head of its queue (`redelivered: true`), or dead-lettered/dropped."""
-        await self._settle({"type": "nack", "delivery_tag": self.delivery_tag, "requeue": requeue})
-
-    async def _settle(self, frame: dict[str, Any]) -> None:
-        if self._settled:
-            return
-        object.__setattr__(self, "_settled", True)
-        await self._session.send_settle(frame, self._generation)
-
-    def __repr__(self) -> str:
-        return f"Delivery(message_id={self.message_id!r}, routing_key={self.routing_key!r}, body={self.body!r})"
-
-
-@dataclass(eq=False)
-class Subscription:
-    """A live consumption: an async iterator of `Delivery`. End it with `await cancel()`.
-
-    `queue` is the queue consumed; for an exchange subscription, the broker's
-    private `amq.gen-...` queue, which is a new one after each reconnect."""
-
-    id: str
-    frame: dict[str, Any]
-    ack: AckMode
-    session: Session
-    queue: str = ""
-    _buffer: deque[Delivery] = field(default_factory=deque)
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
-    _active: asyncio.Event = field(default_factory=asyncio.Event)
-    _first: asyncio.Future[str] | None = None
-    _sent_generation: int = 0
-    _error: BaseException | None = None
-    _ended: bool = False
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> Delivery:
-        delivery = await self.next()
-        if delivery is None:
-            raise StopAsyncIteration
-        return delivery
-
-    async def next(self, timeout: float | None = None) -> Delivery | None:
-        """The next delivery; None when the subscription has ended, or after `timeout` seconds.
-
-        Raises the error that ended it (`SubscriptionCancelled`, `ConnectionFailed`, …)."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            while self._buffer:
-                delivery = self._buffer.popleft()
-                if delivery._manual and delivery._generation != self.session.generation:
-                    continue  # from a dead connection: the broker delivers it again
-                return delivery
-            if self._error is not None:
-                raise self._error
-            if self._ended:
-                return None
-            self._wake.clear()
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                return None
-            try:
-                await asyncio.wait_for(self._wake.wait(), remaining)
-            except TimeoutError:
-                return None
-
-    async def cancel(self) -> None:
-        """Unsubscribe; unacknowledged deliveries go back to the queue (docs/protocol.md)."""
-        await self.session.unsubscribe(self)
-
-    async def __aenter__(self) -> Subscription:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.cancel()
-
-    # -- called by the session --------------------------------------------
-
-    def _push(self, delivery: Delivery) -> None:
-        self._buffer.append(delivery)
-        self._wake.set()
-
-    def _end(self, error: BaseException | None = None) -> None:
-        self._ended = True
-        if error is not None and self._error is None:
-            self._error = error
-        if self._first is not None and not self._first.done():
-            self._first.set_exception(error or ClientClosed("the subscription ended"))
-        self._active.set()  # nobody waits for it any longer
-        self._wake.set()
 
 
 @dataclass(eq=False, slots=True)

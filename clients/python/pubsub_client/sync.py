@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from .client import DEFAULT_URL, Client
 from .models import AckMode, Binding, Event, Exchange, Message, PublishResult, Queue
-from .session import Backoff, Delivery, Subscription
+from .subscription import Backoff, Delivery, Subscription
 
 T = TypeVar("T")
 
