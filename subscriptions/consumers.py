@@ -40,22 +40,17 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):
         self._counted_as: str | None = None  # the user whose connection count this one holds
 
     async def __call__(self, scope: WebSocketScope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        """Channels' loop, without a channel layer, reading events in turn: no task and
-        `asyncio.wait` per event as in Channels' await_many_dispatch, and a frame goes to
-        the session without a handler lookup or a coroutine (the benchmarks' profiles)."""
+        """Channels' loop, without a channel layer, reading events in turn (no task and
+        `asyncio.wait` per event as in Channels' await_many_dispatch) until the connection
+        is accepted; then the session reads the rest itself, every frame without a handler
+        lookup or a coroutine (the benchmarks' profiles)."""
         self.scope = cast(Any, scope)  # Channels' scope type adds keys this consumer never reads
         self.channel_layer = cast(Any, None)  # no channel layer: deliveries come from the router
         self.base_send = send
         try:
-            while True:
-                message = await receive()
-                session = self._session
-                if message["type"] == "websocket.receive" and session is not None:  # the hot path
-                    waiting = session.receive(message.get("text"), message.get("bytes"))
-                    if waiting is not None:
-                        await waiting
-                else:
-                    await self.dispatch(message)
+            while self._session is None:
+                await self.dispatch(await receive())
+            await self._session.serve(receive)
         except StopConsumer:
             pass
         finally:

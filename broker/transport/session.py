@@ -9,7 +9,8 @@ frame never waits for a send and the client sees frames in the order they were
 produced. A publisher gets its answers (confirms and refusals) in publish order.
 
 The ASGI shell (the Channels consumer in subscriptions/consumers.py) accepts
-the socket, authenticates the client, and hands each frame to `receive`.
+the socket, authenticates the client, and hands the connection's events to
+`serve`: from then on every frame comes straight from the server to here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
 from broker.engine.errors import BrokerError, NotFound, RateLimited, TooLarge, Unavailable
@@ -145,6 +146,17 @@ class Session:
         asyncio.get_running_loop().call_soon(self.close)
 
     # -- receiving ---------------------------------------------------------
+
+    async def serve(self, receive: Callable[[], Awaitable[Any]]) -> None:
+        """Carry out the client's frames until it goes away."""
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.receive":  # the hot path: no dispatch
+                waiting = self.receive(message.get("text"), message.get("bytes"))
+                if waiting is not None:
+                    await waiting
+            elif message["type"] == "websocket.disconnect":
+                return
 
     def receive(self, text: str | None, data: bytes | None) -> Coroutine[Any, Any, None] | None:
         """One client frame, carried out before it returns. Only what must wait (a close,
