@@ -27,6 +27,7 @@ from broker_project.env import (
     env_str,
     load_dotenv,
 )
+from broker import __version__
 from broker.protocol.publish import FRAME_OVERHEAD
 from broker.transport.loopback import is_loopback_host
 
@@ -316,7 +317,7 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Pub/Sub broker API",
-    "VERSION": "0.1.0",
+    "VERSION": __version__,  # pyproject.toml's, through the installed package's metadata
     # Served from the sidecar package: the UI works without internet access.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import Any
 
 import pytest
 from drf_spectacular.validation import validate_schema
 from rest_framework.test import APIClient
+
+import broker
 
 EXPECTED_PATHS = {
     "/api/exchanges/": {"get", "post"},
@@ -33,6 +36,12 @@ def test_schema_is_valid_and_lists_every_path(schema: dict[str, Any]) -> None:
     for path, methods in EXPECTED_PATHS.items():
         assert path in schema["paths"], path
         assert methods <= set(schema["paths"][path]), path
+
+
+def test_schema_version_is_the_installed_package_s(schema: dict[str, Any]) -> None:
+    installed = metadata.version("django-pubsub-broker")  # pyproject.toml's `version`
+    assert broker.__version__ == installed
+    assert schema["info"]["version"] == installed
 
 
 def test_schema_documents_shapes_and_errors(schema: dict[str, Any]) -> None:
