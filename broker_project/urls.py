@@ -1,5 +1,6 @@
-"""Root URL configuration: the admin, the HTTP API under /api/, its schema and docs,
-and the original Go service's calls (legacy/views.py)."""
+"""Root URL configuration: the console, the admin (and its branding), the HTTP API under
+/api/ with its root page, schema and docs, the original Go service's calls
+(legacy/views.py), and /favicon.ico."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Any, Final
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
+from django.templatetags.static import static
 from django.urls import URLPattern, URLResolver, include, path, re_path
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
+from django.views.generic import RedirectView
 from drf_spectacular.views import (
     SpectacularAPIView,
     SpectacularRedocView,
@@ -79,6 +82,10 @@ class BrokerRouter(DefaultRouter):
         return urls + aliases
 
 
+admin.site.site_header = "Pub/sub broker"
+admin.site.site_title = "Pub/sub broker admin"
+admin.site.index_title = "Broker administration"
+
 router = BrokerRouter()
 router.register("exchanges", ExchangeViewSet, basename="exchange")
 router.register("queues", QueueViewSet, basename="queue")
@@ -86,6 +93,8 @@ router.register("bindings", BindingViewSet, basename="binding")
 
 urlpatterns = [
     path("", home, name="home"),
+    # Browsers ask for it on every page without an icon link (the admin's, the browsable API's).
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
