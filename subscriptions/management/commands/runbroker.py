@@ -45,7 +45,8 @@ class Command(BaseCommand):
         role = self._role(options["edge"])
         if settings.DO_MIGRATIONS:
             applied = self._migrate(role)
-            migrated = f"applied {applied} migration{'s' * (applied != 1)}" if applied else "no migrations to apply"
+            plural = "" if applied == 1 else "s"
+            migrated = f"applied {applied} migration{plural}" if applied else "no migrations to apply"
         else:
             migrated = "migrations not run (DO_MIGRATIONS is off)"
         self.stderr.write(f"database: {describe_database(connections[DEFAULT_DB_ALIAS])}; {migrated}")
