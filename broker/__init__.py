@@ -15,4 +15,16 @@ Layers, each importing only those below it (import contracts in scripts/test):
 This package imports no app of the project and not the project package: what
 it needs from them (the message store, permissions, the ASGI application) is
 handed in by `runbroker` or `broker_project/asgi.py`.
+
+`__version__` is the installed distribution's (pyproject.toml's `version`, the
+only place it is written; README, "Versions").
 """
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("django-pubsub-broker")
+except PackageNotFoundError:  # run from a checkout that was never installed (pip install -e .)
+    __version__ = "0+unknown"

@@ -19,10 +19,12 @@ django_http = get_asgi_application()  # sets Django up before the imports below
 
 from channels.layers import get_channel_layer  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from access.asgi import fast_publish_permissions  # noqa: E402
+from broker.transport.cors import BrowserModuleCors  # noqa: E402
 from broker.transport.fast_publish import FastPublish  # noqa: E402
 from broker.transport.health import Health  # noqa: E402
 from broker.transport.limits import ConnectionLimit  # noqa: E402
@@ -36,7 +38,9 @@ from subscriptions.consumers import BrokerConsumer  # noqa: E402
 websocket_route = cast(Any, path("ws", cast(Any, BrokerConsumer.as_asgi())))
 websocket_application = OriginGuard(ConnectionLimit(URLRouter([websocket_route])))
 
-http_application = Health(FastPublish(ASGIStaticFilesHandler(django_http), authenticate=fast_publish_permissions))
+# The browser module may be imported by the pages that may open the WebSocket (broker/transport/cors.py).
+static_and_django = BrowserModuleCors(ASGIStaticFilesHandler(django_http), prefix=f"{settings.STATIC_URL}pubsub/")
+http_application = Health(FastPublish(static_and_django, authenticate=fast_publish_permissions))
 
 application = StartRouter(
     ProtocolTypeRouter({"http": http_application, "websocket": websocket_application}),

@@ -20,6 +20,7 @@ import dj_database_url
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
+from broker import __version__
 from broker.protocol.publish import FRAME_OVERHEAD
 from broker.transport.loopback import is_loopback_host
 from broker_project.env import (
@@ -320,7 +321,28 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Pub/Sub broker API",
-    "VERSION": "0.1.0",
+    "VERSION": __version__,  # pyproject.toml's, through the installed package's metadata
+    "DESCRIPTION": (
+        "The broker's HTTP calls: exchanges, queues and bindings under `/api/`, the original "
+        "service's calls (`/ping`, `/exchanges`, `/queues`, `/bindings`, `/publish`) and "
+        "`GET /health`. Errors have one shape, `{\"error\": {\"code\", \"message\", \"fields\"}}`.\n\n"
+        "Messages are delivered over the WebSocket at `/ws`, which OpenAPI cannot describe: its "
+        "frames, acknowledgements and close codes, and the delivery and durability guarantees "
+        "behind every call here, are in `docs/protocol.md` of the broker's source, the contract "
+        "this document follows."
+    ),
+    "TAGS": [
+        {"name": "exchanges", "description": "Declare, list and delete exchanges; publish over HTTP"},
+        {"name": "queues", "description": "Declare, list, purge and delete queues; take messages over HTTP"},
+        {"name": "bindings", "description": "Bind queues to exchanges"},
+        {"name": "original service", "description": "The original Go service's calls, unchanged for its clients"},
+        {"name": "health", "description": "For load balancers and supervisors"},
+    ],
+    # drf-spectacular's enum hook, then the paths served outside DRF (common/openapi_paths.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "common.openapi_paths.add_paths_outside_drf",
+    ],
     # Served from the sidecar package: the UI works without internet access.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

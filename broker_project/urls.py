@@ -1,19 +1,25 @@
-"""Root URL configuration: the admin, the HTTP API under /api/, its schema and docs,
-and the original Go service's calls (legacy/views.py)."""
+"""Root URL configuration: the console, the admin (and its branding), the HTTP API under
+/api/ with its root page, schema and docs, the original Go service's calls
+(legacy/views.py), and /favicon.ico."""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Final
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
+from django.templatetags.static import static
 from django.urls import URLPattern, URLResolver, include, path, re_path
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
+from django.views.generic import RedirectView
 from drf_spectacular.views import (
     SpectacularAPIView,
     SpectacularRedocView,
     SpectacularSwaggerView,
 )
-from rest_framework.routers import DefaultRouter
+from rest_framework.routers import APIRootView, DefaultRouter
 
 from bindings.views import BindingViewSet
 from console.views import home
@@ -32,6 +38,29 @@ def _alias(view: Any) -> Any:
     return alias
 
 
+DOCS_URL: Final = re.compile(r"/api/(?:docs|redoc|schema)/")
+
+
+class ApiRoot(APIRootView):
+    """The broker's HTTP API: declare exchanges, queues and bindings, publish, and take
+    messages from queues, at the links below.
+
+    Interactive docs at /api/docs/ (or /api/redoc/), from the OpenAPI schema at
+    /api/schema/. Messages are delivered over the WebSocket at /ws: its frames, and the
+    contract behind every call, are in docs/protocol.md of the broker's source.
+    """
+
+    def get_view_name(self) -> str:
+        return "Pub/Sub broker API"  # SPECTACULAR_SETTINGS' title; DRF's would be "Api Root"
+
+    def get_view_description(self, html: bool = False) -> str:
+        text: str = super().get_view_description(html=False)
+        if not html:
+            return text
+        paragraphs = "".join(f"<p>{escape(paragraph)}</p>" for paragraph in text.split("\n\n"))
+        return mark_safe(DOCS_URL.sub(r'<a href="\g<0>">\g<0></a>', paragraphs))
+
+
 class BrokerRouter(DefaultRouter):
     """The documented URLs, which end in a slash, and the same without it.
 
@@ -41,6 +70,7 @@ class BrokerRouter(DefaultRouter):
     """
 
     include_format_suffixes = False  # `.json` would clash with names containing dots
+    APIRootView = ApiRoot
 
     def get_urls(self) -> list[URLPattern | URLResolver]:
         urls: list[Any] = super().get_urls()
@@ -52,6 +82,10 @@ class BrokerRouter(DefaultRouter):
         return urls + aliases
 
 
+admin.site.site_header = "Pub/sub broker"
+admin.site.site_title = "Pub/sub broker admin"
+admin.site.index_title = "Broker administration"
+
 router = BrokerRouter()
 router.register("exchanges", ExchangeViewSet, basename="exchange")
 router.register("queues", QueueViewSet, basename="queue")
@@ -59,6 +93,8 @@ router.register("bindings", BindingViewSet, basename="binding")
 
 urlpatterns = [
     path("", home, name="home"),
+    # Browsers ask for it on every page without an icon link (the admin's, the browsable API's).
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

@@ -8,6 +8,7 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.http import HttpRequest
+from django.utils.text import Truncator
 
 from broker.engine.broker import QueueCounts
 from common.admin_mixins import NameFixedOnceSaved
@@ -17,6 +18,8 @@ from queues.selectors import queue_live_counts
 logger = logging.getLogger(__name__)
 
 UNKNOWN = "—"  # no runtime in this process, or the router did not answer
+DEFAULT_EXCHANGE_LABEL = "(default)"  # the exchange "", as the web console names it
+BODY_PREVIEW_CHARS = 60  # of the body's JSON text, in the list of stored messages
 
 
 def _fetch_counts(names: list[str]) -> dict[str, QueueCounts]:
@@ -71,10 +74,18 @@ class QueueAdmin(NameFixedOnceSaved, admin.ModelAdmin[Queue]):
 class MessageAdmin(admin.ModelAdmin[Message]):
     """Stored messages are written only by the broker: view and delete here."""
 
-    list_display = ["id", "queue", "message_id", "routing_key", "published_at"]
+    list_display = ["id", "queue", "exchange_name", "routing_key", "body_preview", "message_id", "published_at"]
     list_filter = ["queue"]
-    list_select_related = ["queue"]
-    search_fields = ["message_id", "routing_key"]
+    list_select_related = ["queue"]  # the queue's name on each row (and in __str__) without a query per row
+    search_fields = ["message_id", "exchange", "routing_key"]
+
+    @admin.display(description="exchange", ordering="exchange")
+    def exchange_name(self, obj: Message) -> str:
+        return obj.exchange or DEFAULT_EXCHANGE_LABEL
+
+    @admin.display(description="body")
+    def body_preview(self, obj: Message) -> str:
+        return Truncator(obj.body).chars(BODY_PREVIEW_CHARS)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -62,4 +62,4 @@ class Message(models.Model):
         indexes = [models.Index(fields=["queue", "id"], name="message_queue_id")]
 
     def __str__(self) -> str:
-        return f"{self.message_id} in queue {self.queue_id}"
+        return f"{self.message_id} in queue {self.queue.name}"

@@ -9,12 +9,14 @@ from typing import Any
 
 from rest_framework import serializers
 
+from common.fields import FormBooleanField
+
 
 class QueueDeclareSerializer(serializers.Serializer[Any]):
     name = serializers.CharField(
         default="", allow_blank=True, trim_whitespace=False, help_text='"" = a generated amq.gen-... name'
     )
-    durable = serializers.BooleanField(default=True)
+    durable = FormBooleanField(default=True)
     auto_delete = serializers.BooleanField(default=False)
     arguments = serializers.DictField(
         default=dict,
@@ -39,7 +41,7 @@ class QueueSerializer(serializers.Serializer[Any]):
 
 class QueueGetSerializer(serializers.Serializer[Any]):
     count = serializers.IntegerField(default=1, min_value=1)
-    ack = serializers.BooleanField(default=True)
+    ack = FormBooleanField(default=True)
 
 
 class PurgedSerializer(serializers.Serializer[Any]):

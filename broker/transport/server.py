@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 import signal
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import uvicorn
 from django.conf import settings
@@ -30,6 +30,12 @@ from .wsprotocol import BrokerWebSocketProtocol
 log = logging.getLogger("broker.server")
 
 Role = Literal["single", "candidate", "edge"]
+# The start-up line's words for each role.
+ROLE_WORDS: Final[dict[Role, str]] = {
+    "single": "a single broker",
+    "candidate": "a router candidate (the router, or its standby)",
+    "edge": "an edge of the cluster",
+}
 # A router that cannot go on (its lease or its hub failed) exits with this code; its
 # supervisor starts it again, as a standby.
 ROUTER_FAILED_EXIT = 70
@@ -91,7 +97,8 @@ async def serve(
             raise SystemExit(f"cannot listen on {host}:{port}")
         shown = f"[{host}]" if ":" in host else host
         log.info(
-            "broker listening on http://%s:%d (WebSocket at ws://%s:%d/ws) as %s", shown, port, shown, port, role
+            "broker listening on http://%s:%d (WebSocket at ws://%s:%d/ws) as %s",
+            shown, port, shown, port, ROLE_WORDS[role],
         )
         await server.main_loop()
         await server.shutdown()

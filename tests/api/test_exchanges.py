@@ -134,6 +134,23 @@ def test_browsable_api(api: Api) -> None:
         assert b"<html" in response.content
 
 
+def test_the_browsable_form_can_leave_durable_unticked(api: Api, runtime_thread: Runtime) -> None:
+    unticked = api.client.post("/api/exchanges/", {"name": "form-off", "type": "direct"}, format="multipart")
+    assert (unticked.status_code, unticked.json()["durable"]) == (201, False)
+    ticked = api.client.post(
+        "/api/exchanges/", {"name": "form-on", "type": "direct", "durable": "true"}, format="multipart"
+    )
+    assert (ticked.status_code, ticked.json()["durable"]) == (201, True)
+    assert api.post("/api/exchanges/", {"name": "json", "type": "direct"})[1]["durable"] is True  # the default
+
+
+def test_api_root_has_a_title_and_points_to_the_docs(api: Api) -> None:
+    page = api.client.get("/api/", HTTP_ACCEPT="text/html").content.decode()
+    assert "<h1>Pub/Sub broker API</h1>" in page and "Api Root" not in page
+    assert '<a href="/api/docs/">/api/docs/</a>' in page and "docs/protocol.md" in page
+    assert api.client.options("/api/").json()["name"] == "Pub/Sub broker API"
+
+
 def test_api_root_links_to_the_documented_urls(api: Api) -> None:
     status, body = api.get("/api/")
     assert status == 200

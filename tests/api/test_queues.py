@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -197,3 +198,21 @@ def test_get_requests_on_actions_change_nothing(api: Api, runtime_thread: Runtim
         assert error_code(api.get(path)) == (405, "invalid")
         assert api.client.get(path, HTTP_ACCEPT="text/html").status_code == 405  # the browsable form
     assert api.get("/api/queues/q/")[1]["messages_ready"] == 1
+
+
+def test_the_browsable_form_can_leave_durable_and_ack_unticked(api: Api, runtime_thread: Runtime) -> None:
+    # An HTML form leaves an unticked checkbox out of its data: false, not the JSON default.
+    page = api.client.get("/api/queues/", HTTP_ACCEPT="text/html").content.decode()
+    assert re.search(r'<input type="checkbox" name="durable" value="true"\s+checked>', page)  # ticked at first
+    unticked = api.client.post("/api/queues/", {"name": "form-off"}, format="multipart")
+    assert (unticked.status_code, unticked.json()["durable"]) == (201, False)
+    ticked = api.client.post("/api/queues/", {"name": "form-on", "durable": "true"}, format="multipart")
+    assert (ticked.status_code, ticked.json()["durable"]) == (201, True)
+    assert api.post("/api/queues/", {"name": "json"})[1]["durable"] is True  # JSON: the documented default
+
+    publish(api, "json", 1)
+    peeked = api.client.post("/api/queues/json/get/", {"count": "1"}, format="multipart")
+    assert [m["body"] for m in peeked.json()] == [1]
+    assert api.get("/api/queues/json/")[1]["messages_ready"] == 1  # not acknowledged: still there
+    assert [m["redelivered"] for m in api.post("/api/queues/json/get/", {})[1]] == [True]  # JSON: ack true
+    assert api.get("/api/queues/json/")[1]["messages_ready"] == 0

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import Any
 
 import pytest
 from drf_spectacular.validation import validate_schema
 from rest_framework.test import APIClient
+
+import broker
 
 EXPECTED_PATHS = {
     "/api/exchanges/": {"get", "post"},
@@ -18,6 +21,13 @@ EXPECTED_PATHS = {
     "/api/queues/{name}/get/": {"post"},
     "/api/bindings/": {"get", "post"},
     "/api/bindings/{id}/": {"get", "delete"},
+    # Served outside DRF (common/openapi_paths.py).
+    "/ping": {"get"},
+    "/exchanges": {"post"},
+    "/queues": {"post"},
+    "/bindings": {"post"},
+    "/publish": {"post"},
+    "/health": {"get"},
 }
 
 
@@ -33,6 +43,32 @@ def test_schema_is_valid_and_lists_every_path(schema: dict[str, Any]) -> None:
     for path, methods in EXPECTED_PATHS.items():
         assert path in schema["paths"], path
         assert methods <= set(schema["paths"][path]), path
+
+
+def test_schema_documents_the_calls_outside_drf_and_points_to_the_websocket_protocol(
+    schema: dict[str, Any],
+) -> None:
+    paths = schema["paths"]
+    assert set(paths["/publish"]["post"]["responses"]) == {"200", "400", "401", "403", "404", "413", "503"}
+    assert paths["/publish"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/LegacyPublish"
+    )
+    assert paths["/queues"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/LegacyQueue"
+    )
+    assert paths["/ping"]["get"]["security"] == paths["/health"]["get"]["security"] == []  # open to all
+    assert paths["/exchanges"]["post"]["security"] == [{"bearerAuth": []}]  # never the session cookie
+    components = schema["components"]["schemas"]
+    assert components["LegacyQueueDeclare"]["properties"]["durable"]["default"] is False
+    assert set(components["Health"]["properties"]["role"]["enum"]) == {"router", "standby", "edge", "none"}
+    description = schema["info"]["description"]
+    assert "/ws" in description and "docs/protocol.md" in description
+
+
+def test_schema_version_is_the_installed_package_s(schema: dict[str, Any]) -> None:
+    installed = metadata.version("django-pubsub-broker")  # pyproject.toml's `version`
+    assert broker.__version__ == installed
+    assert schema["info"]["version"] == installed
 
 
 def test_schema_documents_shapes_and_errors(schema: dict[str, Any]) -> None:

@@ -356,6 +356,33 @@ def test_the_documented_example_page_works(browser: Any, broker: BrokerProcess, 
     assert queue(http, "greetings")["messages"] == 0  # acknowledged by the page
 
 
+def test_a_page_of_another_allowed_origin_imports_the_module(
+    browser: Any, broker: BrokerProcess, http: httpx.Client
+) -> None:
+    """A page of http://localhost:PORT, another origin than the broker's http://127.0.0.1:PORT that
+    the WebSocket's Origin check allows (a host of ALLOWED_HOSTS), imports the module by its full
+    URL: the browser fetches it in CORS mode (broker/transport/cors.py)."""
+    http.post("/api/queues/", json={"name": "bm-cors"}).raise_for_status()
+    context = browser.new_context(base_url=f"http://localhost:{broker.port}")
+    context.set_default_timeout(10_000)
+    tab = open_page(context, BLANK)
+    try:
+        confirm = tab.evaluate(
+            """async ([module, ws]) => {
+            const pubsub = await import(module);
+            window.client = pubsub.connect(ws);
+            return await client.publish({routingKey: "bm-cors", body: "from another origin"});
+        }""",
+            [f"{broker.url}/static/pubsub/client.js", broker.ws_url],
+        )
+        tab.evaluate("() => client.close()")
+    finally:
+        context.close()
+    assert tab.errors == [], f"JavaScript errors on the page: {tab.errors}"
+    assert confirm["routed"] == 1
+    assert queue(http, "bm-cors")["messages_ready"] == 1
+
+
 def test_the_console_resubscribes_its_tail_after_a_restart(
     browser: Any, broker: BrokerProcess, http: httpx.Client
 ) -> None:

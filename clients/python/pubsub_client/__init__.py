@@ -1,11 +1,13 @@
 """Client for the django-pubsub-broker: asyncio `Client`, synchronous `SyncClient`, and the `pubsub` CLI.
 
 See clients/python/README.md for complete examples, and docs/protocol.md for the wire contract.
+`__version__` is the installed distribution's (clients/python/pyproject.toml's `version`).
 """
 
 from __future__ import annotations
 
 import logging
+from importlib.metadata import PackageNotFoundError, version
 
 from .client import DEFAULT_URL, Client, connect
 from .errors import (
@@ -27,6 +29,11 @@ from .errors import (
 from .models import AckMode, Binding, Event, EventKind, Exchange, Message, PublishResult, Queue
 from .subscription import Backoff, Delivery, Subscription
 from .sync import SyncClient, SyncDelivery, SyncSubscription
+
+try:
+    __version__ = version("pubsub-client")
+except PackageNotFoundError:  # imported from a checkout that was never installed
+    __version__ = "0+unknown"
 
 # A library logs; the application decides where that goes (nothing printed by default).
 logging.getLogger("pubsub_client").addHandler(logging.NullHandler())

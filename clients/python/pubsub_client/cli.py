@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final, TextIO
 
+from . import __version__
 from .client import DEFAULT_URL, Client, split_url
 from .errors import BrokerError, PubSubError
 from .models import Event, EventKind, PublishResult
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--token", default=argparse.SUPPRESS, help="bearer token (env PUBSUB_TOKEN)")
 
     parser = argparse.ArgumentParser(prog="pubsub", description="Talk to a django-pubsub-broker.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--url", default=os.environ.get("PUBSUB_URL") or DEFAULT_URL,
                         help=f"broker URL (env PUBSUB_URL; default {DEFAULT_URL})")
     parser.add_argument("--token", default=os.environ.get("PUBSUB_TOKEN") or None,

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,12 @@ def test_exit_codes_broker_errors_and_usage(broker: BrokerProcess) -> None:
 
     unreachable = pubsub(broker, "queues", "--url", "http://127.0.0.1:9")
     assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
+
+
+def test_version_is_the_installed_package_s() -> None:
+    import pubsub_client
+
+    installed = metadata.version("pubsub-client")  # clients/python/pyproject.toml's `version`
+    assert pubsub_client.__version__ == installed
+    shown = subprocess.run(command("--version"), capture_output=True, text=True, timeout=20)
+    assert (shown.returncode, shown.stdout.strip()) == (0, f"pubsub {installed}")

@@ -2,6 +2,7 @@
 
 With REDIS_URL set it is a node of a cluster: a router candidate (the router,
 or its hot standby), or with `--edge` an edge that only serves clients.
+Before serving it says which database it uses and what it migrated.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.migrations.executor import MigrationExecutor
 from django.utils.module_loading import import_string
 
 from broker.cluster.lease import migrate_under_lock
@@ -40,7 +44,12 @@ class Command(BaseCommand):
             settings.BROKER_ALLOW_ANONYMOUS = False
         role = self._role(options["edge"])
         if settings.DO_MIGRATIONS:
-            self._migrate(role)
+            applied = self._migrate(role)
+            plural = "" if applied == 1 else "s"
+            migrated = f"applied {applied} migration{plural}" if applied else "no migrations to apply"
+        else:
+            migrated = "migrations not run (DO_MIGRATIONS is off)"
+        self.stderr.write(f"database: {describe_database(connections[DEFAULT_DB_ALIAS])}; {migrated}")
         if settings.BROKER_ALLOW_ANONYMOUS:
             self.stderr.write("anonymous access is ON: anyone who can reach this port may use the broker")
         else:
@@ -72,11 +81,28 @@ class Command(BaseCommand):
         return "edge" if edge else "candidate"
 
     @staticmethod
-    def _migrate(role: Role) -> None:
+    def _migrate(role: Role) -> int:
+        """Migrate the database; the number of migrations applied."""
+        applied = 0
+
         def migrate() -> None:
+            nonlocal applied
+            executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+            applied = len(executor.migration_plan(executor.loader.graph.leaf_nodes()))
             call_command("migrate", interactive=False, verbosity=0)
 
         if role == "single":
             migrate()
         else:  # nodes that start together must not migrate at once
             migrate_under_lock(settings.DATABASES["default"], migrate)
+        return applied
+
+
+def describe_database(connection: BaseDatabaseWrapper) -> str:
+    """Which database, for people: its kind, name and server; never its user or password."""
+    name = str(connection.settings_dict.get("NAME") or "")
+    if connection.vendor == "sqlite":
+        return f"{connection.display_name} {name}"
+    host, port = connection.settings_dict.get("HOST"), connection.settings_dict.get("PORT")
+    where = f"{host}:{port}" if host and port else host or "the local socket"
+    return f"{connection.display_name} {name!r} on {where}"

@@ -1,0 +1,58 @@
+"""The admin's branding, and its pages of stored messages: titled by queue name, listed with
+exchange and body, one query for the whole list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from queues.models import Message, Queue
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client() -> Client:
+    client = Client()
+    client.force_login(User.objects.create_superuser("op", password="op-secret-42"))
+    return client
+
+
+def stored(queue: Queue, number: int, *, exchange: str = "orders", body: str = '{"id": 42}') -> Message:
+    return Message.objects.create(
+        id=number, queue=queue, message_id=f"m-{number}", exchange=exchange, routing_key="orders.eu",
+        body=body, published_at="2026-11-28T12:00:00.000000Z",
+    )
+
+
+def test_the_admin_is_branded(admin_client: Client) -> None:
+    page = admin_client.get("/admin/").content.decode()
+    assert "Pub/sub broker" in page and "Django administration" not in page
+    assert "<title>Broker administration | Pub/sub broker admin</title>" in page
+
+
+def test_a_stored_message_is_titled_with_its_queue_s_name(admin_client: Client) -> None:
+    message = stored(Queue.objects.create(name="eu-orders"), 1)
+    assert str(message) == "m-1 in queue eu-orders"
+    page = admin_client.get(f"/admin/queues/message/{message.pk}/change/").content.decode()
+    assert "m-1 in queue eu-orders" in page
+
+
+def test_the_list_of_stored_messages_shows_exchange_and_body(
+    admin_client: Client, django_assert_max_num_queries: Any
+) -> None:
+    queue = Queue.objects.create(name="eu-orders")
+    stored(queue, 1)
+    stored(queue, 2, exchange="", body='"' + "x" * 200 + '"')
+    for number in range(3, 13):
+        stored(queue, number)
+    admin_client.get("/admin/queues/message/")  # the session and the user are cached from here on
+    with django_assert_max_num_queries(8):  # not one per row
+        page = admin_client.get("/admin/queues/message/").content.decode()
+    assert '<td class="field-exchange_name">orders</td>' in page
+    assert '<td class="field-exchange_name">(default)</td>' in page  # the default exchange
+    assert '<td class="field-body_preview">{&quot;id&quot;: 42}</td>' in page
+    assert "x" * 200 not in page and "x" * 50 in page  # a preview, not the whole body
