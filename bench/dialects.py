@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from . import stomp
 
-# Pads the body to ~100 bytes of JSON, as in the figures.
+# Pads the body to ~100 bytes of JSON, as in the README's performance figures.
 PAD: Final = "x" * 56
 HANDSHAKE_TIMEOUT: Final = 15.0
 # Frames buffered by the websockets library before it stops reading the socket.

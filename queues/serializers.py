@@ -49,7 +49,7 @@ class PurgedSerializer(serializers.Serializer[Any]):
 
 
 class MessageSerializer(serializers.Serializer[Any]):
-    """docs/protocol.md, "Every message", as a poll returns it."""
+    """docs/protocol.md, "The message object", as a poll returns it."""
 
     message_id = serializers.CharField()
     exchange = serializers.CharField(allow_blank=True, help_text='"" is the default exchange')

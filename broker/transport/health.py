@@ -19,14 +19,9 @@ from broker.router import registry
 
 
 def node_health() -> tuple[int, dict[str, Any]]:
-    local, link = registry.local(), registry.remote()
-    if local is not None:
-        role, router = "router", True
-    elif link is not None:
-        role, router = link.role, link.available
-    else:
-        role, router = "none", False
-    return (200 if router else 503), {"role": role, "router": router, "cluster": link is not None}
+    current = registry.current()  # the router here if it runs here, else the link's
+    role, router = ("none", False) if current is None else (current.role, current.available)
+    return (200 if router else 503), {"role": role, "router": router, "cluster": registry.remote() is not None}
 
 
 class Health:
