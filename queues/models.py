@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from broker.engine.queues import parse_queue_arguments
-from broker.engine.rules import check_name, is_name
+from broker.engine.rules import check_name, is_name, object_field
 from common.validators import collect, validate_broker_name
 
 
@@ -32,7 +32,7 @@ class Queue(models.Model):
         errors: dict[str, list[str]] = {}
         if self._state.adding and is_name(self.name):
             collect(errors, "name", lambda: check_name("queue", self.name))
-        collect(errors, "arguments", lambda: parse_queue_arguments(self.arguments))
+        collect(errors, "arguments", lambda: parse_queue_arguments(object_field("arguments", self.arguments)))
         if errors:
             raise ValidationError(errors)
 

@@ -66,8 +66,8 @@ class OrmMessageStore:
         does not keep them, as RabbitMQ does not (docs/protocol.md, "Durability").
         Plain SQL, as the writer's deletes: no signal sends each row back to the router."""
         found = list(Queue.objects.filter(durable=False).values_list("pk", "name"))
-        if found:
-            self.write([], [], [pk for pk, _ in found])
+        for start in range(0, len(found), BATCH_ROWS):
+            self.write([], [], [pk for pk, _ in found[start : start + BATCH_ROWS]])
         return [name for _, name in found]
 
     def load_topology(self) -> Topology:

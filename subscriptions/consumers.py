@@ -105,12 +105,17 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):
             max_message_bytes=settings.MAX_MESSAGE_BYTES,
             max_buffered_bytes=settings.WS_MAX_BUFFERED_BYTES,
             budget=FrameBudget.from_settings(),
+            on_close=self._give_back,  # at once when the server closes, not at the client's leave
         )
         self._session.open()
 
-    def _release(self) -> None:
+    def _give_back(self) -> None:
+        """The per-user connection count, once."""
         if self._counted_as is not None:
             user_connections.give_back(self._counted_as)
             self._counted_as = None
+
+    def _release(self) -> None:
+        self._give_back()
         if self._session is not None:
             self._session.close()

@@ -64,6 +64,7 @@ from .wire import (
     EDGES_GROUP,
     HELLO,
     HELLO_CHANNEL,
+    LINK_VERSION,
     ROUTER_BATCH,
     ROUTER_TIMEOUT,
     Window,
@@ -100,6 +101,7 @@ class EdgeLink:
         self._owe_ack = False
         self._beat_due = False
         self._calls: dict[int, asyncio.Future[Any]] = {}
+        self._other_versions: set[object] = set()  # routers of another release, logged once
         self._next_call = 1
         self._wakeup = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
@@ -182,6 +184,11 @@ class EdgeLink:
                 self._beat_due = True  # an empty batch says this edge lives
                 self._wakeup.set()
 
+    def _ignore_router(self, epoch: object, version: object) -> None:
+        if epoch not in self._other_versions:
+            self._other_versions.add(epoch)
+            log.error("router %s speaks cluster link version %r, this edge %d: not followed", epoch, version, LINK_VERSION)
+
     def _answer_lost(self, now: float) -> bool:
         """Is an ack, a publish's answer or a subscribe's answer overdue? Checked once a second."""
         if now - self._last_answer_check < 1.0:
@@ -236,6 +243,9 @@ class EdgeLink:
                 message = await self.layer.receive(self.channel)
                 kind = message.get("type")
                 if kind == BEAT:
+                    if message.get("link") != LINK_VERSION:
+                        self._ignore_router(message.get("epoch"), message.get("link"))
+                        continue
                     self._last_beat = time.monotonic()
                     if message["epoch"] != self.epoch:
                         self._follow(message["epoch"], message["channel"])
@@ -256,7 +266,11 @@ class EdgeLink:
     def on_batch(self, items: list[list[Any]]) -> None:
         connections = self._connections
         for raw in items:
-            item = decode_router_item(raw)
+            try:
+                item = decode_router_item(raw)
+            except ValueError:
+                log.exception("an item from the router this edge does not know: skipped")
+                continue
             match item:
                 case FramesItem():
                     connections.frames(item)
@@ -333,6 +347,7 @@ class EdgeLink:
                 "edge": self.channel,
                 "epoch": self.epoch,
                 "gen": self.generation,
+                "link": LINK_VERSION,
                 "seq": self._seq,
                 "ack": self._router_seq,
                 "items": items,

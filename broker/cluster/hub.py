@@ -55,6 +55,7 @@ from .wire import (
     EDGES_GROUP,
     HELLO,
     HELLO_CHANNEL,
+    LINK_VERSION,
     ROUTER_BATCH,
     Window,
     send_batch,
@@ -116,6 +117,7 @@ class Hub:
         self.channel = ""
         self._edges: dict[str, Edge] = {}
         self._dropped: dict[str, tuple[int, float]] = {}  # edge channel -> (generation dropped, when)
+        self._other_versions: set[object] = set()  # edges of another release, logged once
 
     async def run(self) -> None:
         self.channel = await self.layer.new_channel()
@@ -132,7 +134,7 @@ class Hub:
                     edge.sender.cancel()
 
     def _beat_message(self) -> dict[str, Any]:
-        return {"type": BEAT, "epoch": self.epoch, "channel": self.channel}
+        return {"type": BEAT, "epoch": self.epoch, "channel": self.channel, "link": LINK_VERSION}
 
     async def _beat_forever(self) -> None:
         while True:
@@ -189,6 +191,9 @@ class Hub:
     # -- one batch from an edge ------------------------------------------
 
     def on_batch(self, message: dict[str, Any]) -> None:
+        if message.get("link") != LINK_VERSION:
+            self._log_other_version(message.get("edge"), message.get("link"))
+            return
         edge = self._edge_for(message["edge"], message["gen"])
         if edge is None:
             return
@@ -260,17 +265,14 @@ class Hub:
             case OpenItem(conn=conn):
                 edge.connections[conn] = router.connect(RemoteSink(edge, conn))
             case ResumeItem(conn=conn, first_tag=first_tag, watching=watching, subscriptions=subscriptions):
-                edge.connections[conn] = router.resume(
-                    RemoteSink(edge, conn),
-                    first_tag=first_tag,
-                    watching=watching,
-                    subscriptions=[args.request() for args in subscriptions],
-                )
+                # Known to the edge's map before anything can fail: a close reaches it.
+                resumed = edge.connections[conn] = router.connect(RemoteSink(edge, conn), first_tag=first_tag)
+                router.restore(resumed, watching=watching, subscriptions=[args.request() for args in subscriptions])
             case _:
-                connection_id = edge.connections.get(item.conn)
-                if connection_id is None:
+                found = edge.connections.get(item.conn)
+                if found is None:
                     return  # closed meanwhile
-                self._on_connection(edge, connection_id, item)
+                self._on_connection(edge, found, item)
 
     def _on_connection(self, edge: Edge, connection_id: int, item: Any) -> None:
         router = self.router
@@ -337,6 +339,11 @@ class Hub:
         message = {"type": ROUTER_BATCH, "epoch": self.epoch, "items": items}
         task = asyncio.create_task(self.layer.send(channel, message))
         task.add_done_callback(_log_failure)
+
+    def _log_other_version(self, channel: object, version: object) -> None:
+        if channel not in self._other_versions:
+            self._other_versions.add(channel)
+            log.error("edge %s speaks cluster link version %r, this router %d: ignored", channel, version, LINK_VERSION)
 
     def _guard(self, fn: Any, *args: Any) -> None:
         try:

@@ -35,6 +35,10 @@ from typing import Any, Final
 
 from channels.exceptions import ChannelFull
 
+# The items' form (broker/protocol/link.py). Nodes of other versions neither follow nor
+# serve each other: every node of a cluster runs the same release (docs/deploy.md).
+LINK_VERSION: Final = 2
+
 EDGE_BATCH: Final = "broker.edge_batch"
 ROUTER_BATCH: Final = "broker.router_batch"
 BEAT: Final = "broker.beat"

@@ -25,7 +25,7 @@ from .messages import Cancelled, Delivery, Effects, EffectsBuilder, Envelope, Me
 from .names import DEFAULT_EXCHANGE
 from .queues import AckMode, Connection, Consumer, Overflow, QueueSpec, QueueState, Unacked, check_prefetch
 from .routing import BindingSpec, Routing
-from .rules import binding_arguments, check_name, integer_field
+from .rules import binding_arguments, check_not_reserved, integer_field
 
 
 @dataclass(slots=True)  # made per message: not frozen, whose __init__ costs 4x (object.__setattr__ per field); never mutated
@@ -76,7 +76,7 @@ class Broker:
 
     def declare_queue(self, spec: QueueSpec, *, now: float, reserved_ok: bool = False) -> bool:
         """True when created; False when an identical one exists (which counts as a use)."""
-        check_name("queue", spec.name, reserved_ok=reserved_ok)
+        check_not_reserved("queue", spec.name, reserved_ok=reserved_ok)
         existing = self.queues.get(spec.name)
         if existing is not None:
             if not existing.spec.same_as(spec):

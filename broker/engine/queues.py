@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from .errors import BrokerError, PreconditionFailed
 from .messages import Envelope
-from .rules import integer_field, object_field
+from .rules import integer_field, mapping_field
 
 MAX_PREFETCH: Final = 65535  # AMQP's bound for basic.qos prefetch-count
 DEFAULT_PREFETCH: Final = 100  # docs/protocol.md, subscribe frame
@@ -62,7 +62,7 @@ def parse_queue_arguments(raw: Mapping[str, Any] | None) -> QueueArguments:
     """Validate a queue's `arguments` (docs/protocol.md, "Queue properties and arguments")."""
     if raw is None:
         return QueueArguments()
-    raw = object_field("arguments", raw)
+    raw = mapping_field("arguments", raw)
     values: dict[str, Any] = {}
     errors: dict[str, list[str]] = {}
     for key, value in raw.items():

@@ -16,7 +16,7 @@ from .errors import Forbidden, NotFound, PreconditionFailed
 from .exchanges import Exchange, ExchangeSpec
 from .jsoncodec import canonical
 from .names import DEFAULT_EXCHANGE
-from .rules import binding_arguments, check_name, refuse_default_exchange
+from .rules import binding_arguments, check_not_reserved, refuse_default_exchange
 
 BindingKey = tuple[str, str, str, str]  # exchange, queue, binding_key, canonical arguments
 
@@ -44,7 +44,7 @@ class Routing:
 
     def declare_exchange(self, spec: ExchangeSpec, *, reserved_ok: bool = False) -> bool:
         """True when created; False when an identical one exists."""
-        check_name("exchange", spec.name, reserved_ok=reserved_ok)
+        check_not_reserved("exchange", spec.name, reserved_ok=reserved_ok)
         existing = self.exchanges.get(spec.name)
         if existing is not None:
             if not existing.spec.same_as(spec):
@@ -70,7 +70,7 @@ class Routing:
     def delete_exchange(self, name: str, *, reserved_ok: bool = False) -> None:
         if name == DEFAULT_EXCHANGE:
             raise Forbidden("the default exchange cannot be deleted")
-        check_name("exchange", name, reserved_ok=reserved_ok)
+        check_not_reserved("exchange", name, reserved_ok=reserved_ok)
         self.exchange(name)
         for key in list(self._of_exchange[name]):
             self._remove(key)

@@ -41,9 +41,15 @@ def check_name(kind: str, name: object, *, reserved_ok: bool = False) -> str:
     """An exchange's or a queue's name: `invalid` when malformed, `forbidden` when reserved."""
     if not isinstance(name, str) or not is_name(name):
         raise BrokerError(f"{kind} name {name!r} must be {NAME_PROBLEM}", fields={"name": [NAME_PROBLEM]})
+    check_not_reserved(kind, name, reserved_ok=reserved_ok)
+    return name
+
+
+def check_not_reserved(kind: str, name: str, *, reserved_ok: bool = False) -> None:
+    """`forbidden` for a name starting with `amq.`, unless the broker itself declares it.
+    (The engine checks only this: what it loads was stored, and stays loadable.)"""
     if name.startswith(RESERVED_PREFIX) and not reserved_ok:
         raise Forbidden(f"{kind} name {name!r} is reserved: {RESERVED_PROBLEM}", fields={"name": [RESERVED_PROBLEM]})
-    return name
 
 
 def name_field(field: str, value: object) -> str:
@@ -90,15 +96,21 @@ def bool_field(field: str, value: object) -> bool:
     return value
 
 
-def object_field(field: str, value: object) -> dict[str, Any]:
-    """A JSON object with string keys (None is `{}`) that the database can keep."""
+def mapping_field(field: str, value: object) -> dict[str, Any]:
+    """A JSON object with string keys (None is `{}`)."""
     if value is None:
         return {}
     if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
         raise invalid(field, "must be an object")
-    if json_holds_nul(canonical(value)):
-        raise invalid(field, NUL_PROBLEM)
     return dict(value)
+
+
+def object_field(field: str, value: object) -> dict[str, Any]:
+    """A JSON object with string keys (None is `{}`) that the database can keep: input."""
+    checked = mapping_field(field, value)
+    if json_holds_nul(canonical(checked)):
+        raise invalid(field, NUL_PROBLEM)
+    return checked
 
 
 def refuse_default_exchange(exchange: str) -> None:
@@ -110,7 +122,7 @@ def refuse_default_exchange(exchange: str) -> None:
 def binding_arguments(exchange_type: ExchangeType, arguments: object) -> dict[str, Any]:
     """A binding's arguments for an exchange of this type: an object, and for a headers
     exchange an `x-match` of `all` or `any`."""
-    checked = object_field("arguments", arguments)
+    checked = mapping_field("arguments", arguments)
     if exchange_type is ExchangeType.HEADERS:
         parse_headers_match(checked)
     return checked

@@ -232,7 +232,7 @@ def decode_edge_item(raw: list[Any] | tuple[Any, ...]) -> EdgeItem:
     """The typed item of an array from an edge; ValueError for one this router does not know."""
     item: EdgeItem = _decode(_EDGE_ITEMS, raw)
     if isinstance(item, ResumeItem):
-        return item._replace(subscriptions=[SubscribeItem._make(args) for args in item.subscriptions])
+        return item._replace(subscriptions=[_decode({"s": SubscribeItem}, args) for args in item.subscriptions])
     return item
 
 

@@ -85,10 +85,11 @@ class LocalRouter:
         except BrokerError as error:
             answer(None, error)
 
-    def resume(self, sink: ConnectionSink, *, first_tag: int, watching: bool, subscriptions: list[SubscribeRequest]) -> int:
-        """A connection that lived on the previous router: its subscriptions, silently;
-        one that cannot be resumed is cancelled."""
-        conn = self.connect(sink, first_tag=first_tag)
+    def restore(self, conn: int, *, watching: bool, subscriptions: list[SubscribeRequest]) -> None:
+        """What a connection that lived on the previous router had, silently (it connected
+        here with `first_tag` above its old tags); a subscription that cannot be restored
+        is cancelled."""
+        sink = self._sinks[conn]
         if watching:
             self.runtime.watch(conn)
         for request in subscriptions:
@@ -97,7 +98,6 @@ class LocalRouter:
                     sink.cancelled(key, error.message)
 
             self.subscribe(conn, request, answered)
-        return conn
 
     def unsubscribe(self, conn: int, key: str) -> None:
         try:

@@ -105,10 +105,12 @@ class Runtime:
         self.loop = asyncio.get_running_loop()
         self.writer = GroupCommitWriter(self.store, checkpoint_seconds=self._checkpoint_seconds)
         started = time.monotonic()
-        await self._feed.join()  # before the topology is read (topology_feed.py)
+        # Non-durable queues first: a change sent while the router starts is applied after
+        # its load (topology_feed.py), never to a queue dropped after the change was sent.
         dropped: list[str] = await self.writer.in_thread(self.store.drop_transient_queues)
         if dropped:
             log.info("non-durable queues do not outlive a restart: dropped %s", ", ".join(sorted(dropped)))
+        await self._feed.join()  # before the topology is read
         topology: Topology = await self.writer.in_thread(self.store.load_topology)
         self._load_topology(topology)
         self.loaded_messages = await self.writer.in_thread(self._load_messages)
@@ -253,7 +255,8 @@ class Runtime:
         """Route a message; returns (message_id, routed) once every stored copy is committed."""
         message_id, routed, committed = self.publish_nowait(request)
         if committed is not None:
-            await committed
+            # Shared by every publish of the commit: a caller that gives up must not cancel it.
+            await asyncio.shield(committed)
         return message_id, routed
 
     def get(self, queue: str, *, count: int, ack: bool) -> list[MessageObject]:

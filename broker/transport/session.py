@@ -71,8 +71,12 @@ class Session:
         max_message_bytes: int,
         max_buffered_bytes: int,
         budget: FrameBudget,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
+        """`on_close` is called once, when the session closes, however that happens (the
+        server closed the socket, or the client left): the per-user connection count."""
         self._router = router
+        self._on_close = on_close
         self._send = send
         self._permissions = permissions
         self._max_bytes = max_message_bytes
@@ -104,6 +108,9 @@ class Session:
         self._closed = True
         self._confirms.clear()
         self._outbox.stop()
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
         conn, self._conn = self._conn, None
         if conn is not None:
             try:

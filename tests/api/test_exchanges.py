@@ -135,7 +135,8 @@ def test_browsable_api(api: Api) -> None:
 
 
 def test_the_browsable_form_can_leave_durable_unticked(api: Api, runtime_thread: Runtime) -> None:
-    unticked = api.client.post("/api/exchanges/", {"name": "form-off", "type": "direct"}, format="multipart")
+    form = {"csrfmiddlewaretoken": "token"}  # what the browsable API's forms carry
+    unticked = api.client.post("/api/exchanges/", {**form, "name": "form-off", "type": "direct"}, format="multipart")
     assert (unticked.status_code, unticked.json()["durable"]) == (201, False)
     ticked = api.client.post(
         "/api/exchanges/", {"name": "form-on", "type": "direct", "durable": "true"}, format="multipart"

@@ -204,14 +204,19 @@ def test_the_browsable_form_can_leave_durable_and_ack_unticked(api: Api, runtime
     # An HTML form leaves an unticked checkbox out of its data: false, not the JSON default.
     page = api.client.get("/api/queues/", HTTP_ACCEPT="text/html").content.decode()
     assert re.search(r'<input type="checkbox" name="durable" value="true"\s+checked>', page)  # ticked at first
-    unticked = api.client.post("/api/queues/", {"name": "form-off"}, format="multipart")
+    assert 'name="csrfmiddlewaretoken"' in page  # how the field tells the browsable form from others
+    form = {"csrfmiddlewaretoken": "token"}  # what the browsable API's forms carry
+    unticked = api.client.post("/api/queues/", {**form, "name": "form-off"}, format="multipart")
     assert (unticked.status_code, unticked.json()["durable"]) == (201, False)
-    ticked = api.client.post("/api/queues/", {"name": "form-on", "durable": "true"}, format="multipart")
+    ticked = api.client.post("/api/queues/", {**form, "name": "form-on", "durable": "true"}, format="multipart")
     assert (ticked.status_code, ticked.json()["durable"]) == (201, True)
     assert api.post("/api/queues/", {"name": "json"})[1]["durable"] is True  # JSON: the documented default
+    # Form data of a client's own (curl -d name=...) gets the documented default too.
+    own = api.client.post("/api/queues/", {"name": "curl"}, format="multipart")
+    assert (own.status_code, own.json()["durable"]) == (201, True)
 
     publish(api, "json", 1)
-    peeked = api.client.post("/api/queues/json/get/", {"count": "1"}, format="multipart")
+    peeked = api.client.post("/api/queues/json/get/", {**form, "count": "1"}, format="multipart")
     assert [m["body"] for m in peeked.json()] == [1]
     assert api.get("/api/queues/json/")[1]["messages_ready"] == 1  # not acknowledged: still there
     assert [m["redelivered"] for m in api.post("/api/queues/json/get/", {})[1]] == [True]  # JSON: ack true

@@ -379,3 +379,10 @@ def test_delete_queue_forgets_every_copy_and_cancels_its_consumers() -> None:
     assert effects.deleted_queues == ("q",)
     assert broker.connections[sub.connection].consumers == {}
     assert broker.connections[sub.connection].unacked == {}
+
+
+def test_a_stored_queue_loads_whatever_its_name_input_rules_are_the_services() -> None:
+    # A row made in a shell skips the model's validators: it must still load.
+    broker = Broker()
+    broker.sync_queue(QueueSpec("made in a shell"), now=0.0)
+    assert "made in a shell" in broker.queues

@@ -17,8 +17,9 @@ import msgpack
 import pytest
 
 import queues.selectors
+from broker.cluster import edge as edge_module
 from broker.cluster.edge import EdgeLink
-from broker.cluster.wire import BATCHES_IN_FLIGHT, EDGE_BATCH
+from broker.cluster.wire import BATCHES_IN_FLIGHT, EDGE_BATCH, LINK_VERSION
 from broker.engine import errors
 from broker.engine.errors import BrokerError, Forbidden, NotFound, Unavailable
 from broker.engine.queues import AckMode, QueueSpec
@@ -300,3 +301,30 @@ async def test_an_unsubscribe_on_an_edge_is_answered_after_the_last_delivery_and
     assert await client.receive_nothing(timeout=0.1)
     assert counts(cluster, "jobs") == (1, 0, 0)
     await client.disconnect()
+
+
+async def test_an_edge_skips_an_item_it_does_not_know_and_carries_out_the_rest(cluster: Cluster) -> None:
+    edge = await cluster.edge()
+    sink = EdgeSink()
+    conn = edge.connect(sink)
+
+    edge.on_batch([["z", conn], ["d", conn, ['{"type":"pong"}']]])  # "z": a kind of a newer release
+
+    assert sink.events == [{"type": "pong"}]
+
+
+async def test_nodes_of_another_link_version_neither_follow_nor_serve_each_other(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = cluster.router.hub if cluster.router is not None else None
+    assert hub is not None
+    hub.on_batch({"type": EDGE_BATCH, "edge": "old", "gen": 1, "link": 1, "seq": 1, "ack": 0, "items": [["o", 1]]})
+    assert "old" not in hub._edges  # a batch of another release is not served
+
+    monkeypatch.setattr(edge_module, "LINK_VERSION", LINK_VERSION + 1)
+    other = EdgeLink(cluster.layer)
+    await other.start()
+    try:
+        assert not await other.wait_for_router(0.5)  # the router's beat is not followed
+    finally:
+        await other.stop()

@@ -4,6 +4,7 @@ deletes, and what a restart loads back."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ from bindings.models import Binding
 from broker.engine.errors import Unavailable
 from broker.engine.jsoncodec import dumps
 from broker.engine.messages import StoredCopy
-from broker.engine.queues import AckMode
+from broker.engine.queues import AckMode, QueueSpec
 from broker.protocol.publish import PublishRequest
 from broker.runtime.runtime import Runtime
 from exchanges.models import Exchange
@@ -24,6 +25,7 @@ from queues.models import Message, Queue
 from storage.store import OrmMessageStore
 from tests.conftest import Sink, new_runtime
 from tests.eventually import eventually
+from tests.runtime.cluster_harness import MemoryStore
 
 
 async def publish(runtime: Runtime, queue: str, body: object, *, persistent: bool = True) -> tuple[str, int]:
@@ -322,4 +324,38 @@ async def test_a_change_sent_while_the_router_loads_is_applied_after_the_load() 
     try:
         await eventually(lambda: "declared-during-load" in runtime.broker.queues, what="the change applied after the load")
     finally:
+        await runtime.stop()
+
+
+class BlockingStore(MemoryStore):
+    """A store whose commits wait until released: the writer holds what comes meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__(queues=[QueueSpec("q")])
+        self.release = threading.Event()
+
+    def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
+        self.release.wait(5)
+        super().write(inserts, deletes, queues_to_delete)
+
+
+async def test_a_publisher_that_gives_up_leaves_its_commit_to_the_others() -> None:
+    store = BlockingStore()
+    runtime = Runtime(store, checkpoint_seconds=0.2)
+    await runtime.start()
+    try:
+        runtime.publish_nowait(PublishRequest("", "q", "0", {}, True, None))  # a commit that waits
+        await asyncio.sleep(0.05)
+        _, _, shared = runtime.publish_nowait(PublishRequest("", "q", "1", {}, True, None))
+        giving_up = asyncio.create_task(runtime.publish(PublishRequest("", "q", "2", {}, True, None)))
+        await asyncio.sleep(0)
+        giving_up.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await giving_up
+        assert shared is not None and not shared.cancelled()
+        store.release.set()
+        await asyncio.wait_for(shared, 5)  # committed, for the publisher that stayed
+        assert sorted(message.body_json for _, message in store.rows.values()) == ["0", "1", "2"]
+    finally:
+        store.release.set()
         await runtime.stop()

@@ -224,3 +224,17 @@ async def test_connections_per_user_are_limited(connect: Connect, settings: Any,
     again = await connect(headers=bearer(alice))  # a closed connection frees its place
     assert await request(again, {"type": "ping", "id": 2}) == {"type": "pong", "id": 2}
     assert await request(second, {"type": "ping", "id": 3}) == {"type": "pong", "id": 3}
+
+
+async def test_a_connection_the_server_closes_frees_its_place_at_once(
+    connect: Connect, settings: Any, no_anonymous: None
+) -> None:
+    settings.MAX_CONNECTIONS_PER_USER = 1
+    _, alice = await user_with("alice", read=".*")
+    first = await connect(headers=bearer(alice))
+    await first.send_to(text_data="x" * (settings.MAX_MESSAGE_BYTES + 70 * 1024))  # over the frame limit
+    closed = await first.receive_output(timeout=2)
+    assert (closed["type"], closed["code"]) == ("websocket.close", 1009)
+    # The client has not acknowledged the close yet: its place is free all the same.
+    again = await connect(headers=bearer(alice))
+    assert await request(again, {"type": "ping", "id": 1}) == {"type": "pong", "id": 1}
