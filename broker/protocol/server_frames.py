@@ -69,8 +69,8 @@ class CancelledFrame(TypedDict):
     reason: str
 
 
-class MessageObject(TypedDict):
-    """A message wherever it appears (docs/protocol.md, "Messages"); `redelivered` on deliveries."""
+class MessageFields(TypedDict):
+    """A message's own fields, wherever it appears (docs/protocol.md, "The message object")."""
 
     message_id: str
     exchange: str
@@ -79,24 +79,22 @@ class MessageObject(TypedDict):
     headers: dict[str, Any]
     persistent: bool
     published_at: str
+
+
+class MessageObject(MessageFields):
+    """A message as an HTTP answer shows it; `redelivered` on what a poll takes."""
+
     redelivered: NotRequired[bool]
 
 
-class MessageFrame(TypedDict):
+class MessageFrame(MessageFields):
     """A delivery. Encoded by `message_frame`, not built as a dict: this is its shape."""
 
     type: Literal["message"]
     subscription: FrameId
     delivery_tag: int
     redelivered: bool
-    message_id: str
     unique_id: str  # the same as message_id: what clients of the original service read
-    exchange: str
-    routing_key: str
-    body: Any
-    headers: dict[str, Any]
-    persistent: bool
-    published_at: str
 
 
 class StatsTotals(TypedDict):
