@@ -205,6 +205,7 @@ INSTALLED_APPS = [
     "subscriptions",
     "access",
     "storage",  # no models: the topology signals (storage/signals.py)
+    "pubsub",  # publishing from Django code: the outbox
 ]
 
 MIDDLEWARE = [
@@ -382,6 +383,7 @@ LOGGING: dict[str, Any] = {
                 "subscriptions",
                 "access",
                 "storage",
+                "pubsub",
                 "common",
                 "legacy",
                 "console",

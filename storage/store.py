@@ -20,9 +20,11 @@ from broker.engine.messages import Message, StoredCopy, make_message
 from broker.engine.queues import QueueSpec
 from broker.engine.routing import BindingSpec
 from broker.protocol.topology import Topology
+from broker.runtime.outbox import OutboxEntry, OutboxSignal
 from exchanges.models import Exchange
 from queues.models import Message as MessageRow
 from queues.models import Queue
+from storage.outbox import delete_outbox_sql, outbox_signal, read_outbox
 
 # Rows per statement: under SQLite's and PostgreSQL's parameter limits.
 BATCH_ROWS: Final = 500
@@ -154,7 +156,28 @@ class OrmMessageStore:
             raise
         return refused
 
-    def _write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
+    def drain_outbox(self, inserts: Sequence[StoredCopy], outbox_ids: Sequence[int]) -> None:
+        """Store the outbox messages' durable copies and remove their outbox rows, in one
+        transaction: each row is routed exactly once (storage/outbox.py reads them)."""
+        try:
+            self._write(inserts, [], [], outbox_ids)
+        except Exception:
+            connection.close()  # as `write`: the next try reconnects
+            raise
+
+    def read_outbox(self, limit: int) -> list[OutboxEntry]:
+        return read_outbox(limit)
+
+    async def outbox_signal(self) -> OutboxSignal:
+        return await outbox_signal()
+
+    def _write(
+        self,
+        inserts: Sequence[StoredCopy],
+        deletes: Sequence[int],
+        queues_to_delete: Sequence[int],
+        outbox_ids: Sequence[int] = (),
+    ) -> None:
         # Looked up per commit, not cached: a queue deleted and declared again gets a new id.
         names = list({copy.queue for copy in inserts})
         queue_ids = _queue_ids(names) if names else {}
@@ -189,6 +212,9 @@ class OrmMessageStore:
                 for start in range(0, len(deletes), BATCH_ROWS):
                     batch = deletes[start : start + BATCH_ROWS]
                     cursor.execute(_delete_sql(len(batch)), list(batch))
+            for start in range(0, len(outbox_ids), BATCH_ROWS):
+                batch = list(outbox_ids[start : start + BATCH_ROWS])
+                cursor.execute(delete_outbox_sql(len(batch)), batch)
             if queues_to_delete:
                 # Queues the router deleted (auto-delete, expires) along with their bindings:
                 # plain SQL, so no signal sends each row's deletion back to the router.

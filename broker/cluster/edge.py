@@ -422,6 +422,9 @@ class EdgeLink:
             raise outcome
         return publishing.message_id, outcome
 
+    def outbox_written(self) -> None:
+        pass  # the router hears the database's notification
+
     async def call(self, call: RouterCall) -> Any:
         if self.router_channel is None:
             raise Unavailable(NO_ROUTER)

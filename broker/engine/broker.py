@@ -34,6 +34,16 @@ class Published:
     effects: Effects
 
 
+@dataclass(slots=True)
+class Planned:
+    """A message routed but not enqueued: its targets (queue, store id or None) and the
+    copies to commit before it is enqueued."""
+
+    message: Message
+    targets: list[tuple[str, int | None]]
+    copies: list[StoredCopy]
+
+
 @dataclass(frozen=True, slots=True)
 class QueueCounts:
     messages_ready: int
@@ -139,28 +149,70 @@ class Broker:
         queues = self.queues
         for name in self.routing.route(message.exchange, message.routing_key, message.headers, queues):
             queue = queues[name]
-            limit = queue.args.max_length
-            if (
-                limit is not None
-                and queue.args.overflow is Overflow.REJECT_PUBLISH
-                and len(queue.ready) >= limit
-                and not queue.has_room()
-            ):
+            if self._rejects(queue):
                 continue
             store_id = None
             if queue.stores(message.persistent):
                 store_id = self.next_store_id
                 self.next_store_id += 1
                 fx.to_persist.append(StoredCopy(store_id, name, message))
-            ttl = queue.args.message_ttl
-            expires_at = None if ttl is None else now + ttl / 1000
-            self._next_seq += 1
-            queue.ready.append(Envelope(message, store_id, False, expires_at, self._next_seq))
+            self._enqueue(queue, message, store_id, fx, now, depth)
             routed += 1
-            queue.enqueued += 1
-            self._drain(queue, fx, now, depth)
-            self._enforce_length(queue, fx, now, depth)
         return routed
+
+    def plan(self, message: Message) -> Planned:
+        """Where a message goes, and its copies to store, without enqueuing it yet: the
+        outbox's messages are stored (and their outbox rows removed) in one commit
+        first, then `publish_planned` enqueues them. An exchange gone since the
+        message was accepted routes it nowhere."""
+        targets: list[tuple[str, int | None]] = []
+        copies: list[StoredCopy] = []
+        for name in self.routing.route(message.exchange, message.routing_key, message.headers, self.queues):
+            store_id = None
+            if self.queues[name].stores(message.persistent):
+                store_id = self.next_store_id
+                self.next_store_id += 1
+                copies.append(StoredCopy(store_id, name, message))
+            targets.append((name, store_id))
+        return Planned(message, targets, copies)
+
+    def publish_planned(self, planned: Planned, *, now: float) -> Published:
+        """Enqueue a planned message, its copies now stored. A queue deleted meanwhile, or
+        full with `reject-publish`, does not take it: its stored copy is deleted."""
+        fx = EffectsBuilder()
+        self.published += 1
+        routed = 0
+        for name, store_id in planned.targets:
+            queue = self.queues.get(name)
+            if queue is None or self._rejects(queue):
+                if store_id is not None:
+                    fx.to_delete.append(store_id)
+                continue
+            self._enqueue(queue, planned.message, store_id, fx, now, 0)
+            routed += 1
+        return Published(routed, fx.build())
+
+    @staticmethod
+    def _rejects(queue: QueueState) -> bool:
+        """A queue full with `reject-publish` takes no more (unless a consumer has room)."""
+        limit = queue.args.max_length
+        return (
+            limit is not None
+            and queue.args.overflow is Overflow.REJECT_PUBLISH
+            and len(queue.ready) >= limit
+            and not queue.has_room()
+        )
+
+    def _enqueue(
+        self, queue: QueueState, message: Message, store_id: int | None, fx: EffectsBuilder, now: float, depth: int
+    ) -> None:
+        ttl = queue.args.message_ttl
+        expires_at = None if ttl is None else now + ttl / 1000
+        self._next_seq += 1
+        queue.ready.append(Envelope(message, store_id, False, expires_at, self._next_seq))
+        queue.enqueued += 1
+        self._drain(queue, fx, now, depth)
+        self._enforce_length(queue, fx, now, depth)
 
     # -- consuming -----------------------------------------------------
 

@@ -111,6 +111,13 @@ def topology_apply(change: TopologyChange) -> None:
     call_router(TopologyCall(encode_change(change)))
 
 
+def outbox_written() -> None:
+    """This process committed outbox rows: wake the router if it runs here. Any thread."""
+    router = registry.current()
+    if router is not None:
+        router.outbox_written()
+
+
 def publish(request: PublishRequest) -> tuple[str, int]:
     """From a worker thread: (message_id, routed) once every durable copy is committed."""
     router = _router()

@@ -136,5 +136,9 @@ class Router(Protocol):
     async def publish_and_wait(self, request: PublishRequest) -> tuple[str, int]:
         """(message_id, routed) once every durable copy is committed."""
 
+    def outbox_written(self) -> None:
+        """This process committed outbox rows: wake the router's outbox reader. Any thread.
+        (Over the link it does nothing: the database's notification wakes the router.)"""
+
     async def call(self, call: RouterCall) -> Any:
         """Carry out a call of the HTTP API (broker/protocol/calls.py); its plain result."""

@@ -140,5 +140,8 @@ class LocalRouter:
     async def publish_and_wait(self, request: PublishRequest) -> tuple[str, int]:
         return await self.runtime.publish(request)
 
+    def outbox_written(self) -> None:
+        self.runtime.outbox_written()
+
     async def call(self, call: RouterCall) -> Any:
         return execute(self.runtime, call)

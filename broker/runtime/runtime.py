@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final, Protocol
 
-from broker.engine.broker import Broker, QueueCounts
+from broker.engine.broker import Broker, Planned, QueueCounts
 from broker.engine.errors import BrokerError
 from broker.engine.jsoncodec import dumps
 from broker.engine.messages import Effects, Message, make_message
@@ -35,6 +35,7 @@ from broker.protocol.topology import (
     Topology,
     TopologyChange,
 )
+from broker.runtime.outbox import OutboxReader, OutboxStore
 from broker.runtime.stamps import new_message_id, now_iso
 from broker.runtime.stats import StatsSampler
 from broker.runtime.topology_feed import TopologyFeed
@@ -58,7 +59,7 @@ class DeliverySink(Protocol):
         """The broker ended this subscription (its queue went away)."""
 
 
-class RuntimeStore(MessageStore, Protocol):
+class RuntimeStore(MessageStore, OutboxStore, Protocol):
     def drop_transient_queues(self) -> list[str]:
         """Delete the stored non-durable queues; their names."""
 
@@ -93,6 +94,7 @@ class Runtime:
         self._checkpoint_seconds = checkpoint_seconds
         self._sinks: dict[int, DeliverySink] = {}
         self._main: asyncio.Task[None] | None = None
+        self.outbox: OutboxReader | None = None
         self.loaded_messages = 0
         self._stopped = False
         self._stats = StatsSampler()
@@ -124,6 +126,9 @@ class Runtime:
             self.loaded_messages,
             time.monotonic() - started,
         )
+        self.outbox = OutboxReader(
+            self.store, in_thread=self.writer.in_thread, plan=self.broker.plan, publish=self.publish_planned
+        )
         self._main = asyncio.create_task(self._run(), name="broker-router")
 
     async def _run(self) -> None:
@@ -132,6 +137,8 @@ class Runtime:
             group.create_task(self.writer.run(), name="broker-writer")
             group.create_task(self._tick_forever(), name="broker-ticker")
             group.create_task(self._feed.listen(self.apply_change), name="broker-topology")
+            if self.outbox is not None:
+                group.create_task(self.outbox.run(), name="broker-outbox")
             group.create_task(self._sample_stats_forever(), name="broker-stats")
 
     async def stop(self) -> None:
@@ -250,6 +257,16 @@ class Runtime:
         )
         published = self.broker.publish(message, now=self._now())
         return message.message_id, published.routed, self._apply(published.effects)
+
+    def publish_planned(self, plan: Planned) -> None:
+        """Enqueue and deliver a message whose copies are stored (the outbox's)."""
+        self._apply(self.broker.publish_planned(plan, now=self._now()).effects)
+
+    def outbox_written(self) -> None:
+        """Outbox rows were committed in this process: wake the reader. Any thread."""
+        loop, outbox = self.loop, self.outbox
+        if loop is not None and outbox is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(outbox.poke)
 
     async def publish(self, request: PublishRequest) -> tuple[str, int]:
         """Route a message; returns (message_id, routed) once every stored copy is committed."""

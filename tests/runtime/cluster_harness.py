@@ -33,6 +33,7 @@ from broker.protocol.client_frames import SubscribeRequest
 from broker.protocol.publish import PublishRequest
 from broker.protocol.topology import Topology
 from broker.router.local import LocalRouter
+from broker.runtime.outbox import OutboxEntry
 from broker.runtime.runtime import Runtime
 from subscriptions.consumers import BrokerConsumer
 from tests.eventually import eventually
@@ -88,8 +89,26 @@ class MemoryStore:
     def refused(self, error: BaseException) -> bool:
         return False  # this store only ever fails by being away
 
+    # The outbox: none here (tests/pubsub use the database's).
+    def read_outbox(self, limit: int) -> list[OutboxEntry]:
+        return []
+
+    def drain_outbox(self, inserts: Sequence[StoredCopy], outbox_ids: Sequence[int]) -> None:
+        self.write(inserts, [], [])
+
+    async def outbox_signal(self) -> NoSignal:
+        return NoSignal()
+
     def find_refused(self, inserts: Sequence[StoredCopy]) -> list[int]:
         return []
+
+
+class NoSignal:
+    async def wait(self, timeout: float) -> None:
+        await asyncio.sleep(timeout)
+
+    async def close(self) -> None:
+        pass
 
 
 class WireLayer(InMemoryChannelLayer):  # type: ignore[misc]

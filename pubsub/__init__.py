@@ -1,0 +1,33 @@
+"""Publish from Django code, inside the caller's transaction.
+
+    from pubsub import publish
+
+    with transaction.atomic():
+        order = Order.objects.create(...)
+        publish("orders", {"id": order.pk}, routing_key="orders.eu.created")
+
+A message published inside `transaction.atomic()` is part of that transaction:
+it is written to the outbox table with the caller's own connection and is
+delivered if, and only if, the outermost transaction commits; once committed it
+is never lost, and the router routes it exactly once (docs/outbox.md). It works
+in every process of the project: `runbroker`'s, a `manage.py` command or shell,
+a WSGI or ASGI server, a test.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .publishing import OutboxMessage, apublish, apublish_many, publish, publish_many
+
+__all__ = ["OutboxMessage", "apublish", "apublish_many", "publish", "publish_many"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported when first used: this package is a Django app, imported before its models may be.
+    if name in __all__:
+        from . import publishing
+
+        return getattr(publishing, name)
+    raise AttributeError(f"module 'pubsub' has no attribute {name!r}")

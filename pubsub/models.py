@@ -1,0 +1,36 @@
+"""The outbox table: messages published from Django code, waiting for the router.
+
+Its columns are a documented contract (docs/outbox.md, version 1): programs
+other than this project may write rows in their own transactions, and the
+router reads them. A row is removed in the same transaction that stores the
+message's durable copies, so each row is routed exactly once.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models.functions import Now
+
+
+class OutboxRow(models.Model):
+    # The order the router takes rows in: a sequence, so a process's successive
+    # transactions keep their order, and so do the rows of one transaction.
+    id = models.BigAutoField(primary_key=True)
+    message_id = models.CharField(max_length=64)
+    exchange = models.CharField(max_length=255, blank=True, help_text='"" is the default exchange')
+    routing_key = models.CharField(max_length=255, blank=True)
+    body = models.TextField(help_text="the body's JSON text")
+    headers = models.TextField(default="{}", help_text="a JSON object's text")
+    persistent = models.BooleanField(default=True)
+    published_at = models.CharField(max_length=40, help_text="ISO 8601, UTC, as on the wire")
+    # Set by the database, so that programs writing rows of their own need not.
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "pubsub_outbox"
+        ordering = ["id"]
+        verbose_name = "outbox message"
+
+    def __str__(self) -> str:
+        exchange = self.exchange or "(default)"
+        return f"{self.message_id} to {exchange} [{self.routing_key}]"

@@ -1,0 +1,150 @@
+"""The outbox table, router side: reading its rows, and hearing that some were committed.
+
+Rows are read in id order and checked against the table's contract
+(docs/outbox.md): a row this project wrote always passes; one that another
+program wrote wrongly is reported and removed, never delivered. The signal
+that rows may have been committed is PostgreSQL's NOTIFY on `pubsub_outbox`
+(sent by the writing transaction, delivered at its commit), or on SQLite a
+change of `PRAGMA data_version` seen by polling every few milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from typing import Any, Final
+
+from django.conf import settings
+from django.db import connection
+
+from broker.cluster.lease import connection_kwargs
+from broker.engine.jsoncodec import holds_nul, json_holds_nul, loads
+from broker.engine.messages import make_message
+from broker.engine.rules import MAX_KEY, exchange_field
+from broker.runtime.outbox import OutboxEntry, OutboxSignal
+from pubsub.models import OutboxRow
+
+log = logging.getLogger("broker.outbox")
+
+NOTIFY_CHANNEL: Final = "pubsub_outbox"
+# SQLite: how often the data version is looked at. A look costs microseconds.
+SQLITE_POLL_SECONDS: Final = 0.005
+_COLUMNS: Final = "id, message_id, exchange, routing_key, body, headers, persistent, published_at"
+
+
+def read_outbox(limit: int) -> list[OutboxEntry]:
+    table = connection.ops.quote_name(OutboxRow._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {_COLUMNS} FROM {table} ORDER BY id LIMIT %s", [limit])
+        rows = cursor.fetchall()
+    return [_entry(*row) for row in rows]
+
+
+def _entry(
+    row_id: int, message_id: Any, exchange: Any, routing_key: Any, body: Any, headers: Any, persistent: Any,
+    published_at: Any,
+) -> OutboxEntry:
+    try:
+        exchange = exchange_field(exchange)
+        if not isinstance(routing_key, str) or len(routing_key) > MAX_KEY or holds_nul(routing_key):
+            raise ValueError("routing_key breaks its rule")
+        if not isinstance(message_id, str) or not message_id or holds_nul(message_id):
+            raise ValueError("message_id is empty or holds U+0000")
+        loads(body)  # the body's text goes into every frame as it is: it must be JSON
+        decoded = loads(headers)
+        if not isinstance(decoded, dict) or json_holds_nul(headers):
+            raise ValueError("headers are not a JSON object the database can keep")
+    except Exception as error:  # the row's own fault: `problem` names it
+        return OutboxEntry(row_id, None, f"{type(error).__name__}: {error}")
+    message = make_message(
+        message_id=message_id,
+        exchange=exchange,
+        routing_key=routing_key,
+        body_json=body,
+        headers=decoded,
+        persistent=bool(persistent),
+        published_at=str(published_at),
+    )
+    return OutboxEntry(row_id, message)
+
+
+def delete_outbox_sql(count: int) -> str:
+    table = connection.ops.quote_name(OutboxRow._meta.db_table)
+    return f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * count)})"
+
+
+async def outbox_signal() -> OutboxSignal:
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].startswith("django.db.backends.postgresql"):
+        return PostgresSignal(database)
+    return SqliteSignal(str(database["NAME"]))
+
+
+class PostgresSignal:
+    """LISTEN on a connection of its own; (re)connected when needed, so a database that
+    restarts costs the reader its fast wake-ups only until it is back."""
+
+    def __init__(self, database: dict[str, Any]) -> None:
+        self._kwargs = {**connection_kwargs(database), "application_name": "broker-outbox"}
+        self._conn: Any = None
+
+    async def wait(self, timeout: float) -> None:
+        try:
+            if self._conn is None or self._conn.closed:
+                import psycopg
+
+                self._conn = await psycopg.AsyncConnection.connect(autocommit=True, **self._kwargs)
+                await self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                return  # rows may have come while nobody listened: look once
+            async for _ in self._conn.notifies(timeout=timeout, stop_after=1):
+                return
+        except Exception as error:
+            log.warning("listening for outbox notifications failed (%s): polling meanwhile", error)
+            await self.close()
+            await asyncio.sleep(timeout)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close()
+            except Exception:
+                log.debug("closing the outbox listener failed", exc_info=True)
+
+
+class SqliteSignal:
+    """`PRAGMA data_version` changes when another connection commits to the database file."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
+        self._version = -1
+
+    async def wait(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if self._changed():
+                return
+            await asyncio.sleep(SQLITE_POLL_SECONDS)
+
+    def _changed(self) -> bool:
+        try:
+            if self._conn is None:
+                self._conn = sqlite3.connect(self._path, timeout=0.1, check_same_thread=False)
+            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            if version == self._version:
+                return False
+            self._version = version
+            # Any commit changes the version, the router's own among them: wake the
+            # reader only when there are rows to read.
+            return self._conn.execute(f"SELECT 1 FROM {OutboxRow._meta.db_table} LIMIT 1").fetchone() is not None
+        except sqlite3.Error:
+            self._conn = None
+            return True  # look: the reader's own query says what there is
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

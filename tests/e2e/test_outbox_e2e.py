@@ -1,0 +1,196 @@
+"""Publishing from Django code in another process than the router's (docs/outbox.md),
+against the real `runbroker`: the router hears the commit (PostgreSQL's NOTIFY, SQLite's
+data version), nothing committed is lost when the publisher or the router is killed,
+and nothing is routed twice. Runs on SQLite, and on PostgreSQL in scripts/test's
+second run."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.client import WsClient
+from tests.e2e.harness import ROOT, BrokerProcess
+from tests.eventually import eventually, eventually_sync
+
+pytestmark = pytest.mark.e2e
+
+SETUP = """
+import os, sys, time
+import django
+os.environ["DJANGO_SETTINGS_MODULE"] = "broker_project.settings"
+django.setup()
+from django.db import transaction
+from pubsub import OutboxMessage, publish, publish_many
+def say(*words):
+    print(*words, flush=True)
+"""
+
+
+class Publisher:
+    """Django code in a process of its own (a management command, a worker), publishing."""
+
+    def __init__(self, broker: BrokerProcess, script: str) -> None:
+        env = {k: v for k, v in broker.env.items() if k not in ("HTTP_PORT",)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SETUP + textwrap.dedent(script)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+
+    def read_until(self, marker: str, timeout: float = 30.0) -> list[str]:
+        """Lines it printed until one starting with `marker` (included)."""
+        assert self.proc.stdout is not None
+        stdout = self.proc.stdout
+
+        def marked() -> bool:
+            line = stdout.readline()
+            if not line:
+                raise AssertionError(f"the publisher ended early:\n{''.join(self.lines)}")
+            self.lines.append(line)
+            return line.startswith(marker)
+
+        eventually_sync(marked, timeout=timeout, interval=0, what=f"the publisher prints {marker!r}")
+        return self.lines
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def wait(self, timeout: float = 60.0) -> str:
+        out, _ = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, "".join(self.lines) + out
+        return "".join(self.lines) + out
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    process = BrokerProcess(tmp_path)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.close()
+
+
+def declare(broker: BrokerProcess, queue: str) -> None:
+    assert httpx.post(f"{broker.url}/api/queues/", json={"name": queue}).status_code == 201
+
+
+def take(broker: BrokerProcess, queue: str) -> list[dict[str, object]]:
+    answer = httpx.post(f"{broker.url}/api/queues/{queue}/get/", json={"count": 100_000})
+    assert answer.status_code == 200, answer.text
+    messages: list[dict[str, object]] = answer.json()
+    return messages
+
+
+async def test_a_commit_in_another_process_is_delivered_and_a_rollback_is_not(broker: BrokerProcess) -> None:
+    declare(broker, "jobs")
+    client = await WsClient.connect(broker.ws_url)
+    await client.send({"type": "subscribe", "id": "s", "queue": "jobs"})
+    assert (await client.recv())["type"] == "subscribed"
+
+    publisher = Publisher(broker, """
+        with transaction.atomic():
+            publish("", "committed", routing_key="jobs")
+        try:
+            with transaction.atomic():
+                publish("", "rolled back", routing_key="jobs")
+                raise RuntimeError
+        except RuntimeError:
+            pass
+        publish("", "autocommit", routing_key="jobs")
+    """)
+    publisher.wait()
+
+    received = [(await client.recv(timeout=10))["body"] for _ in range(2)]
+    assert received == ["committed", "autocommit"]
+    assert await client.silent(timeout=0.5)
+    await client.close()
+
+
+@pytest.mark.parametrize("way", ["outbox", "on_commit"])
+async def test_a_publisher_killed_right_after_its_commit_loses_nothing_here_and_the_message_the_usual_way(
+    broker: BrokerProcess, way: str
+) -> None:
+    declare(broker, "jobs")
+    # The usual way: send once the transaction has committed (here over HTTP; with
+    # RabbitMQ, a basic_publish). A process that dies in between loses the message.
+    usual = f"""
+        import httpx
+        def send():
+            say("committed")
+            time.sleep(30)  # the moment a crash, a deploy or an OOM kill comes
+            httpx.post("{broker.url}/api/exchanges/amq.default/publish/", json={{"routing_key": "jobs", "body": "sent"}})
+        with transaction.atomic():
+            transaction.on_commit(send)
+        time.sleep(30)
+    """
+    outbox = """
+        with transaction.atomic():
+            publish("", "sent", routing_key="jobs")
+        say("committed")
+        time.sleep(30)
+    """
+    publisher = Publisher(broker, outbox if way == "outbox" else usual)
+    publisher.read_until("committed")
+    publisher.kill()
+
+    if way == "outbox":
+        await eventually(lambda: bool(broker_counts(broker)), what="the message reaches its queue")
+        assert [m["body"] for m in take(broker, "jobs")] == ["sent"]
+    else:
+        assert broker_counts(broker) == 0  # and it never will: the process that would send it is gone
+
+
+def broker_counts(broker: BrokerProcess) -> int:
+    found: int = httpx.get(f"{broker.url}/api/queues/jobs/").json()["messages_ready"]
+    return found
+
+
+def test_a_router_killed_during_a_stream_of_transactions_routes_each_committed_message_once(
+    broker: BrokerProcess,
+) -> None:
+    declare(broker, "stream")
+    publisher = Publisher(broker, """
+        n = 0
+        for batch in range(60):
+            with transaction.atomic():
+                ids = publish_many([OutboxMessage("", n + i, "stream") for i in range(10)])
+            n += 10
+            say("committed", *ids)
+            if batch == 20:
+                say("killing time")
+            time.sleep(0.02)
+        say("done")
+    """)
+    publisher.read_until("killing time")
+    broker.kill()  # the router dies while transactions keep committing
+    broker.start()
+    lines = publisher.read_until("done")
+    publisher.wait()
+
+    committed = [word for line in lines if line.startswith("committed") for word in line.split()[1:]]
+    assert len(committed) == 600
+
+    def all_routed() -> bool:
+        return bool(httpx.get(f"{broker.url}/api/queues/stream/").json()["messages_ready"] == 600)
+
+    eventually_sync(all_routed, timeout=30, what="every committed message in the queue")
+    taken = take(broker, "stream")
+    counts = Counter(str(m["message_id"]) for m in taken)
+    assert set(counts) == set(committed) and max(counts.values()) == 1  # none lost, none twice
+    bodies = [m["body"] for m in taken]
+    assert bodies == sorted(bodies)  # in the order of the transactions that committed them

@@ -1,0 +1,174 @@
+"""Publishing from Django code (pubsub): the caller's transaction decides, the router
+routes each outbox row once, in order (docs/outbox.md). The router runs on the test's
+loop; Django code runs in a worker thread, as a view's would."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from django.db import transaction
+
+from broker.engine.errors import BrokerError, NotFound, TooLarge
+from broker.engine.jsoncodec import loads
+from broker.engine.queues import AckMode
+from broker.runtime.runtime import Runtime
+from exchanges.models import Exchange
+from pubsub import OutboxMessage, publish, publish_many
+from pubsub.models import OutboxRow
+from queues.models import Message, Queue
+from tests.conftest import Sink
+from tests.eventually import eventually
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@database_sync_to_async
+def declare(*queues: str) -> None:
+    for name in queues:
+        Queue.objects.create(name=name)
+
+
+def subscribe(runtime: Runtime, queue: str) -> Sink:
+    sink = Sink()
+    conn = runtime.connect(sink)
+    runtime.subscribe(conn, subscription="s", subscription_json='"s"', ack_mode=AckMode.AUTO, prefetch=0, queue=queue)
+    return sink
+
+
+def bodies(sink: Sink) -> list[Any]:
+    return [loads(frame)["body"] for frame in sink.frames if frame.startswith('{"type":"message"')]
+
+
+@database_sync_to_async
+def outbox_depth() -> int:
+    return OutboxRow.objects.count()
+
+
+async def test_in_autocommit_a_publish_is_committed_before_it_returns_and_delivered(runtime: Runtime) -> None:
+    await declare("jobs")
+    sink = subscribe(runtime, "jobs")
+
+    message_id = await database_sync_to_async(publish)("", {"n": 1}, routing_key="jobs", headers={"k": "v"})
+
+    await eventually(lambda: bodies(sink) == [{"n": 1}], what="the delivery")
+    frame = loads(sink.frames[-1])
+    assert (frame["message_id"], frame["exchange"], frame["routing_key"], frame["headers"]) == (
+        message_id, "", "jobs", {"k": "v"},
+    )
+    assert await outbox_depth() == 0
+
+
+async def test_inside_a_transaction_only_what_commits_is_delivered_in_order(runtime: Runtime) -> None:
+    await declare("jobs")
+    sink = subscribe(runtime, "jobs")
+
+    def work() -> None:
+        with transaction.atomic():
+            publish("", 1, routing_key="jobs")
+            try:
+                with transaction.atomic():  # a savepoint that rolls back takes its publish with it
+                    publish("", "rolled back", routing_key="jobs")
+                    raise RuntimeError
+            except RuntimeError:
+                pass
+            publish("", 2, routing_key="jobs")
+            assert bodies(sink) == []  # not before the commit
+        try:
+            with transaction.atomic():
+                publish("", "rolled back too", routing_key="jobs")
+                raise RuntimeError
+        except RuntimeError:
+            pass
+        with transaction.atomic():
+            publish_many([OutboxMessage("", 3, "jobs"), OutboxMessage("amq.default", 4, "jobs")])
+
+    await database_sync_to_async(work)()
+
+    await eventually(lambda: bodies(sink) == [1, 2, 3, 4], what="the committed messages, in order")
+    await asyncio.sleep(0.1)
+    assert bodies(sink) == [1, 2, 3, 4]
+
+
+async def test_durable_copies_are_stored_as_the_outbox_rows_go(runtime: Runtime) -> None:
+    await declare("stored")
+    await database_sync_to_async(Exchange.objects.create)(name="fan", type="fanout")
+
+    def work() -> list[str]:
+        from bindings.models import Binding
+
+        Binding.objects.create(exchange=Exchange.objects.get(name="fan"), queue=Queue.objects.get(name="stored"))
+        return publish_many([OutboxMessage("fan", n) for n in range(3)] + [OutboxMessage("fan", "memory", persistent=False)])
+
+    await database_sync_to_async(work)()
+
+    async def stored() -> list[str]:
+        return await database_sync_to_async(
+            lambda: list(Message.objects.filter(queue__name="stored").order_by("id").values_list("body", flat=True))
+        )()
+
+    await eventually(lambda: runtime.queue_counts(["stored"])["stored"].messages_ready == 4, what="all four enqueued")
+    assert await stored() == ["0", "1", "2"]  # the persistent ones, with their rows gone
+    assert await outbox_depth() == 0
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda: publish("nowhere", 1), NotFound),
+        (lambda: publish("", 1, routing_key="k" * 256), BrokerError),
+        (lambda: publish("bad name!", 1), BrokerError),
+        (lambda: publish("", {"x": "y" * 2_000_000}), TooLarge),
+        (lambda: publish("", 1, headers={"a": "\x00"}), BrokerError),
+        (lambda: publish_many([OutboxMessage("", 1), OutboxMessage("nowhere", 2)]), NotFound),
+    ],
+    ids=["unknown exchange", "long key", "bad name", "too large", "NUL", "one of many"],
+)
+async def test_what_http_refuses_is_refused_at_the_call_and_nothing_is_written(
+    runtime: Runtime, call: Any, error: type[BrokerError]
+) -> None:
+    with pytest.raises(error):
+        await database_sync_to_async(call)()
+    assert await outbox_depth() == 0
+
+
+async def test_a_row_another_program_wrote_wrongly_is_removed_and_the_rest_go_through(runtime: Runtime) -> None:
+    await declare("jobs")
+    sink = subscribe(runtime, "jobs")
+
+    def work() -> None:
+        with transaction.atomic():
+            OutboxRow.objects.create(message_id="bad", routing_key="jobs", body="{not json", published_at="x")
+            publish("", "good", routing_key="jobs")
+
+    await database_sync_to_async(work)()
+
+    await eventually(lambda: bodies(sink) == ["good"], what="the good message")
+    assert await outbox_depth() == 0
+
+
+async def test_a_drain_the_database_refuses_for_a_while_routes_each_row_once(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await declare("jobs")
+    sink = subscribe(runtime, "jobs")
+    store = runtime.store
+    real = store.drain_outbox
+    failures = [2]
+
+    def flaky(inserts: Any, outbox_ids: Any) -> None:
+        if failures[0]:
+            failures[0] -= 1
+            raise OSError("the database is away")
+        real(inserts, outbox_ids)
+
+    monkeypatch.setattr(store, "drain_outbox", flaky)
+    monkeypatch.setattr("broker.runtime.outbox.RETRY_SECONDS", 0.01)
+
+    await database_sync_to_async(publish_many)([OutboxMessage("", n, "jobs") for n in range(5)])
+
+    await eventually(lambda: bodies(sink) == [0, 1, 2, 3, 4], what="each message once, in order")
+    await asyncio.sleep(0.1)
+    assert bodies(sink) == [0, 1, 2, 3, 4] and failures == [0]
