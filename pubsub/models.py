@@ -17,13 +17,16 @@ class OutboxRow(models.Model):
     # transactions keep their order, and so do the rows of one transaction.
     id = models.BigAutoField(primary_key=True)
     message_id = models.CharField(max_length=64)
-    exchange = models.CharField(max_length=255, blank=True, help_text='"" is the default exchange')
-    routing_key = models.CharField(max_length=255, blank=True)
+    # The database's own defaults, so that programs writing rows of their own may
+    # leave these columns out (docs/outbox.md, "The table").
+    exchange = models.CharField(max_length=255, blank=True, db_default="", help_text='"" is the default exchange')
+    routing_key = models.CharField(max_length=255, blank=True, db_default="")
     body = models.TextField(help_text="the body's JSON text")
-    headers = models.TextField(default="{}", help_text="a JSON object's text")
-    persistent = models.BooleanField(default=True)
-    published_at = models.CharField(max_length=40, help_text="ISO 8601, UTC, as on the wire")
-    # Set by the database, so that programs writing rows of their own need not.
+    headers = models.TextField(db_default="{}", help_text="a JSON object's text")
+    persistent = models.BooleanField(db_default=True)
+    published_at = models.CharField(
+        max_length=40, blank=True, db_default="", help_text='ISO 8601, UTC, as on the wire; "": when routed'
+    )
     created_at = models.DateTimeField(db_default=Now())
 
     class Meta:

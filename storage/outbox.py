@@ -23,6 +23,7 @@ from broker.engine.jsoncodec import holds_nul, json_holds_nul, loads
 from broker.engine.messages import make_message
 from broker.engine.rules import MAX_KEY, exchange_field
 from broker.runtime.outbox import OutboxEntry, OutboxSignal
+from broker.runtime.stamps import now_iso
 from pubsub.models import OutboxRow
 
 log = logging.getLogger("broker.outbox")
@@ -64,7 +65,7 @@ def _entry(
         body_json=body,
         headers=decoded,
         persistent=bool(persistent),
-        published_at=str(published_at),
+        published_at=str(published_at) or now_iso(),
     )
     return OutboxEntry(row_id, message)
 
