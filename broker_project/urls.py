@@ -25,6 +25,7 @@ from bindings.views import BindingViewSet
 from console.views import home
 from exchanges.views import ExchangeViewSet
 from legacy import views as legacy
+from pubsub.views import OutboxView
 from queues.views import QueueViewSet
 
 
@@ -99,6 +100,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("api/outbox/", OutboxView.as_view(), name="outbox"),
+    path("api/outbox", OutboxView.as_view()),  # as the router's slash-less aliases
     path("api/", include(router.urls)),
     # Log in and out for any active user (the admin's login takes staff only):
     # the browsable API's links, and the session a non-staff user's console needs.

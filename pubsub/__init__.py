@@ -20,12 +20,17 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .publishing import OutboxMessage, apublish, apublish_many, publish, publish_many
+    from .streams import publish_changes, stream
 
-__all__ = ["OutboxMessage", "apublish", "apublish_many", "publish", "publish_many"]
+__all__ = ["OutboxMessage", "apublish", "apublish_many", "publish", "publish_changes", "publish_many", "stream"]
 
 
 def __getattr__(name: str) -> Any:
     # Imported when first used: this package is a Django app, imported before its models may be.
+    if name in ("stream", "publish_changes"):
+        from . import streams
+
+        return getattr(streams, name)
     if name in __all__:
         from . import publishing
 

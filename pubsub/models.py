@@ -8,6 +8,7 @@ message's durable copies, so each row is routed exactly once.
 
 from __future__ import annotations
 
+from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.db.models.functions import Now
 
@@ -37,3 +38,35 @@ class OutboxRow(models.Model):
     def __str__(self) -> str:
         exchange = self.exchange or "(default)"
         return f"{self.message_id} to {exchange} [{self.routing_key}]"
+
+
+class ChangeStream(models.Model):
+    """A model change stream declared in the admin (pubsub/streams.py): the model's
+    creates, updates and deletes are published to `exchange`."""
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, verbose_name="model")
+    exchange = models.CharField(max_length=255, help_text="the exchange the changes are published to")
+    fields = models.CharField(
+        max_length=1024, blank=True, help_text="comma-separated field names to publish; empty: every field"
+    )
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        verbose_name = "model change stream"
+
+    def __str__(self) -> str:
+        return f"{self.content_type.app_label}.{self.content_type.model} to {self.exchange}"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from exchanges.models import Exchange
+
+        if self.exchange and not Exchange.objects.filter(name=self.exchange).exists():
+            raise ValidationError({"exchange": [f"exchange {self.exchange!r} does not exist"]})
+        model = self.content_type.model_class() if self.content_type_id else None
+        if model is not None:
+            names = {field.name for field in model._meta.concrete_fields}
+            unknown = [name.strip() for name in self.fields.split(",") if name.strip() and name.strip() not in names]
+            if unknown:
+                raise ValidationError({"fields": [f"{model._meta.label} has no field {unknown[0]!r}"]})

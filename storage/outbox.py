@@ -24,6 +24,7 @@ from broker.engine.messages import make_message
 from broker.engine.rules import MAX_KEY, exchange_field
 from broker.runtime.outbox import OutboxEntry, OutboxSignal
 from broker.runtime.stamps import now_iso
+from pubsub import selectors
 from pubsub.models import OutboxRow
 
 log = logging.getLogger("broker.outbox")
@@ -68,6 +69,12 @@ def _entry(
         published_at=str(published_at) or now_iso(),
     )
     return OutboxEntry(row_id, message)
+
+
+def outbox_state() -> tuple[int, float | None]:
+    """(rows waiting, the oldest's age in seconds or None), for the router's statistics."""
+    state = selectors.outbox_state()
+    return state.depth, state.oldest_age_seconds
 
 
 def delete_outbox_sql(count: int) -> str:

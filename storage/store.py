@@ -24,7 +24,7 @@ from broker.runtime.outbox import OutboxEntry, OutboxSignal
 from exchanges.models import Exchange
 from queues.models import Message as MessageRow
 from queues.models import Queue
-from storage.outbox import delete_outbox_sql, outbox_signal, read_outbox
+from storage.outbox import delete_outbox_sql, outbox_signal, outbox_state, read_outbox
 
 # Rows per statement: under SQLite's and PostgreSQL's parameter limits.
 BATCH_ROWS: Final = 500
@@ -170,6 +170,9 @@ class OrmMessageStore:
 
     async def outbox_signal(self) -> OutboxSignal:
         return await outbox_signal()
+
+    def outbox_state(self) -> tuple[int, float | None]:
+        return outbox_state()
 
     def _write(
         self,

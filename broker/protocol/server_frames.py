@@ -105,6 +105,8 @@ class StatsTotals(TypedDict):
     messages_unacknowledged: int
     consumers: int
     connections: int
+    outbox_depth: int  # messages published from Django code, not yet routed
+    outbox_oldest_age: float | None  # seconds the oldest of them has waited
 
 
 class StatsQueue(TypedDict):

@@ -57,6 +57,9 @@ class OutboxStore(Protocol):
 
     async def outbox_signal(self) -> OutboxSignal: ...
 
+    def outbox_state(self) -> tuple[int, float | None]:
+        """(rows waiting, how long the oldest has waited in seconds or None)."""
+
 
 class OutboxReader:
     def __init__(

@@ -95,6 +95,7 @@ class Runtime:
         self._sinks: dict[int, DeliverySink] = {}
         self._main: asyncio.Task[None] | None = None
         self.outbox: OutboxReader | None = None
+        self._outbox_state: tuple[int, float | None] = (0, None)  # read while someone watches
         self.loaded_messages = 0
         self._stopped = False
         self._stats = StatsSampler()
@@ -199,6 +200,7 @@ class Runtime:
             await asyncio.sleep(STATS_SECONDS)
             if not self._watchers:
                 continue  # nobody looks: no snapshot of every queue
+            await self._read_outbox_state()
             try:
                 self._stats.sample(self.broker, now=self._now())
                 frame = self._stats_frame()
@@ -209,8 +211,17 @@ class Runtime:
             except Exception:
                 log.exception("stats sampling failed")
 
+    async def _read_outbox_state(self) -> None:
+        """The outbox's depth for the `stats` frame; the last one known when the database
+        is slow or away: the frame goes out every second all the same."""
+        assert self.writer is not None
+        try:
+            self._outbox_state = await asyncio.wait_for(self.writer.in_thread(self.store.outbox_state), 0.5)
+        except Exception as error:
+            log.debug("the outbox's depth is unknown for now: %r", error)
+
     def _stats_frame(self) -> str:
-        return dumps(self._stats.frame(self.broker, at=now_iso()))
+        return dumps(self._stats.frame(self.broker, at=now_iso(), outbox=self._outbox_state))
 
     def _now(self) -> float:
         assert self.loop is not None

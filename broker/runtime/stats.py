@@ -8,10 +8,9 @@ does no I/O, so it is tested with a fake clock. The frame it builds is the
 
 from __future__ import annotations
 
-from typing import Any
-
 from broker.engine.broker import Broker
 from broker.engine.names import DEFAULT_EXCHANGE
+from broker.protocol.server_frames import StatsBinding, StatsExchange, StatsFrame, StatsQueue
 
 _Totals = tuple[int, int, int]  # enqueued, delivered, acknowledged
 _NEW: _Totals = (0, 0, 0)  # a queue declared since the last sample started from nothing
@@ -34,9 +33,9 @@ class StatsSampler:
             self._rates = {name: _rates(totals, self._queues.get(name, _NEW), span) for name, totals in queues.items()}
         self._at, self._published, self._queues = now, broker.published, queues
 
-    def frame(self, broker: Broker, *, at: str) -> dict[str, Any]:
+    def frame(self, broker: Broker, *, at: str, outbox: tuple[int, float | None] = (0, None)) -> StatsFrame:
         """The `stats` frame: counts as they are now, rates from the last two samples."""
-        queues = []
+        queues: list[StatsQueue] = []
         delivered = acknowledged = ready = unacked = consumers = 0.0
         for name, queue in broker.queues.items():
             publish_rate, deliver_rate, ack_rate = self._rates.get(name, (0.0, 0.0, 0.0))
@@ -46,24 +45,24 @@ class StatsSampler:
             unacked += queue.unacked
             consumers += len(queue.consumers)
             spec = queue.spec
-            queues.append({
-                "name": name,
-                "durable": spec.durable,
-                "auto_delete": spec.auto_delete,
-                "exclusive": spec.exclusive_to is not None,
-                "arguments": dict(spec.arguments),
-                "messages_ready": len(queue.ready),
-                "messages_unacknowledged": queue.unacked,
-                "consumers": len(queue.consumers),
-                "publish_rate": round(publish_rate, 2),
-                "deliver_rate": round(deliver_rate, 2),
-                "ack_rate": round(ack_rate, 2),
-            })
-        exchanges = [{"name": DEFAULT_EXCHANGE, "type": "direct", "durable": True}] + [
-            {"name": name, "type": str(x.spec.type), "durable": x.spec.durable} for name, x in broker.exchanges.items()
+            queues.append(StatsQueue(
+                name=name,
+                durable=spec.durable,
+                auto_delete=spec.auto_delete,
+                exclusive=spec.exclusive_to is not None,
+                arguments=dict(spec.arguments),
+                messages_ready=len(queue.ready),
+                messages_unacknowledged=queue.unacked,
+                consumers=len(queue.consumers),
+                publish_rate=round(publish_rate, 2),
+                deliver_rate=round(deliver_rate, 2),
+                ack_rate=round(ack_rate, 2),
+            ))
+        exchanges = [StatsExchange(name=DEFAULT_EXCHANGE, type="direct", durable=True)] + [
+            StatsExchange(name=name, type=str(x.spec.type), durable=x.spec.durable) for name, x in broker.exchanges.items()
         ]
         bindings = [
-            {"exchange": b.exchange, "queue": b.queue, "binding_key": b.binding_key, "arguments": dict(b.arguments or {})}
+            StatsBinding(exchange=b.exchange, queue=b.queue, binding_key=b.binding_key, arguments=dict(b.arguments or {}))
             for b in broker.bindings.values()
         ]
         return {
@@ -77,6 +76,8 @@ class StatsSampler:
                 "messages_unacknowledged": int(unacked),
                 "consumers": int(consumers),
                 "connections": len(broker.connections),
+                "outbox_depth": outbox[0],
+                "outbox_oldest_age": None if outbox[1] is None else round(outbox[1], 3),
             },
             "queues": sorted(queues, key=lambda q: q["name"]),
             "exchanges": sorted(exchanges, key=lambda x: x["name"]),

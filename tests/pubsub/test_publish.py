@@ -172,3 +172,31 @@ async def test_a_drain_the_database_refuses_for_a_while_routes_each_row_once(
     await eventually(lambda: bodies(sink) == [0, 1, 2, 3, 4], what="each message once, in order")
     await asyncio.sleep(0.1)
     assert bodies(sink) == [0, 1, 2, 3, 4] and failures == [0]
+
+
+def test_the_outbox_s_depth_and_its_oldest_row_s_age_are_in_the_api_without_a_router() -> None:
+    from rest_framework.test import APIClient
+
+    publish_many([OutboxMessage("", n, "nowhere") for n in range(2)])  # no router runs: they wait
+    answer = APIClient().get("/api/outbox/")
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["depth"] == 2 and body["oldest_age_seconds"] >= 0
+    OutboxRow.objects.all().delete()
+    assert APIClient().get("/api/outbox").json() == {"depth": 0, "oldest_age_seconds": None}
+
+
+async def test_the_console_s_stats_frame_counts_the_outbox(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    from broker.runtime import runtime as runtime_module
+
+    monkeypatch.setattr(runtime_module, "STATS_SECONDS", 0.05)
+    monkeypatch.setattr(runtime.store, "read_outbox", lambda limit: [])  # the router sees none: they wait
+    await database_sync_to_async(publish_many)([OutboxMessage("", n, "nowhere") for n in range(2)])
+    sink = Sink()
+    runtime.watch(runtime.connect(sink))
+
+    def outbox_counted() -> bool:
+        stats = [loads(frame) for frame in sink.frames if frame.startswith('{"type":"stats"')]
+        return any(frame["totals"]["outbox_depth"] == 2 and frame["totals"]["outbox_oldest_age"] >= 0 for frame in stats)
+
+    await eventually(outbox_counted, what="a stats frame with the outbox's depth")

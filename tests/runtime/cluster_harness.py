@@ -99,6 +99,9 @@ class MemoryStore:
     async def outbox_signal(self) -> NoSignal:
         return NoSignal()
 
+    def outbox_state(self) -> tuple[int, float | None]:
+        return 0, None
+
     def find_refused(self, inserts: Sequence[StoredCopy]) -> list[int]:
         return []
 
