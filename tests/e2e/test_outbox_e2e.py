@@ -194,3 +194,38 @@ def test_a_router_killed_during_a_stream_of_transactions_routes_each_committed_m
     assert set(counts) == set(committed) and max(counts.values()) == 1  # none lost, none twice
     bodies = [m["body"] for m in taken]
     assert bodies == sorted(bodies)  # in the order of the transactions that committed them
+
+
+async def test_a_model_change_stream_delivers_exactly_the_committed_changes(broker: BrokerProcess) -> None:
+    for path, body in (
+        ("/api/exchanges/", {"name": "audit", "type": "topic"}),
+        ("/api/queues/", {"name": "groups"}),
+        ("/api/bindings/", {"exchange": "audit", "queue": "groups", "binding_key": "auth.group.*"}),
+    ):
+        assert httpx.post(f"{broker.url}{path}", json=body).status_code == 201
+    client = await WsClient.connect(broker.ws_url)
+    await client.send({"type": "subscribe", "id": "s", "queue": "groups"})
+    assert (await client.recv())["type"] == "subscribed"
+
+    Publisher(broker, """
+        from django.contrib.auth.models import Group
+        from pubsub import stream
+        stream(Group, exchange="audit", fields=["name"])
+        with transaction.atomic():
+            kept = Group.objects.create(name="kept")
+        try:
+            with transaction.atomic():
+                Group.objects.create(name="rolled back")
+                raise RuntimeError
+        except RuntimeError:
+            pass
+        kept.delete()
+    """).wait()
+
+    received = [await client.recv(timeout=10) for _ in range(2)]
+    assert [(m["routing_key"], m["body"]["fields"]) for m in received] == [
+        ("auth.group.created", {"name": "kept"}),
+        ("auth.group.deleted", {"name": "kept"}),
+    ]
+    assert await client.silent(timeout=0.5)
+    await client.close()
