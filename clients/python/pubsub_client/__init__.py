@@ -1,5 +1,8 @@
 """Client for the django-pubsub-broker: asyncio `Client`, synchronous `SyncClient`, and the `pubsub` CLI.
 
+`pubsub_client.outbox` publishes with your own database connection, in your own transaction
+(docs/outbox.md); it needs the standard library only and is not imported here.
+
 See clients/python/README.md for complete examples, and docs/protocol.md for the wire contract.
 `__version__` is the installed distribution's (clients/python/pyproject.toml's `version`).
 """
