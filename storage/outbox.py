@@ -19,9 +19,10 @@ from django.conf import settings
 from django.db import connection
 
 from broker.cluster.lease import connection_kwargs
-from broker.engine.jsoncodec import holds_nul, json_holds_nul, loads
+from broker.engine.errors import BrokerError
+from broker.engine.jsoncodec import loads
 from broker.engine.messages import make_message
-from broker.engine.rules import MAX_KEY, exchange_field
+from broker.protocol.publish import prepare_publish
 from broker.runtime.outbox import OutboxEntry, OutboxSignal
 from broker.runtime.stamps import now_iso
 from pubsub import selectors
@@ -47,25 +48,30 @@ def _entry(
     row_id: int, message_id: Any, exchange: Any, routing_key: Any, body: Any, headers: Any, persistent: Any,
     published_at: Any,
 ) -> OutboxEntry:
+    """A row as a message, checked by the rules `pubsub.publish` applies at the call
+    (prepare_publish): the same rules, whoever wrote the row."""
     try:
-        exchange = exchange_field(exchange)
-        if not isinstance(routing_key, str) or len(routing_key) > MAX_KEY or holds_nul(routing_key):
-            raise ValueError("routing_key breaks its rule")
-        if not isinstance(message_id, str) or not message_id or holds_nul(message_id):
-            raise ValueError("message_id is empty or holds U+0000")
-        loads(body)  # the body's text goes into every frame as it is: it must be JSON
-        decoded = loads(headers)
-        if not isinstance(decoded, dict) or json_holds_nul(headers):
-            raise ValueError("headers are not a JSON object the database can keep")
-    except Exception as error:  # the row's own fault: `problem` names it
-        return OutboxEntry(row_id, None, f"{type(error).__name__}: {error}")
+        fields = {
+            "body": loads(body),
+            "routing_key": routing_key,
+            "headers": loads(headers),
+            "persistent": bool(persistent),
+            "message_id": message_id,
+        }
+        if not isinstance(message_id, str) or not message_id:
+            raise BrokerError("message_id: must be a string of 1 to 64 characters")
+        request = prepare_publish(fields, max_bytes=settings.MAX_MESSAGE_BYTES, exchange=exchange)
+    except BrokerError as error:  # the row's own fault: `problem` names it
+        return OutboxEntry(row_id, None, error.message)
+    except ValueError as error:  # not JSON
+        return OutboxEntry(row_id, None, f"not JSON: {error}")
     message = make_message(
         message_id=message_id,
-        exchange=exchange,
-        routing_key=routing_key,
-        body_json=body,
-        headers=decoded,
-        persistent=bool(persistent),
+        exchange=request.exchange,
+        routing_key=request.routing_key,
+        body_json=request.body_json,
+        headers=request.headers,
+        persistent=request.persistent,
         published_at=str(published_at) or now_iso(),
     )
     return OutboxEntry(row_id, message)

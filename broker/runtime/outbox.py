@@ -55,6 +55,9 @@ class OutboxStore(Protocol):
     def drain_outbox(self, inserts: Sequence[StoredCopy], outbox_ids: Sequence[int]) -> None:
         """Insert the copies and delete the rows, in one transaction."""
 
+    def refused(self, error: BaseException) -> bool:
+        """Did the database refuse the data itself (it would again), rather than fail to answer?"""
+
     async def outbox_signal(self) -> OutboxSignal: ...
 
     def outbox_state(self) -> tuple[int, float | None]:
@@ -69,6 +72,7 @@ class OutboxReader:
         in_thread: Callable[..., Awaitable[Any]],
         plan: Callable[[Message], Planned],
         publish: Callable[[Planned], None],
+        has_exchange: Callable[[str], bool],
     ) -> None:
         """`in_thread` runs the store's calls on the writer's database thread; `plan` and
         `publish` are the engine's two steps of a publish (Broker.plan, publish_planned)."""
@@ -76,6 +80,7 @@ class OutboxReader:
         self._in_thread = in_thread
         self._plan = plan
         self._publish = publish
+        self._has_exchange = has_exchange
         self._poked = asyncio.Event()
         self.drained = 0  # rows routed so far, a running total
 
@@ -117,22 +122,50 @@ class OutboxReader:
         entries: list[OutboxEntry] = await self._in_thread(self._store.read_outbox, BATCH_ROWS)
         if not entries:
             return False
-        plans = []
+        routed: list[tuple[int, Planned | None]] = []  # (row, its plan; None: removed unrouted)
         for entry in entries:
             if entry.message is None:
                 log.error("outbox row %d cannot be routed (%s): removed", entry.row_id, entry.problem)
-            else:
-                plans.append(self._plan(entry.message))
-        copies = [copy for plan in plans for copy in plan.copies]
-        row_ids = [entry.row_id for entry in entries]
+                routed.append((entry.row_id, None))
+                continue
+            plan = self._plan(entry.message)
+            if not plan.targets and not self._has_exchange(entry.message.exchange):
+                log.warning(
+                    "outbox row %d names exchange %r, which does not exist: routed nowhere",
+                    entry.row_id, entry.message.exchange,
+                )
+            routed.append((entry.row_id, plan))
+        row_ids = [row_id for row_id, _ in routed]
         while True:
+            copies = [copy for _, plan in routed if plan is not None for copy in plan.copies]
             try:
                 await self._in_thread(self._store.drain_outbox, copies, row_ids)
                 break
-            except Exception as error:  # the database is away: the rows wait, so do their copies
+            except Exception as error:
+                if self._store.refused(error):
+                    # The database refuses a row's data (it would again): one at a time, so that
+                    # one row cannot hold up the outbox for good.
+                    routed = await self._drain_one_by_one(routed)
+                    break
+                # The database is away: the rows wait, and so do their copies.
                 log.error("storing %d outbox messages failed (%s); trying again", len(row_ids), error)
                 await asyncio.sleep(RETRY_SECONDS)
-        for plan in plans:
-            self._publish(plan)
+        for _, routed_plan in routed:
+            if routed_plan is not None:
+                self._publish(routed_plan)
         self.drained += len(row_ids)
         return True
+
+    async def _drain_one_by_one(self, routed: list[tuple[int, Planned | None]]) -> list[tuple[int, Planned | None]]:
+        kept: list[tuple[int, Planned | None]] = []
+        for row_id, plan in routed:
+            try:
+                await self._in_thread(self._store.drain_outbox, [] if plan is None else plan.copies, [row_id])
+                kept.append((row_id, plan))
+            except Exception as error:
+                if not self._store.refused(error):
+                    raise  # away after all: the caller's loop tries the rest again
+                log.error("the database refuses outbox row %d (%s): removed, not delivered", row_id, error)
+                await self._in_thread(self._store.drain_outbox, [], [row_id])
+                kept.append((row_id, None))
+        return kept

@@ -128,7 +128,11 @@ class Runtime:
             time.monotonic() - started,
         )
         self.outbox = OutboxReader(
-            self.store, in_thread=self.writer.in_thread, plan=self.broker.plan, publish=self.publish_planned
+            self.store,
+            in_thread=self.writer.in_thread,
+            plan=self.broker.plan,
+            publish=self.publish_planned,
+            has_exchange=self.broker.has_exchange,
         )
         self._main = asyncio.create_task(self._run(), name="broker-router")
 

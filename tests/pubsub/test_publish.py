@@ -141,6 +141,9 @@ async def test_a_row_another_program_wrote_wrongly_is_removed_and_the_rest_go_th
     def work() -> None:
         with transaction.atomic():
             OutboxRow.objects.create(message_id="bad", routing_key="jobs", body="{not json", published_at="x")
+            deep = '{"a":' * 300 + "1" + "}" * 300  # JSON, but deeper than the broker keeps
+            OutboxRow.objects.create(message_id="deep", routing_key="jobs", body="1", headers=deep, published_at="x")
+            OutboxRow.objects.create(message_id="x" * 65, routing_key="jobs", body="1", published_at="x")
             publish("", "good", routing_key="jobs")
 
     await database_sync_to_async(work)()
@@ -200,3 +203,25 @@ async def test_the_console_s_stats_frame_counts_the_outbox(runtime: Runtime, mon
         return any(frame["totals"]["outbox_depth"] == 2 and frame["totals"]["outbox_oldest_age"] >= 0 for frame in stats)
 
     await eventually(outbox_counted, what="a stats frame with the outbox's depth")
+
+
+async def test_a_row_the_database_refuses_is_removed_and_the_others_are_routed(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import DataError
+
+    await declare("jobs")
+    sink = subscribe(runtime, "jobs")
+    store = runtime.store
+    real = store.drain_outbox
+
+    def refuses_the_second(inserts: Any, outbox_ids: Any) -> None:
+        if any(copy.message.body_json == '"refused"' for copy in inserts):
+            raise DataError("value too long")  # what a column refuses, as a database says it
+        real(inserts, outbox_ids)
+
+    monkeypatch.setattr(store, "drain_outbox", refuses_the_second)
+    await database_sync_to_async(publish_many)([OutboxMessage("", body, "jobs") for body in ("a", "refused", "b")])
+
+    await eventually(lambda: bodies(sink) == ["a", "b"], what="the others, in order")
+    assert await outbox_depth() == 0
