@@ -146,7 +146,8 @@ class SqliteSignal:
     def _changed(self) -> bool:
         try:
             if self._conn is None:
-                self._conn = sqlite3.connect(self._path, timeout=0.1, check_same_thread=False)
+                # No busy wait: this runs on the router's loop; a busy database is a reason to look.
+                self._conn = sqlite3.connect(self._path, timeout=0, check_same_thread=False)
             version = self._conn.execute("PRAGMA data_version").fetchone()[0]
             if version == self._version:
                 return False
