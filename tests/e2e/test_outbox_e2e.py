@@ -6,10 +6,6 @@ second run."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import textwrap
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,62 +14,11 @@ import httpx
 import pytest
 
 from tests.e2e.client import WsClient
-from tests.e2e.harness import ROOT, BrokerProcess
+from tests.e2e.harness import BrokerProcess
+from tests.e2e.outbox_harness import Publisher, take
 from tests.eventually import eventually, eventually_sync
 
 pytestmark = pytest.mark.e2e
-
-SETUP = """
-import os, sys, time
-import django
-os.environ["DJANGO_SETTINGS_MODULE"] = "broker_project.settings"
-django.setup()
-from django.db import transaction
-from pubsub import OutboxMessage, publish, publish_many
-def say(*words):
-    print(*words, flush=True)
-"""
-
-
-class Publisher:
-    """Django code in a process of its own (a management command, a worker), publishing."""
-
-    def __init__(self, broker: BrokerProcess, script: str) -> None:
-        env = {k: v for k, v in broker.env.items() if k not in ("HTTP_PORT",)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", SETUP + textwrap.dedent(script)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-
-    def read_until(self, marker: str, timeout: float = 30.0) -> list[str]:
-        """Lines it printed until one starting with `marker` (included)."""
-        assert self.proc.stdout is not None
-        stdout = self.proc.stdout
-
-        def marked() -> bool:
-            line = stdout.readline()
-            if not line:
-                raise AssertionError(f"the publisher ended early:\n{''.join(self.lines)}")
-            self.lines.append(line)
-            return line.startswith(marker)
-
-        eventually_sync(marked, timeout=timeout, interval=0, what=f"the publisher prints {marker!r}")
-        return self.lines
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def wait(self, timeout: float = 60.0) -> str:
-        out, _ = self.proc.communicate(timeout=timeout)
-        assert self.proc.returncode == 0, "".join(self.lines) + out
-        return "".join(self.lines) + out
-
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
@@ -87,13 +32,6 @@ def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
 
 def declare(broker: BrokerProcess, queue: str) -> None:
     assert httpx.post(f"{broker.url}/api/queues/", json={"name": queue}).status_code == 201
-
-
-def take(broker: BrokerProcess, queue: str) -> list[dict[str, object]]:
-    answer = httpx.post(f"{broker.url}/api/queues/{queue}/get/", json={"count": 100_000})
-    assert answer.status_code == 200, answer.text
-    messages: list[dict[str, object]] = answer.json()
-    return messages
 
 
 async def test_a_commit_in_another_process_is_delivered_and_a_rollback_is_not(broker: BrokerProcess) -> None:

@@ -12,75 +12,17 @@ messages go to another subscriber. Needs E2E_DATABASE_URL and Redis
 from __future__ import annotations
 
 import asyncio
-import os
-import random
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
-import redis
 
 from tests.e2e.client import WsClient
-from tests.e2e.harness import BrokerProcess, drop_postgres_database, postgres_database
 from tests.eventually import eventually
+from tests.integration.cluster_harness import HEALTH_INTERVAL, Cluster, role
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-
-REDIS_SERVER = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
-
-
-class Cluster:
-    def __init__(self, workdir: Path) -> None:
-        server = os.environ.get("E2E_DATABASE_URL", "")
-        assert server.startswith("postgres"), "E2E_DATABASE_URL must name a PostgreSQL server"
-        self.server = server
-        self.database_url, self.database = postgres_database(server)
-        # A Redis database of its own, emptied, so no other run's batches get in.
-        self.redis_url = f"{REDIS_SERVER}/{random.randint(1, 15)}"
-        redis.Redis.from_url(self.redis_url).flushdb()
-        self.workdir = workdir
-        self.nodes: list[BrokerProcess] = []
-
-    def node(self, name: str, *, edge: bool = False) -> BrokerProcess:
-        process = BrokerProcess(
-            self.workdir,
-            database_url=self.database_url,
-            extra_env={"REDIS_URL": self.redis_url},
-            args=("--edge",) if edge else (),
-            name=name,
-        )
-        process.start()
-        self.nodes.append(process)
-        return process
-
-    def close(self) -> None:
-        for process in self.nodes:
-            process.close()
-        drop_postgres_database(self.server, self.database)
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    built = Cluster(tmp_path)
-    try:
-        yield built
-    finally:
-        built.close()
-
-
-def role(node: BrokerProcess) -> str:
-    try:
-        return str(httpx.get(f"{node.url}/health", timeout=2).json()["role"])
-    except httpx.HTTPError:
-        return "down"
-
-
-# `role()` asks a node's /health, blocking the loop: checked every 0.1 s, not more often.
-HEALTH_INTERVAL = 0.1
-
 
 class Publisher:
     """Publishes numbered persistent messages through one WebSocket; records the confirmed."""
