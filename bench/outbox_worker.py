@@ -81,6 +81,7 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     publish = _publisher(config)
     per_tx: int = config["per_tx"]
     rate: float | None = config.get("rate")
+    phase = float(config.get("phase", 0.0))  # paced processes take turns: 0, 1/total rate, ...
     seq = int(config.get("first_seq", 0))
     insert = f"INSERT INTO {ORDERS_TABLE} (ref, amount) VALUES (%s, %s)"
     with transaction.atomic(), connection.cursor() as cursor:  # connect, and warm the statement
@@ -109,7 +110,7 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
         if now >= window_end:
             break
         if rate is not None:
-            due = start + transactions / rate
+            due = start + phase + transactions / rate
             if now < due:
                 time.sleep(due - now)
         bodies = [body(seq + i) for i in range(per_tx)]
