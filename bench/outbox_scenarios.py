@@ -277,7 +277,7 @@ async def throughput(way: Way, mode: Mode, per_tx: int, started: Started | None 
                 notes.append(f"NOT ALL ROUTED: {queue_depth(way.target, queue):,} of {total:,} in the queue {ROUTE_TIMEOUT:.0f} s after the last commit")
             else:
                 extra["routed_lag_s"] = lag
-                if routed < BACKLOG_SHARE * done:
+                if routed / seconds < BACKLOG_SHARE * done / mode.duration:
                     notes.append(f"BACKLOG: the router routed only {routed / seconds:,.0f} msg/s while they committed")
                 notes.append(f"routed {routed / seconds:,.0f} msg/s in the window; all {total:,} routed {lag:.2f} s after the last commit")
     finally:
