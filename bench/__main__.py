@@ -6,6 +6,11 @@ generator's own ceiling against bench/ceiling_server.py, runs the scenarios,
 prints the table and, as the last line, the JSON summary. Every process it
 starts is stopped on the way out, Ctrl-C included.
 
+The outbox scenarios run Django processes of the project that publish in
+their transactions (`pubsub.publish`) on the broker's database, against the
+same transactions publishing with `transaction.on_commit` and pika (publisher
+confirms) to RabbitMQ over AMQP (bench/outbox_scenarios.py).
+
 With `--cluster` it also starts a cluster of ours (a router and two edges, on
 PostgreSQL and Redis) and runs the WebSocket scenarios across it: publishers
 on one edge, subscribers on the other.
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import sys
 import time
@@ -23,7 +29,9 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from types import FrameType
 
-from . import other_scenarios, ws_scenarios
+import psutil
+
+from . import other_scenarios, outbox_scenarios, ws_scenarios
 from .measure import Measurement, Mode, last_other_cores, median_of
 from .processes import (
     CeilingServer,
@@ -35,12 +43,15 @@ from .processes import (
     stop_all,
 )
 from .profiling import Profiler
-from .rabbit import RabbitInfo, probe_rabbitmq
+from .rabbit import RabbitInfo, probe_amqp, probe_rabbitmq
 from .report import SPECS, Row, summary, table
 from .targets import Target, ceiling, cluster, ours, rabbitmq
 
 WS_SCENARIOS = ("publish", "consume", "latency", "fanout", "fanout_latency")
-ALL = (*WS_SCENARIOS, "http", "connections", "recovery")
+# Publishing from Django code (docs/outbox.md) against transaction.on_commit + pika to RabbitMQ.
+OUTBOX_SCENARIOS = ("outbox_latency", "outbox_publish", "outbox_publish_many")
+ALL = (*WS_SCENARIOS, "http", "connections", "recovery", *OUTBOX_SCENARIOS)
+OUTBOX_WAY = "RabbitMQ: transaction.on_commit, then pika BlockingConnection basic_publish with confirms"
 # Other programs using more than this many cores during a window make its result suspect.
 BUSY_CORES = 0.3
 
@@ -55,6 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", help=f"comma-separated scenarios among {','.join(ALL)}")
     parser.add_argument("--rabbitmq-url", default="ws://127.0.0.1:15674/ws", help="RabbitMQ Web-STOMP endpoint (guest/guest)")
     parser.add_argument("--rabbitmq-management", default="http://127.0.0.1:15672", help="RabbitMQ management API, for HTTP publish")
+    parser.add_argument("--rabbitmq-amqp", default="amqp://guest:guest@127.0.0.1:5672/%2F", help="RabbitMQ AMQP URL, for the outbox scenarios' on_commit + pika publishers")
     parser.add_argument("--no-rabbitmq", action="store_true", help="do not use RabbitMQ even if reachable")
     parser.add_argument("--no-ceiling", action="store_true", help="skip measuring the generator's ceiling")
     parser.add_argument("--repetitions", type=int, help="repetitions per scenario (default 3, --quick 1)")
@@ -138,14 +150,52 @@ class Bench:
                 "recovery ours", lambda: asyncio.to_thread(other_scenarios.recovery, self.mode, self.args.database_url)
             )
             self.rows["recovery"].notes.append("RabbitMQ not measured (it would need a restart of the system's server)")
+        outbox = [s for s in self.args.scenarios if s in OUTBOX_SCENARIOS]
+        if outbox and self.database is not None:
+            await asyncio.to_thread(outbox_scenarios.create_orders_table, self.database)
+            ways = [outbox_scenarios.Way("ours", ours_t, self.database)]
+            if rabbit_t is not None and self.amqp_url is not None:
+                ways.append(outbox_scenarios.Way("rabbitmq", rabbit_t, self.database, self.amqp_url))
+            for key in outbox:
+                self.rows[key].notes.append(OUTBOX_WAY)
+                for way in ways:
+                    runs = [await self.once(key, way.name, way, rep) for rep in range(self.mode.repetitions)]
+                    setattr(self.rows[key], way.name, median_of(runs))
 
-    async def once(self, key: str, slot: str, target: Target, rep: int) -> Measurement:
+    async def once(self, key: str, slot: str, target: Target | outbox_scenarios.Way, rep: int) -> Measurement:
+        way = target if isinstance(target, outbox_scenarios.Way) else None
+        if way is not None:
+            target = way.target
+        assert isinstance(target, Target)
         try:
+            if way is not None:
+                return await self._outbox_once(key, way, rep)
             return await self._once(key, slot, target, rep)
         finally:
             # Also on Ctrl-C: RabbitMQ keeps durable queues, the benchmark must not leave them behind.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(target.cleanup(), 10)
+
+    async def _outbox_once(self, key: str, way: outbox_scenarios.Way, rep: int) -> Measurement:
+        """One run of an outbox scenario; with --profile, ours' first run records the broker
+        and the Django publishers (<scenario>.txt, <scenario>.publisher-N.txt)."""
+        profiler = self.profiler if way.is_ours and rep == 0 else None
+
+        def started(publishers: list[psutil.Process]) -> None:
+            if profiler is not None:
+                peers = {f"publisher-{i}": p for i, p in enumerate(publishers)}
+                profiler.start(key, dataclasses.replace(way.target, peers=peers))
+
+        runner: dict[str, Callable[[], Awaitable[Measurement]]] = {
+            "outbox_latency": lambda: outbox_scenarios.latency(way, self.mode, started),
+            "outbox_publish": lambda: outbox_scenarios.throughput(way, self.mode, 1, started),
+            "outbox_publish_many": lambda: outbox_scenarios.throughput(way, self.mode, 100, started),
+        }
+        result = await guarded(f"{key} {way.name} #{rep + 1}", runner[key])
+        if profiler is not None:
+            profiler.stop()
+            result.note = (result.note + "; " if result.note else "") + "profiled (slower)"
+        return result
 
     async def _once(self, key: str, slot: str, target: Target, rep: int) -> Measurement:
         label = f"{key} {slot} #{rep + 1}"
@@ -180,6 +230,8 @@ class Bench:
         return result
 
     rabbit_info: RabbitInfo | None = None
+    database: Database | None = None  # the broker's: the outbox scenarios' Django processes use it
+    amqp_url: str | None = None  # RabbitMQ's AMQP, when it answers
 
 
 async def amain(args: argparse.Namespace) -> int:
@@ -196,6 +248,7 @@ async def amain(args: argparse.Namespace) -> int:
             broker.start()
             log(f"{args.server} pid {broker.proc.pid if broker.proc else '?'} on {broker.url} ({'PostgreSQL' if database.url else 'SQLite'}), up in {broker.startup_seconds:.2f} s")
             ours_t = ours(broker.ws_url, broker.url, broker.ps)
+            bench.database = database
             cluster_t: Target | None = None
             if bench.cluster_scenarios:
                 nodes = Cluster(args.database_url, args.redis_url)
@@ -210,6 +263,13 @@ async def amain(args: argparse.Namespace) -> int:
                     log(f"RabbitMQ {bench.rabbit_info.version} Web-STOMP at {args.rabbitmq_url}, beam pid {bench.rabbit_info.process.pid if bench.rabbit_info.process else '?'}, management {'on' if bench.rabbit_info.management else 'off'}")
                 else:
                     log(f"RabbitMQ Web-STOMP not reachable at {args.rabbitmq_url}: {bench.rabbit_info.reason}")
+                if rabbit_t is not None and any(s in OUTBOX_SCENARIOS for s in args.scenarios):
+                    problem = await asyncio.to_thread(probe_amqp, args.rabbitmq_amqp)
+                    if problem is None:
+                        bench.amqp_url = args.rabbitmq_amqp
+                        log(f"RabbitMQ AMQP at {args.rabbitmq_amqp.split('@')[-1]} for the on_commit publishers")
+                    else:
+                        log(f"RabbitMQ AMQP not reachable at {args.rabbitmq_amqp.split('@')[-1]}: {problem}")
             ceilings: dict[str, Target] = {}
             if not args.no_ceiling and any(s in WS_SCENARIOS or s == "http" for s in args.scenarios):
                 ceiling_server = CeilingServer()

@@ -63,6 +63,15 @@ def ts_of(data: str) -> float:
     return float(data[i + 5 : j])
 
 
+def seq_of(data: str) -> int:
+    """The `seq` number in a delivered body (bench/outbox_worker.py's bodies)."""
+    i = data.find('"seq":') + 6
+    j = i
+    while data[j].isdigit():
+        j += 1
+    return int(data[i:j])
+
+
 class OursDialect:
     name = "ours"
 

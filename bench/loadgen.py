@@ -15,7 +15,7 @@ from typing import Final
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from .dialects import Dialect, body_text, ts_of
+from .dialects import Dialect, body_text, seq_of, ts_of
 
 # The longest a client waits for anything (a confirm, a frame) before it gives up.
 WAIT: Final = 10.0
@@ -112,9 +112,24 @@ class Publisher:
 
 
 class Consumer:
-    """Subscribes and counts deliveries; acks each one individually when `client_ack`."""
+    """Subscribes and counts deliveries; acks each one individually when `client_ack`.
 
-    def __init__(self, dialect: Dialect, *, queue: str | None = None, exchange: str | None = None, client_ack: bool, prefetch: int = 100, latencies: bool = False) -> None:
+    With `latencies` it keeps each delivery's age (its body's `ts`); with `arrivals`
+    the time each body's `seq` arrived (perf_counter, CLOCK_MONOTONIC: comparable
+    with times taken in other processes, bench/outbox_worker.py's).
+    """
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        *,
+        queue: str | None = None,
+        exchange: str | None = None,
+        client_ack: bool,
+        prefetch: int = 100,
+        latencies: bool = False,
+        arrivals: dict[int, float] | None = None,
+    ) -> None:
         self.dialect = dialect
         self.queue = queue
         self.exchange = exchange
@@ -122,6 +137,7 @@ class Consumer:
         self.prefetch = prefetch
         self.received = 0
         self.latencies: list[float] | None = [] if latencies else None
+        self.arrivals = arrivals
         self.ws: ClientConnection | None = None
         # Deliveries that arrived before the subscription's reply: handled first by `run`.
         self._early: list[str] = []
@@ -146,6 +162,7 @@ class Consumer:
         send = self.ws.send
         ack_for, is_delivery = self.dialect.ack_for, self.dialect.is_delivery
         latencies = self.latencies
+        arrivals = self.arrivals
         client_ack = self.client_ack
         perf = time.perf_counter
         if stop.is_set():
@@ -171,6 +188,8 @@ class Consumer:
                     self.received += 1
                     if latencies is not None:
                         latencies.append(perf() - ts_of(text))
+                    if arrivals is not None:
+                        arrivals[seq_of(text)] = perf()
                     if limit is not None and self.received >= limit:
                         return
         except (TimeoutError, asyncio.CancelledError):
@@ -198,3 +217,5 @@ class Consumer:
         self.received += 1
         if self.latencies is not None:
             self.latencies.append(time.perf_counter() - ts_of(text))
+        if self.arrivals is not None:
+            self.arrivals[seq_of(text)] = time.perf_counter()

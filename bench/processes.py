@@ -111,6 +111,15 @@ def find_redis(url: str) -> psutil.Process | None:
     return None
 
 
+def find_postgres() -> list[psutil.Process]:
+    """The local PostgreSQL server's processes (its backends work for every publisher alike)."""
+    found = []
+    for proc in psutil.process_iter(["name"]):
+        if (proc.info.get("name") or "") in ("postgres", "postmaster"):
+            found.append(proc)
+    return found
+
+
 class Database:
     """A fresh database for one broker: a temporary SQLite file, or a new PostgreSQL database."""
 
@@ -150,6 +159,14 @@ class Database:
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
+def project_env(database: Database) -> dict[str, str]:
+    """The environment of a process of the project on `database`: `runbroker`, or Django
+    code of the project that publishes (bench/outbox_worker.py), on the same database."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DATABASE_NAME", "DJANGO_SETTINGS_MODULE", "REDIS_URL")}
+    env.update(database.env(), PYTHONUNBUFFERED="1")
+    return env
+
+
 class OurBroker:
     """`python manage.py runbroker` as users start it, on a free loopback port.
 
@@ -187,8 +204,8 @@ class OurBroker:
         self.wait_ready()
 
     def launch(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DATABASE_NAME", "DJANGO_SETTINGS_MODULE", "REDIS_URL")}
-        env.update(self.database.env(), HTTP_PORT=str(self.port), HTTP_HOST="127.0.0.1", PYTHONUNBUFFERED="1")
+        env = project_env(self.database)
+        env.update(HTTP_PORT=str(self.port), HTTP_HOST="127.0.0.1")
         # The connections scenario opens 10,000 from this one address (README, "Limits").
         env.setdefault("MAX_CONNECTIONS_PER_IP", "0")
         env.update(self.extra_env)

@@ -83,3 +83,22 @@ async def probe_rabbitmq(ws_url: str, management_url: str) -> RabbitInfo:
         # its memory monitor can crash on EMFILE (seen with 3.10), breaking the node.
         info.connection_limit = max(0, int(soft * FD_SHARE) - used - FD_MARGIN) if soft else UNKNOWN_LIMIT_CONNECTIONS
     return info
+
+
+def probe_amqp(url: str) -> str | None:
+    """None when RabbitMQ answers AMQP at `url` (what the Django publishers of the outbox
+    scenarios use, with pika); otherwise why not. Blocking: call it in a thread."""
+    try:
+        import pika
+    except ImportError:
+        return "pika is not installed (pip install -e '.[bench]')"
+    try:
+        params = pika.URLParameters(url)
+        params.socket_timeout = PROBE_TIMEOUT
+        params.blocked_connection_timeout = PROBE_TIMEOUT
+        connection = pika.BlockingConnection(params)
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    with contextlib.suppress(Exception):
+        connection.close()
+    return None

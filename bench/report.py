@@ -33,6 +33,10 @@ SPECS: Final = {
     "http": Spec("http", "HTTP publish: 8 keep-alive clients, persistent", "req/s", True),
     "recovery": Spec("recovery", "recovery: start-up with N stored messages", "s", False),
     "connections": Spec("connections", "RSS per idle subscribed WS connection", "KiB", False),
+    # Django code publishing: ours (pubsub.publish, the outbox) against on_commit + pika to RabbitMQ.
+    "outbox_latency": Spec("outbox_latency", "Django commit to WS delivery: 1 process, 1 message per tx, paced at 1,000 tx/s, p99", "ms", False),
+    "outbox_publish": Spec("outbox_publish", "Django publish: 4 processes, 1 message per transaction", "msg/s", True),
+    "outbox_publish_many": Spec("outbox_publish_many", "Django publish_many: 4 processes, 100 messages per transaction", "msg/s", True),
 }
 
 
