@@ -7,10 +7,11 @@ broker/runtime/writer.py), so its connection is kept between commits.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
-from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
+from django.db import DatabaseError, DataError, IntegrityError, OperationalError, connection, transaction
 from django.db.models import Max
 
 from bindings.models import Binding
@@ -31,6 +32,10 @@ BATCH_ROWS: Final = 500
 # Ids per PostgreSQL DELETE: a checkpoint after a drain may hold a million.
 DELETE_ARRAY_ROWS: Final = 50_000
 LOAD_CHUNK: Final = 10_000
+# SQLite: how often the writer tries for the write lock, and for how long at most (the
+# connection's own timeout, settings.py).
+LOCK_RETRY_SECONDS: Final = 0.0002
+LOCK_WAIT_SECONDS: Final = 20.0
 
 
 def exchange_spec(row: Exchange) -> ExchangeSpec:
@@ -62,6 +67,7 @@ class OrmMessageStore:
         # In a cluster, the router's check that it still holds the lease, run inside
         # each commit before it writes (broker/cluster/lease.py, WriteFence).
         self._fence = fence
+        self._busy_off: object = None  # the SQLite connection whose busy handler is off
 
     def drop_transient_queues(self) -> list[str]:
         """Delete the non-durable queues (with their bindings): a router starting up
@@ -125,7 +131,7 @@ class OrmMessageStore:
 
     def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
         try:
-            self._write(inserts, deletes, queues_to_delete)
+            self._taking_the_lock(lambda: self._write(inserts, deletes, queues_to_delete))
         except Exception:
             # A broken connection stays broken in this thread until closed; closing it
             # lets the next commit reconnect once the database is back.
@@ -160,10 +166,34 @@ class OrmMessageStore:
         """Store the outbox messages' durable copies and remove their outbox rows, in one
         transaction: each row is routed exactly once (storage/outbox.py reads them)."""
         try:
-            self._write(inserts, [], [], outbox_ids)
+            self._taking_the_lock(lambda: self._write(inserts, [], [], outbox_ids))
         except Exception:
             connection.close()  # as `write`: the next try reconnects
             raise
+
+    def _taking_the_lock(self, transaction_: Callable[[], None]) -> None:
+        """Run a transaction of the writer's. On SQLite, take the write lock by trying its
+        BEGIN IMMEDIATE again every LOCK_RETRY_SECONDS rather than through SQLite's busy
+        handler, whose waits grow (1, 2, 5 ... 100 ms): against processes that publish from
+        Django code, each holding the lock a millisecond at a time, it kept losing, and the
+        outbox and every confirm waited."""
+        if connection.vendor != "sqlite":
+            transaction_()
+            return
+        connection.ensure_connection()
+        if self._busy_off is not connection.connection:
+            with connection.cursor() as cursor:
+                cursor.execute("PRAGMA busy_timeout = 0")
+            self._busy_off = connection.connection
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                transaction_()
+                return
+            except OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+            time.sleep(LOCK_RETRY_SECONDS)
 
     def read_outbox(self, limit: int) -> list[OutboxEntry]:
         return read_outbox(limit)

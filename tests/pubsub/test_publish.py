@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
-from django.db import transaction
+from django.db import connection, transaction
 
 from broker.engine.errors import BrokerError, NotFound, TooLarge
 from broker.engine.jsoncodec import loads
@@ -143,7 +143,8 @@ async def test_a_row_another_program_wrote_wrongly_is_removed_and_the_rest_go_th
             OutboxRow.objects.create(message_id="bad", routing_key="jobs", body="{not json", published_at="x")
             deep = '{"a":' * 300 + "1" + "}" * 300  # JSON, but deeper than the broker keeps
             OutboxRow.objects.create(message_id="deep", routing_key="jobs", body="1", headers=deep, published_at="x")
-            OutboxRow.objects.create(message_id="x" * 65, routing_key="jobs", body="1", published_at="x")
+            if connection.vendor == "sqlite":  # PostgreSQL's column refuses it itself
+                OutboxRow.objects.create(message_id="x" * 65, routing_key="jobs", body="1", published_at="x")
             publish("", "good", routing_key="jobs")
 
     await database_sync_to_async(work)()

@@ -48,7 +48,6 @@ TABLE: Final = "pubsub_outbox"
 # The broker's exchanges, one row each by `name`; the built-in `amq.*` ones are rows,
 # the default exchange (`""`, `amq.default`) is not.
 EXCHANGES_TABLE: Final = "exchanges_exchange"
-NOTIFY_CHANNEL: Final = "pubsub_outbox"  # the router LISTENs on it (PostgreSQL)
 
 # The broker's rules (docs/protocol.md, "Names", "Errors"; docs/outbox.md, "The table").
 MAX_MESSAGE_BYTES: Final = 1_048_576  # the broker's default MAX_MESSAGE_BYTES
@@ -281,8 +280,8 @@ def _write(connection: DBAPIConnection, dialect: _Dialect, rows: list[_Row], che
         # or none even in autocommit; in the given order, which their ids keep.
         if dialect.postgresql:
             columns = [list(column) for column in zip(*rows, strict=True)]  # lists: arrays for the driver
+            # The table's trigger sends the NOTIFY that wakes the router at commit.
             cursor.execute(_INSERT_POSTGRESQL, [published_at, *columns])
-            cursor.execute(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')")  # heard at commit
         else:
             table = json.dumps(rows, ensure_ascii=False)  # an array of arrays
             cursor.execute(_INSERT_SQLITE.replace("?", dialect.mark), [published_at, table])
