@@ -51,8 +51,10 @@ def _entry(
     """A row as a message, checked by the rules `pubsub.publish` applies at the call
     (prepare_publish): the same rules, whoever wrote the row."""
     try:
+        if not isinstance(body, str) or not isinstance(headers, str):
+            raise BrokerError("body and headers must be JSON text")
+        loads(body)  # JSON, or ValueError: the text itself goes into every delivery's frame
         fields = {
-            "body": loads(body),
             "routing_key": routing_key,
             "headers": loads(headers),
             "persistent": bool(persistent),
@@ -60,7 +62,7 @@ def _entry(
         }
         if not isinstance(message_id, str) or not message_id:
             raise BrokerError("message_id: must be a string of 1 to 64 characters")
-        request = prepare_publish(fields, max_bytes=settings.MAX_MESSAGE_BYTES, exchange=exchange)
+        request = prepare_publish(fields, max_bytes=settings.MAX_MESSAGE_BYTES, exchange=exchange, body_json=body)
     except BrokerError as error:  # the row's own fault: `problem` names it
         return OutboxEntry(row_id, None, error.message)
     except ValueError as error:  # not JSON

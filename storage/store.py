@@ -164,12 +164,28 @@ class OrmMessageStore:
 
     def drain_outbox(self, inserts: Sequence[StoredCopy], outbox_ids: Sequence[int]) -> None:
         """Store the outbox messages' durable copies and remove their outbox rows, in one
-        transaction: each row is routed exactly once (storage/outbox.py reads them)."""
+        transaction: each row is routed exactly once (storage/outbox.py reads them).
+
+        This commit does not wait for the disk (synchronous_commit off, SQLite's NORMAL):
+        the rows it removes were durable before it began. If the machine loses it, it is
+        lost whole: the rows are back, and are routed again (nothing is lost; it is then
+        at-least-once). A router that dies loses nothing of it: the database has it."""
         try:
-            self._taking_the_lock(lambda: self._write(inserts, [], [], outbox_ids))
+            if connection.vendor == "sqlite":
+                self._sqlite_synchronous("NORMAL")
+            try:
+                self._taking_the_lock(lambda: self._write(inserts, [], [], outbox_ids, wait_for_disk=False))
+            finally:
+                if connection.vendor == "sqlite":
+                    self._sqlite_synchronous("FULL")
         except Exception:
             connection.close()  # as `write`: the next try reconnects
             raise
+
+    @staticmethod
+    def _sqlite_synchronous(level: str) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA synchronous = {level}")
 
     def _taking_the_lock(self, transaction_: Callable[[], None]) -> None:
         """Run a transaction of the writer's. On SQLite, take the write lock by trying its
@@ -210,6 +226,8 @@ class OrmMessageStore:
         deletes: Sequence[int],
         queues_to_delete: Sequence[int],
         outbox_ids: Sequence[int] = (),
+        *,
+        wait_for_disk: bool = True,
     ) -> None:
         # Looked up per commit, not cached: a queue deleted and declared again gets a new id.
         names = list({copy.queue for copy in inserts})
@@ -224,6 +242,8 @@ class OrmMessageStore:
             rows.append((copy.store_id, queue_id, m.message_id, m.exchange, m.routing_key, m.body_json, headers, m.published_at))
         postgres = connection.vendor == "postgresql"
         with transaction.atomic(), connection.cursor() as cursor:
+            if postgres and not wait_for_disk:
+                cursor.execute("SET LOCAL synchronous_commit = off")
             if self._fence is not None:
                 self._fence(cursor)
             # Plain SQL, not bulk_create: the ORM's per-row work was a tenth of a busy

@@ -32,9 +32,13 @@ class PublishRequest:
     message_id: str | None
 
 
-def prepare_publish(data: Mapping[str, Any], *, max_bytes: int, exchange: str | None = None) -> PublishRequest:
-    """Check a publish's fields (docs/protocol.md, publish); `exchange` overrides the field (HTTP path)."""
-    if "body" not in data:
+def prepare_publish(
+    data: Mapping[str, Any], *, max_bytes: int, exchange: str | None = None, body_json: str | None = None
+) -> PublishRequest:
+    """Check a publish's fields (docs/protocol.md, publish); `exchange` overrides the field (HTTP
+    path). `body_json`: the body as JSON text its caller has already checked (an outbox row's),
+    kept as it is instead of `data["body"]` encoded."""
+    if body_json is None and "body" not in data:
         raise invalid("body", "this field is required")
     target = exchange_field(data.get("exchange", DEFAULT_EXCHANGE) if exchange is None else exchange)
     routing_key = key_field("routing_key", data.get("routing_key", ""))
@@ -53,10 +57,11 @@ def prepare_publish(data: Mapping[str, Any], *, max_bytes: int, exchange: str | 
         raise invalid("message_id", f"must be a string of 1 to {MAX_MESSAGE_ID} characters")
     if message_id is not None and holds_nul(message_id):
         raise invalid("message_id", NUL_PROBLEM)
-    try:
-        body_json = dumps(data["body"])
-    except (TypeError, ValueError):
-        raise invalid("body", "must be a JSON value") from None
+    if body_json is None:
+        try:
+            body_json = dumps(data["body"])
+        except (TypeError, ValueError):
+            raise invalid("body", "must be a JSON value") from None
     # Most publishes carry no headers: nothing to encode then.
     try:
         headers_json = dumps(headers) if headers else "{}"
