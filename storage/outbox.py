@@ -97,28 +97,53 @@ async def outbox_signal() -> OutboxSignal:
     return SqliteSignal(str(database["NAME"]))
 
 
+def notified_rows(payloads: list[str]) -> list[OutboxEntry] | None:
+    """The rows the notifications carry (pubsub/migrations/0003), or None when one of
+    them does not (its rows were too large for a payload): the table is to be read."""
+    entries: list[OutboxEntry] = []
+    for payload in payloads:
+        if not payload:
+            return None
+        try:
+            rows = loads(payload)
+            entries.extend(_entry(*row) for row in rows)
+        except (ValueError, TypeError) as error:  # not the trigger's payload: read the table
+            log.warning("an outbox notification's payload is not its rows (%s): reading the table", error)
+            return None
+    return entries
+
+
 class PostgresSignal:
     """LISTEN on a connection of its own; (re)connected when needed, so a database that
-    restarts costs the reader its fast wake-ups only until it is back."""
+    restarts costs the reader its fast wake-ups only until it is back. The table's
+    trigger notifies at every commit of rows, with the rows when they fit."""
+
+    hears_every_commit = True
 
     def __init__(self, database: dict[str, Any]) -> None:
         self._kwargs = {**connection_kwargs(database), "application_name": "broker-outbox"}
         self._conn: Any = None
 
-    async def wait(self, timeout: float) -> None:
+    async def wait(self, timeout: float) -> list[OutboxEntry] | None:
         try:
             if self._conn is None or self._conn.closed:
                 import psycopg
 
                 self._conn = await psycopg.AsyncConnection.connect(autocommit=True, **self._kwargs)
                 await self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                return  # rows may have come while nobody listened: look once
-            async for _ in self._conn.notifies(timeout=timeout, stop_after=1):
-                return
+                return None  # rows may have come while nobody listened: read the table
+            # Every notification received is taken (one read may bring several), then any
+            # others already there: rows of later commits come after, in commit order.
+            payloads = [notify.payload async for notify in self._conn.notifies(timeout=timeout, stop_after=1)]
+            if not payloads:
+                return None  # no signal for a while: read the table anyway
+            payloads += [notify.payload async for notify in self._conn.notifies(timeout=0)]
+            return notified_rows(payloads)
         except Exception as error:
             log.warning("listening for outbox notifications failed (%s): polling meanwhile", error)
             await self.close()
             await asyncio.sleep(timeout)
+            return None
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -132,6 +157,8 @@ class PostgresSignal:
 class SqliteSignal:
     """`PRAGMA data_version` changes when another connection commits to the database file."""
 
+    hears_every_commit = False  # only every few milliseconds: the router's own process pokes
+
     def __init__(self, path: str) -> None:
         self._path = path
         self._conn: sqlite3.Connection | None = None
@@ -142,8 +169,9 @@ class SqliteSignal:
         deadline = loop.time() + timeout
         while loop.time() < deadline:
             if self._changed():
-                return
+                return None  # the table is to be read
             await asyncio.sleep(SQLITE_POLL_SECONDS)
+        return None
 
     def _changed(self) -> bool:
         try:

@@ -21,8 +21,9 @@ from broker.engine.messages import Message, StoredCopy, make_message
 from broker.engine.queues import QueueSpec
 from broker.engine.routing import BindingSpec
 from broker.protocol.topology import Topology
-from broker.runtime.outbox import OutboxEntry, OutboxSignal
+from broker.runtime.outbox import OutboxDrain, OutboxEntry, OutboxSignal
 from exchanges.models import Exchange
+from pubsub.models import OutboxRow
 from queues.models import Message as MessageRow
 from queues.models import Queue
 from storage.outbox import delete_outbox_sql, outbox_signal, outbox_state, read_outbox
@@ -164,46 +165,90 @@ class OrmMessageStore:
             raise
         return refused
 
-    def drain_outbox(self, inserts: Sequence[StoredCopy], outbox_ids: Sequence[int]) -> None:
-        """Store the outbox messages' durable copies and remove their outbox rows, in one
-        transaction: each row is routed exactly once (storage/outbox.py reads them).
+    def drain_outbox(self, rows: Sequence[OutboxDrain]) -> list[int]:
+        """Remove the outbox rows that are still there and store their messages' durable
+        copies, in one transaction; returns the ids removed. Only the router removes rows,
+        and only here: a row is routed once, however often it was read or notified
+        (storage/outbox.py reads them), and the copies of a row not removed are not stored.
 
         This commit does not wait for the disk (synchronous_commit off, SQLite's NORMAL):
         the rows it removes were durable before it began. If the machine loses it, it is
         lost whole: the rows are back, and are routed again (nothing is lost; it is then
         at-least-once). A router that dies loses nothing of it: the database has it."""
         try:
-            if connection.vendor == "postgresql" and self._fence is None and len(inserts) < COPY_ROWS and len(outbox_ids) <= BATCH_ROWS:
-                self._drain_in_one_round_trip(inserts, outbox_ids)
-                return
+            if (
+                connection.vendor == "postgresql"
+                and self._fence is None
+                and sum(len(copies) for _, copies in rows) < COPY_ROWS
+                and len(rows) <= BATCH_ROWS
+            ):
+                return self._drain_in_one_round_trip(rows)
             if connection.vendor == "sqlite":
                 self._sqlite_synchronous("NORMAL")
+            removed: list[int] = []
             try:
-                self._taking_the_lock(lambda: self._write(inserts, [], [], outbox_ids, wait_for_disk=False))
+                self._taking_the_lock(lambda: self._drain(rows, removed))
             finally:
                 if connection.vendor == "sqlite":
                     self._sqlite_synchronous("FULL")
+            return removed
         except Exception:
             connection.close()  # as `write`: the next try reconnects
             raise
 
+    def _drain(self, rows: Sequence[OutboxDrain], removed: list[int]) -> None:
+        table = connection.ops.quote_name(OutboxRow._meta.db_table)
+        removed.clear()  # SQLite's lock may have this transaction tried again
+        with transaction.atomic(), connection.cursor() as cursor:
+            if self._fence is not None:
+                self._fence(cursor)
+            if connection.vendor == "postgresql":
+                cursor.execute("SET LOCAL synchronous_commit = off")
+            for start in range(0, len(rows), BATCH_ROWS):
+                ids = [row_id for row_id, _ in rows[start : start + BATCH_ROWS]]
+                marks = ", ".join(["%s"] * len(ids))
+                # Looked for, then deleted: RETURNING is newer than some SQLite builds Django takes.
+                cursor.execute(f"SELECT id FROM {table} WHERE id IN ({marks})", ids)
+                found = [row_id for (row_id,) in cursor.fetchall()]
+                if found:
+                    cursor.execute(delete_outbox_sql(len(found)), found)
+                removed.extend(found)
+            there = set(removed)
+            self._write_rows(cursor, [copy for row_id, copies in rows if row_id in there for copy in copies], [], [])
+
     @staticmethod
-    def _drain_in_one_round_trip(inserts: Sequence[StoredCopy], outbox_ids: Sequence[int]) -> None:
+    def _drain_in_one_round_trip(rows: Sequence[OutboxDrain]) -> list[int]:
         """PostgreSQL, a few rows (a quiet outbox's drain): the whole transaction sent as one
-        string, one round trip where BEGIN, the INSERT, the DELETE and the COMMIT took four;
-        on this path round trips are the latency. Django's cursors bind on the client side,
-        so the string goes as one simple query; a statement that fails ends it there, and the
-        caller closes the connection, its transaction with it."""
+        string, one round trip where BEGIN, the DELETE, the INSERT and the COMMIT would take
+        four; on this path round trips are the latency. Django's cursors bind on the client
+        side, so the string goes as one simple query; a statement that fails ends it there,
+        and the caller closes the connection, its transaction with it."""
         assert connection.get_autocommit(), "the writer's connection is in autocommit between its transactions"
-        statements = ["BEGIN", "SET LOCAL synchronous_commit = off"]
-        params: list[Any] = []
-        if inserts:
-            statements.append(_insert_joined_sql(len(inserts)))
-            params.extend(value for copy in inserts for value in _row(copy, copy.queue))
-        statements += [delete_outbox_sql(len(outbox_ids)), "COMMIT"]
-        params.extend(outbox_ids)
+        quote = connection.ops.quote_name
+        ids = [row_id for row_id, _ in rows]
+        values = [(row_id, copy) for row_id, copies in rows for copy in copies]
+        gone = f"DELETE FROM {quote(OutboxRow._meta.db_table)} WHERE id IN ({', '.join(['%s'] * len(ids))}) RETURNING id"
+        params: list[Any] = list(ids)
+        if values:
+            # The copies of the rows removed, their queues found by name (a queue gone is left out).
+            row = "(%s::bigint, %s::bigint, %s, %s, %s, %s, %s, %s::jsonb, %s)"
+            given = "outbox_id, store_id, queue_name, message_id, exchange, routing_key, body, headers, published_at"
+            store = (
+                f", stored AS (INSERT INTO {quote(MessageRow._meta.db_table)} ({', '.join(map(quote, _COLUMNS))}) "
+                f"SELECT v.store_id, q.id, v.message_id, v.exchange, v.routing_key, v.body, v.headers, v.published_at "
+                f"FROM (VALUES {', '.join([row] * len(values))}) AS v({given}) "
+                f"JOIN gone ON gone.id = v.outbox_id JOIN {quote(Queue._meta.db_table)} AS q ON q.name = v.queue_name)"
+            )
+            params.extend(value for row_id, copy in values for value in (row_id, *_row(copy, copy.queue)))
+        else:
+            store = ""
+        sql = f"BEGIN; SET LOCAL synchronous_commit = off; WITH gone AS ({gone}){store} SELECT id FROM gone; COMMIT"
         with connection.cursor() as cursor:
-            cursor.execute("; ".join(statements), params)
+            cursor.execute(sql, params)
+            while cursor.description is None:  # BEGIN's and SET's results come first
+                if not cursor.nextset():
+                    raise DatabaseError("the outbox's drain returned no rows")
+            return [row_id for (row_id,) in cursor.fetchall()]
 
     @staticmethod
     def _sqlite_synchronous(level: str) -> None:
@@ -243,15 +288,15 @@ class OrmMessageStore:
     def outbox_state(self) -> tuple[int, float | None]:
         return outbox_state()
 
-    def _write(
-        self,
-        inserts: Sequence[StoredCopy],
-        deletes: Sequence[int],
-        queues_to_delete: Sequence[int],
-        outbox_ids: Sequence[int] = (),
-        *,
-        wait_for_disk: bool = True,
-    ) -> None:
+    def _write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
+        with transaction.atomic(), connection.cursor() as cursor:
+            if self._fence is not None:
+                self._fence(cursor)
+            self._write_rows(cursor, inserts, deletes, queues_to_delete)
+
+    @staticmethod
+    def _write_rows(cursor: Any, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
+        """Inside a transaction of the writer's."""
         postgres = connection.vendor == "postgresql"
         # A few rows on PostgreSQL: one INSERT that finds the queues by name itself (the
         # join). More, or on SQLite: the queues' ids looked up first, then COPY or INSERT.
@@ -266,47 +311,37 @@ class OrmMessageStore:
             if queue_id is None:
                 continue
             rows.append(_row(copy, queue_id))
-        with transaction.atomic(), connection.cursor() as cursor:
-            if self._fence is not None:
-                self._fence(cursor)
-            # Plain SQL, not bulk_create: the ORM's per-row work was a tenth of a busy
-            # publisher's profile; the values are already encoded.
-            if rows and joined:
-                # A quiet stream's commit: one round trip, where the lookup and COPY took three
-                # or four, and on this path round trips are the latency.
-                cursor.execute(_insert_joined_sql(len(rows)), [value for row in rows for value in row])
-            elif rows and postgres:
-                # COPY: PostgreSQL spends a fraction of the CPU per row that it spends
-                # on one INSERT each (on this machine kind 84-124k rows/s against 28-46k),
-                # and its CPU is the publish benchmark's bound on PostgreSQL.
-                # psycopg's own cursor: wrapped, so its errors are Django's (`refused`).
-                with connection.wrap_database_errors, cursor.copy(_copy_sql()) as copy:
-                    for row in rows:
-                        copy.write_row(row)
-            elif rows:
-                cursor.executemany(_insert_sql(), rows)
-            if postgres:
-                for start in range(0, len(deletes), DELETE_ARRAY_ROWS):  # an array each, one plan
-                    cursor.execute(_delete_any_sql(), [list(deletes[start : start + DELETE_ARRAY_ROWS])])
-            else:
-                for start in range(0, len(deletes), BATCH_ROWS):
-                    batch = deletes[start : start + BATCH_ROWS]
-                    cursor.execute(_delete_sql(len(batch)), list(batch))
-            for start in range(0, len(outbox_ids), BATCH_ROWS):
-                batch = list(outbox_ids[start : start + BATCH_ROWS])
-                sql = delete_outbox_sql(len(batch))
-                if postgres and not wait_for_disk:
-                    # In the same round trip (Django's cursors bind on the client side).
-                    sql = f"SET LOCAL synchronous_commit = off; {sql}"
-                cursor.execute(sql, batch)
-            if queues_to_delete:
-                # Queues the router deleted (auto-delete, expires) along with their bindings:
-                # plain SQL, so no signal sends each row's deletion back to the router.
-                ids = list(queues_to_delete)
-                marks = ", ".join(["%s"] * len(ids))
-                for model, column in ((Binding, "queue_id"), (MessageRow, "queue_id"), (Queue, "id")):
-                    table = connection.ops.quote_name(model._meta.db_table)
-                    cursor.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
+        # Plain SQL, not bulk_create: the ORM's per-row work was a tenth of a busy
+        # publisher's profile; the values are already encoded.
+        if rows and joined:
+            # A quiet stream's commit: one round trip, where the lookup and COPY took three
+            # or four, and on this path round trips are the latency.
+            cursor.execute(_insert_joined_sql(len(rows)), [value for row in rows for value in row])
+        elif rows and postgres:
+            # COPY: PostgreSQL spends a fraction of the CPU per row that it spends
+            # on one INSERT each (on this machine kind 84-124k rows/s against 28-46k),
+            # and its CPU is the publish benchmark's bound on PostgreSQL.
+            # psycopg's own cursor: wrapped, so its errors are Django's (`refused`).
+            with connection.wrap_database_errors, cursor.copy(_copy_sql()) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        elif rows:
+            cursor.executemany(_insert_sql(), rows)
+        if postgres:
+            for start in range(0, len(deletes), DELETE_ARRAY_ROWS):  # an array each, one plan
+                cursor.execute(_delete_any_sql(), [list(deletes[start : start + DELETE_ARRAY_ROWS])])
+        else:
+            for start in range(0, len(deletes), BATCH_ROWS):
+                batch = deletes[start : start + BATCH_ROWS]
+                cursor.execute(_delete_sql(len(batch)), list(batch))
+        if queues_to_delete:
+            # Queues the router deleted (auto-delete, expires) along with their bindings:
+            # plain SQL, so no signal sends each row's deletion back to the router.
+            ids = list(queues_to_delete)
+            marks = ", ".join(["%s"] * len(ids))
+            for model, column in ((Binding, "queue_id"), (MessageRow, "queue_id"), (Queue, "id")):
+                table = connection.ops.quote_name(model._meta.db_table)
+                cursor.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
 
     def close(self) -> None:
         connection.close()

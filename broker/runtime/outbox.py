@@ -3,11 +3,13 @@
 Django code writes a message to the outbox table in its own transaction. The
 reader, woken when such a transaction commits (the store's `OutboxSignal`:
 PostgreSQL's NOTIFY, SQLite's data version; in the router's own process, a
-call from the committing thread), takes the rows in order, routes each in the
-engine without enqueuing it (`Broker.plan`), stores the durable copies and
-removes the rows in one transaction of its own, and only then enqueues and
-delivers them. A router that dies before that commit leaves the rows for the
-next one, and no subscriber saw them: each row is routed exactly once.
+call from the committing thread), takes the rows in order (from the table, or
+from the notification when it carries them), routes each in the engine without
+enqueuing it (`Broker.plan`), removes the rows still there and stores their
+durable copies in one transaction of its own, and only then enqueues and
+delivers the rows it removed. A router that dies before that commit leaves the
+rows for the next one, and no subscriber saw them; a row read and notified too
+is removed once: each row is routed exactly once.
 """
 
 from __future__ import annotations
@@ -41,9 +43,19 @@ class OutboxEntry:
     problem: str = ""
 
 
+# An outbox row to remove, by id, and the durable copies to store if it is still there.
+OutboxDrain = tuple[int, Sequence[StoredCopy]]
+
+
 class OutboxSignal(Protocol):
-    async def wait(self, timeout: float) -> None:
-        """Return once a transaction may have committed outbox rows, or after `timeout`."""
+    # Does the signal hear every commit of outbox rows, the router's own process's too?
+    # Then the calls from the committing thread (`poke`) add nothing.
+    hears_every_commit: bool
+
+    async def wait(self, timeout: float) -> list[OutboxEntry] | None:
+        """Return once a transaction may have committed outbox rows, or after `timeout`:
+        the rows those transactions wrote when the signal carried them all (they may have
+        been routed already), None when the table is to be read."""
 
     async def close(self) -> None: ...
 
@@ -52,8 +64,9 @@ class OutboxStore(Protocol):
     def read_outbox(self, limit: int) -> list[OutboxEntry]:
         """The first `limit` rows, in order."""
 
-    def drain_outbox(self, inserts: Sequence[StoredCopy], outbox_ids: Sequence[int]) -> None:
-        """Insert the copies and delete the rows, in one transaction."""
+    def drain_outbox(self, rows: Sequence[OutboxDrain]) -> list[int]:
+        """Remove those of the rows still there and store their copies, in one transaction;
+        the ids removed."""
 
     def refused(self, error: BaseException) -> bool:
         """Did the database refuse the data itself (it would again), rather than fail to answer?"""
@@ -91,81 +104,104 @@ class OutboxReader:
     async def run(self) -> None:
         signal = await self._store.outbox_signal()
         try:
+            notified: list[OutboxEntry] | None = None  # None: read the table
             while True:
                 try:
-                    while await self._drain_once():
-                        pass
+                    if notified is None:
+                        while await self._drain_once():
+                            pass
+                    else:
+                        await self._route(notified)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     log.exception("reading the outbox failed; trying again")
                     await asyncio.sleep(RETRY_SECONDS)
+                    notified = None
                     continue
-                await self._wait(signal)
+                notified = await self._wait(signal)
         finally:
             await signal.close()
 
-    async def _wait(self, signal: OutboxSignal) -> None:
+    async def _wait(self, signal: OutboxSignal) -> list[OutboxEntry] | None:
+        if signal.hears_every_commit:
+            self._poked.clear()
+            return await signal.wait(POLL_SECONDS)
         if self._poked.is_set():
             self._poked.clear()
-            return
-        waits = {asyncio.ensure_future(self._poked.wait()), asyncio.ensure_future(signal.wait(POLL_SECONDS))}
+            return None
+        poked = asyncio.ensure_future(self._poked.wait())
+        signalled = asyncio.ensure_future(signal.wait(POLL_SECONDS))
         try:
-            await asyncio.wait(waits, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((poked, signalled), timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for waiting in waits:
-                waiting.cancel()
+            poked.cancel()
+            signalled.cancel()
         self._poked.clear()
+        # Woken by the signal, it says what to read; by a poke (or neither), the table.
+        return signalled.result() if signalled.done() and not signalled.cancelled() else None
 
     async def _drain_once(self) -> bool:
-        """Route one batch of rows; False when the outbox was empty."""
+        """Route one batch of rows read from the table; False when it was empty."""
         entries: list[OutboxEntry] = await self._in_thread(self._store.read_outbox, BATCH_ROWS)
         if not entries:
             return False
-        routed: list[tuple[int, Planned | None]] = []  # (row, its plan; None: removed unrouted)
-        for entry in entries:
-            if entry.message is None:
-                log.error("outbox row %d cannot be routed (%s): removed", entry.row_id, entry.problem)
-                routed.append((entry.row_id, None))
-                continue
-            plan = self._plan(entry.message)
-            if not plan.targets and not self._has_exchange(entry.message.exchange):
-                log.warning(
-                    "outbox row %d names exchange %r, which does not exist: routed nowhere",
-                    entry.row_id, entry.message.exchange,
-                )
-            routed.append((entry.row_id, plan))
-        row_ids = [row_id for row_id, _ in routed]
+        await self._route(entries)
+        return True
+
+    async def _route(self, entries: list[OutboxEntry]) -> None:
+        """Plan the rows, remove those still there with their copies stored, then enqueue those."""
+        routed: list[tuple[OutboxEntry, Planned | None]] = [
+            (entry, None if entry.message is None else self._plan(entry.message)) for entry in entries
+        ]
         while True:
-            copies = [copy for _, plan in routed if plan is not None for copy in plan.copies]
             try:
-                await self._in_thread(self._store.drain_outbox, copies, row_ids)
+                removed = set(
+                    await self._in_thread(
+                        self._store.drain_outbox, [(entry.row_id, _copies(plan)) for entry, plan in routed]
+                    )
+                )
                 break
             except Exception as error:
                 if self._store.refused(error):
                     # The database refuses a row's data (it would again): one at a time, so that
                     # one row cannot hold up the outbox for good.
-                    routed = await self._drain_one_by_one(routed)
+                    routed, removed = await self._drain_one_by_one(routed)
                     break
                 # The database is away: the rows wait, and so do their copies.
-                log.error("storing %d outbox messages failed (%s); trying again", len(row_ids), error)
+                log.error("storing %d outbox messages failed (%s); trying again", len(routed), error)
                 await asyncio.sleep(RETRY_SECONDS)
-        for _, routed_plan in routed:
-            if routed_plan is not None:
-                self._publish(routed_plan)
-        self.drained += len(row_ids)
-        return True
+        for entry, plan in routed:
+            if entry.row_id not in removed:
+                continue  # routed already (read, then notified)
+            self.drained += 1
+            if entry.message is None:
+                log.error("outbox row %d cannot be routed (%s): removed", entry.row_id, entry.problem)
+            elif plan is not None:
+                if not plan.targets and not self._has_exchange(entry.message.exchange):
+                    log.warning(
+                        "outbox row %d names exchange %r, which does not exist: routed nowhere",
+                        entry.row_id, entry.message.exchange,
+                    )
+                self._publish(plan)
 
-    async def _drain_one_by_one(self, routed: list[tuple[int, Planned | None]]) -> list[tuple[int, Planned | None]]:
-        kept: list[tuple[int, Planned | None]] = []
-        for row_id, plan in routed:
+    async def _drain_one_by_one(
+        self, routed: list[tuple[OutboxEntry, Planned | None]]
+    ) -> tuple[list[tuple[OutboxEntry, Planned | None]], set[int]]:
+        kept: list[tuple[OutboxEntry, Planned | None]] = []
+        removed: set[int] = set()
+        for entry, plan in routed:
             try:
-                await self._in_thread(self._store.drain_outbox, [] if plan is None else plan.copies, [row_id])
-                kept.append((row_id, plan))
+                removed.update(await self._in_thread(self._store.drain_outbox, [(entry.row_id, _copies(plan))]))
+                kept.append((entry, plan))
             except Exception as error:
                 if not self._store.refused(error):
                     raise  # away after all: the caller's loop tries the rest again
-                log.error("the database refuses outbox row %d (%s): removed, not delivered", row_id, error)
-                await self._in_thread(self._store.drain_outbox, [], [row_id])
-                kept.append((row_id, None))
-        return kept
+                log.error("the database refuses outbox row %d (%s): removed, not delivered", entry.row_id, error)
+                removed.update(await self._in_thread(self._store.drain_outbox, [(entry.row_id, ())]))
+                kept.append((entry, None))
+        return kept, removed
+
+
+def _copies(plan: Planned | None) -> Sequence[StoredCopy]:
+    return () if plan is None else plan.copies

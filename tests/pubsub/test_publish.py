@@ -162,11 +162,11 @@ async def test_a_drain_the_database_refuses_for_a_while_routes_each_row_once(
     real = store.drain_outbox
     failures = [2]
 
-    def flaky(inserts: Any, outbox_ids: Any) -> None:
+    def flaky(rows: Any) -> list[int]:
         if failures[0]:
             failures[0] -= 1
             raise OSError("the database is away")
-        real(inserts, outbox_ids)
+        return real(rows)
 
     monkeypatch.setattr(store, "drain_outbox", flaky)
     monkeypatch.setattr("broker.runtime.outbox.RETRY_SECONDS", 0.01)
@@ -194,7 +194,9 @@ async def test_the_console_s_stats_frame_counts_the_outbox(runtime: Runtime, mon
     from broker.runtime import runtime as runtime_module
 
     monkeypatch.setattr(runtime_module, "STATS_SECONDS", 0.05)
-    monkeypatch.setattr(runtime.store, "read_outbox", lambda limit: [])  # the router sees none: they wait
+    # The router neither reads nor removes them (notified on PostgreSQL, it still plans them): they wait.
+    monkeypatch.setattr(runtime.store, "read_outbox", lambda limit: [])
+    monkeypatch.setattr(runtime.store, "drain_outbox", lambda rows: [])
     await database_sync_to_async(publish_many)([OutboxMessage("", n, "nowhere") for n in range(2)])
     sink = Sink()
     runtime.watch(runtime.connect(sink))
@@ -216,10 +218,10 @@ async def test_a_row_the_database_refuses_is_removed_and_the_others_are_routed(
     store = runtime.store
     real = store.drain_outbox
 
-    def refuses_the_second(inserts: Any, outbox_ids: Any) -> None:
-        if any(copy.message.body_json == '"refused"' for copy in inserts):
+    def refuses_the_second(rows: Any) -> list[int]:
+        if any(copy.message.body_json == '"refused"' for _, copies in rows for copy in copies):
             raise DataError("value too long")  # what a column refuses, as a database says it
-        real(inserts, outbox_ids)
+        return real(rows)
 
     monkeypatch.setattr(store, "drain_outbox", refuses_the_second)
     await database_sync_to_async(publish_many)([OutboxMessage("", body, "jobs") for body in ("a", "refused", "b")])

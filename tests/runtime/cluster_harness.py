@@ -33,7 +33,7 @@ from broker.protocol.client_frames import SubscribeRequest
 from broker.protocol.publish import PublishRequest
 from broker.protocol.topology import Topology
 from broker.router.local import LocalRouter
-from broker.runtime.outbox import OutboxEntry
+from broker.runtime.outbox import OutboxDrain, OutboxEntry
 from broker.runtime.runtime import Runtime
 from subscriptions.consumers import BrokerConsumer
 from tests.eventually import eventually
@@ -93,8 +93,9 @@ class MemoryStore:
     def read_outbox(self, limit: int) -> list[OutboxEntry]:
         return []
 
-    def drain_outbox(self, inserts: Sequence[StoredCopy], outbox_ids: Sequence[int]) -> None:
-        self.write(inserts, [], [])
+    def drain_outbox(self, rows: Sequence[OutboxDrain]) -> list[int]:
+        self.write([copy for _, copies in rows for copy in copies], [], [])
+        return [row_id for row_id, _ in rows]
 
     async def outbox_signal(self) -> NoSignal:
         return NoSignal()
@@ -107,6 +108,8 @@ class MemoryStore:
 
 
 class NoSignal:
+    hears_every_commit = False
+
     async def wait(self, timeout: float) -> None:
         await asyncio.sleep(timeout)
 
