@@ -207,6 +207,10 @@ class OrmMessageStore:
             for start in range(0, len(rows), BATCH_ROWS):
                 ids = [row_id for row_id, _ in rows[start : start + BATCH_ROWS]]
                 marks = ", ".join(["%s"] * len(ids))
+                if connection.vendor == "postgresql":
+                    cursor.execute(f"DELETE FROM {table} WHERE id IN ({marks}) RETURNING id", ids)
+                    removed.extend(row_id for (row_id,) in cursor.fetchall())
+                    continue
                 # Looked for, then deleted: RETURNING is newer than some SQLite builds Django takes.
                 cursor.execute(f"SELECT id FROM {table} WHERE id IN ({marks})", ids)
                 found = [row_id for (row_id,) in cursor.fetchall()]
