@@ -85,9 +85,16 @@ def outbox_state() -> tuple[int, float | None]:
     return state.depth, state.oldest_age_seconds
 
 
-def delete_outbox_sql(count: int) -> str:
+def delete_outbox_sql(count: int, *, returning: bool = False) -> str:
+    """Delete rows by id; `returning`: and name those deleted (PostgreSQL)."""
     table = connection.ops.quote_name(OutboxRow._meta.db_table)
-    return f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * count)})"
+    return f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * count)})" + (" RETURNING id" if returning else "")
+
+
+def find_outbox_sql(count: int) -> str:
+    """Which of these row ids are there."""
+    table = connection.ops.quote_name(OutboxRow._meta.db_table)
+    return f"SELECT id FROM {table} WHERE id IN ({', '.join(['%s'] * count)})"
 
 
 async def outbox_signal() -> OutboxSignal:

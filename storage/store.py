@@ -23,10 +23,9 @@ from broker.engine.routing import BindingSpec
 from broker.protocol.topology import Topology
 from broker.runtime.outbox import OutboxDrain, OutboxEntry, OutboxSignal
 from exchanges.models import Exchange
-from pubsub.models import OutboxRow
 from queues.models import Message as MessageRow
 from queues.models import Queue
-from storage.outbox import delete_outbox_sql, outbox_signal, outbox_state, read_outbox
+from storage.outbox import delete_outbox_sql, find_outbox_sql, outbox_signal, outbox_state, read_outbox
 
 # Rows per statement: under SQLite's and PostgreSQL's parameter limits.
 BATCH_ROWS: Final = 500
@@ -197,7 +196,6 @@ class OrmMessageStore:
             raise
 
     def _drain(self, rows: Sequence[OutboxDrain], removed: list[int]) -> None:
-        table = connection.ops.quote_name(OutboxRow._meta.db_table)
         removed.clear()  # SQLite's lock may have this transaction tried again
         with transaction.atomic(), connection.cursor() as cursor:
             if self._fence is not None:
@@ -206,13 +204,12 @@ class OrmMessageStore:
                 cursor.execute("SET LOCAL synchronous_commit = off")
             for start in range(0, len(rows), BATCH_ROWS):
                 ids = [row_id for row_id, _ in rows[start : start + BATCH_ROWS]]
-                marks = ", ".join(["%s"] * len(ids))
                 if connection.vendor == "postgresql":
-                    cursor.execute(f"DELETE FROM {table} WHERE id IN ({marks}) RETURNING id", ids)
+                    cursor.execute(delete_outbox_sql(len(ids), returning=True), ids)
                     removed.extend(row_id for (row_id,) in cursor.fetchall())
                     continue
                 # Looked for, then deleted: RETURNING is newer than some SQLite builds Django takes.
-                cursor.execute(f"SELECT id FROM {table} WHERE id IN ({marks})", ids)
+                cursor.execute(find_outbox_sql(len(ids)), ids)
                 found = [row_id for (row_id,) in cursor.fetchall()]
                 if found:
                     cursor.execute(delete_outbox_sql(len(found)), found)
@@ -228,21 +225,13 @@ class OrmMessageStore:
         side, so the string goes as one simple query; a statement that fails ends it there,
         and the caller closes the connection, its transaction with it."""
         assert connection.get_autocommit(), "the writer's connection is in autocommit between its transactions"
-        quote = connection.ops.quote_name
         ids = [row_id for row_id, _ in rows]
         values = [(row_id, copy) for row_id, copies in rows for copy in copies]
-        gone = f"DELETE FROM {quote(OutboxRow._meta.db_table)} WHERE id IN ({', '.join(['%s'] * len(ids))}) RETURNING id"
+        gone = delete_outbox_sql(len(ids), returning=True)
         params: list[Any] = list(ids)
         if values:
-            # The copies of the rows removed, their queues found by name (a queue gone is left out).
-            row = "(%s::bigint, %s::bigint, %s, %s, %s, %s, %s, %s::jsonb, %s)"
-            given = "outbox_id, store_id, queue_name, message_id, exchange, routing_key, body, headers, published_at"
-            store = (
-                f", stored AS (INSERT INTO {quote(MessageRow._meta.db_table)} ({', '.join(map(quote, _COLUMNS))}) "
-                f"SELECT v.store_id, q.id, v.message_id, v.exchange, v.routing_key, v.body, v.headers, v.published_at "
-                f"FROM (VALUES {', '.join([row] * len(values))}) AS v({given}) "
-                f"JOIN gone ON gone.id = v.outbox_id JOIN {quote(Queue._meta.db_table)} AS q ON q.name = v.queue_name)"
-            )
+            # The copies of the rows removed only.
+            store = f", stored AS ({_insert_joined_sql(len(values), of_rows_in='gone')})"
             params.extend(value for row_id, copy in values for value in (row_id, *_row(copy, copy.queue)))
         else:
             store = ""
@@ -369,17 +358,23 @@ def _insert_sql() -> str:
     return f"INSERT INTO {quote(MessageRow._meta.db_table)} ({', '.join(map(quote, _COLUMNS))}) VALUES ({values})"
 
 
-def _insert_joined_sql(count: int) -> str:
+def _insert_joined_sql(count: int, *, of_rows_in: str = "") -> str:
     """PostgreSQL: insert rows given with their queue's name, found by a join (a row whose
-    queue is gone is left out)."""
+    queue is gone is left out). `of_rows_in`: each row is given after its outbox row's id,
+    and inserted only if that id is in this relation (a CTE of the rows removed)."""
     quote = connection.ops.quote_name
     row = "(%s::bigint, %s, %s, %s, %s, %s, %s::jsonb, %s)"
     given = "store_id, queue_name, message_id, exchange, routing_key, body, headers, published_at"
+    removed = ""
+    if of_rows_in:
+        row = "(%s::bigint, " + row[1:]
+        given = f"outbox_id, {given}"
+        removed = f"JOIN {of_rows_in} ON {of_rows_in}.id = v.outbox_id "
     return (
         f"INSERT INTO {quote(MessageRow._meta.db_table)} ({', '.join(map(quote, _COLUMNS))}) "
         f"SELECT v.store_id, q.id, v.message_id, v.exchange, v.routing_key, v.body, v.headers, v.published_at "
         f"FROM (VALUES {', '.join([row] * count)}) AS v({given}) "
-        f"JOIN {quote(Queue._meta.db_table)} AS q ON q.name = v.queue_name"
+        f"{removed}JOIN {quote(Queue._meta.db_table)} AS q ON q.name = v.queue_name"
     )
 
 
