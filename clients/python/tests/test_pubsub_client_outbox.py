@@ -200,10 +200,10 @@ async def test_built_in_exchanges_in_autocommit_and_the_unchecked_way(
         conn.close()
 
 
+@pytest.mark.postgresql
 async def test_psycopg2(client: Client, queue: str, broker: BrokerProcess) -> None:
     if not on_postgresql(broker):
         pytest.skip("psycopg2 speaks to PostgreSQL: scripts/test's second run")
-    pytest.importorskip("psycopg2")
     conn = connect(broker, driver="psycopg2")
     try:
         async with client.consume(queue, ack="auto") as messages:
