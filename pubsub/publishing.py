@@ -77,13 +77,16 @@ def publish_many(messages: Iterable[OutboxMessage], *, using: str = DEFAULT_DB_A
         for message_id, r in zip(ids, requests, strict=True)
     ]
     connection = connections[using]
-    # Plain SQL, one statement per INSERT_ROWS rows, no savepoint: a statement is atomic,
-    # and the ORM's bulk_create cost more than the rest of a publish. On PostgreSQL the
-    # table's trigger sends the NOTIFY that wakes the router at commit (migration 0002).
+    # Plain SQL, no savepoint: a statement is atomic, and the ORM's bulk_create cost more
+    # than the rest of a publish. On PostgreSQL the table's trigger sends the NOTIFY that
+    # wakes the router at commit (migration 0002).
     with transaction.atomic(using=using, savepoint=False), connection.cursor() as cursor:
-        for start in range(0, len(rows), INSERT_ROWS):
-            chunk = rows[start : start + INSERT_ROWS]
-            cursor.execute(_insert_sql(connection, len(chunk)), [value for row in chunk for value in row])
+        if len(rows) > 1 and connection.vendor == "postgresql" and _is_psycopg3():
+            _insert_columns(connection, rows)
+        else:
+            for start in range(0, len(rows), INSERT_ROWS):
+                chunk = rows[start : start + INSERT_ROWS]
+                cursor.execute(_insert_sql(connection, len(chunk)), [value for row in chunk for value in row])
         transaction.on_commit(outbox_written, using=using)  # forgotten if the caller's savepoint rolls back
     record(requests, ids, using=using)
     return ids
@@ -116,6 +119,37 @@ def _insert_sql(connection: Any, rows: int) -> str:
     quote = connection.ops.quote_name
     values = ", ".join(["(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"] * rows)
     return f"INSERT INTO {quote(OutboxRow._meta.db_table)} ({', '.join(map(quote, _COLUMNS))}) VALUES {values}"
+
+
+def _insert_columns(connection: Any, rows: list[tuple[Any, ...]]) -> None:
+    """PostgreSQL with psycopg 3, several rows: one short statement whose parameters are
+    the columns, as arrays sent in binary. Django's cursors bind on the client side, and
+    for a statement of many rows that meant parsing and quoting it all in Python, for
+    every call: five times the CPU of this. It runs on Django's connection, inside the
+    caller's transaction, but not through Django's cursor (no query logging for it).
+    Not a prepared statement, so that it works behind a transaction-pooling pgbouncer."""
+    import psycopg
+
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(_insert_columns_sql(connection), [list(column) for column in zip(*rows, strict=True)], prepare=False)
+
+
+def _is_psycopg3() -> bool:
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    return bool(is_psycopg3)
+
+
+def _insert_columns_sql(connection: Any) -> str:
+    quote = connection.ops.quote_name
+    types = ("text", "text", "text", "text", "text", "boolean", "text")
+    arrays = ", ".join(f"%b::{type_}[]" for type_ in types)
+    names = ", ".join(_COLUMNS)
+    # WITH ORDINALITY and ORDER BY: the rows take their ids in the order given.
+    return (
+        f"INSERT INTO {quote(OutboxRow._meta.db_table)} ({', '.join(map(quote, _COLUMNS))}) "
+        f"SELECT {names} FROM unnest({arrays}) WITH ORDINALITY AS given({names}, position) ORDER BY position"
+    )
 
 
 def _request(message: OutboxMessage) -> PublishRequest:

@@ -85,10 +85,16 @@ def outbox_state() -> tuple[int, float | None]:
     return state.depth, state.oldest_age_seconds
 
 
-def delete_outbox_sql(count: int, *, returning: bool = False) -> str:
-    """Delete rows by id; `returning`: and name those deleted (PostgreSQL)."""
+def delete_outbox_sql(count: int) -> str:
+    """Delete rows by id."""
     table = connection.ops.quote_name(OutboxRow._meta.db_table)
-    return f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * count)})" + (" RETURNING id" if returning else "")
+    return f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * count)})"
+
+
+def delete_outbox_any_sql() -> str:
+    """PostgreSQL: delete the rows whose ids are in an array, and name them."""
+    table = connection.ops.quote_name(OutboxRow._meta.db_table)
+    return f"DELETE FROM {table} WHERE id = ANY(%b::bigint[]) RETURNING id"
 
 
 def find_outbox_sql(count: int) -> str:

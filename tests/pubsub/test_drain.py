@@ -21,7 +21,7 @@ from pubsub.models import OutboxRow
 from queues.models import Message as MessageRow
 from queues.models import Queue
 from storage.outbox import PostgresSignal, read_outbox
-from storage.store import COPY_ROWS, OrmMessageStore
+from storage.store import FEW_ROWS, OrmMessageStore
 from tests.eventually import eventually
 from tests.pubsub.test_publish import bodies, declare, outbox_depth, subscribe
 
@@ -41,24 +41,39 @@ def _message(n: int) -> Message:
     )
 
 
-@pytest.mark.parametrize("copies_per_row", [1, COPY_ROWS], ids=["a few copies", "many copies"])
-def test_a_row_is_removed_and_its_copies_stored_once_however_often_it_is_drained(copies_per_row: int) -> None:
+@pytest.mark.parametrize("copies_per_row", [0, 1, FEW_ROWS], ids=["no copies", "a few copies", "many copies"])
+@pytest.mark.parametrize("fenced", [False, True], ids=["one router", "a cluster's router"])
+def test_a_row_is_removed_and_its_copies_stored_once_however_often_it_is_drained(
+    copies_per_row: int, fenced: bool
+) -> None:
+    """Drains of a few rows and of many (on PostgreSQL: VALUES and arrays, or with the
+    cluster's fence the drain of several statements); a copy whose queue is gone is left out."""
     Queue.objects.create(name="jobs")
-    publish_many([OutboxMessage("", n, "jobs") for n in range(3)])
+    count = FEW_ROWS + 3
+    publish_many([OutboxMessage("", n, "jobs") for n in range(count)])
     ids = sorted(OutboxRow.objects.values_list("id", flat=True))
-    store = OrmMessageStore()
+    store = OrmMessageStore(fence=(lambda cursor: None) if fenced else None)
     store_ids = iter(range(1, 10_000))
     rows: list[OutboxDrain] = [
-        (row_id, [StoredCopy(next(store_ids), "jobs", _message(row_id)) for _ in range(copies_per_row)])
+        (
+            row_id,
+            [StoredCopy(next(store_ids), "jobs", _message(row_id)) for _ in range(copies_per_row)]
+            + ([StoredCopy(next(store_ids), "gone", _message(row_id))] if copies_per_row else []),
+        )
         for row_id in ids
     ]
 
     assert sorted(store.drain_outbox(rows[:2])) == ids[:2]
     assert sorted(store.drain_outbox(rows)) == ids[2:]  # the first two again: gone already
     assert store.drain_outbox(rows) == []
+    store.close()
 
     assert OutboxRow.objects.count() == 0
-    assert MessageRow.objects.count() == 3 * copies_per_row
+    stored = MessageRow.objects.order_by("id")
+    assert stored.count() == count * copies_per_row
+    assert {(row.queue.name, row.body, row.message_id) for row in stored} == {
+        ("jobs", str(row_id), f"m{row_id}") for row_id in ids if copies_per_row
+    }
 
 
 class _Store:

@@ -114,6 +114,28 @@ async def test_durable_copies_are_stored_as_the_outbox_rows_go(runtime: Runtime)
     assert await outbox_depth() == 0
 
 
+def test_a_large_batch_is_written_whole_in_order_with_every_field() -> None:
+    """More rows than one statement of VALUES takes, with every field varied: the rows
+    are the messages given, in their order (PostgreSQL writes them as arrays)."""
+    messages = [
+        OutboxMessage(
+            "", {"n": n, "text": "é\u2603'\"\\{}"}, f"key.{n}", headers={"n": n} if n % 2 else None,
+            persistent=n % 3 != 0, message_id=f"id-{n}",
+        )
+        for n in range(1203)
+    ]
+    with transaction.atomic():
+        assert publish_many(messages) == [f"id-{n}" for n in range(1203)]
+    rows = list(
+        OutboxRow.objects.order_by("id").values_list("message_id", "routing_key", "body", "headers", "persistent")
+    )
+    assert [row[0] for row in rows] == [f"id-{n}" for n in range(1203)]
+    for n, (_, key, body, headers, persistent) in enumerate(rows):
+        assert (key, loads(body), loads(headers), persistent) == (
+            f"key.{n}", {"n": n, "text": "é\u2603'\"\\{}"}, {"n": n} if n % 2 else {}, n % 3 != 0,
+        )
+
+
 @pytest.mark.parametrize(
     ("call", "error"),
     [
