@@ -81,11 +81,12 @@ def publish_many(messages: Iterable[OutboxMessage], *, using: str = DEFAULT_DB_A
     # than the rest of a publish. On PostgreSQL the table's trigger sends the NOTIFY that
     # wakes the router at commit (migration 0002).
     with transaction.atomic(using=using, savepoint=False), connection.cursor() as cursor:
-        if len(rows) > 1 and connection.vendor == "postgresql" and _is_psycopg3():
-            _insert_columns(connection, rows)
-        else:
-            for start in range(0, len(rows), INSERT_ROWS):
-                chunk = rows[start : start + INSERT_ROWS]
+        as_arrays = len(rows) > 1 and connection.vendor == "postgresql" and _is_psycopg3()
+        for start in range(0, len(rows), INSERT_ROWS):
+            chunk = rows[start : start + INSERT_ROWS]
+            if as_arrays:
+                _insert_columns(connection, chunk)
+            else:
                 cursor.execute(_insert_sql(connection, len(chunk)), [value for row in chunk for value in row])
         transaction.on_commit(outbox_written, using=using)  # forgotten if the caller's savepoint rolls back
     record(requests, ids, using=using)
@@ -130,7 +131,7 @@ def _insert_columns(connection: Any, rows: list[tuple[Any, ...]]) -> None:
     Not a prepared statement, so that it works behind a transaction-pooling pgbouncer."""
     import psycopg
 
-    with psycopg.Cursor(connection.connection) as cursor:
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(_insert_columns_sql(connection), [list(column) for column in zip(*rows, strict=True)], prepare=False)
 
 

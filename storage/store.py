@@ -44,6 +44,9 @@ LOAD_CHUNK: Final = 10_000
 COPY_ROWS: Final = 32
 # PostgreSQL: an outbox drain of at most this many rows and copies goes as VALUES, more as arrays.
 FEW_ROWS: Final = 16
+# PostgreSQL: a drain whose copies' bodies add up to more goes by COPY in a transaction, not in one
+# statement (whose values are held whole, and may not pass 1 GB).
+ONE_STATEMENT_BYTES: Final = 16 * 1024 * 1024
 # SQLite: how often the writer tries for the write lock, and for how long at most (the
 # connection's own timeout, settings.py).
 LOCK_RETRY_SECONDS: Final = 0.0002
@@ -186,7 +189,7 @@ class OrmMessageStore:
         lost whole: the rows are back, and are routed again (nothing is lost; it is then
         at-least-once). A router that dies loses nothing of it: the database has it."""
         try:
-            if connection.vendor == "postgresql" and self._fence is None:
+            if connection.vendor == "postgresql" and self._fence is None and _drain_bytes(rows) <= ONE_STATEMENT_BYTES:
                 return self._drain_in_one_round_trip(rows)
             if connection.vendor == "sqlite":
                 self._sqlite_synchronous("NORMAL")
@@ -225,8 +228,8 @@ class OrmMessageStore:
     def _drain_in_one_round_trip(self, rows: Sequence[OutboxDrain]) -> list[int]:
         """PostgreSQL, no cluster fence: one statement, one round trip, on a connection of
         the drain's own, in autocommit (the statement is its transaction: the rows' DELETE
-        and their copies' INSERT commit together) with synchronous_commit off for its whole
-        session, so that neither BEGIN, COMMIT nor a SET takes a trip of its own; on this
+        and their copies' INSERT commit together, without waiting for the disk: the rows
+        were durable before), so that neither BEGIN, COMMIT nor a SET takes a trip; on this
         path round trips are the latency. Bound on the server and prepared once: a few rows
         go as VALUES, more as arrays sent in binary, so that a thousand rows cost neither a
         thousand parameters quoted in Python nor a statement planned anew."""
@@ -250,9 +253,6 @@ class OrmMessageStore:
 
             kwargs = {**connection_kwargs(connection.settings_dict), "application_name": "broker-drain"}
             drainer = psycopg.connect(autocommit=True, **kwargs)
-            # The rows a drain removes were durable before it began: its commit need not wait
-            # for the disk (docs/outbox.md). Only drains run on this connection.
-            drainer.execute("SET synchronous_commit = off")
             self._drainer = drainer
         return self._drainer
 
@@ -391,35 +391,42 @@ def _insert_joined_sql(count: int) -> str:
     )
 
 
-def _drain_cte(delete: str, copies: str) -> str:
+def _drain_cte(delete: str, copies: str | None) -> str:
     """PostgreSQL: remove outbox rows (`delete`, returning their ids) and store the copies of
     those removed (`copies`, a relation of: outbox row id, then `_COLUMNS` with the queue by
-    name; a copy whose queue is gone is left out); the ids removed."""
+    name; a copy whose queue is gone is left out); the ids removed. In autocommit the
+    statement is its transaction, and `sync` sets synchronous_commit off for it alone (a
+    session's SET would outlive it behind a pooler)."""
     quote = connection.ops.quote_name
-    return (
-        f"WITH gone AS ({delete}), stored AS ("
+    stored = (
+        f", stored AS ("
         f"INSERT INTO {quote(MessageRow._meta.db_table)} ({', '.join(map(quote, _COLUMNS))}) "
         f"SELECT v.store_id, q.id, v.message_id, v.exchange, v.routing_key, v.body, v.headers::jsonb, v.published_at "
         f"FROM {copies} AS v(outbox_id, store_id, queue_name, message_id, exchange, routing_key, body, headers, published_at) "
-        f"JOIN gone ON gone.id = v.outbox_id JOIN {quote(Queue._meta.db_table)} AS q ON q.name = v.queue_name"
-        f") SELECT id FROM gone"
+        f"JOIN gone ON gone.id = v.outbox_id JOIN {quote(Queue._meta.db_table)} AS q ON q.name = v.queue_name)"
+        if copies is not None
+        else ""
+    )
+    return (
+        f"WITH sync AS (SELECT set_config('synchronous_commit', 'off', true)), gone AS ({delete}){stored} "
+        f"SELECT gone.id FROM gone, sync"
     )
 
 
 def _drain_values_sql(rows: int, copies: int) -> str:
-    delete = f"{delete_outbox_sql(rows)} RETURNING id"
-    if not copies:
-        return delete
     row = "(%s::bigint, %s::bigint, %s, %s, %s, %s, %s, %s, %s)"
-    return _drain_cte(delete, f"(VALUES {', '.join([row] * copies)})")
+    return _drain_cte(f"{delete_outbox_sql(rows)} RETURNING id", f"(VALUES {', '.join([row] * copies)})" if copies else None)
 
 
 def _drain_arrays_sql(*, copies: bool) -> str:
     """Arrays sent in binary: for text, a fifth of the client's CPU of text arrays."""
-    if not copies:
-        return delete_outbox_any_sql()
     types = ("bigint", "bigint", "text", "text", "text", "text", "text", "text", "text")
-    return _drain_cte(delete_outbox_any_sql(), f"unnest({', '.join(f'%b::{type_}[]' for type_ in types)})")
+    arrays = f"unnest({', '.join(f'%b::{type_}[]' for type_ in types)})"
+    return _drain_cte(delete_outbox_any_sql(), arrays if copies else None)
+
+
+def _drain_bytes(rows: Sequence[OutboxDrain]) -> int:
+    return sum(len(copy.message.body_json) for _, copies in rows for copy in copies)
 
 
 def _bound(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:

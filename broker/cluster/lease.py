@@ -40,6 +40,9 @@ LEASE_LOST_EXIT: Final = 75
 APPLICATION_NAME: Final = "broker-router-lease"
 
 
+DJANGO_OPTIONS: Final = frozenset({"pool", "server_side_binding", "isolation_level", "assume_role"})
+
+
 def connection_kwargs(database: dict[str, Any]) -> dict[str, Any]:
     """psycopg.connect arguments for Django's database settings, with keepalives so that
     a connection cut off by the network is noticed in seconds, not hours."""
@@ -56,7 +59,8 @@ def connection_kwargs(database: dict[str, Any]) -> dict[str, Any]:
         "keepalives_count": 3,
         "application_name": APPLICATION_NAME,
     }
-    kwargs.update(database.get("OPTIONS") or {})
+    # Django's own OPTIONS are not psycopg's: left out.
+    kwargs.update({key: value for key, value in (database.get("OPTIONS") or {}).items() if key not in DJANGO_OPTIONS})
     return {key: value for key, value in kwargs.items() if value is not None}
 
 

@@ -12,6 +12,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from broker.cluster.lease import connection_kwargs
 from broker.engine.broker import Planned
 from broker.engine.messages import Message, StoredCopy, make_message
 from broker.runtime.outbox import OutboxDrain, OutboxEntry, OutboxReader
@@ -42,12 +43,16 @@ def _message(n: int) -> Message:
 
 
 @pytest.mark.parametrize("copies_per_row", [0, 1, FEW_ROWS], ids=["no copies", "a few copies", "many copies"])
-@pytest.mark.parametrize("fenced", [False, True], ids=["one router", "a cluster's router"])
+@pytest.mark.parametrize("path", ["one statement", "large", "fenced"])
 def test_a_row_is_removed_and_its_copies_stored_once_however_often_it_is_drained(
-    copies_per_row: int, fenced: bool
+    copies_per_row: int, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Drains of a few rows and of many (on PostgreSQL: VALUES and arrays, or with the
-    cluster's fence the drain of several statements); a copy whose queue is gone is left out."""
+    """Drains of a few rows and of many (on PostgreSQL: one statement with VALUES or arrays;
+    bodies too large for one statement, or the cluster's fence: a transaction of several
+    statements, with COPY); a copy whose queue is gone is left out."""
+    if path == "large":
+        monkeypatch.setattr("storage.store.ONE_STATEMENT_BYTES", 0)
+    fenced = path == "fenced"
     Queue.objects.create(name="jobs")
     count = FEW_ROWS + 3
     publish_many([OutboxMessage("", n, "jobs") for n in range(count)])
@@ -63,10 +68,12 @@ def test_a_row_is_removed_and_its_copies_stored_once_however_often_it_is_drained
         for row_id in ids
     ]
 
-    assert sorted(store.drain_outbox(rows[:2])) == ids[:2]
-    assert sorted(store.drain_outbox(rows)) == ids[2:]  # the first two again: gone already
-    assert store.drain_outbox(rows) == []
-    store.close()
+    try:
+        assert sorted(store.drain_outbox(rows[:2])) == ids[:2]
+        assert sorted(store.drain_outbox(rows)) == ids[2:]  # the first two again: gone already
+        assert store.drain_outbox(rows) == []
+    finally:
+        store.close()
 
     assert OutboxRow.objects.count() == 0
     stored = MessageRow.objects.order_by("id")
@@ -74,6 +81,13 @@ def test_a_row_is_removed_and_its_copies_stored_once_however_often_it_is_drained
     assert {(row.queue.name, row.body, row.message_id) for row in stored} == {
         ("jobs", str(row_id), f"m{row_id}") for row_id in ids if copies_per_row
     }
+
+
+def test_the_drain_s_connection_leaves_out_django_s_own_options() -> None:
+    database = {"NAME": "db", "OPTIONS": {"pool": True, "server_side_binding": True, "sslmode": "prefer"}}
+    kwargs = connection_kwargs(database)
+    assert (kwargs["dbname"], kwargs["sslmode"]) == ("db", "prefer")
+    assert not {"pool", "server_side_binding"} & set(kwargs)
 
 
 class _Store:
