@@ -23,6 +23,7 @@ from broker.engine.queues import QueueSpec
 from broker.engine.routing import BindingSpec
 from broker.protocol.topology import Topology
 from broker.runtime.outbox import OutboxDrain, OutboxEntry, OutboxSignal
+from common.server_binding import execute_bound
 from exchanges.models import Exchange
 from queues.models import Message as MessageRow
 from queues.models import Queue
@@ -212,7 +213,7 @@ class OrmMessageStore:
             if connection.vendor == "postgresql":
                 cursor.execute("SET LOCAL synchronous_commit = off")
                 ids = [row_id for row_id, _ in rows]
-                removed.extend(row_id for (row_id,) in _bound(delete_outbox_any_sql(), [ids]))
+                removed.extend(row_id for (row_id,) in execute_bound(connection, delete_outbox_any_sql(), [ids]))
             else:
                 for start in range(0, len(rows), BATCH_ROWS):
                     ids = [row_id for row_id, _ in rows[start : start + BATCH_ROWS]]
@@ -427,17 +428,6 @@ def _drain_arrays_sql(*, copies: bool) -> str:
 
 def _drain_bytes(rows: Sequence[OutboxDrain]) -> int:
     return sum(len(copy.message.body_json) for _, copies in rows for copy in copies)
-
-
-def _bound(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """PostgreSQL: run a statement bound on the server, on Django's connection (its
-    transaction too), prepared once. Django's cursors bind on the client side, which for
-    an array of a thousand ids meant quoting each in Python."""
-    import psycopg
-
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        return cursor.fetchall() if cursor.description is not None else []
 
 
 def _copy_sql() -> str:
