@@ -20,6 +20,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.permissions import BasePermission
 
+from access.handler_token import HandlerUser, is_handler_token
 from access.rules import Permissions
 from access.selectors import permissions_or_unauthorized, token_permissions, token_user
 from broker.engine.errors import Unauthorized
@@ -50,6 +51,8 @@ class BearerTokenAuthentication(BaseAuthentication):
             raise exceptions.AuthenticationFailed(error.message) from None
         if token is None:
             return None
+        if is_handler_token(token):
+            return HandlerUser(), None
         user = token_user(token)
         if user is None:
             raise exceptions.AuthenticationFailed("the API token is not valid")

@@ -19,6 +19,7 @@ from typing import Any, Final
 from django.conf import settings
 from django.db.models import Q
 
+from access.handler_token import handler_principal, is_handler_token
 from access.models import ApiToken, BrokerPermission, hash_token
 from access.rules import ANONYMOUS_ALL, Permissions
 from broker.engine.errors import Unauthorized
@@ -72,6 +73,8 @@ def permissions_or_unauthorized(user: Any | None) -> Permissions:
 
 def token_permissions(token: str) -> Permissions:
     """The permissions of `token`'s user; `unauthorized` for an unknown token."""
+    if is_handler_token(token):
+        return Permissions.all(handler_principal())
     user = token_user(token)
     if user is None:
         raise Unauthorized("the API token is not valid")

@@ -64,6 +64,13 @@ BROKER_ALLOW_ANONYMOUS = env_bool(
 )
 # Said outright, not derived from HTTP_HOST: runbroker --host may move off loopback.
 BROKER_ALLOW_ANONYMOUS_SET = env_str("BROKER_ALLOW_ANONYMOUS", default="").strip() != ""
+# Where `manage.py runhandlers` connects: this machine's runbroker unless told (a cluster's
+# edges, comma-separated, are tried in turn).
+_LOCAL_HOST = "127.0.0.1" if HTTP_HOST in ("", "0.0.0.0", "::") else HTTP_HOST
+HANDLERS_BROKER_URLS = env_list(
+    "HANDLERS_BROKER_URLS",
+    default=[f"ws://{f'[{_LOCAL_HOST}]' if ':' in _LOCAL_HOST else _LOCAL_HOST}:{HTTP_PORT}/ws"],
+)
 
 # --- limits that protect the process (README, "Limits") ---------------------
 

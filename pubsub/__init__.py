@@ -19,14 +19,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .handling import Message, Retry, handler
     from .publishing import OutboxMessage, apublish, apublish_many, publish, publish_many
     from .streams import publish_changes, stream
 
-__all__ = ["OutboxMessage", "apublish", "apublish_many", "publish", "publish_changes", "publish_many", "stream"]
+__all__ = [
+    "Message", "OutboxMessage", "Retry", "apublish", "apublish_many", "handler", "publish", "publish_changes",
+    "publish_many", "stream",
+]
 
 
 def __getattr__(name: str) -> Any:
     # Imported when first used: this package is a Django app, imported before its models may be.
+    if name in ("handler", "Message", "Retry"):
+        from . import handling
+
+        return getattr(handling, name)
     if name in ("stream", "publish_changes"):
         from . import streams
 

@@ -70,3 +70,25 @@ class ChangeStream(models.Model):
             unknown = [name.strip() for name in self.fields.split(",") if name.strip() and name.strip() not in names]
             if unknown:
                 raise ValidationError({"fields": [f"{model._meta.label} has no field {unknown[0]!r}"]})
+
+
+class HandlerAttempt(models.Model):
+    """A stored message a handler failed on and will try again (pubsub/worker/): its
+    attempts so far, so a redelivery after a crash goes on counting. Removed in the
+    transaction that handles or dead-letters the message."""
+
+    # The stored copy's row (queues.Message): no foreign key, the copy is deleted first.
+    store_id = models.BigIntegerField(primary_key=True)
+    # With the row id, what tells this message from a later one given the same id.
+    message_id = models.CharField(max_length=64)
+    handler = models.CharField(max_length=255)
+    queue = models.CharField(max_length=255)
+    attempts = models.PositiveIntegerField()
+    last_error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "handler retry"
+
+    def __str__(self) -> str:
+        return f"{self.message_id} in {self.queue}: {self.attempts} failed attempt(s)"

@@ -548,16 +548,24 @@ class Broker:
         connection.next_tag += 1
         queue = consumer.queue
         queue.delivered += 1
-        if consumer.ack_mode == AckMode.CLIENT:
+        if consumer.ack_mode == AckMode.AUTO:
+            queue.acknowledged += 1
+            self._forget(envelope, fx)
+        else:
             connection.unacked[tag] = Unacked(consumer, envelope)
             consumer.unacked += 1
             queue.unacked += 1
+        if consumer.ack_mode == AckMode.TRANSACTION:
+            fx.deliveries.append(
+                Delivery(
+                    connection.id, consumer.subscription_json, tag, envelope.message, envelope.redelivered,
+                    transaction=True, store_id=envelope.store_id,
+                )
+            )
         else:
-            queue.acknowledged += 1
-            self._forget(envelope, fx)
-        fx.deliveries.append(
-            Delivery(connection.id, consumer.subscription_json, tag, envelope.message, envelope.redelivered)
-        )
+            fx.deliveries.append(
+                Delivery(connection.id, consumer.subscription_json, tag, envelope.message, envelope.redelivered)
+            )
 
     def _drain(self, queue: QueueState, fx: EffectsBuilder, now: float, depth: int = 0) -> None:
         ready = queue.ready

@@ -66,6 +66,10 @@ class Delivery:
     delivery_tag: int
     message: Message
     redelivered: bool
+    # A transaction-ack consumer's (AckMode.TRANSACTION): its frame names the stored copy
+    # (`store_id`, None when the copy lives in memory only), and waits for that copy's commit.
+    transaction: bool = False
+    store_id: int | None = None
 
 
 @dataclass(slots=True)

@@ -33,6 +33,10 @@ class Overflow(StrEnum):
 class AckMode(StrEnum):
     AUTO = "auto"
     CLIENT = "client"
+    # Client ack, for a consumer that settles a stored copy by deleting its row in a
+    # database transaction of its own (the handlers' exactly-once effects): each delivery
+    # names its copy's `store_id`, and is sent only once that copy is committed.
+    TRANSACTION = "transaction"
 
 
 @dataclass(frozen=True, slots=True)

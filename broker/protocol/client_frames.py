@@ -185,8 +185,8 @@ def _subscribe(data: dict[str, Any], frame_id: FrameId | None) -> Subscribe:
         problem = "give either queue or exchange, not both" if has_queue else "queue or exchange is required"
         raise BrokerError(problem, fields={"queue": [problem], "exchange": [problem]})
     ack = data.get("ack", AckMode.AUTO.value)
-    if ack not in (AckMode.AUTO.value, AckMode.CLIENT.value):
-        raise invalid("ack", "must be 'auto' or 'client'")
+    if ack not in (AckMode.AUTO.value, AckMode.CLIENT.value, AckMode.TRANSACTION.value):
+        raise invalid("ack", "must be 'auto', 'client' or 'transaction'")
     prefetch = data.get("prefetch", DEFAULT_PREFETCH)
     if isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 0 <= prefetch <= MAX_PREFETCH:
         raise invalid("prefetch", f"must be an integer from 0 to {MAX_PREFETCH}")

@@ -95,6 +95,7 @@ class MessageFrame(MessageFields):
     delivery_tag: int
     redelivered: bool
     unique_id: str  # the same as message_id: what clients of the original service read
+    store_id: NotRequired[int | None]  # transaction-ack subscriptions only: the stored copy's row
 
 
 class StatsTotals(TypedDict):
@@ -183,6 +184,9 @@ def message_frame(delivery: Delivery) -> str:
     shared = message.wire
     if shared is None:
         shared = message.wire = _shared_fields(message)
+    if delivery.transaction:
+        store_id = "null" if delivery.store_id is None else str(delivery.store_id)
+        shared = f'"store_id":{store_id},{shared}'
     return (
         f'{{"type":"message","subscription":{delivery.subscription_json},'
         f'"delivery_tag":{delivery.delivery_tag},"redelivered":{"true" if delivery.redelivered else "false"},'

@@ -35,6 +35,7 @@ from broker.protocol.topology import (
     Topology,
     TopologyChange,
 )
+from broker.runtime.after_commit import AfterCommit
 from broker.runtime.outbox import OutboxReader, OutboxStore
 from broker.runtime.stamps import new_message_id, now_iso
 from broker.runtime.stats import StatsSampler
@@ -90,6 +91,7 @@ class Runtime:
         self._feed = TopologyFeed(layer)
         self.store = store
         self.writer: GroupCommitWriter | None = None
+        self._after_commit: AfterCommit | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._checkpoint_seconds = checkpoint_seconds
         self._sinks: dict[int, DeliverySink] = {}
@@ -107,6 +109,7 @@ class Runtime:
         """Load topology and stored messages, then run the writer and the timer."""
         self.loop = asyncio.get_running_loop()
         self.writer = GroupCommitWriter(self.store, checkpoint_seconds=self._checkpoint_seconds)
+        self._after_commit = AfterCommit(self.writer, self._send)
         started = time.monotonic()
         # Non-durable queues first: a change sent while the router starts is applied after
         # its load (topology_feed.py), never to a queue dropped after the change was sent.
@@ -239,12 +242,15 @@ class Runtime:
         committed = self.writer.append(effects.to_persist) if effects.to_persist else None
         if effects.deliveries:
             by_connection: dict[int, list[str]] = {}
+            after_commit: dict[int, list[str]] = {}
             for delivery in effects.deliveries:
-                by_connection.setdefault(delivery.connection, []).append(message_frame(delivery))
+                target = after_commit if delivery.transaction else by_connection
+                target.setdefault(delivery.connection, []).append(message_frame(delivery))
             for connection_id, frames in by_connection.items():
-                sink = self._sinks.get(connection_id)
-                if sink is not None:
-                    sink.deliver(frames)
+                self._send(connection_id, frames)
+            if after_commit:
+                assert self._after_commit is not None
+                self._after_commit.add(after_commit)
         for cancelled in effects.cancelled:
             sink = self._sinks.get(cancelled.connection)
             if sink is not None:
@@ -254,6 +260,11 @@ class Runtime:
         if effects.deleted_rows:
             self.writer.delete_queues(effects.deleted_rows)
         return committed
+
+    def _send(self, connection_id: int, frames: list[str]) -> None:
+        sink = self._sinks.get(connection_id)
+        if sink is not None:
+            sink.deliver(frames)
 
     # -- publishing and polling (on the loop) ----------------------------
 

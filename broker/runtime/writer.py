@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, Protocol
@@ -54,6 +55,11 @@ class GroupCommitWriter:
         self._wake = asyncio.Event()
         self._inflight: asyncio.Future[bool] | None = None
         self.commits = 0
+        # Appends so far, and how many of them are committed (or refused for good): a mark
+        # taken after an append is durable once `durable` reaches it, retries included.
+        self.appended = 0
+        self.durable = 0
+        self._durable_waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
 
     async def in_thread(self, fn: Any, *args: Any) -> Any:
         """Run ORM work on the writer's thread, after what is queued there."""
@@ -63,6 +69,7 @@ class GroupCommitWriter:
         """Queue copies for the next commit; the future resolves once they are committed.
         Copies appended for the same commit share one future: one per commit, not per message."""
         self._inserts.extend(copies)
+        self.appended += 1
         if self._batch is None:
             self._batch = asyncio.get_running_loop().create_future()
             # Publishers await it; for other effects (acks, dead letters) nobody does, and a
@@ -70,6 +77,24 @@ class GroupCommitWriter:
             self._batch.add_done_callback(_retrieve)
         self._wake.set()
         return self._batch
+
+    def when_durable(self, mark: int) -> asyncio.Future[None]:
+        """A future that resolves once every copy appended up to `mark` is committed. Unlike
+        a commit's own future it never fails: copies of a failed commit are retried."""
+        waiter = asyncio.get_running_loop().create_future()
+        if mark <= self.durable:
+            waiter.set_result(None)
+        else:
+            self._durable_waiters.append((mark, waiter))
+        return waiter
+
+    def _advance(self, mark: int) -> None:
+        self.durable = max(self.durable, mark)
+        waiters = self._durable_waiters
+        while waiters and waiters[0][0] <= self.durable:
+            waiter = waiters.popleft()[1]
+            if not waiter.done():
+                waiter.set_result(None)
 
     def delete(self, store_ids: Sequence[int]) -> None:
         # No wake-up: deletes wait for the next commit or the checkpoint.
@@ -110,6 +135,7 @@ class GroupCommitWriter:
     async def _commit(self) -> bool:
         inserts, batch, deletes, queues = self._inserts, self._batch, self._deletes, self._queues_to_delete
         self._inserts, self._batch, self._deletes, self._queues_to_delete = [], None, [], []
+        mark = self.appended
         # A copy acknowledged before it was ever written needs neither write.
         both = {copy.store_id for copy in inserts}.intersection(deletes) if deletes and inserts else set()
         if both:
@@ -136,6 +162,7 @@ class GroupCommitWriter:
                     batch.set_exception(failure)
                 return False
             self.commits += 1
+        self._advance(mark)
         if batch is not None and not batch.done():
             if refused_count:
                 # Which publisher sent the refused copies is not known here: none of this

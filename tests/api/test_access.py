@@ -91,6 +91,17 @@ def test_a_bad_token_is_401_even_when_anonymous_is_allowed(anonymous: None, head
     assert error_code(api.get("/api/queues/")) == (401, "unauthorized")
 
 
+def test_the_handlers_token_may_do_everything_and_a_forged_one_nothing(no_anonymous: None) -> None:
+    from access.handler_token import handler_token
+
+    token = handler_token()
+    assert client_of(token).post("/api/queues/", {"name": "handled"})[0] == 201
+    assert Queue.objects.filter(name="handled").exists()
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    assert error_code(client_of(forged).post("/api/queues/", {"name": "other"})) == (401, "unauthorized")
+    assert not Queue.objects.filter(name="other").exists()
+
+
 def test_an_inactive_users_token_is_refused(no_anonymous: None) -> None:
     user, token = make_user("gone")
     user.is_active = False

@@ -33,6 +33,18 @@ def test_delivery_frame_has_the_protocol_fields() -> None:
     assert (loads(message_frame(again))["redelivered"], loads(message_frame(again))["delivery_tag"]) == (True, 2)
 
 
+def test_a_transaction_ack_delivery_names_its_stored_copy() -> None:
+    broker = Broker()
+    queue(broker, "q")
+    send(broker, "q", 1)
+    send(broker, "q", 2, persistent=False)
+    stored, in_memory = subscribe(broker, "q", ack="transaction").effects.deliveries
+    assert stored.store_id is not None and (stored.transaction, in_memory.transaction) == (True, True)
+    assert [loads(message_frame(d))["store_id"] for d in (stored, in_memory)] == [stored.store_id, None]
+    assert loads(message_frame(stored))["body"] == 1
+    assert broker.connections[1].unacked.keys() == {1, 2}  # acknowledged as client ones are
+
+
 def test_frame_of_a_redelivery_and_of_a_numeric_subscription() -> None:
     message = msg("x", "k", None, persistent=True, message_id="m")
     frame = loads(message_frame(Delivery(1, dumps(7), 3, message, True)))

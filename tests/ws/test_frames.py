@@ -45,6 +45,11 @@ def test_subscribe_with_client_ack_and_prefetch() -> None:
     assert (frame.id, frame.ack, frame.prefetch) == (7, AckMode.CLIENT, 0)
 
 
+def test_subscribe_with_transaction_ack() -> None:
+    frame = parse({"type": "subscribe", "queue": "q", "ack": "transaction"})
+    assert frame.ack is AckMode.TRANSACTION
+
+
 def test_subscribe_to_an_exchange() -> None:
     frame = parse({"type": "subscribe", "exchange": "news", "binding_key": "sports.#"})
     assert frame == Subscribe(None, exchange="news", binding_key="sports.#")

@@ -1,0 +1,172 @@
+"""One message through one handler, on a worker thread: the database side.
+
+A sync handler runs inside `transaction.atomic()`; when its message is a stored
+copy (a persistent message in a durable queue: the broker names its row), the
+first statement of that transaction deletes the row. The deletion commits with
+the handler's writes, or rolls back with them. A copy whose row is already
+gone was handled (or purged) before: it is acknowledged without running. On
+PostgreSQL a second process given the same copy waits on the row's lock until
+the first commits, then finds it gone; on SQLite the database's write lock
+orders them the same way. The broker sends such deliveries only once their
+row is committed (AckMode.TRANSACTION), so a missing row never means "not yet".
+
+Failures are settled in a transaction of their own: the attempt is counted, or
+the message is dead-lettered (published through the outbox, so exactly once)
+and its row deleted. Imports no asyncio.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any, Final
+
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
+
+from broker.engine.deadletter import dead_letter_copy
+from broker.engine.errors import BrokerError
+from broker.engine.jsoncodec import dumps
+from broker.engine.messages import make_message
+from broker.engine.queues import parse_queue_arguments
+from exchanges.models import Exchange
+from pubsub.handling import Handler, Message
+from pubsub.models import HandlerAttempt
+from pubsub.publishing import publish
+from queues.models import Message as StoredMessage
+from queues.models import Queue
+
+log = logging.getLogger("pubsub.handlers")
+
+# Dead letters carry the error's text up to this length in `x-handler-error`.
+MAX_ERROR_CHARS: Final = 1000
+DEAD_SUFFIX: Final = ".dead"
+
+
+class Outcome(StrEnum):
+    HANDLED = "handled"
+    ALREADY_HANDLED = "already handled"  # its row was gone: acknowledged without running
+    RETRY = "retry"
+    DEAD_LETTERED = "dead-lettered"
+
+
+def dead_queue(queue: str) -> str:
+    """Where a queue's failed messages are kept when it has no dead-letter exchange."""
+    return f"{queue}{DEAD_SUFFIX}"
+
+
+def _claim(store_id: int) -> bool:
+    """Delete the stored copy's row in the current transaction; False when it was gone."""
+    table = connections[DEFAULT_DB_ALIAS].ops.quote_name(StoredMessage._meta.db_table)
+    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table} WHERE id = %s", [store_id])
+        return bool(cursor.rowcount)
+
+
+def _limit_statements(seconds: float | None) -> None:
+    """PostgreSQL: no statement of the handler's transaction outlives its time limit."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    if seconds is not None and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [f"{int(seconds * 1000)}ms"])
+
+
+def earlier_attempts(store_id: int | None, message_id: str) -> int:
+    """Failed attempts recorded for a redelivered stored copy."""
+    if store_id is None:
+        return 0
+    close_old_connections()
+    found = HandlerAttempt.objects.filter(store_id=store_id, message_id=message_id).values_list("attempts", flat=True)
+    return next(iter(found), 0)
+
+
+def handle(handler: Handler, message: Message, store_id: int | None, call: Callable[[], Any]) -> Outcome:
+    """Run `call` (the handler on `message`) in a transaction that removes the stored copy.
+    Raises what the handler raised, with everything rolled back."""
+    close_old_connections()
+    with transaction.atomic():
+        if store_id is not None:
+            if not _claim(store_id):
+                return Outcome.ALREADY_HANDLED
+            if message.delivery_count > 1:
+                HandlerAttempt.objects.filter(store_id=store_id).delete()
+        _limit_statements(handler.time_limit)
+        call()
+    return Outcome.HANDLED
+
+
+def claim_after(store_id: int | None) -> Outcome:
+    """An async handler's success: remove the stored copy afterwards (at-least-once)."""
+    if store_id is None:
+        return Outcome.HANDLED
+    close_old_connections()
+    with transaction.atomic():
+        claimed = _claim(store_id)
+        HandlerAttempt.objects.filter(store_id=store_id).delete()
+    return Outcome.HANDLED if claimed else Outcome.ALREADY_HANDLED
+
+
+def settle_failure(handler: Handler, message: Message, store_id: int | None, error: str) -> Outcome:
+    """After a failed attempt: count it (RETRY), or dead-letter the message for good."""
+    close_old_connections()
+    attempt = message.delivery_count
+    if attempt < handler.retry.max_attempts:
+        if store_id is not None:
+            HandlerAttempt.objects.update_or_create(
+                store_id=store_id,
+                defaults={
+                    "message_id": message.message_id,
+                    "handler": handler.name,
+                    "queue": message.queue,
+                    "attempts": attempt,
+                    "last_error": error[:MAX_ERROR_CHARS],
+                },
+            )
+        return Outcome.RETRY
+    with transaction.atomic():
+        if store_id is not None:
+            if not _claim(store_id):
+                return Outcome.ALREADY_HANDLED
+            HandlerAttempt.objects.filter(store_id=store_id).delete()
+        _dead_letter(handler, message, error)
+    return Outcome.DEAD_LETTERED
+
+
+def _dead_letter(handler: Handler, message: Message, error: str) -> None:
+    """Publish the message to its queue's dead-letter exchange, or to `<queue>.dead`,
+    with RabbitMQ's `x-death` headers (reason `rejected`) and the handler's own."""
+    arguments = Queue.objects.filter(name=message.queue).values_list("arguments", flat=True).first()
+    try:
+        parsed = parse_queue_arguments(arguments or {})
+    except BrokerError:
+        parsed = parse_queue_arguments({})
+    exchange, routing_key = parsed.dead_letter_exchange, parsed.dead_letter_routing_key
+    if exchange is not None and exchange != "" and not Exchange.objects.filter(name=exchange).exists():
+        log.error("handler %s: dead-letter exchange %r of queue %r does not exist: using %r",
+                  handler.name, exchange, message.queue, dead_queue(message.queue))
+        exchange = None
+    if exchange is None:
+        exchange, routing_key = "", dead_queue(message.queue)
+    original = make_message(
+        message_id=message.message_id,
+        exchange=message.exchange,
+        routing_key=message.routing_key,
+        body_json=dumps(message.body),
+        headers=message.headers,
+        persistent=True,
+        published_at=message.published_at,
+    )
+    copy = dead_letter_copy(original, queue=message.queue, reason="rejected", exchange=exchange, routing_key=routing_key)
+    headers = dict(original.headers if copy is None else copy.headers)
+    headers.update({
+        "x-handler": handler.name,
+        "x-handler-attempts": message.delivery_count,
+        "x-handler-error": error[:MAX_ERROR_CHARS],
+    })
+    publish(
+        exchange,
+        message.body,
+        routing_key=message.routing_key if routing_key is None else routing_key,
+        headers=headers,
+        message_id=message.message_id,
+    )

@@ -1,0 +1,251 @@
+"""The handler process's event loop: one WebSocket connection to the broker, one
+transaction-ack subscription per handler, and the handlers' threads.
+
+Sync handlers run on a thread pool of their `concurrency`, each message in its
+own transaction (execution.py); async handlers run on the loop. A failed
+message is held here for its backoff and tried again (its attempts are kept in
+the database meanwhile), then dead-lettered. The connection is opened again,
+to the next address, whenever it is lost (a router restart, a failover): what
+was unacknowledged comes back from the broker, and a copy already handled is
+recognised by its missing row. `stop()` (SIGTERM) starts no more handlers,
+lets the running ones finish for up to `grace` seconds, acknowledges them, and
+closes the connection, which gives the rest back to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from functools import partial
+from typing import Any, Final
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from broker.engine.jsoncodec import dumps, loads
+from pubsub.handling import Handler, Message
+
+from . import execution
+from .declare import DeclareError, declare, http_base
+from .execution import Outcome
+from .time_limit import TimeLimitExceeded, Watched
+
+log = logging.getLogger("pubsub.handlers")
+
+# Waits between connection attempts: from the first to the longest.
+RECONNECT_SECONDS: Final = (0.2, 0.5, 1.0, 2.0, 5.0)
+# A settlement that failed (the database away) is tried again after this long.
+SETTLE_RETRY_SECONDS: Final = 1.0
+
+
+class Runner:
+    def __init__(self, handlers: Sequence[Handler], *, urls: Sequence[str], token: str, grace: float) -> None:
+        if not handlers:
+            raise ValueError("no handlers to run")
+        self._handlers = {handler.name: handler for handler in handlers}
+        self._urls = list(urls)
+        self._token = token
+        self._grace = grace
+        self._executors = {
+            handler.name: ThreadPoolExecutor(handler.concurrency, thread_name_prefix=f"handler-{index}")
+            for index, handler in enumerate(handlers)
+        }
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._stopping: asyncio.Event | None = None
+        self._ws: ClientConnection | None = None
+        self._generation = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.counts: Counter[str] = Counter()
+        self.connected = asyncio.Event()
+
+    # -- life cycle --------------------------------------------------------
+
+    def stop(self) -> None:
+        """Start no more handlers; `run` returns once the running ones are done (or `grace` is up)."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def run(self) -> None:
+        self._stopping = asyncio.Event()
+        self._slots = {name: asyncio.Semaphore(handler.concurrency) for name, handler in self._handlers.items()}
+        failures = 0
+        declared = False
+        while not self._stopping.is_set():
+            url = self._urls[failures % len(self._urls)]
+            try:
+                if not declared:
+                    await asyncio.to_thread(self._declare_all, http_base(url))
+                    declared = True
+                await self._session(url)
+                failures = 0
+            except DeclareError:
+                raise
+            except (OSError, TimeoutError, websockets.WebSocketException) as error:
+                failures += 1
+                log.warning("handlers: connection to %s lost or refused (%s); trying again", url, error or type(error).__name__)
+            if self._stopping.is_set():
+                break
+            delay = RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS) - 1)]
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+        await self._finish()
+
+    def _declare_all(self, base: str) -> None:
+        for handler in self._handlers.values():
+            try:
+                declare(handler, base=base, token=self._token)
+            except OSError as error:  # the broker is not up (yet): the caller tries again
+                raise ConnectionError(f"declaring the handlers' queues at {base}: {error}") from error
+
+    async def _session(self, url: str) -> None:
+        assert self._stopping is not None
+        headers = {"Authorization": f"Bearer {self._token}"}
+        async with connect(url, additional_headers=headers, max_size=None, open_timeout=10) as ws:
+            self._ws = ws
+            self._generation += 1
+            generation = self._generation
+            for handler in self._handlers.values():
+                await ws.send(dumps({
+                    "type": "subscribe", "id": handler.name, "queue": handler.queue,
+                    "ack": "transaction", "prefetch": handler.prefetch,
+                }))
+            log.info("handlers: connected to %s: %s", url, ", ".join(self._handlers))
+            self.connected.set()
+            reader = asyncio.create_task(self._read(ws, generation))
+            stopping = asyncio.create_task(self._stopping.wait())
+            try:
+                done, _ = await asyncio.wait({reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if reader in done:
+                    reader.result()  # the connection's end, as an exception
+                    return
+                # Stopping: the reader stays, so that the running handlers' acks go out.
+                await self._wait_running()
+            finally:
+                self.connected.clear()
+                reader.cancel()
+                stopping.cancel()
+
+    async def _finish(self) -> None:
+        await self._wait_running()
+        for executor in self._executors.values():
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _wait_running(self) -> None:
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=self._grace)
+        if pending:
+            log.warning("handlers: %d message(s) still being handled after %.0f s: leaving them to be redelivered",
+                        len(pending), self._grace)
+            for task in pending:
+                task.cancel()
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    # -- frames --------------------------------------------------------------
+
+    async def _read(self, ws: ClientConnection, generation: int) -> None:
+        async for raw in ws:
+            frame = loads(raw)
+            kind = frame.get("type")
+            if kind == "message":
+                handler = self._handlers.get(frame.get("subscription"))
+                if handler is None:
+                    continue
+                task = asyncio.create_task(self._process(handler, frame, ws, generation))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            elif kind == "error":
+                log.error("handlers: the broker refused %s: %s %s", frame.get("id"), frame.get("code"), frame.get("message"))
+            elif kind == "cancelled":
+                log.error("handlers: subscription %s ended by the broker: %s", frame.get("subscription"), frame.get("reason"))
+
+    async def _process(self, handler: Handler, frame: dict[str, Any], ws: ClientConnection, generation: int) -> None:
+        assert self._stopping is not None
+        store_id = frame.get("store_id")
+        message = Message(
+            body=frame.get("body"),
+            headers=frame.get("headers") or {},
+            routing_key=frame.get("routing_key", ""),
+            exchange=frame.get("exchange", ""),
+            message_id=frame.get("message_id", ""),
+            published_at=frame.get("published_at", ""),
+            queue=handler.queue,
+            redelivered=bool(frame.get("redelivered")),
+            delivery_count=1,
+        )
+        executor = self._executors[handler.name]
+        loop = asyncio.get_running_loop()
+        if message.redelivered and store_id is not None:
+            earlier = await loop.run_in_executor(executor, execution.earlier_attempts, store_id, message.message_id)
+            message = replace(message, delivery_count=earlier + 1)
+        while True:
+            async with self._slots[handler.name]:
+                if self._stopping.is_set():
+                    return  # not started: the broker gives it back when the connection closes
+                outcome = await self._attempt(handler, message, store_id)
+            if outcome is not Outcome.RETRY:
+                break
+            delay = handler.retry.delay(message.delivery_count)
+            log.warning("handler %s: message %s, attempt %d failed; next attempt in %.1f s",
+                        handler.name, message.message_id, message.delivery_count, delay)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                return  # stopping: it comes back from the broker, its attempts counted
+            except TimeoutError:
+                pass
+            message = replace(message, delivery_count=message.delivery_count + 1, redelivered=True)
+        self.counts[outcome.value] += 1
+        if outcome is Outcome.DEAD_LETTERED:
+            log.error("handler %s: message %s dead-lettered after %d attempts",
+                      handler.name, message.message_id, message.delivery_count)
+        elif outcome is Outcome.ALREADY_HANDLED:
+            log.info("handler %s: message %s was handled before; acknowledged without running",
+                     handler.name, message.message_id)
+        if generation == self._generation and ws is self._ws:
+            try:
+                await ws.send(dumps({"type": "ack", "delivery_tag": frame["delivery_tag"]}))
+            except websockets.ConnectionClosed:
+                pass  # redelivered on the next connection, and found handled
+
+    async def _attempt(self, handler: Handler, message: Message, store_id: int | None) -> Outcome:
+        """Run the handler once; on failure, count the attempt or dead-letter the message."""
+        loop = asyncio.get_running_loop()
+        executor = self._executors[handler.name]
+        started = time.monotonic()
+        try:
+            if handler.is_async:
+                await asyncio.wait_for(handler.function(message), timeout=handler.time_limit)
+                return await loop.run_in_executor(executor, execution.claim_after, store_id)
+            watched = Watched()
+            timer = loop.call_later(handler.time_limit, watched.interrupt) if handler.time_limit else None
+            try:
+                call = partial(watched.run, handler.function, message)
+                return await loop.run_in_executor(executor, execution.handle, handler, message, store_id, call)
+            finally:
+                if timer is not None:
+                    timer.cancel()
+        except (Exception, TimeLimitExceeded) as error:
+            timed_out = isinstance(error, TimeLimitExceeded | TimeoutError)
+            text = f"time limit of {handler.time_limit:g} s exceeded" if timed_out and handler.time_limit else (
+                f"{type(error).__name__}: {error}"
+            )
+            self.counts["failed"] += 1
+            log.warning("handler %s: message %s, attempt %d failed after %.3f s: %s",
+                        handler.name, message.message_id, message.delivery_count, time.monotonic() - started, text,
+                        exc_info=not timed_out)
+        try:
+            return await loop.run_in_executor(executor, execution.settle_failure, handler, message, store_id, text)
+        except Exception:
+            log.exception("handler %s: message %s: recording the failure failed; trying again later",
+                          handler.name, message.message_id)
+            return Outcome.RETRY

@@ -1,0 +1,197 @@
+"""`manage.py runhandlers` against the real `runbroker`: handled once, retried with a
+backoff, dead-lettered, stopped over its time, stopped gracefully, and exactly once
+across crashes of the handler process (before and after its commit) and of the router.
+On SQLite here; on PostgreSQL too in scripts/test's PostgreSQL run (E2E_DATABASE_URL)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.handlers_harness import (
+    HandlersProcess,
+    counts,
+    handled,
+    handler_broker,
+    http,
+    publish,
+    query,
+    take,
+)
+from tests.e2e.harness import BrokerProcess
+from tests.eventually import eventually_sync
+
+pytestmark = pytest.mark.e2e
+
+RECORD = "tests.handler_app.handlers.record"
+AUDIT = "tests.handler_app.handlers.audit"
+ASYNC = "tests.handler_app.handlers.record_async"
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    process = handler_broker(tmp_path)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.close()
+
+
+@pytest.fixture
+def handlers(broker: BrokerProcess) -> Iterator[HandlersProcess]:
+    process = HandlersProcess(broker, RECORD, "--grace", "10").start()
+    try:
+        yield process
+    finally:
+        if process.alive():
+            process.kill()
+
+
+def wait_handled(broker: BrokerProcess, count: int, queue: str = "work", timeout: float = 30.0) -> list[tuple[str, int]]:
+    eventually_sync(lambda: len(handled(broker, queue)) >= count, timeout=timeout, what=f"{count} handled on {queue}")
+    return handled(broker, queue)
+
+
+def stored(broker: BrokerProcess, queue: str) -> int:
+    return int(query(broker, "SELECT COUNT(*) FROM queues_message m JOIN queues_queue q ON q.id = m.queue_id "
+                             f"WHERE q.name = '{queue}'")[0][0])
+
+
+def test_each_message_is_handled_once_and_its_stored_copy_removed(broker: BrokerProcess, handlers: HandlersProcess) -> None:
+    ids = publish(broker, [{"n": n} for n in range(20)])
+    rows = wait_handled(broker, 20)
+    assert sorted(rows) == sorted((message_id, 1) for message_id in ids)
+    eventually_sync(lambda: counts(broker, "work") == (0, 0), what="the queue empty")
+    assert stored(broker, "work") == 0
+
+
+def test_a_failing_message_is_retried_with_backoff_and_then_handled(broker: BrokerProcess, handlers: HandlersProcess) -> None:
+    started = time.monotonic()
+    (message_id,) = publish(broker, [{"fail_until": 2}])
+    assert wait_handled(broker, 1) == [(message_id, 3)]
+    assert time.monotonic() - started >= 0.6  # 0.2 s after the first failure, 0.4 s after the second
+    log = handlers.log()
+    assert f"message {message_id}, attempt 1 failed; next attempt in 0.2 s" in log
+    assert f"message {message_id}, attempt 2 failed; next attempt in 0.4 s" in log
+    assert f"handler {RECORD}: message {message_id}, attempt 2 failed after" in log
+    eventually_sync(lambda: counts(broker, "work") == (0, 0), what="the queue empty")
+    assert query(broker, "SELECT COUNT(*) FROM pubsub_handlerattempt")[0][0] == 0
+
+
+def test_a_message_that_keeps_failing_is_kept_in_the_dead_queue(broker: BrokerProcess, handlers: HandlersProcess) -> None:
+    (message_id,) = publish(broker, [{"fail_until": 99}], headers={"x-trace": "t1"})
+    eventually_sync(lambda: counts(broker, "work.dead")[0] == 1, what="the message in work.dead")
+    (dead,) = take(broker, "work.dead")
+    headers = dead["headers"]
+    assert (dead["message_id"], dead["body"], headers["x-trace"]) == (message_id, {"fail_until": 99}, "t1")
+    assert headers["x-handler"] == RECORD and headers["x-handler-attempts"] == 3
+    assert headers["x-handler-error"] == "RuntimeError: failing attempt 3 as asked"
+    assert headers["x-death"][0]["reason"] == "rejected" and headers["x-death"][0]["queue"] == "work"
+    assert handled(broker) == [] and counts(broker, "work") == (0, 0)
+    assert f"message {message_id} dead-lettered after 3 attempts" in handlers.log()
+
+
+def test_dead_letters_go_through_the_queues_dead_letter_exchange(tmp_path: Path) -> None:
+    broker = handler_broker(tmp_path)
+    broker.start()
+    try:
+        assert http(broker, "POST", "/api/exchanges/", {"name": "dlx", "type": "direct"})[0] == 201
+        assert http(broker, "POST", "/api/queues/", {"name": "failed"})[0] == 201
+        assert http(broker, "POST", "/api/bindings/", {"exchange": "dlx", "queue": "failed", "binding_key": "oops"})[0] == 201
+        arguments = {"x-dead-letter-exchange": "dlx", "x-dead-letter-routing-key": "oops"}
+        assert http(broker, "POST", "/api/queues/", {"name": "work", "arguments": arguments})[0] == 201
+        handlers = HandlersProcess(broker, RECORD).start()
+        try:
+            (message_id,) = publish(broker, [{"fail_until": 99}])
+            eventually_sync(lambda: counts(broker, "failed")[0] == 1, what="the dead letter in 'failed'")
+            (dead,) = take(broker, "failed")
+            assert (dead["message_id"], dead["exchange"], dead["routing_key"]) == (message_id, "dlx", "oops")
+            assert http(broker, "GET", "/api/queues/work.dead/")[0] == 404  # not made: the exchange serves
+        finally:
+            handlers.kill()
+    finally:
+        broker.close()
+
+
+def test_a_handler_over_its_time_limit_fails_with_its_writes_rolled_back(
+    broker: BrokerProcess, handlers: HandlersProcess
+) -> None:
+    (message_id,) = publish(broker, [{"busy": 30}])
+    eventually_sync(lambda: counts(broker, "work.dead")[0] == 1, timeout=30, what="the message dead-lettered")
+    (dead,) = take(broker, "work.dead")
+    assert dead["headers"]["x-handler-error"] == "time limit of 1 s exceeded"
+    assert handled(broker) == []
+    assert f"message {message_id}, attempt 1 failed after 1.0" in handlers.log()
+
+
+def test_sigterm_lets_the_running_handler_finish_then_exits(broker: BrokerProcess, handlers: HandlersProcess) -> None:
+    (message_id,) = publish(broker, [{"sleep": 0.9}])  # under its time limit of 1 s
+    time.sleep(0.4)  # taken and running
+    stopped = time.monotonic()
+    assert handlers.stop(signal.SIGTERM) == 0
+    assert 0.3 < time.monotonic() - stopped < 10
+    assert handled(broker) == [(message_id, 1)]
+    eventually_sync(lambda: counts(broker, "work") == (0, 0), what="its ack reached the broker")
+
+
+def test_a_crash_before_the_commit_rolls_back_and_the_message_is_handled_again(
+    broker: BrokerProcess, handlers: HandlersProcess
+) -> None:
+    (message_id,) = publish(broker, [{"die": "before_commit"}])
+    eventually_sync(lambda: not handlers.alive(), what="the handler process dead")
+    assert handled(broker) == []
+    handlers.start()
+    assert wait_handled(broker, 1) == [(message_id, 1)]  # a crash is not a counted attempt
+
+
+def test_a_crash_after_the_commit_does_not_run_the_handler_again(broker: BrokerProcess, handlers: HandlersProcess) -> None:
+    (message_id,) = publish(broker, [{"die": "after_commit"}])
+    eventually_sync(lambda: not handlers.alive(), what="the handler process dead")
+    assert handled(broker) == [(message_id, 1)]
+    handlers.start()
+    eventually_sync(lambda: counts(broker, "work") == (0, 0), what="the redelivered copy acknowledged")
+    assert handled(broker) == [(message_id, 1)]
+    assert f"message {message_id} was handled before; acknowledged without running" in handlers.log()
+
+
+def test_an_async_handler_is_retried_and_acknowledged_after_success(broker: BrokerProcess) -> None:
+    handlers = HandlersProcess(broker, ASYNC).start()
+    try:
+        (message_id,) = publish(broker, [{"fail_until": 1}], routing_key="async-work")
+        assert wait_handled(broker, 1, queue="async-work") == [(message_id, 2)]
+        eventually_sync(lambda: counts(broker, "async-work") == (0, 0), what="acknowledged")
+        assert stored(broker, "async-work") == 0
+    finally:
+        handlers.kill()
+
+
+def test_an_exchange_handler_declares_its_queue_and_binding(broker: BrokerProcess) -> None:
+    assert http(broker, "POST", "/api/exchanges/", {"name": "events", "type": "topic"})[0] == 201
+    handlers = HandlersProcess(broker, AUDIT).start()
+    try:
+        ids = publish(broker, [1, 2], exchange="events", routing_key="audit.login")
+        assert sorted(wait_handled(broker, 2, queue="events.audit")) == sorted((i, 1) for i in ids)
+    finally:
+        handlers.kill()
+
+
+def test_a_missing_exchange_stops_the_command_with_a_clear_error(broker: BrokerProcess) -> None:
+    handlers = HandlersProcess(broker, AUDIT).start(connected=False)
+    assert handlers.proc is not None and handlers.proc.wait(30) != 0
+    assert "binding 'events.audit' to 'events'" in handlers.log() and "not_found" in handlers.log()
+
+
+def test_handlers_reconnect_when_the_router_restarts(broker: BrokerProcess, handlers: HandlersProcess) -> None:
+    first = publish(broker, [{"n": n} for n in range(50)])
+    wait_handled(broker, 50)
+    broker.kill()
+    broker.start()
+    handlers.wait_connected()
+    second = publish(broker, [{"n": n} for n in range(50)])
+    rows = wait_handled(broker, 100)
+    assert sorted(message_id for message_id, _ in rows) == sorted(first + second)

@@ -1,0 +1,9 @@
+"""The project's settings with tests/handler_app installed: what runbroker and runhandlers
+run with in tests/e2e/test_handlers_e2e.py."""
+
+from __future__ import annotations
+
+from broker_project.settings import *  # noqa: F403
+from broker_project.settings import INSTALLED_APPS
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.handler_app"]

@@ -1,0 +1,136 @@
+"""Transaction-ack subscriptions: each delivery names its stored copy, and is sent
+only once that copy is committed (a handler deletes the row in its own transaction)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+from broker.engine.jsoncodec import loads
+from broker.engine.messages import StoredCopy
+from broker.engine.queues import AckMode, QueueSpec
+from broker.protocol.publish import PublishRequest
+from broker.runtime.runtime import Runtime
+from tests.conftest import Sink
+from tests.eventually import eventually
+
+from .cluster_harness import MemoryStore
+
+
+class HeldStore(MemoryStore):
+    """Commits wait until released; a commit may also fail while the database is away."""
+
+    def __init__(self) -> None:
+        super().__init__(queues=[QueueSpec("q")])
+        self.release = threading.Event()
+
+    def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
+        self.release.wait(5)
+        super().write(inserts, deletes, queues_to_delete)
+
+
+def request(body: str, *, persistent: bool = True) -> PublishRequest:
+    return PublishRequest("", "q", body, {}, persistent, None)
+
+
+async def started(store: MemoryStore) -> Runtime:
+    runtime = Runtime(store, checkpoint_seconds=0.2)
+    await runtime.start()
+    return runtime
+
+
+def consume(runtime: Runtime, ack_mode: AckMode) -> Sink:
+    sink = Sink()
+    connection = runtime.connect(sink)
+    runtime.subscribe(
+        connection, subscription="s", subscription_json='"s"', ack_mode=ack_mode, prefetch=10, queue="q"
+    )
+    return sink
+
+
+async def test_a_transaction_delivery_waits_for_its_copy_to_be_committed() -> None:
+    store = HeldStore()
+    runtime = await started(store)
+    try:
+        handler = consume(runtime, AckMode.TRANSACTION)
+        runtime.publish_nowait(request("1"))
+        await asyncio.sleep(0.1)
+        assert handler.frames == []  # not committed yet
+        store.release.set()
+        await eventually(lambda: len(handler.frames) == 1, what="the delivery after the commit")
+        frame = loads(handler.frames[0])
+        (store_id, (queue, message)), = store.rows.items()
+        assert (frame["store_id"], frame["body"], queue) == (store_id, 1, "q")
+    finally:
+        store.release.set()
+        await runtime.stop()
+
+
+async def test_a_client_ack_delivery_does_not_wait_and_names_no_row() -> None:
+    store = HeldStore()
+    runtime = await started(store)
+    try:
+        client = consume(runtime, AckMode.CLIENT)
+        runtime.publish_nowait(request("1"))
+        await eventually(lambda: len(client.frames) == 1, what="the delivery before the commit")
+        assert not store.rows and "store_id" not in loads(client.frames[0])
+    finally:
+        store.release.set()
+        await runtime.stop()
+
+
+async def test_frames_keep_their_order_and_a_failed_commit_holds_them_until_its_retry() -> None:
+    store = HeldStore()
+    store.release.set()
+    store.refuse_inserts = True  # the database is away: commits fail and are retried
+    runtime = await started(store)
+    try:
+        handler = consume(runtime, AckMode.TRANSACTION)
+        for body in ("1", "2", "3"):
+            runtime.publish_nowait(request(body))
+        await asyncio.sleep(0.3)
+        assert handler.frames == []
+        store.refuse_inserts = False
+        await eventually(lambda: len(handler.frames) == 3, what="the deliveries after the retried commit")
+        frames = [loads(frame) for frame in handler.frames]
+        assert [frame["body"] for frame in frames] == [1, 2, 3]
+        assert all(frame["store_id"] in store.rows for frame in frames)
+    finally:
+        await runtime.stop()
+
+
+async def test_a_copy_kept_in_memory_only_is_delivered_at_once_with_no_row() -> None:
+    store = HeldStore()
+    store.release.set()
+    runtime = await started(store)
+    try:
+        handler = consume(runtime, AckMode.TRANSACTION)
+        runtime.publish_nowait(request("1", persistent=False))
+        await eventually(lambda: len(handler.frames) == 1, what="the delivery")
+        assert loads(handler.frames[0])["store_id"] is None
+    finally:
+        await runtime.stop()
+
+
+async def test_transaction_deliveries_are_acknowledged_like_client_ones() -> None:
+    store = MemoryStore(queues=[QueueSpec("q")])
+    runtime = await started(store)
+    try:
+        sink = Sink()
+        connection = runtime.connect(sink)
+        runtime.subscribe(
+            connection, subscription="s", subscription_json='"s"', ack_mode=AckMode.TRANSACTION, prefetch=1, queue="q"
+        )
+        for body in ("1", "2"):
+            await runtime.publish(request(body))
+        await eventually(lambda: len(sink.frames) == 1, what="one delivery: prefetch 1")
+        await asyncio.sleep(0.05)
+        assert len(sink.frames) == 1
+        runtime.ack(connection, loads(sink.frames[0])["delivery_tag"], multiple=False)
+        await eventually(lambda: len(sink.frames) == 2, what="the next after the ack")
+        runtime.disconnect(connection)  # the second, unacknowledged, goes back
+        assert runtime.broker.queue_counts("q") is not None
+        assert runtime.broker.queue_counts("q").messages_ready == 1  # type: ignore[union-attr]
+    finally:
+        await runtime.stop()
