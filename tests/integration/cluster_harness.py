@@ -35,11 +35,11 @@ class Cluster:
         self.workdir = workdir
         self.nodes: list[BrokerProcess] = []
 
-    def node(self, name: str, *, edge: bool = False) -> BrokerProcess:
+    def node(self, name: str, *, edge: bool = False, env: dict[str, str] | None = None) -> BrokerProcess:
         process = BrokerProcess(
             self.workdir,
             database_url=self.database_url,
-            extra_env={"REDIS_URL": self.redis_url},
+            extra_env={"REDIS_URL": self.redis_url, **(env or {})},
             args=("--edge",) if edge else (),
             name=name,
         )
