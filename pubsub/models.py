@@ -92,3 +92,31 @@ class HandlerAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_id} in {self.queue}: {self.attempts} failed attempt(s)"
+
+
+class HandlerStatus(models.Model):
+    """One handler in one `runhandlers` process, as that process last reported it
+    (every few seconds; pubsub/worker/status.py). The admin and the console show them."""
+
+    process = models.CharField(max_length=100, help_text="host:pid:start of the process")
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    handler = models.CharField(max_length=255)
+    queue = models.CharField(max_length=255)
+    concurrency = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField()
+    running = models.PositiveIntegerField(default=0, help_text="messages being handled now")
+    handled = models.PositiveBigIntegerField(default=0)
+    failed = models.PositiveBigIntegerField(default=0, help_text="failed attempts")
+    retried = models.PositiveBigIntegerField(default=0, help_text="failed attempts to be tried again")
+    dead_lettered = models.PositiveBigIntegerField(default=0)
+    already_handled = models.PositiveBigIntegerField(default=0, help_text="redelivered copies found handled")
+    handled_rate = models.FloatField(default=0.0, help_text="messages handled per second, lately")
+
+    class Meta:
+        verbose_name = "handler process"
+        constraints = [models.UniqueConstraint(fields=["process", "handler"], name="handler_status_once")]
+
+    def __str__(self) -> str:
+        return f"{self.handler} in {self.process}"

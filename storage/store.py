@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from django.db import DatabaseError, DataError, IntegrityError, OperationalError, connection, transaction
 from django.db.models import Max
@@ -21,9 +21,11 @@ from broker.engine.jsoncodec import dumps, loads
 from broker.engine.messages import Message, StoredCopy, make_message
 from broker.engine.queues import QueueSpec
 from broker.engine.routing import BindingSpec
+from broker.protocol.server_frames import StatsHandler
 from broker.protocol.topology import Topology
 from broker.runtime.outbox import OutboxDrain, OutboxEntry, OutboxSignal
 from common.server_binding import execute_bound
+from pubsub.selectors import running_handlers
 from exchanges.models import Exchange
 from queues.models import Message as MessageRow
 from queues.models import Queue
@@ -299,6 +301,9 @@ class OrmMessageStore:
 
     def outbox_state(self) -> tuple[int, float | None]:
         return outbox_state()
+
+    def handler_state(self) -> list[StatsHandler]:
+        return cast(list[StatsHandler], running_handlers())
 
     def _write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
         with transaction.atomic(), connection.cursor() as cursor:

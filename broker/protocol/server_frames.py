@@ -137,6 +137,22 @@ class StatsBinding(TypedDict):
     arguments: dict[str, Any]
 
 
+class StatsHandler(TypedDict):
+    """A handler in a `runhandlers` process, as it last reported itself (docs/handlers.md)."""
+
+    handler: str
+    queue: str
+    process: str  # host:pid:start
+    concurrency: int
+    running: int
+    handled_rate: float  # per second, lately
+    handled: int  # since the process started
+    failed: int  # failed attempts
+    retried: int
+    dead_lettered: int
+    already_handled: int
+
+
 class StatsFrame(TypedDict):
     """Sent every second to a connection that sent `watch` (the web console)."""
 
@@ -146,6 +162,7 @@ class StatsFrame(TypedDict):
     queues: list[StatsQueue]
     exchanges: list[StatsExchange]
     bindings: list[StatsBinding]
+    handlers: list[StatsHandler]
 
 
 ServerFrame = (

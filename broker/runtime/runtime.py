@@ -24,7 +24,7 @@ from broker.engine.messages import Effects, Message, make_message
 from broker.engine.names import generated_queue_name
 from broker.engine.queues import AckMode
 from broker.protocol.publish import PublishRequest
-from broker.protocol.server_frames import MessageObject, message_frame, message_object
+from broker.protocol.server_frames import MessageObject, StatsHandler, message_frame, message_object
 from broker.protocol.topology import (
     BindingDeleted,
     BindingSaved,
@@ -71,6 +71,9 @@ class RuntimeStore(MessageStore, OutboxStore, Protocol):
 
     def max_store_id(self) -> int: ...
 
+    def handler_state(self) -> list[StatsHandler]:
+        """The handler processes running now, as they last reported (the `stats` frame)."""
+
 
 class Runtime:
     def __init__(
@@ -98,6 +101,7 @@ class Runtime:
         self._main: asyncio.Task[None] | None = None
         self.outbox: OutboxReader | None = None
         self._outbox_state: tuple[int, float | None] = (0, None)  # read while someone watches
+        self._handler_state: list[StatsHandler] = []  # likewise
         self.loaded_messages = 0
         self._stopped = False
         self._stats = StatsSampler()
@@ -224,11 +228,13 @@ class Runtime:
         assert self.writer is not None
         try:
             self._outbox_state = await asyncio.wait_for(self.writer.in_thread(self.store.outbox_state), 0.5)
+            self._handler_state = await asyncio.wait_for(self.writer.in_thread(self.store.handler_state), 0.5)
         except Exception as error:
-            log.debug("the outbox's depth is unknown for now: %r", error)
+            log.debug("the outbox's depth or the handlers are unknown for now: %r", error)
 
     def _stats_frame(self) -> str:
-        return dumps(self._stats.frame(self.broker, at=now_iso(), outbox=self._outbox_state))
+        frame = self._stats.frame(self.broker, at=now_iso(), outbox=self._outbox_state, handlers=self._handler_state)
+        return dumps(frame)
 
     def _now(self) -> float:
         assert self.loop is not None

@@ -8,9 +8,11 @@ does no I/O, so it is tested with a fake clock. The frame it builds is the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from broker.engine.broker import Broker
 from broker.engine.names import DEFAULT_EXCHANGE
-from broker.protocol.server_frames import StatsBinding, StatsExchange, StatsFrame, StatsQueue
+from broker.protocol.server_frames import StatsBinding, StatsExchange, StatsFrame, StatsHandler, StatsQueue
 
 _Totals = tuple[int, int, int]  # enqueued, delivered, acknowledged
 _NEW: _Totals = (0, 0, 0)  # a queue declared since the last sample started from nothing
@@ -33,7 +35,14 @@ class StatsSampler:
             self._rates = {name: _rates(totals, self._queues.get(name, _NEW), span) for name, totals in queues.items()}
         self._at, self._published, self._queues = now, broker.published, queues
 
-    def frame(self, broker: Broker, *, at: str, outbox: tuple[int, float | None] = (0, None)) -> StatsFrame:
+    def frame(
+        self,
+        broker: Broker,
+        *,
+        at: str,
+        outbox: tuple[int, float | None] = (0, None),
+        handlers: Sequence[StatsHandler] = (),
+    ) -> StatsFrame:
         """The `stats` frame: counts as they are now, rates from the last two samples."""
         queues: list[StatsQueue] = []
         delivered = acknowledged = ready = unacked = consumers = 0.0
@@ -82,6 +91,7 @@ class StatsSampler:
             "queues": sorted(queues, key=lambda q: q["name"]),
             "exchanges": sorted(exchanges, key=lambda x: x["name"]),
             "bindings": bindings,
+            "handlers": sorted(handlers, key=lambda h: (h["queue"], h["process"])),
         }
 
 

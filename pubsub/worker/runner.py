@@ -15,7 +15,10 @@ closes the connection, which gives the rest back to the queue.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
+import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -30,7 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from broker.engine.jsoncodec import dumps, loads
 from pubsub.handling import Handler, Message
 
-from . import execution
+from . import execution, status
 from .declare import DeclareError, declare, http_base
 from .execution import Outcome
 from .time_limit import TimeLimitExceeded, Watched
@@ -39,8 +42,8 @@ log = logging.getLogger("pubsub.handlers")
 
 # Waits between connection attempts: from the first to the longest.
 RECONNECT_SECONDS: Final = (0.2, 0.5, 1.0, 2.0, 5.0)
-# A settlement that failed (the database away) is tried again after this long.
-SETTLE_RETRY_SECONDS: Final = 1.0
+# How often the process reports its handlers' counts (the admin, the console).
+REPORT_SECONDS: Final = 2.0
 
 
 class Runner:
@@ -60,8 +63,14 @@ class Runner:
         self._ws: ClientConnection | None = None
         self._generation = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self.counts: Counter[str] = Counter()
+        self._running: Counter[str] = Counter()  # messages being handled, by handler
+        # Outcomes (handled, already handled, retry, dead-lettered) and failed attempts, by handler.
+        self.counts: dict[str, Counter[str]] = {name: Counter() for name in self._handlers}
         self.connected = asyncio.Event()
+        self._process_id = f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
+        self._started_at = datetime.datetime.now(datetime.UTC)
+        self._reporter = ThreadPoolExecutor(1, thread_name_prefix="handlers-report")
+        self._last_report: tuple[float, dict[str, int]] | None = None
 
     # -- life cycle --------------------------------------------------------
 
@@ -73,6 +82,15 @@ class Runner:
     async def run(self) -> None:
         self._stopping = asyncio.Event()
         self._slots = {name: asyncio.Semaphore(handler.concurrency) for name, handler in self._handlers.items()}
+        reporting = asyncio.create_task(self._report_forever())
+        try:
+            await self._connect_forever()
+        finally:
+            reporting.cancel()
+            await self._finish()
+
+    async def _connect_forever(self) -> None:
+        assert self._stopping is not None
         failures = 0
         declared = False
         while not self._stopping.is_set():
@@ -95,7 +113,6 @@ class Runner:
                 await asyncio.wait_for(self._stopping.wait(), timeout=delay)
             except TimeoutError:
                 pass
-        await self._finish()
 
     def _declare_all(self, base: str) -> None:
         for handler in self._handlers.values():
@@ -136,6 +153,42 @@ class Runner:
         await self._wait_running()
         for executor in self._executors.values():
             executor.shutdown(wait=False, cancel_futures=True)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._reporter, status.forget, self._process_id)
+        except Exception:
+            log.warning("handlers: could not remove this process's status rows", exc_info=True)
+        self._reporter.shutdown(wait=False)
+
+    async def _report_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await loop.run_in_executor(
+                    self._reporter, status.report, self._process_id, socket.gethostname(), os.getpid(),
+                    self._started_at, self._reports(),
+                )
+            except Exception as error:
+                log.warning("handlers: reporting this process's status failed: %s", error)
+            await asyncio.sleep(REPORT_SECONDS)
+
+    def _reports(self) -> list[status.HandlerReport]:
+        now = time.monotonic()
+        handled = {name: counts[Outcome.HANDLED.value] for name, counts in self.counts.items()}
+        last = self._last_report
+        self._last_report = (now, handled)
+        reports = []
+        for name, handler in self._handlers.items():
+            counts = self.counts[name]
+            rate = 0.0
+            if last is not None and now > last[0]:
+                rate = round((handled[name] - last[1].get(name, 0)) / (now - last[0]), 2)
+            reports.append(status.HandlerReport(
+                handler=name, queue=handler.queue, concurrency=handler.concurrency, running=self._running[name],
+                handled=handled[name], failed=counts["failed"], retried=counts[Outcome.RETRY.value],
+                dead_lettered=counts[Outcome.DEAD_LETTERED.value],
+                already_handled=counts[Outcome.ALREADY_HANDLED.value], handled_rate=rate,
+            ))
+        return reports
 
     async def _wait_running(self) -> None:
         if not self._tasks:
@@ -192,7 +245,12 @@ class Runner:
             async with self._slots[handler.name]:
                 if self._stopping.is_set():
                     return  # not started: the broker gives it back when the connection closes
-                outcome = await self._attempt(handler, message, store_id)
+                self._running[handler.name] += 1
+                try:
+                    outcome = await self._attempt(handler, message, store_id)
+                finally:
+                    self._running[handler.name] -= 1
+            self.counts[handler.name][outcome.value] += 1
             if outcome is not Outcome.RETRY:
                 break
             delay = handler.retry.delay(message.delivery_count)
@@ -204,7 +262,6 @@ class Runner:
             except TimeoutError:
                 pass
             message = replace(message, delivery_count=message.delivery_count + 1, redelivered=True)
-        self.counts[outcome.value] += 1
         if outcome is Outcome.DEAD_LETTERED:
             log.error("handler %s: message %s dead-lettered after %d attempts",
                       handler.name, message.message_id, message.delivery_count)
@@ -239,7 +296,7 @@ class Runner:
             text = f"time limit of {handler.time_limit:g} s exceeded" if timed_out and handler.time_limit else (
                 f"{type(error).__name__}: {error}"
             )
-            self.counts["failed"] += 1
+            self.counts[handler.name]["failed"] += 1
             log.warning("handler %s: message %s, attempt %d failed after %.3f s: %s",
                         handler.name, message.message_id, message.delivery_count, time.monotonic() - started, text,
                         exc_info=not timed_out)

@@ -110,7 +110,33 @@ function bindingRow(b) {
   return tr;
 }
 
+const HANDLER_FIELDS = ["concurrency", "running", "handled_rate", "handled", "failed", "retried", "dead_lettered"];
+
+function handlerRow(h) {
+  const tr = document.createElement("tr");
+  tr.append(cell(h.queue, "name"), cell(h.handler), cell(h.process));
+  for (const field of HANDLER_FIELDS) {
+    const td = cell("", "n");
+    td.dataset.field = field;
+    tr.append(td);
+  }
+  return tr;
+}
+
 export function renderOverview(frame) {
+  syncRows(
+    document.querySelector("#handlers tbody"),
+    frame.handlers || [],
+    (h) => `${h.process}\u0000${h.handler}`,
+    handlerRow,
+    (row, h) => {
+      for (const field of HANDLER_FIELDS) {
+        const td = row.querySelector(`[data-field="${field}"]`);
+        const text = fmt(h[field]);
+        if (td.textContent !== text) td.textContent = text;
+      }
+    },
+  );
   syncRows(
     document.querySelector("#queues tbody"),
     frame.queues || [],

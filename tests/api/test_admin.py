@@ -56,3 +56,28 @@ def test_the_list_of_stored_messages_shows_exchange_and_body(
     assert '<td class="field-exchange_name">(default)</td>' in page  # the default exchange
     assert '<td class="field-body_preview">{&quot;id&quot;: 42}</td>' in page
     assert "x" * 200 not in page and "x" * 50 in page  # a preview, not the whole body
+
+
+def test_the_admin_lists_handler_processes_and_the_retries_waiting(admin_client: Client) -> None:
+    import datetime
+
+    from django.utils import timezone
+
+    from pubsub.models import HandlerAttempt, HandlerStatus
+
+    now = timezone.now()
+    common = {"hostname": "h", "pid": 1, "concurrency": 2, "started_at": now, "handled": 7, "failed": 1}
+    HandlerStatus.objects.create(process="h:1:1", handler="shop.handlers.bill", queue="billing", seen_at=now, **common)
+    HandlerStatus.objects.create(
+        process="h:2:1", handler="shop.handlers.ship", queue="shipping", seen_at=now - datetime.timedelta(minutes=5),
+        **common,
+    )
+    HandlerAttempt.objects.create(
+        store_id=9, message_id="m-9", handler="shop.handlers.bill", queue="billing", attempts=2, last_error="KeyError: 'x'"
+    )
+    page = admin_client.get("/admin/pubsub/handlerstatus/").content.decode()
+    assert "shop.handlers.bill" in page and "shop.handlers.ship" in page
+    assert page.count('alt="True"') == 1 and page.count('alt="False"') == 1  # the silent one is not running
+    page = admin_client.get("/admin/pubsub/handlerattempt/").content.decode()
+    assert "m-9" in page and "KeyError: &#x27;x&#x27;" in page
+    assert admin_client.get("/admin/pubsub/handlerattempt/add/").status_code == 403

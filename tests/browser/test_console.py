@@ -232,3 +232,25 @@ def test_a_logged_in_user_changes_the_broker_with_the_csrf_token(page: Any, brok
     expect(queue_form.locator(".form-ok")).to_have_text("queue audited created")
     expect(page.locator('#queues tr[data-name="audited"]')).to_have_count(1)
     screenshot(page, "08-logged-in")
+
+
+def test_the_handlers_panel_lists_running_handler_processes(page: Any, broker: BrokerProcess) -> None:
+    import datetime
+
+    from tests.e2e.handlers_harness import query
+
+    seen = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    query(broker, (
+        "INSERT INTO pubsub_handlerstatus (process, hostname, pid, handler, queue, concurrency, started_at, seen_at,"
+        " running, handled, failed, retried, dead_lettered, already_handled, handled_rate) VALUES"
+        f" ('web-1:42:1', 'web-1', 42, 'shop.handlers.bill', 'billing', 4, '{seen}', '{seen}', 2, 1234, 3, 2, 1, 0,"
+        " 57.5)"
+    ))
+    row = page.locator("#handlers tbody tr", has_text="shop.handlers.bill")
+    expect(row).to_contain_text("billing")
+    expect(row.locator('[data-field="handled_rate"]')).to_have_text("58")
+    expect(row.locator('[data-field="handled"]')).to_have_text("1234")
+    expect(row.locator('[data-field="dead_lettered"]')).to_have_text("1")
+    expect(page.locator("#handlers p.empty")).to_be_hidden()
+    query(broker, "DELETE FROM pubsub_handlerstatus")
+    expect(page.locator("#handlers p.empty")).to_be_visible()

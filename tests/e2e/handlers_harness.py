@@ -90,7 +90,9 @@ def query(broker: BrokerProcess, sql: str) -> list[tuple[Any, ...]]:
             return list(conn.execute(sql).fetchall())
     conn = sqlite3.connect(str(broker.workdir / "broker.sqlite3"), timeout=30)
     try:
-        return list(conn.execute(sql).fetchall())
+        rows = list(conn.execute(sql).fetchall())
+        conn.commit()
+        return rows
     finally:
         conn.close()
 

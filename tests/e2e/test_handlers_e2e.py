@@ -5,10 +5,12 @@ On SQLite here; on PostgreSQL too in scripts/test's PostgreSQL run (E2E_DATABASE
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +24,7 @@ from tests.e2e.handlers_harness import (
     query,
     take,
 )
+from tests.e2e.client import WsClient
 from tests.e2e.harness import BrokerProcess
 from tests.eventually import eventually_sync
 
@@ -68,6 +71,31 @@ def test_each_message_is_handled_once_and_its_stored_copy_removed(broker: Broker
     assert sorted(rows) == sorted((message_id, 1) for message_id in ids)
     eventually_sync(lambda: counts(broker, "work") == (0, 0), what="the queue empty")
     assert stored(broker, "work") == 0
+
+
+def test_the_console_sees_the_handler_process_and_its_counts(broker: BrokerProcess, handlers: HandlersProcess) -> None:
+    publish(broker, [{"n": n} for n in range(5)] + [{"fail_until": 1}])
+    wait_handled(broker, 6)
+
+    async def watched() -> list[dict[str, Any]]:
+        client = await WsClient.connect(broker.ws_url)
+        try:
+            await client.request({"type": "watch", "id": "w"})
+            for _ in range(10):
+                frame = await client.recv(timeout=5)
+                found = [h for h in frame.get("handlers", []) if h["handled"] >= 6]
+                if frame["type"] == "stats" and found:
+                    return found
+            return []
+        finally:
+            await client.close()
+
+    (seen,) = asyncio.run(watched())
+    assert (seen["handler"], seen["queue"], seen["concurrency"]) == (RECORD, "work", 4)
+    assert (seen["handled"], seen["failed"], seen["retried"], seen["dead_lettered"]) == (6, 1, 1, 0)
+    assert seen["process"].split(":")[1] == str(handlers.proc.pid if handlers.proc else "")
+    handlers.stop()
+    assert query(broker, "SELECT COUNT(*) FROM pubsub_handlerstatus")[0][0] == 0  # gone with its process
 
 
 def test_a_failing_message_is_retried_with_backoff_and_then_handled(broker: BrokerProcess, handlers: HandlersProcess) -> None:

@@ -103,6 +103,9 @@ class MemoryStore:
     def outbox_state(self) -> tuple[int, float | None]:
         return 0, None
 
+    def handler_state(self) -> list[Any]:
+        return []
+
     def find_refused(self, inserts: Sequence[StoredCopy]) -> list[int]:
         return []
 
