@@ -25,8 +25,8 @@ from broker.protocol.server_frames import StatsHandler
 from broker.protocol.topology import Topology
 from broker.runtime.outbox import OutboxDrain, OutboxEntry, OutboxSignal
 from common.server_binding import execute_bound
-from pubsub.selectors import running_handlers
 from exchanges.models import Exchange
+from pubsub.selectors import running_handlers
 from queues.models import Message as MessageRow
 from queues.models import Queue
 from storage.outbox import (

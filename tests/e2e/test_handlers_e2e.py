@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.client import WsClient
 from tests.e2e.handlers_harness import (
     HandlersProcess,
     counts,
@@ -24,7 +25,6 @@ from tests.e2e.handlers_harness import (
     query,
     take,
 )
-from tests.e2e.client import WsClient
 from tests.e2e.harness import BrokerProcess
 from tests.eventually import eventually_sync
 
