@@ -120,3 +120,42 @@ class HandlerStatus(models.Model):
 
     def __str__(self) -> str:
         return f"{self.handler} in {self.process}"
+
+
+class TaskResultRow(models.Model):
+    """A task enqueued through the broker's Django Tasks backend (pubsub/tasks/), and
+    its result: written in the enqueuing transaction, updated in the handler's."""
+
+    class Status(models.TextChoices):
+        # Django's TaskResultStatus values.
+        READY = "READY"
+        RUNNING = "RUNNING"
+        FAILED = "FAILED"
+        SUCCESSFUL = "SUCCESSFUL"
+
+    id = models.CharField(max_length=64, primary_key=True)
+    task_path = models.CharField(max_length=255)
+    backend = models.CharField(max_length=100)
+    queue_name = models.CharField(max_length=100)
+    priority = models.IntegerField(default=0)
+    takes_context = models.BooleanField(default=False)
+    args = models.JSONField(default=list)
+    kwargs = models.JSONField(default=dict)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.READY)
+    enqueued_at = models.DateTimeField()
+    run_after = models.DateTimeField(null=True, blank=True)
+    # False while a deferred task waits for its `run_after`: its message is not sent yet.
+    published = models.BooleanField(default=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_attempted_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    return_value = models.JSONField(null=True, blank=True)
+    errors = models.JSONField(default=list)  # [{"exception_class_path", "traceback"}]
+    worker_ids = models.JSONField(default=list)
+
+    class Meta:
+        verbose_name = "task result"
+        indexes = [models.Index(fields=["published", "run_after"], name="task_result_due")]
+
+    def __str__(self) -> str:
+        return f"{self.task_path} ({self.status})"

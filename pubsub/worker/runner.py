@@ -21,7 +21,7 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
@@ -42,12 +42,23 @@ log = logging.getLogger("pubsub.handlers")
 
 # Waits between connection attempts: from the first to the longest.
 RECONNECT_SECONDS: Final = (0.2, 0.5, 1.0, 2.0, 5.0)
-# How often the process reports its handlers' counts (the admin, the console).
+# How often the process reports its handlers' counts (the admin, the console), and runs
+# its periodic jobs (publishing the deferred tasks that became due).
 REPORT_SECONDS: Final = 2.0
+TICK_SECONDS: Final = 1.0
 
 
 class Runner:
-    def __init__(self, handlers: Sequence[Handler], *, urls: Sequence[str], token: str, grace: float) -> None:
+    def __init__(
+        self,
+        handlers: Sequence[Handler],
+        *,
+        urls: Sequence[str],
+        token: str,
+        grace: float,
+        ticks: Sequence[Callable[[], object]] = (),
+    ) -> None:
+        """`ticks`: jobs run every TICK_SECONDS on a thread of their own (ORM work)."""
         if not handlers:
             raise ValueError("no handlers to run")
         self._handlers = {handler.name: handler for handler in handlers}
@@ -71,6 +82,7 @@ class Runner:
         self._started_at = datetime.datetime.now(datetime.UTC)
         self._reporter = ThreadPoolExecutor(1, thread_name_prefix="handlers-report")
         self._last_report: tuple[float, dict[str, int]] | None = None
+        self._ticks = list(ticks)
 
     # -- life cycle --------------------------------------------------------
 
@@ -161,15 +173,23 @@ class Runner:
 
     async def _report_forever(self) -> None:
         loop = asyncio.get_running_loop()
+        next_report = 0.0
         while True:
-            try:
-                await loop.run_in_executor(
-                    self._reporter, status.report, self._process_id, socket.gethostname(), os.getpid(),
-                    self._started_at, self._reports(),
-                )
-            except Exception as error:
-                log.warning("handlers: reporting this process's status failed: %s", error)
-            await asyncio.sleep(REPORT_SECONDS)
+            if loop.time() >= next_report:
+                next_report = loop.time() + REPORT_SECONDS
+                try:
+                    await loop.run_in_executor(
+                        self._reporter, status.report, self._process_id, socket.gethostname(), os.getpid(),
+                        self._started_at, self._reports(),
+                    )
+                except Exception as error:
+                    log.warning("handlers: reporting this process's status failed: %s", error)
+            for tick in self._ticks:
+                try:
+                    await loop.run_in_executor(self._reporter, tick)
+                except Exception:
+                    log.exception("handlers: periodic job %s failed", getattr(tick, "__name__", tick))
+            await asyncio.sleep(TICK_SECONDS)
 
     def _reports(self) -> list[status.HandlerReport]:
         now = time.monotonic()

@@ -7,3 +7,12 @@ from broker_project.settings import *  # noqa: F403
 from broker_project.settings import INSTALLED_APPS
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.handler_app"]
+
+# Django's Tasks on the broker (pubsub/tasks/): tests/handler_app/tasks.py.
+TASKS = {
+    "default": {
+        "BACKEND": "pubsub.tasks.BrokerTaskBackend",
+        "QUEUES": ["default"],
+        "OPTIONS": {"CONCURRENCY": 2, "TIME_LIMIT": 5},
+    },
+}

@@ -20,6 +20,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from access.handler_token import handler_token
 from pubsub.handling import autodiscover, registered
+from pubsub.tasks.execution import publish_due_tasks, register_task_handlers
 from pubsub.worker.declare import DeclareError
 from pubsub.worker.runner import Runner
 
@@ -30,7 +31,10 @@ class Command(BaseCommand):
     help = "Run the project's message handlers (the @handler functions of its apps' handlers.py)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("names", nargs="*", help="handlers to run (module.function, or the name given); default: all")
+        parser.add_argument(
+            "names", nargs="*",
+            help="handlers to run (module.function, the name given, or tasks:<backend>:<queue>); default: all",
+        )
         parser.add_argument(
             "--url", action="append", dest="urls", help="the broker's WebSocket address (default: HANDLERS_BROKER_URLS)"
         )
@@ -41,6 +45,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         autodiscover()
+        register_task_handlers()  # one per task queue of the broker's Django Tasks backend
         handlers = registered()
         if options["list"]:
             for name, handler in sorted(handlers.items()):
@@ -52,11 +57,14 @@ class Command(BaseCommand):
             raise CommandError(f"no handler named {', '.join(map(repr, unknown))}; known: {', '.join(sorted(handlers)) or 'none'}")
         if not names:
             raise CommandError("no handlers: declare some with @pubsub.handler in an app's handlers.py")
+        chosen = [handlers[name] for name in names]
+        runs_tasks = any(name.startswith("tasks:") for name in names)
         runner = Runner(
-            [handlers[name] for name in names],
+            chosen,
             urls=options["urls"] or settings.HANDLERS_BROKER_URLS,
             token=handler_token(),
             grace=options["grace"],
+            ticks=[publish_due_tasks] if runs_tasks else [],
         )
         try:
             asyncio.run(self._run(runner))

@@ -19,8 +19,11 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils.module_loading import import_string
 
 from broker.cluster.lease import migrate_under_lock
+from broker.engine.errors import PreconditionFailed
 from broker.transport.loopback import is_loopback_host
 from broker.transport.server import Role, run
+from pubsub.tasks.execution import task_queue_names
+from queues.services import queue_declare
 from storage.store import OrmMessageStore
 
 
@@ -50,6 +53,8 @@ class Command(BaseCommand):
         else:
             migrated = "migrations not run (DO_MIGRATIONS is off)"
         self.stderr.write(f"database: {describe_database(connections[DEFAULT_DB_ALIAS])}; {migrated}")
+        if role != "edge":
+            self._declare_task_queues()
         if settings.BROKER_ALLOW_ANONYMOUS:
             self.stderr.write("anonymous access is ON: anyone who can reach this port may use the broker")
         else:
@@ -67,6 +72,15 @@ class Command(BaseCommand):
             new_store=lambda fence: OrmMessageStore(fence=fence),
             layer=get_channel_layer(),
         )
+
+    def _declare_task_queues(self) -> None:
+        """The queues of the broker's Django Tasks backend (TASKS) exist before any task is
+        enqueued: a message published to a queue that does not exist reaches nothing."""
+        for name in task_queue_names():
+            try:
+                queue_declare(name=name)
+            except PreconditionFailed:
+                pass  # declared before with other properties: used as it is
 
     @staticmethod
     def _role(edge: bool) -> Role:

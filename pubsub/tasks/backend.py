@@ -1,0 +1,126 @@
+"""`BrokerTaskBackend`: Django Tasks enqueued as messages of the broker.
+
+    TASKS = {
+        "default": {
+            "BACKEND": "pubsub.tasks.BrokerTaskBackend",
+            "QUEUES": ["default", "emails"],      # Django's task queue names
+            "OPTIONS": {"CONCURRENCY": 4, "MAX_ATTEMPTS": 1, "TIME_LIMIT": 300},
+        },
+    }
+
+`enqueue` writes the task's result row and publishes its message (to the broker
+queue `tasks.<queue_name>`) with the caller's database connection: inside
+`transaction.atomic()` both commit with the caller's work, or neither does.
+`manage.py runhandlers` runs the tasks (execution.py). A task with `run_after`
+waits as a row, and is published when it is due.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from django.db import transaction
+from django.utils import timezone
+from django.utils.crypto import get_random_string
+from django.utils.module_loading import import_string
+
+from pubsub.models import TaskResultRow
+from pubsub.publishing import publish
+
+from .compat import (
+    BaseTaskBackend,
+    Task,
+    TaskError,
+    TaskResult,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    normalize_json,
+    set_field,
+    signals,
+)
+
+# Broker queues of tasks are named by this prefix and Django's queue name.
+QUEUE_PREFIX: Final = "tasks."
+DEFAULT_OPTIONS: Final[dict[str, Any]] = {"CONCURRENCY": 1, "MAX_ATTEMPTS": 1, "TIME_LIMIT": 300.0}
+
+
+def broker_queue(queue_name: str) -> str:
+    return f"{QUEUE_PREFIX}{queue_name}"
+
+
+class BrokerTaskBackend(BaseTaskBackend):  # type: ignore[misc]
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = False  # queues are first in, first out
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        self.options = {**DEFAULT_OPTIONS, **(params.get("OPTIONS") or {})}
+
+    def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
+        self.validate_task(task)
+        now = timezone.now()
+        deferred = task.run_after is not None and task.run_after > now
+        row = TaskResultRow(
+            id=get_random_string(32),
+            task_path=task.module_path,
+            backend=self.alias,
+            queue_name=task.queue_name,
+            priority=task.priority,
+            takes_context=task.takes_context,
+            args=normalize_json(list(args)),
+            kwargs=normalize_json(dict(kwargs)),
+            enqueued_at=now,
+            run_after=task.run_after,
+            published=not deferred,
+        )
+        with transaction.atomic():
+            row.save(force_insert=True)
+            if not deferred:
+                publish_task(row)
+        result = result_of(row, task)
+        signals.task_enqueued.send(type(self), task_result=result)
+        return result
+
+    def get_result(self, result_id: str) -> Any:
+        row = TaskResultRow.objects.filter(id=result_id, backend=self.alias).first()
+        if row is None:
+            raise TaskResultDoesNotExist(result_id)
+        return result_of(row, task_of(row))
+
+    def queue_names(self) -> list[str]:
+        """Django's queue names this backend serves (QUEUES; default: "default")."""
+        return sorted(self.queues) if self.queues else ["default"]
+
+
+def publish_task(row: TaskResultRow) -> None:
+    publish("", {"task_result_id": row.id}, routing_key=broker_queue(row.queue_name), message_id=row.id)
+
+
+def task_of(row: TaskResultRow) -> Any:
+    """The task a row names, as it was enqueued (its queue, priority, backend, run_after)."""
+    found = import_string(row.task_path)
+    if not isinstance(found, Task):
+        raise TypeError(f"{row.task_path} is not a task")
+    return found.using(queue_name=row.queue_name, priority=row.priority, backend=row.backend, run_after=row.run_after)
+
+
+def result_of(row: TaskResultRow, task: Any) -> Any:
+    result: Any = TaskResult(
+        task=task,
+        id=row.id,
+        status=TaskResultStatus(row.status),
+        enqueued_at=row.enqueued_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        last_attempted_at=row.last_attempted_at,
+        args=list(row.args),
+        kwargs=dict(row.kwargs),
+        backend=row.backend,
+        errors=[TaskError(exception_class_path=e["exception_class_path"], traceback=e["traceback"]) for e in row.errors],
+        worker_ids=list(row.worker_ids),
+    )
+    if row.status == TaskResultRow.Status.SUCCESSFUL:
+        set_field(result, "_return_value", row.return_value)
+    return result

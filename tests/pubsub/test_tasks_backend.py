@@ -1,0 +1,125 @@
+"""The broker's Django Tasks backend in this process: what `enqueue` writes (a result row
+and an outbox message, in the caller's transaction), what it refuses, and running a task
+inside a handler's transaction. End to end with the real processes: tests/e2e/test_tasks_e2e.py."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from pubsub.handling import Message, registered, unregister
+from pubsub.models import OutboxRow, TaskResultRow
+from pubsub.tasks.compat import TaskResultDoesNotExist
+from pubsub.tasks.execution import publish_due_tasks, register_task_handlers, run_task, task_queue_names
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TASKS = {
+    "broker": {
+        "BACKEND": "pubsub.tasks.BrokerTaskBackend",
+        "QUEUES": ["default", "emails"],
+        "OPTIONS": {"CONCURRENCY": 3, "MAX_ATTEMPTS": 2},
+    }
+}
+
+
+@pytest.fixture(autouse=True)
+def tasks_setting(settings: Any) -> Iterator[None]:
+    settings.TASKS = TASKS  # Django's setting_changed receiver starts its backends afresh
+    yield
+    for name in [name for name in registered() if name.startswith("tasks:")]:
+        unregister(name)
+
+
+def message(result_id: str, delivery_count: int = 1) -> Message:
+    return Message(body={"task_result_id": result_id}, headers={}, routing_key="tasks.default", exchange="",
+                   message_id=result_id, published_at="", queue="tasks.default", redelivered=False,
+                   delivery_count=delivery_count)
+
+
+def test_enqueue_writes_the_result_and_its_message_in_the_callers_transaction() -> None:
+    from tests.pubsub.sample_tasks import double
+
+    with transaction.atomic():
+        enqueued = double.enqueue(21)
+        assert OutboxRow.objects.count() == 1
+    row = TaskResultRow.objects.get(id=enqueued.id)
+    assert (row.task_path, row.args, row.status, row.published) == ("tests.pubsub.sample_tasks.double", [21], "READY", True)
+    (outbox,) = OutboxRow.objects.all()
+    assert (outbox.exchange, outbox.routing_key, outbox.message_id) == ("", "tasks.default", enqueued.id)
+    assert str(double.get_backend().get_result(enqueued.id).status) == "READY"
+
+
+def test_a_rolled_back_enqueue_leaves_nothing() -> None:
+    from tests.pubsub.sample_tasks import double
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        double.enqueue(1)
+        raise RuntimeError
+    assert not TaskResultRow.objects.exists() and not OutboxRow.objects.exists()
+
+
+def test_a_task_for_another_queue_or_with_a_priority_is_refused() -> None:
+    from tests.pubsub.sample_tasks import double
+
+    with pytest.raises(Exception, match="elsewhere"):
+        double.using(queue_name="elsewhere").enqueue(1)
+    with pytest.raises(Exception, match="priority"):
+        double.using(priority=5).enqueue(1)
+    assert not TaskResultRow.objects.exists()
+
+
+def test_an_unknown_result_is_task_result_does_not_exist() -> None:
+    from tests.pubsub.sample_tasks import double
+
+    with pytest.raises(TaskResultDoesNotExist):
+        double.get_backend().get_result("nope")
+
+
+def test_a_deferred_task_waits_as_a_row_until_it_is_due() -> None:
+    from tests.pubsub.sample_tasks import double
+
+    later = double.using(run_after=timezone.now() + datetime.timedelta(hours=1)).enqueue(2)
+    assert not OutboxRow.objects.exists() and publish_due_tasks() == 0
+    TaskResultRow.objects.filter(id=later.id).update(run_after=timezone.now() - datetime.timedelta(seconds=1))
+    assert publish_due_tasks() == 1
+    assert OutboxRow.objects.get().message_id == later.id
+    assert TaskResultRow.objects.get(id=later.id).published
+
+
+def test_a_task_runs_in_the_handlers_transaction_and_keeps_its_result() -> None:
+    from tests.pubsub.sample_tasks import double
+
+    enqueued = double.enqueue(21)
+    with transaction.atomic():
+        run_task(message(enqueued.id), max_attempts=1)
+    found = double.get_backend().get_result(enqueued.id)
+    assert (str(found.status), found.return_value, found.attempts) == ("SUCCESSFUL", 42, 1)
+    with transaction.atomic():
+        run_task(message(enqueued.id), max_attempts=1)  # finished: not run again
+    assert TaskResultRow.objects.get(id=enqueued.id).worker_ids == found.worker_ids
+
+
+def test_a_failing_task_is_retried_until_its_last_attempt_then_failed() -> None:
+    from tests.pubsub.sample_tasks import double
+
+    enqueued = double.enqueue(None)  # None * 2: TypeError
+    with pytest.raises(TypeError), transaction.atomic():
+        run_task(message(enqueued.id, delivery_count=1), max_attempts=2)
+    assert TaskResultRow.objects.get(id=enqueued.id).status == "READY"  # rolled back: tried again
+    with transaction.atomic():
+        run_task(message(enqueued.id, delivery_count=2), max_attempts=2)
+    row = TaskResultRow.objects.get(id=enqueued.id)
+    assert row.status == "FAILED" and row.errors[0]["exception_class_path"] == "builtins.TypeError"
+
+
+def test_each_task_queue_gets_a_handler_with_the_backends_options() -> None:
+    register_task_handlers()
+    declared = registered()["tasks:broker:emails"]
+    assert (declared.queue, declared.concurrency, declared.retry.max_attempts) == ("tasks.emails", 3, 2)
+    assert task_queue_names() == ["tasks.default", "tasks.emails"]
