@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from django.core.exceptions import ImproperlyConfigured
@@ -27,6 +27,10 @@ from django.utils.module_loading import autodiscover_modules
 from broker.engine.errors import BrokerError
 from broker.engine.queues import MAX_PREFETCH
 from broker.engine.rules import check_name, key_field
+
+# Messages a handler process is handed ahead of time: enough that short handlers never wait
+# for the round trip of an ack; lower it for slow handlers shared between processes.
+DEFAULT_PREFETCH: Final = 100
 
 # The module of each installed app that declares its handlers (not `consumers`:
 # Channels' word for WebSocket consumers).
@@ -87,6 +91,12 @@ class Handler:
     retry: Retry
     time_limit: float | None  # seconds; None: none
     is_async: bool
+    # Called, instead of dead-lettering, in the transaction that gives up on a message
+    # (with the last attempt's exception): the Tasks backend records the task as failed.
+    give_up: Callable[[Message, BaseException], None] | None = field(default=None, repr=False)
+    # Called before a batch's commit, in its transaction, with each message handled and what
+    # the handler returned: the Tasks backend writes the batch's results in one statement.
+    flush: Callable[[list[tuple[Message, Any]]], None] | None = field(default=None, repr=False)
 
 
 _registry: dict[str, Handler] = {}
@@ -105,15 +115,19 @@ def handler(
     max_backoff: float = 300.0,
     time_limit: float | None = 300.0,
     name: str | None = None,
+    give_up: Callable[[Message, BaseException], None] | None = None,
+    flush: Callable[[list[tuple[Message, Any]]], None] | None = None,
 ) -> Callable[[Callable[[Message], Any]], Callable[[Message], Any]]:
     """Declare a handler of `queue`. With `exchange`, the queue (durable) and its binding
     to the exchange with `binding_key` are declared when the handlers start; without,
-    the queue is declared if it does not exist. `prefetch` defaults to twice
-    `concurrency`. The function is returned unchanged."""
+    the queue is declared if it does not exist. `prefetch` defaults to DEFAULT_PREFETCH
+    (at least `concurrency`). The function is returned unchanged."""
 
     def register(function: Callable[[Message], Any]) -> Callable[[Message], Any]:
         retry = Retry(max_attempts, backoff, backoff_factor, max_backoff)
         declared = _spec(function, name, queue, exchange, binding_key, concurrency, prefetch, retry, time_limit)
+        if give_up is not None or flush is not None:
+            declared = replace(declared, give_up=give_up, flush=flush)
         for other in _registry.values():
             if other.queue == declared.queue and other.name != declared.name:
                 raise ImproperlyConfigured(
@@ -148,7 +162,7 @@ def _spec(
         raise ImproperlyConfigured(f"handler {label!r}: every queue is bound to the default exchange already")
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ImproperlyConfigured(f"handler {label!r}: concurrency must be an integer of at least 1")
-    chosen = 2 * concurrency if prefetch is None else prefetch
+    chosen = max(DEFAULT_PREFETCH, concurrency) if prefetch is None else prefetch
     if isinstance(chosen, bool) or not isinstance(chosen, int) or not 1 <= chosen <= MAX_PREFETCH:
         raise ImproperlyConfigured(f"handler {label!r}: prefetch must be an integer from 1 to {MAX_PREFETCH}")
     if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, int | float) or time_limit <= 0):

@@ -1,38 +1,42 @@
 """Running Django Tasks as handlers: one handler per task queue of every
 BrokerTaskBackend in TASKS, registered when `runhandlers` discovers handlers.
 
-A task runs inside its handler's transaction (pubsub/worker/execution.py), in a
-savepoint of its own: its writes, its result row and the removal of its message
-commit together, so a task runs to completion exactly once even when its
-process is killed. A task that raises is recorded as FAILED (its writes rolled
-back) on its last attempt (OPTIONS["MAX_ATTEMPTS"], default 1); before that,
-it is retried with the handlers' backoff.
+A task runs inside its handler's transaction (pubsub/worker/execution.py): its
+writes, its result row and the removal of its message commit together, so a
+task runs to completion exactly once even when its process is killed. A task
+that raises has everything rolled back; it is retried with the handlers'
+backoff, and on its last attempt (OPTIONS["MAX_ATTEMPTS"], default 1) recorded
+as FAILED, in the transaction that removes its message.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from functools import lru_cache
 from traceback import format_exception
-from typing import Final
+from typing import Any, Final
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 from django.utils.crypto import get_random_string
+from django.utils.module_loading import import_string
 
+from broker.engine.jsoncodec import dumps
 from pubsub.handling import Message, handler, registered
 from pubsub.models import TaskResultRow
-from pubsub.worker.time_limit import TimeLimitExceeded
 
-from .backend import BrokerTaskBackend, broker_queue, publish_task, result_of, task_of
-from .compat import TaskContext, TaskResultStatus, normalize_json, set_field, signals, task_backends
+from .backend import BrokerTaskBackend, broker_queue, publish_task, result_of
+from .compat import Task, TaskContext, normalize_json, signals, task_backends
 
 log = logging.getLogger("pubsub.tasks")
 
 WORKER_ID: Final = get_random_string(32)
 # Deferred tasks that became due are published this many at a time.
 DUE_BATCH: Final = 500
+FINISHED: Final = (TaskResultRow.Status.SUCCESSFUL, TaskResultRow.Status.FAILED)
+# What `run_task` returns for a message it did not run (its result was finished or gone).
+_SKIPPED: Final = object()
 
 
 def our_backends() -> list[BrokerTaskBackend]:
@@ -56,56 +60,89 @@ def register_task_handlers() -> None:
                 queue=broker_queue(queue_name),
                 name=name,
                 concurrency=int(options["CONCURRENCY"]),
+                prefetch=options.get("PREFETCH"),
                 max_attempts=int(options["MAX_ATTEMPTS"]),
                 time_limit=options["TIME_LIMIT"],
-            )(_runner(int(options["MAX_ATTEMPTS"])))
+                give_up=record_failure,
+                flush=write_results,
+            )(run_task)
 
 
-def _runner(max_attempts: int) -> Callable[[Message], None]:
-    def run(message: Message) -> None:
-        run_task(message, max_attempts=max_attempts)
+@lru_cache(maxsize=1024)
+def _task(path: str) -> Any:
+    found = import_string(path)
+    if not isinstance(found, Task):
+        raise TypeError(f"{path} is not a task")
+    return found
 
-    return run
 
-
-def run_task(message: Message, *, max_attempts: int) -> None:
-    """Run the task a message names; called inside the handler's transaction."""
+def run_task(message: Message) -> Any:
+    """Run the task a message names; called inside the handler's transaction. Its result
+    is written by `write_results`, before that transaction commits; a task that raises has
+    everything rolled back: the handler retries it, or gives up (`record_failure`)."""
     body = message.body if isinstance(message.body, dict) else {}
-    row = TaskResultRow.objects.select_for_update().filter(id=body.get("task_result_id")).first()
-    if row is None or row.status in (TaskResultRow.Status.SUCCESSFUL, TaskResultRow.Status.FAILED):
-        log.warning("task message %s: its result %s is unknown or finished; skipped", message.message_id,
-                    "row" if row is None else row.status)
+    running = None
+    if body.get("takes_context") or message.delivery_count > 1 or "task" not in body:
+        row = TaskResultRow.objects.filter(id=body.get("task_result_id")).first()
+        if row is None or row.status in FINISHED:
+            log.warning("task message %s: its result is unknown or finished; skipped", message.message_id)
+            return _SKIPPED
+        task = _task(row.task_path)
+        args, kwargs = row.args, row.kwargs
+        row.status, row.last_attempted_at = TaskResultRow.Status.RUNNING, timezone.now()
+        row.worker_ids = [*row.worker_ids, WORKER_ID]
+        running = result_of(row, task)
+        signals.task_started.send(type(task.get_backend()), task_result=running)
+    else:
+        task = _task(body["task"])
+        args, kwargs = body.get("args", []), body.get("kwargs", {})
+    if body.get("takes_context"):
+        return normalize_json(task.call(TaskContext(task_result=running), *args, **kwargs))
+    return normalize_json(task.call(*args, **kwargs))
+
+
+def write_results(done: list[tuple[Message, Any]]) -> None:
+    """The results of a batch's tasks, in its transaction: one statement for the batch."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    table = connection.ops.quote_name(TaskResultRow._meta.db_table)
+    json_cast = "::jsonb" if connection.vendor == "postgresql" else ""
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    rows = []
+    for message, value in done:
+        if value is _SKIPPED:
+            continue
+        body = message.body if isinstance(message.body, dict) else {}
+        workers = [WORKER_ID] * message.delivery_count  # one per attempt; the failed ones rolled back
+        rows.append((dumps(value), dumps(workers), now, now, now, body.get("task_result_id")))
+    if not rows:
         return
-    task = task_of(row)
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {table} SET status = 'SUCCESSFUL', return_value = %s{json_cast}, worker_ids = %s{json_cast},"
+            " started_at = COALESCE(started_at, %s), last_attempted_at = %s, finished_at = %s"
+            " WHERE id = %s AND status NOT IN ('SUCCESSFUL', 'FAILED')",
+            rows,
+        )
+
+
+def record_failure(message: Message, error: BaseException) -> None:
+    """The last attempt failed: the task is FAILED, with the exception's class and traceback
+    (in the transaction that removes its message)."""
+    body = message.body if isinstance(message.body, dict) else {}
+    row = TaskResultRow.objects.filter(id=body.get("task_result_id")).first()
+    if row is None or row.status in FINISHED:
+        return
     now = timezone.now()
-    row.status = TaskResultRow.Status.RUNNING
-    row.started_at = row.started_at or now
-    row.last_attempted_at = now
+    row.status = TaskResultRow.Status.FAILED
+    row.errors = [*row.errors, {
+        "exception_class_path": f"{type(error).__module__}.{type(error).__qualname__}",
+        "traceback": "".join(format_exception(error)),
+    }]
     row.worker_ids = [*row.worker_ids, WORKER_ID]
-    result = result_of(row, task)
-    signals.task_started.send(type(task.get_backend()), task_result=result)
-    try:
-        with transaction.atomic():
-            if row.takes_context:
-                value = task.call(TaskContext(task_result=result), *row.args, **row.kwargs)
-            else:
-                value = task.call(*row.args, **row.kwargs)
-        row.return_value = normalize_json(value)
-        row.status = TaskResultRow.Status.SUCCESSFUL
-    except (Exception, TimeLimitExceeded) as error:
-        if message.delivery_count < max_attempts:
-            raise  # rolled back whole; tried again after the handlers' backoff
-        row.errors = [*row.errors, {
-            "exception_class_path": f"{type(error).__module__}.{type(error).__qualname__}",
-            "traceback": "".join(format_exception(error)),
-        }]
-        row.status = TaskResultRow.Status.FAILED
-        log.warning("task %s (%s) failed: %r", row.task_path, row.id, error)
-    row.finished_at = timezone.now()
+    row.started_at = row.started_at or now
+    row.last_attempted_at = row.finished_at = now
     row.save()
-    finished = result_of(row, task)
-    set_field(finished, "status", TaskResultStatus(row.status))
-    signals.task_finished.send(type(task.get_backend()), task_result=finished)
+    log.warning("task %s (%s) failed: %r", row.task_path, row.id, error)
 
 
 def publish_due_tasks() -> int:

@@ -18,11 +18,13 @@ and its row deleted. Imports no asyncio.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
-from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from broker.engine.deadletter import dead_letter_copy
 from broker.engine.errors import BrokerError
@@ -36,6 +38,8 @@ from pubsub.publishing import publish
 from queues.models import Message as StoredMessage
 from queues.models import Queue
 
+from .time_limit import TimeLimitExceeded, Watched
+
 log = logging.getLogger("pubsub.handlers")
 
 # Dead letters carry the error's text up to this length in `x-handler-error`.
@@ -48,6 +52,18 @@ class Outcome(StrEnum):
     ALREADY_HANDLED = "already handled"  # its row was gone: acknowledged without running
     RETRY = "retry"
     DEAD_LETTERED = "dead-lettered"
+    NOT_STARTED = "not started"  # the process stopped first: the broker gives it back
+
+
+def fresh_connection() -> None:
+    """Keep the worker thread's connection from message to message (the project's
+    CONN_MAX_AGE of 0 is for request threads: a connection per message would cost more
+    than the message); replace it only when it broke."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    if connection.connection is not None and connection.errors_occurred:
+        if not connection.is_usable():
+            connection.close()
+        connection.errors_occurred = False
 
 
 def dead_queue(queue: str) -> str:
@@ -64,51 +80,108 @@ def _claim(store_id: int) -> bool:
 
 
 def _limit_statements(seconds: float | None) -> None:
-    """PostgreSQL: no statement of the handler's transaction outlives its time limit."""
+    """PostgreSQL: no statement of the worker thread's connection outlives the handler's
+    time limit. Set once per connection (a session setting), not per transaction."""
     connection = connections[DEFAULT_DB_ALIAS]
-    if seconds is not None and connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [f"{int(seconds * 1000)}ms"])
+    if seconds is None or connection.vendor != "postgresql":
+        return
+    connection.ensure_connection()
+    done = (id(connection.connection), seconds)
+    if getattr(connection, "_pubsub_statement_timeout", None) == done:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('statement_timeout', %s, false)", [f"{int(seconds * 1000)}ms"])
+    connection._pubsub_statement_timeout = done  # type: ignore[attr-defined]
 
 
 def earlier_attempts(store_id: int | None, message_id: str) -> int:
     """Failed attempts recorded for a redelivered stored copy."""
     if store_id is None:
         return 0
-    close_old_connections()
+    fresh_connection()
     found = HandlerAttempt.objects.filter(store_id=store_id, message_id=message_id).values_list("attempts", flat=True)
     return next(iter(found), 0)
 
 
-def handle(handler: Handler, message: Message, store_id: int | None, call: Callable[[], Any]) -> Outcome:
-    """Run `call` (the handler on `message`) in a transaction that removes the stored copy.
-    Raises what the handler raised, with everything rolled back."""
-    close_old_connections()
-    with transaction.atomic():
-        if store_id is not None:
-            if not _claim(store_id):
-                return Outcome.ALREADY_HANDLED
-            if message.delivery_count > 1:
-                HandlerAttempt.objects.filter(store_id=store_id).delete()
-        _limit_statements(handler.time_limit)
-        call()
-    return Outcome.HANDLED
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A message whose handler raised (or ran out of time); everything it did is rolled back."""
+
+    error: BaseException
+
+
+def handle_batch(
+    handler: Handler, items: Sequence[tuple[Message, int | None]], watched: Watched
+) -> list[Outcome | Failed]:
+    """Run the handler on each message, all in one transaction that also removes their
+    stored copies: one commit for many messages. When one fails, the whole transaction is
+    rolled back and each message is run again in a transaction of its own, so only the
+    failing one fails. Each message's effects still commit with its removal, or not at all."""
+    fresh_connection()
+    _limit_statements(handler.time_limit)
+    outcomes: list[Outcome | Failed] = []
+    try:
+        with transaction.atomic():
+            stored = [store_id for _, store_id in items if store_id is not None]
+            claimed = _claim_all(stored) if stored else set()
+            done: list[tuple[Message, Any]] = []
+            retried: list[int] = []
+            for message, store_id in items:
+                if store_id is not None:
+                    if store_id not in claimed:
+                        outcomes.append(Outcome.ALREADY_HANDLED)
+                        continue
+                    if message.delivery_count > 1:
+                        retried.append(store_id)
+                done.append((message, watched.run(handler.function, message, limit=handler.time_limit)))
+                outcomes.append(Outcome.HANDLED)
+            if retried:
+                HandlerAttempt.objects.filter(store_id__in=retried).delete()
+            if handler.flush is not None and done:
+                handler.flush(done)
+        return outcomes
+    except (Exception, TimeLimitExceeded) as error:
+        if len(items) == 1:
+            return [Failed(error)]
+    return [handle_batch(handler, [item], watched)[0] for item in items]
+
+
+def _claim_all(store_ids: list[int]) -> set[int]:
+    """Delete the stored copies' rows in the current transaction; the ids that were there.
+    PostgreSQL locks them in id order, so two processes given overlapping batches (after a
+    lost connection) wait for each other rather than deadlock."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    table = connection.ops.quote_name(StoredMessage._meta.db_table)
+    marks = ", ".join(["%s"] * len(store_ids))
+    if connection.vendor == "postgresql":
+        sql = (f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE id IN ({marks}) ORDER BY id FOR UPDATE)"
+               " RETURNING id")
+    elif connection.vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 35):
+        sql = f"DELETE FROM {table} WHERE id IN ({marks}) RETURNING id"
+    else:
+        return {store_id for store_id in store_ids if _claim(store_id)}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, store_ids)
+        return {row[0] for row in cursor.fetchall()}
 
 
 def claim_after(store_id: int | None) -> Outcome:
     """An async handler's success: remove the stored copy afterwards (at-least-once)."""
     if store_id is None:
         return Outcome.HANDLED
-    close_old_connections()
+    fresh_connection()
     with transaction.atomic():
         claimed = _claim(store_id)
         HandlerAttempt.objects.filter(store_id=store_id).delete()
     return Outcome.HANDLED if claimed else Outcome.ALREADY_HANDLED
 
 
-def settle_failure(handler: Handler, message: Message, store_id: int | None, error: str) -> Outcome:
-    """After a failed attempt: count it (RETRY), or dead-letter the message for good."""
-    close_old_connections()
+def settle_failure(
+    handler: Handler, message: Message, store_id: int | None, error: str, exception: BaseException | None = None
+) -> Outcome:
+    """After a failed attempt: count it (RETRY), or give up on the message for good: dead-letter
+    it, or hand it to the handler's own `give_up` (a task is recorded as failed)."""
+    fresh_connection()
     attempt = message.delivery_count
     if attempt < handler.retry.max_attempts:
         if store_id is not None:
@@ -128,7 +201,10 @@ def settle_failure(handler: Handler, message: Message, store_id: int | None, err
             if not _claim(store_id):
                 return Outcome.ALREADY_HANDLED
             HandlerAttempt.objects.filter(store_id=store_id).delete()
-        _dead_letter(handler, message, error)
+        if handler.give_up is not None:
+            handler.give_up(message, exception if exception is not None else RuntimeError(error))
+        else:
+            _dead_letter(handler, message, error)
     return Outcome.DEAD_LETTERED
 
 

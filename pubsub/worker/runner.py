@@ -24,7 +24,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from functools import partial
 from typing import Any, Final
 
 import websockets
@@ -34,9 +33,10 @@ from broker.engine.jsoncodec import dumps, loads
 from pubsub.handling import Handler, Message
 
 from . import execution, status
+from .batches import WATCH_SECONDS, Batches
 from .declare import DeclareError, declare, http_base
-from .execution import Outcome
-from .time_limit import TimeLimitExceeded, Watched
+from .execution import Failed, Outcome
+from .time_limit import TimeLimitExceeded
 
 log = logging.getLogger("pubsub.handlers")
 
@@ -69,7 +69,8 @@ class Runner:
             handler.name: ThreadPoolExecutor(handler.concurrency, thread_name_prefix=f"handler-{index}")
             for index, handler in enumerate(handlers)
         }
-        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}  # async handlers' concurrency
+        self._batches: dict[str, Batches] = {}  # sync handlers' lanes
         self._stopping: asyncio.Event | None = None
         self._ws: ClientConnection | None = None
         self._generation = 0
@@ -90,16 +91,32 @@ class Runner:
         """Start no more handlers; `run` returns once the running ones are done (or `grace` is up)."""
         if self._stopping is not None:
             self._stopping.set()
+        for batches in self._batches.values():
+            batches.stop()
 
     async def run(self) -> None:
         self._stopping = asyncio.Event()
         self._slots = {name: asyncio.Semaphore(handler.concurrency) for name, handler in self._handlers.items()}
+        self._batches = {
+            name: Batches(handler, self._executors[name])
+            for name, handler in self._handlers.items() if not handler.is_async
+        }
         reporting = asyncio.create_task(self._report_forever())
+        watching = asyncio.create_task(self._watch_time_limits())
         try:
             await self._connect_forever()
         finally:
             reporting.cancel()
             await self._finish()
+            watching.cancel()
+            for batches in self._batches.values():
+                batches.close()
+
+    async def _watch_time_limits(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            for batches in self._batches.values():
+                batches.watch()
 
     async def _connect_forever(self) -> None:
         assert self._stopping is not None
@@ -202,8 +219,10 @@ class Runner:
             rate = 0.0
             if last is not None and now > last[0]:
                 rate = round((handled[name] - last[1].get(name, 0)) / (now - last[0]), 2)
+            batches = self._batches.get(name)
+            running = self._running[name] + (batches.running if batches is not None else 0)
             reports.append(status.HandlerReport(
-                handler=name, queue=handler.queue, concurrency=handler.concurrency, running=self._running[name],
+                handler=name, queue=handler.queue, concurrency=handler.concurrency, running=running,
                 handled=handled[name], failed=counts["failed"], retried=counts[Outcome.RETRY.value],
                 dead_lettered=counts[Outcome.DEAD_LETTERED.value],
                 already_handled=counts[Outcome.ALREADY_HANDLED.value], handled_rate=rate,
@@ -262,14 +281,19 @@ class Runner:
             earlier = await loop.run_in_executor(executor, execution.earlier_attempts, store_id, message.message_id)
             message = replace(message, delivery_count=earlier + 1)
         while True:
-            async with self._slots[handler.name]:
-                if self._stopping.is_set():
-                    return  # not started: the broker gives it back when the connection closes
-                self._running[handler.name] += 1
-                try:
-                    outcome = await self._attempt(handler, message, store_id)
-                finally:
-                    self._running[handler.name] -= 1
+            if self._stopping.is_set():
+                return  # not started: the broker gives it back when the connection closes
+            if handler.is_async:
+                async with self._slots[handler.name]:
+                    self._running[handler.name] += 1
+                    try:
+                        outcome = await self._attempt(handler, message, store_id)
+                    finally:
+                        self._running[handler.name] -= 1
+            else:
+                outcome = await self._attempt(handler, message, store_id)
+            if outcome is Outcome.NOT_STARTED:
+                return
             self.counts[handler.name][outcome.value] += 1
             if outcome is not Outcome.RETRY:
                 break
@@ -303,15 +327,12 @@ class Runner:
             if handler.is_async:
                 await asyncio.wait_for(handler.function(message), timeout=handler.time_limit)
                 return await loop.run_in_executor(executor, execution.claim_after, store_id)
-            watched = Watched()
-            timer = loop.call_later(handler.time_limit, watched.interrupt) if handler.time_limit else None
-            try:
-                call = partial(watched.run, handler.function, message)
-                return await loop.run_in_executor(executor, execution.handle, handler, message, store_id, call)
-            finally:
-                if timer is not None:
-                    timer.cancel()
-        except (Exception, TimeLimitExceeded) as error:
+            outcome = await self._batches[handler.name].run(message, store_id)
+            if not isinstance(outcome, Failed):
+                return outcome
+            raise outcome.error
+        except (Exception, TimeLimitExceeded) as raised:
+            error = raised
             timed_out = isinstance(error, TimeLimitExceeded | TimeoutError)
             text = f"time limit of {handler.time_limit:g} s exceeded" if timed_out and handler.time_limit else (
                 f"{type(error).__name__}: {error}"
@@ -321,7 +342,9 @@ class Runner:
                         handler.name, message.message_id, message.delivery_count, time.monotonic() - started, text,
                         exc_info=not timed_out)
         try:
-            return await loop.run_in_executor(executor, execution.settle_failure, handler, message, store_id, text)
+            return await loop.run_in_executor(
+                executor, execution.settle_failure, handler, message, store_id, text, error
+            )
         except Exception:
             log.exception("handler %s: message %s: recording the failure failed; trying again later",
                           handler.name, message.message_id)

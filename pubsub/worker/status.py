@@ -9,10 +9,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from django.db import close_old_connections, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from pubsub.models import HandlerStatus
+
+from .execution import fresh_connection
 
 # A process that has not reported for this long is gone.
 GONE_AFTER: Final = datetime.timedelta(hours=1)
@@ -34,7 +36,7 @@ class HandlerReport:
 
 def report(process: str, hostname: str, pid: int, started_at: datetime.datetime,
            reports: Sequence[HandlerReport]) -> None:
-    close_old_connections()
+    fresh_connection()
     now = timezone.now()
     with transaction.atomic():
         for entry in reports:
@@ -52,5 +54,5 @@ def report(process: str, hostname: str, pid: int, started_at: datetime.datetime,
 
 
 def forget(process: str) -> None:
-    close_old_connections()
+    fresh_connection()
     HandlerStatus.objects.filter(process=process).delete()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -23,27 +24,42 @@ class TimeLimitExceeded(BaseException):
 
 
 class Watched:
-    """Runs one call on the calling thread, which `interrupt` (any thread) may stop."""
+    """Runs calls on the calling thread, one at a time, which `interrupt` (any thread) may
+    stop; with a `limit`, `interrupt_overdue` stops a call that outlived it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._thread: int | None = None
+        self._deadline: float | None = None
         self.interrupted = False
 
-    def run(self, fn: Callable[..., T], *args: Any) -> T:
+    def run(self, fn: Callable[..., T], *args: Any, limit: float | None = None) -> T:
         with self._lock:
             self._thread = threading.get_ident()
+            self._deadline = None if limit is None else time.monotonic() + limit
         try:
             return fn(*args)
         finally:
             with self._lock:
                 self._thread = None
+                self._deadline = None
+
+    def interrupt_overdue(self, now: float) -> bool:
+        """Interrupt the call if it has outlived its limit (`now`: time.monotonic())."""
+        with self._lock:  # one lock: never the next call's
+            if self._deadline is None or now < self._deadline:
+                return False
+            return self._interrupt()
 
     def interrupt(self) -> bool:
         """Raise TimeLimitExceeded in the call, if it still runs."""
         with self._lock:
-            if self._thread is None:
-                return False
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._thread), ctypes.py_object(TimeLimitExceeded))
-            self.interrupted = True
-            return True
+            return self._interrupt()
+
+    def _interrupt(self) -> bool:
+        if self._thread is None:
+            return False
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._thread), ctypes.py_object(TimeLimitExceeded))
+        self.interrupted = True
+        self._deadline = None
+        return True

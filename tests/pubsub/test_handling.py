@@ -33,7 +33,7 @@ def test_a_handler_is_registered_with_its_settings_and_returned_unchanged() -> N
     assert decorated is on_order
     declared = registered()[f"{__name__}.{on_order.__qualname__}"]
     assert (declared.queue, declared.exchange, declared.binding_key) == ("orders", "shop", "orders.#")
-    assert (declared.concurrency, declared.prefetch, declared.time_limit, declared.is_async) == (3, 6, 5.0, False)
+    assert (declared.concurrency, declared.prefetch, declared.time_limit, declared.is_async) == (3, 100, 5.0, False)
     assert declared.retry == Retry()
 
 

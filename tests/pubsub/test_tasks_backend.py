@@ -5,6 +5,7 @@ inside a handler's transaction. End to end with the real processes: tests/e2e/te
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +16,14 @@ from django.utils import timezone
 from pubsub.handling import Message, registered, unregister
 from pubsub.models import OutboxRow, TaskResultRow
 from pubsub.tasks.compat import TaskResultDoesNotExist
-from pubsub.tasks.execution import publish_due_tasks, register_task_handlers, run_task, task_queue_names
+from pubsub.tasks.execution import (
+    publish_due_tasks,
+    record_failure,
+    register_task_handlers,
+    run_task,
+    task_queue_names,
+    write_results,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,8 +45,10 @@ def tasks_setting(settings: Any) -> Iterator[None]:
 
 
 def message(result_id: str, delivery_count: int = 1) -> Message:
-    return Message(body={"task_result_id": result_id}, headers={}, routing_key="tasks.default", exchange="",
-                   message_id=result_id, published_at="", queue="tasks.default", redelivered=False,
+    """The task's message as it was published (the outbox row's body)."""
+    body = json.loads(OutboxRow.objects.get(message_id=result_id).body)
+    return Message(body=body, headers={}, routing_key="tasks.default", exchange="",
+                   message_id=result_id, published_at="", queue="tasks.default", redelivered=delivery_count > 1,
                    delivery_count=delivery_count)
 
 
@@ -97,29 +107,34 @@ def test_a_task_runs_in_the_handlers_transaction_and_keeps_its_result() -> None:
 
     enqueued = double.enqueue(21)
     with transaction.atomic():
-        run_task(message(enqueued.id), max_attempts=1)
+        first = message(enqueued.id)
+        write_results([(first, run_task(first))])
     found = double.get_backend().get_result(enqueued.id)
     assert (str(found.status), found.return_value, found.attempts) == ("SUCCESSFUL", 42, 1)
+    assert found.started_at is not None and found.finished_at is not None
     with transaction.atomic():
-        run_task(message(enqueued.id), max_attempts=1)  # finished: not run again
+        again = message(enqueued.id, delivery_count=2)
+        write_results([(again, run_task(again))])  # finished: not run again
     assert TaskResultRow.objects.get(id=enqueued.id).worker_ids == found.worker_ids
 
 
-def test_a_failing_task_is_retried_until_its_last_attempt_then_failed() -> None:
+def test_a_failing_task_rolls_back_and_is_failed_when_given_up() -> None:
     from tests.pubsub.sample_tasks import double
 
     enqueued = double.enqueue(None)  # None * 2: TypeError
-    with pytest.raises(TypeError), transaction.atomic():
-        run_task(message(enqueued.id, delivery_count=1), max_attempts=2)
-    assert TaskResultRow.objects.get(id=enqueued.id).status == "READY"  # rolled back: tried again
+    with pytest.raises(TypeError) as raised, transaction.atomic():
+        run_task(message(enqueued.id))
+    assert TaskResultRow.objects.get(id=enqueued.id).status == "READY"  # rolled back: may be tried again
     with transaction.atomic():
-        run_task(message(enqueued.id, delivery_count=2), max_attempts=2)
-    row = TaskResultRow.objects.get(id=enqueued.id)
-    assert row.status == "FAILED" and row.errors[0]["exception_class_path"] == "builtins.TypeError"
+        record_failure(message(enqueued.id), raised.value)
+    found = double.get_backend().get_result(enqueued.id)
+    assert str(found.status) == "FAILED" and found.errors[0].exception_class_path == "builtins.TypeError"
+    assert "TypeError" in found.errors[0].traceback
 
 
 def test_each_task_queue_gets_a_handler_with_the_backends_options() -> None:
     register_task_handlers()
     declared = registered()["tasks:broker:emails"]
     assert (declared.queue, declared.concurrency, declared.retry.max_attempts) == ("tasks.emails", 3, 2)
+    assert declared.give_up is record_failure
     assert task_queue_names() == ["tasks.default", "tasks.emails"]

@@ -1,0 +1,22 @@
+"""The project's settings for the task benchmark: its app, our Tasks backend ("default") and
+django-tasks-db's ("db"), on the benchmark's database."""
+
+from __future__ import annotations
+
+from broker_project.settings import *  # noqa: F403
+from broker_project.settings import DATABASES, INSTALLED_APPS
+
+INSTALLED_APPS = [*INSTALLED_APPS, "django_tasks", "django_tasks_db", "bench.task_app"]
+
+TASKS = {
+    "default": {
+        "BACKEND": "pubsub.tasks.BrokerTaskBackend",
+        "QUEUES": ["bench"],
+        "OPTIONS": {"CONCURRENCY": 4},
+    },
+    "db": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["bench"]},
+}
+
+# Persistent connections for every system's worker (Celery's Django fixup and django-tasks-db's
+# worker close theirs after each task otherwise, as Django does after each request).
+DATABASES["default"]["CONN_MAX_AGE"] = 600
