@@ -31,7 +31,7 @@ from types import FrameType
 
 import psutil
 
-from . import other_scenarios, outbox_scenarios, ws_scenarios
+from . import other_scenarios, outbox_scenarios, task_scenarios, ws_scenarios
 from .measure import Measurement, Mode, last_other_cores, median_of
 from .processes import (
     CeilingServer,
@@ -50,7 +50,9 @@ from .targets import Target, ceiling, cluster, ours, rabbitmq
 WS_SCENARIOS = ("publish", "consume", "latency", "fanout", "fanout_latency")
 # Publishing from Django code (docs/outbox.md) against transaction.on_commit + pika to RabbitMQ.
 OUTBOX_SCENARIOS = ("outbox_latency", "outbox_publish", "outbox_publish_many")
-ALL = (*WS_SCENARIOS, "http", "connections", "recovery", *OUTBOX_SCENARIOS)
+# Django tasks: ours against Celery 5 on RabbitMQ and django-tasks-db (bench/task_scenarios.py).
+TASK_SCENARIOS = ("tasks_noop", "tasks_insert", "tasks_latency", "tasks_faults")
+ALL = (*WS_SCENARIOS, "http", "connections", "recovery", *OUTBOX_SCENARIOS, *TASK_SCENARIOS)
 OUTBOX_WAY = "RabbitMQ: transaction.on_commit, then pika BlockingConnection basic_publish with confirms"
 # Other programs using more than this many cores during a window make its result suspect.
 BUSY_CORES = 0.3
@@ -118,6 +120,9 @@ class Bench:
         if args.duration:
             self.mode.duration = args.duration
         self.rows = {key: Row(SPECS[key]) for key in args.scenarios}
+        for key in args.scenarios:
+            if key in TASK_SCENARIOS and f"{key}_dtdb" in SPECS:
+                self.rows[f"{key}_dtdb"] = Row(SPECS[f"{key}_dtdb"])
         for key in self.cluster_scenarios:
             self.rows[key].cluster = Measurement(None, note="not run")
         self.profiler = Profiler(args.profile) if args.profile else None
@@ -161,6 +166,32 @@ class Bench:
                 for way in ways:
                     runs = [await self.once(key, way.name, way, rep) for rep in range(self.mode.repetitions)]
                     setattr(self.rows[key], way.name, median_of(runs))
+
+    async def run_tasks(self) -> None:
+        """The task scenarios, on a database and a broker of their own (bench/task_scenarios.py)."""
+        chosen = [s for s in self.args.scenarios if s in TASK_SCENARIOS]
+        if not chosen:
+            return
+        if self.amqp_url is None:
+            for key in chosen:
+                self.rows[key].notes.append("Celery not run: RabbitMQ's AMQP is not reachable")
+        database = Database(self.args.database_url)
+        try:
+            results = await asyncio.to_thread(
+                task_scenarios.run, database, self.amqp_url, quick=self.args.quick, repetitions=self.mode.repetitions,
+                scenarios=chosen,
+            )
+        finally:
+            database.drop()
+        for key, measured in results.items():
+            self.rows[key].ours = measured.get("ours")
+            self.rows[key].rabbitmq = measured.get("celery")
+            if f"{key}_dtdb" in self.rows:
+                self.rows[f"{key}_dtdb"].ours = measured.get("ours")
+                self.rows[f"{key}_dtdb"].rabbitmq = measured.get("dtdb")
+        note = "one worker process each; Celery -P solo, prefetch multiplier 64, results ignored; django-tasks-db's defaults"
+        for key in chosen:
+            self.rows[key].notes.append(note)
 
     async def once(self, key: str, slot: str, target: Target | outbox_scenarios.Way, rep: int) -> Measurement:
         way = target if isinstance(target, outbox_scenarios.Way) else None
@@ -263,7 +294,7 @@ async def amain(args: argparse.Namespace) -> int:
                     log(f"RabbitMQ {bench.rabbit_info.version} Web-STOMP at {args.rabbitmq_url}, beam pid {bench.rabbit_info.process.pid if bench.rabbit_info.process else '?'}, management {'on' if bench.rabbit_info.management else 'off'}")
                 else:
                     log(f"RabbitMQ Web-STOMP not reachable at {args.rabbitmq_url}: {bench.rabbit_info.reason}")
-                if rabbit_t is not None and any(s in OUTBOX_SCENARIOS for s in args.scenarios):
+                if any(s in OUTBOX_SCENARIOS or s in TASK_SCENARIOS for s in args.scenarios):
                     problem = await asyncio.to_thread(probe_amqp, args.rabbitmq_amqp)
                     if problem is None:
                         bench.amqp_url = args.rabbitmq_amqp
@@ -277,6 +308,7 @@ async def amain(args: argparse.Namespace) -> int:
                 ceilings["ceiling_ours"] = ceiling("ours", ceiling_server.ws_port, ceiling_server.http_port, ceiling_server.ps)
                 ceilings["ceiling_rabbitmq"] = ceiling("stomp", ceiling_server.ws_port, ceiling_server.http_port, ceiling_server.ps)
             await bench.run(ours_t, rabbit_t, ceilings, cluster_t)
+            await bench.run_tasks()
         else:
             await bench.run(None, None, {})  # type: ignore[arg-type]
     finally:

@@ -37,6 +37,15 @@ SPECS: Final = {
     "outbox_latency": Spec("outbox_latency", "Django commit to WS delivery: 1 process, 1 message per tx, paced at 1,000 tx/s, p99", "ms", False),
     "outbox_publish": Spec("outbox_publish", "Django publish: 4 processes, 1 message per transaction", "msg/s", True),
     "outbox_publish_many": Spec("outbox_publish_many", "Django publish_many: 4 processes, 100 messages per transaction", "msg/s", True),
+    # Django tasks (bench/task_scenarios.py): ours (runhandlers) against Celery 5 on RabbitMQ (in
+    # the `rabbitmq` column), and, in the `_dtdb` rows, against django-tasks-db's db_worker.
+    "tasks_noop": Spec("tasks_noop", "Django task, no-op: 1 worker process; vs Celery 5 (RabbitMQ)", "tasks/s", True),
+    "tasks_noop_dtdb": Spec("tasks_noop_dtdb", "Django task, no-op: 1 worker process; vs django-tasks-db", "tasks/s", True),
+    "tasks_insert": Spec("tasks_insert", "Django task, one ORM insert: 1 worker process; vs Celery 5", "tasks/s", True),
+    "tasks_insert_dtdb": Spec("tasks_insert_dtdb", "Django task, one ORM insert: 1 worker process; vs django-tasks-db", "tasks/s", True),
+    "tasks_latency": Spec("tasks_latency", "Django task enqueue to start at 200 tasks/s, p99; vs Celery 5", "ms", False),
+    "tasks_latency_dtdb": Spec("tasks_latency_dtdb", "Django task enqueue to start at 200 tasks/s, p99; vs django-tasks-db", "ms", False),
+    "tasks_faults": Spec("tasks_faults", "Django task inserting a row per key, worker SIGKILLed: duplicate rows; vs Celery acks_late", "rows", False),
 }
 
 
