@@ -105,7 +105,6 @@ def write_results(done: list[tuple[Message, Any]]) -> None:
     """The results of a batch's tasks, in its transaction: one statement for the batch."""
     connection = connections[DEFAULT_DB_ALIAS]
     table = connection.ops.quote_name(TaskResultRow._meta.db_table)
-    json_cast = "::jsonb" if connection.vendor == "postgresql" else ""
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     rows = []
     for message, value in done:
@@ -113,15 +112,25 @@ def write_results(done: list[tuple[Message, Any]]) -> None:
             continue
         body = message.body if isinstance(message.body, dict) else {}
         workers = [WORKER_ID] * message.delivery_count  # one per attempt; the failed ones rolled back
-        rows.append((dumps(value), dumps(workers), now, now, now, body.get("task_result_id")))
+        rows.append((dumps(value), dumps(workers), body.get("task_result_id")))
     if not rows:
         return
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":  # one statement for the batch
+            values = ", ".join(["(%s, %s::jsonb, %s::jsonb)"] * len(rows))
+            cursor.execute(
+                f"UPDATE {table} AS t SET status = 'SUCCESSFUL', return_value = v.value, worker_ids = v.workers,"
+                " started_at = COALESCE(t.started_at, %s), last_attempted_at = %s, finished_at = %s"
+                f" FROM (VALUES {values}) AS v(id, value, workers)"
+                " WHERE t.id = v.id AND t.status NOT IN ('SUCCESSFUL', 'FAILED')",
+                [now, now, now, *(field for value, workers, task_id in rows for field in (task_id, value, workers))],
+            )
+            return
         cursor.executemany(
-            f"UPDATE {table} SET status = 'SUCCESSFUL', return_value = %s{json_cast}, worker_ids = %s{json_cast},"
+            f"UPDATE {table} SET status = 'SUCCESSFUL', return_value = %s, worker_ids = %s,"
             " started_at = COALESCE(started_at, %s), last_attempted_at = %s, finished_at = %s"
             " WHERE id = %s AND status NOT IN ('SUCCESSFUL', 'FAILED')",
-            rows,
+            [(value, workers, now, now, now, task_id) for value, workers, task_id in rows],
         )
 
 
