@@ -2,7 +2,8 @@
 
 They are Django code of the same project, holding the same database and the
 same `SECRET_KEY` as the broker: their token is signed with that key, so it is
-never stored and needs no user. It may do everything, as a superuser may.
+never stored and needs no user. It may do everything, as a superuser may; it is
+made afresh for each connection and lasts five minutes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from django.core import signing
 PREFIX: Final = "handlers."
 _SALT: Final = "broker.access.handler-token"
 _WHO: Final = "the project's handlers"
+# A token is minted for each connection and declaration, and refused once older: one
+# seen on the way is of no use for long.
+MAX_AGE_SECONDS: Final = 300
 
 
 def handler_token() -> str:
@@ -25,7 +29,7 @@ def is_handler_token(token: str) -> bool:
     if not token.startswith(PREFIX):
         return False
     try:
-        return bool(signing.loads(token[len(PREFIX) :], salt=_SALT) == _WHO)
+        return bool(signing.loads(token[len(PREFIX) :], salt=_SALT, max_age=MAX_AGE_SECONDS) == _WHO)
     except signing.BadSignature:
         return False
 

@@ -58,7 +58,10 @@ class Retry:
 
     def delay(self, failed_attempt: int) -> float:
         """Seconds to wait after attempt `failed_attempt` (1 for the first) failed."""
-        return float(min(self.max_backoff, self.backoff * self.factor ** (failed_attempt - 1)))
+        try:
+            return float(min(self.max_backoff, self.backoff * self.factor ** (failed_attempt - 1)))
+        except OverflowError:  # a very late attempt of a very patient handler
+            return float(self.max_backoff)
 
 
 @dataclass(frozen=True, slots=True)

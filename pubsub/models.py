@@ -98,7 +98,7 @@ class HandlerStatus(models.Model):
     """One handler in one `runhandlers` process, as that process last reported it
     (every few seconds; pubsub/worker/status.py). The admin and the console show them."""
 
-    process = models.CharField(max_length=100, help_text="host:pid:start of the process")
+    process = models.CharField(max_length=300, help_text="host:pid:start of the process")
     hostname = models.CharField(max_length=255)
     pid = models.PositiveIntegerField()
     handler = models.CharField(max_length=255)

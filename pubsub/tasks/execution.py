@@ -27,7 +27,7 @@ from pubsub.handling import Message, handler, registered
 from pubsub.models import TaskResultRow
 
 from .backend import BrokerTaskBackend, broker_queue, publish_task, result_of
-from .compat import Task, TaskContext, normalize_json, signals, task_backends
+from .compat import Task, TaskContext, TaskResult, TaskResultStatus, normalize_json, set_field, signals, task_backends
 
 log = logging.getLogger("pubsub.tasks")
 
@@ -96,9 +96,40 @@ def run_task(message: Message) -> Any:
     else:
         task = _task(body["task"])
         args, kwargs = body.get("args", []), body.get("kwargs", {})
+        if signals.task_started.receivers:
+            running = _running_result(task, message, args, kwargs)
+            signals.task_started.send(type(task.get_backend()), task_result=running)
     if body.get("takes_context"):
         return normalize_json(task.call(TaskContext(task_result=running), *args, **kwargs))
     return normalize_json(task.call(*args, **kwargs))
+
+
+def _running_result(task: Any, message: Message, args: Any, kwargs: Any) -> Any:
+    """The task's result as it runs, made from its message (no row read): for the signals."""
+    now = timezone.now()
+    body = message.body if isinstance(message.body, dict) else {}
+    return TaskResult(
+        task=task, id=body.get("task_result_id"), status=TaskResultStatus.RUNNING, enqueued_at=None,
+        started_at=now, finished_at=None, last_attempted_at=now, args=list(args), kwargs=dict(kwargs),
+        backend=task.backend, errors=[], worker_ids=[WORKER_ID] * message.delivery_count,
+    )
+
+
+def _announce_finished(done: list[tuple[Message, Any]]) -> None:
+    """`task_finished` for a batch's tasks, once their results are committed."""
+    for message, value in done:
+        if value is _SKIPPED:
+            continue
+        body = message.body if isinstance(message.body, dict) else {}
+        try:
+            task = _task(body["task"])
+            result = _running_result(task, message, body.get("args", []), body.get("kwargs", {}))
+            set_field(result, "status", TaskResultStatus.SUCCESSFUL)
+            set_field(result, "finished_at", timezone.now())
+            set_field(result, "_return_value", value)
+            signals.task_finished.send(type(task.get_backend()), task_result=result)
+        except Exception:
+            log.exception("task message %s: the task_finished signal failed", message.message_id)
 
 
 def write_results(done: list[tuple[Message, Any]]) -> None:
@@ -115,6 +146,8 @@ def write_results(done: list[tuple[Message, Any]]) -> None:
         rows.append((dumps(value), dumps(workers), body.get("task_result_id")))
     if not rows:
         return
+    if signals.task_finished.receivers:
+        transaction.on_commit(lambda: _announce_finished(done))
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":  # one statement for the batch
             values = ", ".join(["(%s, %s::jsonb, %s::jsonb)"] * len(rows))

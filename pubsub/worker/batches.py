@@ -60,7 +60,9 @@ class Batches:
                     self._executor, execution.handle_batch, self._handler,
                     [(message, store_id) for message, store_id, _ in batch], watched,
                 )
-            except Exception as error:  # the database failed around the batch: each message failed
+            except asyncio.CancelledError:
+                raise
+            except BaseException as error:  # the database failed around the batch: each message failed
                 outcomes = [Failed(error)] * len(batch)
             finally:
                 self.running -= len(batch)

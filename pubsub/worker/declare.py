@@ -56,7 +56,11 @@ def declare(handler: Handler, *, base: str, token: str) -> None:
     """Make sure the handler's queue (and binding, and dead queue) exist."""
     status, answer = _call(base, token, "POST", "/api/queues/", {"name": handler.queue, "durable": True})
     if status == 409:
-        log.info("handler %s: queue %r exists with other properties; used as it is", handler.name, handler.queue)
+        log.warning("handler %s: queue %r exists with other properties (%s); used as it is, and if it is not "
+                    "durable its messages are handled at least once, not exactly once", handler.name, handler.queue,
+                    (answer or {}).get("error", {}).get("message", ""))
+    elif status >= 500:  # a node not ready yet: tried again
+        raise ConnectionError(f"declaring queue {handler.queue!r}: {status}")
     elif status not in (200, 201):
         raise DeclareError(f"handler {handler.name}: declaring queue {handler.queue!r}: {status} {answer}")
     if handler.exchange is not None:

@@ -58,12 +58,30 @@ class Outcome(StrEnum):
 def fresh_connection() -> None:
     """Keep the worker thread's connection from message to message (the project's
     CONN_MAX_AGE of 0 is for request threads: a connection per message would cost more
-    than the message); replace it only when it broke."""
+    than the message); replace it when it broke, or when an interrupted call (a time
+    limit) left it inside a transaction."""
     connection = connections[DEFAULT_DB_ALIAS]
-    if connection.connection is not None and connection.errors_occurred:
+    if connection.in_atomic_block or connection.savepoint_ids or connection.needs_rollback:
+        discard_connection()
+    elif connection.connection is not None and connection.errors_occurred:
         if not connection.is_usable():
             connection.close()
         connection.errors_occurred = False
+
+
+def discard_connection() -> None:
+    """Drop the thread's connection whatever state Django thinks it is in: the database
+    rolls back what it held open."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    connection.in_atomic_block = False
+    connection.savepoint_ids = []
+    connection.atomic_blocks = []
+    connection.needs_rollback = False
+    connection.closed_in_transaction = False
+    try:
+        connection.close()
+    except Exception:
+        connection.connection = None
 
 
 def dead_queue(queue: str) -> str:
@@ -71,11 +89,11 @@ def dead_queue(queue: str) -> str:
     return f"{queue}{DEAD_SUFFIX}"
 
 
-def _claim(store_id: int) -> bool:
+def _claim(store_id: int, message_id: str) -> bool:
     """Delete the stored copy's row in the current transaction; False when it was gone."""
     table = connections[DEFAULT_DB_ALIAS].ops.quote_name(StoredMessage._meta.db_table)
     with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
-        cursor.execute(f"DELETE FROM {table} WHERE id = %s", [store_id])
+        cursor.execute(f"DELETE FROM {table} WHERE id = %s AND message_id = %s", [store_id, message_id])
         return bool(cursor.rowcount)
 
 
@@ -86,12 +104,12 @@ def _limit_statements(seconds: float | None) -> None:
     if seconds is None or connection.vendor != "postgresql":
         return
     connection.ensure_connection()
-    done = (id(connection.connection), seconds)
-    if getattr(connection, "_pubsub_statement_timeout", None) == done:
+    done = getattr(connection, "_pubsub_statement_timeout", None)
+    if done is not None and done[0] is connection.connection and done[1] == seconds:
         return
     with connection.cursor() as cursor:
         cursor.execute("SELECT set_config('statement_timeout', %s, false)", [f"{int(seconds * 1000)}ms"])
-    connection._pubsub_statement_timeout = done  # type: ignore[attr-defined]
+    connection._pubsub_statement_timeout = (connection.connection, seconds)  # type: ignore[attr-defined]
 
 
 def earlier_attempts(store_id: int | None, message_id: str) -> int:
@@ -117,61 +135,85 @@ def handle_batch(
     stored copies: one commit for many messages. When one fails, the whole transaction is
     rolled back and each message is run again in a transaction of its own, so only the
     failing one fails. Each message's effects still commit with its removal, or not at all."""
+    try:
+        return _handle_together(handler, items, watched)
+    except (Exception, TimeLimitExceeded) as error:
+        if isinstance(error, TimeLimitExceeded):
+            discard_connection()  # it may have landed inside Django's own transaction bookkeeping
+        if len(items) == 1:
+            return [Failed(error)]
+    outcomes: list[Outcome | Failed] = []
+    for item in items:
+        try:
+            outcomes.append(_handle_together(handler, [item], watched)[0])
+        except (Exception, TimeLimitExceeded) as error:
+            if isinstance(error, TimeLimitExceeded):
+                discard_connection()
+            outcomes.append(Failed(error))
+    return outcomes
+
+
+def _handle_together(
+    handler: Handler, items: Sequence[tuple[Message, int | None]], watched: Watched
+) -> list[Outcome | Failed]:
     fresh_connection()
     _limit_statements(handler.time_limit)
     outcomes: list[Outcome | Failed] = []
-    try:
-        with transaction.atomic():
-            stored = [store_id for _, store_id in items if store_id is not None]
-            claimed = _claim_all(stored) if stored else set()
-            done: list[tuple[Message, Any]] = []
-            retried: list[int] = []
-            for message, store_id in items:
-                if store_id is not None:
-                    if store_id not in claimed:
-                        outcomes.append(Outcome.ALREADY_HANDLED)
-                        continue
-                    if message.delivery_count > 1:
-                        retried.append(store_id)
-                done.append((message, watched.run(handler.function, message, limit=handler.time_limit)))
-                outcomes.append(Outcome.HANDLED)
-            if retried:
-                HandlerAttempt.objects.filter(store_id__in=retried).delete()
-            if handler.flush is not None and done:
-                handler.flush(done)
-        return outcomes
-    except (Exception, TimeLimitExceeded) as error:
-        if len(items) == 1:
-            return [Failed(error)]
-    return [handle_batch(handler, [item], watched)[0] for item in items]
+    with transaction.atomic(durable=True):
+        stored = [(store_id, message.message_id) for message, store_id in items if store_id is not None]
+        claimed = _claim_all(stored) if stored else set()
+        done: list[tuple[Message, Any]] = []
+        retried: list[int] = []
+        for message, store_id in items:
+            if store_id is not None:
+                if store_id not in claimed:  # gone before, or a second copy in this batch
+                    outcomes.append(Outcome.ALREADY_HANDLED)
+                    continue
+                claimed.discard(store_id)
+                if message.delivery_count > 1:
+                    retried.append(store_id)
+            done.append((message, watched.run(handler.function, message, limit=handler.time_limit)))
+            outcomes.append(Outcome.HANDLED)
+        if retried:
+            HandlerAttempt.objects.filter(store_id__in=retried).delete()
+        if handler.flush is not None and done:
+            handler.flush(done)
+        if transaction.get_rollback():
+            # A handler caught a database error (or asked for a rollback): nothing commits,
+            # so nothing may be acknowledged.
+            raise RuntimeError("the transaction was marked for rollback (a database error caught in a handler?)")
+    return outcomes
 
 
-def _claim_all(store_ids: list[int]) -> set[int]:
+def _claim_all(copies: list[tuple[int, str]]) -> set[int]:
     """Delete the stored copies' rows in the current transaction; the ids that were there.
-    PostgreSQL locks them in id order, so two processes given overlapping batches (after a
-    lost connection) wait for each other rather than deadlock."""
+    A row is named by its id and its message id: ids may be given again after a restart
+    of the router, to another message. PostgreSQL locks the rows in id order, so two
+    processes given overlapping batches (after a lost connection) wait for each other
+    rather than deadlock."""
     connection = connections[DEFAULT_DB_ALIAS]
     table = connection.ops.quote_name(StoredMessage._meta.db_table)
-    marks = ", ".join(["%s"] * len(store_ids))
+    pairs = ", ".join(["(%s, %s)"] * len(copies))
+    params = [field for copy in sorted(copies) for field in copy]
     if connection.vendor == "postgresql":
-        sql = (f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE id IN ({marks}) ORDER BY id FOR UPDATE)"
-               " RETURNING id")
+        sql = (f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE (id, message_id) IN ({pairs})"
+               " ORDER BY id FOR UPDATE) RETURNING id")
     elif connection.vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 35):
-        sql = f"DELETE FROM {table} WHERE id IN ({marks}) RETURNING id"
+        sql = f"DELETE FROM {table} WHERE (id, message_id) IN (VALUES {pairs}) RETURNING id"
     else:
-        return {store_id for store_id in store_ids if _claim(store_id)}
+        return {store_id for store_id, message_id in copies if _claim(store_id, message_id)}
     with connection.cursor() as cursor:
-        cursor.execute(sql, store_ids)
+        cursor.execute(sql, params)
         return {row[0] for row in cursor.fetchall()}
 
 
-def claim_after(store_id: int | None) -> Outcome:
+def claim_after(store_id: int | None, message_id: str) -> Outcome:
     """An async handler's success: remove the stored copy afterwards (at-least-once)."""
     if store_id is None:
         return Outcome.HANDLED
     fresh_connection()
     with transaction.atomic():
-        claimed = _claim(store_id)
+        claimed = _claim(store_id, message_id)
         HandlerAttempt.objects.filter(store_id=store_id).delete()
     return Outcome.HANDLED if claimed else Outcome.ALREADY_HANDLED
 
@@ -198,7 +240,8 @@ def settle_failure(
         return Outcome.RETRY
     with transaction.atomic():
         if store_id is not None:
-            if not _claim(store_id):
+            if not _claim(store_id, message.message_id):
+                HandlerAttempt.objects.filter(store_id=store_id).delete()
                 return Outcome.ALREADY_HANDLED
             HandlerAttempt.objects.filter(store_id=store_id).delete()
         if handler.give_up is not None:

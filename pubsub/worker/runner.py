@@ -48,17 +48,22 @@ REPORT_SECONDS: Final = 2.0
 TICK_SECONDS: Final = 1.0
 
 
+class Resubscribe(Exception):
+    """A subscription was refused or ended by the broker: connect, declare and subscribe again."""
+
+
 class Runner:
     def __init__(
         self,
         handlers: Sequence[Handler],
         *,
         urls: Sequence[str],
-        token: str,
+        token: Callable[[], str],
         grace: float,
         ticks: Sequence[Callable[[], object]] = (),
     ) -> None:
-        """`ticks`: jobs run every TICK_SECONDS on a thread of their own (ORM work)."""
+        """`token`: a fresh credential for each connection and declaration. `ticks`: jobs run
+        every TICK_SECONDS on a thread of their own (ORM work)."""
         if not handlers:
             raise ValueError("no handlers to run")
         self._handlers = {handler.name: handler for handler in handlers}
@@ -84,6 +89,8 @@ class Runner:
         self._reporter = ThreadPoolExecutor(1, thread_name_prefix="handlers-report")
         self._last_report: tuple[float, dict[str, int]] | None = None
         self._ticks = list(ticks)
+        self._failures = 0  # connection attempts failed in a row
+        self._declared = False
 
     # -- life cycle --------------------------------------------------------
 
@@ -120,24 +127,21 @@ class Runner:
 
     async def _connect_forever(self) -> None:
         assert self._stopping is not None
-        failures = 0
-        declared = False
         while not self._stopping.is_set():
-            url = self._urls[failures % len(self._urls)]
+            url = self._urls[self._failures % len(self._urls)]
             try:
-                if not declared:
+                if not self._declared:
                     await asyncio.to_thread(self._declare_all, http_base(url))
-                    declared = True
+                    self._declared = True
                 await self._session(url)
-                failures = 0
             except DeclareError:
                 raise
-            except (OSError, TimeoutError, websockets.WebSocketException) as error:
-                failures += 1
+            except (OSError, TimeoutError, websockets.WebSocketException, Resubscribe) as error:
+                self._failures += 1
                 log.warning("handlers: connection to %s lost or refused (%s); trying again", url, error or type(error).__name__)
             if self._stopping.is_set():
                 break
-            delay = RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS) - 1)]
+            delay = RECONNECT_SECONDS[min(self._failures, len(RECONNECT_SECONDS) - 1)]
             try:
                 await asyncio.wait_for(self._stopping.wait(), timeout=delay)
             except TimeoutError:
@@ -146,17 +150,19 @@ class Runner:
     def _declare_all(self, base: str) -> None:
         for handler in self._handlers.values():
             try:
-                declare(handler, base=base, token=self._token)
+                declare(handler, base=base, token=self._token())
             except OSError as error:  # the broker is not up (yet): the caller tries again
                 raise ConnectionError(f"declaring the handlers' queues at {base}: {error}") from error
 
     async def _session(self, url: str) -> None:
         assert self._stopping is not None
-        headers = {"Authorization": f"Bearer {self._token}"}
+        headers = {"Authorization": f"Bearer {self._token()}"}
         async with connect(url, additional_headers=headers, max_size=None, open_timeout=10) as ws:
             self._ws = ws
             self._generation += 1
             generation = self._generation
+            for batches in self._batches.values():
+                batches.stop()  # the old connection's messages not yet started: redelivered on this one
             for handler in self._handlers.values():
                 await ws.send(dumps({
                     "type": "subscribe", "id": handler.name, "queue": handler.queue,
@@ -164,6 +170,7 @@ class Runner:
                 }))
             log.info("handlers: connected to %s: %s", url, ", ".join(self._handlers))
             self.connected.set()
+            self._failures = 0
             reader = asyncio.create_task(self._read(ws, generation))
             stopping = asyncio.create_task(self._stopping.wait())
             try:
@@ -240,8 +247,9 @@ class Runner:
                 task.cancel()
 
     @property
-    def running(self) -> int:
-        return len(self._tasks)
+    def busy(self) -> int:
+        """Messages whose handler runs now (a sync one cannot be stopped)."""
+        return sum(self._running.values()) + sum(batches.running for batches in self._batches.values())
 
     # -- frames --------------------------------------------------------------
 
@@ -258,8 +266,13 @@ class Runner:
                 task.add_done_callback(self._tasks.discard)
             elif kind == "error":
                 log.error("handlers: the broker refused %s: %s %s", frame.get("id"), frame.get("code"), frame.get("message"))
+                if frame.get("id") in self._handlers:  # a subscribe: declare and subscribe again
+                    self._declared = False
+                    raise Resubscribe(f"subscription {frame.get('id')} refused: {frame.get('code')}")
             elif kind == "cancelled":
                 log.error("handlers: subscription %s ended by the broker: %s", frame.get("subscription"), frame.get("reason"))
+                self._declared = False  # its queue was deleted: declared again, then subscribed
+                raise Resubscribe(f"subscription {frame.get('subscription')} cancelled")
 
     async def _process(self, handler: Handler, frame: dict[str, Any], ws: ClientConnection, generation: int) -> None:
         assert self._stopping is not None
@@ -278,7 +291,12 @@ class Runner:
         executor = self._executors[handler.name]
         loop = asyncio.get_running_loop()
         if message.redelivered and store_id is not None:
-            earlier = await loop.run_in_executor(executor, execution.earlier_attempts, store_id, message.message_id)
+            try:
+                earlier = await loop.run_in_executor(executor, execution.earlier_attempts, store_id, message.message_id)
+            except Exception as error:  # the database away (a failover): counted from here
+                log.warning("handler %s: message %s: its earlier attempts are unknown (%s)",
+                            handler.name, message.message_id, error)
+                earlier = 0
             message = replace(message, delivery_count=earlier + 1)
         while True:
             if self._stopping.is_set():
@@ -305,6 +323,8 @@ class Runner:
                 return  # stopping: it comes back from the broker, its attempts counted
             except TimeoutError:
                 pass
+            if generation != self._generation:
+                return  # its connection is gone: the broker hands it out again, its attempts counted
             message = replace(message, delivery_count=message.delivery_count + 1, redelivered=True)
         if outcome is Outcome.DEAD_LETTERED:
             log.error("handler %s: message %s dead-lettered after %d attempts",
@@ -326,7 +346,7 @@ class Runner:
         try:
             if handler.is_async:
                 await asyncio.wait_for(handler.function(message), timeout=handler.time_limit)
-                return await loop.run_in_executor(executor, execution.claim_after, store_id)
+                return await loop.run_in_executor(executor, execution.claim_after, store_id, message.message_id)
             outcome = await self._batches[handler.name].run(message, store_id)
             if not isinstance(outcome, Failed):
                 return outcome

@@ -102,6 +102,17 @@ def test_the_handlers_token_may_do_everything_and_a_forged_one_nothing(no_anonym
     assert not Queue.objects.filter(name="other").exists()
 
 
+def test_a_handlers_token_lasts_five_minutes(no_anonymous: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from access.handler_token import MAX_AGE_SECONDS, handler_token
+
+    token = handler_token()
+    later = time.time() + MAX_AGE_SECONDS + 1
+    monkeypatch.setattr("django.core.signing.time.time", lambda: later)
+    assert error_code(client_of(token).get("/api/queues/")) == (401, "unauthorized")
+
+
 def test_an_inactive_users_token_is_refused(no_anonymous: None) -> None:
     user, token = make_user("gone")
     user.is_active = False

@@ -214,6 +214,14 @@ def test_a_missing_exchange_stops_the_command_with_a_clear_error(broker: BrokerP
     assert "binding 'events.audit' to 'events'" in handlers.log() and "not_found" in handlers.log()
 
 
+def test_a_deleted_queue_is_declared_again_and_handled(broker: BrokerProcess, handlers: HandlersProcess) -> None:
+    assert http(broker, "DELETE", "/api/queues/work/")[0] == 204
+    eventually_sync(lambda: http(broker, "GET", "/api/queues/work/")[0] == 200, what="the queue declared again")
+    handlers.wait_connected()
+    (message_id,) = publish(broker, [{"n": 1}])
+    assert wait_handled(broker, 1) == [(message_id, 1)]
+
+
 def test_handlers_reconnect_when_the_router_restarts(broker: BrokerProcess, handlers: HandlersProcess) -> None:
     first = publish(broker, [{"n": n} for n in range(50)])
     wait_handled(broker, 50)

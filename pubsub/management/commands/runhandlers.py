@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import signal
-import threading
 from typing import Any
 
 from django.conf import settings
@@ -62,7 +61,7 @@ class Command(BaseCommand):
         runner = Runner(
             chosen,
             urls=options["urls"] or settings.HANDLERS_BROKER_URLS,
-            token=handler_token(),
+            token=handler_token,
             grace=options["grace"],
             ticks=[publish_due_tasks] if runs_tasks else [],
         )
@@ -70,13 +69,13 @@ class Command(BaseCommand):
             asyncio.run(self._run(runner))
         except DeclareError as error:
             raise CommandError(str(error)) from None
-        stuck = [thread for thread in threading.enumerate() if thread.name.startswith("handler-") and thread.is_alive()]
-        if stuck:
-            # A sync handler still running past the grace period cannot be stopped: leave
-            # without it; its transaction dies with the connection, its message comes back.
-            log.warning("handlers: exiting with %d handler thread(s) still running", len(stuck))
-            logging.shutdown()
-            os._exit(1)
+        finally:
+            if runner.busy:
+                # A sync handler still running past the grace period cannot be stopped: leave
+                # without it; its transaction dies with the connection, its message comes back.
+                log.warning("handlers: exiting with %d message(s) still being handled", runner.busy)
+                logging.shutdown()
+                os._exit(1)
 
     @staticmethod
     async def _run(runner: Runner) -> None:

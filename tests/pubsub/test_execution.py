@@ -1,0 +1,79 @@
+"""A handler's batch against the database (pubsub/worker/execution.py): each stored copy is
+claimed once by its id and message id, a handler's caught database error commits nothing,
+and a connection left inside a transaction is replaced."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
+
+from pubsub.handling import Handler, Message, Retry
+from pubsub.worker.execution import Failed, Outcome, handle_batch
+from pubsub.worker.time_limit import Watched
+from queues.models import Message as StoredMessage
+from queues.models import Queue
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def spec(function: Any) -> Handler:
+    return Handler(name="h", function=function, queue="q", exchange=None, binding_key="", concurrency=1,
+                   prefetch=10, retry=Retry(), time_limit=None, is_async=False)
+
+
+def stored(store_id: int, message_id: str) -> int:
+    queue, _ = Queue.objects.get_or_create(name="q")
+    StoredMessage.objects.create(id=store_id, queue=queue, message_id=message_id, body="1", published_at="")
+    return store_id
+
+
+def message(message_id: str) -> Message:
+    return Message(body=1, headers={}, routing_key="q", exchange="", message_id=message_id, published_at="",
+                   queue="q", redelivered=False, delivery_count=1)
+
+
+def test_a_copy_given_twice_in_one_batch_runs_once() -> None:
+    runs: list[str] = []
+    store_id = stored(7, "m7")
+    outcomes = handle_batch(spec(lambda m: runs.append(m.message_id)), [(message("m7"), store_id)] * 2, Watched())
+    assert outcomes == [Outcome.HANDLED, Outcome.ALREADY_HANDLED]
+    assert runs == ["m7"] and not StoredMessage.objects.exists()
+
+
+def test_a_row_id_given_again_to_another_message_is_not_claimed() -> None:
+    stored(8, "the-new-one")  # the router restarted and gave id 8 to another message
+    runs: list[str] = []
+    outcomes = handle_batch(spec(lambda m: runs.append(m.message_id)), [(message("the-old-one"), 8)], Watched())
+    assert outcomes == [Outcome.ALREADY_HANDLED] and runs == []
+    assert StoredMessage.objects.filter(id=8, message_id="the-new-one").exists()
+
+
+def test_a_caught_database_error_commits_nothing_and_fails_only_its_message() -> None:
+    def handler(m: Message) -> None:
+        Queue.objects.create(name=f"made-by-{m.message_id}")
+        if m.message_id == "bad":
+            try:
+                with transaction.atomic(savepoint=False):
+                    Queue.objects.create(name="q")  # exists: IntegrityError, caught below
+            except IntegrityError:
+                pass
+
+    items = [(message("good"), stored(1, "good")), (message("bad"), stored(2, "bad"))]
+    outcomes = handle_batch(spec(handler), items, Watched())
+    assert outcomes[0] == Outcome.HANDLED and isinstance(outcomes[1], Failed)
+    assert "marked for rollback" in str(outcomes[1].error)
+    assert Queue.objects.filter(name="made-by-good").exists() and not Queue.objects.filter(name="made-by-bad").exists()
+    assert list(StoredMessage.objects.values_list("id", flat=True)) == [2]  # the bad one is still there
+
+
+def test_a_connection_left_inside_a_transaction_is_replaced() -> None:
+    runs: list[str] = []
+    store_id = stored(3, "m3")
+    connection = connections[DEFAULT_DB_ALIAS]
+    transaction.atomic().__enter__()  # and never left, as an interrupted call may leave it
+    assert connection.in_atomic_block
+    outcomes = handle_batch(spec(lambda m: runs.append(m.message_id)), [(message("m3"), store_id)], Watched())
+    assert outcomes == [Outcome.HANDLED] and runs == ["m3"]
+    assert not connection.in_atomic_block
