@@ -105,7 +105,7 @@ class TaskBench:
         else:
             args = [sys.executable, "-m", "celery", "-A", "bench.task_app.celery_app", "worker", "-P", "solo",
                     "-Q", "bench", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "warning"]
-        env = {**self.env, "BENCH_ACKS_LATE": "1" if acks_late else "0"}
+        env = {**self.env, "BENCH_ACKS_LATE": "1" if acks_late else "0", "BENCH_WORKER": "1"}
         return self._spawn(f"worker-{system}", args, env)
 
     @contextmanager

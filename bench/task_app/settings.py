@@ -3,6 +3,8 @@ django-tasks-db's ("db"), on the benchmark's database."""
 
 from __future__ import annotations
 
+import os
+
 from broker_project.settings import *  # noqa: F403
 from broker_project.settings import DATABASES, INSTALLED_APPS
 
@@ -17,6 +19,8 @@ TASKS = {
     "db": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["bench"]},
 }
 
-# Persistent connections for every system's worker (Celery's Django fixup and django-tasks-db's
-# worker close theirs after each task otherwise, as Django does after each request).
-DATABASES["default"]["CONN_MAX_AGE"] = 600
+# Persistent connections for every system's worker process (Celery's Django fixup and
+# django-tasks-db's worker close theirs after each task otherwise, as Django does after each
+# request); not for runbroker, whose request threads would each keep one.
+if os.environ.get("BENCH_WORKER") == "1":
+    DATABASES["default"]["CONN_MAX_AGE"] = 600
