@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tests.e2e.client import WsClient
-from tests.e2e.harness import ROOT, BrokerProcess
+from tests.e2e.harness import ROOT, BrokerProcess, stop_process
 from tests.eventually import eventually_sync
 
 SETTINGS = "tests.handler_app.settings"
@@ -60,18 +60,11 @@ class HandlersProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-                raise RuntimeError(f"runhandlers ignored signal {sig}:\n{self.log()}") from None
+        returncode = stop_process(self.proc, sig, timeout, what="runhandlers", log=self.log)
         if self._log is not None:
             self._log.close()
             self._log = None
-        return self.proc.returncode
+        return returncode
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)

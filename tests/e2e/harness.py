@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -46,6 +47,19 @@ def drop_postgres_database(server_url: str, name: str) -> None:
 
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int, timeout: float, *, what: str, log: Callable[[], str]) -> int:
+    """Send `sig` and wait for the exit; a process that ignores it is killed, and that fails."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+            raise RuntimeError(f"{what} ignored signal {sig}:\n{log()}") from None
+    return proc.returncode
 
 
 class BrokerProcess:
@@ -118,18 +132,11 @@ class BrokerProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-                raise RuntimeError(f"runbroker ignored signal {sig}:\n{self.log()}") from None
+        returncode = stop_process(self.proc, sig, timeout, what="runbroker", log=self.log)
         if self._log is not None:
             self._log.close()
             self._log = None
-        return self.proc.returncode
+        return returncode
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
