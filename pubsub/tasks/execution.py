@@ -201,8 +201,3 @@ def publish_due_tasks() -> int:
 def task_queue_names() -> list[str]:
     """The broker queues of every task queue of every BrokerTaskBackend."""
     return sorted({broker_queue(name) for backend in our_backends() for name in backend.queue_names()})
-
-
-def has_task_backend() -> bool:
-    return bool(our_backends())
-

@@ -1,8 +1,9 @@
 """The handler process's event loop: one WebSocket connection to the broker, one
 transaction-ack subscription per handler, and the handlers' threads.
 
-Sync handlers run on a thread pool of their `concurrency`, each message in its
-own transaction (execution.py); async handlers run on the loop. A failed
+Sync handlers run on a thread pool of their `concurrency`, the messages waiting
+taken in batches, one transaction each (batches.py, execution.py); async
+handlers run on the loop. A failed
 message is held here for its backoff and tried again (its attempts are kept in
 the database meanwhile), then dead-lettered. The connection is opened again,
 to the next address, whenever it is lost (a router restart, a failover): what

@@ -31,7 +31,6 @@ class Watched:
         self._lock = threading.Lock()
         self._thread: int | None = None
         self._deadline: float | None = None
-        self.interrupted = False
 
     def run(self, fn: Callable[..., T], *args: Any, limit: float | None = None) -> T:
         with self._lock:
@@ -60,6 +59,5 @@ class Watched:
         if self._thread is None:
             return False
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._thread), ctypes.py_object(TimeLimitExceeded))
-        self.interrupted = True
         self._deadline = None
         return True
