@@ -91,6 +91,9 @@ MAX_CONNECTIONS_PER_IP = env_int("MAX_CONNECTIONS_PER_IP", default=1000, min=0) 
 MAX_CONNECTIONS_PER_USER = env_int("MAX_CONNECTIONS_PER_USER", default=1000, min=0)  # 0: no limit
 MAX_QUEUES = env_int("MAX_QUEUES", default=100_000, min=0)  # 0: no limit
 MAX_BINDINGS = env_int("MAX_BINDINGS", default=100_000, min=0)  # 0: no limit
+# Messages of each durable queue kept in memory (its head); the rest wait in the
+# database and are read in as consumers take messages. 0: keep them all in memory.
+QUEUE_WINDOW = env_int("QUEUE_WINDOW", default=2_000, min=0)
 # Cookies only over HTTPS, except on the zero-setup http://127.0.0.1.
 SECURE_COOKIES = env_bool("SECURE_COOKIES", default=not is_loopback_host(HTTP_HOST))
 # A TLS proxy on another machine says https in X-Forwarded-Proto; off by default, as a

@@ -8,7 +8,7 @@ broker/runtime/writer.py), so its connection is kept between commits.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, cast
 
 from django.db import DatabaseError, DataError, IntegrityError, OperationalError, connection, transaction
@@ -18,7 +18,7 @@ from bindings.models import Binding
 from broker.cluster.lease import connection_kwargs
 from broker.engine.exchanges import ExchangeSpec, ExchangeType
 from broker.engine.jsoncodec import dumps, loads
-from broker.engine.messages import Message, StoredCopy, make_message
+from broker.engine.messages import BacklogRows, Message, StoredCopy, make_message
 from broker.engine.queues import QueueSpec
 from broker.engine.routing import BindingSpec
 from broker.protocol.server_frames import StatsHandler
@@ -42,7 +42,6 @@ from storage.outbox import (
 BATCH_ROWS: Final = 500
 # Ids per PostgreSQL DELETE: a checkpoint after a drain may hold a million.
 DELETE_ARRAY_ROWS: Final = 50_000
-LOAD_CHUNK: Final = 10_000
 # PostgreSQL: fewer stored copies than this in a commit go by one INSERT, more by COPY.
 COPY_ROWS: Final = 32
 # PostgreSQL: an outbox drain of at most this many rows and copies goes as VALUES, more as arrays.
@@ -113,40 +112,54 @@ class OrmMessageStore:
         """The largest id ever stored: new ids start above it, even above rows not loaded."""
         return MessageRow.objects.aggregate(top=Max("id"))["top"] or 0
 
-    def load_messages(self) -> Iterator[tuple[int, str, Message]]:
-        """Every stored message, queue by queue, in publish order, read in chunks by id.
-
-        Plain SQL (the ORM's per-row work doubled a million-message start-up), and
-        the strings many messages share (exchange, routing key, no headers) are
-        kept once, not once per message: a queued message costs under 1 KiB."""
+    def message_counts(self) -> dict[str, int]:
+        """Stored messages by queue name (the queue-and-id index answers it)."""
+        table = connection.ops.quote_name(MessageRow._meta.db_table)
         names = dict(Queue.objects.values_list("pk", "name"))
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT queue_id, COUNT(*) FROM {table} GROUP BY queue_id")
+            return {names[queue_id]: count for queue_id, count in cursor.fetchall() if queue_id in names}
+
+    def read_backlog(self, queue: str, after: int, limit: int) -> list[tuple[int, Message]]:
+        """Up to `limit` stored copies of `queue` above store id `after`, in id order.
+
+        Plain SQL (the ORM's per-row work doubled a read), and the strings many
+        messages share (exchange, routing key, no headers) are kept once."""
         shared: dict[str, str] = {}
         no_headers: dict[str, Any] = {}
-        sql = _select_sql()
-        last = 0
+        found: list[tuple[int, Message]] = []
         with connection.cursor() as cursor:
-            while True:
-                cursor.execute(sql, [last, LOAD_CHUNK])
-                rows = cursor.fetchall()
-                if not rows:
-                    return
-                for store_id, queue_id, message_id, exchange, routing_key, body, headers, published_at in rows:
-                    name = names.get(queue_id)
-                    if name is None:
-                        continue
-                    if isinstance(headers, str):  # SQLite gives the JSON text, PostgreSQL the object
-                        headers = loads(headers)
-                    message = make_message(
-                        message_id=message_id,
-                        exchange=shared.setdefault(exchange, exchange),
-                        routing_key=shared.setdefault(routing_key, routing_key),
-                        body_json=body,
-                        headers=headers or no_headers,
-                        persistent=True,
-                        published_at=published_at,
-                    )
-                    yield store_id, name, message
-                last = rows[-1][0]
+            cursor.execute(_backlog_sql(), [queue, after, limit])
+            for store_id, message_id, exchange, routing_key, body, headers, published_at in cursor.fetchall():
+                if isinstance(headers, str):  # SQLite gives the JSON text, PostgreSQL the object
+                    headers = loads(headers)
+                message = make_message(
+                    message_id=message_id,
+                    exchange=shared.setdefault(exchange, exchange),
+                    routing_key=shared.setdefault(routing_key, routing_key),
+                    body_json=body,
+                    headers=headers or no_headers,
+                    persistent=True,
+                    published_at=published_at,
+                )
+                found.append((store_id, message))
+        return found
+
+    def delete_backlogs(self, backlogs: Sequence[BacklogRows]) -> None:
+        table = connection.ops.quote_name(MessageRow._meta.db_table)
+        queues = connection.ops.quote_name(Queue._meta.db_table)
+        sql = (
+            f"DELETE FROM {table} WHERE queue_id IN (SELECT id FROM {queues} WHERE name = %s) AND id > %s AND id < %s"
+        )
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                if self._fence is not None:
+                    self._fence(cursor)
+                for rows in backlogs:
+                    cursor.execute(sql, [rows.queue, rows.after, rows.below])
+        except Exception:
+            connection.close()  # as `write`: the next try reconnects
+            raise
 
     def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
         try:
@@ -458,10 +471,14 @@ def _queue_ids(names: list[str]) -> dict[str, int]:
     return found
 
 
-def _select_sql() -> str:
+def _backlog_sql() -> str:
     table = connection.ops.quote_name(MessageRow._meta.db_table)
-    columns = "id, queue_id, message_id, exchange, routing_key, body, headers, published_at"
-    return f"SELECT {columns} FROM {table} WHERE id > %s ORDER BY id LIMIT %s"
+    queues = connection.ops.quote_name(Queue._meta.db_table)
+    columns = "m.id, m.message_id, m.exchange, m.routing_key, m.body, m.headers, m.published_at"
+    return (
+        f"SELECT {columns} FROM {table} AS m JOIN {queues} AS q ON q.id = m.queue_id "
+        f"WHERE q.name = %s AND m.id > %s ORDER BY m.id LIMIT %s"
+    )
 
 
 def _delete_sql(count: int) -> str:

@@ -11,9 +11,11 @@ next batch fills (wire.py).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
 from typing import Any
 
 from broker.engine.errors import BrokerError, Unavailable
@@ -118,6 +120,7 @@ class Hub:
         self._edges: dict[str, Edge] = {}
         self._dropped: dict[str, tuple[int, float]] = {}  # edge channel -> (generation dropped, when)
         self._other_versions: set[object] = set()  # edges of another release, logged once
+        self._answering: set[asyncio.Future[None]] = set()  # calls answered once they are done
 
     async def run(self) -> None:
         self.channel = await self.layer.new_channel()
@@ -300,11 +303,32 @@ class Hub:
     def _call(self, edge: Edge, item: CallItem) -> None:
         try:
             result = execute(self.router.runtime, decode_call(item.op, item.args))
+        except Exception as error:
+            self._answer(edge, item, None, error)
+            return
+        if inspect.isawaitable(result):  # a get waiting for its queue's window
+            task = asyncio.ensure_future(self._answer_later(edge, item, result))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
+        else:
+            self._answer(edge, item, result, None)
+
+    async def _answer_later(self, edge: Edge, item: CallItem, result: Awaitable[Any]) -> None:
+        try:
+            value = await result
+        except Exception as error:
+            self._answer(edge, item, None, error)
+            return
+        self._answer(edge, item, value, None)
+
+    @staticmethod
+    def _answer(edge: Edge, item: CallItem, result: Any, error: Exception | None) -> None:
+        if error is None:
             edge.push(AnswerItem("R", item.request_id, True, result))
-        except BrokerError as error:
+        elif isinstance(error, BrokerError):
             edge.push(AnswerItem("R", item.request_id, False, encode_error(error)))
-        except Exception:
-            log.exception("router call %s failed", item.op)
+        else:
+            log.error("router call %s failed", item.op, exc_info=error)
             failure = Unavailable(f"the router failed to carry out {item.op}")
             edge.push(AnswerItem("R", item.request_id, False, encode_error(failure)))
 

@@ -18,10 +18,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .backlog import Backlog
 from .deadletter import MAX_DEAD_LETTER_DEPTH, dead_letter_copy
 from .errors import Conflict, Forbidden, LimitExceeded, NotFound, PreconditionFailed
 from .exchanges import ExchangeSpec
-from .messages import Cancelled, Delivery, Effects, EffectsBuilder, Envelope, Message, StoredCopy
+from .messages import (
+    NO_EFFECTS,
+    BacklogRows,
+    Cancelled,
+    Delivery,
+    Effects,
+    EffectsBuilder,
+    Envelope,
+    LoadRequest,
+    Message,
+    StoredCopy,
+)
 from .names import DEFAULT_EXCHANGE
 from .queues import AckMode, Connection, Consumer, Overflow, QueueSpec, QueueState, Unacked, check_prefetch
 from .routing import BindingSpec, Routing
@@ -70,6 +82,12 @@ class Broker:
         # by the services before it is written, and always loads.
         self.max_queues: int | None = None
         self.max_bindings: int | None = None
+        # Messages of a durable queue kept in memory, its window (backlog.py); None: all.
+        self.window: int | None = None
+        # Stored copies with a lower id were stored before this start, and may have been
+        # delivered before it: they come back redelivered (at-least-once).
+        self.restored_below = 0
+        self._epochs = 0
 
     # -- topology ------------------------------------------------------
 
@@ -95,7 +113,8 @@ class Broker:
             return False
         if spec.exclusive_to is not None and spec.exclusive_to not in self.connections:
             raise NotFound(f"connection {spec.exclusive_to} does not exist")
-        self.queues[spec.name] = QueueState(spec, now)  # parses the arguments first
+        self._epochs += 1
+        self.queues[spec.name] = QueueState(spec, now, self._epochs)  # parses the arguments first
         self.routing.add_queue(spec.name)
         self._track_timers(self.queues[spec.name])
         if spec.exclusive_to is not None:
@@ -199,7 +218,7 @@ class Broker:
         return (
             limit is not None
             and queue.args.overflow is Overflow.REJECT_PUBLISH
-            and len(queue.ready) >= limit
+            and queue.depth >= limit
             and not queue.has_room()
         )
 
@@ -209,10 +228,27 @@ class Broker:
         ttl = queue.args.message_ttl
         expires_at = None if ttl is None else now + ttl / 1000
         self._next_seq += 1
-        queue.ready.append(Envelope(message, store_id, False, expires_at, self._next_seq))
+        envelope = Envelope(message, store_id, False, expires_at, self._next_seq)
         queue.enqueued += 1
-        self._drain(queue, fx, now, depth)
+        window = self.window
+        if queue.backlog is not None or (store_id is not None and window is not None and len(queue.ready) >= window):
+            self._put_behind(queue, envelope)
+        else:
+            queue.ready.append(envelope)
+            self._drain(queue, fx, now, depth)
         self._enforce_length(queue, fx, now, depth)
+
+    def _put_behind(self, queue: QueueState, envelope: Envelope) -> None:
+        """Into the backlog: a stored copy is left to its row, any other waits in memory."""
+        backlog = queue.backlog
+        store_id = envelope.store_id
+        if backlog is None:
+            assert store_id is not None  # a backlog starts with a stored copy
+            backlog = queue.backlog = Backlog(after=store_id - 1)
+        if store_id is not None and store_id > backlog.after:
+            backlog.count += 1
+        else:
+            backlog.held.append((self.next_store_id, envelope))
 
     # -- consuming -----------------------------------------------------
 
@@ -370,15 +406,17 @@ class Broker:
                 taken.append((envelope.message, envelope.redelivered))
                 envelope.redelivered = True  # they stay at the head and come out next as redeliveries
         state.delivered += len(taken)
+        self._want_load(state, fx)
         return taken, fx.build()
 
     def purge(self, queue: str) -> tuple[int, Effects]:
         state = self._queue(queue)
         fx = EffectsBuilder()
-        purged = len(state.ready)
+        purged = state.depth
         for envelope in state.ready:
             self._forget(envelope, fx)
         state.ready.clear()
+        self._drop_backlog(state, fx)
         return purged, fx.build()
 
     def tick(self, *, now: float) -> Effects:
@@ -390,50 +428,63 @@ class Broker:
                 continue
             if queue.args.message_ttl is not None:
                 self._expire_head(queue, fx, now)
+                self._want_load(queue, fx)
             expires = queue.args.expires
             if expires is not None and not queue.consumers and now - queue.last_used >= expires / 1000:
                 self._delete_queue(queue, fx, reason=f"queue {queue.name!r} expired")
         return fx.build()
 
-    def load_message(self, queue: str, message: Message, store_id: int, *, now: float) -> None:
-        """Put back a stored message at start-up, behind those loaded before it."""
-        self._queue(queue)
-        self.load_messages([(store_id, queue, message)], now=now)
+    def restore(self, queue: str, stored: int) -> Effects:
+        """At start-up: `stored` copies of `queue` are in the database, none in memory
+        yet. Returns the read of its window."""
+        state = self._queue(queue)
+        fx = EffectsBuilder()
+        if stored > 0 and state.backlog is None:
+            state.backlog = Backlog(after=0, count=stored)
+            self._want_load(state, fx)
+        return fx.build()
 
-    def load_messages(
-        self, rows: Iterable[tuple[int, str, Message]], *, now: float, wall_now: float | None = None
-    ) -> int:
-        """Put back stored messages at start-up, each behind those loaded before it in its
-        queue; rows of queues that do not exist are skipped. Returns how many were loaded.
-        One call for them all: a million-message start-up spends its time here.
-
-        With `wall_now` (seconds since the epoch), a message's TTL counts from when it
-        was published, not from the restart."""
-        queues, seq, top, loaded = self.queues, self._next_seq, self.next_store_id - 1, 0
-        state: QueueState | None = None
-        for store_id, name, message in rows:
-            if state is None or state.name != name:
-                state = queues.get(name)
-                if state is None:
-                    continue
-                ttl = state.args.message_ttl
-                append = state.ready.append
-            expires_at = None
-            if ttl is not None:
-                expires_at = now + ttl / 1000 - _age(message.published_at, wall_now)
-            seq += 1
-            # It may have been delivered before the restart: say so (at-least-once).
-            append(Envelope(message, store_id, True, expires_at, seq))
-            top = max(top, store_id)
-            loaded += 1
-        self._next_seq, self.next_store_id = seq, top + 1
-        return loaded
+    def load_window(
+        self, queue: str, epoch: int, rows: Iterable[tuple[int, Message]], *, now: float, wall_now: float | None = None
+    ) -> Effects:
+        """The answer to a `LoadRequest`: its rows, in store-id order, go behind the
+        window's messages (a short answer means that the rest are gone). With
+        `wall_now` (seconds since the epoch), a message's TTL counts from when it was
+        published. An answer for a queue purged or deleted since it was asked changes
+        nothing."""
+        state = self.queues.get(queue)
+        if state is None or state.epoch != epoch or state.backlog is None or not state.backlog.loading:
+            return NO_EFFECTS
+        backlog = state.backlog
+        asked, backlog.loading = backlog.loading, 0
+        fx = EffectsBuilder()
+        ttl = state.args.message_ttl
+        read = 0
+        for store_id, message in rows:
+            read += 1
+            if store_id <= backlog.after:
+                continue
+            while backlog.held and backlog.held[0][0] <= store_id:
+                self._admit(state, backlog.held.popleft()[1], fx, now)
+            expires_at = None if ttl is None else now + ttl / 1000 - _age(message.published_at, wall_now)
+            backlog.count -= 1
+            backlog.after = store_id
+            self._admit(state, Envelope(message, store_id, store_id < self.restored_below, expires_at), fx, now)
+        if read < asked or backlog.count <= 0:
+            backlog.count = 0  # none left (copies the database refused were never there)
+        while backlog.held and (backlog.count == 0 or backlog.holds_head()):
+            self._admit(state, backlog.held.popleft()[1], fx, now)
+        if backlog.empty():
+            state.backlog = None
+        self._drain(state, fx, now)
+        self._want_load(state, fx)
+        return fx.build()
 
     def queue_counts(self, name: str) -> QueueCounts | None:
         queue = self.queues.get(name)
         if queue is None:
             return None
-        return QueueCounts(len(queue.ready), queue.unacked, len(queue.consumers))
+        return QueueCounts(queue.depth, queue.unacked, len(queue.consumers))
 
     def has_exchange(self, name: str) -> bool:
         return self.routing.has_exchange(name)
@@ -527,6 +578,7 @@ class Broker:
         for envelope in queue.ready:
             self._forget(envelope, fx)
         queue.ready.clear()
+        self._drop_backlog(queue, fx)
         owner = queue.spec.exclusive_to
         if owner is not None and owner in self.connections:
             self.connections[owner].exclusive_queues.discard(name)
@@ -572,7 +624,7 @@ class Broker:
         while ready and queue.consumers:
             consumer = queue.pick_consumer()
             if consumer is None:
-                return
+                break
             envelope = ready.popleft()
             # Strictly past: a message whose TTL is 0 still goes to a consumer with room
             # when it arrives (as RabbitMQ); it expires once time has moved on.
@@ -580,6 +632,48 @@ class Broker:
                 self._dead_letter(queue, envelope, "expired", fx, now, depth)
                 continue
             self._deliver(consumer, envelope, fx)
+        if queue.backlog is not None:
+            self._want_load(queue, fx)
+
+    def _want_load(self, queue: QueueState, fx: EffectsBuilder) -> None:
+        """Ask for the backlog's next rows once the window is half empty."""
+        backlog = queue.backlog
+        if backlog is None or backlog.loading or backlog.count == 0:
+            return
+        window = self.window
+        if window is None:
+            limit = backlog.count
+        elif len(queue.ready) > window // 2:
+            return
+        else:
+            limit = window - len(queue.ready)
+        backlog.loading = max(1, limit)
+        fx.to_load.append(LoadRequest(queue.name, queue.epoch, backlog.after, backlog.loading))
+
+    def _admit(self, queue: QueueState, envelope: Envelope, fx: EffectsBuilder, now: float) -> None:
+        """A copy from the backlog to the window's tail, or dropped by a max-length it owes."""
+        backlog = queue.backlog
+        assert backlog is not None
+        if backlog.owed:
+            backlog.owed -= 1
+            self._dead_letter(queue, envelope, "maxlen", fx, now, 0)
+            return
+        self._next_seq += 1
+        envelope.seq = self._next_seq  # behind everything in the window, requeued ones too
+        queue.ready.append(envelope)
+
+    def _drop_backlog(self, queue: QueueState, fx: EffectsBuilder) -> None:
+        """Forget the backlog (a purge, a deletion); a read under way is ignored."""
+        backlog = queue.backlog
+        if backlog is None:
+            return
+        for _, envelope in backlog.held:
+            self._forget(envelope, fx)
+        if backlog.count:
+            fx.backlog_deleted.append(BacklogRows(queue.name, backlog.after, self.next_store_id))
+        queue.backlog = None
+        self._epochs += 1
+        queue.epoch = self._epochs
 
     def _expire_head(self, queue: QueueState, fx: EffectsBuilder, now: float) -> None:
         ready = queue.ready
@@ -590,8 +684,20 @@ class Broker:
         limit = queue.args.max_length
         if limit is None:
             return
-        while len(queue.ready) > limit:
-            self._dead_letter(queue, queue.ready.popleft(), "maxlen", fx, now, depth)
+        while queue.depth > limit:
+            backlog = queue.backlog
+            if queue.ready:
+                self._dead_letter(queue, queue.ready.popleft(), "maxlen", fx, now, depth)
+            elif backlog is None:
+                return
+            elif backlog.holds_head() or (backlog.held and backlog.count <= backlog.owed):
+                self._dead_letter(queue, backlog.held.popleft()[1], "maxlen", fx, now, depth)
+            elif backlog.count > backlog.owed:
+                backlog.owed += 1  # the head is in the database: dropped as it is read
+            else:
+                return
+        if queue.backlog is not None and queue.backlog.empty():
+            queue.backlog = None
 
     def _dead_letter(
         self, queue: QueueState, envelope: Envelope, reason: str, fx: EffectsBuilder, now: float, depth: int

@@ -90,13 +90,37 @@ class Cancelled:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class LoadRequest:
+    """Read up to `limit` stored copies of `queue` with a store id above `after`, in id
+    order, and hand them to `Broker.load_window` with `epoch` (a purge or a new queue
+    of the same name changes it, and a late answer is then ignored)."""
+
+    queue: str
+    epoch: int
+    after: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class BacklogRows:
+    """Stored copies of `queue` left in the database when it was purged: delete those
+    with a store id above `after` and below `below`."""
+
+    queue: str
+    after: int
+    below: int
+
+
 @dataclass(slots=True)
 class Effects:
     """What the shell must do after an engine call, in this order:
     commit `to_persist`, send `deliveries`, notify `cancelled`,
     delete the rows `to_delete` by the next checkpoint, and delete the
     stored queue definitions `deleted_rows`. `deleted_queues` names every
-    non-private queue that went away (for callers that report it)."""
+    non-private queue that went away (for callers that report it).
+    `to_load`: backlog rows to read, once every copy stored so far is
+    committed (backlog.py); `backlog_deleted`: backlog rows to delete."""
 
     deliveries: tuple[Delivery, ...] = ()
     to_persist: tuple[StoredCopy, ...] = ()
@@ -105,6 +129,8 @@ class Effects:
     deleted_queues: tuple[str, ...] = ()
     # Stored definitions to delete, by row: never by name, which may be declared again meanwhile.
     deleted_rows: tuple[int, ...] = ()
+    to_load: tuple[LoadRequest, ...] = ()
+    backlog_deleted: tuple[BacklogRows, ...] = ()
 
 
 NO_EFFECTS = Effects()
@@ -113,7 +139,10 @@ NO_EFFECTS = Effects()
 class EffectsBuilder:
     """Collects effects while one engine call runs."""
 
-    __slots__ = ("deliveries", "to_persist", "to_delete", "cancelled", "deleted_queues", "deleted_rows")
+    __slots__ = (
+        "backlog_deleted", "cancelled", "deleted_queues", "deleted_rows", "deliveries", "to_delete", "to_load",
+        "to_persist",
+    )
 
     def __init__(self) -> None:
         self.deliveries: list[Delivery] = []
@@ -122,6 +151,8 @@ class EffectsBuilder:
         self.cancelled: list[Cancelled] = []
         self.deleted_queues: list[str] = []
         self.deleted_rows: list[int] = []
+        self.to_load: list[LoadRequest] = []
+        self.backlog_deleted: list[BacklogRows] = []
 
     def build(self) -> Effects:
         if not (
@@ -131,6 +162,8 @@ class EffectsBuilder:
             or self.cancelled
             or self.deleted_queues
             or self.deleted_rows
+            or self.to_load
+            or self.backlog_deleted
         ):
             return NO_EFFECTS
         return Effects(
@@ -140,4 +173,6 @@ class EffectsBuilder:
             cancelled=tuple(self.cancelled),
             deleted_queues=tuple(self.deleted_queues),
             deleted_rows=tuple(self.deleted_rows),
+            to_load=tuple(self.to_load),
+            backlog_deleted=tuple(self.backlog_deleted),
         )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from .backlog import Backlog
 from .errors import BrokerError, PreconditionFailed
 from .messages import Envelope
 from .rules import integer_field, mapping_field
@@ -145,9 +146,11 @@ class QueueState:
     __slots__ = (
         "acknowledged",
         "args",
+        "backlog",
         "consumers",
         "delivered",
         "enqueued",
+        "epoch",
         "had_consumer",
         "last_used",
         "next_consumer",
@@ -156,10 +159,14 @@ class QueueState:
         "unacked",
     )
 
-    def __init__(self, spec: QueueSpec, now: float) -> None:
+    def __init__(self, spec: QueueSpec, now: float, epoch: int = 0) -> None:
         self.spec = spec
         self.args = parse_queue_arguments(spec.arguments)
+        # The head of the queue, in memory; a durable queue's other messages may wait
+        # in the database, in its backlog (backlog.py), None while it has none.
         self.ready: deque[Envelope] = deque()
+        self.backlog: Backlog | None = None
+        self.epoch = epoch  # tells this queue's backlog reads from an earlier one's
         self.consumers: list[Consumer] = []
         self.next_consumer = 0  # round-robin position
         self.unacked = 0
@@ -174,6 +181,12 @@ class QueueState:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def depth(self) -> int:
+        """Messages ready: in memory and in the backlog."""
+        backlog = self.backlog
+        return len(self.ready) if backlog is None else len(self.ready) + backlog.size
 
     def stores(self, persistent: bool) -> bool:
         """Does a copy of a message with this flag go to the database?"""

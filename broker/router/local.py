@@ -8,6 +8,7 @@ through one too, so a connection behaves the same on an edge as here.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any
 
 from broker.engine.errors import BrokerError, NotFound
@@ -144,4 +145,5 @@ class LocalRouter:
         self.runtime.outbox_written()
 
     async def call(self, call: RouterCall) -> Any:
-        return execute(self.runtime, call)
+        result = execute(self.runtime, call)
+        return await result if inspect.isawaitable(result) else result

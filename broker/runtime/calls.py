@@ -26,7 +26,8 @@ from .runtime import Runtime
 
 
 def execute(runtime: Runtime, call: RouterCall) -> Any:
-    """Carry out `call` on the runtime's loop; its plain result, or a BrokerError."""
+    """Carry out `call` on the runtime's loop; its plain result, or an awaitable of it
+    (a get that waits for its queue's window), or a BrokerError."""
     match call:
         case QueueCountsCall(names):
             return _counts(runtime, names)
@@ -39,7 +40,7 @@ def execute(runtime: Runtime, call: RouterCall) -> Any:
             return runtime.purge(name)
         case QueueGetCall(name, count, ack):
             _refuse_private(runtime, name)
-            return runtime.get(name, count=count, ack=ack)
+            return runtime.get_waiting(name, count=count, ack=ack)
         case TopologyCall(change):
             runtime.apply_change(decode_change(change))
             return None
@@ -67,7 +68,7 @@ def _private_queues(runtime: Runtime) -> list[dict[str, Any]]:
                 "auto_delete": spec.auto_delete,
                 "arguments": dict(spec.arguments),
                 "exclusive": True,
-                "messages_ready": len(state.ready),
+                "messages_ready": state.depth,
                 "messages_unacknowledged": state.unacked,
                 "consumers": len(state.consumers),
             }

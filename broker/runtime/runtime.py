@@ -13,14 +13,14 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final, Protocol
 
 from broker.engine.broker import Broker, Planned, QueueCounts
 from broker.engine.errors import BrokerError
 from broker.engine.jsoncodec import dumps
-from broker.engine.messages import Effects, Message, make_message
+from broker.engine.messages import Effects, LoadRequest, Message, make_message
 from broker.engine.names import generated_queue_name
 from broker.engine.queues import AckMode
 from broker.protocol.publish import PublishRequest
@@ -40,7 +40,7 @@ from broker.runtime.outbox import OutboxReader, OutboxStore
 from broker.runtime.stamps import new_message_id, now_iso
 from broker.runtime.stats import StatsSampler
 from broker.runtime.topology_feed import TopologyFeed
-from broker.runtime.writer import GroupCommitWriter, MessageStore
+from broker.runtime.writer import RETRY_SECONDS, GroupCommitWriter, MessageStore
 
 log = logging.getLogger("broker.runtime")
 
@@ -66,8 +66,11 @@ class RuntimeStore(MessageStore, OutboxStore, Protocol):
 
     def load_topology(self) -> Topology: ...
 
-    def load_messages(self) -> Iterable[tuple[int, str, Message]]:
-        """(store_id, queue name, message) of every stored message, in queue order."""
+    def message_counts(self) -> dict[str, int]:
+        """Stored messages by queue name."""
+
+    def read_backlog(self, queue: str, after: int, limit: int) -> list[tuple[int, Message]]:
+        """Up to `limit` stored copies of `queue` with a store id above `after`, in id order."""
 
     def max_store_id(self) -> int: ...
 
@@ -84,13 +87,16 @@ class Runtime:
         max_queues: int | None = None,
         max_bindings: int | None = None,
         layer: Any = None,
+        window: int | None = None,
     ) -> None:
         """`layer`: the channel layer on which processes without a router send topology
         changes (storage/sync.py), or None. `max_queues`, `max_bindings`: MAX_QUEUES and
-        MAX_BINDINGS for the private queues the router makes itself; None, no limit."""
+        MAX_BINDINGS for the private queues the router makes itself; None, no limit.
+        `window`: QUEUE_WINDOW, the messages of a durable queue kept in memory; None, all."""
         self.broker = Broker()
         self.broker.max_queues = max_queues
         self.broker.max_bindings = max_bindings
+        self.broker.window = window
         self._feed = TopologyFeed(layer)
         self.store = store
         self.writer: GroupCommitWriter | None = None
@@ -106,6 +112,8 @@ class Runtime:
         self._stopped = False
         self._stats = StatsSampler()
         self._watchers: set[int] = set()
+        self._loads: set[asyncio.Task[None]] = set()
+        self._window_waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     # -- life cycle ------------------------------------------------------
 
@@ -123,11 +131,12 @@ class Runtime:
         await self._feed.join()  # before the topology is read
         topology: Topology = await self.writer.in_thread(self.store.load_topology)
         self._load_topology(topology)
-        self.loaded_messages = await self.writer.in_thread(self._load_messages)
         top = await self.writer.in_thread(self.store.max_store_id)
         self.broker.next_store_id = max(self.broker.next_store_id, top + 1)
+        self.broker.restored_below = top + 1
+        self.loaded_messages = await self._restore_windows()
         log.info(
-            "loaded %d exchanges, %d queues, %d bindings and %d stored messages in %.2f s",
+            "loaded %d exchanges, %d queues, %d bindings and %d stored messages (their windows) in %.2f s",
             len(topology.exchanges),
             len(topology.queues),
             len(topology.bindings),
@@ -164,6 +173,8 @@ class Runtime:
                 await self._main
             except asyncio.CancelledError:
                 pass
+        for task in list(self._loads):
+            task.cancel()
         if self.writer is not None:
             await self.writer.close()
 
@@ -176,18 +187,47 @@ class Runtime:
         for binding in topology.bindings:
             self._guarded(self.broker.bind, binding)
 
-    def _load_messages(self) -> int:
-        # Runs on the writer's thread while nothing else touches the broker yet.
-        now = self._now()  # the loop's clock; reading it from this thread is safe
-        # The cyclic collector would rescan the growing heap again and again while a
-        # million messages load (a quarter of the time); after the load, freezing keeps
-        # them out of every later full collection, a pause that grew with the queues.
+    async def _restore_windows(self) -> int:
+        """Count each queue's stored messages and read its window; the rest stay in the
+        database (its backlog) until consumers get to them. Returns the messages counted."""
+        assert self.writer is not None
+        counts: dict[str, int] = await self.writer.in_thread(self.store.message_counts)
+        stored = 0
+        # The cyclic collector would rescan the growing heap again and again while many
+        # windows load; after the load, freezing keeps them out of every later full collection.
         gc.disable()
         try:
-            return self.broker.load_messages(self.store.load_messages(), now=now, wall_now=time.time())
+            for name, count in counts.items():
+                if name not in self.broker.queues:
+                    continue
+                stored += count
+                for request in self.broker.restore(name, count).to_load:
+                    await self._load_window(request)
         finally:
             gc.freeze()
             gc.enable()
+        return stored
+
+    async def _load_window(self, request: LoadRequest) -> None:
+        """Read a queue's next backlog rows once every copy stored so far is committed (a
+        row is read only once it is there), and hand them to the engine. Tried again while
+        the database is away, until the rows come or the queue is purged or gone."""
+        assert self.writer is not None
+        while True:
+            queue = self.broker.queues.get(request.queue)
+            if queue is None or queue.epoch != request.epoch:
+                return
+            try:
+                await self.writer.when_durable(self.writer.appended)
+                rows = await self.writer.in_thread(self.store.read_backlog, request.queue, request.after, request.limit)
+                break
+            except Exception as error:
+                log.error("reading the backlog of queue %s failed, trying again: %s", request.queue, error)
+                await asyncio.sleep(RETRY_SECONDS)
+        self._apply(self.broker.load_window(request.queue, request.epoch, rows, now=self._now(), wall_now=time.time()))
+        for waiter in self._window_waiters.pop(request.queue, []):
+            if not waiter.done():
+                waiter.set_result(None)
 
     @staticmethod
     def _guarded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -265,7 +305,18 @@ class Runtime:
             self.writer.delete(effects.to_delete)
         if effects.deleted_rows:
             self.writer.delete_queues(effects.deleted_rows)
+        if effects.backlog_deleted:
+            self.writer.delete_backlogs(effects.backlog_deleted)
+        for request in effects.to_load:
+            task = asyncio.ensure_future(self._load_window(request))
+            self._loads.add(task)
+            task.add_done_callback(self._load_done)
         return committed
+
+    def _load_done(self, task: asyncio.Task[None]) -> None:
+        self._loads.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a backlog read failed", exc_info=task.exception())
 
     def _send(self, connection_id: int, frames: list[str]) -> None:
         sink = self._sinks.get(connection_id)
@@ -307,6 +358,16 @@ class Runtime:
             # Shared by every publish of the commit: a caller that gives up must not cancel it.
             await asyncio.shield(committed)
         return message_id, routed
+
+    async def get_waiting(self, queue: str, *, count: int, ack: bool) -> list[MessageObject]:
+        """As `get`; but while the queue's window is empty and its backlog is being read,
+        after that read, so that a queue with messages never looks empty."""
+        state = self.broker.queues.get(queue)
+        if state is not None and not state.ready and state.backlog is not None and state.backlog.loading:
+            waiter = asyncio.get_running_loop().create_future()
+            self._window_waiters.setdefault(queue, []).append(waiter)
+            await waiter
+        return self.get(queue, count=count, ack=ack)
 
     def get(self, queue: str, *, count: int, ack: bool) -> list[MessageObject]:
         taken, effects = self.broker.get(queue, count=count, ack=ack, now=self._now())

@@ -50,7 +50,7 @@ class StatsSampler:
             publish_rate, deliver_rate, ack_rate = self._rates.get(name, (0.0, 0.0, 0.0))
             delivered += deliver_rate
             acknowledged += ack_rate
-            ready += len(queue.ready)
+            ready += queue.depth
             unacked += queue.unacked
             consumers += len(queue.consumers)
             spec = queue.spec
@@ -60,7 +60,7 @@ class StatsSampler:
                 auto_delete=spec.auto_delete,
                 exclusive=spec.exclusive_to is not None,
                 arguments=dict(spec.arguments),
-                messages_ready=len(queue.ready),
+                messages_ready=queue.depth,
                 messages_unacknowledged=queue.unacked,
                 consumers=len(queue.consumers),
                 publish_rate=round(publish_rate, 2),

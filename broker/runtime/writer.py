@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, Protocol
 
 from broker.engine.errors import Unavailable
-from broker.engine.messages import StoredCopy
+from broker.engine.messages import BacklogRows, StoredCopy
 
 log = logging.getLogger("broker.writer")
 
@@ -41,6 +41,9 @@ class MessageStore(Protocol):
     def find_refused(self, inserts: Sequence[StoredCopy]) -> list[int]:
         """The store ids among `inserts` that the database refuses; writes nothing."""
 
+    def delete_backlogs(self, backlogs: Sequence[BacklogRows]) -> None:
+        """Delete the stored copies of purged backlogs, in a transaction of its own."""
+
 
 class GroupCommitWriter:
     def __init__(self, store: MessageStore, *, checkpoint_seconds: float) -> None:
@@ -52,6 +55,7 @@ class GroupCommitWriter:
         self._batch: asyncio.Future[None] | None = None
         self._deletes: list[int] = []
         self._queues_to_delete: list[int] = []
+        self._backlogs: list[BacklogRows] = []
         self._wake = asyncio.Event()
         self._inflight: asyncio.Future[bool] | None = None
         self.commits = 0
@@ -105,6 +109,11 @@ class GroupCommitWriter:
         self._queues_to_delete.extend(row_ids)
         self._wake.set()
 
+    def delete_backlogs(self, backlogs: Sequence[BacklogRows]) -> None:
+        """Delete purged backlogs' rows, after the commit of every copy appended before."""
+        self._backlogs.extend(backlogs)
+        self._wake.set()
+
     async def run(self) -> None:
         """Commit whenever there is something to insert; flush deletes every checkpoint."""
         loop = asyncio.get_running_loop()
@@ -115,7 +124,7 @@ class GroupCommitWriter:
             except TimeoutError:
                 pass
             self._wake.clear()
-            if loop.time() >= next_checkpoint or self._inserts or self._queues_to_delete:
+            if loop.time() >= next_checkpoint or self._inserts or self._queues_to_delete or self._backlogs:
                 if not await self.flush():
                     # The database is away: retry soon, not in a tight loop.
                     await asyncio.sleep(RETRY_SECONDS)
@@ -162,6 +171,13 @@ class GroupCommitWriter:
                     batch.set_exception(failure)
                 return False
             self.commits += 1
+        if self._backlogs:
+            backlogs, self._backlogs = self._backlogs, []
+            try:
+                await self.in_thread(self._store.delete_backlogs, backlogs)
+            except Exception as error:
+                log.error("deleting a purged backlog failed: %s", error)
+                self._backlogs[:0] = backlogs
         self._advance(mark)
         if batch is not None and not batch.done():
             if refused_count:

@@ -46,6 +46,7 @@ def new_router(store: RuntimeStore, layer: Any) -> LocalRouter:
         max_queues=settings.MAX_QUEUES or None,
         max_bindings=settings.MAX_BINDINGS or None,
         layer=layer,
+        window=settings.QUEUE_WINDOW or None,
     )
     return LocalRouter(runtime)
 

@@ -109,3 +109,55 @@ def ready(broker: Broker, queue: str) -> list[Any]:
 
 def ready_flags(broker: Broker, queue: str) -> list[tuple[Any, bool]]:
     return [(body(envelope.message), envelope.redelivered) for envelope in broker.queues[queue].ready]
+
+
+class Backlogs:
+    """The shell's side of durable queues' backlogs (broker/engine/backlog.py), in memory:
+    the stored rows, committed at once, and the reads the engine asks for, answered when
+    `serve` is called."""
+
+    def __init__(self, broker: Broker, rows: dict[int, tuple[str, Message]] | None = None) -> None:
+        self.broker = broker
+        self.rows: dict[int, tuple[str, Message]] = dict(rows or {})
+        self.pending: list[Any] = []
+        self.reads = 0
+
+    def take(self, effects: Effects) -> Effects:
+        """Store an engine call's copies, delete its rows, remember its reads."""
+        for copy in effects.to_persist:
+            self.rows[copy.store_id] = (copy.queue, copy.message)
+        for store_id in effects.to_delete:
+            self.rows.pop(store_id, None)
+        for gone in effects.backlog_deleted:
+            for store_id in [i for i, (name, _) in self.rows.items() if name == gone.queue and gone.after < i < gone.below]:
+                del self.rows[store_id]
+        self.pending.extend(effects.to_load)
+        return effects
+
+    def serve(self, *, now: float = 0.0, wall_now: float | None = None) -> list[Delivery]:
+        """Answer every read asked for, and those they ask for in turn; the deliveries made."""
+        deliveries: list[Delivery] = []
+        while self.pending:
+            request = self.pending.pop(0)
+            found = sorted(
+                (store_id, message) for store_id, (name, message) in self.rows.items()
+                if name == request.queue and store_id > request.after
+            )[: request.limit]
+            self.reads += 1
+            effects = self.take(self.broker.load_window(request.queue, request.epoch, found, now=now, wall_now=wall_now))
+            deliveries.extend(effects.deliveries)
+        return deliveries
+
+
+def restore(broker: Broker, rows: dict[int, tuple[str, Message]], *, now: float = 0.0, wall_now: float | None = None) -> Backlogs:
+    """A start-up: the stored rows counted by queue, and their windows read."""
+    backlogs = Backlogs(broker, rows)
+    counts: dict[str, int] = {}
+    for name, _ in rows.values():
+        counts[name] = counts.get(name, 0) + 1
+    broker.next_store_id = max(broker.next_store_id, max(rows, default=0) + 1)
+    for name, count in counts.items():
+        if name in broker.queues:
+            backlogs.take(broker.restore(name, count))
+    backlogs.serve(now=now, wall_now=wall_now)
+    return backlogs

@@ -75,19 +75,18 @@ def test_requeues_from_two_consumers_keep_the_queue_order_whoever_leaves_first()
     assert ready_flags(broker, "q") == [(0, True), (1, True), (2, False), (3, False)]
 
 
-def test_bulk_load_keeps_each_queues_order_skips_unknown_queues_and_moves_ids_on() -> None:
-    from tests.engine.helpers import msg
+def test_a_restart_restores_each_queues_order_as_redeliveries_and_ttls() -> None:
+    from tests.engine.helpers import msg, restore
 
     broker = Broker()
     queue(broker, "a")
     queue(broker, "b", arguments={"message_ttl": 1000})
-    rows = [(3, "a", msg("", "a", 1)), (5, "b", msg("", "b", 2)), (7, "gone", msg("", "gone", 0)),
-            (9, "a", msg("", "a", 3)), (11, "b", msg("", "b", 4))]
-    assert broker.load_messages(rows, now=10.0) == 4
+    rows = {3: ("a", msg("", "a", 1)), 5: ("b", msg("", "b", 2)), 9: ("a", msg("", "a", 3)), 11: ("b", msg("", "b", 4))}
+    broker.restored_below = 12
+    restore(broker, rows, now=10.0)
     assert ready_flags(broker, "a") == [(1, True), (3, True)]
     assert ready(broker, "b") == [2, 4]
     assert [e.expires_at for e in broker.queues["b"].ready] == [11.0, 11.0]
-    assert broker.next_store_id == 12  # above every loaded id, the skipped one's too
 
 
 def test_a_zero_ttl_message_reaches_a_waiting_consumer_and_otherwise_expires() -> None:
@@ -102,12 +101,12 @@ def test_a_zero_ttl_message_reaches_a_waiting_consumer_and_otherwise_expires() -
 
 
 def test_a_reloaded_messages_ttl_counts_from_its_publication_not_the_restart() -> None:
-    from tests.engine.helpers import PUBLISHED_AT, msg  # 2026-11-28T12:00:00Z
+    from tests.engine.helpers import PUBLISHED_AT, msg, restore  # 2026-11-28T12:00:00Z
 
     published = 1_795_867_200.0  # PUBLISHED_AT as seconds since the epoch
     broker = Broker()
     queue(broker, "q", arguments={"message_ttl": 5000})
-    broker.load_messages([(1, "q", msg("", "q", "old"))], now=100.0, wall_now=published + 2.0)
+    restore(broker, {1: ("q", msg("", "q", "old"))}, now=100.0, wall_now=published + 2.0)
     assert PUBLISHED_AT.startswith("2026-11-28T12:00:00")
     assert broker.queues["q"].ready[0].expires_at == 103.0  # 5 s of TTL, 2 already spent
 

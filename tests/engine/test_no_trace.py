@@ -121,7 +121,7 @@ REFUSED: dict[str, Callable[[Broker, int], object]] = {
     "get bad count": lambda b, c: b.get("q", count=0, ack=True, now=5.0),
     "get missing queue": lambda b, c: b.get("nope", count=1, ack=True, now=5.0),
     "purge missing queue": lambda b, c: b.purge("nope"),
-    "load into missing queue": lambda b, c: b.load_message("nope", msg("", "nope", 1), 50, now=5.0),
+    "restore a missing queue": lambda b, c: b.restore("nope", 50),
 }
 
 

@@ -24,7 +24,6 @@ from tests.engine.helpers import (
     msg,
     queue,
     ready,
-    ready_flags,
     send,
     subscribe,
 )
@@ -300,21 +299,6 @@ def test_dead_letter_to_a_deleted_exchange_drops_the_message() -> None:
 
 
 # -- loading, counts, sync, purge --------------------------------------------------
-
-
-def test_load_message_restores_order_with_redelivered_and_bumps_the_store_id() -> None:
-    broker = Broker()
-    queue(broker, "q", arguments={"message_ttl": 1000})
-    broker.load_message("q", msg("", "q", "first"), 7, now=0.0)
-    broker.load_message("q", msg("", "q", "second"), 3, now=0.0)
-    assert ready_flags(broker, "q") == [("first", True), ("second", True)]
-    assert [e.store_id for e in broker.queues["q"].ready] == [7, 3]
-    assert broker.next_store_id == 8
-    assert broker.queues["q"].ready[0].expires_at == 1.0
-    sub = subscribe(broker, "q")
-    assert [(body(d.message), d.redelivered) for d in sub.effects.deliveries] == [("first", True), ("second", True)]
-    (copy,) = send(broker, "q", "new").to_persist
-    assert copy.store_id == 8
 
 
 def test_queue_counts() -> None:

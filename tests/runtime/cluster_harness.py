@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ from broker.cluster.wire import EDGE_BATCH, ROUTER_BATCH
 from broker.engine.errors import BrokerError
 from broker.engine.exchanges import ExchangeSpec
 from broker.engine.jsoncodec import dumps, loads
-from broker.engine.messages import Message, StoredCopy
+from broker.engine.messages import BacklogRows, Message, StoredCopy
 from broker.engine.queues import AckMode, QueueSpec
 from broker.engine.routing import BindingSpec
 from broker.protocol.client_frames import SubscribeRequest
@@ -66,9 +67,20 @@ class MemoryStore:
     def load_topology(self) -> Topology:
         return self.topology
 
-    def load_messages(self) -> list[tuple[int, str, Message]]:
+    def message_counts(self) -> dict[str, int]:
         with self._lock:
-            return [(store_id, queue, message) for store_id, (queue, message) in sorted(self.rows.items())]
+            return dict(Counter(queue for queue, _ in self.rows.values()))
+
+    def read_backlog(self, queue: str, after: int, limit: int) -> list[tuple[int, Message]]:
+        with self._lock:
+            found = sorted((store_id, message) for store_id, (name, message) in self.rows.items() if name == queue and store_id > after)
+        return found[:limit]
+
+    def delete_backlogs(self, backlogs: Sequence[BacklogRows]) -> None:
+        with self._lock:
+            for rows in backlogs:
+                for store_id in [i for i, (name, _) in self.rows.items() if name == rows.queue and rows.after < i < rows.below]:
+                    del self.rows[store_id]
 
     def max_store_id(self) -> int:
         with self._lock:

@@ -10,6 +10,7 @@ are in test_cluster_failover.py. Timeouts are patched where they are used.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -234,7 +235,9 @@ async def test_an_error_of_a_router_op_arrives_over_the_link_as_raised(
     )
     args = [private if arg is None else arg for arg in args]
     with pytest.raises(BrokerError) as local:
-        execute(runtime, decode_call(op, args))
+        result = execute(runtime, decode_call(op, args))
+        if inspect.isawaitable(result):  # a get
+            await result
     edge = await cluster.edge()
 
     with pytest.raises(BrokerError) as remote:
