@@ -22,6 +22,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from broker import __version__
 from broker.protocol.publish import FRAME_OVERHEAD
+from broker.runtime.memory import machine_bytes, parse_memory_limit
 from broker.transport.loopback import is_loopback_host
 from broker_project.env import (
     env_bool,
@@ -94,6 +95,17 @@ MAX_BINDINGS = env_int("MAX_BINDINGS", default=100_000, min=0)  # 0: no limit
 # Messages of each durable queue kept in memory (its head); the rest wait in the
 # database and are read in as consumers take messages. 0: keep them all in memory.
 QUEUE_WINDOW = env_int("QUEUE_WINDOW", default=2_000, min=0)
+# The process's memory limit, as RabbitMQ's memory high watermark: above it, publishers
+# are held back until memory falls. A share of the machine's memory, or a size.
+try:
+    MEMORY_LIMIT = parse_memory_limit(env_str("MEMORY_LIMIT", default="40%"), machine=machine_bytes())
+except ValueError as error:
+    raise ImproperlyConfigured(f"MEMORY_LIMIT={error}") from None
+# The unsent data of all WebSocket connections together; past it the largest are closed
+# as slow consumers. At most a quarter of the memory limit.
+WS_TOTAL_BUFFERED_BYTES = min(
+    env_int("WS_TOTAL_BUFFERED_BYTES", default=256 * 1024 * 1024, min=1024 * 1024), MEMORY_LIMIT // 4
+)
 # Cookies only over HTTPS, except on the zero-setup http://127.0.0.1.
 SECURE_COOKIES = env_bool("SECURE_COOKIES", default=not is_loopback_host(HTTP_HOST))
 # A TLS proxy on another machine says https in X-Forwarded-Proto; off by default, as a

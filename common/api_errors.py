@@ -25,7 +25,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
 
-from broker.engine.errors import BrokerError
+from broker.engine.errors import BrokerError, ResourceLimit
 from broker.transport.http_errors import Fields, error_body, error_response
 
 log = logging.getLogger("broker.api")
@@ -114,6 +114,8 @@ def _headers(exc: Exception) -> dict[str, str]:
     wait = getattr(exc, "wait", None)
     if isinstance(exc, drf.Throttled) and wait is not None:
         headers["Retry-After"] = str(int(wait))
+    if isinstance(exc, ResourceLimit):
+        headers["Retry-After"] = str(exc.retry_after)
     return headers
 
 

@@ -86,3 +86,12 @@ class RateLimited(BrokerError):
 
     code = "rate_limited"
     status = 429
+
+
+class ResourceLimit(BrokerError):
+    """The process is over its memory limit (MEMORY_LIMIT): publishing is held back until
+    memory falls; nothing was published. Try again after `retry_after` seconds."""
+
+    code = "resource_limit"
+    status = 503
+    retry_after = 1

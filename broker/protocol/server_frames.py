@@ -153,6 +153,14 @@ class StatsHandler(TypedDict):
     already_handled: int
 
 
+class StatsMemory(TypedDict):
+    """The router process's memory (MEMORY_LIMIT): bytes in use, the limit, the alarm."""
+
+    used: int
+    limit: int
+    alarm: bool
+
+
 class StatsFrame(TypedDict):
     """Sent every second to a connection that sent `watch` (the web console)."""
 
@@ -163,6 +171,7 @@ class StatsFrame(TypedDict):
     exchanges: list[StatsExchange]
     bindings: list[StatsBinding]
     handlers: list[StatsHandler]
+    memory: StatsMemory
 
 
 ServerFrame = (

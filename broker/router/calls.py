@@ -15,7 +15,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Final, TypeVar
 
 from broker.engine.broker import QueueCounts
-from broker.engine.errors import Unavailable
+from broker.engine.errors import ResourceLimit, Unavailable
 from broker.protocol.calls import (
     QueueCountsCall,
     QueueGetCall,
@@ -28,6 +28,7 @@ from broker.protocol.calls import (
 from broker.protocol.publish import PublishRequest
 from broker.protocol.server_frames import MessageObject
 from broker.protocol.topology import TopologyChange, encode_change
+from broker.runtime import memory
 
 from . import registry
 from .interface import Router
@@ -118,8 +119,17 @@ def outbox_written() -> None:
         router.outbox_written()
 
 
+def _check_memory() -> None:
+    """Over the memory limit, a publish over HTTP is refused, not held (docs/protocol.md,
+    "Memory and flow control")."""
+    guard = memory.guard()
+    if guard is not None and guard.alarm:
+        raise ResourceLimit("the broker is over its memory limit: publish again shortly")
+
+
 def publish(request: PublishRequest) -> tuple[str, int]:
     """From a worker thread: (message_id, routed) once every durable copy is committed."""
+    _check_memory()
     router = _router()
     result: tuple[str, int] = on_loop(router.loop, router.publish_and_wait, request)
     return result
@@ -127,6 +137,7 @@ def publish(request: PublishRequest) -> tuple[str, int]:
 
 async def publish_async(request: PublishRequest) -> tuple[str, int]:
     """`publish` for a coroutine: the wait for the commit holds no thread."""
+    _check_memory()
     router = _router()
     loop = router.loop
     if loop is None or loop.is_closed():

@@ -23,6 +23,8 @@ from typing import Any, Final, Protocol
 from broker.engine.broker import Planned
 from broker.engine.messages import Message, StoredCopy
 
+from . import memory
+
 log = logging.getLogger("broker.outbox")
 
 # Rows routed per transaction: a burst of commits drains in few round trips.
@@ -150,7 +152,12 @@ class OutboxReader:
         return True
 
     async def _route(self, entries: list[OutboxEntry]) -> None:
-        """Plan the rows, remove those still there with their copies stored, then enqueue those."""
+        """Plan the rows, remove those still there with their copies stored, then enqueue those.
+        Over the memory limit, the rows wait in the table until memory falls."""
+        guard = memory.guard()
+        if guard is not None and guard.alarm:
+            log.info("outbox: %d messages wait in the table while memory is over its limit", len(entries))
+            await guard.wait_clear()
         routed: list[tuple[OutboxEntry, Planned | None]] = [
             (entry, None if entry.message is None else self._plan(entry.message)) for entry in entries
         ]

@@ -12,7 +12,16 @@ from collections.abc import Sequence
 
 from broker.engine.broker import Broker
 from broker.engine.names import DEFAULT_EXCHANGE
-from broker.protocol.server_frames import StatsBinding, StatsExchange, StatsFrame, StatsHandler, StatsQueue
+from broker.protocol.server_frames import (
+    StatsBinding,
+    StatsExchange,
+    StatsFrame,
+    StatsHandler,
+    StatsMemory,
+    StatsQueue,
+)
+
+from . import memory
 
 _Totals = tuple[int, int, int]  # enqueued, delivered, acknowledged
 _NEW: _Totals = (0, 0, 0)  # a queue declared since the last sample started from nothing
@@ -92,7 +101,15 @@ class StatsSampler:
             "exchanges": sorted(exchanges, key=lambda x: x["name"]),
             "bindings": bindings,
             "handlers": sorted(handlers, key=lambda h: (h["queue"], h["process"])),
+            "memory": _memory(),
         }
+
+
+def _memory() -> StatsMemory:
+    guard = memory.guard()
+    if guard is None:  # no limit in this process (a test's runtime)
+        return {"used": 0, "limit": 0, "alarm": False}
+    return {"used": guard.used, "limit": guard.limit, "alarm": guard.alarm}
 
 
 def _rates(now: _Totals, before: _Totals, span: float) -> tuple[float, float, float]:

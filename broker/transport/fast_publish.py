@@ -27,7 +27,7 @@ from typing import Any, Final
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
-from broker.engine.errors import BrokerError, TooLarge
+from broker.engine.errors import BrokerError, ResourceLimit, TooLarge
 from broker.engine.jsoncodec import dumps, loads
 from broker.protocol.publish import prepare_publish
 from broker.router.calls import publish_async
@@ -66,6 +66,8 @@ class FastPublish:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if status == 401:
             headers.append((b"www-authenticate", b"Bearer"))  # as DRF answers
+        elif status == ResourceLimit.status and payload_code(payload) == ResourceLimit.code:
+            headers.append((b"retry-after", str(ResourceLimit.retry_after).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers + SECURITY_HEADERS})
         await send({"type": "http.response.body", "body": body})
 
@@ -95,6 +97,11 @@ class FastPublish:
         except BrokerError as error:
             return error_response(error)
         return 200, {"message_id": message_id, "routed": routed}
+
+
+def payload_code(payload: object) -> object:
+    error = payload.get("error") if isinstance(payload, dict) else None
+    return error.get("code") if isinstance(error, dict) else None
 
 
 def _check_host(scope: dict[str, Any]) -> None:

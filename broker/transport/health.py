@@ -16,12 +16,17 @@ from typing import Any
 
 from broker.engine.jsoncodec import dumps
 from broker.router import registry
+from broker.runtime import memory
 
 
 def node_health() -> tuple[int, dict[str, Any]]:
     current = registry.current()  # the router here if it runs here, else the link's
     role, router = ("none", False) if current is None else (current.role, current.available)
-    return (200 if router else 503), {"role": role, "router": router, "cluster": registry.remote() is not None}
+    guard = memory.guard()
+    payload = {"role": role, "router": router, "cluster": registry.remote() is not None}
+    if guard is not None:
+        payload["memory"] = guard.state()
+    return (200 if router else 503), payload
 
 
 class Health:

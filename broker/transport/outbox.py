@@ -4,7 +4,9 @@ Replies and deliveries go into one queue and leave in order, one WebSocket
 frame each, so the connection's reader never waits for a send. Unsent data is
 bounded: past `max_buffered` UTF-8 bytes (WS_MAX_BUFFERED_BYTES) the client is
 too slow, what waits is dropped and the connection is closed with 1008
-`slow_consumer` (docs/protocol.md, "Limits").
+`slow_consumer` (docs/protocol.md, "Limits"); so it is, largest first, when the
+unsent data of all connections together passes WS_TOTAL_BUFFERED_BYTES
+(broker/runtime/memory.py, `UnsentBudget`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
+
+from broker.runtime.memory import UnsentBudget
 
 from .limits import CLOSE_POLICY, REASON_SLOW, close_firmly, text_bytes
 
@@ -34,6 +38,7 @@ class Outbox:
         *,
         on_too_slow: Callable[[], None],
         on_failed: Callable[[], None],
+        budget: UnsentBudget | None = None,
     ) -> None:
         self._send = send  # the server's ASGI send
         self._frames: deque[str] = deque()
@@ -46,6 +51,13 @@ class Outbox:
         self._sender: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self._stopped = False
+        self._budget = budget
+        if budget is not None:
+            budget.join(self)
+
+    @property
+    def buffered(self) -> int:
+        return self._buffered
 
     def start(self, *, name: str) -> None:
         self._sender = asyncio.create_task(self._send_forever(), name=name)
@@ -54,34 +66,49 @@ class Outbox:
         if self._stopped:
             return
         self._frames.append(text)
-        self._buffered += text_bytes(text)
-        self._check()
+        self._grow(text_bytes(text))
 
     def extend(self, frames: list[str]) -> None:
         if self._stopped:
             return
         self._frames.extend(frames)
-        size = self._buffered
+        size = 0
         for frame in frames:
             size += len(frame) if frame.isascii() else text_bytes(frame)
-        self._buffered = size
-        self._check()
+        self._grow(size)
 
-    def _check(self) -> None:
+    def _grow(self, size: int) -> None:
+        self._buffered += size
+        budget = self._budget
+        if budget is not None:
+            budget.total += size
         if self._buffered > self._max_buffered:
-            self._stopped = True  # nothing more is queued; the memory goes now
-            self._frames.clear()
-            self._buffered = 0
-            self._closing = asyncio.ensure_future(close_firmly(self._send, CLOSE_POLICY, REASON_SLOW))
-            self._on_too_slow()
-        else:
-            self._wakeup.set()
+            self.too_slow()
+            return
+        self._wakeup.set()
+        if budget is not None and budget.total > budget.limit:
+            budget.over()
+
+    def too_slow(self) -> None:
+        """Close the connection as a slow consumer; what waits is dropped now."""
+        if self._stopped:
+            return
+        self._drop()
+        self._closing = asyncio.ensure_future(close_firmly(self._send, CLOSE_POLICY, REASON_SLOW))
+        self._on_too_slow()
+
+    def _drop(self) -> None:
+        self._stopped = True  # nothing more is queued; the memory goes now
+        self._frames.clear()
+        if self._budget is not None:
+            self._budget.total -= self._buffered
+            self._budget.leave(self)
+        self._buffered = 0
 
     def stop(self) -> None:
         """Drop what waits and stop the sender. Idempotent."""
-        self._stopped = True
-        self._frames.clear()
-        self._buffered = 0
+        if not self._stopped:
+            self._drop()
         sender = self._sender
         if sender is not None and sender is not asyncio.current_task():
             sender.cancel()
@@ -108,7 +135,11 @@ class Outbox:
                     text = frames.popleft()
                     await send({"type": "websocket.send", "text": text})
                     # Counted until sent: a client that does not read holds up this send.
-                    self._buffered -= len(text) if text.isascii() else text_bytes(text)
+                    size = len(text) if text.isascii() else text_bytes(text)
+                    if not self._stopped:
+                        self._buffered -= size
+                        if self._budget is not None:
+                            self._budget.total -= size
             except OSError:
                 # The client closed or went away while frames were queued (uvicorn's
                 # ClientDisconnected is an OSError): no fault, nothing left to tell it.

@@ -24,7 +24,7 @@ from broker.cluster.edge import EdgeLink
 from broker.protocol.publish import FRAME_OVERHEAD
 from broker.router.local import LocalRouter
 
-from .startup import StoreFactory, lead, new_router, tune_garbage_collector
+from .startup import StoreFactory, lead, new_router, start_memory_guard, tune_garbage_collector
 from .wsprotocol import BrokerWebSocketProtocol
 
 log = logging.getLogger("broker.server")
@@ -58,6 +58,7 @@ async def serve(
     router: LocalRouter | None = None
     link: EdgeLink | None = None
     leader: asyncio.Task[None] | None = None
+    start_memory_guard()
     if role == "single":
         router = new_router(new_store(None), layer)
         await router.start()

@@ -48,6 +48,8 @@ from broker.protocol.server_frames import (
     watch_reply_frame,
 )
 from broker.router.interface import Publishing, Router
+from broker.runtime import memory
+from broker.runtime.memory import MemoryGuard
 
 from .authorization import Permissions, authorize_frame
 from .limits import ABUSIVE, CLOSE_POLICY, REASON_RATE, FrameBudget, close_firmly, frame_id_of
@@ -81,7 +83,10 @@ class Session:
         self._permissions = permissions
         self._max_bytes = max_message_bytes
         self._budget = budget
-        self._outbox = Outbox(send, max_buffered_bytes, on_too_slow=self._too_slow, on_failed=self.close)
+        self._outbox = Outbox(
+            send, max_buffered_bytes, on_too_slow=self._too_slow, on_failed=self.close, budget=memory.budget()
+        )
+        self._guard = memory.guard()
         self._conn: int | None = None
         self._closed = False
         # Publishes waiting for their answer, in publish order.
@@ -203,6 +208,21 @@ class Session:
             else:
                 self._push(error_frame(error.frame_id, error))
             return None
+        guard = self._guard
+        if guard is not None and guard.alarm and type(frame) is Publish:
+            return self._carry_out_when_clear(guard, frame)
+        return self._carry_out(frame)
+
+    async def _carry_out_when_clear(self, guard: MemoryGuard, frame: ClientFrame) -> None:
+        """Over the memory limit: hold the publish, and so stop reading this connection,
+        until the alarm clears (docs/protocol.md, "Memory and flow control")."""
+        await guard.wait_clear()
+        if not self._closed:
+            waiting = self._carry_out(frame)
+            if waiting is not None:
+                await waiting
+
+    def _carry_out(self, frame: ClientFrame) -> Coroutine[Any, Any, None] | None:
         try:
             if not self._permissions.everything:
                 authorize_frame(self._permissions, frame)

@@ -24,6 +24,7 @@ from broker.cluster.lease import CHECK_SECONDS, LEASE_LOST_EXIT, POLL_SECONDS, T
 from broker.router import registry
 from broker.router.interface import Router
 from broker.router.local import LocalRouter
+from broker.runtime import memory
 from broker.runtime.runtime import Runtime, RuntimeStore
 
 log = logging.getLogger("broker.server")
@@ -49,6 +50,19 @@ def new_router(store: RuntimeStore, layer: Any) -> LocalRouter:
         window=settings.QUEUE_WINDOW or None,
     )
     return LocalRouter(runtime)
+
+
+def start_memory_guard() -> None:
+    """This process's memory limit and the WebSocket connections' unsent budget (once)."""
+    global _memory_task
+    if _memory_task is not None:
+        return
+    guard = memory.configure(settings.MEMORY_LIMIT, settings.WS_TOTAL_BUFFERED_BYTES)
+    _memory_task = asyncio.create_task(guard.run(), name="broker-memory")
+    log.info("memory limit %d MiB (MEMORY_LIMIT)", settings.MEMORY_LIMIT >> 20)
+
+
+_memory_task: asyncio.Task[None] | None = None
 
 
 def tune_garbage_collector() -> None:
@@ -130,11 +144,13 @@ class StartRouter:
         await self.app(scope, receive, send)
 
     async def _start_router(self) -> Router:
+        start_memory_guard()
         router = new_router(self._new_store(None), self._layer())
         await router.start()
         return router
 
     async def _start_link(self) -> Router:
+        start_memory_guard()
         link = EdgeLink(self._layer())
         await link.start()
         await link.wait_for_router(1.0)  # a router that runs answers the hello at once

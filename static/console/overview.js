@@ -169,4 +169,12 @@ export function renderOverview(frame) {
       el.textContent = fmt(frame.totals[el.dataset.total]);
     }
   }
+  const memory = frame.memory;
+  const memoryTile = document.getElementById("memory");
+  if (memory && memory.limit && memoryTile) {
+    const mib = (bytes) => Math.round(bytes / 1048576);
+    memoryTile.querySelector("[data-memory]").textContent =
+      `${mib(memory.used)} / ${mib(memory.limit)}${memory.alarm ? " — publishers held back" : ""}`;
+    memoryTile.classList.toggle("alarm", Boolean(memory.alarm));
+  }
 }

@@ -1,0 +1,147 @@
+"""Bounded memory against the real runbroker (docs/protocol.md, "Memory and flow
+control"): over MEMORY_LIMIT publishers are held back, not refused silently nor
+dropped, and resume once memory falls; the unsent data of subscribers that stop
+reading is bounded for the whole process, not only per connection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from tests.e2e.harness import BrokerProcess
+from tests.e2e.test_backlog_e2e import PeakRss, rss
+
+pytestmark = pytest.mark.e2e
+
+MIB = 1024 * 1024
+LIMIT = 100 * MIB  # above an idle runbroker's resident size (about 60-90 MiB)
+MARGIN = 40 * MIB  # what the process may pass the limit by: a sample's worth of frames in flight
+FLOOD = 12_000  # non-persistent 10 KiB messages: over 100 MiB queued if nothing held them back
+BODY = "z" * 10_000
+
+
+async def flood(url: str, confirmed: list[int]) -> None:
+    async with websockets.connect(url, max_size=None) as ws:
+        sent = 0
+        while len(confirmed) < FLOOD:
+            while sent < FLOOD and sent - len(confirmed) < 200:
+                await ws.send(json.dumps({"type": "publish", "id": sent, "exchange": "", "routing_key": "flood",
+                                          "body": {"n": sent, "pad": BODY}, "persistent": False}))
+                sent += 1
+            reply = json.loads(await ws.recv())
+            assert reply["type"] == "confirm", reply
+            confirmed.append(reply["id"])
+
+
+async def test_over_the_memory_limit_publishers_wait_and_resume_and_nothing_is_lost(tmp_path: Path) -> None:
+    broker = BrokerProcess(tmp_path, extra_env={"MEMORY_LIMIT": f"{LIMIT // MIB}MiB"})
+    broker.start()
+    try:
+        assert broker.proc is not None
+        assert rss(broker.proc.pid) < LIMIT, "an idle broker is over the test's limit: raise LIMIT"
+        http = httpx.AsyncClient(base_url=broker.url, timeout=10)
+        assert (await http.post("/api/queues/", json={"name": "flood", "durable": False})).status_code == 201
+        peak = PeakRss(broker.proc.pid)
+        confirmed: list[int] = []
+        publisher = asyncio.create_task(flood(broker.ws_url, confirmed))
+
+        async def alarm() -> dict[str, object]:
+            for _ in range(600):
+                health = (await http.get("/health")).json()
+                if health["memory"]["alarm"]:
+                    return health
+                assert not publisher.done() or publisher.result() is None
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"no memory alarm; {len(confirmed)} confirmed")
+
+        health = await alarm()
+        assert health["memory"]["limit"] == LIMIT
+        held = len(confirmed)
+        await asyncio.sleep(1.0)
+        assert len(confirmed) - held < 400, "the publisher was not held back"
+        assert len(confirmed) < FLOOD
+        refused = await http.post("/api/exchanges/amq.default/publish/", json={"routing_key": "flood", "body": 1})
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "resource_limit"
+        assert refused.headers["retry-after"] == "1"
+
+        # A consumer drains the queue: memory falls, the publisher resumes, nothing is lost.
+        got: list[int] = []
+        async with websockets.connect(broker.ws_url, max_size=None) as consumer:
+            await consumer.send(json.dumps({"type": "subscribe", "id": "s", "queue": "flood", "ack": "client",
+                                            "prefetch": 200}))
+            while len(got) < FLOOD:
+                frame = json.loads(await asyncio.wait_for(consumer.recv(), 30))
+                if frame["type"] == "message":
+                    got.append(frame["body"]["n"])
+                    if len(got) % 100 == 0 or len(got) == FLOOD:
+                        await consumer.send(json.dumps({"type": "ack", "delivery_tag": frame["delivery_tag"],
+                                                        "multiple": True}))
+        await asyncio.wait_for(publisher, 30)
+        assert sorted(confirmed) == list(range(FLOOD))
+        assert got == list(range(FLOOD))  # each once, in order
+        top = peak.stop()
+        assert top < LIMIT + MARGIN, f"RSS reached {top / MIB:.0f} MiB, limit {LIMIT / MIB:.0f} MiB"
+        health = (await http.get("/health")).json()
+        assert health["memory"]["alarm"] is False
+        await http.aclose()
+    finally:
+        broker.close()
+
+
+async def test_subscribers_that_stop_reading_cannot_take_the_process_past_its_unsent_budget(tmp_path: Path) -> None:
+    """Default settings: 300 subscribers of a fanout exchange that never read, 20,000
+    messages of 1 KiB; a subscriber that reads gets them all."""
+    broker = BrokerProcess(tmp_path)
+    broker.start()
+    sleepers: list[websockets.ClientConnection] = []
+    try:
+        assert broker.proc is not None
+        http = httpx.AsyncClient(base_url=broker.url, timeout=10)
+        assert (await http.post("/api/exchanges/", json={"name": "news", "type": "fanout"})).status_code == 201
+        for n in range(300):
+            ws = await websockets.connect(broker.ws_url, max_size=None, max_queue=1)  # reads almost nothing
+            await ws.send(json.dumps({"type": "subscribe", "id": f"s{n}", "exchange": "news"}))
+            sleepers.append(ws)
+        reader = await websockets.connect(broker.ws_url, max_size=None)
+        await reader.send(json.dumps({"type": "subscribe", "id": "r", "exchange": "news", "ack": "client",
+                                      "prefetch": 500}))
+        assert json.loads(await reader.recv())["type"] == "subscribed"
+        await asyncio.sleep(0.5)  # the sleepers' subscriptions are made
+        peak = PeakRss(broker.proc.pid)
+        got: list[int] = []
+
+        async def read() -> None:
+            while len(got) < 20_000:
+                frame = json.loads(await asyncio.wait_for(reader.recv(), 30))
+                if frame["type"] == "message":
+                    got.append(frame["body"]["n"])
+                    if len(got) % 250 == 0:
+                        await reader.send(json.dumps({"type": "ack", "delivery_tag": frame["delivery_tag"],
+                                                      "multiple": True}))
+
+        reading = asyncio.create_task(read())
+        pad = "p" * 1000
+        async with websockets.connect(broker.ws_url, max_size=None) as publisher:
+            for start in range(0, 20_000, 500):
+                for n in range(start, start + 500):
+                    await publisher.send(json.dumps({"type": "publish", "exchange": "news", "body": {"n": n, "pad": pad},
+                                                     "persistent": False}))
+                answer = await http.get("/health", timeout=2)  # the broker answers throughout
+                assert answer.status_code == 200
+        await asyncio.wait_for(reading, 60)
+        top = peak.stop()
+        assert got == list(range(20_000))
+        assert top < 512 * MIB, f"RSS reached {top / MIB:.0f} MiB"
+        print(f"\n300 sleeping subscribers: peak RSS {top / MIB:.0f} MiB")  # the figure, for the README
+        await reader.close()
+        await http.aclose()
+    finally:
+        for ws in sleepers:
+            ws.transport.abort()
+        broker.close()
