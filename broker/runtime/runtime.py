@@ -360,14 +360,24 @@ class Runtime:
         return message_id, routed
 
     async def get_waiting(self, queue: str, *, count: int, ack: bool) -> list[MessageObject]:
-        """As `get`; but while the queue's window is empty and its backlog is being read,
-        after that read, so that a queue with messages never looks empty."""
-        state = self.broker.queues.get(queue)
-        if state is not None and not state.ready and state.backlog is not None and state.backlog.loading:
-            waiter = asyncio.get_running_loop().create_future()
-            self._window_waiters.setdefault(queue, []).append(waiter)
-            await waiter
-        return self.get(queue, count=count, ack=ack)
+        """As `get`, reading on through the queue's backlog: a get that takes its messages
+        (`ack`) waits for the next rows while it has fewer than `count` and the backlog
+        has more, so that a queue with messages never looks empty or short. A get that
+        leaves them (`ack: false`) returns at most the window, after the read under way."""
+        taken: list[MessageObject] = []
+        while True:
+            state = self.broker.queues.get(queue)
+            if state is not None and not state.ready and state.backlog is not None and state.backlog.loading:
+                await self._next_window(queue)
+            taken += self.get(queue, count=count - len(taken), ack=ack)
+            state = self.broker.queues.get(queue)
+            if not ack or len(taken) >= count or state is None or state.backlog is None or not state.backlog.loading:
+                return taken
+
+    async def _next_window(self, queue: str) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._window_waiters.setdefault(queue, []).append(waiter)
+        await waiter
 
     def get(self, queue: str, *, count: int, ack: bool) -> list[MessageObject]:
         taken, effects = self.broker.get(queue, count=count, ack=ack, now=self._now())

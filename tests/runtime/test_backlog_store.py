@@ -66,6 +66,9 @@ async def test_a_get_waits_for_the_window_rather_than_answer_empty(runtime: Runt
         assert got, f"an empty answer after {len(taken)} messages"
         taken += [message["body"] for message in got]
     assert taken == list(range(35))
+    await fill(runtime, "polled", 35)
+    everything = await runtime.get_waiting("polled", count=100, ack=True)  # reads on through the backlog
+    assert [message["body"] for message in everything] == list(range(35))
 
 
 async def test_a_purge_deletes_the_backlog_rows_too(runtime: Runtime) -> None:
