@@ -37,6 +37,7 @@ from broker.protocol.topology import (
 )
 from broker.runtime.after_commit import AfterCommit
 from broker.runtime.outbox import OutboxReader, OutboxStore
+from broker.runtime.refused import RefusedPublishes
 from broker.runtime.stamps import new_message_id, now_iso
 from broker.runtime.stats import StatsSampler
 from broker.runtime.topology_feed import TopologyFeed
@@ -114,13 +115,18 @@ class Runtime:
         self._watchers: set[int] = set()
         self._loads: set[asyncio.Task[None]] = set()
         self._window_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._refused = RefusedPublishes()
 
     # -- life cycle ------------------------------------------------------
 
     async def start(self) -> None:
         """Load topology and stored messages, then run the writer and the timer."""
         self.loop = asyncio.get_running_loop()
-        self.writer = GroupCommitWriter(self.store, checkpoint_seconds=self._checkpoint_seconds)
+        self.writer = GroupCommitWriter(
+            self.store,
+            checkpoint_seconds=self._checkpoint_seconds,
+            on_refused=lambda copies, mark: self._refused.remember(copies, mark=mark, now=self._now()),
+        )
         self._after_commit = AfterCommit(self.writer, self._send)
         started = time.monotonic()
         # Non-durable queues first: a change sent while the router starts is applied after
@@ -328,7 +334,16 @@ class Runtime:
     def publish_nowait(self, request: PublishRequest) -> tuple[str, int, asyncio.Future[None] | None]:
         """Route a message now; returns (message_id, routed, commit) where `commit`, when not
         None, resolves once every stored copy is committed (or fails with `unavailable`).
-        Commits resolve in publish order, so confirms can be sent in order."""
+        Commits resolve in publish order, so confirms can be sent in order.
+
+        A publish answered `unavailable` and sent again (same exchange and message id)
+        is not routed twice: it gets the outcome of its copies' retried commit."""
+        if self._refused and request.message_id is not None:
+            again = self._refused.again(request.exchange, request.message_id, now=self._now())
+            if again is not None:
+                assert self.writer is not None
+                mark, routed = again
+                return request.message_id, routed, None if mark <= self.writer.durable else self.writer.append(())
         message = make_message(
             message_id=request.message_id or new_message_id(),
             exchange=request.exchange,

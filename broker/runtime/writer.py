@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, Protocol
 
@@ -46,8 +46,17 @@ class MessageStore(Protocol):
 
 
 class GroupCommitWriter:
-    def __init__(self, store: MessageStore, *, checkpoint_seconds: float) -> None:
+    def __init__(
+        self,
+        store: MessageStore,
+        *,
+        checkpoint_seconds: float,
+        on_refused: Callable[[Sequence[StoredCopy], int], None] | None = None,
+    ) -> None:
+        """`on_refused(copies, mark)`: a commit of these copies failed; they are retried, and
+        committed once `durable` reaches `mark`."""
         self._store = store
+        self._on_refused = on_refused
         self._checkpoint = checkpoint_seconds
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="broker-store")
         self._inserts: list[StoredCopy] = []
@@ -166,6 +175,8 @@ class GroupCommitWriter:
                 self._inserts[:0] = inserts
                 self._deletes[:0] = deletes
                 self._queues_to_delete[:0] = queues
+                if inserts and self._on_refused is not None:
+                    self._on_refused(inserts, self.appended)
                 failure = Unavailable(f"the message store is unavailable: {type(error).__name__}")
                 if batch is not None and not batch.done():
                     batch.set_exception(failure)

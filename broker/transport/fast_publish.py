@@ -19,6 +19,7 @@ CSRF for logged-in users).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -43,6 +44,9 @@ log = logging.getLogger("broker.http")
 
 PUBLISH_PATH: Final = re.compile(r"^/api/exchanges/([^/]+)/publish/?$")
 # As Django's SecurityMiddleware and XFrameOptionsMiddleware send them (settings.py).
+# A refused body is read on and thrown away up to this much, for this long (`_discard_rest`).
+DISCARD_BYTES: Final = 256 * 1024 * 1024
+DISCARD_SECONDS: Final = 30.0
 SECURITY_HEADERS: Final = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"same-origin"),
@@ -122,7 +126,28 @@ async def _read_body(receive: Any) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
+            await _discard_rest(receive, message)
             raise TooLarge(f"the request body is over the limit of {limit} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def _discard_rest(receive: Any, message: dict[str, Any]) -> None:
+    """Read the rest of a body that is refused, and throw it away (a lingering close, as
+    nginx does): a server that answers and closes while the body still arrives makes the
+    client's system reset the connection, and the client never reads the answer. Up to
+    DISCARD_BYTES or DISCARD_SECONDS; past either the answer goes out all the same."""
+    discarded = 0
+    deadline = asyncio.get_running_loop().time() + DISCARD_SECONDS
+    while message.get("more_body", False) and discarded < DISCARD_BYTES:
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            return
+        try:
+            message = await asyncio.wait_for(receive(), left)
+        except TimeoutError:
+            return
+        if message["type"] == "http.disconnect":
+            return
+        discarded += len(message.get("body", b""))

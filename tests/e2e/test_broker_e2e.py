@@ -183,3 +183,28 @@ def test_a_bad_setting_stops_start_up_with_its_name() -> None:
     )
     assert result.returncode != 0
     assert result.stderr.strip() == "configuration error: HTTP_PORT='abc' is not an integer"
+
+
+def test_a_publish_far_over_the_limit_gets_its_413_not_a_reset(broker: BrokerProcess) -> None:
+    """The body is read on and thrown away after the refusal, so a client that sends all of it
+    before it reads (as most do) reads the answer, rather than a reset connection."""
+    import socket
+    import time
+
+    body = json.dumps({"routing_key": "q", "body": "x" * (20 * 1024 * 1024)}).encode()
+    head = (
+        f"POST /api/exchanges/amq.default/publish/ HTTP/1.1\r\nHost: 127.0.0.1:{broker.port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", broker.port), timeout=30) as sock:
+            sock.sendall(head)
+            for start in range(0, len(body), 256 * 1024):  # a client on a slower link
+                sock.sendall(body[start : start + 256 * 1024])
+                time.sleep(0.002)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        status, _, rest = answer.partition(b"\r\n")
+        assert status.startswith(b"HTTP/1.1 413"), status
+        assert b'"too_large"' in rest

@@ -182,6 +182,46 @@ async def test_a_failed_commit_is_retried_whole_so_no_copy_is_left_only_in_memor
         await runtime.stop()
 
 
+class AwayStore(OrmMessageStore):
+    """A database away until the test says it is back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.away = True
+
+    def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
+        if inserts and self.away:
+            raise OSError("connection refused")
+        super().write(inserts, deletes, queues_to_delete)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_refused_publish_sent_again_with_its_message_id_is_routed_once() -> None:
+    await database_sync_to_async(Queue.objects.create)(name="retried")
+    store = AwayStore()
+    runtime = Runtime(store, checkpoint_seconds=0.2)
+    await runtime.start()
+    sink = Sink()
+    connection = runtime.connect(sink)
+    runtime.subscribe(connection, subscription="s", subscription_json='"s"', ack_mode=AckMode.CLIENT, prefetch=0, queue="retried")
+    request = PublishRequest("", "retried", dumps("once"), {}, True, "m-1")
+    try:
+        with pytest.raises(Unavailable):
+            await runtime.publish(request)
+        with pytest.raises(Unavailable):  # sent again while the database is still away
+            await runtime.publish(request)
+        store.away = False
+        assert await runtime.publish(request) == ("m-1", 1)  # the retried commit's outcome
+        assert await runtime.publish(request) == ("m-1", 1)  # committed by now: at once
+        assert await rows("retried") == ['"once"']
+        assert len([frame for frame in sink.frames if '"once"' in frame]) == 1  # delivered once
+        # Another message id is another message.
+        await runtime.publish(PublishRequest("", "retried", dumps("other"), {}, True, "m-2"))
+        assert await rows("retried") == ['"once"', '"other"']
+    finally:
+        await runtime.stop()
+
+
 async def test_new_store_ids_start_above_every_stored_row(runtime: Runtime) -> None:
     # A row the router does not load: its queue's stored arguments are refused (saved
     # past validation), so only the table's maximum can keep its id from reuse.

@@ -1,0 +1,60 @@
+"""Publishes answered `unavailable` whose copies the broker still holds, so that the
+same publish sent again is not routed twice (docs/protocol.md, "Durability").
+
+A publish is answered `unavailable` when its commit fails (the database is
+away); its copies are already routed, and the writer retries them until they
+are committed. A client that publishes again with the same `message_id` (as the
+bundled clients do) would then deliver the message twice. Instead, a publish
+whose exchange and `message_id` match a refused one within RETRY_WINDOW seconds
+is not routed again: it is answered with the outcome of the refused copies'
+next commit (or at once, if they are committed by then).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Final
+
+from broker.engine.messages import StoredCopy
+
+# Seconds a refused publish is remembered after its last refusal or retry.
+RETRY_WINDOW: Final = 120.0
+
+
+class RefusedPublishes:
+    def __init__(self, window: float = RETRY_WINDOW) -> None:
+        self._window = window
+        # (exchange, message_id) -> [the writer's mark that commits them, stored copies, expiry]
+        self._refused: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
+
+    def __bool__(self) -> bool:
+        return bool(self._refused)
+
+    def remember(self, copies: Iterable[StoredCopy], *, mark: int, now: float) -> None:
+        """These copies' commit failed; they are retried, committed once `mark` is durable."""
+        counts: dict[tuple[str, str], int] = {}
+        for copy in copies:
+            key = (copy.message.exchange, copy.message.message_id)
+            counts[key] = counts.get(key, 0) + 1
+        for key, stored in counts.items():
+            self._refused[key] = [mark, stored, now + self._window]
+            self._refused.move_to_end(key)
+        self._forget_expired(now)
+
+    def again(self, exchange: str, message_id: str, *, now: float) -> tuple[int, int] | None:
+        """(mark, routed) of a refused publish sent again; None for any other."""
+        entry = self._refused.get((exchange, message_id))
+        if entry is None or entry[2] < now:
+            return None
+        entry[2] = now + self._window
+        self._refused.move_to_end((exchange, message_id))
+        return int(entry[0]), int(entry[1])
+
+    def _forget_expired(self, now: float) -> None:
+        refused = self._refused
+        while refused:
+            key, entry = next(iter(refused.items()))
+            if entry[2] >= now:
+                return
+            del refused[key]
