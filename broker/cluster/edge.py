@@ -52,6 +52,7 @@ from broker.protocol.link import (
 from broker.protocol.publish import PublishRequest
 from broker.router import registry
 from broker.router.interface import ConnectionSink, Publishing, SubscribeAnswer
+from broker.runtime import memory
 from broker.runtime.stamps import new_message_id
 
 from .edge_connections import EdgeConnections
@@ -200,8 +201,16 @@ class EdgeLink:
         oldest = self._connections.oldest_question()
         return oldest is not None and oldest < deadline
 
+    @staticmethod
+    def _router_alarm(alarm: bool) -> None:
+        """The router's memory alarm: this process holds its publishers back while it is on."""
+        guard = memory.guard()
+        if guard is not None:
+            guard.set_router_alarm(alarm)
+
     def _lose_router(self, reason: str) -> None:
         """Fail what waits on the router; keep connections to resume on the next one."""
+        self._router_alarm(False)
         self.router_channel = None
         self.epoch = None
         self._outbox = []
@@ -249,6 +258,7 @@ class EdgeLink:
                     self._last_beat = time.monotonic()
                     if message["epoch"] != self.epoch:
                         self._follow(message["epoch"], message["channel"])
+                    self._router_alarm(bool(message.get("alarm")))
                 elif kind == ROUTER_BATCH and message.get("epoch") == self.epoch:
                     self._last_beat = time.monotonic()
                     self._on_ack(message.get("ack", 0))

@@ -47,6 +47,7 @@ from broker.protocol.link import (
 )
 from broker.router.interface import Publishing
 from broker.router.local import LocalRouter
+from broker.runtime import memory
 from broker.runtime.calls import execute
 
 from .wire import (
@@ -137,15 +138,27 @@ class Hub:
                     edge.sender.cancel()
 
     def _beat_message(self) -> dict[str, Any]:
-        return {"type": BEAT, "epoch": self.epoch, "channel": self.channel, "link": LINK_VERSION}
+        # `alarm`: this router is over its memory limit; edges hold their publishers back too.
+        guard = memory.guard()
+        alarm = guard is not None and guard.local_alarm
+        return {"type": BEAT, "epoch": self.epoch, "channel": self.channel, "link": LINK_VERSION, "alarm": alarm}
 
     async def _beat_forever(self) -> None:
+        """A beat every BEAT_SECONDS, and at once when the memory alarm rises or clears."""
+        changed = asyncio.Event()
+        guard = memory.guard()
+        if guard is not None:
+            guard.on_change(changed.set)
         while True:
             try:
                 await self.layer.group_send(EDGES_GROUP, self._beat_message())
             except Exception:
                 log.exception("router beat failed")
-            await asyncio.sleep(BEAT_SECONDS)
+            try:
+                await asyncio.wait_for(changed.wait(), BEAT_SECONDS)
+            except TimeoutError:
+                pass
+            changed.clear()
 
     async def _answer_hellos(self) -> None:
         while True:

@@ -71,32 +71,64 @@ def _malloc_trim() -> Callable[[], object]:
 
 
 class MemoryGuard:
+    """The alarm is on while this process is over its limit (`local_alarm`), or while the
+    cluster's router says it is over its own (`router_alarm`, set by an edge's link): an
+    edge holds its publishers back for the router too."""
+
     def __init__(self, limit: int, *, read_resident: Callable[[], int] = resident_bytes) -> None:
         self.limit = limit
         self.used = 0
         self.alarm = False
+        self.local_alarm = False
+        self.router_alarm = False
         self._read = read_resident
         self._clear = asyncio.Event()
         self._clear.set()
         self._trim = _malloc_trim()
+        self._watchers: list[Callable[[], None]] = []
 
     def sample(self) -> None:
         """Read the resident size; raise or clear the alarm."""
         self.used = self._read()
-        if not self.alarm and self.used > self.limit:
-            self.alarm = True
-            self._clear.clear()
+        if not self.local_alarm and self.used > self.limit:
             log.warning(
                 "memory alarm: %d MiB in use, over MEMORY_LIMIT (%d MiB): publishers are held back until it falls",
                 self.used >> 20, self.limit >> 20,
             )
-        elif self.alarm:
+            self._set(local=True)
+        elif self.local_alarm:
             self._trim()  # freed memory back to the system, so that the resident size shows it
             self.used = self._read()
             if self.used < self.limit * CLEAR_FRACTION:
-                self.alarm = False
-                self._clear.set()
                 log.warning("memory alarm cleared: %d MiB in use (MEMORY_LIMIT %d MiB)", self.used >> 20, self.limit >> 20)
+                self._set(local=False)
+
+    def set_router_alarm(self, alarm: bool) -> None:
+        """The cluster's router raised or cleared its alarm (an edge's link hears it)."""
+        if alarm != self.router_alarm:
+            log.warning("the router's memory alarm is %s: publishers here are %s", *(
+                ("on", "held back") if alarm else ("off", "served again")
+            ))
+            self._set(router=alarm)
+
+    def on_change(self, watcher: Callable[[], None]) -> None:
+        """Call `watcher` whenever this process's own alarm rises or clears."""
+        self._watchers.append(watcher)
+
+    def _set(self, *, local: bool | None = None, router: bool | None = None) -> None:
+        was_local = self.local_alarm
+        if local is not None:
+            self.local_alarm = local
+        if router is not None:
+            self.router_alarm = router
+        self.alarm = self.local_alarm or self.router_alarm
+        if self.alarm:
+            self._clear.clear()
+        else:
+            self._clear.set()
+        if self.local_alarm != was_local:
+            for watcher in self._watchers:
+                watcher()
 
     async def wait_clear(self) -> None:
         """Return once the alarm is off."""
@@ -111,8 +143,8 @@ class MemoryGuard:
             await asyncio.sleep(SAMPLE_SECONDS)
 
     def state(self) -> dict[str, int | bool]:
-        """As the stats frame and /health show it."""
-        return {"used": self.used, "limit": self.limit, "alarm": self.alarm}
+        """As the stats frame and /health show it: `alarm` is this process's own."""
+        return {"used": self.used, "limit": self.limit, "alarm": self.local_alarm, "router_alarm": self.router_alarm}
 
 
 class Buffered(Protocol):

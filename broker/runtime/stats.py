@@ -109,7 +109,7 @@ def _memory() -> StatsMemory:
     guard = memory.guard()
     if guard is None:  # no limit in this process (a test's runtime)
         return {"used": 0, "limit": 0, "alarm": False}
-    return {"used": guard.used, "limit": guard.limit, "alarm": guard.alarm}
+    return {"used": guard.used, "limit": guard.limit, "alarm": guard.local_alarm}
 
 
 def _rates(now: _Totals, before: _Totals, span: float) -> tuple[float, float, float]:

@@ -31,7 +31,7 @@ async def test_the_alarm_rises_over_the_limit_and_clears_under_it_with_a_margin(
     assert not guard.alarm
     resident[0] = 101 * MIB
     guard.sample()
-    assert guard.alarm and guard.state() == {"used": 101 * MIB, "limit": 100 * MIB, "alarm": True}
+    assert guard.alarm and guard.state() == {"used": 101 * MIB, "limit": 100 * MIB, "alarm": True, "router_alarm": False}
     waiter = asyncio.ensure_future(guard.wait_clear())
     resident[0] = int(100 * MIB * CLEAR_FRACTION) + 1  # under the limit, not under the margin
     guard.sample()
@@ -89,3 +89,17 @@ async def test_outboxes_share_the_budget_and_the_largest_is_closed_as_a_slow_con
     for outbox in outboxes:
         outbox.stop()
     assert budget.total == 0
+
+
+async def test_an_edge_holds_its_publishers_while_the_router_is_over_its_limit() -> None:
+    guard = MemoryGuard(100 * MIB, read_resident=lambda: 10 * MIB)
+    changes: list[bool] = []
+    guard.on_change(lambda: changes.append(guard.local_alarm))
+    guard.set_router_alarm(True)
+    assert guard.alarm and not guard.local_alarm and changes == []  # an edge does not tell others
+    waiter = asyncio.ensure_future(guard.wait_clear())
+    guard.sample()
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    guard.set_router_alarm(False)
+    await asyncio.wait_for(waiter, 1)
