@@ -31,7 +31,7 @@ from types import FrameType
 
 import psutil
 
-from . import other_scenarios, outbox_scenarios, task_scenarios, ws_scenarios
+from . import backlog_scenario, other_scenarios, outbox_scenarios, task_scenarios, ws_scenarios
 from .measure import Measurement, Mode, last_other_cores, median_of
 from .processes import (
     CeilingServer,
@@ -52,7 +52,9 @@ WS_SCENARIOS = ("publish", "consume", "latency", "fanout", "fanout_latency")
 OUTBOX_SCENARIOS = ("outbox_latency", "outbox_publish", "outbox_publish_many")
 # Django tasks: ours against Celery 5 on RabbitMQ and django-tasks-db (bench/task_scenarios.py).
 TASK_SCENARIOS = ("tasks_noop", "tasks_insert", "tasks_latency", "tasks_faults")
-ALL = (*WS_SCENARIOS, "http", "connections", "recovery", *OUTBOX_SCENARIOS, *TASK_SCENARIOS)
+# A durable queue deeper than memory: ours (a window in memory) against a lazy queue of RabbitMQ's.
+BACKLOG_ROWS = ("backlog_publish", "backlog_consume", "backlog_rss")
+ALL = (*WS_SCENARIOS, "http", "connections", "recovery", "backlog", *OUTBOX_SCENARIOS, *TASK_SCENARIOS)
 OUTBOX_WAY = "RabbitMQ: transaction.on_commit, then pika BlockingConnection basic_publish with confirms"
 # Other programs using more than this many cores during a window make its result suspect.
 BUSY_CORES = 0.3
@@ -119,7 +121,9 @@ class Bench:
             self.mode.repetitions = args.repetitions
         if args.duration:
             self.mode.duration = args.duration
-        self.rows = {key: Row(SPECS[key]) for key in args.scenarios}
+        self.rows = {key: Row(SPECS[key]) for key in args.scenarios if key != "backlog"}
+        if "backlog" in args.scenarios:
+            self.rows.update({key: Row(SPECS[key]) for key in BACKLOG_ROWS})
         for key in args.scenarios:
             if key in TASK_SCENARIOS and f"{key}_dtdb" in SPECS:
                 self.rows[f"{key}_dtdb"] = Row(SPECS[f"{key}_dtdb"])
@@ -155,6 +159,8 @@ class Bench:
                 "recovery ours", lambda: asyncio.to_thread(other_scenarios.recovery, self.mode, self.args.database_url)
             )
             self.rows["recovery"].notes.append("RabbitMQ not measured (it would need a restart of the system's server)")
+        if "backlog" in self.args.scenarios:
+            await self.run_backlog(ours_t, rabbit_t)
         outbox = [s for s in self.args.scenarios if s in OUTBOX_SCENARIOS]
         if outbox and self.database is not None:
             await asyncio.to_thread(outbox_scenarios.create_orders_table, self.database)
@@ -166,6 +172,25 @@ class Bench:
                 for way in ways:
                     runs = [await self.once(key, way.name, way, rep) for rep in range(self.mode.repetitions)]
                     setattr(self.rows[key], way.name, median_of(runs))
+
+    async def run_backlog(self, ours_t: Target, rabbit_t: Target | None) -> None:
+        """Once each (a million messages take minutes): ours, then RabbitMQ's lazy queue."""
+        targets = [("ours", ours_t)] + ([("rabbitmq", rabbit_t)] if rabbit_t is not None else [])
+        for slot, target in targets:
+            try:
+                measured = await backlog_scenario.backlog(target, self.mode)
+            except Exception as error:  # a failed run is a note, not the end of the benchmark
+                log(f"backlog {slot} failed: {error!r}")
+                measured = {key: Measurement(None, note=f"failed: {error!r}"[:200]) for key in BACKLOG_ROWS}
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(target.cleanup(), 30)
+            for key, measurement in measured.items():
+                setattr(self.rows[key], slot, measurement)
+            log(f"backlog {slot}: " + ", ".join(f"{k} {m.value:.0f}" for k, m in measured.items() if m.value is not None))
+        note = "a durable queue; RabbitMQ's with x-queue-mode lazy; peak RSS over publish and drain"
+        for key in BACKLOG_ROWS:
+            self.rows[key].notes.append(note)
 
     async def run_tasks(self) -> None:
         """The task scenarios, on a database and a broker of their own (bench/task_scenarios.py)."""

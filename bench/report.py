@@ -33,6 +33,9 @@ SPECS: Final = {
     "http": Spec("http", "HTTP publish: 8 keep-alive clients, persistent", "req/s", True),
     "recovery": Spec("recovery", "recovery: start-up with N stored messages", "s", False),
     "connections": Spec("connections", "RSS per idle subscribed WS connection", "KiB", False),
+    "backlog_publish": Spec("backlog_publish", "backlog: publish N persistent to a durable queue, no consumer", "msg/s", True),
+    "backlog_consume": Spec("backlog_consume", "backlog: then drain it, 1 consumer, client acks", "msg/s", True),
+    "backlog_rss": Spec("backlog_rss", "backlog: broker's peak RSS over both", "MiB", False),
     # Django code publishing: ours (pubsub.publish, the outbox) against on_commit + pika to RabbitMQ.
     "outbox_latency": Spec("outbox_latency", "Django commit to WS delivery: 1 process, 1 message per tx, paced at 1,000 tx/s, p99", "ms", False),
     "outbox_publish": Spec("outbox_publish", "Django publish: 4 processes, 1 message per transaction", "msg/s", True),

@@ -74,14 +74,15 @@ class Target:
     def fanout_destination(self, exchange: str) -> str:
         return f"/exchange/{exchange}" if self.dialect.name == "stomp" else f"{exchange}/"
 
-    async def declare_queue(self, name: str) -> None:
-        """A durable queue, empty."""
+    async def declare_queue(self, name: str, *, lazy: bool = False) -> None:
+        """A durable queue, empty; `lazy`: RabbitMQ's with x-queue-mode lazy (ours keeps a
+        window in memory whatever it is declared with)."""
         if self.kind == "ours":
             async with httpx.AsyncClient(base_url=self.http_base or "", timeout=HTTP_TIMEOUT) as client:
                 reply = await client.post("/api/queues/", json={"name": name, "durable": True})
                 reply.raise_for_status()
         elif self.kind == "rabbitmq":
-            await self._rabbit_declare(name)
+            await self._rabbit_declare(name, {"x-queue-mode": "lazy"} if lazy else {})
         self.created_queues.append(name)
 
     async def declare_fanout(self, name: str) -> None:
@@ -90,17 +91,18 @@ class Target:
                 reply = await client.post("/api/exchanges/", json={"name": name, "type": "fanout", "durable": True})
                 reply.raise_for_status()
 
-    async def _rabbit_declare(self, name: str) -> None:
+    async def _rabbit_declare(self, name: str, arguments: dict[str, str]) -> None:
         if self.management:
             async with httpx.AsyncClient(auth=self.auth, timeout=HTTP_TIMEOUT) as client:
                 url = f"{self.management}/api/queues/%2F/{urllib.parse.quote(name, safe='')}"
-                reply = await client.put(url, json={"durable": True, "auto_delete": False})
+                reply = await client.put(url, json={"durable": True, "auto_delete": False, "arguments": arguments})
                 reply.raise_for_status()
             return
         # Without the management plugin: a SUBSCRIBE to /queue/<name> declares it durable.
         ws = await self.dialect.open(self.ws_url)
         try:
-            await ws.send(f"SUBSCRIBE\nid:d\ndestination:/queue/{name}\nreceipt:decl\n\n\x00")
+            extra = "".join(f"{key}:{value}\n" for key, value in arguments.items())
+            await ws.send(f"SUBSCRIBE\nid:d\ndestination:/queue/{name}\nreceipt:decl\n{extra}\n\x00")
             while not str(await ws.recv()).startswith("RECEIPT"):
                 pass
             await ws.send("UNSUBSCRIBE\nid:d\nreceipt:undecl\n\n\x00")
