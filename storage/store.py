@@ -125,10 +125,23 @@ class OrmMessageStore:
 
         Plain SQL (the ORM's per-row work doubled a read), and the strings many
         messages share (exchange, routing key, no headers) are kept once."""
+        try:
+            return self._read_backlog(queue, after, limit)
+        except Exception:
+            connection.close()  # as `write`: the next try reconnects
+            raise
+
+    @staticmethod
+    def _read_backlog(queue: str, after: int, limit: int) -> list[tuple[int, Message]]:
         shared: dict[str, str] = {}
         no_headers: dict[str, Any] = {}
         found: list[tuple[int, Message]] = []
-        with connection.cursor() as cursor:
+        with transaction.atomic(), connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                # The one good plan is the (queue, id) index read in order, stopped at the
+                # limit. Right after a million rows came in, before ANALYZE has seen them,
+                # PostgreSQL took a bitmap scan of every later row and a sort: 300 ms a read.
+                cursor.execute("SET LOCAL enable_bitmapscan = off")
             cursor.execute(_backlog_sql(), [queue, after, limit])
             for store_id, message_id, exchange, routing_key, body, headers, published_at in cursor.fetchall():
                 if isinstance(headers, str):  # SQLite gives the JSON text, PostgreSQL the object
@@ -475,9 +488,10 @@ def _backlog_sql() -> str:
     table = connection.ops.quote_name(MessageRow._meta.db_table)
     queues = connection.ops.quote_name(Queue._meta.db_table)
     columns = "m.id, m.message_id, m.exchange, m.routing_key, m.body, m.headers, m.published_at"
+    # Ordered as the (queue, id) index is, with the queue's id a constant: read in order.
     return (
-        f"SELECT {columns} FROM {table} AS m JOIN {queues} AS q ON q.id = m.queue_id "
-        f"WHERE q.name = %s AND m.id > %s ORDER BY m.id LIMIT %s"
+        f"SELECT {columns} FROM {table} AS m WHERE m.queue_id = (SELECT id FROM {queues} WHERE name = %s) "
+        f"AND m.id > %s ORDER BY m.queue_id, m.id LIMIT %s"
     )
 
 
