@@ -158,6 +158,9 @@ class OrmMessageStore:
                 found.append((store_id, message))
         return found
 
+    def close_reader(self) -> None:
+        connection.close()
+
     def delete_backlogs(self, backlogs: Sequence[BacklogRows]) -> None:
         table = connection.ops.quote_name(MessageRow._meta.db_table)
         queues = connection.ops.quote_name(Queue._meta.db_table)

@@ -14,6 +14,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Final, Protocol
 
@@ -71,7 +72,11 @@ class RuntimeStore(MessageStore, OutboxStore, Protocol):
         """Stored messages by queue name."""
 
     def read_backlog(self, queue: str, after: int, limit: int) -> list[tuple[int, Message]]:
-        """Up to `limit` stored copies of `queue` with a store id above `after`, in id order."""
+        """Up to `limit` stored copies of `queue` with a store id above `after`, in id order.
+        Called on a thread of its own (not the writer's), with a connection of its own."""
+
+    def close_reader(self) -> None:
+        """Release the calling thread's database connection (the backlog reader's)."""
 
     def max_store_id(self) -> int: ...
 
@@ -114,6 +119,9 @@ class Runtime:
         self._stats = StatsSampler()
         self._watchers: set[int] = set()
         self._loads: set[asyncio.Task[None]] = set()
+        # Backlog reads: a thread and connection of their own, so that a read never waits
+        # behind the writer's commits (a checkpoint's deletes can take seconds).
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="broker-backlog")
         self._window_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._refused = RefusedPublishes()
 
@@ -183,6 +191,10 @@ class Runtime:
             task.cancel()
         if self.writer is not None:
             await self.writer.close()
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._reader, self.store.close_reader)
+        finally:
+            self._reader.shutdown(wait=False)
 
     def _load_topology(self, topology: Topology) -> None:
         now = self._now()
@@ -225,7 +237,9 @@ class Runtime:
                 return
             try:
                 await self.writer.when_durable(self.writer.appended)
-                rows = await self.writer.in_thread(self.store.read_backlog, request.queue, request.after, request.limit)
+                rows = await asyncio.get_running_loop().run_in_executor(
+                    self._reader, self.store.read_backlog, request.queue, request.after, request.limit
+                )
                 break
             except Exception as error:
                 log.error("reading the backlog of queue %s failed, trying again: %s", request.queue, error)

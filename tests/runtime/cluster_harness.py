@@ -76,6 +76,9 @@ class MemoryStore:
             found = sorted((store_id, message) for store_id, (name, message) in self.rows.items() if name == queue and store_id > after)
         return found[:limit]
 
+    def close_reader(self) -> None:
+        pass
+
     def delete_backlogs(self, backlogs: Sequence[BacklogRows]) -> None:
         with self._lock:
             for rows in backlogs:
