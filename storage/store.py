@@ -7,6 +7,7 @@ broker/runtime/writer.py), so its connection is kept between commits.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, cast
@@ -120,29 +121,33 @@ class OrmMessageStore:
             cursor.execute(f"SELECT queue_id, COUNT(*) FROM {table} GROUP BY queue_id")
             return {names[queue_id]: count for queue_id, count in cursor.fetchall() if queue_id in names}
 
-    def read_backlog(self, queue: str, after: int, limit: int) -> list[tuple[int, Message]]:
-        """Up to `limit` stored copies of `queue` above store id `after`, in id order.
+    def read_backlog(self, queue: str, after: int, below: int, limit: int) -> list[tuple[int, Message]]:
+        """Up to `limit` stored copies of `queue` with a store id above `after` and below
+        `below`, in id order.
 
         Plain SQL (the ORM's per-row work doubled a read), and the strings many
         messages share (exchange, routing key, no headers) are kept once."""
         try:
-            return self._read_backlog(queue, after, limit)
+            return self._read_backlog(queue, after, below, limit)
         except Exception:
             connection.close()  # as `write`: the next try reconnects
             raise
 
     @staticmethod
-    def _read_backlog(queue: str, after: int, limit: int) -> list[tuple[int, Message]]:
+    def _read_backlog(queue: str, after: int, below: int, limit: int) -> list[tuple[int, Message]]:
         shared: dict[str, str] = {}
         no_headers: dict[str, Any] = {}
         found: list[tuple[int, Message]] = []
-        with transaction.atomic(), connection.cursor() as cursor:
-            if connection.vendor == "postgresql":
+        postgres = connection.vendor == "postgresql"
+        # PostgreSQL: a transaction for SET LOCAL. Not on SQLite, where the project's
+        # transactions begin IMMEDIATE and would take the write lock for a read.
+        with transaction.atomic() if postgres else contextlib.nullcontext(), connection.cursor() as cursor:
+            if postgres:
                 # The one good plan is the (queue, id) index read in order, stopped at the
                 # limit. Right after a million rows came in, before ANALYZE has seen them,
                 # PostgreSQL took a bitmap scan of every later row and a sort: 300 ms a read.
                 cursor.execute("SET LOCAL enable_bitmapscan = off")
-            cursor.execute(_backlog_sql(), [queue, after, limit])
+            cursor.execute(_backlog_sql(), [queue, after, below, limit])
             for store_id, message_id, exchange, routing_key, body, headers, published_at in cursor.fetchall():
                 if isinstance(headers, str):  # SQLite gives the JSON text, PostgreSQL the object
                     headers = loads(headers)
@@ -157,9 +162,6 @@ class OrmMessageStore:
                 )
                 found.append((store_id, message))
         return found
-
-    def close_reader(self) -> None:
-        connection.close()
 
     def delete_backlogs(self, backlogs: Sequence[BacklogRows]) -> None:
         table = connection.ops.quote_name(MessageRow._meta.db_table)
@@ -494,7 +496,7 @@ def _backlog_sql() -> str:
     # Ordered as the (queue, id) index is, with the queue's id a constant: read in order.
     return (
         f"SELECT {columns} FROM {table} AS m WHERE m.queue_id = (SELECT id FROM {queues} WHERE name = %s) "
-        f"AND m.id > %s ORDER BY m.queue_id, m.id LIMIT %s"
+        f"AND m.id > %s AND m.id < %s ORDER BY m.queue_id, m.id LIMIT %s"
     )
 
 

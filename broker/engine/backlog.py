@@ -22,7 +22,7 @@ from .messages import Envelope
 
 
 class Backlog:
-    __slots__ = ("after", "count", "held", "loading", "owed")
+    __slots__ = ("after", "below", "count", "held", "later", "loading", "owed")
 
     def __init__(self, after: int, count: int = 0) -> None:
         self.after = after
@@ -30,6 +30,11 @@ class Backlog:
         self.held: deque[tuple[int, Envelope]] = deque()  # (mark, copy): see the module's docstring
         self.owed = 0  # messages max-length dropped while the head was in the database
         self.loading = 0  # rows asked for and not yet read; 0 when no read is under way
+        # The read under way takes ids below `below`; `later` counts the rows put behind
+        # since it was asked with ids from `below` on, which it cannot return: when it
+        # comes back short, they are all that is left.
+        self.below = 0
+        self.later = 0
 
     @property
     def size(self) -> int:

@@ -231,7 +231,11 @@ class Broker:
         envelope = Envelope(message, store_id, False, expires_at, self._next_seq)
         queue.enqueued += 1
         window = self.window
-        if queue.backlog is not None or (store_id is not None and window is not None and len(queue.ready) >= window):
+        # A queue with a message TTL stays whole in memory: its copies' expiry counts from
+        # their enqueueing, which their rows do not keep (a restart counts from publication).
+        if queue.backlog is not None or (
+            store_id is not None and window is not None and len(queue.ready) >= window and ttl is None
+        ):
             self._put_behind(queue, envelope)
         else:
             queue.ready.append(envelope)
@@ -247,6 +251,8 @@ class Broker:
             backlog = queue.backlog = Backlog(after=store_id - 1)
         if store_id is not None and store_id > backlog.after:
             backlog.count += 1
+            if backlog.loading and store_id >= backlog.below:
+                backlog.later += 1
         else:
             backlog.held.append((self.next_store_id, envelope))
 
@@ -471,11 +477,15 @@ class Broker:
             backlog.after = store_id
             self._admit(state, Envelope(message, store_id, store_id < self.restored_below, expires_at), fx, now)
         if read < asked or backlog.count <= 0:
-            backlog.count = 0  # none left (copies the database refused were never there)
+            # Every row below `below` is read (copies the database refused were never
+            # there): what is left came in since the read was asked.
+            backlog.count = backlog.later
         while backlog.held and (backlog.count == 0 or backlog.holds_head()):
             self._admit(state, backlog.held.popleft()[1], fx, now)
         if backlog.empty():
             state.backlog = None
+        if ttl is not None:
+            self._expire_head(state, fx, now)  # read past their time: gone now, not at the next tick
         self._drain(state, fx, now)
         self._want_load(state, fx)
         return fx.build()
@@ -648,7 +658,8 @@ class Broker:
         else:
             limit = window - len(queue.ready)
         backlog.loading = max(1, limit)
-        fx.to_load.append(LoadRequest(queue.name, queue.epoch, backlog.after, backlog.loading))
+        backlog.below, backlog.later = self.next_store_id, 0
+        fx.to_load.append(LoadRequest(queue.name, queue.epoch, backlog.after, backlog.below, backlog.loading))
 
     def _admit(self, queue: QueueState, envelope: Envelope, fx: EffectsBuilder, now: float) -> None:
         """A copy from the backlog to the window's tail, or dropped by a max-length it owes."""
@@ -695,9 +706,11 @@ class Broker:
             elif backlog.count > backlog.owed:
                 backlog.owed += 1  # the head is in the database: dropped as it is read
             else:
-                return
+                break
         if queue.backlog is not None and queue.backlog.empty():
             queue.backlog = None
+        if queue.backlog is not None:
+            self._want_load(queue, fx)  # the window may be empty now
 
     def _dead_letter(
         self, queue: QueueState, envelope: Envelope, reason: str, fx: EffectsBuilder, now: float, depth: int

@@ -92,13 +92,16 @@ class Cancelled:
 
 @dataclass(frozen=True, slots=True)
 class LoadRequest:
-    """Read up to `limit` stored copies of `queue` with a store id above `after`, in id
-    order, and hand them to `Broker.load_window` with `epoch` (a purge or a new queue
-    of the same name changes it, and a late answer is then ignored)."""
+    """Read up to `limit` stored copies of `queue` with a store id above `after` and below
+    `below`, in id order, once every copy stored before is committed, and hand them to
+    `Broker.load_window` with `epoch` (a purge or a new queue of the same name changes
+    it, and a late answer is then ignored). Reads, commits and outbox drains go through
+    one database thread and are answered in that order."""
 
     queue: str
     epoch: int
     after: int
+    below: int
     limit: int
 
 

@@ -18,12 +18,15 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Final, Protocol
 
 log = logging.getLogger("broker.memory")
 
 SAMPLE_SECONDS: Final = 0.1
+# While the alarm is on, free heap memory goes back to the system this often at most.
+TRIM_SECONDS: Final = 1.0
 # The alarm clears under this fraction of the limit, so that it does not flap.
 CLEAR_FRACTION: Final = 0.95
 _PAGE: Final = os.sysconf("SC_PAGE_SIZE")
@@ -85,6 +88,7 @@ class MemoryGuard:
         self._clear = asyncio.Event()
         self._clear.set()
         self._trim = _malloc_trim()
+        self._trimmed = 0.0
         self._watchers: list[Callable[[], None]] = []
 
     def sample(self) -> None:
@@ -97,8 +101,11 @@ class MemoryGuard:
             )
             self._set(local=True)
         elif self.local_alarm:
-            self._trim()  # freed memory back to the system, so that the resident size shows it
-            self.used = self._read()
+            now = time.monotonic()
+            if now - self._trimmed >= TRIM_SECONDS:
+                self._trimmed = now
+                self._trim()  # freed memory back to the system, so that the resident size shows it
+                self.used = self._read()
             if self.used < self.limit * CLEAR_FRACTION:
                 log.warning("memory alarm cleared: %d MiB in use (MEMORY_LIMIT %d MiB)", self.used >> 20, self.limit >> 20)
                 self._set(local=False)

@@ -5,8 +5,8 @@ A publish is answered `unavailable` when its commit fails (the database is
 away); its copies are already routed, and the writer retries them until they
 are committed. A client that publishes again with the same `message_id` (as the
 bundled clients do) would then deliver the message twice. Instead, a publish
-whose exchange and `message_id` match a refused one within RETRY_WINDOW seconds
-is not routed again: it is answered with the outcome of the refused copies'
+whose exchange, `message_id`, routing key and body match a refused one within
+RETRY_WINDOW seconds is not routed again: it is answered with the outcome of the refused copies'
 next commit (or at once, if they are committed by then).
 """
 
@@ -25,7 +25,8 @@ RETRY_WINDOW: Final = 120.0
 class RefusedPublishes:
     def __init__(self, window: float = RETRY_WINDOW) -> None:
         self._window = window
-        # (exchange, message_id) -> [the writer's mark that commits them, stored copies, expiry]
+        # (exchange, message_id) -> [the writer's mark that commits them, stored copies, expiry,
+        # the hash of routing key and body: the same id with other contents is another message]
         self._refused: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
 
     def __bool__(self) -> bool:
@@ -33,19 +34,20 @@ class RefusedPublishes:
 
     def remember(self, copies: Iterable[StoredCopy], *, mark: int, now: float) -> None:
         """These copies' commit failed; they are retried, committed once `mark` is durable."""
-        counts: dict[tuple[str, str], int] = {}
+        counts: dict[tuple[str, str], list[int]] = {}
         for copy in copies:
-            key = (copy.message.exchange, copy.message.message_id)
-            counts[key] = counts.get(key, 0) + 1
-        for key, stored in counts.items():
-            self._refused[key] = [mark, stored, now + self._window]
+            message = copy.message
+            key = (message.exchange, message.message_id)
+            counts.setdefault(key, [0, hash((message.routing_key, message.body_json))])[0] += 1
+        for key, (stored, contents) in counts.items():
+            self._refused[key] = [mark, stored, now + self._window, contents]
             self._refused.move_to_end(key)
         self._forget_expired(now)
 
-    def again(self, exchange: str, message_id: str, *, now: float) -> tuple[int, int] | None:
+    def again(self, exchange: str, message_id: str, routing_key: str, body_json: str, *, now: float) -> tuple[int, int] | None:
         """(mark, routed) of a refused publish sent again; None for any other."""
         entry = self._refused.get((exchange, message_id))
-        if entry is None or entry[2] < now:
+        if entry is None or entry[2] < now or entry[3] != hash((routing_key, body_json)):
             return None
         entry[2] = now + self._window
         self._refused.move_to_end((exchange, message_id))

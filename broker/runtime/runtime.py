@@ -14,7 +14,6 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Final, Protocol
 
@@ -48,6 +47,8 @@ log = logging.getLogger("broker.runtime")
 
 # TTL and `expires` are checked this often; finer than users notice.
 TICK_SECONDS: Final = 0.25
+# A get reads on through a queue's backlog for at most this long (callers wait 30 s).
+GET_WAIT_SECONDS: Final = 10.0
 # Watchers (the web console) get counts and rates this often.
 STATS_SECONDS: Final = 1.0
 
@@ -71,12 +72,9 @@ class RuntimeStore(MessageStore, OutboxStore, Protocol):
     def message_counts(self) -> dict[str, int]:
         """Stored messages by queue name."""
 
-    def read_backlog(self, queue: str, after: int, limit: int) -> list[tuple[int, Message]]:
-        """Up to `limit` stored copies of `queue` with a store id above `after`, in id order.
-        Called on a thread of its own (not the writer's), with a connection of its own."""
-
-    def close_reader(self) -> None:
-        """Release the calling thread's database connection (the backlog reader's)."""
+    def read_backlog(self, queue: str, after: int, below: int, limit: int) -> list[tuple[int, Message]]:
+        """Up to `limit` stored copies of `queue` with a store id above `after` and below
+        `below`, in id order."""
 
     def max_store_id(self) -> int: ...
 
@@ -119,9 +117,6 @@ class Runtime:
         self._stats = StatsSampler()
         self._watchers: set[int] = set()
         self._loads: set[asyncio.Task[None]] = set()
-        # Backlog reads: a thread and connection of their own, so that a read never waits
-        # behind the writer's commits (a checkpoint's deletes can take seconds).
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="broker-backlog")
         self._window_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._refused = RefusedPublishes()
 
@@ -191,10 +186,6 @@ class Runtime:
             task.cancel()
         if self.writer is not None:
             await self.writer.close()
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._reader, self.store.close_reader)
-        finally:
-            self._reader.shutdown(wait=False)
 
     def _load_topology(self, topology: Topology) -> None:
         now = self._now()
@@ -228,26 +219,32 @@ class Runtime:
 
     async def _load_window(self, request: LoadRequest) -> None:
         """Read a queue's next backlog rows once every copy stored so far is committed (a
-        row is read only once it is there), and hand them to the engine. Tried again while
-        the database is away, until the rows come or the queue is purged or gone."""
+        row is read only once it is there), and hand them to the engine. On the writer's
+        thread: reads, commits and outbox drains are answered in the order they were made,
+        so a row read is one the engine has counted. Tried again while the database is
+        away, until the rows come or the queue is purged or gone."""
         assert self.writer is not None
-        while True:
-            queue = self.broker.queues.get(request.queue)
-            if queue is None or queue.epoch != request.epoch:
-                return
-            try:
-                await self.writer.when_durable(self.writer.appended)
-                rows = await asyncio.get_running_loop().run_in_executor(
-                    self._reader, self.store.read_backlog, request.queue, request.after, request.limit
-                )
-                break
-            except Exception as error:
-                log.error("reading the backlog of queue %s failed, trying again: %s", request.queue, error)
-                await asyncio.sleep(RETRY_SECONDS)
-        self._apply(self.broker.load_window(request.queue, request.epoch, rows, now=self._now(), wall_now=time.time()))
-        for waiter in self._window_waiters.pop(request.queue, []):
-            if not waiter.done():
-                waiter.set_result(None)
+        try:
+            while True:
+                queue = self.broker.queues.get(request.queue)
+                if queue is None or queue.epoch != request.epoch:
+                    return
+                try:
+                    await self.writer.when_durable(self.writer.appended)
+                    rows = await self.writer.in_thread(
+                        self.store.read_backlog, request.queue, request.after, request.below, request.limit
+                    )
+                    break
+                except Exception as error:
+                    log.error("reading the backlog of queue %s failed, trying again: %s", request.queue, error)
+                    await asyncio.sleep(RETRY_SECONDS)
+            self._apply(
+                self.broker.load_window(request.queue, request.epoch, rows, now=self._now(), wall_now=time.time())
+            )
+        finally:
+            for waiter in self._window_waiters.pop(request.queue, []):
+                if not waiter.done():
+                    waiter.set_result(None)
 
     @staticmethod
     def _guarded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -353,7 +350,9 @@ class Runtime:
         A publish answered `unavailable` and sent again (same exchange and message id)
         is not routed twice: it gets the outcome of its copies' retried commit."""
         if self._refused and request.message_id is not None:
-            again = self._refused.again(request.exchange, request.message_id, now=self._now())
+            again = self._refused.again(
+                request.exchange, request.message_id, request.routing_key, request.body_json, now=self._now()
+            )
             if again is not None:
                 assert self.writer is not None
                 mark, routed = again
@@ -392,15 +391,30 @@ class Runtime:
         """As `get`, reading on through the queue's backlog: a get that takes its messages
         (`ack`) waits for the next rows while it has fewer than `count` and the backlog
         has more, so that a queue with messages never looks empty or short. A get that
-        leaves them (`ack: false`) returns at most the window, after the read under way."""
+        leaves them (`ack: false`) returns at most the window, after the read under way.
+        It stops reading on after GET_WAIT_SECONDS, well within its caller's timeout:
+        messages it took are never dropped with an abandoned answer."""
         taken: list[MessageObject] = []
+        deadline = self._now() + GET_WAIT_SECONDS
         while True:
             state = self.broker.queues.get(queue)
             if state is not None and not state.ready and state.backlog is not None and state.backlog.loading:
-                await self._next_window(queue)
+                try:
+                    await asyncio.wait_for(self._next_window(queue), max(0.0, deadline - self._now()))
+                except TimeoutError:
+                    return taken
+                if taken and queue not in self.broker.queues:
+                    return taken
             taken += self.get(queue, count=count - len(taken), ack=ack)
             state = self.broker.queues.get(queue)
-            if not ack or len(taken) >= count or state is None or state.backlog is None or not state.backlog.loading:
+            if (
+                not ack
+                or len(taken) >= count
+                or state is None
+                or state.backlog is None
+                or not state.backlog.loading
+                or self._now() >= deadline
+            ):
                 return taken
 
     async def _next_window(self, queue: str) -> None:

@@ -64,7 +64,7 @@ class GroupCommitWriter:
         self._batch: asyncio.Future[None] | None = None
         self._deletes: list[int] = []
         self._queues_to_delete: list[int] = []
-        self._backlogs: list[BacklogRows] = []
+        self._backlogs: list[tuple[int, BacklogRows]] = []  # (the appends before it, rows)
         self._wake = asyncio.Event()
         self._inflight: asyncio.Future[bool] | None = None
         self.commits = 0
@@ -120,7 +120,7 @@ class GroupCommitWriter:
 
     def delete_backlogs(self, backlogs: Sequence[BacklogRows]) -> None:
         """Delete purged backlogs' rows, after the commit of every copy appended before."""
-        self._backlogs.extend(backlogs)
+        self._backlogs.extend((self.appended, rows) for rows in backlogs)
         self._wake.set()
 
     async def run(self) -> None:
@@ -182,13 +182,15 @@ class GroupCommitWriter:
                     batch.set_exception(failure)
                 return False
             self.commits += 1
-        if self._backlogs:
-            backlogs, self._backlogs = self._backlogs, []
+        # Purged backlogs whose copies are all committed now (appended up to this commit's mark).
+        ready = [entry for entry in self._backlogs if entry[0] <= mark]
+        if ready:
+            self._backlogs = [entry for entry in self._backlogs if entry[0] > mark]
             try:
-                await self.in_thread(self._store.delete_backlogs, backlogs)
+                await self.in_thread(self._store.delete_backlogs, [rows for _, rows in ready])
             except Exception as error:
                 log.error("deleting a purged backlog failed: %s", error)
-                self._backlogs[:0] = backlogs
+                self._backlogs[:0] = ready
         self._advance(mark)
         if batch is not None and not batch.done():
             if refused_count:

@@ -55,9 +55,9 @@ def new_router(store: RuntimeStore, layer: Any) -> LocalRouter:
 def start_memory_guard() -> None:
     """This process's memory limit and the WebSocket connections' unsent budget (once)."""
     global _memory_task
-    if _memory_task is not None:
+    if _memory_task is not None and not _memory_task.done():
         return
-    guard = memory.configure(settings.MEMORY_LIMIT, settings.WS_TOTAL_BUFFERED_BYTES)
+    guard = memory.guard() or memory.configure(settings.MEMORY_LIMIT, settings.WS_TOTAL_BUFFERED_BYTES)
     _memory_task = asyncio.create_task(guard.run(), name="broker-memory")
     log.info("memory limit %d MiB (MEMORY_LIMIT)", settings.MEMORY_LIMIT >> 20)
 

@@ -141,7 +141,7 @@ class Backlogs:
             request = self.pending.pop(0)
             found = sorted(
                 (store_id, message) for store_id, (name, message) in self.rows.items()
-                if name == request.queue and store_id > request.after
+                if name == request.queue and request.after < store_id < request.below
             )[: request.limit]
             self.reads += 1
             effects = self.take(self.broker.load_window(request.queue, request.epoch, found, now=now, wall_now=wall_now))

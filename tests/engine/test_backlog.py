@@ -127,17 +127,55 @@ def test_max_length_drops_the_head_even_when_it_is_still_in_the_store() -> None:
     assert sorted(body(e.message) for e in broker.queues["dead"].ready) == [2, 3, 4]
 
 
-def test_a_message_past_its_ttl_read_from_the_backlog_is_dead_lettered() -> None:
+def test_a_queue_with_a_message_ttl_stays_whole_in_memory() -> None:
+    """Its copies' expiry counts from their enqueueing, which their rows do not keep."""
     broker, store = windowed(2)
     dead_lettering(broker, message_ttl=1000)
     for n in range(5):
         store.take(send(broker, "q", n, now=0.0))
-    sub = subscribe(broker, "q", ack="auto", now=5.0)
-    store.take(sub.effects)
+    assert ready(broker, "q") == [0, 1, 2, 3, 4] and broker.queues["q"].backlog is None
+
+
+def test_restored_messages_past_their_ttl_are_dead_lettered_as_they_are_read() -> None:
+    from tests.engine.helpers import restore
+
+    broker = Broker()
+    broker.window = 2
+    dead_lettering(broker, message_ttl=1000)
     published = 1_795_867_200.0  # the messages' published_at, as seconds since the epoch
-    assert store.serve(now=5.0, wall_now=published + 5.0) == []
+    rows = {n + 1: ("q", msg("", "q", n)) for n in range(5)}
+    store = restore(broker, rows, now=5.0, wall_now=published + 5.0)
+    store.take(broker.tick(now=5.0))
+    store.serve(now=5.0, wall_now=published + 5.0)
     assert broker.queue_counts("q").messages_ready == 0  # type: ignore[union-attr]
     assert sorted(body(e.message) for e in broker.queues["dead"].ready) == [0, 1, 2, 3, 4]
+
+
+def test_a_short_read_keeps_the_copies_put_behind_while_it_ran() -> None:
+    broker, store = windowed(2)
+    queue(broker, "q")
+    for n in range(4):
+        store.take(send(broker, "q", n))
+    sub = subscribe(broker, "q", prefetch=1)
+    store.take(sub.effects)
+    store.take(broker.ack(sub.connection, 1, multiple=False, now=0.0))  # the window runs low: a read is asked
+    (request,) = store.pending
+    store.pending.clear()
+    for n in range(4, 7):
+        store.take(send(broker, "q", n))  # put behind while the read runs; their ids are past its bound
+    found = sorted((i, m) for i, (name, m) in store.rows.items() if request.after < i < request.below)
+    store.take(broker.load_window("q", request.epoch, found[: request.limit], now=0.0))
+    assert broker.queue_counts("q").messages_ready == 5  # type: ignore[union-attr]
+    got: list[int] = []
+    for _ in range(6):
+        store.serve()
+        held = broker.connections[sub.connection].unacked
+        tag = max(held)
+        got.append(body(held[tag].envelope.message))
+        store.take(broker.ack(sub.connection, tag, multiple=False, now=0.0))
+    store.serve()
+    assert got == [1, 2, 3, 4, 5, 6]  # 0 was acknowledged first; none lost, none twice
+    assert broker.queue_counts("q").messages_ready == 0  # type: ignore[union-attr]
 
 
 def test_a_short_read_means_the_rest_is_gone() -> None:

@@ -71,13 +71,13 @@ class MemoryStore:
         with self._lock:
             return dict(Counter(queue for queue, _ in self.rows.values()))
 
-    def read_backlog(self, queue: str, after: int, limit: int) -> list[tuple[int, Message]]:
+    def read_backlog(self, queue: str, after: int, below: int, limit: int) -> list[tuple[int, Message]]:
         with self._lock:
-            found = sorted((store_id, message) for store_id, (name, message) in self.rows.items() if name == queue and store_id > after)
+            found = sorted(
+                (store_id, message) for store_id, (name, message) in self.rows.items()
+                if name == queue and after < store_id < below
+            )
         return found[:limit]
-
-    def close_reader(self) -> None:
-        pass
 
     def delete_backlogs(self, backlogs: Sequence[BacklogRows]) -> None:
         with self._lock:
