@@ -9,7 +9,6 @@ and on PostgreSQL in the second run of scripts/test."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import threading
 import time
@@ -17,9 +16,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import websockets
 
 from tests.e2e.harness import BrokerProcess
+from tests.e2e.numbered import drain_numbered, publish_numbered
 
 pytestmark = pytest.mark.e2e
 
@@ -59,40 +58,6 @@ class PeakRss:
         return self.peak
 
 
-async def publish(url: str, count: int) -> None:
-    """Persistent messages n = 0 … count-1 to queue `deep`, IN_FLIGHT unconfirmed at a time."""
-    async with websockets.connect(url, max_size=None) as ws:
-        sent = confirmed = 0
-        while confirmed < count:
-            batch = []
-            while sent < count and sent - confirmed < IN_FLIGHT:
-                batch.append(json.dumps({"type": "publish", "id": sent, "exchange": "", "routing_key": "deep",
-                                         "body": {"n": sent, "pad": PAD}, "message_id": f"m{sent}"}))
-                sent += 1
-            for frame in batch:
-                await ws.send(frame)
-            reply = json.loads(await asyncio.wait_for(ws.recv(), 30))
-            assert reply["type"] == "confirm", reply
-            assert reply["routed"] == 1, reply
-            confirmed += 1
-
-
-async def drain(url: str, count: int) -> list[int]:
-    """Every message of `deep`, acknowledged in batches; their numbers in arrival order."""
-    got: list[int] = []
-    async with websockets.connect(url, max_size=None) as ws:
-        await ws.send(json.dumps({"type": "subscribe", "id": "s", "queue": "deep", "ack": "client", "prefetch": 2000}))
-        while len(got) < count:
-            frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
-            if frame["type"] != "message":
-                assert frame["type"] == "subscribed", frame
-                continue
-            got.append(frame["body"]["n"])
-            if len(got) % 500 == 0 or len(got) == count:
-                await ws.send(json.dumps({"type": "ack", "delivery_tag": frame["delivery_tag"], "multiple": True}))
-    return got
-
-
 async def test_a_backlog_deeper_than_memory_keeps_rss_flat_restarts_fast_and_drains_in_order(tmp_path: Path) -> None:
     broker = BrokerProcess(tmp_path)
     broker.start()
@@ -100,7 +65,8 @@ async def test_a_backlog_deeper_than_memory_keeps_rss_flat_restarts_fast_and_dra
         assert httpx.post(f"{broker.url}/api/queues/", json={"name": "deep"}).status_code == 201
         assert broker.proc is not None
         peak = PeakRss(broker.proc.pid)
-        await publish(broker.ws_url, MESSAGES)
+        await publish_numbered(broker.ws_url, "deep", MESSAGES, PAD, persistent=True, in_flight=IN_FLIGHT,
+                               confirmed=[], timeout=30)
         published_peak = peak.stop()
         assert published_peak < RSS_LIMIT, f"RSS reached {published_peak / 2**20:.0f} MiB with {MESSAGES} queued"
         counts = httpx.get(f"{broker.url}/api/queues/deep/").json()
@@ -116,7 +82,7 @@ async def test_a_backlog_deeper_than_memory_keeps_rss_flat_restarts_fast_and_dra
         assert httpx.get(f"{broker.url}/api/queues/deep/").json()["messages_ready"] == MESSAGES
 
         peak = PeakRss(broker.proc.pid)
-        got = await drain(broker.ws_url, MESSAGES)
+        got = await drain_numbered(broker.ws_url, "deep", MESSAGES, prefetch=2000, ack_every=500, timeout=30)
         drained_peak = peak.stop()
         assert got == list(range(MESSAGES))  # in order, each once
         assert drained_peak < RSS_LIMIT, f"RSS reached {drained_peak / 2**20:.0f} MiB while draining"

@@ -14,6 +14,7 @@ import pytest
 import websockets
 
 from tests.e2e.harness import BrokerProcess
+from tests.e2e.numbered import drain_numbered, publish_numbered
 from tests.e2e.test_backlog_e2e import PeakRss, rss
 from tests.eventually import eventually
 
@@ -26,19 +27,6 @@ FLOOD = 16_000  # non-persistent 10 KiB messages: 160 MB queued if nothing held 
 BODY = "z" * 10_000
 
 
-async def flood(url: str, confirmed: list[int]) -> None:
-    async with websockets.connect(url, max_size=None) as ws:
-        sent = 0
-        while len(confirmed) < FLOOD:
-            while sent < FLOOD and sent - len(confirmed) < 200:
-                await ws.send(json.dumps({"type": "publish", "id": sent, "exchange": "", "routing_key": "flood",
-                                          "body": {"n": sent, "pad": BODY}, "persistent": False}))
-                sent += 1
-            reply = json.loads(await ws.recv())
-            assert reply["type"] == "confirm", reply
-            confirmed.append(reply["id"])
-
-
 async def test_over_the_memory_limit_publishers_wait_and_resume_and_nothing_is_lost(tmp_path: Path) -> None:
     broker = BrokerProcess(tmp_path, extra_env={"MEMORY_LIMIT": f"{LIMIT // MIB}MiB"})
     broker.start()
@@ -49,7 +37,9 @@ async def test_over_the_memory_limit_publishers_wait_and_resume_and_nothing_is_l
         assert (await http.post("/api/queues/", json={"name": "flood", "durable": False})).status_code == 201
         peak = PeakRss(broker.proc.pid)
         confirmed: list[int] = []
-        publisher = asyncio.create_task(flood(broker.ws_url, confirmed))
+        publisher = asyncio.create_task(
+            publish_numbered(broker.ws_url, "flood", FLOOD, BODY, persistent=False, in_flight=200, confirmed=confirmed)
+        )
 
         async def alarm() -> dict[str, object]:
             for _ in range(600):
@@ -72,17 +62,7 @@ async def test_over_the_memory_limit_publishers_wait_and_resume_and_nothing_is_l
         assert refused.headers["retry-after"] == "1"
 
         # A consumer drains the queue: memory falls, the publisher resumes, nothing is lost.
-        got: list[int] = []
-        async with websockets.connect(broker.ws_url, max_size=None) as consumer:
-            await consumer.send(json.dumps({"type": "subscribe", "id": "s", "queue": "flood", "ack": "client",
-                                            "prefetch": 200}))
-            while len(got) < FLOOD:
-                frame = json.loads(await asyncio.wait_for(consumer.recv(), 30))
-                if frame["type"] == "message":
-                    got.append(frame["body"]["n"])
-                    if len(got) % 100 == 0 or len(got) == FLOOD:
-                        await consumer.send(json.dumps({"type": "ack", "delivery_tag": frame["delivery_tag"],
-                                                        "multiple": True}))
+        got = await drain_numbered(broker.ws_url, "flood", FLOOD, prefetch=200, ack_every=100, timeout=30)
         await asyncio.wait_for(publisher, 30)
         assert sorted(confirmed) == list(range(FLOOD))
         assert got == list(range(FLOOD))  # each once, in order

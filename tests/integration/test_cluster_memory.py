@@ -5,12 +5,11 @@ router's beat, and lets them go once memory falls; nothing is lost."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import httpx
 import pytest
-import websockets
 
+from tests.e2e.numbered import drain_numbered, publish_numbered
 from tests.eventually import eventually
 from tests.integration.cluster_harness import Cluster, role
 
@@ -30,19 +29,9 @@ async def test_a_router_over_its_limit_holds_the_publishers_of_its_edges(cluster
     assert (await http.post("/api/queues/", json={"name": "flood", "durable": False})).status_code == 201
     confirmed: list[int] = []
 
-    async def flood() -> None:
-        async with websockets.connect(edge.ws_url, max_size=None) as ws:
-            sent = 0
-            while len(confirmed) < COUNT:
-                while sent < COUNT and sent - len(confirmed) < 200:
-                    await ws.send(json.dumps({"type": "publish", "id": sent, "exchange": "", "routing_key": "flood",
-                                              "body": {"n": sent, "pad": BODY}, "persistent": False}))
-                    sent += 1
-                reply = json.loads(await ws.recv())
-                assert reply["type"] == "confirm", reply
-                confirmed.append(reply["id"])
-
-    publisher = asyncio.create_task(flood())
+    publisher = asyncio.create_task(
+        publish_numbered(edge.ws_url, "flood", COUNT, BODY, persistent=False, in_flight=200, confirmed=confirmed)
+    )
     try:
         async def held_at_the_edge() -> bool:
             if publisher.done():
@@ -59,17 +48,7 @@ async def test_a_router_over_its_limit_holds_the_publishers_of_its_edges(cluster
         refused = await http.post("/api/exchanges/amq.default/publish/", json={"routing_key": "flood", "body": 1})
         assert (refused.status_code, refused.json()["error"]["code"]) == (503, "resource_limit")
 
-        got: list[int] = []
-        async with websockets.connect(edge.ws_url, max_size=None) as consumer:
-            await consumer.send(json.dumps({"type": "subscribe", "id": "s", "queue": "flood", "ack": "client",
-                                            "prefetch": 200}))
-            while len(got) < COUNT:
-                frame = json.loads(await asyncio.wait_for(consumer.recv(), 60))
-                if frame["type"] == "message":
-                    got.append(frame["body"]["n"])
-                    if len(got) % 100 == 0 or len(got) == COUNT:
-                        await consumer.send(json.dumps({"type": "ack", "delivery_tag": frame["delivery_tag"],
-                                                        "multiple": True}))
+        got = await drain_numbered(edge.ws_url, "flood", COUNT, prefetch=200, ack_every=100, timeout=60)
         await asyncio.wait_for(publisher, 60)
         assert sorted(confirmed) == list(range(COUNT))
         assert got == list(range(COUNT))  # each once, in order
