@@ -1,10 +1,10 @@
 """The doors in front of Django: the WebSocket at /ws and the HTTP fast publish path.
 
 `websocket_permissions(scope)` runs once per connection (at connect): it takes
-an `Authorization: Bearer` header, else a `?token=` query parameter, else
-Django's session cookie (the web console's). A token that is given must be
-valid, whatever BROKER_ALLOW_ANONYMOUS says; without credentials the
-connection is anonymous, which costs no database query.
+an `Authorization: Bearer` (or DRF's `Token`) header, else a `?token=` query
+parameter, else Django's session cookie (the web console's). A token that is
+given must be valid, whatever BROKER_ALLOW_ANONYMOUS says; without credentials
+the connection is anonymous, which costs no database query.
 
 `fast_publish_permissions(headers)` does the same for the fast publish path
 from the `Authorization` header alone (session requests go to Django, where
@@ -93,7 +93,7 @@ async def websocket_permissions(scope: dict[str, Any]) -> Permissions:
 
 
 async def fast_publish_permissions(headers: Headers) -> Permissions:
-    """The publisher's permissions from its Bearer token (cached), or an anonymous client's."""
+    """The publisher's permissions from its token (Bearer or Token scheme; cached), or an anonymous client's."""
     token = bearer_token(_header(headers, b"authorization") or b"")
     if token is None:
         return permissions_or_unauthorized(None)

@@ -1,6 +1,7 @@
 """The HTTP doors: DRF's authentication and permission classes, and the request's Permissions.
 
-`BearerTokenAuthentication` reads `Authorization: Bearer <token>` (listed
+`BearerTokenAuthentication` reads `Authorization: Bearer <token>`, or
+`Authorization: Token <token>` as DRF's TokenAuthentication spells it (listed
 before DRF's SessionAuthentication, so an unauthenticated request's answer is
 401 with `WWW-Authenticate: Bearer`); `BrokerAccess` lets in authenticated
 users, and anonymous clients while BROKER_ALLOW_ANONYMOUS is on. Views then
@@ -13,7 +14,7 @@ cookie, which another site could make a browser send.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from django.conf import settings
 from rest_framework import exceptions
@@ -26,17 +27,21 @@ from access.selectors import permissions_or_unauthorized, token_permissions, tok
 from broker.engine.errors import Unauthorized
 
 _CACHE_ATTRIBUTE = "_broker_permissions"
+# The Authorization schemes that carry an API token, lowercased (compared case-insensitively):
+# RFC 6750's Bearer, and DRF's Token for clients written against TokenAuthentication.
+TOKEN_SCHEMES: Final = (b"bearer", b"token")
 
 
 def bearer_token(header: bytes) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header; None for no header or another scheme.
+    """The token of an `Authorization: Bearer <token>` (or `Token <token>`) header; None for
+    no header or another scheme.
 
-    Raises `unauthorized` for a Bearer header without exactly one token."""
+    Raises `unauthorized` for a Bearer or Token header without exactly one token."""
     parts = header.split()
-    if not parts or parts[0].lower() != b"bearer":
+    if not parts or parts[0].lower() not in TOKEN_SCHEMES:
         return None
     if len(parts) != 2:
-        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+        raise Unauthorized("the Authorization header must be 'Bearer <token>' or 'Token <token>'")
     try:
         return parts[1].decode("ascii")
     except UnicodeDecodeError:

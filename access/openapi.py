@@ -18,5 +18,6 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
         return {
             "type": "http",
             "scheme": "bearer",
-            "description": "an API token (`manage.py createtoken USER`, or the admin): `Authorization: Bearer <token>`",
+            "description": "an API token (`manage.py createtoken USER`, or the admin): `Authorization: Bearer <token>` "
+            "(`Authorization: Token <token>`, DRF's scheme, works too)",
         }

@@ -14,10 +14,10 @@ from typing import Any, Final
 
 ERROR: Final = {"$ref": "#/components/schemas/Error"}
 
-# What each error status means for these calls, which take only a Bearer token.
+# What each error status means for these calls, which take only a token (Bearer or Token scheme).
 _MEANING: Final = {
     400: "invalid: the body is not a JSON object, or a field is missing or wrong (named as this call spells it)",
-    401: "unauthorized: a Bearer token that is not valid, or none while anonymous clients are not allowed "
+    401: "unauthorized: a token (Bearer or Token) that is not valid, or none while anonymous clients are not allowed "
     "(the session cookie is never taken here)",
     403: "forbidden: a missing configure/write/read permission, or a name reserved for the broker (amq.)",
     404: "not_found: the exchange or queue does not exist",
@@ -65,11 +65,11 @@ SCHEMAS: Final[dict[str, Any]] = {
     "LegacyPublish": {
         "type": "object",
         "properties": {
-            "exchange_name": {"type": "string", "default": "", "description": '"" is the default exchange'},
+            "exchange_name": {"type": "string", "description": '"" is the default exchange'},
             "key": {"type": "string", "default": "", "description": "the routing key"},
             "payload": {"description": "the message body: any JSON value (required)"},
         },
-        "required": ["payload"],
+        "required": ["exchange_name", "payload"],
     },
     "Pong": {
         "type": "object",

@@ -5,7 +5,7 @@ expect; they reuse the services, so the rules (names, 409 on a different
 redeclaration, nothing half-applied) are the API's. Bad input gets 400 with
 the API's error shape, naming the fields as these calls spell them.
 
-Being without CSRF, they take credentials only as `Authorization: Bearer`,
+Being without CSRF, they take credentials only as `Authorization: Bearer` (or `Token`),
 never the session cookie (access/drf.py), and check the same permissions as
 the API; `/ping` is open to all.
 """
@@ -143,7 +143,8 @@ def bindings(request: HttpRequest) -> HttpResponse:
 def publish(request: HttpRequest) -> HttpResponse:
     permissions = legacy_permissions(request)
     data = _body(request)
-    exchange = data.get("exchange_name", "")
+    # Required; an explicit "" is the default exchange (docs/protocol.md, "The original service's calls").
+    exchange = _required(data, "exchange_name")
     if isinstance(exchange, str):  # a name of another type is refused by the service
         permissions.require("write", "exchange", exchange)
     fields: dict[str, Any] = {"routing_key": data.get("key", "")}

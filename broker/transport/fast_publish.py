@@ -7,8 +7,8 @@ answers JSON publishes itself, on the router's loop, and the wait for the
 commit holds nothing, so concurrent publishers share commits.
 
 It does what Django would do for such a request: the Host check against
-ALLOWED_HOSTS, authentication by `Authorization: Bearer` token and the write
-permission on the exchange (`authenticate` is handed in: the access app's,
+ALLOWED_HOSTS, authentication by `Authorization: Bearer` (or `Token`) token and
+the write permission on the exchange (`authenticate` is handed in: the access app's,
 which caches a token's user and permissions for a few seconds, so revoking
 one takes that long here), the body size limit, the same answers and error
 shape, the same security headers. Anything else goes to Django, the

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from rest_framework.test import APIClient
 
 from access.models import ApiToken, hash_token
 from bindings.models import Binding
@@ -84,11 +85,34 @@ def test_a_bearer_token_authenticates(no_anonymous: None) -> None:
     assert client_of(token).get("/api/queues/")[0] == 200
 
 
-@pytest.mark.parametrize("header", ["Bearer nope", "Bearer", "Bearer a b"])
+@pytest.mark.parametrize("scheme", ["Token", "token", "TOKEN", "bearer"])
+def test_drfs_token_scheme_authenticates_as_bearer_does(no_anonymous: None, scheme: str) -> None:
+    _, token = make_user("alice")
+    api = Api()
+    api.client.credentials(HTTP_AUTHORIZATION=f"{scheme} {token}")
+    assert api.get("/api/queues/")[0] == 200
+    refused(api.post("/api/queues/", {"name": "q2"}), "user 'alice'")  # authenticated as alice
+
+
+@pytest.mark.parametrize(
+    "header", ["Bearer nope", "Bearer", "Bearer a b", "Token nope", "Token", "Token a b", "token a b"]
+)
 def test_a_bad_token_is_401_even_when_anonymous_is_allowed(anonymous: None, header: str) -> None:
     api = Api()
     api.client.credentials(HTTP_AUTHORIZATION=header)
     assert error_code(api.get("/api/queues/")) == (401, "unauthorized")
+
+
+@pytest.mark.parametrize("tokens", ["", " a b"])
+def test_a_malformed_token_header_is_refused_as_a_malformed_bearer_one(anonymous: None, tokens: str) -> None:
+    def answer(scheme: str) -> Any:
+        response = APIClient().get("/api/queues/", HTTP_AUTHORIZATION=scheme + tokens)
+        return response.status_code, response["WWW-Authenticate"], response.json()
+
+    assert answer("Token") == answer("Bearer")
+    status, www_authenticate, body = answer("Token")
+    assert (status, www_authenticate, body["error"]["code"]) == (401, "Bearer", "unauthorized")
+    assert body["error"]["message"] == "the Authorization header must be 'Bearer <token>' or 'Token <token>'"
 
 
 def test_the_handlers_token_may_do_everything_and_a_forged_one_nothing(no_anonymous: None) -> None:
@@ -282,11 +306,13 @@ def test_a_users_rights_are_its_own_rows_and_its_groups(no_anonymous: None, topo
 # -- the original service's calls --------------------------------------------------------
 
 
-def legacy(token: str | None, path: str, data: Any, session_of: Any = None) -> tuple[int, Any]:
+def legacy(
+    token: str | None, path: str, data: Any, session_of: Any = None, *, scheme: str = "Bearer"
+) -> tuple[int, Any]:
     client = Client()
     if session_of is not None:
         client.force_login(session_of)
-    headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
+    headers = {"HTTP_AUTHORIZATION": f"{scheme} {token}"} if token else {}
     response = client.post(path, json.dumps(data), content_type="application/json", **headers)
     return response.status_code, response.json()
 
@@ -298,6 +324,7 @@ def test_the_original_calls_need_a_token_when_anonymous_is_off(no_anonymous: Non
     assert error_code(legacy(None, "/queues", {"name": "q2"}, session_of=user)) == (401, "unauthorized")
     assert not Queue.objects.filter(name="q2").exists()
     assert legacy(token, "/queues", {"name": "q2"})[0] == 200
+    assert legacy(token, "/queues", {"name": "q3"}, scheme="Token")[0] == 200
     assert Client().get("/ping").json() == {"message": "PONG"}  # open to all
 
 
@@ -324,6 +351,13 @@ def test_the_original_calls_stay_open_when_anonymous_is_allowed(anonymous: None,
         401,
         "unauthorized",
     )
+    # A malformed Token header is refused as a malformed Bearer one.
+    bearer, token = (
+        legacy("a b", "/publish", {"exchange_name": "", "key": "q", "payload": 1}, scheme=scheme)
+        for scheme in ("Bearer", "Token")
+    )
+    assert bearer == token and error_code(token) == (401, "unauthorized")
+    assert ready(topology, "q") == 1
 
 
 # -- the web console -----------------------------------------------------------------------

@@ -55,6 +55,18 @@ async def test_the_fast_path_takes_a_token_with_write(http: httpx.AsyncClient, r
     assert ready(runtime) == 1
 
 
+@pytest.mark.parametrize("scheme", ["Token", "token"])
+async def test_the_fast_path_takes_drfs_token_scheme(
+    http: httpx.AsyncClient, runtime: Runtime, settings: Any, scheme: str
+) -> None:
+    settings.BROKER_ALLOW_ANONYMOUS = False
+    _, token = await database_sync_to_async(make_user)("pub", write=r"amq\.default")
+    answer = await http.post(URL, json={"routing_key": "q", "body": 1}, headers={"authorization": f"{scheme} {token}"})
+    assert answer.status_code == 200 and answer.json()["routed"] == 1
+    assert not taken_by_django(answer)
+    assert ready(runtime) == 1
+
+
 async def test_the_fast_path_refuses_without_write(http: httpx.AsyncClient, runtime: Runtime, settings: Any) -> None:
     settings.BROKER_ALLOW_ANONYMOUS = False
     _, token = await database_sync_to_async(make_user)("pub", write="orders")
@@ -78,9 +90,28 @@ async def test_the_fast_path_wants_credentials_when_anonymous_is_off(
 
 async def test_a_bad_token_is_refused_on_the_fast_path(http: httpx.AsyncClient, runtime: Runtime, settings: Any) -> None:
     settings.BROKER_ALLOW_ANONYMOUS = True
-    for header in ("Bearer nope", "Bearer a b"):
+    for header in ("Bearer nope", "Bearer a b", "Token nope", "Token a b"):
         answer = await http.post(URL, json={"routing_key": "q", "body": 1}, headers={"authorization": header})
         assert (answer.status_code, answer.json()["error"]["code"]) == (401, "unauthorized")
+    assert ready(runtime) == 0
+
+
+@pytest.mark.parametrize("tokens", ["", " a b"])
+async def test_a_malformed_token_header_is_refused_on_the_fast_path_as_a_bearer_one(
+    http: httpx.AsyncClient, runtime: Runtime, settings: Any, tokens: str
+) -> None:
+    settings.BROKER_ALLOW_ANONYMOUS = True
+
+    async def answer(scheme: str) -> tuple[int, str, Any]:
+        headers = {"authorization": scheme + tokens}
+        response = await http.post(URL, json={"routing_key": "q", "body": 1}, headers=headers)
+        assert not taken_by_django(response)
+        return response.status_code, response.headers["www-authenticate"], response.json()
+
+    assert await answer("Token") == await answer("Bearer")
+    status, www_authenticate, body = await answer("Token")
+    assert (status, www_authenticate, body["error"]["code"]) == (401, "Bearer", "unauthorized")
+    assert body["error"]["message"] == "the Authorization header must be 'Bearer <token>' or 'Token <token>'"
     assert ready(runtime) == 0
 
 

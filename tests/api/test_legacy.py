@@ -89,6 +89,7 @@ def test_works_without_json_content_type(runtime_thread: Runtime) -> None:
         ("/bindings", {"key": "k", "exchange_name": "nope", "queue_name": "q0"}, 404, "not_found"),
         ("/bindings", {"key": 5, "exchange_name": "ex", "queue_name": "q0"}, 400, "invalid"),
         ("/publish", {"exchange_name": "ex", "key": "k"}, 400, "invalid"),
+        ("/publish", {"key": "k", "payload": 1}, 400, "invalid"),
         ("/publish", {"exchange_name": "nope", "key": "k", "payload": 1}, 404, "not_found"),
     ],
 )
@@ -105,6 +106,23 @@ def test_publish_errors_name_the_legacy_fields(runtime_thread: Runtime) -> None:
     _, body = call("/publish", {"exchange_name": "", "key": "k"})
     assert body["error"]["fields"] == {"payload": ["this field is required"]}
     assert body["error"]["message"].startswith("payload:")
+
+
+def test_publish_without_exchange_name_is_invalid(runtime_thread: Runtime) -> None:
+    Queue.objects.create(name="q")
+    status, body = call("/publish", {"key": "q", "payload": 1})
+    assert (status, body["error"]["code"]) == (400, "invalid")
+    assert body["error"]["fields"] == {"exchange_name": ["this field is required"]}
+    assert body["error"]["message"] == "exchange_name: this field is required"
+    # The same shape as the other calls' missing fields.
+    assert call("/bindings", {"queue_name": "q"})[1] == body
+    assert runtime_thread.broker.queue_counts("q").messages_ready == 0  # type: ignore[union-attr]
+
+
+def test_publish_to_an_explicit_empty_exchange_name_is_the_default_exchange(runtime_thread: Runtime) -> None:
+    Queue.objects.create(name="q")
+    status, published = call("/publish", {"exchange_name": "", "key": "q", "payload": 1})
+    assert (status, published["routed"]) == (200, 1)
 
 
 def test_binding_errors_name_the_legacy_fields(runtime_thread: Runtime) -> None:

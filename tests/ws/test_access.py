@@ -79,6 +79,8 @@ async def test_anonymous_clients_may_do_everything_when_allowed(connect: Connect
         ("/ws?token=", []),
         ("/ws", [(b"authorization", b"Bearer nope")]),
         ("/ws", [(b"authorization", b"Bearer a b")]),
+        ("/ws", [(b"authorization", b"Token nope")]),
+        ("/ws", [(b"authorization", b"Token a b")]),
     ],
 )
 async def test_a_bad_token_is_refused_even_when_anonymous_is_allowed(
@@ -92,6 +94,32 @@ async def test_a_bearer_header_authenticates(connect: Connect, no_anonymous: Non
     _, token = await user_with("alice", read="q")
     client = await connect(headers=bearer(token))
     assert (await request(client, {"type": "subscribe", "id": "s", "queue": "q"}))["type"] == "subscribed"
+
+
+@pytest.mark.parametrize("scheme", ["Token", "token"])
+async def test_drfs_token_scheme_authenticates_as_bearer_does(
+    connect: Connect, no_anonymous: None, scheme: str
+) -> None:
+    await declare_queue("q")
+    _, token = await user_with("alice", read="q")
+    client = await connect(headers=[(b"authorization", f"{scheme} {token}".encode())])
+    assert (await request(client, {"type": "subscribe", "id": "s", "queue": "q"}))["type"] == "subscribed"
+
+
+@pytest.mark.parametrize("tokens", [b"", b" a b"])
+async def test_a_malformed_token_header_is_refused_as_a_malformed_bearer_one(
+    connect: Connect, anonymous: None, tokens: bytes
+) -> None:
+    frames: list[dict[str, Any]] = []
+    for scheme in (b"Bearer", b"Token"):
+        client = await connect(headers=[(b"authorization", scheme + tokens)])
+        frames.append(await receive(client))
+        assert await client.receive_output(timeout=2) == {"type": "websocket.close", "code": CLOSE_UNAUTHORIZED}
+    assert frames[0] == frames[1]
+    assert (frames[1]["code"], frames[1]["message"]) == (
+        "unauthorized",
+        "the Authorization header must be 'Bearer <token>' or 'Token <token>'",
+    )
 
 
 async def test_a_token_query_parameter_authenticates(connect: Connect, no_anonymous: None) -> None:
