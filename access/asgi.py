@@ -34,6 +34,7 @@ from access.selectors import (
     cached_token_permissions_sync,
     permissions_or_unauthorized,
     token_permissions,
+    token_user,
 )
 from broker.engine.errors import Unauthorized
 
@@ -89,6 +90,24 @@ async def websocket_permissions(scope: dict[str, Any]) -> Permissions:
     if token == "":
         raise Unauthorized(INVALID_TOKEN)
     permissions: Permissions = await database_sync_to_async(_resolve)(token, session_key)
+    return permissions
+
+
+def _stomp_resolve(login: str, passcode: str) -> Permissions:
+    permissions = token_permissions(passcode)
+    user = token_user(passcode)
+    if login and user is not None and user.get_username() != login:
+        raise Unauthorized(f"the API token is not {login!r}'s")
+    return permissions
+
+
+async def stomp_permissions(login: str, passcode: str) -> Permissions:
+    """What a STOMP client that sent `login` (a user name, or empty) and `passcode` (an API
+    token of that user) at CONNECT may do; `unauthorized` unless the token is valid and is
+    that user's."""
+    if not passcode:
+        raise Unauthorized("passcode: give an API token (manage.py createtoken USER) as the passcode")
+    permissions: Permissions = await database_sync_to_async(_stomp_resolve)(login, passcode)
     return permissions
 
 

@@ -43,6 +43,12 @@ load_dotenv()
 # --- the environment (the README's configuration table, in its order) ---------
 
 HTTP_PORT = env_int("HTTP_PORT", default=8060, min=1, max=65535)
+# STOMP over plain TCP on its own port (RabbitMQ's is 61613); 0: off. STOMP over
+# WebSocket is always on, at /ws, by subprotocol.
+STOMP_PORT = env_int("STOMP_PORT", default=0, min=0, max=65535)
+# The STOMP heart-beat the server offers (ms): it sends and expects one at least this often
+# when the client asks for heart-beats; 0: none.
+STOMP_HEARTBEAT_MS = env_int("STOMP_HEARTBEAT_MS", default=10_000, min=0)
 HTTP_HOST = env_str("HTTP_HOST", default="127.0.0.1")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 DATABASE_NAME = env_str("DATABASE_NAME", default="pub-sub") or "pub-sub"

@@ -77,6 +77,23 @@ def queue_declare(
         return QueueDeclared(existing, False)
 
 
+def queue_ensure(
+    *,
+    name: str,
+    durable: bool = True,
+    auto_delete: bool = False,
+    arguments: Mapping[str, Any] | None = None,
+    given: bool = False,
+    authorize: Callable[[str], None] | None = None,
+) -> None:
+    """A queue that a STOMP `/queue/NAME` destination names (docs/protocol.md, "STOMP"):
+    declared when missing. An existing one is used as it is, unless the frame `given`
+    properties of its own, which must then be the queue's (`precondition_failed`)."""
+    if not given and Queue.objects.filter(name=name).exists():
+        return
+    queue_declare(name=name, durable=durable, auto_delete=auto_delete, arguments=arguments, authorize=authorize)
+
+
 def refuse_private_queue(name: str) -> None:
     """A live WebSocket subscription's private queue is not the API's to change."""
     if router.router_reachable() and router.queue_is_private(name):

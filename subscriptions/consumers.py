@@ -1,5 +1,8 @@
 """The Channels consumer at /ws: accepts the socket, authenticates the client, and
 hands every frame to a `Session` (broker/transport/session.py), which does the rest.
+A client that offers a STOMP subprotocol (`v12.stomp`, `v11.stomp`, `v10.stomp`, as
+RabbitMQ's Web-STOMP) gets a `StompSession` instead (subscriptions/stomp.py), which
+authenticates it at its CONNECT frame.
 
 Authentication and permissions come from the `access` app, settled once, at
 connect. The consumer does no ORM work on the loop and has no channel-layer
@@ -24,19 +27,33 @@ from broker.engine.errors import Unauthorized
 from broker.engine.jsoncodec import dumps
 from broker.protocol.server_frames import error_frame
 from broker.router import registry
+from broker.transport.authorization import Permissions
 from broker.transport.limits import CLOSE_TRY_LATER, REASON_CONNECTIONS, FrameBudget, user_connections
 from broker.transport.session import CLOSE_INTERNAL_ERROR, Session
+from broker.transport.stomp_session import StompSession, asgi_chunks
+from subscriptions.stomp import new_stomp_session
 
 log = logging.getLogger("broker.ws")
 
 # Private-use close code (4000-4999): 4000 + HTTP's 401, after an `unauthorized` error frame.
 CLOSE_UNAUTHORIZED: Final = 4401
+# The WebSocket subprotocols that choose STOMP, the best first (RabbitMQ Web-STOMP's names).
+STOMP_SUBPROTOCOLS: Final = ("v12.stomp", "v11.stomp", "v10.stomp")
+
+
+def stomp_subprotocol(offered: list[str]) -> str | None:
+    """The STOMP subprotocol to accept of those the client offered; None for our JSON frames."""
+    for name in STOMP_SUBPROTOCOLS:
+        if name in offered:
+            return name
+    return None
 
 
 class BrokerConsumer(AsyncJsonWebsocketConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._session: Session | None = None
+        self._stomp: StompSession | None = None
         self._counted_as: str | None = None  # the user whose connection count this one holds
 
     async def __call__(self, scope: WebSocketScope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
@@ -48,9 +65,12 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):
         self.channel_layer = cast(Any, None)  # no channel layer: deliveries come from the router
         self.base_send = send
         try:
-            while self._session is None:
+            while self._session is None and self._stomp is None:
                 await self.dispatch(await receive())
-            await self._session.serve(receive)
+            if self._stomp is not None:
+                await self._stomp.serve(asgi_chunks(receive))
+            elif self._session is not None:
+                await self._session.serve(receive)
         except StopConsumer:
             pass
         finally:
@@ -76,6 +96,10 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):
         raise StopConsumer()
 
     async def connect(self) -> None:
+        subprotocol = stomp_subprotocol(list(self.scope.get("subprotocols") or ()))
+        if subprotocol is not None:
+            await self._connect_stomp(subprotocol)
+            return
         try:
             permissions = await websocket_permissions(dict(self.scope))
         except Unauthorized as error:
@@ -109,6 +133,23 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):
         )
         self._session.open()
 
+    async def _connect_stomp(self, subprotocol: str) -> None:
+        """Accepted at once: a STOMP client authenticates in its CONNECT frame (or with the
+        WebSocket's token or session, when its CONNECT has no login and passcode)."""
+        router = registry.current()
+        await self.accept(subprotocol=subprotocol)
+        if router is None or router.loop is not asyncio.get_running_loop():
+            log.error("STOMP connection refused: no router or cluster link runs on this event loop")
+            await self.close(code=CLOSE_INTERNAL_ERROR)
+            return
+        scope = dict(self.scope)
+
+        async def default_permissions() -> Permissions:
+            return await websocket_permissions(scope)
+
+        self._stomp = new_stomp_session(router, self.base_send, default_permissions)
+        self._stomp.open()
+
     def _give_back(self) -> None:
         """The per-user connection count, once."""
         if self._counted_as is not None:
@@ -119,3 +160,5 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):
         self._give_back()
         if self._session is not None:
             self._session.close()
+        if self._stomp is not None:
+            self._stomp.close()

@@ -326,18 +326,20 @@ class Broker:
         prefetch: int,
         now: float,
     ) -> Effects:
-        """Subscribe through a private queue: exclusive, auto-delete, bound to `exchange`."""
+        """Subscribe through a private queue: exclusive, auto-delete, bound to `exchange`.
+        The default exchange binds nothing: it reaches the queue by its name already (a
+        reply queue, whose name the subscriber hands to whoever answers)."""
         connection = self._connection(connection_id)
         self._check_subscription(connection, subscription, prefetch)
-        if exchange == DEFAULT_EXCHANGE:
-            raise Forbidden("subscribe to a queue to consume from the default exchange")
-        binding_arguments(self.routing.exchange(exchange).spec.type, arguments)  # before the queue exists
+        if exchange != DEFAULT_EXCHANGE:
+            binding_arguments(self.routing.exchange(exchange).spec.type, arguments)  # before the queue exists
         if queue in self.queues:
             raise Conflict(f"queue {queue!r} already exists")
         self._check_room()
         spec = QueueSpec(name=queue, durable=False, auto_delete=True, exclusive_to=connection_id)
         self.declare_queue(spec, now=now, reserved_ok=True)
-        self.bind(BindingSpec(exchange, queue, binding_key, arguments))
+        if exchange != DEFAULT_EXCHANGE:
+            self.bind(BindingSpec(exchange, queue, binding_key, arguments))
         state = self.queues[queue]
         return self._add_consumer(connection, subscription, subscription_json, state, ack_mode, prefetch, now)
 

@@ -1,7 +1,9 @@
 """What a WebSocket connection has yet to send, and the one task that sends it.
 
 Replies and deliveries go into one queue and leave in order, one WebSocket
-frame each, so the connection's reader never waits for a send. Unsent data is
+frame each (a text frame for a `str`, a binary one for `bytes`), so the
+connection's reader never waits for a send. `finish` closes the connection
+once what it holds has left (a STOMP ERROR or DISCONNECT receipt, then the close). Unsent data is
 bounded: past `max_buffered` UTF-8 bytes (WS_MAX_BUFFERED_BYTES) the client is
 too slow, what waits is dropped and the connection is closed with 1008
 `slow_consumer` (docs/protocol.md, "Limits"); so it is, largest first, when the
@@ -30,6 +32,12 @@ CLOSE_INTERNAL_ERROR: Final = 1011
 Send = Callable[[Any], Awaitable[None]]
 
 
+def _size(frame: str | bytes) -> int:
+    if type(frame) is bytes:
+        return len(frame)
+    return text_bytes(frame)  # type: ignore[arg-type]
+
+
 class Outbox:
     def __init__(
         self,
@@ -41,7 +49,8 @@ class Outbox:
         budget: UnsentBudget | None = None,
     ) -> None:
         self._send = send  # the server's ASGI send
-        self._frames: deque[str] = deque()
+        self._frames: deque[str | bytes] = deque()
+        self._finish_code: int | None = None  # close with this once the frames have left
         # UTF-8 bytes queued plus the frame being sent, kept on append and pop.
         self._buffered = 0
         self._max_buffered = max_buffered
@@ -62,20 +71,28 @@ class Outbox:
     def start(self, *, name: str) -> None:
         self._sender = asyncio.create_task(self._send_forever(), name=name)
 
-    def append(self, text: str) -> None:
+    def append(self, frame: str | bytes) -> None:
         if self._stopped:
             return
-        self._frames.append(text)
-        self._grow(text_bytes(text))
+        self._frames.append(frame)
+        self._grow(_size(frame))
 
-    def extend(self, frames: list[str]) -> None:
+    def extend(self, frames: list[str] | list[str | bytes]) -> None:
         if self._stopped:
             return
         self._frames.extend(frames)
         size = 0
         for frame in frames:
-            size += len(frame) if frame.isascii() else text_bytes(frame)
+            size += len(frame) if type(frame) is bytes or frame.isascii() else _size(frame)
         self._grow(size)
+
+    def finish(self, code: int = 1000) -> None:
+        """Close the connection with `code` once the frames queued so far have left; nothing
+        more is queued."""
+        if self._stopped or self._finish_code is not None:
+            return
+        self._finish_code = code
+        self._wakeup.set()
 
     def _grow(self, size: int) -> None:
         self._buffered += size
@@ -132,14 +149,22 @@ class Outbox:
             send = self._send
             try:
                 while frames:
-                    text = frames.popleft()
-                    await send({"type": "websocket.send", "text": text})
+                    frame = frames.popleft()
+                    if type(frame) is str:
+                        await send({"type": "websocket.send", "text": frame})
+                    else:
+                        await send({"type": "websocket.send", "bytes": frame})
                     # Counted until sent: a client that does not read holds up this send.
-                    size = len(text) if text.isascii() else text_bytes(text)
+                    size = _size(frame)
                     if not self._stopped:
                         self._buffered -= size
                         if self._budget is not None:
                             self._budget.total -= size
+                if self._finish_code is not None:
+                    self._drop()
+                    await send({"type": "websocket.close", "code": self._finish_code})
+                    self._on_failed()
+                    return
             except OSError:
                 # The client closed or went away while frames were queued (uvicorn's
                 # ClientDisconnected is an OSError): no fault, nothing left to tell it.

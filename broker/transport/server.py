@@ -25,6 +25,7 @@ from broker.protocol.publish import FRAME_OVERHEAD
 from broker.router.local import LocalRouter
 
 from .startup import StoreFactory, lead, new_router, start_memory_guard, tune_garbage_collector
+from .stomp_tcp import SessionFactory, StompTcpServer
 from .wsprotocol import BrokerWebSocketProtocol
 
 log = logging.getLogger("broker.server")
@@ -51,10 +52,20 @@ def _leader_done(task: asyncio.Task[None]) -> None:
 
 
 async def serve(
-    application: Any, host: str, port: int, *, role: Role, new_store: StoreFactory, layer: Any
+    application: Any,
+    host: str,
+    port: int,
+    *,
+    role: Role,
+    new_store: StoreFactory,
+    layer: Any,
+    stomp_port: int = 0,
+    new_stomp_session: SessionFactory | None = None,
 ) -> None:
     """Serve `application` (the project's ASGI application) with this process's router or link.
-    `layer`: the channel layer (Redis in a cluster)."""
+    `layer`: the channel layer (Redis in a cluster). `stomp_port`: STOMP over TCP there too,
+    with sessions from `new_stomp_session` (0: none)."""
+    stomp: StompTcpServer | None = None
     router: LocalRouter | None = None
     link: EdgeLink | None = None
     leader: asyncio.Task[None] | None = None
@@ -101,7 +112,16 @@ async def serve(
             "broker listening on http://%s:%d (WebSocket at ws://%s:%d/ws) as %s",
             shown, port, shown, port, ROLE_WORDS[role],
         )
+        if stomp_port and new_stomp_session is not None:
+            stomp = StompTcpServer(new_stomp_session)
+            try:
+                await stomp.start(host, stomp_port)
+            except OSError as error:
+                raise SystemExit(f"cannot listen for STOMP on {host}:{stomp_port}: {error}") from None
+            log.info("STOMP listening on %s:%d (STOMP_PORT)", shown, stomp_port)
         await server.main_loop()
+        if stomp is not None:
+            await stomp.stop()
         await server.shutdown()
     finally:
         if leader is not None:
@@ -123,11 +143,22 @@ def _request_exit(server: uvicorn.Server) -> None:
     server.should_exit = True
 
 
-def run(application: Any, host: str, port: int, *, role: Role, new_store: StoreFactory, layer: Any) -> None:
+def run(
+    application: Any,
+    host: str,
+    port: int,
+    *,
+    role: Role,
+    new_store: StoreFactory,
+    layer: Any,
+    stomp_port: int = 0,
+    new_stomp_session: SessionFactory | None = None,
+) -> None:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is not on Windows
         pass
-    asyncio.run(serve(application, host, port, role=role, new_store=new_store, layer=layer))
+    asyncio.run(serve(application, host, port, role=role, new_store=new_store, layer=layer, stomp_port=stomp_port,
+                      new_stomp_session=new_stomp_session))

@@ -359,6 +359,21 @@ def test_consume_exchange_creates_a_private_bound_queue() -> None:
     assert broker.queues == {} and broker.bindings == {}
 
 
+def test_consuming_the_default_exchange_makes_a_reply_queue_reached_by_its_name() -> None:
+    broker = Broker()
+    conn = broker.open_connection()
+    broker.consume_exchange(
+        conn, subscription="r", subscription_json='"r"', exchange="", binding_key="ignored", arguments=None,
+        queue="amq.gen-r", ack_mode=AckMode.AUTO, prefetch=0, now=0.0,
+    )
+    assert broker.bindings == {}
+    assert broker.queues["amq.gen-r"].spec.exclusive_to == conn
+    published = broker.publish(msg("", "amq.gen-r", "reply"), now=0.0)
+    assert published.routed == 1 and bodies(published.effects.deliveries) == ["reply"]
+    broker.close_connection(conn, now=0.0)
+    assert broker.queues == {}
+
+
 def test_consume_exchange_checks_before_creating_anything() -> None:
     broker = Broker()
     exchange(broker, "news", "headers")
@@ -366,11 +381,6 @@ def test_consume_exchange_checks_before_creating_anything() -> None:
     with pytest.raises(NotFound):
         broker.consume_exchange(
             conn, subscription="s", subscription_json='"s"', exchange="missing", binding_key="", arguments=None,
-            queue="amq.gen-1", ack_mode=AckMode.AUTO, prefetch=1, now=0.0,
-        )
-    with pytest.raises(Forbidden):
-        broker.consume_exchange(
-            conn, subscription="s", subscription_json='"s"', exchange="", binding_key="", arguments=None,
             queue="amq.gen-1", ack_mode=AckMode.AUTO, prefetch=1, now=0.0,
         )
     for arguments in ({"x-match": "most"}, ["not", "an", "object"]):

@@ -108,7 +108,6 @@ REFUSED: dict[str, Callable[[Broker, int], object]] = {
         999, subscription="s", subscription_json='"s"', queue="q", ack_mode=AckMode.CLIENT, prefetch=1, now=5.0
     ),
     "consume exchange missing": lambda b, c: consume_exchange(b, c, exchange="nope"),
-    "consume default exchange": lambda b, c: consume_exchange(b, c, exchange=""),
     "consume exchange existing queue": lambda b, c: consume_exchange(b, c, queue="q"),
     "consume exchange duplicate subscription": lambda b, c: consume_exchange(b, c, subscription="s1"),
     "consume exchange bad x-match": lambda b, c: consume_exchange(b, c, exchange="hdr", arguments={"x-match": 1}),

@@ -25,6 +25,7 @@ from broker.transport.server import Role, run
 from pubsub.tasks.execution import task_queue_names
 from queues.services import queue_declare
 from storage.store import OrmMessageStore
+from subscriptions.stomp import tcp_stomp_session
 
 
 class Command(BaseCommand):
@@ -71,6 +72,8 @@ class Command(BaseCommand):
             role=role,
             new_store=lambda fence: OrmMessageStore(fence=fence),
             layer=get_channel_layer(),
+            stomp_port=settings.STOMP_PORT,
+            new_stomp_session=tcp_stomp_session,
         )
 
     def _declare_task_queues(self) -> None:

@@ -1,0 +1,215 @@
+"""Messages between STOMP frames and the broker's (docs/protocol.md, "STOMP: messages").
+
+A SEND becomes a `PublishRequest`; a delivery (our `message` frame, as the router
+hands it to every connection) becomes a MESSAGE frame. The mapping:
+
+- Body: a SEND whose body is JSON (no `content-type`, or a JSON one) is kept as
+  that JSON value, so JSON subscribers and HTTP `get` see it as JSON. Any other
+  body is kept as it was sent: UTF-8 text as a JSON string, other bytes as a
+  base64 string, with the header `body-encoding` (`text` or `base64`) saying
+  so; a MESSAGE frame gives the bytes back. A JSON publisher may set
+  `body-encoding` too (to send a STOMP client bytes).
+- `content-type` is kept as a message header, and a JSON body without one is
+  delivered to STOMP clients as `application/json`.
+- Every other SEND header is a message header (a string), except the frame's
+  own (`destination`, `receipt`, `transaction`, `content-length`) and what the
+  broker reads: `persistent` (true makes the message persistent), `message-id`
+  or `amqp-message-id` (the message id), and the queue properties of a
+  `/queue/` destination (`durable`, `auto-delete`, `exclusive`, and the `x-`
+  queue arguments). Headers that are not strings (from JSON publishers) are
+  shown to STOMP clients as their JSON text.
+
+Pure: the engine's codec and rules, and the publish checks.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any, Final
+
+from broker.engine.errors import BrokerError
+from broker.engine.jsoncodec import dumps, loads
+from broker.engine.rules import invalid
+from broker.protocol.publish import MAX_MESSAGE_ID, PublishRequest, prepare_publish
+
+from .stomp_destinations import Destination, destination_of
+from .stomp_frames import escape_header as _escape_header
+
+BODY_ENCODING: Final = "body-encoding"
+TEXT: Final = "text"
+BASE64: Final = "base64"
+JSON_TYPE: Final = "application/json"
+
+# Queue properties a SEND or SUBSCRIBE to /queue/NAME may give (RabbitMQ's header names).
+QUEUE_FLAGS: Final = ("durable", "auto-delete", "exclusive")
+QUEUE_INT_ARGUMENTS: Final = ("x-message-ttl", "x-max-length", "x-expires")
+QUEUE_STR_ARGUMENTS: Final = ("x-overflow", "x-dead-letter-exchange", "x-dead-letter-routing-key")
+# SEND headers the broker reads or that belong to the frame: never message headers.
+_NOT_KEPT: Final = frozenset(
+    ("destination", "receipt", "transaction", "content-length", "persistent", "message-id", "amqp-message-id",
+     *QUEUE_FLAGS, *QUEUE_INT_ARGUMENTS, *QUEUE_STR_ARGUMENTS)
+)
+# A MESSAGE frame's own headers: a message header of the same name is not repeated.
+_FRAME_OWN: Final = frozenset(
+    ("subscription", "destination", "message-id", "ack", "redelivered", "persistent", "amqp-message-id",
+     "content-type", "content-length", BODY_ENCODING)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueProperties:
+    """How a /queue/ destination is declared when missing; `given`: did the frame say any?"""
+
+    durable: bool
+    auto_delete: bool
+    exclusive: bool
+    arguments: dict[str, Any]
+    given: bool
+
+
+def queue_properties(headers: dict[str, str]) -> QueueProperties:
+    """The queue properties of a SEND's or SUBSCRIBE's headers (RabbitMQ's defaults: durable,
+    not auto-delete, not exclusive)."""
+    given = False
+    flags: dict[str, bool] = {}
+    for name, default in (("durable", True), ("auto-delete", False), ("exclusive", False)):
+        value = headers.get(name)
+        if value is None:
+            flags[name] = default
+        else:
+            given = True
+            flags[name] = _boolean(name, value)
+    arguments: dict[str, Any] = {}
+    for name in QUEUE_INT_ARGUMENTS:
+        value = headers.get(name)
+        if value is not None:
+            if not value.isdigit():
+                raise invalid(name, "must be a non-negative integer")
+            arguments[name] = int(value)
+    for name in QUEUE_STR_ARGUMENTS:
+        value = headers.get(name)
+        if value is not None:
+            arguments[name] = value
+    return QueueProperties(flags["durable"], flags["auto-delete"], flags["exclusive"], arguments, given or bool(arguments))
+
+
+def _boolean(name: str, value: str) -> bool:
+    if value == "true":
+        return True
+    if value == "false":
+        return False
+    raise invalid(name, "must be true or false")
+
+
+def _is_json_type(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == JSON_TYPE or media.endswith("+json")
+
+
+def send_request(
+    headers: dict[str, str], body: bytes, destination: Destination, *, max_bytes: int
+) -> PublishRequest:
+    """The publish a SEND asks for, checked as any publish is (names, sizes)."""
+    kept: dict[str, Any] = {key: value for key, value in headers.items() if key not in _NOT_KEPT}
+    content_type = headers.get("content-type")
+    body_json = _json_text(body) if content_type is None or _is_json_type(content_type) else None
+    if body_json is None:
+        try:
+            body_json = dumps(body.decode("utf-8"))
+            kept[BODY_ENCODING] = TEXT
+        except UnicodeDecodeError:
+            body_json = dumps(base64.b64encode(body).decode("ascii"))
+            kept[BODY_ENCODING] = BASE64
+    else:
+        kept.pop(BODY_ENCODING, None)  # the body is JSON: nothing to say about its encoding
+    persistent = headers.get("persistent")
+    message_id = headers.get("amqp-message-id") or headers.get("message-id")
+    if message_id is not None and not 0 < len(message_id) <= MAX_MESSAGE_ID:
+        raise invalid("message-id", f"must be 1 to {MAX_MESSAGE_ID} characters")
+    data = {
+        "exchange": destination.publish_exchange,
+        "routing_key": destination.publish_key,
+        "headers": kept,
+        "persistent": False if persistent is None else _boolean("persistent", persistent),
+        "message_id": message_id,
+    }
+    return prepare_publish(data, max_bytes=max_bytes, body_json=body_json)
+
+
+def escape_header(value: str, version: str) -> str:
+    """A header name or value for a MESSAGE frame; STOMP 1.0 cannot escape a line break,
+    so there it becomes a space."""
+    if version == "1.0" and "\n" in value:
+        return value.replace("\n", " ")
+    return _escape_header(value, version)
+
+
+def _json_text(body: bytes) -> str | None:
+    """The body as JSON text when it is a JSON value (kept as it was written), else None."""
+    if not body:
+        return None
+    try:
+        text = body.decode("utf-8")
+        loads(text)
+    except ValueError:  # not UTF-8 (UnicodeDecodeError is a ValueError), or not JSON
+        return None
+    return text
+
+
+def message_frame(delivered: dict[str, Any], *, subscription: str, version: str) -> str | bytes:
+    """A delivery as a STOMP MESSAGE frame, from its decoded `message` frame
+    (broker/protocol/server_frames.py): text when its body is text, bytes otherwise."""
+    headers: dict[str, Any] = delivered["headers"]
+    body_value = delivered["body"]
+    encoding = headers.get(BODY_ENCODING)
+    content_type = headers.get("content-type")
+    body: str | bytes
+    if encoding == TEXT and isinstance(body_value, str):
+        body = body_value
+    elif encoding == BASE64 and isinstance(body_value, str):
+        try:
+            body = base64.b64decode(body_value, validate=True)
+        except (binascii.Error, ValueError):
+            body = dumps(body_value)
+    else:
+        body = dumps(body_value)
+        if content_type is None:
+            content_type = JSON_TYPE
+    tag = str(delivered["delivery_tag"])
+    escape = escape_header
+    lines = [
+        "MESSAGE",
+        f"subscription:{escape(subscription, version)}",
+        f"destination:{escape(destination_of(delivered['exchange'], delivered['routing_key']), version)}",
+        f"message-id:{tag}",
+    ]
+    if version == "1.2":
+        lines.append(f"ack:{tag}")
+    lines.append(f"redelivered:{'true' if delivered['redelivered'] else 'false'}")
+    if delivered["persistent"]:
+        lines.append("persistent:true")
+    lines.append(f"amqp-message-id:{escape(delivered['message_id'], version)}")
+    if content_type is not None:
+        lines.append(f"content-type:{escape(str(content_type), version)}")
+    for key, value in headers.items():
+        if key not in _FRAME_OWN:
+            shown = value if isinstance(value, str) else dumps(value)
+            lines.append(f"{escape(key, version)}:{escape(shown, version)}")
+    if isinstance(body, bytes):
+        lines.append(f"content-length:{len(body)}\n\n")
+        return "\n".join(lines).encode() + body + b"\x00"
+    size = len(body) if body.isascii() else len(body.encode())
+    lines.append(f"content-length:{size}\n\n")
+    return "\n".join(lines) + body + "\x00"
+
+
+def decode_delivery(frame: str) -> dict[str, Any] | None:
+    """A router frame as a dict when it is a delivery (`message`), else None."""
+    if not frame.startswith('{"type":"message"'):
+        return None
+    decoded = loads(frame)
+    if not isinstance(decoded, dict):
+        raise BrokerError("a delivery frame is not an object")
+    return decoded

@@ -1,0 +1,738 @@
+"""One STOMP client (docs/protocol.md, "STOMP"): over a WebSocket whose subprotocol is
+`v12.stomp`, `v11.stomp` or `v10.stomp`, or over TCP (STOMP_PORT).
+
+A `StompSession` parses the client's frames, checks them against the connection's
+permissions and carries them out on the `Router`, as the JSON session
+(session.py) does; it is the router's `ConnectionSink` for the connection and
+turns its deliveries into MESSAGE frames (broker/protocol/stomp_messages.py).
+Every frame to the client leaves through one `Outbox`, in order.
+
+What needs an answer (a SEND with `receipt`, or any SEND whose publish fails; a
+SUBSCRIBE, UNSUBSCRIBE or DISCONNECT with `receipt`...) is answered in frame
+order: a persistent SEND's RECEIPT comes once its copies are committed, as our
+confirms do. Any error is an ERROR frame (`message`, our stable `code`, the
+`receipt-id` of the frame that caused it), after which the connection closes,
+as the STOMP spec says.
+
+What the project decides (who the client is, declaring a queue) is handed in
+by the shell: subscriptions/stomp.py for a WebSocket, stomp_tcp.py for TCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from broker.engine.errors import BrokerError, Conflict, NotFound, RateLimited, TooLarge, Unavailable
+from broker.engine.jsoncodec import dumps
+from broker.engine.names import DEFAULT_EXCHANGE
+from broker.engine.queues import DEFAULT_PREFETCH, MAX_PREFETCH, AckMode
+from broker.protocol.client_frames import FrameId, SubscribeRequest
+from broker.protocol.publish import FRAME_OVERHEAD, PublishRequest
+from broker.protocol.stomp_destinations import TOPIC_EXCHANGE, Destination, Kind, parse_destination
+from broker.protocol.stomp_frames import (
+    StompFrame,
+    StompFrameError,
+    StompFrameTooLarge,
+    StompParser,
+    encode_frame,
+    escape_header,
+)
+from broker.protocol.stomp_messages import (
+    QueueProperties,
+    decode_delivery,
+    message_frame,
+    queue_properties,
+    send_request,
+)
+from broker.router.interface import Publishing, Router
+from broker.runtime import memory
+
+from .authorization import Permissions
+from .limits import ABUSIVE, FrameBudget
+from .outbox import Outbox, Send
+
+log = logging.getLogger("broker.stomp")
+
+VERSIONS: Final = ("1.2", "1.1", "1.0")  # the best first
+SERVER: Final = "pubsub-broker"
+# Heart-beats: what the server offers to send and wants to receive, in ms; a client's
+# faster wish is slowed to MIN_HEARTBEAT_MS (a client cannot make the server spin).
+MIN_HEARTBEAT_MS: Final = 100
+# The client is gone when nothing came from it for this many of its intervals.
+HEARTBEAT_TOLERANCE: Final = 2.0
+# A transaction holds at most this many frames until its COMMIT.
+MAX_TRANSACTION_FRAMES: Final = 10_000
+CLOSE_NORMAL: Final = 1000
+ACK_MODES: Final = {"auto": AckMode.AUTO, "client": AckMode.CLIENT, "client-individual": AckMode.CLIENT}
+HEARTBEAT: Final = "\n"
+# How long the last frames (an ERROR, a DISCONNECT's RECEIPT) may take to leave before the close.
+CLOSING_GRACE: Final = 5.0
+
+Authenticate = Callable[[str, str], Awaitable[Permissions]]
+DefaultPermissions = Callable[[], Awaitable[Permissions]]
+DeclareQueue = Callable[[str, QueueProperties, Permissions], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Answer:
+    """Something the client is owed in frame order: a RECEIPT, or the ERROR of a failed
+    publish. `waiter`: what must settle first (a publish, or a subscribe's answer)."""
+
+    receipt: str | None
+    waiter: Publishing | asyncio.Future[None] | None = None
+    then_close: bool = False
+
+
+@dataclass(slots=True)
+class _Subscription:
+    id: str
+    cumulative: bool  # ack mode `client`: an ACK settles every earlier delivery too
+    tags: deque[int] = field(default_factory=deque)  # unsettled deliveries, oldest first (cumulative only)
+
+
+class StompError(BrokerError):
+    """A frame the STOMP rules refuse (a missing header, an unknown command)."""
+
+
+class StompSession:
+    def __init__(
+        self,
+        router: Router,
+        send: Send,
+        *,
+        authenticate: Authenticate,
+        default_permissions: DefaultPermissions,
+        declare_queue: DeclareQueue,
+        max_message_bytes: int,
+        max_buffered_bytes: int,
+        budget: FrameBudget,
+        on_connected: Callable[[Permissions], bool] | None = None,
+        on_close: Callable[[], None] | None = None,
+        heartbeat_ms: int = 10_000,
+    ) -> None:
+        """`on_connected` is asked once the client is known (False: it holds too many
+        connections); `on_close` is called once, however the session ends."""
+        self._router = router
+        self._send = send
+        self._authenticate = authenticate
+        self._default_permissions = default_permissions
+        self._declare_queue = declare_queue
+        self._max_bytes = max_message_bytes
+        self._budget = budget
+        self._on_connected = on_connected
+        self._on_close = on_close
+        self._heartbeat_ms = heartbeat_ms
+        self._parser = StompParser(max_frame_bytes=max_message_bytes + FRAME_OVERHEAD)
+        self._outbox = Outbox(
+            send, max_buffered_bytes, on_too_slow=self._too_slow, on_failed=self.close, budget=memory.budget()
+        )
+        self._guard = memory.guard()
+        self._version = "1.2"
+        self._permissions: Permissions | None = None
+        self._conn: int | None = None
+        self._closed = False
+        self._ending = False
+        self._answers: deque[_Answer] = deque()
+        self._awaited: asyncio.Future[Any] | None = None
+        self._subscriptions: dict[str, _Subscription] = {}
+        self._tag_owner: dict[int, _Subscription] = {}  # cumulative subscriptions' unsettled tags
+        self._unsubscribing: dict[str, asyncio.Future[None]] = {}
+        self._transactions: dict[str, list[StompFrame]] = {}
+        self._declared: set[str] = set()
+        # /temp-queue/NAME's NAME -> (its subscription, its private queue's name)
+        self._temp_queues: dict[str, tuple[str, str]] = {}
+        self._pushed = 0  # frames queued: the outgoing heart-beat's check
+        self._received = 0  # chunks read: the incoming heart-beat's check
+        self._timers: list[asyncio.Task[None]] = []
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def open(self) -> None:
+        """Start sending; the router is joined at CONNECT."""
+        self._outbox.start(name="stomp-sender")
+
+    def close(self) -> None:
+        """Leave the router (unacknowledged messages are requeued) and stop. Idempotent."""
+        self._closed = True
+        self._answers.clear()
+        self._outbox.stop()
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
+        self._leave_router()
+
+    async def wait_closed(self) -> None:
+        await self._outbox.wait_stopped()
+
+    def _leave_router(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                self._router.disconnect(conn)
+            except Exception:
+                log.exception("router failed to close connection %d", conn)
+
+    def _stopping(self) -> bool:
+        return self._closed or self._ending
+
+    def _end(self) -> None:
+        """Take no more frames; close once what is queued has left (an ERROR, a RECEIPT)."""
+        if self._ending or self._closed:
+            return
+        self._ending = True
+        self._leave_router()
+        self._outbox.finish(CLOSE_NORMAL)
+
+    # -- the ConnectionSink protocol (called by the router, on this loop) ---
+
+    def deliver(self, frames: list[str]) -> None:
+        if self._closed or self._ending:
+            return
+        out: list[str | bytes] = []
+        version = self._version
+        for text in frames:
+            delivered = decode_delivery(text)
+            if delivered is None:
+                continue  # a stats frame: STOMP clients do not watch
+            subscription_id = delivered["subscription"]
+            subscription = self._subscriptions.get(subscription_id)
+            if subscription is not None and subscription.cumulative:
+                tag = delivered["delivery_tag"]
+                subscription.tags.append(tag)
+                self._tag_owner[tag] = subscription
+            out.append(message_frame(delivered, subscription=str(subscription_id), version=version))
+        if out:
+            self._pushed += 1
+            self._outbox.extend(out)
+
+    def cancelled(self, subscription: str, reason: str) -> None:
+        self._forget_subscription(subscription)
+        self._error(NotFound(f"subscription {subscription!r} ended: {reason}"), None, subscription=subscription)
+
+    def unsubscribed(self, subscription: str) -> None:
+        self._forget_subscription(subscription)
+        waiter = self._unsubscribing.pop(subscription, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def refused(self, frame_id: FrameId | None, error: BrokerError) -> None:
+        self._error(error, frame_id if isinstance(frame_id, str) else None)
+
+    def _forget_subscription(self, key: str) -> None:
+        subscription = self._subscriptions.pop(key, None)
+        if subscription is not None:
+            for tag in subscription.tags:
+                self._tag_owner.pop(tag, None)
+
+    def _too_slow(self) -> None:
+        log.info("STOMP connection %s closed: over WS_MAX_BUFFERED_BYTES unsent (slow consumer)", self._conn)
+        self._closed = True
+        asyncio.get_running_loop().call_soon(self.close)
+
+    # -- frames to the client ------------------------------------------------
+
+    def _push(self, frame: str | bytes) -> None:
+        if not self._closed:
+            self._pushed += 1
+            self._outbox.append(frame)
+
+    def _frame(self, command: str, headers: dict[str, str], body: bytes = b"") -> None:
+        """A frame of the server's own; its body is text (UTF-8), so it leaves as a text frame."""
+        self._push(encode_frame(command, headers, body, version=self._version).decode())
+
+    def _error(self, error: BrokerError, receipt: str | None, **extra: str) -> None:
+        """An ERROR frame, then the close (STOMP: the server closes after an ERROR)."""
+        if self._ending or self._closed:
+            return
+        headers = {"message": error.message, "code": error.code, **extra}
+        if receipt is not None:
+            headers["receipt-id"] = receipt
+        headers["content-type"] = "text/plain"
+        self._frame("ERROR", headers, error.message.encode())
+        self._end()
+
+    # -- receiving -----------------------------------------------------------
+
+    async def serve(self, next_chunk: Callable[[], Awaitable[bytes | None]]) -> None:
+        """Carry out the client's frames until it goes away or the session ends."""
+        try:
+            await self._read(next_chunk)
+        finally:
+            if self._ending and not self._closed:
+                # An ERROR or a DISCONNECT's RECEIPT is on its way: let it leave first.
+                try:
+                    await asyncio.wait_for(self._outbox.wait_stopped(), CLOSING_GRACE)
+                except TimeoutError:
+                    log.info("STOMP connection %s: its last frames did not leave in time", self._conn)
+
+    async def _read(self, next_chunk: Callable[[], Awaitable[bytes | None]]) -> None:
+        parser = self._parser
+        while not self._stopping():
+            chunk = await next_chunk()
+            if chunk is None:
+                return
+            self._received += 1
+            try:
+                frames = parser.feed(chunk)
+            except StompFrameTooLarge as error:
+                self._error(TooLarge(error.message), None)
+                return
+            except StompFrameError as error:
+                self._error(error, None)
+                return
+            for frame in frames:
+                if self._stopping():
+                    return
+                waiting = self.receive(frame)
+                if waiting is not None:
+                    await waiting
+
+    def receive(self, frame: StompFrame) -> Coroutine[Any, Any, None] | None:
+        """One client frame, carried out before it returns; what must wait comes back as a
+        coroutine for the caller to await, so frames are carried out in order."""
+        budget = self._budget
+        budget.tokens -= 1.0
+        if budget.tokens < 0.0:
+            verdict = budget.refill()
+            if verdict:
+                refused = RateLimited(f"over {budget.rate:g} frames per second: frame not carried out")
+                self._error(refused, frame.headers.get("receipt"))
+                if verdict == ABUSIVE:
+                    log.info("STOMP connection %s closed: frames at over ten times the rate", self._conn)
+                return None
+        receipt = frame.headers.get("receipt")
+        try:
+            if self._conn is None:
+                if frame.command in ("CONNECT", "STOMP"):
+                    return self._guarded(self._connect(frame), receipt)
+                raise StompError(f"expected CONNECT or STOMP first, not {frame.command}")
+            transaction = frame.headers.get("transaction")
+            if transaction is not None and frame.command in ("SEND", "ACK", "NACK"):
+                self._hold(transaction, frame)
+                return None
+            return self._carry_out(frame, receipt)
+        except BrokerError as error:
+            self._error(error, receipt)
+        except Exception:
+            log.exception("STOMP frame %s failed", frame.command)
+            self._error(Unavailable("the broker failed to carry out the frame"), receipt)
+        return None
+
+    async def _guarded(self, work: Coroutine[Any, Any, None], receipt: str | None) -> None:
+        try:
+            await work
+        except BrokerError as error:
+            self._error(error, receipt)
+        except Exception:
+            log.exception("a STOMP frame failed")
+            self._error(Unavailable("the broker failed to carry out the frame"), receipt)
+
+    def _carry_out(self, frame: StompFrame, receipt: str | None) -> Coroutine[Any, Any, None] | None:
+        match frame.command:
+            case "SEND":
+                return self._send_frame(frame, receipt)
+            case "ACK":
+                self._settle(frame, ack=True)
+            case "NACK":
+                self._settle(frame, ack=False)
+            case "SUBSCRIBE":
+                return self._subscribe(frame, receipt)
+            case "UNSUBSCRIBE":
+                self._unsubscribe(frame, receipt)
+                return None
+            case "BEGIN":
+                name = _required(frame, "transaction")
+                if name in self._transactions:
+                    raise Conflict(f"transaction {name!r} has already begun")
+                self._transactions[name] = []
+            case "COMMIT":
+                frames = self._transactions.pop(_required(frame, "transaction"), None)
+                if frames is None:
+                    raise NotFound(f"transaction {frame.headers['transaction']!r} has not begun")
+                return self._guarded(self._commit(frames, receipt), receipt)
+            case "ABORT":
+                if self._transactions.pop(_required(frame, "transaction"), None) is None:
+                    raise NotFound(f"transaction {frame.headers['transaction']!r} has not begun")
+            case "DISCONNECT":
+                self._answer(_Answer(receipt, None, then_close=True))
+                return None
+            case "CONNECT" | "STOMP":
+                raise StompError("the client is connected already")
+            case _:
+                raise StompError(f"unknown command {frame.command!r}")
+        if receipt is not None:
+            self._answer(_Answer(receipt))
+        return None
+
+    # -- connecting ----------------------------------------------------------
+
+    async def _connect(self, frame: StompFrame) -> None:
+        headers = frame.headers
+        accepted = headers.get("accept-version")
+        offered = accepted.split(",") if accepted is not None else ["1.0"]
+        version = next((v for v in VERSIONS if v in (o.strip() for o in offered)), None)
+        if version is None:
+            self._version = "1.2"
+            self._error(StompError(f"no common STOMP version: the server speaks {','.join(reversed(VERSIONS))}"),
+                        None, version=",".join(reversed(VERSIONS)))
+            return
+        self._version = self._parser.version = version
+        login, passcode = headers.get("login"), headers.get("passcode")
+        if login is not None and login != "" or passcode:
+            permissions = await self._authenticate(login or "", passcode or "")
+        else:
+            permissions = await self._default_permissions()
+        if self._closed:
+            return
+        if self._on_connected is not None and not self._on_connected(permissions):
+            self._error(RateLimited(f"{permissions.who} holds too many connections"), None)
+            return
+        self._permissions = permissions
+        self._conn = self._router.connect(self)
+        send_every, expect_every = self._heartbeats(headers.get("heart-beat", "0,0"))
+        self._push(
+            f"CONNECTED\nversion:{version}\nheart-beat:{send_every},{expect_every}\n"
+            f"server:{SERVER}\nsession:{self._conn}\n\n\x00"
+        )
+        if send_every:
+            self._timers.append(asyncio.ensure_future(self._send_heartbeats(send_every / 1000)))
+        if expect_every:
+            self._timers.append(asyncio.ensure_future(self._expect_heartbeats(expect_every / 1000)))
+
+    def _heartbeats(self, value: str) -> tuple[int, int]:
+        """(ms between the server's heart-beats, ms between the client's) as negotiated:
+        each side at the slower of what one offers and the other wants; 0 for none."""
+        try:
+            can_send, wants = (int(part) for part in value.split(","))
+        except ValueError:
+            raise StompError(f"heart-beat: {value!r} is not two comma-separated integers") from None
+        if can_send < 0 or wants < 0:
+            raise StompError(f"heart-beat: {value!r} holds a negative interval")
+        offer = self._heartbeat_ms
+        send_every = max(wants, MIN_HEARTBEAT_MS) if wants and offer else 0
+        expect_every = max(can_send, offer) if can_send and offer else 0
+        return send_every, expect_every
+
+    async def _send_heartbeats(self, every: float) -> None:
+        while True:
+            before = self._pushed
+            await asyncio.sleep(every)
+            if self._pushed == before:
+                self._push(HEARTBEAT)
+
+    async def _expect_heartbeats(self, every: float) -> None:
+        while True:
+            before = self._received
+            await asyncio.sleep(every * HEARTBEAT_TOLERANCE)
+            if self._received == before:
+                log.info("STOMP connection %s closed: no heart-beat from the client", self._conn)
+                self._error(Unavailable("no heart-beat from the client within the negotiated interval"), None)
+                return
+
+    # -- publishing ------------------------------------------------------------
+
+    def _send_frame(self, frame: StompFrame, receipt: str | None) -> Coroutine[Any, Any, None] | None:
+        destination = parse_destination(_required(frame, "destination"))
+        if destination.kind is Kind.TEMP_QUEUE:
+            raise StompError("a /temp-queue/ destination is for reply-to and SUBSCRIBE, not SEND")
+        reply_to = frame.headers.get("reply-to")
+        needs_queue = destination.kind is Kind.QUEUE and destination.name not in self._declared
+        needs_temp = reply_to is not None and reply_to.startswith("/temp-queue/")
+        guard = self._guard
+        if needs_queue or needs_temp or guard is not None and guard.alarm:
+            return self._guarded(self._send_prepared(frame, destination, receipt), receipt)
+        self._publish(send_request(frame.headers, frame.body, destination, max_bytes=self._max_bytes), receipt)
+        return None
+
+    async def _send_prepared(self, frame: StompFrame, destination: Destination, receipt: str | None) -> None:
+        headers = frame.headers
+        if destination.kind is Kind.QUEUE:
+            await self._ensure_queue(destination.name, headers)
+        reply_to = headers.get("reply-to")
+        if reply_to is not None and reply_to.startswith("/temp-queue/"):
+            temp = parse_destination(reply_to)
+            queue = await self._temp_queue(temp.name, f"/temp-queue/{temp.name}")
+            headers = {**headers, "reply-to": f"/reply-queue/{queue}"}
+        request = send_request(headers, frame.body, destination, max_bytes=self._max_bytes)
+        guard = self._guard
+        if guard is not None and guard.alarm:
+            # Over the memory limit: hold the SEND, and so stop reading this connection
+            # (docs/protocol.md, "Memory and flow control").
+            await guard.wait_clear()
+        if not (self._closed or self._ending):
+            self._publish(request, receipt)
+
+    def _publish(self, request: PublishRequest, receipt: str | None) -> None:
+        permissions = self._permissions
+        assert permissions is not None and self._conn is not None
+        if not permissions.everything:
+            permissions.require("write", "exchange", request.exchange)
+        publishing = self._router.publish(self._conn, request)
+        if receipt is None and publishing.settled is None and publishing.error is None:
+            return  # nothing to say: a fire-and-forget SEND
+        self._answer(_Answer(receipt, publishing))
+
+    async def _ensure_queue(self, name: str, headers: dict[str, str]) -> None:
+        """Declare a /queue/ destination's queue unless it exists (once per connection)."""
+        if name in self._declared:
+            return
+        permissions = self._permissions
+        assert permissions is not None
+        await self._declare_queue(name, queue_properties(headers), permissions)
+        self._declared.add(name)
+
+    async def _temp_queue(self, name: str, subscription: str) -> str:
+        """The private queue of /temp-queue/NAME, made (and consumed as `subscription`) when
+        first named; its generated name."""
+        known = self._temp_queues.get(name)
+        if known is not None:
+            return known[1]
+        queue = await self._consume(
+            SubscribeRequest(subscription, dumps(subscription), AckMode.AUTO, 0, exchange=DEFAULT_EXCHANGE),
+            cumulative=False,
+        )
+        self._temp_queues[name] = (subscription, queue)
+        return queue
+
+    async def _commit(self, frames: list[StompFrame], receipt: str | None) -> None:
+        """A transaction's frames, in order, then the COMMIT's receipt after their answers."""
+        for held in frames:
+            inner_receipt = held.headers.get("receipt")
+            try:
+                waiting = self._carry_out(held, inner_receipt)
+                if waiting is not None:
+                    await waiting
+            except BrokerError as error:
+                self._error(error, inner_receipt)
+            if self._closed or self._ending:
+                return
+        if receipt is not None:
+            self._answer(_Answer(receipt))
+
+    def _hold(self, transaction: str, frame: StompFrame) -> None:
+        held = self._transactions.get(transaction)
+        if held is None:
+            raise NotFound(f"transaction {transaction!r} has not begun")
+        if len(held) >= MAX_TRANSACTION_FRAMES:
+            raise TooLarge(f"transaction {transaction!r} holds {MAX_TRANSACTION_FRAMES} frames, the most it may")
+        held.append(frame)
+
+    # -- consuming -------------------------------------------------------------
+
+    def _subscribe(self, frame: StompFrame, receipt: str | None) -> Coroutine[Any, Any, None]:
+        headers = frame.headers
+        destination = parse_destination(_required(frame, "destination"))
+        subscription = headers.get("id")
+        if subscription is None:
+            if self._version != "1.0":
+                raise StompError("SUBSCRIBE needs an id header")
+            subscription = headers["destination"]
+        mode = headers.get("ack", "auto")
+        ack = ACK_MODES.get(mode)
+        if ack is None:
+            raise StompError(f"ack: {mode!r} is not auto, client or client-individual")
+        prefetch = _prefetch(headers.get("prefetch-count"))
+        if subscription in self._subscriptions or subscription in self._unsubscribing:
+            raise Conflict(f"subscription {subscription!r} exists already")
+        return self._guarded(self._subscribe_to(destination, subscription, ack, mode == "client", prefetch, headers,
+                                                receipt), receipt)
+
+    async def _subscribe_to(
+        self,
+        destination: Destination,
+        subscription: str,
+        ack: AckMode,
+        cumulative: bool,
+        prefetch: int,
+        headers: dict[str, str],
+        receipt: str | None,
+    ) -> None:
+        permissions = self._permissions
+        assert permissions is not None
+        key = subscription
+        request: SubscribeRequest
+        match destination.kind:
+            case Kind.EXCHANGE | Kind.TOPIC:
+                exchange = destination.name if destination.kind is Kind.EXCHANGE else TOPIC_EXCHANGE
+                if exchange == DEFAULT_EXCHANGE:
+                    raise StompError("subscribe to /queue/NAME to consume from the default exchange")
+                if not permissions.everything:
+                    permissions.require("read", "exchange", exchange)
+                request = SubscribeRequest(key, dumps(subscription), ack, prefetch, exchange=exchange,
+                                           binding_key=destination.key)
+            case Kind.QUEUE | Kind.AMQ_QUEUE | Kind.REPLY_QUEUE:
+                if destination.kind is Kind.QUEUE:
+                    await self._ensure_queue(destination.name, headers)
+                if not permissions.everything:
+                    permissions.require("read", "queue", destination.name)
+                request = SubscribeRequest(key, dumps(subscription), ack, prefetch, queue=destination.name)
+            case Kind.TEMP_QUEUE:
+                if destination.name in self._temp_queues:
+                    raise Conflict(f"/temp-queue/{destination.name} exists already on this connection")
+                request = SubscribeRequest(key, dumps(subscription), ack, prefetch, exchange=DEFAULT_EXCHANGE)
+                queue = await self._consume(request, cumulative=cumulative)
+                self._temp_queues[destination.name] = (key, queue)
+                if receipt is not None:
+                    self._answer(_Answer(receipt))
+                return
+        await self._consume(request, cumulative=cumulative)
+        if receipt is not None:
+            self._answer(_Answer(receipt))
+
+    async def _consume(self, request: SubscribeRequest, *, cumulative: bool) -> str:
+        """Subscribe on the router; the queue's name once it has answered."""
+        if self._conn is None:
+            raise Unavailable("the connection is closing")
+        answered: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._subscriptions[request.key] = _Subscription(request.key, cumulative)
+
+        def answer(queue: str | None, error: BrokerError | None) -> None:
+            if answered.done():
+                return
+            if error is not None or queue is None:
+                self._subscriptions.pop(request.key, None)
+                answered.set_exception(error or Unavailable("the router did not subscribe"))
+            else:
+                answered.set_result(queue)
+
+        self._router.subscribe(self._conn, request, answer)
+        return await answered
+
+    def _unsubscribe(self, frame: StompFrame, receipt: str | None) -> None:
+        key = frame.headers.get("id")
+        if key is None:
+            if self._version != "1.0":
+                raise StompError("UNSUBSCRIBE needs an id header")
+            key = _required(frame, "destination")
+        if key not in self._subscriptions:
+            raise NotFound(f"subscription {key!r} does not exist")
+        assert self._conn is not None
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._unsubscribing[key] = waiter
+        for name, (temp_key, _) in list(self._temp_queues.items()):
+            if temp_key == key:
+                del self._temp_queues[name]
+        self._router.unsubscribe(self._conn, key)
+        if receipt is not None:
+            self._answer(_Answer(receipt, waiter))
+
+    def _settle(self, frame: StompFrame, *, ack: bool) -> None:
+        """ACK or NACK: by `id` (1.2) or `message-id` (1.0, 1.1), the delivery tag our
+        MESSAGE frames carry in both; under `client` every earlier delivery of its
+        subscription is settled with it."""
+        name = "id" if self._version == "1.2" else "message-id"
+        value = frame.headers.get(name) or frame.headers.get("id") or frame.headers.get("message-id")
+        if value is None:
+            raise StompError(f"{frame.command} needs an {name} header")
+        try:
+            tag = int(value)
+        except ValueError:
+            raise NotFound(f"{name} {value!r} names no delivery of this connection") from None
+        receipt = frame.headers.get("receipt")
+        requeue = frame.headers.get("requeue", "true") != "false"
+        tags = [tag]
+        owner = self._tag_owner.get(tag)
+        if owner is not None:
+            pending = owner.tags
+            tags = []
+            while pending and pending[0] <= tag:
+                earlier = pending.popleft()
+                self._tag_owner.pop(earlier, None)
+                tags.append(earlier)
+        router, conn = self._router, self._conn
+        assert conn is not None
+        for each in tags:
+            if ack:
+                router.ack(conn, receipt, each, multiple=False)
+            else:
+                router.nack(conn, receipt, each, multiple=False, requeue=requeue)
+
+    # -- answers in frame order -----------------------------------------------
+
+    def _answer(self, answer: _Answer) -> None:
+        self._answers.append(answer)
+        waiter = answer.waiter
+        settled = waiter.settled if isinstance(waiter, Publishing) else waiter
+        if settled is not None and settled is not self._awaited:
+            settled.add_done_callback(self._on_settled)
+            self._awaited = settled
+        self._flush_answers()
+
+    def _on_settled(self, _: asyncio.Future[Any]) -> None:
+        self._flush_answers()
+
+    def _flush_answers(self) -> None:
+        answers = self._answers
+        while answers:
+            answer = answers[0]
+            waiter = answer.waiter
+            error: BrokerError | None = None
+            if isinstance(waiter, Publishing):
+                if not waiter.done():
+                    return
+                outcome = waiter.outcome()
+                if isinstance(outcome, BrokerError):
+                    error = outcome
+            elif waiter is not None:
+                if not waiter.done():
+                    return
+                if not waiter.cancelled() and waiter.exception() is not None:
+                    failure = waiter.exception()
+                    error = failure if isinstance(failure, BrokerError) else Unavailable("the router failed")
+            answers.popleft()
+            if error is not None:
+                self._error(error, answer.receipt)
+                answers.clear()
+                return
+            if answer.receipt is not None:
+                self._push(f"RECEIPT\nreceipt-id:{escape_header(answer.receipt, self._version)}\n\n\x00")
+            if answer.then_close:
+                self._end()
+                answers.clear()
+                return
+
+
+def asgi_chunks(receive: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[bytes | None]]:
+    """A WebSocket's messages as the session reads them: bytes, None once it has closed."""
+
+    async def next_chunk() -> bytes | None:
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                text = message.get("text")
+                if text is not None:
+                    return bytes(text, "utf-8")
+                data = message.get("bytes")
+                if data is not None:
+                    return bytes(data)
+            elif kind == "websocket.disconnect":
+                return None
+
+    return next_chunk
+
+
+def _required(frame: StompFrame, name: str) -> str:
+    value = frame.headers.get(name)
+    if value is None:
+        raise StompError(f"{frame.command} needs a {name} header")
+    return value
+
+
+def _prefetch(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_PREFETCH
+    if not value.isdigit() or int(value) > MAX_PREFETCH:
+        raise StompError(f"prefetch-count: must be an integer from 0 to {MAX_PREFETCH}")
+    return int(value)
+

@@ -1,0 +1,102 @@
+"""STOMP over plain TCP (STOMP_PORT; RabbitMQ's STOMP plugin listens on 61613).
+
+Each connection gets a `StompSession` from the factory the project hands in
+(subscriptions/stomp.py), exactly as a WebSocket with a STOMP subprotocol does:
+the session reads the socket's bytes, and its outbox writes through `TcpSend`,
+which speaks the two ASGI events the outbox uses (send, close) over the socket.
+A client on TCP has no handshake to carry a token: it authenticates with `login`
+and `passcode` at CONNECT, or is anonymous where that is allowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any, Final
+
+from .outbox import Send
+from .stomp_session import StompSession
+
+log = logging.getLogger("broker.stomp")
+
+READ_BYTES: Final = 256 * 1024
+# Past this much unsent in the socket's transport, a send waits for it to drain: the
+# outbox then counts what waits (WS_MAX_BUFFERED_BYTES), as for a WebSocket.
+WRITE_HIGH_WATER: Final = 256 * 1024
+
+SessionFactory = Callable[[Send], StompSession]
+
+
+class TcpSend:
+    """The outbox's ASGI-style `send` over a TCP socket. `transport` is what limits.py's
+    `close_firmly` reaches for (through the bound method's `__self__`) to cut a client
+    that reads nothing."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self.transport: Any = writer.transport
+
+    async def send(self, event: Any) -> None:
+        kind = event["type"]
+        writer = self._writer
+        if kind == "websocket.send":
+            data = event.get("bytes")
+            if data is None:
+                data = event["text"].encode()
+            if writer.is_closing():
+                raise ConnectionResetError("the STOMP client has gone")
+            writer.write(data)
+            if self.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                await writer.drain()
+        elif kind == "websocket.close":
+            writer.close()
+
+
+class StompTcpServer:
+    def __init__(self, new_session: SessionFactory) -> None:
+        self._new_session = new_session
+        self._server: asyncio.Server | None = None
+        self._sessions: set[StompSession] = set()
+
+    async def start(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._serve, host, port, limit=READ_BYTES)
+
+    async def stop(self) -> None:
+        """Stop listening and close every connection (their unacknowledged messages are requeued)."""
+        server = self._server
+        if server is not None:
+            server.close()
+        for session in list(self._sessions):
+            session.close()
+        if server is not None:
+            await server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                log.debug("TCP_NODELAY not set", exc_info=True)
+        tcp = TcpSend(writer)
+        session = self._new_session(tcp.send)
+        self._sessions.add(session)
+
+        async def next_chunk() -> bytes | None:
+            try:
+                data = await reader.read(READ_BYTES)
+            except ConnectionError:
+                return None
+            return data or None
+
+        try:
+            session.open()
+            await session.serve(next_chunk)
+        except Exception:
+            log.exception("a STOMP connection failed")
+        finally:
+            session.close()
+            self._sessions.discard(session)
+            writer.close()

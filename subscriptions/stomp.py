@@ -1,0 +1,100 @@
+"""STOMP clients in the project: the WebSocket's `v1x.stomp` subprotocols and the TCP
+port (STOMP_PORT) both get a `StompSession` (broker/transport/stomp_session.py) made
+here, with what only the project knows: who the client is (access/asgi.py), and
+declaring the queue of a `/queue/NAME` destination (queues/services.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from access.asgi import stomp_permissions
+from access.rules import ANONYMOUS_ALL
+from access.selectors import permissions_or_unauthorized
+from broker.engine.errors import BrokerError, Unavailable
+from broker.protocol.stomp_messages import QueueProperties
+from broker.router import registry
+from broker.router.interface import Router
+from broker.transport.authorization import Permissions
+from broker.transport.limits import FrameBudget, user_connections
+from broker.transport.outbox import Send
+from broker.transport.stomp_session import StompSession
+from queues.services import queue_ensure
+
+
+def _ensure(name: str, properties: QueueProperties, permissions: Permissions) -> None:
+    if properties.exclusive:
+        raise BrokerError(
+            "exclusive: a /queue/ destination's queue cannot be exclusive; use /temp-queue/NAME",
+            fields={"exclusive": ["must be false"]},
+        )
+
+    def authorize(queue: str) -> None:
+        if not permissions.everything:
+            permissions.require("configure", "queue", queue)
+
+    queue_ensure(
+        name=name,
+        durable=properties.durable,
+        auto_delete=properties.auto_delete,
+        arguments=properties.arguments,
+        given=properties.given,
+        authorize=authorize,
+    )
+
+
+_ensure_async = database_sync_to_async(_ensure)
+
+
+async def declare_queue(name: str, properties: QueueProperties, permissions: Permissions) -> None:
+    await _ensure_async(name, properties, permissions)
+
+
+def new_stomp_session(
+    router: Router, send: Send, default_permissions: Callable[[], Awaitable[Permissions]]
+) -> StompSession:
+    """A STOMP session on `router`; `default_permissions`: the client's when its CONNECT
+    carries no login and passcode (the WebSocket's token or session, or anonymous)."""
+    counted: list[str] = []
+
+    def on_connected(permissions: Permissions) -> bool:
+        if permissions is ANONYMOUS_ALL:
+            return True
+        if not user_connections.take(permissions.who):
+            return False
+        counted.append(permissions.who)
+        return True
+
+    def on_close() -> None:
+        while counted:
+            user_connections.give_back(counted.pop())
+
+    return StompSession(
+        router,
+        send,
+        authenticate=stomp_permissions,
+        default_permissions=default_permissions,
+        declare_queue=declare_queue,
+        max_message_bytes=settings.MAX_MESSAGE_BYTES,
+        max_buffered_bytes=settings.WS_MAX_BUFFERED_BYTES,
+        budget=FrameBudget.from_settings(),
+        on_connected=on_connected,
+        on_close=on_close,
+        heartbeat_ms=settings.STOMP_HEARTBEAT_MS,
+    )
+
+
+def tcp_stomp_session(send: Send) -> StompSession:
+    """A STOMP session for a TCP client (STOMP_PORT): no handshake, so without a login and
+    passcode at CONNECT it is anonymous where that is allowed."""
+    router = registry.current()
+    if router is None:
+        raise Unavailable("the broker's router is not running")
+
+    async def anonymous() -> Permissions:
+        return permissions_or_unauthorized(None)
+
+    return new_stomp_session(router, send, anonymous)
