@@ -1,0 +1,366 @@
+"""STOMP over /ws (docs/protocol.md, "STOMP"): versions, credentials, SEND and its
+receipts, the ack modes, transactions, temp queues, heart-beats and errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+
+from broker.engine.jsoncodec import dumps
+from broker.protocol.publish import PublishRequest
+from broker.runtime.runtime import Runtime
+from exchanges.models import Exchange
+from queues.models import Queue
+from tests.access.helpers import make_user
+from tests.ws.conftest import Connect
+from tests.ws.helpers import declare_exchange, declare_queue, receive, subscribe
+from tests.ws.stomp_helpers import StompClient, text
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+Open = Callable[..., Awaitable[StompClient]]
+
+
+@pytest.fixture
+async def stomp(runtime: Runtime) -> AsyncIterator[Open]:
+    """Open STOMP clients, CONNECTed unless `connect=False`; closed afterwards."""
+    opened: list[StompClient] = []
+
+    async def open_client(
+        subprotocol: str = "v12.stomp", *, connect: bool = True, headers: list[tuple[bytes, bytes]] | None = None,
+        **connect_headers: str,
+    ) -> StompClient:
+        client = StompClient(subprotocol, headers)
+        await client.open()
+        opened.append(client)
+        if connect:
+            frame = await client.connect(**connect_headers)
+            assert frame.command == "CONNECTED", frame
+        return client
+
+    yield open_client
+    for client in opened:
+        await client.close()
+
+
+user_with = database_sync_to_async(make_user)
+
+
+@database_sync_to_async
+def builtin_topic_exchange() -> None:
+    """amq.topic, as the migrations make it (a transactional test's flush drops it)."""
+    Exchange.objects.get_or_create(name="amq.topic", defaults={"type": "topic"})
+
+
+def counts(runtime: Runtime, queue: str) -> tuple[int, int]:
+    found = runtime.broker.queue_counts(queue)
+    return found.messages_ready, found.messages_unacknowledged
+
+
+# -- connecting ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("subprotocol", "accept", "version"),
+    [("v12.stomp", "1.0,1.1,1.2", "1.2"), ("v11.stomp", "1.1", "1.1"), ("v10.stomp", None, "1.0")],
+)
+async def test_the_subprotocol_is_accepted_and_the_best_common_version_chosen(
+    stomp: Open, subprotocol: str, accept: str | None, version: str
+) -> None:
+    client = await stomp(subprotocol, connect=False)
+    assert client.subprotocol == subprotocol
+    headers = {"host": "/"} if accept is None else {"accept-version": accept}
+    await client.send("CONNECT", headers)
+    connected = await client.receive()
+    assert connected.command == "CONNECTED"
+    assert connected.headers["version"] == version
+    assert connected.headers["server"].startswith("pubsub-broker")
+
+
+async def test_no_common_version_is_an_error_naming_ours(stomp: Open) -> None:
+    client = await stomp(connect=False)
+    error = await client.connect(**{"accept-version": "2.0"})
+    assert error.command == "ERROR"
+    assert error.headers["version"] == "1.0,1.1,1.2"
+    assert await client.closed()
+
+
+async def test_a_frame_before_connect_is_an_error(stomp: Open) -> None:
+    client = await stomp(connect=False)
+    await client.send("SEND", {"destination": "/queue/q", "receipt": "r1"}, "x")
+    error = await client.receive()
+    assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", "invalid", "r1")
+    assert await client.closed()
+
+
+async def test_login_and_token_connect_and_bad_credentials_are_refused(stomp: Open, settings: Any) -> None:
+    settings.BROKER_ALLOW_ANONYMOUS = False
+    _, token = await user_with("alice", superuser=True)
+    client = await stomp(login="alice", passcode=token)
+    assert client.subprotocol == "v12.stomp"
+    for login, passcode in (("alice", "wrong"), ("bob", token), ("", "")):
+        refused = await stomp(connect=False)
+        headers = {"login": login, "passcode": passcode} if passcode else {}
+        error = await refused.connect(**headers)
+        assert (error.command, error.headers["code"]) == ("ERROR", "unauthorized"), (login, passcode)
+        assert await refused.closed()
+
+
+async def test_the_websockets_own_token_serves_when_connect_has_no_login(stomp: Open, settings: Any) -> None:
+    settings.BROKER_ALLOW_ANONYMOUS = False
+    _, token = await user_with("carol", superuser=True)
+    client = await stomp(headers=[(b"authorization", f"Token {token}".encode())])
+    await client.send("SUBSCRIBE", {"id": "s", "destination": "/queue/x", "receipt": "r"})
+    assert (await client.receive()).headers["receipt-id"] == "r"
+
+
+async def test_permissions_are_the_json_frames_own(stomp: Open, runtime: Runtime) -> None:
+    await declare_exchange("allowed", "topic")
+    await declare_exchange("secret", "topic")
+    _, token = await user_with("dave", configure="", write="allowed", read="allowed")
+    client = await stomp(login="dave", passcode=token)
+    await client.send("SEND", {"destination": "/exchange/allowed/k", "receipt": "ok"}, "x")
+    assert (await client.receive()).headers["receipt-id"] == "ok"
+    await client.send("SEND", {"destination": "/exchange/secret/k", "receipt": "no"}, "x")
+    error = await client.receive()
+    assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", "forbidden", "no")
+    assert "secret" in error.headers["message"]
+    assert await client.closed()
+
+
+# -- publishing and consuming ------------------------------------------------------
+
+
+async def test_send_to_a_queue_declares_it_and_receipts_once_committed(stomp: Open, runtime: Runtime) -> None:
+    client = await stomp()
+    await client.send("SEND", {"destination": "/queue/orders", "persistent": "true", "receipt": "r1"}, '{"id": 1}')
+    assert (await client.receive()).headers == {"receipt-id": "r1"}
+    queue = await database_sync_to_async(Queue.objects.get)(name="orders")
+    assert (queue.durable, queue.auto_delete) == (True, False)
+    stored = await database_sync_to_async(lambda: queue.stored_messages.count())()
+    assert stored == 1  # committed before the receipt
+    assert counts(runtime, "orders") == (1, 0)
+
+
+async def test_bodies_and_headers_cross_to_json_subscribers_and_back(
+    stomp: Open, connect: Connect, runtime: Runtime
+) -> None:
+    await declare_queue("mixed")
+    json_client = await connect()
+    await subscribe(json_client, "j", "mixed")
+    client = await stomp()
+    await client.send("SEND", {"destination": "/amq/queue/mixed", "colour": "blue"}, '{"n": [1, 2]}')
+    await client.send("SEND", {"destination": "/amq/queue/mixed", "content-type": "text/plain"}, "héllo")
+    await client.send("SEND", {"destination": "/amq/queue/mixed", "content-type": "image/png"}, b"\x89PNG\x00\xff")
+    first, second, third = [await receive(json_client) for _ in range(3)]
+    assert (first["body"], first["headers"]) == ({"n": [1, 2]}, {"colour": "blue"})
+    assert (second["body"], second["headers"]) == ("héllo", {"content-type": "text/plain", "body-encoding": "text"})
+    assert (third["body"], third["headers"]) == ("iVBORwD/", {"content-type": "image/png", "body-encoding": "base64"})
+    assert first["persistent"] is False  # STOMP's default, as RabbitMQ's
+
+    # ... and back: every body as it was sent, and a JSON publisher's body as JSON.
+    await json_client.send_json_to({"type": "unsubscribe", "id": "j"})
+    await receive(json_client)
+    for message in (first, second, third):
+        request = PublishRequest("", "mixed", dumps(message["body"]), message["headers"], False, None)
+        await runtime.publish(request)
+    await runtime.publish(PublishRequest("", "mixed", dumps({"json": True}), {"n": 5}, True, None))
+    await client.send("SUBSCRIBE", {"id": "s", "destination": "/amq/queue/mixed"})
+    frames = [await client.receive() for _ in range(4)]
+    assert [frame.body for frame in frames] == [b'{"n":[1,2]}', "héllo".encode(), b"\x89PNG\x00\xff", b'{"json":true}']
+    assert [frame.headers.get("content-type") for frame in frames] == [
+        "application/json", "text/plain", "image/png", "application/json"
+    ]
+    assert "body-encoding" not in frames[1].headers
+    assert frames[0].headers["colour"] == "blue" and frames[3].headers["n"] == "5"
+    assert frames[3].headers["persistent"] == "true" and frames[0].headers["redelivered"] == "false"
+    assert frames[0].headers["destination"] == "/queue/mixed"
+    assert isinstance(client.raw[-2], bytes) and isinstance(client.raw[-1], str)  # binary body: a binary frame
+
+
+async def test_destinations_route_as_rabbitmqs(stomp: Open, runtime: Runtime) -> None:
+    await declare_exchange("events", "direct")
+    await builtin_topic_exchange()
+    client = await stomp()
+    await client.send("SUBSCRIBE", {"id": "t", "destination": "/topic/a.*", "receipt": "1"})
+    await client.send("SUBSCRIBE", {"id": "e", "destination": "/exchange/events/created", "receipt": "2"})
+    await client.send("SUBSCRIBE", {"id": "q", "destination": "/queue/work", "receipt": "3"})
+    assert [(await client.receive()).headers["receipt-id"] for _ in range(3)] == ["1", "2", "3"]
+    await client.send("SEND", {"destination": "/topic/a.b"}, "topic")
+    await client.send("SEND", {"destination": "/exchange/events/created"}, "event")
+    await client.send("SEND", {"destination": "/exchange/events/deleted"}, "unrouted")
+    await client.send("SEND", {"destination": "/queue/work"}, "work")
+    got = {(await client.receive()).headers["subscription"]: None for _ in range(3)}
+    assert set(got) == {"t", "e", "q"}
+    assert await client.nothing()
+
+
+async def test_client_ack_settles_every_earlier_delivery_of_its_subscription(stomp: Open, runtime: Runtime) -> None:
+    await declare_queue("c")
+    client = await stomp()
+    await client.send("SUBSCRIBE", {"id": "s", "destination": "/amq/queue/c", "ack": "client", "prefetch-count": "10"})
+    for n in range(3):
+        await runtime.publish(PublishRequest("", "c", dumps(n), {}, True, None))
+    frames = [await client.receive() for _ in range(3)]
+    assert counts(runtime, "c") == (0, 3)
+    await client.send("ACK", {"id": frames[1].headers["ack"], "receipt": "a"})
+    assert (await client.receive()).headers["receipt-id"] == "a"
+    assert counts(runtime, "c") == (0, 1)
+    await client.send("ACK", {"id": frames[2].headers["ack"]})
+    await client.send("DISCONNECT", {"receipt": "bye"})
+    assert (await client.receive()).headers["receipt-id"] == "bye"
+    assert await client.closed()
+    assert counts(runtime, "c") == (0, 0)
+
+
+async def test_client_individual_ack_and_nack(stomp: Open, runtime: Runtime) -> None:
+    await declare_queue("ci")
+    client = await stomp()
+    await client.send(
+        "SUBSCRIBE", {"id": "s", "destination": "/amq/queue/ci", "ack": "client-individual", "prefetch-count": "2"}
+    )
+    for n in range(3):
+        await runtime.publish(PublishRequest("", "ci", dumps(n), {}, True, None))
+    one, two = await client.receive(), await client.receive()
+    assert await client.nothing()  # prefetch-count 2
+    await client.send("ACK", {"id": two.headers["ack"]})
+    three = await client.receive()
+    assert text(three) == "2"
+    await client.send("NACK", {"id": one.headers["ack"]})  # requeued, to the head
+    again = await client.receive()
+    assert (text(again), again.headers["redelivered"]) == ("0", "true")
+    await client.send("NACK", {"id": again.headers["ack"], "requeue": "false", "receipt": "n"})
+    assert (await client.receive()).headers["receipt-id"] == "n"
+    assert counts(runtime, "ci") == (0, 1)
+
+
+async def test_ack_of_an_unknown_delivery_is_an_error(stomp: Open) -> None:
+    client = await stomp()
+    await client.send("ACK", {"id": "99", "receipt": "x"})
+    error = await client.receive()
+    assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", "precondition_failed", "x")
+
+
+async def test_a_transaction_applies_its_sends_and_acks_at_commit(stomp: Open, runtime: Runtime) -> None:
+    await declare_queue("tx")
+    client = await stomp()
+    await client.send("SUBSCRIBE", {"id": "s", "destination": "/amq/queue/tx", "ack": "client-individual"})
+    await client.send("BEGIN", {"transaction": "t1"})
+    await client.send("SEND", {"destination": "/amq/queue/tx", "transaction": "t1"}, "dropped")
+    await client.send("ABORT", {"transaction": "t1", "receipt": "aborted"})
+    assert (await client.receive()).headers["receipt-id"] == "aborted"
+    assert await client.nothing()
+    await client.send("BEGIN", {"transaction": "t2"})
+    for body in ("one", "two"):
+        await client.send("SEND", {"destination": "/amq/queue/tx", "transaction": "t2", "persistent": "true"}, body)
+    assert await client.nothing()
+    await client.send("COMMIT", {"transaction": "t2", "receipt": "committed"})
+    frames = [await client.receive() for _ in range(3)]
+    assert [frame.command for frame in frames] == ["MESSAGE", "MESSAGE", "RECEIPT"]
+    assert [text(frame) for frame in frames[:2]] == ["one", "two"]
+    await client.send("BEGIN", {"transaction": "t3"})
+    await client.send("ACK", {"id": frames[0].headers["ack"], "transaction": "t3"})
+    await asyncio.sleep(0.05)
+    assert counts(runtime, "tx") == (0, 2)  # the ACK waits for the COMMIT
+    await client.send("COMMIT", {"transaction": "t3", "receipt": "c3"})
+    assert (await client.receive()).headers["receipt-id"] == "c3"
+    assert counts(runtime, "tx") == (0, 1)
+    await client.send("COMMIT", {"transaction": "t3"})
+    error = await client.receive()
+    assert (error.command, error.headers["code"]) == ("ERROR", "not_found")
+
+
+async def test_temp_queue_reply_to_is_rewritten_and_replies_come_back(stomp: Open, runtime: Runtime) -> None:
+    await declare_queue("rpc")
+    server = await stomp()
+    await server.send("SUBSCRIBE", {"id": "requests", "destination": "/amq/queue/rpc"})
+    client = await stomp()
+    await client.send("SEND", {"destination": "/amq/queue/rpc", "reply-to": "/temp-queue/answers"}, "ping")
+    request = await server.receive()
+    reply_to = request.headers["reply-to"]
+    assert reply_to.startswith("/reply-queue/amq.gen-")
+    await server.send("SEND", {"destination": reply_to}, "pong")
+    reply = await client.receive()
+    assert (reply.headers["subscription"], text(reply)) == ("/temp-queue/answers", "pong")
+    # The same temp queue serves the connection's later requests; it goes with the connection.
+    await client.send("SEND", {"destination": "/amq/queue/rpc", "reply-to": "/temp-queue/answers"}, "again")
+    assert (await server.receive()).headers["reply-to"] == reply_to
+    await client.close()
+    await asyncio.sleep(0.05)
+    assert reply_to.removeprefix("/reply-queue/") not in runtime.broker.queues
+
+
+async def test_unsubscribe_answers_after_the_last_delivery(stomp: Open, runtime: Runtime) -> None:
+    await declare_queue("u")
+    client = await stomp()
+    await client.send("SUBSCRIBE", {"id": "s", "destination": "/amq/queue/u"})
+    await client.send("UNSUBSCRIBE", {"id": "s", "receipt": "gone"})
+    assert (await client.receive()).headers["receipt-id"] == "gone"
+    await runtime.publish(PublishRequest("", "u", dumps(1), {}, True, None))
+    assert await client.nothing()
+    assert counts(runtime, "u") == (1, 0)
+
+
+# -- heart-beats -----------------------------------------------------------------------
+
+
+async def test_heart_beats_are_negotiated_sent_and_expected(stomp: Open, settings: Any) -> None:
+    settings.STOMP_HEARTBEAT_MS = 200
+    client = await stomp(connect=False)
+    connected = await client.connect(**{"heart-beat": "150,100"})
+    assert connected.headers["heart-beat"] == "100,200"  # ours every 100 ms; theirs at least every 200
+    beats = 0
+    for _ in range(3):
+        output = await client.receive_output(timeout=1)
+        beats += output.get("text") == "\n"
+    assert beats == 3
+    # Silent for twice the interval: the server gives up on the client.
+    error = await client.receive(timeout=2)
+    assert (error.command, error.headers["code"]) == ("ERROR", "unavailable")
+    assert await client.closed()
+
+
+async def test_no_heart_beats_unless_both_sides_want_them(stomp: Open) -> None:
+    client = await stomp(connect=False)
+    connected = await client.connect(**{"heart-beat": "0,0"})
+    assert connected.headers["heart-beat"] == "0,0"
+
+
+# -- bad frames ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("FLY\n\n\x00", "invalid"),
+        ("SUBSCRIBE\ndestination:/queue/x\n\n\x00", "invalid"),  # no id in 1.2
+        ("SEND\ndestination:/nowhere/x\n\nx\x00", "invalid"),
+        ("SEND\n\nx\x00", "invalid"),
+        ("SEND\ndestination:/queue/x\ncontent-length:nine\n\nx\x00", "invalid"),
+        ("SEND\ndestination:/queue/x\nbad\\tescape:1\n\nx\x00", "invalid"),
+        ("SUBSCRIBE\nid:s\ndestination:/queue/x\nack:sometimes\n\n\x00", "invalid"),
+        ("SEND\ndestination:/exchange/missing/k\n\nx\x00", "not_found"),
+        ("SEND\ndestination:/queue/amq.x\n\nx\x00", "forbidden"),
+        ("SEND\ndestination:/temp-queue/x\n\nx\x00", "invalid"),
+        ("COMMIT\ntransaction:never\n\n\x00", "not_found"),
+    ],
+)
+async def test_a_bad_frame_gets_an_error_and_the_close(stomp: Open, frame: str, code: str) -> None:
+    client = await stomp()
+    await client.send_raw(frame)
+    error = await client.receive()
+    assert (error.command, error.headers["code"]) == ("ERROR", code)
+    assert error.headers["message"] and error.body
+    assert await client.closed()
+
+
+async def test_a_frame_over_the_size_limit_is_refused(stomp: Open, settings: Any) -> None:
+    settings.MAX_MESSAGE_BYTES = 1000
+    client = await stomp()
+    await client.send("SEND", {"destination": "/queue/big", "content-length": "200000"}, b"x" * 200_000)
+    error = await client.receive()
+    assert (error.command, error.headers["code"]) == ("ERROR", "too_large")
