@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -158,51 +159,77 @@ def _json_text(body: bytes) -> str | None:
     return text
 
 
-def message_frame(delivered: dict[str, Any], *, subscription: str, version: str) -> str | bytes:
-    """A delivery as a STOMP MESSAGE frame, from its decoded `message` frame
-    (broker/protocol/server_frames.py): text when its body is text, bytes otherwise."""
-    headers: dict[str, Any] = delivered["headers"]
-    body_value = delivered["body"]
+def message_frame(
+    *,
+    subscription: str,
+    tag: int,
+    redelivered: bool,
+    exchange: str,
+    routing_key: str,
+    message_id: str,
+    persistent: bool,
+    headers: Mapping[str, Any],
+    body_json: str,
+    version: str,
+) -> str | bytes:
+    """A delivery as a STOMP MESSAGE frame: text when its body is text, bytes otherwise.
+    A JSON body leaves as the JSON text it was published with."""
     encoding = headers.get(BODY_ENCODING)
     content_type = headers.get("content-type")
-    body: str | bytes
-    if encoding == TEXT and isinstance(body_value, str):
-        body = body_value
-    elif encoding == BASE64 and isinstance(body_value, str):
-        try:
-            body = base64.b64decode(body_value, validate=True)
-        except (binascii.Error, ValueError):
-            body = dumps(body_value)
-    else:
-        body = dumps(body_value)
-        if content_type is None:
-            content_type = JSON_TYPE
-    tag = str(delivered["delivery_tag"])
-    escape = escape_header
+    body: str | bytes = body_json
+    if encoding == TEXT or encoding == BASE64:
+        value = loads(body_json)
+        if isinstance(value, str):
+            body = value
+            if encoding == BASE64:
+                try:
+                    body = base64.b64decode(value, validate=True)
+                except (binascii.Error, ValueError):
+                    body = body_json  # not base64 after all: the JSON text, as any other body
+    if body is body_json and content_type is None:
+        content_type = JSON_TYPE
+    shown_tag = str(tag)
     lines = [
         "MESSAGE",
-        f"subscription:{escape(subscription, version)}",
-        f"destination:{escape(destination_of(delivered['exchange'], delivered['routing_key']), version)}",
-        f"message-id:{tag}",
+        f"subscription:{escape_header(subscription, version)}",
+        f"destination:{escape_header(destination_of(exchange, routing_key), version)}",
+        f"message-id:{shown_tag}",
     ]
     if version == "1.2":
-        lines.append(f"ack:{tag}")
-    lines.append(f"redelivered:{'true' if delivered['redelivered'] else 'false'}")
-    if delivered["persistent"]:
+        lines.append(f"ack:{shown_tag}")
+    lines.append("redelivered:true" if redelivered else "redelivered:false")
+    if persistent:
         lines.append("persistent:true")
-    lines.append(f"amqp-message-id:{escape(delivered['message_id'], version)}")
+    lines.append(f"amqp-message-id:{escape_header(message_id, version)}")
     if content_type is not None:
-        lines.append(f"content-type:{escape(str(content_type), version)}")
+        lines.append(f"content-type:{escape_header(str(content_type), version)}")
     for key, value in headers.items():
         if key not in _FRAME_OWN:
             shown = value if isinstance(value, str) else dumps(value)
-            lines.append(f"{escape(key, version)}:{escape(shown, version)}")
+            lines.append(f"{escape_header(key, version)}:{escape_header(shown, version)}")
     if isinstance(body, bytes):
         lines.append(f"content-length:{len(body)}\n\n")
         return "\n".join(lines).encode() + body + b"\x00"
     size = len(body) if body.isascii() else len(body.encode())
     lines.append(f"content-length:{size}\n\n")
     return "\n".join(lines) + body + "\x00"
+
+
+def delivered_frame(delivered: dict[str, Any], *, subscription: str, version: str) -> str | bytes:
+    """The MESSAGE frame of a decoded `message` frame (broker/protocol/server_frames.py), as a
+    connection served over the cluster link receives its deliveries."""
+    return message_frame(
+        subscription=subscription,
+        tag=delivered["delivery_tag"],
+        redelivered=delivered["redelivered"],
+        exchange=delivered["exchange"],
+        routing_key=delivered["routing_key"],
+        message_id=delivered["message_id"],
+        persistent=delivered["persistent"],
+        headers=delivered["headers"],
+        body_json=dumps(delivered["body"]),
+        version=version,
+    )
 
 
 def decode_delivery(frame: str) -> dict[str, Any] | None:

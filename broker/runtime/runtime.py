@@ -20,7 +20,7 @@ from typing import Any, Final, Protocol
 from broker.engine.broker import Broker, Planned, QueueCounts
 from broker.engine.errors import BrokerError
 from broker.engine.jsoncodec import dumps
-from broker.engine.messages import Effects, LoadRequest, Message, make_message
+from broker.engine.messages import Delivery, Effects, LoadRequest, Message, make_message
 from broker.engine.names import generated_queue_name
 from broker.engine.queues import AckMode
 from broker.protocol.publish import PublishRequest
@@ -54,7 +54,8 @@ STATS_SECONDS: Final = 1.0
 
 
 class DeliverySink(Protocol):
-    """A client connection as the runtime sees it."""
+    """A client connection as the runtime sees it. One with an `encode_delivery(delivery)`
+    method (a STOMP session) gets its deliveries encoded by it instead of as `message` frames."""
 
     def deliver(self, frames: list[str]) -> None:
         """Send these frames, in order, without blocking."""
@@ -108,6 +109,7 @@ class Runtime:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._checkpoint_seconds = checkpoint_seconds
         self._sinks: dict[int, DeliverySink] = {}
+        self._encoders: dict[int, Callable[[Delivery], Any]] = {}  # connections with their own frames
         self._main: asyncio.Task[None] | None = None
         self.outbox: OutboxReader | None = None
         self._outbox_state: tuple[int, float | None] = (0, None)  # read while someone watches
@@ -306,9 +308,12 @@ class Runtime:
         if effects.deliveries:
             by_connection: dict[int, list[str]] = {}
             after_commit: dict[int, list[str]] = {}
+            encoders = self._encoders
             for delivery in effects.deliveries:
                 target = after_commit if delivery.transaction else by_connection
-                target.setdefault(delivery.connection, []).append(message_frame(delivery))
+                encode = encoders.get(delivery.connection) if encoders else None
+                frame = message_frame(delivery) if encode is None else encode(delivery)
+                target.setdefault(delivery.connection, []).append(frame)
             for connection_id, frames in by_connection.items():
                 self._send(connection_id, frames)
             if after_commit:
@@ -445,12 +450,16 @@ class Runtime:
     def connect(self, sink: DeliverySink, *, first_tag: int = 1) -> int:
         connection_id = self.broker.open_connection(first_tag=first_tag)
         self._sinks[connection_id] = sink
+        encode = getattr(sink, "encode_delivery", None)
+        if encode is not None:
+            self._encoders[connection_id] = encode
         return connection_id
 
     def disconnect(self, connection_id: int) -> None:
         """Requeue what the connection held unacknowledged; drop its private queues."""
         self._apply(self.broker.close_connection(connection_id, now=self._now()))
         self._sinks.pop(connection_id, None)
+        self._encoders.pop(connection_id, None)
         self._watchers.discard(connection_id)
 
     def last_tag(self, connection_id: int) -> int | None:

@@ -113,7 +113,11 @@ async def serve(
             shown, port, shown, port, ROLE_WORDS[role],
         )
         if stomp_port and new_stomp_session is not None:
-            stomp = StompTcpServer(new_stomp_session)
+            stomp = StompTcpServer(
+                new_stomp_session,
+                max_per_address=settings.MAX_CONNECTIONS_PER_IP,
+                send_buffer=max(settings.WS_MAX_BUFFERED_BYTES // 4, 16 * 1024),
+            )
             try:
                 await stomp.start(host, stomp_port)
             except OSError as error:

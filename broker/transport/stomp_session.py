@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from broker.engine.errors import BrokerError, Conflict, NotFound, RateLimited, TooLarge, Unavailable
-from broker.engine.jsoncodec import dumps
+from broker.engine.jsoncodec import dumps, loads
+from broker.engine.messages import Delivery
 from broker.engine.names import DEFAULT_EXCHANGE
 from broker.engine.queues import DEFAULT_PREFETCH, MAX_PREFETCH, AckMode
 from broker.protocol.client_frames import FrameId, SubscribeRequest
@@ -45,6 +46,7 @@ from broker.protocol.stomp_frames import (
 from broker.protocol.stomp_messages import (
     QueueProperties,
     decode_delivery,
+    delivered_frame,
     message_frame,
     queue_properties,
     send_request,
@@ -140,6 +142,7 @@ class StompSession:
         self._answers: deque[_Answer] = deque()
         self._awaited: asyncio.Future[Any] | None = None
         self._subscriptions: dict[str, _Subscription] = {}
+        self._by_json: dict[str, _Subscription] = {}  # by the id's JSON, as deliveries name it
         self._tag_owner: dict[int, _Subscription] = {}  # cumulative subscriptions' unsettled tags
         self._unsubscribing: dict[str, asyncio.Future[None]] = {}
         self._transactions: dict[str, list[StompFrame]] = {}
@@ -196,24 +199,50 @@ class StompSession:
     # -- the ConnectionSink protocol (called by the router, on this loop) ---
 
     def deliver(self, frames: list[str]) -> None:
+        """Frames made by `encode_delivery` (this process's router), or our JSON `message`
+        frames (over the cluster link), turned into MESSAGE frames here."""
         if self._closed or self._ending:
             return
         out: list[str | bytes] = []
         version = self._version
-        for text in frames:
-            delivered = decode_delivery(text)
+        for frame in frames:
+            if type(frame) is not str or not frame.startswith("{"):
+                out.append(frame)
+                continue
+            delivered = decode_delivery(frame)
             if delivered is None:
                 continue  # a stats frame: STOMP clients do not watch
-            subscription_id = delivered["subscription"]
-            subscription = self._subscriptions.get(subscription_id)
-            if subscription is not None and subscription.cumulative:
-                tag = delivered["delivery_tag"]
-                subscription.tags.append(tag)
-                self._tag_owner[tag] = subscription
-            out.append(message_frame(delivered, subscription=str(subscription_id), version=version))
+            subscription_id = str(delivered["subscription"])
+            self._track(self._subscriptions.get(subscription_id), delivered["delivery_tag"])
+            out.append(delivered_frame(delivered, subscription=subscription_id, version=version))
         if out:
             self._pushed += 1
             self._outbox.extend(out)
+
+    def encode_delivery(self, delivery: Delivery) -> str | bytes:
+        """The MESSAGE frame of a delivery, made by this process's router as it delivers
+        (broker/runtime/runtime.py): no JSON frame made and read back."""
+        subscription = self._by_json.get(delivery.subscription_json)
+        self._track(subscription, delivery.delivery_tag)
+        message = delivery.message
+        return message_frame(
+            subscription=subscription.id if subscription is not None else loads(delivery.subscription_json),
+            tag=delivery.delivery_tag,
+            redelivered=delivery.redelivered,
+            exchange=message.exchange,
+            routing_key=message.routing_key,
+            message_id=message.message_id,
+            persistent=message.persistent,
+            headers=message.headers,
+            body_json=message.body_json,
+            version=self._version,
+        )
+
+    def _track(self, subscription: _Subscription | None, tag: int) -> None:
+        """A `client` subscription's deliveries, for its cumulative ACK."""
+        if subscription is not None and subscription.cumulative:
+            subscription.tags.append(tag)
+            self._tag_owner[tag] = subscription
 
     def cancelled(self, subscription: str, reason: str) -> None:
         self._forget_subscription(subscription)
@@ -231,6 +260,7 @@ class StompSession:
     def _forget_subscription(self, key: str) -> None:
         subscription = self._subscriptions.pop(key, None)
         if subscription is not None:
+            self._by_json.pop(dumps(key), None)
             for tag in subscription.tags:
                 self._tag_owner.pop(tag, None)
 
@@ -594,13 +624,15 @@ class StompSession:
         if self._conn is None:
             raise Unavailable("the connection is closing")
         answered: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._subscriptions[request.key] = _Subscription(request.key, cumulative)
+        subscription = self._subscriptions[request.key] = _Subscription(request.key, cumulative)
+        self._by_json[request.subscription_json] = subscription
 
         def answer(queue: str | None, error: BrokerError | None) -> None:
             if answered.done():
                 return
             if error is not None or queue is None:
                 self._subscriptions.pop(request.key, None)
+                self._by_json.pop(request.subscription_json, None)
                 answered.set_exception(error or Unavailable("the router did not subscribe"))
             else:
                 answered.set_result(queue)

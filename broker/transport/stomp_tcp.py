@@ -27,6 +27,11 @@ READ_BYTES: Final = 256 * 1024
 WRITE_HIGH_WATER: Final = 256 * 1024
 
 SessionFactory = Callable[[Send], StompSession]
+# What a client past MAX_CONNECTIONS_PER_IP reads before the close.
+REFUSED_CONNECTIONS: Final = (
+    b"ERROR\nmessage:too many connections from this address (MAX_CONNECTIONS_PER_IP)\n"
+    b"code:too_many_connections\n\n\x00"
+)
 
 
 class TcpSend:
@@ -55,10 +60,16 @@ class TcpSend:
 
 
 class StompTcpServer:
-    def __init__(self, new_session: SessionFactory) -> None:
+    def __init__(self, new_session: SessionFactory, *, max_per_address: int, send_buffer: int) -> None:
+        """`max_per_address`: connections per client address (MAX_CONNECTIONS_PER_IP; 0: no
+        limit), one more is closed at once; `send_buffer`: each socket's kernel send buffer,
+        capped as a WebSocket's is, so that a client that stops reading is noticed soon."""
         self._new_session = new_session
+        self._max_per_address = max_per_address
+        self._send_buffer = send_buffer
         self._server: asyncio.Server | None = None
         self._sessions: set[StompSession] = set()
+        self._per_address: dict[str, int] = {}
 
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(self._serve, host, port, limit=READ_BYTES)
@@ -74,12 +85,32 @@ class StompTcpServer:
             await server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        held = self._per_address.get(address, 0)
+        if self._max_per_address and held >= self._max_per_address:
+            log.info("STOMP connection refused: %s holds %d connections (MAX_CONNECTIONS_PER_IP)", address, held)
+            writer.write(REFUSED_CONNECTIONS)
+            writer.close()
+            return
+        self._per_address[address] = held + 1
+        try:
+            await self._serve_session(reader, writer)
+        finally:
+            left = self._per_address[address] - 1
+            if left:
+                self._per_address[address] = left
+            else:
+                del self._per_address[address]
+
+    async def _serve_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
         if sock is not None:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._send_buffer)
             except OSError:
-                log.debug("TCP_NODELAY not set", exc_info=True)
+                log.debug("socket options not set", exc_info=True)
         tcp = TcpSend(writer)
         session = self._new_session(tcp.send)
         self._sessions.add(session)
