@@ -14,6 +14,7 @@ from django.conf import settings
 from access.asgi import stomp_permissions
 from access.rules import ANONYMOUS_ALL
 from access.selectors import permissions_or_unauthorized
+from bindings.services import binding_create
 from broker.engine.errors import BrokerError, Unavailable
 from broker.protocol.stomp_messages import QueueProperties
 from broker.router import registry
@@ -25,7 +26,7 @@ from broker.transport.stomp_session import StompSession
 from queues.services import queue_ensure
 
 
-def _ensure(name: str, properties: QueueProperties, permissions: Permissions) -> None:
+def _ensure(name: str, properties: QueueProperties, permissions: Permissions, bind: tuple[str, str] | None) -> None:
     if properties.exclusive:
         raise BrokerError(
             "exclusive: a /queue/ destination's queue cannot be exclusive; use /temp-queue/NAME",
@@ -44,13 +45,19 @@ def _ensure(name: str, properties: QueueProperties, permissions: Permissions) ->
         given=properties.given,
         authorize=authorize,
     )
+    if bind is not None:
+        exchange, binding_key = bind
+        authorize(name)  # a binding needs configure on its queue (and read on its exchange: the session's)
+        binding_create(exchange=exchange, queue=name, binding_key=binding_key)
 
 
 _ensure_async = database_sync_to_async(_ensure)
 
 
-async def declare_queue(name: str, properties: QueueProperties, permissions: Permissions) -> None:
-    await _ensure_async(name, properties, permissions)
+async def declare_queue(
+    name: str, properties: QueueProperties, permissions: Permissions, bind: tuple[str, str] | None
+) -> None:
+    await _ensure_async(name, properties, permissions, bind)
 
 
 def new_stomp_session(

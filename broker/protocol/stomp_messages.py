@@ -32,7 +32,7 @@ from typing import Any, Final
 
 from broker.engine.errors import BrokerError
 from broker.engine.jsoncodec import dumps, loads
-from broker.engine.rules import invalid
+from broker.engine.rules import check_name, invalid
 from broker.protocol.publish import MAX_MESSAGE_ID, PublishRequest, prepare_publish
 
 from .stomp_destinations import Destination, destination_of
@@ -94,6 +94,16 @@ def queue_properties(headers: dict[str, str]) -> QueueProperties:
         if value is not None:
             arguments[name] = value
     return QueueProperties(flags["durable"], flags["auto-delete"], flags["exclusive"], arguments, given or bool(arguments))
+
+
+def durable_subscription_queue(headers: dict[str, str], subscription: str) -> str | None:
+    """The queue of a durable subscription to an exchange or a topic (RabbitMQ's: `durable`
+    or `persistent` true, not `auto-delete`), named by `x-queue-name` or after the
+    subscription's id; None for a private queue."""
+    durable = headers.get("durable", headers.get("persistent"))
+    if durable is None or not _boolean("durable", durable) or headers.get("auto-delete") == "true":
+        return None
+    return check_name("queue", headers.get("x-queue-name") or f"stomp-subscription-{subscription}")
 
 
 def _boolean(name: str, value: str) -> bool:

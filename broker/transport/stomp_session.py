@@ -47,6 +47,7 @@ from broker.protocol.stomp_messages import (
     QueueProperties,
     decode_delivery,
     delivered_frame,
+    durable_subscription_queue,
     message_frame,
     queue_properties,
     send_request,
@@ -77,7 +78,8 @@ CLOSING_GRACE: Final = 5.0
 
 Authenticate = Callable[[str, str], Awaitable[Permissions]]
 DefaultPermissions = Callable[[], Awaitable[Permissions]]
-DeclareQueue = Callable[[str, QueueProperties, Permissions], Awaitable[None]]
+# Declare a queue unless it exists, and bind it to (exchange, binding key) when one is given.
+DeclareQueue = Callable[[str, QueueProperties, Permissions, tuple[str, str] | None], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -518,7 +520,7 @@ class StompSession:
             return
         permissions = self._permissions
         assert permissions is not None
-        await self._declare_queue(name, queue_properties(headers), permissions)
+        await self._declare_queue(name, queue_properties(headers), permissions, None)
         self._declared.add(name)
 
     async def _temp_queue(self, name: str, subscription: str) -> str:
@@ -598,8 +600,15 @@ class StompSession:
                     raise StompError("subscribe to /queue/NAME to consume from the default exchange")
                 if not permissions.everything:
                     permissions.require("read", "exchange", exchange)
-                request = SubscribeRequest(key, dumps(subscription), ack, prefetch, exchange=exchange,
-                                           binding_key=destination.key)
+                durable = durable_subscription_queue(headers, subscription)
+                if durable is None:
+                    request = SubscribeRequest(key, dumps(subscription), ack, prefetch, exchange=exchange,
+                                               binding_key=destination.key)
+                else:
+                    # A durable subscription: a queue of its own that outlives the connection.
+                    properties = queue_properties({**headers, "durable": "true"})
+                    await self._declare_queue(durable, properties, permissions, (exchange, destination.key))
+                    request = SubscribeRequest(key, dumps(subscription), ack, prefetch, queue=durable)
             case Kind.QUEUE | Kind.AMQ_QUEUE | Kind.REPLY_QUEUE:
                 if destination.kind is Kind.QUEUE:
                     await self._ensure_queue(destination.name, headers)

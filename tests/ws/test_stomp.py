@@ -364,3 +364,24 @@ async def test_a_frame_over_the_size_limit_is_refused(stomp: Open, settings: Any
     await client.send("SEND", {"destination": "/queue/big", "content-length": "200000"}, b"x" * 200_000)
     error = await client.receive()
     assert (error.command, error.headers["code"]) == ("ERROR", "too_large")
+
+
+async def test_a_durable_topic_subscription_keeps_its_messages_while_away(stomp: Open, runtime: Runtime) -> None:
+    await builtin_topic_exchange()
+    headers = {"id": "news", "destination": "/topic/news.*", "durable": "true", "auto-delete": "false"}
+    first = await stomp()
+    await first.send("SUBSCRIBE", {**headers, "receipt": "s"})
+    assert (await first.receive()).headers["receipt-id"] == "s"
+    await first.close()
+    publisher = await stomp()
+    await publisher.send("SEND", {"destination": "/topic/news.sport", "persistent": "true", "receipt": "p"}, "goal")
+    assert (await publisher.receive()).headers["receipt-id"] == "p"
+    assert counts(runtime, "stomp-subscription-news") == (1, 0)
+    again = await stomp()
+    await again.send("SUBSCRIBE", headers)
+    message = await again.receive()
+    assert (text(message), message.headers["subscription"]) == ("goal", "news")
+    named = await stomp()
+    await named.send("SUBSCRIBE", {**headers, "id": "n2", "x-queue-name": "my-news", "receipt": "n"})
+    assert (await named.receive()).headers["receipt-id"] == "n"
+    assert "my-news" in runtime.broker.queues and runtime.broker.queues["my-news"].spec.durable
