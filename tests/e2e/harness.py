@@ -127,6 +127,14 @@ class BrokerProcess:
         except AssertionError as late:
             raise RuntimeError(f"{late}:\n{self.log()}") from None
 
+    def manage(self, *args: str) -> str:
+        """Run a management command on this broker's database; its standard output."""
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=True, capture_output=True, text=True,
+            timeout=60,
+        )
+        return done.stdout
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

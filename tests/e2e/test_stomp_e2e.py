@@ -1,0 +1,139 @@
+"""STOMP over TCP against the real `runbroker` (STOMP_PORT): the limits of the JSON
+frames hold for it too. A client that stops reading is closed as a slow consumer
+while a reading one gets every message; a client past MAX_CONNECTIONS_PER_IP is
+refused with an ERROR; without anonymous access a TCP client must log in."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+import httpx
+import pytest
+
+from broker.protocol.stomp_frames import StompFrame, StompParser, encode_frame
+from tests.e2e.harness import BrokerProcess, free_port
+
+BUFFERED: Final = 128 * 1024  # WS_MAX_BUFFERED_BYTES for this run
+MESSAGES: Final = 600
+BODY: Final = "y" * 4000
+
+
+class Client:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.parser = StompParser(max_frame_bytes=1 << 24)
+        self.pending: list[StompFrame] = []
+
+    @classmethod
+    async def open(cls, port: int, *, small_buffer: bool = False) -> Client:
+        sock = socket.socket()
+        if small_buffer:  # what it does not read stays on the broker's side
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        return cls(reader, writer)
+
+    async def send(self, command: str, headers: dict[str, str], body: bytes = b"") -> None:
+        self.writer.write(encode_frame(command, headers, body))
+        await self.writer.drain()
+
+    async def receive(self, timeout: float = 10) -> StompFrame:
+        while not self.pending:
+            chunk = await asyncio.wait_for(self.reader.read(1 << 16), timeout)
+            if not chunk:
+                raise ConnectionError("closed by the broker")
+            self.pending.extend(self.parser.feed(chunk))
+        return self.pending.pop(0)
+
+    async def connect(self, **headers: str) -> StompFrame:
+        await self.send("CONNECT", {"accept-version": "1.2", "host": "/", **headers})
+        return await self.receive()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    process = BrokerProcess(
+        tmp_path,
+        extra_env={"STOMP_PORT": str(free_port()), "WS_MAX_BUFFERED_BYTES": str(BUFFERED),
+                   "MAX_CONNECTIONS_PER_IP": "5"},
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        process.close()
+
+
+def stomp_port(broker: BrokerProcess) -> int:
+    return int(broker.env["STOMP_PORT"])
+
+
+async def test_a_tcp_client_that_stops_reading_is_closed_and_a_reading_one_gets_everything(
+    broker: BrokerProcess,
+) -> None:
+    port = stomp_port(broker)
+    slow, good = await Client.open(port, small_buffer=True), await Client.open(port)
+    async with httpx.AsyncClient(base_url=broker.url, timeout=10) as http:
+        assert (await http.post("/api/exchanges/", json={"name": "feed", "type": "fanout"})).status_code == 201
+        for client in (slow, good):
+            assert (await client.connect()).command == "CONNECTED"
+            await client.send("SUBSCRIBE", {"id": "f", "destination": "/exchange/feed", "receipt": "s"})
+            assert (await client.receive()).headers["receipt-id"] == "s"
+        received: list[int] = []
+
+        async def read_all() -> None:
+            while len(received) < MESSAGES:
+                frame = await good.receive()
+                received.append(int(frame.headers["n"]))
+
+        reader = asyncio.create_task(read_all())
+        for n in range(MESSAGES):
+            answer = await http.post("/api/exchanges/feed/publish/", json={"body": BODY, "headers": {"n": n}})
+            assert answer.status_code == 200
+        await asyncio.wait_for(reader, 30)
+    assert received == list(range(MESSAGES))
+    # The slow client was cut off: what it can still read ends before the last message.
+    seen = 0
+    with pytest.raises((ConnectionError, TimeoutError)):
+        while True:
+            frame = await slow.receive(timeout=5)
+            seen += frame.command == "MESSAGE"
+    assert seen < MESSAGES
+    assert "closed: over WS_MAX_BUFFERED_BYTES unsent (slow consumer)" in broker.log()
+
+
+async def test_connections_past_the_limit_per_address_are_refused(broker: BrokerProcess) -> None:
+    port = stomp_port(broker)
+    held = [await Client.open(port) for _ in range(5)]
+    for client in held:
+        assert (await client.connect()).command == "CONNECTED"
+    extra = await Client.open(port)
+    refused = await extra.receive()
+    assert (refused.command, refused.headers["code"]) == ("ERROR", "too_many_connections")
+    held[0].writer.close()
+    await asyncio.sleep(0.3)
+    again = await Client.open(port)
+    assert (await again.connect()).command == "CONNECTED"
+
+
+async def test_without_anonymous_access_a_tcp_client_logs_in_with_a_token(tmp_path: Path) -> None:
+    process = BrokerProcess(tmp_path, extra_env={"STOMP_PORT": str(free_port()), "BROKER_ALLOW_ANONYMOUS": "false"})
+    process.start()
+    try:
+        port = stomp_port(process)
+        anonymous = await Client.open(port)
+        refused = await anonymous.connect()
+        assert (refused.command, refused.headers["code"]) == ("ERROR", "unauthorized")
+        process.manage("createsuperuser", "--noinput", "--username", "zoe", "--email", "z@example.invalid")
+        token = process.manage("createtoken", "zoe").strip()
+        client = await Client.open(port)
+        assert (await client.connect(login="zoe", passcode=token)).command == "CONNECTED"
+        await client.send("SEND", {"destination": "/queue/tcp-in", "persistent": "true", "receipt": "p"}, b"x")
+        assert (await client.receive()).headers["receipt-id"] == "p"
+    finally:
+        process.close()
