@@ -93,7 +93,7 @@ def parse_destination(value: str) -> Destination:
 def _parse(kind: Kind, rest: str) -> Destination:
     if kind is Kind.EXCHANGE:
         name, _, key = rest.partition("/")
-        # RabbitMQ lets a name hold a slash as %2F; a key keeps its slashes as they are.
+        # Names may be percent-encoded, as RabbitMQ allows; a key keeps its slashes as they are.
         return Destination(kind, exchange_field(unquote(name)), key_field("routing_key", key))
     if kind is Kind.TOPIC:
         return Destination(kind, "", key_field("routing_key", rest))

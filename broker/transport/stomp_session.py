@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 from broker.engine.errors import BrokerError, Conflict, NotFound, RateLimited, TooLarge, Unavailable
@@ -34,6 +32,7 @@ from broker.engine.names import DEFAULT_EXCHANGE
 from broker.engine.queues import DEFAULT_PREFETCH, MAX_PREFETCH, AckMode
 from broker.protocol.client_frames import FrameId, SubscribeRequest
 from broker.protocol.publish import FRAME_OVERHEAD, PublishRequest
+from broker.protocol.stomp_connect import SPOKEN, connected_frame, negotiate_heartbeats, negotiate_version
 from broker.protocol.stomp_destinations import TOPIC_EXCHANGE, Destination, Kind, parse_destination
 from broker.protocol.stomp_frames import (
     StompFrame,
@@ -52,20 +51,17 @@ from broker.protocol.stomp_messages import (
     queue_properties,
     send_request,
 )
-from broker.router.interface import Publishing, Router
+from broker.router.interface import Router
 from broker.runtime import memory
 
 from .authorization import Permissions
 from .limits import ABUSIVE, FrameBudget
 from .outbox import Outbox, Send
+from .stomp_answers import Answer, Answers
+from .stomp_subscriptions import Subscriptions
 
 log = logging.getLogger("broker.stomp")
 
-VERSIONS: Final = ("1.2", "1.1", "1.0")  # the best first
-SERVER: Final = "pubsub-broker"
-# Heart-beats: what the server offers to send and wants to receive, in ms; a client's
-# faster wish is slowed to MIN_HEARTBEAT_MS (a client cannot make the server spin).
-MIN_HEARTBEAT_MS: Final = 100
 # The client is gone when nothing came from it for this many of its intervals.
 HEARTBEAT_TOLERANCE: Final = 2.0
 # A transaction holds at most this many frames until its COMMIT.
@@ -82,25 +78,14 @@ DefaultPermissions = Callable[[], Awaitable[Permissions]]
 DeclareQueue = Callable[[str, QueueProperties, Permissions, tuple[str, str] | None], Awaitable[None]]
 
 
-@dataclass(slots=True)
-class _Answer:
-    """Something the client is owed in frame order: a RECEIPT, or the ERROR of a failed
-    publish. `waiter`: what must settle first (a publish, or a subscribe's answer)."""
-
-    receipt: str | None
-    waiter: Publishing | asyncio.Future[None] | None = None
-    then_close: bool = False
-
-
-@dataclass(slots=True)
-class _Subscription:
-    id: str
-    cumulative: bool  # ack mode `client`: an ACK settles every earlier delivery too
-    tags: deque[int] = field(default_factory=deque)  # unsettled deliveries, oldest first (cumulative only)
-
-
 class StompError(BrokerError):
     """A frame the STOMP rules refuse (a missing header, an unknown command)."""
+
+
+class TooManyConnections(BrokerError):
+    """MAX_CONNECTIONS_PER_USER reached (a WebSocket's close reason of the same name)."""
+
+    code = "too_many_connections"
 
 
 class StompSession:
@@ -141,11 +126,8 @@ class StompSession:
         self._conn: int | None = None
         self._closed = False
         self._ending = False
-        self._answers: deque[_Answer] = deque()
-        self._awaited: asyncio.Future[Any] | None = None
-        self._subscriptions: dict[str, _Subscription] = {}
-        self._by_json: dict[str, _Subscription] = {}  # by the id's JSON, as deliveries name it
-        self._tag_owner: dict[int, _Subscription] = {}  # cumulative subscriptions' unsettled tags
+        self._answers = Answers(receipt=self._send_receipt, failed=self._error, close=self._end)
+        self._subscriptions = Subscriptions()
         self._unsubscribing: dict[str, asyncio.Future[None]] = {}
         self._transactions: dict[str, list[StompFrame]] = {}
         self._declared: set[str] = set()
@@ -215,7 +197,7 @@ class StompSession:
             if delivered is None:
                 continue  # a stats frame: STOMP clients do not watch
             subscription_id = str(delivered["subscription"])
-            self._track(self._subscriptions.get(subscription_id), delivered["delivery_tag"])
+            self._subscriptions.delivered(self._subscriptions.get(subscription_id), delivered["delivery_tag"])
             out.append(delivered_frame(delivered, subscription=subscription_id, version=version))
         if out:
             self._pushed += 1
@@ -224,8 +206,8 @@ class StompSession:
     def encode_delivery(self, delivery: Delivery) -> str | bytes:
         """The MESSAGE frame of a delivery, made by this process's router as it delivers
         (broker/runtime/runtime.py): no JSON frame made and read back."""
-        subscription = self._by_json.get(delivery.subscription_json)
-        self._track(subscription, delivery.delivery_tag)
+        subscription = self._subscriptions.by_json(delivery.subscription_json)
+        self._subscriptions.delivered(subscription, delivery.delivery_tag)
         message = delivery.message
         return message_frame(
             subscription=subscription.id if subscription is not None else loads(delivery.subscription_json),
@@ -240,31 +222,18 @@ class StompSession:
             version=self._version,
         )
 
-    def _track(self, subscription: _Subscription | None, tag: int) -> None:
-        """A `client` subscription's deliveries, for its cumulative ACK."""
-        if subscription is not None and subscription.cumulative:
-            subscription.tags.append(tag)
-            self._tag_owner[tag] = subscription
-
     def cancelled(self, subscription: str, reason: str) -> None:
-        self._forget_subscription(subscription)
+        self._subscriptions.remove(subscription)
         self._error(NotFound(f"subscription {subscription!r} ended: {reason}"), None, subscription=subscription)
 
     def unsubscribed(self, subscription: str) -> None:
-        self._forget_subscription(subscription)
+        self._subscriptions.remove(subscription)
         waiter = self._unsubscribing.pop(subscription, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     def refused(self, frame_id: FrameId | None, error: BrokerError) -> None:
         self._error(error, frame_id if isinstance(frame_id, str) else None)
-
-    def _forget_subscription(self, key: str) -> None:
-        subscription = self._subscriptions.pop(key, None)
-        if subscription is not None:
-            self._by_json.pop(dumps(key), None)
-            for tag in subscription.tags:
-                self._tag_owner.pop(tag, None)
 
     def _too_slow(self) -> None:
         log.info("STOMP connection %s closed: over WS_MAX_BUFFERED_BYTES unsent (slow consumer)", self._conn)
@@ -281,6 +250,9 @@ class StompSession:
     def _frame(self, command: str, headers: dict[str, str], body: bytes = b"") -> None:
         """A frame of the server's own; its body is text (UTF-8), so it leaves as a text frame."""
         self._push(encode_frame(command, headers, body, version=self._version).decode())
+
+    def _send_receipt(self, receipt: str) -> None:
+        self._push(f"RECEIPT\nreceipt-id:{escape_header(receipt, self._version)}\n\n\x00")
 
     def _error(self, error: BrokerError, receipt: str | None, **extra: str) -> None:
         """An ERROR frame, then the close (STOMP: the server closes after an ERROR)."""
@@ -396,29 +368,26 @@ class StompSession:
                 if self._transactions.pop(_required(frame, "transaction"), None) is None:
                     raise NotFound(f"transaction {frame.headers['transaction']!r} has not begun")
             case "DISCONNECT":
-                self._answer(_Answer(receipt, None, then_close=True))
+                self._answers.add(Answer(receipt, None, then_close=True))
                 return None
             case "CONNECT" | "STOMP":
                 raise StompError("the client is connected already")
             case _:
                 raise StompError(f"unknown command {frame.command!r}")
         if receipt is not None:
-            self._answer(_Answer(receipt))
+            self._answers.add(Answer(receipt))
         return None
 
     # -- connecting ----------------------------------------------------------
 
     async def _connect(self, frame: StompFrame) -> None:
         headers = frame.headers
-        accepted = headers.get("accept-version")
-        offered = accepted.split(",") if accepted is not None else ["1.0"]
-        version = next((v for v in VERSIONS if v in (o.strip() for o in offered)), None)
+        version = negotiate_version(headers.get("accept-version"))
         if version is None:
-            self._version = "1.2"
-            self._error(StompError(f"no common STOMP version: the server speaks {','.join(reversed(VERSIONS))}"),
-                        None, version=",".join(reversed(VERSIONS)))
+            self._error(StompError(f"no common STOMP version: the server speaks {SPOKEN}"), None, version=SPOKEN)
             return
         self._version = self._parser.version = version
+        send_every, expect_every = negotiate_heartbeats(headers.get("heart-beat", "0,0"), self._heartbeat_ms)
         login, passcode = headers.get("login"), headers.get("passcode")
         if login is not None and login != "" or passcode:
             permissions = await self._authenticate(login or "", passcode or "")
@@ -427,33 +396,16 @@ class StompSession:
         if self._closed:
             return
         if self._on_connected is not None and not self._on_connected(permissions):
-            self._error(RateLimited(f"{permissions.who} holds too many connections"), None)
+            self._error(TooManyConnections(f"{permissions.who} holds too many connections (MAX_CONNECTIONS_PER_USER)"),
+                        None)
             return
         self._permissions = permissions
         self._conn = self._router.connect(self)
-        send_every, expect_every = self._heartbeats(headers.get("heart-beat", "0,0"))
-        self._push(
-            f"CONNECTED\nversion:{version}\nheart-beat:{send_every},{expect_every}\n"
-            f"server:{SERVER}\nsession:{self._conn}\n\n\x00"
-        )
+        self._push(connected_frame(version, send_every, expect_every, self._conn))
         if send_every:
             self._timers.append(asyncio.ensure_future(self._send_heartbeats(send_every / 1000)))
         if expect_every:
             self._timers.append(asyncio.ensure_future(self._expect_heartbeats(expect_every / 1000)))
-
-    def _heartbeats(self, value: str) -> tuple[int, int]:
-        """(ms between the server's heart-beats, ms between the client's) as negotiated:
-        each side at the slower of what one offers and the other wants; 0 for none."""
-        try:
-            can_send, wants = (int(part) for part in value.split(","))
-        except ValueError:
-            raise StompError(f"heart-beat: {value!r} is not two comma-separated integers") from None
-        if can_send < 0 or wants < 0:
-            raise StompError(f"heart-beat: {value!r} holds a negative interval")
-        offer = self._heartbeat_ms
-        send_every = max(wants, MIN_HEARTBEAT_MS) if wants and offer else 0
-        expect_every = max(can_send, offer) if can_send and offer else 0
-        return send_every, expect_every
 
     async def _send_heartbeats(self, every: float) -> None:
         while True:
@@ -512,7 +464,7 @@ class StompSession:
         publishing = self._router.publish(self._conn, request)
         if receipt is None and publishing.settled is None and publishing.error is None:
             return  # nothing to say: a fire-and-forget SEND
-        self._answer(_Answer(receipt, publishing))
+        self._answers.add(Answer(receipt, publishing))
 
     async def _ensure_queue(self, name: str, headers: dict[str, str]) -> None:
         """Declare a /queue/ destination's queue unless it exists (once per connection)."""
@@ -549,7 +501,7 @@ class StompSession:
             if self._closed or self._ending:
                 return
         if receipt is not None:
-            self._answer(_Answer(receipt))
+            self._answers.add(Answer(receipt))
 
     def _hold(self, transaction: str, frame: StompFrame) -> None:
         held = self._transactions.get(transaction)
@@ -622,26 +574,24 @@ class StompSession:
                 queue = await self._consume(request, cumulative=cumulative)
                 self._temp_queues[destination.name] = (key, queue)
                 if receipt is not None:
-                    self._answer(_Answer(receipt))
+                    self._answers.add(Answer(receipt))
                 return
         await self._consume(request, cumulative=cumulative)
         if receipt is not None:
-            self._answer(_Answer(receipt))
+            self._answers.add(Answer(receipt))
 
     async def _consume(self, request: SubscribeRequest, *, cumulative: bool) -> str:
         """Subscribe on the router; the queue's name once it has answered."""
         if self._conn is None:
             raise Unavailable("the connection is closing")
         answered: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        subscription = self._subscriptions[request.key] = _Subscription(request.key, cumulative)
-        self._by_json[request.subscription_json] = subscription
+        self._subscriptions.add(request.key, request.subscription_json, cumulative=cumulative)
 
         def answer(queue: str | None, error: BrokerError | None) -> None:
             if answered.done():
                 return
             if error is not None or queue is None:
-                self._subscriptions.pop(request.key, None)
-                self._by_json.pop(request.subscription_json, None)
+                self._subscriptions.remove(request.key)
                 answered.set_exception(error or Unavailable("the router did not subscribe"))
             else:
                 answered.set_result(queue)
@@ -665,7 +615,7 @@ class StompSession:
                 del self._temp_queues[name]
         self._router.unsubscribe(self._conn, key)
         if receipt is not None:
-            self._answer(_Answer(receipt, waiter))
+            self._answers.add(Answer(receipt, waiter))
 
     def _settle(self, frame: StompFrame, *, ack: bool) -> None:
         """ACK or NACK: by `id` (1.2) or `message-id` (1.0, 1.1), the delivery tag our
@@ -681,66 +631,13 @@ class StompSession:
             raise NotFound(f"{name} {value!r} names no delivery of this connection") from None
         receipt = frame.headers.get("receipt")
         requeue = frame.headers.get("requeue", "true") != "false"
-        tags = [tag]
-        owner = self._tag_owner.get(tag)
-        if owner is not None:
-            pending = owner.tags
-            tags = []
-            while pending and pending[0] <= tag:
-                earlier = pending.popleft()
-                self._tag_owner.pop(earlier, None)
-                tags.append(earlier)
         router, conn = self._router, self._conn
         assert conn is not None
-        for each in tags:
+        for each in self._subscriptions.to_settle(tag):
             if ack:
                 router.ack(conn, receipt, each, multiple=False)
             else:
                 router.nack(conn, receipt, each, multiple=False, requeue=requeue)
-
-    # -- answers in frame order -----------------------------------------------
-
-    def _answer(self, answer: _Answer) -> None:
-        self._answers.append(answer)
-        waiter = answer.waiter
-        settled = waiter.settled if isinstance(waiter, Publishing) else waiter
-        if settled is not None and settled is not self._awaited:
-            settled.add_done_callback(self._on_settled)
-            self._awaited = settled
-        self._flush_answers()
-
-    def _on_settled(self, _: asyncio.Future[Any]) -> None:
-        self._flush_answers()
-
-    def _flush_answers(self) -> None:
-        answers = self._answers
-        while answers:
-            answer = answers[0]
-            waiter = answer.waiter
-            error: BrokerError | None = None
-            if isinstance(waiter, Publishing):
-                if not waiter.done():
-                    return
-                outcome = waiter.outcome()
-                if isinstance(outcome, BrokerError):
-                    error = outcome
-            elif waiter is not None:
-                if not waiter.done():
-                    return
-                if not waiter.cancelled() and waiter.exception() is not None:
-                    failure = waiter.exception()
-                    error = failure if isinstance(failure, BrokerError) else Unavailable("the router failed")
-            answers.popleft()
-            if error is not None:
-                self._error(error, answer.receipt)
-                answers.clear()
-                return
-            if answer.receipt is not None:
-                self._push(f"RECEIPT\nreceipt-id:{escape_header(answer.receipt, self._version)}\n\n\x00")
-            if answer.then_close:
-                self._end()
-                answers.clear()
-                return
 
 
 def asgi_chunks(receive: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[bytes | None]]:
