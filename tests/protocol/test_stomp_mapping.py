@@ -57,7 +57,7 @@ def test_destinations() -> None:
     assert parse_destination("/amq/queue/q").kind is Kind.AMQ_QUEUE
     assert parse_destination("/reply-queue/amq.gen-1").publish_key == "amq.gen-1"
     assert parse_destination("/temp-queue/r").kind is Kind.TEMP_QUEUE
-    for bad in ("/queue/", "queue/x", "/nowhere/x", "/temp-queue/a/b", "/exchange//k"):
+    for bad in ("/queue/", "queue/x", "/nowhere/x", "/temp-queue/a/b", "/exchange/bad name/k"):
         with pytest.raises(BrokerError):
             parse_destination(bad)
     assert destination_of("", "q") == "/queue/q"
