@@ -243,7 +243,9 @@ class StompSession:
     # -- frames to the client ------------------------------------------------
 
     def _push(self, frame: str | bytes) -> None:
-        if not self._closed:
+        """Queue a frame; nothing more once the session is ending (after its ERROR or the
+        DISCONNECT's RECEIPT)."""
+        if not (self._closed or self._ending):
             self._pushed += 1
             self._outbox.append(frame)
 

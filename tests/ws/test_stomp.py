@@ -243,6 +243,7 @@ async def test_ack_of_an_unknown_delivery_is_an_error(stomp: Open) -> None:
     await client.send("ACK", {"id": "99", "receipt": "x"})
     error = await client.receive()
     assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", "precondition_failed", "x")
+    assert (await client.receive_output())["type"] == "websocket.close"  # nothing after the ERROR, no RECEIPT
 
 
 async def test_a_transaction_applies_its_sends_and_acks_at_commit(stomp: Open, runtime: Runtime) -> None:
