@@ -1,11 +1,11 @@
 """The two wire dialects the load generator speaks, with the same framing care.
 
 `OursDialect` speaks our JSON protocol (docs/protocol.md, "WebSocket"), `StompDialect`
-speaks STOMP 1.2 to RabbitMQ Web-STOMP. Both pre-encode every frame into a
-prefix and a suffix around the only part that changes (a counter, a timestamp,
-a delivery tag), and both find that part in incoming frames by `str.find`
-rather than by parsing the whole frame: the generator spends the same few
-string operations per message on each side.
+speaks STOMP 1.2 to RabbitMQ Web-STOMP (and to our broker with `--protocol stomp`).
+Both pre-encode every frame into a prefix and a suffix around the only part that
+changes (a counter, a timestamp, a delivery tag), and both find that part in
+incoming frames by `str.find` rather than by parsing the whole frame: the
+generator spends the same few string operations per message on each side.
 """
 
 from __future__ import annotations
@@ -121,10 +121,18 @@ class OursDialect:
 
 
 class StompDialect:
+    """STOMP 1.2 frames: RabbitMQ Web-STOMP's (guest/guest), or ours' (`anonymous`)."""
+
     name = "stomp"
 
-    def __init__(self, *, login: str = "guest", passcode: str = "guest", vhost: str = "/") -> None:
+    def __init__(self, *, login: str | None = "guest", passcode: str | None = "guest", vhost: str = "/") -> None:
         self._connect = stomp.connect_frame(login=login, passcode=passcode, host=vhost)
+
+    @classmethod
+    def anonymous(cls) -> StompDialect:
+        """Without login and passcode: our broker lets anonymous clients in on loopback,
+        and would take a passcode as an API token (and refuse "guest")."""
+        return cls(login=None, passcode=None)
 
     async def open(self, url: str) -> ClientConnection:
         ws = await connect(

@@ -1,7 +1,9 @@
 """The table and the last-line JSON: one row per scenario, ours against RabbitMQ.
 
 With `--cluster` a row also holds ours as a cluster (cross-node: publishers on
-one edge, subscribers on another), with its own ratio against RabbitMQ.
+one edge, subscribers on another), with its own ratio against RabbitMQ. The
+table's title and the JSON's "protocol" entry say what our side's WebSocket
+clients spoke (`--protocol`); RabbitMQ's always speak STOMP 1.2.
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ class Row:
     ceiling_ours: Measurement | None = None
     ceiling_rabbitmq: Measurement | None = None
     notes: list[str] = field(default_factory=list)
+    # What ours' WebSocket clients spoke in this row: with "stomp" its generator
+    # ceiling is the STOMP one (`ceiling_rabbitmq`), as for RabbitMQ.
+    ours_protocol: str = "json"
 
     @property
     def ratio(self) -> float | None:
@@ -81,7 +86,8 @@ class Row:
     def capped(self, which: str) -> bool:
         """Within CAP_SHARE of what the generator reaches against the trivial server."""
         result: Measurement | None = getattr(self, which)
-        ceiling = self.ceiling_rabbitmq if which == "rabbitmq" else self.ceiling_ours
+        stomp = which == "rabbitmq" or self.ours_protocol == "stomp"
+        ceiling = self.ceiling_rabbitmq if stomp else self.ceiling_ours
         if not result or not ceiling or result.value is None or not ceiling.value:
             return False
         if self.spec.higher_is_better:
@@ -132,12 +138,21 @@ def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def table(rows: list[Row]) -> str:
-    """A Markdown table; the cluster's columns only when a cluster was run."""
+def title(protocol: str) -> str:
+    """The table's title: what each side's WebSocket clients spoke."""
+    if protocol == "stomp":
+        ours = "STOMP 1.2 (subprotocol v12.stomp, the same frames and destinations as RabbitMQ's side)"
+    else:
+        ours = "our JSON frames"
+    return f"Ours over {ours}; RabbitMQ over Web-STOMP, STOMP 1.2."
+
+
+def table(rows: list[Row], protocol: str = "json") -> str:
+    """A title line, then a Markdown table; the cluster's columns only when a cluster was run."""
     clustered = any(row.cluster is not None for row in rows)
     slots = ("ours", "cluster", "rabbitmq") if clustered else ("ours", "rabbitmq")
     header = ["scenario", *slots, "ratio", *(["cluster ratio"] if clustered else []), *(f"cpu s/1k {slot}" for slot in slots), "note"]
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out = [title(protocol), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         measured: list[Measurement | None] = [getattr(row, slot) for slot in slots]
         ratios = (row.ratio, row.cluster_ratio) if clustered else (row.ratio,)
@@ -152,13 +167,14 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def summary(rows: list[Row]) -> str:
-    """The last line: {"scenario": {"ours": x, "rabbitmq": y, "ratio": r}, ...}, and "cluster_<scenario>" likewise."""
+def summary(rows: list[Row], protocol: str = "json") -> str:
+    """The last line: {"protocol": {"ours": "json"|"stomp", "rabbitmq": "stomp"},
+    "scenario": {"ours": x, "rabbitmq": y, "ratio": r}, ...}, and "cluster_<scenario>" likewise."""
 
     def num(m: Measurement | None) -> float | None:
         return None if m is None else _rounded(m.value, 4)
 
-    data: dict[str, dict[str, float | None]] = {}
+    data: dict[str, dict[str, float | str | None]] = {"protocol": {"ours": protocol, "rabbitmq": "stomp"}}
     for row in rows:
         data[row.spec.key] = {"ours": num(row.ours), "rabbitmq": num(row.rabbitmq), "ratio": _rounded(row.ratio, 3)}
         if row.cluster is not None:

@@ -3,6 +3,8 @@
 A `Target` gives the scenarios a dialect, URLs, the names to publish to and
 subscribe from, the server process whose CPU and memory are measured, and
 the few set-up calls (declare a queue, a fanout exchange) each broker needs.
+Ours is spoken to in our JSON frames or, with `--protocol stomp`, in the STOMP
+frames RabbitMQ gets, to the same destinations (`/amq/queue/NAME`, `/exchange/NAME`).
 A cluster of ours is one target too: publishers reach it through one edge,
 subscribers through another, and its CPU is that of every node.
 """
@@ -22,6 +24,8 @@ from .dialects import Dialect, OursDialect, StompDialect, body_text
 from .processes import OurBroker
 
 HTTP_TIMEOUT: Final = 10.0
+# What our side's WebSocket clients speak (`--protocol`); RabbitMQ's always speak STOMP.
+PROTOCOLS: Final = ("json", "stomp")
 
 
 @dataclass
@@ -146,16 +150,26 @@ class Target:
         return HttpPublish(str(parsed.hostname), int(parsed.port or 80), head.encode() + payload)
 
 
-def ours(ws_url: str, http_base: str, process: psutil.Process | None) -> Target:
-    return Target("ours", OursDialect(), ws_url, process, http_base=http_base)
+def ours_dialect(protocol: str) -> Dialect:
+    """Our broker's dialect for `--protocol`: our JSON frames, or on the same /ws the
+    STOMP frames RabbitMQ's side gets (subprotocol v12.stomp), without login and passcode."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    return StompDialect.anonymous() if protocol == "stomp" else OursDialect()
 
 
-def cluster(router: OurBroker, publish_edge: OurBroker, subscribe_edge: OurBroker, redis: psutil.Process | None) -> Target:
+def ours(ws_url: str, http_base: str, process: psutil.Process | None, *, protocol: str = "json") -> Target:
+    return Target("ours", ours_dialect(protocol), ws_url, process, http_base=http_base)
+
+
+def cluster(
+    router: OurBroker, publish_edge: OurBroker, subscribe_edge: OurBroker, redis: psutil.Process | None, *, protocol: str = "json"
+) -> Target:
     """Ours as a cluster; its set-up calls (declarations) go through the publishers' edge."""
     peers = {edge.name: edge.ps for edge in (publish_edge, subscribe_edge) if edge.ps is not None}
     return Target(
         "ours",
-        OursDialect(),
+        ours_dialect(protocol),
         subscribe_edge.ws_url,
         router.ps,
         http_base=publish_edge.url,
