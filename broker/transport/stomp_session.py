@@ -67,6 +67,8 @@ HEARTBEAT_TOLERANCE: Final = 2.0
 # A transaction holds at most this many frames until its COMMIT.
 MAX_TRANSACTION_FRAMES: Final = 10_000
 CLOSE_NORMAL: Final = 1000
+# Destinations parsed and kept per connection, at most (past it the cache starts again).
+MAX_KNOWN_DESTINATIONS: Final = 256
 ACK_MODES: Final = {"auto": AckMode.AUTO, "client": AckMode.CLIENT, "client-individual": AckMode.CLIENT}
 HEARTBEAT: Final = "\n"
 # How long the last frames (an ERROR, a DISCONNECT's RECEIPT) may take to leave before the close.
@@ -131,6 +133,7 @@ class StompSession:
         self._unsubscribing: dict[str, asyncio.Future[None]] = {}
         self._transactions: dict[str, list[StompFrame]] = {}
         self._declared: set[str] = set()
+        self._destinations: dict[str, Destination] = {}
         # /temp-queue/NAME's NAME -> (its subscription, its private queue's name)
         self._temp_queues: dict[str, tuple[str, str]] = {}
         self._pushed = 0  # frames queued: the outgoing heart-beat's check
@@ -428,7 +431,7 @@ class StompSession:
     # -- publishing ------------------------------------------------------------
 
     def _send_frame(self, frame: StompFrame, receipt: str | None) -> Coroutine[Any, Any, None] | None:
-        destination = parse_destination(_required(frame, "destination"))
+        destination = self._destination(_required(frame, "destination"))
         if destination.kind is Kind.TEMP_QUEUE:
             raise StompError("a /temp-queue/ destination is for reply-to and SUBSCRIBE, not SEND")
         reply_to = frame.headers.get("reply-to")
@@ -439,6 +442,16 @@ class StompSession:
             return self._guarded(self._send_prepared(frame, destination, receipt), receipt)
         self._publish(send_request(frame.headers, frame.body, destination, max_bytes=self._max_bytes), receipt)
         return None
+
+    def _destination(self, value: str) -> Destination:
+        """A destination, parsed once per connection (a publisher names the same few)."""
+        known = self._destinations.get(value)
+        if known is None:
+            known = parse_destination(value)
+            if len(self._destinations) >= MAX_KNOWN_DESTINATIONS:
+                self._destinations.clear()
+            self._destinations[value] = known
+        return known
 
     async def _send_prepared(self, frame: StompFrame, destination: Destination, receipt: str | None) -> None:
         headers = frame.headers
@@ -517,7 +530,7 @@ class StompSession:
 
     def _subscribe(self, frame: StompFrame, receipt: str | None) -> Coroutine[Any, Any, None]:
         headers = frame.headers
-        destination = parse_destination(_required(frame, "destination"))
+        destination = self._destination(_required(frame, "destination"))
         subscription = headers.get("id")
         if subscription is None:
             if self._version != "1.0":
