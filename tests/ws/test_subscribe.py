@@ -129,6 +129,18 @@ async def test_private_queue_goes_away_with_its_connection(connect: Connect, run
     assert not await database_sync_to_async(Queue.objects.filter(name=queue).exists)()
 
 
+async def test_subscribing_to_the_default_exchange_gives_a_reply_queue(connect: Connect, runtime: Runtime) -> None:
+    requester, responder = await connect(), await connect()
+    reply = await request(requester, {"type": "subscribe", "id": "r", "exchange": ""})
+    queue = reply["queue"]
+    assert queue.startswith("amq.gen-") and not runtime.broker.bindings
+    confirm = await request(
+        responder, {"type": "publish", "id": 1, "exchange": "", "routing_key": queue, "body": "answer"}
+    )
+    assert confirm["routed"] == 1
+    assert (await receive(requester))["body"] == "answer"
+
+
 async def test_subscribe_to_a_missing_exchange_is_not_found(ws: WebsocketCommunicator, runtime: Runtime) -> None:
     reply = await request(ws, {"type": "subscribe", "id": "x", "exchange": "nope"})
     assert (reply["type"], reply["id"], reply["code"]) == ("error", "x", "not_found")
