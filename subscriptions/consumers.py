@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, cast
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, WebSocketScope
@@ -41,6 +42,11 @@ CLOSE_UNAUTHORIZED: Final = 4401
 STOMP_SUBPROTOCOLS: Final = ("v12.stomp", "v11.stomp", "v10.stomp")
 
 
+def is_stomp_connect(text: str) -> bool:
+    """Does this first message of a WebSocket without a STOMP subprotocol open a STOMP session?"""
+    return text.lstrip("\r\n").startswith(("CONNECT\n", "CONNECT\r\n", "STOMP\n", "STOMP\r\n"))
+
+
 def stomp_subprotocol(offered: list[str]) -> str | None:
     """The STOMP subprotocol to accept of those the client offered; None for our JSON frames."""
     for name in STOMP_SUBPROTOCOLS:
@@ -54,6 +60,7 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):
         super().__init__(*args, **kwargs)
         self._session: Session | None = None
         self._stomp: StompSession | None = None
+        self._first_chunk: bytes | None = None  # a STOMP CONNECT read as the first message
         self._counted_as: str | None = None  # the user whose connection count this one holds
 
     async def __call__(self, scope: WebSocketScope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
@@ -67,10 +74,10 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):
         try:
             while self._session is None and self._stomp is None:
                 await self.dispatch(await receive())
+            if self._session is not None:
+                await self._serve_json_or_stomp(receive)
             if self._stomp is not None:
-                await self._stomp.serve(asgi_chunks(receive))
-            elif self._session is not None:
-                await self._session.serve(receive)
+                await self._stomp.serve(self._stomp_chunks(receive))
         except StopConsumer:
             pass
         finally:
@@ -133,6 +140,50 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):
         )
         self._session.open()
 
+    async def _serve_json_or_stomp(self, receive: ASGIReceiveCallable) -> None:
+        """Our JSON frames, unless the first message is a STOMP CONNECT: clients written for
+        RabbitMQ's Web-STOMP (which speaks STOMP whatever the subprotocol) may offer none, as
+        stomp.py's does. A JSON frame never starts with CONNECT or STOMP."""
+        session = self._session
+        assert session is not None
+        first = await receive()
+        text = first.get("text") if first["type"] == "websocket.receive" else None
+        if text is not None and is_stomp_connect(text):
+            session.close()  # nothing was carried out on it: it leaves the router as it came
+            await session.wait_closed()
+            self._session = None
+            self._first_chunk = text.encode()
+            self._stomp = self._new_stomp()
+            self._stomp.open()
+            return
+        if first["type"] == "websocket.receive":
+            waiting = session.receive(text, first.get("bytes"))
+            if waiting is not None:
+                await waiting
+        elif first["type"] == "websocket.disconnect":
+            return
+        await session.serve(receive)
+
+    def _stomp_chunks(self, receive: ASGIReceiveCallable) -> Callable[[], Awaitable[bytes | None]]:
+        """The WebSocket's messages for the STOMP session, after the one already read."""
+        rest = asgi_chunks(receive)
+
+        async def next_chunk() -> bytes | None:
+            first, self._first_chunk = self._first_chunk, None
+            return first if first is not None else await rest()
+
+        return next_chunk
+
+    def _new_stomp(self) -> StompSession:
+        router = registry.current()
+        assert router is not None
+        scope = dict(self.scope)
+
+        async def default_permissions() -> Permissions:
+            return await websocket_permissions(scope)
+
+        return new_stomp_session(router, self.base_send, default_permissions)
+
     async def _connect_stomp(self, subprotocol: str) -> None:
         """Accepted at once: a STOMP client authenticates in its CONNECT frame (or with the
         WebSocket's token or session, when its CONNECT has no login and passcode)."""
@@ -142,12 +193,7 @@ class BrokerConsumer(AsyncJsonWebsocketConsumer):
             log.error("STOMP connection refused: no router or cluster link runs on this event loop")
             await self.close(code=CLOSE_INTERNAL_ERROR)
             return
-        scope = dict(self.scope)
-
-        async def default_permissions() -> Permissions:
-            return await websocket_permissions(scope)
-
-        self._stomp = new_stomp_session(router, self.base_send, default_permissions)
+        self._stomp = self._new_stomp()
         self._stomp.open()
 
     def _give_back(self) -> None:

@@ -73,7 +73,11 @@ class Recorder(stomp.ConnectionListener):  # type: ignore[misc]
 class Client:
     """One STOMP connection over TCP or WebSocket, opened but not yet connected."""
 
-    def __init__(self, endpoint: Endpoint, transport: Transport, *, heartbeats: tuple[int, int] = (0, 0)) -> None:
+    def __init__(
+        self, endpoint: Endpoint, transport: Transport, *, heartbeats: tuple[int, int] = (0, 0), subprotocol: bool = True
+    ) -> None:
+        """`subprotocol` False: a WebSocket offers none, as stomp.py does unless told (the
+        broker then takes a first message that is a STOMP CONNECT for STOMP)."""
         self.transport = transport
         self.recorder = Recorder()
         # vhost "/": stomp.py sends the host it connects to (127.0.0.1) as the `host` header
@@ -87,7 +91,7 @@ class Client:
             self.conn = WSStompConnection(
                 [(endpoint.host, endpoint.ws_port)],
                 ws_path=endpoint.ws_path,
-                header={"Sec-WebSocket-Protocol": WS_SUBPROTOCOLS},
+                header={"Sec-WebSocket-Protocol": WS_SUBPROTOCOLS} if subprotocol else None,
                 **options,
             )
         self.conn.set_listener("recorder", self.recorder)

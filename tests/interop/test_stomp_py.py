@@ -149,6 +149,20 @@ def test_a_persistent_send_is_received_after_its_receipt(connect: Connect, trans
     assert (message.body, message.headers["persistent"]) == ("kept", "true")
 
 
+def test_stomp_py_over_websocket_without_a_subprotocol_as_written_for_rabbitmq(
+    connect: Connect, transport: Transport
+) -> None:
+    if transport != "ws":
+        pytest.skip("a WebSocket's subprotocol: nothing to try over TCP")
+    queue = "ix-no-subprotocol"
+    client = connect(subprotocol=False)
+    assert client.conn.transport.socket.headers.get("sec-websocket-protocol") is None
+    client.send(f"/queue/{queue}", "plain", persistent="true")
+    client.subscribe(f"/queue/{queue}", "s-plain")
+    [message] = client.wait_messages("s-plain", 1)
+    assert message.body == "plain"
+
+
 def test_an_aborted_transaction_delivers_nothing(connect: Connect, transport: Transport) -> None:
     queue = f"ix-abort-{transport}"
     client = connect()

@@ -12,8 +12,10 @@ from broker_project.asgi import application
 
 
 class StompClient:
-    def __init__(self, subprotocol: str = "v12.stomp", headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        self.ws = WebsocketCommunicator(application, "/ws", headers=headers or [], subprotocols=[subprotocol])
+    def __init__(self, subprotocol: str | None = "v12.stomp", headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        """`subprotocol` None: none offered (a STOMP CONNECT as the first message then selects STOMP)."""
+        subprotocols = [subprotocol] if subprotocol is not None else None
+        self.ws = WebsocketCommunicator(application, "/ws", headers=headers or [], subprotocols=subprotocols)
         self.parser = StompParser(max_frame_bytes=64 * 1024 * 1024)
         self.pending: list[StompFrame] = []
         self.raw: list[Any] = []  # every WebSocket message as it came (str or bytes)

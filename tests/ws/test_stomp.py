@@ -31,7 +31,7 @@ async def stomp(runtime: Runtime) -> AsyncIterator[Open]:
     opened: list[StompClient] = []
 
     async def open_client(
-        subprotocol: str = "v12.stomp", *, connect: bool = True, headers: list[tuple[bytes, bytes]] | None = None,
+        subprotocol: str | None = "v12.stomp", *, connect: bool = True, headers: list[tuple[bytes, bytes]] | None = None,
         **connect_headers: str,
     ) -> StompClient:
         client = StompClient(subprotocol, headers)
@@ -386,3 +386,18 @@ async def test_a_durable_topic_subscription_keeps_its_messages_while_away(stomp:
     await named.send("SUBSCRIBE", {**headers, "id": "n2", "x-queue-name": "my-news", "receipt": "n"})
     assert (await named.receive()).headers["receipt-id"] == "n"
     assert "my-news" in runtime.broker.queues and runtime.broker.queues["my-news"].spec.durable
+
+
+async def test_a_stomp_connect_as_the_first_message_selects_stomp_without_a_subprotocol(
+    stomp: Open, connect: Connect
+) -> None:
+    """As RabbitMQ's Web-STOMP, which speaks STOMP whatever the subprotocol (stomp.py offers none)."""
+    client = await stomp(None, connect=False)
+    assert client.subprotocol is None
+    connected = await client.connect()
+    assert (connected.command, connected.headers["version"]) == ("CONNECTED", "1.2")
+    await client.send("SEND", {"destination": "/queue/sniffed", "receipt": "r"}, "x")
+    assert (await client.receive()).headers["receipt-id"] == "r"
+    json_client = await connect()  # a JSON client's first frame is JSON, as before
+    await json_client.send_json_to({"type": "ping", "id": 1})
+    assert await receive(json_client) == {"type": "pong", "id": 1}
