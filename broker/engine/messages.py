@@ -25,6 +25,8 @@ class Message:
     # The protocol's encoding of the fields every delivery shares, kept with the message
     # so it is made once (broker/protocol/server_frames.py); the engine never reads it.
     wire: str | None = field(default=None, compare=False, repr=False)
+    # The same for STOMP 1.2 MESSAGE frames (broker/protocol/stomp_messages.py).
+    stomp_wire: str | bytes | None = field(default=None, compare=False, repr=False)
 
 
 def make_message(

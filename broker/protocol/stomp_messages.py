@@ -30,10 +30,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from broker.engine.errors import BrokerError
+from broker.engine.errors import BrokerError, TooLarge
 from broker.engine.jsoncodec import dumps, loads
 from broker.engine.rules import check_name, invalid
-from broker.protocol.publish import MAX_MESSAGE_ID, PublishRequest, prepare_publish
+from broker.protocol.publish import MAX_MESSAGE_ID, PublishRequest
 
 from .stomp_destinations import Destination, destination_of
 from .stomp_frames import escape_header as _escape_header
@@ -122,8 +122,14 @@ def _is_json_type(content_type: str) -> bool:
 def send_request(
     headers: dict[str, str], body: bytes, destination: Destination, *, max_bytes: int
 ) -> PublishRequest:
-    """The publish a SEND asks for, checked as any publish is (names, sizes)."""
-    kept: dict[str, Any] = {key: value for key, value in headers.items() if key not in _NOT_KEPT}
+    """The publish a SEND asks for. Its destination's names and key were checked when it was
+    parsed; the sizes are checked here (a STOMP header cannot hold U+0000)."""
+    kept: dict[str, Any] = {}
+    header_bytes = 0
+    for key, value in headers.items():
+        if key not in _NOT_KEPT:
+            kept[key] = value
+            header_bytes += len(key) + len(value)
     content_type = headers.get("content-type")
     body_json = _json_text(body) if content_type is None or _is_json_type(content_type) else None
     if body_json is None:
@@ -135,18 +141,24 @@ def send_request(
             kept[BODY_ENCODING] = BASE64
     else:
         kept.pop(BODY_ENCODING, None)  # the body is JSON: nothing to say about its encoding
+        if content_type == JSON_TYPE:
+            del kept["content-type"]  # what a JSON body is anyway: not kept with every message
+    if len(body) > max_bytes:
+        raise TooLarge(f"body: the message body is over the limit of {max_bytes} bytes")
+    if header_bytes > max_bytes:
+        raise TooLarge(f"headers: the message headers are over the limit of {max_bytes} bytes")
     persistent = headers.get("persistent")
     message_id = headers.get("amqp-message-id") or headers.get("message-id")
     if message_id is not None and not 0 < len(message_id) <= MAX_MESSAGE_ID:
         raise invalid("message-id", f"must be 1 to {MAX_MESSAGE_ID} characters")
-    data = {
-        "exchange": destination.publish_exchange,
-        "routing_key": destination.publish_key,
-        "headers": kept,
-        "persistent": False if persistent is None else _boolean("persistent", persistent),
-        "message_id": message_id,
-    }
-    return prepare_publish(data, max_bytes=max_bytes, body_json=body_json)
+    return PublishRequest(
+        destination.publish_exchange,
+        destination.publish_key,
+        body_json,
+        kept,
+        False if persistent is None else _boolean("persistent", persistent),
+        message_id,
+    )
 
 
 def escape_header(value: str, version: str) -> str:
@@ -184,6 +196,42 @@ def message_frame(
 ) -> str | bytes:
     """A delivery as a STOMP MESSAGE frame: text when its body is text, bytes otherwise.
     A JSON body leaves as the JSON text it was published with."""
+    rest = message_rest(
+        exchange=exchange, routing_key=routing_key, message_id=message_id, persistent=persistent, headers=headers,
+        body_json=body_json, version=version,
+    )
+    return with_head(message_head(subscription, tag, redelivered, version), rest)
+
+
+def message_head(subscription: str, tag: int, redelivered: bool, version: str) -> str:
+    """What is the delivery's own in a MESSAGE frame (its first lines)."""
+    if version == "1.2":
+        return (
+            f"MESSAGE\nsubscription:{escape_header(subscription, version)}\nmessage-id:{tag}\nack:{tag}\n"
+            f"redelivered:{'true' if redelivered else 'false'}\n"
+        )
+    return (
+        f"MESSAGE\nsubscription:{escape_header(subscription, version)}\nmessage-id:{tag}\n"
+        f"redelivered:{'true' if redelivered else 'false'}\n"
+    )
+
+
+def with_head(head: str, rest: str | bytes) -> str | bytes:
+    return head + rest if type(rest) is str else head.encode() + rest  # type: ignore[operator]
+
+
+def message_rest(
+    *,
+    exchange: str,
+    routing_key: str,
+    message_id: str,
+    persistent: bool,
+    headers: Mapping[str, Any],
+    body_json: str,
+    version: str,
+) -> str | bytes:
+    """What every delivery of a message shares in a MESSAGE frame: its headers and body,
+    from `destination` to the NUL (made once per message: broker/engine/messages.py)."""
     encoding = headers.get(BODY_ENCODING)
     content_type = headers.get("content-type")
     body: str | bytes = body_json
@@ -198,16 +246,7 @@ def message_frame(
                     body = body_json  # not base64 after all: the JSON text, as any other body
     if body is body_json and content_type is None:
         content_type = JSON_TYPE
-    shown_tag = str(tag)
-    lines = [
-        "MESSAGE",
-        f"subscription:{escape_header(subscription, version)}",
-        f"destination:{escape_header(destination_of(exchange, routing_key), version)}",
-        f"message-id:{shown_tag}",
-    ]
-    if version == "1.2":
-        lines.append(f"ack:{shown_tag}")
-    lines.append("redelivered:true" if redelivered else "redelivered:false")
+    lines = [f"destination:{escape_header(destination_of(exchange, routing_key), version)}"]
     if persistent:
         lines.append("persistent:true")
     lines.append(f"amqp-message-id:{escape_header(message_id, version)}")

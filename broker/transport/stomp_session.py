@@ -47,9 +47,11 @@ from broker.protocol.stomp_messages import (
     decode_delivery,
     delivered_frame,
     durable_subscription_queue,
-    message_frame,
+    message_head,
+    message_rest,
     queue_properties,
     send_request,
+    with_head,
 )
 from broker.router.interface import Router
 from broker.runtime import memory
@@ -208,22 +210,27 @@ class StompSession:
 
     def encode_delivery(self, delivery: Delivery) -> str | bytes:
         """The MESSAGE frame of a delivery, made by this process's router as it delivers
-        (broker/runtime/runtime.py): no JSON frame made and read back."""
-        subscription = self._subscriptions.by_json(delivery.subscription_json)
-        self._subscriptions.delivered(subscription, delivery.delivery_tag)
-        message = delivery.message
-        return message_frame(
-            subscription=subscription.id if subscription is not None else loads(delivery.subscription_json),
-            tag=delivery.delivery_tag,
-            redelivered=delivery.redelivered,
-            exchange=message.exchange,
-            routing_key=message.routing_key,
-            message_id=message.message_id,
-            persistent=message.persistent,
-            headers=message.headers,
-            body_json=message.body_json,
-            version=self._version,
-        )
+        (broker/runtime/runtime.py): no JSON frame made and read back, and what every
+        delivery of the message shares made once (for STOMP 1.2)."""
+        subscriptions = self._subscriptions
+        subscription = subscriptions.by_json(delivery.subscription_json)
+        subscriptions.delivered(subscription, delivery.delivery_tag)
+        message, version = delivery.message, self._version
+        rest = message.stomp_wire if version == "1.2" else None
+        if rest is None:
+            rest = message_rest(
+                exchange=message.exchange,
+                routing_key=message.routing_key,
+                message_id=message.message_id,
+                persistent=message.persistent,
+                headers=message.headers,
+                body_json=message.body_json,
+                version=version,
+            )
+            if version == "1.2":
+                message.stomp_wire = rest
+        shown = subscription.id if subscription is not None else str(loads(delivery.subscription_json))
+        return with_head(message_head(shown, delivery.delivery_tag, delivery.redelivered, version), rest)
 
     def cancelled(self, subscription: str, reason: str) -> None:
         self._subscriptions.remove(subscription)

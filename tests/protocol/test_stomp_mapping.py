@@ -86,8 +86,8 @@ def test_message_frames_give_each_body_back() -> None:
                   persistent=True)
     frame = message_frame(**common, headers={"n": 5, "a:b": "c\nd"}, body_json='{"a": 1}', version="1.2")
     assert isinstance(frame, str)
-    assert frame.startswith("MESSAGE\nsubscription:s\\c1\ndestination:/exchange/x/k\nmessage-id:7\nack:7\n")
-    assert "redelivered:true\npersistent:true\namqp-message-id:m\ncontent-type:application/json\n" in frame
+    assert frame.startswith("MESSAGE\nsubscription:s\\c1\nmessage-id:7\nack:7\nredelivered:true\n")
+    assert "\ndestination:/exchange/x/k\npersistent:true\namqp-message-id:m\ncontent-type:application/json\n" in frame
     assert "n:5\na\\cb:c\\nd\ncontent-length:8\n\n{\"a\": 1}\x00" in frame
     binary = message_frame(**common, headers={"body-encoding": "base64"}, body_json='"/wA="', version="1.2")
     assert isinstance(binary, bytes) and binary.endswith(b"content-length:2\n\n\xff\x00\x00")

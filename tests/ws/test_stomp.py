@@ -401,3 +401,22 @@ async def test_a_stomp_connect_as_the_first_message_selects_stomp_without_a_subp
     json_client = await connect()  # a JSON client's first frame is JSON, as before
     await json_client.send_json_to({"type": "ping", "id": 1})
     assert await receive(json_client) == {"type": "pong", "id": 1}
+
+
+async def test_a_fanout_reaches_each_stomp_subscriber_under_its_own_subscription(
+    stomp: Open, connect: Connect, runtime: Runtime
+) -> None:
+    await declare_exchange("fan", "fanout")
+    clients = [await stomp(), await stomp(), await stomp("v11.stomp", **{"accept-version": "1.1"})]
+    for n, client in enumerate(clients):
+        await client.send("SUBSCRIBE", {"id": f"sub:{n}", "destination": "/exchange/fan", "receipt": "r"})
+        assert (await client.receive()).headers["receipt-id"] == "r"
+    json_client = await connect()
+    await json_client.send_json_to({"type": "subscribe", "id": "j", "exchange": "fan"})
+    await receive(json_client)
+    await runtime.publish(PublishRequest("fan", "k", dumps({"x": [1]}), {"h": "v"}, True, None))
+    for n, client in enumerate(clients):
+        frame = await client.receive()
+        assert (frame.headers["subscription"], frame.body, frame.headers["h"]) == (f"sub:{n}", b'{"x":[1]}', "v")
+        assert ("ack" in frame.headers) == (n < 2)  # 1.2 only
+    assert (await receive(json_client))["body"] == {"x": [1]}
