@@ -9,8 +9,9 @@ hands it to every connection) becomes a MESSAGE frame. The mapping:
   base64 string, with the header `body-encoding` (`text` or `base64`) saying
   so; a MESSAGE frame gives the bytes back. A JSON publisher may set
   `body-encoding` too (to send a STOMP client bytes).
-- `content-type` is kept as a message header, and a JSON body without one is
-  delivered to STOMP clients as `application/json`.
+- `content-type` is kept as a message header (except `application/json`, which
+  a JSON body is anyway), and a JSON body without one is delivered to STOMP
+  clients as `application/json`.
 - Every other SEND header is a message header (a string), except the frame's
   own (`destination`, `receipt`, `transaction`, `content-length`) and what the
   broker reads: `persistent` (true makes the message persistent), `message-id`
