@@ -309,11 +309,16 @@ class Runtime:
             by_connection: dict[int, list[str]] = {}
             after_commit: dict[int, list[str]] = {}
             encoders = self._encoders
-            for delivery in effects.deliveries:
-                target = after_commit if delivery.transaction else by_connection
-                encode = encoders.get(delivery.connection) if encoders else None
-                frame = message_frame(delivery) if encode is None else encode(delivery)
-                target.setdefault(delivery.connection, []).append(frame)
+            if not encoders:  # no STOMP connection: the JSON frames' own loop
+                for delivery in effects.deliveries:
+                    target = after_commit if delivery.transaction else by_connection
+                    target.setdefault(delivery.connection, []).append(message_frame(delivery))
+            else:
+                for delivery in effects.deliveries:
+                    target = after_commit if delivery.transaction else by_connection
+                    encode = encoders.get(delivery.connection)
+                    frame = message_frame(delivery) if encode is None else encode(delivery)
+                    target.setdefault(delivery.connection, []).append(frame)
             for connection_id, frames in by_connection.items():
                 self._send(connection_id, frames)
             if after_commit:

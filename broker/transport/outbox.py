@@ -83,7 +83,7 @@ class Outbox:
         self._frames.extend(frames)
         size = 0
         for frame in frames:
-            size += len(frame) if type(frame) is bytes or frame.isascii() else _size(frame)
+            size += len(frame) if frame.isascii() else _size(frame)  # bytes have isascii too
         self._grow(size)
 
     def finish(self, code: int = 1000) -> None:
@@ -150,12 +150,13 @@ class Outbox:
             try:
                 while frames:
                     frame = frames.popleft()
+                    # Counted until sent: a client that does not read holds up this send.
                     if type(frame) is str:
                         await send({"type": "websocket.send", "text": frame})
+                        size = len(frame) if frame.isascii() else text_bytes(frame)
                     else:
                         await send({"type": "websocket.send", "bytes": frame})
-                    # Counted until sent: a client that does not read holds up this send.
-                    size = _size(frame)
+                        size = len(frame)
                     if not self._stopped:
                         self._buffered -= size
                         if self._budget is not None:
