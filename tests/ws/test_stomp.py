@@ -15,7 +15,7 @@ from broker.protocol.publish import PublishRequest
 from broker.runtime.runtime import Runtime
 from exchanges.models import Exchange
 from queues.models import Queue
-from tests.access.helpers import make_user
+from tests.access.helpers import make_user, session_key
 from tests.ws.conftest import Connect
 from tests.ws.helpers import declare_exchange, declare_queue, receive, subscribe
 from tests.ws.stomp_helpers import StompClient, text
@@ -115,6 +115,16 @@ async def test_the_websockets_own_token_serves_when_connect_has_no_login(stomp: 
     _, token = await user_with("carol", superuser=True)
     client = await stomp(headers=[(b"authorization", f"Token {token}".encode())])
     await client.send("SUBSCRIBE", {"id": "s", "destination": "/queue/x", "receipt": "r"})
+    assert (await client.receive()).headers["receipt-id"] == "r"
+
+
+async def test_the_session_cookie_serves_when_connect_has_no_login(stomp: Open, settings: Any) -> None:
+    settings.BROKER_ALLOW_ANONYMOUS = False
+    user, _ = await user_with("erin", superuser=True)
+    key = await database_sync_to_async(session_key)(user)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={key}".encode()
+    client = await stomp(headers=[(b"cookie", cookie)])
+    await client.send("SEND", {"destination": "/queue/by-cookie", "receipt": "r"}, "x")
     assert (await client.receive()).headers["receipt-id"] == "r"
 
 
