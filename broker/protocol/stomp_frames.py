@@ -21,6 +21,8 @@ from typing import Final
 from broker.engine.errors import BrokerError
 
 # A heart-beat is one EOL between frames (spec, "Heart-beating").
+# A content-length longer than this many digits is no size a frame may have.
+MAX_LENGTH_DIGITS: Final = 15
 HEARTBEAT: Final = b"\n"
 
 VERSIONS: Final = ("1.0", "1.1", "1.2")
@@ -167,6 +169,8 @@ class StompParser:
             text = buf[pos:block_end].decode()
         except UnicodeDecodeError:
             raise StompFrameError("STOMP frame headers are not valid UTF-8") from None
+        if "\x00" in text:  # a NUL ends a frame: within the headers it is not STOMP
+            raise StompFrameError("STOMP frame headers hold a NUL byte")
         if "\r" in text:
             # CRLF line ends (1.2): drop the CR before each LF, and the one ending the last line.
             text = text.replace("\r\n", "\n")
@@ -195,7 +199,7 @@ class StompParser:
         length: int | None = None
         declared = headers.get("content-length")
         if declared is not None:
-            if not (declared.isascii() and declared.isdigit()):
+            if not (declared.isascii() and declared.isdigit() and len(declared) <= MAX_LENGTH_DIGITS):
                 raise StompFrameError(f"STOMP content-length {declared[:40]!r} is not a non-negative integer")
             length = int(declared)
             if body_start - pos + length > self.max_frame_bytes:

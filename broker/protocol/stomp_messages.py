@@ -36,7 +36,7 @@ from broker.engine.jsoncodec import dumps, loads
 from broker.engine.rules import check_name, invalid
 from broker.protocol.publish import MAX_MESSAGE_ID, PublishRequest
 
-from .stomp_destinations import Destination, destination_of
+from .stomp_destinations import Destination, Kind, destination_of
 from .stomp_frames import escape_header as _escape_header
 
 BODY_ENCODING: Final = "body-encoding"
@@ -48,11 +48,12 @@ JSON_TYPE: Final = "application/json"
 QUEUE_FLAGS: Final = ("durable", "auto-delete", "exclusive")
 QUEUE_INT_ARGUMENTS: Final = ("x-message-ttl", "x-max-length", "x-expires")
 QUEUE_STR_ARGUMENTS: Final = ("x-overflow", "x-dead-letter-exchange", "x-dead-letter-routing-key")
-# SEND headers the broker reads or that belong to the frame: never message headers.
+# SEND headers the broker reads or that belong to the frame: never message headers; and the
+# queue properties of a SEND to /queue/NAME (to another destination they are message headers).
 _NOT_KEPT: Final = frozenset(
-    ("destination", "receipt", "transaction", "content-length", "persistent", "message-id", "amqp-message-id",
-     *QUEUE_FLAGS, *QUEUE_INT_ARGUMENTS, *QUEUE_STR_ARGUMENTS)
+    ("destination", "receipt", "transaction", "content-length", "persistent", "message-id", "amqp-message-id")
 )
+_NOT_KEPT_FOR_QUEUE: Final = _NOT_KEPT | frozenset((*QUEUE_FLAGS, *QUEUE_INT_ARGUMENTS, *QUEUE_STR_ARGUMENTS))
 # A MESSAGE frame's own headers: a message header of the same name is not repeated.
 _FRAME_OWN: Final = frozenset(
     ("subscription", "destination", "message-id", "ack", "redelivered", "persistent", "amqp-message-id",
@@ -87,7 +88,7 @@ def queue_properties(headers: dict[str, str]) -> QueueProperties:
     for name in QUEUE_INT_ARGUMENTS:
         value = headers.get(name)
         if value is not None:
-            if not value.isdigit():
+            if not (value.isascii() and value.isdigit() and len(value) <= 15):
                 raise invalid(name, "must be a non-negative integer")
             arguments[name] = int(value)
     for name in QUEUE_STR_ARGUMENTS:
@@ -127,8 +128,9 @@ def send_request(
     parsed; the sizes are checked here (a STOMP header cannot hold U+0000)."""
     kept: dict[str, Any] = {}
     header_bytes = 0
+    not_kept = _NOT_KEPT_FOR_QUEUE if destination.kind is Kind.QUEUE else _NOT_KEPT
     for key, value in headers.items():
-        if key not in _NOT_KEPT:
+        if key not in not_kept:
             kept[key] = value
             header_bytes += len(key) + len(value)
     content_type = headers.get("content-type")
@@ -144,7 +146,8 @@ def send_request(
         kept.pop(BODY_ENCODING, None)  # the body is JSON: nothing to say about its encoding
         if content_type == JSON_TYPE:
             del kept["content-type"]  # what a JSON body is anyway: not kept with every message
-    if len(body) > max_bytes:
+    # The body as it is kept (JSON text: escapes and base64 make it larger than the bytes sent).
+    if (len(body_json) if body_json.isascii() else len(body_json.encode())) > max_bytes:
         raise TooLarge(f"body: the message body is over the limit of {max_bytes} bytes")
     if header_bytes > max_bytes:
         raise TooLarge(f"headers: the message headers are over the limit of {max_bytes} bytes")

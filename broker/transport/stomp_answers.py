@@ -1,9 +1,10 @@
 """What a STOMP client is owed, in the order of its frames (docs/protocol.md, "STOMP").
 
 A RECEIPT waits for what its frame started to settle: a SEND's publish (its
-commit, for a persistent message), a SUBSCRIBE's or UNSUBSCRIBE's answer from the
-router. A publish that fails is an ERROR, in its turn, whether or not it asked
-for a receipt. Answers leave strictly in frame order, so a client reading a
+commit, for a persistent message), an UNSUBSCRIBE's answer from the router. A
+publish that fails is an ERROR, in its turn, whether or not it asked for a
+receipt, and so is any refused frame: the client gets the RECEIPTs of the
+frames before it first. Answers leave strictly in frame order, so a client reading a
 RECEIPT knows that every earlier frame is settled.
 """
 
@@ -22,11 +23,13 @@ from broker.router.interface import Publishing
 @dataclass(slots=True)
 class Answer:
     """`receipt`: the RECEIPT to send (None: nothing unless it fails). `waiter`: what must
-    settle first. `then_close`: a DISCONNECT's, after which the connection closes."""
+    settle first. `then_close`: a DISCONNECT's, after which the connection closes.
+    `error`: a refused frame's ERROR, sent in its turn (after the earlier frames' answers)."""
 
     receipt: str | None
     waiter: Publishing | asyncio.Future[None] | None = None
     then_close: bool = False
+    error: BrokerError | None = None
 
 
 class Answers:
@@ -64,7 +67,7 @@ class Answers:
         while pending:
             answer = pending[0]
             waiter = answer.waiter
-            error: BrokerError | None = None
+            error: BrokerError | None = answer.error
             if isinstance(waiter, Publishing):
                 if not waiter.done():
                     return

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
-from broker.engine.errors import BrokerError, Conflict, NotFound, RateLimited, TooLarge, Unavailable
+from broker.engine.errors import BrokerError, Conflict, LimitExceeded, NotFound, RateLimited, TooLarge, Unavailable
 from broker.engine.jsoncodec import dumps, loads
 from broker.engine.messages import Delivery
 from broker.engine.names import DEFAULT_EXCHANGE
@@ -75,6 +75,10 @@ ACK_MODES: Final = {"auto": AckMode.AUTO, "client": AckMode.CLIENT, "client-indi
 HEARTBEAT: Final = "\n"
 # How long the last frames (an ERROR, a DISCONNECT's RECEIPT) may take to leave before the close.
 CLOSING_GRACE: Final = 5.0
+# A connection must send CONNECT within this many seconds (as RabbitMQ's STOMP plugin asks).
+CONNECT_TIMEOUT: Final = 10.0
+# Transactions a connection may hold open at once.
+MAX_TRANSACTIONS: Final = 100
 
 Authenticate = Callable[[str, str], Awaitable[Permissions]]
 DefaultPermissions = Callable[[], Awaitable[Permissions]]
@@ -130,6 +134,14 @@ class StompSession:
         self._conn: int | None = None
         self._closed = False
         self._ending = False
+        # No more frames are carried out (after a DISCONNECT, or a refused frame whose ERROR
+        # waits for the answers of the frames before it).
+        self._last_frame = False
+        self._holding = False  # a SEND or a transaction's frame waits for the memory alarm to clear
+        self._max_held = max_buffered_bytes  # bytes of frames held by open transactions, at most
+        self._held = 0
+        self._waiting: set[asyncio.Future[str]] = set()  # subscribes the router has not answered yet
+        self._connect_timer: asyncio.TimerHandle | None = None
         self._answers = Answers(receipt=self._send_receipt, failed=self._error, close=self._end)
         self._subscriptions = Subscriptions()
         self._unsubscribing: dict[str, asyncio.Future[None]] = {}
@@ -147,8 +159,15 @@ class StompSession:
         return self._closed
 
     def open(self) -> None:
-        """Start sending; the router is joined at CONNECT."""
+        """Start sending; the router is joined at CONNECT, which must come within CONNECT_TIMEOUT."""
         self._outbox.start(name="stomp-sender")
+        self._connect_timer = asyncio.get_running_loop().call_later(CONNECT_TIMEOUT, self._connect_timed_out)
+
+    def _connect_timed_out(self) -> None:
+        self._connect_timer = None
+        if self._conn is None and not self._stopping():
+            log.info("STOMP connection closed: no CONNECT within %g s", CONNECT_TIMEOUT)
+            self._error(StompError(f"no CONNECT frame within {CONNECT_TIMEOUT:g} seconds"), None)
 
     def close(self) -> None:
         """Leave the router (unacknowledged messages are requeued) and stop. Idempotent."""
@@ -158,6 +177,9 @@ class StompSession:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
+            self._connect_timer = None
         on_close, self._on_close = self._on_close, None
         if on_close is not None:
             on_close()
@@ -167,6 +189,13 @@ class StompSession:
         await self._outbox.wait_stopped()
 
     def _leave_router(self) -> None:
+        """Leave the router; what waits for its answer ends now (over the cluster link no
+        answer comes for a connection that has gone)."""
+        for waiter in list(self._waiting):
+            if not waiter.done():
+                waiter.set_exception(Unavailable("the connection is closing"))
+        for unsubscribing in self._unsubscribing.values():
+            unsubscribing.cancel()
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
@@ -175,7 +204,7 @@ class StompSession:
                 log.exception("router failed to close connection %d", conn)
 
     def _stopping(self) -> bool:
-        return self._closed or self._ending
+        return self._closed or self._ending or self._last_frame
 
     def _end(self) -> None:
         """Take no more frames; close once what is queued has left (an ERROR, a RECEIPT)."""
@@ -243,7 +272,7 @@ class StompSession:
             waiter.set_result(None)
 
     def refused(self, frame_id: FrameId | None, error: BrokerError) -> None:
-        self._error(error, frame_id if isinstance(frame_id, str) else None)
+        self._refuse(error, frame_id if isinstance(frame_id, str) else None)
 
     def _too_slow(self) -> None:
         log.info("STOMP connection %s closed: over WS_MAX_BUFFERED_BYTES unsent (slow consumer)", self._conn)
@@ -266,6 +295,14 @@ class StompSession:
     def _send_receipt(self, receipt: str) -> None:
         self._push(f"RECEIPT\nreceipt-id:{escape_header(receipt, self._version)}\n\n\x00")
 
+    def _refuse(self, error: BrokerError, receipt: str | None) -> None:
+        """A refused frame: its ERROR (then the close) after the answers of the frames before
+        it, and no frame after it carried out."""
+        if self._stopping():
+            return
+        self._last_frame = True
+        self._answers.add(Answer(receipt, error=error))
+
     def _error(self, error: BrokerError, receipt: str | None, **extra: str) -> None:
         """An ERROR frame, then the close (STOMP: the server closes after an ERROR)."""
         if self._ending or self._closed:
@@ -284,7 +321,7 @@ class StompSession:
         try:
             await self._read(next_chunk)
         finally:
-            if self._ending and not self._closed:
+            if (self._ending or self._last_frame) and not self._closed:
                 # An ERROR or a DISCONNECT's RECEIPT is on its way: let it leave first.
                 try:
                     await asyncio.wait_for(self._outbox.wait_stopped(), CLOSING_GRACE)
@@ -322,7 +359,7 @@ class StompSession:
             verdict = budget.refill()
             if verdict:
                 refused = RateLimited(f"over {budget.rate:g} frames per second: frame not carried out")
-                self._error(refused, frame.headers.get("receipt"))
+                self._refuse(refused, frame.headers.get("receipt"))
                 if verdict == ABUSIVE:
                     log.info("STOMP connection %s closed: frames at over ten times the rate", self._conn)
                 return None
@@ -334,24 +371,23 @@ class StompSession:
                 raise StompError(f"expected CONNECT or STOMP first, not {frame.command}")
             transaction = frame.headers.get("transaction")
             if transaction is not None and frame.command in ("SEND", "ACK", "NACK"):
-                self._hold(transaction, frame)
-                return None
+                return self._hold(transaction, frame)
             return self._carry_out(frame, receipt)
         except BrokerError as error:
-            self._error(error, receipt)
+            self._refuse(error, receipt)
         except Exception:
             log.exception("STOMP frame %s failed", frame.command)
-            self._error(Unavailable("the broker failed to carry out the frame"), receipt)
+            self._refuse(Unavailable("the broker failed to carry out the frame"), receipt)
         return None
 
     async def _guarded(self, work: Coroutine[Any, Any, None], receipt: str | None) -> None:
         try:
             await work
         except BrokerError as error:
-            self._error(error, receipt)
+            self._refuse(error, receipt)
         except Exception:
             log.exception("a STOMP frame failed")
-            self._error(Unavailable("the broker failed to carry out the frame"), receipt)
+            self._refuse(Unavailable("the broker failed to carry out the frame"), receipt)
 
     def _carry_out(self, frame: StompFrame, receipt: str | None) -> Coroutine[Any, Any, None] | None:
         match frame.command:
@@ -370,16 +406,22 @@ class StompSession:
                 name = _required(frame, "transaction")
                 if name in self._transactions:
                     raise Conflict(f"transaction {name!r} has already begun")
+                if len(self._transactions) >= MAX_TRANSACTIONS:
+                    raise LimitExceeded(f"{MAX_TRANSACTIONS} transactions are open, the most a connection may hold")
                 self._transactions[name] = []
             case "COMMIT":
                 frames = self._transactions.pop(_required(frame, "transaction"), None)
                 if frames is None:
                     raise NotFound(f"transaction {frame.headers['transaction']!r} has not begun")
+                self._release_held(frames)
                 return self._guarded(self._commit(frames, receipt), receipt)
             case "ABORT":
-                if self._transactions.pop(_required(frame, "transaction"), None) is None:
+                aborted = self._transactions.pop(_required(frame, "transaction"), None)
+                if aborted is None:
                     raise NotFound(f"transaction {frame.headers['transaction']!r} has not begun")
+                self._release_held(aborted)
             case "DISCONNECT":
+                self._last_frame = True  # nothing after it is carried out
                 self._answers.add(Answer(receipt, None, then_close=True))
                 return None
             case "CONNECT" | "STOMP":
@@ -413,6 +455,9 @@ class StompSession:
             return
         self._permissions = permissions
         self._conn = self._router.connect(self)
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
+            self._connect_timer = None
         self._push(connected_frame(version, send_every, expect_every, self._conn))
         if send_every:
             self._timers.append(asyncio.ensure_future(self._send_heartbeats(send_every / 1000)))
@@ -430,7 +475,7 @@ class StompSession:
         while True:
             before = self._received
             await asyncio.sleep(every * HEARTBEAT_TOLERANCE)
-            if self._received == before:
+            if self._received == before and not self._holding:
                 log.info("STOMP connection %s closed: no heart-beat from the client", self._conn)
                 self._error(Unavailable("no heart-beat from the client within the negotiated interval"), None)
                 return
@@ -470,13 +515,23 @@ class StompSession:
             queue = await self._temp_queue(temp.name, f"/temp-queue/{temp.name}")
             headers = {**headers, "reply-to": f"/reply-queue/{queue}"}
         request = send_request(headers, frame.body, destination, max_bytes=self._max_bytes)
-        guard = self._guard
-        if guard is not None and guard.alarm:
-            # Over the memory limit: hold the SEND, and so stop reading this connection
-            # (docs/protocol.md, "Memory and flow control").
-            await guard.wait_clear()
+        await self._when_memory_allows()
         if not (self._closed or self._ending):
             self._publish(request, receipt)
+
+    async def _when_memory_allows(self) -> None:
+        """Over the memory limit, hold the frame, and so stop reading this connection
+        (docs/protocol.md, "Memory and flow control"); its heart-beats are not expected
+        meanwhile, since nothing is read."""
+        guard = self._guard
+        if guard is None or not guard.alarm:
+            return
+        self._holding = True
+        try:
+            await guard.wait_clear()
+        finally:
+            self._holding = False
+            self._received += 1  # what the client sent meanwhile is read from now on
 
     def _publish(self, request: PublishRequest, receipt: str | None) -> None:
         permissions = self._permissions
@@ -519,19 +574,34 @@ class StompSession:
                 if waiting is not None:
                     await waiting
             except BrokerError as error:
-                self._error(error, inner_receipt)
-            if self._closed or self._ending:
+                self._refuse(error, inner_receipt)
+            if self._closed or self._ending or self._last_frame:
                 return
         if receipt is not None:
             self._answers.add(Answer(receipt))
 
-    def _hold(self, transaction: str, frame: StompFrame) -> None:
+    def _hold(self, transaction: str, frame: StompFrame) -> Coroutine[Any, Any, None] | None:
+        """A transaction's frame, kept until its COMMIT: at most MAX_TRANSACTION_FRAMES per
+        transaction, and frames of WS_MAX_BUFFERED_BYTES in all; held back, as a SEND is,
+        while the process is over its memory limit."""
         held = self._transactions.get(transaction)
         if held is None:
             raise NotFound(f"transaction {transaction!r} has not begun")
         if len(held) >= MAX_TRANSACTION_FRAMES:
             raise TooLarge(f"transaction {transaction!r} holds {MAX_TRANSACTION_FRAMES} frames, the most it may")
+        size = len(frame.body) + sum(len(name) + len(value) for name, value in frame.headers.items())
+        if self._held + size > self._max_held:
+            raise TooLarge(f"open transactions hold over {self._max_held} bytes (WS_MAX_BUFFERED_BYTES)")
+        self._held += size
         held.append(frame)
+        guard = self._guard
+        if guard is not None and guard.alarm:
+            return self._guarded(self._when_memory_allows(), frame.headers.get("receipt"))
+        return None
+
+    def _release_held(self, frames: list[StompFrame]) -> None:
+        for frame in frames:
+            self._held -= len(frame.body) + sum(len(name) + len(value) for name, value in frame.headers.items())
 
     # -- consuming -------------------------------------------------------------
 
@@ -582,6 +652,8 @@ class StompSession:
                     # A durable subscription: a queue of its own that outlives the connection.
                     properties = queue_properties({**headers, "durable": "true"})
                     await self._declare_queue(durable, properties, permissions, (exchange, destination.key))
+                    if not permissions.everything:
+                        permissions.require("read", "queue", durable)
                     request = SubscribeRequest(key, dumps(subscription), ack, prefetch, queue=durable)
             case Kind.QUEUE | Kind.AMQ_QUEUE | Kind.REPLY_QUEUE:
                 if destination.kind is Kind.QUEUE:
@@ -593,19 +665,18 @@ class StompSession:
                 if destination.name in self._temp_queues:
                     raise Conflict(f"/temp-queue/{destination.name} exists already on this connection")
                 request = SubscribeRequest(key, dumps(subscription), ack, prefetch, exchange=DEFAULT_EXCHANGE)
-                queue = await self._consume(request, cumulative=cumulative)
+                queue = await self._consume(request, cumulative=cumulative, receipt=receipt)
                 self._temp_queues[destination.name] = (key, queue)
-                if receipt is not None:
-                    self._answers.add(Answer(receipt))
                 return
-        await self._consume(request, cumulative=cumulative)
-        if receipt is not None:
-            self._answers.add(Answer(receipt))
+        await self._consume(request, cumulative=cumulative, receipt=receipt)
 
-    async def _consume(self, request: SubscribeRequest, *, cumulative: bool) -> str:
-        """Subscribe on the router; the queue's name once it has answered."""
+    async def _consume(self, request: SubscribeRequest, *, cumulative: bool, receipt: str | None = None) -> str:
+        """Subscribe on the router; the queue's name once it has answered. The RECEIPT is
+        queued as the router answers, before the subscription's first delivery."""
         if self._conn is None:
             raise Unavailable("the connection is closing")
+        if request.key in self._subscriptions or request.key in self._unsubscribing:
+            raise Conflict(f"subscription {request.key!r} exists already")
         answered: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._subscriptions.add(request.key, request.subscription_json, cumulative=cumulative)
 
@@ -617,9 +688,15 @@ class StompSession:
                 answered.set_exception(error or Unavailable("the router did not subscribe"))
             else:
                 answered.set_result(queue)
+                if receipt is not None:
+                    self._answers.add(Answer(receipt))
 
-        self._router.subscribe(self._conn, request, answer)
-        return await answered
+        self._waiting.add(answered)
+        try:
+            self._router.subscribe(self._conn, request, answer)
+            return await answered
+        finally:
+            self._waiting.discard(answered)
 
     def _unsubscribe(self, frame: StompFrame, receipt: str | None) -> None:
         key = frame.headers.get("id")
@@ -692,7 +769,7 @@ def _required(frame: StompFrame, name: str) -> str:
 def _prefetch(value: str | None) -> int:
     if value is None:
         return DEFAULT_PREFETCH
-    if not value.isdigit() or int(value) > MAX_PREFETCH:
+    if not (value.isascii() and value.isdigit() and len(value) <= 5) or int(value) > MAX_PREFETCH:
         raise StompError(f"prefetch-count: must be an integer from 0 to {MAX_PREFETCH}")
     return int(value)
 

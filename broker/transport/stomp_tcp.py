@@ -68,7 +68,7 @@ class StompTcpServer:
         self._max_per_address = max_per_address
         self._send_buffer = send_buffer
         self._server: asyncio.Server | None = None
-        self._sessions: set[StompSession] = set()
+        self._sessions: dict[StompSession, asyncio.StreamWriter] = {}
         self._per_address: dict[str, int] = {}
 
     async def start(self, host: str, port: int) -> None:
@@ -79,8 +79,9 @@ class StompTcpServer:
         server = self._server
         if server is not None:
             server.close()
-        for session in list(self._sessions):
+        for session, writer in list(self._sessions.items()):
             session.close()
+            writer.close()
         if server is not None:
             await server.wait_closed()
 
@@ -113,7 +114,7 @@ class StompTcpServer:
                 log.debug("socket options not set", exc_info=True)
         tcp = TcpSend(writer)
         session = self._new_session(tcp.send)
-        self._sessions.add(session)
+        self._sessions[session] = writer
 
         async def next_chunk() -> bytes | None:
             try:
@@ -129,5 +130,5 @@ class StompTcpServer:
             log.exception("a STOMP connection failed")
         finally:
             session.close()
-            self._sessions.discard(session)
+            self._sessions.pop(session, None)
             writer.close()

@@ -149,11 +149,8 @@ def test_a_persistent_send_is_received_after_its_receipt(connect: Connect, trans
     assert (message.body, message.headers["persistent"]) == ("kept", "true")
 
 
-def test_stomp_py_over_websocket_without_a_subprotocol_as_written_for_rabbitmq(
-    connect: Connect, transport: Transport
-) -> None:
-    if transport != "ws":
-        pytest.skip("a WebSocket's subprotocol: nothing to try over TCP")
+@pytest.mark.parametrize("transport", ["ws"], indirect=True)  # a WebSocket's subprotocol: nothing to try over TCP
+def test_stomp_py_over_websocket_without_a_subprotocol_as_written_for_rabbitmq(connect: Connect) -> None:
     queue = "ix-no-subprotocol"
     client = connect(subprotocol=False)
     assert client.conn.transport.socket.headers.get("sec-websocket-protocol") is None

@@ -430,3 +430,101 @@ async def test_a_fanout_reaches_each_stomp_subscriber_under_its_own_subscription
         assert (frame.headers["subscription"], frame.body, frame.headers["h"]) == (f"sub:{n}", b'{"x":[1]}', "v")
         assert ("ack" in frame.headers) == (n < 2)  # 1.2 only
     assert (await receive(json_client))["body"] == {"x": [1]}
+
+
+# -- what a review found --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        "SEND\ndestination:/queue/x\nh:a\x00b\n\nx\x00",  # a NUL within the headers
+        "SEND\ndestination:/queue/x\ncontent-length:" + "0" * 5000 + "\n\nx\x00",
+        "SUBSCRIBE\nid:s\ndestination:/queue/x\nprefetch-count:\u00b2\n\n\x00",
+        "SEND\ndestination:/queue/x\nx-max-length:\u00b2\n\nx\x00",
+    ],
+)
+async def test_odd_numbers_and_nul_bytes_are_invalid_not_a_crash(stomp: Open, frame: str) -> None:
+    client = await stomp()
+    await client.send_raw(frame)
+    error = await client.receive()
+    assert (error.command, error.headers["code"]) == ("ERROR", "invalid")
+    assert await client.closed()
+
+
+async def test_a_subscribes_receipt_comes_before_the_messages_waiting_in_its_queue(
+    stomp: Open, runtime: Runtime
+) -> None:
+    await declare_queue("waiting")
+    for n in range(3):
+        await runtime.publish(PublishRequest("", "waiting", dumps(n), {}, True, None))
+    client = await stomp()
+    await client.send("SUBSCRIBE", {"id": "s", "destination": "/amq/queue/waiting", "receipt": "r"})
+    frames = [await client.receive() for _ in range(4)]
+    assert [frame.command for frame in frames] == ["RECEIPT", "MESSAGE", "MESSAGE", "MESSAGE"]
+
+
+async def test_an_error_comes_after_the_receipts_of_the_frames_before_it(stomp: Open) -> None:
+    client = await stomp()
+    await client.send("SEND", {"destination": "/queue/first", "persistent": "true", "receipt": "r1"}, "x")
+    await client.send("SUBSCRIBE", {"id": "s", "destination": "/amq/queue/missing", "receipt": "r2"})
+    await client.send("SEND", {"destination": "/queue/never", "receipt": "r3"}, "not carried out")
+    receipt, error = await client.receive(), await client.receive()
+    assert (receipt.command, receipt.headers["receipt-id"]) == ("RECEIPT", "r1")
+    assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", "not_found", "r2")
+    assert await client.closed()
+    assert not await database_sync_to_async(Queue.objects.filter(name="never").exists)()
+
+
+async def test_nothing_after_disconnect_is_carried_out(stomp: Open) -> None:
+    client = await stomp()
+    await client.send_raw(
+        "DISCONNECT\nreceipt:bye\n\n\x00SEND\ndestination:/queue/after-disconnect\n\nx\x00"
+    )
+    assert (await client.receive()).headers["receipt-id"] == "bye"
+    assert await client.closed()
+    assert not await database_sync_to_async(Queue.objects.filter(name="after-disconnect").exists)()
+
+
+async def test_open_transactions_hold_a_bounded_number_of_bytes(stomp: Open, settings: Any) -> None:
+    settings.WS_MAX_BUFFERED_BYTES = 4096
+    client = await stomp()
+    await client.send("BEGIN", {"transaction": "t"})
+    for n in range(3):
+        await client.send("SEND", {"destination": "/queue/tx-big", "transaction": "t", "receipt": f"s{n}"},
+                          b"z" * 1500)
+    error = await client.receive()
+    assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", "too_large", "s2")
+
+
+async def test_a_durable_subscription_needs_read_on_its_queue(stomp: Open, runtime: Runtime) -> None:
+    await builtin_topic_exchange()
+    _, token = await user_with("fay", configure=".*", write="", read="amq.topic")
+    client = await stomp(login="fay", passcode=token)
+    await client.send("SUBSCRIBE", {
+        "id": "s", "destination": "/topic/pay.#", "durable": "true", "x-queue-name": "payroll", "receipt": "r",
+    })
+    error = await client.receive()
+    assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", "forbidden", "r")
+    assert "payroll" in error.headers["message"]
+
+
+async def test_a_temp_queue_cannot_take_a_subscriptions_id(stomp: Open) -> None:
+    client = await stomp()
+    await client.send("SUBSCRIBE", {"id": "/temp-queue/x", "destination": "/queue/a", "receipt": "r"})
+    assert (await client.receive()).headers["receipt-id"] == "r"
+    await client.send("SEND", {"destination": "/queue/a", "reply-to": "/temp-queue/x", "receipt": "p"}, "q")
+    error = await client.receive()  # the SEND is not carried out
+    assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", "conflict", "p")
+    assert await client.closed()
+
+
+async def test_a_connection_that_never_connects_is_closed(
+    stomp: Open, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("broker.transport.stomp_session.CONNECT_TIMEOUT", 0.2)
+    client = await stomp(connect=False)
+    error = await client.receive(timeout=2)
+    assert (error.command, error.headers["code"]) == ("ERROR", "invalid")
+    assert "CONNECT" in error.headers["message"]
+    assert await client.closed()

@@ -1,0 +1,74 @@
+"""The STOMP session against a router that answers late or never, as the cluster link's
+may (an edge whose connection has gone gets no answer): nothing waits for ever."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from access.rules import ANONYMOUS_ALL
+from broker.protocol.stomp_frames import StompParser, encode_frame
+from broker.transport.limits import FrameBudget
+from broker.transport.stomp_session import StompSession
+
+
+class SilentRouter:
+    """Takes subscribes and never answers them."""
+
+    loop = None
+    available = True
+    role = "edge"
+
+    def __init__(self) -> None:
+        self.connected: list[Any] = []
+        self.asked: list[Any] = []
+        self.left: list[int] = []
+
+    def connect(self, sink: Any) -> int:
+        self.connected.append(sink)
+        return len(self.connected)
+
+    def disconnect(self, conn: int) -> None:
+        self.left.append(conn)
+
+    def subscribe(self, conn: int, request: Any, answer: Any) -> None:
+        self.asked.append(request)
+
+
+async def test_a_session_ending_while_the_router_has_not_answered_its_subscribe_stops() -> None:
+    sent: list[Any] = []
+
+    async def send(event: Any) -> None:
+        sent.append(event)
+
+    async def anonymous() -> Any:
+        return ANONYMOUS_ALL
+
+    async def never_declare(*args: Any) -> None:
+        raise AssertionError("nothing is declared here")
+
+    router = SilentRouter()
+    session = StompSession(
+        router,  # type: ignore[arg-type]
+        send,
+        authenticate=lambda login, passcode: anonymous(),
+        default_permissions=anonymous,
+        declare_queue=never_declare,
+        max_message_bytes=1 << 20,
+        max_buffered_bytes=1 << 20,
+        budget=FrameBudget(1e6, 1e6),
+    )
+    session.open()
+    chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
+    chunks.put_nowait(encode_frame("CONNECT", {"accept-version": "1.2"}))
+    chunks.put_nowait(encode_frame("SUBSCRIBE", {"id": "s", "destination": "/amq/queue/q", "receipt": "r"}))
+    serving = asyncio.ensure_future(session.serve(chunks.get))
+    while not router.asked:
+        await asyncio.sleep(0.01)
+    session.close()  # the client went away (or the session ended) before the router answered
+    await asyncio.wait_for(serving, 2)
+    assert router.left == [1]
+    frames = StompParser(max_frame_bytes=1 << 20).feed(
+        b"".join(event["text"].encode() for event in sent if event.get("text"))
+    )
+    assert [frame.command for frame in frames] == ["CONNECTED"]  # no RECEIPT for a subscribe never made
