@@ -69,6 +69,8 @@ HEARTBEAT_TOLERANCE: Final = 2.0
 # A transaction holds at most this many frames until its COMMIT.
 MAX_TRANSACTION_FRAMES: Final = 10_000
 CLOSE_NORMAL: Final = 1000
+# The frame id of the acks a cumulative ACK implies (a NUL: no receipt can hold one).
+IMPLIED: Final = "\x00implied"
 # Destinations parsed and kept per connection, at most (past it the cache starts again).
 MAX_KNOWN_DESTINATIONS: Final = 256
 ACK_MODES: Final = {"auto": AckMode.AUTO, "client": AckMode.CLIENT, "client-individual": AckMode.CLIENT}
@@ -272,6 +274,9 @@ class StompSession:
             waiter.set_result(None)
 
     def refused(self, frame_id: FrameId | None, error: BrokerError) -> None:
+        if frame_id == IMPLIED:
+            log.debug("STOMP connection %s: an implied ack was refused: %s", self._conn, error.message)
+            return
         self._refuse(error, frame_id if isinstance(frame_id, str) else None)
 
     def _too_slow(self) -> None:
@@ -733,10 +738,14 @@ class StompSession:
         router, conn = self._router, self._conn
         assert conn is not None
         for each in self._subscriptions.to_settle(tag):
+            # The earlier deliveries a `client` ACK settles too were never named by the client:
+            # one the router no longer knows (its router failed over, and it was requeued) is
+            # not the client's mistake.
+            frame_id = receipt if each == tag else IMPLIED
             if ack:
-                router.ack(conn, receipt, each, multiple=False)
+                router.ack(conn, frame_id, each, multiple=False)
             else:
-                router.nack(conn, receipt, each, multiple=False, requeue=requeue)
+                router.nack(conn, frame_id, each, multiple=False, requeue=requeue)
 
 
 def asgi_chunks(receive: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[bytes | None]]:

@@ -7,6 +7,9 @@ import asyncio
 from typing import Any
 
 from access.rules import ANONYMOUS_ALL
+from broker.engine.errors import PreconditionFailed
+from broker.engine.messages import Delivery, Message
+from broker.protocol.server_frames import message_frame
 from broker.protocol.stomp_frames import StompParser, encode_frame
 from broker.transport.limits import FrameBudget
 from broker.transport.stomp_session import StompSession
@@ -72,3 +75,63 @@ async def test_a_session_ending_while_the_router_has_not_answered_its_subscribe_
         b"".join(event["text"].encode() for event in sent if event.get("text"))
     )
     assert [frame.command for frame in frames] == ["CONNECTED"]  # no RECEIPT for a subscribe never made
+
+
+class ForgetfulRouter(SilentRouter):
+    """Answers subscribes at once; knows no delivery tag below 3 (as a router after a
+    failover knows none of the old one's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.acked: list[int] = []
+
+    def subscribe(self, conn: int, request: Any, answer: Any) -> None:
+        answer("q", None)
+
+    def ack(self, conn: int, frame_id: Any, tag: int, *, multiple: bool) -> None:
+        if tag < 3:
+            self.connected[conn - 1].refused(frame_id, PreconditionFailed(f"unknown delivery tag {tag}"))
+        else:
+            self.acked.append(tag)
+
+
+async def test_a_client_ack_implying_deliveries_the_router_forgot_is_not_an_error() -> None:
+    sent: list[Any] = []
+
+    async def send(event: Any) -> None:
+        sent.append(event)
+
+    async def anonymous() -> Any:
+        return ANONYMOUS_ALL
+
+    router = ForgetfulRouter()
+    session = StompSession(
+        router,  # type: ignore[arg-type]
+        send,
+        authenticate=lambda login, passcode: anonymous(),
+        default_permissions=anonymous,
+        declare_queue=anonymous,  # type: ignore[arg-type]
+        max_message_bytes=1 << 20,
+        max_buffered_bytes=1 << 20,
+        budget=FrameBudget(1e6, 1e6),
+    )
+    session.open()
+    chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
+    chunks.put_nowait(encode_frame("CONNECT", {"accept-version": "1.2"}))
+    chunks.put_nowait(encode_frame("SUBSCRIBE", {"id": "s", "destination": "/amq/queue/q", "ack": "client"}))
+    serving = asyncio.ensure_future(session.serve(chunks.get))
+    while not session._subscriptions.get("s"):
+        await asyncio.sleep(0.01)
+    message = Message("m", "", "q", "1", {}, True, "2026-12-04T00:00:00Z")
+    session.deliver([message_frame(Delivery(1, '"s"', tag, message, False)) for tag in (1, 2, 3)])
+    chunks.put_nowait(encode_frame("ACK", {"id": "3", "receipt": "a"}))
+    chunks.put_nowait(encode_frame("ACK", {"id": "2", "receipt": "b"}))  # named by the client: its mistake
+    await asyncio.wait_for(serving, 2)
+    assert router.acked == [3]
+    frames = StompParser(max_frame_bytes=1 << 20).feed(
+        b"".join(event["text"].encode() for event in sent if event.get("text"))
+    )
+    assert [(frame.command, frame.headers.get("receipt-id")) for frame in frames] == [
+        ("CONNECTED", None), ("MESSAGE", None), ("MESSAGE", None), ("MESSAGE", None), ("RECEIPT", "a"),
+        ("ERROR", "b"),
+    ]
