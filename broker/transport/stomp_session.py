@@ -25,7 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
-from broker.engine.errors import BrokerError, Conflict, LimitExceeded, NotFound, RateLimited, TooLarge, Unavailable
+from broker.engine.errors import BrokerError, Conflict, NotFound, RateLimited, TooLarge, Unavailable
 from broker.engine.jsoncodec import dumps, loads
 from broker.engine.messages import Delivery
 from broker.engine.names import DEFAULT_EXCHANGE
@@ -61,13 +61,12 @@ from .limits import ABUSIVE, FrameBudget
 from .outbox import Outbox, Send
 from .stomp_answers import Answer, Answers
 from .stomp_subscriptions import Subscriptions
+from .stomp_transactions import Transactions
 
 log = logging.getLogger("broker.stomp")
 
 # The client is gone when nothing came from it for this many of its intervals.
 HEARTBEAT_TOLERANCE: Final = 2.0
-# A transaction holds at most this many frames until its COMMIT.
-MAX_TRANSACTION_FRAMES: Final = 10_000
 CLOSE_NORMAL: Final = 1000
 # The frame id of the acks a cumulative ACK implies (a NUL: no receipt can hold one).
 IMPLIED: Final = "\x00implied"
@@ -79,8 +78,6 @@ HEARTBEAT: Final = "\n"
 CLOSING_GRACE: Final = 5.0
 # A connection must send CONNECT within this many seconds (as RabbitMQ's STOMP plugin asks).
 CONNECT_TIMEOUT: Final = 10.0
-# Transactions a connection may hold open at once.
-MAX_TRANSACTIONS: Final = 100
 
 Authenticate = Callable[[str, str], Awaitable[Permissions]]
 DefaultPermissions = Callable[[], Awaitable[Permissions]]
@@ -140,14 +137,12 @@ class StompSession:
         # waits for the answers of the frames before it).
         self._last_frame = False
         self._holding = False  # a SEND or a transaction's frame waits for the memory alarm to clear
-        self._max_held = max_buffered_bytes  # bytes of frames held by open transactions, at most
-        self._held = 0
         self._waiting: set[asyncio.Future[str]] = set()  # subscribes the router has not answered yet
         self._connect_timer: asyncio.TimerHandle | None = None
         self._answers = Answers(receipt=self._send_receipt, failed=self._error, close=self._end)
         self._subscriptions = Subscriptions()
         self._unsubscribing: dict[str, asyncio.Future[None]] = {}
-        self._transactions: dict[str, list[StompFrame]] = {}
+        self._transactions = Transactions(max_bytes=max_buffered_bytes)
         self._declared: set[str] = set()
         self._destinations: dict[str, Destination] = {}
         # /temp-queue/NAME's NAME -> (its subscription, its private queue's name)
@@ -408,23 +403,12 @@ class StompSession:
                 self._unsubscribe(frame, receipt)
                 return None
             case "BEGIN":
-                name = _required(frame, "transaction")
-                if name in self._transactions:
-                    raise Conflict(f"transaction {name!r} has already begun")
-                if len(self._transactions) >= MAX_TRANSACTIONS:
-                    raise LimitExceeded(f"{MAX_TRANSACTIONS} transactions are open, the most a connection may hold")
-                self._transactions[name] = []
+                self._transactions.begin(_required(frame, "transaction"))
             case "COMMIT":
-                frames = self._transactions.pop(_required(frame, "transaction"), None)
-                if frames is None:
-                    raise NotFound(f"transaction {frame.headers['transaction']!r} has not begun")
-                self._release_held(frames)
+                frames = self._transactions.end(_required(frame, "transaction"))
                 return self._guarded(self._commit(frames, receipt), receipt)
             case "ABORT":
-                aborted = self._transactions.pop(_required(frame, "transaction"), None)
-                if aborted is None:
-                    raise NotFound(f"transaction {frame.headers['transaction']!r} has not begun")
-                self._release_held(aborted)
+                self._transactions.end(_required(frame, "transaction"))
             case "DISCONNECT":
                 self._last_frame = True  # nothing after it is carried out
                 self._answers.add(Answer(receipt, None, then_close=True))
@@ -586,27 +570,13 @@ class StompSession:
             self._answers.add(Answer(receipt))
 
     def _hold(self, transaction: str, frame: StompFrame) -> Coroutine[Any, Any, None] | None:
-        """A transaction's frame, kept until its COMMIT: at most MAX_TRANSACTION_FRAMES per
-        transaction, and frames of WS_MAX_BUFFERED_BYTES in all; held back, as a SEND is,
-        while the process is over its memory limit."""
-        held = self._transactions.get(transaction)
-        if held is None:
-            raise NotFound(f"transaction {transaction!r} has not begun")
-        if len(held) >= MAX_TRANSACTION_FRAMES:
-            raise TooLarge(f"transaction {transaction!r} holds {MAX_TRANSACTION_FRAMES} frames, the most it may")
-        size = len(frame.body) + sum(len(name) + len(value) for name, value in frame.headers.items())
-        if self._held + size > self._max_held:
-            raise TooLarge(f"open transactions hold over {self._max_held} bytes (WS_MAX_BUFFERED_BYTES)")
-        self._held += size
-        held.append(frame)
+        """A transaction's frame, kept until its COMMIT (stomp_transactions.py); held back, as
+        a SEND is, while the process is over its memory limit."""
+        self._transactions.hold(transaction, frame)
         guard = self._guard
         if guard is not None and guard.alarm:
             return self._guarded(self._when_memory_allows(), frame.headers.get("receipt"))
         return None
-
-    def _release_held(self, frames: list[StompFrame]) -> None:
-        for frame in frames:
-            self._held -= len(frame.body) + sum(len(name) + len(value) for name, value in frame.headers.items())
 
     # -- consuming -------------------------------------------------------------
 

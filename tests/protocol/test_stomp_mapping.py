@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from broker.engine.errors import BrokerError, Forbidden
+from broker.engine.errors import BrokerError, Conflict, Forbidden, NotFound, TooLarge
 from broker.protocol.stomp_connect import negotiate_heartbeats, negotiate_version
 from broker.protocol.stomp_destinations import Kind, destination_of, parse_destination
+from broker.protocol.stomp_frames import StompFrame
 from broker.protocol.stomp_messages import (
     durable_subscription_queue,
     message_frame,
@@ -15,6 +16,7 @@ from broker.protocol.stomp_messages import (
     send_request,
 )
 from broker.transport.stomp_subscriptions import Subscriptions
+from broker.transport.stomp_transactions import Transactions
 
 
 @pytest.mark.parametrize(
@@ -124,3 +126,22 @@ def test_a_client_ack_settles_its_own_subscriptions_earlier_deliveries_only() ->
     subscriptions.remove("c")
     assert subscriptions.to_settle(5) == [5] and "c" not in subscriptions
     assert subscriptions.by_json('"i"') is individual
+
+
+def test_transactions_hold_their_frames_in_order_within_bounds() -> None:
+    transactions = Transactions(max_bytes=100)
+    transactions.begin("t")
+    with pytest.raises(Conflict):
+        transactions.begin("t")
+    first, second = StompFrame("SEND", {"d": "x"}, b"a" * 40), StompFrame("ACK", {"id": "1"}, b"")
+    transactions.hold("t", first)
+    transactions.hold("t", second)
+    with pytest.raises(TooLarge):
+        transactions.hold("t", StompFrame("SEND", {}, b"b" * 60))  # 40 + 2 + 3 held: 100 would be passed
+    assert transactions.end("t") == [first, second]
+    transactions.begin("u")
+    transactions.hold("u", StompFrame("SEND", {}, b"b" * 60))  # the bytes of "t" were given back
+    with pytest.raises(NotFound):
+        transactions.end("t")
+    with pytest.raises(NotFound):
+        transactions.hold("nope", first)
