@@ -21,6 +21,7 @@ from typing import Final
 from broker.engine.errors import BrokerError
 
 # A heart-beat is one EOL between frames (spec, "Heart-beating").
+_CONNECTS: Final = frozenset(("CONNECT", "STOMP"))
 # A content-length longer than this many digits is no size a frame may have.
 MAX_LENGTH_DIGITS: Final = 15
 HEARTBEAT: Final = b"\n"
@@ -70,6 +71,7 @@ class StompParser:
     __slots__ = (
         "_body_start",
         "_broken",
+        "_before_connect",
         "_buf",
         "_command",
         "_headers",
@@ -83,7 +85,14 @@ class StompParser:
         "max_headers",
     )
 
-    def __init__(self, *, max_frame_bytes: int, max_headers: int = 128, max_header_bytes: int = 65536) -> None:
+    def __init__(
+        self,
+        *,
+        max_frame_bytes: int,
+        max_headers: int = 128,
+        max_header_bytes: int = 65536,
+        stop_after_connect: bool = False,
+    ) -> None:
         self.max_frame_bytes = max_frame_bytes
         self.max_headers = max_headers
         self.max_header_bytes = max_header_bytes
@@ -93,6 +102,9 @@ class StompParser:
         self._pos = 0  # where the frame being read starts in _buf
         self._scan = 0  # where the next search (blank line, or NUL) resumes
         self._broken = False
+        # A server's parser stops after the first CONNECT (or STOMP) frame, so that the frames
+        # after it are read with the version it negotiates (set `version`, then `feed(b"")`).
+        self._before_connect = stop_after_connect
         # The frame whose headers are read and whose body has not all arrived; "" between frames.
         self._command = ""
         self._headers: dict[str, str] = {}
@@ -121,7 +133,9 @@ class StompParser:
         frames: list[StompFrame] = []
         try:
             while (self._command or self._read_headers(buf)) and self._read_body(buf, frames):
-                pass
+                if self._before_connect and frames[-1].command in _CONNECTS:
+                    self._before_connect = False
+                    break
         except StompFrameError:
             self._broken = True
             raise

@@ -123,7 +123,7 @@ class StompSession:
         self._on_connected = on_connected
         self._on_close = on_close
         self._heartbeat_ms = heartbeat_ms
-        self._parser = StompParser(max_frame_bytes=max_message_bytes + FRAME_OVERHEAD)
+        self._parser = StompParser(max_frame_bytes=max_message_bytes + FRAME_OVERHEAD, stop_after_connect=True)
         self._outbox = Outbox(
             send, max_buffered_bytes, on_too_slow=self._too_slow, on_failed=self.close, budget=memory.budget()
         )
@@ -329,26 +329,42 @@ class StompSession:
                     log.info("STOMP connection %s: its last frames did not leave in time", self._conn)
 
     async def _read(self, next_chunk: Callable[[], Awaitable[bytes | None]]) -> None:
-        parser = self._parser
+        connecting = True  # until the CONNECT frame has been carried out
         while not self._stopping():
             chunk = await next_chunk()
             if chunk is None:
                 return
             self._received += 1
-            try:
-                frames = parser.feed(chunk)
-            except StompFrameTooLarge as error:
-                self._error(TooLarge(error.message), None)
+            frames = self._feed(chunk)
+            if frames is None or not await self._carry_out_all(frames):
                 return
-            except StompFrameError as error:
-                self._error(error, None)
-                return
-            for frame in frames:
-                if self._stopping():
+            if connecting and self._conn is not None:
+                # The parser stopped after the CONNECT: the frames sent with it are read now,
+                # with the version it chose.
+                connecting = False
+                frames = self._feed(b"")
+                if frames is None or not await self._carry_out_all(frames):
                     return
-                waiting = self.receive(frame)
-                if waiting is not None:
-                    await waiting
+
+    def _feed(self, data: bytes) -> list[StompFrame] | None:
+        """The frames `data` completes; None after a malformed one (its ERROR is on its way)."""
+        try:
+            return self._parser.feed(data)
+        except StompFrameTooLarge as error:
+            self._error(TooLarge(error.message), None)
+        except StompFrameError as error:
+            self._error(error, None)
+        return None
+
+    async def _carry_out_all(self, frames: list[StompFrame]) -> bool:
+        """Carry out `frames` in order; False once the session stops taking frames."""
+        for frame in frames:
+            if self._stopping():
+                return False
+            waiting = self.receive(frame)
+            if waiting is not None:
+                await waiting
+        return True
 
     def receive(self, frame: StompFrame) -> Coroutine[Any, Any, None] | None:
         """One client frame, carried out before it returns; what must wait comes back as a

@@ -528,3 +528,17 @@ async def test_a_connection_that_never_connects_is_closed(
     assert (error.command, error.headers["code"]) == ("ERROR", "invalid")
     assert "CONNECT" in error.headers["message"]
     assert await client.closed()
+
+
+async def test_frames_sent_with_the_connect_are_read_with_the_version_it_chose(stomp: Open) -> None:
+    client = await stomp("v10.stomp", connect=False)
+    client.parser.version = "1.0"  # STOMP 1.0 has no escapes: a backslash in a header is a backslash
+    await client.send_raw(
+        "CONNECT\naccept-version:1.0\n\n\x00"
+        "SEND\ndestination:/queue/windows\npath:C:\\temp\nreceipt:r\n\nx\x00"
+        "SUBSCRIBE\ndestination:/queue/windows\n\n\x00"
+    )
+    assert (await client.receive()).command == "CONNECTED"
+    assert (await client.receive()).headers["receipt-id"] == "r"
+    message = await client.receive()
+    assert (message.command, message.headers["path"]) == ("MESSAGE", "C:\\temp")
