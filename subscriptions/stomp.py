@@ -15,7 +15,7 @@ from access.asgi import stomp_permissions
 from access.rules import ANONYMOUS_ALL
 from access.selectors import permissions_or_unauthorized
 from bindings.services import binding_create
-from broker.engine.errors import BrokerError, Unavailable
+from broker.engine.errors import BrokerError, NotFound, Unavailable
 from broker.protocol.stomp_messages import QueueProperties
 from broker.router import registry
 from broker.router.interface import Router
@@ -23,7 +23,7 @@ from broker.transport.authorization import Permissions
 from broker.transport.limits import FrameBudget, user_connections
 from broker.transport.outbox import Send
 from broker.transport.stomp_session import StompSession
-from queues.services import queue_ensure
+from queues.services import queue_delete, queue_ensure
 
 
 def _ensure(name: str, properties: QueueProperties, permissions: Permissions, bind: tuple[str, str] | None) -> None:
@@ -52,6 +52,22 @@ def _ensure(name: str, properties: QueueProperties, permissions: Permissions, bi
 
 
 _ensure_async = database_sync_to_async(_ensure)
+
+
+def _delete(name: str, permissions: Permissions) -> None:
+    if not permissions.everything:
+        permissions.require("configure", "queue", name)
+    try:
+        queue_delete(name=name)
+    except NotFound:
+        pass  # gone already: what was asked
+
+
+_delete_async = database_sync_to_async(_delete)
+
+
+async def delete_queue(name: str, permissions: Permissions) -> None:
+    await _delete_async(name, permissions)
 
 
 async def declare_queue(
@@ -85,6 +101,7 @@ def new_stomp_session(
         authenticate=stomp_permissions,
         default_permissions=default_permissions,
         declare_queue=declare_queue,
+        delete_queue=delete_queue,
         max_message_bytes=settings.MAX_MESSAGE_BYTES,
         max_buffered_bytes=settings.WS_MAX_BUFFERED_BYTES,
         budget=FrameBudget.from_settings(),

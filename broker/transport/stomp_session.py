@@ -83,6 +83,8 @@ Authenticate = Callable[[str, str], Awaitable[Permissions]]
 DefaultPermissions = Callable[[], Awaitable[Permissions]]
 # Declare a queue unless it exists, and bind it to (exchange, binding key) when one is given.
 DeclareQueue = Callable[[str, QueueProperties, Permissions, tuple[str, str] | None], Awaitable[None]]
+# Delete a durable subscription's queue (configure on it); one already gone is no error.
+DeleteQueue = Callable[[str, Permissions], Awaitable[None]]
 
 
 class StompError(BrokerError):
@@ -104,6 +106,7 @@ class StompSession:
         authenticate: Authenticate,
         default_permissions: DefaultPermissions,
         declare_queue: DeclareQueue,
+        delete_queue: DeleteQueue | None = None,
         max_message_bytes: int,
         max_buffered_bytes: int,
         budget: FrameBudget,
@@ -118,6 +121,7 @@ class StompSession:
         self._authenticate = authenticate
         self._default_permissions = default_permissions
         self._declare_queue = declare_queue
+        self._delete_queue = delete_queue
         self._max_bytes = max_message_bytes
         self._budget = budget
         self._on_connected = on_connected
@@ -144,6 +148,7 @@ class StompSession:
         self._unsubscribing: dict[str, asyncio.Future[None]] = {}
         self._transactions = Transactions(max_bytes=max_buffered_bytes)
         self._declared: set[str] = set()
+        self._durable: dict[str, str] = {}  # a durable subscription's id -> its queue
         self._destinations: dict[str, Destination] = {}
         # /temp-queue/NAME's NAME -> (its subscription, its private queue's name)
         self._temp_queues: dict[str, tuple[str, str]] = {}
@@ -192,7 +197,8 @@ class StompSession:
             if not waiter.done():
                 waiter.set_exception(Unavailable("the connection is closing"))
         for unsubscribing in self._unsubscribing.values():
-            unsubscribing.cancel()
+            if not unsubscribing.done():
+                unsubscribing.set_result(None)  # the router ends every subscription with the connection
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
@@ -416,8 +422,7 @@ class StompSession:
             case "SUBSCRIBE":
                 return self._subscribe(frame, receipt)
             case "UNSUBSCRIBE":
-                self._unsubscribe(frame, receipt)
-                return None
+                return self._unsubscribe(frame, receipt)
             case "BEGIN":
                 self._transactions.begin(_required(frame, "transaction"))
             case "COMMIT":
@@ -646,6 +651,7 @@ class StompSession:
                     if not permissions.everything:
                         permissions.require("read", "queue", durable)
                     request = SubscribeRequest(key, dumps(subscription), ack, prefetch, queue=durable)
+                    self._durable[key] = durable
             case Kind.QUEUE | Kind.AMQ_QUEUE | Kind.REPLY_QUEUE:
                 if destination.kind is Kind.QUEUE:
                     await self._ensure_queue(destination.name, headers)
@@ -689,7 +695,9 @@ class StompSession:
         finally:
             self._waiting.discard(answered)
 
-    def _unsubscribe(self, frame: StompFrame, receipt: str | None) -> None:
+    def _unsubscribe(self, frame: StompFrame, receipt: str | None) -> Coroutine[Any, Any, None] | None:
+        """End a subscription; one with `durable: true` (not `auto-delete`) also deletes its
+        durable subscription's queue, as RabbitMQ does."""
         key = frame.headers.get("id")
         if key is None:
             if self._version != "1.0":
@@ -704,8 +712,21 @@ class StompSession:
             if temp_key == key:
                 del self._temp_queues[name]
         self._router.unsubscribe(self._conn, key)
+        queue = self._durable.pop(key, None)
+        if queue is not None and durable_subscription_queue(frame.headers, key) is not None:
+            return self._guarded(self._delete_durable(queue, waiter, receipt), receipt)
         if receipt is not None:
             self._answers.add(Answer(receipt, waiter))
+        return None
+
+    async def _delete_durable(self, queue: str, unsubscribed: asyncio.Future[None], receipt: str | None) -> None:
+        await unsubscribed
+        permissions = self._permissions
+        if self._delete_queue is None or permissions is None:
+            raise Unavailable("durable subscriptions cannot be deleted here")
+        await self._delete_queue(queue, permissions)
+        if receipt is not None:
+            self._answers.add(Answer(receipt))
 
     def _settle(self, frame: StompFrame, *, ack: bool) -> None:
         """ACK or NACK: by `id` (1.2) or `message-id` (1.0, 1.1), the delivery tag our

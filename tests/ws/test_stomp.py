@@ -542,3 +542,19 @@ async def test_frames_sent_with_the_connect_are_read_with_the_version_it_chose(s
     assert (await client.receive()).headers["receipt-id"] == "r"
     message = await client.receive()
     assert (message.command, message.headers["path"]) == ("MESSAGE", "C:\\temp")
+
+
+async def test_unsubscribe_with_durable_deletes_a_durable_subscriptions_queue(stomp: Open, runtime: Runtime) -> None:
+    await builtin_topic_exchange()
+    client = await stomp()
+    headers = {"destination": "/topic/gone.*", "durable": "true", "auto-delete": "false"}
+    await client.send("SUBSCRIBE", {**headers, "id": "kept", "receipt": "1"})
+    await client.send("SUBSCRIBE", {**headers, "id": "dropped", "receipt": "2"})
+    assert [(await client.receive()).headers["receipt-id"] for _ in range(2)] == ["1", "2"]
+    await client.send("UNSUBSCRIBE", {"id": "kept", "receipt": "3"})  # without durable: the queue stays
+    await client.send("UNSUBSCRIBE", {"id": "dropped", "durable": "true", "receipt": "4"})
+    assert [(await client.receive()).headers["receipt-id"] for _ in range(2)] == ["3", "4"]
+    exists = database_sync_to_async(lambda name: Queue.objects.filter(name=name).exists())
+    assert await exists("stomp-subscription-kept")
+    assert not await exists("stomp-subscription-dropped")
+    assert "stomp-subscription-dropped" not in runtime.broker.queues
