@@ -7,15 +7,13 @@ A STOMP client logs in with `login` = the username and `passcode` = a token.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
 
-from tests.e2e.harness import ROOT, BrokerProcess
+from tests.e2e.harness import BrokerProcess
 from tests.eventually import eventually_sync
 
 
@@ -35,16 +33,8 @@ BrokerPermission.objects.create(user=user, configure={configure!r}, write={write
 
 
 def manage(broker: BrokerProcess, *args: str) -> str:
-    """`python manage.py ARGS` on the broker's database; returns what it printed."""
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=broker.env,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout.strip()
+    """`python manage.py ARGS` on the broker's database; what it printed, stripped."""
+    return broker.manage(*args).strip()
 
 
 def superuser(broker: BrokerProcess, name: str) -> Credentials:

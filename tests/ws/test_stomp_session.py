@@ -38,29 +38,42 @@ class SilentRouter:
         self.asked.append(request)
 
 
-async def test_a_session_ending_while_the_router_has_not_answered_its_subscribe_stops() -> None:
-    sent: list[Any] = []
+async def _anonymous() -> Any:
+    return ANONYMOUS_ALL
+
+
+async def _never_declare(*args: Any) -> None:
+    raise AssertionError("nothing is declared here")
+
+
+def new_session(router: SilentRouter, sent: list[Any]) -> StompSession:
+    """A session on `router` of an anonymous client; what it sends lands in `sent`."""
 
     async def send(event: Any) -> None:
         sent.append(event)
 
-    async def anonymous() -> Any:
-        return ANONYMOUS_ALL
-
-    async def never_declare(*args: Any) -> None:
-        raise AssertionError("nothing is declared here")
-
-    router = SilentRouter()
-    session = StompSession(
+    return StompSession(
         router,  # type: ignore[arg-type]
         send,
-        authenticate=lambda login, passcode: anonymous(),
-        default_permissions=anonymous,
-        declare_queue=never_declare,
+        authenticate=lambda login, passcode: _anonymous(),
+        default_permissions=_anonymous,
+        declare_queue=_never_declare,
         max_message_bytes=1 << 20,
         max_buffered_bytes=1 << 20,
         budget=FrameBudget(1e6, 1e6),
     )
+
+
+def sent_frames(sent: list[Any]) -> list[Any]:
+    return StompParser(max_frame_bytes=1 << 20).feed(
+        b"".join(event["text"].encode() for event in sent if event.get("text"))
+    )
+
+
+async def test_a_session_ending_while_the_router_has_not_answered_its_subscribe_stops() -> None:
+    sent: list[Any] = []
+    router = SilentRouter()
+    session = new_session(router, sent)
     session.open()
     chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
     chunks.put_nowait(encode_frame("CONNECT", {"accept-version": "1.2"}))
@@ -71,10 +84,7 @@ async def test_a_session_ending_while_the_router_has_not_answered_its_subscribe_
     session.close()  # the client went away (or the session ended) before the router answered
     await asyncio.wait_for(serving, 2)
     assert router.left == [1]
-    frames = StompParser(max_frame_bytes=1 << 20).feed(
-        b"".join(event["text"].encode() for event in sent if event.get("text"))
-    )
-    assert [frame.command for frame in frames] == ["CONNECTED"]  # no RECEIPT for a subscribe never made
+    assert [frame.command for frame in sent_frames(sent)] == ["CONNECTED"]  # no RECEIPT for a subscribe never made
 
 
 class ForgetfulRouter(SilentRouter):
@@ -97,24 +107,8 @@ class ForgetfulRouter(SilentRouter):
 
 async def test_a_client_ack_implying_deliveries_the_router_forgot_is_not_an_error() -> None:
     sent: list[Any] = []
-
-    async def send(event: Any) -> None:
-        sent.append(event)
-
-    async def anonymous() -> Any:
-        return ANONYMOUS_ALL
-
     router = ForgetfulRouter()
-    session = StompSession(
-        router,  # type: ignore[arg-type]
-        send,
-        authenticate=lambda login, passcode: anonymous(),
-        default_permissions=anonymous,
-        declare_queue=anonymous,  # type: ignore[arg-type]
-        max_message_bytes=1 << 20,
-        max_buffered_bytes=1 << 20,
-        budget=FrameBudget(1e6, 1e6),
-    )
+    session = new_session(router, sent)
     session.open()
     chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
     chunks.put_nowait(encode_frame("CONNECT", {"accept-version": "1.2"}))
@@ -128,10 +122,7 @@ async def test_a_client_ack_implying_deliveries_the_router_forgot_is_not_an_erro
     chunks.put_nowait(encode_frame("ACK", {"id": "2", "receipt": "b"}))  # named by the client: its mistake
     await asyncio.wait_for(serving, 2)
     assert router.acked == [3]
-    frames = StompParser(max_frame_bytes=1 << 20).feed(
-        b"".join(event["text"].encode() for event in sent if event.get("text"))
-    )
-    assert [(frame.command, frame.headers.get("receipt-id")) for frame in frames] == [
+    assert [(frame.command, frame.headers.get("receipt-id")) for frame in sent_frames(sent)] == [
         ("CONNECTED", None), ("MESSAGE", None), ("MESSAGE", None), ("MESSAGE", None), ("RECEIPT", "a"),
         ("ERROR", "b"),
     ]
