@@ -34,7 +34,7 @@ from types import FrameType
 
 import psutil
 
-from . import backlog_scenario, other_scenarios, outbox_scenarios, task_scenarios, ws_scenarios
+from . import backlog_scenario, metrics_scenario, other_scenarios, outbox_scenarios, task_scenarios, ws_scenarios
 from .measure import Measurement, Mode, last_other_cores, median_of
 from .processes import (
     CeilingServer,
@@ -57,7 +57,9 @@ OUTBOX_SCENARIOS = ("outbox_latency", "outbox_publish", "outbox_publish_many")
 TASK_SCENARIOS = ("tasks_noop", "tasks_insert", "tasks_latency", "tasks_faults")
 # A durable queue deeper than memory: ours (a window in memory) against a lazy queue of RabbitMQ's.
 BACKLOG_ROWS = ("backlog_publish", "backlog_consume", "backlog_rss")
-ALL = (*WS_SCENARIOS, "http", "connections", "recovery", "backlog", *OUTBOX_SCENARIOS, *TASK_SCENARIOS)
+ALL = (*WS_SCENARIOS, "http", "connections", "recovery", "backlog", *OUTBOX_SCENARIOS, *TASK_SCENARIOS, "metrics")
+# Queues held while /metrics is scraped (the `metrics` row), full and --quick.
+METRICS_QUEUES = (10_000, 2_000)
 OUTBOX_WAY = "RabbitMQ: transaction.on_commit, then pika BlockingConnection basic_publish with confirms"
 # Where our side's WebSocket clients speak `--protocol`; the others (http, recovery, tasks) open none.
 WS_CLIENT_ROWS = (*WS_SCENARIOS, "connections", *BACKLOG_ROWS, *OUTBOX_SCENARIOS)
@@ -86,6 +88,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rabbitmq-url", default="ws://127.0.0.1:15674/ws", help="RabbitMQ Web-STOMP endpoint (guest/guest)")
     parser.add_argument("--rabbitmq-management", default="http://127.0.0.1:15672", help="RabbitMQ management API, for HTTP publish")
     parser.add_argument("--rabbitmq-amqp", default="amqp://guest:guest@127.0.0.1:5672/%2F", help="RabbitMQ AMQP URL, for the outbox scenarios' on_commit + pika publishers")
+    parser.add_argument("--rabbitmq-prometheus", default="http://127.0.0.1:15692", help="RabbitMQ's rabbitmq_prometheus endpoint, for the metrics row")
     parser.add_argument("--no-rabbitmq", action="store_true", help="do not use RabbitMQ even if reachable")
     parser.add_argument("--no-ceiling", action="store_true", help="skip measuring the generator's ceiling")
     parser.add_argument("--repetitions", type=int, help="repetitions per scenario (default 3, --quick 1)")
@@ -181,6 +184,8 @@ class Bench:
             self.rows["recovery"].notes.append("RabbitMQ not measured (it would need a restart of the system's server)")
         if "backlog" in self.args.scenarios:
             await self.run_backlog(ours_t, rabbit_t)
+        if "metrics" in self.rows:
+            await self.run_metrics(ours_t, rabbit_t)
         outbox = [s for s in self.args.scenarios if s in OUTBOX_SCENARIOS]
         if outbox and self.database is not None:
             await asyncio.to_thread(outbox_scenarios.create_orders_table, self.database)
@@ -192,6 +197,18 @@ class Bench:
                 for way in ways:
                     runs = [await self.once(key, way.name, way, rep) for rep in range(self.mode.repetitions)]
                     setattr(self.rows[key], way.name, median_of(runs))
+
+    async def run_metrics(self, ours_t: Target, rabbit_t: Target | None) -> None:
+        """Once each: a scrape with N queues (bench/metrics_scenario.py)."""
+        queues = METRICS_QUEUES[1] if self.args.quick else METRICS_QUEUES[0]
+        row = self.rows["metrics"]
+        row.ours = await guarded("metrics ours", lambda: metrics_scenario.ours(ours_t, queues))
+        if rabbit_t is not None and self.amqp_url is not None:
+            prometheus = self.args.rabbitmq_prometheus
+            row.rabbitmq = await guarded(
+                "metrics rabbitmq", lambda: metrics_scenario.rabbitmq(rabbit_t, self.amqp_url or "", prometheus, queues)
+            )
+        row.notes.append(f"{queues:,} queues, each with a consumer and a binding; RabbitMQ: /metrics/per-object")
 
     async def run_backlog(self, ours_t: Target, rabbit_t: Target | None) -> None:
         """Once each (a million messages take minutes): ours, then RabbitMQ's lazy queue."""
@@ -339,11 +356,11 @@ async def amain(args: argparse.Namespace) -> int:
                     log(f"RabbitMQ {bench.rabbit_info.version} Web-STOMP at {args.rabbitmq_url}, beam pid {bench.rabbit_info.process.pid if bench.rabbit_info.process else '?'}, management {'on' if bench.rabbit_info.management else 'off'}")
                 else:
                     log(f"RabbitMQ Web-STOMP not reachable at {args.rabbitmq_url}: {bench.rabbit_info.reason}")
-                if any(s in OUTBOX_SCENARIOS or s in TASK_SCENARIOS for s in args.scenarios):
+                if any(s in OUTBOX_SCENARIOS or s in TASK_SCENARIOS or s == "metrics" for s in args.scenarios):
                     problem = await asyncio.to_thread(probe_amqp, args.rabbitmq_amqp)
                     if problem is None:
                         bench.amqp_url = args.rabbitmq_amqp
-                        log(f"RabbitMQ AMQP at {args.rabbitmq_amqp.split('@')[-1]} for the on_commit publishers")
+                        log(f"RabbitMQ AMQP at {args.rabbitmq_amqp.split('@')[-1]} (on_commit publishers, tasks, metrics queues)")
                     else:
                         log(f"RabbitMQ AMQP not reachable at {args.rabbitmq_amqp.split('@')[-1]}: {problem}")
             ceilings: dict[str, Target] = {}

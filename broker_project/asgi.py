@@ -28,6 +28,7 @@ from broker.transport.cors import BrowserModuleCors  # noqa: E402
 from broker.transport.fast_publish import FastPublish  # noqa: E402
 from broker.transport.health import Health  # noqa: E402
 from broker.transport.limits import ConnectionLimit  # noqa: E402
+from broker.transport.metrics import Metrics  # noqa: E402
 from broker.transport.origins import OriginGuard  # noqa: E402
 from broker.transport.startup import StartRouter  # noqa: E402
 from storage.store import OrmMessageStore  # noqa: E402
@@ -40,7 +41,9 @@ websocket_application = OriginGuard(ConnectionLimit(URLRouter([websocket_route])
 
 # The browser module may be imported by the pages that may open the WebSocket (broker/transport/cors.py).
 static_and_django = BrowserModuleCors(ASGIStaticFilesHandler(django_http), prefix=f"{settings.STATIC_URL}pubsub/")
-http_application = Health(FastPublish(static_and_django, authenticate=fast_publish_permissions))
+http_application = Health(
+    Metrics(FastPublish(static_and_django, authenticate=fast_publish_permissions), authenticate=fast_publish_permissions)
+)
 
 application = StartRouter(
     ProtocolTypeRouter({"http": http_application, "websocket": websocket_application}),

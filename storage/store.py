@@ -187,6 +187,15 @@ class OrmMessageStore:
             connection.close()
             raise
 
+    def ping(self) -> None:
+        """Ask the database something trivial (is it there?)."""
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except Exception:
+            connection.close()  # as `write`: the next try reconnects
+            raise
+
     def refused(self, error: BaseException) -> bool:
         # A value the column cannot hold, or a row that breaks a constraint: the same
         # row is refused again however often it is retried. Anything else may pass.

@@ -77,7 +77,11 @@ async def declare_queue(
 
 
 def new_stomp_session(
-    router: Router, send: Send, default_permissions: Callable[[], Awaitable[Permissions]]
+    router: Router,
+    send: Send,
+    default_permissions: Callable[[], Awaitable[Permissions]],
+    *,
+    transport: str = "websocket",
 ) -> StompSession:
     """A STOMP session on `router`; `default_permissions`: the client's when its CONNECT
     carries no login and passcode (the WebSocket's token or session, or anonymous)."""
@@ -108,6 +112,7 @@ def new_stomp_session(
         on_connected=on_connected,
         on_close=on_close,
         heartbeat_ms=settings.STOMP_HEARTBEAT_MS,
+        transport=transport,
     )
 
 
@@ -121,4 +126,4 @@ def tcp_stomp_session(send: Send) -> StompSession:
     async def anonymous() -> Permissions:
         return permissions_or_unauthorized(None)
 
-    return new_stomp_session(router, send, anonymous)
+    return new_stomp_session(router, send, anonymous, transport="tcp")

@@ -88,6 +88,7 @@ class EdgeLink:
         self.epoch: str | None = None
         self.generation = 0
         self._last_beat = 0.0
+        self._router_store: bool | None = None  # the router's message store answers (its beat says)
         self._last_sent = 0.0
         self._connections = EdgeConnections()
         self._outbox: list[EdgeItem] = []
@@ -118,6 +119,10 @@ class EdgeLink:
     @property
     def role(self) -> str:
         return "standby" if self.candidate else "edge"
+
+    @property
+    def store_reachable(self) -> bool | None:
+        return self._router_store if self.router_channel is not None else None
 
     # -- life cycle ------------------------------------------------------
 
@@ -259,6 +264,8 @@ class EdgeLink:
                     if message["epoch"] != self.epoch:
                         self._follow(message["epoch"], message["channel"])
                     self._router_alarm(bool(message.get("alarm")))
+                    store = message.get("store")
+                    self._router_store = store if isinstance(store, bool) else None
                 elif kind == ROUTER_BATCH and message.get("epoch") == self.epoch:
                     self._last_beat = time.monotonic()
                     self._on_ack(message.get("ack", 0))

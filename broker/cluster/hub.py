@@ -139,9 +139,13 @@ class Hub:
 
     def _beat_message(self) -> dict[str, Any]:
         # `alarm`: this router is over its memory limit; edges hold their publishers back too.
+        # `store`: its message store answers (edges say so in /health).
         guard = memory.guard()
         alarm = guard is not None and guard.local_alarm
-        return {"type": BEAT, "epoch": self.epoch, "channel": self.channel, "link": LINK_VERSION, "alarm": alarm}
+        return {
+            "type": BEAT, "epoch": self.epoch, "channel": self.channel, "link": LINK_VERSION, "alarm": alarm,
+            "store": self.router.store_reachable,
+        }
 
     async def _beat_forever(self) -> None:
         """A beat every BEAT_SECONDS, and at once when the memory alarm rises or clears."""

@@ -21,7 +21,7 @@ from typing import Any
 from .backlog import Backlog
 from .deadletter import MAX_DEAD_LETTER_DEPTH, dead_letter_copy
 from .errors import Conflict, Forbidden, LimitExceeded, NotFound, PreconditionFailed
-from .exchanges import ExchangeSpec
+from .exchanges import Exchange, ExchangeSpec
 from .messages import (
     NO_EFFECTS,
     BacklogRows,
@@ -74,6 +74,8 @@ class Broker:
         self.next_store_id = 1
         self._next_seq = 0
         self.published = 0  # messages published, a running total for rates
+        self.default_published = 0  # of those, to the default exchange (the others count on theirs)
+        self.default_unroutable = 0
         # Queues with a message TTL or `expires`: the only ones `tick` looks at, so its
         # cost follows them, not the number of queues.
         self._timed: set[str] = set()
@@ -156,12 +158,22 @@ class Broker:
     # -- publishing ----------------------------------------------------
 
     def publish(self, message: Message, *, now: float) -> Published:
-        if message.exchange != DEFAULT_EXCHANGE:
-            self.routing.exchange(message.exchange)
+        exchange = None if message.exchange == DEFAULT_EXCHANGE else self.routing.exchange(message.exchange)
         fx = EffectsBuilder()
-        self.published += 1
         routed = self._route_and_enqueue(message, fx, now, depth=0)
+        self._count_publish(exchange, routed)
         return Published(routed, fx.build())
+
+    def _count_publish(self, exchange: Exchange | None, routed: int) -> None:
+        self.published += 1
+        if exchange is None:  # the default exchange
+            self.default_published += 1
+            if not routed:
+                self.default_unroutable += 1
+        else:
+            exchange.published += 1
+            if not routed:
+                exchange.unroutable += 1
 
     def _route_and_enqueue(self, message: Message, fx: EffectsBuilder, now: float, depth: int) -> int:
         routed = 0
@@ -169,6 +181,7 @@ class Broker:
         for name in self.routing.route(message.exchange, message.routing_key, message.headers, queues):
             queue = queues[name]
             if self._rejects(queue):
+                queue.refused += 1
                 continue
             store_id = None
             if queue.stores(message.persistent):
@@ -199,16 +212,19 @@ class Broker:
         """Enqueue a planned message, its copies now stored. A queue deleted meanwhile, or
         full with `reject-publish`, does not take it: its stored copy is deleted."""
         fx = EffectsBuilder()
-        self.published += 1
         routed = 0
         for name, store_id in planned.targets:
             queue = self.queues.get(name)
             if queue is None or self._rejects(queue):
+                if queue is not None:
+                    queue.refused += 1
                 if store_id is not None:
                     fx.to_delete.append(store_id)
                 continue
             self._enqueue(queue, planned.message, store_id, fx, now, 0)
             routed += 1
+        exchange = planned.message.exchange
+        self._count_publish(None if exchange == DEFAULT_EXCHANGE else self.routing.exchanges.get(exchange), routed)
         return Published(routed, fx.build())
 
     @staticmethod
@@ -383,6 +399,7 @@ class Broker:
         for tag in tags:
             pending = connection.unacked.pop(tag)
             queue = pending.settle()
+            queue.nacked += 1
             if requeue:
                 to_requeue.setdefault(queue.name, (queue, []))[1].append(pending.envelope)
             else:
@@ -414,6 +431,7 @@ class Broker:
                 taken.append((envelope.message, envelope.redelivered))
                 envelope.redelivered = True  # they stay at the head and come out next as redeliveries
         state.delivered += len(taken)
+        state.redelivered += sum(1 for _, redelivered in taken if redelivered)
         self._want_load(state, fx)
         return taken, fx.build()
 
@@ -612,6 +630,8 @@ class Broker:
         connection.next_tag += 1
         queue = consumer.queue
         queue.delivered += 1
+        if envelope.redelivered:
+            queue.redelivered += 1
         if consumer.ack_mode == AckMode.AUTO:
             queue.acknowledged += 1
             self._forget(envelope, fx)
@@ -720,17 +740,20 @@ class Broker:
         """Drop a message, or republish it to the queue's dead-letter exchange."""
         self._forget(envelope, fx)
         target = queue.args.dead_letter_exchange
-        if target is None or depth >= MAX_DEAD_LETTER_DEPTH or not self.has_exchange(target):
+        copy = None
+        if target is not None and depth < MAX_DEAD_LETTER_DEPTH and self.has_exchange(target):
+            copy = dead_letter_copy(
+                envelope.message,
+                queue=queue.name,
+                reason=reason,
+                exchange=target,
+                routing_key=queue.args.dead_letter_routing_key,
+            )
+        if copy is None:
+            queue.dropped += 1
             return
-        copy = dead_letter_copy(
-            envelope.message,
-            queue=queue.name,
-            reason=reason,
-            exchange=target,
-            routing_key=queue.args.dead_letter_routing_key,
-        )
-        if copy is not None:
-            self._route_and_enqueue(copy, fx, now, depth + 1)
+        queue.dead_lettered += 1
+        self._route_and_enqueue(copy, fx, now, depth + 1)
 
 
 def _age(published_at: str, wall_now: float | None) -> float:

@@ -224,9 +224,12 @@ class ExchangeSpec:
 
 
 class Exchange:
-    __slots__ = ("spec", "routes", "binding_count")
+    __slots__ = ("binding_count", "published", "routes", "spec", "unroutable")
 
     def __init__(self, spec: ExchangeSpec) -> None:
         self.spec = spec
         self.routes: Routes = ROUTES_BY_TYPE[spec.type]()
         self.binding_count = 0
+        # Running totals (metrics): messages published to it, and those it routed nowhere.
+        self.published = 0
+        self.unroutable = 0

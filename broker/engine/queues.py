@@ -148,13 +148,18 @@ class QueueState:
         "args",
         "backlog",
         "consumers",
+        "dead_lettered",
         "delivered",
+        "dropped",
         "enqueued",
         "epoch",
         "had_consumer",
         "last_used",
+        "nacked",
         "next_consumer",
         "ready",
+        "redelivered",
+        "refused",
         "spec",
         "unacked",
     )
@@ -172,11 +177,19 @@ class QueueState:
         self.unacked = 0
         self.had_consumer = False
         self.last_used = now
-        # Running totals for rates (the runtime samples them): copies enqueued,
-        # messages delivered (to subscribers or by get), messages acknowledged.
+        # Running totals for rates and metrics: copies enqueued, messages delivered (to
+        # subscribers or by get) and of those the redeliveries, acknowledged, rejected by a
+        # consumer (nack, requeued or not), dead-lettered to the queue's dead-letter exchange,
+        # dropped without one (expired, over max-length, rejected), and publishes refused
+        # by a full `reject-publish` queue.
         self.enqueued = 0
         self.delivered = 0
+        self.redelivered = 0
         self.acknowledged = 0
+        self.nacked = 0
+        self.dead_lettered = 0
+        self.dropped = 0
+        self.refused = 0
 
     @property
     def name(self) -> str:

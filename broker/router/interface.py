@@ -105,6 +105,10 @@ class Router(Protocol):
     def role(self) -> str:
         """What this node is: `router`, or over the link `standby` (a router candidate) or `edge`."""
 
+    @property
+    def store_reachable(self) -> bool | None:
+        """Does the router's message store answer (None: not known, no router followed)?"""
+
     # -- client connections ------------------------------------------------
 
     def connect(self, sink: ConnectionSink) -> int:

@@ -39,6 +39,11 @@ class LocalRouter:
     def role(self) -> str:
         return "router"
 
+    @property
+    def store_reachable(self) -> bool | None:
+        watch = self.runtime.store_watch
+        return None if watch is None else watch.reachable
+
     async def start(self) -> None:
         """Start the runtime and serve this process's clients from it."""
         await self.runtime.start()

@@ -36,10 +36,12 @@ from broker.protocol.topology import (
     TopologyChange,
 )
 from broker.runtime.after_commit import AfterCommit
+from broker.runtime.metrics import EngineMetrics
 from broker.runtime.outbox import OutboxReader, OutboxStore
 from broker.runtime.refused import RefusedPublishes
 from broker.runtime.stamps import new_message_id, now_iso
 from broker.runtime.stats import StatsSampler
+from broker.runtime.store_watch import StoreWatch
 from broker.runtime.topology_feed import TopologyFeed
 from broker.runtime.writer import RETRY_SECONDS, GroupCommitWriter, MessageStore
 
@@ -115,6 +117,8 @@ class Runtime:
         self._outbox_state: tuple[int, float | None] = (0, None)  # read while someone watches
         self._handler_state: list[StatsHandler] = []  # likewise
         self.loaded_messages = 0
+        self.store_watch: StoreWatch | None = None  # from the start
+        self.metrics = EngineMetrics()
         self._stopped = False
         self._stats = StatsSampler()
         self._watchers: set[int] = set()
@@ -127,10 +131,12 @@ class Runtime:
     async def start(self) -> None:
         """Load topology and stored messages, then run the writer and the timer."""
         self.loop = asyncio.get_running_loop()
+        self.store_watch = StoreWatch(self.loop.time)
         self.writer = GroupCommitWriter(
             self.store,
             checkpoint_seconds=self._checkpoint_seconds,
             on_refused=lambda copies, mark: self._refused.remember(copies, mark=mark, now=self._now()),
+            watch=self.store_watch,
         )
         self._after_commit = AfterCommit(self.writer, self._send)
         started = time.monotonic()
@@ -164,7 +170,7 @@ class Runtime:
         self._main = asyncio.create_task(self._run(), name="broker-router")
 
     async def _run(self) -> None:
-        assert self.writer is not None
+        assert self.writer is not None and self.store_watch is not None
         async with asyncio.TaskGroup() as group:
             group.create_task(self.writer.run(), name="broker-writer")
             group.create_task(self._tick_forever(), name="broker-ticker")
@@ -172,6 +178,7 @@ class Runtime:
             if self.outbox is not None:
                 group.create_task(self.outbox.run(), name="broker-outbox")
             group.create_task(self._sample_stats_forever(), name="broker-stats")
+            group.create_task(self.store_watch.run(self._probe_store), name="broker-store-watch")
 
     async def stop(self) -> None:
         """Stop the timers, commit and checkpoint what is pending, release the store."""
@@ -294,6 +301,10 @@ class Runtime:
     def _stats_frame(self) -> str:
         frame = self._stats.frame(self.broker, at=now_iso(), outbox=self._outbox_state, handlers=self._handler_state)
         return dumps(frame)
+
+    async def _probe_store(self) -> None:
+        assert self.writer is not None
+        await self.writer.in_thread(self.store.ping)
 
     def _now(self) -> float:
         assert self.loop is not None

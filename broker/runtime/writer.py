@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,9 @@ from typing import Any, Final, Protocol
 
 from broker.engine.errors import Unavailable
 from broker.engine.messages import BacklogRows, StoredCopy
+
+from .metrics import COMMIT_MESSAGES, COMMIT_SECONDS
+from .store_watch import StoreWatch
 
 log = logging.getLogger("broker.writer")
 
@@ -34,6 +38,9 @@ class MessageStore(Protocol):
 
     def close(self) -> None:
         """Release the calling thread's database connection."""
+
+    def ping(self) -> None:
+        """Ask the database something trivial; raises when it does not answer."""
 
     def refused(self, error: BaseException) -> bool:
         """Did the database refuse the data itself (it would again), rather than fail to answer?"""
@@ -52,10 +59,13 @@ class GroupCommitWriter:
         *,
         checkpoint_seconds: float,
         on_refused: Callable[[Sequence[StoredCopy], int], None] | None = None,
+        watch: StoreWatch | None = None,
     ) -> None:
         """`on_refused(copies, mark)`: a commit of these copies failed; they are retried, and
-        committed once `durable` reaches `mark`."""
+        committed once `durable` reaches `mark`. `watch` hears whether each write reached
+        the database."""
         self._store = store
+        self._watch = watch
         self._on_refused = on_refused
         self._checkpoint = checkpoint_seconds
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="broker-store")
@@ -202,10 +212,20 @@ class GroupCommitWriter:
         return True
 
     async def _write(self, inserts: list[StoredCopy], deletes: list[int], queues: list[int]) -> Exception | None:
+        started = time.perf_counter()
         try:
             await self.in_thread(self._store.write, inserts, deletes, queues)
         except Exception as error:
+            if self._watch is not None:
+                if self._store.refused(error):
+                    self._watch.answered()  # it answered: with a refusal of the data
+                else:
+                    self._watch.failed(error)
             return error
+        COMMIT_SECONDS.observe(time.perf_counter() - started)
+        COMMIT_MESSAGES.observe(len(inserts))
+        if self._watch is not None:
+            self._watch.answered()
         return None
 
     async def _without_refused(self, inserts: list[StoredCopy], error: Exception) -> tuple[list[StoredCopy], int]:

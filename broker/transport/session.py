@@ -51,6 +51,7 @@ from broker.router.interface import Publishing, Router
 from broker.runtime import memory
 from broker.runtime.memory import MemoryGuard
 
+from . import census
 from .authorization import Permissions, authorize_frame
 from .limits import ABUSIVE, CLOSE_POLICY, REASON_RATE, FrameBudget, close_firmly, frame_id_of
 from .outbox import Outbox, Send
@@ -107,10 +108,15 @@ class Session:
         """Connect to the router and start sending."""
         self._conn = self._router.connect(self)
         self._outbox.start(name=f"ws-sender-{self._conn}")
+        census.opened(self, "json", "websocket")
+
+    def subscription_count(self) -> int:
+        return len(self._subscriptions)
 
     def close(self) -> None:
         """Leave the router (unacknowledged messages are requeued) and stop sending. Idempotent."""
         self._closed = True
+        census.closed(self)
         self._confirms.clear()
         self._outbox.stop()
         on_close, self._on_close = self._on_close, None

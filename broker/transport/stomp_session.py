@@ -56,6 +56,7 @@ from broker.protocol.stomp_messages import (
 from broker.router.interface import Router
 from broker.runtime import memory
 
+from . import census
 from .authorization import Permissions
 from .limits import ABUSIVE, FrameBudget
 from .outbox import Outbox, Send
@@ -113,10 +114,13 @@ class StompSession:
         on_connected: Callable[[Permissions], bool] | None = None,
         on_close: Callable[[], None] | None = None,
         heartbeat_ms: int = 10_000,
+        transport: str = "websocket",
     ) -> None:
         """`on_connected` is asked once the client is known (False: it holds too many
-        connections); `on_close` is called once, however the session ends."""
+        connections); `on_close` is called once, however the session ends. `transport`:
+        `websocket` or `tcp`, as the metrics count it."""
         self._router = router
+        self._transport = transport
         self._send = send
         self._authenticate = authenticate
         self._default_permissions = default_permissions
@@ -164,6 +168,10 @@ class StompSession:
         """Start sending; the router is joined at CONNECT, which must come within CONNECT_TIMEOUT."""
         self._outbox.start(name="stomp-sender")
         self._connect_timer = asyncio.get_running_loop().call_later(CONNECT_TIMEOUT, self._connect_timed_out)
+        census.opened(self, "stomp", self._transport)
+
+    def subscription_count(self) -> int:
+        return len(self._subscriptions)
 
     def _connect_timed_out(self) -> None:
         self._connect_timer = None
@@ -174,6 +182,7 @@ class StompSession:
     def close(self) -> None:
         """Leave the router (unacknowledged messages are requeued) and stop. Idempotent."""
         self._closed = True
+        census.closed(self)
         self._answers.clear()
         self._outbox.stop()
         for timer in self._timers:

@@ -30,6 +30,9 @@ class Subscriptions:
     def __contains__(self, subscription_id: str) -> bool:
         return subscription_id in self._by_id
 
+    def __len__(self) -> int:
+        return len(self._by_id)
+
     def add(self, subscription_id: str, subscription_json: str, *, cumulative: bool) -> Subscription:
         subscription = Subscription(subscription_id, subscription_json, cumulative)
         self._by_id[subscription_id] = subscription

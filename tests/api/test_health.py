@@ -16,7 +16,7 @@ async def test_a_node_running_the_router_is_healthy(runtime: Runtime) -> None:
         answer = await client.get("/health")  # by IP, as probes do: no ALLOWED_HOSTS check
         head = await client.head("/health")
     assert answer.status_code == 200
-    assert answer.json() == {"role": "router", "router": True, "cluster": False}
+    assert answer.json() == {"role": "router", "router": True, "store": True, "cluster": False}
     assert head.status_code == 200 and head.content == b""
 
 
@@ -28,5 +28,5 @@ async def test_a_node_without_a_router_says_so_with_503() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         answer = await client.get("/health")
     assert answer.status_code == 503
-    assert answer.json() == {"role": "none", "router": False, "cluster": False}
+    assert answer.json() == {"role": "none", "router": False, "store": None, "cluster": False}
     assert node_health()[0] == 503

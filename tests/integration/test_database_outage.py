@@ -1,6 +1,6 @@
 """The real PostgreSQL stops under load: durable publishes fail with `unavailable`
-while it is away, memory-only traffic keeps flowing, and the broker recovers by
-itself when it is back. Needs E2E_DATABASE_URL and the right to run
+while it is away, memory-only traffic keeps flowing, /health and /metrics say
+that the store does not answer, and the broker recovers by itself when it is back. Needs E2E_DATABASE_URL and the right to run
 pg_ctlcluster: it fails, never skips, without them (scripts/test runs it in the
 PostgreSQL phase)."""
 
@@ -89,6 +89,11 @@ async def test_postgres_outage_gives_unavailable_then_recovers(pg_broker: Broker
                                      json={"routing_key": "memory", "body": "still here"})
             assert (answer.status_code, answer.json()["routed"]) == (200, 1)
             assert (await subscriber.messages(1))[0]["body"] == "still here"
+            # And the node says so: /health is 503 naming the store, the metrics count it out.
+            health = await http.get("/health")
+            assert health.status_code == 503
+            assert (health.json()["router"], health.json()["store"]) == (True, False)
+            assert "pubsub_store_reachable 0.0" in (await http.get("/metrics")).text
         finally:
             await asyncio.to_thread(cluster, "start")
             await asyncio.to_thread(wait_for_postgres)
@@ -103,6 +108,8 @@ async def test_postgres_outage_gives_unavailable_then_recovers(pg_broker: Broker
             )
         finally:
             publisher.cancel()
+        health = await http.get("/health")
+        assert (health.status_code, health.json()["store"]) == (200, True)
 
         stored = (await http.post("/api/queues/stored/get/", json={"count": 100000})).json()
         got = {m["body"] for m in stored}

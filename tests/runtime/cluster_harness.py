@@ -101,6 +101,10 @@ class MemoryStore:
     def close(self) -> None:
         pass
 
+    def ping(self) -> None:
+        if self.refuse_inserts:
+            raise OSError("the database is away")
+
     def refused(self, error: BaseException) -> bool:
         return False  # this store only ever fails by being away
 

@@ -269,3 +269,18 @@ async def test_answers_lost_on_the_way_fail_what_waits_on_them_and_the_edge_resu
     assert edge.generation == generation + 1 and edge.available
     _, routed = await asyncio.wait_for(edge.publish_and_wait(publish_request("jobs", 3)), 2)
     assert routed == 1
+
+
+async def test_an_edge_knows_whether_the_router_s_message_store_answers(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The router's beat carries it: an edge's /health says 503 through a database outage too."""
+    from broker.runtime import store_watch
+
+    monkeypatch.setattr(store_watch, "CHECK_SECONDS", 0.05)
+    edge = await cluster.edge()
+    await eventually(lambda: edge.store_reachable is True, what="the first beat")
+    cluster.store.refuse_inserts = True  # the database is away: the probe fails
+    await eventually(lambda: edge.store_reachable is False, what="the outage reaches the edge")
+    cluster.store.refuse_inserts = False
+    await eventually(lambda: edge.store_reachable is True, what="and its end")

@@ -1,0 +1,56 @@
+"""Whether the message store answers, for `/health` and the metrics.
+
+The writer's commits say so as they happen; when none has succeeded for
+CHECK_SECONDS, a probe asks the database (a `SELECT 1` on the writer's own
+thread, so a commit that hangs makes the probe wait, and time out, too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+log = logging.getLogger("broker.store")
+
+CHECK_SECONDS: Final = 1.0
+PROBE_TIMEOUT_SECONDS: Final = 2.0
+
+
+class StoreWatch:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self.reachable = True
+        self.error: str | None = None  # why not, while it is not
+        self._last_answer = clock()
+        self._probe: asyncio.Future[object] | None = None
+
+    def answered(self) -> None:
+        """The store did what was asked (a commit, a probe)."""
+        if not self.reachable:
+            log.info("the message store answers again")
+        self.reachable, self.error, self._last_answer = True, None, self._clock()
+
+    def failed(self, error: BaseException) -> None:
+        if self.reachable:
+            log.error("the message store does not answer: %s", error)
+        self.reachable, self.error = False, f"{type(error).__name__}: {error}".strip(": ")
+
+    async def run(self, probe: Callable[[], Awaitable[object]]) -> None:
+        """Probe whenever the store has been quiet for CHECK_SECONDS."""
+        while True:
+            await asyncio.sleep(CHECK_SECONDS)
+            if self._clock() - self._last_answer < CHECK_SECONDS:
+                continue
+            if self._probe is None or self._probe.done():
+                # One probe at a time: a probe stuck behind a hung commit is not asked again.
+                self._probe = asyncio.ensure_future(probe())
+            try:
+                await asyncio.wait_for(asyncio.shield(self._probe), PROBE_TIMEOUT_SECONDS)
+            except TimeoutError:
+                self.failed(TimeoutError(f"no answer within {PROBE_TIMEOUT_SECONDS:g} s"))
+            except Exception as error:
+                self.failed(error)
+            else:
+                self.answered()

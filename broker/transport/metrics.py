@@ -1,0 +1,126 @@
+"""`GET /metrics`: this node's Prometheus metrics (README, "Metrics").
+
+Every node answers for itself, as each RabbitMQ node does: its role, its
+client connections and subscriptions by protocol, its memory and its alarm,
+the process's own figures (`prometheus-client`'s process collector); a node
+that runs the router adds the queues and exchanges (broker/runtime/metrics.py),
+its writer's commits and whether the message store answers.
+
+Answered in front of Django, on the router's loop (the engine is read where it
+lives). Protected like the API: an API token (Bearer or Token), or none where
+anonymous clients are allowed (on loopback, by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Final
+
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from broker.engine.broker import Broker
+from broker.engine.errors import BrokerError
+from broker.engine.jsoncodec import dumps
+from broker.router import registry
+from broker.router.local import LocalRouter
+from broker.runtime import memory
+from broker.runtime.metrics import PREFIX, EngineMetrics, EngineSnapshot
+
+from . import census
+from .http_errors import error_response
+
+ROLES: Final = ("router", "standby", "edge", "none")
+CONTENT_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
+
+Headers = list[tuple[bytes, bytes]]
+Authenticate = Callable[[Headers], Awaitable[object]]  # raises a BrokerError when refused
+
+
+class NodeCollector(Collector):
+    """What this process is and holds, read at each scrape."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        current = registry.current()
+        role = "none" if current is None else current.role
+        roles = GaugeMetricFamily(f"{PREFIX}node_role", "This node's role in its cluster (1 for its role).",
+                                  labels=["role"])
+        for name in ROLES:
+            roles.add_metric([name], 1 if name == role else 0)
+        yield roles
+        connections = GaugeMetricFamily(f"{PREFIX}connections", "Client connections open on this node.",
+                                        labels=["protocol", "transport"])
+        subscriptions = GaugeMetricFamily(f"{PREFIX}subscriptions", "Subscriptions of this node's clients.",
+                                          labels=["protocol", "transport"])
+        for (protocol, transport), (opened, subscribed) in census.counts().items():
+            connections.add_metric([protocol, transport], opened)
+            subscriptions.add_metric([protocol, transport], subscribed)
+        yield connections
+        yield subscriptions
+        guard = memory.guard()
+        if guard is not None:
+            yield GaugeMetricFamily(f"{PREFIX}memory_used_bytes", "Resident memory as the memory guard last read it.",
+                                    value=guard.used)
+            yield GaugeMetricFamily(f"{PREFIX}memory_limit_bytes", "The memory limit (MEMORY_LIMIT).", value=guard.limit)
+            yield GaugeMetricFamily(f"{PREFIX}memory_alarm", "1 while publishers are held back by the memory alarm.",
+                                    value=1 if guard.alarm else 0)
+        local = registry.local()
+        watch = local.runtime.store_watch if isinstance(local, LocalRouter) else None
+        if watch is not None:
+            yield GaugeMetricFamily(f"{PREFIX}store_reachable", "1 while the message store answers.",
+                                    value=1 if watch.reachable else 0)
+
+
+REGISTRY.register(NodeCollector())
+
+
+async def metrics_text() -> bytes:
+    """The whole exposition: the library's registry, then the router's engine if it runs here
+    (read on the router's loop, written in a thread)."""
+    local = registry.local()
+    snapshot = None
+    router_loop = local.runtime.loop if isinstance(local, LocalRouter) else None
+    if isinstance(local, LocalRouter) and router_loop is not None:
+        runtime = local.runtime
+        if router_loop is asyncio.get_running_loop():
+            snapshot = runtime.metrics.snapshot(runtime.broker)
+        else:  # served on another loop than the router's (a server of its own)
+            snapshot = await asyncio.wrap_future(
+                asyncio.run_coroutine_threadsafe(_snapshot(runtime.metrics, runtime.broker), router_loop)
+            )
+
+    def write() -> bytes:
+        text = generate_latest(REGISTRY)
+        return text if snapshot is None else text + EngineMetrics.text(snapshot).encode()
+
+    return await asyncio.to_thread(write)
+
+
+async def _snapshot(metrics: EngineMetrics, broker: Broker) -> EngineSnapshot:
+    return metrics.snapshot(broker)
+
+
+class Metrics:
+    def __init__(self, app: Any, *, authenticate: Authenticate) -> None:
+        self.app = app
+        self._authenticate = authenticate
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/metrics" or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self._authenticate(scope.get("headers", []))
+        except BrokerError as error:
+            status, payload = error_response(error)
+            await _answer(send, scope, status, b"application/json", dumps(payload).encode())
+            return
+        await _answer(send, scope, 200, CONTENT_TYPE, await metrics_text())
+
+
+async def _answer(send: Any, scope: dict[str, Any], status: int, content_type: bytes, body: bytes) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})

@@ -1,0 +1,151 @@
+"""`GET /metrics` (broker/transport/metrics.py): every family, read by prometheus-client's own
+parser, with values that match the API's after a known workload; and who may scrape."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from channels.db import database_sync_to_async
+from prometheus_client.parser import text_string_to_metric_families
+
+from access import asgi as access_asgi
+from broker.engine.queues import AckMode
+from broker.runtime.metrics import EngineMetrics
+from broker.runtime.runtime import Runtime
+from tests.access.helpers import make_user
+from tests.conftest import Sink
+from tests.engine.helpers import queue as declare_queue
+from tests.engine.helpers import send
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PUBLISH = "/api/exchanges/amq.default/publish/"
+
+
+@pytest.fixture(autouse=True)
+def fresh_token_cache() -> Iterator[None]:
+    access_asgi.token_cache.clear()
+    yield
+    access_asgi.token_cache.clear()
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse(text: str) -> tuple[dict[str, str], Samples]:
+    """(family name -> type, (sample name, labels) -> value), as Prometheus reads them."""
+    types: dict[str, str] = {}
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        types[family.name] = family.type
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return types, samples
+
+
+async def scrape(http: httpx.AsyncClient, **headers: str) -> tuple[dict[str, str], Samples]:
+    answer = await http.get("/metrics", headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return parse(answer.text)
+
+
+async def test_every_family_is_there_with_the_api_s_counts(http: httpx.AsyncClient, runtime: Runtime) -> None:
+    for n in range(5):
+        assert (await http.post(PUBLISH, json={"routing_key": "q", "body": n})).status_code == 200
+    await http.post(PUBLISH, json={"routing_key": "nowhere", "body": 0})
+    sink = Sink()
+    connection = runtime.connect(sink)
+    runtime.subscribe(connection, subscription="s", subscription_json='"s"', ack_mode=AckMode.CLIENT, prefetch=3, queue="q")
+    runtime.ack(connection, 1, multiple=False)  # then 4 goes out
+    runtime.nack(connection, 2, multiple=False, requeue=True)  # back at the head, out again as 5
+    runtime.nack(connection, 3, multiple=False, requeue=False)  # no dead-letter exchange: dropped; 5 goes out
+
+    types, samples = await scrape(http)
+    q = (("queue", "q"),)
+    api = (await http.get("/api/queues/q/")).json()
+    assert samples[("pubsub_queue_messages_ready", q)] == api["messages_ready"] == 0
+    assert samples[("pubsub_queue_messages_unacknowledged", q)] == api["messages_unacknowledged"] == 3
+    assert samples[("pubsub_queue_consumers", q)] == api["consumers"] == 1
+    assert samples[("pubsub_queue_messages_published_total", q)] == 5
+    assert samples[("pubsub_queue_messages_delivered_total", q)] == 6
+    assert samples[("pubsub_queue_messages_redelivered_total", q)] == 1
+    assert samples[("pubsub_queue_messages_acknowledged_total", q)] == 1
+    assert samples[("pubsub_queue_messages_nacked_total", q)] == 2
+    assert samples[("pubsub_queue_messages_dropped_total", q)] == 1
+    assert samples[("pubsub_queue_messages_dead_lettered_total", q)] == 0
+    assert samples[("pubsub_queue_messages_refused_total", q)] == 0
+    default = (("exchange", "amq.default"),)
+    assert samples[("pubsub_exchange_messages_published_total", default)] == 6
+    assert samples[("pubsub_exchange_messages_unroutable_total", default)] == 1
+    assert samples[("pubsub_node_role", (("role", "router"),))] == 1
+    assert samples[("pubsub_node_role", (("role", "edge"),))] == 0
+    assert samples[("pubsub_store_reachable", ())] == 1
+    assert samples[("pubsub_store_commit_seconds_count", ())] >= 1  # the persistent publishes' commits
+    assert samples[("pubsub_store_commit_messages_sum", ())] >= 5
+    assert types["pubsub_store_commit_seconds"] == types["pubsub_store_commit_messages"] == "histogram"
+    assert types["pubsub_queue_messages_published"] == "counter"
+    assert types["process_resident_memory_bytes"] == "gauge"
+    for protocol, transport in (("json", "websocket"), ("stomp", "websocket"), ("stomp", "tcp")):
+        labels = (("protocol", protocol), ("transport", transport))
+        assert ("pubsub_connections", labels) in samples and ("pubsub_subscriptions", labels) in samples
+
+
+async def test_a_websocket_client_is_counted_with_its_subscriptions(http: httpx.AsyncClient, runtime: Runtime) -> None:
+    from channels.testing import WebsocketCommunicator
+
+    from broker_project.asgi import application
+
+    client = WebsocketCommunicator(application, "/ws")
+    assert (await client.connect())[0]
+    await client.send_json_to({"type": "subscribe", "id": "s1", "queue": "q"})
+    assert (await client.receive_json_from())["type"] == "subscribed"
+    _, samples = await scrape(http)
+    json_ws = (("protocol", "json"), ("transport", "websocket"))
+    assert samples[("pubsub_connections", json_ws)] == 1
+    assert samples[("pubsub_subscriptions", json_ws)] == 1
+    await client.disconnect()
+    _, samples = await scrape(http)
+    assert samples[("pubsub_connections", json_ws)] == 0
+
+
+async def test_without_anonymous_access_a_scrape_needs_a_token(
+    http: httpx.AsyncClient, runtime: Runtime, settings: Any
+) -> None:
+    settings.BROKER_ALLOW_ANONYMOUS = False
+    refused = await http.get("/metrics")
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
+    wrong = await http.get("/metrics", headers={"authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    _, token = await database_sync_to_async(make_user)("prometheus")
+    _, samples = await scrape(http, authorization=f"Bearer {token}")
+    assert samples[("pubsub_queue_messages_ready", (("queue", "q"),))] == 0
+
+
+async def test_health_says_when_the_message_store_does_not_answer(http: httpx.AsyncClient, runtime: Runtime) -> None:
+    healthy = await http.get("/health")
+    assert healthy.status_code == 200 and healthy.json()["store"] is True
+    assert runtime.store_watch is not None
+    runtime.store_watch.failed(OSError("connection refused"))
+    sick = await http.get("/health")
+    assert sick.status_code == 503
+    assert (sick.json()["router"], sick.json()["store"]) == (True, False)
+    _, samples = await scrape(http)
+    assert samples[("pubsub_store_reachable", ())] == 0
+    runtime.store_watch.answered()
+    assert (await http.get("/health")).status_code == 200
+
+
+def test_names_that_need_escaping_stay_one_label_value() -> None:
+    from broker.engine.broker import Broker
+
+    broker = Broker()
+    odd = 'a "quoted" \\ back\nslash'
+    declare_queue(broker, odd)
+    send(broker, odd, 1)
+    metrics = EngineMetrics()
+    _, samples = parse(metrics.text(metrics.snapshot(broker)))
+    assert samples[("pubsub_queue_messages_ready", (("queue", odd),))] == 1
