@@ -17,6 +17,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 
 from bindings.selectors import binding_list
 from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS
+from console.features import exchange_features, queue_features
 from exchanges.selectors import exchange_list
 from queues.selectors import queue_list
 
@@ -30,6 +31,8 @@ def _initial_state() -> dict[str, Any]:
             "name": DEFAULT_EXCHANGE if row.name == DEFAULT_EXCHANGE_ALIAS and row.pk is None else row.name,
             "type": str(row.type),
             "durable": row.durable,
+            "arguments": dict(row.arguments or {}),
+            "features": exchange_features(row.arguments or {}),
         }
         for row in exchange_list()
     ]
@@ -40,6 +43,7 @@ def _initial_state() -> dict[str, Any]:
             "auto_delete": info.auto_delete,
             "exclusive": info.exclusive,
             "arguments": dict(info.arguments),
+            "features": queue_features(info.arguments),
             "messages_ready": info.messages_ready,
             "messages_unacknowledged": info.messages_unacknowledged,
             "consumers": info.consumers,

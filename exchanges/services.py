@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import transaction
 
 from broker.engine.errors import BrokerError, Forbidden, NotFound, PreconditionFailed
-from broker.engine.exchanges import parse_exchange_type
+from broker.engine.exchanges import alternate_exchange, parse_exchange_type
 from broker.engine.jsoncodec import canonical
 from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS, RESERVED_PREFIX
 from broker.engine.rules import bool_field, check_name, object_field
@@ -57,6 +57,7 @@ def exchange_declare(
         "auto_delete": bool_field("auto_delete", auto_delete),
         "arguments": object_field("arguments", arguments),
     }
+    alternate_exchange(wanted["arguments"])  # `invalid` before anything is stored
     with transaction.atomic():
         existing, created = lock_or_create(Exchange, name=name, values=wanted)
         if created:

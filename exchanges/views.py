@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from access.drf import request_permissions
-from common.api_schema import LOOKUP_NAME_REGEX, errors
+from common.api_schema import LOOKUP_NAME_REGEX, ErrorSerializer, errors
 from exchanges.models import Exchange
 from exchanges.selectors import exchange_bindings, exchange_detail, exchange_list
 from exchanges.serializers import (
@@ -77,7 +77,12 @@ class ExchangeViewSet(viewsets.GenericViewSet[Exchange]):
 
     @extend_schema(
         request=PublishSerializer,
-        responses={200: PublishedSerializer, **errors(400, 401, 403, 404, 413, 503)},
+        responses={
+            200: PublishedSerializer,
+            **errors(400, 401, 403, 404, 413, 503),
+            409: OpenApiResponse(ErrorSerializer, description="queue_full: a queue it routed to is full and refuses "
+                                 "publishes (x-overflow reject-publish); the other queues took it"),
+        },
         description="Answers only after every durable copy is committed; `routed` counts the queues reached.",
     )
     @action(detail=True, methods=["post"])

@@ -44,6 +44,9 @@ from .rules import binding_arguments, check_not_reserved, integer_field
 class Published:
     routed: int
     effects: Effects
+    # A queue it routed to that refused it, full with `reject-publish(-dlx)`: the publisher
+    # is told (RabbitMQ's nack), though the other queues took it.
+    refused_by: str | None = None
 
 
 @dataclass(slots=True)
@@ -74,6 +77,7 @@ class Broker:
         self.next_store_id = 1
         self._next_seq = 0
         self.published = 0  # messages published, a running total for rates
+        self._refused_by: str | None = None  # the publish under way: a full queue that refused it
         self.default_published = 0  # of those, to the default exchange (the others count on theirs)
         self.default_unroutable = 0
         # Queues with a message TTL or `expires`: the only ones `tick` looks at, so its
@@ -160,9 +164,10 @@ class Broker:
     def publish(self, message: Message, *, now: float) -> Published:
         exchange = None if message.exchange == DEFAULT_EXCHANGE else self.routing.exchange(message.exchange)
         fx = EffectsBuilder()
+        self._refused_by = None
         routed = self._route_and_enqueue(message, fx, now, depth=0)
         self._count_publish(exchange, routed)
-        return Published(routed, fx.build())
+        return Published(routed, fx.build(), self._refused_by)
 
     def _count_publish(self, exchange: Exchange | None, routed: int) -> None:
         self.published += 1
@@ -181,7 +186,7 @@ class Broker:
         for name in self.routing.route(message.exchange, message.routing_key, message.headers, queues):
             queue = queues[name]
             if self._rejects(queue):
-                queue.refused += 1
+                self._refuse(queue, message, fx, now, depth)
                 continue
             store_id = None
             if queue.stores(message.persistent):
@@ -216,8 +221,8 @@ class Broker:
         for name, store_id in planned.targets:
             queue = self.queues.get(name)
             if queue is None or self._rejects(queue):
-                if queue is not None:
-                    queue.refused += 1
+                if queue is not None:  # nobody to tell: the outbox's publisher has committed
+                    self._refuse(queue, planned.message, fx, now, 1)
                 if store_id is not None:
                     fx.to_delete.append(store_id)
                 continue
@@ -229,14 +234,22 @@ class Broker:
 
     @staticmethod
     def _rejects(queue: QueueState) -> bool:
-        """A queue full with `reject-publish` takes no more (unless a consumer has room)."""
+        """A queue full with `reject-publish(-dlx)` takes no more (unless a consumer has room)."""
         limit = queue.args.max_length
         return (
             limit is not None
-            and queue.args.overflow is Overflow.REJECT_PUBLISH
+            and queue.args.overflow is not Overflow.DROP_HEAD
             and queue.depth >= limit
             and not queue.has_room()
         )
+
+    def _refuse(self, queue: QueueState, message: Message, fx: EffectsBuilder, now: float, depth: int) -> None:
+        """A full queue refuses a message; with `reject-publish-dlx` it is dead-lettered too."""
+        queue.refused += 1
+        if depth == 0 and self._refused_by is None:
+            self._refused_by = queue.name
+        if queue.args.overflow is Overflow.REJECT_PUBLISH_DLX:
+            self._dead_letter(queue, Envelope(message, None), "maxlen", fx, now, depth)
 
     def _enqueue(
         self, queue: QueueState, message: Message, store_id: int | None, fx: EffectsBuilder, now: float, depth: int
@@ -299,7 +312,7 @@ class Broker:
         for consumer in consumers:
             self._detach_consumer(consumer, now)
         for state, envelopes in returned.values():
-            state.requeue(envelopes)
+            self._give_back(state, envelopes, fx, now)
         for state in {consumer.queue.name: consumer.queue for consumer in consumers}.values():
             self._release(state, fx, now)
         for name in list(connection.exclusive_queues):
@@ -406,7 +419,7 @@ class Broker:
                 self._dead_letter(queue, pending.envelope, "rejected", fx, now, depth=0)
                 to_requeue.setdefault(queue.name, (queue, []))
         for queue, envelopes in to_requeue.values():
-            queue.requeue(envelopes)
+            self._give_back(queue, envelopes, fx, now)
             self._drain(queue, fx, now)
         return fx.build()
 
@@ -565,8 +578,24 @@ class Broker:
         return fx.build()
 
     def _remove_consumer(self, consumer: Consumer, fx: EffectsBuilder, now: float) -> None:
-        consumer.queue.requeue(self._detach_consumer(consumer, now))
+        self._give_back(consumer.queue, self._detach_consumer(consumer, now), fx, now)
         self._release(consumer.queue, fx, now)
+
+    def _give_back(self, queue: QueueState, envelopes: list[Envelope], fx: EffectsBuilder, now: float) -> None:
+        """Unacknowledged messages back to the head, redelivered; with `x-delivery-limit`,
+        one given back more times than the limit is dead-lettered instead (RabbitMQ's
+        quorum queues: a poison message does not loop for ever)."""
+        limit = queue.args.delivery_limit
+        if limit is not None:
+            kept: list[Envelope] = []
+            for envelope in envelopes:
+                envelope.returns += 1
+                if envelope.returns > limit:
+                    self._dead_letter(queue, envelope, "delivery_limit", fx, now, 0)
+                else:
+                    kept.append(envelope)
+            envelopes = kept
+        queue.requeue(envelopes)
 
     def _detach_consumer(self, consumer: Consumer, now: float) -> list[Envelope]:
         """Take a subscription off its connection and queue; returns its unacknowledged messages."""

@@ -16,6 +16,9 @@ from .messages import Message, make_message
 # A dead-lettered message republished this many times in one call is dropped:
 # a guard against topologies that feed dead letters back in a loop.
 MAX_DEAD_LETTER_DEPTH: Final = 16
+# Deaths a client caused (a rejection, or a delivery limit reached by its returns): a cycle
+# through one of them is a retry loop, not a loop of expiries.
+CLIENT_REASONS: Final = ("rejected", "delivery_limit")
 
 
 def dead_letter_copy(
@@ -25,7 +28,7 @@ def dead_letter_copy(
     # `x-death` comes from publishers too: read it defensively.
     deaths = message.headers.get("x-death")
     history = [d for d in deaths if isinstance(d, dict)] if isinstance(deaths, list) else []
-    if reason != "rejected" and _cycle_without_rejection(history, queue):
+    if reason not in CLIENT_REASONS and _cycle_without_rejection(history, queue):
         return None  # back in this queue with no client rejecting it on the way: a loop (as RabbitMQ)
     same = [d for d in history if d.get("queue") == queue and d.get("reason") == reason]
     previous = same[0].get("count") if same else 0
@@ -54,10 +57,10 @@ def dead_letter_copy(
 
 
 def _cycle_without_rejection(history: list[dict[str, Any]], queue: str) -> bool:
-    """Has the message come back to `queue` with no `rejected` death since it was last here?
+    """Has the message come back to `queue` with no death a client caused since it was last here?
     `x-death` lists the newest death first."""
     for death in history:
-        if death.get("reason") == "rejected":
+        if death.get("reason") in CLIENT_REASONS:
             return False
         if death.get("queue") == queue:
             return True

@@ -81,6 +81,15 @@ class LimitExceeded(BrokerError):
     status = 409
 
 
+class QueueFull(BrokerError):
+    """A queue the message routed to is full and refuses publishes (`x-overflow:
+    reject-publish` or `reject-publish-dlx`), as RabbitMQ's publisher confirms nack it.
+    The other queues it routed to took it."""
+
+    code = "queue_full"
+    status = 409
+
+
 class RateLimited(BrokerError):
     """A WebSocket frame over the connection's WS_MAX_FRAMES_PER_SECOND; it was not carried out."""
 

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from .errors import BrokerError
 from .jsoncodec import canonical, json_equal
@@ -223,12 +223,30 @@ class ExchangeSpec:
         )
 
 
+ALTERNATE_EXCHANGE: Final = "alternate-exchange"
+
+
+def alternate_exchange(arguments: Mapping[str, Any]) -> str | None:
+    """An exchange's `alternate-exchange` argument (RabbitMQ's name): where the messages it
+    routes to no queue go. Raises `invalid` unless it is a string."""
+    value = arguments.get(ALTERNATE_EXCHANGE)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BrokerError(
+            f"exchange argument {ALTERNATE_EXCHANGE!r}: must be a string (an exchange's name)",
+            fields={"arguments": [f"{ALTERNATE_EXCHANGE}: must be a string"]},
+        )
+    return value
+
+
 class Exchange:
-    __slots__ = ("binding_count", "published", "routes", "spec", "unroutable")
+    __slots__ = ("alternate", "binding_count", "published", "routes", "spec", "unroutable")
 
     def __init__(self, spec: ExchangeSpec) -> None:
         self.spec = spec
         self.routes: Routes = ROUTES_BY_TYPE[spec.type]()
+        self.alternate = alternate_exchange(spec.arguments)
         self.binding_count = 0
         # Running totals (metrics): messages published to it, and those it routed nowhere.
         self.published = 0

@@ -59,6 +59,7 @@ class Envelope:
     redelivered: bool = False
     expires_at: float | None = None
     seq: int = 0  # its place in the queue's order, kept through redeliveries
+    returns: int = 0  # times given back unacknowledged (the queue's `x-delivery-limit` counts them)
 
 
 @dataclass(slots=True)  # made per message: not frozen, whose __init__ costs 4x (object.__setattr__ per field); never mutated

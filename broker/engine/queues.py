@@ -29,6 +29,7 @@ def check_prefetch(prefetch: object) -> int:
 class Overflow(StrEnum):
     DROP_HEAD = "drop-head"
     REJECT_PUBLISH = "reject-publish"
+    REJECT_PUBLISH_DLX = "reject-publish-dlx"  # and the refused message is dead-lettered
 
 
 class AckMode(StrEnum):
@@ -48,6 +49,11 @@ class QueueArguments:
     dead_letter_exchange: str | None = None
     dead_letter_routing_key: str | None = None
     expires: int | None = None  # ms unused before the queue is deleted
+    delivery_limit: int | None = None  # returns (nack with requeue, consumer gone) before dead-lettering
+    single_active_consumer: bool = False  # only the oldest subscription gets messages
+    # RabbitMQ's `x-queue-type` (`classic` or `quorum`), taken for compatibility: every queue
+    # here is one kind, whose messages are as durable as the queue and the message say.
+    queue_type: str = "classic"
 
 
 # RabbitMQ users write the `x-` spellings; both mean the same.
@@ -58,9 +64,14 @@ _ALIASES: Final = {
     "x-dead-letter-exchange": "dead_letter_exchange",
     "x-dead-letter-routing-key": "dead_letter_routing_key",
     "x-expires": "expires",
+    "x-delivery-limit": "delivery_limit",
+    "x-single-active-consumer": "single_active_consumer",
+    "x-queue-type": "queue_type",
 }
-_INT_ARGUMENTS: Final = {"message_ttl": 0, "max_length": 0, "expires": 1}  # name -> smallest value
+QUEUE_TYPES: Final = ("classic", "quorum")
+_INT_ARGUMENTS: Final = {"message_ttl": 0, "max_length": 0, "expires": 1, "delivery_limit": 0}  # name -> smallest
 _STR_ARGUMENTS: Final = ("dead_letter_exchange", "dead_letter_routing_key")
+_BOOL_ARGUMENTS: Final = ("single_active_consumer",)
 
 
 def parse_queue_arguments(raw: Mapping[str, Any] | None) -> QueueArguments:
@@ -83,9 +94,19 @@ def parse_queue_arguments(raw: Mapping[str, Any] | None) -> QueueArguments:
                 errors[key] = ["must be a string"]
             else:
                 values[name] = value
+        elif name in _BOOL_ARGUMENTS:
+            if not isinstance(value, bool):
+                errors[key] = ["must be true or false"]
+            else:
+                values[name] = value
+        elif name == "queue_type":
+            if value not in QUEUE_TYPES:
+                errors[key] = ["must be 'classic' or 'quorum'"]
+            else:
+                values[name] = value
         elif name == "overflow":
-            if value not in (Overflow.DROP_HEAD, Overflow.REJECT_PUBLISH):
-                errors[key] = ["must be 'drop-head' or 'reject-publish'"]
+            if value not in tuple(Overflow):
+                errors[key] = ["must be 'drop-head', 'reject-publish' or 'reject-publish-dlx'"]
             else:
                 values[name] = Overflow(value)
         else:
@@ -207,6 +228,8 @@ class QueueState:
 
     def has_room(self) -> bool:
         """Could a consumer take a message now?"""
+        if self.args.single_active_consumer:
+            return bool(self.consumers) and self.consumers[0].has_room()
         return any(consumer.has_room() for consumer in self.consumers)
 
     def requeue(self, envelopes: list[Envelope]) -> None:
@@ -225,8 +248,11 @@ class QueueState:
         ready.extendleft(reversed(list(heapq.merge(head, envelopes, key=_queue_order))))
 
     def pick_consumer(self) -> Consumer | None:
-        """The next consumer in round-robin order with room under its prefetch."""
+        """The next consumer in round-robin order with room under its prefetch; with a single
+        active consumer, the oldest subscription or none (the next takes over when it leaves)."""
         consumers = self.consumers
+        if self.args.single_active_consumer:
+            return consumers[0] if consumers and consumers[0].has_room() else None
         count = len(consumers)
         for step in range(count):
             index = (self.next_consumer + step) % count

@@ -8,7 +8,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Collection, Container, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +65,7 @@ class Routing:
                 binding = self.bindings[key]
                 replacement.routes.add(binding.queue, binding.binding_key, binding.arguments or {})
             replacement.binding_count = existing.binding_count
+            replacement.published, replacement.unroutable = existing.published, existing.unroutable
             self.exchanges[spec.name] = replacement
 
     def delete_exchange(self, name: str, *, reserved_ok: bool = False) -> None:
@@ -132,11 +133,34 @@ class Routing:
 
     # -- routing -------------------------------------------------------
 
-    def route(self, exchange: str, routing_key: str, headers: Mapping[str, Any], queues: Container[str]) -> Iterable[str]:
-        """The names of the queues a message goes to; `queues` are those that exist."""
+    def route(self, exchange: str, routing_key: str, headers: Mapping[str, Any], queues: Container[str]) -> Collection[str]:
+        """The names of the queues a message goes to; `queues` are those that exist. An
+        exchange that routes it nowhere hands it to its alternate exchange, if it has one
+        (and that one to its own, each exchange once)."""
         if exchange == DEFAULT_EXCHANGE:
             return (routing_key,) if routing_key in queues else ()
         found = self.exchanges.get(exchange)
         if found is None:  # a dead-letter exchange deleted since its queue was declared
             return ()
-        return found.routes.route(routing_key, headers)
+        names = found.routes.route(routing_key, headers)
+        if names or found.alternate is None:
+            return names
+        return self._route_alternate(found, routing_key, headers, queues)
+
+    def _route_alternate(
+        self, exchange: Exchange, routing_key: str, headers: Mapping[str, Any], queues: Container[str]
+    ) -> Collection[str]:
+        seen = {exchange.spec.name}
+        alternate = exchange.alternate
+        while alternate is not None and alternate not in seen:
+            seen.add(alternate)
+            if alternate == DEFAULT_EXCHANGE:
+                return (routing_key,) if routing_key in queues else ()
+            found = self.exchanges.get(alternate)
+            if found is None:  # named but not declared (yet): as RabbitMQ, the message is dropped
+                return ()
+            names = found.routes.route(routing_key, headers)
+            if names:
+                return names
+            alternate = found.alternate
+        return ()

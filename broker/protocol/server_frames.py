@@ -128,6 +128,7 @@ class StatsExchange(TypedDict):
     name: str
     type: str
     durable: bool
+    arguments: dict[str, Any]
 
 
 class StatsBinding(TypedDict):

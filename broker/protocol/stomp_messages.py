@@ -46,14 +46,17 @@ JSON_TYPE: Final = "application/json"
 
 # Queue properties a SEND or SUBSCRIBE to /queue/NAME may give (RabbitMQ's header names).
 QUEUE_FLAGS: Final = ("durable", "auto-delete", "exclusive")
-QUEUE_INT_ARGUMENTS: Final = ("x-message-ttl", "x-max-length", "x-expires")
-QUEUE_STR_ARGUMENTS: Final = ("x-overflow", "x-dead-letter-exchange", "x-dead-letter-routing-key")
+QUEUE_INT_ARGUMENTS: Final = ("x-message-ttl", "x-max-length", "x-expires", "x-delivery-limit")
+QUEUE_STR_ARGUMENTS: Final = ("x-overflow", "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-queue-type")
+QUEUE_BOOL_ARGUMENTS: Final = ("x-single-active-consumer",)
 # SEND headers the broker reads or that belong to the frame: never message headers; and the
 # queue properties of a SEND to /queue/NAME (to another destination they are message headers).
 _NOT_KEPT: Final = frozenset(
     ("destination", "receipt", "transaction", "content-length", "persistent", "message-id", "amqp-message-id")
 )
-_NOT_KEPT_FOR_QUEUE: Final = _NOT_KEPT | frozenset((*QUEUE_FLAGS, *QUEUE_INT_ARGUMENTS, *QUEUE_STR_ARGUMENTS))
+_NOT_KEPT_FOR_QUEUE: Final = _NOT_KEPT | frozenset(
+    (*QUEUE_FLAGS, *QUEUE_INT_ARGUMENTS, *QUEUE_STR_ARGUMENTS, *QUEUE_BOOL_ARGUMENTS)
+)
 # A MESSAGE frame's own headers: a message header of the same name is not repeated.
 _FRAME_OWN: Final = frozenset(
     ("subscription", "destination", "message-id", "ack", "redelivered", "persistent", "amqp-message-id",
@@ -95,6 +98,10 @@ def queue_properties(headers: dict[str, str]) -> QueueProperties:
         value = headers.get(name)
         if value is not None:
             arguments[name] = value
+    for name in QUEUE_BOOL_ARGUMENTS:
+        value = headers.get(name)
+        if value is not None:
+            arguments[name] = _boolean(name, value)
     return QueueProperties(flags["durable"], flags["auto-delete"], flags["exclusive"], arguments, given or bool(arguments))
 
 

@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Any, Final, Protocol
 
 from broker.engine.broker import Broker, Planned, QueueCounts
-from broker.engine.errors import BrokerError
+from broker.engine.errors import BrokerError, QueueFull
 from broker.engine.jsoncodec import dumps
 from broker.engine.messages import Delivery, Effects, LoadRequest, Message, make_message
 from broker.engine.names import generated_queue_name
@@ -388,7 +388,14 @@ class Runtime:
             published_at=now_iso(),
         )
         published = self.broker.publish(message, now=self._now())
-        return message.message_id, published.routed, self._apply(published.effects)
+        committed = self._apply(published.effects)
+        if published.refused_by is not None:
+            raise QueueFull(
+                f"queue {published.refused_by!r} is full (x-overflow "
+                f"{self.broker.queues[published.refused_by].args.overflow}) and refused the message; "
+                f"{published.routed} other queue(s) took it"
+            )
+        return message.message_id, published.routed, committed
 
     def publish_planned(self, plan: Planned) -> None:
         """Enqueue and deliver a message whose copies are stored (the outbox's)."""

@@ -76,8 +76,9 @@ class StatsSampler:
                 deliver_rate=round(deliver_rate, 2),
                 ack_rate=round(ack_rate, 2),
             ))
-        exchanges = [StatsExchange(name=DEFAULT_EXCHANGE, type="direct", durable=True)] + [
-            StatsExchange(name=name, type=str(x.spec.type), durable=x.spec.durable) for name, x in broker.exchanges.items()
+        exchanges = [StatsExchange(name=DEFAULT_EXCHANGE, type="direct", durable=True, arguments={})] + [
+            StatsExchange(name=name, type=str(x.spec.type), durable=x.spec.durable, arguments=dict(x.spec.arguments))
+            for name, x in broker.exchanges.items()
         ]
         bindings = [
             StatsBinding(exchange=b.exchange, queue=b.queue, binding_key=b.binding_key, arguments=dict(b.arguments or {}))

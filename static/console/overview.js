@@ -58,11 +58,39 @@ function syncRows(tbody, items, key, create, update) {
 
 const QUEUE_FIELDS = ["messages_ready", "messages_unacknowledged", "consumers", "publish_rate", "deliver_rate", "ack_rate"];
 
+// RabbitMQ features a queue's arguments turn on, as labels (console/features.py says the same).
+const QUEUE_FEATURES = [
+  ["x-queue-type", "queue_type", (v) => `${v}`],
+  ["x-message-ttl", "message_ttl", (v) => `ttl ${v} ms`],
+  ["x-max-length", "max_length", (v) => `max ${v}`],
+  ["x-overflow", "overflow", (v) => `${v}`],
+  ["x-delivery-limit", "delivery_limit", (v) => `delivery limit ${v}`],
+  ["x-dead-letter-exchange", "dead_letter_exchange", (v) => `dlx ${v === "" ? "(default)" : v}`],
+  ["x-expires", "expires", (v) => `expires ${v} ms`],
+];
+
+function queueFeatures(args) {
+  const labels = [];
+  for (const [rabbit, ours, label] of QUEUE_FEATURES) {
+    const value = rabbit in args ? args[rabbit] : args[ours];
+    if (value !== undefined && value !== null && value !== "classic" && value !== "drop-head") labels.push(label(value));
+  }
+  const sac = "x-single-active-consumer" in args ? args["x-single-active-consumer"] : args.single_active_consumer;
+  if (sac === true) labels.push("single active consumer");
+  return labels;
+}
+
+function exchangeFeatures(args) {
+  const alternate = args["alternate-exchange"];
+  return typeof alternate === "string" ? [`alternate ${alternate}`] : [];
+}
+
 function queueRow(q) {
   const tr = document.createElement("tr");
   tr.dataset.name = q.name;
   const name = cell(q.name, "name");
   if (q.exclusive) name.append(" ", tag("private"));
+  for (const label of queueFeatures(q.arguments || {})) name.append(" ", tag(label));
   tr.append(name, cell(q.durable ? "yes" : "no"));
   for (const field of QUEUE_FIELDS) {
     const td = cell("", "n");
@@ -82,6 +110,7 @@ function exchangeRow(x) {
   if (!x.name) {
     name.replaceChildren(Object.assign(document.createElement("em"), { textContent: "(default)" }), " ", tag("amq.default"));
   }
+  for (const label of exchangeFeatures(x.arguments || {})) name.append(" ", tag(label));
   const actions = cell(undefined, "actions");
   if (x.name && !x.name.startsWith("amq.")) actions.append(deleteButton("exchange", { name: x.name }));
   tr.append(name, cell(x.type), cell(x.durable ? "yes" : "no"), actions);

@@ -35,7 +35,7 @@ def test_home_embeds_the_initial_state_and_loads_the_console_script(runtime_thre
     assert found is not None
     state = json.loads(found.group(1))
     assert [q["name"] for q in state["queues"]] == ["inbox"]
-    assert {"name": "", "type": "direct", "durable": True} in state["exchanges"]  # the default exchange, as in `stats`
+    assert {"name": "", "type": "direct", "durable": True, "arguments": {}, "features": []} in state["exchanges"]  # the default exchange, as in `stats`
     assert 'type="module" src="/static/console/main.js"' in html
 
 

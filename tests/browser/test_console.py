@@ -254,3 +254,29 @@ def test_the_handlers_panel_lists_running_handler_processes(page: Any, broker: B
     expect(page.locator("#handlers p.empty")).to_be_hidden()
     query(broker, "DELETE FROM pubsub_handlerstatus")
     expect(page.locator("#handlers p.empty")).to_be_visible()
+
+
+def test_rabbitmq_features_show_as_labels_next_to_their_names(page: Any, broker: BrokerProcess) -> None:
+    """Declared through the API while the page is open: the labels come with the `stats` frame;
+    after a reload, from the page itself."""
+    with httpx.Client(base_url=broker.url, timeout=10) as api:
+        assert api.post("/api/exchanges/", json={"name": "spare", "type": "fanout"}).status_code == 201
+        assert api.post("/api/exchanges/", json={"name": "main", "type": "direct",
+                                                 "arguments": {"alternate-exchange": "spare"}}).status_code == 201
+        answer = api.post("/api/queues/", json={"name": "work", "arguments": {
+            "x-queue-type": "quorum", "x-delivery-limit": 3, "x-single-active-consumer": True,
+            "x-max-length": 10, "x-overflow": "reject-publish", "x-dead-letter-exchange": "spare",
+        }})
+        assert answer.status_code == 201, answer.text
+    for reloaded in (False, True):
+        if reloaded:
+            page.reload()
+        name = page.locator('#queues tr[data-name="work"] td.name')
+        expect(name).to_contain_text("quorum")
+        expect(name).to_contain_text("delivery limit 3")
+        expect(name).to_contain_text("single active consumer")
+        expect(name).to_contain_text("max 10")
+        expect(name).to_contain_text("reject-publish")
+        expect(name).to_contain_text("dlx spare")
+        expect(page.locator('#exchanges tr[data-name="main"] td.name')).to_contain_text("alternate spare")
+    screenshot(page, "console-queue-features")

@@ -104,6 +104,10 @@ def test_queue_properties_and_durable_subscriptions() -> None:
     assert (given.durable, given.arguments, given.given) == (False, {"x-max-length": 5, "x-dead-letter-exchange": "dlx"}, True)
     with pytest.raises(BrokerError):
         queue_properties({"x-message-ttl": "soon"})
+    rabbit = queue_properties({"x-delivery-limit": "3", "x-single-active-consumer": "true"})
+    assert rabbit.arguments == {"x-delivery-limit": 3, "x-single-active-consumer": True}
+    with pytest.raises(BrokerError):
+        queue_properties({"x-single-active-consumer": "yes"})
     assert durable_subscription_queue({"durable": "true"}, "s1") == "stomp-subscription-s1"
     assert durable_subscription_queue({"persistent": "true", "x-queue-name": "mine"}, "s1") == "mine"
     assert durable_subscription_queue({"durable": "true", "auto-delete": "true"}, "s1") is None

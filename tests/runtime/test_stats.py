@@ -33,7 +33,7 @@ def test_rates_are_per_second_between_samples_and_counts_are_live() -> None:
     totals = frame["totals"]
     assert (totals["published"], totals["delivered"], totals["acknowledged"]) == (3.0, 3.0, 1.5)
     assert (totals["messages_ready"], totals["messages_unacknowledged"], totals["connections"]) == (6, 3, 1)
-    assert {"name": "", "type": "direct", "durable": True} in frame["exchanges"]
+    assert {"name": "", "type": "direct", "durable": True, "arguments": {}} in frame["exchanges"]
     assert {b["queue"] for b in frame["bindings"]} == {"a", "b"}
 
 

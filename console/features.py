@@ -1,0 +1,35 @@
+"""Short labels for the RabbitMQ features a queue's or an exchange's arguments turn on, as
+the console shows them next to its name (static/console/overview.js says the same)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def _argument(arguments: Mapping[str, Any], rabbit: str, ours: str) -> Any:
+    return arguments.get(rabbit, arguments.get(ours))
+
+
+def queue_features(arguments: Mapping[str, Any]) -> list[str]:
+    labels: list[str] = []
+    for rabbit, ours, label in (
+        ("x-queue-type", "queue_type", "{}"),
+        ("x-message-ttl", "message_ttl", "ttl {} ms"),
+        ("x-max-length", "max_length", "max {}"),
+        ("x-overflow", "overflow", "{}"),
+        ("x-delivery-limit", "delivery_limit", "delivery limit {}"),
+        ("x-dead-letter-exchange", "dead_letter_exchange", "dlx {}"),
+        ("x-expires", "expires", "expires {} ms"),
+    ):
+        value = _argument(arguments, rabbit, ours)
+        if value is not None and value != "classic" and value != "drop-head":
+            labels.append(label.format(value if value != "" else "(default)"))
+    if _argument(arguments, "x-single-active-consumer", "single_active_consumer") is True:
+        labels.append("single active consumer")
+    return labels
+
+
+def exchange_features(arguments: Mapping[str, Any]) -> list[str]:
+    alternate = arguments.get("alternate-exchange")
+    return [f"alternate {alternate}"] if isinstance(alternate, str) else []

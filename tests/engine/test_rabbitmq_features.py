@@ -1,0 +1,141 @@
+"""RabbitMQ's queue and exchange arguments in the engine: `x-delivery-limit`,
+`x-single-active-consumer`, `alternate-exchange`, `x-overflow: reject-publish(-dlx)`
+with the publisher told. tests/parity runs the same against the real RabbitMQ."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker.engine.broker import Broker
+from broker.engine.errors import BrokerError
+from broker.engine.exchanges import ExchangeSpec, ExchangeType
+from broker.engine.queues import QueueSpec
+from tests.engine.helpers import bind, bodies, exchange, msg, queue, ready, send, subscribe
+
+
+def dead_letter_topology(broker: Broker, **arguments: object) -> None:
+    exchange(broker, "dlx", "fanout")
+    queue(broker, "dead")
+    bind(broker, "dlx", "dead")
+    queue(broker, "work", arguments={"x-dead-letter-exchange": "dlx", **arguments})
+
+
+def test_a_poison_message_is_dead_lettered_after_its_third_redelivery() -> None:
+    broker = Broker()
+    dead_letter_topology(broker, **{"x-delivery-limit": 3})
+    send(broker, "work", "poison")
+    consumer = subscribe(broker, "work", prefetch=1)
+    deliveries = list(consumer.effects.deliveries)
+    for _ in range(4):
+        tag = deliveries[-1].delivery_tag
+        deliveries.extend(broker.nack(consumer.connection, tag, multiple=False, requeue=True, now=0.0).deliveries)
+    assert [d.redelivered for d in deliveries] == [False, True, True, True]  # three redeliveries, then no more
+    assert ready(broker, "work") == [] and ready(broker, "dead") == ["poison"]
+    (death,) = broker.queues["dead"].ready[0].message.headers["x-death"]
+    assert (death["queue"], death["reason"], death["count"]) == ("work", "delivery_limit", 1)
+    assert broker.queues["work"].dead_lettered == 1
+
+
+def test_returns_by_a_closing_connection_count_toward_the_delivery_limit() -> None:
+    broker = Broker()
+    dead_letter_topology(broker, **{"x-delivery-limit": 1})
+    send(broker, "work", "m")
+    for _ in range(2):
+        consumer = subscribe(broker, "work")
+        assert bodies(consumer.effects.deliveries) == ["m"]
+        broker.close_connection(consumer.connection, now=0.0)
+    assert ready(broker, "dead") == ["m"] and ready(broker, "work") == []
+
+
+def test_a_delivery_limit_of_zero_dead_letters_at_the_first_return() -> None:
+    broker = Broker()
+    dead_letter_topology(broker, **{"x-delivery-limit": 0})
+    send(broker, "work", "m")
+    consumer = subscribe(broker, "work")
+    broker.nack(consumer.connection, 1, multiple=False, requeue=True, now=0.0)
+    assert ready(broker, "dead") == ["m"]
+
+
+def test_only_the_oldest_consumer_of_a_single_active_consumer_queue_gets_messages() -> None:
+    broker = Broker()
+    queue(broker, "sac", arguments={"x-single-active-consumer": True})
+    first = subscribe(broker, "sac", prefetch=2)
+    second = subscribe(broker, "sac", subscription="s2", prefetch=2)
+    effects = send(broker, "sac", 1)
+    effects2 = send(broker, "sac", 2)
+    send(broker, "sac", 3)  # over the active one's prefetch: waits, the other gets nothing
+    assert [d.connection for d in effects.deliveries + effects2.deliveries] == [first.connection] * 2
+    assert ready(broker, "sac") == [3]
+    # The active one leaves: the next takes over, from its unacknowledged messages on, in order.
+    effects = broker.close_connection(first.connection, now=0.0)
+    assert [(d.connection, d.redelivered) for d in effects.deliveries] == [(second.connection, True)] * 2
+    assert bodies(effects.deliveries) == [1, 2]
+    broker.ack(second.connection, effects.deliveries[-1].delivery_tag, multiple=True, now=0.0)
+    assert ready(broker, "sac") == []
+
+
+def test_unroutable_messages_go_to_the_alternate_exchange() -> None:
+    broker = Broker()
+    exchange(broker, "unrouted", "fanout")
+    queue(broker, "lost-and-found")
+    bind(broker, "unrouted", "lost-and-found")
+    exchange(broker, "orders", "direct", arguments={"alternate-exchange": "unrouted"})
+    queue(broker, "eu")
+    bind(broker, "orders", "eu", "eu")
+    routed = broker.publish(msg("orders", "eu", 1), now=0.0).routed
+    routed_elsewhere = broker.publish(msg("orders", "us", 2), now=0.0).routed
+    assert (routed, routed_elsewhere) == (1, 1)
+    assert ready(broker, "eu") == [1] and ready(broker, "lost-and-found") == [2]
+    assert (broker.exchanges["orders"].published, broker.exchanges["orders"].unroutable) == (2, 0)
+
+
+def test_alternate_exchanges_chain_and_a_cycle_ends() -> None:
+    broker = Broker()
+    exchange(broker, "a", "direct", arguments={"alternate-exchange": "b"})
+    exchange(broker, "b", "direct", arguments={"alternate-exchange": "a"})
+    assert broker.publish(msg("a", "k", 1), now=0.0).routed == 0  # round the cycle once, then dropped
+    exchange(broker, "c", "direct", arguments={"alternate-exchange": "d"})
+    exchange(broker, "d", "direct", arguments={"alternate-exchange": "e"})
+    exchange(broker, "e", "fanout")
+    queue(broker, "end")
+    bind(broker, "e", "end")
+    assert broker.publish(msg("c", "k", 1), now=0.0).routed == 1
+    assert broker.exchanges["a"].unroutable == 1
+
+
+def test_an_alternate_exchange_named_by_a_non_string_is_refused_and_nothing_changes() -> None:
+    broker = Broker()
+    with pytest.raises(BrokerError) as refused:
+        broker.declare_exchange(ExchangeSpec("x", ExchangeType.DIRECT, arguments={"alternate-exchange": 5}))
+    assert refused.value.code == "invalid" and "alternate-exchange" in refused.value.message
+    assert "x" not in broker.exchanges
+
+
+@pytest.mark.parametrize("overflow", ["reject-publish", "reject-publish-dlx"])
+def test_a_full_reject_publish_queue_refuses_and_the_publisher_is_told(overflow: str) -> None:
+    broker = Broker()
+    dead_letter_topology(broker, **{"x-max-length": 1, "x-overflow": overflow})
+    queue(broker, "audit")
+    exchange(broker, "fan", "fanout")
+    bind(broker, "fan", "work")
+    bind(broker, "fan", "audit")
+    first = broker.publish(msg("fan", "", 1), now=0.0)
+    second = broker.publish(msg("fan", "", 2), now=0.0)
+    assert (first.routed, first.refused_by) == (2, None)
+    assert (second.routed, second.refused_by) == (1, "work")  # the other queue took it
+    assert ready(broker, "work") == [1] and ready(broker, "audit") == [1, 2]
+    assert ready(broker, "dead") == ([2] if overflow == "reject-publish-dlx" else [])
+
+
+def test_queue_arguments_are_checked_with_rabbitmq_s_names() -> None:
+    broker = Broker()
+    for arguments, problem in (
+        ({"x-delivery-limit": -1}, "integer >= 0"),
+        ({"x-single-active-consumer": "yes"}, "true or false"),
+        ({"x-overflow": "drop-tail"}, "reject-publish-dlx"),
+    ):
+        with pytest.raises(BrokerError) as refused:
+            broker.declare_queue(QueueSpec("q", arguments=arguments), now=0.0)
+        assert problem in refused.value.message
+    assert broker.queues == {}
+

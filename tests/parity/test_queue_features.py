@@ -1,0 +1,110 @@
+"""RabbitMQ's queue and exchange features, each scenario run against ours and against the
+real RabbitMQ with its argument names: what a RabbitMQ user's code relies on holds here."""
+
+from __future__ import annotations
+
+from tests.e2e.test_stomp_e2e import Client as StompClient
+from tests.eventually import eventually
+
+from .targets import Target
+
+
+async def subscribe(client: StompClient, queue: str, subscription: str = "0", prefetch: int = 10) -> None:
+    await client.send("SUBSCRIBE", {
+        "id": subscription, "destination": f"/amq/queue/{queue}", "ack": "client-individual",
+        "prefetch-count": str(prefetch), "receipt": f"sub-{subscription}",
+    })
+    receipt = await client.receive()
+    assert receipt.command == "RECEIPT", receipt
+
+
+async def silent(client: StompClient, seconds: float = 1.0) -> bool:
+    try:
+        frame = await client.receive(timeout=seconds)
+    except TimeoutError:
+        return True
+    client.pending.insert(0, frame)
+    return False
+
+
+def dead_letter_topology(target: Target) -> tuple[str, str]:
+    """A fanout dead-letter exchange and the queue it feeds: (exchange, queue)."""
+    dlx, dead = target.unique("dlx"), target.unique("dead")
+    target.declare_exchange(dlx, "fanout")
+    target.declare_queue(dead)
+    target.bind(dlx, dead)
+    return dlx, dead
+
+
+async def test_a_poison_message_is_dead_lettered_after_its_third_redelivery(target: Target) -> None:
+    dlx, dead = dead_letter_topology(target)
+    work = target.unique("work")
+    target.declare_queue(work, {"x-queue-type": "quorum", "x-delivery-limit": 3, "x-dead-letter-exchange": dlx})
+    assert target.publish("", work, "poison")
+    client = await target.stomp()
+    await subscribe(client, work, prefetch=1)
+    redelivered: list[str] = []
+    while not await silent(client, 1.5):
+        message = await client.receive()
+        redelivered.append(message.headers["redelivered"])
+        await client.send("NACK", {"id": message.headers["ack"]})  # requeue: it comes back
+    assert redelivered == ["false", "true", "true", "true"]
+    await eventually(lambda: target.ready(dead) == 1, what="the poison message dead-lettered")
+    (got,) = target.get(dead)
+    assert (got.body, got.headers["x-first-death-reason"]) == ("poison", "delivery_limit")
+    assert target.ready(work) == 0
+    client.writer.close()
+
+
+async def test_unroutable_messages_go_to_the_alternate_exchange(target: Target) -> None:
+    spare, lost = target.unique("spare"), target.unique("lost")
+    target.declare_exchange(spare, "fanout")
+    target.declare_queue(lost)
+    target.bind(spare, lost)
+    main, eu = target.unique("main"), target.unique("eu")
+    target.declare_exchange(main, "direct", {"alternate-exchange": spare})
+    target.declare_queue(eu)
+    target.bind(main, eu, "eu")
+    assert target.publish(main, "eu", "for eu") and target.publish(main, "us", "for nobody")
+    assert [got.body for got in target.get(eu)] == ["for eu"]
+    assert [got.body for got in target.get(lost)] == ["for nobody"]
+
+
+async def test_a_single_active_consumer_gets_everything_until_it_leaves(target: Target) -> None:
+    queue = target.unique("sac")
+    target.declare_queue(queue, {"x-single-active-consumer": True})
+    first, second = await target.stomp(), await target.stomp()
+    await subscribe(first, queue)
+    await subscribe(second, queue)
+    for n in range(3):
+        assert target.publish("", queue, f"m{n}")
+    assert [(await first.receive()).body for _ in range(3)] == [b"m0", b"m1", b"m2"]
+    assert await silent(second)
+    first.writer.close()  # leaves without acknowledging: the other takes over, from the first message
+    taken = [await second.receive() for _ in range(3)]
+    assert [(frame.body, frame.headers["redelivered"]) for frame in taken] == [
+        (b"m0", "true"), (b"m1", "true"), (b"m2", "true"),
+    ]
+    second.writer.close()
+
+
+async def test_a_full_reject_publish_queue_refuses_the_publisher(target: Target) -> None:
+    queue = target.unique("capped")
+    target.declare_queue(queue, {"x-max-length": 1, "x-overflow": "reject-publish"})
+    assert target.publish("", queue, "first")
+    assert not target.publish("", queue, "second")  # nack (RabbitMQ), 409 queue_full (ours)
+    assert [got.body for got in target.get(queue)] == ["first"]
+    assert target.publish("", queue, "third")  # room again
+
+
+async def test_reject_publish_dlx_dead_letters_what_it_refuses(target: Target) -> None:
+    dlx, dead = dead_letter_topology(target)
+    queue = target.unique("capped")
+    target.declare_queue(queue, {"x-max-length": 1, "x-overflow": "reject-publish-dlx", "x-dead-letter-exchange": dlx})
+    assert target.publish("", queue, "first")
+    assert not target.publish("", queue, "second")
+    await eventually(lambda: target.ready(dead) == 1, what="the refused message dead-lettered")
+    (got,) = target.get(dead)
+    assert (got.body, got.headers["x-first-death-reason"]) == ("second", "maxlen")
+    assert [got.body for got in target.get(queue)] == ["first"]
+
