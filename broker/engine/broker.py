@@ -23,6 +23,7 @@ from .deadletter import MAX_DEAD_LETTER_DEPTH, dead_letter_copy
 from .errors import Conflict, Forbidden, LimitExceeded, NotFound, PreconditionFailed
 from .exchanges import Exchange, ExchangeSpec
 from .messages import (
+    EXPIRATION,
     NO_EFFECTS,
     BacklogRows,
     Cancelled,
@@ -33,6 +34,7 @@ from .messages import (
     LoadRequest,
     Message,
     StoredCopy,
+    expiration_of,
 )
 from .names import DEFAULT_EXCHANGE
 from .queues import AckMode, Connection, Consumer, Overflow, QueueSpec, QueueState, Unacked, check_prefetch
@@ -81,8 +83,10 @@ class Broker:
         self.default_published = 0  # of those, to the default exchange (the others count on theirs)
         self.default_unroutable = 0
         # Queues with a message TTL or `expires`: the only ones `tick` looks at, so its
-        # cost follows them, not the number of queues.
+        # cost follows them, not the number of queues. `_expiring`: queues given a message
+        # with a TTL of its own (`expiration`), looked at until they are empty.
         self._timed: set[str] = set()
+        self._expiring: set[str] = set()
         # MAX_QUEUES and MAX_BINDINGS (README, "Limits") for what the router makes itself,
         # a subscription's private queue; None: no limit. The stored topology is checked
         # by the services before it is written, and always loads.
@@ -121,6 +125,7 @@ class Broker:
             raise NotFound(f"connection {spec.exclusive_to} does not exist")
         self._epochs += 1
         self.queues[spec.name] = QueueState(spec, now, self._epochs)  # parses the arguments first
+        self._expiring.discard(spec.name)  # a queue of that name deleted earlier
         self.routing.add_queue(spec.name)
         self._track_timers(self.queues[spec.name])
         if spec.exclusive_to is not None:
@@ -255,6 +260,11 @@ class Broker:
         self, queue: QueueState, message: Message, store_id: int | None, fx: EffectsBuilder, now: float, depth: int
     ) -> None:
         ttl = queue.args.message_ttl
+        if EXPIRATION in message.headers:  # the message's own TTL: the shorter one counts
+            own = expiration_of(message.headers)
+            if own is not None and (ttl is None or own < ttl):
+                ttl = own
+                self._expiring.add(queue.name)
         expires_at = None if ttl is None else now + ttl / 1000
         self._next_seq += 1
         envelope = Envelope(message, store_id, False, expires_at, self._next_seq)
@@ -461,13 +471,16 @@ class Broker:
     def tick(self, *, now: float) -> Effects:
         """Expire messages past their TTL and queues unused past `expires`."""
         fx = EffectsBuilder()
-        for name in list(self._timed):
+        for name in list(self._timed | self._expiring):
             queue = self.queues.get(name)
             if queue is None:
+                self._expiring.discard(name)
                 continue
-            if queue.args.message_ttl is not None:
+            if queue.args.message_ttl is not None or name in self._expiring:
                 self._expire_head(queue, fx, now)
                 self._want_load(queue, fx)
+                if not queue.ready and queue.backlog is None:
+                    self._expiring.discard(name)
             expires = queue.args.expires
             if expires is not None and not queue.consumers and now - queue.last_used >= expires / 1000:
                 self._delete_queue(queue, fx, reason=f"queue {queue.name!r} expired")
@@ -505,7 +518,11 @@ class Broker:
                 continue
             while backlog.held and backlog.held[0][0] <= store_id:
                 self._admit(state, backlog.held.popleft()[1], fx, now)
-            expires_at = None if ttl is None else now + ttl / 1000 - _age(message.published_at, wall_now)
+            own = expiration_of(message.headers) if EXPIRATION in message.headers else None
+            if own is not None:
+                self._expiring.add(queue)
+            shortest = own if ttl is None or (own is not None and own < ttl) else ttl
+            expires_at = None if shortest is None else now + shortest / 1000 - _age(message.published_at, wall_now)
             backlog.count -= 1
             backlog.after = store_id
             self._admit(state, Envelope(message, store_id, store_id < self.restored_below, expires_at), fx, now)
@@ -517,7 +534,7 @@ class Broker:
             self._admit(state, backlog.held.popleft()[1], fx, now)
         if backlog.empty():
             state.backlog = None
-        if ttl is not None:
+        if ttl is not None or queue in self._expiring:
             self._expire_head(state, fx, now)  # read past their time: gone now, not at the next tick
         self._drain(state, fx, now)
         self._want_load(state, fx)
@@ -643,6 +660,7 @@ class Broker:
             self.connections[owner].exclusive_queues.discard(name)
         del self.queues[name]
         self._timed.discard(name)
+        self._expiring.discard(name)
         if owner is None:  # private queues were never stored
             fx.deleted_queues.append(name)
         if queue.spec.row_id is not None:

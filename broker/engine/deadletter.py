@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from .messages import Message, make_message
+from .messages import EXPIRATION, Message, make_message
 
 # A dead-lettered message republished this many times in one call is dropped:
 # a guard against topologies that feed dead letters back in a loop.
@@ -41,6 +41,8 @@ def dead_letter_copy(
         "count": count,
     }
     headers = dict(message.headers)
+    if EXPIRATION in headers:  # as RabbitMQ: the copy does not expire again by the message's own TTL
+        headers["original-expiration"] = headers.pop(EXPIRATION)
     headers["x-death"] = [entry, *(d for d in history if d not in same)]
     headers.setdefault("x-first-death-queue", queue)
     headers.setdefault("x-first-death-reason", reason)

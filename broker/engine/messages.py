@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
+
+from .errors import BrokerError
 
 
 @dataclass(slots=True)
@@ -48,6 +50,33 @@ def make_message(
         persistent=persistent,
         published_at=published_at,
     )
+
+
+EXPIRATION: Final = "expiration"  # the header of a message's own TTL, in ms (RabbitMQ's property)
+_MAX_EXPIRATION_DIGITS: Final = 15
+
+
+def expiration_of(headers: Mapping[str, Any]) -> int | None:
+    """A message's own TTL in ms: its `expiration` header, a string of digits (as AMQP's
+    property and STOMP's header) or an integer. None when it has none, or one that does not
+    say a number (a publish with such a header was refused; a stored one is not judged again)."""
+    value = headers.get(EXPIRATION)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return int(value) if value.isascii() and value.isdigit() and len(value) <= _MAX_EXPIRATION_DIGITS else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**_MAX_EXPIRATION_DIGITS:
+        return value
+    return None
+
+
+def check_expiration(headers: Mapping[str, Any]) -> None:
+    """Refuse a publish whose `expiration` header is not a number of milliseconds."""
+    if EXPIRATION in headers and expiration_of(headers) is None:
+        raise BrokerError(
+            "headers: 'expiration' must be a number of milliseconds, e.g. \"60000\"",
+            fields={"headers": ["expiration: must be a number of milliseconds (a string of digits)"]},
+        )
 
 
 @dataclass(slots=True, eq=False)

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from broker.engine.errors import TooLarge
 from broker.engine.jsoncodec import dumps, holds_nul, json_holds_nul
+from broker.engine.messages import check_expiration
 from broker.engine.names import DEFAULT_EXCHANGE
 from broker.engine.rules import NUL_PROBLEM, exchange_field, invalid, key_field
 
@@ -47,6 +48,7 @@ def prepare_publish(
         headers = {}
     if not isinstance(headers, dict) or not all(isinstance(key, str) for key in headers):
         raise invalid("headers", "must be an object")
+    check_expiration(headers)
     persistent = data.get("persistent", True)
     if not isinstance(persistent, bool):
         raise invalid("persistent", "must be true or false")

@@ -33,6 +33,7 @@ from typing import Any, Final
 
 from broker.engine.errors import BrokerError, TooLarge
 from broker.engine.jsoncodec import dumps, loads
+from broker.engine.messages import check_expiration
 from broker.engine.rules import check_name, invalid
 from broker.protocol.publish import MAX_MESSAGE_ID, PublishRequest
 
@@ -158,6 +159,7 @@ def send_request(
         raise TooLarge(f"body: the message body is over the limit of {max_bytes} bytes")
     if header_bytes > max_bytes:
         raise TooLarge(f"headers: the message headers are over the limit of {max_bytes} bytes")
+    check_expiration(kept)
     persistent = headers.get("persistent")
     message_id = headers.get("amqp-message-id") or headers.get("message-id")
     if message_id is not None and not 0 < len(message_id) <= MAX_MESSAGE_ID:

@@ -253,3 +253,19 @@ def test_a_windowed_queue_behaves_as_one_held_in_memory(seed: int, window: int) 
     whole = _run(Broker(), None, seed)
     broker, store = windowed(window)
     assert _run(broker, store, seed) == whole
+
+
+def test_restored_messages_past_their_own_expiration_are_dead_lettered_as_they_are_read() -> None:
+    from tests.engine.helpers import restore
+
+    broker = Broker()
+    broker.window = 2
+    dead_lettering(broker)
+    published = 1_795_867_200.0  # the messages' published_at (helpers.PUBLISHED_AT), as seconds since the epoch
+    rows = {n + 1: ("q", msg("", "q", n, headers={"expiration": "1000" if n % 2 else "60000"})) for n in range(5)}
+    store = restore(broker, rows, now=5.0, wall_now=published + 5.0)
+    store.serve(now=5.0, wall_now=published + 5.0)
+    sub = subscribe(broker, "q", prefetch=0, now=5.0)
+    store.take(sub.effects)
+    store.serve(now=5.0, wall_now=published + 5.0)
+    assert sorted(body(e.message) for e in broker.queues["dead"].ready) == [1, 3]

@@ -139,3 +139,49 @@ def test_queue_arguments_are_checked_with_rabbitmq_s_names() -> None:
         assert problem in refused.value.message
     assert broker.queues == {}
 
+
+
+def test_a_message_s_own_expiration_drops_it_or_dead_letters_it_with_its_original_expiration() -> None:
+    broker = Broker()
+    dead_letter_topology(broker)
+    send(broker, "work", "short", headers={"expiration": "1000"})
+    send(broker, "work", "forever")
+    broker.tick(now=0.9)
+    assert ready(broker, "work") == ["short", "forever"]
+    broker.tick(now=1.1)
+    assert ready(broker, "work") == ["forever"] and ready(broker, "dead") == ["short"]
+    headers = broker.queues["dead"].ready[0].message.headers
+    assert "expiration" not in headers and headers["original-expiration"] == "1000"
+    assert headers["x-first-death-reason"] == "expired"
+    broker.tick(now=100.0)
+    assert ready(broker, "dead") == ["short"]  # it does not expire again there
+
+
+def test_the_shorter_of_the_queue_s_ttl_and_the_message_s_own_counts() -> None:
+    broker = Broker()
+    queue(broker, "q", arguments={"x-message-ttl": 5000})
+    send(broker, "q", "own is shorter", headers={"expiration": 1000})
+    send(broker, "q", "queue's is shorter", headers={"expiration": "60000"})
+    broker.tick(now=1.5)
+    assert ready(broker, "q") == ["queue's is shorter"]
+    broker.tick(now=5.5)
+    assert ready(broker, "q") == []
+
+
+def test_an_expired_message_behind_the_head_is_never_delivered() -> None:
+    broker = Broker()
+    queue(broker, "q")
+    send(broker, "q", "head")
+    send(broker, "q", "stale", headers={"expiration": "10"})
+    consumer = subscribe(broker, "q", now=1.0)  # the head is not expiring: "stale" waited behind it
+    assert bodies(consumer.effects.deliveries) == ["head"]
+    assert broker.queues["q"].dropped == 1
+
+
+def test_an_expiration_that_is_not_a_number_is_refused() -> None:
+    from broker.protocol.publish import prepare_publish
+
+    for bad in ("soon", "-5", True, 1.5):
+        with pytest.raises(BrokerError) as refused:
+            prepare_publish({"body": 1, "headers": {"expiration": bad}}, max_bytes=1000)
+        assert "expiration" in refused.value.message

@@ -108,3 +108,15 @@ async def test_reject_publish_dlx_dead_letters_what_it_refuses(target: Target) -
     assert (got.body, got.headers["x-first-death-reason"]) == ("second", "maxlen")
     assert [got.body for got in target.get(queue)] == ["first"]
 
+
+
+async def test_a_message_s_own_expiration_dead_letters_it_on_time(target: Target) -> None:
+    dlx, dead = dead_letter_topology(target)
+    queue = target.unique("work")
+    target.declare_queue(queue, {"x-dead-letter-exchange": dlx})
+    assert target.publish("", queue, "short", expiration="200")
+    assert target.ready(queue) == 1
+    await eventually(lambda: target.ready(dead) == 1, timeout=5, what="the message expired")
+    (got,) = target.get(dead)
+    assert (got.body, got.headers["x-first-death-reason"]) == ("short", "expired")
+    assert target.ready(queue) == 0
