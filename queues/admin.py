@@ -7,11 +7,14 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from broker.engine.broker import QueueCounts
 from common.admin_mixins import NameFixedOnceSaved
+from queues.admin_browser import message_browser_view
 from queues.models import Message, Queue
 from queues.selectors import queue_live_counts
 
@@ -33,10 +36,28 @@ def _fetch_counts(names: list[str]) -> dict[str, QueueCounts]:
 
 @admin.register(Queue)
 class QueueAdmin(NameFixedOnceSaved, admin.ModelAdmin[Queue]):
-    list_display = ["name", "durable", "auto_delete", "ready", "unacknowledged", "consumers"]
+    list_display = ["name", "durable", "auto_delete", "ready", "unacknowledged", "consumers", "browse"]
     list_filter = ["durable", "auto_delete"]
     search_fields = ["name"]
-    readonly_fields = ["created_at", "ready", "unacknowledged", "consumers"]
+    readonly_fields = ["created_at", "ready", "unacknowledged", "consumers", "browse"]
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.messages_view)
+        return [path("<path:object_id>/messages/", view, name="queues_queue_messages"), *super().get_urls()]
+
+    @admin.display(description="messages")
+    def browse(self, obj: Queue) -> str:
+        if not obj.pk:  # the add form's unsaved queue
+            return ""
+        return format_html('<a href="{}">Browse messages</a>', reverse("admin:queues_queue_messages", args=[obj.pk]))
+
+    def messages_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The message browser (queues/browser.py): a page of the queue's messages, and the
+        actions on the selected or all matching."""
+        queue = self.get_object(request, object_id)
+        if queue is None or not self.has_view_permission(request, queue):
+            raise Http404("no such queue")
+        return message_browser_view(self, request, queue)
 
     def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
         # One call to the router for the whole page, not three per row: the

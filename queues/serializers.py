@@ -59,3 +59,43 @@ class MessageSerializer(serializers.Serializer[Any]):
     persistent = serializers.BooleanField()
     published_at = serializers.CharField()
     redelivered = serializers.BooleanField()
+
+
+class BrowsedMessageSerializer(MessageSerializer):
+    """A message as the browser lists it: its id in the queue, and whether it is ready or
+    delivered and unacknowledged."""
+
+    id = serializers.CharField(help_text="names the message while it stays in its queue: s<store id> or m<seq>")
+    state = serializers.ChoiceField(choices=["ready", "unacked"])
+
+
+class MessagePageSerializer(serializers.Serializer[Any]):
+    count = serializers.IntegerField(help_text="messages that match")
+    complete = serializers.BooleanField(help_text="false when the queue was too long to look at every message")
+    offset = serializers.IntegerField()
+    messages = BrowsedMessageSerializer(many=True)
+
+
+class MessageFilterSerializer(serializers.Serializer[Any]):
+    routing_key = serializers.CharField(required=False)
+    header = serializers.DictField(required=False, help_text='{"name": ..., "value": ...}')
+    path = serializers.CharField(required=False, help_text="keys into a JSON body, joined by dots: order.country")
+    value = serializers.JSONField(required=False, help_text="the JSON value at `path`")
+
+
+class MessageActionSerializer(serializers.Serializer[Any]):
+    """Which messages (`ids`, or `all` that match `filter`) and, to move or copy, where to."""
+
+    ids = serializers.ListField(child=serializers.CharField(), required=False)
+    all = serializers.BooleanField(required=False, default=False)
+    filter = MessageFilterSerializer(required=False)
+    exchange = serializers.CharField(required=False, allow_blank=True, help_text="move and copy: where to")
+    routing_key = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class MessageActionDoneSerializer(serializers.Serializer[Any]):
+    taken = serializers.IntegerField(help_text="messages deleted, moved, copied or replayed")
+    skipped = serializers.IntegerField(
+        help_text="selected but left as they were: unacknowledged, gone meanwhile, or whose copy would reach no queue"
+    )
+    routed = serializers.IntegerField(help_text="queues the copies reached")

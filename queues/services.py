@@ -109,7 +109,7 @@ def queue_delete(*, name: str) -> None:
         raise NotFound(f"queue {name!r} does not exist")
 
 
-def _require_router(name: str) -> None:
+def require_router(name: str) -> None:
     if not router.router_reachable():
         # A missing queue is a 404 even without a router; an existing one needs the router.
         if not Queue.objects.filter(name=name).exists():
@@ -119,7 +119,7 @@ def _require_router(name: str) -> None:
 
 def queue_purge(*, name: str) -> int:
     """Drop the queue's ready messages (not the unacknowledged ones); returns how many."""
-    _require_router(name)
+    require_router(name)
     return router.queue_purge(name)
 
 
@@ -130,5 +130,5 @@ def queue_get(*, name: str, count: int = 1, ack: bool = True) -> list[MessageObj
     """
     integer_field("count", count, low=1)
     bool_field("ack", ack)
-    _require_router(name)
+    require_router(name)
     return router.queue_get(name, count=count, ack=ack)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -17,10 +17,15 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from access.drf import request_permissions
+from broker.engine.errors import BrokerError
 from common.api_schema import LOOKUP_NAME_REGEX, errors
+from queues.browser import query_filter, queue_messages, queue_messages_act, selection_of
 from queues.models import Queue
 from queues.selectors import queue_detail, queue_list
 from queues.serializers import (
+    MessageActionDoneSerializer,
+    MessageActionSerializer,
+    MessagePageSerializer,
     MessageSerializer,
     PurgedSerializer,
     QueueDeclareSerializer,
@@ -85,6 +90,49 @@ class QueueViewSet(viewsets.GenericViewSet[Queue]):
         return Response({"purged": queue_purge(name=name)})
 
     @extend_schema(
+        parameters=[
+            OpenApiParameter("offset", int, description="messages to pass over (default 0)"),
+            OpenApiParameter("limit", int, description="messages in the page, 1 to 1000 (default 50)"),
+            OpenApiParameter("routing_key", str, description="only messages with this routing key"),
+            OpenApiParameter("header_name", str, description="only messages with this header..."),
+            OpenApiParameter("header_value", str, description="...of this value (as text)"),
+            OpenApiParameter("path", str, description="only JSON bodies with a value at this path (keys joined by dots)"),
+            OpenApiParameter("value", str, description="...equal to this JSON value (other text: that string)"),
+        ],
+        responses={200: MessagePageSerializer, **errors(400, 401, 403, 404, 503)},
+        description="The queue's messages, without taking them or changing their order or `redelivered`: "
+        "the unacknowledged ones first (`state: unacked`), then the ready ones in the queue's order.",
+    )
+    @action(detail=True, methods=["get"], url_path="messages", url_name="messages")
+    def messages(self, request: Request, name: str) -> Response:
+        params = request.query_params
+        offset = _query_int(params.get("offset"), "offset", 0)
+        limit = _query_int(params.get("limit"), "limit", 50)
+        page = queue_messages(name=name, permissions=request_permissions(request), wanted=query_filter(params),
+                              offset=offset, limit=limit)
+        return Response(page)
+
+    @extend_schema(
+        request=MessageActionSerializer,
+        responses={200: MessageActionDoneSerializer, **errors(400, 401, 403, 404, 503)},
+        description="`delete`, `move` or `copy` (to `exchange` with `routing_key`) or `replay` (each to its "
+        "`x-death` origin) the ready messages selected by `ids`, or `all` that match `filter`. Done in batches, "
+        "each committed whole: a broker that stops half way has done some batches and not the others.",
+    )
+    @action(detail=True, methods=["post"], url_path=r"messages/(?P<verb>delete|move|copy|replay)",
+            url_name="messages-act")
+    def act_on_messages(self, request: Request, name: str, verb: str) -> Response:
+        serializer = MessageActionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        done = queue_messages_act(
+            name=name, action=verb, selection=selection_of(request.data if isinstance(request.data, dict) else {}),
+            permissions=request_permissions(request), exchange=data.get("exchange"),
+            routing_key=data.get("routing_key", ""),
+        )
+        return Response(done)
+
+    @extend_schema(
         request=QueueGetSerializer,
         responses={200: MessageSerializer(many=True), **errors(400, 401, 403, 404, 503)},
         description="Up to `count` ready messages. With `ack` false they stay at the head of the "
@@ -97,3 +145,11 @@ class QueueViewSet(viewsets.GenericViewSet[Queue]):
         serializer.is_valid(raise_exception=True)
         request_permissions(request).require("read", "queue", name)
         return Response(queue_get(name=name, **serializer.validated_data))
+
+
+def _query_int(value: str | None, field: str, default: int) -> int:
+    if value is None or value == "":
+        return default
+    if not value.isdigit():
+        raise BrokerError(f"{field}: must be a whole number", fields={field: ["must be a whole number"]})
+    return int(value)

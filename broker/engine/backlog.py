@@ -22,7 +22,7 @@ from .messages import Envelope
 
 
 class Backlog:
-    __slots__ = ("after", "below", "count", "held", "later", "loading", "owed")
+    __slots__ = ("after", "below", "count", "held", "later", "loading", "owed", "skip")
 
     def __init__(self, after: int, count: int = 0) -> None:
         self.after = after
@@ -35,6 +35,9 @@ class Backlog:
         # comes back short, they are all that is left.
         self.below = 0
         self.later = 0
+        # Rows taken out by the message browser (deleted, moved) whose deletes are not
+        # committed yet: a read that still finds them passes over them.
+        self.skip: set[int] = set()
 
     @property
     def size(self) -> int:

@@ -13,12 +13,14 @@ state and one order of effects, and are changed in one class.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from .backlog import Backlog
+from .browse import key_of
 from .deadletter import MAX_DEAD_LETTER_DEPTH, dead_letter_copy
 from .errors import Conflict, Forbidden, LimitExceeded, NotFound, PreconditionFailed
 from .exchanges import Exchange, ExchangeSpec
@@ -59,6 +61,17 @@ class Planned:
     message: Message
     targets: list[tuple[str, int | None]]
     copies: list[StoredCopy]
+
+
+@dataclass(frozen=True, slots=True)
+class Relocated:
+    """What a browser action did: messages taken (deleted, moved or copied), those left as
+    they were (`skipped`), the queues the copies reached, and the effects."""
+
+    taken: int
+    skipped: int
+    routed: int
+    effects: Effects
 
 
 @dataclass(frozen=True, slots=True)
@@ -516,6 +529,10 @@ class Broker:
             read += 1
             if store_id <= backlog.after:
                 continue
+            if store_id in backlog.skip:  # taken out by the browser; its delete is on its way
+                backlog.skip.discard(store_id)
+                backlog.after = store_id
+                continue
             while backlog.held and backlog.held[0][0] <= store_id:
                 self._admit(state, backlog.held.popleft()[1], fx, now)
             own = expiration_of(message.headers) if EXPIRATION in message.headers else None
@@ -539,6 +556,77 @@ class Broker:
         self._drain(state, fx, now)
         self._want_load(state, fx)
         return fx.build()
+
+    def relocate(
+        self,
+        queue: str,
+        selection: Sequence[tuple[str, Message | None]],
+        *,
+        epoch: int | None,
+        target: Callable[[Message], tuple[str, str] | None] | None,
+        keep: bool = False,
+        now: float,
+    ) -> Relocated:
+        """The message browser's actions on ready messages, named by their keys (browse.py):
+        delete them (`target` None), or publish a copy of each where `target(message)` says
+        (exchange, routing key) and, unless `keep`, remove the original: copies and removals
+        are one set of effects, so their rows are written in one commit. A backlog row's
+        message is the one the shell read (the second of its pair); `epoch`: the backlog's
+        when the shell read it. A message no longer in the queue, or whose copy would reach
+        no exchange or no queue, is left as it is and counted as skipped."""
+        state = self._queue(queue)
+        fx = EffectsBuilder()
+        by_key = {key_of(envelope): envelope for envelope in state.ready}
+        backlog = state.backlog
+        held = {key_of(envelope): envelope for _, envelope in backlog.held} if backlog is not None else {}
+        taken: set[str] = set()
+        done = skipped = routed_total = 0
+        for key, read in selection:
+            if key in taken:
+                continue
+            envelope = by_key.get(key) or held.get(key)
+            message = envelope.message if envelope is not None else None
+            from_rows = False
+            if message is None and read is not None and key[0] == "s" and backlog is not None and epoch == state.epoch:
+                store_id = int(key[1:])
+                if store_id > backlog.after and store_id not in backlog.skip:
+                    message, from_rows = read, True
+            if message is None:
+                skipped += 1
+                continue
+            if target is not None:
+                where = target(message)
+                if where is None or not self.has_exchange(where[0]):
+                    skipped += 1
+                    continue
+                exchange, routing_key = where
+                copy = replace(message, exchange=exchange, routing_key=routing_key, wire=None, stomp_wire=None)
+                routed = self._route_and_enqueue(copy, fx, now, depth=0)
+                self._count_publish(None if exchange == DEFAULT_EXCHANGE else self.routing.exchanges[exchange], routed)
+                if not routed:
+                    skipped += 1
+                    continue
+                routed_total += routed
+            done += 1
+            taken.add(key)
+            if keep:
+                continue
+            if from_rows:
+                assert backlog is not None
+                store_id = int(key[1:])
+                backlog.count -= 1
+                backlog.skip.add(store_id)
+                fx.to_delete.append(store_id)
+            else:
+                self._forget(envelope, fx)  # type: ignore[arg-type]
+        if not keep and taken:
+            state.ready = deque(e for e in state.ready if key_of(e) not in taken)
+            if backlog is not None:
+                backlog.held = deque(item for item in backlog.held if key_of(item[1]) not in taken)
+                if backlog.empty():
+                    state.backlog = None
+            self._want_load(state, fx)
+        return Relocated(done, skipped, routed_total, fx.build())
 
     def queue_counts(self, name: str) -> QueueCounts | None:
         queue = self.queues.get(name)

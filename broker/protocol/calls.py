@@ -57,6 +57,42 @@ class QueueGetCall:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueBrowseCall:
+    """A page of the queue's messages, taken by nobody: {count, complete, offset, messages}."""
+
+    op: ClassVar[str] = "queue.browse"
+    name: str
+    filter: dict[str, Any] | None
+    offset: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueOriginsCall:
+    """The exchanges a replay of the selected messages would publish to."""
+
+    op: ClassVar[str] = "queue.origins"
+    name: str
+    ids: list[str] | None
+    filter: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueActCall:
+    """Delete, move, copy or replay the selected ready messages: {taken, skipped, routed}.
+    `allowed`: the exchanges a replay may publish to (None: any)."""
+
+    op: ClassVar[str] = "queue.act"
+    name: str
+    action: str
+    ids: list[str] | None
+    filter: dict[str, Any] | None
+    exchange: str
+    routing_key: str
+    allowed: list[str] | None
+
+
+@dataclass(frozen=True, slots=True)
 class TopologyCall:
     """Mirror a committed change of the stored topology (broker/protocol/topology.py's form)."""
 
@@ -64,11 +100,17 @@ class TopologyCall:
     change: dict[str, Any]
 
 
-RouterCall = QueueCountsCall | QueueSnapshotCall | QueueIsPrivateCall | QueuePurgeCall | QueueGetCall | TopologyCall
+RouterCall = (
+    QueueCountsCall | QueueSnapshotCall | QueueIsPrivateCall | QueuePurgeCall | QueueGetCall
+    | QueueBrowseCall | QueueOriginsCall | QueueActCall | TopologyCall
+)
 
 CALLS: Final[dict[str, type[RouterCall]]] = {
     cls.op: cls
-    for cls in (QueueCountsCall, QueueSnapshotCall, QueueIsPrivateCall, QueuePurgeCall, QueueGetCall, TopologyCall)
+    for cls in (
+        QueueCountsCall, QueueSnapshotCall, QueueIsPrivateCall, QueuePurgeCall, QueueGetCall,
+        QueueBrowseCall, QueueOriginsCall, QueueActCall, TopologyCall,
+    )
 }
 
 

@@ -17,9 +17,12 @@ from typing import Any, Final, TypeVar
 from broker.engine.broker import QueueCounts
 from broker.engine.errors import ResourceLimit, Unavailable
 from broker.protocol.calls import (
+    QueueActCall,
+    QueueBrowseCall,
     QueueCountsCall,
     QueueGetCall,
     QueueIsPrivateCall,
+    QueueOriginsCall,
     QueuePurgeCall,
     QueueSnapshotCall,
     RouterCall,
@@ -106,6 +109,29 @@ def queue_purge(name: str) -> int:
 def queue_get(name: str, *, count: int, ack: bool) -> list[MessageObject]:
     messages: list[MessageObject] = call_router(QueueGetCall(name, count, ack))
     return messages
+
+
+def queue_browse(name: str, wanted: dict[str, Any] | None, *, offset: int, limit: int) -> dict[str, Any]:
+    page: dict[str, Any] = call_router(QueueBrowseCall(name, wanted, offset, limit))
+    return page
+
+
+def queue_origins(name: str, ids: list[str] | None, wanted: dict[str, Any] | None) -> list[str]:
+    return list(call_router(QueueOriginsCall(name, ids, wanted)))
+
+
+def queue_act(
+    name: str,
+    action: str,
+    *,
+    ids: list[str] | None,
+    wanted: dict[str, Any] | None,
+    exchange: str = "",
+    routing_key: str = "",
+    allowed: list[str] | None = None,
+) -> dict[str, int]:
+    done: dict[str, int] = call_router(QueueActCall(name, action, ids, wanted, exchange, routing_key, allowed))
+    return done
 
 
 def topology_apply(change: TopologyChange) -> None:

@@ -12,9 +12,12 @@ from typing import Any
 
 from broker.engine.errors import Forbidden
 from broker.protocol.calls import (
+    QueueActCall,
+    QueueBrowseCall,
     QueueCountsCall,
     QueueGetCall,
     QueueIsPrivateCall,
+    QueueOriginsCall,
     QueuePurgeCall,
     QueueSnapshotCall,
     RouterCall,
@@ -22,6 +25,7 @@ from broker.protocol.calls import (
 )
 from broker.protocol.topology import decode_change
 
+from . import browser
 from .runtime import Runtime
 
 
@@ -41,6 +45,14 @@ def execute(runtime: Runtime, call: RouterCall) -> Any:
         case QueueGetCall(name, count, ack):
             _refuse_private(runtime, name)
             return runtime.get_waiting(name, count=count, ack=ack)
+        case QueueBrowseCall(name, wanted, offset, limit):
+            return browser.browse(runtime, name, wanted, offset, limit)
+        case QueueOriginsCall(name, ids, wanted):
+            return browser.origins(runtime, name, ids, wanted)
+        case QueueActCall(name, action, ids, wanted, exchange, routing_key, allowed):
+            _refuse_private(runtime, name)
+            return browser.act(runtime, name, action, ids=ids, wanted=wanted, exchange=exchange,
+                               routing_key=routing_key, allowed=allowed)
         case TopologyCall(change):
             runtime.apply_change(decode_change(change))
             return None

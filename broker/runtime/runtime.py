@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final, Protocol
 
-from broker.engine.broker import Broker, Planned, QueueCounts
+from broker.engine.broker import Broker, Planned, QueueCounts, Relocated
 from broker.engine.errors import BrokerError, QueueFull
 from broker.engine.jsoncodec import dumps
 from broker.engine.messages import Delivery, Effects, LoadRequest, Message, make_message
@@ -454,6 +454,20 @@ class Runtime:
         taken, effects = self.broker.get(queue, count=count, ack=ack, now=self._now())
         self._apply(effects)
         return [message_object(message, redelivered=redelivered) for message, redelivered in taken]
+
+    def relocate(
+        self,
+        queue: str,
+        batch: Sequence[tuple[str, Message | None]],
+        *,
+        epoch: int | None,
+        target: Callable[[Message], tuple[str, str] | None] | None,
+        keep: bool,
+    ) -> Relocated:
+        """One batch of a message browser action (broker/runtime/browser.py)."""
+        done = self.broker.relocate(queue, batch, epoch=epoch, target=target, keep=keep, now=self._now())
+        self._apply(done.effects)
+        return done
 
     def purge(self, queue: str) -> int:
         purged, effects = self.broker.purge(queue)

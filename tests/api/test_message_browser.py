@@ -1,0 +1,152 @@
+"""The message browser over HTTP (queues/browser.py, broker/runtime/browser.py): pages that
+take nothing, filters, delete, move, copy and replay, and the rights each one needs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from channels.db import database_sync_to_async
+
+from access import asgi as access_asgi
+from broker.engine.queues import AckMode
+from broker.runtime.runtime import Runtime
+from tests.access.helpers import make_user
+from tests.conftest import Sink
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def fresh_token_cache() -> Iterator[None]:
+    access_asgi.token_cache.clear()
+    yield
+    access_asgi.token_cache.clear()
+
+
+async def post(http: httpx.AsyncClient, path: str, data: Any, **headers: str) -> tuple[int, Any]:
+    answer = await http.post(path, json=data, headers=headers)
+    return answer.status_code, answer.json()
+
+
+async def dead_letters(http: httpx.AsyncClient, runtime: Runtime, count: int = 4) -> None:
+    """`count` orders published to exchange `orders` (key `new`), rejected in `work`, now in
+    `dead`: bodies {"n": i, "country": "fr" for even i, else "de"}."""
+    for path, data in (
+        ("/api/exchanges/", {"name": "orders", "type": "direct"}),
+        ("/api/exchanges/", {"name": "dlx", "type": "fanout"}),
+        ("/api/queues/", {"name": "dead"}),
+        ("/api/bindings/", {"exchange": "dlx", "queue": "dead"}),
+        ("/api/queues/", {"name": "work", "arguments": {"x-dead-letter-exchange": "dlx"}}),
+        ("/api/bindings/", {"exchange": "orders", "queue": "work", "binding_key": "new"}),
+    ):
+        status, body = await post(http, path, data)
+        assert status == 201, body
+    for n in range(count):
+        body = {"n": n, "country": "fr" if n % 2 == 0 else "de"}
+        assert (await post(http, "/api/exchanges/orders/publish/", {"routing_key": "new", "body": body}))[0] == 200
+    connection = runtime.connect(Sink())
+    runtime.subscribe(connection, subscription="s", subscription_json='"s"', ack_mode=AckMode.CLIENT, prefetch=0,
+                      queue="work")
+    runtime.nack(connection, count, multiple=True, requeue=False)
+    runtime.disconnect(connection)
+
+
+def bodies(page: dict[str, Any]) -> list[Any]:
+    return [message["body"]["n"] for message in page["messages"]]
+
+
+async def test_a_page_takes_nothing_and_shows_unacknowledged_messages_marked(
+    http: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    for n in range(5):
+        await post(http, "/api/exchanges/amq.default/publish/", {"routing_key": "q", "body": {"n": n}})
+    connection = runtime.connect(Sink())
+    runtime.subscribe(connection, subscription="s", subscription_json='"s"', ack_mode=AckMode.CLIENT, prefetch=2,
+                      queue="q")
+    page = (await http.get("/api/queues/q/messages/", params={"limit": 3})).json()
+    assert (page["count"], page["complete"], page["offset"]) == (5, True, 0)
+    assert [(m["body"]["n"], m["state"], m["redelivered"]) for m in page["messages"]] == [
+        (0, "unacked", False), (1, "unacked", False), (2, "ready", False),
+    ]
+    rest = (await http.get("/api/queues/q/messages/", params={"offset": 3})).json()
+    assert bodies(rest) == [3, 4]
+    again = (await http.get("/api/queues/q/messages/")).json()
+    assert bodies(again) == [0, 1, 2, 3, 4] and not any(m["redelivered"] for m in again["messages"])
+    assert runtime.broker.queues["q"].depth == 3
+
+
+async def test_filters_by_json_path_header_and_routing_key(http: httpx.AsyncClient, runtime: Runtime) -> None:
+    await dead_letters(http, runtime)
+    french = (await http.get("/api/queues/dead/messages/", params={"path": "country", "value": "fr"})).json()
+    assert (french["count"], bodies(french)) == (2, [0, 2])
+    quoted = (await http.get("/api/queues/dead/messages/", params={"path": "n", "value": "3"})).json()
+    assert bodies(quoted) == [3]
+    by_header = (await http.get("/api/queues/dead/messages/",
+                                params={"header_name": "x-first-death-reason", "header_value": "rejected"})).json()
+    assert by_header["count"] == 4
+    assert (await http.get("/api/queues/dead/messages/", params={"routing_key": "old"})).json()["count"] == 0
+    bad = await http.get("/api/queues/dead/messages/", params={"limit": "lots"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid"
+
+
+async def test_replay_sends_the_matches_back_to_their_origin_and_leaves_the_others(
+    http: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await dead_letters(http, runtime)
+    status, done = await post(http, "/api/queues/dead/messages/replay/",
+                              {"all": True, "filter": {"path": "country", "value": "fr"}})
+    assert (status, done) == (200, {"taken": 2, "skipped": 0, "routed": 2})
+    work = (await http.get("/api/queues/work/messages/")).json()
+    assert bodies(work) == [0, 2]
+    assert bodies((await http.get("/api/queues/dead/messages/")).json()) == [1, 3]
+
+
+async def test_delete_move_and_copy_selected_messages(http: httpx.AsyncClient, runtime: Runtime) -> None:
+    await dead_letters(http, runtime)
+    await post(http, "/api/queues/", {"name": "parked"})
+    ids = [m["id"] for m in (await http.get("/api/queues/dead/messages/")).json()["messages"]]
+    assert (await post(http, "/api/queues/dead/messages/copy/", {"ids": ids[:1], "exchange": "", "routing_key": "parked"}))[1]["taken"] == 1
+    assert (await post(http, "/api/queues/dead/messages/move/", {"ids": ids[1:2], "exchange": "", "routing_key": "parked"}))[1]["taken"] == 1
+    assert (await post(http, "/api/queues/dead/messages/delete/", {"ids": ids[2:3]}))[1] == {"taken": 1, "skipped": 0, "routed": 0}
+    assert bodies((await http.get("/api/queues/dead/messages/")).json()) == [0, 3]
+    assert bodies((await http.get("/api/queues/parked/messages/")).json()) == [0, 1]
+    again = await post(http, "/api/queues/dead/messages/delete/", {"ids": ids[2:3]})
+    assert again[1]["skipped"] == 1  # gone already: nothing happens twice
+
+
+@pytest.mark.parametrize(("path", "data", "problem"), [
+    ("/api/queues/dead/messages/delete/", {}, "ids"),
+    ("/api/queues/dead/messages/delete/", {"ids": ["nope"]}, "ids"),
+    ("/api/queues/dead/messages/delete/", {"all": True, "filter": {"value": 1}}, "filter"),
+    ("/api/queues/dead/messages/move/", {"ids": ["s1"]}, "exchange"),
+])
+async def test_bad_actions_are_invalid_and_change_nothing(
+    http: httpx.AsyncClient, runtime: Runtime, path: str, data: Any, problem: str
+) -> None:
+    await dead_letters(http, runtime)
+    status, body = await post(http, path, data)
+    assert (status, body["error"]["code"]) == (400, "invalid") and problem in str(body)
+    assert (await http.get("/api/queues/dead/messages/")).json()["count"] == 4
+
+
+async def test_each_action_needs_its_rights(http: httpx.AsyncClient, runtime: Runtime, settings: Any) -> None:
+    await dead_letters(http, runtime)
+    settings.BROKER_ALLOW_ANONYMOUS = False
+    _, reader = await database_sync_to_async(make_user)("reader", read="dead")
+    _, operator = await database_sync_to_async(make_user)("operator", configure="dead", read="dead", write="dlx")
+    as_reader, as_operator = {"authorization": f"Bearer {reader}"}, {"authorization": f"Bearer {operator}"}
+    assert (await http.get("/api/queues/dead/messages/", headers=as_reader)).json()["count"] == 4
+    assert (await http.get("/api/queues/work/messages/", headers=as_reader)).status_code == 403
+    status, body = await post(http, "/api/queues/dead/messages/delete/", {"all": True}, **as_reader)
+    assert (status, body["error"]["code"]) == (403, "forbidden")
+    # The operator may take messages out of `dead`, but not publish to `orders`: a replay is
+    # refused whole, naming the exchange, and nothing moves.
+    status, body = await post(http, "/api/queues/dead/messages/replay/", {"all": True}, **as_operator)
+    assert status == 403 and "orders" in body["error"]["message"]
+    status, body = await post(http, "/api/queues/dead/messages/move/",
+                              {"all": True, "exchange": "orders", "routing_key": "new"}, **as_operator)
+    assert status == 403
+    assert (await http.get("/api/queues/dead/messages/", headers=as_operator)).json()["count"] == 4

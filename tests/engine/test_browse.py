@@ -1,0 +1,135 @@
+"""The message browser in the engine (broker/engine/browse.py, Broker.relocate): listing
+without taking, filters, and delete, move and replay as one set of effects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from broker.engine.broker import Broker
+from broker.engine.browse import backlog_of, merge_backlog, parse_filter, ready_of, unacked_of
+from broker.engine.errors import BrokerError
+from broker.engine.messages import Message
+from broker.engine.routing import BindingSpec
+from tests.engine.helpers import Backlogs, bind, body, exchange, fill, msg, queue, ready, send, subscribe
+
+
+def origin(message: Message) -> tuple[str, str] | None:
+    death = message.headers["x-death"][0]
+    return death["exchange"], death["routing-keys"][0]
+
+
+def test_listing_takes_nothing_and_changes_no_flag() -> None:
+    broker = Broker()
+    queue(broker, "q")
+    fill(broker, "q", 1, 2, 3)
+    consumer = subscribe(broker, "q", prefetch=1)
+    unacked, listed = unacked_of(broker.queues["q"]), ready_of(broker.queues["q"])
+    assert [(body(i.message), i.unacked) for i in unacked + listed] == [(1, True), (2, False), (3, False)]
+    assert [i.key for i in listed] == ["s2", "s3"]
+    assert ready(broker, "q") == [2, 3] and not any(e.redelivered for e in broker.queues["q"].ready)
+    assert consumer.effects.deliveries[0].delivery_tag == 1
+
+
+@pytest.mark.parametrize(("raw", "bodies"), [
+    ({}, [{"c": "fr", "n": 1}, {"c": "de", "n": 2}, [1, 2]]),
+    ({"path": "c", "value": "fr"}, [{"c": "fr", "n": 1}]),
+    ({"path": "n", "value": 2}, [{"c": "de", "n": 2}]),
+    ({"path": "1", "value": 2}, [[1, 2]]),
+    ({"path": "c"}, [{"c": "fr", "n": 1}, {"c": "de", "n": 2}]),
+    ({"routing_key": "q", "header": {"name": "tenant", "value": "a"}}, [{"c": "fr", "n": 1}]),
+    ({"header": {"name": "attempt", "value": 3}}, [{"c": "de", "n": 2}]),
+])
+def test_filters(raw: dict[str, Any], bodies: list[Any]) -> None:
+    broker = Broker()
+    queue(broker, "q")
+    send(broker, "q", {"c": "fr", "n": 1}, headers={"tenant": "a"})
+    send(broker, "q", {"c": "de", "n": 2}, headers={"attempt": 3})
+    send(broker, "q", [1, 2])
+    wanted = parse_filter(raw)
+    assert [body(i.message) for i in ready_of(broker.queues["q"]) if wanted.matches(i.message)] == bodies
+
+
+@pytest.mark.parametrize("raw", [{"path": ""}, {"value": 1}, {"nope": 1}, {"header": {"value": "x"}}, {"routing_key": 5}])
+def test_a_bad_filter_is_invalid(raw: dict[str, Any]) -> None:
+    with pytest.raises(BrokerError) as refused:
+        parse_filter(raw)
+    assert refused.value.code == "invalid"
+
+
+def dead_letters(broker: Broker) -> None:
+    """Three messages published to `orders` die in `work` (rejected) and wait in `dead`."""
+    exchange(broker, "orders", "direct")
+    exchange(broker, "dlx", "fanout")
+    queue(broker, "dead")
+    bind(broker, "dlx", "dead")
+    queue(broker, "work", arguments={"x-dead-letter-exchange": "dlx"})
+    bind(broker, "orders", "work", "new")
+    for n in range(3):
+        broker.publish(msg("orders", "new", n), now=0.0)
+    consumer = subscribe(broker, "work")
+    broker.nack(consumer.connection, 3, multiple=True, requeue=False, now=0.0)
+    broker.close_connection(consumer.connection, now=0.0)
+
+
+def test_replay_sends_each_message_back_to_its_origin_in_one_commit() -> None:
+    broker = Broker()
+    dead_letters(broker)
+    keys = [i.key for i in ready_of(broker.queues["dead"])]
+    selection: list[tuple[str, Message | None]] = [(key, None) for key in keys[:2]]
+    done = broker.relocate("dead", selection, epoch=None, target=origin, now=0.0)
+    assert (done.taken, done.skipped, done.routed) == (2, 0, 2)
+    assert ready(broker, "work") == [0, 1] and ready(broker, "dead") == [2]
+    # The copies' rows and the originals' deletes go together: one commit.
+    assert len(done.effects.to_persist) == 2 and sorted(done.effects.to_delete) == sorted(int(k[1:]) for k in keys[:2])
+    again = broker.relocate("dead", selection, epoch=None, target=origin, now=0.0)
+    assert (again.taken, again.skipped) == (0, 2)  # gone from there: nothing twice
+
+
+def test_a_copy_that_reaches_no_queue_leaves_its_original_in_place() -> None:
+    broker = Broker()
+    dead_letters(broker)
+    broker.unbind(BindingSpec("orders", "work", "new"))
+    keys = [(i.key, None) for i in ready_of(broker.queues["dead"])]
+    done = broker.relocate("dead", keys, epoch=None, target=origin, now=0.0)
+    assert (done.taken, done.skipped) == (0, 3) and ready(broker, "dead") == [0, 1, 2]
+
+
+def test_move_copy_and_delete() -> None:
+    broker = Broker()
+    queue(broker, "a")
+    queue(broker, "b")
+    fill(broker, "a", 1, 2, 3)
+    keys = [(i.key, None) for i in ready_of(broker.queues["a"])]
+    broker.relocate("a", keys[:1], epoch=None, target=lambda m: ("", "b"), keep=True, now=0.0)
+    assert ready(broker, "a") == [1, 2, 3] and ready(broker, "b") == [1]
+    broker.relocate("a", keys[1:2], epoch=None, target=lambda m: ("", "b"), now=0.0)
+    assert ready(broker, "a") == [1, 3] and ready(broker, "b") == [1, 2]
+    deleted = broker.relocate("a", keys, epoch=None, target=None, now=0.0)
+    assert (deleted.taken, deleted.skipped) == (2, 1) and ready(broker, "a") == []
+
+
+def test_backlog_rows_are_taken_as_read_and_a_read_under_way_passes_over_them() -> None:
+    broker = Broker()
+    broker.window = 2
+    store = Backlogs(broker)
+    queue(broker, "q")
+    queue(broker, "b")
+    for n in range(6):
+        store.take(send(broker, "q", n))
+    state = broker.queues["q"]
+    assert ready(broker, "q") == [0, 1] and state.depth == 6
+    span = backlog_of(state, broker.next_store_id)
+    assert span is not None
+    rows = sorted((i, m) for i, (name, m) in store.rows.items() if name == "q" and span.after < i < span.below)
+    listed = list(merge_backlog(span, rows))
+    assert [body(i.message) for i in listed] == [2, 3, 4, 5]
+    selection: list[tuple[str, Message | None]] = [(i.key, i.message) for i in listed if body(i.message) % 2]
+    done = broker.relocate("q", selection, epoch=span.epoch, target=lambda m: ("", "b"), now=0.0)
+    store.take(done.effects)
+    assert (done.taken, state.depth) == (2, 4) and ready(broker, "b") == [3, 5]
+    consumer = subscribe(broker, "q", prefetch=0)
+    store.take(consumer.effects)
+    delivered = [body(d.message) for d in consumer.effects.deliveries] + [body(d.message) for d in store.serve()]
+    assert delivered == [0, 1, 2, 4]
