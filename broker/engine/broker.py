@@ -201,6 +201,7 @@ class Broker:
     def _route_and_enqueue(self, message: Message, fx: EffectsBuilder, now: float, depth: int) -> int:
         routed = 0
         queues = self.queues
+        own_ttl = expiration_of(message.headers) if message.headers else None  # once, not per queue
         for name in self.routing.route(message.exchange, message.routing_key, message.headers, queues):
             queue = queues[name]
             if self._rejects(queue):
@@ -211,7 +212,7 @@ class Broker:
                 store_id = self.next_store_id
                 self.next_store_id += 1
                 fx.to_persist.append(StoredCopy(store_id, name, message))
-            self._enqueue(queue, message, store_id, fx, now, depth)
+            self._enqueue(queue, message, store_id, fx, now, depth, own_ttl)
             routed += 1
         return routed
 
@@ -244,7 +245,8 @@ class Broker:
                 if store_id is not None:
                     fx.to_delete.append(store_id)
                 continue
-            self._enqueue(queue, planned.message, store_id, fx, now, 0)
+            message = planned.message
+            self._enqueue(queue, message, store_id, fx, now, 0, expiration_of(message.headers) if message.headers else None)
             routed += 1
         exchange = planned.message.exchange
         self._count_publish(None if exchange == DEFAULT_EXCHANGE else self.routing.exchanges.get(exchange), routed)
@@ -270,14 +272,20 @@ class Broker:
             self._dead_letter(queue, Envelope(message, None), "maxlen", fx, now, depth)
 
     def _enqueue(
-        self, queue: QueueState, message: Message, store_id: int | None, fx: EffectsBuilder, now: float, depth: int
+        self,
+        queue: QueueState,
+        message: Message,
+        store_id: int | None,
+        fx: EffectsBuilder,
+        now: float,
+        depth: int,
+        own_ttl: int | None,
     ) -> None:
+        """`own_ttl`: the message's own TTL (`expiration`), if it has one."""
         ttl = queue.args.message_ttl
-        if EXPIRATION in message.headers:  # the message's own TTL: the shorter one counts
-            own = expiration_of(message.headers)
-            if own is not None and (ttl is None or own < ttl):
-                ttl = own
-                self._expiring.add(queue.name)
+        if own_ttl is not None and (ttl is None or own_ttl < ttl):  # the shorter one counts
+            ttl = own_ttl
+            self._expiring.add(queue.name)
         expires_at = None if ttl is None else now + ttl / 1000
         self._next_seq += 1
         envelope = Envelope(message, store_id, False, expires_at, self._next_seq)
