@@ -15,6 +15,7 @@ def queue_features(arguments: Mapping[str, Any]) -> list[str]:
     labels: list[str] = []
     for rabbit, ours, label in (
         ("x-queue-type", "queue_type", "{}"),
+        ("x-max-priority", "max_priority", "priority 0-{}"),
         ("x-message-ttl", "message_ttl", "ttl {} ms"),
         ("x-max-length", "max_length", "max {}"),
         ("x-overflow", "overflow", "{}"),

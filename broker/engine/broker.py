@@ -294,7 +294,11 @@ class Broker:
         # A queue with a message TTL stays whole in memory: its copies' expiry counts from
         # their enqueueing, which their rows do not keep (a restart counts from publication).
         if queue.backlog is not None or (
-            store_id is not None and window is not None and len(queue.ready) >= window and ttl is None
+            store_id is not None
+            and window is not None
+            and len(queue.ready) >= window
+            and ttl is None
+            and queue.args.max_priority is None  # a priority queue stays whole in memory, to order it
         ):
             self._put_behind(queue, envelope)
         else:
@@ -628,7 +632,7 @@ class Broker:
             else:
                 self._forget(envelope, fx)  # type: ignore[arg-type]
         if not keep and taken:
-            state.ready = deque(e for e in state.ready if key_of(e) not in taken)
+            state.keep_ready(lambda e: key_of(e) not in taken)
             if backlog is not None:
                 backlog.held = deque(item for item in backlog.held if key_of(item[1]) not in taken)
                 if backlog.empty():
@@ -816,7 +820,7 @@ class Broker:
         if backlog is None or backlog.loading or backlog.count == 0:
             return
         window = self.window
-        if window is None:
+        if window is None or queue.args.max_priority is not None:  # a priority queue: all of it, to order it
             limit = backlog.count
         elif len(queue.ready) > window // 2:
             return

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
@@ -50,6 +50,7 @@ class QueueArguments:
     dead_letter_routing_key: str | None = None
     expires: int | None = None  # ms unused before the queue is deleted
     delivery_limit: int | None = None  # returns (nack with requeue, consumer gone) before dead-lettering
+    max_priority: int | None = None  # a priority queue: messages' `priority` 0..this, highest first
     single_active_consumer: bool = False  # only the oldest subscription gets messages
     # RabbitMQ's `x-queue-type` (`classic` or `quorum`), taken for compatibility: every queue
     # here is one kind, whose messages are as durable as the queue and the message say.
@@ -67,9 +68,11 @@ _ALIASES: Final = {
     "x-delivery-limit": "delivery_limit",
     "x-single-active-consumer": "single_active_consumer",
     "x-queue-type": "queue_type",
+    "x-max-priority": "max_priority",
 }
 QUEUE_TYPES: Final = ("classic", "quorum")
-_INT_ARGUMENTS: Final = {"message_ttl": 0, "max_length": 0, "expires": 1, "delivery_limit": 0}  # name -> smallest
+_INT_ARGUMENTS: Final = {"message_ttl": 0, "max_length": 0, "expires": 1, "delivery_limit": 0, "max_priority": 1}
+MAX_PRIORITY: Final = 255  # RabbitMQ's bound for x-max-priority
 _STR_ARGUMENTS: Final = ("dead_letter_exchange", "dead_letter_routing_key")
 _BOOL_ARGUMENTS: Final = ("single_active_consumer",)
 
@@ -87,6 +90,8 @@ def parse_queue_arguments(raw: Mapping[str, Any] | None) -> QueueArguments:
             low = _INT_ARGUMENTS[name]
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 errors[key] = [f"must be an integer >= {low}"]
+            elif name == "max_priority" and value > MAX_PRIORITY:
+                errors[key] = [f"must be an integer from 1 to {MAX_PRIORITY}"]
             else:
                 values[name] = value
         elif name in _STR_ARGUMENTS:
@@ -163,6 +168,93 @@ class Consumer:
         return self.ack_mode == AckMode.AUTO or self.prefetch == 0 or self.unacked < self.prefetch
 
 
+PRIORITY: Final = "priority"  # the header of a message's priority (RabbitMQ's property)
+
+
+def priority_of(headers: Mapping[str, Any], highest: int) -> int:
+    """A message's priority in a queue whose `x-max-priority` is `highest`: its `priority`
+    header (an integer, or a string of digits), at most `highest`; 0 without one."""
+    value = headers.get(PRIORITY)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 6:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return 0
+    return min(value, highest)
+
+
+class PriorityReady:
+    """A priority queue's ready messages: a deque per priority, highest served first, each in
+    the queue's order. Offers the part of `deque`'s interface the engine uses."""
+
+    __slots__ = ("_highest", "_levels", "_size")
+
+    def __init__(self, highest: int, envelopes: Iterable[Envelope] = ()) -> None:
+        self._highest = highest
+        self._levels: list[deque[Envelope]] = [deque() for _ in range(highest + 1)]
+        self._size = 0
+        for envelope in envelopes:
+            self.append(envelope)
+
+    def _level(self, envelope: Envelope) -> deque[Envelope]:
+        return self._levels[priority_of(envelope.message.headers, self._highest)]
+
+    def append(self, envelope: Envelope) -> None:
+        self._level(envelope).append(envelope)
+        self._size += 1
+
+    def popleft(self) -> Envelope:
+        for level in reversed(self._levels):
+            if level:
+                self._size -= 1
+                return level.popleft()
+        raise IndexError("pop from an empty queue")
+
+    def __getitem__(self, index: int) -> Envelope:
+        if index != 0:
+            raise IndexError("only the head")
+        for level in reversed(self._levels):
+            if level:
+                return level[0]
+        raise IndexError("an empty queue has no head")
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __bool__(self) -> bool:
+        return self._size > 0
+
+    def __iter__(self) -> Iterator[Envelope]:
+        for level in reversed(self._levels):
+            yield from level
+
+    def clear(self) -> None:
+        for level in self._levels:
+            level.clear()
+        self._size = 0
+
+    def requeue(self, envelopes: list[Envelope]) -> None:
+        """Back to the head of their priorities, each in the queue's original order."""
+        self._size += len(envelopes)
+        by_level: dict[int, list[Envelope]] = {}
+        for envelope in envelopes:
+            by_level.setdefault(priority_of(envelope.message.headers, self._highest), []).append(envelope)
+        for index, returned in by_level.items():
+            _merge_at_head(self._levels[index], returned)
+
+
+Ready = deque[Envelope] | PriorityReady
+
+
+def _merge_at_head(ready: deque[Envelope], envelopes: list[Envelope]) -> None:
+    """Put `envelopes` (sorted by seq) back at the head of `ready`, merged with the ones
+    requeued earlier that sit there, so that the head keeps the queue's original order."""
+    last = envelopes[-1].seq
+    head: list[Envelope] = []
+    while ready and ready[0].seq < last:
+        head.append(ready.popleft())
+    ready.extendleft(reversed(list(heapq.merge(head, envelopes, key=_queue_order))))
+
+
 class QueueState:
     __slots__ = (
         "acknowledged",
@@ -190,7 +282,8 @@ class QueueState:
         self.args = parse_queue_arguments(spec.arguments)
         # The head of the queue, in memory; a durable queue's other messages may wait
         # in the database, in its backlog (backlog.py), None while it has none.
-        self.ready: deque[Envelope] = deque()
+        highest = self.args.max_priority
+        self.ready: Ready = deque() if highest is None else PriorityReady(highest)
         self.backlog: Backlog | None = None
         self.epoch = epoch  # tells this queue's backlog reads from an earlier one's
         self.consumers: list[Consumer] = []
@@ -241,11 +334,16 @@ class QueueState:
         envelopes.sort(key=_queue_order)
         # Messages requeued earlier (by another consumer) may sit at the head: merge, so
         # the head stays in the queue's original order whatever order consumers left in.
-        ready, last = self.ready, envelopes[-1].seq
-        head: list[Envelope] = []
-        while ready and ready[0].seq < last:
-            head.append(ready.popleft())
-        ready.extendleft(reversed(list(heapq.merge(head, envelopes, key=_queue_order))))
+        if isinstance(self.ready, PriorityReady):
+            self.ready.requeue(envelopes)
+        else:
+            _merge_at_head(self.ready, envelopes)
+
+    def keep_ready(self, keep: Callable[[Envelope], bool]) -> None:
+        """Only the ready messages `keep` says (the message browser's removals)."""
+        kept = [envelope for envelope in self.ready if keep(envelope)]
+        highest = self.args.max_priority
+        self.ready = deque(kept) if highest is None else PriorityReady(highest, kept)
 
     def pick_consumer(self) -> Consumer | None:
         """The next consumer in round-robin order with room under its prefetch; with a single

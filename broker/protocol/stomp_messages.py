@@ -47,7 +47,7 @@ JSON_TYPE: Final = "application/json"
 
 # Queue properties a SEND or SUBSCRIBE to /queue/NAME may give (RabbitMQ's header names).
 QUEUE_FLAGS: Final = ("durable", "auto-delete", "exclusive")
-QUEUE_INT_ARGUMENTS: Final = ("x-message-ttl", "x-max-length", "x-expires", "x-delivery-limit")
+QUEUE_INT_ARGUMENTS: Final = ("x-message-ttl", "x-max-length", "x-expires", "x-delivery-limit", "x-max-priority")
 QUEUE_STR_ARGUMENTS: Final = ("x-overflow", "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-queue-type")
 QUEUE_BOOL_ARGUMENTS: Final = ("x-single-active-consumer",)
 # SEND headers the broker reads or that belong to the frame: never message headers; and the

@@ -61,6 +61,7 @@ const QUEUE_FIELDS = ["messages_ready", "messages_unacknowledged", "consumers", 
 // RabbitMQ features a queue's arguments turn on, as labels (console/features.py says the same).
 const QUEUE_FEATURES = [
   ["x-queue-type", "queue_type", (v) => `${v}`],
+  ["x-max-priority", "max_priority", (v) => `priority 0-${v}`],
   ["x-message-ttl", "message_ttl", (v) => `ttl ${v} ms`],
   ["x-max-length", "max_length", (v) => `max ${v}`],
   ["x-overflow", "overflow", (v) => `${v}`],

@@ -185,3 +185,42 @@ def test_an_expiration_that_is_not_a_number_is_refused() -> None:
         with pytest.raises(BrokerError) as refused:
             prepare_publish({"body": 1, "headers": {"expiration": bad}}, max_bytes=1000)
         assert "expiration" in refused.value.message
+
+
+def test_a_priority_queue_serves_the_highest_priority_first_each_in_order() -> None:
+    broker = Broker()
+    queue(broker, "p", arguments={"x-max-priority": 5})
+    for body, priority in (("low-1", None), ("high-1", 5), ("mid", "3"), ("high-2", 9), ("low-2", 0)):
+        send(broker, "p", body, headers={} if priority is None else {"priority": priority})
+    assert ready(broker, "p") == ["high-1", "high-2", "mid", "low-1", "low-2"]  # 9 counts as the highest, 5
+    consumer = subscribe(broker, "p", prefetch=2)
+    assert bodies(consumer.effects.deliveries) == ["high-1", "high-2"]
+    # Given back, they return to the head of their priority, before the others.
+    effects = broker.close_connection(consumer.connection, now=0.0)
+    assert effects.deliveries == ()
+    send(broker, "p", "urgent", headers={"priority": 4})
+    assert ready(broker, "p") == ["high-1", "high-2", "urgent", "mid", "low-1", "low-2"]
+    assert broker.queues["p"].depth == 6
+
+
+def test_a_priority_queue_stays_whole_in_memory_and_restores_in_priority_order() -> None:
+    from tests.engine.helpers import restore
+
+    broker = Broker()
+    broker.window = 2
+    queue(broker, "p", arguments={"x-max-priority": 2})
+    rows = {n + 1: ("p", msg("", "p", n, headers={"priority": n % 3})) for n in range(6)}
+    store = restore(broker, rows, now=0.0)
+    store.serve(now=0.0)
+    assert ready(broker, "p") == [2, 5, 1, 4, 0, 3]
+    for n in range(6, 10):
+        store.take(send(broker, "p", n))
+    assert broker.queues["p"].backlog is None and len(broker.queues["p"].ready) == 10
+
+
+def test_x_max_priority_is_checked() -> None:
+    broker = Broker()
+    for bad in (0, 256, "5", True):
+        with pytest.raises(BrokerError):
+            broker.declare_queue(QueueSpec("p", arguments={"x-max-priority": bad}), now=0.0)
+    assert broker.queues == {}

@@ -44,7 +44,9 @@ class Target(Protocol):
 
     def bind(self, exchange: str, queue: str, key: str = "") -> None: ...
 
-    def publish(self, exchange: str, key: str, body: str, *, expiration: str | None = None) -> bool:
+    def publish(
+        self, exchange: str, key: str, body: str, *, expiration: str | None = None, priority: int | None = None
+    ) -> bool:
         """Publish with confirms, persistent; True when confirmed, False when refused (nack)."""
 
     def get(self, queue: str, count: int = 100) -> list[Got]:
@@ -82,9 +84,15 @@ class Ours:
     def bind(self, exchange: str, queue: str, key: str = "") -> None:
         self._ok(self.http.post("/api/bindings/", json={"exchange": exchange, "queue": queue, "binding_key": key}))
 
-    def publish(self, exchange: str, key: str, body: str, *, expiration: str | None = None) -> bool:
+    def publish(
+        self, exchange: str, key: str, body: str, *, expiration: str | None = None, priority: int | None = None
+    ) -> bool:
         # A text body, as the AMQP publisher's: bytes on the wire to STOMP subscribers, not JSON.
-        headers = {"body-encoding": "text"} if expiration is None else {"body-encoding": "text", "expiration": expiration}
+        headers: dict[str, Any] = {"body-encoding": "text"}
+        if expiration is not None:
+            headers["expiration"] = expiration
+        if priority is not None:
+            headers["priority"] = priority
         answer = self.http.post(
             f"/api/exchanges/{exchange or 'amq.default'}/publish/",
             json={"routing_key": key, "body": body, "headers": headers, "persistent": True},
@@ -137,8 +145,10 @@ class RabbitMQ:
     def bind(self, exchange: str, queue: str, key: str = "") -> None:
         self.channel.queue_bind(queue, exchange, key)
 
-    def publish(self, exchange: str, key: str, body: str, *, expiration: str | None = None) -> bool:
-        properties = pika.BasicProperties(delivery_mode=2, expiration=expiration)
+    def publish(
+        self, exchange: str, key: str, body: str, *, expiration: str | None = None, priority: int | None = None
+    ) -> bool:
+        properties = pika.BasicProperties(delivery_mode=2, expiration=expiration, priority=priority)
         try:
             self.channel.basic_publish(exchange, key, body.encode(), properties)
         except pika.exceptions.NackError:

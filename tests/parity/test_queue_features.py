@@ -120,3 +120,17 @@ async def test_a_message_s_own_expiration_dead_letters_it_on_time(target: Target
     (got,) = target.get(dead)
     assert (got.body, got.headers["x-first-death-reason"]) == ("short", "expired")
     assert target.ready(queue) == 0
+
+
+async def test_a_priority_queue_gives_the_highest_priority_first(target: Target) -> None:
+    queue = target.unique("prio")
+    target.declare_queue(queue, {"x-max-priority": 5})
+    for body, priority in (("low", None), ("high", 5), ("mid", 3), ("above the top", 9), ("zero", 0)):
+        assert target.publish("", queue, body, priority=priority)
+    assert [got.body for got in target.get(queue)] == ["high", "above the top", "mid", "low", "zero"]
+    client = await target.stomp()
+    for body, priority in (("b", 1), ("a", 2)):
+        assert target.publish("", queue, body, priority=priority)
+    await subscribe(client, queue)
+    assert [(await client.receive()).body for _ in range(2)] == [b"a", b"b"]
+    client.writer.close()
