@@ -18,6 +18,7 @@ def queue_features(arguments: Mapping[str, Any]) -> list[str]:
         ("x-max-priority", "max_priority", "priority 0-{}"),
         ("x-message-ttl", "message_ttl", "ttl {} ms"),
         ("x-max-length", "max_length", "max {}"),
+        ("x-max-length-bytes", "max_length_bytes", "max {} bytes"),
         ("x-overflow", "overflow", "{}"),
         ("x-delivery-limit", "delivery_limit", "delivery limit {}"),
         ("x-dead-letter-exchange", "dead_letter_exchange", "dlx {}"),

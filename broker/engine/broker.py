@@ -39,7 +39,17 @@ from .messages import (
     expiration_of,
 )
 from .names import DEFAULT_EXCHANGE
-from .queues import AckMode, Connection, Consumer, Overflow, QueueSpec, QueueState, Unacked, check_prefetch
+from .queues import (
+    AckMode,
+    Connection,
+    Consumer,
+    Overflow,
+    QueueSpec,
+    QueueState,
+    Unacked,
+    check_prefetch,
+    message_bytes,
+)
 from .routing import BindingSpec, Routing
 from .rules import binding_arguments, check_not_reserved, integer_field
 
@@ -153,6 +163,7 @@ class Broker:
             return Effects()
         if not existing.spec.same_as(spec):
             existing.args = QueueState(spec, now).args  # parsed before anything changes
+            existing.keep_ready(lambda envelope: True)  # the container its arguments need (priorities, bytes)
         existing.spec = spec  # the stored row may be a new one with the same properties
         self._track_timers(existing)
         fx = EffectsBuilder()
@@ -204,7 +215,7 @@ class Broker:
         own_ttl = expiration_of(message.headers) if message.headers else None  # once, not per queue
         for name in self.routing.route(message.exchange, message.routing_key, message.headers, queues):
             queue = queues[name]
-            if self._rejects(queue):
+            if self._rejects(queue, message):
                 self._refuse(queue, message, fx, now, depth)
                 continue
             store_id = None
@@ -239,7 +250,7 @@ class Broker:
         routed = 0
         for name, store_id in planned.targets:
             queue = self.queues.get(name)
-            if queue is None or self._rejects(queue):
+            if queue is None or self._rejects(queue, planned.message):
                 if queue is not None:  # nobody to tell: the outbox's publisher has committed
                     self._refuse(queue, planned.message, fx, now, 1)
                 if store_id is not None:
@@ -253,15 +264,17 @@ class Broker:
         return Published(routed, fx.build())
 
     @staticmethod
-    def _rejects(queue: QueueState) -> bool:
-        """A queue full with `reject-publish(-dlx)` takes no more (unless a consumer has room)."""
-        limit = queue.args.max_length
-        return (
-            limit is not None
-            and queue.args.overflow is not Overflow.DROP_HEAD
-            and queue.depth >= limit
-            and not queue.has_room()
+    def _rejects(queue: QueueState, message: Message) -> bool:
+        """A queue with `reject-publish(-dlx)` takes no message that would put it over
+        `x-max-length` messages or `x-max-length-bytes` (unless a consumer has room for it)."""
+        args = queue.args
+        if args.overflow is Overflow.DROP_HEAD:
+            return False
+        limit, byte_limit = args.max_length, args.max_length_bytes
+        full = (limit is not None and queue.depth >= limit) or (
+            byte_limit is not None and queue.ready_bytes() + message_bytes(message) > byte_limit
         )
+        return full and not queue.has_room()
 
     def _refuse(self, queue: QueueState, message: Message, fx: EffectsBuilder, now: float, depth: int) -> None:
         """A full queue refuses a message; with `reject-publish-dlx` it is dead-lettered too."""
@@ -298,7 +311,7 @@ class Broker:
             and window is not None
             and len(queue.ready) >= window
             and ttl is None
-            and queue.args.max_priority is None  # a priority queue stays whole in memory, to order it
+            and not queue.whole_in_memory  # a priority queue's order, a byte limit: every message counts
         ):
             self._put_behind(queue, envelope)
         else:
@@ -820,7 +833,7 @@ class Broker:
         if backlog is None or backlog.loading or backlog.count == 0:
             return
         window = self.window
-        if window is None or queue.args.max_priority is not None:  # a priority queue: all of it, to order it
+        if window is None or queue.whole_in_memory:  # a priority queue, a byte limit: all of it
             limit = backlog.count
         elif len(queue.ready) > window // 2:
             return
@@ -861,6 +874,12 @@ class Broker:
             self._dead_letter(queue, ready.popleft(), "expired", fx, now, 0)
 
     def _enforce_length(self, queue: QueueState, fx: EffectsBuilder, now: float, depth: int = 0) -> None:
+        byte_limit = queue.args.max_length_bytes
+        # With reject-publish the message that crossed the byte limit stays (as in RabbitMQ);
+        # drop-head drops from the head. Such a queue is whole in memory: its head is in `ready`.
+        if byte_limit is not None and queue.args.overflow is Overflow.DROP_HEAD:
+            while queue.ready and queue.over_bytes(byte_limit):
+                self._dead_letter(queue, queue.ready.popleft(), "maxlen", fx, now, depth)
         limit = queue.args.max_length
         if limit is None:
             return

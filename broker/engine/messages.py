@@ -52,6 +52,11 @@ def make_message(
     )
 
 
+# A body that is bytes, not JSON, is kept as a JSON string and says how in this header:
+# `text` (UTF-8) or `base64` (docs/protocol.md, "Messages across protocols").
+BODY_ENCODING: Final = "body-encoding"
+TEXT: Final = "text"
+BASE64: Final = "base64"
 EXPIRATION: Final = "expiration"  # the header of a message's own TTL, in ms (RabbitMQ's property)
 _MAX_EXPIRATION_DIGITS: Final = 15
 

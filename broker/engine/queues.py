@@ -14,7 +14,8 @@ from typing import Any, Final
 
 from .backlog import Backlog
 from .errors import BrokerError, PreconditionFailed
-from .messages import Envelope
+from .jsoncodec import loads
+from .messages import BASE64, BODY_ENCODING, TEXT, Envelope, Message
 from .rules import integer_field, mapping_field
 
 MAX_PREFETCH: Final = 65535  # AMQP's bound for basic.qos prefetch-count
@@ -51,6 +52,7 @@ class QueueArguments:
     expires: int | None = None  # ms unused before the queue is deleted
     delivery_limit: int | None = None  # returns (nack with requeue, consumer gone) before dead-lettering
     max_priority: int | None = None  # a priority queue: messages' `priority` 0..this, highest first
+    max_length_bytes: int | None = None  # the most body bytes its ready messages hold
     single_active_consumer: bool = False  # only the oldest subscription gets messages
     # RabbitMQ's `x-queue-type` (`classic` or `quorum`), taken for compatibility: every queue
     # here is one kind, whose messages are as durable as the queue and the message say.
@@ -69,9 +71,12 @@ _ALIASES: Final = {
     "x-single-active-consumer": "single_active_consumer",
     "x-queue-type": "queue_type",
     "x-max-priority": "max_priority",
+    "x-max-length-bytes": "max_length_bytes",
 }
 QUEUE_TYPES: Final = ("classic", "quorum")
-_INT_ARGUMENTS: Final = {"message_ttl": 0, "max_length": 0, "expires": 1, "delivery_limit": 0, "max_priority": 1}
+_INT_ARGUMENTS: Final = {
+    "message_ttl": 0, "max_length": 0, "expires": 1, "delivery_limit": 0, "max_priority": 1, "max_length_bytes": 0,
+}
 MAX_PRIORITY: Final = 255  # RabbitMQ's bound for x-max-priority
 _STR_ARGUMENTS: Final = ("dead_letter_exchange", "dead_letter_routing_key")
 _BOOL_ARGUMENTS: Final = ("single_active_consumer",)
@@ -182,15 +187,67 @@ def priority_of(headers: Mapping[str, Any], highest: int) -> int:
     return min(value, highest)
 
 
+def message_bytes(message: Message) -> int:
+    """What a message counts toward `x-max-length-bytes`: its body's bytes as a STOMP or AMQP
+    consumer gets them (a text or base64 body decoded; a JSON body as its text)."""
+    body = message.body_json
+    encoding = message.headers.get(BODY_ENCODING) if message.headers else None
+    if encoding == TEXT:
+        text = loads(body)
+        if isinstance(text, str):
+            return len(text) if text.isascii() else len(text.encode())
+    elif encoding == BASE64:
+        size = len(body) - 2  # the quotes
+        return max(0, size * 3 // 4 - body.count("=", -4))
+    return len(body) if body.isascii() else len(body.encode())
+
+
+def body_bytes(envelope: Envelope) -> int:
+    return message_bytes(envelope.message)
+
+
+class SizedReady(deque[Envelope]):
+    """A ready deque that keeps the sum of its messages' body sizes (`x-max-length-bytes`)."""
+
+    __slots__ = ("bytes",)
+
+    def __init__(self, envelopes: Iterable[Envelope] = ()) -> None:
+        super().__init__()
+        self.bytes = 0
+        for envelope in envelopes:
+            self.append(envelope)
+
+    def append(self, envelope: Envelope) -> None:
+        super().append(envelope)
+        self.bytes += body_bytes(envelope)
+
+    def appendleft(self, envelope: Envelope) -> None:
+        super().appendleft(envelope)
+        self.bytes += body_bytes(envelope)
+
+    def extendleft(self, envelopes: Iterable[Envelope]) -> None:
+        for envelope in envelopes:
+            self.appendleft(envelope)
+
+    def popleft(self) -> Envelope:
+        envelope = super().popleft()
+        self.bytes -= body_bytes(envelope)
+        return envelope
+
+    def clear(self) -> None:
+        super().clear()
+        self.bytes = 0
+
+
 class PriorityReady:
     """A priority queue's ready messages: a deque per priority, highest served first, each in
     the queue's order. Offers the part of `deque`'s interface the engine uses."""
 
     __slots__ = ("_highest", "_levels", "_size")
 
-    def __init__(self, highest: int, envelopes: Iterable[Envelope] = ()) -> None:
+    def __init__(self, highest: int, envelopes: Iterable[Envelope] = (), *, sized: bool = False) -> None:
         self._highest = highest
-        self._levels: list[deque[Envelope]] = [deque() for _ in range(highest + 1)]
+        self._levels: list[deque[Envelope]] = [SizedReady() if sized else deque() for _ in range(highest + 1)]
         self._size = 0
         for envelope in envelopes:
             self.append(envelope)
@@ -231,6 +288,10 @@ class PriorityReady:
         for level in self._levels:
             level.clear()
         self._size = 0
+
+    @property
+    def bytes(self) -> int:
+        return sum(level.bytes for level in self._levels if isinstance(level, SizedReady))
 
     def requeue(self, envelopes: list[Envelope]) -> None:
         """Back to the head of their priorities, each in the queue's original order."""
@@ -282,8 +343,7 @@ class QueueState:
         self.args = parse_queue_arguments(spec.arguments)
         # The head of the queue, in memory; a durable queue's other messages may wait
         # in the database, in its backlog (backlog.py), None while it has none.
-        highest = self.args.max_priority
-        self.ready: Ready = deque() if highest is None else PriorityReady(highest)
+        self.ready: Ready = self._new_ready(())
         self.backlog: Backlog | None = None
         self.epoch = epoch  # tells this queue's backlog reads from an earlier one's
         self.consumers: list[Consumer] = []
@@ -341,9 +401,26 @@ class QueueState:
 
     def keep_ready(self, keep: Callable[[Envelope], bool]) -> None:
         """Only the ready messages `keep` says (the message browser's removals)."""
-        kept = [envelope for envelope in self.ready if keep(envelope)]
-        highest = self.args.max_priority
-        self.ready = deque(kept) if highest is None else PriorityReady(highest, kept)
+        self.ready = self._new_ready([envelope for envelope in self.ready if keep(envelope)])
+
+    def _new_ready(self, envelopes: Iterable[Envelope]) -> Ready:
+        highest, sized = self.args.max_priority, self.args.max_length_bytes is not None
+        if highest is not None:
+            return PriorityReady(highest, envelopes, sized=sized)
+        return SizedReady(envelopes) if sized else deque(envelopes)
+
+    @property
+    def whole_in_memory(self) -> bool:
+        """Does this queue keep every message in memory (its order or its limit needs them all)?"""
+        return self.args.max_priority is not None or self.args.max_length_bytes is not None
+
+    def ready_bytes(self) -> int:
+        """The body bytes of its ready messages (counted for a queue with `x-max-length-bytes`)."""
+        ready = self.ready
+        return ready.bytes if isinstance(ready, (SizedReady, PriorityReady)) else 0
+
+    def over_bytes(self, limit: int) -> bool:
+        return self.ready_bytes() > limit
 
     def pick_consumer(self) -> Consumer | None:
         """The next consumer in round-robin order with room under its prefetch; with a single

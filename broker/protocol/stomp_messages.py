@@ -33,21 +33,20 @@ from typing import Any, Final
 
 from broker.engine.errors import BrokerError, TooLarge
 from broker.engine.jsoncodec import dumps, loads
-from broker.engine.messages import check_expiration
+from broker.engine.messages import BASE64, BODY_ENCODING, TEXT, check_expiration
 from broker.engine.rules import check_name, invalid
 from broker.protocol.publish import MAX_MESSAGE_ID, PublishRequest
 
 from .stomp_destinations import Destination, Kind, destination_of
 from .stomp_frames import escape_header as _escape_header
 
-BODY_ENCODING: Final = "body-encoding"
-TEXT: Final = "text"
-BASE64: Final = "base64"
 JSON_TYPE: Final = "application/json"
 
 # Queue properties a SEND or SUBSCRIBE to /queue/NAME may give (RabbitMQ's header names).
 QUEUE_FLAGS: Final = ("durable", "auto-delete", "exclusive")
-QUEUE_INT_ARGUMENTS: Final = ("x-message-ttl", "x-max-length", "x-expires", "x-delivery-limit", "x-max-priority")
+QUEUE_INT_ARGUMENTS: Final = (
+    "x-message-ttl", "x-max-length", "x-expires", "x-delivery-limit", "x-max-priority", "x-max-length-bytes",
+)
 QUEUE_STR_ARGUMENTS: Final = ("x-overflow", "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-queue-type")
 QUEUE_BOOL_ARGUMENTS: Final = ("x-single-active-consumer",)
 # SEND headers the broker reads or that belong to the frame: never message headers; and the

@@ -64,6 +64,7 @@ const QUEUE_FEATURES = [
   ["x-max-priority", "max_priority", (v) => `priority 0-${v}`],
   ["x-message-ttl", "message_ttl", (v) => `ttl ${v} ms`],
   ["x-max-length", "max_length", (v) => `max ${v}`],
+  ["x-max-length-bytes", "max_length_bytes", (v) => `max ${v} bytes`],
   ["x-overflow", "overflow", (v) => `${v}`],
   ["x-delivery-limit", "delivery_limit", (v) => `delivery limit ${v}`],
   ["x-dead-letter-exchange", "dead_letter_exchange", (v) => `dlx ${v === "" ? "(default)" : v}`],

@@ -224,3 +224,41 @@ def test_x_max_priority_is_checked() -> None:
         with pytest.raises(BrokerError):
             broker.declare_queue(QueueSpec("p", arguments={"x-max-priority": bad}), now=0.0)
     assert broker.queues == {}
+
+
+def test_max_length_bytes_drops_from_the_head_until_the_bodies_fit() -> None:
+    broker = Broker()
+    dead_letter_topology(broker, **{"x-max-length-bytes": 10})
+    send(broker, "work", "aaa")  # 5 bytes as kept: "aaa" with its quotes
+    send(broker, "work", "bbb")
+    assert ready(broker, "work") == ["aaa", "bbb"]
+    send(broker, "work", "ccc")  # 15 bytes: the head goes
+    assert ready(broker, "work") == ["bbb", "ccc"] and ready(broker, "dead") == ["aaa"]
+    send(broker, "work", "x" * 20)  # bigger than the limit alone: everything goes, itself too
+    assert ready(broker, "work") == [] and ready(broker, "dead") == ["aaa", "bbb", "ccc", "x" * 20]
+
+
+def test_max_length_bytes_with_reject_publish_refuses_what_would_go_over() -> None:
+    broker = Broker()
+    queue(broker, "q", arguments={"x-max-length-bytes": 10, "x-overflow": "reject-publish"})
+    assert broker.publish(msg("", "q", "aaa"), now=0.0).refused_by is None  # 5 bytes (a JSON body's text)
+    assert broker.publish(msg("", "q", "bbb"), now=0.0).refused_by is None  # 10: at the limit
+    assert broker.publish(msg("", "q", "c"), now=0.0).refused_by == "q"  # 13: over
+    text = msg("", "q", "c", headers={"body-encoding": "text"})  # a text body counts its bytes: 1
+    assert broker.publish(text, now=0.0).refused_by == "q"
+    consumer = subscribe(broker, "q", ack="auto")
+    assert bodies(consumer.effects.deliveries) == ["aaa", "bbb"]
+    assert broker.publish(msg("", "q", "c"), now=0.0).refused_by is None
+
+
+def test_bytes_are_counted_through_requeues_and_removals() -> None:
+    broker = Broker()
+    queue(broker, "q", arguments={"x-max-length-bytes": 1000, "x-max-priority": 3})
+    send(broker, "q", "aaa", headers={"priority": 1})
+    send(broker, "q", "bbb")
+    consumer = subscribe(broker, "q", prefetch=1)
+    assert broker.queues["q"].ready.bytes == 5  # type: ignore[union-attr]
+    broker.close_connection(consumer.connection, now=0.0)
+    assert broker.queues["q"].ready.bytes == 10  # type: ignore[union-attr]
+    broker.purge("q")
+    assert broker.queues["q"].ready.bytes == 0  # type: ignore[union-attr]

@@ -134,3 +134,21 @@ async def test_a_priority_queue_gives_the_highest_priority_first(target: Target)
     await subscribe(client, queue)
     assert [(await client.receive()).body for _ in range(2)] == [b"a", b"b"]
     client.writer.close()
+
+
+async def test_max_length_bytes_drops_the_head_or_refuses(target: Target) -> None:
+    dlx, dead = dead_letter_topology(target)
+    dropping = target.unique("bytes-drop")
+    target.declare_queue(dropping, {"x-max-length-bytes": 10, "x-dead-letter-exchange": dlx})
+    for body in ("aaaa", "bbbb", "cccc"):  # 4 bytes each: the third goes over, the head is dropped
+        assert target.publish("", dropping, body)
+    assert [got.body for got in target.get(dropping)] == ["bbbb", "cccc"]
+    await eventually(lambda: target.ready(dead) == 1, what="the head dead-lettered")
+    assert [got.body for got in target.get(dead)] == ["aaaa"]
+
+    refusing = target.unique("bytes-refuse")
+    target.declare_queue(refusing, {"x-max-length-bytes": 10, "x-overflow": "reject-publish"})
+    assert target.publish("", refusing, "aaaaaa")
+    assert target.publish("", refusing, "bbbb")  # 10 bytes: at the limit, not over
+    assert not target.publish("", refusing, "c")  # it would go over: refused
+    assert [got.body for got in target.get(refusing)] == ["aaaaaa", "bbbb"]
