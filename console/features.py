@@ -33,5 +33,11 @@ def queue_features(arguments: Mapping[str, Any]) -> list[str]:
 
 
 def exchange_features(arguments: Mapping[str, Any]) -> list[str]:
+    labels: list[str] = []
+    delayed = arguments.get("x-delayed-type")
+    if isinstance(delayed, str):
+        labels.append(f"delayed, as {delayed}")
     alternate = arguments.get("alternate-exchange")
-    return [f"alternate {alternate}"] if isinstance(alternate, str) else []
+    if isinstance(alternate, str):
+        labels.append(f"alternate {alternate}")
+    return labels

@@ -14,11 +14,12 @@ class ExchangeType(models.TextChoices):
     FANOUT = "fanout", "fanout"
     TOPIC = "topic", "topic"
     HEADERS = "headers", "headers"
+    DELAYED = "x-delayed-message", "x-delayed-message (routes as its x-delayed-type, after each message's x-delay)"
 
 
 class Exchange(models.Model):
     name = models.CharField(max_length=255, unique=True, validators=[validate_broker_name])
-    type = models.CharField(max_length=16, choices=ExchangeType.choices)
+    type = models.CharField(max_length=32, choices=ExchangeType.choices)
     durable = models.BooleanField(default=True)
     auto_delete = models.BooleanField(default=False)
     arguments = models.JSONField(default=dict, blank=True)

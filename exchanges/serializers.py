@@ -10,12 +10,13 @@ from typing import Any
 
 from rest_framework import serializers
 
+from broker.engine.exchanges import ExchangeType
 from common.fields import FormBooleanField
 
 
 class ExchangeSerializer(serializers.Serializer[Any]):
     name = serializers.CharField(trim_whitespace=False, help_text="1 to 255 of A-Z a-z 0-9 _ . : -")
-    type = serializers.ChoiceField(choices=["direct", "fanout", "topic", "headers"])
+    type = serializers.ChoiceField(choices=[kind.value for kind in ExchangeType])
     durable = FormBooleanField(default=True)
     auto_delete = serializers.BooleanField(default=False)
     arguments = serializers.DictField(default=dict)

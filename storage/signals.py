@@ -8,6 +8,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from bindings.models import Binding
+from broker.engine.names import holding_queue
 from broker.protocol.topology import (
     BindingDeleted,
     BindingSaved,
@@ -16,7 +17,7 @@ from broker.protocol.topology import (
     QueueDeleted,
     QueueSaved,
 )
-from exchanges.models import Exchange
+from exchanges.models import Exchange, ExchangeType
 from queues.models import Queue
 from storage.store import binding_spec, exchange_spec, queue_spec
 from storage.sync import notify
@@ -25,11 +26,18 @@ from storage.sync import notify
 @receiver(post_save, sender=Exchange, dispatch_uid="exchange_saved")
 def exchange_saved(sender: type[Exchange], instance: Exchange, **kwargs: Any) -> None:
     notify(ExchangeSaved(exchange_spec(instance)))
+    if instance.type == ExchangeType.DELAYED:
+        # Its messages wait, stored, in a queue of its own (made here, so that one declared
+        # in the admin or with the ORM has it too): after the exchange, as the router needs.
+        Queue.objects.get_or_create(name=holding_queue(instance.name), defaults={"durable": True})
 
 
 @receiver(post_delete, sender=Exchange, dispatch_uid="exchange_deleted")
 def exchange_deleted(sender: type[Exchange], instance: Exchange, **kwargs: Any) -> None:
     notify(ExchangeDeleted(instance.name))
+    if instance.type == ExchangeType.DELAYED:
+        for holding in Queue.objects.filter(name=holding_queue(instance.name)):
+            holding.delete()  # with the messages still waiting, as RabbitMQ's plugin
 
 
 @receiver(post_save, sender=Queue, dispatch_uid="queue_saved")

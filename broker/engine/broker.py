@@ -23,7 +23,7 @@ from .backlog import Backlog
 from .browse import key_of
 from .deadletter import MAX_DEAD_LETTER_DEPTH, dead_letter_copy
 from .errors import Conflict, Forbidden, LimitExceeded, NotFound, PreconditionFailed
-from .exchanges import Exchange, ExchangeSpec
+from .exchanges import Exchange, ExchangeSpec, delay_of
 from .messages import (
     EXPIRATION,
     NO_EFFECTS,
@@ -38,11 +38,12 @@ from .messages import (
     StoredCopy,
     expiration_of,
 )
-from .names import DEFAULT_EXCHANGE
+from .names import DEFAULT_EXCHANGE, held_for, holding_queue
 from .queues import (
     AckMode,
     Connection,
     Consumer,
+    DueReady,
     Overflow,
     QueueSpec,
     QueueState,
@@ -110,6 +111,7 @@ class Broker:
         # with a TTL of its own (`expiration`), looked at until they are empty.
         self._timed: set[str] = set()
         self._expiring: set[str] = set()
+        self._holding: set[str] = set()  # delayed exchanges' holding queues with messages waiting
         # MAX_QUEUES and MAX_BINDINGS (README, "Limits") for what the router makes itself,
         # a subscription's private queue; None: no limit. The stored topology is checked
         # by the services before it is written, and always loads.
@@ -182,6 +184,8 @@ class Broker:
 
     def bind(self, spec: BindingSpec) -> bool:
         """True when created; False when an identical binding exists."""
+        if held_for(spec.queue) is not None:
+            raise Forbidden(f"queue {spec.queue!r} holds a delayed exchange's messages: it takes no binding")
         return self.routing.bind(spec, queues=self.queues)
 
     def unbind(self, spec: BindingSpec) -> bool:
@@ -194,9 +198,64 @@ class Broker:
         exchange = None if message.exchange == DEFAULT_EXCHANGE else self.routing.exchange(message.exchange)
         fx = EffectsBuilder()
         self._refused_by = None
-        routed = self._route_and_enqueue(message, fx, now, depth=0)
+        holding = self._holding_queue(exchange, message)
+        if holding is not None:  # it waits there for its delay: routed later (`release_due`)
+            self._enqueue(holding, message, self._store_copy(holding, message, fx.to_persist), fx, now, 0, None)
+            routed = 1
+        else:
+            routed = self._route_and_enqueue(message, fx, now, depth=0)
         self._count_publish(exchange, routed)
         return Published(routed, fx.build(), self._refused_by)
+
+    def _holding_queue(self, exchange: Exchange | None, message: Message) -> QueueState | None:
+        """Where a message to a delayed exchange with a positive `x-delay` waits; None when it
+        goes at once (no delay, or an exchange declared without its holding queue)."""
+        if exchange is None or not exchange.delayed or not message.headers or delay_of(message.headers) <= 0:
+            return None
+        return self.queues.get(holding_queue(exchange.spec.name))
+
+    def _store_copy(self, queue: QueueState, message: Message, to_persist: list[StoredCopy]) -> int | None:
+        if not queue.stores(message.persistent):
+            return None
+        store_id = self.next_store_id
+        self.next_store_id += 1
+        to_persist.append(StoredCopy(store_id, queue.name, message))
+        return store_id
+
+    @property
+    def has_delays(self) -> bool:
+        """Do delayed messages wait (for their exchange's holding queue)?"""
+        return bool(self._holding)
+
+    def next_due(self) -> float | None:
+        """When the soonest delayed message is due (loop time), if any waits."""
+        due: float | None = None
+        for name in list(self._holding):
+            queue = self.queues.get(name)
+            if queue is None or not queue.ready:
+                self._holding.discard(name)
+                continue
+            head = queue.ready[0].expires_at or 0.0
+            due = head if due is None else min(due, head)
+        return due
+
+    def release_due(self, *, now: float) -> Effects:
+        """Route the delayed messages whose time has come, through their exchange's bindings;
+        each one's row in its holding queue is deleted in the same commit as its copies."""
+        fx = EffectsBuilder()
+        for name in list(self._holding):
+            queue = self.queues.get(name)
+            if queue is None:
+                continue
+            ready = queue.ready
+            while ready and (ready[0].expires_at or 0.0) <= now:
+                envelope = ready.popleft()
+                self._forget(envelope, fx)
+                queue.delivered += 1
+                queue.acknowledged += 1
+                if self.has_exchange(envelope.message.exchange):
+                    self._route_and_enqueue(envelope.message, fx, now, depth=0)
+        return fx.build()
 
     def _count_publish(self, exchange: Exchange | None, routed: int) -> None:
         self.published += 1
@@ -234,6 +293,10 @@ class Broker:
         message was accepted routes it nowhere."""
         targets: list[tuple[str, int | None]] = []
         copies: list[StoredCopy] = []
+        exchange = self.routing.exchanges.get(message.exchange)
+        holding = self._holding_queue(exchange, message)
+        if holding is not None:
+            return Planned(message, [(holding.name, self._store_copy(holding, message, copies))], copies)
         for name in self.routing.route(message.exchange, message.routing_key, message.headers, self.queues):
             store_id = None
             if self.queues[name].stores(message.persistent):
@@ -300,6 +363,9 @@ class Broker:
             ttl = own_ttl
             self._expiring.add(queue.name)
         expires_at = None if ttl is None else now + ttl / 1000
+        if isinstance(queue.ready, DueReady):  # a delayed exchange's holding queue: when it is due
+            expires_at = now + delay_of(message.headers) / 1000
+            self._holding.add(queue.name)
         self._next_seq += 1
         envelope = Envelope(message, store_id, False, expires_at, self._next_seq)
         queue.enqueued += 1
@@ -387,6 +453,8 @@ class Broker:
         owner = state.spec.exclusive_to
         if owner is not None and owner != connection_id:
             raise Forbidden(f"queue {queue!r} is exclusive to another connection")
+        if held_for(queue) is not None:
+            raise Forbidden(f"queue {queue!r} holds a delayed exchange's messages until they are due: not consumed")
         return self._add_consumer(connection, subscription, subscription_json, state, ack_mode, prefetch, now)
 
     def consume_exchange(
@@ -409,7 +477,7 @@ class Broker:
         connection = self._connection(connection_id)
         self._check_subscription(connection, subscription, prefetch)
         if exchange != DEFAULT_EXCHANGE:
-            binding_arguments(self.routing.exchange(exchange).spec.type, arguments)  # before the queue exists
+            binding_arguments(self.routing.exchange(exchange).kind, arguments)  # before the queue exists
         if queue in self.queues:
             raise Conflict(f"queue {queue!r} already exists")
         self._check_room()
@@ -507,7 +575,8 @@ class Broker:
         return purged, fx.build()
 
     def tick(self, *, now: float) -> Effects:
-        """Expire messages past their TTL and queues unused past `expires`."""
+        """Expire messages past their TTL and queues unused past `expires` (delayed messages
+        are released by `release_due`, which the shell calls when the soonest is due)."""
         fx = EffectsBuilder()
         for name in list(self._timed | self._expiring):
             queue = self.queues.get(name)
@@ -564,6 +633,9 @@ class Broker:
             if own is not None:
                 self._expiring.add(queue)
             shortest = own if ttl is None or (own is not None and own < ttl) else ttl
+            if isinstance(state.ready, DueReady):  # a delayed message: due its delay after publication
+                shortest = delay_of(message.headers)
+                self._holding.add(queue)
             expires_at = None if shortest is None else now + shortest / 1000 - _age(message.published_at, wall_now)
             backlog.count -= 1
             backlog.after = store_id

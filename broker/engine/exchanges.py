@@ -22,15 +22,47 @@ class ExchangeType(StrEnum):
     FANOUT = "fanout"
     TOPIC = "topic"
     HEADERS = "headers"
+    # RabbitMQ's delayed-message plugin: routes as its `x-delayed-type` argument says, after
+    # the delay a message's `x-delay` header asks for (docs/protocol.md, "Delayed messages").
+    DELAYED = "x-delayed-message"
+
+
+TYPE_NAMES: Final = "direct, fanout, topic, headers, x-delayed-message"
+DELAYED_TYPE: Final = "x-delayed-type"
+DELAY: Final = "x-delay"  # a message's delay, in ms
 
 
 def parse_exchange_type(value: object) -> ExchangeType:
     if isinstance(value, str) and value in ExchangeType.__members__.values():
         return ExchangeType(value)
     raise BrokerError(
-        f"exchange type {value!r} must be one of direct, fanout, topic, headers",
-        fields={"type": ["must be one of direct, fanout, topic, headers"]},
+        f"exchange type {value!r} must be one of {TYPE_NAMES}",
+        fields={"type": [f"must be one of {TYPE_NAMES}"]},
     )
+
+
+def routing_kind(spec: ExchangeSpec) -> ExchangeType:
+    """How the exchange routes: its type, or a delayed exchange's `x-delayed-type`."""
+    if spec.type is not ExchangeType.DELAYED:
+        return spec.type
+    kind = spec.arguments.get(DELAYED_TYPE)
+    if kind not in ("direct", "fanout", "topic", "headers"):
+        raise BrokerError(
+            f"exchange argument {DELAYED_TYPE!r}: an x-delayed-message exchange routes as direct, fanout, "
+            "topic or headers",
+            fields={"arguments": [f"{DELAYED_TYPE}: must be direct, fanout, topic or headers"]},
+        )
+    return ExchangeType(kind)
+
+
+def delay_of(headers: Mapping[str, Any]) -> int:
+    """A message's `x-delay` in ms (an integer, or a string of digits); 0 without one."""
+    value = headers.get(DELAY)
+    if isinstance(value, str) and value.isascii() and value.lstrip("-").isdigit() and len(value) <= 12:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return 0
+    return value
 
 
 def split_topic(key: str) -> list[str]:
@@ -241,11 +273,13 @@ def alternate_exchange(arguments: Mapping[str, Any]) -> str | None:
 
 
 class Exchange:
-    __slots__ = ("alternate", "binding_count", "published", "routes", "spec", "unroutable")
+    __slots__ = ("alternate", "binding_count", "delayed", "kind", "published", "routes", "spec", "unroutable")
 
     def __init__(self, spec: ExchangeSpec) -> None:
         self.spec = spec
-        self.routes: Routes = ROUTES_BY_TYPE[spec.type]()
+        self.kind = routing_kind(spec)  # raises first: nothing made for a bad declaration
+        self.delayed = spec.type is ExchangeType.DELAYED
+        self.routes: Routes = ROUTES_BY_TYPE[self.kind]()
         self.alternate = alternate_exchange(spec.arguments)
         self.binding_count = 0
         # Running totals (metrics): messages published to it, and those it routed nowhere.

@@ -16,6 +16,7 @@ from .backlog import Backlog
 from .errors import BrokerError, PreconditionFailed
 from .jsoncodec import loads
 from .messages import BASE64, BODY_ENCODING, TEXT, Envelope, Message
+from .names import held_for
 from .rules import integer_field, mapping_field
 
 MAX_PREFETCH: Final = 65535  # AMQP's bound for basic.qos prefetch-count
@@ -303,7 +304,46 @@ class PriorityReady:
             _merge_at_head(self._levels[index], returned)
 
 
-Ready = deque[Envelope] | PriorityReady
+class DueReady:
+    """A delayed exchange's waiting messages (its holding queue's `ready`), soonest due first:
+    each envelope's `expires_at` is when it is due. Offers `deque`'s interface as used."""
+
+    __slots__ = ("_heap",)
+
+    def __init__(self, envelopes: Iterable[Envelope] = ()) -> None:
+        self._heap: list[tuple[float, int, Envelope]] = []
+        for envelope in envelopes:
+            self.append(envelope)
+
+    def append(self, envelope: Envelope) -> None:
+        heapq.heappush(self._heap, (envelope.expires_at or 0.0, envelope.seq, envelope))
+
+    def popleft(self) -> Envelope:
+        return heapq.heappop(self._heap)[2]
+
+    def __getitem__(self, index: int) -> Envelope:
+        if index != 0 or not self._heap:
+            raise IndexError("only the head of a queue that has one")
+        return self._heap[0][2]
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def __iter__(self) -> Iterator[Envelope]:
+        return (item[2] for item in sorted(self._heap, key=lambda item: item[:2]))
+
+    def clear(self) -> None:
+        self._heap.clear()
+
+    def requeue(self, envelopes: list[Envelope]) -> None:
+        for envelope in envelopes:
+            self.append(envelope)
+
+
+Ready = deque[Envelope] | PriorityReady | DueReady
 
 
 def _merge_at_head(ready: deque[Envelope], envelopes: list[Envelope]) -> None:
@@ -394,7 +434,7 @@ class QueueState:
         envelopes.sort(key=_queue_order)
         # Messages requeued earlier (by another consumer) may sit at the head: merge, so
         # the head stays in the queue's original order whatever order consumers left in.
-        if isinstance(self.ready, PriorityReady):
+        if isinstance(self.ready, (PriorityReady, DueReady)):
             self.ready.requeue(envelopes)
         else:
             _merge_at_head(self.ready, envelopes)
@@ -404,6 +444,8 @@ class QueueState:
         self.ready = self._new_ready([envelope for envelope in self.ready if keep(envelope)])
 
     def _new_ready(self, envelopes: Iterable[Envelope]) -> Ready:
+        if held_for(self.spec.name) is not None:
+            return DueReady(envelopes)
         highest, sized = self.args.max_priority, self.args.max_length_bytes is not None
         if highest is not None:
             return PriorityReady(highest, envelopes, sized=sized)
@@ -412,7 +454,11 @@ class QueueState:
     @property
     def whole_in_memory(self) -> bool:
         """Does this queue keep every message in memory (its order or its limit needs them all)?"""
-        return self.args.max_priority is not None or self.args.max_length_bytes is not None
+        return (
+            self.args.max_priority is not None
+            or self.args.max_length_bytes is not None
+            or held_for(self.spec.name) is not None
+        )
 
     def ready_bytes(self) -> int:
         """The body bytes of its ready messages (counted for a queue with `x-max-length-bytes`)."""

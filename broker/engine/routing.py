@@ -15,7 +15,7 @@ from typing import Any
 from .errors import Forbidden, NotFound, PreconditionFailed
 from .exchanges import Exchange, ExchangeSpec
 from .jsoncodec import canonical
-from .names import DEFAULT_EXCHANGE
+from .names import DEFAULT_EXCHANGE, HOLDING_PREFIX
 from .rules import binding_arguments, check_not_reserved, refuse_default_exchange
 
 BindingKey = tuple[str, str, str, str]  # exchange, queue, binding_key, canonical arguments
@@ -104,7 +104,7 @@ class Routing:
         exchange = self.exchange(spec.exchange)
         if spec.queue not in queues:
             raise NotFound(f"queue {spec.queue!r} does not exist")
-        binding_arguments(exchange.spec.type, spec.arguments)
+        binding_arguments(exchange.kind, spec.arguments)
         key = spec.key
         if key in self.bindings:
             return False
@@ -138,7 +138,8 @@ class Routing:
         exchange that routes it nowhere hands it to its alternate exchange, if it has one
         (and that one to its own, each exchange once)."""
         if exchange == DEFAULT_EXCHANGE:
-            return (routing_key,) if routing_key in queues else ()
+            # A delayed exchange's holding queue is reached only through its exchange.
+            return (routing_key,) if routing_key in queues and not routing_key.startswith(HOLDING_PREFIX) else ()
         found = self.exchanges.get(exchange)
         if found is None:  # a dead-letter exchange deleted since its queue was declared
             return ()

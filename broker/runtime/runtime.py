@@ -118,6 +118,8 @@ class Runtime:
         self._handler_state: list[StatsHandler] = []  # likewise
         self.loaded_messages = 0
         self.store_watch: StoreWatch | None = None  # from the start
+        self._release_handle: asyncio.TimerHandle | None = None  # the soonest delayed message's
+        self._release_at: float | None = None
         self.metrics = EngineMetrics()
         self._stopped = False
         self._stats = StatsSampler()
@@ -185,6 +187,8 @@ class Runtime:
         if self._stopped:
             return
         self._stopped = True
+        if self._release_handle is not None:
+            self._release_handle.cancel()
         if self._main is not None:
             self._main.cancel()
             try:
@@ -250,6 +254,8 @@ class Runtime:
             self._apply(
                 self.broker.load_window(request.queue, request.epoch, rows, now=self._now(), wall_now=time.time())
             )
+            if self.broker.has_delays:  # a holding queue read at start: its soonest message's timer
+                self._arm_release()
         finally:
             for waiter in self._window_waiters.pop(request.queue, []):
                 if not waiter.done():
@@ -269,6 +275,8 @@ class Runtime:
             await asyncio.sleep(TICK_SECONDS)
             try:
                 self._apply(self.broker.tick(now=self._now()))
+                if self.broker.has_delays:
+                    self._arm_release()
             except Exception:
                 log.exception("tick failed")
 
@@ -307,8 +315,10 @@ class Runtime:
         await self.writer.in_thread(self.store.ping)
 
     def _now(self) -> float:
-        assert self.loop is not None
-        return self.loop.time()
+        """The engine's clock: the monotonic clock the loop's timers use (`call_at`), read now.
+        Not `loop.time()`, which uvloop reads once per turn of the loop (in milliseconds): a
+        delayed message's time would count from before it arrived, and it would be early."""
+        return time.monotonic()
 
     # -- effects ---------------------------------------------------------
 
@@ -389,6 +399,8 @@ class Runtime:
         )
         published = self.broker.publish(message, now=self._now())
         committed = self._apply(published.effects)
+        if self.broker.has_delays:
+            self._arm_release()
         if published.refused_by is not None:
             raise QueueFull(
                 f"queue {published.refused_by!r} is full (x-overflow "
@@ -400,6 +412,29 @@ class Runtime:
     def publish_planned(self, plan: Planned) -> None:
         """Enqueue and deliver a message whose copies are stored (the outbox's)."""
         self._apply(self.broker.publish_planned(plan, now=self._now()).effects)
+        if self.broker.has_delays:
+            self._arm_release()
+
+    def _arm_release(self) -> None:
+        """A timer for the soonest delayed message, at its time: not at the next tick."""
+        due = self.broker.next_due()
+        if due is None or (self._release_handle is not None and self._release_at is not None and self._release_at <= due):
+            return
+        if self._release_handle is not None:
+            self._release_handle.cancel()
+        assert self.loop is not None
+        self._release_at = due
+        self._release_handle = self.loop.call_at(due, self._release)
+
+    def _release(self) -> None:
+        self._release_handle = self._release_at = None
+        if self._stopped:
+            return
+        try:
+            self._apply(self.broker.release_due(now=self._now()))
+        except Exception:
+            log.exception("releasing delayed messages failed")
+        self._arm_release()
 
     def outbox_written(self) -> None:
         """Outbox rows were committed in this process: wake the reader. Any thread."""

@@ -83,8 +83,10 @@ function queueFeatures(args) {
 }
 
 function exchangeFeatures(args) {
-  const alternate = args["alternate-exchange"];
-  return typeof alternate === "string" ? [`alternate ${alternate}`] : [];
+  const labels = [];
+  if (typeof args["x-delayed-type"] === "string") labels.push(`delayed, as ${args["x-delayed-type"]}`);
+  if (typeof args["alternate-exchange"] === "string") labels.push(`alternate ${args["alternate-exchange"]}`);
+  return labels;
 }
 
 function queueRow(q) {

@@ -263,6 +263,8 @@ def test_rabbitmq_features_show_as_labels_next_to_their_names(page: Any, broker:
         assert api.post("/api/exchanges/", json={"name": "spare", "type": "fanout"}).status_code == 201
         assert api.post("/api/exchanges/", json={"name": "main", "type": "direct",
                                                  "arguments": {"alternate-exchange": "spare"}}).status_code == 201
+        assert api.post("/api/exchanges/", json={"name": "later", "type": "x-delayed-message",
+                                                 "arguments": {"x-delayed-type": "topic"}}).status_code == 201
         answer = api.post("/api/queues/", json={"name": "work", "arguments": {
             "x-queue-type": "quorum", "x-delivery-limit": 3, "x-single-active-consumer": True,
             "x-max-length": 10, "x-overflow": "reject-publish", "x-dead-letter-exchange": "spare",
@@ -279,4 +281,6 @@ def test_rabbitmq_features_show_as_labels_next_to_their_names(page: Any, broker:
         expect(name).to_contain_text("reject-publish")
         expect(name).to_contain_text("dlx spare")
         expect(page.locator('#exchanges tr[data-name="main"] td.name')).to_contain_text("alternate spare")
+        expect(page.locator('#exchanges tr[data-name="later"] td.name')).to_contain_text("delayed, as topic")
+        expect(page.locator('#queues tr[data-name="amq.delayed.later"]')).to_have_count(1)
     screenshot(page, "console-queue-features")

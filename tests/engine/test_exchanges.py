@@ -236,7 +236,7 @@ def test_exchange_types_parse() -> None:
         with pytest.raises(BrokerError) as caught:
             parse_exchange_type(bad)
         assert caught.value.code == "invalid" and caught.value.fields == {
-            "type": ["must be one of direct, fanout, topic, headers"]
+            "type": ["must be one of direct, fanout, topic, headers, x-delayed-message"]
         }
 
 

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     kinds = declare.add_subparsers(dest="kind", required=True, metavar="KIND")
     exchange = kinds.add_parser("exchange", parents=[common], help="declare an exchange")
     exchange.add_argument("name")
-    exchange.add_argument("--type", default="direct", choices=["direct", "fanout", "topic", "headers"])
+    exchange.add_argument("--type", default="direct", choices=["direct", "fanout", "topic", "headers", "x-delayed-message"])
     queue = kinds.add_parser("queue", parents=[common], help="declare a queue ('' for a generated name)")
     queue.add_argument("name")
     for sub in (exchange, queue):
