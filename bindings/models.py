@@ -7,7 +7,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from broker.engine.exchanges import ExchangeType
+from broker.engine.exchanges import routing_kind_of
 from broker.engine.jsoncodec import canonical
 from broker.engine.rules import binding_arguments, key_field, object_field, refuse_default_exchange
 from common.validators import collect
@@ -50,7 +50,8 @@ class Binding(models.Model):
         if self.exchange_id is not None and not errors:  # else the form reports the missing exchange
             exchange = self.exchange
             collect(errors, "exchange", lambda: refuse_default_exchange(exchange.name))
-            collect(errors, "arguments", lambda: binding_arguments(ExchangeType(exchange.type), self.arguments))
+            collect(errors, "arguments",
+                    lambda: binding_arguments(routing_kind_of(exchange.type, exchange.arguments), self.arguments))
         if errors:
             raise ValidationError(errors)
         # `arguments_key` is not on the form, so Django's own constraint check skips

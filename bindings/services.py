@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 
 from bindings.models import Binding
 from broker.engine.errors import BrokerError, NotFound
-from broker.engine.exchanges import ExchangeType
+from broker.engine.exchanges import routing_kind_of
 from broker.engine.jsoncodec import canonical
 from broker.engine.rules import binding_arguments, key_field, object_field, refuse_default_exchange
 from common.limits import ensure_room
@@ -54,7 +54,7 @@ def binding_create(
         if queue_row is None:
             refuse_private_queue(queue)
             raise NotFound(f"queue {queue!r} does not exist")
-        binding_arguments(ExchangeType(exchange_row.type), arguments)
+        binding_arguments(routing_kind_of(exchange_row.type, exchange_row.arguments), arguments)
         identity = {
             "exchange": exchange_row,
             "queue": queue_row,

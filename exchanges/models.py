@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from broker.engine.exchanges import alternate_exchange, routing_kind_of
 from broker.engine.rules import check_name, is_name, object_field
 from common.validators import collect, validate_broker_name
 
@@ -38,5 +39,10 @@ class Exchange(models.Model):
         if self._state.adding and is_name(self.name):
             collect(errors, "name", lambda: check_name("exchange", self.name))
         collect(errors, "arguments", lambda: object_field("arguments", self.arguments))
+        if not errors and isinstance(self.arguments, dict):
+            # What the router needs to load it: a delayed exchange's type, an alternate's name.
+            collect(errors, "arguments", lambda: alternate_exchange(self.arguments))
+            if self.type in ExchangeType.values:
+                collect(errors, "arguments", lambda: routing_kind_of(self.type, self.arguments))
         if errors:
             raise ValidationError(errors)

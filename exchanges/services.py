@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import transaction
 
 from broker.engine.errors import BrokerError, Forbidden, NotFound, PreconditionFailed
-from broker.engine.exchanges import alternate_exchange, parse_exchange_type
+from broker.engine.exchanges import alternate_exchange, parse_exchange_type, routing_kind_of
 from broker.engine.jsoncodec import canonical
 from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS, RESERVED_PREFIX
 from broker.engine.rules import bool_field, check_name, object_field
@@ -58,6 +58,7 @@ def exchange_declare(
         "arguments": object_field("arguments", arguments),
     }
     alternate_exchange(wanted["arguments"])  # `invalid` before anything is stored
+    routing_kind_of(kind, wanted["arguments"])  # a delayed exchange's x-delayed-type
     with transaction.atomic():
         existing, created = lock_or_create(Exchange, name=name, values=wanted)
         if created:

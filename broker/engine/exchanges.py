@@ -55,6 +55,11 @@ def routing_kind(spec: ExchangeSpec) -> ExchangeType:
     return ExchangeType(kind)
 
 
+def routing_kind_of(type_name: str, arguments: Mapping[str, Any] | None) -> ExchangeType:
+    """`routing_kind` of a stored exchange's type and arguments."""
+    return routing_kind(ExchangeSpec("", parse_exchange_type(type_name), arguments=dict(arguments or {})))
+
+
 def delay_of(headers: Mapping[str, Any]) -> int:
     """A message's `x-delay` in ms (an integer, or a string of digits); 0 without one."""
     value = headers.get(DELAY)

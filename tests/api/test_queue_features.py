@@ -54,3 +54,16 @@ async def test_an_alternate_exchange_declared_through_the_api_takes_unroutable_m
     assert (await http.post("/api/bindings/", json={"exchange": "spare", "queue": "q"})).status_code == 201
     published = await http.post("/api/exchanges/main/publish/", json={"routing_key": "nobody", "body": 1})
     assert published.json()["routed"] == 1 and runtime.broker.queues["q"].depth == 1
+
+
+async def test_a_delayed_headers_exchange_s_bindings_need_x_match(http: httpx.AsyncClient, runtime: Runtime) -> None:
+    answer = await http.post("/api/exchanges/", json={"name": "later", "type": "x-delayed-message",
+                                                      "arguments": {"x-delayed-type": "headers"}})
+    assert answer.status_code == 201
+    refused = await http.post("/api/bindings/", json={"exchange": "later", "queue": "q", "arguments": {"x-match": "most"}})
+    assert refused.status_code == 400 and "x-match" in refused.text
+    assert (await http.post("/api/bindings/", json={"exchange": "later", "queue": "q",
+                                                     "arguments": {"x-match": "any", "k": 1}})).status_code == 201
+    no_type = await http.post("/api/exchanges/", json={"name": "later2", "type": "x-delayed-message"})
+    assert no_type.status_code == 400 and "x-delayed-type" in no_type.text
+    assert (await http.get("/api/queues/amq.delayed.later2/")).status_code == 404
