@@ -359,13 +359,13 @@ class Broker:
     ) -> None:
         """`own_ttl`: the message's own TTL (`expiration`), if it has one."""
         ttl = queue.args.message_ttl
-        if own_ttl is not None and (ttl is None or own_ttl < ttl):  # the shorter one counts
+        if isinstance(queue.ready, DueReady):  # a delayed exchange's holding queue: when it is due
+            ttl = delay_of(message.headers)  # `expires_at` says when it is due there, not when it expires
+            self._holding.add(queue.name)
+        elif own_ttl is not None and (ttl is None or own_ttl < ttl):  # the shorter one counts
             ttl = own_ttl
             self._expiring.add(queue.name)
         expires_at = None if ttl is None else now + ttl / 1000
-        if isinstance(queue.ready, DueReady):  # a delayed exchange's holding queue: when it is due
-            expires_at = now + delay_of(message.headers) / 1000
-            self._holding.add(queue.name)
         self._next_seq += 1
         envelope = Envelope(message, store_id, False, expires_at, self._next_seq)
         queue.enqueued += 1
@@ -544,6 +544,8 @@ class Broker:
     def get(self, queue: str, *, count: int, ack: bool, now: float) -> tuple[list[tuple[Message, bool]], Effects]:
         """Take up to `count` ready messages (docs/protocol.md, POST /api/queues/{name}/get/)."""
         state = self._queue(queue)
+        if isinstance(state.ready, DueReady):
+            raise Forbidden(f"queue {queue!r} holds a delayed exchange's messages until they are due: not taken by get")
         integer_field("count", count, low=1)
         fx = EffectsBuilder()
         state.last_used = now
@@ -583,10 +585,13 @@ class Broker:
             if queue is None:
                 self._expiring.discard(name)
                 continue
-            if queue.args.message_ttl is not None or name in self._expiring:
+            if isinstance(queue.ready, DueReady):  # its heads are due, not expired: `release_due`'s
+                self._expiring.discard(name)
+            elif queue.args.message_ttl is not None or name in self._expiring:
                 self._expire_head(queue, fx, now)
                 self._want_load(queue, fx)
-                if not queue.ready and queue.backlog is None:
+                # Kept while any of its messages is out with a consumer: it may be given back.
+                if not queue.ready and queue.backlog is None and not queue.unacked:
                     self._expiring.discard(name)
             expires = queue.args.expires
             if expires is not None and not queue.consumers and now - queue.last_used >= expires / 1000:
@@ -629,13 +634,14 @@ class Broker:
                 continue
             while backlog.held and backlog.held[0][0] <= store_id:
                 self._admit(state, backlog.held.popleft()[1], fx, now)
-            own = expiration_of(message.headers) if EXPIRATION in message.headers else None
-            if own is not None:
-                self._expiring.add(queue)
-            shortest = own if ttl is None or (own is not None and own < ttl) else ttl
             if isinstance(state.ready, DueReady):  # a delayed message: due its delay after publication
-                shortest = delay_of(message.headers)
+                shortest: int | None = delay_of(message.headers)
                 self._holding.add(queue)
+            else:
+                own = expiration_of(message.headers) if EXPIRATION in message.headers else None
+                if own is not None:
+                    self._expiring.add(queue)
+                shortest = own if ttl is None or (own is not None and own < ttl) else ttl
             expires_at = None if shortest is None else now + shortest / 1000 - _age(message.published_at, wall_now)
             backlog.count -= 1
             backlog.after = store_id
@@ -648,7 +654,7 @@ class Broker:
             self._admit(state, backlog.held.popleft()[1], fx, now)
         if backlog.empty():
             state.backlog = None
-        if ttl is not None or queue in self._expiring:
+        if (ttl is not None or queue in self._expiring) and not isinstance(state.ready, DueReady):
             self._expire_head(state, fx, now)  # read past their time: gone now, not at the next tick
         self._drain(state, fx, now)
         self._want_load(state, fx)
@@ -676,54 +682,66 @@ class Broker:
         by_key = {key_of(envelope): envelope for envelope in state.ready}
         backlog = state.backlog
         held = {key_of(envelope): envelope for _, envelope in backlog.held} if backlog is not None else {}
-        taken: set[str] = set()
-        done = skipped = routed_total = 0
+        # First what each selected message is and where its copy goes (nothing changes yet)...
+        chosen: list[tuple[str, Message, Envelope | None, tuple[str, str] | None]] = []
+        seen: set[str] = set()
+        skipped = 0
         for key, read in selection:
-            if key in taken:
+            if key in seen:
                 continue
+            seen.add(key)
             envelope = by_key.get(key) or held.get(key)
             message = envelope.message if envelope is not None else None
-            from_rows = False
             if message is None and read is not None and key[0] == "s" and backlog is not None and epoch == state.epoch:
                 store_id = int(key[1:])
                 if store_id > backlog.after and store_id not in backlog.skip:
-                    message, from_rows = read, True
+                    message = read
             if message is None:
                 skipped += 1
                 continue
+            where = None
             if target is not None:
                 where = target(message)
-                if where is None or not self.has_exchange(where[0]):
-                    skipped += 1
+                if where is None or not self.routing.route(where[0], where[1], message.headers, self.queues):
+                    skipped += 1  # no origin, no such exchange, or it would reach no queue: left there
                     continue
-                exchange, routing_key = where
-                copy = replace(message, exchange=exchange, routing_key=routing_key, wire=None, stomp_wire=None)
-                routed = self._route_and_enqueue(copy, fx, now, depth=0)
-                self._count_publish(None if exchange == DEFAULT_EXCHANGE else self.routing.exchanges[exchange], routed)
-                if not routed:
-                    skipped += 1
-                    continue
-                routed_total += routed
-            done += 1
-            taken.add(key)
-            if keep:
-                continue
-            if from_rows:
-                assert backlog is not None
-                store_id = int(key[1:])
-                backlog.count -= 1
-                backlog.skip.add(store_id)
-                fx.to_delete.append(store_id)
-            else:
-                self._forget(envelope, fx)  # type: ignore[arg-type]
-        if not keep and taken:
+            chosen.append((key, message, envelope, where))
+        # ...then the originals leave (so that a copy routed back into this queue neither
+        # pushes out nor meets its own original), then the copies go.
+        if not keep and chosen:
+            taken = {key for key, _, _, _ in chosen}
+            for key, _, envelope, _ in chosen:
+                if envelope is not None:
+                    self._forget(envelope, fx)
+                else:
+                    assert backlog is not None
+                    store_id = int(key[1:])
+                    backlog.count -= 1
+                    backlog.skip.add(store_id)
+                    fx.to_delete.append(store_id)
             state.keep_ready(lambda e: key_of(e) not in taken)
             if backlog is not None:
                 backlog.held = deque(item for item in backlog.held if key_of(item[1]) not in taken)
                 if backlog.empty():
                     state.backlog = None
+                    self._epochs += 1  # a read under way answers a backlog that is gone
+                    state.epoch = self._epochs
+        routed_total = 0
+        for _, message, _, where in chosen:
+            if where is None:
+                continue
+            exchange, routing_key = where
+            copy = replace(message, exchange=exchange, routing_key=routing_key, wire=None, stomp_wire=None)
+            routed = self._route_and_enqueue(copy, fx, now, depth=0)
+            self._count_publish(None if exchange == DEFAULT_EXCHANGE else self.routing.exchanges[exchange], routed)
+            routed_total += routed
+            if not routed and not keep and queue in self.queues:
+                # Every queue it routed to refused it (full, reject-publish): back into its own
+                # queue, at the tail, rather than lost.
+                self._enqueue(state, message, self._store_copy(state, message, fx.to_persist), fx, now, 0, None)
+        if not keep and chosen and queue in self.queues:
             self._want_load(state, fx)
-        return Relocated(done, skipped, routed_total, fx.build())
+        return Relocated(len(chosen), skipped, routed_total, fx.build())
 
     def queue_counts(self, name: str) -> QueueCounts | None:
         queue = self.queues.get(name)

@@ -133,3 +133,38 @@ def test_backlog_rows_are_taken_as_read_and_a_read_under_way_passes_over_them() 
     store.take(consumer.effects)
     delivered = [body(d.message) for d in consumer.effects.deliveries] + [body(d.message) for d in store.serve()]
     assert delivered == [0, 1, 2, 4]
+
+
+def test_a_move_back_into_the_same_full_queue_neither_drops_nor_duplicates() -> None:
+    broker = Broker()
+    exchange(broker, "dlx", "fanout")
+    queue(broker, "dead")
+    bind(broker, "dlx", "dead")
+    queue(broker, "q", arguments={"x-max-length": 3, "x-dead-letter-exchange": "dlx"})
+    fill(broker, "q", "A", "B", "C")
+    keys = [(i.key, None) for i in ready_of(broker.queues["q"])]
+    done = broker.relocate("q", keys[:2], epoch=None, target=lambda m: ("", "q"), now=0.0)
+    assert (done.taken, ready(broker, "q"), ready(broker, "dead")) == (2, ["C", "A", "B"], [])
+
+
+def test_deleting_the_whole_backlog_while_it_is_read_ignores_the_late_answer() -> None:
+    broker = Broker()
+    broker.window = 2
+    store = Backlogs(broker)
+    queue(broker, "q")
+    for n in range(5):
+        store.take(send(broker, "q", n))
+    consumer = subscribe(broker, "q", ack="auto", prefetch=0)
+    store.take(consumer.effects)  # the window went out; a read of the backlog is asked
+    state = broker.queues["q"]
+    span = backlog_of(state, broker.next_store_id)
+    assert span is not None and state.backlog is not None and state.backlog.loading
+    rows = sorted((i, m) for i, (name, m) in store.rows.items() if name == "q" and i > span.after)
+    deleted = broker.relocate("q", [(f"s{i}", m) for i, m in rows], epoch=span.epoch, target=None, now=0.0)
+    assert deleted.taken == 3 and state.backlog is None
+    store.take(deleted.effects)
+    broker.close_connection(consumer.connection, now=0.0)
+    for n in range(5, 9):
+        store.take(send(broker, "q", n))
+    store.serve()  # the old read's answer comes too late: ignored; the new backlog is whole
+    assert state.depth == 4 and sorted(body(e.message) for e in state.ready) == [5, 6, 7, 8][: len(state.ready)]
