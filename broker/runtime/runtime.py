@@ -310,9 +310,17 @@ class Runtime:
         frame = self._stats.frame(self.broker, at=now_iso(), outbox=self._outbox_state, handlers=self._handler_state)
         return dumps(frame)
 
-    async def _probe_store(self) -> None:
+    async def _probe_store(self) -> float:
+        """`SELECT 1` on the writer's thread; the seconds it took there."""
         assert self.writer is not None
-        await self.writer.in_thread(self.store.ping)
+
+        def timed_ping() -> float:
+            started = time.monotonic()
+            self.store.ping()
+            return time.monotonic() - started
+
+        took: float = await self.writer.in_thread(timed_ping)
+        return took
 
     def _now(self) -> float:
         """The engine's clock: the monotonic clock the loop's timers use (`call_at`), read now.

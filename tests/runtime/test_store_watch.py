@@ -20,6 +20,7 @@ from tests.engine.helpers import msg
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store_watch, "CHECK_SECONDS", 0.02)
     monkeypatch.setattr(store_watch, "PROBE_TIMEOUT_SECONDS", 0.05)
+    monkeypatch.setattr(store_watch, "HANG_SECONDS", 0.05)
 
 
 async def watched(watch: StoreWatch, probe: Any, seconds: float) -> None:
@@ -32,9 +33,10 @@ async def test_a_failing_probe_marks_the_store_unreachable_until_one_answers() -
     watch = StoreWatch(asyncio.get_running_loop().time)
     away = True
 
-    async def probe() -> None:
+    async def probe() -> float:
         if away:
             raise OSError("connection refused")
+        return 0.001
 
     await watched(watch, probe, 0.1)
     assert (watch.reachable, watch.error) == (False, "OSError: connection refused")
@@ -48,10 +50,11 @@ async def test_a_probe_that_hangs_times_out_and_is_not_asked_again_meanwhile() -
     asked = 0
     release = asyncio.Event()
 
-    async def probe() -> None:
+    async def probe() -> float:
         nonlocal asked
         asked += 1
         await release.wait()
+        return 0.001
 
     await watched(watch, probe, 0.3)
     assert not watch.reachable and "no answer" in (watch.error or "")
@@ -93,3 +96,18 @@ async def test_the_writer_tells_the_watch_whether_a_commit_reached_the_database(
     writer.append([StoredCopy(1, "q", msg("", "q", 1))])
     await writer.flush()
     assert watch.reachable is reachable
+
+
+async def test_a_busy_loop_does_not_make_a_quick_database_look_away(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe's time is the database's, measured on its thread: the loop may answer late."""
+    monkeypatch.setattr(store_watch, "HANG_SECONDS", 5.0)
+    watch = StoreWatch(asyncio.get_running_loop().time)
+
+    async def late(seconds: float) -> float:
+        await asyncio.sleep(0.1)  # the loop comes back late, past PROBE_TIMEOUT_SECONDS (0.05 here)...
+        return seconds  # ...the database's own time
+
+    await watched(watch, lambda: late(0.001), 0.3)
+    assert (watch.reachable, watch.error) == (True, None)
+    await watched(watch, lambda: late(1.0), 0.3)
+    assert watch.reachable is False and "took 1.0 s" in (watch.error or "")
