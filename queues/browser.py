@@ -13,19 +13,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from access.rules import Permissions
 from broker.engine.browse import parse_filter
 from broker.engine.errors import BrokerError
 from broker.engine.jsoncodec import loads
 from broker.engine.rules import exchange_field, key_field
+from broker.protocol.calls import check_browser_action
 from broker.router import calls as router
 from queues.services import require_router
 
 log = logging.getLogger("broker.browser")
 
-ACTIONS: Final = ("delete", "move", "copy", "replay")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +89,7 @@ def queue_messages_act(
     routing_key: str = "",
 ) -> dict[str, int]:
     """Delete, move, copy or replay the selected ready messages; what was done, counted."""
-    if action not in ACTIONS:
-        raise BrokerError(f"action must be one of {', '.join(ACTIONS)}", fields={"action": [", ".join(ACTIONS)]})
+    check_browser_action(action)
     if action == "copy":
         permissions.require("read", "queue", name)
     else:

@@ -18,6 +18,7 @@ from rest_framework.serializers import BaseSerializer
 
 from access.drf import request_permissions
 from broker.engine.errors import BrokerError
+from broker.protocol.calls import BROWSER_ACTIONS
 from common.api_schema import LOOKUP_NAME_REGEX, errors
 from queues.browser import query_filter, queue_messages, queue_messages_act, selection_of
 from queues.models import Queue
@@ -119,7 +120,7 @@ class QueueViewSet(viewsets.GenericViewSet[Queue]):
         "`x-death` origin) the ready messages selected by `ids`, or `all` that match `filter`. Done in batches, "
         "each committed whole: a broker that stops half way has done some batches and not the others.",
     )
-    @action(detail=True, methods=["post"], url_path=r"messages/(?P<verb>delete|move|copy|replay)",
+    @action(detail=True, methods=["post"], url_path=rf"messages/(?P<verb>{'|'.join(BROWSER_ACTIONS)})",
             url_name="messages-act")
     def act_on_messages(self, request: Request, name: str, verb: str) -> Response:
         serializer = MessageActionSerializer(data=request.data)

@@ -25,7 +25,6 @@ from .deadletter import MAX_DEAD_LETTER_DEPTH, dead_letter_copy
 from .errors import Conflict, Forbidden, LimitExceeded, NotFound, PreconditionFailed
 from .exchanges import Exchange, ExchangeSpec, delay_of
 from .messages import (
-    EXPIRATION,
     NO_EFFECTS,
     BacklogRows,
     Cancelled,
@@ -43,7 +42,6 @@ from .queues import (
     AckMode,
     Connection,
     Consumer,
-    DueReady,
     Overflow,
     QueueSpec,
     QueueState,
@@ -257,6 +255,10 @@ class Broker:
                     self._route_and_enqueue(envelope.message, fx, now, depth=0)
         return fx.build()
 
+    def _count_publish_to(self, exchange: str, routed: int) -> None:
+        """`_count_publish` for an exchange named (one deleted meanwhile counts nowhere)."""
+        self._count_publish(None if exchange == DEFAULT_EXCHANGE else self.routing.exchanges.get(exchange), routed)
+
     def _count_publish(self, exchange: Exchange | None, routed: int) -> None:
         self.published += 1
         if exchange is None:  # the default exchange
@@ -271,14 +273,14 @@ class Broker:
     def _route_and_enqueue(self, message: Message, fx: EffectsBuilder, now: float, depth: int) -> int:
         routed = 0
         queues = self.queues
-        own_ttl = expiration_of(message.headers) if message.headers else None  # once, not per queue
+        own_ttl = expiration_of(message.headers)  # once, not per queue
         for name in self.routing.route(message.exchange, message.routing_key, message.headers, queues):
             queue = queues[name]
             if self._rejects(queue, message):
                 self._refuse(queue, message, fx, now, depth)
                 continue
             store_id = None
-            if queue.stores(message.persistent):
+            if queue.stores(message.persistent):  # `_store_copy`, inlined: once per queue reached
                 store_id = self.next_store_id
                 self.next_store_id += 1
                 fx.to_persist.append(StoredCopy(store_id, name, message))
@@ -298,12 +300,7 @@ class Broker:
         if holding is not None:
             return Planned(message, [(holding.name, self._store_copy(holding, message, copies))], copies)
         for name in self.routing.route(message.exchange, message.routing_key, message.headers, self.queues):
-            store_id = None
-            if self.queues[name].stores(message.persistent):
-                store_id = self.next_store_id
-                self.next_store_id += 1
-                copies.append(StoredCopy(store_id, name, message))
-            targets.append((name, store_id))
+            targets.append((name, self._store_copy(self.queues[name], message, copies)))
         return Planned(message, targets, copies)
 
     def publish_planned(self, planned: Planned, *, now: float) -> Published:
@@ -319,11 +316,9 @@ class Broker:
                 if store_id is not None:
                     fx.to_delete.append(store_id)
                 continue
-            message = planned.message
-            self._enqueue(queue, message, store_id, fx, now, 0, expiration_of(message.headers) if message.headers else None)
+            self._enqueue(queue, planned.message, store_id, fx, now, 0, expiration_of(planned.message.headers))
             routed += 1
-        exchange = planned.message.exchange
-        self._count_publish(None if exchange == DEFAULT_EXCHANGE else self.routing.exchanges.get(exchange), routed)
+        self._count_publish_to(planned.message.exchange, routed)
         return Published(routed, fx.build())
 
     @staticmethod
@@ -359,11 +354,11 @@ class Broker:
     ) -> None:
         """`own_ttl`: the message's own TTL (`expiration`), if it has one."""
         ttl = queue.args.message_ttl
-        if isinstance(queue.ready, DueReady):  # a delayed exchange's holding queue: when it is due
+        if queue.holding:  # a delayed exchange's holding queue: when it is due
             ttl = delay_of(message.headers)  # `expires_at` says when it is due there, not when it expires
             self._holding.add(queue.name)
-        elif own_ttl is not None and (ttl is None or own_ttl < ttl):  # the shorter one counts
-            ttl = own_ttl
+        elif own_ttl is not None:
+            ttl = _shorter(ttl, own_ttl)
             self._expiring.add(queue.name)
         expires_at = None if ttl is None else now + ttl / 1000
         self._next_seq += 1
@@ -453,7 +448,7 @@ class Broker:
         owner = state.spec.exclusive_to
         if owner is not None and owner != connection_id:
             raise Forbidden(f"queue {queue!r} is exclusive to another connection")
-        if held_for(queue) is not None:
+        if state.holding:
             raise Forbidden(f"queue {queue!r} holds a delayed exchange's messages until they are due: not consumed")
         return self._add_consumer(connection, subscription, subscription_json, state, ack_mode, prefetch, now)
 
@@ -544,7 +539,7 @@ class Broker:
     def get(self, queue: str, *, count: int, ack: bool, now: float) -> tuple[list[tuple[Message, bool]], Effects]:
         """Take up to `count` ready messages (docs/protocol.md, POST /api/queues/{name}/get/)."""
         state = self._queue(queue)
-        if isinstance(state.ready, DueReady):
+        if state.holding:
             raise Forbidden(f"queue {queue!r} holds a delayed exchange's messages until they are due: not taken by get")
         integer_field("count", count, low=1)
         fx = EffectsBuilder()
@@ -585,7 +580,7 @@ class Broker:
             if queue is None:
                 self._expiring.discard(name)
                 continue
-            if isinstance(queue.ready, DueReady):  # its heads are due, not expired: `release_due`'s
+            if queue.holding:  # its heads are due, not expired: `release_due`'s
                 self._expiring.discard(name)
             elif queue.args.message_ttl is not None or name in self._expiring:
                 self._expire_head(queue, fx, now)
@@ -634,14 +629,14 @@ class Broker:
                 continue
             while backlog.held and backlog.held[0][0] <= store_id:
                 self._admit(state, backlog.held.popleft()[1], fx, now)
-            if isinstance(state.ready, DueReady):  # a delayed message: due its delay after publication
+            if state.holding:  # a delayed message: due its delay after publication
                 shortest: int | None = delay_of(message.headers)
                 self._holding.add(queue)
             else:
-                own = expiration_of(message.headers) if EXPIRATION in message.headers else None
+                own = expiration_of(message.headers)
                 if own is not None:
                     self._expiring.add(queue)
-                shortest = own if ttl is None or (own is not None and own < ttl) else ttl
+                shortest = ttl if own is None else _shorter(ttl, own)
             expires_at = None if shortest is None else now + shortest / 1000 - _age(message.published_at, wall_now)
             backlog.count -= 1
             backlog.after = store_id
@@ -654,7 +649,7 @@ class Broker:
             self._admit(state, backlog.held.popleft()[1], fx, now)
         if backlog.empty():
             state.backlog = None
-        if (ttl is not None or queue in self._expiring) and not isinstance(state.ready, DueReady):
+        if (ttl is not None or queue in self._expiring) and not state.holding:
             self._expire_head(state, fx, now)  # read past their time: gone now, not at the next tick
         self._drain(state, fx, now)
         self._want_load(state, fx)
@@ -733,7 +728,7 @@ class Broker:
             exchange, routing_key = where
             copy = replace(message, exchange=exchange, routing_key=routing_key, wire=None, stomp_wire=None)
             routed = self._route_and_enqueue(copy, fx, now, depth=0)
-            self._count_publish(None if exchange == DEFAULT_EXCHANGE else self.routing.exchanges[exchange], routed)
+            self._count_publish_to(exchange, routed)
             routed_total += routed
             if not routed and not keep and queue in self.queues:
                 # Every queue it routed to refused it (full, reject-publish): back into its own
@@ -968,7 +963,7 @@ class Broker:
         # With reject-publish the message that crossed the byte limit stays (as in RabbitMQ);
         # drop-head drops from the head. Such a queue is whole in memory: its head is in `ready`.
         if byte_limit is not None and queue.args.overflow is Overflow.DROP_HEAD:
-            while queue.ready and queue.over_bytes(byte_limit):
+            while queue.ready and queue.ready_bytes() > byte_limit:
                 self._dead_letter(queue, queue.ready.popleft(), "maxlen", fx, now, depth)
         limit = queue.args.max_length
         if limit is None:
@@ -1010,6 +1005,11 @@ class Broker:
             return
         queue.dead_lettered += 1
         self._route_and_enqueue(copy, fx, now, depth + 1)
+
+
+def _shorter(queue_ttl: int | None, own_ttl: int) -> int:
+    """A copy's TTL: the queue's or the message's own, whichever is shorter."""
+    return own_ttl if queue_ttl is None else min(queue_ttl, own_ttl)
 
 
 def _age(published_at: str, wall_now: float | None) -> float:

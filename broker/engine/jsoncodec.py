@@ -56,3 +56,9 @@ def json_equal(a: Any, b: Any) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
     return type(a) is type(b) and bool(a == b)
+
+
+def utf8_size(text: str) -> int:
+    """The text's size in UTF-8. `isascii` is O(1): an ASCII text's size is its length, with
+    no copy made."""
+    return len(text) if text.isascii() else len(text.encode())

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from .backlog import Backlog
 from .errors import BrokerError, PreconditionFailed
-from .jsoncodec import loads
+from .jsoncodec import loads, utf8_size
 from .messages import BASE64, BODY_ENCODING, TEXT, Envelope, Message
 from .names import held_for
 from .rules import integer_field, mapping_field
@@ -196,15 +196,11 @@ def message_bytes(message: Message) -> int:
     if encoding == TEXT:
         text = loads(body)
         if isinstance(text, str):
-            return len(text) if text.isascii() else len(text.encode())
+            return utf8_size(text)
     elif encoding == BASE64:
         size = len(body) - 2  # the quotes
         return max(0, size * 3 // 4 - body.count("=", -4))
-    return len(body) if body.isascii() else len(body.encode())
-
-
-def body_bytes(envelope: Envelope) -> int:
-    return message_bytes(envelope.message)
+    return utf8_size(body)
 
 
 class SizedReady(deque[Envelope]):
@@ -220,11 +216,11 @@ class SizedReady(deque[Envelope]):
 
     def append(self, envelope: Envelope) -> None:
         super().append(envelope)
-        self.bytes += body_bytes(envelope)
+        self.bytes += message_bytes(envelope.message)
 
     def appendleft(self, envelope: Envelope) -> None:
         super().appendleft(envelope)
-        self.bytes += body_bytes(envelope)
+        self.bytes += message_bytes(envelope.message)
 
     def extendleft(self, envelopes: Iterable[Envelope]) -> None:
         for envelope in envelopes:
@@ -232,7 +228,7 @@ class SizedReady(deque[Envelope]):
 
     def popleft(self) -> Envelope:
         envelope = super().popleft()
-        self.bytes -= body_bytes(envelope)
+        self.bytes -= message_bytes(envelope.message)
         return envelope
 
     def clear(self) -> None:
@@ -368,6 +364,7 @@ class QueueState:
         "enqueued",
         "epoch",
         "had_consumer",
+        "holding",
         "last_used",
         "nacked",
         "next_consumer",
@@ -381,6 +378,9 @@ class QueueState:
     def __init__(self, spec: QueueSpec, now: float, epoch: int = 0) -> None:
         self.spec = spec
         self.args = parse_queue_arguments(spec.arguments)
+        # A delayed exchange's holding queue (names.py): its `ready` is ordered by when each
+        # message is due, and it is neither consumed, bound nor read by `get`.
+        self.holding = held_for(spec.name) is not None
         # The head of the queue, in memory; a durable queue's other messages may wait
         # in the database, in its backlog (backlog.py), None while it has none.
         self.ready: Ready = self._new_ready(())
@@ -444,7 +444,7 @@ class QueueState:
         self.ready = self._new_ready([envelope for envelope in self.ready if keep(envelope)])
 
     def _new_ready(self, envelopes: Iterable[Envelope]) -> Ready:
-        if held_for(self.spec.name) is not None:
+        if self.holding:
             return DueReady(envelopes)
         highest, sized = self.args.max_priority, self.args.max_length_bytes is not None
         if highest is not None:
@@ -457,16 +457,13 @@ class QueueState:
         return (
             self.args.max_priority is not None
             or self.args.max_length_bytes is not None
-            or held_for(self.spec.name) is not None
+            or self.holding
         )
 
     def ready_bytes(self) -> int:
         """The body bytes of its ready messages (counted for a queue with `x-max-length-bytes`)."""
         ready = self.ready
         return ready.bytes if isinstance(ready, (SizedReady, PriorityReady)) else 0
-
-    def over_bytes(self, limit: int) -> bool:
-        return self.ready_bytes() > limit
 
     def pick_consumer(self) -> Consumer | None:
         """The next consumer in round-robin order with room under its prefetch; with a single

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Final
 
+from broker.engine.errors import BrokerError
+
 
 @dataclass(frozen=True, slots=True)
 class QueueCountsCall:
@@ -75,6 +77,16 @@ class QueueOriginsCall:
     name: str
     ids: list[str] | None
     filter: dict[str, Any] | None
+
+
+BROWSER_ACTIONS: Final = ("delete", "move", "copy", "replay")
+
+
+def check_browser_action(action: object) -> None:
+    """A message browser action's name, or `invalid`."""
+    if action not in BROWSER_ACTIONS:
+        raise BrokerError(f"action must be one of {', '.join(BROWSER_ACTIONS)}",
+                          fields={"action": [", ".join(BROWSER_ACTIONS)]})
 
 
 @dataclass(frozen=True, slots=True)

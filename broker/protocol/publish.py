@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from broker.engine.errors import TooLarge
-from broker.engine.jsoncodec import dumps, holds_nul, json_holds_nul
+from broker.engine.jsoncodec import dumps, holds_nul, json_holds_nul, utf8_size
 from broker.engine.messages import check_expiration
 from broker.engine.names import DEFAULT_EXCHANGE
 from broker.engine.rules import NUL_PROBLEM, exchange_field, invalid, key_field
@@ -73,14 +73,9 @@ def prepare_publish(
     # stored as its JSON text, in which U+0000 stays escaped.
     if json_holds_nul(headers_json):
         raise invalid("headers", NUL_PROBLEM)
-    headers_size = _utf8_size(headers_json)
-    if _utf8_size(body_json) > max_bytes:
+    headers_size = utf8_size(headers_json)
+    if utf8_size(body_json) > max_bytes:
         raise TooLarge(f"body: the message body is over the limit of {max_bytes} bytes")
     if headers_size > max_bytes:
         raise TooLarge(f"headers: the message headers are over the limit of {max_bytes} bytes")
     return PublishRequest(target, routing_key, body_json, headers, persistent, message_id)
-
-
-def _utf8_size(text: str) -> int:
-    # `isascii` is O(1): an ASCII text's size is its length, with no copy made.
-    return len(text) if text.isascii() else len(text.encode())

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from broker.engine.errors import BrokerError, TooLarge
-from broker.engine.jsoncodec import dumps, loads
+from broker.engine.jsoncodec import dumps, loads, utf8_size
 from broker.engine.messages import BASE64, BODY_ENCODING, TEXT, check_expiration
 from broker.engine.rules import check_name, invalid
 from broker.protocol.publish import MAX_MESSAGE_ID, PublishRequest
@@ -154,7 +154,7 @@ def send_request(
         if content_type == JSON_TYPE:
             del kept["content-type"]  # what a JSON body is anyway: not kept with every message
     # The body as it is kept (JSON text: escapes and base64 make it larger than the bytes sent).
-    if (len(body_json) if body_json.isascii() else len(body_json.encode())) > max_bytes:
+    if utf8_size(body_json) > max_bytes:
         raise TooLarge(f"body: the message body is over the limit of {max_bytes} bytes")
     if header_bytes > max_bytes:
         raise TooLarge(f"headers: the message headers are over the limit of {max_bytes} bytes")
@@ -271,7 +271,7 @@ def message_rest(
     if isinstance(body, bytes):
         lines.append(f"content-length:{len(body)}\n\n")
         return "\n".join(lines).encode() + body + b"\x00"
-    size = len(body) if body.isascii() else len(body.encode())
+    size = utf8_size(body)
     lines.append(f"content-length:{size}\n\n")
     return "\n".join(lines) + body + "\x00"
 

@@ -26,6 +26,7 @@ from broker.engine.browse import (
 )
 from broker.engine.errors import BrokerError, NotFound, Unavailable
 from broker.engine.messages import Message
+from broker.protocol.calls import check_browser_action
 from broker.protocol.server_frames import message_object
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ MAX_SCAN: Final = 200_000
 READ_CHUNK: Final = 5_000
 BATCH: Final = 500
 MAX_PAGE: Final = 1_000
-ACTIONS: Final = ("delete", "move", "copy", "replay")
 
 
 async def scan(runtime: Runtime, queue: str, wanted: Mapping[str, Any] | None) -> tuple[list[Listed], int | None, bool]:
@@ -120,8 +120,7 @@ async def act(
 ) -> dict[str, int]:
     """Carry out `action` on the selected ready messages (`ids`, or every one that matches
     `wanted`); counts of what was done."""
-    if action not in ACTIONS:
-        raise BrokerError(f"action must be one of {', '.join(ACTIONS)}", fields={"action": [", ".join(ACTIONS)]})
+    check_browser_action(action)
     if action in ("move", "copy") and not runtime.broker.has_exchange(exchange):
         raise NotFound(f"exchange {exchange!r} does not exist")
     target: Callable[[Message], tuple[str, str] | None] | None = None

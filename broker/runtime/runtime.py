@@ -254,8 +254,7 @@ class Runtime:
             self._apply(
                 self.broker.load_window(request.queue, request.epoch, rows, now=self._now(), wall_now=time.time())
             )
-            if self.broker.has_delays:  # a holding queue read at start: its soonest message's timer
-                self._arm_release()
+            self._arm_release()  # a holding queue read at start: its soonest message's timer
         finally:
             for waiter in self._window_waiters.pop(request.queue, []):
                 if not waiter.done():
@@ -275,8 +274,7 @@ class Runtime:
             await asyncio.sleep(TICK_SECONDS)
             try:
                 self._apply(self.broker.tick(now=self._now()))
-                if self.broker.has_delays:
-                    self._arm_release()
+                self._arm_release()
             except Exception:
                 log.exception("tick failed")
 
@@ -407,8 +405,7 @@ class Runtime:
         )
         published = self.broker.publish(message, now=self._now())
         committed = self._apply(published.effects)
-        if self.broker.has_delays:
-            self._arm_release()
+        self._arm_release()
         if published.refused_by is not None:
             raise QueueFull(
                 f"queue {published.refused_by!r} is full (x-overflow "
@@ -420,11 +417,12 @@ class Runtime:
     def publish_planned(self, plan: Planned) -> None:
         """Enqueue and deliver a message whose copies are stored (the outbox's)."""
         self._apply(self.broker.publish_planned(plan, now=self._now()).effects)
-        if self.broker.has_delays:
-            self._arm_release()
+        self._arm_release()
 
     def _arm_release(self) -> None:
         """A timer for the soonest delayed message, at its time: not at the next tick."""
+        if not self.broker.has_delays:  # most brokers: nothing waits (every publish asks)
+            return
         due = self.broker.next_due()
         if due is None or (self._release_handle is not None and self._release_at is not None and self._release_at <= due):
             return

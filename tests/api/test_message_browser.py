@@ -15,6 +15,7 @@ from broker.engine.queues import AckMode
 from broker.runtime.runtime import Runtime
 from tests.access.helpers import make_user
 from tests.conftest import Sink
+from tests.e2e.harness import DEAD_LETTER_TOPOLOGY
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,14 +35,7 @@ async def post(http: httpx.AsyncClient, path: str, data: Any, **headers: str) ->
 async def dead_letters(http: httpx.AsyncClient, runtime: Runtime, count: int = 4) -> None:
     """`count` orders published to exchange `orders` (key `new`), rejected in `work`, now in
     `dead`: bodies {"n": i, "country": "fr" for even i, else "de"}."""
-    for path, data in (
-        ("/api/exchanges/", {"name": "orders", "type": "direct"}),
-        ("/api/exchanges/", {"name": "dlx", "type": "fanout"}),
-        ("/api/queues/", {"name": "dead"}),
-        ("/api/bindings/", {"exchange": "dlx", "queue": "dead"}),
-        ("/api/queues/", {"name": "work", "arguments": {"x-dead-letter-exchange": "dlx"}}),
-        ("/api/bindings/", {"exchange": "orders", "queue": "work", "binding_key": "new"}),
-    ):
+    for path, data in DEAD_LETTER_TOPOLOGY:
         status, body = await post(http, path, data)
         assert status == 201, body
     for n in range(count):

@@ -15,7 +15,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Final
 
 import httpx
 
@@ -23,6 +23,19 @@ from tests.eventually import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 60.0
+
+
+# What the message browser's tests declare through the HTTP API (path, body): orders
+# published to exchange `orders` with key `new` reach `work`, whose dead letters go through
+# `dlx` to `dead`.
+DEAD_LETTER_TOPOLOGY: Final = (
+    ("/api/exchanges/", {"name": "orders", "type": "direct"}),
+    ("/api/exchanges/", {"name": "dlx", "type": "fanout"}),
+    ("/api/queues/", {"name": "dead"}),
+    ("/api/bindings/", {"exchange": "dlx", "queue": "dead"}),
+    ("/api/queues/", {"name": "work", "arguments": {"x-dead-letter-exchange": "dlx"}}),
+    ("/api/bindings/", {"exchange": "orders", "queue": "work", "binding_key": "new"}),
+)
 
 
 def free_port() -> int:

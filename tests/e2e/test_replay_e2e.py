@@ -14,7 +14,7 @@ import httpx
 import websockets
 
 from broker.runtime.browser import BATCH
-from tests.e2e.harness import BrokerProcess
+from tests.e2e.harness import DEAD_LETTER_TOPOLOGY, BrokerProcess
 
 COUNT = 10_000
 
@@ -58,14 +58,7 @@ async def test_a_replay_killed_half_way_loses_and_duplicates_nothing(tmp_path: P
     broker.start()
     try:
         async with httpx.AsyncClient(base_url=broker.url, timeout=60) as api:
-            for path, data in (
-                ("/api/exchanges/", {"name": "orders", "type": "direct"}),
-                ("/api/exchanges/", {"name": "dlx", "type": "fanout"}),
-                ("/api/queues/", {"name": "dead"}),
-                ("/api/bindings/", {"exchange": "dlx", "queue": "dead"}),
-                ("/api/queues/", {"name": "work", "arguments": {"x-dead-letter-exchange": "dlx"}}),
-                ("/api/bindings/", {"exchange": "orders", "queue": "work", "binding_key": "new"}),
-            ):
+            for path, data in DEAD_LETTER_TOPOLOGY:
                 assert (await api.post(path, json=data)).status_code == 201
             await publish_and_reject(broker)
             assert (await api.get("/api/queues/dead/")).json()["messages_ready"] == COUNT

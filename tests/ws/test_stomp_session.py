@@ -64,6 +64,16 @@ def new_session(router: SilentRouter, sent: list[Any]) -> StompSession:
     )
 
 
+def serve_connected(session: StompSession, subscribe: dict[str, str]) -> tuple[asyncio.Queue[bytes | None], Any]:
+    """Open `session` and serve it a CONNECT and this SUBSCRIBE; (the queue of the client's
+    next chunks, the serving task)."""
+    session.open()
+    chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
+    chunks.put_nowait(encode_frame("CONNECT", {"accept-version": "1.2"}))
+    chunks.put_nowait(encode_frame("SUBSCRIBE", {"id": "s", "destination": "/amq/queue/q", **subscribe}))
+    return chunks, asyncio.ensure_future(session.serve(chunks.get))
+
+
 def sent_frames(sent: list[Any]) -> list[Any]:
     return StompParser(max_frame_bytes=1 << 20).feed(
         b"".join(event["text"].encode() for event in sent if event.get("text"))
@@ -74,11 +84,7 @@ async def test_a_session_ending_while_the_router_has_not_answered_its_subscribe_
     sent: list[Any] = []
     router = SilentRouter()
     session = new_session(router, sent)
-    session.open()
-    chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
-    chunks.put_nowait(encode_frame("CONNECT", {"accept-version": "1.2"}))
-    chunks.put_nowait(encode_frame("SUBSCRIBE", {"id": "s", "destination": "/amq/queue/q", "receipt": "r"}))
-    serving = asyncio.ensure_future(session.serve(chunks.get))
+    _, serving = serve_connected(session, {"receipt": "r"})
     while not router.asked:
         await asyncio.sleep(0.01)
     session.close()  # the client went away (or the session ended) before the router answered
@@ -109,11 +115,7 @@ async def test_a_client_ack_implying_deliveries_the_router_forgot_is_not_an_erro
     sent: list[Any] = []
     router = ForgetfulRouter()
     session = new_session(router, sent)
-    session.open()
-    chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
-    chunks.put_nowait(encode_frame("CONNECT", {"accept-version": "1.2"}))
-    chunks.put_nowait(encode_frame("SUBSCRIBE", {"id": "s", "destination": "/amq/queue/q", "ack": "client"}))
-    serving = asyncio.ensure_future(session.serve(chunks.get))
+    chunks, serving = serve_connected(session, {"ack": "client"})
     while not session._subscriptions.get("s"):
         await asyncio.sleep(0.01)
     message = Message("m", "", "q", "1", {}, True, "2026-12-04T00:00:00Z")
