@@ -11,7 +11,8 @@ WebSocket publishing to one exchange pays one dict lookup per frame.
 The rules (README, "Authentication and permissions"):
 
 - configure on the name: declare or delete an exchange or a queue, purge a queue;
-  a binding needs configure on its queue and read on its exchange;
+  a binding needs configure on its destination (queue or exchange) and read on its
+  exchange;
 - write on the exchange: publish to it (the default exchange `""` is matched as
   `amq.default`);
 - read on the queue: subscribe to it or get from it; read on the exchange:

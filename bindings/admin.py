@@ -12,10 +12,10 @@ from bindings.models import Binding
 
 @admin.register(Binding)
 class BindingAdmin(admin.ModelAdmin[Binding]):
-    list_display = ["exchange", "queue", "binding_key", "arguments"]
+    list_display = ["exchange", "queue", "destination_exchange", "binding_key", "arguments"]
     list_filter = ["exchange"]
-    list_select_related = ["exchange", "queue"]
-    search_fields = ["exchange__name", "queue__name", "binding_key"]
+    list_select_related = ["exchange", "queue", "destination_exchange"]
+    search_fields = ["exchange__name", "queue__name", "destination_exchange__name", "binding_key"]
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Changing a binding in place would reroute messages; delete and add

@@ -1,4 +1,5 @@
-"""The Binding model: routes an exchange's messages to a queue."""
+"""The Binding model: routes an exchange's messages to a queue, or to another exchange
+(RabbitMQ's exchange-to-exchange bindings), which routes them on by its own bindings."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from django.db import models
 
 from broker.engine.exchanges import routing_kind_of
 from broker.engine.jsoncodec import canonical
+from broker.engine.routing import DestinationType
 from broker.engine.rules import binding_arguments, key_field, object_field, refuse_default_exchange
 from common.validators import collect
 from exchanges.models import Exchange
@@ -17,7 +19,12 @@ from queues.models import Queue
 
 class Binding(models.Model):
     exchange = models.ForeignKey(Exchange, on_delete=models.CASCADE, related_name="bindings")
-    queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="bindings")
+    # The destination: a queue or an exchange, exactly one of the two.
+    queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="bindings", null=True, blank=True)
+    destination_exchange = models.ForeignKey(
+        Exchange, on_delete=models.CASCADE, related_name="incoming_bindings", null=True, blank=True,
+        help_text="instead of a queue: the exchange that routes the matching messages on",
+    )
     binding_key = models.CharField(max_length=255, blank=True)
     arguments = models.JSONField(default=dict, blank=True)
     # Bindings that differ only in `arguments` are distinct (docs/protocol.md), but a
@@ -29,11 +36,32 @@ class Binding(models.Model):
     class Meta:
         ordering = ["id"]  # creation order; no joins when the router loads them all
         constraints = [
+            # A missing destination is NULL, distinct from every other NULL: each
+            # constraint holds for its own kind of binding only.
             models.UniqueConstraint(
                 fields=["exchange", "queue", "binding_key", "arguments_key"],
                 name="binding_unique",
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["exchange", "destination_exchange", "binding_key", "arguments_key"],
+                name="binding_to_exchange_unique",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(queue__isnull=False, destination_exchange__isnull=True)
+                | models.Q(queue__isnull=True, destination_exchange__isnull=False),
+                name="binding_one_destination",
+            ),
         ]
+
+    @property
+    def destination_type(self) -> DestinationType:
+        return DestinationType.QUEUE if self.queue_id is not None else DestinationType.EXCHANGE
+
+    @property
+    def destination_name(self) -> str:
+        destination = self.queue if self.queue_id is not None else self.destination_exchange
+        assert destination is not None
+        return destination.name
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         self.arguments_key = canonical(self.arguments)
@@ -47,6 +75,11 @@ class Binding(models.Model):
         errors: dict[str, list[str]] = {}
         collect(errors, "binding_key", lambda: key_field("binding_key", self.binding_key))
         collect(errors, "arguments", lambda: object_field("arguments", self.arguments))
+        if (self.queue_id is None) == (self.destination_exchange_id is None):
+            errors.setdefault("queue", []).append("give a queue or a destination exchange, not both")
+        destination = self.destination_exchange if self.destination_exchange_id is not None else None
+        if destination is not None:
+            collect(errors, "destination_exchange", lambda: refuse_default_exchange(destination.name))
         if self.exchange_id is not None and not errors:  # else the form reports the missing exchange
             exchange = self.exchange
             collect(errors, "exchange", lambda: refuse_default_exchange(exchange.name))
@@ -58,13 +91,15 @@ class Binding(models.Model):
         # the unique constraint: a duplicate would fail on save with a 500.
         duplicate = Binding.objects.filter(
             exchange_id=self.exchange_id,
-            queue_id=self.queue_id,
+            queue=self.queue_id,
+            destination_exchange=self.destination_exchange_id,
             binding_key=self.binding_key,
             arguments_key=canonical(self.arguments),
         ).exclude(pk=self.pk)
-        if self.queue_id is not None and duplicate.exists():
+        if duplicate.exists():
             raise ValidationError("an identical binding exists")
 
     def __str__(self) -> str:
         key = f" [{self.binding_key}]" if self.binding_key else ""
-        return f"{self.exchange.name} -> {self.queue.name}{key}"
+        kind = "exchange " if self.destination_type is DestinationType.EXCHANGE else ""
+        return f"{self.exchange.name} -> {kind}{self.destination_name}{key}"

@@ -9,10 +9,14 @@ from broker.engine.errors import NotFound
 from broker.engine.rules import is_name
 
 
-def binding_list(*, exchange: str | None = None, queue: str | None = None) -> QuerySet[Binding]:
-    """Bindings in creation order, optionally those of one exchange and/or one queue (by name)."""
-    rows = Binding.objects.select_related("exchange", "queue").order_by("id")
-    for field, name in (("exchange__name", exchange), ("queue__name", queue)):
+def binding_list(
+    *, exchange: str | None = None, queue: str | None = None, destination_exchange: str | None = None
+) -> QuerySet[Binding]:
+    """Bindings in creation order, optionally those from one exchange, to one queue and/or
+    to one exchange (by name)."""
+    rows = Binding.objects.select_related("exchange", "queue", "destination_exchange").order_by("id")
+    filters = (("exchange__name", exchange), ("queue__name", queue), ("destination_exchange__name", destination_exchange))
+    for field, name in filters:
         if name is None:
             continue
         # What is no name has no bindings; nor is it sent to the database, which may
@@ -22,7 +26,7 @@ def binding_list(*, exchange: str | None = None, queue: str | None = None) -> Qu
 
 
 def binding_detail(*, id: int) -> Binding:
-    row = Binding.objects.select_related("exchange", "queue").filter(pk=id).first()
+    row = Binding.objects.select_related("exchange", "queue", "destination_exchange").filter(pk=id).first()
     if row is None:
         raise NotFound(f"binding {id} does not exist")
     return row

@@ -1,4 +1,4 @@
-"""Binding services: bind a queue to an exchange, and unbind.
+"""Binding services: bind a queue (or an exchange) to an exchange, and unbind.
 
 ORM work only: saved and deleted rows reach the running router after commit
 (storage/sync.py). Everything the router would refuse is checked
@@ -33,34 +33,42 @@ class BindingCreated:
 def binding_create(
     *,
     exchange: str,
-    queue: str,
+    queue: str | None = None,
+    destination_exchange: str | None = None,
     binding_key: str = "",
     arguments: Mapping[str, Any] | None = None,
 ) -> BindingCreated:
-    """Bind `queue` to `exchange`; an identical binding is found, not duplicated.
+    """Bind `queue`, or `destination_exchange`, to `exchange`; an identical binding is
+    found, not duplicated.
 
     Bindings that differ only in `arguments` are distinct (docs/protocol.md, POST /api/bindings/).
     """
-    if not isinstance(exchange, str) or not isinstance(queue, str):
+    if (queue is None) == (destination_exchange is None):
+        message = "give a queue or a destination exchange, not both"
+        raise BrokerError(message, fields={"queue": [message], "destination_exchange": [message]})
+    names = (exchange, queue if destination_exchange is None else destination_exchange)
+    if not all(isinstance(name, str) for name in names):
         raise BrokerError("exchange and queue must be names", fields={"exchange": ["must be a string"]})
     refuse_default_exchange(exchange)
+    if destination_exchange is not None:
+        refuse_default_exchange(destination_exchange)
     binding_key = key_field("binding_key", binding_key)
     arguments = object_field("arguments", arguments)
     with transaction.atomic():
-        exchange_row = Exchange.objects.filter(name=exchange).first()
-        if exchange_row is None:
-            raise NotFound(f"exchange {exchange!r} does not exist")
-        queue_row = Queue.objects.filter(name=queue).first()
-        if queue_row is None:
-            refuse_private_queue(queue)
-            raise NotFound(f"queue {queue!r} does not exist")
+        exchange_row = _exchange(exchange)
+        destination: dict[str, Any]
+        if destination_exchange is not None:
+            destination = {"destination_exchange": _exchange(destination_exchange)}
+        else:
+            assert queue is not None
+            queue_row = Queue.objects.filter(name=queue).first()
+            if queue_row is None:
+                refuse_private_queue(queue)
+                raise NotFound(f"queue {queue!r} does not exist")
+            destination = {"queue": queue_row}
         binding_arguments(routing_kind_of(exchange_row.type, exchange_row.arguments), arguments)
-        identity = {
-            "exchange": exchange_row,
-            "queue": queue_row,
-            "binding_key": binding_key,
-            "arguments_key": canonical(arguments),
-        }
+        identity = {"exchange": exchange_row, **destination, "binding_key": binding_key,
+                    "arguments_key": canonical(arguments)}
         existing = Binding.objects.filter(**identity).first()
         if existing is not None:
             return BindingCreated(existing, False)
@@ -68,16 +76,23 @@ def binding_create(
         try:
             with transaction.atomic():  # a savepoint: a concurrent create loses the race cleanly
                 row = Binding.objects.create(
-                    exchange=exchange_row, queue=queue_row, binding_key=binding_key, arguments=arguments
+                    exchange=exchange_row, **destination, binding_key=binding_key, arguments=arguments
                 )
         except IntegrityError:
             return BindingCreated(Binding.objects.get(**identity), False)
         return BindingCreated(row, True)
 
 
+def _exchange(name: str) -> Exchange:
+    row = Exchange.objects.filter(name=name).first()
+    if row is None:
+        raise NotFound(f"exchange {name!r} does not exist")
+    return row
+
+
 def binding_delete(*, id: int) -> None:
     with transaction.atomic():
-        row = Binding.objects.select_related("exchange", "queue").filter(pk=id).first()
+        row = Binding.objects.select_related("exchange", "queue", "destination_exchange").filter(pk=id).first()
         if row is None:
             raise NotFound(f"binding {id} does not exist")
         row.delete()

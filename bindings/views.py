@@ -1,7 +1,7 @@
 """HTTP API of bindings (docs/protocol.md, HTTP API): translates requests to services.
 
-Creating and deleting a binding need configure on its queue and read on its
-exchange (access/rules.py).
+Creating and deleting a binding need configure on its destination (queue or
+exchange) and read on its exchange (access/rules.py).
 """
 
 from __future__ import annotations
@@ -33,11 +33,18 @@ class BindingViewSet(viewsets.GenericViewSet[Binding]):
         parameters=[
             OpenApiParameter("exchange", str, description="only the bindings of this exchange (by name)"),
             OpenApiParameter("queue", str, description="only the bindings of this queue (by name)"),
+            OpenApiParameter(
+                "destination_exchange", str, description="only the bindings to this exchange (by name)"
+            ),
         ],
         responses={200: BindingSerializer(many=True), **errors(401)},
     )
     def list(self, request: Request) -> Response:
-        rows = binding_list(exchange=request.query_params.get("exchange"), queue=request.query_params.get("queue"))
+        query = request.query_params
+        rows = binding_list(
+            exchange=query.get("exchange"), queue=query.get("queue"),
+            destination_exchange=query.get("destination_exchange"),
+        )
         return Response(BindingSerializer(rows, many=True).data)
 
     @extend_schema(
@@ -51,7 +58,9 @@ class BindingViewSet(viewsets.GenericViewSet[Binding]):
     def create(self, request: Request) -> Response:
         serializer = BindingCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        _authorize(request, exchange=serializer.validated_data["exchange"], queue=serializer.validated_data["queue"])
+        data = serializer.validated_data
+        _authorize(request, exchange=data["exchange"], queue=data.get("queue"),
+                   destination_exchange=data.get("destination_exchange"))
         created = binding_create(**serializer.validated_data)
         code = status.HTTP_201_CREATED if created.created else status.HTTP_200_OK
         return Response(BindingSerializer(created.binding).data, status=code)
@@ -63,12 +72,18 @@ class BindingViewSet(viewsets.GenericViewSet[Binding]):
     @extend_schema(responses={204: None, **errors(401, 403, 404)})
     def destroy(self, request: Request, pk: str) -> Response:
         row = binding_detail(id=int(pk))
-        _authorize(request, exchange=row.exchange.name, queue=row.queue.name)
+        _authorize(
+            request, exchange=row.exchange.name, queue=row.queue.name if row.queue is not None else None,
+            destination_exchange=row.destination_exchange.name if row.destination_exchange is not None else None,
+        )
         binding_delete(id=int(pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-def _authorize(request: Request, *, exchange: str, queue: str) -> None:
+def _authorize(request: Request, *, exchange: str, queue: str | None, destination_exchange: str | None) -> None:
     permissions = request_permissions(request)
-    permissions.require("configure", "queue", queue)
+    if queue is not None:
+        permissions.require("configure", "queue", queue)
+    if destination_exchange is not None:
+        permissions.require("configure", "exchange", destination_exchange)
     permissions.require("read", "exchange", exchange)

@@ -57,7 +57,8 @@ def _initial_state() -> dict[str, Any]:
         {
             "id": row.pk,
             "exchange": row.exchange.name,
-            "queue": row.queue.name,
+            "queue": row.queue.name if row.queue is not None else None,
+            "destination_exchange": row.destination_exchange.name if row.destination_exchange is not None else None,
             "binding_key": row.binding_key,
             "arguments": row.arguments or {},
         }

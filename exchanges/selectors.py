@@ -41,4 +41,4 @@ def exchange_bindings(*, exchange: Exchange) -> QuerySet[Any]:
     """The exchange's bindings (the bindings app's rows, by their relation to it), in creation order."""
     if exchange._state.adding:  # the default exchange, never saved: its bindings are implicit
         return exchange.__class__.objects.none()
-    return exchange.bindings.select_related("exchange", "queue").order_by("id")
+    return exchange.bindings.select_related("exchange", "queue", "destination_exchange").order_by("id")

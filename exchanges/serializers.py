@@ -28,7 +28,13 @@ class ExchangeBindingSerializer(serializers.Serializer[Any]):
 
     id = serializers.IntegerField(read_only=True)
     exchange = serializers.CharField(source="exchange.name", read_only=True)
-    queue = serializers.CharField(source="queue.name", read_only=True)
+    queue = serializers.CharField(
+        source="queue.name", read_only=True, allow_null=True, help_text="null when the binding is to an exchange"
+    )
+    destination_exchange = serializers.CharField(
+        source="destination_exchange.name", read_only=True, allow_null=True,
+        help_text="the exchange it routes on to; null when the binding is to a queue",
+    )
     binding_key = serializers.CharField(read_only=True)
     arguments = serializers.DictField(read_only=True)
 

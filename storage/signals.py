@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import receiver
 
 from bindings.models import Binding
@@ -50,16 +50,14 @@ def queue_deleted(sender: type[Queue], instance: Queue, **kwargs: Any) -> None:
     notify(QueueDeleted(instance.name, instance.pk))
 
 
-def _binding(instance: Binding) -> Any:
-    # Read the names now: after a cascade the related rows are gone.
-    return binding_spec(instance, exchange=instance.exchange.name, queue=instance.queue.name)
-
-
 @receiver(post_save, sender=Binding, dispatch_uid="binding_saved")
 def binding_saved(sender: type[Binding], instance: Binding, **kwargs: Any) -> None:
-    notify(BindingSaved(_binding(instance)))
+    notify(BindingSaved(binding_spec(instance)))
 
 
-@receiver(post_delete, sender=Binding, dispatch_uid="binding_deleted")
+# Before the delete, not after: a binding's destination is a nullable key, which Django's
+# cascade does not order, so its queue or exchange may be gone by post_delete. What is
+# notified is sent only if the delete commits.
+@receiver(pre_delete, sender=Binding, dispatch_uid="binding_deleted")
 def binding_deleted(sender: type[Binding], instance: Binding, **kwargs: Any) -> None:
-    notify(BindingDeleted(_binding(instance)))
+    notify(BindingDeleted(binding_spec(instance)))

@@ -72,8 +72,15 @@ def queue_spec(row: Queue) -> QueueSpec:
     )
 
 
-def binding_spec(row: Binding, *, exchange: str, queue: str) -> BindingSpec:
-    return BindingSpec(exchange=exchange, queue=queue, binding_key=row.binding_key, arguments=row.arguments or {})
+def binding_spec(row: Binding) -> BindingSpec:
+    """The binding's definition, for the router; its related rows are read (select them)."""
+    return BindingSpec(
+        exchange=row.exchange.name,
+        destination=row.destination_name,
+        binding_key=row.binding_key,
+        arguments=row.arguments or {},
+        destination_type=row.destination_type,
+    )
 
 
 class _RollBack(Exception):
@@ -99,8 +106,7 @@ class OrmMessageStore:
 
     def load_topology(self) -> Topology:
         bindings = [
-            binding_spec(row, exchange=row.exchange.name, queue=row.queue.name)
-            for row in Binding.objects.select_related("exchange", "queue")
+            binding_spec(row) for row in Binding.objects.select_related("exchange", "queue", "destination_exchange")
         ]
         queues = list(Queue.objects.all())
         return Topology(

@@ -182,8 +182,8 @@ class Broker:
 
     def bind(self, spec: BindingSpec) -> bool:
         """True when created; False when an identical binding exists."""
-        if held_for(spec.queue) is not None:
-            raise Forbidden(f"queue {spec.queue!r} holds a delayed exchange's messages: it takes no binding")
+        if not spec.to_exchange and held_for(spec.destination) is not None:
+            raise Forbidden(f"queue {spec.destination!r} holds a delayed exchange's messages: it takes no binding")
         return self.routing.bind(spec, queues=self.queues)
 
     def unbind(self, spec: BindingSpec) -> bool:

@@ -278,15 +278,41 @@ def alternate_exchange(arguments: Mapping[str, Any]) -> str | None:
 
 
 class Exchange:
-    __slots__ = ("alternate", "binding_count", "delayed", "kind", "published", "routes", "spec", "unroutable")
+    __slots__ = (
+        "_onward_count", "alternate", "binding_count", "delayed", "kind", "onward", "published", "routes", "spec",
+        "unroutable",
+    )
 
     def __init__(self, spec: ExchangeSpec) -> None:
         self.spec = spec
         self.kind = routing_kind(spec)  # raises first: nothing made for a bad declaration
         self.delayed = spec.type is ExchangeType.DELAYED
-        self.routes: Routes = ROUTES_BY_TYPE[self.kind]()
+        self.routes: Routes = ROUTES_BY_TYPE[self.kind]()  # bindings to queues
+        # Bindings to other exchanges, indexed as `routes` are; None while there are none, so
+        # routing looks no further (routing.py).
+        self.onward: Routes | None = None
+        self._onward_count = 0
         self.alternate = alternate_exchange(spec.arguments)
         self.binding_count = 0
         # Running totals (metrics): messages published to it, and those it routed nowhere.
         self.published = 0
         self.unroutable = 0
+
+    def add_route(self, destination: str, binding_key: str, arguments: Mapping[str, Any], *, to_exchange: bool) -> None:
+        if not to_exchange:
+            self.routes.add(destination, binding_key, arguments)
+            return
+        if self.onward is None:
+            self.onward = ROUTES_BY_TYPE[self.kind]()
+        self.onward.add(destination, binding_key, arguments)
+        self._onward_count += 1
+
+    def remove_route(self, destination: str, binding_key: str, arguments: Mapping[str, Any], *, to_exchange: bool) -> None:
+        if not to_exchange:
+            self.routes.remove(destination, binding_key, arguments)
+            return
+        assert self.onward is not None
+        self.onward.remove(destination, binding_key, arguments)
+        self._onward_count -= 1
+        if not self._onward_count:
+            self.onward = None

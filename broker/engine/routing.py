@@ -1,15 +1,18 @@
 """Exchanges and bindings: which queues a message goes to.
 
 `Routing` holds the exchanges, the bindings and the indexes between them; the
-`Broker` (broker.py) owns one and asks it where each message goes. Like the
-broker, every method validates first and changes nothing when it raises.
-Pure: no I/O.
+`Broker` (broker.py) owns one and asks it where each message goes. A binding's
+destination is a queue or, as RabbitMQ's exchange-to-exchange bindings, another
+exchange, which routes the message on by its own bindings (each exchange once
+per message, so cycles end). Like the broker, every method validates first and
+changes nothing when it raises. Pure: no I/O.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Container, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from .errors import Forbidden, NotFound, PreconditionFailed
@@ -18,27 +21,43 @@ from .jsoncodec import canonical
 from .names import DEFAULT_EXCHANGE, HOLDING_PREFIX
 from .rules import binding_arguments, check_not_reserved, refuse_default_exchange
 
-BindingKey = tuple[str, str, str, str]  # exchange, queue, binding_key, canonical arguments
+
+class DestinationType(StrEnum):
+    """What a binding routes to (RabbitMQ's `destination_type`)."""
+
+    QUEUE = "queue"
+    EXCHANGE = "exchange"
+
+
+# exchange, destination type, destination, binding_key, canonical arguments
+BindingKey = tuple[str, str, str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
 class BindingSpec:
     exchange: str
-    queue: str
+    destination: str  # a queue's name, or an exchange's (`destination_type`)
     binding_key: str = ""
     arguments: Mapping[str, Any] | None = None
+    destination_type: DestinationType = DestinationType.QUEUE
 
     @property
     def key(self) -> BindingKey:
-        return (self.exchange, self.queue, self.binding_key, canonical(dict(self.arguments or {})))
+        return (self.exchange, self.destination_type, self.destination, self.binding_key,
+                canonical(dict(self.arguments or {})))
+
+    @property
+    def to_exchange(self) -> bool:
+        return self.destination_type is DestinationType.EXCHANGE
 
 
 class Routing:
     def __init__(self) -> None:
         self.exchanges: dict[str, Exchange] = {}
         self.bindings: dict[BindingKey, BindingSpec] = {}
-        self._of_queue: dict[str, set[BindingKey]] = {}
-        self._of_exchange: dict[str, set[BindingKey]] = {}
+        self._of_queue: dict[str, set[BindingKey]] = {}  # to the queue
+        self._of_exchange: dict[str, set[BindingKey]] = {}  # from the exchange
+        self._into_exchange: dict[str, set[BindingKey]] = {}  # to the exchange
 
     # -- exchanges -----------------------------------------------------
 
@@ -52,6 +71,7 @@ class Routing:
             return False
         self.exchanges[spec.name] = Exchange(spec)
         self._of_exchange[spec.name] = set()
+        self._into_exchange[spec.name] = set()
         return True
 
     def sync_exchange(self, spec: ExchangeSpec) -> None:
@@ -62,8 +82,7 @@ class Routing:
         elif not existing.spec.same_as(spec):
             replacement = Exchange(spec)
             for key in self._of_exchange[spec.name]:
-                binding = self.bindings[key]
-                replacement.routes.add(binding.queue, binding.binding_key, binding.arguments or {})
+                _add_route(replacement, self.bindings[key])
             replacement.binding_count = existing.binding_count
             replacement.published, replacement.unroutable = existing.published, existing.unroutable
             self.exchanges[spec.name] = replacement
@@ -73,10 +92,12 @@ class Routing:
             raise Forbidden("the default exchange cannot be deleted")
         check_not_reserved("exchange", name, reserved_ok=reserved_ok)
         self.exchange(name)
-        for key in list(self._of_exchange[name]):
-            self._remove(key)
+        for key in [*self._of_exchange[name], *self._into_exchange[name]]:
+            if key in self.bindings:  # one from the exchange to itself is in both
+                self._remove(key)
         del self.exchanges[name]
         del self._of_exchange[name]
+        del self._into_exchange[name]
 
     def exchange(self, name: str) -> Exchange:
         exchange = self.exchanges.get(name)
@@ -102,16 +123,19 @@ class Routing:
         """True when created; False when an identical binding exists."""
         refuse_default_exchange(spec.exchange)
         exchange = self.exchange(spec.exchange)
-        if spec.queue not in queues:
-            raise NotFound(f"queue {spec.queue!r} does not exist")
+        if spec.to_exchange:
+            refuse_default_exchange(spec.destination)
+            self.exchange(spec.destination)
+        elif spec.destination not in queues:
+            raise NotFound(f"queue {spec.destination!r} does not exist")
         binding_arguments(exchange.kind, spec.arguments)
         key = spec.key
         if key in self.bindings:
             return False
         self.bindings[key] = spec
         self._of_exchange[spec.exchange].add(key)
-        self._of_queue[spec.queue].add(key)
-        exchange.routes.add(spec.queue, spec.binding_key, spec.arguments or {})
+        self._to(spec).add(key)
+        _add_route(exchange, spec)
         exchange.binding_count += 1
         return True
 
@@ -126,42 +150,63 @@ class Routing:
     def _remove(self, key: BindingKey) -> None:
         spec = self.bindings.pop(key)
         exchange = self.exchanges[spec.exchange]
-        exchange.routes.remove(spec.queue, spec.binding_key, spec.arguments or {})
+        exchange.remove_route(spec.destination, spec.binding_key, spec.arguments or {}, to_exchange=spec.to_exchange)
         exchange.binding_count -= 1
         self._of_exchange[spec.exchange].discard(key)
-        self._of_queue[spec.queue].discard(key)
+        self._to(spec).discard(key)
+
+    def _to(self, spec: BindingSpec) -> set[BindingKey]:
+        """The bindings to the same destination as `spec`."""
+        return (self._into_exchange if spec.to_exchange else self._of_queue)[spec.destination]
 
     # -- routing -------------------------------------------------------
 
     def route(self, exchange: str, routing_key: str, headers: Mapping[str, Any], queues: Container[str]) -> Collection[str]:
-        """The names of the queues a message goes to; `queues` are those that exist. An
-        exchange that routes it nowhere hands it to its alternate exchange, if it has one
-        (and that one to its own, each exchange once)."""
+        """The names of the queues a message goes to; `queues` are those that exist.
+
+        As RabbitMQ: an exchange bound to other exchanges hands the message on to those its
+        bindings match; an exchange that matches nothing hands it to its alternate exchange,
+        if it has one. Each exchange routes a message once, and each queue gets one copy."""
         if exchange == DEFAULT_EXCHANGE:
-            # A delayed exchange's holding queue is reached only through its exchange.
-            return (routing_key,) if routing_key in queues and not routing_key.startswith(HOLDING_PREFIX) else ()
+            return _by_name(routing_key, queues)
         found = self.exchanges.get(exchange)
         if found is None:  # a dead-letter exchange deleted since its queue was declared
             return ()
         names = found.routes.route(routing_key, headers)
-        if names or found.alternate is None:
-            return names
-        return self._route_alternate(found, routing_key, headers, queues)
+        if found.onward is None and (names or found.alternate is None):
+            return names  # the common case: no exchange to follow
+        return self._route_onward(found, routing_key, headers, queues)
 
-    def _route_alternate(
-        self, exchange: Exchange, routing_key: str, headers: Mapping[str, Any], queues: Container[str]
-    ) -> Collection[str]:
-        seen = {exchange.spec.name}
-        alternate = exchange.alternate
-        while alternate is not None and alternate not in seen:
-            seen.add(alternate)
-            if alternate == DEFAULT_EXCHANGE:
-                return (routing_key,) if routing_key in queues else ()
-            found = self.exchanges.get(alternate)
-            if found is None:  # named but not declared (yet): as RabbitMQ, the message is dropped
-                return ()
-            names = found.routes.route(routing_key, headers)
-            if names:
-                return names
-            alternate = found.alternate
-        return ()
+    def _route_onward(
+        self, start: Exchange, routing_key: str, headers: Mapping[str, Any], queues: Container[str]
+    ) -> set[str]:
+        found: set[str] = set()
+        seen = {start.spec.name}
+        waiting = [start]
+        while waiting:
+            exchange = waiting.pop()
+            names = exchange.routes.route(routing_key, headers)
+            found.update(names)
+            onward: Collection[str] = () if exchange.onward is None else exchange.onward.route(routing_key, headers)
+            if not names and not onward and exchange.alternate is not None:
+                onward = (exchange.alternate,)
+            for name in onward:
+                if name in seen:
+                    continue
+                seen.add(name)
+                if name == DEFAULT_EXCHANGE:  # only as an alternate: no binding reaches it
+                    found.update(_by_name(routing_key, queues))
+                elif (next_exchange := self.exchanges.get(name)) is not None:
+                    waiting.append(next_exchange)
+                # else: an alternate named but not declared (yet): as RabbitMQ, nothing there
+        return found
+
+
+def _add_route(exchange: Exchange, spec: BindingSpec) -> None:
+    exchange.add_route(spec.destination, spec.binding_key, spec.arguments or {}, to_exchange=spec.to_exchange)
+
+
+def _by_name(routing_key: str, queues: Container[str]) -> Collection[str]:
+    """The default exchange's routing: to the queue the key names. A delayed exchange's
+    holding queue is reached only through its exchange."""
+    return (routing_key,) if routing_key in queues and not routing_key.startswith(HOLDING_PREFIX) else ()

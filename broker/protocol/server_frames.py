@@ -133,7 +133,8 @@ class StatsExchange(TypedDict):
 
 class StatsBinding(TypedDict):
     exchange: str
-    queue: str
+    queue: str | None  # None: the binding is to an exchange
+    destination_exchange: str | None
     binding_key: str
     arguments: dict[str, Any]
 

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from broker.engine.exchanges import ExchangeSpec, ExchangeType
 from broker.engine.queues import QueueSpec
-from broker.engine.routing import BindingSpec
+from broker.engine.routing import BindingSpec, DestinationType
 
 # The channel-layer group the router listens on for changes made in other processes.
 TOPOLOGY_GROUP: Final = "broker.topology"
@@ -77,8 +77,9 @@ def encode_change(change: TopologyChange) -> dict[str, Any]:
             return {"kind": "queue_deleted", "name": name, "row_id": row_id}
         case BindingSaved(spec) | BindingDeleted(spec):
             kind = "binding_saved" if isinstance(change, BindingSaved) else "binding_deleted"
-            return {"kind": kind, "exchange": spec.exchange, "queue": spec.queue,
-                    "binding_key": spec.binding_key, "arguments": dict(spec.arguments or {})}
+            return {"kind": kind, "exchange": spec.exchange, "destination": spec.destination,
+                    "destination_type": str(spec.destination_type), "binding_key": spec.binding_key,
+                    "arguments": dict(spec.arguments or {})}
     raise TypeError(f"not a topology change: {change!r}")
 
 
@@ -96,5 +97,6 @@ def decode_change(data: dict[str, Any]) -> TopologyChange:
         return QueueDeleted(data["name"], data.get("row_id"))
     if kind not in ("binding_saved", "binding_deleted"):
         raise ValueError(f"unknown topology change {kind!r}")
-    binding = BindingSpec(data["exchange"], data["queue"], data["binding_key"], data["arguments"])
+    binding = BindingSpec(data["exchange"], data["destination"], data["binding_key"], data["arguments"],
+                          DestinationType(data["destination_type"]))
     return BindingSaved(binding) if kind == "binding_saved" else BindingDeleted(binding)

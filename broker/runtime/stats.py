@@ -81,7 +81,13 @@ class StatsSampler:
             for name, x in broker.exchanges.items()
         ]
         bindings = [
-            StatsBinding(exchange=b.exchange, queue=b.queue, binding_key=b.binding_key, arguments=dict(b.arguments or {}))
+            StatsBinding(
+                exchange=b.exchange,
+                queue=None if b.to_exchange else b.destination,
+                destination_exchange=b.destination if b.to_exchange else None,
+                binding_key=b.binding_key,
+                arguments=dict(b.arguments or {}),
+            )
             for b in broker.bindings.values()
         ]
         return {

@@ -239,6 +239,23 @@ def test_creating_a_binding_needs_configure_on_the_queue_and_read_on_the_exchang
     assert client_of(both).post("/api/bindings/", {"exchange": "x", "queue": "q", "binding_key": "k"})[0] == 201
 
 
+def test_binding_an_exchange_to_an_exchange_needs_configure_on_the_destination_and_read_on_the_source(
+    no_anonymous: None, topology: Runtime
+) -> None:
+    Exchange.objects.create(name="y", type="fanout")
+    binding = {"exchange": "x", "destination_exchange": "y"}
+    _, token = make_user("half", configure="q", read="x")
+    refused(client_of(token).post("/api/bindings/", binding), "configure permission on exchange 'y'")
+    _, token = make_user("other-half", configure="y", read="")
+    refused(client_of(token).post("/api/bindings/", binding), "read permission on exchange 'x'")
+    assert not Binding.objects.exists()
+    _, both = make_user("both", configure="y", read="x")
+    status, body = client_of(both).post("/api/bindings/", binding)
+    assert status == 201
+    refused(client_of(token).delete(f"/api/bindings/{body['id']}/"), "read permission on exchange 'x'")
+    assert client_of(both).delete(f"/api/bindings/{body['id']}/")[0] == 204
+
+
 @pytest.mark.parametrize(("configure", "read"), [("", "x"), ("q", "")])
 def test_deleting_a_binding_needs_the_same(no_anonymous: None, topology: Runtime, configure: str, read: str) -> None:
     binding = Binding.objects.create(exchange=Exchange.objects.get(name="x"), queue=Queue.objects.get(name="q"))

@@ -26,7 +26,8 @@ def topology(api: Api, runtime_thread: Runtime) -> Runtime:
 def test_create_identical_and_distinct_by_arguments(api: Api, topology: Runtime) -> None:
     status, body = api.post("/api/bindings/", {"exchange": "ex", "queue": "q1", "binding_key": "k"})
     assert status == 201
-    assert body == {"id": body["id"], "exchange": "ex", "queue": "q1", "binding_key": "k", "arguments": {}}
+    assert body == {"id": body["id"], "exchange": "ex", "queue": "q1", "destination_exchange": None,
+                    "binding_key": "k", "arguments": {}}
     again = api.post("/api/bindings/", {"exchange": "ex", "queue": "q1", "binding_key": "k", "arguments": {}})
     assert again == (200, body)
     other = api.post("/api/bindings/", {"exchange": "ex", "queue": "q1", "binding_key": "k", "arguments": {"a": 1}})
@@ -61,6 +62,11 @@ def test_list_filters(api: Api, topology: Runtime) -> None:
         ({"exchange": "ex", "queue": "q1", "binding_key": "k" * 256}, 400, "invalid"),
         ({"exchange": "ex"}, 400, "invalid"),
         ({"queue": "q1"}, 400, "invalid"),
+        ({"exchange": "ex", "queue": "q1", "destination_exchange": "hdr"}, 400, "invalid"),
+        ({"exchange": "ex", "destination_exchange": "nope"}, 404, "not_found"),
+        ({"exchange": "ex", "destination_exchange": ""}, 403, "forbidden"),
+        ({"exchange": "ex", "destination_exchange": "amq.default"}, 403, "forbidden"),
+        ({"exchange": "hdr", "destination_exchange": "ex", "arguments": {"x-match": "some"}}, 400, "invalid"),
     ],
 )
 def test_create_refused_leaves_nothing(
@@ -89,3 +95,31 @@ def test_deleting_the_queue_deletes_its_bindings(api: Api, topology: Runtime) ->
     api.post("/api/bindings/", {"exchange": "ex", "queue": "q1"})
     api.delete("/api/queues/q1/")
     assert api.get("/api/bindings/")[1] == [] and not topology.broker.bindings
+
+
+def test_an_exchange_bound_to_an_exchange(api: Api, topology: Runtime) -> None:
+    status, body = api.post("/api/bindings/", {"exchange": "ex", "destination_exchange": "hdr", "binding_key": "k"})
+    assert status == 201
+    assert body == {"id": body["id"], "exchange": "ex", "queue": None, "destination_exchange": "hdr",
+                    "binding_key": "k", "arguments": {}}
+    assert api.post("/api/bindings/", {"exchange": "ex", "destination_exchange": "hdr", "binding_key": "k"}) == (
+        200, body)
+    queue_binding = api.post("/api/bindings/", {"exchange": "ex", "queue": "q1", "binding_key": "k"})[1]
+    assert api.get("/api/bindings/", destination_exchange="hdr")[1] == [body]
+    assert api.get("/api/bindings/", queue="q1")[1] == [queue_binding]
+    assert api.get("/api/exchanges/ex/")[1]["bindings"] == [body, queue_binding]
+    assert {(b.destination, str(b.destination_type)) for b in topology.broker.bindings.values()} == {
+        ("hdr", "exchange"), ("q1", "queue")}
+    published = api.post("/api/exchanges/ex/publish/", {"routing_key": "k", "body": 1})[1]
+    assert published["routed"] == 1  # q1; hdr has no bindings of its own
+
+
+def test_deleting_the_destination_exchange_deletes_the_binding_to_it(api: Api, topology: Runtime) -> None:
+    _, body = api.post("/api/bindings/", {"exchange": "ex", "destination_exchange": "hdr"})
+    assert api.delete("/api/exchanges/hdr/")[0] == 204
+    assert api.get("/api/bindings/")[1] == [] and not topology.broker.bindings
+    assert topology.broker.exchanges["ex"].onward is None
+    api.post("/api/exchanges/", {"name": "hdr", "type": "headers"})
+    _, body = api.post("/api/bindings/", {"exchange": "ex", "destination_exchange": "hdr"})
+    assert api.delete(f"/api/bindings/{body['id']}/") == (204, None)
+    assert not topology.broker.bindings

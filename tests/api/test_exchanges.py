@@ -80,7 +80,8 @@ def test_detail_lists_bindings(api: Api, runtime_thread: Runtime) -> None:
     status, body = api.get("/api/exchanges/ex.1/")
     assert status == 200
     assert body["bindings"] == [
-        {"id": binding["id"], "exchange": "ex.1", "queue": "q1", "binding_key": "k", "arguments": {}}
+        {"id": binding["id"], "exchange": "ex.1", "queue": "q1", "destination_exchange": None, "binding_key": "k",
+         "arguments": {}}
     ]
     assert body["type"] == "direct"
 

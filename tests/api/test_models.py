@@ -107,6 +107,23 @@ def test_admin_refuses_duplicate_binding(admin_client: Client, runtime_thread: R
     assert Binding.objects.count() == 1
 
 
+def test_admin_binds_an_exchange_to_an_exchange_and_refuses_two_or_no_destinations(
+    admin_client: Client, runtime_thread: Runtime
+) -> None:
+    source = Exchange.objects.create(name="e", type="direct")
+    destination = Exchange.objects.create(name="f", type="fanout")
+    queue = Queue.objects.create(name="q")
+    form = {"exchange": source.pk, "binding_key": "k", "arguments": "{}"}
+    for refused in ({}, {"queue": queue.pk, "destination_exchange": destination.pk}):
+        answer = admin_client.post("/admin/bindings/binding/add/", {**form, **refused})
+        assert answer.status_code == 200 and "give a queue or a destination exchange" in answer.content.decode()
+    assert not Binding.objects.exists()
+    assert admin_client.post("/admin/bindings/binding/add/", {**form, "destination_exchange": destination.pk}).status_code == 302
+    assert admin_client.post("/admin/bindings/binding/add/", {**form, "destination_exchange": destination.pk}).status_code == 200
+    assert str(Binding.objects.get()) == "e -> exchange f [k]"
+    assert [b.destination for b in runtime_thread.broker.bindings.values()] == ["f"]
+
+
 def test_a_saved_queue_or_exchange_cannot_be_renamed_in_the_admin(admin_client: Client, runtime_thread: Runtime) -> None:
     queue = Queue.objects.create(name="orders")
     exchange = Exchange.objects.create(name="events", type="fanout")

@@ -82,7 +82,7 @@ def test_schema_documents_shapes_and_errors(schema: dict[str, Any]) -> None:
     assert {"200", "400", "404", "413", "503"} <= set(publish["responses"])
     assert set(components["Queue"]["properties"]) >= {"exclusive", "messages", "consumers"}
     bindings = schema["paths"]["/api/bindings/"]["get"]["parameters"]
-    assert {p["name"] for p in bindings} == {"exchange", "queue"}
+    assert {p["name"] for p in bindings} == {"exchange", "queue", "destination_exchange"}
 
 
 @pytest.mark.parametrize("path", ["/api/docs/", "/api/redoc/"])

@@ -217,7 +217,7 @@ def test_deleting_a_queue_removes_its_bindings(broker: Broker) -> None:
     bind(broker, "x", "q1", "#")
     bind(broker, "x", "q2", "#")
     broker.delete_queue("q1")
-    assert [spec.queue for spec in broker.bindings.values()] == ["q2"]
+    assert [spec.destination for spec in broker.bindings.values()] == ["q2"]
     assert routed(broker, "x", "a") == 1
 
 

@@ -60,7 +60,7 @@ class MemoryStore:
         self.topology = Topology(
             self.topology.exchanges,
             [queue for queue in self.topology.queues if queue.durable],
-            [binding for binding in self.topology.bindings if binding.queue not in dropped],
+            [binding for binding in self.topology.bindings if binding.to_exchange or binding.destination not in dropped],
         )
         return dropped
 

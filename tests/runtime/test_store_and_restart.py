@@ -64,7 +64,7 @@ async def test_a_non_durable_queue_does_not_outlive_a_restart(runtime: Runtime) 
     try:
         assert "scratch" not in restarted.broker.queues
         assert "kept" in restarted.broker.queues and restarted.loaded_messages == 1
-        assert [b.queue for b in restarted.broker.bindings.values()] == ["kept"]
+        assert [b.destination for b in restarted.broker.bindings.values()] == ["kept"]
         stored = await database_sync_to_async(lambda: sorted(Queue.objects.values_list("name", flat=True)))()
         assert stored == ["kept"]
         assert await database_sync_to_async(Binding.objects.count)() == 1

@@ -8,7 +8,7 @@ import pytest
 
 from broker.engine.exchanges import ExchangeSpec, ExchangeType
 from broker.engine.queues import QueueSpec
-from broker.engine.routing import BindingSpec
+from broker.engine.routing import BindingSpec, DestinationType
 from broker.protocol.topology import (
     BindingDeleted,
     BindingSaved,
@@ -28,10 +28,12 @@ CHANGES: list[TopologyChange] = [
     QueueDeleted("jobs"),
     BindingSaved(BindingSpec("orders", "jobs", "a.#", {"x-match": "any", "k": 1})),
     BindingDeleted(BindingSpec("orders", "jobs", "", {})),
+    BindingSaved(BindingSpec("orders", "eu", "eu.*", {}, DestinationType.EXCHANGE)),
+    BindingDeleted(BindingSpec("orders", "eu", "eu.*", {}, DestinationType.EXCHANGE)),
 ]
 
 
-@pytest.mark.parametrize("change", CHANGES, ids=lambda c: type(c).__name__)
+@pytest.mark.parametrize("change", CHANGES, ids=lambda c: f"{type(c).__name__}-{CHANGES.index(c)}")
 def test_round_trip_through_json(change: TopologyChange) -> None:
     wire = json.loads(json.dumps(encode_change(change)))
     assert decode_change(wire) == change
