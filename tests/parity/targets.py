@@ -44,6 +44,11 @@ class Target(Protocol):
 
     def bind(self, exchange: str, queue: str, key: str = "") -> None: ...
 
+    def bind_exchange(self, source: str, destination: str, key: str = "") -> None:
+        """Bind `destination`, an exchange, to `source` (RabbitMQ's exchange.bind)."""
+
+    def delete_exchange(self, name: str) -> None: ...
+
     def publish(
         self, exchange: str, key: str, body: str, *, expiration: str | None = None, priority: int | None = None
     ) -> bool:
@@ -83,6 +88,13 @@ class Ours:
 
     def bind(self, exchange: str, queue: str, key: str = "") -> None:
         self._ok(self.http.post("/api/bindings/", json={"exchange": exchange, "queue": queue, "binding_key": key}))
+
+    def bind_exchange(self, source: str, destination: str, key: str = "") -> None:
+        binding = {"exchange": source, "destination_exchange": destination, "binding_key": key}
+        self._ok(self.http.post("/api/bindings/", json=binding))
+
+    def delete_exchange(self, name: str) -> None:
+        assert self.http.delete(f"/api/exchanges/{name}/").status_code == 204
 
     def publish(
         self, exchange: str, key: str, body: str, *, expiration: str | None = None, priority: int | None = None
@@ -144,6 +156,12 @@ class RabbitMQ:
 
     def bind(self, exchange: str, queue: str, key: str = "") -> None:
         self.channel.queue_bind(queue, exchange, key)
+
+    def bind_exchange(self, source: str, destination: str, key: str = "") -> None:
+        self.channel.exchange_bind(destination, source, key)
+
+    def delete_exchange(self, name: str) -> None:
+        self.channel.exchange_delete(name)
 
     def publish(
         self, exchange: str, key: str, body: str, *, expiration: str | None = None, priority: int | None = None

@@ -152,3 +152,45 @@ async def test_max_length_bytes_drops_the_head_or_refuses(target: Target) -> Non
     assert target.publish("", refusing, "bbbb")  # 10 bytes: at the limit, not over
     assert not target.publish("", refusing, "c")  # it would go over: refused
     assert [got.body for got in target.get(refusing)] == ["aaaaaa", "bbbb"]
+
+
+async def test_exchanges_bound_to_exchanges_route_on_each_once(target: Target) -> None:
+    orders, eu, audit = target.unique("orders"), target.unique("eu"), target.unique("audit")
+    target.declare_exchange(orders, "topic")
+    target.declare_exchange(eu, "direct")
+    target.declare_exchange(audit, "fanout")
+    work, log = target.unique("eu-work"), target.unique("audit-log")
+    target.declare_queue(work)
+    target.declare_queue(log)
+    target.bind(eu, work, "orders.eu.new")
+    target.bind(audit, log)
+    target.bind_exchange(orders, eu, "orders.eu.*")
+    target.bind_exchange(orders, audit, "#")
+    target.bind(orders, log, "orders.#")  # the log is reached twice: it gets one copy
+    target.bind_exchange(audit, orders, "#")  # a cycle: each exchange routes a message once
+    for key in ("orders.eu.new", "orders.eu.paid", "orders.us.new"):
+        assert target.publish(orders, key, key)
+    assert [got.body for got in target.get(work)] == ["orders.eu.new"]
+    assert [got.body for got in target.get(log)] == ["orders.eu.new", "orders.eu.paid", "orders.us.new"]
+    target.delete_exchange(eu)  # its binding from orders goes with it
+    assert target.publish(orders, "orders.eu.new", "after")
+    assert [got.body for got in target.get(log)] == ["after"] and target.ready(work) == 0
+
+
+async def test_each_exchange_on_the_way_hands_what_it_matches_nowhere_to_its_alternate(target: Target) -> None:
+    spare, lost = target.unique("spare"), target.unique("lost")
+    target.declare_exchange(spare, "fanout")
+    target.declare_queue(lost)
+    target.bind(spare, lost)
+    front, back = target.unique("front"), target.unique("back")
+    target.declare_exchange(front, "direct", {"alternate-exchange": spare})
+    target.declare_exchange(back, "direct", {"alternate-exchange": spare})
+    work = target.unique("work")
+    target.declare_queue(work)
+    target.bind(back, work, "job")
+    target.bind_exchange(front, back, "job")
+    target.bind_exchange(front, back, "other")
+    for key in ("job", "other", "none"):  # routed by both; by front, not back; by neither
+        assert target.publish(front, key, key)
+    assert [got.body for got in target.get(work)] == ["job"]
+    assert [got.body for got in target.get(lost)] == ["other", "none"]

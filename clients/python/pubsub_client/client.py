@@ -157,8 +157,17 @@ class Client:
     ) -> Binding:
         return await self.http.bind(exchange, queue, binding_key=binding_key, arguments=arguments)
 
-    async def bindings(self, *, exchange: str | None = None, queue: str | None = None) -> list[Binding]:
-        return await self.http.bindings(exchange=exchange, queue=queue)
+    async def bind_exchange(
+        self, source: str, destination: str, binding_key: str = "", *, arguments: dict[str, Any] | None = None
+    ) -> Binding:
+        """Bind the exchange `destination` to `source`: what `source` routes to it (by the
+        binding key, or headers in `arguments`), `destination` routes on by its own bindings."""
+        return await self.http.bind_exchange(source, destination, binding_key=binding_key, arguments=arguments)
+
+    async def bindings(
+        self, *, exchange: str | None = None, queue: str | None = None, destination_exchange: str | None = None
+    ) -> list[Binding]:
+        return await self.http.bindings(exchange=exchange, queue=queue, destination_exchange=destination_exchange)
 
     async def delete_binding(self, binding: Binding | int) -> None:
         await self.http.delete_binding(binding.id if isinstance(binding, Binding) else binding)

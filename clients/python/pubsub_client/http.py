@@ -114,12 +114,23 @@ class HttpApi:
         body = {"exchange": exchange, "queue": queue, "binding_key": binding_key, "arguments": arguments or {}}
         return Binding.from_json(await self.request("POST", "/api/bindings/", body))
 
-    async def bindings(self, *, exchange: str | None, queue: str | None) -> list[Binding]:
+    async def bind_exchange(
+        self, source: str, destination: str, *, binding_key: str, arguments: dict[str, Any] | None
+    ) -> Binding:
+        body = {"exchange": source, "destination_exchange": destination, "binding_key": binding_key,
+                "arguments": arguments or {}}
+        return Binding.from_json(await self.request("POST", "/api/bindings/", body))
+
+    async def bindings(
+        self, *, exchange: str | None, queue: str | None, destination_exchange: str | None = None
+    ) -> list[Binding]:
         params = {}
         if exchange is not None:
             params["exchange"] = exchange or DEFAULT_EXCHANGE_URL_NAME
         if queue is not None:
             params["queue"] = queue
+        if destination_exchange is not None:
+            params["destination_exchange"] = destination_exchange
         return [Binding.from_json(item) for item in await self.request("GET", "/api/bindings/", params=params)]
 
     async def delete_binding(self, binding_id: int) -> None:

@@ -68,18 +68,23 @@ class Queue:
 
 @dataclass(frozen=True, slots=True)
 class Binding:
+    """A binding from `exchange` to a queue, or to another exchange (`destination_exchange`,
+    then `queue` is None)."""
+
     id: int
     exchange: str
-    queue: str
+    queue: str | None
     binding_key: str = ""
     arguments: dict[str, Any] = field(default_factory=dict)
+    destination_exchange: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Binding:
         return cls(
             id=int(data["id"]),
             exchange=data["exchange"],
-            queue=data["queue"],
+            queue=data.get("queue"),
+            destination_exchange=data.get("destination_exchange"),
             binding_key=data.get("binding_key", ""),
             arguments=dict(data.get("arguments") or {}),
         )

@@ -149,8 +149,17 @@ class SyncClient:
     ) -> Binding:
         return self._run(self._client.bind(exchange, queue, binding_key, arguments=arguments))
 
-    def bindings(self, *, exchange: str | None = None, queue: str | None = None) -> list[Binding]:
-        return self._run(self._client.bindings(exchange=exchange, queue=queue))
+    def bind_exchange(
+        self, source: str, destination: str, binding_key: str = "", *, arguments: dict[str, Any] | None = None
+    ) -> Binding:
+        return self._run(self._client.bind_exchange(source, destination, binding_key, arguments=arguments))
+
+    def bindings(
+        self, *, exchange: str | None = None, queue: str | None = None, destination_exchange: str | None = None
+    ) -> list[Binding]:
+        return self._run(
+            self._client.bindings(exchange=exchange, queue=queue, destination_exchange=destination_exchange)
+        )
 
     def delete_binding(self, binding: Binding | int) -> None:
         self._run(self._client.delete_binding(binding))

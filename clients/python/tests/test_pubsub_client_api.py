@@ -101,6 +101,22 @@ async def test_bindings_bind_list_unbind(client: Client) -> None:
     assert (await client.publish(exchange, "r", routing_key="red")).routed == 0
 
 
+async def test_an_exchange_bound_to_an_exchange(client: Client) -> None:
+    source, destination, queue = unique("ex"), unique("ex"), unique("q")
+    await client.declare_exchange(source, "topic")
+    await client.declare_exchange(destination, "fanout")
+    await client.declare_queue(queue)
+    await client.bind(destination, queue)
+    binding = await client.bind_exchange(source, destination, "eu.*")
+    assert (binding.exchange, binding.queue, binding.destination_exchange) == (source, None, destination)
+    assert await client.bindings(destination_exchange=destination) == [binding]
+
+    assert (await client.publish(source, "m", routing_key="eu.new")).routed == 1
+    assert (await client.publish(source, "m", routing_key="us.new")).routed == 0
+    await client.delete_binding(binding)
+    assert (await client.publish(source, "m", routing_key="eu.new")).routed == 0
+
+
 async def test_publish_confirms_keep_the_message_id_and_errors_are_final(client: Client) -> None:
     queue = unique("q")
     await client.declare_queue(queue)
