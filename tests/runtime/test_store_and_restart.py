@@ -72,6 +72,26 @@ async def test_a_non_durable_queue_does_not_outlive_a_restart(runtime: Runtime) 
         await restarted.stop()
 
 
+async def test_bindings_to_exchanges_are_loaded_at_a_restart(runtime: Runtime) -> None:
+    source = await database_sync_to_async(Exchange.objects.create)(name="orders", type="topic")
+    destination = await database_sync_to_async(Exchange.objects.create)(name="eu", type="fanout")
+    queue = await database_sync_to_async(Queue.objects.create)(name="eu-work")
+    await database_sync_to_async(Binding.objects.create)(exchange=destination, queue=queue)
+    await database_sync_to_async(Binding.objects.create)(
+        exchange=source, destination_exchange=destination, binding_key="eu.*"
+    )
+    await runtime.stop()
+
+    restarted = new_runtime()
+    await restarted.start()
+    try:
+        assert sorted((b.destination, str(b.destination_type)) for b in restarted.broker.bindings.values()) == [
+            ("eu", "exchange"), ("eu-work", "queue")]
+        assert restarted.broker.routing.route("orders", "eu.new", {}, restarted.broker.queues) == {"eu-work"}
+    finally:
+        await restarted.stop()
+
+
 async def test_concurrent_publishes_share_commits(runtime: Runtime) -> None:
     await database_sync_to_async(Queue.objects.create)(name="busy")
     assert runtime.writer is not None
