@@ -55,8 +55,9 @@ export const api = {
   deleteQueue: (name) => call("DELETE", `/api/queues/${seg(name)}/`),
   createBinding: (fields) => call("POST", "/api/bindings/", fields),
   deleteBinding: (id) => call("DELETE", `/api/bindings/${seg(id)}/`),
-  listBindings: (exchange, queue) =>
-    call("GET", `/api/bindings/?exchange=${seg(exchange)}&queue=${seg(queue)}`),
+  // `destination` as in createBinding: {queue} or {destination_exchange}.
+  listBindings: (exchange, destination) =>
+    call("GET", `/api/bindings/?${new URLSearchParams({ exchange, ...destination })}`),
   // The default exchange is `amq.default` in URLs (docs/protocol.md, "Names").
   publish: (exchange, fields) => call("POST", `/api/exchanges/${seg(exchange || "amq.default")}/publish/`, fields),
 };

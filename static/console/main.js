@@ -119,9 +119,20 @@ onSubmit($("#exchange-form"), async (f) => {
   return `exchange ${data.name} (${data.type}) ${verb(status)}`;
 });
 
-onSubmit($("#binding-form"), async (f) => {
-  const { status, data } = await api.createBinding({ exchange: f.exchange.value, queue: f.queue.value, binding_key: f.binding_key.value });
-  return `binding ${data.exchange} → ${data.queue} “${data.binding_key}” ${verb(status)}`;
+// A binding's destination is a queue or another exchange: the form shows the chosen one's names.
+const bindingForm = $("#binding-form");
+const showDestination = () => {
+  const to = bindingForm.elements.destination.value;
+  for (const part of bindingForm.querySelectorAll("[data-destination]")) part.hidden = part.dataset.destination !== to;
+};
+bindingForm.elements.destination.addEventListener("change", showDestination);
+showDestination(); // the browser may have kept the choice over a reload
+
+onSubmit(bindingForm, async (f) => {
+  const to = f.destination.value === "exchange" ? { destination_exchange: f.destination_exchange.value } : { queue: f.queue.value };
+  const { status, data } = await api.createBinding({ exchange: f.exchange.value, ...to, binding_key: f.binding_key.value });
+  const destination = data.destination_exchange == null ? data.queue : `exchange ${data.destination_exchange}`;
+  return `binding ${data.exchange} → ${destination} “${data.binding_key}” ${verb(status)}`;
 });
 
 onSubmit($("#publish-form"), async (f) => {
@@ -143,7 +154,8 @@ async function remove(button) {
   if (d.kind === "queue") return api.deleteQueue(d.name);
   if (d.kind === "exchange") return api.deleteExchange(d.name);
   // `stats` bindings carry no id: find it among the pair's bindings.
-  const { data } = await api.listBindings(d.exchange, d.queue);
+  const to = d.destinationExchange === undefined ? { queue: d.queue } : { destination_exchange: d.destinationExchange };
+  const { data } = await api.listBindings(d.exchange, to);
   const args = JSON.stringify(JSON.parse(d.arguments || "{}"));
   const match = data.find((b) => b.binding_key === d.bindingKey && JSON.stringify(b.arguments) === args);
   if (!match) throw { code: "not_found", message: "this binding no longer exists" };

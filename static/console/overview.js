@@ -127,19 +127,27 @@ function code(text) {
   return c;
 }
 
+// A binding's destination: a queue, or (destination_exchange set) another exchange.
+function destinationCell(b) {
+  if (b.destination_exchange == null) return cell(b.queue);
+  const td = cell();
+  td.append(tag("exchange"), " ", b.destination_exchange);
+  return td;
+}
+
 function bindingRow(b) {
   const tr = document.createElement("tr");
-  tr.dataset.exchange = b.exchange;
-  tr.dataset.queue = b.queue;
-  tr.dataset.bindingKey = b.binding_key;
+  // One of data-queue / data-destination-exchange, never "null".
+  const to = b.destination_exchange == null ? { queue: b.queue } : { destinationExchange: b.destination_exchange };
+  Object.assign(tr.dataset, { exchange: b.exchange, ...to, bindingKey: b.binding_key });
   const args = Object.keys(b.arguments || {}).length ? code(JSON.stringify(b.arguments)) : "";
   const actions = cell(undefined, "actions");
-  actions.append(deleteButton("binding", { exchange: b.exchange, queue: b.queue, bindingKey: b.binding_key, arguments: JSON.stringify(b.arguments || {}) }));
+  actions.append(deleteButton("binding", { exchange: b.exchange, ...to, bindingKey: b.binding_key, arguments: JSON.stringify(b.arguments || {}) }));
   const key = cell();
   key.append(code(b.binding_key));
   const argCell = cell();
   argCell.append(args);
-  tr.append(cell(b.exchange), cell(b.queue), key, argCell, actions);
+  tr.append(cell(b.exchange), destinationCell(b), key, argCell, actions);
   return tr;
 }
 
@@ -193,7 +201,7 @@ export function renderOverview(frame) {
   syncRows(
     document.querySelector("#bindings tbody"),
     frame.bindings || [],
-    (b) => JSON.stringify([b.exchange, b.queue, b.binding_key, b.arguments]),
+    (b) => JSON.stringify([b.exchange, b.queue, b.destination_exchange, b.binding_key, b.arguments]),
     bindingRow,
     () => {},
   );

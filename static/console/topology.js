@@ -1,6 +1,8 @@
 // The topology as an SVG picture: exchanges on the left, queues on the right,
-// one curve per binding labelled with its binding key. The default exchange
-// ("") is left out: it is implicitly bound to every queue by its name.
+// one curve per binding labelled with its binding key. A binding to another
+// exchange is a dashed loop from the source's right side back to the
+// destination's. The default exchange ("") is left out: it is implicitly bound
+// to every queue by its name.
 
 const NS = "http://www.w3.org/2000/svg";
 const WIDTH = 640;
@@ -12,7 +14,7 @@ const TYPE_COLOR = { direct: "#2563eb", fanout: "#7c3aed", topic: "#0d9488", hea
 
 function el(name, attrs = {}, text) {
   const node = document.createElementNS(NS, name);
-  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  for (const [key, value] of Object.entries(attrs)) if (value != null) node.setAttribute(key, value);
   if (text !== undefined) node.textContent = text;
   return node;
 }
@@ -31,7 +33,7 @@ export function topologyKey(frame) {
   return JSON.stringify([
     (frame.exchanges || []).map((x) => [x.name, x.type]),
     (frame.queues || []).map((q) => q.name),
-    (frame.bindings || []).map((b) => [b.exchange, b.queue, b.binding_key, b.arguments]),
+    (frame.bindings || []).map((b) => [b.exchange, b.queue, b.destination_exchange, b.binding_key, b.arguments]),
   ]);
 }
 
@@ -43,8 +45,8 @@ function bezier(p0, p1, p2, p3, t) {
 
 export function drawTopology(container, frame) {
   const bindings = (frame.bindings || []).filter((b) => b.exchange !== "");
-  // The broker's own amq.* exchanges only when something is bound to them.
-  const bound = new Set(bindings.map((b) => b.exchange));
+  // The broker's own amq.* exchanges only when something is bound to them (or they to another).
+  const bound = new Set(bindings.flatMap((b) => [b.exchange, b.destination_exchange]));
   const exchanges = (frame.exchanges || [])
     .filter((x) => x.name !== "" && (!x.name.startsWith("amq.") || bound.has(x.name)))
     .sort((a, b) => a.name.localeCompare(b.name));
@@ -52,6 +54,7 @@ export function drawTopology(container, frame) {
   // Queues ordered by the mean row of the exchanges that feed them: fewer crossings.
   const feeds = new Map();
   for (const b of bindings) {
+    if (b.destination_exchange != null) continue;
     if (!feeds.has(b.queue)) feeds.set(b.queue, []);
     if (exIndex.has(b.exchange)) feeds.get(b.queue).push(exIndex.get(b.exchange));
   }
@@ -85,22 +88,42 @@ export function drawTopology(container, frame) {
   const placed = [];
   const types = new Map(exchanges.map((x) => [x.name, x.type]));
   for (const b of bindings) {
+    const toExchange = b.destination_exchange != null;
     const from = exPos.get(b.exchange);
-    const to = qPos.get(b.queue);
+    const to = toExchange ? exPos.get(b.destination_exchange) : qPos.get(b.queue);
     if (!from || !to) continue;
-    const p0 = [from[0] + BOX_W, from[1] + BOX_H / 2];
-    const p3 = [to[0], to[1] + BOX_H / 2];
-    const mid = (p0[0] + p3[0]) / 2;
-    const p1 = [mid, p0[1]];
-    const p2 = [mid, p3[1]];
+    let p0, p1, p2, p3;
+    if (toExchange) {
+      // Both in the left column: a loop out to the right, wider the further apart they are,
+      // from the upper quarter to the lower one (clear of the queue edges, and an exchange
+      // bound to itself is a loop too).
+      p0 = [from[0] + BOX_W, from[1] + BOX_H / 4];
+      p3 = [to[0] + BOX_W, to[1] + (BOX_H * 3) / 4];
+      const out = p0[0] + Math.min(40 + (Math.abs(p3[1] - p0[1]) / ROW) * 16, 200);
+      p1 = [out, p0[1]];
+      p2 = [out, p3[1]];
+    } else {
+      p0 = [from[0] + BOX_W, from[1] + BOX_H / 2];
+      p3 = [to[0], to[1] + BOX_H / 2];
+      const mid = (p0[0] + p3[0]) / 2;
+      p1 = [mid, p0[1]];
+      p2 = [mid, p3[1]];
+    }
     const color = TYPE_COLOR[types.get(b.exchange)] || "#64748b";
-    const g = el("g", { class: "edge", "data-exchange": b.exchange, "data-queue": b.queue, "data-binding-key": b.binding_key });
+    const g = el("g", {
+      class: toExchange ? "edge to-exchange" : "edge",
+      "data-exchange": b.exchange,
+      "data-queue": b.queue,
+      "data-destination-exchange": b.destination_exchange,
+      "data-binding-key": b.binding_key,
+    });
     g.append(
       el("path", {
         d: `M${p0} C${p1} ${p2} ${p3}`,
         fill: "none",
         stroke: color,
         "stroke-width": 1.5,
+        "stroke-dasharray": toExchange ? "5 3" : null,
         "marker-end": "url(#arrow)",
       }),
     );
@@ -118,9 +141,10 @@ export function drawTopology(container, frame) {
     }
     placed.push([spot[0], spot[1], w]);
     // Labels go in their own group, drawn above the nodes.
-    const label = el("text", { x: spot[0], y: spot[1] + 4, class: "edge-label", "text-anchor": "middle", fill: color, "data-exchange": b.exchange, "data-queue": b.queue }, text);
+    const label = el("text", { x: spot[0], y: spot[1] + 4, class: "edge-label", "text-anchor": "middle", fill: color, "data-exchange": b.exchange, "data-queue": b.queue, "data-destination-exchange": b.destination_exchange }, text);
     labels.append(label);
-    g.append(el("title", {}, `${b.exchange} → ${b.queue}: ${edgeLabel(b, types.get(b.exchange))}`));
+    const destination = toExchange ? `exchange ${b.destination_exchange}` : b.queue;
+    g.append(el("title", {}, `${b.exchange} → ${destination}: ${edgeLabel(b, types.get(b.exchange))}`));
   }
 
   const nodes = el("g", { class: "nodes" });

@@ -10,9 +10,11 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
+from bindings.models import Binding
 from broker.protocol.publish import PublishRequest
 from broker.router.calls import on_loop
 from broker.runtime.runtime import Runtime
+from exchanges.models import Exchange
 from queues.models import Queue
 
 
@@ -37,6 +39,27 @@ def test_home_embeds_the_initial_state_and_loads_the_console_script(runtime_thre
     assert [q["name"] for q in state["queues"]] == ["inbox"]
     assert {"name": "", "type": "direct", "durable": True, "arguments": {}, "features": []} in state["exchanges"]  # the default exchange, as in `stats`
     assert 'type="module" src="/static/console/main.js"' in html
+
+
+def test_home_shows_a_binding_to_an_exchange_apart_from_one_to_a_queue_of_that_name(
+    runtime_thread: Runtime,
+) -> None:
+    events = Exchange.objects.create(name="events", type="topic")
+    billing = Exchange.objects.create(name="billing", type="fanout")
+    Binding.objects.create(exchange=events, destination_exchange=billing, binding_key="bill.*")
+    Binding.objects.create(exchange=events, queue=Queue.objects.create(name="billing"), binding_key="bill.*")
+    html = Client().get("/").content.decode()
+    found = re.search(r'<script id="initial-state" type="application/json">(.*?)</script>', html, re.DOTALL)
+    assert found is not None
+    bindings = json.loads(found.group(1))["bindings"]
+    assert [(b["exchange"], b["queue"], b["destination_exchange"]) for b in bindings] == [
+        ("events", None, "billing"), ("events", "billing", None)]
+    to_exchange, to_queue = re.findall(r'<tr data-exchange="events" .*?</tr>', html, re.DOTALL)
+    assert 'data-destination-exchange="billing"' in to_exchange and "data-queue" not in to_exchange
+    assert '<td><span class="tag">exchange</span> billing</td>' in to_exchange
+    assert 'data-queue="billing"' in to_queue and "data-destination-exchange" not in to_queue
+    assert "<td>billing</td>" in to_queue
+    assert "None" not in to_exchange + to_queue
 
 
 @pytest.mark.django_db

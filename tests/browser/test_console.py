@@ -10,6 +10,7 @@ also refreshes the README's picture, docs/console.png.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -202,6 +203,52 @@ def test_exchange_tail_and_deletes_from_the_page(page: Any, broker: BrokerProces
     exchange_row.get_by_role("button", name="Confirm").click()
     expect(exchange_row).to_have_count(0)
     expect(page.locator('#topology-view g.node.exchange[data-name="news"]')).to_have_count(0)
+
+
+def test_an_exchange_bound_to_an_exchange_from_the_form(page: Any, broker: BrokerProcess) -> None:
+    http = httpx.Client(base_url=broker.url, timeout=10)
+    http.post("/api/exchanges/", json={"name": "inbound", "type": "topic"}).raise_for_status()
+    http.post("/api/exchanges/", json={"name": "billing", "type": "fanout"}).raise_for_status()
+    http.post("/api/queues/", json={"name": "invoices"}).raise_for_status()
+    http.post("/api/bindings/", json={"exchange": "billing", "queue": "invoices"}).raise_for_status()
+    # A queue of the destination exchange's name, bound the same way: a row and an edge of its own.
+    http.post("/api/queues/", json={"name": "billing"}).raise_for_status()
+    http.post("/api/bindings/", json={"exchange": "inbound", "queue": "billing", "binding_key": "bill.*"}).raise_for_status()
+
+    binding_form = page.locator("#binding-form")
+    expect(binding_form.locator('select[name="destination_exchange"]')).to_be_hidden()
+    submit(binding_form, exchange="inbound", destination="exchange", destination_exchange="billing", binding_key="bill.*")
+    expect(binding_form.locator(".form-ok")).to_have_text("binding inbound → exchange billing “bill.*” created")
+    expect(binding_form.locator('select[name="queue"]')).to_be_hidden()
+    row = page.locator('#bindings tr[data-exchange="inbound"][data-destination-exchange="billing"]')
+    expect(row).to_contain_text("exchange billing")
+    expect(row).not_to_have_attribute("data-queue", re.compile(".*"))
+    expect(page.locator('#bindings tr[data-exchange="inbound"][data-queue="billing"]')).to_have_count(1)
+    expect(page.locator("#bindings tbody")).not_to_contain_text("null")
+    edge = page.locator('#topology-view g.edge[data-exchange="inbound"][data-destination-exchange="billing"]')
+    expect(edge).to_have_attribute("data-binding-key", "bill.*")
+    expect(edge).not_to_have_attribute("data-queue", re.compile(".*"))
+    expect(edge.locator("path")).to_have_attribute("stroke-dasharray", "5 3")  # drawn apart from queue edges
+    expect(page.locator('#topology-view g.edge[data-exchange="inbound"][data-queue="billing"]')).to_have_count(1)
+    expect(page.locator('#topology-view g.edge[data-exchange="billing"][data-queue="invoices"]')).to_have_count(1)
+    screenshot(page, "09-exchange-to-exchange")
+
+    publish_form = page.locator("#publish-form")
+    submit(publish_form, exchange="inbound", routing_key="bill.new", headers="{}", body='{"id": 7}')
+    expect(publish_form.locator("#publish-result")).to_contain_text("routed to 2 queues")  # billing, and invoices on
+    expect(queue_cell(page, "invoices", "messages_ready")).to_have_text("1")
+    expect(queue_cell(page, "billing", "messages_ready")).to_have_text("1")
+
+    row.get_by_role("button", name="Delete").click()
+    row.get_by_role("button", name="Confirm").click()
+    expect(row).to_have_count(0)
+    expect(edge).to_have_count(0)
+    expect(page.locator('#bindings tr[data-exchange="inbound"][data-queue="billing"]')).to_have_count(1)  # not this one
+    assert http.get("/api/bindings/", params={"destination_exchange": "billing"}).json() == []
+    submit(publish_form, body='{"id": 8}')
+    expect(publish_form.locator("#publish-result")).to_contain_text("routed to 1 queue ·")
+    expect(queue_cell(page, "billing", "messages_ready")).to_have_text("2")
+    expect(queue_cell(page, "invoices", "messages_ready")).to_have_text("1")
 
 
 def test_a_logged_in_user_changes_the_broker_with_the_csrf_token(page: Any, broker: BrokerProcess) -> None:
