@@ -79,7 +79,8 @@ class Binding(models.Model):
             errors.setdefault("queue", []).append("give a queue or a destination exchange, not both")
         destination = self.destination_exchange if self.destination_exchange_id is not None else None
         if destination is not None:
-            collect(errors, "destination_exchange", lambda: refuse_default_exchange(destination.name))
+            collect(errors, "destination_exchange",
+                    lambda: refuse_default_exchange(destination.name, field="destination_exchange"))
         if self.exchange_id is not None and not errors:  # else the form reports the missing exchange
             exchange = self.exchange
             collect(errors, "exchange", lambda: refuse_default_exchange(exchange.name))

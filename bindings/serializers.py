@@ -31,3 +31,10 @@ class BindingCreateSerializer(serializers.Serializer[Any]):
     arguments = serializers.DictField(
         default=dict, help_text="headers exchanges: the headers to match, and x-match (all, any)"
     )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # Before the permission checks, which need to know what the destination is.
+        if ("queue" in attrs) == ("destination_exchange" in attrs):
+            message = "give a queue or a destination exchange, not both"
+            raise serializers.ValidationError({"queue": [message], "destination_exchange": [message]})
+        return attrs

@@ -46,12 +46,13 @@ def binding_create(
     if (queue is None) == (destination_exchange is None):
         message = "give a queue or a destination exchange, not both"
         raise BrokerError(message, fields={"queue": [message], "destination_exchange": [message]})
-    names = (exchange, queue if destination_exchange is None else destination_exchange)
-    if not all(isinstance(name, str) for name in names):
-        raise BrokerError("exchange and queue must be names", fields={"exchange": ["must be a string"]})
+    named = ("queue", queue) if destination_exchange is None else ("destination_exchange", destination_exchange)
+    for field, name in (("exchange", exchange), named):
+        if not isinstance(name, str):
+            raise BrokerError(f"{field} must be a name", fields={field: ["must be a string"]})
     refuse_default_exchange(exchange)
     if destination_exchange is not None:
-        refuse_default_exchange(destination_exchange)
+        refuse_default_exchange(destination_exchange, field="destination_exchange")
     binding_key = key_field("binding_key", binding_key)
     arguments = object_field("arguments", arguments)
     with transaction.atomic():

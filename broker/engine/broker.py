@@ -251,8 +251,11 @@ class Broker:
                 self._forget(envelope, fx)
                 queue.delivered += 1
                 queue.acknowledged += 1
-                if self.has_exchange(envelope.message.exchange):
-                    self._route_and_enqueue(envelope.message, fx, now, depth=0)
+                # From the exchange that held it: the one published to, or one that an
+                # exchange-to-exchange binding reached.
+                exchange = held_for(name)
+                if exchange is not None and self.has_exchange(exchange):
+                    self._route_and_enqueue(envelope.message, fx, now, depth=0, via=exchange)
         return fx.build()
 
     def _count_publish_to(self, exchange: str, routed: int) -> None:
@@ -270,11 +273,15 @@ class Broker:
             if not routed:
                 exchange.unroutable += 1
 
-    def _route_and_enqueue(self, message: Message, fx: EffectsBuilder, now: float, depth: int) -> int:
+    def _route_and_enqueue(
+        self, message: Message, fx: EffectsBuilder, now: float, depth: int, via: str | None = None
+    ) -> int:
+        """Route `message` from its exchange (or from `via`) and enqueue its copies."""
         routed = 0
         queues = self.queues
         own_ttl = expiration_of(message.headers)  # once, not per queue
-        for name in self.routing.route(message.exchange, message.routing_key, message.headers, queues):
+        exchange = message.exchange if via is None else via
+        for name in self.routing.route(exchange, message.routing_key, message.headers, queues):
             queue = queues[name]
             if self._rejects(queue, message):
                 self._refuse(queue, message, fx, now, depth)

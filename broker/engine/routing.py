@@ -16,9 +16,9 @@ from enum import StrEnum
 from typing import Any
 
 from .errors import Forbidden, NotFound, PreconditionFailed
-from .exchanges import Exchange, ExchangeSpec
+from .exchanges import Exchange, ExchangeSpec, delay_of
 from .jsoncodec import canonical
-from .names import DEFAULT_EXCHANGE, HOLDING_PREFIX
+from .names import DEFAULT_EXCHANGE, HOLDING_PREFIX, holding_queue
 from .rules import binding_arguments, check_not_reserved, refuse_default_exchange
 
 
@@ -48,7 +48,7 @@ class BindingSpec:
 
     @property
     def to_exchange(self) -> bool:
-        return self.destination_type is DestinationType.EXCHANGE
+        return self.destination_type == DestinationType.EXCHANGE
 
 
 class Routing:
@@ -124,7 +124,7 @@ class Routing:
         refuse_default_exchange(spec.exchange)
         exchange = self.exchange(spec.exchange)
         if spec.to_exchange:
-            refuse_default_exchange(spec.destination)
+            refuse_default_exchange(spec.destination, field="destination_exchange")
             self.exchange(spec.destination)
         elif spec.destination not in queues:
             raise NotFound(f"queue {spec.destination!r} does not exist")
@@ -166,7 +166,10 @@ class Routing:
 
         As RabbitMQ: an exchange bound to other exchanges hands the message on to those its
         bindings match; an exchange that matches nothing hands it to its alternate exchange,
-        if it has one. Each exchange routes a message once, and each queue gets one copy."""
+        if it has one. Each exchange routes a message once, and each queue gets one copy. A
+        delayed exchange reached on the way takes a message with an `x-delay` into its
+        holding queue (routed from there when due); the one published to is the broker's
+        to hold (`Broker.publish`)."""
         if exchange == DEFAULT_EXCHANGE:
             return _by_name(routing_key, queues)
         found = self.exchanges.get(exchange)
@@ -175,17 +178,29 @@ class Routing:
         names = found.routes.route(routing_key, headers)
         if found.onward is None and (names or found.alternate is None):
             return names  # the common case: no exchange to follow
-        return self._route_onward(found, routing_key, headers, queues)
+        return self._route_onward(found, names, routing_key, headers, queues)
 
     def _route_onward(
-        self, start: Exchange, routing_key: str, headers: Mapping[str, Any], queues: Container[str]
+        self,
+        start: Exchange,
+        start_names: Collection[str],
+        routing_key: str,
+        headers: Mapping[str, Any],
+        queues: Container[str],
     ) -> set[str]:
         found: set[str] = set()
         seen = {start.spec.name}
         waiting = [start]
+        delayed = bool(headers) and delay_of(headers) > 0
         while waiting:
             exchange = waiting.pop()
-            names = exchange.routes.route(routing_key, headers)
+            if exchange is start:
+                names = start_names
+            elif delayed and exchange.delayed and (holding := holding_queue(exchange.spec.name)) in queues:
+                found.add(holding)  # held: it routes on from this exchange when due
+                continue
+            else:
+                names = exchange.routes.route(routing_key, headers)
             found.update(names)
             onward: Collection[str] = () if exchange.onward is None else exchange.onward.route(routing_key, headers)
             if not names and not onward and exchange.alternate is not None:

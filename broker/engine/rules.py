@@ -113,10 +113,11 @@ def object_field(field: str, value: object) -> dict[str, Any]:
     return checked
 
 
-def refuse_default_exchange(exchange: str) -> None:
-    """The default exchange takes no bindings but the implicit ones."""
+def refuse_default_exchange(exchange: str, *, field: str = "exchange") -> None:
+    """The default exchange takes no bindings but the implicit ones (`field` names it in
+    the error: the binding's exchange, or its destination exchange)."""
     if exchange in (DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS):
-        raise Forbidden(DEFAULT_EXCHANGE_BINDINGS, fields={"exchange": [DEFAULT_EXCHANGE_BINDINGS]})
+        raise Forbidden(DEFAULT_EXCHANGE_BINDINGS, fields={field: [DEFAULT_EXCHANGE_BINDINGS]})
 
 
 def binding_arguments(exchange_type: ExchangeType, arguments: object) -> dict[str, Any]:

@@ -254,6 +254,9 @@ def test_binding_an_exchange_to_an_exchange_needs_configure_on_the_destination_a
     assert status == 201
     refused(client_of(token).delete(f"/api/bindings/{body['id']}/"), "read permission on exchange 'x'")
     assert client_of(both).delete(f"/api/bindings/{body['id']}/")[0] == 204
+    # Two destinations are invalid whoever asks, before any permission is looked at.
+    status, answer = client_of(token).post("/api/bindings/", {**binding, "queue": "q"})
+    assert (status, answer["error"]["code"]) == (400, "invalid")
 
 
 @pytest.mark.parametrize(("configure", "read"), [("", "x"), ("q", "")])

@@ -112,6 +112,8 @@ def test_an_exchange_bound_to_an_exchange(api: Api, topology: Runtime) -> None:
         ("hdr", "exchange"), ("q1", "queue")}
     published = api.post("/api/exchanges/ex/publish/", {"routing_key": "k", "body": 1})[1]
     assert published["routed"] == 1  # q1; hdr has no bindings of its own
+    status, refused = api.post("/api/bindings/", {"exchange": "ex", "destination_exchange": "amq.default"})
+    assert status == 403 and list(refused["error"]["fields"]) == ["destination_exchange"]
 
 
 def test_deleting_the_destination_exchange_deletes_the_binding_to_it(api: Api, topology: Runtime) -> None:
