@@ -21,6 +21,7 @@ import uvicorn
 from django.conf import settings
 
 from broker.cluster.edge import EdgeLink
+from broker.cluster.redis_link import RedisLink, link_layer
 from broker.protocol.publish import FRAME_OVERHEAD
 from broker.router.local import LocalRouter
 
@@ -74,10 +75,11 @@ async def serve(
         router = new_router(new_store(None), layer)
         await router.start()
     else:
-        link = EdgeLink(layer, candidate=role == "candidate")
+        link_traffic = link_layer(layer, settings.REDIS_URL)
+        link = EdgeLink(link_traffic, candidate=role == "candidate")
         await link.start()
         if link.candidate:
-            leader = asyncio.create_task(lead(layer, new_store), name="broker-leader")
+            leader = asyncio.create_task(lead(layer, link_traffic, new_store), name="broker-leader")
             leader.add_done_callback(_leader_done)
     config = uvicorn.Config(
         application,
@@ -139,6 +141,8 @@ async def serve(
             await router.stop()
         if link is not None:
             await link.stop()
+            if isinstance(link.layer, RedisLink):
+                await link.layer.close()
         log.info("broker stopped")
 
 

@@ -21,6 +21,7 @@ from django.conf import settings
 from broker.cluster.edge import EdgeLink
 from broker.cluster.hub import Hub
 from broker.cluster.lease import CHECK_SECONDS, LEASE_LOST_EXIT, POLL_SECONDS, TAKEOVER_GRACE, RouterLease, WriteFence
+from broker.cluster.redis_link import link_layer
 from broker.router import registry
 from broker.router.interface import Router
 from broker.router.local import LocalRouter
@@ -74,8 +75,9 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
-async def lead(layer: Any, new_store: StoreFactory) -> None:
-    """Wait for the router lease as a hot standby; then be the router until the process stops."""
+async def lead(layer: Any, link_traffic: Any, new_store: StoreFactory) -> None:
+    """Wait for the router lease as a hot standby; then be the router until the process stops.
+    `layer`: the channel layer; `link_traffic`: what the cluster link runs on (redis_link.py)."""
     lease = RouterLease(settings.DATABASES["default"])
     log.info("standby: waiting for the router lease")
     try:
@@ -91,7 +93,7 @@ async def lead(layer: Any, new_store: StoreFactory) -> None:
             # The load may have taken seconds: still the lease's holder before serving?
             await _check_lease(lease, CHECK_SECONDS)
             async with asyncio.TaskGroup() as group:
-                group.create_task(Hub(router, layer).run(), name="broker-hub")
+                group.create_task(Hub(router, link_traffic).run(), name="broker-hub")
                 group.create_task(_keep_lease(lease, CHECK_SECONDS), name="broker-lease")
         finally:
             await router.stop()
@@ -151,7 +153,7 @@ class StartRouter:
 
     async def _start_link(self) -> Router:
         start_memory_guard()
-        link = EdgeLink(self._layer())
+        link = EdgeLink(link_layer(self._layer(), settings.REDIS_URL))
         await link.start()
         await link.wait_for_router(1.0)  # a router that runs answers the hello at once
         return link

@@ -1,0 +1,168 @@
+"""The cluster link's own Redis traffic: batches as list entries, read many at a time.
+
+channels-redis costs four Redis round trips to send a message and four to receive
+one (a sorted set with an expiry sweep, a capacity check, a backup queue), each
+an await on a busy event loop: most of a cross-node message's latency. The link
+needs none of that: its batches carry their own order, flow control and answers
+(wire.py). Here a send is one script call (capacity check, push, expiry), and a
+receive is served from a reader task per channel that pops up to `READ_COUNT`
+batches per blocking call.
+
+`RedisLink` has the operations of a channel layer that the link uses
+(`new_channel`, `send`, `receive`, `group_add`, `group_discard`, `group_send`), so the link runs
+on either: on this one when REDIS_URL is set, on the in-memory channel layer in
+tests of one process. Channels' own traffic (topology changes between
+processes) stays on the channel layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any, Final, cast
+
+import msgpack
+import redis.asyncio as redis
+from channels.exceptions import ChannelFull
+from redis.exceptions import ResponseError
+
+log = logging.getLogger("broker.cluster")
+
+KEY_PREFIX: Final = "pubsub.link:"
+CAPACITY: Final = 1000  # batches waiting in one channel; more is ChannelFull (wire.send_batch waits)
+EXPIRY_MS: Final = 60_000  # a channel nobody reads (a dead node's) is gone this long after its last batch
+GROUP_EXPIRY: Final = 86_400  # seconds a group member stays without joining again, as channels-redis
+READ_COUNT: Final = 100  # batches taken per read
+BLOCK_SECONDS: Final = 5.0  # a reader's blocking pop returns empty after this, and goes on
+RETRY_SECONDS: Final = 0.5  # after Redis failed a read
+
+# KEYS[1] channel; ARGV message, capacity, expiry (ms). 1 when pushed, 0 when full.
+_SEND: Final = """
+if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS[1] group; ARGV message, capacity, expiry (ms), oldest membership kept, key prefix.
+# A member's full channel misses this message, as with channels-redis (beats only: the
+# next one follows).
+_GROUP_SEND: Final = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[4])
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    local key = ARGV[5] .. member
+    if redis.call('LLEN', key) < tonumber(ARGV[2]) then
+        redis.call('RPUSH', key, ARGV[1])
+        redis.call('PEXPIRE', key, ARGV[3])
+    end
+end
+return 1
+"""
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return msgpack.packb(message, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    return msgpack.unpackb(data, raw=False)  # type: ignore[no-any-return]
+
+
+class RedisLink:
+    def __init__(self, url: str) -> None:
+        self._url = url
+        # Sends share a pool (sends to different nodes go in parallel); each reader has a
+        # connection of its own, held by its blocking pop.
+        self._client = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5, max_connections=200)
+        self._send_script = self._client.register_script(_SEND)
+        self._group_script = self._client.register_script(_GROUP_SEND)
+        self._inboxes: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._readers: dict[str, asyncio.Task[None]] = {}
+        self._reader_clients: list[redis.Redis] = []
+        self._closing = False
+
+    # -- the channel layer's operations that the link uses --------------------
+
+    async def new_channel(self) -> str:
+        return f"node.{uuid.uuid4().hex}"
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        pushed = await self._send_script(keys=[KEY_PREFIX + channel], args=[encode(message), CAPACITY, EXPIRY_MS])
+        if not pushed:
+            raise ChannelFull(channel)
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        """The channel's next batch. Only this process reads `channel`; a cancelled
+        receive loses nothing (the reader task holds what it popped)."""
+        inbox = self._inboxes.get(channel)
+        if inbox is None:
+            inbox = self._inboxes[channel] = asyncio.Queue()
+            self._readers[channel] = asyncio.create_task(self._read_forever(channel, inbox), name=f"link-read-{channel}")
+        return await inbox.get()
+
+    async def group_add(self, group: str, channel: str) -> None:
+        await self._client.zadd(KEY_PREFIX + group, {channel: time.time()})
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        await self._client.zrem(KEY_PREFIX + group, channel)
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        oldest = time.time() - GROUP_EXPIRY
+        await self._group_script(
+            keys=[KEY_PREFIX + group], args=[encode(message), CAPACITY, EXPIRY_MS, oldest, KEY_PREFIX]
+        )
+
+    async def close(self) -> None:
+        # A cancel alone may not end a reader: on Python 3.11 redis-py's `wait_for` around a
+        # command's write can swallow it. The flag ends the loop, and disconnecting ends a
+        # blocking pop under way.
+        self._closing = True
+        for reader in self._readers.values():
+            reader.cancel()
+        for client in self._reader_clients:
+            await client.connection_pool.disconnect(inuse_connections=True)
+        await asyncio.wait(self._readers.values(), timeout=BLOCK_SECONDS + 1)
+        self._readers.clear()
+        await self._client.aclose()
+
+    # -- reading ------------------------------------------------------------
+
+    async def _read_forever(self, channel: str, inbox: asyncio.Queue[dict[str, Any]]) -> None:
+        key = KEY_PREFIX + channel
+        connection = redis.Redis.from_url(self._url, socket_timeout=BLOCK_SECONDS + 10, socket_connect_timeout=5)
+        self._reader_clients.append(connection)
+        multi_pop = True  # BLMPOP (Redis 7); else BLPOP and an LPOP of the rest (Redis 6.2)
+        try:
+            while not self._closing:
+                try:
+                    if multi_pop:
+                        try:
+                            found = await connection.blmpop(BLOCK_SECONDS, 1, key, direction="LEFT", count=READ_COUNT)
+                        except ResponseError:
+                            multi_pop = False
+                            continue
+                        batches = cast(list[bytes], found[1]) if found else []
+                    else:
+                        first = await connection.blpop([key], timeout=BLOCK_SECONDS)
+                        rest = await connection.lpop(key, READ_COUNT) if first else None
+                        batches = [cast(bytes, first[1]), *cast(list[bytes], rest or [])] if first else []
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:  # Redis away: the link's own timeouts notice
+                    if self._closing:
+                        break
+                    log.warning("reading the cluster link's channel %s failed: %r", channel, error)
+                    await asyncio.sleep(RETRY_SECONDS)
+                    continue
+                for data in batches:
+                    inbox.put_nowait(decode(data))
+        finally:
+            await connection.aclose()
+
+
+def link_layer(channel_layer: Any, redis_url: str) -> Any:
+    """What the cluster link runs on: its own Redis traffic when there is a Redis, else the
+    channel layer (the in-memory one, in tests of one process)."""
+    return RedisLink(redis_url) if redis_url else channel_layer
