@@ -129,13 +129,17 @@ class RedisLink:
 
     # -- reading ------------------------------------------------------------
 
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
     async def _read_forever(self, channel: str, inbox: asyncio.Queue[dict[str, Any]]) -> None:
         key = KEY_PREFIX + channel
         connection = redis.Redis.from_url(self._url, socket_timeout=BLOCK_SECONDS + 10, socket_connect_timeout=5)
         self._reader_clients.append(connection)
         multi_pop = True  # BLMPOP (Redis 7); else BLPOP and an LPOP of the rest (Redis 6.2)
         try:
-            while not self._closing:
+            while not self.closing:
                 try:
                     if multi_pop:
                         try:
@@ -151,7 +155,7 @@ class RedisLink:
                 except asyncio.CancelledError:
                     raise
                 except Exception as error:  # Redis away: the link's own timeouts notice
-                    if self._closing:
+                    if self.closing:
                         break
                     log.warning("reading the cluster link's channel %s failed: %r", channel, error)
                     await asyncio.sleep(RETRY_SECONDS)
