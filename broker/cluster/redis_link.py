@@ -129,7 +129,6 @@ class RedisLink:
 
     # -- reading ------------------------------------------------------------
 
-    @property
     def closing(self) -> bool:
         return self._closing
 
@@ -139,7 +138,7 @@ class RedisLink:
         self._reader_clients.append(connection)
         multi_pop = True  # BLMPOP (Redis 7); else BLPOP and an LPOP of the rest (Redis 6.2)
         try:
-            while not self.closing:
+            while not self.closing():
                 try:
                     if multi_pop:
                         try:
@@ -155,7 +154,7 @@ class RedisLink:
                 except asyncio.CancelledError:
                     raise
                 except Exception as error:  # Redis away: the link's own timeouts notice
-                    if self.closing:
+                    if self.closing():
                         break
                     log.warning("reading the cluster link's channel %s failed: %r", channel, error)
                     await asyncio.sleep(RETRY_SECONDS)
