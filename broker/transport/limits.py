@@ -37,6 +37,10 @@ CLOSE_TRY_LATER: Final = 1013  # MAX_CONNECTIONS_PER_IP reached (`too_many_conne
 REASON_RATE: Final = "rate_limited"
 REASON_SLOW: Final = "slow_consumer"
 REASON_CONNECTIONS: Final = "too_many_connections"
+# Frames of one connection carried out before its session lets the loop turn: a client's
+# burst arrives thousands of frames at a time, and without a turn the timers (delayed
+# messages) and every other connection would wait for all of them.
+FRAMES_PER_TURN: Final = 100
 
 # A client is flooding, not bursting, when it sends this many times the rate it is allowed.
 ABUSE_FACTOR: Final = 10

@@ -53,7 +53,7 @@ from broker.runtime.memory import MemoryGuard
 
 from . import census
 from .authorization import Permissions, authorize_frame
-from .limits import ABUSIVE, CLOSE_POLICY, REASON_RATE, FrameBudget, close_firmly, frame_id_of
+from .limits import ABUSIVE, CLOSE_POLICY, FRAMES_PER_TURN, REASON_RATE, FrameBudget, close_firmly, frame_id_of
 from .outbox import Outbox, Send
 
 log = logging.getLogger("broker.ws")
@@ -167,12 +167,17 @@ class Session:
 
     async def serve(self, receive: Callable[[], Awaitable[Any]]) -> None:
         """Carry out the client's frames until it goes away."""
+        frames = 0
         while True:
             message = await receive()
             if message["type"] == "websocket.receive":  # the hot path: no dispatch
                 waiting = self.receive(message.get("text"), message.get("bytes"))
                 if waiting is not None:
                     await waiting
+                frames += 1
+                if frames == FRAMES_PER_TURN:
+                    frames = 0
+                    await asyncio.sleep(0)
             elif message["type"] == "websocket.disconnect":
                 return
 

@@ -58,7 +58,7 @@ from broker.runtime import memory
 
 from . import census
 from .authorization import Permissions
-from .limits import ABUSIVE, FrameBudget
+from .limits import ABUSIVE, FRAMES_PER_TURN, FrameBudget
 from .outbox import Outbox, Send
 from .stomp_answers import Answer, Answers
 from .stomp_subscriptions import Subscriptions
@@ -373,12 +373,14 @@ class StompSession:
 
     async def _carry_out_all(self, frames: list[StompFrame]) -> bool:
         """Carry out `frames` in order; False once the session stops taking frames."""
-        for frame in frames:
+        for number, frame in enumerate(frames, 1):
             if self._stopping():
                 return False
             waiting = self.receive(frame)
             if waiting is not None:
                 await waiting
+            if number % FRAMES_PER_TURN == 0:  # let timers and other connections run
+                await asyncio.sleep(0)
         return True
 
     def receive(self, frame: StompFrame) -> Coroutine[Any, Any, None] | None:
