@@ -27,17 +27,18 @@ async def silent(client: StompClient, seconds: float = 1.0) -> bool:
     return False
 
 
-def dead_letter_topology(target: Target) -> tuple[str, str]:
-    """A fanout dead-letter exchange and the queue it feeds: (exchange, queue)."""
-    dlx, dead = target.unique("dlx"), target.unique("dead")
-    target.declare_exchange(dlx, "fanout")
-    target.declare_queue(dead)
-    target.bind(dlx, dead)
-    return dlx, dead
+def fanout_to_queue(target: Target, exchange: str = "dlx", queue: str = "dead") -> tuple[str, str]:
+    """A fanout exchange (a dead-letter or an alternate exchange) and the queue it feeds,
+    their names made unique: (exchange, queue)."""
+    exchange, queue = target.unique(exchange), target.unique(queue)
+    target.declare_exchange(exchange, "fanout")
+    target.declare_queue(queue)
+    target.bind(exchange, queue)
+    return exchange, queue
 
 
 async def test_a_poison_message_is_dead_lettered_after_its_third_redelivery(target: Target) -> None:
-    dlx, dead = dead_letter_topology(target)
+    dlx, dead = fanout_to_queue(target)
     work = target.unique("work")
     target.declare_queue(work, {"x-queue-type": "quorum", "x-delivery-limit": 3, "x-dead-letter-exchange": dlx})
     assert target.publish("", work, "poison")
@@ -57,10 +58,7 @@ async def test_a_poison_message_is_dead_lettered_after_its_third_redelivery(targ
 
 
 async def test_unroutable_messages_go_to_the_alternate_exchange(target: Target) -> None:
-    spare, lost = target.unique("spare"), target.unique("lost")
-    target.declare_exchange(spare, "fanout")
-    target.declare_queue(lost)
-    target.bind(spare, lost)
+    spare, lost = fanout_to_queue(target, "spare", "lost")
     main, eu = target.unique("main"), target.unique("eu")
     target.declare_exchange(main, "direct", {"alternate-exchange": spare})
     target.declare_queue(eu)
@@ -98,7 +96,7 @@ async def test_a_full_reject_publish_queue_refuses_the_publisher(target: Target)
 
 
 async def test_reject_publish_dlx_dead_letters_what_it_refuses(target: Target) -> None:
-    dlx, dead = dead_letter_topology(target)
+    dlx, dead = fanout_to_queue(target)
     queue = target.unique("capped")
     target.declare_queue(queue, {"x-max-length": 1, "x-overflow": "reject-publish-dlx", "x-dead-letter-exchange": dlx})
     assert target.publish("", queue, "first")
@@ -111,7 +109,7 @@ async def test_reject_publish_dlx_dead_letters_what_it_refuses(target: Target) -
 
 
 async def test_a_message_s_own_expiration_dead_letters_it_on_time(target: Target) -> None:
-    dlx, dead = dead_letter_topology(target)
+    dlx, dead = fanout_to_queue(target)
     queue = target.unique("work")
     target.declare_queue(queue, {"x-dead-letter-exchange": dlx})
     assert target.publish("", queue, "short", expiration="200")
@@ -137,7 +135,7 @@ async def test_a_priority_queue_gives_the_highest_priority_first(target: Target)
 
 
 async def test_max_length_bytes_drops_the_head_or_refuses(target: Target) -> None:
-    dlx, dead = dead_letter_topology(target)
+    dlx, dead = fanout_to_queue(target)
     dropping = target.unique("bytes-drop")
     target.declare_queue(dropping, {"x-max-length-bytes": 10, "x-dead-letter-exchange": dlx})
     for body in ("aaaa", "bbbb", "cccc"):  # 4 bytes each: the third goes over, the head is dropped
@@ -178,10 +176,7 @@ async def test_exchanges_bound_to_exchanges_route_on_each_once(target: Target) -
 
 
 async def test_each_exchange_on_the_way_hands_what_it_matches_nowhere_to_its_alternate(target: Target) -> None:
-    spare, lost = target.unique("spare"), target.unique("lost")
-    target.declare_exchange(spare, "fanout")
-    target.declare_queue(lost)
-    target.bind(spare, lost)
+    spare, lost = fanout_to_queue(target, "spare", "lost")
     front, back = target.unique("front"), target.unique("back")
     target.declare_exchange(front, "direct", {"alternate-exchange": spare})
     target.declare_exchange(back, "direct", {"alternate-exchange": spare})
