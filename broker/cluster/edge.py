@@ -163,6 +163,9 @@ class EdgeLink:
 
     async def _hello(self) -> None:
         try:
+            # Join again first: a Redis restarted empty has forgotten the edges' group, and
+            # its beats would not reach this edge.
+            await self.layer.group_add(EDGES_GROUP, self.channel)
             await self.layer.send(HELLO_CHANNEL, {"type": HELLO, "edge": self.channel})
         except ChannelFull:
             pass  # no router has read them for a while; its beat will come

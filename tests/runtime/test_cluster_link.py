@@ -20,7 +20,7 @@ import pytest
 import queues.selectors
 from broker.cluster import edge as edge_module
 from broker.cluster.edge import EdgeLink
-from broker.cluster.wire import BATCHES_IN_FLIGHT, EDGE_BATCH, LINK_VERSION
+from broker.cluster.wire import BATCHES_IN_FLIGHT, EDGE_BATCH, EDGES_GROUP, LINK_VERSION
 from broker.engine import errors
 from broker.engine.errors import BrokerError, Forbidden, NotFound, Unavailable
 from broker.engine.queues import AckMode, QueueSpec
@@ -331,3 +331,18 @@ async def test_nodes_of_another_link_version_neither_follow_nor_serve_each_other
         assert not await other.wait_for_router(0.5)  # the router's beat is not followed
     finally:
         await other.stop()
+
+
+async def test_an_edge_that_redis_forgot_joins_the_edges_group_again_when_it_says_hello(cluster: Cluster) -> None:
+    # A Redis restarted empty has forgotten the edges' group: the router's beats (and the
+    # memory alarm and store state they carry) would no longer reach the edge.
+    layer = cluster.layer
+    lonely = EdgeLink(layer)
+    await lonely.start()
+    try:
+        assert await lonely.wait_for_router(1.0)
+        await layer.group_discard(EDGES_GROUP, lonely.channel)
+        lonely._lose_router("as after a Redis restart")  # what a silent router causes, sooner
+        await eventually(lambda: lonely.available and lonely.channel in layer.groups.get(EDGES_GROUP, {}))
+    finally:
+        await lonely.stop()
