@@ -123,7 +123,8 @@ class RedisLink:
             reader.cancel()
         for client in self._reader_clients:
             await client.connection_pool.disconnect(inuse_connections=True)
-        await asyncio.wait(self._readers.values(), timeout=BLOCK_SECONDS + 1)
+        if self._readers:
+            await asyncio.wait(self._readers.values(), timeout=BLOCK_SECONDS + 1)
         self._readers.clear()
         await self._client.aclose()
 

@@ -90,3 +90,9 @@ async def test_two_links_talk_as_two_nodes(link: RedisLink) -> None:
         assert (await asyncio.wait_for(other.receive(theirs), 2)) == {"answer": 42}
     finally:
         await other.close()
+
+
+async def test_a_link_that_never_read_closes() -> None:
+    link = RedisLink(f"{REDIS_SERVER}/{random.randint(1, 15)}")
+    await link.send(await link.new_channel(), {"n": 1})
+    await link.close()
