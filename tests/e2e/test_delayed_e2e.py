@@ -41,14 +41,22 @@ async def declare(broker: BrokerProcess) -> None:
         assert (await api.post("/api/bindings/", json={"exchange": "later", "queue": "jobs", "binding_key": "run"})).status_code == 201
 
 
+CONFIRM_WINDOW = 500  # publishes sent before their confirms are awaited, as a publisher's window
+
+
 async def publish(broker: BrokerProcess, delays: list[int]) -> None:
+    """Publish with a confirm window: as fast as the broker confirms, without one burst of
+    all of them, whose frames and confirms would hold up this test's own loop (the
+    receiver's timestamps) as much as the broker."""
     async with websockets.connect(broker.ws_url, max_size=None) as ws:
-        for n, delay in enumerate(delays):
-            await ws.send(json.dumps({"type": "publish", "id": n, "exchange": "later", "routing_key": "run",
-                                      "body": n, "headers": {"x-delay": delay}}))
-        for _ in delays:
-            frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
-            assert (frame["type"], frame["routed"]) == ("confirm", 1), frame
+        for start in range(0, len(delays), CONFIRM_WINDOW):
+            window = list(enumerate(delays))[start : start + CONFIRM_WINDOW]
+            for n, delay in window:
+                await ws.send(json.dumps({"type": "publish", "id": n, "exchange": "later", "routing_key": "run",
+                                          "body": n, "headers": {"x-delay": delay}}))
+            for _ in window:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                assert (frame["type"], frame["routed"]) == ("confirm", 1), frame
 
 
 async def receive(broker: BrokerProcess, count: int, arrived: dict[int, tuple[float, float]], *, seconds: float) -> None:
