@@ -164,9 +164,25 @@ def _database() -> dict[str, Any]:
         # thread, and a kept connection per thread piles up until the server's
         # limit is reached.
         db["CONN_MAX_AGE"] = 0
-        # Keep options given in the URL's query (?sslmode=require).
-        db["OPTIONS"] = dict(db.get("OPTIONS") or {})
+        # Keep options given in the URL's query (?sslmode=require), over the keepalives.
+        given = dict(db.get("OPTIONS") or {})
+        server_side = " ".join(filter(None, [_POSTGRES_SERVER_KEEPALIVES, given.pop("options", "")]))
+        db["OPTIONS"] = {**_POSTGRES_KEEPALIVES, "options": server_side, **given}
     return db
+
+
+# Keepalives both ways on every PostgreSQL connection: a connection that the network cut
+# off is noticed in seconds by this process (libpq's keepalives and user timeout) and by the
+# server (the same, asked for per session), which then ends the session and with it what it
+# held: a cluster router's lease, or the lock of a commit under way, which a standby would
+# otherwise wait for until the link came back (docs/deploy.md, "Faults tried").
+_POSTGRES_KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+    "tcp_user_timeout": 11_000,
+}
+_POSTGRES_SERVER_KEEPALIVES = (
+    "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3 -c tcp_user_timeout=11000"
+)
 
 
 DATABASES = {"default": _database()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import stat
 import subprocess
@@ -268,3 +269,18 @@ def test_loopback_hosts(host: str, loopback: bool) -> None:
 
 
 # runbroker off loopback: tests/api/test_access.py (in process, without serving).
+
+
+def test_postgresql_connections_ask_for_keepalives_both_ways_and_keep_the_url_s_options(tmp_path: Path) -> None:
+    show = ["shell", "--no-imports", "-c", "from django.conf import settings; print(settings.DATABASES['default']['OPTIONS'])"]
+    url = "postgres://u@db.example/broker?sslmode=require&options=-c%20statement_timeout%3D5s"
+    result = _manage(tmp_path, *show, DATABASE_URL=url, SECRET_KEY="k" * 50)
+    assert result.returncode == 0, result.stderr
+    options = ast.literal_eval(result.stdout)  # a dict's repr
+    assert options["sslmode"] == "require"
+    assert (options["keepalives"], options["keepalives_idle"], options["tcp_user_timeout"]) == (1, 5, 11_000)
+    # The server's side, asked for per session; the URL's own options after them.
+    assert options["options"] == (
+        "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3"
+        " -c tcp_user_timeout=11000 -c statement_timeout=5s"
+    )

@@ -84,14 +84,18 @@ class BrokerProcess:
         database_url: str | None = None,
         args: tuple[str, ...] = (),
         name: str = "broker",
+        host: str = "127.0.0.1",
+        prefix: tuple[str, ...] = (),
     ) -> None:
         """`database_url`: a database shared with other processes (a cluster's), left in
-        place; without it the process gets a fresh one. `args` go to runbroker."""
+        place; without it the process gets a fresh one. `args` go to runbroker. `host`: the
+        address it listens on; `prefix`: what runs it (a test host's `ip netns exec`)."""
         self.workdir = workdir
         self.args = args
+        self.prefix = prefix
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
+        self.url = f"http://{host}:{self.port}"
+        self.ws_url = f"ws://{host}:{self.port}/ws"
         self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -99,7 +103,7 @@ class BrokerProcess:
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
         env.update(
             HTTP_PORT=str(self.port),
-            HTTP_HOST="127.0.0.1",
+            HTTP_HOST=host,
             DATABASE_NAME=str(workdir / "broker"),
             CHECKPOINT_IN_SECONDS="0.5",
             PYTHONUNBUFFERED="1",
@@ -118,7 +122,7 @@ class BrokerProcess:
     def start(self) -> None:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "runbroker", *self.args],
+            [*self.prefix, sys.executable, "manage.py", "runbroker", *self.args],
             cwd=ROOT,
             env=self.env,
             stdout=self._log,

@@ -1,0 +1,104 @@
+"""PostgreSQL and Redis servers of the fault tests' own, each on a test host of its own.
+
+The machine's servers listen on loopback only, which no other namespace reaches:
+the fault tests start their own from the same binaries (Debian's PostgreSQL, as
+user postgres, in a fresh data folder; redis-server with nothing on disk).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from tests.faults.network import Host
+
+POSTGRES_USER = "postgres"
+
+
+def _wait_for_port(address: str, port: int, what: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
+        with contextlib.suppress(OSError), socket.create_connection((address, port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on {address}:{port}:\n{log.read_text(errors='replace')}")
+
+
+def postgres_bin() -> Path:
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parts[-3]))
+    if not versions:
+        raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql (Debian's postgresql)")
+    return versions[-1].parent
+
+
+class PostgresServer:
+    """A PostgreSQL server on `host`, port 5432, trusting the lab's addresses."""
+
+    def __init__(self, host: Host, lab_prefix: str) -> None:
+        self.host = host
+        self.folder = Path(tempfile.mkdtemp(prefix="pf-postgres-"))
+        shutil.chown(self.folder, POSTGRES_USER, POSTGRES_USER)
+        data = self.folder / "data"
+        self.log_path = self.folder / "server.log"
+        binaries = postgres_bin()
+        subprocess.run(
+            ["runuser", "-u", POSTGRES_USER, "--", str(binaries / "initdb"), "-D", str(data), "--auth=trust",
+             "-U", "postgres", "--no-sync"],
+            check=True, capture_output=True, timeout=120,
+        )
+        with open(data / "pg_hba.conf", "a") as hba:
+            hba.write(f"host all all {lab_prefix}.0/24 trust\n")
+        log = open(self.log_path, "ab")
+        # The servers' own durability is not under test here (nothing kills them): fsync off.
+        self.proc = subprocess.Popen(
+            host.command(
+                "runuser", "-u", POSTGRES_USER, "--", str(binaries / "postgres"), "-D", str(data),
+                "-c", f"listen_addresses={host.address}", "-c", "port=5432",
+                "-c", f"unix_socket_directories={self.folder}", "-c", "fsync=off", "-c", "max_connections=200",
+            ),
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        _wait_for_port(host.address, 5432, "PostgreSQL", self.proc, self.log_path)
+        self.url = f"postgres://postgres@{host.address}:5432"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class RedisServer:
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.folder = Path(tempfile.mkdtemp(prefix="pf-redis-"))
+        self.log_path = self.folder / "server.log"
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            host.command(
+                "redis-server", "--bind", host.address, "--port", "6379", "--save", "", "--appendonly", "no",
+                "--protected-mode", "no", "--dir", str(self.folder),
+            ),
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        _wait_for_port(host.address, 6379, "Redis", self.proc, self.log_path)
+        self.url = f"redis://{host.address}:6379"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        shutil.rmtree(self.folder, ignore_errors=True)
