@@ -7,18 +7,29 @@ standby's next try takes it. The active router checks its connection every
 `CHECK_SECONDS`; once it cannot, another may hold the lock, so it stops at
 once (the exit code says why) rather than run as a second router.
 
+A router that stops without its connection ending (SIGSTOP, a frozen machine
+or virtual machine: the kernel still answers for it) would keep the lock for
+as long as it is stopped. The router runs its check from the moment it holds
+the lock, so its session is never idle for long; a standby that finds the lock
+held by a session idle for `STALLED_AFTER` ends that session
+(`pg_terminate_backend`: the same database user may) and takes the lock.
+
 A router whose loop stalls for seconds could still commit after it lost the
 lock, so every commit is fenced (`WriteFence`): inside its transaction the
 writer takes WRITE_FENCE_KEY shared and checks that its own lease connection
 still holds the lock, or the commit fails. A new router takes WRITE_FENCE_KEY
 exclusively once, after the lease and before it loads (`wait_for_old_writes`):
 a commit that passed its check before the takeover has ended by then, and
-one that starts after it sees the new holder.
+one that starts after it sees the new holder. A commit of a stopped router
+would hold WRITE_FENCE_KEY for as long as it is stopped: a session that holds
+it and has waited for its client for `STALLED_AFTER` is ended too (its
+transaction rolls back; nothing of it was confirmed).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -34,6 +45,9 @@ WRITE_FENCE_KEY: Final = ROUTER_LOCK_KEY + 2
 POLL_SECONDS: Final = 0.5
 CHECK_SECONDS: Final = 0.5
 TAKEOVER_GRACE: Final = 1.5
+# A session holding the lease (or a commit's fence) that has waited this long for its
+# client, which checks every CHECK_SECONDS, belongs to a stopped router: a standby ends it.
+STALLED_AFTER: Final = 5.0
 # The exit code of a router that lost its lease (EX_TEMPFAIL): a supervisor restarts it,
 # and it comes back as a standby.
 LEASE_LOST_EXIT: Final = 75
@@ -78,7 +92,10 @@ class RouterLease:
             if self._conn is None or self._conn.closed:
                 self._conn = psycopg.connect(autocommit=True, **self._kwargs)
             row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (ROUTER_LOCK_KEY,)).fetchone()
-            return bool(row and row[0])
+            if row and row[0]:
+                return True
+            self._end_stalled(ROUTER_LOCK_KEY, "router lease")  # the next try takes it
+            return False
         except psycopg.Error as error:
             log.warning("standby: cannot reach the database for the router lease: %s", error)
             self.release()
@@ -97,9 +114,19 @@ class RouterLease:
         return WriteFence(row[0], row[1])
 
     def wait_for_old_writes(self) -> None:
-        """Until every commit that a previous router's writer has under way has ended."""
-        self._conn.execute("SELECT pg_advisory_lock(%s)", (WRITE_FENCE_KEY,))
+        """Until every commit that a previous router's writer has under way has ended (or,
+        its router stopped, was ended)."""
+        while not self._conn.execute("SELECT pg_try_advisory_lock(%s)", (WRITE_FENCE_KEY,)).fetchone()[0]:
+            self._end_stalled(WRITE_FENCE_KEY, "commit")
+            time.sleep(POLL_SECONDS)
         self._conn.execute("SELECT pg_advisory_unlock(%s)", (WRITE_FENCE_KEY,))
+
+    def _end_stalled(self, key: int, what: str) -> None:
+        """End the sessions that hold `key` and have waited for their client for
+        STALLED_AFTER: their process is stopped."""
+        for pid, waited in self._conn.execute(_STALLED_SQL, [key >> 32, key & 0xFFFFFFFF, STALLED_AFTER]).fetchall():
+            log.warning("the %s's holder (backend %s) has not been heard from for %.1f s: ending its session", what, pid, waited)
+            self._conn.execute("SELECT pg_terminate_backend(%s)", [pid])
 
     def release(self) -> None:
         conn, self._conn = self._conn, None
@@ -121,6 +148,18 @@ _HOLDER_SQL: Final = (
     " WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s AND l.objid::bigint = %s"
     " AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
     " AND l.pid = %s AND a.backend_start = %s)"
+)
+
+
+# Holders of an advisory key whose session waits for its client (idle, idle in a
+# transaction, or in a statement reading from it, as COPY does) since long enough.
+_STALLED_SQL: Final = (
+    "SELECT a.pid, extract(epoch FROM clock_timestamp() - a.state_change)::float"
+    " FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid"
+    " WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s AND l.objid::bigint = %s"
+    " AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND (a.state IN ('idle', 'idle in transaction') OR a.wait_event = 'ClientRead')"
+    " AND a.state_change < clock_timestamp() - make_interval(secs => %s)"
 )
 
 

@@ -85,18 +85,22 @@ async def lead(layer: Any, link_traffic: Any, new_store: StoreFactory) -> None:
             await asyncio.sleep(POLL_SECONDS)
         log.info("router lease taken: waiting for the previous router's commits under way, then %.1f s", TAKEOVER_GRACE)
         await asyncio.to_thread(lease.wait_for_old_writes)
-        await asyncio.sleep(TAKEOVER_GRACE)
-        router = new_router(new_store(lease.fence()), layer)
-        await router.start()
-        tune_garbage_collector()  # the loaded messages too
+        # Checked from here on, through the load too: a lease session silent for long is
+        # taken for a stopped router's (lease.py).
+        keeping = asyncio.create_task(_keep_lease(lease, CHECK_SECONDS), name="broker-lease")
         try:
-            # The load may have taken seconds: still the lease's holder before serving?
-            await _check_lease(lease, CHECK_SECONDS)
-            async with asyncio.TaskGroup() as group:
-                group.create_task(Hub(router, link_traffic).run(), name="broker-hub")
-                group.create_task(_keep_lease(lease, CHECK_SECONDS), name="broker-lease")
+            await asyncio.sleep(TAKEOVER_GRACE)
+            router = new_router(new_store(lease.fence()), layer)
+            await router.start()
+            tune_garbage_collector()  # the loaded messages too
+            try:
+                # The load may have taken seconds: still the lease's holder before serving?
+                await _check_lease(lease, CHECK_SECONDS)
+                await Hub(router, link_traffic).run()
+            finally:
+                await router.stop()
         finally:
-            await router.stop()
+            keeping.cancel()
     finally:
         await asyncio.to_thread(lease.release)
 
