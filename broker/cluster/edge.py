@@ -68,6 +68,7 @@ from .wire import (
     LINK_VERSION,
     ROUTER_BATCH,
     ROUTER_TIMEOUT,
+    STALE_TERM_SECONDS,
     Window,
     send_batch,
 )
@@ -88,6 +89,10 @@ class EdgeLink:
         self.epoch: str | None = None
         self.generation = 0
         self._last_beat = 0.0
+        # The highest lease term heard (hub.py), and when last: a router of a lower term lost
+        # its lease (it was stopped, say, and does not know yet) and is not followed.
+        self._term = 0
+        self._term_heard = 0.0
         self._router_store: bool | None = None  # the router's message store answers (its beat says)
         self._last_sent = 0.0
         self._connections = EdgeConnections()
@@ -104,6 +109,7 @@ class EdgeLink:
         self._beat_due = False
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._other_versions: set[object] = set()  # routers of another release, logged once
+        self._stale_routers: set[object] = set()  # routers of an older lease term, logged once
         self._next_call = 1
         self._wakeup = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
@@ -198,6 +204,20 @@ class EdgeLink:
             self._other_versions.add(epoch)
             log.error("router %s speaks cluster link version %r, this edge %d: not followed", epoch, version, LINK_VERSION)
 
+    def _current_term(self, term: object, epoch: object) -> bool:
+        """Is a beat of this term to be heard? Not one of a term below the highest heard in
+        the last STALE_TERM_SECONDS; a long-lived edge follows a lower term after that (a
+        cluster started again on a new database, whose terms start low)."""
+        term = term if isinstance(term, int) else 0
+        now = time.monotonic()
+        if term >= self._term or now - self._term_heard > STALE_TERM_SECONDS:
+            self._term, self._term_heard = term, now
+            return True
+        if epoch not in self._stale_routers:
+            self._stale_routers.add(epoch)
+            log.warning("router %s of lease term %d, below %d: not followed (it lost its lease)", epoch, term, self._term)
+        return False
+
     def _answer_lost(self, now: float) -> bool:
         """Is an ack, a publish's answer or a subscribe's answer overdue? Checked once a second."""
         if now - self._last_answer_check < 1.0:
@@ -262,6 +282,8 @@ class EdgeLink:
                 if kind == BEAT:
                     if message.get("link") != LINK_VERSION:
                         self._ignore_router(message.get("epoch"), message.get("link"))
+                        continue
+                    if not self._current_term(message.get("term"), message["epoch"]):
                         continue
                     self._last_beat = time.monotonic()
                     if message["epoch"] != self.epoch:

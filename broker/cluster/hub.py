@@ -113,9 +113,11 @@ class Edge:
 
 
 class Hub:
-    def __init__(self, router: LocalRouter, layer: Any) -> None:
+    def __init__(self, router: LocalRouter, layer: Any, *, term: int = 0) -> None:
+        """`term`: the router lease's term (lease.py); edges follow no router of a lower one."""
         self.router = router
         self.layer = layer
+        self.term = term
         self.epoch = uuid.uuid4().hex
         self.channel = ""
         self._edges: dict[str, Edge] = {}
@@ -143,8 +145,8 @@ class Hub:
         guard = memory.guard()
         alarm = guard is not None and guard.local_alarm
         return {
-            "type": BEAT, "epoch": self.epoch, "channel": self.channel, "link": LINK_VERSION, "alarm": alarm,
-            "store": self.router.store_reachable,
+            "type": BEAT, "epoch": self.epoch, "term": self.term, "channel": self.channel, "link": LINK_VERSION,
+            "alarm": alarm, "store": self.router.store_reachable,
         }
 
     async def _beat_forever(self) -> None:

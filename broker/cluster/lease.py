@@ -113,6 +113,12 @@ class RouterLease:
         ).fetchone()
         return WriteFence(row[0], row[1])
 
+    def term(self) -> int:
+        """This holder's term (call once the lock is taken): a new transaction id, higher
+        than any an earlier holder took."""
+        row = self._conn.execute("SELECT txid_current()").fetchone()
+        return int(row[0])
+
     def wait_for_old_writes(self) -> None:
         """Until every commit that a previous router's writer has under way has ended (or,
         its router stopped, was ended)."""

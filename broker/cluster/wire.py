@@ -20,7 +20,8 @@ cross-node benchmark.
 
 The router announces itself to the `EDGES_GROUP` with a beat every
 `BEAT_SECONDS`; an edge that hears none for `ROUTER_TIMEOUT` fails what is in
-flight, and resumes its connections on the next router it hears. The router
+flight, and resumes its connections on the next router it hears, never on
+one of an older lease term (`STALE_TERM_SECONDS`). The router
 drops an edge it has not heard from for `EDGE_TIMEOUT`, and with it the
 connections' unacknowledged messages go back to their queues.
 """
@@ -55,6 +56,10 @@ HELLO_CHANNEL: Final = "broker.hello"
 BATCHES_IN_FLIGHT: Final = 2
 BEAT_SECONDS: Final = 0.5
 ROUTER_TIMEOUT: Final = 3.0
+# A beat's `term` is the router's lease term (a PostgreSQL transaction id taken with the
+# lease: a later holder's is higher). An edge does not follow a router of a lower term than
+# one it heard within this long: that router lost its lease without knowing it yet.
+STALE_TERM_SECONDS: Final = 2 * ROUTER_TIMEOUT
 # An ack, a publish's answer or a subscribe's answer this late was lost on the way (a
 # Redis restart, say): the edge resumes its connections, failing what was in flight.
 ANSWER_TIMEOUT: Final = 10.0

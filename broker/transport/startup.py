@@ -85,6 +85,7 @@ async def lead(layer: Any, link_traffic: Any, new_store: StoreFactory) -> None:
             await asyncio.sleep(POLL_SECONDS)
         log.info("router lease taken: waiting for the previous router's commits under way, then %.1f s", TAKEOVER_GRACE)
         await asyncio.to_thread(lease.wait_for_old_writes)
+        term = await asyncio.to_thread(lease.term)
         # Checked from here on, through the load too: a lease session silent for long is
         # taken for a stopped router's (lease.py).
         keeping = asyncio.create_task(_keep_lease(lease, CHECK_SECONDS), name="broker-lease")
@@ -96,7 +97,7 @@ async def lead(layer: Any, link_traffic: Any, new_store: StoreFactory) -> None:
             try:
                 # The load may have taken seconds: still the lease's holder before serving?
                 await _check_lease(lease, CHECK_SECONDS)
-                await Hub(router, link_traffic).run()
+                await Hub(router, link_traffic, term=term).run()
             finally:
                 await router.stop()
         finally:

@@ -86,14 +86,16 @@ class BrokerProcess:
         name: str = "broker",
         host: str = "127.0.0.1",
         prefix: tuple[str, ...] = (),
+        port: int | None = None,
     ) -> None:
         """`database_url`: a database shared with other processes (a cluster's), left in
         place; without it the process gets a fresh one. `args` go to runbroker. `host`: the
-        address it listens on; `prefix`: what runs it (a test host's `ip netns exec`)."""
+        address it listens on (`port`: a free one unless given); `prefix`: what runs it (a
+        test host's `ip netns exec`)."""
         self.workdir = workdir
         self.args = args
         self.prefix = prefix
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://{host}:{self.port}"
         self.ws_url = f"ws://{host}:{self.port}/ws"
         self.log_path = workdir / f"{name}.log"

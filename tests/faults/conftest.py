@@ -30,6 +30,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if not item.get_closest_marker("long_faults")]
 
 
+# Every node listens on its own host's address, on this port.
+NODE_PORT = 8060
+
+
 @dataclass
 class FaultLab:
     lab: Lab
@@ -92,6 +96,7 @@ class FaultCluster:
             name=f"{host_name}-{len(self.nodes)}",
             host=host.address,
             prefix=tuple(host.command()),
+            port=NODE_PORT,  # the same after a restart: clients' addresses stay good
         )
         process.start()
         self.nodes[host_name] = process

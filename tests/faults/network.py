@@ -18,10 +18,14 @@ import os
 import random
 import shutil
 import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 NEEDED_COMMANDS: Final = ("ip", "iptables")
+ROOT: Final = Path(__file__).resolve().parents[2]
 
 
 class LabUnavailable(RuntimeError):
@@ -66,6 +70,7 @@ class Lab:
         self.address = f"{self.prefix}.1"  # the test process's own, on the bridge
         self.hosts: dict[str, Host] = {}
         self._numbers = itertools.count(10)
+        self._queues = itertools.count(1)
         run("ip", "link", "add", self.bridge, "type", "bridge")
         run("ip", "addr", "add", f"{self.address}/24", "dev", self.bridge)
         run("ip", "link", "set", self.bridge, "up")
@@ -103,12 +108,37 @@ class Lab:
         host.cut_from.discard(other.name)
 
     @contextlib.contextmanager
-    def link_cut(self, host: Host, other: Host):  # type: ignore[no-untyped-def]
+    def link_cut(self, host: Host, other: Host) -> Iterator[None]:
         self.cut(host, other)
         try:
             yield
         finally:
             self.heal(host, other)
+
+    @contextlib.contextmanager
+    def link_delayed(self, host: Host, other: Host, delay_ms: float) -> Iterator[None]:
+        """Every packet between the two hosts held `delay_ms` each way (delay.py, in `host`'s
+        namespace): the round trip grows by twice that."""
+        queue = next(self._queues)
+        holder = subprocess.Popen(
+            host.command(sys.executable, "-m", "tests.faults.delay", str(queue), str(delay_ms)),
+            cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        )
+        rules = [("INPUT", "-s"), ("OUTPUT", "-d")]
+        try:
+            assert holder.stdout is not None
+            if holder.stdout.readline().strip() != "holding":
+                raise RuntimeError(f"the delay on {host.name} <-> {other.name} did not start ({holder.wait(5)})")
+            for chain, flag in rules:
+                run(*host.command("iptables", "-I", chain, flag, other.address, "-j", "NFQUEUE",
+                                  "--queue-num", str(queue), "--queue-bypass"))
+            yield
+        finally:
+            for chain, flag in rules:
+                subprocess.run(host.command("iptables", "-D", chain, flag, other.address, "-j", "NFQUEUE",
+                                            "--queue-num", str(queue), "--queue-bypass"), capture_output=True)
+            holder.kill()
+            holder.wait(10)
 
     def close(self) -> None:
         for host in self.hosts.values():

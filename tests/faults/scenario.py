@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ RECOVERY = 45.0  # seconds for the cluster to serve again once a fault ends
 
 class Load:
     def __init__(self, cluster: FaultCluster) -> None:
+        self.cluster = cluster
         edge_a, edge_b = cluster.nodes["edge-a"], cluster.nodes["edge-b"]
         self.publisher = Publisher([edge_a.ws_url, edge_b.ws_url], QUEUE)
         self.consumer = Consumer([edge_b.ws_url, edge_a.ws_url], QUEUE)
@@ -70,6 +72,17 @@ class Load:
             task.cancel()
         # What was seen: `--log-cli-level=INFO` shows it.
         log.info("%s", check(self.publisher, self.consumer, self.faults))
+        for edge_log in self.cluster.workdir.glob("edge-*.log"):
+            followed = FOLLOWED.findall(edge_log.read_text(errors="replace"))
+            # The same router again after a silence is fine; back to one it left for another
+            # is not: that one had lost its lease (or died), and one router serves at a time.
+            changes = [epoch for number, epoch in enumerate(followed) if number == 0 or epoch != followed[number - 1]]
+            back = [epoch for number, epoch in enumerate(changes) if epoch in changes[:number]]
+            assert not back, f"{edge_log.name} went back to router {back[0]}: {followed}"
+
+
+# The routers an edge followed, in order (broker/cluster/edge.py's log).
+FOLLOWED = re.compile(r"(?:following router|replaced by) ([0-9a-f]{8})")
 
 
 @asynccontextmanager

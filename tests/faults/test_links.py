@@ -11,6 +11,7 @@ cluster served again by itself (load.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -77,3 +78,23 @@ async def test_the_router_cut_off_from_postgresql_gives_way_to_the_standby(fault
         fault_cluster.node("router-a")
         assert role(fault_cluster.nodes["router-a"]) == "standby"
         await load.steady()
+
+
+async def test_slow_links_slow_the_cluster_down_and_lose_nothing(fault_cluster: FaultCluster) -> None:
+    """Links delayed by 50 ms each way (a round trip 100 ms longer, as between far data
+    centres): the cluster keeps serving through them."""
+    lab = fault_cluster.lab
+    async with loaded_cluster(fault_cluster) as load:
+        for host, other in (("edge-a", lab.redis), ("router-a", lab.redis), ("router-a", lab.db)):
+            fault = load.fault(f"{host} <-> {other.name} delayed 50 ms each way")
+            with lab.lab.link_delayed(fault_cluster.host(host), other, 50):
+                await load.served(fault, timeout=15)  # while the link is slow
+                await load.steady(100)
+        fault = load.fault("everything delayed 50 ms each way")
+        with contextlib.ExitStack() as delays:
+            for host in ("edge-a", "edge-b", "router-a"):
+                for other in (lab.redis, lab.db):
+                    delays.enter_context(lab.lab.link_delayed(fault_cluster.host(host), other, 50))
+            await load.served(fault, timeout=15)
+            await load.steady(100)
+    assert role(fault_cluster.nodes["router-a"]) == "router"  # slow is not dead: no takeover

@@ -238,10 +238,10 @@ class Router:
     """What a `runbroker` router of another process runs: the runtime, and the hub serving
     edges from it. Not this process's router: clients here reach it through an edge."""
 
-    def __init__(self, store: MemoryStore, layer: WireLayer) -> None:
+    def __init__(self, store: MemoryStore, layer: WireLayer, *, term: int = 0) -> None:
         # A short checkpoint: acknowledged rows leave the store quickly.
         self.runtime = Runtime(store, checkpoint_seconds=0.2)
-        self.hub = Hub(LocalRouter(self.runtime), layer)
+        self.hub = Hub(LocalRouter(self.runtime), layer, term=term)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

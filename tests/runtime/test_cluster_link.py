@@ -38,7 +38,7 @@ from broker.runtime.calls import execute
 from tests.conftest import Sink
 from tests.eventually import eventually
 
-from .cluster_harness import Cluster, EdgeSink, counts, publish_request, receive, subscribe_args, ws_client
+from .cluster_harness import Cluster, EdgeSink, Router, counts, publish_request, receive, subscribe_args, ws_client
 
 # -- batching and order --------------------------------------------------------
 
@@ -346,3 +346,26 @@ async def test_an_edge_that_redis_forgot_joins_the_edges_group_again_when_it_say
         await eventually(lambda: lonely.available and lonely.channel in layer.groups.get(EDGES_GROUP, {}))
     finally:
         await lonely.stop()
+
+
+async def test_an_edge_does_not_follow_a_router_of_an_older_lease_term(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The running router took the lease after the other (a higher term); the other was
+    # stopped and, woken, beats for a moment before it finds its lease gone.
+    assert cluster.router is not None
+    cluster.router.hub.term = 7
+    edge = await cluster.edge()
+    current = edge.epoch
+    stale = Router(cluster.store, cluster.layer, term=3)
+    await stale.start()
+    try:
+        await asyncio.sleep(0.3)  # beats of both, every 50 ms here
+        assert edge.epoch == current
+        # Once the higher term is silent for long, a lower one is followed (a cluster started
+        # again on a new database).
+        monkeypatch.setattr(edge_module, "STALE_TERM_SECONDS", 0.2)
+        await cluster.stop_router()
+        await eventually(lambda: edge.epoch == stale.hub.epoch, timeout=5, what="the edge follows the lower term")
+    finally:
+        await stale.stop()
