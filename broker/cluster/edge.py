@@ -66,6 +66,7 @@ from .wire import (
     HELLO,
     HELLO_CHANNEL,
     LINK_VERSION,
+    REJOIN_SECONDS,
     ROUTER_BATCH,
     ROUTER_TIMEOUT,
     STALE_TERM_SECONDS,
@@ -93,6 +94,7 @@ class EdgeLink:
         # its lease (it was stopped, say, and does not know yet) and is not followed.
         self._term = 0
         self._term_heard = 0.0
+        self._joined = 0.0  # when this edge last joined the edges' group
         self._router_store: bool | None = None  # the router's message store answers (its beat says)
         self._last_sent = 0.0
         self._connections = EdgeConnections()
@@ -168,15 +170,25 @@ class EdgeLink:
             group.create_task(self._watch_router(), name="edge-watchdog")
 
     async def _hello(self) -> None:
+        # Join again first: a Redis restarted empty has forgotten the edges' group, and
+        # its beats would not reach this edge.
+        await self._join()
         try:
-            # Join again first: a Redis restarted empty has forgotten the edges' group, and
-            # its beats would not reach this edge.
-            await self.layer.group_add(EDGES_GROUP, self.channel)
             await self.layer.send(HELLO_CHANNEL, {"type": HELLO, "edge": self.channel})
         except ChannelFull:
             pass  # no router has read them for a while; its beat will come
         except Exception:
             log.exception("saying hello to the router failed")
+
+    async def _join(self) -> None:
+        """Into the edges' group, again: also every REJOIN_SECONDS while an edge follows its
+        router through the answers to its own batches, which a Redis restarted empty does not
+        stop, while the router's beats (its memory alarm, its store's state) no longer came."""
+        self._joined = time.monotonic()
+        try:
+            await self.layer.group_add(EDGES_GROUP, self.channel)
+        except Exception:
+            log.exception("joining the edges' group failed")
 
     async def _watch_router(self) -> None:
         """Lose a router that went silent; beat towards it when we have nothing to send."""
@@ -186,6 +198,8 @@ class EdgeLink:
             if self.router_channel is None:
                 await self._hello()
                 continue
+            if now - self._joined >= REJOIN_SECONDS:
+                await self._join()
             if now - self._last_beat > ROUTER_TIMEOUT:
                 log.warning("router %s silent for %.0f s: waiting for the next one", self.epoch, ROUTER_TIMEOUT)
                 self._lose_router("the broker's router went away; a standby takes over")

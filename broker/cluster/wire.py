@@ -60,6 +60,8 @@ ROUTER_TIMEOUT: Final = 3.0
 # lease: a later holder's is higher). An edge does not follow a router of a lower term than
 # one it heard within this long: that router lost its lease without knowing it yet.
 STALE_TERM_SECONDS: Final = 2 * ROUTER_TIMEOUT
+# An edge joins the edges' group again this often (one ZADD): Redis may have forgotten it.
+REJOIN_SECONDS: Final = 5.0
 # An ack, a publish's answer or a subscribe's answer this late was lost on the way (a
 # Redis restart, say): the edge resumes its connections, failing what was in flight.
 ANSWER_TIMEOUT: Final = 10.0

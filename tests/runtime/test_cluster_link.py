@@ -369,3 +369,17 @@ async def test_an_edge_does_not_follow_a_router_of_an_older_lease_term(
         await eventually(lambda: edge.epoch == stale.hub.epoch, timeout=5, what="the edge follows the lower term")
     finally:
         await stale.stop()
+
+
+async def test_an_edge_that_follows_its_router_joins_the_edges_group_again_every_few_seconds(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An edge busy with batches hears its router in their answers and never says hello; a
+    # Redis restarted empty would leave it out of the beats (memory alarm, store state).
+    monkeypatch.setattr(edge_module, "REJOIN_SECONDS", 0.2)
+    layer = cluster.layer
+    busy = await cluster.edge()
+    await layer.group_discard(EDGES_GROUP, busy.channel)
+    epoch = busy.epoch
+    await eventually(lambda: busy.channel in layer.groups.get(EDGES_GROUP, {}), what="the edge joined again")
+    assert busy.epoch == epoch  # without losing its router
