@@ -18,6 +18,10 @@ from broker.protocol.topology import TOPOLOGY_EVENT, TOPOLOGY_GROUP, TopologyCha
 
 log = logging.getLogger("broker.runtime")
 
+# The router joins the group again this often: a Redis restarted empty has forgotten it, and
+# changes sent to the group would be lost until the router's next start.
+REJOIN_SECONDS = 5.0
+
 
 class TopologyFeed:
     def __init__(self, layer: Any) -> None:
@@ -35,6 +39,7 @@ class TopologyFeed:
         layer, channel = self._layer, self._channel
         if layer is None or channel is None:
             return
+        rejoining = asyncio.create_task(self._keep_joined(layer, channel), name="topology-rejoin")
         try:
             while True:
                 try:
@@ -43,8 +48,18 @@ class TopologyFeed:
                         apply(decode_change(event["change"]))
                 except asyncio.CancelledError:
                     raise
-                except Exception:  # a bad event or a lost Redis: log, wait, go on
-                    log.exception("topology listener")
+                except Exception as error:  # a bad event or a lost Redis: log, wait, go on
+                    log.warning("topology listener: %r", error)
                     await asyncio.sleep(1)
         finally:
+            rejoining.cancel()
             await asyncio.shield(layer.group_discard(TOPOLOGY_GROUP, channel))
+
+    @staticmethod
+    async def _keep_joined(layer: Any, channel: str) -> None:
+        while True:
+            await asyncio.sleep(REJOIN_SECONDS)
+            try:
+                await layer.group_add(TOPOLOGY_GROUP, channel)
+            except Exception as error:
+                log.warning("joining the topology group again failed: %r", error)

@@ -8,7 +8,9 @@ user postgres, in a fresh data folder; redis-server with nothing on disk).
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -45,7 +47,7 @@ class PostgresServer:
         self.host = host
         self.folder = Path(tempfile.mkdtemp(prefix="pf-postgres-"))
         shutil.chown(self.folder, POSTGRES_USER, POSTGRES_USER)
-        data = self.folder / "data"
+        data = self.data = self.folder / "data"
         self.log_path = self.folder / "server.log"
         binaries = postgres_bin()
         subprocess.run(
@@ -55,28 +57,41 @@ class PostgresServer:
         )
         with open(data / "pg_hba.conf", "a") as hba:
             hba.write(f"host all all {lab_prefix}.0/24 trust\n")
-        log = open(self.log_path, "ab")
-        # The servers' own durability is not under test here (nothing kills them): fsync off.
-        self.proc = subprocess.Popen(
-            host.command(
-                "runuser", "-u", POSTGRES_USER, "--", str(binaries / "postgres"), "-D", str(data),
-                "-c", f"listen_addresses={host.address}", "-c", "port=5432",
-                "-c", f"unix_socket_directories={self.folder}", "-c", "fsync=off", "-c", "max_connections=200",
-            ),
-            stdout=log, stderr=subprocess.STDOUT,
+        # The servers' own durability is not under test here (only shut down cleanly): fsync off.
+        self._command = host.command(
+            "runuser", "-u", POSTGRES_USER, "--", str(binaries / "postgres"), "-D", str(data),
+            "-c", f"listen_addresses={host.address}", "-c", "port=5432",
+            "-c", f"unix_socket_directories={self.folder}", "-c", "fsync=off", "-c", "max_connections=200",
         )
-        log.close()
-        _wait_for_port(host.address, 5432, "PostgreSQL", self.proc, self.log_path)
         self.url = f"postgres://postgres@{host.address}:5432"
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        with open(self.log_path, "ab") as log:
+            proc = subprocess.Popen(self._command, stdout=log, stderr=subprocess.STDOUT)
+        _wait_for_port(self.host.address, 5432, "PostgreSQL", proc, self.log_path)
+        return proc
+
+    def stop(self) -> None:
+        """A fast shutdown (SIGINT to the postmaster, not to runuser, which would not pass
+        it on): sessions are ended, transactions under way roll back."""
+        pid_file = self.data / "postmaster.pid"
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise RuntimeError(f"PostgreSQL did not shut down:\n{self.log_path.read_text(errors='replace')}") from None
+
+    def restart(self) -> None:
+        self.stop()
+        self.proc = self._start()
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        self.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -85,20 +100,29 @@ class RedisServer:
         self.host = host
         self.folder = Path(tempfile.mkdtemp(prefix="pf-redis-"))
         self.log_path = self.folder / "server.log"
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            host.command(
-                "redis-server", "--bind", host.address, "--port", "6379", "--save", "", "--appendonly", "no",
-                "--protected-mode", "no", "--dir", str(self.folder),
-            ),
-            stdout=log, stderr=subprocess.STDOUT,
+        self._command = host.command(
+            "redis-server", "--bind", host.address, "--port", "6379", "--save", "", "--appendonly", "no",
+            "--protected-mode", "no", "--dir", str(self.folder),
         )
-        log.close()
-        _wait_for_port(host.address, 6379, "Redis", self.proc, self.log_path)
         self.url = f"redis://{host.address}:6379"
+        self.proc = self._start()
 
-    def close(self) -> None:
+    def _start(self) -> subprocess.Popen[bytes]:
+        with open(self.log_path, "ab") as log:
+            proc = subprocess.Popen(self._command, stdout=log, stderr=subprocess.STDOUT)
+        _wait_for_port(self.host.address, 6379, "Redis", proc, self.log_path)
+        return proc
+
+    def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+    def restart(self) -> None:
+        """Killed and started again: empty (it keeps nothing on disk)."""
+        self.kill()
+        self.proc = self._start()
+
+    def close(self) -> None:
+        self.kill()
         shutil.rmtree(self.folder, ignore_errors=True)

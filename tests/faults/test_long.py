@@ -128,6 +128,23 @@ async def standby_killed(cluster: FaultCluster, load: Load) -> None:
     cluster.node(standby)
 
 
+async def redis_restarted(cluster: FaultCluster, load: Load) -> None:
+    fault = load.fault("Redis restarted empty")
+    await asyncio.to_thread(cluster.lab.redis_server.restart)
+    await load.served(fault)
+
+
+async def postgresql_restarted(cluster: FaultCluster, load: Load) -> None:
+    router, _ = roles(cluster)
+    proc = cluster.nodes[router].proc
+    assert proc is not None
+    fault = load.fault("PostgreSQL restarted")
+    await asyncio.to_thread(cluster.lab.postgres.restart)
+    assert await asyncio.to_thread(proc.wait, 15) == LEASE_LOST_EXIT
+    await load.served(fault)
+    cluster.node(router)
+
+
 ACTIONS: dict[str, Action] = {
     "edge-a/redis cut 3 s": cut("edge-a", "redis", 3),
     "edge-b/redis cut 10 s": cut("edge-b", "redis", 10),
@@ -143,6 +160,8 @@ ACTIONS: dict[str, Action] = {
     "edge-b killed": edge_killed("edge-b"),
     "edge-b stopped 8 s": edge_stopped("edge-b", 8),
     "standby killed": standby_killed,
+    "Redis restarted": redis_restarted,
+    "PostgreSQL restarted": postgresql_restarted,
 }
 
 

@@ -85,3 +85,25 @@ async def test_edges_killed_and_stopped_and_the_standby_killed(fault_cluster: Fa
         fault_cluster.node("router-b")
         assert role(nodes["router-b"]) == "standby"
         await load.steady()
+
+
+async def test_redis_restarted_empty_and_postgresql_restarted(fault_cluster: FaultCluster) -> None:
+    """Redis forgets every batch on the way and the edges' group: answers are missed, beats
+    stop reaching the edges, and all resume. PostgreSQL's restart ends every session: the
+    router's lease with them (it exits 75, for its supervisor to start again), and one of
+    the two takes the lease once the server is back."""
+    lab = fault_cluster.lab
+    async with loaded_cluster(fault_cluster) as load:
+        fault = load.fault("Redis restarted empty")
+        await asyncio.to_thread(lab.redis_server.restart)
+        await load.served(fault)
+        await load.steady()
+
+        fault = load.fault("PostgreSQL restarted")
+        router = fault_cluster.nodes["router-a"].proc
+        assert router is not None
+        await asyncio.to_thread(lab.postgres.restart)
+        assert await asyncio.to_thread(router.wait, 15) == LEASE_LOST_EXIT
+        await load.served(fault)  # router-b took the lease
+        fault_cluster.node("router-a")  # as its supervisor would: a standby now
+        await load.steady()

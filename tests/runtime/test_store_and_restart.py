@@ -173,6 +173,27 @@ async def test_changes_from_a_process_without_a_router_arrive_over_the_channel_l
     assert runtime.broker.queues["from-elsewhere"].args.max_length == 3
 
 
+async def test_the_router_joins_the_topology_group_again_after_a_redis_that_forgot_it(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from channels.layers import get_channel_layer
+
+    from broker.engine.queues import QueueSpec
+    from broker.protocol.topology import TOPOLOGY_GROUP, QueueSaved
+    from broker.runtime import topology_feed
+    from storage.sync import broadcast
+
+    monkeypatch.setattr(topology_feed, "REJOIN_SECONDS", 0.05)
+    layer = get_channel_layer()
+    members = list(layer.groups.get(TOPOLOGY_GROUP, {}))
+    assert members
+    for channel in members:  # as a Redis restarted empty
+        await layer.group_discard(TOPOLOGY_GROUP, channel)
+    await eventually(lambda: bool(layer.groups.get(TOPOLOGY_GROUP)), what="the router joined again")
+    await database_sync_to_async(broadcast)(QueueSaved(QueueSpec("after-the-restart")))
+    await eventually(lambda: "after-the-restart" in runtime.broker.queues, what="the change applied by the router")
+
+
 class FlakyStore(OrmMessageStore):
     """Refuses the first commit that inserts anything, as a database that blinks."""
 
