@@ -306,10 +306,16 @@ class EdgeLink:
                     store = message.get("store")
                     self._router_store = store if isinstance(store, bool) else None
                 elif kind == ROUTER_BATCH and message.get("epoch") == self.epoch:
+                    if message.get("gen", self.generation) != self.generation:
+                        # Sent to this edge's connections before they resumed (it waited in
+                        # Redis, or in a send the router had under way): its deliveries are
+                        # given again to the resumed connections, flagged as redelivered.
+                        continue
                     self._last_beat = time.monotonic()
                     self._on_ack(message.get("ack", 0))
-                    if message["items"]:
-                        self._router_seq = message.get("seq", self._router_seq)  # a reset has none
+                    seq = message.get("seq")  # a reset has none
+                    if message["items"] and (seq is None or seq > self._router_seq):
+                        self._router_seq = seq if seq is not None else self._router_seq
                         self._owe_ack = True
                         self._wakeup.set()
                         self.on_batch(message["items"])

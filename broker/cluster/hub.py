@@ -226,8 +226,8 @@ class Hub:
         # say) learns from the next one where the router stands instead of waiting for ever.
         edge.owe_ack = True
         edge.wakeup.set()
-        if not message["items"]:
-            return
+        if not message["items"] or message["seq"] <= edge.edge_seq:
+            return  # a beat, or a batch sent twice (a send retried after Redis took it)
         edge.edge_seq = message["seq"]
         publishes: list[Publishing] = []
         for raw in message["items"]:
@@ -371,7 +371,10 @@ class Hub:
             elif not edge.owe_ack:
                 continue  # nothing to say, or the window is full: the edge's ack wakes us
             edge.owe_ack = False
-            message = {"type": ROUTER_BATCH, "epoch": self.epoch, "seq": edge.seq, "ack": edge.edge_seq, "items": items}
+            message = {
+                "type": ROUTER_BATCH, "epoch": self.epoch, "gen": edge.generation, "seq": edge.seq,
+                "ack": edge.edge_seq, "items": items,
+            }
             await self._send(edge.channel, message)
 
     async def _send(self, channel: str, message: dict[str, Any]) -> None:

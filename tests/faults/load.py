@@ -175,7 +175,10 @@ def check(publisher: Publisher, consumer: Consumer, faults: list[Fault]) -> str:
         if delivery.body not in first_ack:
             first_ack[delivery.body] = delivery.at  # acknowledged at once (Consumer)
             continue
-        assert delivery.redelivered, f"message {delivery.body} delivered again without `redelivered`"
+        assert delivery.redelivered, (
+            f"message {delivery.body} delivered at {first_ack[delivery.body]:.2f} and again at {delivery.at:.2f}"
+            f" without `redelivered` (faults: {[(f.what, round(f.began, 2), f.recovered) for f in faults]})"
+        )
         acked = first_ack[delivery.body]
         under_way = [
             fault for fault in faults

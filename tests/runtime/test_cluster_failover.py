@@ -284,3 +284,30 @@ async def test_an_edge_knows_whether_the_router_s_message_store_answers(
     await eventually(lambda: edge.store_reachable is False, what="the outage reaches the edge")
     cluster.store.refuse_inserts = False
     await eventually(lambda: edge.store_reachable is True, what="and its end")
+
+
+async def test_deliveries_sent_before_an_edge_resumed_are_not_given_to_the_resumed_connections(
+    cluster: Cluster,
+) -> None:
+    # The router's batch to the old connections waited on the way (in Redis, or in a send
+    # under way while the link to Redis was cut) and arrives after the edge resumed them.
+    edge = await cluster.edge()
+    sink = EdgeSink()
+    conn = edge.connect(sink)
+    edge.subscribe(conn, subscribe_args("q", queue="jobs"), sink.answer("q"))
+    await eventually(lambda: bool(sink.of_type("answer")))
+    cluster.layer.hold(edge.channel)
+    await cluster.publish("jobs", "held")
+    await eventually(lambda: bool(cluster.layer.held[edge.channel]), what="the delivery on its way")
+    epoch, channel = edge.epoch, edge.router_channel
+    assert epoch is not None and channel is not None
+    edge._lose_router("as after a silence")  # what a router silent for 3 s causes
+    edge._follow(epoch, channel)
+    # The resumed connection gets the message again from the router (its old connection's
+    # unacknowledged message, requeued), after the old batch.
+    await eventually(lambda: counts(cluster, "jobs")[1] == 1 and counts(cluster, "jobs")[2] == 1, what="resumed")
+    await eventually(lambda: len(cluster.layer.held[edge.channel]) >= 2, what="the redelivery on its way")
+    await cluster.layer.release(edge.channel)
+    await eventually(lambda: bool(sink.messages()))
+    await asyncio.sleep(0.2)
+    assert [(m["body"], m["redelivered"]) for m in sink.messages()] == [("held", True)]

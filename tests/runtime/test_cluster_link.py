@@ -20,7 +20,7 @@ import pytest
 import queues.selectors
 from broker.cluster import edge as edge_module
 from broker.cluster.edge import EdgeLink
-from broker.cluster.wire import BATCHES_IN_FLIGHT, EDGE_BATCH, EDGES_GROUP, LINK_VERSION
+from broker.cluster.wire import BATCHES_IN_FLIGHT, EDGE_BATCH, EDGES_GROUP, LINK_VERSION, ROUTER_BATCH
 from broker.engine import errors
 from broker.engine.errors import BrokerError, Forbidden, NotFound, Unavailable
 from broker.engine.queues import AckMode, QueueSpec
@@ -383,3 +383,24 @@ async def test_an_edge_that_follows_its_router_joins_the_edges_group_again_every
     epoch = busy.epoch
     await eventually(lambda: busy.channel in layer.groups.get(EDGES_GROUP, {}), what="the edge joined again")
     assert busy.epoch == epoch  # without losing its router
+
+
+async def test_a_batch_that_arrives_twice_is_carried_out_once(cluster: Cluster) -> None:
+    # A send retried after Redis took it (the reply lost on the way) pushes it twice.
+    edge = await cluster.edge()
+    sink = EdgeSink()
+    conn = edge.connect(sink)
+    edge.subscribe(conn, subscribe_args("q", queue="jobs"), sink.answer("q"))
+    await eventually(lambda: bool(sink.of_type("answer")))
+    publishing = edge.publish(conn, publish_request("jobs", "once"))
+    await asyncio.wait_for(publishing.settled, 2)
+    await eventually(lambda: len(sink.messages()) == 1)
+    layer = cluster.layer
+    (publish_batch,) = [m for m in layer.sent if m["type"] == EDGE_BATCH and any(i[0] == "p" for i in m["items"])]
+    (delivery_batch,) = [m for m in layer.sent if m["type"] == ROUTER_BATCH and any(i[0] == "d" for i in m["items"])]
+    assert edge.router_channel is not None
+    await layer.send(edge.router_channel, publish_batch)
+    await layer.send(edge.channel, delivery_batch)
+    await asyncio.sleep(0.2)
+    assert len(sink.messages()) == 1
+    assert counts(cluster, "jobs") == (0, 1, 1)  # routed once
