@@ -35,7 +35,7 @@ from types import FrameType
 import psutil
 
 from . import backlog_scenario, metrics_scenario, other_scenarios, outbox_scenarios, task_scenarios, ws_scenarios
-from .measure import Measurement, Mode, last_other_cores, median_of
+from .measure import Measurement, Mode, last_cpu_by_role, last_other_cores, median_of
 from .processes import (
     CeilingServer,
     Cluster,
@@ -120,10 +120,14 @@ async def guarded(label: str, run: Callable[[], Awaitable[Measurement]]) -> Meas
     try:
         started = time.monotonic()
         last_other_cores[0] = 0.0
+        last_cpu_by_role.clear()
         result = await run()
         other = last_other_cores[0]
         if other > BUSY_CORES:
             result.note = (result.note + "; " if result.note else "") + f"machine busy: other processes used {other:.1f} cores"
+        if last_cpu_by_role and result.count > 0:
+            split = ", ".join(f"{role} {cpu / result.count * 1000:.4f}" for role, cpu in last_cpu_by_role.items())
+            result.note = (result.note + "; " if result.note else "") + f"cpu s/1k by process: {split}"
         log(f"{label}: {result.value if result.value is None else round(result.value, 3)} ({time.monotonic() - started:.1f} s) {result.note}")
         return result
     except (Exception, TimeoutError) as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,6 +70,31 @@ def _others(skip: set[int]) -> dict[int, float]:
 
 # Cores used by processes other than the server and the generator during the last window.
 last_other_cores: list[float] = [0.0]
+# CPU seconds of each process of the last window, by role: the broker (a cluster's router),
+# each edge, each support process (Redis), and PostgreSQL's processes together.
+last_cpu_by_role: dict[str, float] = {}
+
+
+def _cpu_by_role(target: Target) -> dict[str, float]:
+    found = {("router" if target.peers else "broker"): cpu_seconds(target.process)} if target.process else {}
+    found.update({name: cpu_seconds(proc) for name, proc in target.peers.items()})
+    for proc in target.support:
+        with contextlib.suppress(psutil.Error):
+            found[proc.name()] = cpu_seconds(proc)
+    for proc in psutil.process_iter(["name"]):  # each of PostgreSQL's, summed by `_cpu_split`
+        if (proc.info.get("name") or "").startswith("postgres"):
+            with contextlib.suppress(psutil.Error):
+                found[f"postgresql/{proc.pid}"] = cpu_seconds(proc)
+    return found
+
+
+def _cpu_split(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds by role between two readings; a process gone by the second is left out."""
+    split: dict[str, float] = {}
+    for key, cpu in after.items():
+        role = key.split("/", 1)[0]
+        split[role] = split.get(role, 0.0) + cpu - before.get(key, 0.0)
+    return split
 
 
 async def window(
@@ -92,11 +118,15 @@ async def window(
     skip = {psutil.Process().pid} | {process.pid for process in (*processes, *target.support)}
     await asyncio.sleep(mode.warmup)
     others0 = _others(skip)
+    roles0 = _cpu_by_role(target)
     c0, t0, cpu0 = counter(), loop.time(), total_cpu_seconds(processes)
     end = t0 + mode.duration
     while loop.time() < end and not (done is not None and done()):
         await asyncio.sleep(min(POLL, max(0.0, end - loop.time())))
     c1, t1, cpu1 = counter(), loop.time(), total_cpu_seconds(processes)
+    roles1 = _cpu_by_role(target)
+    last_cpu_by_role.clear()
+    last_cpu_by_role.update(_cpu_split(roles0, roles1))
     others1 = _others(skip)
     other = sum(cpu - others0.get(pid, 0.0) for pid, cpu in others1.items())
     last_other_cores[0] = max(0.0, other / (t1 - t0)) if t1 > t0 else 0.0

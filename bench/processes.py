@@ -95,7 +95,8 @@ def find_beam() -> psutil.Process | None:
     """RabbitMQ's Erlang VM, found by name (the benchmark does not start RabbitMQ)."""
     for proc in psutil.process_iter(["name", "cmdline"]):
         name = proc.info.get("name") or ""
-        cmdline = " ".join(proc.info.get("cmdline") or [])
+        # Redis rewrites its title ("redis-server 127.0.0.1:6379"), padded with empty arguments.
+        cmdline = " ".join(part for part in proc.info.get("cmdline") or [] if part)
         if name.startswith("beam") and "rabbit" in cmdline:
             return proc
     return None
@@ -105,7 +106,8 @@ def find_redis(url: str) -> psutil.Process | None:
     """The local redis-server serving `url`'s port, found by name (the benchmark does not start Redis)."""
     port = urllib.parse.urlsplit(url).port or 6379
     for proc in psutil.process_iter(["name", "cmdline"]):
-        cmdline = " ".join(proc.info.get("cmdline") or [])
+        # Redis rewrites its title ("redis-server 127.0.0.1:6379"), padded with empty arguments.
+        cmdline = " ".join(part for part in proc.info.get("cmdline") or [] if part)
         if (proc.info.get("name") or "").startswith("redis-server") and cmdline.endswith(f":{port}"):
             return proc
     return None
