@@ -95,6 +95,7 @@ class EdgeLink:
         self._term = 0
         self._term_heard = 0.0
         self._joined = 0.0  # when this edge last joined the edges' group
+        self._joining: asyncio.Task[None] | None = None
         self._router_store: bool | None = None  # the router's message store answers (its beat says)
         self._last_sent = 0.0
         self._connections = EdgeConnections()
@@ -198,8 +199,9 @@ class EdgeLink:
             if self.router_channel is None:
                 await self._hello()
                 continue
-            if now - self._joined >= REJOIN_SECONDS:
-                await self._join()
+            if now - self._joined >= REJOIN_SECONDS and (self._joining is None or self._joining.done()):
+                # A task of its own: a Redis that does not answer must not hold up this watch.
+                self._joining = asyncio.create_task(self._join(), name="edge-rejoin")
             if now - self._last_beat > ROUTER_TIMEOUT:
                 log.warning("router %s silent for %.0f s: waiting for the next one", self.epoch, ROUTER_TIMEOUT)
                 self._lose_router("the broker's router went away; a standby takes over")

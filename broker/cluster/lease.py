@@ -130,9 +130,14 @@ class RouterLease:
     def _end_stalled(self, key: int, what: str) -> None:
         """End the sessions that hold `key` and have waited for their client for
         STALLED_AFTER: their process is stopped."""
+        import psycopg
+
         for pid, waited in self._conn.execute(_STALLED_SQL, [key >> 32, key & 0xFFFFFFFF, STALLED_AFTER]).fetchall():
             log.warning("the %s's holder (backend %s) has not been heard from for %.1f s: ending its session", what, pid, waited)
-            self._conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+            try:
+                self._conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+            except psycopg.errors.InsufficientPrivilege as error:
+                log.error("cannot end the %s holder's session (docs/deploy.md, Limits): %s", what, error)
 
     def release(self) -> None:
         conn, self._conn = self._conn, None
@@ -164,7 +169,8 @@ _STALLED_SQL: Final = (
     " FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid"
     " WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s AND l.objid::bigint = %s"
     " AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-    " AND (a.state IN ('idle', 'idle in transaction') OR a.wait_event = 'ClientRead')"
+    " AND (a.state IN ('idle', 'idle in transaction', 'idle in transaction (aborted)')"
+    " OR a.wait_event IN ('ClientRead', 'ClientWrite'))"
     " AND a.state_change < clock_timestamp() - make_interval(secs => %s)"
 )
 

@@ -48,8 +48,8 @@ class TopologyFeed:
                         apply(decode_change(event["change"]))
                 except asyncio.CancelledError:
                     raise
-                except Exception as error:  # a bad event or a lost Redis: log, wait, go on
-                    log.warning("topology listener: %r", error)
+                except Exception:  # a bad event or a lost Redis: log, wait, go on
+                    log.exception("topology listener")
                     await asyncio.sleep(1)
         finally:
             rejoining.cancel()

@@ -20,7 +20,15 @@ from django.conf import settings
 
 from broker.cluster.edge import EdgeLink
 from broker.cluster.hub import Hub
-from broker.cluster.lease import CHECK_SECONDS, LEASE_LOST_EXIT, POLL_SECONDS, TAKEOVER_GRACE, RouterLease, WriteFence
+from broker.cluster.lease import (
+    CHECK_SECONDS,
+    LEASE_LOST_EXIT,
+    POLL_SECONDS,
+    STALLED_AFTER,
+    TAKEOVER_GRACE,
+    RouterLease,
+    WriteFence,
+)
 from broker.cluster.redis_link import link_layer
 from broker.router import registry
 from broker.router.interface import Router
@@ -87,34 +95,37 @@ async def lead(layer: Any, link_traffic: Any, new_store: StoreFactory) -> None:
         await asyncio.to_thread(lease.wait_for_old_writes)
         term = await asyncio.to_thread(lease.term)
         # Checked from here on, through the load too: a lease session silent for long is
-        # taken for a stopped router's (lease.py).
-        keeping = asyncio.create_task(_keep_lease(lease, CHECK_SECONDS), name="broker-lease")
+        # taken for a stopped router's (lease.py). The load may block the loop for a while:
+        # a check gets until a standby would take the session for a stopped router's.
+        loading = asyncio.create_task(_keep_lease(lease, CHECK_SECONDS, STALLED_AFTER - 1), name="broker-lease")
         try:
             await asyncio.sleep(TAKEOVER_GRACE)
             router = new_router(new_store(lease.fence()), layer)
             await router.start()
             tune_garbage_collector()  # the loaded messages too
-            try:
-                # The load may have taken seconds: still the lease's holder before serving?
-                await _check_lease(lease, CHECK_SECONDS)
-                await Hub(router, link_traffic, term=term).run()
-            finally:
-                await router.stop()
         finally:
-            keeping.cancel()
+            loading.cancel()
+        try:
+            # The load may have taken seconds: still the lease's holder before serving?
+            await _check_lease(lease, 2 * CHECK_SECONDS)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(Hub(router, link_traffic, term=term).run(), name="broker-hub")
+                group.create_task(_keep_lease(lease, CHECK_SECONDS, 2 * CHECK_SECONDS), name="broker-lease")
+        finally:
+            await router.stop()
     finally:
         await asyncio.to_thread(lease.release)
 
 
-async def _keep_lease(lease: RouterLease, every: float) -> None:
+async def _keep_lease(lease: RouterLease, every: float, deadline: float) -> None:
     while True:
         await asyncio.sleep(every)
-        await _check_lease(lease, every)
+        await _check_lease(lease, deadline)
 
 
-async def _check_lease(lease: RouterLease, every: float) -> None:
+async def _check_lease(lease: RouterLease, deadline: float) -> None:
     try:
-        await asyncio.wait_for(asyncio.to_thread(lease.check), 2 * every)
+        await asyncio.wait_for(asyncio.to_thread(lease.check), deadline)
     except Exception as error:
         # The lock may be someone else's by now: not one more commit as the router.
         log.critical("router lease lost (%r): stopping so that the standby takes over", error)

@@ -189,7 +189,8 @@ async def test_the_router_joins_the_topology_group_again_after_a_redis_that_forg
     assert members
     for channel in members:  # as a Redis restarted empty
         await layer.group_discard(TOPOLOGY_GROUP, channel)
-    await eventually(lambda: bool(layer.groups.get(TOPOLOGY_GROUP)), what="the router joined again")
+    # Within REJOIN_SECONDS of the start (the wait under way when the test patched it).
+    await eventually(lambda: bool(layer.groups.get(TOPOLOGY_GROUP)), timeout=10, what="the router joined again")
     await database_sync_to_async(broadcast)(QueueSaved(QueueSpec("after-the-restart")))
     await eventually(lambda: "after-the-restart" in runtime.broker.queues, what="the change applied by the router")
 
