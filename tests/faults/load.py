@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import websockets
 
@@ -45,6 +46,31 @@ class Delivery:
     at: float
 
 
+class Client(Protocol):
+    urls: list[str]  # edges, tried in turn
+    reconnects: int
+
+
+async def reconnecting(
+    client: Client, session: Callable[[WsClient], Awaitable[None]], going_on: Callable[[], bool]
+) -> None:
+    """Connect to the client's edges in turn and run `session` on each connection, again
+    whenever it ends, while `going_on()`."""
+    while going_on():
+        url = client.urls[client.reconnects % len(client.urls)]
+        connection: WsClient | None = None
+        try:
+            connection = await asyncio.wait_for(WsClient.connect(url), 5)
+            await session(connection)
+        except (OSError, websockets.WebSocketException, TimeoutError):
+            client.reconnects += 1
+            await asyncio.sleep(0.2)
+        finally:
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    await connection.close()
+
+
 @dataclass
 class Publisher:
     urls: list[str]  # edges, tried in turn
@@ -59,22 +85,7 @@ class Publisher:
     reconnects: int = 0
 
     async def run(self) -> None:
-        while not self.stopping:
-            url = self.urls[self.reconnects % len(self.urls)]
-            try:
-                client = await asyncio.wait_for(WsClient.connect(url), 5)
-            except (OSError, websockets.WebSocketException, TimeoutError):
-                self.reconnects += 1
-                await asyncio.sleep(0.2)
-                continue
-            try:
-                await self._publish(client)
-            except (OSError, websockets.WebSocketException, TimeoutError):
-                self.reconnects += 1
-                await asyncio.sleep(0.2)
-            finally:
-                with contextlib.suppress(Exception):
-                    await client.close()
+        await reconnecting(self, self._publish, lambda: not self.stopping)
 
     async def _publish(self, client: WsClient) -> None:
         outstanding: set[int] = set()
@@ -127,22 +138,7 @@ class Consumer:
         return {delivery.body for delivery in self.deliveries}
 
     async def run(self) -> None:
-        while True:
-            url = self.urls[self.reconnects % len(self.urls)]
-            try:
-                client = await asyncio.wait_for(WsClient.connect(url), 5)
-            except (OSError, websockets.WebSocketException, TimeoutError):
-                self.reconnects += 1
-                await asyncio.sleep(0.2)
-                continue
-            try:
-                await self._consume(client)
-            except (OSError, websockets.WebSocketException, TimeoutError):
-                self.reconnects += 1
-                await asyncio.sleep(0.2)
-            finally:
-                with contextlib.suppress(Exception):
-                    await client.close()
+        await reconnecting(self, self._consume, lambda: True)
 
     async def _subscribe(self, client: WsClient) -> None:
         await client.send(
