@@ -108,7 +108,7 @@ class EdgeLink:
         self._window = Window()
         self._last_answer_check = 0.0
         self._router_seq = 0  # the router's last batch with items, which we ack
-        self._owe_ack = False
+        self._ack_asked = False  # the router's last batch asked for our ack at once
         self._beat_due = False
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._other_versions: set[object] = set()  # routers of another release, logged once
@@ -260,7 +260,7 @@ class EdgeLink:
         self._outbox = []
         self._window.clear()
         self._router_seq = 0
-        self._owe_ack = False
+        self._ack_asked = False
         failure = Unavailable(reason)
         batches = list(self._awaiting.values())
         if self._batch is not None:
@@ -318,8 +318,9 @@ class EdgeLink:
                     seq = message.get("seq")  # a reset has none
                     if message["items"] and (seq is None or seq > self._router_seq):
                         self._router_seq = seq if seq is not None else self._router_seq
-                        self._owe_ack = True
-                        self._wakeup.set()
+                        if message.get("now"):  # it filled the router's window
+                            self._ack_asked = True
+                            self._wakeup.set()
                         self.on_batch(message["items"])
             except asyncio.CancelledError:
                 raise
@@ -404,8 +405,8 @@ class EdgeLink:
                 if self._batch is not None:
                     self._awaiting[self._seq] = self._batch
                     self._batch, self._batch_size = None, 0
-            elif not (self._owe_ack or self._beat_due):
-                continue  # the window is full: the router's ack wakes us
+            elif not (self._ack_asked or self._beat_due):
+                continue  # the window is full (the router's ack wakes us), or the ack can wait
             message = {
                 "type": EDGE_BATCH,
                 "edge": self.channel,
@@ -415,8 +416,11 @@ class EdgeLink:
                 "seq": self._seq,
                 "ack": self._router_seq,
                 "items": items,
+                # Ack this at once: it fills our window; or a beat, and the router has left
+                # batches unanswered (the ack was lost, or it waited for a batch to carry it on).
+                "now": self._window.full if items else self._beat_due and self._window.waiting,
             }
-            self._owe_ack = self._beat_due = False
+            self._ack_asked = self._beat_due = False
             self._last_sent = time.monotonic()
             await self._send(channel, message)
 

@@ -103,7 +103,7 @@ class Edge:
         self.seq = 0  # of our last batch with items
         self.window = Window()
         self.edge_seq = 0  # the edge's last batch with items, which we ack
-        self.owe_ack = False
+        self.ack_asked = False  # the edge's last batch asked for our ack at once
         self.wakeup = asyncio.Event()
         self.sender: asyncio.Task[None] | None = None
 
@@ -221,11 +221,11 @@ class Hub:
             return
         edge.last_seen = time.monotonic()
         acked = message.get("ack", 0)
-        edge.window.acked(acked)
-        # Every batch is answered, a beat too: an edge whose ack was lost (Redis restarted,
-        # say) learns from the next one where the router stands instead of waiting for ever.
-        edge.owe_ack = True
-        edge.wakeup.set()
+        if edge.window.acked(acked):
+            edge.wakeup.set()  # the window may have room for what waits
+        if message.get("now"):  # it filled the edge's window, or a beat waits for our ack
+            edge.ack_asked = True
+            edge.wakeup.set()
         if not message["items"] or message["seq"] <= edge.edge_seq:
             return  # a beat, or a batch sent twice (a send retried after Redis took it)
         edge.edge_seq = message["seq"]
@@ -368,12 +368,12 @@ class Hub:
                 edge.delivered.clear()
                 edge.seq += 1
                 edge.window.sent(edge.seq)
-            elif not edge.owe_ack:
-                continue  # nothing to say, or the window is full: the edge's ack wakes us
-            edge.owe_ack = False
+            elif not edge.ack_asked:
+                continue  # nothing to say, the window is full (the edge's ack wakes us), or the ack can wait
+            edge.ack_asked = False
             message = {
                 "type": ROUTER_BATCH, "epoch": self.epoch, "gen": edge.generation, "seq": edge.seq,
-                "ack": edge.edge_seq, "items": items,
+                "ack": edge.edge_seq, "items": items, "now": bool(items) and edge.window.full,
             }
             await self._send(edge.channel, message)
 

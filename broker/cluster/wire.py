@@ -8,15 +8,21 @@ arrive in order, so an edge's frames reach the router in the order its
 clients sent them. An edge sends its batches (EDGE_BATCH) to the channel the
 router announces; the router answers on the edge's own channel (ROUTER_BATCH).
 
-Flow control: a batch with items is answered by the next batch the other way,
+Flow control: a batch with items is answered by a later batch the other way,
 which carries `ack`, the sequence number of the last batch with items that
-its sender has carried out (a batch with nothing else to say is sent for the
-ack alone, and needs no answer). A sender has at most `BATCHES_IN_FLIGHT`
+its sender has carried out. A sender has at most `BATCHES_IN_FLIGHT`
 unanswered batches; the rest waits in its outbox and leaves as one batch.
 Without this an edge sent a batch per few items as fast as Redis took them,
 and they queued in Redis faster than the router, which reads channel-layer
 messages one at a time, could take them: seconds of latency in the
 cross-node benchmark.
+
+Acks ride on batches that go anyway (a delivery, a publish's answer, a
+client's ack). A batch is sent for the ack alone only when the other side asks
+for it (`now`): with the batch that fills its window, and with an edge's beat
+while it has batches unanswered (the ack was lost, or the router waited for a
+batch to carry it on). At 1,000 messages a second each batch holds one
+message, and sending every ack alone had doubled the link's Redis commands.
 
 The router announces itself to the `EDGES_GROUP` with a beat every
 `BEAT_SECONDS`; an edge that hears none for `ROUTER_TIMEOUT` fails what is in
@@ -38,7 +44,7 @@ from channels.exceptions import ChannelFull
 
 # The items' form (broker/protocol/link.py). Nodes of other versions neither follow nor
 # serve each other: every node of a cluster runs the same release (docs/deploy.md).
-LINK_VERSION: Final = 4
+LINK_VERSION: Final = 5
 
 EDGE_BATCH: Final = "broker.edge_batch"
 ROUTER_BATCH: Final = "broker.router_batch"
@@ -94,6 +100,10 @@ class Window:
         while unanswered and unanswered[0] <= seq:
             done.append(unanswered.popleft())
         return done
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self._unanswered)
 
     def __contains__(self, seq: int) -> bool:
         return seq in self._unanswered

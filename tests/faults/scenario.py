@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import signal
+import subprocess
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import httpx
 
+from tests.e2e.harness import BrokerProcess
 from tests.eventually import eventually
 from tests.faults.conftest import FaultCluster
 from tests.faults.load import Consumer, Fault, Publisher, check
@@ -54,6 +57,15 @@ class Load:
         )
         fault.recovered = time.monotonic()
 
+    async def cut(self, host: str, other: str, seconds: float) -> None:
+        """`host`'s link to `other` (a host's name: "redis", "db", "edge-a"...) cut for
+        `seconds`, then healed: a fault until the cluster serves again."""
+        lab = self.cluster.lab.lab
+        fault = self.fault(f"{host} cut off from {other} for {seconds:g} s")
+        with lab.link_cut(lab.hosts[host], lab.hosts[other]):
+            await asyncio.sleep(seconds)
+        await self.served(fault)
+
     async def steady(self, count: int = 200) -> None:
         """Until `count` more messages were confirmed."""
         target = len(self.publisher.confirmed) + count
@@ -79,6 +91,19 @@ class Load:
             changes = [epoch for number, epoch in enumerate(followed) if number == 0 or epoch != followed[number - 1]]
             back = [epoch for number, epoch in enumerate(changes) if epoch in changes[:number]]
             assert not back, f"{edge_log.name} went back to router {back[0]}: {followed}"
+
+
+@contextmanager
+def stopped(node: BrokerProcess) -> Iterator[subprocess.Popen[bytes]]:
+    """The node's process stopped (SIGSTOP) for the block, and continued after it, whatever
+    happens in it."""
+    proc = node.proc
+    assert proc is not None and proc.poll() is None
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGCONT)
 
 
 # The routers an edge followed, in order (broker/cluster/edge.py's log).

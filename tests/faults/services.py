@@ -22,6 +22,14 @@ from tests.faults.network import Host
 POSTGRES_USER = "postgres"
 
 
+def _spawn(command: list[str], log_path: Path, host: Host, port: int, what: str) -> subprocess.Popen[bytes]:
+    """Start a server, its output appended to `log_path`, and wait until it listens."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    _wait_for_port(host.address, port, what, proc, log_path)
+    return proc
+
+
 def _wait_for_port(address: str, port: int, what: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -67,10 +75,7 @@ class PostgresServer:
         self.proc = self._start()
 
     def _start(self) -> subprocess.Popen[bytes]:
-        with open(self.log_path, "ab") as log:
-            proc = subprocess.Popen(self._command, stdout=log, stderr=subprocess.STDOUT)
-        _wait_for_port(self.host.address, 5432, "PostgreSQL", proc, self.log_path)
-        return proc
+        return _spawn(self._command, self.log_path, self.host, 5432, "PostgreSQL")
 
     def stop(self) -> None:
         """A fast shutdown (SIGINT to the postmaster, not to runuser, which would not pass
@@ -108,10 +113,7 @@ class RedisServer:
         self.proc = self._start()
 
     def _start(self) -> subprocess.Popen[bytes]:
-        with open(self.log_path, "ab") as log:
-            proc = subprocess.Popen(self._command, stdout=log, stderr=subprocess.STDOUT)
-        _wait_for_port(self.host.address, 6379, "Redis", proc, self.log_path)
-        return proc
+        return _spawn(self._command, self.log_path, self.host, 6379, "Redis")
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -26,36 +26,22 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.e2e]
 async def test_an_edge_cut_off_from_redis_briefly_and_past_the_router_s_patience(
     fault_cluster: FaultCluster,
 ) -> None:
-    lab = fault_cluster.lab
     async with loaded_cluster(fault_cluster) as load:
         # Shorter than the router's patience with a silent edge (EDGE_TIMEOUT, 5 s).
-        fault = load.fault("edge-a cut off from Redis for 2 s")
-        with lab.lab.link_cut(fault_cluster.host("edge-a"), lab.redis):
-            await asyncio.sleep(2)
-        await load.served(fault)
+        await load.cut("edge-a", "redis", 2)
         await load.steady()
-        # Longer: the router drops the edge and requeues what its connections held.
-        fault = load.fault("edge-b (the consumer's) cut off from Redis for 8 s")
-        with lab.lab.link_cut(fault_cluster.host("edge-b"), lab.redis):
-            await asyncio.sleep(8)
-        await load.served(fault)
+        # Longer: the router drops the consumer's edge and requeues what its connections held.
+        await load.cut("edge-b", "redis", 8)
         await load.steady()
 
 
 async def test_the_router_cut_off_from_redis(fault_cluster: FaultCluster) -> None:
     """The edges hear no router and fail what is in flight; the router hears no edge and
     drops them; once the link is back, all resume on the same router."""
-    lab = fault_cluster.lab
     async with loaded_cluster(fault_cluster) as load:
-        fault = load.fault("the router cut off from Redis for 2 s")
-        with lab.lab.link_cut(fault_cluster.host("router-a"), lab.redis):
-            await asyncio.sleep(2)
-        await load.served(fault)
+        await load.cut("router-a", "redis", 2)
         await load.steady()
-        fault = load.fault("the router cut off from Redis for 8 s")
-        with lab.lab.link_cut(fault_cluster.host("router-a"), lab.redis):
-            await asyncio.sleep(8)
-        await load.served(fault)
+        await load.cut("router-a", "redis", 8)
         await load.steady()
     assert role(fault_cluster.nodes["router-a"]) == "router"
 

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import random
-import signal
 import time
 from collections.abc import Awaitable, Callable
 
@@ -20,7 +19,7 @@ import pytest
 from broker.cluster.lease import LEASE_LOST_EXIT
 from tests.eventually import eventually
 from tests.faults.conftest import FaultCluster
-from tests.faults.scenario import Load, loaded_cluster
+from tests.faults.scenario import Load, loaded_cluster, stopped
 from tests.integration.cluster_harness import role
 
 pytestmark = [pytest.mark.faults, pytest.mark.long_faults, pytest.mark.integration, pytest.mark.e2e]
@@ -38,11 +37,7 @@ def roles(cluster: FaultCluster) -> tuple[str, str]:
 
 def cut(host: str, other: str, seconds: float) -> Action:
     async def act(cluster: FaultCluster, load: Load) -> None:
-        lab = cluster.lab.lab
-        fault = load.fault(f"{host} cut off from {other} for {seconds} s")
-        with lab.link_cut(lab.hosts[host], lab.hosts[other]):
-            await asyncio.sleep(seconds)
-        await load.served(fault)
+        await load.cut(host, other, seconds)
 
     return act
 
@@ -79,17 +74,12 @@ async def router_killed(cluster: FaultCluster, load: Load) -> None:
 
 
 async def router_stopped(cluster: FaultCluster, load: Load) -> None:
-    router, standby = roles(cluster)
-    node = cluster.nodes[router]
-    assert node.proc is not None
+    router, _ = roles(cluster)
     fault = load.fault(f"the router ({router}) stopped for 12 s")
-    node.proc.send_signal(signal.SIGSTOP)
-    try:
+    with stopped(cluster.nodes[router]) as proc:
         await load.served(fault)
         await asyncio.sleep(12 - (time.monotonic() - fault.began))
-    finally:
-        node.proc.send_signal(signal.SIGCONT)
-    assert await asyncio.to_thread(node.proc.wait, 15) == LEASE_LOST_EXIT
+    assert await asyncio.to_thread(proc.wait, 15) == LEASE_LOST_EXIT
     cluster.node(router)
 
 
@@ -106,13 +96,9 @@ def edge_killed(edge: str) -> Action:
 def edge_stopped(edge: str, seconds: float) -> Action:
     async def act(cluster: FaultCluster, load: Load) -> None:
         node = cluster.nodes[edge]
-        assert node.proc is not None
         fault = load.fault(f"{edge} stopped for {seconds} s")
-        node.proc.send_signal(signal.SIGSTOP)
-        try:
+        with stopped(node):
             await asyncio.sleep(seconds)
-        finally:
-            node.proc.send_signal(signal.SIGCONT)
         await load.served(fault)
         await eventually(lambda: role(node) == "edge", timeout=20, what=f"{edge} follows again")
 

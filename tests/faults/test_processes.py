@@ -5,24 +5,17 @@ of confirmed publishes and acknowledged consumes, each on a test host of its own
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 
 import pytest
 
 from broker.cluster.lease import LEASE_LOST_EXIT
-from tests.e2e.harness import BrokerProcess
 from tests.eventually import eventually
 from tests.faults.conftest import FaultCluster
-from tests.faults.scenario import loaded_cluster
+from tests.faults.scenario import loaded_cluster, stopped
 from tests.integration.cluster_harness import HEALTH_INTERVAL, role
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.e2e]
-
-
-def signal_node(node: BrokerProcess, sig: int) -> None:
-    assert node.proc is not None and node.proc.poll() is None
-    node.proc.send_signal(sig)
 
 
 async def test_a_killed_router_and_then_a_stopped_one_give_way_to_the_standby(fault_cluster: FaultCluster) -> None:
@@ -39,19 +32,14 @@ async def test_a_killed_router_and_then_a_stopped_one_give_way_to_the_standby(fa
         # Stopped, the router's connections stay up (its kernel answers for it): the standby
         # ends the lease's silent session and takes over while it is still stopped.
         fault = load.fault("the router stopped (SIGSTOP) for 15 s")
-        signal_node(nodes["router-b"], signal.SIGSTOP)
-        try:
+        with stopped(nodes["router-b"]) as stale:
             await load.served(fault)
             await eventually(
                 lambda: role(nodes["router-a"]) == "router", timeout=5, interval=HEALTH_INTERVAL,
                 what="the standby is the router",
             )
             await asyncio.sleep(max(0.0, fault.began + 15 - time.monotonic()))
-        finally:
-            signal_node(nodes["router-b"], signal.SIGCONT)
         # Woken, it finds its lease gone and stops before a commit of its own (the fence).
-        stale = nodes["router-b"].proc
-        assert stale is not None
         assert await asyncio.to_thread(stale.wait, 15) == LEASE_LOST_EXIT
         await load.steady()
     log = nodes["router-a"].log()
@@ -70,11 +58,8 @@ async def test_edges_killed_and_stopped_and_the_standby_killed(fault_cluster: Fa
         # Past the router's patience (EDGE_TIMEOUT): the router drops it and requeues what
         # its connections held; woken, it hears the reset and resumes.
         fault = load.fault("the publisher's edge stopped (SIGSTOP) for 8 s")
-        signal_node(nodes["edge-a"], signal.SIGSTOP)
-        try:
+        with stopped(nodes["edge-a"]):
             await asyncio.sleep(8)
-        finally:
-            signal_node(nodes["edge-a"], signal.SIGCONT)
         await load.served(fault)
         await eventually(lambda: role(nodes["edge-a"]) == "edge", timeout=20, what="the stopped edge follows again")
 

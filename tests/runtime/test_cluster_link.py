@@ -107,6 +107,59 @@ async def test_an_edge_keeps_a_window_of_unanswered_batches_and_sends_what_waits
     assert [m["body"] for m in cluster.runtime.get("jobs", count=10, ack=True)] == list(range(6))
 
 
+async def test_an_edge_sends_an_ack_alone_only_for_a_batch_that_fills_the_routers_window(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(edge_module, "BEAT_SECONDS", 60.0)  # no beat carries an ack meanwhile
+    edge = await cluster.edge()
+    sink = EdgeSink()
+    conn = edge.connect(sink)
+    edge.subscribe(conn, subscribe_args("s", queue="jobs", ack="auto"), sink.answer("s"))
+    await eventually(lambda: bool(sink.of_type("answer")))
+    start = len(cluster.layer.sent)
+    for n in range(6):  # each in a router batch of its own
+        await cluster.publish("jobs", n)
+        await eventually(lambda n=n: len(sink.messages()) == n + 1)
+
+    asked: int | None = None  # the router batch that asked for an ack at once
+    deferred = alone = 0
+    for message in cluster.layer.sent[start:]:
+        if message["type"] == ROUTER_BATCH and message["items"]:
+            assert asked is None  # its window was full: the ack came first
+            if message["now"]:
+                asked = message["seq"]
+            else:
+                deferred += 1
+        elif message["type"] == EDGE_BATCH:
+            assert not message["items"] and asked is not None and message["ack"] >= asked
+            asked, alone = None, alone + 1
+    assert deferred >= 2 and alone >= 2
+
+
+async def test_the_router_carries_its_ack_on_and_answers_at_once_a_beat_that_waits_for_it(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edge = await cluster.edge()
+    sink = EdgeSink()
+    conn = edge.connect(sink)
+    edge.subscribe(conn, subscribe_args("s", queue="jobs"), sink.answer("s"))
+    await cluster.publish("jobs", "x")
+    await eventually(lambda: len(sink.messages()) == 1)
+    monkeypatch.setattr(edge_module, "BEAT_SECONDS", 0.05)
+    start = len(cluster.layer.sent)
+    edge.ack(conn, None, 1, multiple=False)  # a batch the router has nothing to answer with
+
+    await eventually(lambda: counts(cluster, "jobs") == (0, 0, 1))
+    await eventually(lambda: not edge._window.waiting, what="the router's ack")
+    after = [m for m in cluster.layer.sent[start:] if m["type"] in (EDGE_BATCH, ROUTER_BATCH)]
+    acked = next(m for m in after if m["type"] == EDGE_BATCH and m["items"])["seq"]
+    first_answer = next(n for n, m in enumerate(after) if m["type"] == ROUTER_BATCH and m["ack"] >= acked)
+    # Not at once: the edge's beat asked for it, and got it.
+    asking = [m for m in after[:first_answer] if m["type"] == EDGE_BATCH and not m["items"]]
+    assert asking and asking[-1]["now"] is True
+    assert after[first_answer]["items"] == []
+
+
 async def test_a_subscribe_is_answered_before_the_deliveries_it_starts_and_they_carry_its_id_and_tags(
     cluster: Cluster,
 ) -> None:
