@@ -8,6 +8,9 @@ needs none of that: its batches carry their own order, flow control and answers
 receive is served from a reader task per channel that pops up to `READ_COUNT`
 batches per blocking call.
 
+It talks to Redis with a small client of its own (resp.py): redis-py's cost per
+command was most of the link's CPU when every message crosses alone.
+
 `RedisLink` has the operations of a channel layer that the link uses
 (`new_channel`, `send`, `receive`, `group_add`, `group_discard`, `group_send`), so the link runs
 on either: on this one when REDIS_URL is set, on the in-memory channel layer in
@@ -18,15 +21,17 @@ processes) stays on the channel layer.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import msgpack
-import redis.asyncio as redis
 from channels.exceptions import ChannelFull
 from redis.exceptions import ResponseError
+
+from .resp import RespConnection
 
 log = logging.getLogger("broker.cluster")
 
@@ -70,17 +75,36 @@ def decode(data: bytes) -> dict[str, Any]:
     return msgpack.unpackb(data, raw=False)  # type: ignore[no-any-return]
 
 
+class Script:
+    """A Lua script called by its digest, and sent whole when Redis does not know it (it
+    restarted, or its scripts were flushed)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.digest = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, connection: RespConnection, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await connection.call("EVALSHA", self.digest, len(keys), *keys, *args)
+        except ResponseError as error:
+            if not str(error).startswith("NOSCRIPT"):
+                raise
+            return await connection.call("EVAL", self.source, len(keys), *keys, *args)
+
+
+_SEND_SCRIPT: Final = Script(_SEND)
+_GROUP_SCRIPT: Final = Script(_GROUP_SEND)
+
+
 class RedisLink:
     def __init__(self, url: str) -> None:
         self._url = url
-        # Sends share a pool (sends to different nodes go in parallel); each reader has a
+        # Sends, and group changes, share one connection, pipelined; each reader has a
         # connection of its own, held by its blocking pop.
-        self._client = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5, max_connections=200)
-        self._send_script = self._client.register_script(_SEND)
-        self._group_script = self._client.register_script(_GROUP_SEND)
+        self._client = RespConnection(url, timeout=30)
         self._inboxes: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self._readers: dict[str, asyncio.Task[None]] = {}
-        self._reader_clients: list[redis.Redis] = []
+        self._reader_clients: list[RespConnection] = []
         self._closing = False
 
     # -- the channel layer's operations that the link uses --------------------
@@ -89,7 +113,7 @@ class RedisLink:
         return f"node.{uuid.uuid4().hex}"
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:
-        pushed = await self._send_script(keys=[KEY_PREFIX + channel], args=[encode(message), CAPACITY, EXPIRY_MS])
+        pushed = await _SEND_SCRIPT(self._client, [KEY_PREFIX + channel], [encode(message), CAPACITY, EXPIRY_MS])
         if not pushed:
             raise ChannelFull(channel)
 
@@ -103,30 +127,26 @@ class RedisLink:
         return await inbox.get()
 
     async def group_add(self, group: str, channel: str) -> None:
-        await self._client.zadd(KEY_PREFIX + group, {channel: time.time()})
+        await self._client.call("ZADD", KEY_PREFIX + group, time.time(), channel)
 
     async def group_discard(self, group: str, channel: str) -> None:
-        await self._client.zrem(KEY_PREFIX + group, channel)
+        await self._client.call("ZREM", KEY_PREFIX + group, channel)
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         oldest = time.time() - GROUP_EXPIRY
-        await self._group_script(
-            keys=[KEY_PREFIX + group], args=[encode(message), CAPACITY, EXPIRY_MS, oldest, KEY_PREFIX]
-        )
+        await _GROUP_SCRIPT(self._client, [KEY_PREFIX + group], [encode(message), CAPACITY, EXPIRY_MS, oldest, KEY_PREFIX])
 
     async def close(self) -> None:
-        # A cancel alone may not end a reader: on Python 3.11 redis-py's `wait_for` around a
-        # command's write can swallow it. The flag ends the loop, and disconnecting ends a
-        # blocking pop under way.
+        # The flag ends a reader's loop, and closing its connection a blocking pop under way.
         self._closing = True
         for reader in self._readers.values():
             reader.cancel()
         for client in self._reader_clients:
-            await client.connection_pool.disconnect(inuse_connections=True)
+            client.close()
         if self._readers:
             await asyncio.wait(self._readers.values(), timeout=BLOCK_SECONDS + 1)
         self._readers.clear()
-        await self._client.aclose()
+        self._client.close()
 
     # -- reading ------------------------------------------------------------
 
@@ -135,7 +155,7 @@ class RedisLink:
 
     async def _read_forever(self, channel: str, inbox: asyncio.Queue[dict[str, Any]]) -> None:
         key = KEY_PREFIX + channel
-        connection = redis.Redis.from_url(self._url, socket_timeout=BLOCK_SECONDS + 10, socket_connect_timeout=5)
+        connection = RespConnection(self._url, timeout=BLOCK_SECONDS + 10)
         self._reader_clients.append(connection)
         multi_pop = True  # BLMPOP (Redis 7); else BLPOP and an LPOP of the rest (Redis 6.2)
         try:
@@ -143,15 +163,15 @@ class RedisLink:
                 try:
                     if multi_pop:
                         try:
-                            found = await connection.blmpop(BLOCK_SECONDS, 1, key, direction="LEFT", count=READ_COUNT)
+                            found = await connection.call("BLMPOP", BLOCK_SECONDS, 1, key, "LEFT", "COUNT", READ_COUNT)
                         except ResponseError:
                             multi_pop = False
                             continue
-                        batches = cast(list[bytes], found[1]) if found else []
+                        batches: list[bytes] = found[1] if found else []
                     else:
-                        first = await connection.blpop([key], timeout=BLOCK_SECONDS)
-                        rest = await connection.lpop(key, READ_COUNT) if first else None
-                        batches = [cast(bytes, first[1]), *cast(list[bytes], rest or [])] if first else []
+                        first = await connection.call("BLPOP", key, BLOCK_SECONDS)
+                        rest = await connection.call("LPOP", key, READ_COUNT) if first else None
+                        batches = [first[1], *(rest or [])] if first else []
                 except asyncio.CancelledError:
                     raise
                 except Exception as error:  # Redis away: the link's own timeouts notice
@@ -163,7 +183,7 @@ class RedisLink:
                 for data in batches:
                     inbox.put_nowait(decode(data))
         finally:
-            await connection.aclose()
+            connection.close()
 
 
 def link_layer(channel_layer: Any, redis_url: str) -> Any:
