@@ -51,6 +51,7 @@ from broker.runtime import memory
 from broker.runtime.calls import execute
 
 from .wire import (
+    ANSWER_TIMEOUT,
     BEAT,
     BEAT_SECONDS,
     EDGE_BATCH,
@@ -223,6 +224,14 @@ class Hub:
         acked = message.get("ack", 0)
         if edge.window.acked(acked):
             edge.wakeup.set()  # the window may have room for what waits
+        elif edge.window.unanswered_since(edge.last_seen - ANSWER_TIMEOUT):
+            # The edge speaks, but has not carried out a batch of ours sent this long ago: it
+            # was lost on the way (Redis restarted), and our window stays full for ever. Its
+            # connections resume, and what they held goes back to their queues.
+            log.warning("edge %s never acked a batch of this router: it resumes its connections", edge.channel)
+            self._drop(edge)
+            self._send_now(edge.channel, [ResetItem("reset", edge.generation)])
+            return
         if message.get("now"):  # it filled the edge's window, or a beat waits for our ack
             edge.ack_asked = True
             edge.wakeup.set()

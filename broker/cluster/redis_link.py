@@ -164,7 +164,9 @@ class RedisLink:
                     if multi_pop:
                         try:
                             found = await connection.call("BLMPOP", BLOCK_SECONDS, 1, key, "LEFT", "COUNT", READ_COUNT)
-                        except ResponseError:
+                        except ResponseError as error:
+                            if "unknown command" not in str(error).lower():
+                                raise  # LOADING, say: logged below, and tried again
                             multi_pop = False
                             continue
                         batches: list[bytes] = found[1] if found else []

@@ -49,7 +49,7 @@ class RespConnection:
         self._options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
         self._timeout = timeout
         self._wire: _Wire | None = None
-        self._connecting = asyncio.Lock()
+        self._connecting: asyncio.Future[_Wire] | None = None  # one attempt, shared by its waiters
         self._closed = False
 
     async def call(self, *args: Any) -> Any:
@@ -59,45 +59,55 @@ class RespConnection:
         wire = self._wire
         if wire is None or wire.closing:
             wire = await self._connect()
-        return await wire.send(args)
+        return await wire.send(pack(args))
 
     def close(self) -> None:
         """Close the connection; commands under way fail with redis-py's `ConnectionError`."""
         self._closed = True
+        if self._connecting is not None:
+            self._connecting.cancel()
         if self._wire is not None:
             self._wire.abort(LinkConnectionError("the link's Redis connection was closed"))
 
     async def _connect(self) -> _Wire:
-        async with self._connecting:
-            if self._closed:
-                raise LinkConnectionError("the link's Redis connection is closed")
-            if self._wire is not None and not self._wire.closing:
-                return self._wire  # another command connected meanwhile
-            loop = asyncio.get_running_loop()
-            options = self._options
-            wire = _Wire(self._timeout)
-            try:
-                async with asyncio.timeout(CONNECT_TIMEOUT):
-                    if "path" in options:
-                        await loop.create_unix_connection(lambda: wire, options["path"])
-                    else:
-                        await loop.create_connection(
-                            lambda: wire, options.get("host", "localhost"), options.get("port", 6379),
-                            ssl=_ssl_context(options),
-                        )
-                    if options.get("password"):
-                        user = options.get("username")
-                        await wire.send(("AUTH", user, options["password"]) if user else ("AUTH", options["password"]))
-                    if options.get("db"):
-                        await wire.send(("SELECT", options["db"]))
-            except (OSError, TimeoutError) as error:  # TimeoutError: the builtin, asyncio.timeout's
-                wire.abort(LinkConnectionError("connecting to Redis failed"))
-                raise LinkConnectionError(f"connecting to Redis failed: {error!r}") from error
-            except ResponseError:
-                wire.abort(LinkConnectionError("Redis refused the link's connection"))
-                raise
-            self._wire = wire
-            return wire
+        """The commands that find no connection wait for one attempt together (a Redis that
+        does not answer costs them one connect timeout, not one each)."""
+        if self._closed:
+            raise LinkConnectionError("the link's Redis connection is closed")
+        if self._connecting is None or self._connecting.done():
+            self._connecting = asyncio.ensure_future(self._open())
+        # Shielded: a caller that gives up does not end the attempt the others wait for.
+        return await asyncio.shield(self._connecting)
+
+    async def _open(self) -> _Wire:
+        loop = asyncio.get_running_loop()
+        options = self._options
+        wire = _Wire(self._timeout)
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                if "path" in options:
+                    await loop.create_unix_connection(lambda: wire, options["path"])
+                else:
+                    await loop.create_connection(
+                        lambda: wire, options.get("host", "localhost"), options.get("port", 6379),
+                        ssl=_ssl_context(options),
+                    )
+                if options.get("password"):
+                    user = options.get("username")
+                    await wire.send(pack(("AUTH", user, options["password"]) if user else ("AUTH", options["password"])))
+                if options.get("db"):
+                    await wire.send(pack(("SELECT", options["db"])))
+        except (OSError, TimeoutError) as error:  # TimeoutError: the builtin, asyncio.timeout's
+            wire.abort(LinkConnectionError("connecting to Redis failed"))
+            raise LinkConnectionError(f"connecting to Redis failed: {error!r}") from error
+        except BaseException:  # refused (AUTH), or cancelled by close(): no socket left open
+            wire.abort(LinkConnectionError("the link's Redis connection was not made"))
+            raise
+        if self._closed:  # closed while connecting
+            wire.abort(LinkConnectionError("the link's Redis connection was closed"))
+            raise LinkConnectionError("the link's Redis connection is closed")
+        self._wire = wire
+        return wire
 
 
 class _Wire(asyncio.Protocol):
@@ -111,14 +121,16 @@ class _Wire(asyncio.Protocol):
         self._pending: deque[tuple[asyncio.Future[Any], float]] = deque()  # in the order sent
         self._watch: asyncio.TimerHandle | None = None
 
-    def send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+    def send(self, command: bytes) -> asyncio.Future[Any]:
+        """`command`: packed, before it is counted as sent (a command that fails to pack
+        must not take the reply of the next one)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if self.closing or self._transport is None:
             future.set_exception(LinkConnectionError("the link's Redis connection was lost"))
             return future
         self._pending.append((future, time.monotonic()))
-        self._transport.write(pack(args))
+        self._transport.write(command)
         if self._watch is None:
             self._watch = loop.call_later(self._timeout, self._check_timeout)
         return future
@@ -177,12 +189,15 @@ class _Wire(asyncio.Protocol):
 
 
 def _ssl_context(options: dict[str, Any]) -> ssl.SSLContext | None:
-    """For a rediss:// URL: verified as redis-py would, `ssl_cert_reqs=none` and `ssl_ca_certs`
-    understood."""
+    """For a rediss:// URL: verified as redis-py would; its query's `ssl_cert_reqs` (none,
+    optional, required), `ssl_ca_certs`, `ssl_certfile` and `ssl_keyfile` understood."""
     if options.get("connection_class") is not SSLConnection:
         return None
     context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
-    if str(options.get("ssl_cert_reqs", "required")).lower() in ("none", "cert_none"):
+    required = str(options.get("ssl_cert_reqs", "required")).lower().removeprefix("cert_")
+    if required in ("none", "optional"):
         context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
+        context.verify_mode = ssl.CERT_NONE if required == "none" else ssl.CERT_OPTIONAL
+    if options.get("ssl_certfile"):
+        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
     return context

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
@@ -85,28 +86,32 @@ class Window:
     __slots__ = ("_unanswered",)
 
     def __init__(self) -> None:
-        self._unanswered: deque[int] = deque()
+        self._unanswered: deque[tuple[int, float]] = deque()  # (seq, when sent)
 
     @property
     def full(self) -> bool:
         return len(self._unanswered) >= BATCHES_IN_FLIGHT
 
     def sent(self, seq: int) -> None:
-        self._unanswered.append(seq)
+        self._unanswered.append((seq, time.monotonic()))
 
     def acked(self, seq: int) -> list[int]:
         """Forget the batches up to `seq`; returns them (none: the ack says nothing new)."""
         unanswered, done = self._unanswered, []
-        while unanswered and unanswered[0] <= seq:
-            done.append(unanswered.popleft())
+        while unanswered and unanswered[0][0] <= seq:
+            done.append(unanswered.popleft()[0])
         return done
 
     @property
     def waiting(self) -> bool:
         return bool(self._unanswered)
 
+    def unanswered_since(self, moment: float) -> bool:
+        """Was a batch sent before `moment` still not acked?"""
+        return bool(self._unanswered) and self._unanswered[0][1] < moment
+
     def __contains__(self, seq: int) -> bool:
-        return seq in self._unanswered
+        return any(sent == seq for sent, _ in self._unanswered)
 
     def clear(self) -> None:
         self._unanswered.clear()

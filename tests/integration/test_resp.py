@@ -17,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from broker.cluster import resp
 from broker.cluster.redis_link import RedisLink
 from broker.cluster.resp import RespConnection
 
@@ -143,3 +144,43 @@ def _kill_by_name(url: str, name: str) -> int:
     for client in found:
         admin.client_kill_filter(_id=client["id"])
     return len(found)
+
+
+async def test_a_command_that_cannot_be_sent_takes_no_reply_of_another(connection: RespConnection) -> None:
+    await connection.call("SET", "a", "1")
+    with pytest.raises(TypeError):
+        await connection.call("GET", None)
+    assert await asyncio.wait_for(connection.call("GET", "a"), 1) == b"1"
+
+
+async def test_commands_waiting_for_a_connection_share_one_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that takes connections and never answers: the SELECT times out once, for all."""
+    monkeypatch.setattr(resp, "CONNECT_TIMEOUT", 0.3)
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connection = RespConnection(f"redis://127.0.0.1:{port}/3", timeout=5)
+    try:
+        began = asyncio.get_running_loop().time()
+        results = await asyncio.gather(*(connection.call("PING") for _ in range(6)), return_exceptions=True)
+        took = asyncio.get_running_loop().time() - began
+        assert all(isinstance(result, RedisConnectionError) for result in results)
+        assert took < 1.0 and len(accepted) == 1
+    finally:
+        connection.close()
+        server.close()
+
+
+async def test_closed_while_connecting_it_leaves_no_connection(url: str) -> None:
+    connection = RespConnection(url, timeout=5)
+    calling = asyncio.create_task(connection.call("PING"))
+    await asyncio.sleep(0)  # the attempt has begun
+    connection.close()
+    with pytest.raises((RedisConnectionError, asyncio.CancelledError)):
+        await calling
+    with pytest.raises(RedisConnectionError):
+        await connection.call("PING")

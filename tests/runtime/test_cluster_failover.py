@@ -12,7 +12,7 @@ import pytest
 
 from broker.cluster import edge as edge_module
 from broker.cluster import hub as hub_module
-from broker.cluster.wire import EDGE_BATCH
+from broker.cluster.wire import BATCHES_IN_FLIGHT, EDGE_BATCH
 from broker.engine.errors import Unavailable
 from broker.protocol.calls import (
     QueueCountsCall,
@@ -269,6 +269,40 @@ async def test_answers_lost_on_the_way_fail_what_waits_on_them_and_the_edge_resu
     assert edge.generation == generation + 1 and edge.available
     _, routed = await asyncio.wait_for(edge.publish_and_wait(publish_request("jobs", 3)), 2)
     assert routed == 1
+
+
+async def test_deliveries_lost_on_the_way_go_back_to_their_queue_and_the_edge_resumes(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis restart loses the router's batches that filled its window to an edge waiting
+    for nothing of its own: the router must not wait for ever for their ack."""
+    monkeypatch.setattr(hub_module, "ANSWER_TIMEOUT", 0.5)
+    monkeypatch.setattr(edge_module, "BEAT_SECONDS", 0.05)
+    edge = await cluster.edge()
+    sink = EdgeSink()
+    conn = edge.connect(sink)
+    edge.subscribe(conn, subscribe_args("s", queue="jobs"), sink.answer("s"))
+    await eventually(lambda: bool(sink.of_type("answer")))
+    generation = edge.generation
+    layer, original = cluster.layer, cluster.layer.send
+    lost: list[dict[str, Any]] = []
+
+    async def send(channel: str, message: dict[str, Any]) -> None:
+        if message.get("type") == "broker.router_batch" and message.get("items") and len(lost) < BATCHES_IN_FLIGHT:
+            lost.append(message)
+            return
+        await original(channel, message)
+
+    monkeypatch.setattr(layer, "send", send)
+    for n in range(BATCHES_IN_FLIGHT + 1):
+        await cluster.publish("jobs", n)
+        await asyncio.sleep(0.01)  # a batch each
+    await eventually(lambda: len(lost) == BATCHES_IN_FLIGHT, what="the window's batches lost")
+
+    await eventually(lambda: len(sink.messages()) == BATCHES_IN_FLIGHT + 1, timeout=5, what="delivered again")
+    assert edge.generation == generation + 1
+    assert sorted(m["body"] for m in sink.messages()) == list(range(BATCHES_IN_FLIGHT + 1))
+    assert cluster.layer.router_items("reset")
 
 
 async def test_an_edge_knows_whether_the_router_s_message_store_answers(
