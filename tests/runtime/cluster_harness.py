@@ -294,6 +294,15 @@ class Cluster:
         await eventually(lambda: link.available, what="the edge follows the router")
         return link
 
+    async def subscriber(self, key: str, *, queue: str, ack: str = "client") -> tuple[EdgeLink, EdgeSink, int]:
+        """A new edge with one connection subscribed to `queue` (answered): (edge, sink, conn)."""
+        edge = await self.edge()
+        sink = EdgeSink()
+        conn = edge.connect(sink)
+        edge.subscribe(conn, subscribe_args(key, queue=queue, ack=ack), sink.answer(key))
+        await eventually(lambda: bool(sink.of_type("answer")), what=f"subscribed to {queue}")
+        return edge, sink, conn
+
     async def publish(self, queue: str, body: Any, *, persistent: bool = True) -> None:
         """Publish on the router itself, to a queue through the default exchange."""
         publishing = self.runtime.publish(publish_request(queue, body, persistent=persistent))

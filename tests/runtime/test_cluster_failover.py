@@ -137,11 +137,7 @@ async def test_an_edge_that_hears_no_router_fails_what_is_in_flight_and_resumes_
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(edge_module, "ROUTER_TIMEOUT", 0.3)
-    edge = await cluster.edge()
-    sink = EdgeSink()
-    conn = edge.connect(sink)
-    edge.subscribe(conn, subscribe_args("kept", queue="jobs"), sink.answer("kept"))
-    await eventually(lambda: bool(sink.of_type("answer")))
+    edge, sink, conn = await cluster.subscriber("kept", queue="jobs")
     await cluster.stop_router()  # no router at all, this time
     batch = edge.publish(conn, publish_request("jobs", "lost")).settled
     edge.subscribe(conn, subscribe_args("failed", queue="other"), sink.answer("failed"))
@@ -278,11 +274,7 @@ async def test_deliveries_lost_on_the_way_go_back_to_their_queue_and_the_edge_re
     for nothing of its own: the router must not wait for ever for their ack."""
     monkeypatch.setattr(hub_module, "ANSWER_TIMEOUT", 0.5)
     monkeypatch.setattr(edge_module, "BEAT_SECONDS", 0.05)
-    edge = await cluster.edge()
-    sink = EdgeSink()
-    conn = edge.connect(sink)
-    edge.subscribe(conn, subscribe_args("s", queue="jobs"), sink.answer("s"))
-    await eventually(lambda: bool(sink.of_type("answer")))
+    edge, sink, conn = await cluster.subscriber("s", queue="jobs")
     generation = edge.generation
     layer, original = cluster.layer, cluster.layer.send
     lost: list[dict[str, Any]] = []
@@ -325,11 +317,7 @@ async def test_deliveries_sent_before_an_edge_resumed_are_not_given_to_the_resum
 ) -> None:
     # The router's batch to the old connections waited on the way (in Redis, or in a send
     # under way while the link to Redis was cut) and arrives after the edge resumed them.
-    edge = await cluster.edge()
-    sink = EdgeSink()
-    conn = edge.connect(sink)
-    edge.subscribe(conn, subscribe_args("q", queue="jobs"), sink.answer("q"))
-    await eventually(lambda: bool(sink.of_type("answer")))
+    edge, sink, conn = await cluster.subscriber("q", queue="jobs")
     cluster.layer.hold(edge.channel)
     await cluster.publish("jobs", "held")
     await eventually(lambda: bool(cluster.layer.held[edge.channel]), what="the delivery on its way")

@@ -111,11 +111,7 @@ async def test_an_edge_sends_an_ack_alone_only_for_a_batch_that_fills_the_router
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(edge_module, "BEAT_SECONDS", 60.0)  # no beat carries an ack meanwhile
-    edge = await cluster.edge()
-    sink = EdgeSink()
-    conn = edge.connect(sink)
-    edge.subscribe(conn, subscribe_args("s", queue="jobs", ack="auto"), sink.answer("s"))
-    await eventually(lambda: bool(sink.of_type("answer")))
+    edge, sink, conn = await cluster.subscriber("s", queue="jobs", ack="auto")
     start = len(cluster.layer.sent)
     for n in range(6):  # each in a router batch of its own
         await cluster.publish("jobs", n)
@@ -440,11 +436,7 @@ async def test_an_edge_that_follows_its_router_joins_the_edges_group_again_every
 
 async def test_a_batch_that_arrives_twice_is_carried_out_once(cluster: Cluster) -> None:
     # A send retried after Redis took it (the reply lost on the way) pushes it twice.
-    edge = await cluster.edge()
-    sink = EdgeSink()
-    conn = edge.connect(sink)
-    edge.subscribe(conn, subscribe_args("q", queue="jobs"), sink.answer("q"))
-    await eventually(lambda: bool(sink.of_type("answer")))
+    edge, sink, conn = await cluster.subscriber("q", queue="jobs")
     publishing = edge.publish(conn, publish_request("jobs", "once"))
     await asyncio.wait_for(publishing.settled, 2)
     await eventually(lambda: len(sink.messages()) == 1)
