@@ -105,6 +105,7 @@ class EdgeLink:
         self._awaiting: dict[int, asyncio.Future[list[Any]]] = {}  # batch seq -> its answer
         self._sent_at: dict[int, float] = {}  # batch seq -> when, while unanswered or awaited
         self._seq = 0
+        self._first_seq = 1  # of this generation's first batch with items (hub.py)
         self._window = Window()
         self._last_answer_check = 0.0
         self._router_seq = 0  # the router's last batch with items, which we ack
@@ -285,6 +286,7 @@ class EdgeLink:
         self.epoch = epoch
         self.router_channel = channel
         self.generation += 1
+        self._first_seq = self._seq + 1
         for item in self._connections.resume_items():
             self._push(item)
 
@@ -412,6 +414,7 @@ class EdgeLink:
                 "edge": self.channel,
                 "epoch": self.epoch,
                 "gen": self.generation,
+                "first": self._first_seq,
                 "link": LINK_VERSION,
                 "seq": self._seq,
                 "ack": self._router_seq,

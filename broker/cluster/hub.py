@@ -217,7 +217,9 @@ class Hub:
         if message.get("link") != LINK_VERSION:
             self._log_other_version(message.get("edge"), message.get("link"))
             return
-        edge = self._edge_for(message["edge"], message["gen"])
+        # A batch after one with items of its generation (an empty one: its last with items).
+        served_before = message["seq"] >= message["first"] + bool(message["items"])
+        edge = self._edge_for(message["edge"], message["gen"], served_before)
         if edge is None:
             return
         edge.last_seen = time.monotonic()
@@ -255,14 +257,18 @@ class Hub:
         if publishes:
             self._answer_publishes(edge, message["seq"], publishes)
 
-    def _edge_for(self, channel: str, generation: int) -> Edge | None:
+    def _edge_for(self, channel: str, generation: int, served_before: bool) -> Edge | None:
+        """`served_before`: the batch follows one with items of its generation, which this
+        router should have seen."""
         edge = self._edges.get(channel)
         if edge is not None and generation == edge.generation:
             return edge
         if edge is not None and generation < edge.generation:
             return None  # sent before the edge resumed: stale
-        if edge is None and self._dropped.get(channel, (-1, 0.0))[0] >= generation:
-            # Dropped while silent: it must resume its connections before anything else.
+        dropped = edge is None and self._dropped.get(channel, (-1, 0.0))[0] >= generation
+        if dropped or (edge is None and served_before):
+            # Dropped while silent (or dropped so long ago that it was forgotten, and it still
+            # speaks to us of connections we no longer know): it must resume them first.
             self._send_now(channel, [ResetItem("reset", generation)])
             return None
         if edge is not None:  # the edge resumed (it lost sight of this router for a while)

@@ -29,7 +29,10 @@ The router announces itself to the `EDGES_GROUP` with a beat every
 flight, and resumes its connections on the next router it hears, never on
 one of an older lease term (`STALE_TERM_SECONDS`). The router
 drops an edge it has not heard from for `EDGE_TIMEOUT`, and with it the
-connections' unacknowledged messages go back to their queues.
+connections' unacknowledged messages go back to their queues; the edge's
+next batches get a reset, and it resumes its connections. So does an edge
+the router no longer knows whose batch follows others of its generation
+(`first`: the sequence number of its generation's first batch with items).
 """
 
 from __future__ import annotations

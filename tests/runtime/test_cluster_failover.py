@@ -297,6 +297,26 @@ async def test_deliveries_lost_on_the_way_go_back_to_their_queue_and_the_edge_re
     assert cluster.layer.router_items("reset")
 
 
+async def test_an_edge_the_router_dropped_and_forgot_resumes_when_it_speaks_again(cluster: Cluster) -> None:
+    """A one-way failure longer than the router remembers dropped edges: the edge still
+    hears the router, which no longer knows its connections. Its next batch gets a reset."""
+    edge, sink, conn = await cluster.subscriber("s", queue="jobs")
+    generation = edge.generation
+    router = cluster.router
+    assert router is not None
+    dropped = next(e for e in router.hub._edges.values() if e.channel == edge.channel)
+    router.hub._drop(dropped)
+    router.hub._dropped.clear()  # forgotten, as 10 x EDGE_TIMEOUT later
+    assert counts(cluster, "jobs")[2] == 0
+
+    edge.watch(conn, True)  # any batch with items
+
+    await eventually(lambda: edge.generation == generation + 1, timeout=2, what="reset and resumed")
+    await eventually(lambda: counts(cluster, "jobs")[2] == 1, what="its subscription back")
+    await cluster.publish("jobs", "after")
+    await eventually(lambda: [m["body"] for m in sink.messages()] == ["after"])
+
+
 async def test_an_edge_knows_whether_the_router_s_message_store_answers(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
