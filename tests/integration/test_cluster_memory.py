@@ -52,7 +52,14 @@ async def test_a_router_over_its_limit_holds_the_publishers_of_its_edges(cluster
         await asyncio.wait_for(publisher, 60)
         assert sorted(confirmed) == list(range(COUNT))
         assert got == list(range(COUNT))  # each once, in order
-        assert (await http.get("/health")).json()["memory"]["router_alarm"] is False
+
+        async def let_go() -> bool:
+            return (await http.get("/health")).json()["memory"]["router_alarm"] is False
+
+        # Drained, the router's resident size falls below the clearing mark once it has given
+        # freed memory back (its next samples): not necessarily by the time the last message
+        # arrives (CI saw it still on).
+        await eventually(let_go, timeout=15, interval=0.1, what="the edge hears the alarm cleared")
     finally:
         publisher.cancel()
         await http.aclose()
