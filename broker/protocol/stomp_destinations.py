@@ -93,6 +93,8 @@ def parse_destination(value: str) -> Destination:
 def _parse(kind: Kind, rest: str) -> Destination:
     if kind is Kind.EXCHANGE:
         name, _, key = rest.partition("/")
+        if not name:  # `/exchange//KEY` is not the default exchange: RabbitMQ refuses it too
+            raise DestinationError(f"destination /exchange/{rest}: needs an exchange name")
         # Names may be percent-encoded, as RabbitMQ allows; a key keeps its slashes as they are.
         return Destination(kind, exchange_field(unquote(name)), key_field("routing_key", key))
     if kind is Kind.TOPIC:
@@ -114,4 +116,4 @@ def destination_of(exchange: str, routing_key: str) -> str:
         return f"/queue/{routing_key}"
     if exchange == TOPIC_EXCHANGE:
         return f"/topic/{routing_key}"
-    return f"/exchange/{exchange}/{routing_key}"
+    return f"/exchange/{exchange}/{routing_key}" if routing_key else f"/exchange/{exchange}"

@@ -151,10 +151,11 @@ class StompParser:
     def _read_headers(self, buf: bytearray) -> bool:
         end = len(buf)
         pos = self._pos
-        # Heart-beats: EOLs between frames (spec, "Heart-beating"). Usually none.
+        # Heart-beats: EOLs between frames (spec, "Heart-beating"). Usually none. NULs there
+        # are passed over too, as RabbitMQ does: a frame ended by NUL and EOL, then another NUL.
         while pos < end:
             byte = buf[pos]
-            if byte == 10:
+            if byte == 10 or byte == 0:
                 pos += 1
             elif byte == 13 and pos + 1 < end and buf[pos + 1] == 10:
                 pos += 2

@@ -86,7 +86,7 @@ def queue_properties(headers: dict[str, str]) -> QueueProperties:
             flags[name] = default
         else:
             given = True
-            flags[name] = _boolean(name, value)
+            flags[name] = boolean_header(name, value)
     arguments: dict[str, Any] = {}
     for name in QUEUE_INT_ARGUMENTS:
         value = headers.get(name)
@@ -101,7 +101,7 @@ def queue_properties(headers: dict[str, str]) -> QueueProperties:
     for name in QUEUE_BOOL_ARGUMENTS:
         value = headers.get(name)
         if value is not None:
-            arguments[name] = _boolean(name, value)
+            arguments[name] = boolean_header(name, value)
     return QueueProperties(flags["durable"], flags["auto-delete"], flags["exclusive"], arguments, given or bool(arguments))
 
 
@@ -110,15 +110,20 @@ def durable_subscription_queue(headers: dict[str, str], subscription: str) -> st
     or `persistent` true, not `auto-delete`), named by `x-queue-name` or after the
     subscription's id; None for a private queue."""
     durable = headers.get("durable", headers.get("persistent"))
-    if durable is None or not _boolean("durable", durable) or headers.get("auto-delete") == "true":
+    if durable is None or not boolean_header("durable", durable):
+        return None
+    auto_delete = headers.get("auto-delete")
+    if auto_delete is not None and boolean_header("auto-delete", auto_delete):
         return None
     return check_name("queue", headers.get("x-queue-name") or f"stomp-subscription-{subscription}")
 
 
-def _boolean(name: str, value: str) -> bool:
-    if value == "true":
+def boolean_header(name: str, value: str) -> bool:
+    """A true/false header. `True` and `False` too, as RabbitMQ reads them: Python clients
+    (stomp.py) write a bool header that way."""
+    if value == "true" or value == "True":
         return True
-    if value == "false":
+    if value == "false" or value == "False":
         return False
     raise invalid(name, "must be true or false")
 
@@ -168,7 +173,7 @@ def send_request(
         destination.publish_key,
         body_json,
         kept,
-        False if persistent is None else _boolean("persistent", persistent),
+        False if persistent is None else boolean_header("persistent", persistent),
         message_id,
     )
 

@@ -44,6 +44,7 @@ from broker.protocol.stomp_frames import (
 )
 from broker.protocol.stomp_messages import (
     QueueProperties,
+    boolean_header,
     decode_delivery,
     delivered_frame,
     durable_subscription_queue,
@@ -752,7 +753,8 @@ class StompSession:
         except ValueError:
             raise NotFound(f"{name} {value!r} names no delivery of this connection") from None
         receipt = frame.headers.get("receipt")
-        requeue = frame.headers.get("requeue", "true") != "false"
+        requeue_header = frame.headers.get("requeue")
+        requeue = requeue_header is None or boolean_header("requeue", requeue_header)
         router, conn = self._router, self._conn
         assert conn is not None
         for each in self._subscriptions.to_settle(tag):

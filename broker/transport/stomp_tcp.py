@@ -26,6 +26,13 @@ READ_BYTES: Final = 256 * 1024
 # outbox then counts what waits (WS_MAX_BUFFERED_BYTES), as for a WebSocket.
 WRITE_HIGH_WATER: Final = 256 * 1024
 
+# Closing a socket with bytes unread makes the kernel reset the connection, and a client
+# still sending (a frame over the size limit, say) then loses the ERROR that explains why.
+# So the server stops writing, then reads on and throws away this much, for this long, until
+# the client closes too (a lingering close, as RFC 9112 asks of HTTP servers).
+LINGER_BYTES: Final = 64 * 1024 * 1024
+LINGER_SECONDS: Final = 2.0
+
 SessionFactory = Callable[[Send], StompSession]
 # What a client past MAX_CONNECTIONS_PER_IP reads before the close.
 REFUSED_CONNECTIONS: Final = (
@@ -55,8 +62,12 @@ class TcpSend:
             writer.write(data)
             if self.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
                 await writer.drain()
-        elif kind == "websocket.close":
-            writer.close()
+        elif kind == "websocket.close" and not writer.is_closing():
+            # What was written leaves first; the socket closes once the client did (`linger`).
+            if writer.can_write_eof():
+                writer.write_eof()
+            else:
+                writer.close()
 
 
 class StompTcpServer:
@@ -131,4 +142,25 @@ class StompTcpServer:
         finally:
             session.close()
             self._sessions.pop(session, None)
+            await linger(reader, writer)
             writer.close()
+
+
+async def linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Stop writing, and read what the client still sends until it closes, up to LINGER_BYTES
+    for LINGER_SECONDS; then the caller closes the socket."""
+    if writer.is_closing():
+        return  # closed firmly (the server stops, or the client read nothing)
+    try:
+        if writer.can_write_eof():
+            writer.write_eof()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LINGER_SECONDS
+        discarded = 0
+        while discarded < LINGER_BYTES:
+            data = await asyncio.wait_for(reader.read(READ_BYTES), max(0.0, deadline - loop.time()))
+            if not data:
+                return
+            discarded += len(data)
+    except (TimeoutError, ConnectionError, OSError):
+        return

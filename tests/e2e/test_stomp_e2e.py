@@ -1,7 +1,8 @@
 """STOMP over TCP against the real `runbroker` (STOMP_PORT): the limits of the JSON
 frames hold for it too. A client that stops reading is closed as a slow consumer
 while a reading one gets every message; a client past MAX_CONNECTIONS_PER_IP is
-refused with an ERROR; without anonymous access a TCP client must log in."""
+refused with an ERROR; a frame over the size limit gets its ERROR, not a reset;
+without anonymous access a TCP client must log in."""
 
 from __future__ import annotations
 
@@ -119,6 +120,23 @@ async def test_connections_past_the_limit_per_address_are_refused(broker: Broker
     await asyncio.sleep(0.3)
     again = await Client.open(port)
     assert (await again.connect()).command == "CONNECTED"
+
+
+async def test_a_frame_over_the_limit_gets_its_error_while_the_client_is_still_sending(broker: BrokerProcess) -> None:
+    """The broker refuses the frame once it is past MAX_MESSAGE_BYTES, long before its end has
+    arrived: it reads the rest and throws it away, so the client finishes sending and reads the
+    ERROR (closing with bytes unread made the kernel reset the connection: the client saw only
+    "connection reset by peer", every time)."""
+    frame = encode_frame("SEND", {"destination": "/queue/big"}, b"x" * (16 << 20))
+    for _ in range(3):
+        client = await Client.open(stomp_port(broker))
+        assert (await client.connect()).command == "CONNECTED"
+        client.writer.write(frame)
+        await client.writer.drain()
+        refused = await client.receive()
+        assert (refused.command, refused.headers["code"]) == ("ERROR", "too_large")
+        assert await asyncio.wait_for(client.reader.read(), 5) == b""  # then the broker closes
+        client.writer.close()
 
 
 async def test_without_anonymous_access_a_tcp_client_logs_in_with_a_token(tmp_path: Path) -> None:

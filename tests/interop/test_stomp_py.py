@@ -121,6 +121,27 @@ def test_client_individual_acks_one_and_a_nacked_one_comes_back(
     counts_become(http, queue, (0, 0))
 
 
+def test_bool_headers_as_stomp_py_writes_them(connect: Connect, http: httpx.Client, transport: Transport) -> None:
+    """stomp.py sends a Python bool header as `True` or `False`; RabbitMQ reads those, and so do
+    we: a NACK with `requeue=False` must not bring the message back again and again."""
+    queue = f"ix-bool-{transport}"
+    client = connect()
+    client.subscribe(f"/queue/{queue}", "s-bool", ack="client-individual")
+    client.send(f"/queue/{queue}", "poison")
+    (message,) = client.wait_messages("s-bool", 1)
+    client.conn.nack(message.headers["ack"], requeue=False)
+    counts_become(http, queue, (0, 0))  # dropped: the queue has no dead-letter exchange
+    quiet()
+    assert len(client.messages("s-bool")) == 1
+
+    receipt = "sub-bool-durable"
+    headers = {"durable": True, "auto-delete": False, "receipt": receipt}
+    client.conn.subscribe(f"/topic/ix.bool.{transport}", "s-bool-durable", headers=headers)
+    client.receipt(receipt)
+    kept = http.get("/api/queues/stomp-subscription-s-bool-durable/").raise_for_status().json()
+    assert kept["durable"] is True
+
+
 def test_prefetch_count_limits_the_unacknowledged_messages(connect: Connect, transport: Transport) -> None:
     queue = f"ix-prefetch-{transport}"
     client = connect()

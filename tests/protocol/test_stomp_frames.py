@@ -170,6 +170,12 @@ def test_heartbeats_are_skipped_at_the_start_and_between_frames() -> None:
     assert parser.feed(b"\nSEND\n\n\x00") == [StompFrame("SEND", {})]
 
 
+def test_nuls_between_frames_are_skipped_as_rabbitmq_does() -> None:
+    frames = parse(b"\n\x00SUBSCRIBE\nid:1\n\n\x00\n\x00SEND\n\nhello\n\x00\n")
+    assert [(f.command, f.body) for f in frames] == [("SUBSCRIBE", b""), ("SEND", b"hello\n")]
+    assert parse(b"\x00\x00") == []
+
+
 def test_several_frames_in_one_feed() -> None:
     wire = b"".join(encode_frame("SEND", {"n": str(i)}, b"x" * i) for i in range(20))
     frames = parse(wire)

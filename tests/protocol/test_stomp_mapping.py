@@ -59,12 +59,13 @@ def test_destinations() -> None:
     assert parse_destination("/amq/queue/q").kind is Kind.AMQ_QUEUE
     assert parse_destination("/reply-queue/amq.gen-1").publish_key == "amq.gen-1"
     assert parse_destination("/temp-queue/r").kind is Kind.TEMP_QUEUE
-    for bad in ("/queue/", "queue/x", "/nowhere/x", "/temp-queue/a/b", "/exchange/bad name/k"):
+    for bad in ("/queue/", "queue/x", "/nowhere/x", "/temp-queue/a/b", "/exchange/bad name/k", "/exchange//q", "/exchange/"):
         with pytest.raises(BrokerError):
             parse_destination(bad)
     assert destination_of("", "q") == "/queue/q"
     assert destination_of("amq.topic", "a.b") == "/topic/a.b"
     assert destination_of("x", "k") == "/exchange/x/k"
+    assert destination_of("amq.fanout", "") == "/exchange/amq.fanout"  # as RabbitMQ shows it
 
 
 def test_send_keeps_json_as_json_and_other_bodies_as_sent() -> None:
@@ -111,6 +112,12 @@ def test_queue_properties_and_durable_subscriptions() -> None:
     assert durable_subscription_queue({"durable": "true"}, "s1") == "stomp-subscription-s1"
     assert durable_subscription_queue({"persistent": "true", "x-queue-name": "mine"}, "s1") == "mine"
     assert durable_subscription_queue({"durable": "true", "auto-delete": "true"}, "s1") is None
+    # A Python client's bool header (stomp.py writes `True`, `False`), as RabbitMQ reads it.
+    assert durable_subscription_queue({"durable": "True", "auto-delete": "False"}, "s1") == "stomp-subscription-s1"
+    assert durable_subscription_queue({"durable": "True", "auto-delete": "True"}, "s1") is None
+    assert queue_properties({"durable": "False", "x-single-active-consumer": "True"}).durable is False
+    with pytest.raises(BrokerError):
+        durable_subscription_queue({"durable": "TRUE"}, "s1")
     assert durable_subscription_queue({}, "s1") is None
     with pytest.raises(Forbidden):
         durable_subscription_queue({"durable": "true", "x-queue-name": "amq.mine"}, "s1")
