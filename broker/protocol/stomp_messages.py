@@ -105,15 +105,20 @@ def queue_properties(headers: dict[str, str]) -> QueueProperties:
     return QueueProperties(flags["durable"], flags["auto-delete"], flags["exclusive"], arguments, given or bool(arguments))
 
 
-def durable_subscription_queue(headers: dict[str, str], subscription: str) -> str | None:
-    """The queue of a durable subscription to an exchange or a topic (RabbitMQ's: `durable`
-    or `persistent` true, not `auto-delete`), named by `x-queue-name` or after the
-    subscription's id; None for a private queue."""
+def is_durable_subscription(headers: dict[str, str]) -> bool:
+    """Does a SUBSCRIBE to an exchange or a topic ask for a durable subscription (RabbitMQ's:
+    `durable` or `persistent` true, not `auto-delete`)?"""
     durable = headers.get("durable", headers.get("persistent"))
     if durable is None or not boolean_header("durable", durable):
-        return None
+        return False
     auto_delete = headers.get("auto-delete")
-    if auto_delete is not None and boolean_header("auto-delete", auto_delete):
+    return auto_delete is None or not boolean_header("auto-delete", auto_delete)
+
+
+def durable_subscription_queue(headers: dict[str, str], subscription: str) -> str | None:
+    """The queue of a durable subscription, named by `x-queue-name` or after the
+    subscription's id; None for a private queue."""
+    if not is_durable_subscription(headers):
         return None
     return check_name("queue", headers.get("x-queue-name") or f"stomp-subscription-{subscription}")
 

@@ -48,6 +48,7 @@ from broker.protocol.stomp_messages import (
     decode_delivery,
     delivered_frame,
     durable_subscription_queue,
+    is_durable_subscription,
     message_head,
     message_rest,
     queue_properties,
@@ -620,6 +621,9 @@ class StompSession:
         if subscription is None:
             if self._version != "1.0":
                 raise StompError("SUBSCRIBE needs an id header")
+            if destination.kind in (Kind.EXCHANGE, Kind.TOPIC) and is_durable_subscription(headers):
+                # Its queue is named after the id; 1.0's stand-in, the destination, cannot name one.
+                raise StompError("a durable subscription needs an id header")
             subscription = headers["destination"]
         mode = headers.get("ack", "auto")
         ack = ACK_MODES.get(mode)
@@ -648,8 +652,6 @@ class StompSession:
         match destination.kind:
             case Kind.EXCHANGE | Kind.TOPIC:
                 exchange = destination.name if destination.kind is Kind.EXCHANGE else TOPIC_EXCHANGE
-                if exchange == DEFAULT_EXCHANGE:
-                    raise StompError("subscribe to /queue/NAME to consume from the default exchange")
                 if not permissions.everything:
                     permissions.require("read", "exchange", exchange)
                 durable = durable_subscription_queue(headers, subscription)

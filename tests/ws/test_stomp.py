@@ -398,6 +398,20 @@ async def test_a_durable_topic_subscription_keeps_its_messages_while_away(stomp:
     assert "my-news" in runtime.broker.queues and runtime.broker.queues["my-news"].spec.durable
 
 
+async def test_a_durable_subscription_of_stomp_1_0_needs_an_id(stomp: Open, runtime: Runtime) -> None:
+    """1.0 lets a SUBSCRIBE go without an id (the destination stands in), but a durable
+    subscription's queue is named after its id: RabbitMQ refuses one without, and so do we."""
+    await builtin_topic_exchange()
+    client = await stomp("v10.stomp", **{"accept-version": "1.0"})
+    await client.send("SUBSCRIBE", {"destination": "/topic/news.*", "durable": "true", "receipt": "s"})
+    error = await client.receive()
+    assert (error.command, error.headers["message"]) == ("ERROR", "a durable subscription needs an id header")
+    assert not any(name.startswith("stomp-subscription-") for name in runtime.broker.queues)
+    plain = await stomp("v10.stomp", **{"accept-version": "1.0"})  # not durable: the destination stands in for the id
+    await plain.send("SUBSCRIBE", {"destination": "/topic/news.*", "receipt": "p"})
+    assert (await plain.receive()).headers["receipt-id"] == "p"
+
+
 async def test_a_stomp_connect_as_the_first_message_selects_stomp_without_a_subprotocol(
     stomp: Open, connect: Connect
 ) -> None:
