@@ -807,11 +807,12 @@ class Broker:
         """Unacknowledged messages back to the head, redelivered; with `x-delivery-limit`,
         one given back more times than the limit is dead-lettered instead (RabbitMQ's
         quorum queues: a poison message does not loop for ever)."""
+        for envelope in envelopes:
+            envelope.returns += 1
         limit = queue.args.delivery_limit
         if limit is not None:
             kept: list[Envelope] = []
             for envelope in envelopes:
-                envelope.returns += 1
                 if envelope.returns > limit:
                     self._dead_letter(queue, envelope, "delivery_limit", fx, now, 0)
                 else:
@@ -895,7 +896,14 @@ class Broker:
             fx.deliveries.append(
                 Delivery(
                     connection.id, consumer.subscription_json, tag, envelope.message, envelope.redelivered,
-                    transaction=True, store_id=envelope.store_id,
+                    transaction=True, store_id=envelope.store_id, returns=envelope.returns,
+                )
+            )
+        elif envelope.returns:
+            fx.deliveries.append(
+                Delivery(
+                    connection.id, consumer.subscription_json, tag, envelope.message, envelope.redelivered,
+                    returns=envelope.returns,
                 )
             )
         else:

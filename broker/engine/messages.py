@@ -93,7 +93,10 @@ class Envelope:
     redelivered: bool = False
     expires_at: float | None = None
     seq: int = 0  # its place in the queue's order, kept through redeliveries
-    returns: int = 0  # times given back unacknowledged (the queue's `x-delivery-limit` counts them)
+    # Times given back unacknowledged (a nack with requeue, its consumer gone), counted while
+    # it is held in this process: deliveries show it (`x-delivery-count`), and the queue's
+    # `x-delivery-limit` dead-letters past it.
+    returns: int = 0
 
 
 @dataclass(slots=True)  # made per message: not frozen, whose __init__ costs 4x (object.__setattr__ per field); never mutated
@@ -107,6 +110,7 @@ class Delivery:
     # (`store_id`, None when the copy lives in memory only), and waits for that copy's commit.
     transaction: bool = False
     store_id: int | None = None
+    returns: int = 0  # times this copy was given back unacknowledged before (`x-delivery-count`)
 
 
 @dataclass(slots=True)
@@ -216,3 +220,12 @@ class EffectsBuilder:
             to_load=tuple(self.to_load),
             backlog_deleted=tuple(self.backlog_deleted),
         )
+
+
+DELIVERY_COUNT: Final = "x-delivery-count"
+
+
+def delivery_headers(headers: Mapping[str, Any], returns: int) -> Mapping[str, Any]:
+    """A delivery's headers: the message's, and for a copy given back before, how often
+    (RabbitMQ's quorum queues' `x-delivery-count`)."""
+    return {**headers, DELIVERY_COUNT: returns} if returns else headers

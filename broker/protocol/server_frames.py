@@ -14,11 +14,12 @@ Pure: the engine's values and JSON codec only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal, NotRequired, TypedDict
 
 from broker.engine.errors import BrokerError
 from broker.engine.jsoncodec import dumps, loads
-from broker.engine.messages import Delivery, Message
+from broker.engine.messages import Delivery, Message, delivery_headers
 
 from .client_frames import FrameId
 
@@ -209,9 +210,13 @@ def error_frame(frame_id: FrameId | None, error: BrokerError) -> ErrorFrame:
 def message_frame(delivery: Delivery) -> str:
     """The `message` frame of a delivery, as JSON text (MessageFrame's shape)."""
     message = delivery.message
-    shared = message.wire
-    if shared is None:
-        shared = message.wire = _shared_fields(message)
+    shared: str | None
+    if delivery.returns:  # given back before: its own headers, with how often
+        shared = _shared_fields(message, delivery_headers(message.headers, delivery.returns))
+    else:
+        shared = message.wire
+        if shared is None:
+            shared = message.wire = _shared_fields(message, message.headers)
     if delivery.transaction:
         store_id = "null" if delivery.store_id is None else str(delivery.store_id)
         shared = f'"store_id":{store_id},{shared}'
@@ -222,7 +227,7 @@ def message_frame(delivery: Delivery) -> str:
     )
 
 
-def _shared_fields(message: Message) -> str:
+def _shared_fields(message: Message, headers: Mapping[str, Any]) -> str:
     """`"message_id":...,"published_at":...`: what every delivery of the message shares.
     Messages loaded at start-up that wait in a queue cost neither the time nor the
     memory until their first delivery."""
@@ -230,7 +235,7 @@ def _shared_fields(message: Message) -> str:
     return (
         f'"message_id":{mid},"unique_id":{mid},"exchange":{dumps(message.exchange)},'
         f'"routing_key":{dumps(message.routing_key)},"body":{message.body_json},'
-        f'"headers":{dumps(dict(message.headers))},"persistent":{"true" if message.persistent else "false"},'
+        f'"headers":{dumps(dict(headers))},"persistent":{"true" if message.persistent else "false"},'
         f'"published_at":{dumps(message.published_at)}'
     )
 

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from broker.engine.errors import BrokerError, Conflict, NotFound, RateLimited, TooLarge, Unavailable
 from broker.engine.jsoncodec import dumps, loads
-from broker.engine.messages import Delivery
+from broker.engine.messages import Delivery, delivery_headers
 from broker.engine.names import DEFAULT_EXCHANGE
 from broker.engine.queues import DEFAULT_PREFETCH, MAX_PREFETCH, AckMode
 from broker.protocol.client_frames import FrameId, SubscribeRequest
@@ -259,18 +259,21 @@ class StompSession:
         subscription = subscriptions.by_json(delivery.subscription_json)
         subscriptions.delivered(subscription, delivery.delivery_tag)
         message, version = delivery.message, self._version
-        rest = message.stomp_wire if version == "1.2" else None
+        # Shared by every delivery of the message, but for one given back before (its own
+        # headers, with how often).
+        shared = version == "1.2" and not delivery.returns
+        rest = message.stomp_wire if shared else None
         if rest is None:
             rest = message_rest(
                 exchange=message.exchange,
                 routing_key=message.routing_key,
                 message_id=message.message_id,
                 persistent=message.persistent,
-                headers=message.headers,
+                headers=delivery_headers(message.headers, delivery.returns),
                 body_json=message.body_json,
                 version=version,
             )
-            if version == "1.2":
+            if shared:
                 message.stomp_wire = rest
         shown = subscription.id if subscription is not None else str(loads(delivery.subscription_json))
         return with_head(message_head(shown, delivery.delivery_tag, delivery.redelivered, version), rest)

@@ -29,7 +29,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from broker.engine.deadletter import dead_letter_copy
 from broker.engine.errors import BrokerError
 from broker.engine.jsoncodec import dumps
-from broker.engine.messages import make_message
+from broker.engine.messages import DELIVERY_COUNT, make_message
 from broker.engine.queues import parse_queue_arguments
 from exchanges.models import Exchange
 from pubsub.handling import Handler, Message
@@ -271,7 +271,8 @@ def _dead_letter(handler: Handler, message: Message, error: str) -> None:
         exchange=message.exchange,
         routing_key=message.routing_key,
         body_json=dumps(message.body),
-        headers=message.headers,
+        # The broker's count of this delivery's returns is not the message's own header.
+        headers={key: value for key, value in message.headers.items() if key != DELIVERY_COUNT},
         persistent=True,
         published_at=message.published_at,
     )

@@ -36,6 +36,20 @@ def test_a_poison_message_is_dead_lettered_after_its_third_redelivery() -> None:
     assert broker.queues["work"].dead_lettered == 1
 
 
+def test_each_delivery_counts_the_returns_before_it_with_or_without_a_limit() -> None:
+    """RabbitMQ's quorum queues' `x-delivery-count`: nacks with requeue and closed consumers
+    both count; the first delivery has none."""
+    broker = Broker()
+    queue(broker, "work")
+    send(broker, "work", "m")
+    consumer = subscribe(broker, "work")
+    (first,) = consumer.effects.deliveries
+    (second,) = broker.nack(consumer.connection, first.delivery_tag, multiple=False, requeue=True, now=0.0).deliveries
+    broker.close_connection(consumer.connection, now=0.0)
+    (third,) = subscribe(broker, "work").effects.deliveries
+    assert [(d.redelivered, d.returns) for d in (first, second, third)] == [(False, 0), (True, 1), (True, 2)]
+
+
 def test_returns_by_a_closing_connection_count_toward_the_delivery_limit() -> None:
     broker = Broker()
     dead_letter_topology(broker, **{"x-delivery-limit": 1})

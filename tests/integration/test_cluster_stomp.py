@@ -79,7 +79,11 @@ async def test_stomp_clients_of_an_edge_publish_and_consume_through_the_router(c
         assert [frame.headers["content-type"] for frame in frames] == types
         assert [frame.headers["trace"] for frame in frames] == ["t0", "t1", "t2"]
         assert {frame.headers["subscription"] for frame in frames} == {"w"}
-        await ws.send(encode_frame("ACK", {"id": frames[-1].headers["ack"], "receipt": "acked"}).decode())
+        assert not any("x-delivery-count" in frame.headers for frame in frames)
+        await ws.send(encode_frame("NACK", {"id": frames[0].headers["ack"]}).decode())  # requeued to the head
+        again = await ws_receive()
+        assert (again.body, again.headers["redelivered"], again.headers["x-delivery-count"]) == (b'{"n":1}', "true", "1")
+        await ws.send(encode_frame("ACK", {"id": again.headers["ack"], "receipt": "acked"}).decode())
         assert (await ws_receive()).headers["receipt-id"] == "acked"
 
         async def settled() -> bool:

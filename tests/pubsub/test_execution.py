@@ -10,7 +10,8 @@ import pytest
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 
 from pubsub.handling import Handler, Message, Retry
-from pubsub.worker.execution import Failed, Outcome, handle_batch
+from pubsub.testing import capture_published
+from pubsub.worker.execution import Failed, Outcome, handle_batch, settle_failure
 from pubsub.worker.time_limit import Watched
 from queues.models import Message as StoredMessage
 from queues.models import Queue
@@ -77,3 +78,17 @@ def test_a_connection_left_inside_a_transaction_is_replaced() -> None:
     outcomes = handle_batch(spec(lambda m: runs.append(m.message_id)), [(message("m3"), store_id)], Watched())
     assert outcomes == [Outcome.HANDLED] and runs == ["m3"]
     assert not connection.in_atomic_block
+
+
+def test_a_dead_lettered_message_leaves_the_brokers_delivery_count_behind() -> None:
+    """`x-delivery-count` is the broker's count of one copy's returns, not a header of the
+    message: its dead-lettered copy starts without it (its own headers kept)."""
+    store_id = stored(9, "m9")
+    given_back = Message(body=1, headers={"x-delivery-count": 2, "x-trace": "t"}, routing_key="q", exchange="",
+                         message_id="m9", published_at="", queue="q", redelivered=True, delivery_count=5)
+    handler = spec(lambda m: None)
+    with capture_published() as published:
+        assert settle_failure(handler, given_back, store_id, "RuntimeError: no") == Outcome.DEAD_LETTERED
+    (dead,) = published
+    assert (dead.exchange, dead.routing_key, dead.headers["x-trace"]) == ("", "q.dead", "t")
+    assert "x-delivery-count" not in dead.headers

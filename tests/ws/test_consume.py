@@ -69,6 +69,10 @@ async def test_nack_with_requeue_redelivers(ws: WebsocketCommunicator, runtime: 
     again = await receive(ws)
     assert (again["message_id"], again["redelivered"]) == (first["message_id"], True)
     assert again["delivery_tag"] != first["delivery_tag"]
+    # How often it was given back, as RabbitMQ's quorum queues say it; the first had none.
+    assert "x-delivery-count" not in first["headers"] and again["headers"]["x-delivery-count"] == 1
+    await send(ws, {"type": "nack", "delivery_tag": again["delivery_tag"]})
+    assert (await receive(ws))["headers"]["x-delivery-count"] == 2
 
 
 async def test_nack_without_requeue_drops_or_dead_letters(ws: WebsocketCommunicator, runtime: Runtime) -> None:

@@ -242,7 +242,8 @@ async def test_client_individual_ack_and_nack(stomp: Open, runtime: Runtime) -> 
     assert text(three) == "2"
     await client.send("NACK", {"id": one.headers["ack"]})  # requeued, to the head
     again = await client.receive()
-    assert (text(again), again.headers["redelivered"]) == ("0", "true")
+    assert (text(again), again.headers["redelivered"], again.headers["x-delivery-count"]) == ("0", "true", "1")
+    assert "x-delivery-count" not in one.headers
     await client.send("NACK", {"id": again.headers["ack"], "requeue": "false", "receipt": "n"})
     assert (await client.receive()).headers["receipt-id"] == "n"
     assert counts(runtime, "ci") == (0, 1)
