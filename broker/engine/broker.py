@@ -35,7 +35,9 @@ from .messages import (
     LoadRequest,
     Message,
     StoredCopy,
+    delivery_headers,
     expiration_of,
+    make_message,
 )
 from .names import DEFAULT_EXCHANGE, held_for, holding_queue
 from .queues import (
@@ -556,12 +558,12 @@ class Broker:
         if ack:
             while state.ready and len(taken) < count:
                 envelope = state.ready.popleft()
-                taken.append((envelope.message, envelope.redelivered))
+                taken.append((_as_taken(envelope), envelope.redelivered))
                 self._forget(envelope, fx)
             state.acknowledged += len(taken)
         else:
             for envelope in list(state.ready)[:count]:
-                taken.append((envelope.message, envelope.redelivered))
+                taken.append((_as_taken(envelope), envelope.redelivered))
                 envelope.redelivered = True  # they stay at the head and come out next as redeliveries
         state.delivered += len(taken)
         state.redelivered += sum(1 for _, redelivered in taken if redelivered)
@@ -1036,3 +1038,16 @@ def _age(published_at: str, wall_now: float | None) -> float:
     except ValueError:
         return 0.0
     return max(0.0, wall_now - published)
+
+
+def _as_taken(envelope: Envelope) -> Message:
+    """The message as `get` shows it: for a copy given back before, with how often
+    (`x-delivery-count`, as deliveries show it)."""
+    message = envelope.message
+    if not envelope.returns:
+        return message
+    return make_message(
+        message_id=message.message_id, exchange=message.exchange, routing_key=message.routing_key,
+        body_json=message.body_json, headers=delivery_headers(message.headers, envelope.returns),
+        persistent=message.persistent, published_at=message.published_at,
+    )

@@ -655,6 +655,8 @@ class StompSession:
         match destination.kind:
             case Kind.EXCHANGE | Kind.TOPIC:
                 exchange = destination.name if destination.kind is Kind.EXCHANGE else TOPIC_EXCHANGE
+                if exchange == DEFAULT_EXCHANGE:  # `/exchange/amq.default/KEY`
+                    raise StompError("subscribe to /queue/NAME to consume from the default exchange")
                 if not permissions.everything:
                     permissions.require("read", "exchange", exchange)
                 durable = durable_subscription_queue(headers, subscription)

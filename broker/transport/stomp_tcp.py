@@ -63,9 +63,12 @@ class TcpSend:
             if self.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
                 await writer.drain()
         elif kind == "websocket.close" and not writer.is_closing():
-            # What was written leaves first; the socket closes once the client did (`linger`).
+            # What was written leaves first; the socket closes once the client did (`linger`),
+            # and LINGER_SECONDS later at the latest: a client the server ends for its silence
+            # (no CONNECT, no heart-beats) neither sends nor closes, and its read waits on.
             if writer.can_write_eof():
                 writer.write_eof()
+                asyncio.get_running_loop().call_later(LINGER_SECONDS, writer.close)
             else:
                 writer.close()
 
@@ -142,8 +145,10 @@ class StompTcpServer:
         finally:
             session.close()
             self._sessions.pop(session, None)
-            await linger(reader, writer)
-            writer.close()
+            try:
+                await linger(reader, writer)
+            finally:
+                writer.close()
 
 
 async def linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

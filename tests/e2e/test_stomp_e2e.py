@@ -17,6 +17,7 @@ import pytest
 
 from broker.protocol.stomp_frames import StompFrame, StompParser, encode_frame
 from tests.e2e.harness import BrokerProcess, free_port
+from tests.eventually import eventually
 
 BUFFERED: Final = 128 * 1024  # WS_MAX_BUFFERED_BYTES for this run
 MESSAGES: Final = 600
@@ -137,6 +138,37 @@ async def test_a_frame_over_the_limit_gets_its_error_while_the_client_is_still_s
         assert (refused.command, refused.headers["code"]) == ("ERROR", "too_large")
         assert await asyncio.wait_for(client.reader.read(), 5) == b""  # then the broker closes
         client.writer.close()
+
+
+async def test_clients_the_broker_ends_for_their_silence_are_closed_even_if_they_never_close(tmp_path: Path) -> None:
+    """Ended for missed heart-beats, a client that neither sends nor closes its socket does not
+    hold it (nor its place under MAX_CONNECTIONS_PER_IP) after the lingering close's 2 s."""
+    port = free_port()
+    broker = BrokerProcess(
+        tmp_path, extra_env={"STOMP_PORT": str(port), "STOMP_HEARTBEAT_MS": "200", "MAX_CONNECTIONS_PER_IP": "2"}
+    )
+    broker.start()
+    try:
+        silent = [await Client.open(port) for _ in range(2)]
+        for client in silent:
+            # It promises a heart-beat every 200 ms, and sends none: ended after 400 ms.
+            assert (await client.connect(**{"heart-beat": "200,0"})).command == "CONNECTED"
+        for client in silent:
+            ended = await client.receive()
+            assert (ended.command, ended.headers["code"]) == ("ERROR", "unavailable")
+
+        async def admitted() -> bool:
+            client = await Client.open(port)
+            try:
+                return (await client.connect()).command == "CONNECTED"
+            finally:
+                client.writer.close()
+
+        # Their sockets are still open on this side: the broker's place for them must be free.
+        await eventually(admitted, timeout=10, what="a new connection admitted")
+        assert all(not client.writer.is_closing() for client in silent)
+    finally:
+        broker.close()
 
 
 async def test_without_anonymous_access_a_tcp_client_logs_in_with_a_token(tmp_path: Path) -> None:

@@ -48,6 +48,11 @@ def test_each_delivery_counts_the_returns_before_it_with_or_without_a_limit() ->
     broker.close_connection(consumer.connection, now=0.0)
     (third,) = subscribe(broker, "work").effects.deliveries
     assert [(d.redelivered, d.returns) for d in (first, second, third)] == [(False, 0), (True, 1), (True, 2)]
+    assert "x-delivery-count" not in third.message.headers  # the message's own: shared, unchanged
+    broker.close_connection(third.connection, now=0.0)
+    send(broker, "work", "never given back")
+    taken, _ = broker.get("work", count=2, ack=True, now=0.0)
+    assert [dict(m.headers) for m, _ in taken] == [{"x-delivery-count": 3}, {}]
 
 
 def test_returns_by_a_closing_connection_count_toward_the_delivery_limit() -> None:

@@ -7,6 +7,7 @@ from channels.testing import WebsocketCommunicator
 from broker.runtime.runtime import Runtime
 from tests.ws.conftest import Connect
 from tests.ws.helpers import (
+    declare_binding,
     declare_exchange,
     declare_queue,
     publish,
@@ -73,6 +74,25 @@ async def test_nack_with_requeue_redelivers(ws: WebsocketCommunicator, runtime: 
     assert "x-delivery-count" not in first["headers"] and again["headers"]["x-delivery-count"] == 1
     await send(ws, {"type": "nack", "delivery_tag": again["delivery_tag"]})
     assert (await receive(ws))["headers"]["x-delivery-count"] == 2
+
+
+async def test_the_delivery_count_of_one_queues_copy_is_not_shown_for_anothers(
+    ws: WebsocketCommunicator, runtime: Runtime
+) -> None:
+    """One message, two queues' copies: the frame part every delivery of it shares (made once)
+    must not keep the count of the copy that was given back."""
+    await declare_exchange("fan", "fanout")
+    for name in ("a", "b"):
+        await declare_queue(name)
+        await declare_binding("fan", name)
+    await subscribe(ws, "sa", "a", ack="client")
+    await publish(runtime, "fan", "", "m")
+    first = await receive(ws)
+    await send(ws, {"type": "nack", "delivery_tag": first["delivery_tag"]})
+    assert (await receive(ws))["headers"] == {"x-delivery-count": 1}
+    await subscribe(ws, "sb", "b", ack="client")
+    from_b = await receive(ws)
+    assert (from_b["subscription"], from_b["redelivered"], from_b["headers"]) == ("sb", False, {})
 
 
 async def test_nack_without_requeue_drops_or_dead_letters(ws: WebsocketCommunicator, runtime: Runtime) -> None:

@@ -17,7 +17,7 @@ from exchanges.models import Exchange
 from queues.models import Queue
 from tests.access.helpers import make_user, session_key
 from tests.ws.conftest import Connect
-from tests.ws.helpers import declare_exchange, declare_queue, receive, subscribe
+from tests.ws.helpers import declare_binding, declare_exchange, declare_queue, receive, subscribe
 from tests.ws.stomp_helpers import StompClient, text
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -397,6 +397,31 @@ async def test_a_durable_topic_subscription_keeps_its_messages_while_away(stomp:
     await named.send("SUBSCRIBE", {**headers, "id": "n2", "x-queue-name": "my-news", "receipt": "n"})
     assert (await named.receive()).headers["receipt-id"] == "n"
     assert "my-news" in runtime.broker.queues and runtime.broker.queues["my-news"].spec.durable
+
+
+async def test_a_stomp_delivery_count_stays_with_its_copy(stomp: Open, runtime: Runtime) -> None:
+    """STOMP 1.2 makes a message's shared frame part once: the count of a copy given back must
+    not show on another queue's copy of the same message."""
+    await declare_exchange("fan2", "fanout")
+    for name in ("c1", "c2"):
+        await declare_queue(name)
+        await declare_binding("fan2", name)
+    client = await stomp()
+    await client.send("SUBSCRIBE", {"id": "s1", "destination": "/amq/queue/c1", "ack": "client-individual"})
+    await runtime.publish(PublishRequest("fan2", "", dumps("m"), {}, True, None))
+    first = await client.receive()
+    await client.send("NACK", {"id": first.headers["ack"]})
+    assert (await client.receive()).headers["x-delivery-count"] == "1"
+    await client.send("SUBSCRIBE", {"id": "s2", "destination": "/amq/queue/c2", "ack": "client-individual"})
+    other = await client.receive()
+    assert (other.headers["subscription"], "x-delivery-count" in other.headers) == ("s2", False)
+
+
+async def test_subscribing_to_the_default_exchange_is_refused(stomp: Open) -> None:
+    client = await stomp()
+    await client.send("SUBSCRIBE", {"id": "d", "destination": "/exchange/amq.default/q", "receipt": "s"})
+    error = await client.receive()
+    assert (error.command, error.headers["code"]) == ("ERROR", "invalid")
 
 
 async def test_a_durable_subscription_of_stomp_1_0_needs_an_id(stomp: Open, runtime: Runtime) -> None:
