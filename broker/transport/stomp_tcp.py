@@ -133,7 +133,7 @@ class StompTcpServer:
         async def next_chunk() -> bytes | None:
             try:
                 data = await reader.read(READ_BYTES)
-            except ConnectionError:
+            except OSError:  # reset, or timed out (a peer gone without a word): it has gone
                 return None
             return data or None
 
