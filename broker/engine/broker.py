@@ -901,16 +901,12 @@ class Broker:
                     transaction=True, store_id=envelope.store_id, returns=envelope.returns,
                 )
             )
-        elif envelope.returns:
+        else:
             fx.deliveries.append(
                 Delivery(
                     connection.id, consumer.subscription_json, tag, envelope.message, envelope.redelivered,
                     returns=envelope.returns,
                 )
-            )
-        else:
-            fx.deliveries.append(
-                Delivery(connection.id, consumer.subscription_json, tag, envelope.message, envelope.redelivered)
             )
 
     def _drain(self, queue: QueueState, fx: EffectsBuilder, now: float, depth: int = 0) -> None:
