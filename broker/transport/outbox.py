@@ -26,6 +26,10 @@ from .limits import CLOSE_POLICY, REASON_SLOW, close_firmly, text_bytes
 log = logging.getLogger("broker.ws")
 
 CLOSE_INTERNAL_ERROR: Final = 1011
+# A client gone while being sent to: its session ends when its reader comes to the
+# disconnect, after the frames the client sent before it (its last acks); at the latest
+# this long after (a reader held up, say, by the memory alarm).
+GONE_SECONDS: Final = 5.0
 
 # The server's ASGI send. Events are built as dicts: the spec lets a send leave out
 # `bytes` or `text`, and Channels' test client insists on it.
@@ -168,9 +172,11 @@ class Outbox:
                     return
             except OSError:
                 # The client closed or went away while frames were queued (uvicorn's
-                # ClientDisconnected is an OSError): no fault, nothing left to tell it.
+                # ClientDisconnected is an OSError): no fault, nothing left to tell it. Not
+                # closed from here: acks it sent just before its close still count.
                 log.debug("a WebSocket client went away while being sent to")
-                self._on_failed()
+                self._drop()
+                asyncio.get_running_loop().call_later(GONE_SECONDS, self._on_failed)
                 return
             except Exception:
                 log.exception("sending to a WebSocket client failed; closing it")

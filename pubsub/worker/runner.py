@@ -158,7 +158,10 @@ class Runner:
     async def _session(self, url: str) -> None:
         assert self._stopping is not None
         headers = {"Authorization": f"Bearer {self._token()}"}
-        async with connect(url, additional_headers=headers, max_size=None, open_timeout=10) as ws:
+        # No flow control of websockets' own (`max_queue`): the broker sends no more than the
+        # handlers' prefetch allows. With it, the frames left unread once stopping paused the
+        # socket, and the broker's answer to the close went unread: 10 s to stop under load.
+        async with connect(url, additional_headers=headers, max_size=None, max_queue=None, open_timeout=10) as ws:
             self._ws = ws
             self._generation += 1
             generation = self._generation

@@ -96,6 +96,33 @@ async def test_round_robin_prefetch_ack_and_redelivery_after_a_client_drops(brok
         await client.close()
 
 
+async def test_acks_sent_just_before_a_close_count_while_deliveries_are_on_their_way(broker: BrokerProcess) -> None:
+    # The broker is still sending when the close arrives: its send fails, and the acks read
+    # before the close must still be carried out (they were lost with the connection, and
+    # their messages delivered again).
+    declare(broker.url, queues=["steady"])
+    publisher = await WsClient.connect(broker.ws_url)
+    for n in range(3000):
+        await publisher.send({"type": "publish", "exchange": "", "routing_key": "steady", "body": n})
+    await publisher.request({"type": "publish", "id": "last", "exchange": "", "routing_key": "steady", "body": "last"})
+    await publisher.close()
+    for _ in range(3):
+        # Reading never paused by the client (`max_queue`): its close is not held up by the
+        # deliveries it leaves unread.
+        consumer = WsClient(await websockets.connect(broker.ws_url, max_size=None, max_queue=None))
+        await consumer.request({"type": "subscribe", "id": "s", "queue": "steady", "ack": "client", "prefetch": 300})
+        for message in await consumer.messages(300):
+            await consumer.send({"type": "ack", "delivery_tag": message["delivery_tag"]})
+        await consumer.close()  # while the deliveries that the acks made room for arrive
+    async with httpx.AsyncClient(base_url=broker.url) as http:
+        async def settled() -> bool:
+            return bool((await http.get("/api/queues/steady/")).json()["consumers"] == 0)
+
+        await eventually(settled, what="the consumers gone")
+        detail = (await http.get("/api/queues/steady/")).json()
+    assert (detail["messages_ready"], detail["messages_unacknowledged"]) == (3001 - 900, 0)
+
+
 async def test_exchange_subscription_gets_a_private_queue_and_fanout_reaches_every_subscriber(
     broker: BrokerProcess,
 ) -> None:

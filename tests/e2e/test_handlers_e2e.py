@@ -167,6 +167,22 @@ def test_sigterm_lets_the_running_handler_finish_then_exits(broker: BrokerProces
     eventually_sync(lambda: counts(broker, "work") == (0, 0), what="its ack reached the broker")
 
 
+def test_sigterm_under_load_exits_once_the_running_handlers_are_done(broker: BrokerProcess, handlers: HandlersProcess) -> None:
+    # Deliveries keep coming while it stops (each ack frees a place in its prefetch): those it
+    # no longer reads must not hold up its close. They took it 10 s more (the close timeout).
+    # A batch under way is finished first (up to 64 messages in one transaction): short ones.
+    publish(broker, [{"sleep": 0.005} for _ in range(400)])
+    eventually_sync(lambda: len(handled(broker)) >= 20, what="handling under way")
+    stopped = time.monotonic()
+    assert handlers.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - stopped < 5
+    # Every message it handled was acknowledged before it closed: none is back in the queue.
+    ready, unacknowledged = counts(broker, "work")
+    rows = handled(broker)
+    assert (ready + len(rows), unacknowledged) == (400, 0)
+    assert len({message_id for message_id, _ in rows}) == len(rows)
+
+
 def test_a_crash_before_the_commit_rolls_back_and_the_message_is_handled_again(
     broker: BrokerProcess, handlers: HandlersProcess
 ) -> None:
