@@ -518,7 +518,9 @@ class Broker:
             pending = connection.unacked.pop(tag)
             queue = pending.settle()
             queue.acknowledged += 1
-            self._forget(pending.envelope, fx)
+            if pending.consumer.ack_mode is not AckMode.TRANSACTION:
+                self._forget(pending.envelope, fx)
+            # else: its row is gone already, deleted by the consumer's own transaction
             touched[queue.name] = queue
         for queue in touched.values():
             self._drain(queue, fx, now)

@@ -76,6 +76,15 @@ class Ack:
 
 
 @dataclass(slots=True)
+class AckMany:
+    """Several deliveries at once (`delivery_tags`), each as its own ack: a consumer that
+    settles messages in batches sends one frame per batch."""
+
+    id: FrameId | None
+    delivery_tags: list[int]
+
+
+@dataclass(slots=True)
 class Nack:
     id: FrameId | None
     delivery_tag: int
@@ -106,7 +115,7 @@ class Unwatch:
     id: FrameId | None
 
 
-ClientFrame = Subscribe | Unsubscribe | Ack | Nack | Publish | Ping | Watch | Unwatch
+ClientFrame = Subscribe | Unsubscribe | Ack | AckMany | Nack | Publish | Ping | Watch | Unwatch
 
 
 class FrameError(BrokerError):
@@ -159,6 +168,8 @@ def _parse(data: dict[str, Any], frame_id: FrameId | None, max_bytes: int) -> Cl
                 raise invalid("id", "unsubscribe names the subscription by its id: this field is required")
             return Unsubscribe(frame_id)
         case "ack":
+            if "delivery_tags" in data:
+                return _ack_many(data, frame_id)
             return Ack(frame_id, _delivery_tag(data), _flag(data, "multiple", False))
         case "nack":
             return Nack(frame_id, _delivery_tag(data), _flag(data, "multiple", False), _flag(data, "requeue", True))
@@ -224,6 +235,15 @@ def _delivery_tag(data: dict[str, Any]) -> int:
     if isinstance(tag, bool) or not isinstance(tag, int):
         raise invalid("delivery_tag", "must be an integer")
     return tag
+
+
+def _ack_many(data: dict[str, Any], frame_id: FrameId | None) -> AckMany:
+    if "delivery_tag" in data or "multiple" in data:
+        raise invalid("delivery_tags", "an ack names its deliveries by delivery_tag (and multiple) or delivery_tags, not both")
+    tags = data["delivery_tags"]
+    if not isinstance(tags, list) or not tags or any(isinstance(tag, bool) or not isinstance(tag, int) for tag in tags):
+        raise invalid("delivery_tags", "must be a non-empty list of integers")
+    return AckMany(frame_id, tags)
 
 
 def _flag(data: dict[str, Any], field: str, default: bool) -> bool:

@@ -25,6 +25,7 @@ from broker.engine.errors import BrokerError, NotFound, RateLimited, TooLarge, U
 from broker.engine.jsoncodec import dumps, loads
 from broker.protocol.client_frames import (
     Ack,
+    AckMany,
     ClientFrame,
     FrameError,
     FrameId,
@@ -259,6 +260,9 @@ class Session:
                 self._answer_in_turn(frame.id, router.publish(conn, request))
             case Ack(delivery_tag=tag, multiple=multiple):
                 router.ack(conn, frame.id, tag, multiple=multiple)
+            case AckMany(delivery_tags=tags):
+                for tag in tags:
+                    router.ack(conn, frame.id, tag, multiple=False)
             case Nack(delivery_tag=tag, multiple=multiple, requeue=requeue):
                 router.nack(conn, frame.id, tag, multiple=multiple, requeue=requeue)
             case Subscribe():

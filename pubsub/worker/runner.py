@@ -49,6 +49,17 @@ REPORT_SECONDS: Final = 2.0
 TICK_SECONDS: Final = 1.0
 
 
+class _Acks:
+    """Delivery tags to ack in one frame, and its send."""
+
+    __slots__ = ("sent", "tags", "ws")
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.tags: list[int] = []
+        self.sent: asyncio.Future[None] | None = None
+
+
 class Resubscribe(Exception):
     """A subscription was refused or ended by the broker: connect, declare and subscribe again."""
 
@@ -81,6 +92,7 @@ class Runner:
         self._ws: ClientConnection | None = None
         self._generation = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._acks: _Acks | None = None  # the acks of this turn of the loop, not sent yet
         self._running: Counter[str] = Counter()  # messages being handled, by handler
         # Outcomes (handled, already handled, retry, dead-lettered) and failed attempts, by handler.
         self.counts: dict[str, Counter[str]] = {name: Counter() for name in self._handlers}
@@ -338,9 +350,26 @@ class Runner:
                      handler.name, message.message_id)
         if generation == self._generation and ws is self._ws:
             try:
-                await ws.send(dumps({"type": "ack", "delivery_tag": frame["delivery_tag"]}))
+                await self._acknowledge(ws, frame["delivery_tag"])
             except websockets.ConnectionClosed:
                 pass  # redelivered on the next connection, and found handled
+
+    async def _acknowledge(self, ws: ClientConnection, tag: int) -> None:
+        """Ack with the other messages done in the same turn of the loop (a lane's batch
+        finishes together): one frame for them all, sent before this returns."""
+        acks = self._acks
+        if acks is None or acks.ws is not ws:
+            acks = self._acks = _Acks(ws)
+            acks.sent = asyncio.ensure_future(self._send_acks(acks))
+        acks.tags.append(tag)
+        assert acks.sent is not None
+        await asyncio.shield(acks.sent)
+
+    async def _send_acks(self, acks: _Acks) -> None:
+        await asyncio.sleep(0)  # after the messages that finished in this turn
+        if self._acks is acks:
+            self._acks = None
+        await acks.ws.send(dumps({"type": "ack", "delivery_tags": acks.tags}))
 
     async def _attempt(self, handler: Handler, message: Message, store_id: int | None) -> Outcome:
         """Run the handler once; on failure, count the attempt or dead-letter the message."""

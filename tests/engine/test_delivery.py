@@ -423,3 +423,19 @@ def test_get_count_must_be_positive(broker: Broker, count: int) -> None:
         broker.get("q", count=count, ack=True, now=0.0)
     assert caught.value.fields == {"count": ["must be a positive integer"]}
     assert ready_flags(broker, "q") == [(1, False)]
+
+
+def test_an_ack_deletes_the_stored_copy_unless_the_consumers_transaction_did() -> None:
+    broker = Broker()
+    queue(broker, "q", durable=True)
+    fill(broker, "q", 1, 2)
+    client = subscribe(broker, "q", subscription="client", prefetch=1)
+    handler = subscribe(broker, "q", subscription="handler", ack="transaction", prefetch=1)
+    (to_client,), (to_handler,) = client.effects.deliveries, handler.effects.deliveries
+    assert to_handler.store_id is not None
+    client_ack = broker.ack(client.connection, to_client.delivery_tag, multiple=False, now=0.0)
+    handler_ack = broker.ack(handler.connection, to_handler.delivery_tag, multiple=False, now=0.0)
+    # The client's copy is deleted by the broker; the handler's row was deleted by the
+    # handler's own transaction before its ack (docs/protocol.md, `"transaction"`).
+    assert len(client_ack.to_delete) == 1 and handler_ack.to_delete == ()
+    assert broker.queue_counts("q") == QueueCounts(0, 0, 2)

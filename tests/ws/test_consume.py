@@ -49,6 +49,23 @@ async def test_ack_multiple_acks_every_tag_up_to_it(ws: WebsocketCommunicator, r
     assert runtime.broker.queue_counts("q").messages_unacknowledged == 0
 
 
+async def test_ack_of_delivery_tags_acks_each_of_them(ws: WebsocketCommunicator, runtime: Runtime) -> None:
+    await declare_queue("q")
+    await subscribe(ws, "s1", "q", ack="client")
+    for n in range(4):
+        await publish(runtime, "", "q", n)
+    tags = [message["delivery_tag"] for message in await receive_all(ws, 4)]
+    await send(ws, {"type": "ack", "delivery_tags": [tags[3], tags[1]]})
+    assert await silent(ws)
+    counts = runtime.broker.queue_counts("q")
+    assert (counts.messages_ready, counts.messages_unacknowledged) == (0, 2)
+    # Each tag is its own ack: an unknown one is refused, the others are carried out.
+    reply = await request(ws, {"type": "ack", "id": "a", "delivery_tags": [tags[0], 999, tags[2]]})
+    assert (reply["type"], reply["id"], reply["code"]) == ("error", "a", "precondition_failed")
+    assert await silent(ws)
+    assert runtime.broker.queue_counts("q").messages_unacknowledged == 0
+
+
 async def test_ack_of_an_unknown_tag_is_precondition_failed(ws: WebsocketCommunicator, runtime: Runtime) -> None:
     await declare_queue("q")
     await subscribe(ws, "s1", "q", ack="client")

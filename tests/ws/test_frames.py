@@ -10,6 +10,7 @@ from broker.engine.errors import TooLarge
 from broker.engine.queues import DEFAULT_PREFETCH, AckMode
 from broker.protocol.client_frames import (
     Ack,
+    AckMany,
     FrameError,
     Nack,
     Ping,
@@ -105,6 +106,7 @@ def test_ack_and_nack_defaults() -> None:
     assert parse({"type": "ack", "delivery_tag": 3, "multiple": True}) == Ack(None, 3, multiple=True)
     assert parse({"type": "nack", "delivery_tag": 4}) == Nack(None, 4, multiple=False, requeue=True)
     assert parse({"type": "nack", "id": "n", "delivery_tag": 4, "requeue": False}) == Nack("n", 4, requeue=False)
+    assert parse({"type": "ack", "id": "a", "delivery_tags": [5, 3]}) == AckMany("a", [5, 3])
 
 
 @pytest.mark.parametrize(
@@ -114,6 +116,12 @@ def test_ack_and_nack_defaults() -> None:
         {"type": "ack", "delivery_tag": "1"},
         {"type": "ack", "delivery_tag": True},
         {"type": "ack", "delivery_tag": 1, "multiple": "yes"},
+        {"type": "ack", "delivery_tags": []},
+        {"type": "ack", "delivery_tags": 3},
+        {"type": "ack", "delivery_tags": [1, "2"]},
+        {"type": "ack", "delivery_tags": [1, True]},
+        {"type": "ack", "delivery_tags": [1], "delivery_tag": 1},
+        {"type": "ack", "delivery_tags": [1], "multiple": True},
         {"type": "nack", "delivery_tag": 1.0},
         {"type": "nack", "delivery_tag": 1, "requeue": 0},
     ],
