@@ -25,12 +25,14 @@ from enum import StrEnum
 from typing import Any, Final
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
 from broker.engine.deadletter import dead_letter_copy
 from broker.engine.errors import BrokerError
 from broker.engine.jsoncodec import dumps
 from broker.engine.messages import DELIVERY_COUNT, make_message
 from broker.engine.queues import parse_queue_arguments
+from common.server_binding import execute_bound
 from exchanges.models import Exchange
 from pubsub.handling import Handler, Message
 from pubsub.models import HandlerAttempt
@@ -193,6 +195,12 @@ def _claim_all(copies: list[tuple[int, str]]) -> set[int]:
     rather than deadlock."""
     connection = connections[DEFAULT_DB_ALIAS]
     table = connection.ops.quote_name(StoredMessage._meta.db_table)
+    if connection.vendor == "postgresql" and is_psycopg3:
+        # One statement text whatever the batch's size, its columns as arrays bound in
+        # binary: neither psycopg nor PostgreSQL parses 128 parameters per batch.
+        ordered = sorted(copies)
+        found = execute_bound(connection, _claim_sql(table), [[copy[0] for copy in ordered], [copy[1] for copy in ordered]])
+        return {row[0] for row in found}
     pairs = ", ".join(["(%s, %s)"] * len(copies))
     params = [field for copy in sorted(copies) for field in copy]
     if connection.vendor == "postgresql":
@@ -205,6 +213,12 @@ def _claim_all(copies: list[tuple[int, str]]) -> set[int]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return {row[0] for row in cursor.fetchall()}
+
+
+def _claim_sql(table: str) -> str:
+    return (f"DELETE FROM {table} WHERE id IN (SELECT m.id FROM {table} AS m"
+            " JOIN unnest(%b::bigint[], %b::text[]) AS c(id, message_id) ON m.id = c.id AND m.message_id = c.message_id"
+            " ORDER BY m.id FOR UPDATE OF m) RETURNING id")
 
 
 def claim_after(store_id: int | None, message_id: str) -> Outcome:
