@@ -10,8 +10,10 @@ the ones over it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
@@ -21,12 +23,16 @@ from . import execution
 from .execution import Failed, Outcome
 from .time_limit import Watched
 
+log = logging.getLogger("pubsub.handlers")
+
 # Messages per transaction at most: a failure in a batch runs its messages again one by one.
 MAX_BATCH: Final = 64
 # How often lanes are checked for a message over its time limit.
 WATCH_SECONDS: Final = 0.05
 
-_Item = tuple[Message, int | None, "asyncio.Future[Outcome | Failed]"]
+# What a message's outcome is handed to, on the loop, once its batch is done.
+Settle = Callable[[Outcome | Failed], None]
+_Item = tuple[Message, int | None, Settle]
 
 
 class Batches:
@@ -38,12 +44,28 @@ class Batches:
         self._lanes = [Watched() for _ in range(handler.concurrency)]
         self._tasks = [asyncio.create_task(self._lane(watched)) for watched in self._lanes]
         self.running = 0
+        self._idle = asyncio.Event()  # no batch runs
+        self._idle.set()
+
+    def submit(self, message: Message, store_id: int | None, settle: Settle) -> None:
+        """Run the message in a batch; `settle` gets its outcome (on the loop, no task per
+        message: the common path of a busy handler)."""
+        self._waiting.append((message, store_id, settle))
+        self._wake.set()
 
     async def run(self, message: Message, store_id: int | None) -> Outcome | Failed:
         future: asyncio.Future[Outcome | Failed] = asyncio.get_running_loop().create_future()
-        self._waiting.append((message, store_id, future))
-        self._wake.set()
+
+        def settle(outcome: Outcome | Failed) -> None:
+            if not future.done():
+                future.set_result(outcome)
+
+        self.submit(message, store_id, settle)
         return await future
+
+    async def idle(self) -> None:
+        """Once no batch runs (the messages waiting are not started)."""
+        await self._idle.wait()
 
     async def _lane(self, watched: Watched) -> None:
         loop = asyncio.get_running_loop()
@@ -55,6 +77,7 @@ class Batches:
             while self._waiting and len(batch) < MAX_BATCH:
                 batch.append(self._waiting.popleft())
             self.running += len(batch)
+            self._idle.clear()
             try:
                 outcomes = await loop.run_in_executor(
                     self._executor, execution.handle_batch, self._handler,
@@ -66,9 +89,14 @@ class Batches:
                 outcomes = [Failed(error)] * len(batch)
             finally:
                 self.running -= len(batch)
-            for (_, _, future), outcome in zip(batch, outcomes, strict=True):
-                if not future.done():
-                    future.set_result(outcome)
+            for (message, _, settle), outcome in zip(batch, outcomes, strict=True):
+                try:
+                    settle(outcome)
+                except Exception:  # the lane must go on
+                    log.exception("handler %s: message %s: settling its outcome failed", self._handler.name,
+                                  message.message_id)
+            if not self.running:
+                self._idle.set()
 
     def watch(self) -> None:
         """Stop the lanes' messages that are over their time limit."""
@@ -79,9 +107,7 @@ class Batches:
     def stop(self) -> None:
         """Run no more of the messages waiting: they go back to the broker."""
         while self._waiting:
-            future = self._waiting.popleft()[2]
-            if not future.done():
-                future.set_result(Outcome.NOT_STARTED)
+            self._waiting.popleft()[2](Outcome.NOT_STARTED)
 
     def close(self) -> None:
         self.stop()

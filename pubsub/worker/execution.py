@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -128,6 +129,7 @@ class Failed:
     """A message whose handler raised (or ran out of time); everything it did is rolled back."""
 
     error: BaseException
+    seconds: float | None = None  # how long the attempt ran, when known
 
 
 def handle_batch(
@@ -137,21 +139,23 @@ def handle_batch(
     stored copies: one commit for many messages. When one fails, the whole transaction is
     rolled back and each message is run again in a transaction of its own, so only the
     failing one fails. Each message's effects still commit with its removal, or not at all."""
+    started = time.monotonic()
     try:
         return _handle_together(handler, items, watched)
     except (Exception, TimeLimitExceeded) as error:
         if isinstance(error, TimeLimitExceeded):
             discard_connection()  # it may have landed inside Django's own transaction bookkeeping
         if len(items) == 1:
-            return [Failed(error)]
+            return [Failed(error, time.monotonic() - started)]
     outcomes: list[Outcome | Failed] = []
     for item in items:
+        started = time.monotonic()
         try:
             outcomes.append(_handle_together(handler, [item], watched)[0])
         except (Exception, TimeLimitExceeded) as error:
             if isinstance(error, TimeLimitExceeded):
                 discard_connection()
-            outcomes.append(Failed(error))
+            outcomes.append(Failed(error, time.monotonic() - started))
     return outcomes
 
 

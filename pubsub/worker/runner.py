@@ -2,8 +2,10 @@
 transaction-ack subscription per handler, and the handlers' threads.
 
 Sync handlers run on a thread pool of their `concurrency`, the messages waiting
-taken in batches, one transaction each (batches.py, execution.py); async
-handlers run on the loop. A failed
+taken in batches, one transaction each (batches.py, execution.py): a message
+goes from the socket into a batch and its ack into one frame with the batch's
+others, with no task of its own unless its attempt fails. Async handlers run
+on the loop. A failed
 message is held here for its backoff and tried again (its attempts are kept in
 the database meanwhile), then dead-lettered. The connection is opened again,
 to the next address, whenever it is lost (a router restart, a failover): what
@@ -22,9 +24,10 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from typing import Any, Final
 
 import websockets
@@ -49,6 +52,20 @@ REPORT_SECONDS: Final = 2.0
 TICK_SECONDS: Final = 1.0
 
 
+def _message(handler: Handler, frame: dict[str, Any]) -> Message:
+    return Message(
+        body=frame.get("body"),
+        headers=frame.get("headers") or {},
+        routing_key=frame.get("routing_key", ""),
+        exchange=frame.get("exchange", ""),
+        message_id=frame.get("message_id", ""),
+        published_at=frame.get("published_at", ""),
+        queue=handler.queue,
+        redelivered=bool(frame.get("redelivered")),
+        delivery_count=1,
+    )
+
+
 class _Acks:
     """Delivery tags to ack in one frame, and its send."""
 
@@ -57,7 +74,7 @@ class _Acks:
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.tags: list[int] = []
-        self.sent: asyncio.Future[None] | None = None
+        self.sent: asyncio.Task[None] | None = None
 
 
 class Resubscribe(Exception):
@@ -253,14 +270,25 @@ class Runner:
         return reports
 
     async def _wait_running(self) -> None:
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=self._grace)
-        if pending:
-            log.warning("handlers: %d message(s) still being handled after %.0f s: leaving them to be redelivered",
-                        len(pending), self._grace)
-            for task in pending:
-                task.cancel()
+        """Until the running messages are done and acknowledged, for up to `grace` seconds:
+        the batches under way, then what their outcomes started (acks, failures' handling)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._grace
+        while True:
+            running = set(self._tasks)
+            running.update(
+                asyncio.ensure_future(batches.idle()) for batches in self._batches.values() if batches.running
+            )
+            if not running:
+                return
+            _, pending = await asyncio.wait(running, timeout=max(0.0, deadline - loop.time()))
+            if pending:
+                busy = self.busy + sum(1 for task in pending if task in self._tasks)
+                log.warning("handlers: %d message(s) still being handled after %.0f s: leaving them to be redelivered",
+                            busy, self._grace)
+                for task in pending:
+                    task.cancel()
+                return
 
     @property
     def busy(self) -> int:
@@ -277,9 +305,14 @@ class Runner:
                 handler = self._handlers.get(frame.get("subscription"))
                 if handler is None:
                     continue
-                task = asyncio.create_task(self._process(handler, frame, ws, generation))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                if handler.is_async or frame.get("redelivered"):
+                    self._track(self._process(handler, frame, ws, generation))
+                elif not self._stopping_now():
+                    # The common path of a busy sync handler: into a batch, no task of its own.
+                    message = _message(handler, frame)
+                    self._batches[handler.name].submit(
+                        message, frame.get("store_id"), partial(self._settled, handler, frame, ws, generation, message)
+                    )
             elif kind == "error":
                 log.error("handlers: the broker refused %s: %s %s", frame.get("id"), frame.get("code"), frame.get("message"))
                 if frame.get("id") in self._handlers:  # a subscribe: declare and subscribe again
@@ -290,34 +323,59 @@ class Runner:
                 self._declared = False  # its queue was deleted: declared again, then subscribed
                 raise Resubscribe(f"subscription {frame.get('subscription')} cancelled")
 
-    async def _process(self, handler: Handler, frame: dict[str, Any], ws: ClientConnection, generation: int) -> None:
+    def _track(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _stopping_now(self) -> bool:
+        return self._stopping is not None and self._stopping.is_set()
+
+    def _settled(
+        self, handler: Handler, frame: dict[str, Any], ws: ClientConnection, generation: int, message: Message,
+        outcome: Outcome | Failed,
+    ) -> None:
+        """A first attempt's outcome from its batch: acknowledged, or handed to `_process`
+        for its failure (retries, dead-lettering)."""
+        if outcome is Outcome.NOT_STARTED:
+            return  # the broker gives it back (the connection closes, or already has)
+        if isinstance(outcome, Failed):
+            self._track(self._process(handler, frame, ws, generation, message=message, failure=outcome))
+            return
+        self.counts[handler.name][outcome.value] += 1
+        if outcome is Outcome.ALREADY_HANDLED:
+            log.info("handler %s: message %s was handled before; acknowledged without running",
+                     handler.name, message.message_id)
+        if generation == self._generation and ws is self._ws:
+            self._ack_soon(ws, frame["delivery_tag"])
+
+    async def _process(
+        self, handler: Handler, frame: dict[str, Any], ws: ClientConnection, generation: int,
+        *, message: Message | None = None, failure: Failed | None = None,
+    ) -> None:
+        """A message through to its ack: its attempts, their backoff, its dead-lettering.
+        `failure`: how its first attempt (`message`), run in a batch, failed."""
         assert self._stopping is not None
         store_id = frame.get("store_id")
-        message = Message(
-            body=frame.get("body"),
-            headers=frame.get("headers") or {},
-            routing_key=frame.get("routing_key", ""),
-            exchange=frame.get("exchange", ""),
-            message_id=frame.get("message_id", ""),
-            published_at=frame.get("published_at", ""),
-            queue=handler.queue,
-            redelivered=bool(frame.get("redelivered")),
-            delivery_count=1,
-        )
-        executor = self._executors[handler.name]
-        loop = asyncio.get_running_loop()
-        if message.redelivered and store_id is not None:
+        message = message or _message(handler, frame)
+        if failure is None and message.redelivered and store_id is not None:
+            executor = self._executors[handler.name]
             try:
-                earlier = await loop.run_in_executor(executor, execution.earlier_attempts, store_id, message.message_id)
+                earlier = await asyncio.get_running_loop().run_in_executor(
+                    executor, execution.earlier_attempts, store_id, message.message_id
+                )
             except Exception as error:  # the database away (a failover): counted from here
                 log.warning("handler %s: message %s: its earlier attempts are unknown (%s)",
                             handler.name, message.message_id, error)
                 earlier = 0
             message = replace(message, delivery_count=earlier + 1)
         while True:
-            if self._stopping.is_set():
+            if failure is not None:
+                outcome = await self._failed(handler, message, store_id, failure.error, failure.seconds)
+                failure = None
+            elif self._stopping.is_set():
                 return  # not started: the broker gives it back when the connection closes
-            if handler.is_async:
+            elif handler.is_async:
                 async with self._slots[handler.name]:
                     self._running[handler.name] += 1
                     try:
@@ -349,54 +407,63 @@ class Runner:
             log.info("handler %s: message %s was handled before; acknowledged without running",
                      handler.name, message.message_id)
         if generation == self._generation and ws is self._ws:
-            try:
-                await self._acknowledge(ws, frame["delivery_tag"])
-            except websockets.ConnectionClosed:
-                pass  # redelivered on the next connection, and found handled
+            await asyncio.shield(self._ack_soon(ws, frame["delivery_tag"]))
 
-    async def _acknowledge(self, ws: ClientConnection, tag: int) -> None:
+    def _ack_soon(self, ws: ClientConnection, tag: int) -> asyncio.Future[None]:
         """Ack with the other messages done in the same turn of the loop (a lane's batch
-        finishes together): one frame for them all, sent before this returns."""
+        finishes together): one frame for them all. Its send, which `_wait_running` waits for."""
         acks = self._acks
         if acks is None or acks.ws is not ws:
             acks = self._acks = _Acks(ws)
             acks.sent = asyncio.ensure_future(self._send_acks(acks))
+            self._tasks.add(acks.sent)
+            acks.sent.add_done_callback(self._tasks.discard)
         acks.tags.append(tag)
         assert acks.sent is not None
-        await asyncio.shield(acks.sent)
+        return acks.sent
 
     async def _send_acks(self, acks: _Acks) -> None:
         await asyncio.sleep(0)  # after the messages that finished in this turn
         if self._acks is acks:
             self._acks = None
-        await acks.ws.send(dumps({"type": "ack", "delivery_tags": acks.tags}))
+        try:
+            await acks.ws.send(dumps({"type": "ack", "delivery_tags": acks.tags}))
+        except websockets.ConnectionClosed:
+            pass  # redelivered on the next connection, and found handled
 
     async def _attempt(self, handler: Handler, message: Message, store_id: int | None) -> Outcome:
         """Run the handler once; on failure, count the attempt or dead-letter the message."""
         loop = asyncio.get_running_loop()
-        executor = self._executors[handler.name]
         started = time.monotonic()
         try:
             if handler.is_async:
                 await asyncio.wait_for(handler.function(message), timeout=handler.time_limit)
-                return await loop.run_in_executor(executor, execution.claim_after, store_id, message.message_id)
+                return await loop.run_in_executor(
+                    self._executors[handler.name], execution.claim_after, store_id, message.message_id
+                )
             outcome = await self._batches[handler.name].run(message, store_id)
             if not isinstance(outcome, Failed):
                 return outcome
-            raise outcome.error
-        except (Exception, TimeLimitExceeded) as raised:
-            error = raised
-            timed_out = isinstance(error, TimeLimitExceeded | TimeoutError)
-            text = f"time limit of {handler.time_limit:g} s exceeded" if timed_out and handler.time_limit else (
-                f"{type(error).__name__}: {error}"
-            )
-            self.counts[handler.name]["failed"] += 1
-            log.warning("handler %s: message %s, attempt %d failed after %.3f s: %s",
-                        handler.name, message.message_id, message.delivery_count, time.monotonic() - started, text,
-                        exc_info=not timed_out)
+            return await self._failed(handler, message, store_id, outcome.error, outcome.seconds)
+        except (Exception, TimeLimitExceeded) as error:
+            return await self._failed(handler, message, store_id, error, time.monotonic() - started)
+
+    async def _failed(
+        self, handler: Handler, message: Message, store_id: int | None, error: BaseException, seconds: float | None
+    ) -> Outcome:
+        """An attempt failed (`seconds` into it): count it, or dead-letter the message."""
+        timed_out = isinstance(error, TimeLimitExceeded | TimeoutError)
+        text = f"time limit of {handler.time_limit:g} s exceeded" if timed_out and handler.time_limit else (
+            f"{type(error).__name__}: {error}"
+        )
+        self.counts[handler.name]["failed"] += 1
+        after = "" if seconds is None else f" after {seconds:.3f} s"
+        log.warning("handler %s: message %s, attempt %d failed%s: %s",
+                    handler.name, message.message_id, message.delivery_count, after, text,
+                    exc_info=(type(error), error, error.__traceback__) if not timed_out else None)
         try:
-            return await loop.run_in_executor(
-                executor, execution.settle_failure, handler, message, store_id, text, error
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executors[handler.name], execution.settle_failure, handler, message, store_id, text, error
             )
         except Exception:
             log.exception("handler %s: message %s: recording the failure failed; trying again later",
