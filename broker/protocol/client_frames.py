@@ -243,6 +243,8 @@ def _ack_many(data: dict[str, Any], frame_id: FrameId | None) -> AckMany:
     tags = data["delivery_tags"]
     if not isinstance(tags, list) or not tags or any(isinstance(tag, bool) or not isinstance(tag, int) for tag in tags):
         raise invalid("delivery_tags", "must be a non-empty list of integers")
+    if len(tags) > MAX_PREFETCH:
+        raise invalid("delivery_tags", f"at most {MAX_PREFETCH} tags in one frame")
     return AckMany(frame_id, tags)
 
 

@@ -63,6 +63,7 @@ class Outbox:
         self._wakeup = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
+        self._gone: asyncio.TimerHandle | None = None  # closes the session if its reader does not
         self._stopped = False
         self._budget = budget
         if budget is not None:
@@ -130,6 +131,9 @@ class Outbox:
         """Drop what waits and stop the sender. Idempotent."""
         if not self._stopped:
             self._drop()
+        if self._gone is not None:
+            self._gone.cancel()
+            self._gone = None
         sender = self._sender
         if sender is not None and sender is not asyncio.current_task():
             sender.cancel()
@@ -176,7 +180,7 @@ class Outbox:
                 # closed from here: acks it sent just before its close still count.
                 log.debug("a WebSocket client went away while being sent to")
                 self._drop()
-                asyncio.get_running_loop().call_later(GONE_SECONDS, self._on_failed)
+                self._gone = asyncio.get_running_loop().call_later(GONE_SECONDS, self._on_failed)
                 return
             except Exception:
                 log.exception("sending to a WebSocket client failed; closing it")

@@ -261,7 +261,10 @@ class Session:
             case Ack(delivery_tag=tag, multiple=multiple):
                 router.ack(conn, frame.id, tag, multiple=multiple)
             case AckMany(delivery_tags=tags):
+                self._budget.tokens -= len(tags) - 1  # each tag counts as a frame towards the rate
                 for tag in tags:
+                    if self._closed:  # closed by an ack's refusal, say (its outbox over its bound)
+                        break
                     router.ack(conn, frame.id, tag, multiple=False)
             case Nack(delivery_tag=tag, multiple=multiple, requeue=requeue):
                 router.nack(conn, frame.id, tag, multiple=multiple, requeue=requeue)

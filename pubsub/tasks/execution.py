@@ -139,7 +139,6 @@ def write_results(done: list[tuple[Message, Any]]) -> None:
     connection = connections[DEFAULT_DB_ALIAS]
     table = connection.ops.quote_name(TaskResultRow._meta.db_table)
     moment = timezone.now()
-    now = connection.ops.adapt_datetimefield_value(moment)
     rows = []
     for message, value in done:
         if value is _SKIPPED:
@@ -165,6 +164,7 @@ def write_results(done: list[tuple[Message, Any]]) -> None:
              [workers for _, workers, _ in rows]],
         )
         return
+    now = connection.ops.adapt_datetimefield_value(moment)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":  # psycopg2: one statement for the batch
             values = ", ".join(["(%s, %s::jsonb, %s::jsonb)"] * len(rows))

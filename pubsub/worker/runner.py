@@ -106,6 +106,8 @@ class Runner:
         self._slots: dict[str, asyncio.Semaphore] = {}  # async handlers' concurrency
         self._batches: dict[str, Batches] = {}  # sync handlers' lanes
         self._stopping: asyncio.Event | None = None
+        self._stop_deadline: float | None = None  # loop time when the running messages are left behind
+        self._gave_up = False  # on them, and said so
         self._ws: ClientConnection | None = None
         self._generation = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -273,7 +275,8 @@ class Runner:
         """Until the running messages are done and acknowledged, for up to `grace` seconds:
         the batches under way, then what their outcomes started (acks, failures' handling)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._grace
+        if self._stop_deadline is None:  # once: `_finish` waits again, within the same grace
+            self._stop_deadline = loop.time() + self._grace
         while True:
             running = set(self._tasks)
             running.update(
@@ -281,11 +284,12 @@ class Runner:
             )
             if not running:
                 return
-            _, pending = await asyncio.wait(running, timeout=max(0.0, deadline - loop.time()))
+            _, pending = await asyncio.wait(running, timeout=max(0.0, self._stop_deadline - loop.time()))
             if pending:
-                busy = self.busy + sum(1 for task in pending if task in self._tasks)
-                log.warning("handlers: %d message(s) still being handled after %.0f s: leaving them to be redelivered",
-                            busy, self._grace)
+                if not self._gave_up:
+                    self._gave_up = True
+                    log.warning("handlers: %d message(s) still being handled after %.0f s: leaving them to be "
+                                "redelivered", self.busy, self._grace)
                 for task in pending:
                     task.cancel()
                 return
@@ -435,18 +439,19 @@ class Runner:
         """Run the handler once; on failure, count the attempt or dead-letter the message."""
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-        try:
-            if handler.is_async:
-                await asyncio.wait_for(handler.function(message), timeout=handler.time_limit)
-                return await loop.run_in_executor(
-                    self._executors[handler.name], execution.claim_after, store_id, message.message_id
-                )
+        if not handler.is_async:
             outcome = await self._batches[handler.name].run(message, store_id)
             if not isinstance(outcome, Failed):
                 return outcome
             return await self._failed(handler, message, store_id, outcome.error, outcome.seconds)
+        try:
+            await asyncio.wait_for(handler.function(message), timeout=handler.time_limit)
+            return await loop.run_in_executor(
+                self._executors[handler.name], execution.claim_after, store_id, message.message_id
+            )
         except (Exception, TimeLimitExceeded) as error:
-            return await self._failed(handler, message, store_id, error, time.monotonic() - started)
+            failure = error
+        return await self._failed(handler, message, store_id, failure, time.monotonic() - started)
 
     async def _failed(
         self, handler: Handler, message: Message, store_id: int | None, error: BaseException, seconds: float | None

@@ -122,6 +122,7 @@ def test_ack_and_nack_defaults() -> None:
         {"type": "ack", "delivery_tags": [1, True]},
         {"type": "ack", "delivery_tags": [1], "delivery_tag": 1},
         {"type": "ack", "delivery_tags": [1], "multiple": True},
+        {"type": "ack", "delivery_tags": list(range(65536))},
         {"type": "nack", "delivery_tag": 1.0},
         {"type": "nack", "delivery_tag": 1, "requeue": 0},
     ],
