@@ -84,11 +84,10 @@ class Batches:
                     [(message, store_id) for message, store_id, _ in batch], watched,
                 )
             except asyncio.CancelledError:
-                raise
+                raise  # closing: its thread still runs the batch, still counted in `running`
             except BaseException as error:  # the database failed around the batch: each message failed
                 outcomes = [Failed(error)] * len(batch)
-            finally:
-                self.running -= len(batch)
+            self.running -= len(batch)
             for (message, _, settle), outcome in zip(batch, outcomes, strict=True):
                 try:
                     settle(outcome)

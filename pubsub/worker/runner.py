@@ -50,6 +50,8 @@ RECONNECT_SECONDS: Final = (0.2, 0.5, 1.0, 2.0, 5.0)
 # its periodic jobs (publishing the deferred tasks that became due).
 REPORT_SECONDS: Final = 2.0
 TICK_SECONDS: Final = 1.0
+# How long a stop that leaves a handler running waits to remove this process's status rows.
+FORGET_SECONDS: Final = 0.5
 
 
 def _message(handler: Handler, frame: dict[str, Any]) -> Message:
@@ -224,8 +226,11 @@ class Runner:
         await self._wait_running()
         for executor in self._executors.values():
             executor.shutdown(wait=False, cancel_futures=True)
+        forgetting = asyncio.get_running_loop().run_in_executor(self._reporter, status.forget, self._process_id)
         try:
-            await asyncio.get_running_loop().run_in_executor(self._reporter, status.forget, self._process_id)
+            # Not for long when a handler was left running: on SQLite its transaction holds the
+            # write lock until it ends (the rows of a process gone go stale anyway).
+            await asyncio.wait_for(forgetting, timeout=FORGET_SECONDS if self.busy else None)
         except Exception:
             log.warning("handlers: could not remove this process's status rows", exc_info=True)
         self._reporter.shutdown(wait=False)

@@ -33,6 +33,7 @@ pytestmark = pytest.mark.e2e
 RECORD = "tests.handler_app.handlers.record"
 AUDIT = "tests.handler_app.handlers.audit"
 ASYNC = "tests.handler_app.handlers.record_async"
+SLOW = "tests.handler_app.handlers.record_slowly"
 
 
 @pytest.fixture
@@ -181,6 +182,24 @@ def test_sigterm_under_load_exits_once_the_running_handlers_are_done(broker: Bro
     rows = handled(broker)
     assert (ready + len(rows), unacknowledged) == (400, 0)
     assert len({message_id for message_id, _ in rows}) == len(rows)
+
+
+def test_sigterm_leaves_a_handler_that_outlives_the_grace_period(broker: BrokerProcess) -> None:
+    handlers = HandlersProcess(broker, SLOW, "--grace", "1").start()
+    try:
+        publish(broker, [{"sleep": 5}], routing_key="slow-work")
+        eventually_sync(lambda: counts(broker, "slow-work") == (0, 1), what="taken")
+        time.sleep(0.2)  # and running
+        stopped = time.monotonic()
+        assert handlers.stop(signal.SIGTERM) == 1  # left running: its transaction dies with the process
+        # Within the one grace period (it was waited for twice: once more on the way out).
+        assert time.monotonic() - stopped < 1.8
+        assert "exiting with 1 message(s) still being handled" in handlers.log()
+    finally:
+        if handlers.alive():
+            handlers.kill()
+    assert handled(broker, "slow-work") == []
+    eventually_sync(lambda: counts(broker, "slow-work") == (1, 0), what="the message back in its queue")
 
 
 def test_a_crash_before_the_commit_rolls_back_and_the_message_is_handled_again(

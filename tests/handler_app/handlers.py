@@ -51,3 +51,10 @@ async def record_async(message: Message) -> None:
     await HandledRow.objects.acreate(
         message_id=message.message_id, queue=message.queue, delivery_count=message.delivery_count
     )
+
+
+@handler(queue="slow-work", time_limit=30.0)
+def record_slowly(message: Message) -> None:
+    """As `record`, under a longer time limit: a `{"sleep": S}` that outlives a stop's grace."""
+    _behave(message)
+    HandledRow.objects.create(message_id=message.message_id, queue=message.queue, delivery_count=message.delivery_count)
