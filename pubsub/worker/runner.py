@@ -332,10 +332,12 @@ class Runner:
                 self._declared = False  # its queue was deleted: declared again, then subscribed
                 raise Resubscribe(f"subscription {frame.get('subscription')} cancelled")
 
-    def _track(self, work: Coroutine[Any, Any, None]) -> None:
+    def _track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task that `_wait_running` waits for at a stop."""
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _stopping_now(self) -> bool:
         return self._stopping is not None and self._stopping.is_set()
@@ -424,9 +426,7 @@ class Runner:
         acks = self._acks
         if acks is None or acks.ws is not ws:
             acks = self._acks = _Acks(ws)
-            acks.sent = asyncio.ensure_future(self._send_acks(acks))
-            self._tasks.add(acks.sent)
-            acks.sent.add_done_callback(self._tasks.discard)
+            acks.sent = self._track(self._send_acks(acks))
         acks.tags.append(tag)
         assert acks.sent is not None
         return acks.sent

@@ -23,6 +23,15 @@ async def receive_all(client: WebsocketCommunicator, count: int) -> list[dict[st
     return [await receive(client) for _ in range(count)]
 
 
+async def delivered_tags(ws: WebsocketCommunicator, runtime: Runtime, count: int) -> list[object]:
+    """`count` messages to queue "q" delivered to a client-ack subscription: their tags."""
+    await declare_queue("q")
+    await subscribe(ws, "s1", "q", ack="client")
+    for n in range(count):
+        await publish(runtime, "", "q", n)
+    return [message["delivery_tag"] for message in await receive_all(ws, count)]
+
+
 async def test_ack_removes_the_message(ws: WebsocketCommunicator, runtime: Runtime) -> None:
     await declare_queue("q")
     await subscribe(ws, "s1", "q", ack="client")
@@ -36,11 +45,7 @@ async def test_ack_removes_the_message(ws: WebsocketCommunicator, runtime: Runti
 
 
 async def test_ack_multiple_acks_every_tag_up_to_it(ws: WebsocketCommunicator, runtime: Runtime) -> None:
-    await declare_queue("q")
-    await subscribe(ws, "s1", "q", ack="client")
-    for n in range(3):
-        await publish(runtime, "", "q", n)
-    tags = [message["delivery_tag"] for message in await receive_all(ws, 3)]
+    tags = await delivered_tags(ws, runtime, 3)
     await send(ws, {"type": "ack", "delivery_tag": tags[1], "multiple": True})
     assert await silent(ws)
     assert runtime.broker.queue_counts("q").messages_unacknowledged == 1
@@ -50,11 +55,7 @@ async def test_ack_multiple_acks_every_tag_up_to_it(ws: WebsocketCommunicator, r
 
 
 async def test_ack_of_delivery_tags_acks_each_of_them(ws: WebsocketCommunicator, runtime: Runtime) -> None:
-    await declare_queue("q")
-    await subscribe(ws, "s1", "q", ack="client")
-    for n in range(4):
-        await publish(runtime, "", "q", n)
-    tags = [message["delivery_tag"] for message in await receive_all(ws, 4)]
+    tags = await delivered_tags(ws, runtime, 4)
     await send(ws, {"type": "ack", "delivery_tags": [tags[3], tags[1]]})
     assert await silent(ws)
     counts = runtime.broker.queue_counts("q")
