@@ -16,6 +16,12 @@ class PubsubConfig(AppConfig):
         from . import streams
         from .models import ChangeStream
 
+        def saved(instance: ChangeStream, **kwargs: object) -> None:
+            streams.forget_admin_streams(instance.content_type.model_class())
+
         streams.connect()
-        for signal in (post_save, post_delete):
-            signal.connect(lambda **kwargs: streams.forget_admin_streams(), sender=ChangeStream, weak=False)
+        post_save.connect(saved, sender=ChangeStream, weak=False, dispatch_uid="pubsub.changestream.saved")
+        post_delete.connect(
+            lambda **kwargs: streams.forget_admin_streams(), sender=ChangeStream, weak=False,
+            dispatch_uid="pubsub.changestream.deleted",
+        )

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import DatabaseError, models, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, models, transaction
+from django.db.backends.signals import connection_created
 from django.db.models.signals import post_delete, post_save
 
 from broker.engine.errors import NotFound
@@ -50,9 +51,14 @@ class StreamSpec:
         specs = _code_streams.get(self.label, [])
         if self in specs:
             specs.remove(self)
+        _current_admin_streams()  # known, so that the model's deletes stop being heard if none is left
+        _listen_to_deletes()
 
 
 _code_streams: dict[str, list[StreamSpec]] = {}
+# The streamed models by label, and those whose deletes are listened to (`_listen_to_deletes`).
+_models: dict[str, type[models.Model]] = {}
+_listened: set[str] = set()
 # The broker's own bookkeeping, and Django's, whose saves are no one's events.
 _NEVER_STREAMED: Final = frozenset(
     {"pubsub.outboxrow", "pubsub.changestream", "sessions.session", "admin.logentry", "contenttypes.contenttype"}
@@ -78,6 +84,8 @@ def stream(
     label = model._meta.label_lower
     spec = StreamSpec(exchange, None if fields is None else tuple(fields), serializer, label)
     _code_streams.setdefault(label, []).append(spec)
+    _models[label] = model
+    _listen_to_deletes()
     return spec
 
 
@@ -109,21 +117,56 @@ def _publish(messages: list[OutboxMessage], using: str) -> list[str]:
         return publish_many(kept, using=using) if kept else []
 
 
-def forget_admin_streams() -> None:
-    """The admin's streams changed: read them again at the next change."""
+def forget_admin_streams(model: type[models.Model] | None = None) -> None:
+    """The admin's streams changed (a stream of `model`'s among them): read them again at
+    the next change, and hear `model`'s deletes from now on."""
     global _admin_streams
-    _admin_streams = (0.0, {})
+    _admin_streams = (0.0, _admin_streams[1])
+    if model is not None and model._meta.label_lower not in _NEVER_STREAMED:
+        _models[model._meta.label_lower] = model
+        _listen(model._meta.label_lower)
 
 
 def _streams_for(label: str) -> list[StreamSpec]:
-    global _admin_streams
     if label in _NEVER_STREAMED:
         return []
+    return _code_streams.get(label, []) + _current_admin_streams().get(label, [])
+
+
+def _current_admin_streams() -> dict[str, list[StreamSpec]]:
+    global _admin_streams
     loaded_at, admin = _admin_streams
     if time.monotonic() - loaded_at > ADMIN_STREAMS_SECONDS:
         admin = _load_admin_streams()
         _admin_streams = (time.monotonic(), admin)
-    return _code_streams.get(label, []) + admin.get(label, [])
+        _listen_to_deletes()
+    return admin
+
+
+def _listen_to_deletes() -> None:
+    """Hear the deletes of the models with a stream, and of no other. Django deletes the
+    rows a delete cascades to in one statement, without loading them, only for models
+    whose deletes nobody hears (its "fast delete"): a receiver for every model would have
+    every cascade in the project load each row it deletes (a queue's millions of stored
+    messages among them). While the admin's streams are to be read again, none is dropped."""
+    loaded_at, admin = _admin_streams
+    streamed = ({label for label, specs in _code_streams.items() if specs} | set(admin)) - _NEVER_STREAMED
+    for label in streamed - _listened:
+        _listen(label)
+    if time.monotonic() - loaded_at <= ADMIN_STREAMS_SECONDS:
+        for label in _listened - streamed:
+            post_delete.disconnect(sender=_models[label], dispatch_uid=_delete_uid(label))
+            _listened.discard(label)
+
+
+def _listen(label: str) -> None:
+    if label not in _listened:
+        post_delete.connect(_deleted, sender=_models[label], dispatch_uid=_delete_uid(label))
+        _listened.add(label)
+
+
+def _delete_uid(label: str) -> str:
+    return f"pubsub.streams.deleted.{label}"
 
 
 def _load_admin_streams() -> dict[str, list[StreamSpec]]:
@@ -138,7 +181,11 @@ def _load_admin_streams() -> dict[str, list[StreamSpec]]:
     except DatabaseError:
         return found
     for row in rows:
-        label = f"{row.content_type.app_label}.{row.content_type.model}"
+        model = row.content_type.model_class()
+        if model is None:  # its app is gone
+            continue
+        label = model._meta.label_lower
+        _models[label] = model
         fields = tuple(name.strip() for name in row.fields.split(",") if name.strip()) or None
         found.setdefault(label, []).append(StreamSpec(row.exchange, fields, label=label))
     return found
@@ -174,8 +221,15 @@ def _deleted(sender: type[models.Model], instance: models.Model, using: str, **k
     _publish(_messages(sender._meta.label_lower, instance, "deleted"), using)
 
 
+def _connected(connection: Any, **kwargs: Any) -> None:
+    """A process's first connection (and any after the admin's streams were last read)
+    reads them: a process that only deletes hears the deletes of their models too."""
+    if connection.alias == DEFAULT_DB_ALIAS:
+        _current_admin_streams()
+
+
 def connect() -> None:
-    """Listen to every model's saves and deletes (AppConfig.ready); a change of a model
-    without a stream costs a dictionary lookup."""
+    """Listen to every model's saves (AppConfig.ready; a save of a model without a stream
+    costs a dictionary lookup), and to the deletes of the models with a stream."""
     post_save.connect(_saved, dispatch_uid="pubsub.streams.saved")
-    post_delete.connect(_deleted, dispatch_uid="pubsub.streams.deleted")
+    connection_created.connect(_connected, dispatch_uid="pubsub.streams.connected")

@@ -6,9 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
+from bindings.models import Binding
+from exchanges.models import Exchange
 from queues.models import Message, Queue
 
 pytestmark = pytest.mark.django_db
@@ -81,3 +85,37 @@ def test_the_admin_lists_handler_processes_and_the_retries_waiting(admin_client:
     page = admin_client.get("/admin/pubsub/handlerattempt/").content.decode()
     assert "m-9" in page and "KeyError: &#x27;x&#x27;" in page
     assert admin_client.get("/admin/pubsub/handlerattempt/add/").status_code == 403
+
+
+def test_deleting_a_queue_in_the_admin_counts_its_stored_messages_without_reading_them(
+    admin_client: Client,
+) -> None:
+    queue = Queue.objects.create(name="backlog")
+    Message.objects.bulk_create(
+        Message(id=n, queue=queue, message_id=f"m-{n}", body="1", published_at="") for n in range(1, 301)
+    )
+    exchange = Exchange.objects.create(name="orders", type="direct")
+    Binding.objects.create(exchange=exchange, queue=queue, binding_key="eu")
+    with CaptureQueriesContext(connection) as queries:
+        page = admin_client.get(f"/admin/queues/queue/{queue.pk}/delete/").content.decode()
+    assert f'Queue: <a href="/admin/queues/queue/{queue.pk}/change/">backlog</a>' in page
+    assert "300 stored messages" in page and "m-1 in queue" not in page
+    assert "<li>Messages: 300</li>" in page and "<li>Bindings: 1</li>" in page
+    reads = [q["sql"] for q in queries.captured_queries if '"queues_message"."id" =' in q["sql"] or "m-1" in q["sql"]]
+    assert reads == [] and sum("queues_message" in q["sql"] for q in queries.captured_queries) == 1  # the count
+
+    admin_client.post(f"/admin/queues/queue/{queue.pk}/delete/", {"post": "yes"})
+    assert not Queue.objects.exists() and not Message.objects.exists() and not Binding.objects.exists()
+
+
+def test_the_admin_s_delete_page_asks_for_the_permission_to_delete_stored_messages(client: Client) -> None:
+    staff = User.objects.create_user("clerk", password="clerk-secret-42", is_staff=True)
+    staff.user_permissions.add(*Permission.objects.filter(codename__in=["view_queue", "delete_queue"]))
+    client.force_login(staff)
+    queue = Queue.objects.create(name="backlog")
+    assert "Queue: " in client.get(f"/admin/queues/queue/{queue.pk}/delete/").content.decode()  # nothing stored
+    stored(queue, 1)
+    page = client.get(f"/admin/queues/queue/{queue.pk}/delete/").content.decode()
+    assert "would require deleting the following protected related objects" not in page
+    assert "your account doesn't have permission to delete the following types of objects" in page
+    assert "<li>message</li>" in page

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 from django.contrib.contenttypes.models import ContentType
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models.deletion import Collector
+from django.test.utils import CaptureQueriesContext
 
 from exchanges.models import Exchange
 from pubsub import publish, publish_changes, stream
@@ -16,7 +18,7 @@ from pubsub.models import ChangeStream, OutboxRow
 from pubsub.recording import Published
 from pubsub.streams import forget_admin_streams
 from pubsub.testing import capture_published
-from queues.models import Queue
+from queues.models import Message, Queue
 
 pytestmark = pytest.mark.django_db
 
@@ -107,3 +109,59 @@ def test_a_stream_whose_exchange_was_deleted_is_skipped_and_the_save_goes_throug
         Queue.objects.create(name="still-saved")
     assert Queue.objects.filter(name="still-saved").exists() and published == []
     assert "exchange 'changes', which does not exist" in caplog.text
+
+
+def fast_deleted(model: type[Any]) -> bool:
+    """Would Django delete `model`'s rows of a cascade in one statement, without loading them?"""
+    return Collector(using="default").can_fast_delete(model.objects.all())
+
+
+def test_a_model_without_a_stream_keeps_django_s_fast_delete() -> None:
+    assert fast_deleted(Message)
+    spec = stream(Message, exchange="audit")
+    assert not fast_deleted(Message)  # its deletes are heard: each is published
+    spec.close()
+    assert fast_deleted(Message)
+
+
+def test_deleting_a_queue_deletes_its_stored_messages_without_reading_them() -> None:
+    queue = Queue.objects.create(name="deep")
+    Message.objects.bulk_create(
+        Message(id=n, queue=queue, message_id=f"m-{n}", body="1", published_at="") for n in range(1, 501)
+    )
+    with CaptureQueriesContext(connection) as queries:
+        Queue.objects.filter(name="deep").delete()
+    assert not Message.objects.exists()
+    reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT") and "queues_message" in q["sql"]]
+    assert reads == []
+    assert sum("queues_message" in q["sql"] for q in queries.captured_queries) == 1  # one DELETE
+
+
+def test_a_stream_declared_in_the_admin_publishes_deletes_and_ends_with_its_row() -> None:
+    Exchange.objects.create(name="changes", type="fanout")
+    row = ChangeStream.objects.create(content_type=ContentType.objects.get_for_model(Message), exchange="changes")
+    Message.objects.create(id=1, queue=Queue.objects.create(name="q"), message_id="m-1", body="1", published_at="")
+    with capture_published() as published:
+        Queue.objects.filter(name="q").delete()  # the cascade deletes the message: heard
+    assert [m.routing_key for m in published] == ["queues.message.deleted"]
+
+    row.delete()
+    Exchange.objects.create(name="unrelated", type="direct")  # a change: the admin's streams are read again
+    assert fast_deleted(Message)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_process_hears_deletes_of_a_stream_another_process_declared_in_the_admin() -> None:
+    """Declared elsewhere (no signal here): a process's next connection reads the admin's
+    streams, so a process that only deletes publishes them too."""
+    Exchange.objects.create(name="changes", type="fanout")
+    Message.objects.create(id=1, queue=Queue.objects.create(name="q"), message_id="m-1", body="1", published_at="")
+    ChangeStream.objects.bulk_create(  # as another process's admin writes it: no signal here
+        [ChangeStream(content_type=ContentType.objects.get_for_model(Message), exchange="changes")]
+    )
+    forget_admin_streams()  # ... and this process's copy is older than ADMIN_STREAMS_SECONDS
+    assert fast_deleted(Message)
+    connection.close()
+    with capture_published() as published:
+        Queue.objects.filter(name="q").delete()  # its first query connects
+    assert [m.routing_key for m in published] == ["queues.message.deleted"]
