@@ -66,7 +66,9 @@ class QueueAdmin(NameFixedOnceSaved, admin.ModelAdmin[Queue]):
     ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
         """What the delete page lists: each queue, its bindings as Django lists them, and the
         number of its stored messages. Django's own list would read every message (a
-        backlog's millions) to name each on the page; they are deleted in one statement."""
+        backlog's millions) to name each on the page, and ask for the right to delete
+        messages, which the admin gives no one (MessageAdmin); they go with their queue,
+        in one statement."""
         queues = list(objs)
         stored = dict(
             Message.objects.filter(queue__in=queues).values("queue").annotate(n=Count("id")).values_list("queue", "n")
@@ -82,10 +84,8 @@ class QueueAdmin(NameFixedOnceSaved, admin.ModelAdmin[Queue]):
             listed.append(format_html('{}: <a href="{}">{}</a>', capfirst(Queue._meta.verbose_name), url, queue))
             children, model_count, needed, refused = get_deleted_objects(list(queue.bindings.all()), request, self.admin_site)
             messages = stored.get(queue.pk, 0)
-            if messages:
+            if messages:  # part of the queue: deleting it is enough
                 children.append(f"{messages} stored messages")
-                if not self.admin_site.get_model_admin(Message).has_delete_permission(request):
-                    needed.add(str(Message._meta.verbose_name))
                 model_count[str(Message._meta.verbose_name_plural)] = messages
             if children:
                 listed.append(children)
@@ -129,7 +129,9 @@ class QueueAdmin(NameFixedOnceSaved, admin.ModelAdmin[Queue]):
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin[Message]):
-    """Stored messages are written only by the broker: view and delete here."""
+    """Stored messages are written only by the broker, and deleted only through it: a row
+    deleted here would still be delivered by the router, which holds the head of each queue
+    in memory. The queue's message browser deletes them (and moves, copies, replays)."""
 
     list_display = ["id", "queue", "exchange_name", "routing_key", "body_preview", "message_id", "published_at"]
     list_filter = ["queue"]
@@ -148,4 +150,7 @@ class MessageAdmin(admin.ModelAdmin[Message]):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
