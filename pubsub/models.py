@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
+from django.db.models import Q
 from django.db.models.functions import Now
 
 
@@ -155,7 +156,13 @@ class TaskResultRow(models.Model):
 
     class Meta:
         verbose_name = "task result"
-        indexes = [models.Index(fields=["published", "run_after"], name="task_result_due")]
+        indexes = [
+            models.Index(fields=["published", "run_after"], name="task_result_due"),
+            # The finished ones, by age: `runhandlers` deletes those past KEEP_RESULTS.
+            models.Index(
+                fields=["backend", "finished_at"], name="task_result_finished", condition=Q(finished_at__isnull=False)
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.task_path} ({self.status})"

@@ -4,7 +4,7 @@
         "default": {
             "BACKEND": "pubsub.tasks.BrokerTaskBackend",
             "QUEUES": ["default", "emails"],      # Django's task queue names
-            "OPTIONS": {"CONCURRENCY": 4, "MAX_ATTEMPTS": 1, "TIME_LIMIT": 300},
+            "OPTIONS": {"CONCURRENCY": 4, "MAX_ATTEMPTS": 1, "TIME_LIMIT": 300, "KEEP_RESULTS": 86400},
         },
     }
 
@@ -12,13 +12,15 @@
 queue `tasks.<queue_name>`) with the caller's database connection: inside
 `transaction.atomic()` both commit with the caller's work, or neither does.
 `manage.py runhandlers` runs the tasks (execution.py). A task with `run_after`
-waits as a row, and is published when it is due.
+waits as a row, and is published when it is due. A finished result is kept
+KEEP_RESULTS seconds (None: for ever), then `runhandlers` deletes it.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import get_random_string
@@ -41,7 +43,8 @@ from .compat import (
 
 # Broker queues of tasks are named by this prefix and Django's queue name.
 QUEUE_PREFIX: Final = "tasks."
-DEFAULT_OPTIONS: Final[dict[str, Any]] = {"CONCURRENCY": 1, "MAX_ATTEMPTS": 1, "TIME_LIMIT": 300.0}
+# KEEP_RESULTS: a day, as Celery keeps its results.
+DEFAULT_OPTIONS: Final[dict[str, Any]] = {"CONCURRENCY": 1, "MAX_ATTEMPTS": 1, "TIME_LIMIT": 300.0, "KEEP_RESULTS": 86400}
 
 
 def broker_queue(queue_name: str) -> str:
@@ -57,6 +60,12 @@ class BrokerTaskBackend(BaseTaskBackend):  # type: ignore[misc]
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
         self.options = {**DEFAULT_OPTIONS, **(params.get("OPTIONS") or {})}
+        kept = self.options["KEEP_RESULTS"]
+        if kept is not None and (isinstance(kept, bool) or not isinstance(kept, (int, float)) or kept < 0):
+            raise ImproperlyConfigured(
+                f"TASKS[{alias!r}]['OPTIONS']['KEEP_RESULTS']: seconds to keep a finished result (0 or more),"
+                f" or None to keep them all; not {kept!r}"
+            )
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
         self.validate_task(task)

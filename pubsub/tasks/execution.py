@@ -11,6 +11,7 @@ as FAILED, in the transaction that removes its message.
 
 from __future__ import annotations
 
+import datetime
 import logging
 from functools import lru_cache
 from traceback import format_exception
@@ -36,6 +37,10 @@ log = logging.getLogger("pubsub.tasks")
 WORKER_ID: Final = get_random_string(32)
 # Deferred tasks that became due are published this many at a time.
 DUE_BATCH: Final = 500
+# Finished results past their KEEP_RESULTS are deleted this many at a time, at most
+# PRUNE_ROUNDS times a tick of `runhandlers` (one process keeps up with 10,000 a second).
+PRUNE_BATCH: Final = 1000
+PRUNE_ROUNDS: Final = 10
 FINISHED: Final = (TaskResultRow.Status.SUCCESSFUL, TaskResultRow.Status.FAILED)
 # What `run_task` returns for a message it did not run (its result was finished or gone).
 _SKIPPED: Final = object()
@@ -213,6 +218,26 @@ def publish_due_tasks() -> int:
             publish_task(row)
         TaskResultRow.objects.filter(id__in=[row.id for row in rows]).update(published=True)
     return len(rows)
+
+
+def prune_task_results() -> int:
+    """Delete the finished results kept longer than their backend's KEEP_RESULTS seconds;
+    how many. Processes that prune at once each take rows the others have not locked."""
+    pruned = 0
+    for backend in our_backends():
+        kept = backend.options["KEEP_RESULTS"]
+        if kept is None:
+            continue
+        before = timezone.now() - datetime.timedelta(seconds=kept)
+        for _ in range(PRUNE_ROUNDS):
+            with transaction.atomic():
+                old = TaskResultRow.objects.filter(backend=backend.alias, finished_at__lt=before)
+                ids = list(old.select_for_update(skip_locked=True).values_list("id", flat=True)[:PRUNE_BATCH])
+                TaskResultRow.objects.filter(id__in=ids).delete()
+            pruned += len(ids)
+            if len(ids) < PRUNE_BATCH:
+                break
+    return pruned
 
 
 def task_queue_names() -> list[str]:

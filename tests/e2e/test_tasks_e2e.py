@@ -137,3 +137,21 @@ def test_a_task_with_context_knows_its_result_and_attempt(broker: BrokerProcess,
         print(enqueued.status, enqueued.return_value == {"label": "gamma", "attempt": 1, "id": enqueued.id})
     """)
     assert printed.splitlines()[-1] == "SUCCESSFUL True"
+
+
+def test_runhandlers_deletes_the_results_kept_longer_than_keep_results(
+    broker: BrokerProcess, worker: HandlersProcess
+) -> None:
+    old, recent = (django(broker, f"""
+        from tests.handler_app.tasks import record
+        print(record.enqueue({name!r}).id)
+    """) for name in ("old", "recent"))
+    eventually_sync(lambda: len(handled(broker, "tasks")) == 2, timeout=30, what="both tasks run")
+    eventually_sync(lambda: all(result(broker, found)["status"] == "SUCCESSFUL" for found in (old, recent)),
+                    timeout=10, what="both results written")
+    two_days_earlier = ("finished_at - INTERVAL '2 days'" if broker.env.get("DATABASE_URL")
+                        else "datetime(finished_at, '-2 days')")
+    assert query(broker, f"UPDATE pubsub_taskresultrow SET finished_at = {two_days_earlier} WHERE id = '{old}'"
+                         " RETURNING id") == [(old,)]
+    eventually_sync(lambda: [row[0] for row in query(broker, "SELECT id FROM pubsub_taskresultrow")] == [recent],
+                    timeout=10, what="the result older than a day (the default KEEP_RESULTS) deleted")

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
@@ -17,6 +18,7 @@ from pubsub.handling import Message, registered, unregister
 from pubsub.models import OutboxRow, TaskResultRow
 from pubsub.tasks.compat import TaskResultDoesNotExist
 from pubsub.tasks.execution import (
+    prune_task_results,
     publish_due_tasks,
     record_failure,
     register_task_handlers,
@@ -138,3 +140,47 @@ def test_each_task_queue_gets_a_handler_with_the_backends_options() -> None:
     assert (declared.queue, declared.concurrency, declared.retry.max_attempts) == ("tasks.emails", 3, 2)
     assert declared.give_up is record_failure
     assert task_queue_names() == ["tasks.default", "tasks.emails"]
+
+
+def finish(result_id: str, *, ago: datetime.timedelta, status: str = "SUCCESSFUL") -> None:
+    TaskResultRow.objects.filter(id=result_id).update(status=status, finished_at=timezone.now() - ago)
+
+
+def test_finished_results_are_deleted_once_kept_longer_than_keep_results(settings: Any) -> None:
+    from tests.pubsub.sample_tasks import double
+
+    settings.TASKS = {"broker": {**TASKS["broker"], "OPTIONS": {"KEEP_RESULTS": 3600}},
+                      "forever": {**TASKS["broker"], "OPTIONS": {"KEEP_RESULTS": None}}}
+    old, failed, recent, waiting, running = (double.enqueue(n).id for n in range(5))
+    finish(old, ago=datetime.timedelta(hours=2))
+    finish(failed, ago=datetime.timedelta(hours=2), status="FAILED")
+    finish(recent, ago=datetime.timedelta(minutes=59))
+    TaskResultRow.objects.filter(id=running).update(status="RUNNING", started_at=timezone.now() - datetime.timedelta(days=2))
+    kept_for_ever = double.using(backend="forever").enqueue(5).id
+    finish(kept_for_ever, ago=datetime.timedelta(days=400))
+
+    assert prune_task_results() == 2
+    assert set(TaskResultRow.objects.values_list("id", flat=True)) == {recent, waiting, running, kept_for_ever}
+    with pytest.raises(TaskResultDoesNotExist):
+        double.get_backend().get_result(old)
+    assert prune_task_results() == 0
+
+
+def test_results_are_deleted_in_batches_until_none_is_left(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pubsub.tasks import execution
+    from tests.pubsub.sample_tasks import double
+
+    monkeypatch.setattr(execution, "PRUNE_BATCH", 2)
+    ids = [double.enqueue(n).id for n in range(5)]
+    for result_id in ids:
+        finish(result_id, ago=datetime.timedelta(days=2))  # past the default of a day
+    assert prune_task_results() == 5 and not TaskResultRow.objects.exists()
+
+
+@pytest.mark.parametrize("kept", [-1, "a day", True])
+def test_keep_results_must_be_seconds_or_none(settings: Any, kept: Any) -> None:
+    from pubsub.tasks.compat import task_backends
+
+    settings.TASKS = {"broker": {**TASKS["broker"], "OPTIONS": {"KEEP_RESULTS": kept}}}
+    with pytest.raises(ImproperlyConfigured, match="KEEP_RESULTS"):
+        task_backends["broker"]

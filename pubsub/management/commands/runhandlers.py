@@ -19,7 +19,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from access.handler_token import handler_token
 from pubsub.handling import autodiscover, registered
-from pubsub.tasks.execution import publish_due_tasks, register_task_handlers
+from pubsub.tasks.execution import prune_task_results, publish_due_tasks, register_task_handlers
 from pubsub.worker.declare import DeclareError
 from pubsub.worker.runner import Runner
 
@@ -63,7 +63,7 @@ class Command(BaseCommand):
             urls=options["urls"] or settings.HANDLERS_BROKER_URLS,
             token=handler_token,
             grace=options["grace"],
-            ticks=[publish_due_tasks] if runs_tasks else [],
+            ticks=[publish_due_tasks, prune_task_results] if runs_tasks else [],
         )
         try:
             asyncio.run(self._run(runner))
