@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, models, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, models, transaction
 from django.db.backends.signals import connection_created
 from django.db.models.signals import post_delete, post_save
 
@@ -173,11 +173,17 @@ def _load_admin_streams() -> dict[str, list[StreamSpec]]:
     from .models import ChangeStream
 
     found: dict[str, list[StreamSpec]] = {}
+    streams = ChangeStream.objects.filter(enabled=True).select_related("content_type")
     try:
-        # In a savepoint: while migrations run the table may not exist yet, and on
-        # PostgreSQL a failed query would spoil the caller's transaction.
-        with transaction.atomic():
-            rows = list(ChangeStream.objects.filter(enabled=True).select_related("content_type"))
+        if connection.in_atomic_block:
+            # In a savepoint: while migrations run the table may not exist yet, and on
+            # PostgreSQL a failed query would spoil the caller's transaction.
+            with transaction.atomic():
+                rows = list(streams)
+        else:
+            # A read alone (a new connection's): no transaction, which on SQLite would
+            # begin IMMEDIATE and take the write lock.
+            rows = list(streams)
     except DatabaseError:
         return found
     for row in rows:
