@@ -211,8 +211,10 @@ def record_failure(message: Message, error: BaseException) -> None:
 
 def publish_due_tasks() -> int:
     """Publish the deferred tasks whose `run_after` has come; how many."""
+    due = TaskResultRow.objects.filter(published=False, run_after__lte=timezone.now()).order_by("run_after")
+    if not due.exists():  # looked at first without a transaction, which on SQLite takes the write lock
+        return 0
     with transaction.atomic():
-        due = TaskResultRow.objects.filter(published=False, run_after__lte=timezone.now()).order_by("run_after")
         rows = list(due.select_for_update(skip_locked=True)[:DUE_BATCH])
         for row in rows:
             publish_task(row)
@@ -228,10 +230,13 @@ def prune_task_results() -> int:
         kept = backend.options["KEEP_RESULTS"]
         if kept is None:
             continue
-        before = timezone.now() - datetime.timedelta(seconds=kept)
+        old = TaskResultRow.objects.filter(
+            backend=backend.alias, finished_at__lt=timezone.now() - datetime.timedelta(seconds=kept)
+        )
+        if not old.exists():  # as publish_due_tasks: first without a transaction
+            continue
         for _ in range(PRUNE_ROUNDS):
             with transaction.atomic():
-                old = TaskResultRow.objects.filter(backend=backend.alias, finished_at__lt=before)
                 ids = list(old.select_for_update(skip_locked=True).values_list("id", flat=True)[:PRUNE_BATCH])
                 TaskResultRow.objects.filter(id__in=ids).delete()
             pruned += len(ids)
