@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .handling import Message, Retry, handler
     from .publishing import OutboxMessage, apublish, apublish_many, publish, publish_many
-    from .streams import publish_changes, stream
+    from .streams import publish_changes, refresh_streams, stream
 
 __all__ = [
     "Message", "OutboxMessage", "Retry", "apublish", "apublish_many", "handler", "publish", "publish_changes",
-    "publish_many", "stream",
+    "publish_many", "refresh_streams", "stream",
 ]
 
 
@@ -35,7 +35,7 @@ def __getattr__(name: str) -> Any:
         from . import handling
 
         return getattr(handling, name)
-    if name in ("stream", "publish_changes"):
+    if name in ("stream", "publish_changes", "refresh_streams"):
         from . import streams
 
         return getattr(streams, name)

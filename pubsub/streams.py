@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from django.core.serializers.json import DjangoJSONEncoder
+from django.core.signals import request_started
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, models, transaction
 from django.db.backends.signals import connection_created
 from django.db.models.signals import post_delete, post_save
@@ -35,8 +36,10 @@ from .publishing import OutboxMessage, publish_many
 log = logging.getLogger("pubsub.streams")
 
 Event = Literal["created", "updated", "deleted"]
-# How long a process keeps the admin's streams before it reads them again.
+# How long a process keeps the admin's streams before it reads them again, and how soon
+# it tries again when reading them failed (keeping those it knew meanwhile).
 ADMIN_STREAMS_SECONDS: Final = 5.0
+ADMIN_STREAMS_RETRY_SECONDS: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -51,8 +54,7 @@ class StreamSpec:
         specs = _code_streams.get(self.label, [])
         if self in specs:
             specs.remove(self)
-        _current_admin_streams()  # known, so that the model's deletes stop being heard if none is left
-        _listen_to_deletes()
+        _listen_to_deletes()  # no query: once the admin's are known, unheard if none is left
 
 
 _code_streams: dict[str, list[StreamSpec]] = {}
@@ -133,11 +135,22 @@ def _streams_for(label: str) -> list[StreamSpec]:
     return _code_streams.get(label, []) + _current_admin_streams().get(label, [])
 
 
+def refresh_streams() -> None:
+    """Read the admin's streams if this process's copy is older than ADMIN_STREAMS_SECONDS.
+    Done by itself at each save, request, new database connection and tick of
+    `runhandlers`; a script that only deletes calls it first (docs/outbox.md)."""
+    _current_admin_streams()
+
+
 def _current_admin_streams() -> dict[str, list[StreamSpec]]:
     global _admin_streams
     loaded_at, admin = _admin_streams
     if time.monotonic() - loaded_at > ADMIN_STREAMS_SECONDS:
-        admin = _load_admin_streams()
+        read = _load_admin_streams()
+        if read is None:  # the database did not answer: those known stay, read again soon
+            _admin_streams = (time.monotonic() - ADMIN_STREAMS_SECONDS + ADMIN_STREAMS_RETRY_SECONDS, admin)
+            return admin
+        admin = read
         _admin_streams = (time.monotonic(), admin)
         _listen_to_deletes()
     return admin
@@ -169,12 +182,13 @@ def _delete_uid(label: str) -> str:
     return f"pubsub.streams.deleted.{label}"
 
 
-def _load_admin_streams() -> dict[str, list[StreamSpec]]:
+def _load_admin_streams() -> dict[str, list[StreamSpec]] | None:
+    """The admin's streams by model label; None when they could not be read."""
     from .models import ChangeStream
 
     found: dict[str, list[StreamSpec]] = {}
-    streams = ChangeStream.objects.filter(enabled=True).select_related("content_type")
     try:
+        streams = ChangeStream.objects.filter(enabled=True).select_related("content_type")
         if connection.in_atomic_block:
             # In a savepoint: while migrations run the table may not exist yet, and on
             # PostgreSQL a failed query would spoil the caller's transaction.
@@ -185,7 +199,7 @@ def _load_admin_streams() -> dict[str, list[StreamSpec]]:
             # begin IMMEDIATE and take the write lock.
             rows = list(streams)
     except DatabaseError:
-        return found
+        return None
     for row in rows:
         model = row.content_type.model_class()
         if model is None:  # its app is gone
@@ -234,8 +248,13 @@ def _connected(connection: Any, **kwargs: Any) -> None:
         _current_admin_streams()
 
 
+def _request_started(**kwargs: Any) -> None:
+    _current_admin_streams()
+
+
 def connect() -> None:
     """Listen to every model's saves (AppConfig.ready; a save of a model without a stream
     costs a dictionary lookup), and to the deletes of the models with a stream."""
     post_save.connect(_saved, dispatch_uid="pubsub.streams.saved")
     connection_created.connect(_connected, dispatch_uid="pubsub.streams.connected")
+    request_started.connect(_request_started, dispatch_uid="pubsub.streams.request_started")

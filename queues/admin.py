@@ -6,8 +6,9 @@ import logging
 from typing import Any
 
 from django.contrib import admin
-from django.contrib.admin.utils import get_deleted_objects, quote
+from django.contrib.admin.utils import NestedObjects, quote
 from django.contrib.admin.views.main import ChangeList
+from django.db import router as db_router
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import URLPattern, path, reverse
@@ -34,6 +35,15 @@ def _fetch_counts(names: list[str]) -> dict[str, QueueCounts]:
         # The page is still useful without counts; the failure is logged.
         logger.exception("live counts of %d queue(s) unavailable", len(names))
         return {}
+
+
+class _MessagesCounted(NestedObjects):
+    """The delete page's collector, with a queue's stored messages left out (counted)."""
+
+    def related_objects(self, related_model: Any, related_fields: Any, objs: Any) -> Any:
+        if related_model is Message:
+            return Message._base_manager.none()
+        return super().related_objects(related_model, related_fields, objs)
 
 
 @admin.register(Queue)
@@ -64,35 +74,37 @@ class QueueAdmin(NameFixedOnceSaved, admin.ModelAdmin[Queue]):
     def get_deleted_objects(
         self, objs: Any, request: HttpRequest
     ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
-        """What the delete page lists: each queue, its bindings as Django lists them, and the
-        number of its stored messages. Django's own list would read every message (a
-        backlog's millions) to name each on the page, and ask for the right to delete
-        messages, which the admin gives no one (MessageAdmin); they go with their queue,
-        in one statement."""
+        """Django's delete page (every row the delete takes, rows that protect the queue, the
+        rights it needs), but a queue's stored messages counted rather than listed: Django
+        would read each one (a backlog's millions) to name it on the page. They go with the
+        queue, in one statement, for whoever may delete it."""
         queues = list(objs)
+        if not queues:
+            return [], {}, set(), []
         stored = dict(
             Message.objects.filter(queue__in=queues).values("queue").annotate(n=Count("id")).values_list("queue", "n")
         )
-        listed: list[Any] = []
-        counts = {str(Queue._meta.verbose_name_plural): len(queues)}
+        collector = _MessagesCounted(using=db_router.db_for_write(Queue), origin=objs)
+        collector.collect(queues)
         perms_needed: set[str] = set()
-        protected: list[Any] = []
-        for queue in queues:
-            if not self.has_delete_permission(request, queue):
-                perms_needed.add(str(Queue._meta.verbose_name))
-            url = reverse(f"{self.admin_site.name}:queues_queue_change", args=[quote(queue.pk)])
-            listed.append(format_html('{}: <a href="{}">{}</a>', capfirst(Queue._meta.verbose_name), url, queue))
-            children, model_count, needed, refused = get_deleted_objects(list(queue.bindings.all()), request, self.admin_site)
-            messages = stored.get(queue.pk, 0)
-            if messages:  # part of the queue: deleting it is enough
-                children.append(f"{messages} stored messages")
-                model_count[str(Message._meta.verbose_name_plural)] = messages
-            if children:
-                listed.append(children)
-            for name, count in model_count.items():
-                counts[name] = counts.get(name, 0) + count
-            perms_needed |= needed
-            protected += refused
+
+        def line(obj: Any) -> str:
+            opts = obj._meta
+            if not self.admin_site.is_registered(type(obj)):
+                return f"{capfirst(opts.verbose_name)}: {obj}"
+            if not self.admin_site.get_model_admin(type(obj)).has_delete_permission(request, obj):
+                perms_needed.add(str(opts.verbose_name))
+            url = reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change", args=[quote(obj.pk)])
+            shown = format_html('{}: <a href="{}">{}</a>', capfirst(opts.verbose_name), url, obj)
+            messages = stored.get(obj.pk, 0) if isinstance(obj, Queue) else 0
+            return format_html("{} ({} stored messages)", shown, messages) if messages else shown
+
+        listed = collector.nested(line)
+        protected = [line(obj) for obj in collector.protected]
+        model_objs: dict[Any, Any] = collector.model_objs
+        counts = {str(model._meta.verbose_name_plural): len(found) for model, found in model_objs.items()}
+        if stored:
+            counts[str(Message._meta.verbose_name_plural)] = sum(stored.values())
         return listed, counts, perms_needed, protected
 
     def get_changelist_instance(self, request: HttpRequest) -> ChangeList:

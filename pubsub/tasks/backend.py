@@ -43,7 +43,8 @@ from .compat import (
 
 # Broker queues of tasks are named by this prefix and Django's queue name.
 QUEUE_PREFIX: Final = "tasks."
-# KEEP_RESULTS: a day, as Celery keeps its results.
+# KEEP_RESULTS: a day, as Celery keeps its results; at most a hundred years (None: for ever).
+MAX_KEEP_RESULTS: Final = 100 * 365 * 86400
 DEFAULT_OPTIONS: Final[dict[str, Any]] = {"CONCURRENCY": 1, "MAX_ATTEMPTS": 1, "TIME_LIMIT": 300.0, "KEEP_RESULTS": 86400}
 
 
@@ -61,10 +62,12 @@ class BrokerTaskBackend(BaseTaskBackend):  # type: ignore[misc]
         super().__init__(alias, params)
         self.options = {**DEFAULT_OPTIONS, **(params.get("OPTIONS") or {})}
         kept = self.options["KEEP_RESULTS"]
-        if kept is not None and (isinstance(kept, bool) or not isinstance(kept, (int, float)) or kept < 0):
+        if kept is not None and (
+            isinstance(kept, bool) or not isinstance(kept, (int, float)) or not 0 <= kept <= MAX_KEEP_RESULTS
+        ):
             raise ImproperlyConfigured(
-                f"TASKS[{alias!r}]['OPTIONS']['KEEP_RESULTS']: seconds to keep a finished result (0 or more),"
-                f" or None to keep them all; not {kept!r}"
+                f"TASKS[{alias!r}]['OPTIONS']['KEEP_RESULTS']: seconds to keep a finished result (0 to"
+                f" {MAX_KEEP_RESULTS}, a hundred years), or None to keep them all; not {kept!r}"
             )
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:

@@ -95,10 +95,11 @@ def test_deleting_a_queue_in_the_admin_counts_its_stored_messages_without_readin
         Message(id=n, queue=queue, message_id=f"m-{n}", body="1", published_at="") for n in range(1, 301)
     )
     exchange = Exchange.objects.create(name="orders", type="direct")
-    Binding.objects.create(exchange=exchange, queue=queue, binding_key="eu")
+    binding = Binding.objects.create(exchange=exchange, queue=queue, binding_key="eu")
     with CaptureQueriesContext(connection) as queries:
         page = admin_client.get(f"/admin/queues/queue/{queue.pk}/delete/").content.decode()
-    assert f'Queue: <a href="/admin/queues/queue/{queue.pk}/change/">backlog</a>' in page
+    assert f'Queue: <a href="/admin/queues/queue/{queue.pk}/change/">backlog</a> (300 stored messages)' in page
+    assert f'Binding: <a href="/admin/bindings/binding/{binding.pk}/change/">' in page
     assert "300 stored messages" in page and "m-1 in queue" not in page
     assert "<li>Messages: 300</li>" in page and "<li>Bindings: 1</li>" in page
     reads = [q["sql"] for q in queries.captured_queries if '"queues_message"."id" =' in q["sql"] or "m-1" in q["sql"]]

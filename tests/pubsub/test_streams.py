@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 from django.contrib.contenttypes.models import ContentType
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models.deletion import Collector
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from exchanges.models import Exchange
-from pubsub import publish, publish_changes, stream
+from pubsub import publish, publish_changes, refresh_streams, stream
 from pubsub.models import ChangeStream, OutboxRow
 from pubsub.recording import Published
 from pubsub.streams import forget_admin_streams
@@ -117,11 +118,32 @@ def fast_deleted(model: type[Any]) -> bool:
 
 
 def test_a_model_without_a_stream_keeps_django_s_fast_delete() -> None:
+    refresh_streams()  # the admin's streams known: none
     assert fast_deleted(Message)
     spec = stream(Message, exchange="audit")
     assert not fast_deleted(Message)  # its deletes are heard: each is published
     spec.close()
     assert fast_deleted(Message)
+
+
+def test_a_failed_read_of_the_admin_s_streams_keeps_those_known(monkeypatch: pytest.MonkeyPatch) -> None:
+    Exchange.objects.create(name="changes", type="fanout")
+    ChangeStream.objects.create(content_type=ContentType.objects.get_for_model(Message), exchange="changes")
+    refresh_streams()
+    assert not fast_deleted(Message)
+    forget_admin_streams()
+
+    def away(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("the database is away")
+
+    monkeypatch.setattr(ChangeStream.objects, "filter", away)
+    refresh_streams()
+    assert not fast_deleted(Message)  # still heard
+    Message.objects.create(id=1, queue=Queue.objects.create(name="q"), message_id="m-1", body="1", published_at="")
+    monkeypatch.undo()
+    with capture_published() as published:
+        Message.objects.filter(id=1).delete()
+    assert [m.routing_key for m in published] == ["queues.message.deleted"]
 
 
 def test_deleting_a_queue_deletes_its_stored_messages_without_reading_them() -> None:
@@ -164,4 +186,24 @@ def test_a_process_hears_deletes_of_a_stream_another_process_declared_in_the_adm
     connection.close()
     with capture_published() as published:
         Queue.objects.filter(name="q").delete()  # its first query connects
+    assert [m.routing_key for m in published] == ["queues.message.deleted"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("first", ["request", "refresh_streams"])
+def test_a_bulk_delete_hears_the_admin_s_streams_after_a_request_or_refresh_streams(first: str) -> None:
+    """A bulk delete that is a process's first query is decided before it connects: a
+    request, or `refresh_streams()` in a script, reads the admin's streams first."""
+    Exchange.objects.create(name="changes", type="fanout")
+    Message.objects.create(id=1, queue=Queue.objects.create(name="q"), message_id="m-1", body="1", published_at="")
+    ChangeStream.objects.bulk_create(
+        [ChangeStream(content_type=ContentType.objects.get_for_model(Message), exchange="changes")]
+    )
+    forget_admin_streams()
+    if first == "request":
+        Client().get("/health")
+    else:
+        refresh_streams()
+    with capture_published() as published:
+        Message.objects.filter(id=1).delete()
     assert [m.routing_key for m in published] == ["queues.message.deleted"]

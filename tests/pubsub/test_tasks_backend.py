@@ -177,7 +177,7 @@ def test_results_are_deleted_in_batches_until_none_is_left(settings: Any, monkey
     assert prune_task_results() == 5 and not TaskResultRow.objects.exists()
 
 
-@pytest.mark.parametrize("kept", [-1, "a day", True])
+@pytest.mark.parametrize("kept", [-1, "a day", True, float("nan"), float("inf"), 10**11])
 def test_keep_results_must_be_seconds_or_none(settings: Any, kept: Any) -> None:
     from pubsub.tasks.compat import task_backends
 

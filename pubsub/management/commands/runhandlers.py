@@ -19,6 +19,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from access.handler_token import handler_token
 from pubsub.handling import autodiscover, registered
+from pubsub.streams import refresh_streams
 from pubsub.tasks.execution import prune_task_results, publish_due_tasks, register_task_handlers
 from pubsub.worker.declare import DeclareError
 from pubsub.worker.runner import Runner
@@ -63,7 +64,8 @@ class Command(BaseCommand):
             urls=options["urls"] or settings.HANDLERS_BROKER_URLS,
             token=handler_token,
             grace=options["grace"],
-            ticks=[publish_due_tasks, prune_task_results] if runs_tasks else [],
+            # The admin's model change streams kept fresh: a handler that only deletes publishes them.
+            ticks=[refresh_streams, *([publish_due_tasks, prune_task_results] if runs_tasks else [])],
         )
         try:
             asyncio.run(self._run(runner))
