@@ -68,6 +68,16 @@ def _message(handler: Handler, frame: dict[str, Any]) -> Message:
     )
 
 
+def _log_settled(handler: Handler, message: Message, outcome: Outcome) -> None:
+    """Log a message's end when it is news: dead-lettered, or found handled before."""
+    if outcome is Outcome.DEAD_LETTERED:
+        log.error("handler %s: message %s dead-lettered after %d attempts",
+                  handler.name, message.message_id, message.delivery_count)
+    elif outcome is Outcome.ALREADY_HANDLED:
+        log.info("handler %s: message %s was handled before; acknowledged without running",
+                 handler.name, message.message_id)
+
+
 class _Acks:
     """Delivery tags to ack in one frame, and its send."""
 
@@ -354,9 +364,7 @@ class Runner:
             self._track(self._process(handler, frame, ws, generation, message=message, failure=outcome))
             return
         self.counts[handler.name][outcome.value] += 1
-        if outcome is Outcome.ALREADY_HANDLED:
-            log.info("handler %s: message %s was handled before; acknowledged without running",
-                     handler.name, message.message_id)
+        _log_settled(handler, message, outcome)
         if generation == self._generation and ws is self._ws:
             self._ack_soon(ws, frame["delivery_tag"])
 
@@ -411,12 +419,7 @@ class Runner:
             if generation != self._generation:
                 return  # its connection is gone: the broker hands it out again, its attempts counted
             message = replace(message, delivery_count=message.delivery_count + 1, redelivered=True)
-        if outcome is Outcome.DEAD_LETTERED:
-            log.error("handler %s: message %s dead-lettered after %d attempts",
-                      handler.name, message.message_id, message.delivery_count)
-        elif outcome is Outcome.ALREADY_HANDLED:
-            log.info("handler %s: message %s was handled before; acknowledged without running",
-                     handler.name, message.message_id)
+        _log_settled(handler, message, outcome)
         if generation == self._generation and ws is self._ws:
             await asyncio.shield(self._ack_soon(ws, frame["delivery_tag"]))
 
