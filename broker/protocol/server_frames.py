@@ -109,6 +109,9 @@ class StatsTotals(TypedDict):
     connections: int
     outbox_depth: int  # messages published from Django code, not yet routed
     outbox_oldest_age: float | None  # seconds the oldest of them has waited
+    queues: int  # all of them; the frame lists at most 500 of each
+    exchanges: int
+    bindings: int
 
 
 class StatsQueue(TypedDict):

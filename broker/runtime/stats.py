@@ -8,10 +8,14 @@ does no I/O, so it is tested with a fake clock. The frame it builds is the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import heapq
+import itertools
+from collections.abc import Iterable, Sequence
+from typing import Final
 
 from broker.engine.broker import Broker
 from broker.engine.names import DEFAULT_EXCHANGE
+from broker.engine.queues import QueueState
 from broker.protocol.server_frames import (
     StatsBinding,
     StatsExchange,
@@ -25,23 +29,35 @@ from . import memory
 
 _Totals = tuple[int, int, int]  # enqueued, delivered, acknowledged
 _NEW: _Totals = (0, 0, 0)  # a queue declared since the last sample started from nothing
+# Queues, exchanges and bindings listed in a frame, at most, each (the totals count them all).
+LISTED: Final = 500
 
 
 class StatsSampler:
     def __init__(self) -> None:
         self._at: float | None = None
         self._published = 0
-        self._queues: dict[str, _Totals] = {}
-        self._rates: dict[str, tuple[float, float, float]] = {}
-        self._published_rate = 0.0
+        self._queues: dict[str, _Totals] = {}  # each queue's totals at the last sample
+        self._before: dict[str, _Totals] = {}  # ... and at the one before, `_span` seconds earlier
+        self._span = 0.0
+        self._published_rate = self._delivered_rate = self._acknowledged_rate = 0.0
 
     def sample(self, broker: Broker, *, now: float) -> None:
-        """Take the totals now; rates are over the time since the previous sample."""
+        """Take the totals now; rates are over the time since the previous sample (a queue's
+        own worked out when it is listed)."""
         queues = {name: (q.enqueued, q.delivered, q.acknowledged) for name, q in broker.queues.items()}
         if self._at is not None and now > self._at:
             span = now - self._at
+            before = self._queues
+            delivered = acknowledged = 0
+            for name, (_, delivered_now, acknowledged_now) in queues.items():
+                # A queue deleted and declared again starts from zero: never a negative rate.
+                _, delivered_then, acknowledged_then = before.get(name, _NEW)
+                delivered += max(0, delivered_now - delivered_then)
+                acknowledged += max(0, acknowledged_now - acknowledged_then)
             self._published_rate = max(0, broker.published - self._published) / span
-            self._rates = {name: _rates(totals, self._queues.get(name, _NEW), span) for name, totals in queues.items()}
+            self._delivered_rate, self._acknowledged_rate = delivered / span, acknowledged / span
+            self._before, self._span = before, span
         self._at, self._published, self._queues = now, broker.published, queues
 
     def frame(
@@ -52,34 +68,25 @@ class StatsSampler:
         outbox: tuple[int, float | None] = (0, None),
         handlers: Sequence[StatsHandler] = (),
     ) -> StatsFrame:
-        """The `stats` frame: counts as they are now, rates from the last two samples."""
-        queues: list[StatsQueue] = []
-        delivered = acknowledged = ready = unacked = consumers = 0.0
-        for name, queue in broker.queues.items():
-            publish_rate, deliver_rate, ack_rate = self._rates.get(name, (0.0, 0.0, 0.0))
-            delivered += deliver_rate
-            acknowledged += ack_rate
+        """The `stats` frame: counts as they are now, rates from the last two samples. The
+        totals cover every queue; the lists hold at most LISTED queues (those holding the
+        most messages), LISTED exchanges and the bindings between those, so that a broker
+        of a hundred thousand queues costs a watcher a frame of the same size as one of a
+        thousand, and the router's loop a pass over its queues, not a frame of each."""
+        ready = unacked = consumers = 0
+        for queue in broker.queues.values():
             ready += queue.depth
             unacked += queue.unacked
             consumers += len(queue.consumers)
-            spec = queue.spec
-            queues.append(StatsQueue(
-                name=name,
-                durable=spec.durable,
-                auto_delete=spec.auto_delete,
-                exclusive=spec.exclusive_to is not None,
-                arguments=dict(spec.arguments),
-                messages_ready=queue.depth,
-                messages_unacknowledged=queue.unacked,
-                consumers=len(queue.consumers),
-                publish_rate=round(publish_rate, 2),
-                deliver_rate=round(deliver_rate, 2),
-                ack_rate=round(ack_rate, 2),
-            ))
+        chosen: Iterable[tuple[str, QueueState]] = broker.queues.items()
+        if len(broker.queues) > LISTED:
+            chosen = heapq.nlargest(LISTED, chosen, key=lambda item: item[1].depth + item[1].unacked)
+        queues = sorted((self._queue(name, queue) for name, queue in chosen), key=lambda q: q["name"])
         exchanges = [StatsExchange(name=DEFAULT_EXCHANGE, type="direct", durable=True, arguments={})] + [
             StatsExchange(name=name, type=str(x.spec.type), durable=x.spec.durable, arguments=dict(x.spec.arguments))
-            for name, x in broker.exchanges.items()
+            for name, x in itertools.islice(sorted(broker.exchanges.items()), LISTED - 1)
         ]
+        listed = {q["name"] for q in queues} | {x["name"] for x in exchanges}
         bindings = [
             StatsBinding(
                 exchange=b.exchange,
@@ -88,28 +95,52 @@ class StatsSampler:
                 binding_key=b.binding_key,
                 arguments=dict(b.arguments or {}),
             )
-            for b in broker.bindings.values()
+            for b in itertools.islice(
+                (b for b in broker.bindings.values() if b.exchange in listed and b.destination in listed), LISTED
+            )
         ]
         return {
             "type": "stats",
             "at": at,
             "totals": {
                 "published": round(self._published_rate, 2),
-                "delivered": round(delivered, 2),
-                "acknowledged": round(acknowledged, 2),
-                "messages_ready": int(ready),
-                "messages_unacknowledged": int(unacked),
-                "consumers": int(consumers),
+                "delivered": round(self._delivered_rate, 2),
+                "acknowledged": round(self._acknowledged_rate, 2),
+                "messages_ready": ready,
+                "messages_unacknowledged": unacked,
+                "consumers": consumers,
                 "connections": len(broker.connections),
                 "outbox_depth": outbox[0],
                 "outbox_oldest_age": None if outbox[1] is None else round(outbox[1], 3),
+                "queues": len(broker.queues),
+                "exchanges": len(broker.exchanges) + 1,  # the default exchange's too
+                "bindings": len(broker.bindings),
             },
-            "queues": sorted(queues, key=lambda q: q["name"]),
+            "queues": queues,
             "exchanges": sorted(exchanges, key=lambda x: x["name"]),
             "bindings": bindings,
             "handlers": sorted(handlers, key=lambda h: (h["queue"], h["process"])),
             "memory": _memory(),
         }
+
+    def _queue(self, name: str, queue: QueueState) -> StatsQueue:
+        publish_rate = deliver_rate = ack_rate = 0.0
+        if self._span and name in self._queues:
+            publish_rate, deliver_rate, ack_rate = _rates(self._queues[name], self._before.get(name, _NEW), self._span)
+        spec = queue.spec
+        return StatsQueue(
+            name=name,
+            durable=spec.durable,
+            auto_delete=spec.auto_delete,
+            exclusive=spec.exclusive_to is not None,
+            arguments=dict(spec.arguments),
+            messages_ready=queue.depth,
+            messages_unacknowledged=queue.unacked,
+            consumers=len(queue.consumers),
+            publish_rate=round(publish_rate, 2),
+            deliver_rate=round(deliver_rate, 2),
+            ack_rate=round(ack_rate, 2),
+        )
 
 
 def _memory() -> StatsMemory:
@@ -120,6 +151,5 @@ def _memory() -> StatsMemory:
 
 
 def _rates(now: _Totals, before: _Totals, span: float) -> tuple[float, float, float]:
-    # A queue deleted and declared again starts from zero: never a negative rate.
     enqueued, delivered, acknowledged = (max(0, a - b) / span for a, b in zip(now, before, strict=True))
     return enqueued, delivered, acknowledged

@@ -209,6 +209,12 @@ export function renderOverview(frame) {
     for (const el of document.querySelectorAll("[data-total]")) {
       el.textContent = fmt(frame.totals[el.dataset.total]);
     }
+    // The broker lists at most 500 of each (the queues holding the most messages); the totals count them all.
+    for (const el of document.querySelectorAll("[data-listed]")) {
+      const all = frame.totals[el.dataset.listed];
+      const shown = (frame[el.dataset.listed] || []).length;
+      el.textContent = all > shown ? `${fmt(shown)} of ${fmt(all)} listed` : "";
+    }
   }
   const memory = frame.memory;
   const memoryTile = document.getElementById("memory");

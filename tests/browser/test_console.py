@@ -331,3 +331,20 @@ def test_rabbitmq_features_show_as_labels_next_to_their_names(page: Any, broker:
         expect(page.locator('#exchanges tr[data-name="later"] td.name')).to_contain_text("delayed, as topic")
         expect(page.locator('#queues tr[data-name="amq.delayed.later"]')).to_have_count(1)
     screenshot(page, "console-queue-features")
+
+
+def test_past_500_queues_the_lists_say_how_many_they_leave_out(page: Any, broker: BrokerProcess) -> None:
+    """The `stats` frame lists at most 500 queues (those holding the most messages): the
+    console says so, and still shows the deepest one."""
+    names = [f"many-{n:03d}" for n in range(501)]
+    with httpx.Client(base_url=broker.url, timeout=10) as api:
+        for name in names:
+            assert api.post("/api/queues/", json={"name": name}).status_code == 201
+        assert api.post("/api/exchanges/amq.default/publish/", json={"routing_key": "many-500", "body": 1}).status_code == 200
+        try:
+            expect(page.locator('[data-listed="queues"]')).to_have_text(re.compile(r"^500 of \d+ listed$"))
+            expect(queue_cell(page, "many-500", "messages_ready")).to_have_text("1")
+        finally:
+            for name in names:
+                api.delete(f"/api/queues/{name}/")
+    expect(page.locator('[data-listed="queues"]')).to_have_text("")

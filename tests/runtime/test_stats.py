@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from broker.engine.broker import Broker
 from broker.engine.queues import AckMode
+from broker.runtime import stats
 from broker.runtime.stats import StatsSampler
 from tests.engine.helpers import bind, exchange, msg, queue
 
@@ -49,3 +52,29 @@ def test_a_queue_declared_again_never_shows_a_negative_rate() -> None:
     sampler.sample(broker, now=2.0)
     (row,) = sampler.frame(broker, at="t")["queues"]
     assert row["publish_rate"] == 0.0
+
+
+def test_a_frame_lists_the_queues_holding_the_most_messages_and_counts_them_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A watcher's frame stays the same size however many queues there are: the totals
+    count every queue, exchange and binding, the lists hold at most LISTED of each."""
+    monkeypatch.setattr(stats, "LISTED", 3)
+    broker = Broker()
+    for name in ("e1", "e2", "e3", "e4"):
+        exchange(broker, name, "fanout")
+    for n, name in enumerate(["a", "b", "c", "d", "e"]):
+        queue(broker, name)
+        bind(broker, "e1", name)
+        for _ in range(n if name != "a" else 10):  # a: 10 messages, b: 1, c: 2, d: 3, e: 4
+            broker.publish(msg("", name), now=1.0)
+    sampler = StatsSampler()
+    sampler.sample(broker, now=1.0)
+
+    frame = sampler.frame(broker, at="2026-11-28T12:00:00.000000Z")
+    assert [q["name"] for q in frame["queues"]] == ["a", "d", "e"]  # the deepest three, by name
+    assert [x["name"] for x in frame["exchanges"]] == ["", "e1", "e2"]
+    assert [(b["exchange"], b["queue"]) for b in frame["bindings"]] == [("e1", "a"), ("e1", "d"), ("e1", "e")]
+    totals = frame["totals"]
+    assert (totals["queues"], totals["exchanges"], totals["bindings"]) == (5, 5, 5)
+    assert totals["messages_ready"] == 10 + 1 + 2 + 3 + 4  # every queue's
