@@ -45,8 +45,10 @@ class StatsSampler:
     def sample(self, broker: Broker, *, now: float) -> None:
         """Take the totals now; rates are over the time since the previous sample (a queue's
         own worked out when it is listed)."""
+        if self._at is not None and now <= self._at:
+            return  # no time between them: the last sample stands
         queues = {name: (q.enqueued, q.delivered, q.acknowledged) for name, q in broker.queues.items()}
-        if self._at is not None and now > self._at:
+        if self._at is not None:
             span = now - self._at
             before = self._queues
             delivered = acknowledged = 0
@@ -69,8 +71,9 @@ class StatsSampler:
         handlers: Sequence[StatsHandler] = (),
     ) -> StatsFrame:
         """The `stats` frame: counts as they are now, rates from the last two samples. The
-        totals cover every queue; the lists hold at most LISTED queues (those holding the
-        most messages), LISTED exchanges and the bindings between those, so that a broker
+        totals cover every queue; the lists hold at most LISTED queues (declared ones before
+        connections' private ones, each by the messages it holds),
+        LISTED exchanges and the bindings between those, so that a broker
         of a hundred thousand queues costs a watcher a frame of the same size as one of a
         thousand, and the router's loop a pass over its queues, not a frame of each."""
         ready = unacked = consumers = 0
@@ -80,13 +83,20 @@ class StatsSampler:
             consumers += len(queue.consumers)
         chosen: Iterable[tuple[str, QueueState]] = broker.queues.items()
         if len(broker.queues) > LISTED:
-            chosen = heapq.nlargest(LISTED, chosen, key=lambda item: item[1].depth + item[1].unacked)
+            # Declared queues before connections' private ones (the console's forms offer
+            # them), each kind by the messages it holds.
+            declared = [item for item in broker.queues.items() if item[1].spec.exclusive_to is None]
+            private = (item for item in broker.queues.items() if item[1].spec.exclusive_to is not None)
+            chosen = heapq.nlargest(LISTED, declared, key=_held)
+            if len(chosen) < LISTED:
+                chosen += heapq.nlargest(LISTED - len(chosen), private, key=_held)
         queues = sorted((self._queue(name, queue) for name, queue in chosen), key=lambda q: q["name"])
         exchanges = [StatsExchange(name=DEFAULT_EXCHANGE, type="direct", durable=True, arguments={})] + [
             StatsExchange(name=name, type=str(x.spec.type), durable=x.spec.durable, arguments=dict(x.spec.arguments))
             for name, x in itertools.islice(sorted(broker.exchanges.items()), LISTED - 1)
         ]
-        listed = {q["name"] for q in queues} | {x["name"] for x in exchanges}
+        listed_queues = {q["name"] for q in queues}
+        listed_exchanges = {x["name"] for x in exchanges}
         bindings = [
             StatsBinding(
                 exchange=b.exchange,
@@ -96,7 +106,12 @@ class StatsSampler:
                 arguments=dict(b.arguments or {}),
             )
             for b in itertools.islice(
-                (b for b in broker.bindings.values() if b.exchange in listed and b.destination in listed), LISTED
+                (
+                    b for b in broker.bindings.values()
+                    if b.exchange in listed_exchanges
+                    and b.destination in (listed_exchanges if b.to_exchange else listed_queues)
+                ),
+                LISTED,
             )
         ]
         return {
@@ -141,6 +156,10 @@ class StatsSampler:
             deliver_rate=round(deliver_rate, 2),
             ack_rate=round(ack_rate, 2),
         )
+
+
+def _held(item: tuple[str, QueueState]) -> int:
+    return item[1].depth + item[1].unacked
 
 
 def _memory() -> StatsMemory:

@@ -78,3 +78,28 @@ def test_a_frame_lists_the_queues_holding_the_most_messages_and_counts_them_all(
     totals = frame["totals"]
     assert (totals["queues"], totals["exchanges"], totals["bindings"]) == (5, 5, 5)
     assert totals["messages_ready"] == 10 + 1 + 2 + 3 + 4  # every queue's
+
+
+def test_declared_queues_are_listed_before_private_ones_and_bindings_match_by_kind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stats, "LISTED", 3)
+    broker = Broker()
+    for name in ("a", "b", "y"):
+        exchange(broker, name, "fanout")
+    connection = broker.open_connection()
+    for n in range(3):  # private queues, deeper than every declared one
+        queue(broker, f"private-{n}", durable=False, exclusive_to=connection)
+        broker.publish(msg("", f"private-{n}"), now=1.0)
+    for name in ("old", "y", "new"):  # a queue may share its name with an exchange
+        queue(broker, name)
+    bind(broker, "y", "old")  # from exchange y, which is not listed (the first three: "", a, b)
+    bind(broker, "a", "old")
+    sampler = StatsSampler()
+    sampler.sample(broker, now=1.0)
+    sampler.sample(broker, now=1.0)  # no time between them: the first stands
+
+    frame = sampler.frame(broker, at="2026-11-28T12:00:00.000000Z")
+    assert [q["name"] for q in frame["queues"]] == ["new", "old", "y"]
+    assert [x["name"] for x in frame["exchanges"]] == ["", "a", "b"]
+    assert [(b["exchange"], b["queue"]) for b in frame["bindings"]] == [("a", "old")]
