@@ -7,6 +7,8 @@ live from the WebSocket's `stats` frames and drives the HTTP API for changes.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from typing import Any
 
 from django.conf import settings
@@ -15,8 +17,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
+from bindings.models import Binding
 from bindings.selectors import binding_list
 from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS
+from broker.runtime.stats import LISTED
 from console.features import exchange_features, queue_features
 from exchanges.selectors import exchange_list
 from queues.selectors import queue_list
@@ -25,7 +29,16 @@ LOGIN_URL = "/admin/login/"
 
 
 def _initial_state() -> dict[str, Any]:
-    """The topology in the shape of a WebSocket `stats` frame, rates unknown (null)."""
+    """The topology in the shape of a WebSocket `stats` frame, rates unknown (null), with
+    as many of each as the frame lists (broker/runtime/stats.py): at most LISTED queues
+    (declared ones before private ones, each by the messages it holds), the first LISTED
+    exchanges by name and the bindings between those."""
+    infos = queue_list()
+    if len(infos) > LISTED:
+        held = heapq.nlargest(
+            LISTED, infos, key=lambda info: (not info.exclusive, (info.messages_ready or 0) + (info.messages_unacknowledged or 0))
+        )
+        infos = sorted(held, key=lambda info: info.name)
     exchanges = [
         {
             "name": DEFAULT_EXCHANGE if row.name == DEFAULT_EXCHANGE_ALIAS and row.pk is None else row.name,
@@ -34,7 +47,7 @@ def _initial_state() -> dict[str, Any]:
             "arguments": dict(row.arguments or {}),
             "features": exchange_features(row.arguments or {}),
         }
-        for row in exchange_list()
+        for row in exchange_list()[:LISTED]
     ]
     queues = [
         {
@@ -51,8 +64,10 @@ def _initial_state() -> dict[str, Any]:
             "deliver_rate": None,
             "ack_rate": None,
         }
-        for info in queue_list()
+        for info in infos
     ]
+    listed_exchanges = {str(x["name"]) for x in exchanges}
+    listed_queues = {info.name for info in infos}
     bindings = [
         {
             "id": row.pk,
@@ -62,9 +77,19 @@ def _initial_state() -> dict[str, Any]:
             "binding_key": row.binding_key,
             "arguments": row.arguments or {},
         }
-        for row in binding_list()
+        for row in itertools.islice(
+            (row for row in binding_list().iterator() if _between(row, listed_exchanges, listed_queues)), LISTED
+        )
     ]
     return {"exchanges": exchanges, "queues": queues, "bindings": bindings}
+
+
+def _between(row: Binding, exchanges: set[str], queues: set[str]) -> bool:
+    if row.exchange.name not in exchanges:
+        return False
+    if row.queue is not None:
+        return row.queue.name in queues
+    return row.destination_exchange is not None and row.destination_exchange.name in exchanges
 
 
 @ensure_csrf_cookie  # the console's fetch() calls send it back as X-CSRFToken

@@ -76,3 +76,24 @@ def test_home_sends_anonymous_users_to_the_login_page_unless_allowed(settings: A
     client = Client()
     client.force_login(User.objects.create_user("ops"))
     assert client.get("/").status_code == 200
+
+
+def test_home_lists_as_many_as_the_stats_frame_does(runtime_thread: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past LISTED queues the page lists the deepest LISTED, and the bindings between those
+    listed, as the `stats` frame that follows it does: a broker of many queues costs the
+    page no more."""
+    monkeypatch.setattr("console.views.LISTED", 3)
+    orders = Exchange.objects.create(name="orders", type="fanout")
+    for name in ("a", "b", "c", "d"):
+        Binding.objects.create(exchange=orders, queue=Queue.objects.create(name=name))
+    for name, count in (("a", 1), ("c", 2), ("d", 3)):
+        for _ in range(count):
+            on_loop(runtime_thread.loop, runtime_thread.publish, PublishRequest("", name, "1", {}, False, None))
+    html = Client().get("/").content.decode()
+    found = re.search(r'<script id="initial-state" type="application/json">(.*?)</script>', html, re.DOTALL)
+    assert found is not None
+    state = json.loads(found.group(1))
+    assert [q["name"] for q in state["queues"]] == ["a", "c", "d"]
+    assert len(state["exchanges"]) <= 3  # the default, orders, and amq.* ones when the database has them
+    listed = "orders" in {x["name"] for x in state["exchanges"]}
+    assert [b["queue"] for b in state["bindings"]] == (["a", "c", "d"] if listed else [])  # none to b
