@@ -7,7 +7,6 @@ live from the WebSocket's `stats` frames and drives the HTTP API for changes.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 from typing import Any
 
@@ -20,7 +19,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from bindings.models import Binding
 from bindings.selectors import binding_list
 from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS
-from broker.runtime.stats import LISTED
+from broker.runtime.stats import LISTED, fullest
 from console.features import exchange_features, queue_features
 from exchanges.selectors import exchange_list
 from queues.selectors import queue_list
@@ -33,12 +32,13 @@ def _initial_state() -> dict[str, Any]:
     as many of each as the frame lists (broker/runtime/stats.py): at most LISTED queues
     (declared ones before private ones, each by the messages it holds), the first LISTED
     exchanges by name and the bindings between those."""
-    infos = queue_list()
-    if len(infos) > LISTED:
-        held = heapq.nlargest(
-            LISTED, infos, key=lambda info: (not info.exclusive, (info.messages_ready or 0) + (info.messages_unacknowledged or 0))
-        )
-        infos = sorted(held, key=lambda info: info.name)
+    infos = sorted(
+        fullest(
+            queue_list(), LISTED, private=lambda info: info.exclusive,
+            held=lambda info: (info.messages_ready or 0) + (info.messages_unacknowledged or 0),
+        ),
+        key=lambda info: info.name,
+    )
     exchanges = [
         {
             "name": DEFAULT_EXCHANGE if row.name == DEFAULT_EXCHANGE_ALIAS and row.pk is None else row.name,

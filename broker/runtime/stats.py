@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Sequence
-from typing import Final
+from collections.abc import Callable, Collection, Sequence
+from typing import Final, TypeVar
 
 from broker.engine.broker import Broker
 from broker.engine.names import DEFAULT_EXCHANGE
@@ -31,6 +31,7 @@ _Totals = tuple[int, int, int]  # enqueued, delivered, acknowledged
 _NEW: _Totals = (0, 0, 0)  # a queue declared since the last sample started from nothing
 # Queues, exchanges and bindings listed in a frame, at most, each (the totals count them all).
 LISTED: Final = 500
+T = TypeVar("T")
 
 
 class StatsSampler:
@@ -81,15 +82,7 @@ class StatsSampler:
             ready += queue.depth
             unacked += queue.unacked
             consumers += len(queue.consumers)
-        chosen: Iterable[tuple[str, QueueState]] = broker.queues.items()
-        if len(broker.queues) > LISTED:
-            # Declared queues before connections' private ones (the console's forms offer
-            # them), each kind by the messages it holds.
-            declared = [item for item in broker.queues.items() if item[1].spec.exclusive_to is None]
-            private = (item for item in broker.queues.items() if item[1].spec.exclusive_to is not None)
-            chosen = heapq.nlargest(LISTED, declared, key=_held)
-            if len(chosen) < LISTED:
-                chosen += heapq.nlargest(LISTED - len(chosen), private, key=_held)
+        chosen = fullest(broker.queues.items(), LISTED, private=_private, held=_held)
         queues = sorted((self._queue(name, queue) for name, queue in chosen), key=lambda q: q["name"])
         exchanges = [StatsExchange(name=DEFAULT_EXCHANGE, type="direct", durable=True, arguments={})] + [
             StatsExchange(name=name, type=str(x.spec.type), durable=x.spec.durable, arguments=dict(x.spec.arguments))
@@ -156,6 +149,22 @@ class StatsSampler:
             deliver_rate=round(deliver_rate, 2),
             ack_rate=round(ack_rate, 2),
         )
+
+
+def fullest(items: Collection[T], limit: int, *, private: Callable[[T], bool], held: Callable[[T], int]) -> list[T]:
+    """At most `limit` of the queues `items`: declared ones before connections' private ones
+    (the console's forms offer them), each kind by the messages it `held`. The stats frame's
+    choice, and the console page's first drawing."""
+    if len(items) <= limit:
+        return list(items)
+    chosen = heapq.nlargest(limit, (item for item in items if not private(item)), key=held)
+    if len(chosen) < limit:
+        chosen += heapq.nlargest(limit - len(chosen), (item for item in items if private(item)), key=held)
+    return chosen
+
+
+def _private(item: tuple[str, QueueState]) -> bool:
+    return item[1].spec.exclusive_to is not None
 
 
 def _held(item: tuple[str, QueueState]) -> int:
