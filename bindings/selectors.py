@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 from bindings.models import Binding
 from broker.engine.errors import NotFound
 from broker.engine.rules import is_name
+from common.paging import Page, PageRequest
 
 
 def binding_list(
@@ -23,6 +24,12 @@ def binding_list(
         # refuse it (PostgreSQL: a NUL character).
         rows = rows.filter(**{field: name}) if is_name(name) else rows.none()
     return rows
+
+
+def binding_page(request: PageRequest, rows: QuerySet[Binding]) -> Page[Binding]:
+    """One page of `binding_list()`'s rows (bindings have no name to filter by)."""
+    total = rows.count()
+    return Page(request, list(rows[request.offset:request.offset + request.page_size]), total, total)
 
 
 def binding_detail(*, id: int) -> Binding:

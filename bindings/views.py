@@ -16,10 +16,13 @@ from rest_framework.serializers import BaseSerializer
 
 from access.drf import request_permissions
 from bindings.models import Binding
-from bindings.selectors import binding_detail, binding_list
+from bindings.selectors import binding_detail, binding_list, binding_page
 from bindings.serializers import BindingCreateSerializer, BindingSerializer
 from bindings.services import binding_create, binding_delete
-from common.api_schema import errors
+from common.api_schema import errors, paged_list
+from common.paging import page_request
+
+_PAGED = paged_list(BindingSerializer, "Binding", by_name=False)
 
 
 class BindingViewSet(viewsets.GenericViewSet[Binding]):
@@ -36,16 +39,21 @@ class BindingViewSet(viewsets.GenericViewSet[Binding]):
             OpenApiParameter(
                 "destination_exchange", str, description="only the bindings to this exchange (by name)"
             ),
+            *_PAGED["parameters"],
         ],
-        responses={200: BindingSerializer(many=True), **errors(401)},
+        responses=_PAGED["responses"],
     )
     def list(self, request: Request) -> Response:
         query = request.query_params
+        paging = page_request(query, by_name=False)
         rows = binding_list(
             exchange=query.get("exchange"), queue=query.get("queue"),
             destination_exchange=query.get("destination_exchange"),
         )
-        return Response(BindingSerializer(rows, many=True).data)
+        if paging is None:
+            return Response(BindingSerializer(rows, many=True).data)
+        page = binding_page(paging, rows)
+        return Response(page.envelope(BindingSerializer(page.items, many=True).data))
 
     @extend_schema(
         request=BindingCreateSerializer,

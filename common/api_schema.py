@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, inline_serializer
 from rest_framework import serializers
+
+from common.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 LOOKUP_NAME_REGEX: Final = r"[A-Za-z0-9_.:\-]+"  # docs/protocol.md's name characters
 
@@ -49,3 +51,38 @@ _MEANING: Final = {
 def errors(*statuses: int) -> dict[int, OpenApiResponse]:
     """`responses=` entries for these error statuses."""
     return {status: OpenApiResponse(ErrorSerializer, description=_MEANING[status]) for status in statuses}
+
+
+def paged_list(
+    item: type[serializers.Serializer[Any]], name: str, *, by_name: bool = True, statuses: tuple[int, ...] = (400, 401),
+) -> dict[str, Any]:
+    """`extend_schema` arguments of a list that pages on request (common/paging.py): its
+    query parameters, and its answer, the whole list or one page of it."""
+    page = inline_serializer(
+        name=f"{name}Page",
+        fields={
+            "items": item(many=True),
+            "page": serializers.IntegerField(),
+            "page_size": serializers.IntegerField(),
+            "page_count": serializers.IntegerField(help_text="pages of the filtered list"),
+            "item_count": serializers.IntegerField(help_text="items on this page"),
+            "filtered_count": serializers.IntegerField(help_text="items the name filter kept"),
+            "total_count": serializers.IntegerField(help_text="items before the name filter"),
+        },
+    )
+    parameters = [
+        OpenApiParameter("page", int, description="a page of the list, from 1 (any paging parameter "
+                         "answers with one page in an envelope; none, with the whole list)"),
+        OpenApiParameter("page_size", int, description=f"items per page, {DEFAULT_PAGE_SIZE} unless "
+                         f"given, at most {MAX_PAGE_SIZE}"),
+    ]
+    if by_name:
+        parameters += [
+            OpenApiParameter("name", str, description="only the items whose name contains this, "
+                             "ignoring case; with use_regex, a regular expression searched in the name"),
+            OpenApiParameter("use_regex", bool, description="name is a regular expression (false)"),
+        ]
+    answer = PolymorphicProxySerializer(
+        component_name=f"{name}List", serializers=[item(many=True), page], resource_type_field_name=None, many=False,
+    )
+    return {"parameters": parameters, "responses": {200: answer, **errors(*statuses)}}

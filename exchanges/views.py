@@ -17,9 +17,10 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from access.drf import request_permissions
-from common.api_schema import LOOKUP_NAME_REGEX, ErrorSerializer, errors
+from common.api_schema import LOOKUP_NAME_REGEX, ErrorSerializer, errors, paged_list
+from common.paging import page_request
 from exchanges.models import Exchange
-from exchanges.selectors import exchange_bindings, exchange_detail, exchange_list
+from exchanges.selectors import exchange_bindings, exchange_detail, exchange_list, exchange_page
 from exchanges.serializers import (
     ExchangeBindingSerializer,
     ExchangeDetailSerializer,
@@ -42,9 +43,13 @@ class ExchangeViewSet(viewsets.GenericViewSet[Exchange]):
             return ExchangeDetailSerializer
         return ExchangeSerializer
 
-    @extend_schema(responses={200: ExchangeSerializer(many=True), **errors(401)})
+    @extend_schema(**paged_list(ExchangeSerializer, "Exchange"))
     def list(self, request: Request) -> Response:
-        return Response(ExchangeSerializer(exchange_list(), many=True).data)
+        paging = page_request(request.query_params)
+        if paging is None:
+            return Response(ExchangeSerializer(exchange_list(), many=True).data)
+        page = exchange_page(paging)
+        return Response(page.envelope(ExchangeSerializer(page.items, many=True).data))
 
     @extend_schema(
         request=ExchangeSerializer,

@@ -13,7 +13,8 @@ from typing import Any
 
 from broker.engine.broker import QueueCounts
 from broker.engine.errors import NotFound, Unavailable
-from broker.router.calls import queue_counts, queue_snapshot, router_reachable
+from broker.router.calls import private_queue_names, queue_counts, queue_infos, queue_snapshot, router_reachable
+from common.paging import Page, PageRequest, page_of
 from queues.models import Queue
 
 
@@ -52,14 +53,25 @@ def queue_live_counts(names: list[str]) -> dict[str, QueueCounts]:
         return {}
 
 
-def _live_snapshot(names: list[str]) -> tuple[dict[str, QueueCounts], list[QueueInfo]]:
+def _live_snapshot(names: list[str], *, every_private: bool = True) -> tuple[dict[str, QueueCounts], list[QueueInfo]]:
+    """Counts of the named queues, and every private queue (or those among `names`)."""
     if not router_reachable():
         return {}, []
     try:
-        counts, private = queue_snapshot(names)
+        counts, private = queue_snapshot(names) if every_private else queue_infos(names)
     except Unavailable:
         return {}, []
     return counts, [QueueInfo(**info) for info in private]
+
+
+def _private_names(request: PageRequest) -> tuple[int, list[str]]:
+    """How many private queues there are, and the names of those the page's filter may keep."""
+    if not router_reachable():
+        return 0, []
+    try:
+        return private_queue_names(None if request.use_regex else request.name)
+    except Unavailable:
+        return 0, []
 
 
 def _info(row: Queue, counts: Any) -> QueueInfo:
@@ -84,12 +96,25 @@ def queue_list() -> list[QueueInfo]:
     return sorted(infos, key=lambda info: info.name)
 
 
+def queue_page(request: PageRequest) -> Page[QueueInfo]:
+    """One page of `queue_list()`: only its own queues are read in full and counted."""
+    stored = list(Queue.objects.order_by("name").values_list("name", flat=True))
+    private_total, private = _private_names(request)
+    names = page_of(request, sorted([*stored, *private]))
+    rows = {row.name: row for row in Queue.objects.filter(name__in=names.items)}
+    counts, private_infos = _live_snapshot(names.items, every_private=False)
+    found = {info.name: info for info in private_infos}
+    found.update((name, _info(row, counts.get(name))) for name, row in rows.items())
+    # A queue deleted between the two reads is left out of its page.
+    items = [found[name] for name in names.items if name in found]
+    return Page(request, items, names.filtered_count, len(stored) + private_total)
+
+
 def queue_detail(*, name: str) -> QueueInfo:
     row = Queue.objects.filter(name=name).first()
     if row is not None:
         return _info(row, queue_live_counts([name]).get(name))
-    _, private = _live_snapshot([])
-    for info in private:
-        if info.name == name:
-            return info
+    _, private = _live_snapshot([name], every_private=False)
+    if private:
+        return private[0]
     raise NotFound(f"queue {name!r} does not exist")

@@ -19,10 +19,11 @@ from rest_framework.serializers import BaseSerializer
 from access.drf import request_permissions
 from broker.engine.errors import BrokerError
 from broker.protocol.calls import BROWSER_ACTIONS
-from common.api_schema import LOOKUP_NAME_REGEX, errors
+from common.api_schema import LOOKUP_NAME_REGEX, errors, paged_list
+from common.paging import page_request
 from queues.browser import query_filter, queue_messages, queue_messages_act, selection_of
 from queues.models import Queue
-from queues.selectors import queue_detail, queue_list
+from queues.selectors import queue_detail, queue_list, queue_page
 from queues.serializers import (
     MessageActionDoneSerializer,
     MessageActionSerializer,
@@ -50,9 +51,13 @@ class QueueViewSet(viewsets.GenericViewSet[Queue]):
             return PurgedSerializer
         return QueueSerializer
 
-    @extend_schema(responses={200: QueueSerializer(many=True), **errors(401, 503)})
+    @extend_schema(**paged_list(QueueSerializer, "Queue", statuses=(400, 401, 503)))
     def list(self, request: Request) -> Response:
-        return Response(QueueSerializer(queue_list(), many=True).data)
+        paging = page_request(request.query_params)
+        if paging is None:
+            return Response(QueueSerializer(queue_list(), many=True).data)
+        page = queue_page(paging)
+        return Response(page.envelope(QueueSerializer(page.items, many=True).data))
 
     @extend_schema(
         request=QueueDeclareSerializer,

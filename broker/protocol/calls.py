@@ -33,6 +33,24 @@ class QueueSnapshotCall:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueNamesCall:
+    """[how many private queues there are, the names of those whose name contains `contains`
+    ignoring case (every one for None), sorted]: a page of the queues' list is chosen by name."""
+
+    op: ClassVar[str] = "queue.names"
+    contains: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfosCall:
+    """[the counts of `names` as QueueCountsCall gives them, the private queues among them as
+    QueueSnapshotCall gives them]: one page of the queues' list, or one queue."""
+
+    op: ClassVar[str] = "queue.infos"
+    names: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class QueueIsPrivateCall:
     """Is `name` the private (exclusive) queue of a live connection?"""
 
@@ -113,15 +131,15 @@ class TopologyCall:
 
 
 RouterCall = (
-    QueueCountsCall | QueueSnapshotCall | QueueIsPrivateCall | QueuePurgeCall | QueueGetCall
-    | QueueBrowseCall | QueueOriginsCall | QueueActCall | TopologyCall
+    QueueCountsCall | QueueSnapshotCall | QueueNamesCall | QueueInfosCall | QueueIsPrivateCall | QueuePurgeCall
+    | QueueGetCall | QueueBrowseCall | QueueOriginsCall | QueueActCall | TopologyCall
 )
 
 CALLS: Final[dict[str, type[RouterCall]]] = {
     cls.op: cls
     for cls in (
-        QueueCountsCall, QueueSnapshotCall, QueueIsPrivateCall, QueuePurgeCall, QueueGetCall,
-        QueueBrowseCall, QueueOriginsCall, QueueActCall, TopologyCall,
+        QueueCountsCall, QueueSnapshotCall, QueueNamesCall, QueueInfosCall, QueueIsPrivateCall, QueuePurgeCall,
+        QueueGetCall, QueueBrowseCall, QueueOriginsCall, QueueActCall, TopologyCall,
     )
 }
 

@@ -21,7 +21,9 @@ from broker.protocol.calls import (
     QueueBrowseCall,
     QueueCountsCall,
     QueueGetCall,
+    QueueInfosCall,
     QueueIsPrivateCall,
+    QueueNamesCall,
     QueueOriginsCall,
     QueuePurgeCall,
     QueueSnapshotCall,
@@ -96,6 +98,19 @@ def queue_snapshot(names: list[str]) -> tuple[dict[str, QueueCounts], list[dict[
     """Live counts of the named queues, and every private queue (its fields as a dict)."""
     counts, private = call_router(QueueSnapshotCall(names))
     return {name: QueueCounts(*found) for name, found in counts.items()}, list(private)
+
+
+def queue_infos(names: list[str]) -> tuple[dict[str, QueueCounts], list[dict[str, Any]]]:
+    """Live counts of the named queues, and the private ones among them (as dicts)."""
+    counts, private = call_router(QueueInfosCall(names))
+    return {name: QueueCounts(*found) for name, found in counts.items()}, list(private)
+
+
+def private_queue_names(contains: str | None) -> tuple[int, list[str]]:
+    """How many private queues there are, and the names of those whose name contains
+    `contains` ignoring case (all of them for None), sorted."""
+    total, names = call_router(QueueNamesCall(contains))
+    return int(total), list(names)
 
 
 def queue_is_private(name: str) -> bool:

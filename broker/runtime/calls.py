@@ -16,7 +16,9 @@ from broker.protocol.calls import (
     QueueBrowseCall,
     QueueCountsCall,
     QueueGetCall,
+    QueueInfosCall,
     QueueIsPrivateCall,
+    QueueNamesCall,
     QueueOriginsCall,
     QueuePurgeCall,
     QueueSnapshotCall,
@@ -37,6 +39,10 @@ def execute(runtime: Runtime, call: RouterCall) -> Any:
             return _counts(runtime, names)
         case QueueSnapshotCall(names):
             return [_counts(runtime, names), _private_queues(runtime)]
+        case QueueNamesCall(contains):
+            return _private_names(runtime, contains)
+        case QueueInfosCall(names):
+            return [_counts(runtime, names), _private_queues(runtime, names)]
         case QueueIsPrivateCall(name):
             return _is_private(runtime, name)
         case QueuePurgeCall(name):
@@ -67,9 +73,21 @@ def _counts(runtime: Runtime, names: list[str]) -> dict[str, list[int]]:
     }
 
 
-def _private_queues(runtime: Runtime) -> list[dict[str, Any]]:
+def _private_names(runtime: Runtime, contains: str | None) -> list[Any]:
+    names = [name for name, state in runtime.broker.queues.items() if state.spec.exclusive_to is not None]
+    total = len(names)
+    if contains is not None:
+        wanted = contains.casefold()
+        names = [name for name in names if wanted in name.casefold()]
+    return [total, sorted(names)]
+
+
+def _private_queues(runtime: Runtime, names: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every private queue as a dict, or those among `names`."""
+    queues = runtime.broker.queues
+    states = queues.values() if names is None else (queues[name] for name in names if name in queues)
     private = []
-    for state in runtime.broker.queues.values():
+    for state in states:
         spec = state.spec
         if spec.exclusive_to is None:
             continue

@@ -82,7 +82,16 @@ def test_schema_documents_shapes_and_errors(schema: dict[str, Any]) -> None:
     assert {"200", "400", "404", "413", "503"} <= set(publish["responses"])
     assert set(components["Queue"]["properties"]) >= {"exclusive", "messages", "consumers"}
     bindings = schema["paths"]["/api/bindings/"]["get"]["parameters"]
-    assert {p["name"] for p in bindings} == {"exchange", "queue", "destination_exchange"}
+    assert {p["name"] for p in bindings} == {"exchange", "queue", "destination_exchange", "page", "page_size"}
+    queues = schema["paths"]["/api/queues/"]["get"]
+    assert {p["name"] for p in queues["parameters"]} == {"page", "page_size", "name", "use_regex"}
+    listed = queues["responses"]["200"]["content"]["application/json"]["schema"]
+    assert listed["$ref"].endswith("/QueueList")
+    whole, page = components["QueueList"]["oneOf"]
+    assert whole["type"] == "array" and whole["items"]["$ref"].endswith("/Queue")
+    assert page["$ref"].endswith("/QueuePage")
+    assert set(components["QueuePage"]["properties"]) == {
+        "items", "page", "page_size", "page_count", "item_count", "filtered_count", "total_count"}
 
 
 @pytest.mark.parametrize("path", ["/api/docs/", "/api/redoc/"])

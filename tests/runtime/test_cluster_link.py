@@ -250,11 +250,19 @@ async def test_router_ops_over_the_link_return_what_they_return_on_the_router(
     calls: list[tuple[str, list[Any]]] = [
         ("queue.counts", [["jobs", "other", "missing"]]),
         ("queue.snapshot", [["jobs"]]),
+        ("queue.names", [None]),
+        ("queue.names", ["AMQ.GEN"]),
+        ("queue.names", ["no such name"]),
+        ("queue.infos", [["jobs", private, "missing"]]),
         ("queue.is_private", [private]),
         ("queue.is_private", ["jobs"]),
     ]
     for op, args in calls:
         assert await edge.call(decode_call(op, args)) == execute(runtime, decode_call(op, args)), op
+    assert execute(runtime, decode_call("queue.names", ["amq.GEN"])) == [1, [private]]
+    assert execute(runtime, decode_call("queue.names", ["jobs"])) == [1, []]  # stored queues are not private
+    counts, infos = execute(runtime, decode_call("queue.infos", [["jobs", private]]))
+    assert set(counts) == {"jobs", private} and [info["name"] for info in infos] == [private]
 
     head = message_object(runtime.broker.queues["jobs"].ready[0].message, redelivered=False)
     assert await edge.call(QueueGetCall("jobs", 1, False)) == [head]
