@@ -58,6 +58,9 @@ export const api = {
   // `destination` as in createBinding: {queue} or {destination_exchange}.
   listBindings: (exchange, destination) =>
     call("GET", `/api/bindings/?${new URLSearchParams({ exchange, ...destination })}`),
+  // One page of the names of `kind` ("queues" or "exchanges") that contain `text`, ignoring case.
+  findNames: (kind, text, pageSize) =>
+    call("GET", `/api/${kind}/?${new URLSearchParams({ name: text, page_size: String(pageSize) })}`),
   // The default exchange is `amq.default` in URLs (docs/protocol.md, "Names").
   publish: (exchange, fields) => call("POST", `/api/exchanges/${seg(exchange || "amq.default")}/publish/`, fields),
 };

@@ -6,6 +6,7 @@
 import { connect } from "../pubsub/client.js";
 import { api } from "./api.js";
 import { RateChart, RateHistory } from "./chart.js";
+import { finding, showFinders, startFinders } from "./find.js";
 import { clearErrors, jsonField, setOptions, showError, showOk } from "./forms.js";
 import { renderOverview } from "./overview.js";
 import { Tail } from "./tail.js";
@@ -31,15 +32,19 @@ function updateSelects(frame) {
   const exchanges = (frame.exchanges || []).map((x) => x.name).sort((a, b) => own(a) - own(b) || a.localeCompare(b));
   const queues = (frame.queues || []).filter((q) => !q.exclusive).map((q) => q.name);
   const named = exchanges.filter((name) => name !== "");
+  // A select whose find field holds a text offers what was found instead (find.js).
   for (const select of document.querySelectorAll('select[data-options="exchanges"]')) {
-    setOptions(select, named.map((name) => ({ value: name, label: name })));
+    if (!finding(select)) setOptions(select, named.map((name) => ({ value: name, label: name })));
   }
   for (const select of document.querySelectorAll('select[data-options="exchanges-all"]')) {
-    setOptions(select, exchanges.map((name) => ({ value: name || "amq.default", label: name || "(default)" })));
+    if (!finding(select)) {
+      setOptions(select, exchanges.map((name) => ({ value: name || "amq.default", label: name || "(default)" })));
+    }
   }
   for (const select of document.querySelectorAll('select[data-options="queues"]')) {
-    setOptions(select, queues.map((name) => ({ value: name, label: name })));
+    if (!finding(select)) setOptions(select, queues.map((name) => ({ value: name, label: name })));
   }
+  showFinders(frame);
   const all = (frame.queues || []).map((q) => ({ value: q.name, label: `queue ${q.name}` }));
   setOptions(rateSource, [{ value: "", label: "the whole broker" }, ...all]);
 }
@@ -190,5 +195,6 @@ document.addEventListener("click", async (event) => {
 // --- start -------------------------------------------------------------------
 
 new Tail(client, $("#tail-form"), $("#tail-messages"), $("#tail-state"));
+startFinders();
 apply(JSON.parse($("#initial-state").textContent));
 watchStats();

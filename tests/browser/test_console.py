@@ -333,10 +333,16 @@ def test_rabbitmq_features_show_as_labels_next_to_their_names(page: Any, broker:
     screenshot(page, "console-queue-features")
 
 
-def test_past_500_queues_the_lists_say_how_many_they_leave_out(page: Any, broker: BrokerProcess) -> None:
+def test_past_500_queues_the_lists_say_how_many_they_leave_out_and_the_forms_find_the_others(
+    page: Any, broker: BrokerProcess
+) -> None:
     """The `stats` frame lists at most 500 queues (those holding the most messages): the
-    console says so, and still shows the deepest one."""
+    console says so, and still shows the deepest one. The forms' queue choices then have a
+    find field, which offers a queue left out of the lists, and the tail subscribes to it."""
     names = [f"many-{n:03d}" for n in range(501)]
+    tail_form = page.locator("#tail-form")
+    find = tail_form.locator('input[data-find="queues"]')
+    expect(find).to_be_hidden()
     with httpx.Client(base_url=broker.url, timeout=10) as api:
         for name in names:
             assert api.post("/api/queues/", json={"name": name}).status_code == 201
@@ -344,7 +350,59 @@ def test_past_500_queues_the_lists_say_how_many_they_leave_out(page: Any, broker
         try:
             expect(page.locator('[data-listed="queues"]')).to_have_text(re.compile(r"^500 of \d+ listed$"))
             expect(queue_cell(page, "many-500", "messages_ready")).to_have_text("1")
+            listed = set(page.locator("#queues tr[data-name]").evaluate_all("rows => rows.map(r => r.dataset.name)"))
+            left_out = next(name for name in names if name not in listed)
+            select = tail_form.locator('select[name="queue"]')
+            assert left_out not in select.evaluate("s => [...s.options].map(o => o.value)")
+
+            expect(find).to_be_visible()
+            find.fill(left_out.upper())  # ignoring case
+            expect(select).to_have_value(left_out)
+            expect(select.locator("option")).to_have_count(1)
+            page.wait_for_timeout(1500)  # stats frames come and go: the select keeps what was found
+            expect(select).to_have_value(left_out)
+            tail_form.locator('button[type="submit"]').click()
+            expect(page.locator("#tail-state")).to_contain_text(f"subscribed to queue {left_out}")
+            publish = {"routing_key": left_out, "body": "found"}
+            assert api.post("/api/exchanges/amq.default/publish/", json=publish).status_code == 200
+            expect(page.locator("#tail-messages li").first.locator("pre.body")).to_have_text('"found"')
+            tail_form.locator('button[name="stop"]').click()
+            find.fill("")  # cleared: the frames fill the select again
+            expect(select.locator("option")).to_have_count(500)
         finally:
             for name in names:
                 api.delete(f"/api/queues/{name}/")
     expect(page.locator('[data-listed="queues"]')).to_have_text("")
+    expect(find).to_be_hidden()
+
+
+def test_past_500_exchanges_the_forms_find_the_others(page: Any, broker: BrokerProcess) -> None:
+    """The exchanges' find fields: the publish form offers the default exchange among what
+    it finds, the binding form does not (nothing binds to or from it)."""
+    names = [f"wide-{n:03d}" for n in range(501)]
+    publish_form, binding_form = page.locator("#publish-form"), page.locator("#binding-form")
+    with httpx.Client(base_url=broker.url, timeout=10) as api:
+        for name in names:
+            assert api.post("/api/exchanges/", json={"name": name, "type": "fanout"}).status_code == 201
+        try:
+            expect(page.locator('[data-listed="exchanges"]')).to_have_text(re.compile(r"^500 of \d+ listed$"))
+            select = publish_form.locator('select[name="exchange"]')
+            offered = set(select.evaluate("s => [...s.options].map(o => o.value)"))
+            left_out = next(name for name in names if name not in offered)
+            find = publish_form.locator('input[data-find="exchanges"]')
+            find.fill(left_out)
+            expect(select).to_have_value(left_out)
+            find.fill("amq.def")
+            expect(select.locator("option")).to_have_text(["(default)"])
+            expect(select).to_have_value("amq.default")
+            binding_find = binding_form.locator('input[data-find="exchanges"]').first
+            binding_find.fill("amq.def")
+            expect(binding_form.locator('select[name="exchange"] option')).to_have_count(0)
+            binding_find.fill(left_out)
+            expect(binding_form.locator('select[name="exchange"]')).to_have_value(left_out)
+            find.fill("")
+            binding_find.fill("")  # a field that holds a text stays, whatever the lists
+        finally:
+            for name in names:
+                api.delete(f"/api/exchanges/{name}/")
+    expect(publish_form.locator('input[data-find="exchanges"]')).to_be_hidden()
