@@ -11,7 +11,7 @@ from typing import Any, Final
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, inline_serializer
 from rest_framework import serializers
 
-from common.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from common.paging import DEFAULT_PAGE_SIZE, MAX_PAGE, MAX_PAGE_SIZE
 
 LOOKUP_NAME_REGEX: Final = r"[A-Za-z0-9_.:\-]+"  # docs/protocol.md's name characters
 
@@ -58,6 +58,7 @@ def paged_list(
 ) -> dict[str, Any]:
     """`extend_schema` arguments of a list that pages on request (common/paging.py): its
     query parameters, and its answer, the whole list or one page of it."""
+    filtered = "the name filter kept" if by_name else "the list has (bindings have no name filter)"
     page = inline_serializer(
         name=f"{name}Page",
         fields={
@@ -66,21 +67,23 @@ def paged_list(
             "page_size": serializers.IntegerField(),
             "page_count": serializers.IntegerField(help_text="pages of the filtered list"),
             "item_count": serializers.IntegerField(help_text="items on this page"),
-            "filtered_count": serializers.IntegerField(help_text="items the name filter kept"),
-            "total_count": serializers.IntegerField(help_text="items before the name filter"),
+            "filtered_count": serializers.IntegerField(help_text=f"items {filtered}"),
+            "total_count": serializers.IntegerField(help_text="items before any name filter"),
         },
     )
     parameters = [
-        OpenApiParameter("page", int, description="a page of the list, from 1 (any paging parameter "
-                         "answers with one page in an envelope; none, with the whole list)"),
-        OpenApiParameter("page_size", int, description=f"items per page, {DEFAULT_PAGE_SIZE} unless "
-                         f"given, at most {MAX_PAGE_SIZE}"),
+        OpenApiParameter("page", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1},
+                         description="a page of the list, from 1 (any paging parameter answers with one "
+                         "page in an envelope; none, with the whole list)"),
+        OpenApiParameter("page_size", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE,
+                                       "default": DEFAULT_PAGE_SIZE}, description="items per page"),
     ]
     if by_name:
         parameters += [
-            OpenApiParameter("name", str, description="only the items whose name contains this, "
-                             "ignoring case; with use_regex, a regular expression searched in the name"),
-            OpenApiParameter("use_regex", bool, description="name is a regular expression (false)"),
+            OpenApiParameter("name", str, description="only the items whose name contains this, in any case"),
+            OpenApiParameter("use_regex", {"type": "boolean", "enum": [False]},
+                             description="only false, as RabbitMQ's clients send it: no regular expression "
+                             "is run on the names (one could stall the broker)"),
         ]
     answer = PolymorphicProxySerializer(
         component_name=f"{name}List", serializers=[item(many=True), page], resource_type_field_name=None, many=False,

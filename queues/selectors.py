@@ -69,7 +69,7 @@ def _private_names(request: PageRequest) -> tuple[int, list[str]]:
     if not router_reachable():
         return 0, []
     try:
-        return private_queue_names(None if request.use_regex else request.name)
+        return private_queue_names(request.name)
     except Unavailable:
         return 0, []
 
@@ -115,6 +115,7 @@ def queue_detail(*, name: str) -> QueueInfo:
     if row is not None:
         return _info(row, queue_live_counts([name]).get(name))
     _, private = _live_snapshot([name], every_private=False)
-    if private:
-        return private[0]
+    for info in private:
+        if info.name == name:
+            return info
     raise NotFound(f"queue {name!r} does not exist")

@@ -35,10 +35,10 @@ class QueueSnapshotCall:
 @dataclass(frozen=True, slots=True)
 class QueueNamesCall:
     """[how many private queues there are, the names of those whose name contains `contains`
-    ignoring case (every one for None), sorted]: a page of the queues' list is chosen by name."""
+    ignoring case (every one for ""), sorted]: a page of the queues' list is chosen by name."""
 
     op: ClassVar[str] = "queue.names"
-    contains: str | None
+    contains: str
 
 
 @dataclass(frozen=True, slots=True)

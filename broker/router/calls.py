@@ -106,9 +106,9 @@ def queue_infos(names: list[str]) -> tuple[dict[str, QueueCounts], list[dict[str
     return {name: QueueCounts(*found) for name, found in counts.items()}, list(private)
 
 
-def private_queue_names(contains: str | None) -> tuple[int, list[str]]:
+def private_queue_names(contains: str) -> tuple[int, list[str]]:
     """How many private queues there are, and the names of those whose name contains
-    `contains` ignoring case (all of them for None), sorted."""
+    `contains` ignoring case (all of them for ""), sorted."""
     total, names = call_router(QueueNamesCall(contains))
     return int(total), list(names)
 

@@ -73,10 +73,10 @@ def _counts(runtime: Runtime, names: list[str]) -> dict[str, list[int]]:
     }
 
 
-def _private_names(runtime: Runtime, contains: str | None) -> list[Any]:
+def _private_names(runtime: Runtime, contains: str) -> list[Any]:
     names = [name for name, state in runtime.broker.queues.items() if state.spec.exclusive_to is not None]
     total = len(names)
-    if contains is not None:
+    if contains:
         wanted = contains.casefold()
         names = [name for name in names if wanted in name.casefold()]
     return [total, sorted(names)]

@@ -245,12 +245,15 @@ async def test_router_ops_over_the_link_return_what_they_return_on_the_router(
     private = runtime.subscribe(
         owner, subscription="p", subscription_json='"p"', ack_mode=AckMode.AUTO, prefetch=0, exchange="fan"
     )
+    other = runtime.subscribe(
+        owner, subscription="o", subscription_json='"o"', ack_mode=AckMode.AUTO, prefetch=0, exchange="fan"
+    )
     edge = await cluster.edge()
 
     calls: list[tuple[str, list[Any]]] = [
         ("queue.counts", [["jobs", "other", "missing"]]),
         ("queue.snapshot", [["jobs"]]),
-        ("queue.names", [None]),
+        ("queue.names", [""]),
         ("queue.names", ["AMQ.GEN"]),
         ("queue.names", ["no such name"]),
         ("queue.infos", [["jobs", private, "missing"]]),
@@ -259,8 +262,9 @@ async def test_router_ops_over_the_link_return_what_they_return_on_the_router(
     ]
     for op, args in calls:
         assert await edge.call(decode_call(op, args)) == execute(runtime, decode_call(op, args)), op
-    assert execute(runtime, decode_call("queue.names", ["amq.GEN"])) == [1, [private]]
-    assert execute(runtime, decode_call("queue.names", ["jobs"])) == [1, []]  # stored queues are not private
+    assert execute(runtime, decode_call("queue.names", ["amq.GEN"])) == [2, sorted([private, other])]
+    assert execute(runtime, decode_call("queue.names", [private[-6:].upper()])) == [2, [private]]
+    assert execute(runtime, decode_call("queue.names", ["jobs"])) == [2, []]  # stored queues are not private
     counts, infos = execute(runtime, decode_call("queue.infos", [["jobs", private]]))
     assert set(counts) == {"jobs", private} and [info["name"] for info in infos] == [private]
 
