@@ -19,26 +19,20 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from bindings.models import Binding
 from bindings.selectors import binding_list
 from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS
-from broker.runtime.stats import LISTED, fullest
+from broker.runtime.stats import LISTED
 from console.features import exchange_features, queue_features
 from exchanges.selectors import exchange_list
-from queues.selectors import queue_list
+from queues.selectors import queue_listed
 
 LOGIN_URL = "/admin/login/"
 
 
 def _initial_state() -> dict[str, Any]:
     """The topology in the shape of a WebSocket `stats` frame, rates unknown (null), with
-    as many of each as the frame lists (broker/runtime/stats.py): at most LISTED queues
-    (declared ones before private ones, each by the messages it holds), the first LISTED
-    exchanges by name and the bindings between those."""
-    infos = sorted(
-        fullest(
-            queue_list(), LISTED, private=lambda info: info.exclusive,
-            held=lambda info: (info.messages_ready or 0) + (info.messages_unacknowledged or 0),
-        ),
-        key=lambda info: info.name,
-    )
+    as many of each as the frame lists (broker/runtime/stats.py): the queues the router
+    lists (at most LISTED, declared ones before private ones, each by the messages it holds),
+    the first LISTED exchanges by name and the bindings between those."""
+    infos = queue_listed(LISTED)
     exchanges = [
         {
             "name": DEFAULT_EXCHANGE if row.name == DEFAULT_EXCHANGE_ALIAS and row.pk is None else row.name,

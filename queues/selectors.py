@@ -9,11 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from broker.engine.broker import QueueCounts
 from broker.engine.errors import NotFound, Unavailable
-from broker.router.calls import private_queue_names, queue_counts, queue_infos, queue_snapshot, router_reachable
+from broker.router.calls import (
+    listed_queues,
+    private_queue_names,
+    queue_counts,
+    queue_infos,
+    queue_snapshot,
+    router_reachable,
+)
 from common.paging import Page, PageRequest, page_of
 from queues.models import Queue
 
@@ -94,6 +101,23 @@ def queue_list() -> list[QueueInfo]:
     infos = [_info(row, counts.get(row.name)) for row in rows]
     infos.extend(info for info in private if info.name not in stored)
     return sorted(infos, key=lambda info: info.name)
+
+
+def queue_listed(limit: int) -> list[QueueInfo]:
+    """The queues a `stats` frame lists now, by name (at most `limit`, declared ones before
+    private ones, the fullest first), as the router chooses them without reading the others;
+    without a router, the first `limit` stored queues by name, their counts unknown."""
+    if router_reachable():
+        try:
+            return [QueueInfo(**{field: info[field] for field in _INFO_FIELDS}) for info in listed_queues()]
+        except Unavailable:
+            pass
+    return [_info(row, None) for row in Queue.objects.order_by("name")[:limit]]
+
+
+_INFO_FIELDS: Final = (
+    "name", "durable", "auto_delete", "arguments", "exclusive", "messages_ready", "messages_unacknowledged", "consumers",
+)
 
 
 def queue_page(request: PageRequest) -> Page[QueueInfo]:

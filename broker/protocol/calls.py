@@ -51,6 +51,14 @@ class QueueInfosCall:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueListedCall:
+    """The queues a `stats` frame lists (at most 500, declared ones before private ones, the
+    fullest first), as the frame gives them: the console page's first drawing."""
+
+    op: ClassVar[str] = "queue.listed"
+
+
+@dataclass(frozen=True, slots=True)
 class QueueIsPrivateCall:
     """Is `name` the private (exclusive) queue of a live connection?"""
 
@@ -131,15 +139,15 @@ class TopologyCall:
 
 
 RouterCall = (
-    QueueCountsCall | QueueSnapshotCall | QueueNamesCall | QueueInfosCall | QueueIsPrivateCall | QueuePurgeCall
-    | QueueGetCall | QueueBrowseCall | QueueOriginsCall | QueueActCall | TopologyCall
+    QueueCountsCall | QueueSnapshotCall | QueueNamesCall | QueueInfosCall | QueueListedCall | QueueIsPrivateCall
+    | QueuePurgeCall | QueueGetCall | QueueBrowseCall | QueueOriginsCall | QueueActCall | TopologyCall
 )
 
 CALLS: Final[dict[str, type[RouterCall]]] = {
     cls.op: cls
     for cls in (
-        QueueCountsCall, QueueSnapshotCall, QueueNamesCall, QueueInfosCall, QueueIsPrivateCall, QueuePurgeCall,
-        QueueGetCall, QueueBrowseCall, QueueOriginsCall, QueueActCall, TopologyCall,
+        QueueCountsCall, QueueSnapshotCall, QueueNamesCall, QueueInfosCall, QueueListedCall, QueueIsPrivateCall,
+        QueuePurgeCall, QueueGetCall, QueueBrowseCall, QueueOriginsCall, QueueActCall, TopologyCall,
     )
 }
 

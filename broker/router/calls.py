@@ -23,6 +23,7 @@ from broker.protocol.calls import (
     QueueGetCall,
     QueueInfosCall,
     QueueIsPrivateCall,
+    QueueListedCall,
     QueueNamesCall,
     QueueOriginsCall,
     QueuePurgeCall,
@@ -111,6 +112,11 @@ def private_queue_names(contains: str) -> tuple[int, list[str]]:
     `contains` ignoring case (all of them for ""), sorted."""
     total, names = call_router(QueueNamesCall(contains))
     return int(total), list(names)
+
+
+def listed_queues() -> list[dict[str, Any]]:
+    """The queues a `stats` frame lists now (broker/runtime/stats.py), as dicts."""
+    return list(call_router(QueueListedCall()))
 
 
 def queue_is_private(name: str) -> bool:

@@ -18,6 +18,7 @@ from broker.protocol.calls import (
     QueueGetCall,
     QueueInfosCall,
     QueueIsPrivateCall,
+    QueueListedCall,
     QueueNamesCall,
     QueueOriginsCall,
     QueuePurgeCall,
@@ -43,6 +44,8 @@ def execute(runtime: Runtime, call: RouterCall) -> Any:
             return _private_names(runtime, contains)
         case QueueInfosCall(names):
             return [_counts(runtime, names), _private_queues(runtime, names)]
+        case QueueListedCall():
+            return runtime.listed_queues()
         case QueueIsPrivateCall(name):
             return _is_private(runtime, name)
         case QueuePurgeCall(name):

@@ -24,7 +24,7 @@ from broker.engine.messages import Delivery, Effects, LoadRequest, Message, make
 from broker.engine.names import generated_queue_name
 from broker.engine.queues import AckMode
 from broker.protocol.publish import PublishRequest
-from broker.protocol.server_frames import MessageObject, StatsHandler, message_frame, message_object
+from broker.protocol.server_frames import MessageObject, StatsHandler, StatsQueue, message_frame, message_object
 from broker.protocol.topology import (
     BindingDeleted,
     BindingSaved,
@@ -303,6 +303,10 @@ class Runtime:
             self._handler_state = await asyncio.wait_for(self.writer.in_thread(self.store.handler_state), 0.5)
         except Exception as error:
             log.debug("the outbox's depth or the handlers are unknown for now: %r", error)
+
+    def listed_queues(self) -> list[StatsQueue]:
+        """The queues a `stats` frame lists now."""
+        return self._stats.listed_queues(self.broker)
 
     def _stats_frame(self) -> str:
         frame = self._stats.frame(self.broker, at=now_iso(), outbox=self._outbox_state, handlers=self._handler_state)

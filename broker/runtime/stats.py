@@ -82,8 +82,7 @@ class StatsSampler:
             ready += queue.depth
             unacked += queue.unacked
             consumers += len(queue.consumers)
-        chosen = fullest(broker.queues.items(), LISTED, private=_private, held=_held)
-        queues = sorted((self._queue(name, queue) for name, queue in chosen), key=lambda q: q["name"])
+        queues = self.listed_queues(broker)
         exchanges = [StatsExchange(name=DEFAULT_EXCHANGE, type="direct", durable=True, arguments={})] + [
             StatsExchange(name=name, type=str(x.spec.type), durable=x.spec.durable, arguments=dict(x.spec.arguments))
             for name, x in itertools.islice(sorted(broker.exchanges.items()), LISTED - 1)
@@ -131,6 +130,12 @@ class StatsSampler:
             "memory": _memory(),
         }
 
+    def listed_queues(self, broker: Broker) -> list[StatsQueue]:
+        """The queues a frame lists, by name: at most LISTED, declared ones before
+        connections' private ones, each by the messages it holds."""
+        chosen = fullest(broker.queues.items(), LISTED, private=_private, held=_held)
+        return sorted((self._queue(name, queue) for name, queue in chosen), key=lambda q: q["name"])
+
     def _queue(self, name: str, queue: QueueState) -> StatsQueue:
         publish_rate = deliver_rate = ack_rate = 0.0
         if self._span and name in self._queues:
@@ -154,7 +159,7 @@ class StatsSampler:
 def fullest(items: Collection[T], limit: int, *, private: Callable[[T], bool], held: Callable[[T], int]) -> list[T]:
     """At most `limit` of the queues `items`: declared ones before connections' private ones
     (the console's forms offer them), each kind by the messages it `held`. The stats frame's
-    choice, and the console page's first drawing."""
+    choice, and through it the console page's first drawing."""
     if len(items) <= limit:
         return list(items)
     chosen = heapq.nlargest(limit, (item for item in items if not private(item)), key=held)

@@ -257,6 +257,7 @@ async def test_router_ops_over_the_link_return_what_they_return_on_the_router(
         ("queue.names", ["AMQ.GEN"]),
         ("queue.names", ["no such name"]),
         ("queue.infos", [["jobs", private, "missing"]]),
+        ("queue.listed", []),
         ("queue.is_private", [private]),
         ("queue.is_private", ["jobs"]),
     ]
