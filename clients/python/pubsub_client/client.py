@@ -111,8 +111,9 @@ class Client:
         """One exchange, with its `bindings`."""
         return await self.http.exchange(name)
 
-    async def exchanges(self) -> list[Exchange]:
-        return await self.http.exchanges()
+    async def exchanges(self, *, name: str | None = None) -> list[Exchange]:
+        """Every exchange; with `name`, those whose name contains it, in any case."""
+        return await self.http.exchanges(name=name)
 
     # -- queues ----------------------------------------------------------------
 
@@ -137,9 +138,10 @@ class Client:
         """One queue with its live counts."""
         return await self.http.queue(name)
 
-    async def queues(self) -> list[Queue]:
-        """Every queue with its live counts."""
-        return await self.http.queues()
+    async def queues(self, *, name: str | None = None) -> list[Queue]:
+        """Every queue with its live counts; with `name`, those whose name contains it, in
+        any case (read from the broker a page at a time)."""
+        return await self.http.queues(name=name)
 
     async def purge_queue(self, name: str) -> int:
         """Drop the queue's ready messages; returns how many."""

@@ -15,6 +15,8 @@ import httpx
 from .errors import STATUS_CODES, BrokerError, ConnectionFailed
 from .models import DEFAULT_EXCHANGE_URL_NAME, Binding, Exchange, Message, Queue
 
+PAGE_SIZE = 500  # the broker's largest page
+
 
 def _path_name(name: str) -> str:
     """An exchange name as a URL segment: the default exchange `""` is `amq.default` there."""
@@ -66,6 +68,21 @@ class HttpApi:
             return None
         return response.json()
 
+    async def _listed(self, path: str, name: str | None) -> list[Any]:
+        """A whole list; with `name`, its items whose name contains it (any case), read a
+        page of PAGE_SIZE at a time (docs/protocol.md, "HTTP API": pages of the lists). An
+        item declared or deleted meanwhile shifts the pages: none is listed twice."""
+        if name is None:
+            return list(await self.request("GET", path))
+        items: dict[str, Any] = {}
+        page = 1
+        while True:
+            answer = await self.request("GET", path, params={"name": name, "page": str(page), "page_size": str(PAGE_SIZE)})
+            items.update((item["name"], item) for item in answer["items"] if item["name"] not in items)
+            if page >= answer["page_count"]:
+                return list(items.values())
+            page += 1
+
     # -- exchanges -----------------------------------------------------------
 
     async def declare_exchange(
@@ -74,8 +91,8 @@ class HttpApi:
         body = {"name": name, "type": type, "durable": durable, "auto_delete": auto_delete, "arguments": arguments or {}}
         return Exchange.from_json(await self.request("POST", "/api/exchanges/", body))
 
-    async def exchanges(self) -> list[Exchange]:
-        return [Exchange.from_json(item) for item in await self.request("GET", "/api/exchanges/")]
+    async def exchanges(self, *, name: str | None = None) -> list[Exchange]:
+        return [Exchange.from_json(item) for item in await self._listed("/api/exchanges/", name)]
 
     async def exchange(self, name: str) -> Exchange:
         return Exchange.from_json(await self.request("GET", f"/api/exchanges/{_path_name(name)}/"))
@@ -91,8 +108,8 @@ class HttpApi:
         body = {"name": name, "durable": durable, "auto_delete": auto_delete, "arguments": arguments or {}}
         return Queue.from_json(await self.request("POST", "/api/queues/", body))
 
-    async def queues(self) -> list[Queue]:
-        return [Queue.from_json(item) for item in await self.request("GET", "/api/queues/")]
+    async def queues(self, *, name: str | None = None) -> list[Queue]:
+        return [Queue.from_json(item) for item in await self._listed("/api/queues/", name)]
 
     async def queue(self, name: str) -> Queue:
         return Queue.from_json(await self.request("GET", f"/api/queues/{_path_name(name)}/"))

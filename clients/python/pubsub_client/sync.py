@@ -114,8 +114,8 @@ class SyncClient:
     def exchange(self, name: str) -> Exchange:
         return self._run(self._client.exchange(name))
 
-    def exchanges(self) -> list[Exchange]:
-        return self._run(self._client.exchanges())
+    def exchanges(self, *, name: str | None = None) -> list[Exchange]:
+        return self._run(self._client.exchanges(name=name))
 
     def declare_queue(
         self,
@@ -135,8 +135,8 @@ class SyncClient:
     def queue(self, name: str) -> Queue:
         return self._run(self._client.queue(name))
 
-    def queues(self) -> list[Queue]:
-        return self._run(self._client.queues())
+    def queues(self, *, name: str | None = None) -> list[Queue]:
+        return self._run(self._client.queues(name=name))
 
     def purge_queue(self, name: str) -> int:
         return self._run(self._client.purge_queue(name))

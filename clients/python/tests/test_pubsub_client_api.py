@@ -70,6 +70,8 @@ async def test_queues_declare_counts_get_purge_delete(client: Client) -> None:
     assert (counts.messages, counts.messages_ready, counts.messages_unacknowledged) == (4, 4, 0)
     assert {q.name: q.messages for q in await client.queues()}[name] == 4
 
+    assert [q.name for q in await client.queues(name=name.upper())] == [name]  # a part of the name, any case
+
     peeked = await client.get(name, count=1, ack=False)
     assert [m.body for m in peeked] == [{"n": 0}] and not peeked[0].redelivered
     taken = await client.get(name, count=2)
@@ -339,3 +341,15 @@ async def test_after_max_attempts_the_client_gives_up_and_says_so() -> None:
         await asyncio.wait_for(publishing, 5)
     assert [e.kind for e in events] == [EventKind.CONNECTED, EventKind.DISCONNECTED, EventKind.GAVE_UP]
     await client.close()
+
+
+async def test_queues_and_exchanges_by_name_read_every_page(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pubsub_client.http.PAGE_SIZE", 2)
+    prefix = unique("paged")
+    names = sorted(f"{prefix}.{n}" for n in range(5))
+    for name in names:
+        await client.declare_queue(name, durable=False)
+        await client.declare_exchange(name, "fanout", durable=False)
+    assert [q.name for q in await client.queues(name=prefix)] == names
+    assert [x.name for x in await client.exchanges(name=prefix.upper())] == names
+    assert await client.queues(name=f"{prefix}.none") == []
