@@ -55,10 +55,11 @@ def errors(*statuses: int) -> dict[int, OpenApiResponse]:
 
 def paged_list(
     item: type[serializers.Serializer[Any]], name: str, *, by_name: bool = True, statuses: tuple[int, ...] = (400, 401),
+    filters: list[OpenApiParameter] | None = None,
 ) -> dict[str, Any]:
     """`extend_schema` arguments of a list that pages on request (common/paging.py): its
     query parameters, and its answer, the whole list or one page of it."""
-    filtered = "the name filter kept" if by_name else "the list has (bindings have no name filter)"
+    filtered = "the filters kept" if by_name else "the list has (bindings have no name filter)"
     page = inline_serializer(
         name=f"{name}Page",
         fields={
@@ -68,7 +69,7 @@ def paged_list(
             "page_count": serializers.IntegerField(help_text="pages of the filtered list"),
             "item_count": serializers.IntegerField(help_text="items on this page"),
             "filtered_count": serializers.IntegerField(help_text=f"items {filtered}"),
-            "total_count": serializers.IntegerField(help_text="items before any name filter"),
+            "total_count": serializers.IntegerField(help_text="items before any filter"),
         },
     )
     parameters = [
@@ -85,6 +86,7 @@ def paged_list(
                              description="only false, as RabbitMQ's clients send it: no regular expression "
                              "is run on the names (one could stall the broker)"),
         ]
+    parameters += filters or []
     answer = PolymorphicProxySerializer(
         component_name=f"{name}List", serializers=[item(many=True), page], resource_type_field_name=None, many=False,
     )

@@ -67,17 +67,18 @@ class Page(Generic[T]):
         }
 
 
-def page_request(query: Mapping[str, str], *, by_name: bool = True) -> PageRequest | None:
+def page_request(query: Mapping[str, str], *, by_name: bool = True, filters: tuple[str, ...] = ()) -> PageRequest | None:
     """The page asked for in a list's query string; None for the whole list. `invalid`
-    for a bad value, and for a name filter where the items have no name (`by_name`)."""
-    if not any(parameter in query for parameter in PARAMETERS):
+    for a bad value, and for a name filter where the items have no name (`by_name`).
+    `filters`: the list's own filters, which ask for a page too."""
+    if not any(parameter in query for parameter in (*PARAMETERS, *filters)):
         return None
     if not by_name:
         for parameter in ("name", "use_regex"):
             if parameter in query:
                 raise BrokerError(f"{parameter}: these items have no name to filter by",
                                   fields={parameter: ["not a filter of this list"]})
-    if query.get("use_regex", "false").lower() != "false":
+    if flag(query, "use_regex"):
         raise BrokerError("use_regex: regular expressions are not taken; name is a part of the name, any case",
                           fields={"use_regex": ["only false: name is a part of the name, any case"]})
     return PageRequest(
@@ -85,6 +86,16 @@ def page_request(query: Mapping[str, str], *, by_name: bool = True) -> PageReque
         page_size=_whole(query.get("page_size"), "page_size", default=DEFAULT_PAGE_SIZE, most=MAX_PAGE_SIZE),
         name=query.get("name", ""),
     )
+
+
+def flag(query: Mapping[str, str], field: str) -> bool | None:
+    """A `true`/`false` query parameter; None when absent, `invalid` when neither."""
+    value = query.get(field)
+    if value is None:
+        return None
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise BrokerError(f"{field}: must be true or false", fields={field: ["true or false"]})
 
 
 def page_of(request: PageRequest, keys: Sequence[T], name_of: Callable[[T], str] | None = None) -> Page[T]:

@@ -24,7 +24,7 @@ from typing import Any, Final, Literal
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.core.signals import request_started
-from django.db import DEFAULT_DB_ALIAS, connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, models, transaction
 from django.db.backends.signals import connection_created
 from django.db.models.signals import post_delete, post_save
 
@@ -198,10 +198,15 @@ def _load_admin_streams() -> dict[str, list[StreamSpec]] | None:
             # A read alone (a new connection's): no transaction, which on SQLite would
             # begin IMMEDIATE and take the write lock.
             rows = list(streams)
-    except Exception as error:
+    except (DatabaseError, RuntimeError) as error:
         # The database is away, or no query may run here (a test without database access
         # whose request starts a read: pytest-django's RuntimeError): those known stay.
         log.debug("the admin's change streams were not read: %r", error)
+        return None
+    except Exception:
+        # A request or a save must not fail for this read; a mistake (a model that no
+        # longer matches its table, say) is said, at each retry.
+        log.warning("the admin's change streams could not be read; those known stay in use", exc_info=True)
         return None
     for row in rows:
         model = row.content_type.model_class()

@@ -104,9 +104,10 @@ def queue_list() -> list[QueueInfo]:
 
 
 def queue_listed(limit: int) -> list[QueueInfo]:
-    """The queues a `stats` frame lists now, by name (at most `limit`, declared ones before
-    private ones, the fullest first), as the router chooses them without reading the others;
-    without a router, the first `limit` stored queues by name, their counts unknown."""
+    """The queues a `stats` frame lists now, by name, as the router chooses them without
+    reading the others (its own LISTED of them, declared ones before private ones, the
+    fullest first); without a router, the first `limit` stored queues by name, their counts
+    unknown."""
     if router_reachable():
         try:
             return [QueueInfo(**{field: info[field] for field in _INFO_FIELDS}) for info in listed_queues()]
@@ -120,18 +121,20 @@ _INFO_FIELDS: Final = (
 )
 
 
-def queue_page(request: PageRequest) -> Page[QueueInfo]:
-    """One page of `queue_list()`: only its own queues are read in full and counted."""
+def queue_page(request: PageRequest, *, exclusive: bool | None = None) -> Page[QueueInfo]:
+    """One page of `queue_list()`, of connections' private queues only (`exclusive`
+    true) or of declared ones only (false): only its own queues are read in full and counted."""
     stored = list(Queue.objects.order_by("name").values_list("name", flat=True))
     private_total, private = _private_names(request)
-    names = page_of(request, sorted([*stored, *private]))
+    kept = [*([] if exclusive else stored), *([] if exclusive is False else private)]
+    names = page_of(request, sorted(kept))
     rows = {row.name: row for row in Queue.objects.filter(name__in=names.items)}
     counts, private_infos = _live_snapshot(names.items, every_private=False)
     found = {info.name: info for info in private_infos}
     found.update((name, _info(row, counts.get(name))) for name, row in rows.items())
     # A queue deleted between the two reads is left out of its page.
     items = [found[name] for name in names.items if name in found]
-    return Page(request, items, names.filtered_count, len(stored) + private_total)
+    return Page(request, items, names.filtered_count, len(stored) + private_total)  # before any filter
 
 
 def queue_detail(*, name: str) -> QueueInfo:

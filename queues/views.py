@@ -20,7 +20,7 @@ from access.drf import request_permissions
 from broker.engine.errors import BrokerError
 from broker.protocol.calls import BROWSER_ACTIONS
 from common.api_schema import LOOKUP_NAME_REGEX, errors, paged_list
-from common.paging import page_request
+from common.paging import flag, page_request
 from queues.browser import query_filter, queue_messages, queue_messages_act, selection_of
 from queues.models import Queue
 from queues.selectors import queue_detail, queue_list, queue_page
@@ -51,12 +51,16 @@ class QueueViewSet(viewsets.GenericViewSet[Queue]):
             return PurgedSerializer
         return QueueSerializer
 
-    @extend_schema(**paged_list(QueueSerializer, "Queue", statuses=(400, 401, 503)))
+    @extend_schema(**paged_list(
+        QueueSerializer, "Queue", statuses=(400, 401, 503),
+        filters=[OpenApiParameter("exclusive", bool, description="only connections' private queues (true), "
+                                  "or only declared ones (false); a page of them")],
+    ))
     def list(self, request: Request) -> Response:
-        paging = page_request(request.query_params)
+        paging = page_request(request.query_params, filters=("exclusive",))
         if paging is None:
             return Response(QueueSerializer(queue_list(), many=True).data)
-        page = queue_page(paging)
+        page = queue_page(paging, exclusive=flag(request.query_params, "exclusive"))
         return Response(page.envelope(QueueSerializer(page.items, many=True).data))
 
     @extend_schema(

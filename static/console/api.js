@@ -58,9 +58,11 @@ export const api = {
   // `destination` as in createBinding: {queue} or {destination_exchange}.
   listBindings: (exchange, destination) =>
     call("GET", `/api/bindings/?${new URLSearchParams({ exchange, ...destination })}`),
-  // One page of the names of `kind` ("queues" or "exchanges") that contain `text`, ignoring case.
-  findNames: (kind, text, pageSize) =>
-    call("GET", `/api/${kind}/?${new URLSearchParams({ name: text, page_size: String(pageSize) })}`),
+  // One page of the `kind` ("queues": declared ones only, or "exchanges") whose names contain `text`, in any case.
+  findNames: (kind, text, pageSize) => {
+    const query = { name: text, page_size: String(pageSize), ...(kind === "queues" ? { exclusive: "false" } : {}) };
+    return call("GET", `/api/${kind}/?${new URLSearchParams(query)}`);
+  },
   // The default exchange is `amq.default` in URLs (docs/protocol.md, "Names").
   publish: (exchange, fields) => call("POST", `/api/exchanges/${seg(exchange || "amq.default")}/publish/`, fields),
 };

@@ -26,7 +26,10 @@ const rateSource = $("#rates-source");
 const topologyView = $("#topology-view");
 let shownTopology = null;
 
+let lastFrame = null;
+
 function updateSelects(frame) {
+  lastFrame = frame;
   // Names sorted with the broker's own (the default, amq.*) after the user's.
   const own = (name) => name === "" || name.startsWith("amq.");
   const exchanges = (frame.exchanges || []).map((x) => x.name).sort((a, b) => own(a) - own(b) || a.localeCompare(b));
@@ -195,6 +198,6 @@ document.addEventListener("click", async (event) => {
 // --- start -------------------------------------------------------------------
 
 new Tail(client, $("#tail-form"), $("#tail-messages"), $("#tail-state"));
-startFinders();
+startFinders(() => updateSelects(lastFrame));
 apply(JSON.parse($("#initial-state").textContent));
 watchStats();

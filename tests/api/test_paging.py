@@ -60,6 +60,19 @@ def test_the_name_filter_keeps_the_names_that_contain_it_in_any_case(
     assert (nothing["items"], nothing["page_count"], nothing["filtered_count"]) == ([], 0, 0)
 
 
+def test_a_page_of_queues_may_be_of_declared_or_of_private_ones_only(api: Api, runtime_thread: Runtime) -> None:
+    for name in ("e-target", "other"):
+        api.post("/api/queues/", {"name": name})
+    api.post("/api/exchanges/", {"name": "news", "type": "fanout"})
+    private = sorted(subscribe_private(runtime_thread, "news")[1] for _ in range(3))
+    _, declared = api.get("/api/queues/", name="e", exclusive="false")
+    assert names(declared) == ["e-target", "other"]  # "amq.gen-" names hold an "e" too
+    assert (declared["filtered_count"], declared["total_count"]) == (2, 5)
+    _, only_private = api.get("/api/queues/", exclusive="true", page_size=2)
+    assert names(only_private) == private[:2] and only_private["filtered_count"] == 3
+    assert error_code(api.get("/api/queues/", exclusive="maybe")) == (400, "invalid")
+
+
 def test_the_detail_of_a_private_queue_is_that_queue_s(api: Api, runtime_thread: Runtime) -> None:
     api.post("/api/exchanges/", {"name": "news", "type": "fanout"})
     private = [subscribe_private(runtime_thread, "news")[1] for _ in range(3)]

@@ -84,7 +84,7 @@ def test_schema_documents_shapes_and_errors(schema: dict[str, Any]) -> None:
     bindings = schema["paths"]["/api/bindings/"]["get"]["parameters"]
     assert {p["name"] for p in bindings} == {"exchange", "queue", "destination_exchange", "page", "page_size"}
     queues = schema["paths"]["/api/queues/"]["get"]
-    assert {p["name"] for p in queues["parameters"]} == {"page", "page_size", "name", "use_regex"}
+    assert {p["name"] for p in queues["parameters"]} == {"page", "page_size", "name", "use_regex", "exclusive"}
     listed = queues["responses"]["200"]["content"]["application/json"]["schema"]
     assert listed["$ref"].endswith("/QueueList")
     whole, page = components["QueueList"]["oneOf"]

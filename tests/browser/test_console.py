@@ -356,9 +356,11 @@ def test_past_500_queues_the_lists_say_how_many_they_leave_out_and_the_forms_fin
             assert left_out not in select.evaluate("s => [...s.options].map(o => o.value)")
 
             expect(find).to_be_visible()
-            find.fill(left_out.upper())  # ignoring case
+            find.fill(left_out.upper())  # in any case
+            find.press("Enter")  # looks it up at once; submits nothing
             expect(select).to_have_value(left_out)
             expect(select.locator("option")).to_have_count(1)
+            expect(page.locator("#tail-state")).to_have_text("not subscribed")
             page.wait_for_timeout(1500)  # stats frames come and go: the select keeps what was found
             expect(select).to_have_value(left_out)
             tail_form.locator('button[type="submit"]').click()
@@ -367,12 +369,18 @@ def test_past_500_queues_the_lists_say_how_many_they_leave_out_and_the_forms_fin
             assert api.post("/api/exchanges/amq.default/publish/", json=publish).status_code == 200
             expect(page.locator("#tail-messages li").first.locator("pre.body")).to_have_text('"found"')
             tail_form.locator('button[name="stop"]').click()
-            find.fill("")  # cleared: the frames fill the select again
+            find.fill("no-such-queue")
+            expect(tail_form.locator('[data-error-for="queue"]')).to_contain_text("no queues named like")
+            expect(select.locator("option")).to_have_count(0)
+            find.fill("")  # cleared: the select is the frame's again, at once
             expect(select.locator("option")).to_have_count(500)
+            find.fill(left_out)
         finally:
             for name in names:
                 api.delete(f"/api/queues/{name}/")
     expect(page.locator('[data-listed="queues"]')).to_have_text("")
+    expect(find).to_be_visible()  # it holds a text: it stays until cleared
+    find.fill("")
     expect(find).to_be_hidden()
 
 
@@ -400,8 +408,12 @@ def test_past_500_exchanges_the_forms_find_the_others(page: Any, broker: BrokerP
             expect(binding_form.locator('select[name="exchange"] option')).to_have_count(0)
             binding_find.fill(left_out)
             expect(binding_form.locator('select[name="exchange"]')).to_have_value(left_out)
+            destination_find = binding_form.locator('input[data-find="exchanges"]').last
+            expect(destination_find).to_be_hidden()  # bound to a queue: the destination exchange's is not in use
+            binding_form.locator('select[name="destination"]').select_option("exchange")
+            expect(destination_find).to_be_visible()
             find.fill("")
-            binding_find.fill("")  # a field that holds a text stays, whatever the lists
+            binding_find.fill("")
         finally:
             for name in names:
                 api.delete(f"/api/exchanges/{name}/")
