@@ -77,8 +77,8 @@ class Message:
     queue: str
     # Handed out before (to this or another process): a crash, a lost connection, a retry.
     redelivered: bool
-    # 1 for the first attempt, 2 for the first retry, ...; attempts cut short by a crash
-    # of the handler's process are not counted.
+    # 1 for the first attempt, 2 for the first retry, ...; an attempt its process died
+    # during counts too once the message is a suspect (docs/handlers.md).
     delivery_count: int
 
 

@@ -21,6 +21,7 @@ from pubsub.handling import Handler, Message
 
 from . import execution
 from .execution import Failed, Outcome
+from .gate import Gate
 from .time_limit import Watched
 
 log = logging.getLogger("pubsub.handlers")
@@ -36,9 +37,11 @@ _Item = tuple[Message, int | None, Settle]
 
 
 class Batches:
-    def __init__(self, handler: Handler, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, handler: Handler, executor: ThreadPoolExecutor, gate: Gate) -> None:
         self._handler = handler
         self._executor = executor
+        self._gate = gate
+        self.alone = Watched()  # a suspect's, run alone (runner.py), watched with the lanes
         self._waiting: deque[_Item] = deque()
         self._wake = asyncio.Event()
         self._lanes = [Watched() for _ in range(handler.concurrency)]
@@ -79,10 +82,11 @@ class Batches:
             self.running += len(batch)
             self._idle.clear()
             try:
-                outcomes = await loop.run_in_executor(
-                    self._executor, execution.handle_batch, self._handler,
-                    [(message, store_id) for message, store_id, _ in batch], watched,
-                )
+                async with self._gate.shared():
+                    outcomes = await loop.run_in_executor(
+                        self._executor, execution.handle_batch, self._handler,
+                        [(message, store_id) for message, store_id, _ in batch], watched,
+                    )
             except asyncio.CancelledError:
                 raise  # closing: its thread still runs the batch, still counted in `running`
             except BaseException as error:  # the database failed around the batch: each message failed
@@ -100,7 +104,7 @@ class Batches:
     def watch(self) -> None:
         """Stop the lanes' messages that are over their time limit."""
         now = time.monotonic()
-        for watched in self._lanes:
+        for watched in (*self._lanes, self.alone):
             watched.interrupt_overdue(now)
 
     def stop(self) -> None:

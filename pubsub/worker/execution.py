@@ -21,7 +21,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Final
 
@@ -124,6 +124,56 @@ def earlier_attempts(store_id: int | None, message_id: str) -> int:
     return next(iter(found), 0)
 
 
+# What a suspect's attempt row says while it runs: if its process dies, it stays said.
+UNDER_WAY: Final = "attempt under way, or the process died during it (killed, or it crashed)"
+
+
+@dataclass(frozen=True, slots=True)
+class GaveUp:
+    """A suspect whose attempts are all spent, the last ending in `error`: not run again."""
+
+    error: str
+
+
+def begin_attempt(handler: Handler, message: Message, store_id: int) -> tuple[int, str | None]:
+    """Just before a suspect's attempt (runner.py: a copy given back again and again):
+    its number, recorded first, so that an attempt its process does not live through
+    counts as failed. (n, None): run attempt n. (n, error): n attempts were made, the
+    last ending in `error`, and none more is allowed."""
+    fresh_connection()
+    with transaction.atomic():
+        row = HandlerAttempt.objects.select_for_update().filter(store_id=store_id, message_id=message.message_id).first()
+        made = max(0 if row is None else row.attempts, message.delivery_count - 1)
+        if row is not None and made >= handler.retry.max_attempts:
+            return made, row.last_error
+        _record_attempts(handler, message, store_id, made + 1, UNDER_WAY)
+    return made + 1, None
+
+
+def run_suspect(
+    handler: Handler, message: Message, store_id: int, watched: Watched
+) -> tuple[int, Outcome | Failed | GaveUp]:
+    """A sync handler's suspect, alone in its transaction, its attempt recorded first: the
+    attempt's number and its outcome."""
+    attempt, given_up = begin_attempt(handler, message, store_id)
+    if given_up is not None:
+        return attempt, GaveUp(given_up)
+    return attempt, handle_batch(handler, [(replace(message, delivery_count=attempt), store_id)], watched)[0]
+
+
+def _record_attempts(handler: Handler, message: Message, store_id: int, attempts: int, error: str) -> None:
+    HandlerAttempt.objects.update_or_create(
+        store_id=store_id,
+        defaults={
+            "message_id": message.message_id,
+            "handler": handler.name,
+            "queue": message.queue,
+            "attempts": attempts,
+            "last_error": error[:MAX_ERROR_CHARS],
+        },
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Failed:
     """A message whose handler raised (or ran out of time); everything it did is rolled back."""
@@ -172,12 +222,12 @@ def _handle_together(
         retried: list[int] = []
         for message, store_id in items:
             if store_id is not None:
+                if message.delivery_count > 1 or message.redelivered:
+                    retried.append(store_id)  # its attempts may be recorded: done with them
                 if store_id not in claimed:  # gone before, or a second copy in this batch
                     outcomes.append(Outcome.ALREADY_HANDLED)
                     continue
                 claimed.discard(store_id)
-                if message.delivery_count > 1:
-                    retried.append(store_id)
             done.append((message, watched.run(handler.function, message, limit=handler.time_limit)))
             outcomes.append(Outcome.HANDLED)
         if retried:
@@ -245,16 +295,7 @@ def settle_failure(
     attempt = message.delivery_count
     if attempt < handler.retry.max_attempts:
         if store_id is not None:
-            HandlerAttempt.objects.update_or_create(
-                store_id=store_id,
-                defaults={
-                    "message_id": message.message_id,
-                    "handler": handler.name,
-                    "queue": message.queue,
-                    "attempts": attempt,
-                    "last_error": error[:MAX_ERROR_CHARS],
-                },
-            )
+            _record_attempts(handler, message, store_id, attempt, error)
         return Outcome.RETRY
     with transaction.atomic():
         if store_id is not None:

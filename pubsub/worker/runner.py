@@ -34,15 +34,22 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from broker.engine.jsoncodec import dumps, loads
+from broker.engine.messages import DELIVERY_COUNT
 from pubsub.handling import Handler, Message
 
 from . import execution, status
 from .batches import WATCH_SECONDS, Batches
 from .declare import DeclareError, declare, http_base
 from .execution import Failed, Outcome
+from .gate import Gate
 from .time_limit import TimeLimitExceeded
 
 log = logging.getLogger("pubsub.handlers")
+
+# A stored copy given back this often by connections that ended is a suspect: it may be
+# what ended them. It runs alone, its attempts recorded before they run (`_suspect_attempt`).
+# Not at 1: a deploy's stop gives back every copy its process held, once.
+SUSPECT_RETURNS: Final = 2
 
 # Waits between connection attempts: from the first to the longest.
 RECONNECT_SECONDS: Final = (0.2, 0.5, 1.0, 2.0, 5.0)
@@ -116,6 +123,7 @@ class Runner:
             for index, handler in enumerate(handlers)
         }
         self._slots: dict[str, asyncio.Semaphore] = {}  # async handlers' concurrency
+        self._gate = Gate()  # handlers run together, or a suspect alone
         self._batches: dict[str, Batches] = {}  # sync handlers' lanes
         self._stopping: asyncio.Event | None = None
         self._stop_deadline: float | None = None  # loop time when the running messages are left behind
@@ -149,7 +157,7 @@ class Runner:
         self._stopping = asyncio.Event()
         self._slots = {name: asyncio.Semaphore(handler.concurrency) for name, handler in self._handlers.items()}
         self._batches = {
-            name: Batches(handler, self._executors[name])
+            name: Batches(handler, self._executors[name], self._gate)
             for name, handler in self._handlers.items() if not handler.is_async
         }
         reporting = asyncio.create_task(self._report_forever())
@@ -377,7 +385,8 @@ class Runner:
         assert self._stopping is not None
         store_id = frame.get("store_id")
         message = message or _message(handler, frame)
-        if failure is None and message.redelivered and store_id is not None:
+        suspect = failure is None and store_id is not None and _returns(message) >= SUSPECT_RETURNS
+        if failure is None and message.redelivered and store_id is not None and not suspect:
             executor = self._executors[handler.name]
             try:
                 earlier = await asyncio.get_running_loop().run_in_executor(
@@ -394,6 +403,10 @@ class Runner:
                 failure = None
             elif self._stopping.is_set():
                 return  # not started: the broker gives it back when the connection closes
+            elif suspect:
+                assert store_id is not None
+                message, outcome = await self._suspect_attempt(handler, message, store_id, generation)
+                suspect = False
             elif handler.is_async:
                 async with self._slots[handler.name]:
                     self._running[handler.name] += 1
@@ -443,23 +456,80 @@ class Runner:
         except websockets.ConnectionClosed:
             pass  # redelivered on the next connection, and found handled
 
-    async def _attempt(self, handler: Handler, message: Message, store_id: int | None) -> Outcome:
-        """Run the handler once; on failure, count the attempt or dead-letter the message."""
-        loop = asyncio.get_running_loop()
-        started = time.monotonic()
-        if not handler.is_async:
-            outcome = await self._batches[handler.name].run(message, store_id)
-            if not isinstance(outcome, Failed):
-                return outcome
-            return await self._failed(handler, message, store_id, outcome.error, outcome.seconds)
+    async def _suspect_attempt(
+        self, handler: Handler, message: Message, store_id: int, generation: int
+    ) -> tuple[Message, Outcome]:
+        """A copy given back SUSPECT_RETURNS times or more by connections that ended: it may
+        be what ended them (its handler killing the process). One attempt with nothing else
+        running in the process (gate.py), recorded before it runs: if the process dies, the
+        attempt counts against it alone; once its attempts are spent, it is given up on
+        without running again. The message carries the attempt's number."""
+        assert self._stopping is not None
+        loop, executor = asyncio.get_running_loop(), self._executors[handler.name]
+        result: Outcome | Failed | execution.GaveUp
+        async with self._gate.alone():
+            if self._stopping.is_set() or generation != self._generation:
+                return message, Outcome.NOT_STARTED  # the broker gives it back; nothing counted
+            started = time.monotonic()
+            try:
+                if not handler.is_async:
+                    attempt, result = await loop.run_in_executor(
+                        executor, execution.run_suspect, handler, message, store_id, self._batches[handler.name].alone
+                    )
+                else:
+                    attempt, given_up = await loop.run_in_executor(
+                        executor, execution.begin_attempt, handler, message, store_id
+                    )
+                    if given_up is not None:
+                        result = execution.GaveUp(given_up)
+                    else:
+                        message = replace(message, delivery_count=attempt)
+                        result = await self._run_async(handler, message, store_id, started)
+            except Exception as error:  # the database away (a failover) before it ran
+                log.warning("handler %s: message %s: its attempt could not be recorded (%s); tried again "
+                            "after its backoff", handler.name, message.message_id, error)
+                return message, Outcome.RETRY
+        message = replace(message, delivery_count=attempt)
+        if isinstance(result, execution.GaveUp):
+            return message, await self._give_up(handler, message, store_id, result.error)
+        if isinstance(result, Failed):
+            return message, await self._failed(handler, message, store_id, result.error, result.seconds)
+        return message, result
+
+    async def _run_async(self, handler: Handler, message: Message, store_id: int | None, started: float) -> Outcome | Failed:
+        """An async handler's attempt and, on success, its copy's removal."""
         try:
             await asyncio.wait_for(handler.function(message), timeout=handler.time_limit)
-            return await loop.run_in_executor(
+            return await asyncio.get_running_loop().run_in_executor(
                 self._executors[handler.name], execution.claim_after, store_id, message.message_id
             )
         except (Exception, TimeLimitExceeded) as error:
-            failure = error
-        return await self._failed(handler, message, store_id, failure, time.monotonic() - started)
+            return Failed(error, time.monotonic() - started)
+
+    async def _give_up(self, handler: Handler, message: Message, store_id: int, error: str) -> Outcome:
+        """Every attempt allowed was made, the last one ending in `error` (its process died
+        during it): dead-letter the message (or fail its task) without running it again."""
+        log.error("handler %s: message %s: its process died during attempt %d, its last; not run again",
+                  handler.name, message.message_id, message.delivery_count)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executors[handler.name], execution.settle_failure, handler, message, store_id, error
+            )
+        except Exception:
+            log.exception("handler %s: message %s: giving up on it failed; trying again later",
+                          handler.name, message.message_id)
+            return Outcome.RETRY
+
+    async def _attempt(self, handler: Handler, message: Message, store_id: int | None) -> Outcome:
+        """Run the handler once; on failure, count the attempt or dead-letter the message."""
+        if not handler.is_async:
+            outcome = await self._batches[handler.name].run(message, store_id)
+        else:
+            async with self._gate.shared():
+                outcome = await self._run_async(handler, message, store_id, time.monotonic())
+        if not isinstance(outcome, Failed):
+            return outcome
+        return await self._failed(handler, message, store_id, outcome.error, outcome.seconds)
 
     async def _failed(
         self, handler: Handler, message: Message, store_id: int | None, error: BaseException, seconds: float | None
@@ -482,3 +552,10 @@ class Runner:
             log.exception("handler %s: message %s: recording the failure failed; trying again later",
                           handler.name, message.message_id)
             return Outcome.RETRY
+
+
+def _returns(message: Message) -> int:
+    """How often the broker had the message given back before this delivery (its
+    `x-delivery-count`: nacked, or its connection gone before the ack)."""
+    value = message.headers.get(DELIVERY_COUNT)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -222,6 +222,53 @@ def test_a_crash_after_the_commit_does_not_run_the_handler_again(broker: BrokerP
     assert f"message {message_id} was handled before; acknowledged without running" in handlers.log()
 
 
+def test_a_message_that_kills_every_process_that_runs_it_is_dead_lettered_and_its_neighbours_lose_nothing(
+    broker: BrokerProcess, handlers: HandlersProcess
+) -> None:
+    """Given back twice, a copy is a suspect: it runs alone, its attempt recorded before it
+    runs, so the deaths count against it alone. The poison dies twice uncounted, then three
+    counted times (max_attempts), then goes to work.dead without running; the messages that
+    were given back with it each time run alone too, and are handled at their first attempt."""
+    poison, *others = publish(broker, [{"die": "always"}, *({"n": n} for n in range(5))])
+    deaths = 0
+    while counts(broker, "work.dead")[0] == 0:
+        eventually_sync(lambda: not handlers.alive() or counts(broker, "work.dead")[0] == 1,
+                        what="the handler process dead, or the message dead-lettered")
+        if handlers.alive():
+            break
+        deaths += 1
+        assert deaths <= 5, "the message ran again after its attempts were spent"
+        handlers.start()
+    assert deaths == 5
+    (dead,) = take(broker, "work.dead")
+    assert dead["message_id"] == poison and dead["headers"]["x-handler-attempts"] == 3
+    assert "the process died during it" in dead["headers"]["x-handler-error"]
+    assert f"message {poison}: its process died during attempt 3, its last; not run again" in handlers.log()
+    assert sorted(wait_handled(broker, 5)) == sorted((other, 1) for other in others)
+    eventually_sync(lambda: query(broker, "SELECT COUNT(*) FROM pubsub_handlerattempt")[0][0] == 0,
+                    what="no attempt left recorded")
+
+
+def test_a_suspect_that_succeeds_is_handled_at_its_first_counted_attempt_and_leaves_no_record(
+    broker: BrokerProcess,
+) -> None:
+    """A copy whose process was killed twice while it ran (given back twice) is handled the
+    third time, alone; its recorded attempt goes with it."""
+    process = HandlersProcess(broker, SLOW).start()
+    try:
+        (message_id,) = publish(broker, [{"sleep": 1.5}], routing_key="slow-work")
+        for _ in range(2):
+            eventually_sync(lambda: counts(broker, "slow-work") == (0, 1), what="the message running")
+            time.sleep(0.3)
+            process.kill()
+            process.start()
+        assert wait_handled(broker, 1, queue="slow-work") == [(message_id, 1)]
+        eventually_sync(lambda: query(broker, "SELECT COUNT(*) FROM pubsub_handlerattempt")[0][0] == 0,
+                        what="its recorded attempt removed")
+    finally:
+        process.kill()
+
+
 def test_an_async_handler_is_retried_and_acknowledged_after_success(broker: BrokerProcess) -> None:
     handlers = HandlersProcess(broker, ASYNC).start()
     try:

@@ -1,8 +1,8 @@
 """Handlers whose behaviour the message asks for: `{"fail_until": N}` raises on the first
 N attempts, `{"busy": S}` computes for S seconds (a time limit stops it), `{"sleep": S}`
 sleeps for S seconds (a graceful stop waits for it), `{"die": "before_commit"}` or
-`"after_commit"` ends the process there on the first delivery. Every committed run
-inserts a row."""
+`"after_commit"` ends the process there on the first delivery, `{"die": "always"}` at
+every attempt (a message that kills whatever runs it). Every committed run inserts a row."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ def _behave(message: Message) -> None:
     while time.monotonic() < deadline:
         pass
     time.sleep(body.get("sleep", 0))
+    if body.get("die") == "always":
+        os._exit(9)
     if not message.redelivered and body.get("die") == "before_commit":
         os._exit(9)
     if not message.redelivered and body.get("die") == "after_commit":
