@@ -49,6 +49,7 @@ class Batches:
         self.running = 0
         self._idle = asyncio.Event()  # no batch runs
         self._idle.set()
+        self._stops = 0  # `stop` calls so far: a batch taken before one is not started
 
     def submit(self, message: Message, store_id: int | None, settle: Settle) -> None:
         """Run the message in a batch; `settle` gets its outcome (on the loop, no task per
@@ -79,14 +80,18 @@ class Batches:
             batch: list[_Item] = []
             while self._waiting and len(batch) < MAX_BATCH:
                 batch.append(self._waiting.popleft())
+            stops = self._stops
             self.running += len(batch)
             self._idle.clear()
             try:
                 async with self._gate.shared():
-                    outcomes = await loop.run_in_executor(
-                        self._executor, execution.handle_batch, self._handler,
-                        [(message, store_id) for message, store_id, _ in batch], watched,
-                    )
+                    if stops != self._stops:  # stopped while it waited behind a suspect (gate.py)
+                        outcomes: list[Outcome | Failed] = [Outcome.NOT_STARTED] * len(batch)
+                    else:
+                        outcomes = await loop.run_in_executor(
+                            self._executor, execution.handle_batch, self._handler,
+                            [(message, store_id) for message, store_id, _ in batch], watched,
+                        )
             except asyncio.CancelledError:
                 raise  # closing: its thread still runs the batch, still counted in `running`
             except BaseException as error:  # the database failed around the batch: each message failed
@@ -109,6 +114,7 @@ class Batches:
 
     def stop(self) -> None:
         """Run no more of the messages waiting: they go back to the broker."""
+        self._stops += 1
         while self._waiting:
             self._waiting.popleft()[2](Outcome.NOT_STARTED)
 

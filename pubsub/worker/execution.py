@@ -162,16 +162,20 @@ def run_suspect(
 
 
 def _record_attempts(handler: Handler, message: Message, store_id: int, attempts: int, error: str) -> None:
-    HandlerAttempt.objects.update_or_create(
-        store_id=store_id,
-        defaults={
-            "message_id": message.message_id,
-            "handler": handler.name,
-            "queue": message.queue,
-            "attempts": attempts,
-            "last_error": error[:MAX_ERROR_CHARS],
-        },
-    )
+    """The copy's attempts so far, never fewer than recorded (two deliveries of one copy, an
+    old connection's and a new one's, may record out of order)."""
+    with transaction.atomic():
+        row = HandlerAttempt.objects.select_for_update().filter(store_id=store_id, message_id=message.message_id).first()
+        HandlerAttempt.objects.update_or_create(
+            store_id=store_id,
+            defaults={
+                "message_id": message.message_id,
+                "handler": handler.name,
+                "queue": message.queue,
+                "attempts": max(attempts, 0 if row is None else row.attempts),
+                "last_error": error[:MAX_ERROR_CHARS],
+            },
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,19 +223,21 @@ def _handle_together(
         stored = [(store_id, message.message_id) for message, store_id in items if store_id is not None]
         claimed = _claim_all(stored) if stored else set()
         done: list[tuple[Message, Any]] = []
-        retried: list[int] = []
+        retried: list[tuple[int, str]] = []
         for message, store_id in items:
             if store_id is not None:
                 if message.delivery_count > 1 or message.redelivered:
-                    retried.append(store_id)  # its attempts may be recorded: done with them
+                    retried.append((store_id, message.message_id))  # its attempts may be recorded: done with them
                 if store_id not in claimed:  # gone before, or a second copy in this batch
                     outcomes.append(Outcome.ALREADY_HANDLED)
                     continue
                 claimed.discard(store_id)
             done.append((message, watched.run(handler.function, message, limit=handler.time_limit)))
             outcomes.append(Outcome.HANDLED)
-        if retried:
-            HandlerAttempt.objects.filter(store_id__in=retried).delete()
+        if retried:  # by id and message id: a store id may be given again after a router's restart
+            HandlerAttempt.objects.filter(
+                store_id__in=[store_id for store_id, _ in retried], message_id__in=[mid for _, mid in retried]
+            ).delete()
         if handler.flush is not None and done:
             handler.flush(done)
         if transaction.get_rollback():

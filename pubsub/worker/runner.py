@@ -397,25 +397,31 @@ class Runner:
                             handler.name, message.message_id, error)
                 earlier = 0
             message = replace(message, delivery_count=earlier + 1)
+        # Its attempts spent before it came back, not as a suspect (a router's restart forgets
+        # how often copies were given back): given up on, not run again.
+        spent = failure is None and not suspect and message.delivery_count > handler.retry.max_attempts
+        if spent:
+            message = replace(message, delivery_count=message.delivery_count - 1)
         while True:
             if failure is not None:
                 outcome = await self._failed(handler, message, store_id, failure.error, failure.seconds)
                 failure = None
             elif self._stopping.is_set():
                 return  # not started: the broker gives it back when the connection closes
-            elif suspect:
+            elif spent:
+                outcome = await self._give_up(handler, message, store_id, "its attempts were spent before")
+            elif suspect:  # each of its attempts, retries too, alone and recorded first
                 assert store_id is not None
                 message, outcome = await self._suspect_attempt(handler, message, store_id, generation)
-                suspect = False
             elif handler.is_async:
                 async with self._slots[handler.name]:
                     self._running[handler.name] += 1
                     try:
-                        outcome = await self._attempt(handler, message, store_id)
+                        outcome = await self._attempt(handler, message, store_id, generation)
                     finally:
                         self._running[handler.name] -= 1
             else:
-                outcome = await self._attempt(handler, message, store_id)
+                outcome = await self._attempt(handler, message, store_id, generation)
             if outcome is Outcome.NOT_STARTED:
                 return
             self.counts[handler.name][outcome.value] += 1
@@ -471,6 +477,10 @@ class Runner:
             if self._stopping.is_set() or generation != self._generation:
                 return message, Outcome.NOT_STARTED  # the broker gives it back; nothing counted
             started = time.monotonic()
+            # Counted as running (`busy`): a stop past its grace exits without it. A sync one's
+            # thread goes on when cancelled: counted until the process ends, as a batch's.
+            self._running[handler.name] += 1
+            ran_on = False
             try:
                 if not handler.is_async:
                     attempt, result = await loop.run_in_executor(
@@ -485,10 +495,16 @@ class Runner:
                     else:
                         message = replace(message, delivery_count=attempt)
                         result = await self._run_async(handler, message, store_id, started)
+            except asyncio.CancelledError:
+                ran_on = not handler.is_async
+                raise
             except Exception as error:  # the database away (a failover) before it ran
                 log.warning("handler %s: message %s: its attempt could not be recorded (%s); tried again "
                             "after its backoff", handler.name, message.message_id, error)
                 return message, Outcome.RETRY
+            finally:
+                if not ran_on:
+                    self._running[handler.name] -= 1
         message = replace(message, delivery_count=attempt)
         if isinstance(result, execution.GaveUp):
             return message, await self._give_up(handler, message, store_id, result.error)
@@ -506,26 +522,30 @@ class Runner:
         except (Exception, TimeLimitExceeded) as error:
             return Failed(error, time.monotonic() - started)
 
-    async def _give_up(self, handler: Handler, message: Message, store_id: int, error: str) -> Outcome:
+    async def _give_up(self, handler: Handler, message: Message, store_id: int | None, error: str) -> Outcome:
         """Every attempt allowed was made, the last one ending in `error` (its process died
         during it): dead-letter the message (or fail its task) without running it again."""
-        log.error("handler %s: message %s: its process died during attempt %d, its last; not run again",
-                  handler.name, message.message_id, message.delivery_count)
         try:
-            return await asyncio.get_running_loop().run_in_executor(
+            outcome = await asyncio.get_running_loop().run_in_executor(
                 self._executors[handler.name], execution.settle_failure, handler, message, store_id, error
             )
         except Exception:
             log.exception("handler %s: message %s: giving up on it failed; trying again later",
                           handler.name, message.message_id)
             return Outcome.RETRY
+        if outcome is not Outcome.ALREADY_HANDLED:
+            log.error("handler %s: message %s: its attempts are spent, the last ending with: %s; not run again",
+                      handler.name, message.message_id, error)
+        return outcome
 
-    async def _attempt(self, handler: Handler, message: Message, store_id: int | None) -> Outcome:
+    async def _attempt(self, handler: Handler, message: Message, store_id: int | None, generation: int) -> Outcome:
         """Run the handler once; on failure, count the attempt or dead-letter the message."""
         if not handler.is_async:
             outcome = await self._batches[handler.name].run(message, store_id)
         else:
             async with self._gate.shared():
+                if self._stopping_now() or generation != self._generation:
+                    return Outcome.NOT_STARTED  # waited behind a suspect: the broker gives it back
                 outcome = await self._run_async(handler, message, store_id, time.monotonic())
         if not isinstance(outcome, Failed):
             return outcome
@@ -557,5 +577,7 @@ class Runner:
 def _returns(message: Message) -> int:
     """How often the broker had the message given back before this delivery (its
     `x-delivery-count`: nacked, or its connection gone before the ack)."""
+    if not message.redelivered:  # the header is then the publisher's own, if any
+        return 0
     value = message.headers.get(DELIVERY_COUNT)
     return value if isinstance(value, int) and not isinstance(value, bool) else 0

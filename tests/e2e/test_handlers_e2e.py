@@ -243,30 +243,54 @@ def test_a_message_that_kills_every_process_that_runs_it_is_dead_lettered_and_it
     (dead,) = take(broker, "work.dead")
     assert dead["message_id"] == poison and dead["headers"]["x-handler-attempts"] == 3
     assert "the process died during it" in dead["headers"]["x-handler-error"]
-    assert f"message {poison}: its process died during attempt 3, its last; not run again" in handlers.log()
+    assert f"message {poison}: its attempts are spent, the last ending with: attempt under way" in handlers.log()
     assert sorted(wait_handled(broker, 5)) == sorted((other, 1) for other in others)
     eventually_sync(lambda: query(broker, "SELECT COUNT(*) FROM pubsub_handlerattempt")[0][0] == 0,
                     what="no attempt left recorded")
 
 
-def test_a_suspect_that_succeeds_is_handled_at_its_first_counted_attempt_and_leaves_no_record(
-    broker: BrokerProcess,
-) -> None:
-    """A copy whose process was killed twice while it ran (given back twice) is handled the
-    third time, alone; its recorded attempt goes with it."""
+def _made_a_suspect(broker: BrokerProcess, process: HandlersProcess, body: dict[str, Any]) -> str:
+    """Publish to slow-work and kill the process twice while the message runs: given back
+    twice, its next delivery is a suspect. Its message id."""
+    (message_id,) = publish(broker, [body], routing_key="slow-work")
+    for _ in range(2):
+        eventually_sync(lambda: counts(broker, "slow-work") == (0, 1), what="the message running")
+        time.sleep(0.3)
+        process.kill()
+        process.start()
+    eventually_sync(lambda: counts(broker, "slow-work") == (0, 1), what="the suspect running")
+    return message_id
+
+
+def under_way(broker: BrokerProcess) -> list[tuple[Any, ...]]:
+    return query(broker, "SELECT attempts, last_error FROM pubsub_handlerattempt")
+
+
+def test_a_suspect_s_attempt_is_recorded_before_it_runs_and_the_record_goes_with_it(broker: BrokerProcess) -> None:
     process = HandlersProcess(broker, SLOW).start()
     try:
-        (message_id,) = publish(broker, [{"sleep": 1.5}], routing_key="slow-work")
-        for _ in range(2):
-            eventually_sync(lambda: counts(broker, "slow-work") == (0, 1), what="the message running")
-            time.sleep(0.3)
-            process.kill()
-            process.start()
+        message_id = _made_a_suspect(broker, process, {"sleep": 2})
+        eventually_sync(lambda: len(under_way(broker)) == 1, what="its attempt recorded")
+        ((attempts, error),) = under_way(broker)
+        assert attempts == 1 and error.startswith("attempt under way")  # the two deaths before are not counted
         assert wait_handled(broker, 1, queue="slow-work") == [(message_id, 1)]
-        eventually_sync(lambda: query(broker, "SELECT COUNT(*) FROM pubsub_handlerattempt")[0][0] == 0,
-                        what="its recorded attempt removed")
+        eventually_sync(lambda: under_way(broker) == [], what="its record removed")
     finally:
         process.kill()
+
+
+def test_sigterm_leaves_a_suspect_that_outlives_the_grace_period(broker: BrokerProcess) -> None:
+    process = HandlersProcess(broker, SLOW, "--grace", "1").start()
+    try:
+        _made_a_suspect(broker, process, {"sleep": 6})
+        eventually_sync(lambda: len(under_way(broker)) == 1, what="the suspect running")
+        stopped = time.monotonic()
+        assert process.stop(signal.SIGTERM) == 1
+        assert time.monotonic() - stopped < 1.8
+        assert "exiting with 1 message(s) still being handled" in process.log()
+    finally:
+        if process.alive():
+            process.kill()
 
 
 def test_an_async_handler_is_retried_and_acknowledged_after_success(broker: BrokerProcess) -> None:
