@@ -17,7 +17,9 @@ and its row deleted. Imports no asyncio.
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -25,8 +27,9 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Final
 
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
+from django.db.models import Q
 
 from broker.engine.deadletter import dead_letter_copy
 from broker.engine.errors import BrokerError
@@ -115,13 +118,13 @@ def _limit_statements(seconds: float | None) -> None:
     connection._pubsub_statement_timeout = (connection.connection, seconds)  # type: ignore[attr-defined]
 
 
-def earlier_attempts(store_id: int | None, message_id: str) -> int:
-    """Failed attempts recorded for a redelivered stored copy."""
+def earlier_attempts(store_id: int | None, message_id: str) -> tuple[int, str]:
+    """Failed attempts recorded for a redelivered stored copy, and the last one's error."""
     if store_id is None:
-        return 0
+        return 0, ""
     fresh_connection()
-    found = HandlerAttempt.objects.filter(store_id=store_id, message_id=message_id).values_list("attempts", flat=True)
-    return next(iter(found), 0)
+    found = HandlerAttempt.objects.filter(store_id=store_id, message_id=message_id).values_list("attempts", "last_error")
+    return next(iter(found), (0, ""))
 
 
 # What a suspect's attempt row says while it runs: if its process dies, it stays said.
@@ -143,7 +146,7 @@ def begin_attempt(handler: Handler, message: Message, store_id: int) -> tuple[in
     fresh_connection()
     with transaction.atomic():
         row = HandlerAttempt.objects.select_for_update().filter(store_id=store_id, message_id=message.message_id).first()
-        made = max(0 if row is None else row.attempts, message.delivery_count - 1)
+        made = 0 if row is None else row.attempts  # written before each of its attempts: never behind
         if row is not None and made >= handler.retry.max_attempts:
             return made, row.last_error
         _record_attempts(handler, message, store_id, made + 1, UNDER_WAY)
@@ -162,20 +165,24 @@ def run_suspect(
 
 
 def _record_attempts(handler: Handler, message: Message, store_id: int, attempts: int, error: str) -> None:
-    """The copy's attempts so far, never fewer than recorded (two deliveries of one copy, an
-    old connection's and a new one's, may record out of order)."""
+    """The copy's attempts so far, and the last one's error; never fewer than recorded (two
+    deliveries of one copy, an old connection's and a new one's, may record out of order).
+    A row of the same store id for another message (ids are given again after a router's
+    restart) is that copy's no more."""
+    fields = {"message_id": message.message_id, "handler": handler.name, "queue": message.queue,
+              "attempts": attempts, "last_error": error[:MAX_ERROR_CHARS]}
     with transaction.atomic():
-        row = HandlerAttempt.objects.select_for_update().filter(store_id=store_id, message_id=message.message_id).first()
-        HandlerAttempt.objects.update_or_create(
-            store_id=store_id,
-            defaults={
-                "message_id": message.message_id,
-                "handler": handler.name,
-                "queue": message.queue,
-                "attempts": max(attempts, 0 if row is None else row.attempts),
-                "last_error": error[:MAX_ERROR_CHARS],
-            },
-        )
+        row = HandlerAttempt.objects.select_for_update().filter(store_id=store_id).first()
+        if row is None:
+            try:
+                with transaction.atomic():
+                    HandlerAttempt.objects.create(store_id=store_id, **fields)
+                return
+            except IntegrityError:  # written meanwhile by the copy's other delivery
+                row = HandlerAttempt.objects.select_for_update().get(store_id=store_id)
+        if row.message_id == message.message_id and row.attempts > attempts:
+            return  # a later attempt is recorded already
+        HandlerAttempt.objects.filter(store_id=store_id).update(**fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +243,7 @@ def _handle_together(
             outcomes.append(Outcome.HANDLED)
         if retried:  # by id and message id: a store id may be given again after a router's restart
             HandlerAttempt.objects.filter(
-                store_id__in=[store_id for store_id, _ in retried], message_id__in=[mid for _, mid in retried]
+                functools.reduce(operator.or_, (Q(store_id=store_id, message_id=mid) for store_id, mid in retried))
             ).delete()
         if handler.flush is not None and done:
             handler.flush(done)
@@ -288,7 +295,7 @@ def claim_after(store_id: int | None, message_id: str) -> Outcome:
     fresh_connection()
     with transaction.atomic():
         claimed = _claim(store_id, message_id)
-        HandlerAttempt.objects.filter(store_id=store_id).delete()
+        HandlerAttempt.objects.filter(store_id=store_id, message_id=message_id).delete()
     return Outcome.HANDLED if claimed else Outcome.ALREADY_HANDLED
 
 
@@ -306,9 +313,9 @@ def settle_failure(
     with transaction.atomic():
         if store_id is not None:
             if not _claim(store_id, message.message_id):
-                HandlerAttempt.objects.filter(store_id=store_id).delete()
+                HandlerAttempt.objects.filter(store_id=store_id, message_id=message.message_id).delete()
                 return Outcome.ALREADY_HANDLED
-            HandlerAttempt.objects.filter(store_id=store_id).delete()
+            HandlerAttempt.objects.filter(store_id=store_id, message_id=message.message_id).delete()
         if handler.give_up is not None:
             handler.give_up(message, exception if exception is not None else RuntimeError(error))
         else:

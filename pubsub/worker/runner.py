@@ -386,10 +386,11 @@ class Runner:
         store_id = frame.get("store_id")
         message = message or _message(handler, frame)
         suspect = failure is None and store_id is not None and _returns(message) >= SUSPECT_RETURNS
+        last_error = ""
         if failure is None and message.redelivered and store_id is not None and not suspect:
             executor = self._executors[handler.name]
             try:
-                earlier = await asyncio.get_running_loop().run_in_executor(
+                earlier, last_error = await asyncio.get_running_loop().run_in_executor(
                     executor, execution.earlier_attempts, store_id, message.message_id
                 )
             except Exception as error:  # the database away (a failover): counted from here
@@ -409,7 +410,7 @@ class Runner:
             elif self._stopping.is_set():
                 return  # not started: the broker gives it back when the connection closes
             elif spent:
-                outcome = await self._give_up(handler, message, store_id, "its attempts were spent before")
+                outcome = await self._give_up(handler, message, store_id, last_error or "its attempts were spent before")
             elif suspect:  # each of its attempts, retries too, alone and recorded first
                 assert store_id is not None
                 message, outcome = await self._suspect_attempt(handler, message, store_id, generation)
@@ -437,7 +438,8 @@ class Runner:
                 pass
             if generation != self._generation:
                 return  # its connection is gone: the broker hands it out again, its attempts counted
-            message = replace(message, delivery_count=message.delivery_count + 1, redelivered=True)
+            if not spent:  # (a give-up tried again is no attempt)
+                message = replace(message, delivery_count=message.delivery_count + 1, redelivered=True)
         _log_settled(handler, message, outcome)
         if generation == self._generation and ws is self._ws:
             await asyncio.shield(self._ack_soon(ws, frame["delivery_tag"]))

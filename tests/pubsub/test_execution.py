@@ -4,14 +4,16 @@ and a connection left inside a transaction is replaced."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 
 from pubsub.handling import Handler, Message, Retry
+from pubsub.models import HandlerAttempt
 from pubsub.testing import capture_published
-from pubsub.worker.execution import Failed, Outcome, handle_batch, settle_failure
+from pubsub.worker.execution import Failed, Outcome, begin_attempt, handle_batch, settle_failure
 from pubsub.worker.time_limit import Watched
 from queues.models import Message as StoredMessage
 from queues.models import Queue
@@ -92,3 +94,28 @@ def test_a_dead_lettered_message_leaves_the_brokers_delivery_count_behind() -> N
     (dead,) = published
     assert (dead.exchange, dead.routing_key, dead.headers["x-trace"]) == ("", "q.dead", "t")
     assert "x-delivery-count" not in dead.headers
+
+
+def test_a_suspect_s_attempts_are_recorded_before_each_and_spent_ones_are_given_up() -> None:
+    handler = Handler(name="h", function=lambda m: None, queue="q", exchange=None, binding_key="", concurrency=1,
+                      prefetch=10, retry=Retry(max_attempts=2), time_limit=None, is_async=False)
+    suspect = replace(message("m9"), redelivered=True)
+    assert begin_attempt(handler, suspect, 9) == (1, None)
+    assert begin_attempt(handler, suspect, 9) == (2, None)  # the first did not come back: its process died
+    attempts, error = begin_attempt(handler, suspect, 9)
+    assert attempts == 2 and error is not None and error.startswith("attempt under way")
+    assert begin_attempt(handler, replace(suspect, message_id="another"), 9) == (1, None)  # an id given again
+
+
+def test_recorded_attempts_are_never_lowered_and_a_success_removes_them() -> None:
+    handler = spec(lambda m: None)
+    retried = replace(message("m10"), redelivered=True)
+    settle_failure(handler, replace(retried, delivery_count=2), None, "no row without a stored copy")
+    assert not HandlerAttempt.objects.exists()
+    begin_attempt(handler, retried, stored(10, "m10"))
+    begin_attempt(handler, retried, 10)
+    settle_failure(handler, replace(retried, delivery_count=1), 10, "an older delivery's failure, recorded late")
+    row = HandlerAttempt.objects.get(store_id=10)
+    assert (row.attempts, row.last_error[:16]) == (2, "attempt under wa")
+    assert handle_batch(handler, [(replace(retried, delivery_count=2), 10)], Watched()) == [Outcome.HANDLED]
+    assert not HandlerAttempt.objects.exists()
