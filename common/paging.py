@@ -98,16 +98,13 @@ def flag(query: Mapping[str, str], field: str) -> bool | None:
     raise BrokerError(f"{field}: must be true or false", fields={field: ["true or false"]})
 
 
-def page_of(request: PageRequest, keys: Sequence[T], name_of: Callable[[T], str] | None = None) -> Page[T]:
-    """The page of `keys` (the whole list, in its order) that `request` asks for: those the
-    name filter keeps (`name_of` gives a key's name; None: keys are names)."""
-    if request.name:
-        matches = request.name_matches()
-        kept = [key for key in keys if matches(name_of(key) if name_of else key)]  # type: ignore[arg-type]
-    else:
-        kept = list(keys)
+def page_of(request: PageRequest, names: Sequence[str]) -> Page[str]:
+    """The page of `names` (the whole list, in its order) that `request` asks for, of those
+    the name filter keeps."""
+    matches = request.name_matches()
+    kept = [name for name in names if matches(name)] if request.name else list(names)
     start = request.offset
-    return Page(request, kept[start:start + request.page_size], len(kept), len(keys))
+    return Page(request, kept[start:start + request.page_size], len(kept), len(names))
 
 
 def _whole(value: str | None, field: str, *, default: int, most: int) -> int:

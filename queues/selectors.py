@@ -124,7 +124,7 @@ _INFO_FIELDS: Final = (
 def queue_page(request: PageRequest, *, exclusive: bool | None = None) -> Page[QueueInfo]:
     """One page of `queue_list()`, of connections' private queues only (`exclusive`
     true) or of declared ones only (false): only its own queues are read in full and counted."""
-    stored = list(Queue.objects.order_by("name").values_list("name", flat=True))
+    stored = list(Queue.objects.values_list("name", flat=True))  # sorted below, with the private ones
     private_total, private = _private_names(request)
     kept = [*([] if exclusive else stored), *([] if exclusive is False else private)]
     names = page_of(request, sorted(kept))

@@ -386,7 +386,7 @@ class Runner:
         store_id = frame.get("store_id")
         message = message or _message(handler, frame)
         suspect = failure is None and store_id is not None and _returns(message) >= SUSPECT_RETURNS
-        last_error = ""
+        last_error, spent = "", False
         if failure is None and message.redelivered and store_id is not None and not suspect:
             executor = self._executors[handler.name]
             try:
@@ -397,12 +397,10 @@ class Runner:
                 log.warning("handler %s: message %s: its earlier attempts are unknown (%s)",
                             handler.name, message.message_id, error)
                 earlier = 0
-            message = replace(message, delivery_count=earlier + 1)
-        # Its attempts spent before it came back, not as a suspect (a router's restart forgets
-        # how often copies were given back): given up on, not run again.
-        spent = failure is None and not suspect and message.delivery_count > handler.retry.max_attempts
-        if spent:
-            message = replace(message, delivery_count=message.delivery_count - 1)
+            # Its attempts spent before it came back, not as a suspect (a router's restart forgets
+            # how often copies were given back): given up on, not run again.
+            spent = earlier >= handler.retry.max_attempts
+            message = replace(message, delivery_count=earlier if spent else earlier + 1)
         while True:
             if failure is not None:
                 outcome = await self._failed(handler, message, store_id, failure.error, failure.seconds)
