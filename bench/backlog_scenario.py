@@ -5,7 +5,9 @@ otherwise) to a durable queue with no consumer, then drain it with one client-ac
 consumer. Ours keeps a window of the queue in memory and the rest in its database;
 RabbitMQ's queue is a lazy one (`x-queue-mode: lazy`: messages on disk, as few as
 possible in memory). Both rates are measured, and the broker's peak RSS over the
-whole run (sampled every 100 ms; every process of the server).
+whole run (sampled every 100 ms; every process of the server). Each rate comes with the
+server's CPU seconds over its phase, so that a change can be judged by its cost per
+message, which varies less from run to run than the rate.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import psutil
 
 from .loadgen import Consumer, Publisher
 from .measure import Measurement, Mode
+from .processes import total_cpu_seconds
 from .targets import Target
 from .ws_scenarios import CONFIRM_WINDOW, GRACE, PREFETCH, PUBLISHERS, _finish, _opened, unique
 
@@ -60,28 +63,30 @@ async def backlog(target: Target, mode: Mode) -> dict[str, Measurement]:
         ]
         stop = asyncio.Event()
         async with _opened(publishers, target):
-            started = loop.time()
+            started, cpu = loop.time(), total_cpu_seconds(target.servers)
             tasks = [asyncio.create_task(p.run(stop, started + 3600)) for p in publishers]
             while sum(p.confirmed for p in publishers) < total and not all(t.done() for t in tasks):
                 await asyncio.sleep(0.01)
-            published_in = loop.time() - started
+            published_in, publish_cpu = loop.time() - started, total_cpu_seconds(target.servers) - cpu
             errors = await _finish(stop, tasks)
             await asyncio.gather(*(p.drain(GRACE) for p in publishers))
         stored = sum(p.confirmed for p in publishers)
-        publish_rate = Measurement(total / published_in, total, note="; ".join(errors), extra={"stored": stored})
+        publish_rate = Measurement(
+            total / published_in, total, publish_cpu, note="; ".join(errors), extra={"stored": stored}
+        )
 
         consumer = Consumer(target.dialect, queue=queue, client_ack=True, prefetch=PREFETCH)
         stop = asyncio.Event()
         async with _opened([consumer], target):
-            started = loop.time()
+            started, cpu = loop.time(), total_cpu_seconds(target.servers)
             task = asyncio.create_task(consumer.run(stop, started + 3600, limit=stored))
             await asyncio.wait([task])
-            consumed_in = loop.time() - started
+            consumed_in, consume_cpu = loop.time() - started, total_cpu_seconds(target.servers) - cpu
             errors = await _finish(stop, [task])
         note = "; ".join(errors)
         if consumer.received < stored and not note:
             note = f"only {consumer.received} of {stored} received"
-        consume_rate = Measurement(consumer.received / consumed_in, consumer.received, note=note)
+        consume_rate = Measurement(consumer.received / consumed_in, consumer.received, consume_cpu, note=note)
     finally:
         top = peak.stop()
     return {
