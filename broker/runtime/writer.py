@@ -94,6 +94,7 @@ class GroupCommitWriter:
         # commits: changed and taken under this lock.
         self._lock = threading.Lock()
         self._calls_waiting = 0  # `in_thread` calls queued behind a run of commits
+        self._closing = False  # a run of commits ends after its current one
         self._inserts: list[StoredCopy] = []
         # One future per commit, shared by everything appended for it.
         self._batch: asyncio.Future[None] | None = None
@@ -116,11 +117,17 @@ class GroupCommitWriter:
             self._calls_waiting += 1
 
         def call() -> Any:
-            with self._lock:
-                self._calls_waiting -= 1
+            self._call_left()
             return fn(*args)
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        queued = self._executor.submit(call)
+        # A call cancelled before it ran (its caller timed out) waits no more either.
+        queued.add_done_callback(lambda done: self._call_left() if done.cancelled() else None)
+        return await asyncio.wrap_future(queued)
+
+    def _call_left(self) -> None:
+        with self._lock:
+            self._calls_waiting -= 1
 
     def append(self, copies: Sequence[StoredCopy]) -> asyncio.Future[None]:
         """Queue copies for the next commit; the future resolves once they are committed.
@@ -167,8 +174,10 @@ class GroupCommitWriter:
         self._wake.set()
 
     def delete_backlogs(self, backlogs: Sequence[BacklogRows]) -> None:
-        """Delete purged backlogs' rows, after the commit of every copy appended before."""
-        self._backlogs.extend((self.appended, rows) for rows in backlogs)
+        """Delete purged backlogs' rows, after the commit of every copy appended before (and
+        before that commit counts as durable)."""
+        with self._lock:
+            self._backlogs.extend((self.appended, rows) for rows in backlogs)
         self._wake.set()
 
     async def run(self) -> None:
@@ -191,7 +200,7 @@ class GroupCommitWriter:
                     next_checkpoint = loop.time() + self._checkpoint
 
     async def flush(self) -> bool:
-        """One transaction with everything pending; False when it failed (kept for a retry).
+        """Everything pending committed; False when that failed (kept for a retry).
 
         The commit runs as a task of its own: cancelling the caller (shutdown) does
         not abandon a commit half-way, and `close` waits for it."""
@@ -199,9 +208,13 @@ class GroupCommitWriter:
             self._inflight = asyncio.ensure_future(self._commit())
         return await asyncio.shield(self._inflight)
 
-    def _take(self) -> _Commit:
-        """Everything pending, for one commit (from either thread)."""
+    def _take(self, *, more: bool = False) -> _Commit | None:
+        """Everything pending, for one commit (from either thread). `more`: for the commit
+        after one the thread has just made, or None when nothing is left to insert, other
+        work waits for the thread, or the writer is closing."""
         with self._lock:
+            if more and (self._calls_waiting or self._closing or not (self._inserts or self._queues_to_delete)):
+                return None
             taken = _Commit(self._inserts, self._deletes, self._queues_to_delete, self._batch, self.appended)
             self._inserts, self._deletes, self._queues_to_delete, self._batch = [], [], [], None
         # A copy acknowledged before it was ever written needs neither write.
@@ -219,30 +232,47 @@ class GroupCommitWriter:
             self._deletes[:0] = taken.deletes
             self._queues_to_delete[:0] = taken.queues
 
-    def _write_on(self, loop: asyncio.AbstractEventLoop, taken: _Commit) -> tuple[_Commit, Exception] | None:
+    def _write_on(self, loop: asyncio.AbstractEventLoop, taken: _Commit | None) -> tuple[_Commit, Exception] | None:
         """In the database thread: commit `taken`, then what was appended meanwhile, and so
-        on, until nothing is left to insert or other work waits for the thread. Each
-        commit is reported to the loop as it lands; the first that fails is returned."""
-        while True:
-            started = time.perf_counter()
-            try:
-                self._store.write(taken.inserts, taken.deletes, taken.queues)
-            except Exception as error:
-                return taken, error
-            loop.call_soon_threadsafe(self._written, taken, time.perf_counter() - started)
-            # Other work for this thread, a purged backlog to delete after this commit (the
-            # loop's), or nothing to insert: back to the loop.
-            if self._calls_waiting or self._backlogs or not (self._inserts or self._queues_to_delete):
-                return None
-            taken = self._take()
+        on (`_take(more=True)`). Each commit is reported to the loop as it lands; the
+        first that fails is returned."""
+        while taken is not None:
+            seconds = None
+            if taken.writes:
+                started = time.perf_counter()
+                try:
+                    self._store.write(taken.inserts, taken.deletes, taken.queues)
+                except Exception as error:
+                    return taken, error
+                seconds = time.perf_counter() - started
+            self._delete_purged(taken.mark)
+            loop.call_soon_threadsafe(self._written, taken, seconds)
+            taken = self._take(more=True)
+        return None
 
-    def _written(self, taken: _Commit, seconds: float) -> None:
-        """On the loop: a commit landed."""
-        COMMIT_SECONDS.observe(seconds)
-        COMMIT_MESSAGES.observe(len(taken.inserts))
-        if self._watch is not None:
-            self._watch.answered()
-        self.commits += 1
+    def _delete_purged(self, mark: int) -> None:
+        """In the database thread: the rows of backlogs purged before the appends up to
+        `mark`, which are committed (a failure is logged; they are tried again later)."""
+        with self._lock:
+            ready = [entry for entry in self._backlogs if entry[0] <= mark]
+            if not ready:
+                return
+            self._backlogs = [entry for entry in self._backlogs if entry[0] > mark]
+        try:
+            self._store.delete_backlogs([rows for _, rows in ready])
+        except Exception as error:
+            log.error("deleting a purged backlog failed: %s", error)
+            with self._lock:
+                self._backlogs[:0] = ready
+
+    def _written(self, taken: _Commit, seconds: float | None) -> None:
+        """On the loop: a commit landed (`seconds` None: nothing of it needed writing)."""
+        if seconds is not None:
+            COMMIT_SECONDS.observe(seconds)
+            COMMIT_MESSAGES.observe(len(taken.inserts))
+            if self._watch is not None:
+                self._watch.answered()
+            self.commits += 1
         self._landed(taken)
 
     def _landed(self, taken: _Commit, refused: int = 0) -> None:
@@ -257,30 +287,20 @@ class GroupCommitWriter:
                 batch.set_result(None)
 
     async def _commit(self) -> bool:
-        taken = self._take()
-        if not taken.writes:
-            self._landed(taken)
-        else:
-            loop = asyncio.get_running_loop()
-            failed = await loop.run_in_executor(self._executor, self._write_on, loop, taken)
-            if failed is not None and not await self._recover(*failed):
-                return False
-        # Purged backlogs whose copies are all committed now (appended up to the last mark).
-        ready = [entry for entry in self._backlogs if entry[0] <= self.durable]
-        if ready:
-            self._backlogs = [entry for entry in self._backlogs if entry[0] > self.durable]
-            try:
-                await self.in_thread(self._store.delete_backlogs, [rows for _, rows in ready])
-            except Exception as error:
-                log.error("deleting a purged backlog failed: %s", error)
-                self._backlogs[:0] = ready
-        return True
+        """True when what was pending as it began is committed (a later commit of the same
+        run may have failed: kept for a retry, as any failed commit)."""
+        first = self._take()
+        loop = asyncio.get_running_loop()
+        failed = await loop.run_in_executor(self._executor, self._write_on, loop, first)
+        if failed is None:
+            return True
+        taken, error = failed
+        return await self._recover(taken, error) or taken is not first
 
     async def _recover(self, taken: _Commit, error: Exception) -> bool:
         """A commit failed: without the copies the database refuses, if that was why, it is
         written again now; otherwise everything is kept for a retry. False when it failed."""
         self._heard(error)
-        refused_count = 0
         inserts = taken.inserts
         if inserts and self._store.refused(error):
             # Retried as it is, the batch would be refused for ever and hold up every
@@ -290,11 +310,12 @@ class GroupCommitWriter:
             if refused_count:
                 taken.inserts = inserts
                 written = await self._write(taken.inserts, taken.deletes, taken.queues)
-                error = written if written is not None else error
                 if written is None:
                     self.commits += 1
+                    await self.in_thread(self._delete_purged, taken.mark)
                     self._landed(taken, refused_count)
                     return True
+                error = written
         log.error("commit of %d messages failed: %s", len(taken.inserts), error)
         # Everything is retried, inserts too: the engine holds these copies, and a
         # delete retried without its paired insert (a dead-lettered copy) would lose it.
@@ -343,6 +364,7 @@ class GroupCommitWriter:
 
     async def close(self) -> None:
         """Commit what is pending, then release the thread and its connection."""
+        self._closing = True
         if self._inflight is not None:
             await asyncio.shield(self._inflight)
         await self.flush()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -22,19 +22,20 @@ def copy(store_id: int) -> StoredCopy:
 
 
 class RecordingStore:
-    """Records what reaches its thread, in order; the first write waits for `gate`, and
-    the writes listed in `fail` raise once."""
+    """Records what reaches its thread, in order; the writes numbered in `hold` (the first
+    by default) wait for their gate, and those in `fail` raise."""
 
-    def __init__(self, fail: Sequence[int] = ()) -> None:
-        self.gate = threading.Event()
+    def __init__(self, fail: Sequence[int] = (), hold: Sequence[int] = (1,)) -> None:
+        self.gates = {number: threading.Event() for number in hold}
+        self.gate = self.gates[hold[0]]
         self.done: list[str] = []
         self._fail = set(fail)
         self._writes = 0
 
     def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
         self._writes += 1
-        if self._writes == 1:
-            assert self.gate.wait(5)
+        if self._writes in self.gates:
+            assert self.gates[self._writes].wait(5)
         if self._writes in self._fail:
             raise OSError("the database went away")
         self.done.append("write " + ",".join(str(c.store_id) for c in inserts))
@@ -59,8 +60,15 @@ async def started(writer: GroupCommitWriter, store: RecordingStore) -> asyncio.T
     """A commit of store id 1, held in its write until `store.gate` opens."""
     writer.append([copy(1)])
     flushing = asyncio.create_task(writer.flush())
-    await asyncio.sleep(0.05)  # it is in the thread, waiting at the gate
+    await asyncio.sleep(0.05)  # it has gone to the thread
     return flushing
+
+
+def blocked(condition: Callable[[], bool]) -> None:
+    """Wait for `condition` without letting the event loop turn (at most 5 s)."""
+    deadline = time.monotonic() + 5
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 async def test_the_thread_goes_on_to_what_was_appended_meanwhile_without_the_loop() -> None:
@@ -69,7 +77,7 @@ async def test_the_thread_goes_on_to_what_was_appended_meanwhile_without_the_loo
     flushing = await started(writer, store)
     second = writer.append([copy(2), copy(3)])
     store.gate.set()
-    time.sleep(0.3)  # the loop does not turn meanwhile: the thread alone goes on
+    blocked(lambda: len(store.done) == 2)  # the loop does not turn meanwhile: the thread alone goes on
     assert store.done == ["write 1", "write 2,3"]
     assert await flushing
     await asyncio.wait_for(second, 1)
@@ -84,7 +92,7 @@ async def test_a_failed_commit_after_others_confirms_nothing_of_its_own_and_is_r
     first_mark = writer.appended
     second = writer.append([copy(2)])
     store.gate.set()
-    assert not await flushing
+    assert await flushing  # what was pending as it began is committed
     assert store.done == ["write 1"]
     with pytest.raises(Unavailable):
         await second
@@ -112,15 +120,48 @@ async def test_other_work_for_the_thread_ends_a_run_of_commits() -> None:
     await writer.close()
 
 
-async def test_a_purged_backlog_is_deleted_after_the_commit_of_what_came_before_it() -> None:
+async def test_a_purged_backlog_is_deleted_after_the_commit_of_what_came_before_it_and_before_that_is_durable() -> None:
     store = RecordingStore()
     writer = GroupCommitWriter(store, checkpoint_seconds=10.0)
     flushing = await started(writer, store)
     writer.delete_backlogs([BacklogRows("q", after=0, below=10)])
+    seen_when_durable: list[list[str]] = []
+    writer.when_durable(writer.appended).add_done_callback(lambda _: seen_when_durable.append(list(store.done)))
     writer.append([copy(2)])
     store.gate.set()
     assert await flushing
-    assert store.done == ["write 1", "delete backlogs"]
-    assert await writer.flush()
     assert store.done == ["write 1", "delete backlogs", "write 2"]
+    assert seen_when_durable[0][:2] == ["write 1", "delete backlogs"]
+    await writer.close()
+
+
+async def test_a_call_given_up_before_it_ran_does_not_hold_up_later_runs() -> None:
+    store = RecordingStore(hold=(1, 2))
+    writer = GroupCommitWriter(store, checkpoint_seconds=10.0)
+    flushing = await started(writer, store)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(writer.in_thread(store.done.append, "never"), 0.01)
+    store.gate.set()
+    assert await flushing
+    writer.append([copy(2)])
+    flushing = asyncio.create_task(writer.flush())
+    await asyncio.sleep(0.05)  # held in its write
+    writer.append([copy(3)])
+    store.gates[2].set()
+    blocked(lambda: len(store.done) == 3)
+    assert store.done == ["write 1", "write 2", "write 3"]
+    assert await flushing
+    await writer.close()
+
+
+async def test_a_commit_with_nothing_left_to_write_is_not_written_and_confirms_at_once() -> None:
+    store = RecordingStore()
+    writer = GroupCommitWriter(store, checkpoint_seconds=10.0)
+    flushing = await started(writer, store)
+    gone = writer.append([copy(2)])
+    writer.delete([2])  # acknowledged before it was ever written
+    store.gate.set()
+    assert await flushing
+    await asyncio.wait_for(gone, 1)
+    assert store.done == ["write 1"]
     await writer.close()
