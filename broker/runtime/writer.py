@@ -17,6 +17,7 @@ the store passed in does the ORM work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -120,7 +121,11 @@ class GroupCommitWriter:
             self._call_left()
             return fn(*args)
 
-        queued = self._executor.submit(call)
+        try:
+            queued = self._executor.submit(call)
+        except BaseException:  # the writer is closed
+            self._call_left()
+            raise
         # A call cancelled before it ran (its caller timed out) waits no more either.
         queued.add_done_callback(lambda done: self._call_left() if done.cancelled() else None)
         return await asyncio.wrap_future(queued)
@@ -204,25 +209,34 @@ class GroupCommitWriter:
 
         The commit runs as a task of its own: cancelling the caller (shutdown) does
         not abandon a commit half-way, and `close` waits for it."""
-        if self._inflight is None or self._inflight.done():
-            self._inflight = asyncio.ensure_future(self._commit())
+        # A commit under way may have taken what was pending before this call's data
+        # arrived: after it, one of this call's own (one commit at a time: `durable` moves
+        # in order).
+        while self._inflight is not None and not self._inflight.done():
+            with contextlib.suppress(Exception):  # its failure is its caller's to hear
+                await asyncio.shield(self._inflight)
+        self._inflight = asyncio.ensure_future(self._commit())
         return await asyncio.shield(self._inflight)
 
-    def _take(self, *, more: bool = False) -> _Commit | None:
-        """Everything pending, for one commit (from either thread). `more`: for the commit
-        after one the thread has just made, or None when nothing is left to insert, other
-        work waits for the thread, or the writer is closing."""
+    def _take_more(self) -> _Commit | None:
+        """In the database thread, after a commit: `_take`, or None when nothing is left to
+        insert, other work waits for the thread, or the writer is closing."""
         with self._lock:
-            if more and (self._calls_waiting or self._closing or not (self._inserts or self._queues_to_delete)):
+            if self._calls_waiting or self._closing or not (self._inserts or self._queues_to_delete):
                 return None
-            taken = _Commit(self._inserts, self._deletes, self._queues_to_delete, self._batch, self.appended)
-            self._inserts, self._deletes, self._queues_to_delete, self._batch = [], [], [], None
-        # A copy acknowledged before it was ever written needs neither write.
-        if taken.deletes and taken.inserts:
-            both = {copy.store_id for copy in taken.inserts}.intersection(taken.deletes)
-            if both:
-                taken.inserts = [copy for copy in taken.inserts if copy.store_id not in both]
-                taken.deletes = [store_id for store_id in taken.deletes if store_id not in both]
+            taken = self._pending()
+        return _pruned(taken)
+
+    def _take(self) -> _Commit:
+        """Everything pending, for one commit (from either thread)."""
+        with self._lock:
+            taken = self._pending()
+        return _pruned(taken)
+
+    def _pending(self) -> _Commit:
+        """Under the lock."""
+        taken = _Commit(self._inserts, self._deletes, self._queues_to_delete, self._batch, self.appended)
+        self._inserts, self._deletes, self._queues_to_delete, self._batch = [], [], [], None
         return taken
 
     def _put_back(self, taken: _Commit) -> None:
@@ -234,7 +248,7 @@ class GroupCommitWriter:
 
     def _write_on(self, loop: asyncio.AbstractEventLoop, taken: _Commit | None) -> tuple[_Commit, Exception] | None:
         """In the database thread: commit `taken`, then what was appended meanwhile, and so
-        on (`_take(more=True)`). Each commit is reported to the loop as it lands; the
+        on (`_take_more`). Each commit is reported to the loop as it lands; the
         first that fails is returned."""
         while taken is not None:
             seconds = None
@@ -247,7 +261,7 @@ class GroupCommitWriter:
                 seconds = time.perf_counter() - started
             self._delete_purged(taken.mark)
             loop.call_soon_threadsafe(self._written, taken, seconds)
-            taken = self._take(more=True)
+            taken = self._take_more()
         return None
 
     def _delete_purged(self, mark: int) -> None:
@@ -290,8 +304,14 @@ class GroupCommitWriter:
         """True when what was pending as it began is committed (a later commit of the same
         run may have failed: kept for a retry, as any failed commit)."""
         first = self._take()
+        if not first.writes and not self._backlogs:
+            self._landed(first)
+            return True
         loop = asyncio.get_running_loop()
-        failed = await loop.run_in_executor(self._executor, self._write_on, loop, first)
+        try:
+            failed = await loop.run_in_executor(self._executor, self._write_on, loop, first)
+        except Exception as not_sent:  # not the database's (its errors come back in `failed`): closed
+            return await self._recover(first, not_sent)
         if failed is None:
             return True
         taken, error = failed
@@ -365,13 +385,21 @@ class GroupCommitWriter:
     async def close(self) -> None:
         """Commit what is pending, then release the thread and its connection."""
         self._closing = True
-        if self._inflight is not None:
-            await asyncio.shield(self._inflight)
-        await self.flush()
         try:
+            await self.flush()
             await self.in_thread(self._store.close)
         finally:
             self._executor.shutdown(wait=False)
+
+
+def _pruned(taken: _Commit) -> _Commit:
+    """A copy acknowledged before it was ever written needs neither write."""
+    if taken.deletes and taken.inserts:
+        both = {copy.store_id for copy in taken.inserts}.intersection(taken.deletes)
+        if both:
+            taken.inserts = [copy for copy in taken.inserts if copy.store_id not in both]
+            taken.deletes = [store_id for store_id in taken.deletes if store_id not in both]
+    return taken
 
 
 def _retrieve(waiter: asyncio.Future[None]) -> None:

@@ -165,3 +165,34 @@ async def test_a_commit_with_nothing_left_to_write_is_not_written_and_confirms_a
     await asyncio.wait_for(gone, 1)
     assert store.done == ["write 1"]
     await writer.close()
+
+
+async def test_a_flush_that_finds_a_commit_under_way_returns_once_its_own_data_is_committed() -> None:
+    store = RecordingStore()
+    writer = GroupCommitWriter(store, checkpoint_seconds=10.0)
+    flushing = await started(writer, store)
+    asked = asyncio.ensure_future(writer.in_thread(store.done.append, "asked"))  # ends the run after write 1
+    await asyncio.sleep(0)
+    mine = writer.append([copy(2)])
+    mine_flushed = asyncio.create_task(writer.flush())
+    await asyncio.sleep(0.05)
+    store.gate.set()
+    assert await mine_flushed
+    assert store.done == ["write 1", "asked", "write 2"]
+    assert mine.done()
+    assert await flushing and await asked is None
+    await writer.close()
+
+
+async def test_after_close_a_commit_fails_and_keeps_what_was_pending() -> None:
+    store = RecordingStore(hold=(99,))
+    writer = GroupCommitWriter(store, checkpoint_seconds=10.0)
+    await writer.close()
+    batch = writer.append([copy(1)])
+    assert not await writer.flush()
+    with pytest.raises(Unavailable):
+        await batch
+    assert writer.durable == 0 and writer.appended == 1
+    with pytest.raises(RuntimeError):
+        await writer.in_thread(store.done.append, "late")
+    assert store.done == []
