@@ -196,7 +196,15 @@ class GroupCommitWriter:
                 except TimeoutError:
                     pass
             self._wake.clear()
-            if loop.time() >= next_checkpoint or self._inserts or self._queues_to_delete or self._backlogs:
+            # `_batch` alone: a publish sent again after a refusal waits on the next commit,
+            # with nothing of its own to write (`Runtime.publish_nowait`).
+            if (
+                loop.time() >= next_checkpoint
+                or self._inserts
+                or self._queues_to_delete
+                or self._backlogs
+                or self._batch is not None
+            ):
                 if not await self.flush():
                     # The database is away: retry soon, not in a tight loop.
                     await asyncio.sleep(RETRY_SECONDS)

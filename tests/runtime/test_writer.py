@@ -196,3 +196,19 @@ async def test_after_close_a_commit_fails_and_keeps_what_was_pending() -> None:
     with pytest.raises(RuntimeError):
         await writer.in_thread(store.done.append, "late")
     assert store.done == []
+
+
+async def test_a_publish_sent_again_with_nothing_to_write_is_answered_after_the_commit_under_way() -> None:
+    """`append(())`: a refused publish sent again while its copies' retried commit is under
+    way; it is answered when that commit lands, not at the next checkpoint."""
+    store = RecordingStore()
+    writer = GroupCommitWriter(store, checkpoint_seconds=30.0)
+    running = asyncio.create_task(writer.run())
+    writer.append([copy(1)])
+    await asyncio.sleep(0.05)  # the run has taken it and waits at the gate
+    again = writer.append(())
+    store.gate.set()
+    await asyncio.wait_for(again, 2)
+    assert store.done == ["write 1"]
+    running.cancel()
+    await writer.close()
