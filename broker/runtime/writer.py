@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from broker.engine.errors import Unavailable
@@ -63,11 +63,11 @@ class MessageStore(Protocol):
 class _Commit:
     """What one commit writes, taken from the pending lists at once."""
 
-    inserts: list[StoredCopy] = field(default_factory=list)
-    deletes: list[int] = field(default_factory=list)
-    queues: list[int] = field(default_factory=list)
-    batch: asyncio.Future[None] | None = None  # its publishers' future
-    mark: int = 0  # the appends it holds: durable once it is committed
+    inserts: list[StoredCopy]
+    deletes: list[int]
+    queues: list[int]
+    batch: asyncio.Future[None] | None  # its publishers' future
+    mark: int  # the appends it holds: durable once it is committed
 
     @property
     def writes(self) -> bool:
@@ -259,18 +259,24 @@ class GroupCommitWriter:
         on (`_take_more`). Each commit is reported to the loop as it lands; the
         first that fails is returned."""
         while taken is not None:
-            seconds = None
-            if taken.writes:
-                started = time.perf_counter()
-                try:
-                    self._store.write(taken.inserts, taken.deletes, taken.queues)
-                except Exception as error:
-                    return taken, error
-                seconds = time.perf_counter() - started
-            self._delete_purged(taken.mark)
+            try:
+                seconds = self._write_one(taken)
+            except Exception as error:
+                return taken, error
             loop.call_soon_threadsafe(self._written, taken, seconds)
             taken = self._take_more()
         return None
+
+    def _write_one(self, taken: _Commit) -> float | None:
+        """In the database thread: one commit, then the backlogs purged before it; the
+        commit's time (None: nothing of it needed writing)."""
+        seconds = None
+        if taken.writes:
+            started = time.perf_counter()
+            self._store.write(taken.inserts, taken.deletes, taken.queues)
+            seconds = time.perf_counter() - started
+        self._delete_purged(taken.mark)
+        return seconds
 
     def _delete_purged(self, mark: int) -> None:
         """In the database thread: the rows of backlogs purged before the appends up to
@@ -287,15 +293,16 @@ class GroupCommitWriter:
             with self._lock:
                 self._backlogs[:0] = ready
 
-    def _written(self, taken: _Commit, seconds: float | None) -> None:
-        """On the loop: a commit landed (`seconds` None: nothing of it needed writing)."""
+    def _written(self, taken: _Commit, seconds: float | None, refused: int = 0) -> None:
+        """On the loop: a commit landed (`seconds` None: nothing of it needed writing), without
+        `refused` copies the database refused."""
         if seconds is not None:
             COMMIT_SECONDS.observe(seconds)
             COMMIT_MESSAGES.observe(len(taken.inserts))
             if self._watch is not None:
                 self._watch.answered()
             self.commits += 1
-        self._landed(taken)
+        self._landed(taken, refused)
 
     def _landed(self, taken: _Commit, refused: int = 0) -> None:
         self._advance(taken.mark)
@@ -337,13 +344,14 @@ class GroupCommitWriter:
             inserts, refused_count = await self._without_refused(inserts, error)
             if refused_count:
                 taken.inserts = inserts
-                written = await self._write(taken.inserts, taken.deletes, taken.queues)
-                if written is None:
-                    self.commits += 1
-                    await self.in_thread(self._delete_purged, taken.mark)
-                    self._landed(taken, refused_count)
+                try:
+                    seconds = await self.in_thread(self._write_one, taken)
+                except Exception as again:
+                    self._heard(again)
+                    error = again
+                else:
+                    self._written(taken, seconds, refused_count)
                     return True
-                error = written
         log.error("commit of %d messages failed: %s", len(taken.inserts), error)
         # Everything is retried, inserts too: the engine holds these copies, and a
         # delete retried without its paired insert (a dead-lettered copy) would lose it.
@@ -361,19 +369,6 @@ class GroupCommitWriter:
                 self._watch.answered()  # it answered: with a refusal of the data
             else:
                 self._watch.failed(error)
-
-    async def _write(self, inserts: list[StoredCopy], deletes: list[int], queues: list[int]) -> Exception | None:
-        started = time.perf_counter()
-        try:
-            await self.in_thread(self._store.write, inserts, deletes, queues)
-        except Exception as error:
-            self._heard(error)
-            return error
-        COMMIT_SECONDS.observe(time.perf_counter() - started)
-        COMMIT_MESSAGES.observe(len(inserts))
-        if self._watch is not None:
-            self._watch.answered()
-        return None
 
     async def _without_refused(self, inserts: list[StoredCopy], error: Exception) -> tuple[list[StoredCopy], int]:
         try:
