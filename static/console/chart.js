@@ -48,7 +48,9 @@ export class RateChart {
     const pad = { left: 44, right: 10, top: 10, bottom: 22 };
     const w = width - pad.left - pad.right;
     const h = height - pad.top - pad.bottom;
-    const now = this.samples.length ? this.samples[this.samples.length - 1].t : Date.now();
+    // A queue not in the frames now (its history ends with a gap): its lines move on with time.
+    const last = this.samples[this.samples.length - 1];
+    const now = last && !last.gap ? last.t : Date.now();
     const x = (t) => pad.left + w * (1 - (now - t) / WINDOW_MS);
     let top = 0;
     for (const s of this.samples) for (const { key } of SERIES) top = Math.max(top, s[key] || 0);
@@ -87,12 +89,18 @@ export class RateChart {
       g.globalAlpha = alpha;
       g.setLineDash(dash);
       g.beginPath();
-      this.samples.forEach((s, i) => {
+      let start = true;
+      for (const s of this.samples) {
+        if (s.gap) {
+          start = true; // not in the frames for a while: no line across
+          continue;
+        }
         const px = x(s.t);
         const py = y(s[key] || 0);
-        if (i === 0) g.moveTo(px, py);
+        if (start) g.moveTo(px, py);
         else g.lineTo(px, py);
-      });
+        start = false;
+      }
       g.stroke();
     }
     g.restore();
@@ -100,6 +108,9 @@ export class RateChart {
 }
 
 // Rolling histories: one for the broker, one per queue, each at most WINDOW long.
+// A queue left out of a frame (the frames list the 500 deepest) keeps its history,
+// marked with a gap, until its last sample is older than the window; then it is
+// forgotten, so what is kept grows with the queues seen within the window only.
 export class RateHistory {
   constructor() {
     this.broker = [];
@@ -108,7 +119,7 @@ export class RateHistory {
 
   add(frame, t) {
     const keep = (list) => {
-      while (list.length && t - list[0].t > WINDOW_MS + 2000) list.shift();
+      while (list.length && (list[0].gap || t - list[0].t > WINDOW_MS + 2000)) list.shift();
     };
     const totals = frame.totals || {};
     this.broker.push({ t, published: totals.published, delivered: totals.delivered, acknowledged: totals.acknowledged });
@@ -121,10 +132,20 @@ export class RateHistory {
       list.push({ t, published: q.publish_rate, delivered: q.deliver_rate, acknowledged: q.ack_rate });
       keep(list);
     }
-    for (const name of this.queues.keys()) if (!seen.has(name)) this.queues.delete(name);
+    for (const [name, list] of this.queues) {
+      if (seen.has(name)) continue;
+      keep(list);
+      if (!list.length) this.queues.delete(name);
+      else if (!list[list.length - 1].gap) list.push({ t, gap: true });
+    }
   }
 
   of(queue) {
     return queue ? this.queues.get(queue) || [] : this.broker;
+  }
+
+  // Queues with a history, the frame's or not.
+  has(queue) {
+    return this.queues.has(queue);
   }
 }

@@ -49,6 +49,11 @@ function updateSelects(frame) {
   }
   showFinders(frame);
   const all = (frame.queues || []).map((q) => ({ value: q.name, label: `queue ${q.name}` }));
+  // The queue whose rates are shown stays a choice while it has a history, listed or not.
+  const shown = rateSource.value;
+  if (shown && history.has(shown) && !all.some((o) => o.value === shown)) {
+    all.push({ value: shown, label: `queue ${shown} (not listed now)` });
+  }
   setOptions(rateSource, [{ value: "", label: "the whole broker" }, ...all]);
 }
 

@@ -333,6 +333,45 @@ def test_rabbitmq_features_show_as_labels_next_to_their_names(page: Any, broker:
     screenshot(page, "console-queue-features")
 
 
+def test_a_queue_left_out_of_the_frames_keeps_its_rates_until_they_are_older_than_the_chart(page: Any) -> None:
+    """The `stats` frames list the 500 deepest queues: a queue that leaves the list and comes
+    back keeps its rate history, with a gap where it was left out (no line drawn across it),
+    and is forgotten once all of it is older than the chart's minute."""
+    main = page.locator('script[type="module"]').get_attribute("src")
+    seen = page.evaluate(
+        """async (chart) => {
+            const { RateChart, RateHistory } = await import(chart);
+            const history = new RateHistory();
+            const frame = (names) => ({
+                totals: {},
+                queues: names.map((name) => ({ name, publish_rate: 2, deliver_rate: 1, ack_rate: 1 })),
+            });
+            const shape = (name) => history.of(name).map((s) => (s.gap ? "gap" : s.t));
+            const seen = {};
+            history.add(frame(["a", "b"]), 0);
+            history.add(frame(["a", "b"]), 1000);
+            history.add(frame(["a"]), 2000);
+            history.add(frame(["a"]), 3000);
+            seen.left_out = shape("b");
+            history.add(frame(["a", "b"]), 4000);
+            seen.back = shape("b");
+            new RateChart(document.createElement("canvas")).show(history.of("b"));  // draws across the gap
+            history.add(frame(["a"]), 63500);
+            seen.aging = shape("b");
+            history.add(frame(["a"]), 66500);
+            seen.forgotten = !history.has("b") && shape("b").length === 0;
+            seen.a = shape("a");
+            return seen;
+        }""",
+        main.replace("main.js", "chart.js"),
+    )
+    assert seen["left_out"] == [0, 1000, "gap"]
+    assert seen["back"] == [0, 1000, "gap", 4000]
+    assert seen["aging"] == [4000, "gap"]  # older than the window (and a leading gap) dropped
+    assert seen["forgotten"] is True
+    assert seen["a"] == [63500, 66500]  # a listed queue: each frame's sample within the window
+
+
 def test_past_500_queues_the_lists_say_how_many_they_leave_out_and_the_forms_find_the_others(
     page: Any, broker: BrokerProcess
 ) -> None:
@@ -375,6 +414,19 @@ def test_past_500_queues_the_lists_say_how_many_they_leave_out_and_the_forms_fin
             find.fill("")  # cleared: the select is the frame's again, at once
             expect(select.locator("option")).to_have_count(500)
             find.fill(left_out)
+
+            # The rate chart's queue stays a choice when the queue leaves the list. Equally
+            # full queues are listed in the order they were declared: the last empty one
+            # listed leaves once the one left out holds a message.
+            rate_source = page.locator("#rates-source")
+            leaving = max(name for name in listed if name not in (left_out, "many-500"))
+            rate_source.select_option(leaving)
+            publish = {"routing_key": left_out, "body": "in"}
+            assert api.post("/api/exchanges/amq.default/publish/", json=publish).status_code == 200
+            expect(page.locator(f'#queues tr[data-name="{left_out}"]')).to_have_count(1)
+            expect(page.locator(f'#queues tr[data-name="{leaving}"]')).to_have_count(0)
+            expect(rate_source).to_have_value(leaving)
+            expect(rate_source.locator("option:checked")).to_have_text(f"queue {leaving} (not listed now)")
         finally:
             for name in names:
                 api.delete(f"/api/queues/{name}/")
