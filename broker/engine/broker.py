@@ -656,6 +656,11 @@ class Broker:
             # Every row below `below` is read (copies the database refused were never
             # there): what is left came in since the read was asked.
             backlog.count = backlog.later
+        if backlog.skip:
+            # Rows the browser took out whose deletes committed before a read came to them:
+            # no read meets them again once it has passed them.
+            passed = backlog.below - 1 if read < asked else backlog.after
+            backlog.skip = {store_id for store_id in backlog.skip if store_id > passed}
         while backlog.held and (backlog.count == 0 or backlog.holds_head()):
             self._admit(state, backlog.held.popleft()[1], fx, now)
         if backlog.empty():

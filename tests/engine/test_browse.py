@@ -135,6 +135,29 @@ def test_backlog_rows_are_taken_as_read_and_a_read_under_way_passes_over_them() 
     assert delivered == [0, 1, 2, 4]
 
 
+def test_backlog_rows_taken_out_and_deleted_before_a_read_are_forgotten_once_reads_pass_them() -> None:
+    broker = Broker()
+    broker.window = 2
+    store = Backlogs(broker)
+    queue(broker, "q")
+    for n in range(10):
+        store.take(send(broker, "q", n))
+    state = broker.queues["q"]
+    span = backlog_of(state, broker.next_store_id)
+    assert span is not None and state.backlog is not None
+    rows = sorted((i, m) for i, (name, m) in store.rows.items() if name == "q" and span.after < i < span.below)
+    taken = [(f"s{i}", m) for i, m in rows if body(m) in (3, 4)]
+    store.take(broker.relocate("q", taken, epoch=span.epoch, target=None, now=0.0).effects)  # deleted at once
+    assert len(state.backlog.skip) == 2
+
+    consumer = subscribe(broker, "q", prefetch=4)
+    store.take(consumer.effects)
+    delivered = [body(d.message) for d in consumer.effects.deliveries] + [body(d.message) for d in store.serve()]
+
+    assert delivered == [0, 1, 2, 5] and state.backlog.skip == set()  # the read passed them: nothing kept
+    assert ready(broker, "q") == [6, 7] and state.backlog.count == 2  # 8 and 9 unread
+
+
 def test_a_move_back_into_the_same_full_queue_neither_drops_nor_duplicates() -> None:
     broker = Broker()
     exchange(broker, "dlx", "fanout")
