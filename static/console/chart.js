@@ -89,18 +89,29 @@ export class RateChart {
       g.globalAlpha = alpha;
       g.setLineDash(dash);
       g.beginPath();
-      let start = true;
+      // Runs of samples between gaps (a queue left out of the frames for a while): no line
+      // across a gap, and a run of one sample is a short dash, not nothing.
+      let run = 0;
+      let last = null;
+      const endRun = () => {
+        if (run === 1) {
+          g.moveTo(last.px - 2, last.py);
+          g.lineTo(last.px + 2, last.py);
+        }
+        run = 0;
+      };
       for (const s of this.samples) {
         if (s.gap) {
-          start = true; // not in the frames for a while: no line across
+          endRun();
           continue;
         }
-        const px = x(s.t);
-        const py = y(s[key] || 0);
-        if (start) g.moveTo(px, py);
-        else g.lineTo(px, py);
-        start = false;
+        const point = { px: x(s.t), py: y(s[key] || 0) };
+        if (run === 0) g.moveTo(point.px, point.py);
+        else g.lineTo(point.px, point.py);
+        run += 1;
+        last = point;
       }
+      endRun();
       g.stroke();
     }
     g.restore();
@@ -108,9 +119,10 @@ export class RateChart {
 }
 
 // Rolling histories: one for the broker, one per queue, each at most WINDOW long.
-// A queue left out of a frame (the frames list the 500 deepest) keeps its history,
-// marked with a gap, until its last sample is older than the window; then it is
-// forgotten, so what is kept grows with the queues seen within the window only.
+// A queue left out of a frame that leaves some out (the frames list 500, the fullest)
+// keeps its history, marked with a gap, until its last sample is older than the window;
+// then it is forgotten, so what is kept grows with the queues seen within the window
+// only. Left out of a frame that lists every queue, it is gone: forgotten at once.
 export class RateHistory {
   constructor() {
     this.broker = [];
@@ -132,10 +144,12 @@ export class RateHistory {
       list.push({ t, published: q.publish_rate, delivered: q.deliver_rate, acknowledged: q.ack_rate });
       keep(list);
     }
+    // A frame that lists every queue (`totals.queues`) says that those it does not list are gone.
+    const complete = !(totals.queues > seen.size);
     for (const [name, list] of this.queues) {
       if (seen.has(name)) continue;
       keep(list);
-      if (!list.length) this.queues.delete(name);
+      if (complete || !list.length) this.queues.delete(name);
       else if (!list[list.length - 1].gap) list.push({ t, gap: true });
     }
   }

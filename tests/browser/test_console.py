@@ -334,33 +334,60 @@ def test_rabbitmq_features_show_as_labels_next_to_their_names(page: Any, broker:
 
 
 def test_a_queue_left_out_of_the_frames_keeps_its_rates_until_they_are_older_than_the_chart(page: Any) -> None:
-    """The `stats` frames list the 500 deepest queues: a queue that leaves the list and comes
-    back keeps its rate history, with a gap where it was left out (no line drawn across it),
-    and is forgotten once all of it is older than the chart's minute."""
+    """The `stats` frames list the 500 fullest queues: a queue that leaves the list and comes
+    back keeps its rate history, with a gap where it was left out, and is forgotten once all
+    of it is older than the chart's minute, or at once when a frame lists every queue (it is
+    gone). The chart draws no line across a gap, and a lone sample as a dash."""
     main = page.locator('script[type="module"]').get_attribute("src")
     seen = page.evaluate(
         """async (chart) => {
             const { RateChart, RateHistory } = await import(chart);
             const history = new RateHistory();
-            const frame = (names) => ({
-                totals: {},
+            const frame = (names, total = 600) => ({
+                totals: { queues: total },
                 queues: names.map((name) => ({ name, publish_rate: 2, deliver_rate: 1, ack_rate: 1 })),
             });
             const shape = (name) => history.of(name).map((s) => (s.gap ? "gap" : s.t));
             const seen = {};
-            history.add(frame(["a", "b"]), 0);
-            history.add(frame(["a", "b"]), 1000);
+            history.add(frame(["a", "b", "c"]), 0);
+            history.add(frame(["a", "b", "c"]), 1000);
             history.add(frame(["a"]), 2000);
             history.add(frame(["a"]), 3000);
             seen.left_out = shape("b");
             history.add(frame(["a", "b"]), 4000);
             seen.back = shape("b");
-            new RateChart(document.createElement("canvas")).show(history.of("b"));  // draws across the gap
             history.add(frame(["a"]), 63500);
             seen.aging = shape("b");
             history.add(frame(["a"]), 66500);
             seen.forgotten = !history.has("b") && shape("b").length === 0;
             seen.a = shape("a");
+            history.add(frame(["a"], 1), 67500);  // every queue listed: c is gone, not left out
+            seen.gone = !history.has("c");
+
+            // Drawn: a run of two samples, a gap, a lone sample, a gap, a run of two.
+            const canvas = document.createElement("canvas");
+            canvas.style.width = "600px";
+            canvas.style.height = "200px";
+            document.body.append(canvas);
+            const now = Date.now();
+            const at = (ago, rate = 1) => ({ t: now - ago, published: rate, delivered: rate, acknowledged: rate });
+            const drawing = new RateChart(canvas);
+            drawing.show([at(50000, 2), at(44000), { t: now - 40000, gap: true }, at(30000), { t: now - 26000, gap: true },
+                          at(10000), at(0)]);
+            const g = canvas.getContext("2d");
+            const ratio = window.devicePixelRatio || 1;
+            const x = (ago) => 44 + (600 - 44 - 10) * (1 - ago / 60000);  // the chart's own x, padding as drawn
+            const colored = (ago) => {  // pixels of a series' colour in the column `ago` ms back
+                const column = g.getImageData(Math.round(x(ago) * ratio), 0, 1, canvas.height).data;
+                let count = 0;
+                for (let i = 0; i < column.length; i += 4) {
+                    const [r, gr, b, alpha] = column.slice(i, i + 4);
+                    if (alpha && Math.max(r, gr, b) - Math.min(r, gr, b) > 60) count += 1;
+                }
+                return count;
+            };
+            seen.drawn = { run: colored(47000), gap: colored(36000), lone: colored(30000), gap2: colored(18000), end: colored(5000) };
+            canvas.remove();
             return seen;
         }""",
         main.replace("main.js", "chart.js"),
@@ -370,6 +397,10 @@ def test_a_queue_left_out_of_the_frames_keeps_its_rates_until_they_are_older_tha
     assert seen["aging"] == [4000, "gap"]  # older than the window (and a leading gap) dropped
     assert seen["forgotten"] is True
     assert seen["a"] == [63500, 66500]  # a listed queue: each frame's sample within the window
+    assert seen["gone"] is True
+    drawn = seen["drawn"]
+    assert drawn["run"] and drawn["lone"] and drawn["end"], drawn
+    assert drawn["gap"] == 0 and drawn["gap2"] == 0, drawn
 
 
 def test_past_500_queues_the_lists_say_how_many_they_leave_out_and_the_forms_find_the_others(
@@ -419,7 +450,7 @@ def test_past_500_queues_the_lists_say_how_many_they_leave_out_and_the_forms_fin
             # full queues are listed in the order they were declared: the last empty one
             # listed leaves once the one left out holds a message.
             rate_source = page.locator("#rates-source")
-            leaving = max(name for name in listed if name not in (left_out, "many-500"))
+            leaving = max(name for name in listed if name.startswith("many-") and name != "many-500")
             rate_source.select_option(leaving)
             publish = {"routing_key": left_out, "body": "in"}
             assert api.post("/api/exchanges/amq.default/publish/", json=publish).status_code == 200
