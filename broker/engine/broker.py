@@ -658,9 +658,11 @@ class Broker:
             backlog.count = backlog.later
         if backlog.skip:
             # Rows the browser took out whose deletes committed before a read came to them:
-            # no read meets them again once it has passed them.
-            passed = backlog.below - 1 if read < asked else backlog.after
-            backlog.skip = {store_id for store_id in backlog.skip if store_id > passed}
+            # no read meets them again once it has read past them, and `relocate` takes no
+            # row at or below `after`. (Not those a short answer leaves out above `after`:
+            # skip is what keeps a browser action from an older listing taking them again.)
+            after = backlog.after
+            backlog.skip = {store_id for store_id in backlog.skip if store_id > after}
         while backlog.held and (backlog.count == 0 or backlog.holds_head()):
             self._admit(state, backlog.held.popleft()[1], fx, now)
         if backlog.empty():

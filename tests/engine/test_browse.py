@@ -158,6 +158,39 @@ def test_backlog_rows_taken_out_and_deleted_before_a_read_are_forgotten_once_rea
     assert ready(broker, "q") == [6, 7] and state.backlog.count == 2  # 8 and 9 unread
 
 
+def test_a_row_taken_out_stays_taken_for_an_older_listing_after_a_short_read() -> None:
+    """A read that comes back short (the taken row's delete committed first) does not make
+    the row available to a second action from the same, older listing."""
+    broker = Broker()
+    broker.window = 10
+    store = Backlogs(broker)
+    queue(broker, "q")
+    queue(broker, "other")
+    for n in range(12):
+        store.take(send(broker, "q", n))
+    state = broker.queues["q"]
+    span = backlog_of(state, broker.next_store_id)
+    assert span is not None
+    rows = sorted((i, m) for i, (name, m) in store.rows.items() if name == "q" and span.after < i < span.below)
+    listing = [(f"s{i}", m) for i, m in rows if body(m) == 11]
+    first = broker.relocate("q", listing, epoch=span.epoch, target=lambda m: ("", "other"), now=0.0)
+    store.take(first.effects)  # moved, its delete committed
+    store.take(subscribe(broker, "q", prefetch=6).effects)  # the window drains: a read is asked
+    store.take(send(broker, "q", 99))  # published while the read is under way
+    request = store.pending.pop(0)
+    found = sorted(
+        (i, m) for i, (name, m) in store.rows.items() if name == request.queue and request.after < i < request.below
+    )[: request.limit]
+    store.take(broker.load_window(request.queue, request.epoch, found, now=0.0))  # short: 10, not 11
+
+    second = broker.relocate("q", listing, epoch=span.epoch, target=lambda m: ("", "other"), now=0.0)
+    store.take(second.effects)
+    store.serve()
+
+    assert (first.taken, second.taken) == (1, 0) and ready(broker, "other") == [11]
+    assert 99 in [body(e.message) for e in state.ready]  # the message published meanwhile is read
+
+
 def test_a_move_back_into_the_same_full_queue_neither_drops_nor_duplicates() -> None:
     broker = Broker()
     exchange(broker, "dlx", "fanout")
