@@ -50,6 +50,8 @@ log = logging.getLogger("pubsub.handlers")
 
 # Dead letters carry the error's text up to this length in `x-handler-error`.
 MAX_ERROR_CHARS: Final = 1000
+# libpq's PQTRANS_INERROR: a transaction that a failed statement aborted.
+TRANSACTION_INERROR: Final = 3
 DEAD_SUFFIX: Final = ".dead"
 
 
@@ -251,7 +253,21 @@ def _handle_together(
             # A handler caught a database error (or asked for a rollback): nothing commits,
             # so nothing may be acknowledged.
             raise RuntimeError("the transaction was marked for rollback (a database error caught in a handler?)")
+        if _aborted():
+            # The same, where Django marked nothing (a raw cursor's or a query's error caught
+            # with no atomic block of its own): PostgreSQL's COMMIT would roll back in silence.
+            raise RuntimeError("a statement failed in the transaction (a database error caught in a handler?)")
     return outcomes
+
+
+def _aborted() -> bool:
+    """PostgreSQL: is the current transaction aborted by a failed statement? (psycopg's and
+    psycopg2's transaction status 3, INERROR; Django marks it only when the error went
+    through an atomic block.)"""
+    connection = connections[DEFAULT_DB_ALIAS]
+    if connection.vendor != "postgresql" or connection.connection is None:
+        return False
+    return int(connection.connection.info.transaction_status) == TRANSACTION_INERROR
 
 
 def _claim_all(copies: list[tuple[int, str]]) -> set[int]:

@@ -57,6 +57,8 @@ RECONNECT_SECONDS: Final = (0.2, 0.5, 1.0, 2.0, 5.0)
 # its periodic jobs (publishing the deferred tasks that became due).
 REPORT_SECONDS: Final = 2.0
 TICK_SECONDS: Final = 1.0
+# A failed attempt whose recording failed (the database away) is recorded again this soon.
+SETTLE_RETRY_SECONDS: Final = 1.0
 # How long a stop that leaves a handler running waits to remove this process's status rows.
 FORGET_SECONDS: Final = 0.5
 
@@ -564,14 +566,22 @@ class Runner:
         log.warning("handler %s: message %s, attempt %d failed%s: %s",
                     handler.name, message.message_id, message.delivery_count, after, text,
                     exc_info=(type(error), error, error.__traceback__) if not timed_out else None)
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executors[handler.name], execution.settle_failure, handler, message, store_id, text, error
-            )
-        except Exception:
-            log.exception("handler %s: message %s: recording the failure failed; trying again later",
-                          handler.name, message.message_id)
-            return Outcome.RETRY
+        # Tried until it is recorded, without running the handler again: this may have been
+        # its last attempt, and the next would be one more than `max_attempts`.
+        assert self._stopping is not None
+        while True:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._executors[handler.name], execution.settle_failure, handler, message, store_id, text, error
+                )
+            except Exception:
+                log.exception("handler %s: message %s: recording the failure failed; trying again in %g s",
+                              handler.name, message.message_id, SETTLE_RETRY_SECONDS)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=SETTLE_RETRY_SECONDS)
+                return Outcome.NOT_STARTED  # stopping: it comes back from the broker, its attempts counted
+            except TimeoutError:
+                pass
 
 
 def _returns(message: Message) -> int:

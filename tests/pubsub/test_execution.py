@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connections, transaction
 
 from pubsub.handling import Handler, Message, Retry
 from pubsub.models import HandlerAttempt
@@ -67,6 +67,33 @@ def test_a_caught_database_error_commits_nothing_and_fails_only_its_message() ->
     outcomes = handle_batch(spec(handler), items, Watched())
     assert outcomes[0] == Outcome.HANDLED and isinstance(outcomes[1], Failed)
     assert "marked for rollback" in str(outcomes[1].error)
+    assert Queue.objects.filter(name="made-by-good").exists() and not Queue.objects.filter(name="made-by-bad").exists()
+    assert list(StoredMessage.objects.values_list("id", flat=True)) == [2]  # the bad one is still there
+
+
+@pytest.mark.postgresql
+@pytest.mark.skipif(
+    connections[DEFAULT_DB_ALIAS].vendor != "postgresql", reason="PostgreSQL aborts a transaction at a failed statement"
+)
+def test_a_database_error_django_does_not_mark_fails_its_message_on_postgresql() -> None:
+    """PostgreSQL aborts the transaction at a failed statement. Django marks it for rollback
+    when the error went through one of its atomic blocks (the ORM's writes), not for a raw
+    cursor's or a query's error caught in the handler: the COMMIT would roll back in silence,
+    the message's removal too, while it was acknowledged as handled."""
+
+    def handler(m: Message) -> None:
+        Queue.objects.create(name=f"made-by-{m.message_id}")
+        if m.message_id == "bad":
+            try:
+                with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+                    cursor.execute("SELECT 1 / 0")
+            except DatabaseError:
+                pass
+
+    items = [(message("good"), stored(1, "good")), (message("bad"), stored(2, "bad"))]
+    outcomes = handle_batch(spec(handler), items, Watched())
+    assert outcomes[0] == Outcome.HANDLED and isinstance(outcomes[1], Failed)
+    assert "a statement failed in the transaction" in str(outcomes[1].error)
     assert Queue.objects.filter(name="made-by-good").exists() and not Queue.objects.filter(name="made-by-bad").exists()
     assert list(StoredMessage.objects.values_list("id", flat=True)) == [2]  # the bad one is still there
 

@@ -1,0 +1,68 @@
+"""`runhandlers`' runner after a failed attempt (pubsub/worker/runner.py, `_failed`): the
+failure is recorded before anything else happens. When recording it fails (the database
+away), it is tried again, and the handler is not run again meanwhile: that may have been
+its last attempt."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from pubsub.handling import Handler, Message, Retry
+from pubsub.worker import execution, runner
+from pubsub.worker.execution import Outcome
+from pubsub.worker.runner import Runner
+
+
+def _handler() -> Handler:
+    return Handler(name="h", function=lambda m: None, queue="q", exchange=None, binding_key="", concurrency=1,
+                   prefetch=10, retry=Retry(max_attempts=3), time_limit=None, is_async=False)
+
+
+def _message(attempt: int) -> Message:
+    return Message(body=1, headers={}, routing_key="q", exchange="", message_id="m1", published_at="",
+                   queue="q", redelivered=attempt > 1, delivery_count=attempt)
+
+
+def _runner(handler: Handler) -> Runner:
+    made = Runner([handler], urls=["ws://127.0.0.1:1/ws"], token=lambda: "", grace=1.0)
+    made._stopping = asyncio.Event()
+    return made
+
+
+async def test_a_failure_that_cannot_be_recorded_is_recorded_again_not_run_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def settle(handler: Handler, message: Message, store_id: Any, error: str, exception: Any = None) -> Outcome:
+        calls.append(message.delivery_count)
+        if len(calls) < 3:
+            raise OSError("the database is away")
+        return Outcome.DEAD_LETTERED
+
+    monkeypatch.setattr(execution, "settle_failure", settle)
+    monkeypatch.setattr(runner, "SETTLE_RETRY_SECONDS", 0.01)
+    handler = _handler()
+    made = _runner(handler)
+
+    outcome = await made._failed(handler, _message(3), 7, RuntimeError("boom"), 0.1)
+
+    # The last attempt's failure, recorded on the third try: dead-lettered, not a fourth attempt.
+    assert outcome is Outcome.DEAD_LETTERED and calls == [3, 3, 3]
+
+
+async def test_a_stop_ends_the_tries_and_leaves_the_message_to_the_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    def settle(*args: Any) -> Outcome:
+        raise OSError("the database is away")
+
+    monkeypatch.setattr(execution, "settle_failure", settle)
+    monkeypatch.setattr(runner, "SETTLE_RETRY_SECONDS", 0.05)
+    handler = _handler()
+    made = _runner(handler)
+    assert made._stopping is not None
+    asyncio.get_running_loop().call_later(0.1, made._stopping.set)
+
+    outcome = await made._failed(handler, _message(3), 7, RuntimeError("boom"), 0.1)
+
+    assert outcome is Outcome.NOT_STARTED  # not acknowledged: the broker hands it out again
