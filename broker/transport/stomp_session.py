@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
@@ -70,6 +71,9 @@ log = logging.getLogger("broker.stomp")
 
 # The client is gone when nothing came from it for this many of its intervals.
 HEARTBEAT_TOLERANCE: Final = 2.0
+# The server's EOL goes once it has sent nothing for this share of the interval: its timer's
+# lateness then never takes the gap past the interval.
+HEARTBEAT_AHEAD: Final = 0.9
 CLOSE_NORMAL: Final = 1000
 # The frame id of the acks a cumulative ACK implies (a NUL: no receipt can hold one).
 IMPLIED: Final = "\x00implied"
@@ -158,8 +162,8 @@ class StompSession:
         self._destinations: dict[str, Destination] = {}
         # /temp-queue/NAME's NAME -> (its subscription, its private queue's name)
         self._temp_queues: dict[str, tuple[str, str]] = {}
-        self._pushed = 0  # frames queued: the outgoing heart-beat's check
-        self._received = 0  # chunks read: the incoming heart-beat's check
+        self._pushed_at = time.monotonic()  # the last frame queued: the outgoing heart-beats' clock
+        self._received_at = time.monotonic()  # the last bytes read: the incoming heart-beats' clock
         self._timers: list[asyncio.Task[None]] = []
 
     @property
@@ -248,7 +252,7 @@ class StompSession:
             self._subscriptions.delivered(self._subscriptions.get(subscription_id), delivered["delivery_tag"])
             out.append(delivered_frame(delivered, subscription=subscription_id, version=version))
         if out:
-            self._pushed += 1
+            self._pushed_at = time.monotonic()
             self._outbox.extend(out)
 
     def encode_delivery(self, delivery: Delivery) -> str | bytes:
@@ -305,7 +309,7 @@ class StompSession:
         """Queue a frame; nothing more once the session is ending (after its ERROR or the
         DISCONNECT's RECEIPT)."""
         if not (self._closed or self._ending):
-            self._pushed += 1
+            self._pushed_at = time.monotonic()
             self._outbox.append(frame)
 
     def _frame(self, command: str, headers: dict[str, str], body: bytes = b"") -> None:
@@ -354,7 +358,7 @@ class StompSession:
             chunk = await next_chunk()
             if chunk is None:
                 return
-            self._received += 1
+            self._received_at = time.monotonic()
             frames = self._feed(chunk)
             if frames is None or not await self._carry_out_all(frames):
                 return
@@ -491,20 +495,27 @@ class StompSession:
             self._timers.append(asyncio.ensure_future(self._expect_heartbeats(expect_every / 1000)))
 
     async def _send_heartbeats(self, every: float) -> None:
+        """An EOL once nothing else was queued for HEARTBEAT_AHEAD of `every`, so that the
+        gap between two frames never passes `every` (stomp.py gives up after 1.5 times it)."""
+        due = every * HEARTBEAT_AHEAD
         while True:
-            before = self._pushed
-            await asyncio.sleep(every)
-            if self._pushed == before:
+            quiet = time.monotonic() - self._pushed_at
+            if quiet >= due:
                 self._push(HEARTBEAT)
+                quiet = 0.0
+            await asyncio.sleep(due - quiet)
 
     async def _expect_heartbeats(self, every: float) -> None:
+        """Closed once nothing came for HEARTBEAT_TOLERANCE times `every` (not while the
+        broker itself does not read, over its memory limit)."""
+        limit = every * HEARTBEAT_TOLERANCE
         while True:
-            before = self._received
-            await asyncio.sleep(every * HEARTBEAT_TOLERANCE)
-            if self._received == before and not self._holding:
+            silent = time.monotonic() - self._received_at
+            if silent >= limit and not self._holding:
                 log.info("STOMP connection %s closed: no heart-beat from the client", self._conn)
                 self._error(Unavailable("no heart-beat from the client within the negotiated interval"), None)
                 return
+            await asyncio.sleep(limit if self._holding else limit - silent)
 
     # -- publishing ------------------------------------------------------------
 
@@ -557,7 +568,7 @@ class StompSession:
             await guard.wait_clear()
         finally:
             self._holding = False
-            self._received += 1  # what the client sent meanwhile is read from now on
+            self._received_at = time.monotonic()  # what the client sent meanwhile is read from now on
 
     def _publish(self, request: PublishRequest, receipt: str | None) -> None:
         permissions = self._permissions

@@ -336,6 +336,28 @@ async def test_heart_beats_are_negotiated_sent_and_expected(stomp: Open, setting
     assert await client.closed()
 
 
+async def test_a_frame_between_two_heart_beats_does_not_stretch_the_silence_after_it(stomp: Open) -> None:
+    """The next EOL comes within the interval of the last frame, wherever that frame fell:
+    stomp.py gives up on a server silent for 1.5 intervals. (Looking once per interval for
+    any frame since the last look let a frame sent just after a look stretch it to two.)"""
+    client = await stomp(connect=False)
+    connected = await client.connect(**{"heart-beat": "0,1000"})
+    assert connected.headers["heart-beat"] == "1000,0"
+    await client.send("SUBSCRIBE", {"id": "s", "destination": "/queue/beats"})
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(1.05)  # just after the server's first look
+    await client.send("SEND", {"destination": "/queue/beats"}, "x")
+    while True:  # the heart-beats before it, then the MESSAGE
+        output = await client.receive_output(timeout=2)
+        if output.get("text") != "\n":
+            break
+    assert (output.get("text") or "").startswith("MESSAGE")
+    delivered = loop.time()
+    beat = await client.receive_output(timeout=3)
+    assert beat.get("text") == "\n"
+    assert loop.time() - delivered < 1.4
+
+
 async def test_no_heart_beats_unless_both_sides_want_them(stomp: Open) -> None:
     client = await stomp(connect=False)
     connected = await client.connect(**{"heart-beat": "0,0"})
