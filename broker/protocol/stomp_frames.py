@@ -40,7 +40,11 @@ _UNESCAPED_COMMANDS: Final = frozenset({"CONNECT", "CONNECTED"})
 
 
 class StompFrameError(BrokerError):
-    """A malformed frame: the session answers with an ERROR frame and closes."""
+    """A malformed frame: the session answers with an ERROR frame and closes. Raised by
+    `feed`, it carries the frames that same feed completed before it (`before`), which are
+    to be carried out first."""
+
+    before: list[StompFrame] = []
 
 
 class StompFrameTooLarge(StompFrameError):
@@ -136,8 +140,9 @@ class StompParser:
                 if self._before_connect and frames[-1].command in _CONNECTS:
                     self._before_connect = False
                     break
-        except StompFrameError:
+        except StompFrameError as error:
             self._broken = True
+            error.before = frames
             raise
         # Drop the frames read, once per feed rather than once per frame; the positions shift with them.
         pos = self._pos

@@ -359,26 +359,31 @@ class StompSession:
             if chunk is None:
                 return
             self._received_at = time.monotonic()
-            frames = self._feed(chunk)
-            if frames is None or not await self._carry_out_all(frames):
+            if not await self._feed(chunk):
                 return
             if connecting and self._conn is not None:
                 # The parser stopped after the CONNECT: the frames sent with it are read now,
                 # with the version it chose.
                 connecting = False
-                frames = self._feed(b"")
-                if frames is None or not await self._carry_out_all(frames):
+                if not await self._feed(b""):
                     return
 
-    def _feed(self, data: bytes) -> list[StompFrame] | None:
-        """The frames `data` completes; None after a malformed one (its ERROR is on its way)."""
+    async def _feed(self, data: bytes) -> bool:
+        """Carry out the frames `data` completes; False once the session stops taking frames.
+        A malformed frame is answered after the frames read before it are carried out, and
+        its ERROR comes after their RECEIPTs."""
         try:
-            return self._parser.feed(data)
-        except StompFrameTooLarge as error:
-            self._error(TooLarge(error.message), None)
+            frames = self._parser.feed(data)
         except StompFrameError as error:
-            self._error(error, None)
-        return None
+            refused: BrokerError = TooLarge(error.message) if isinstance(error, StompFrameTooLarge) else error
+            if not await self._carry_out_all(error.before):
+                return False  # one of them ended the session: its own answer stands
+            if self._conn is not None:
+                self._refuse(refused, None)
+            else:
+                self._error(refused, None)
+            return False
+        return await self._carry_out_all(frames)
 
     async def _carry_out_all(self, frames: list[StompFrame]) -> bool:
         """Carry out `frames` in order; False once the session stops taking frames."""

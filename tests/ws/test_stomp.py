@@ -392,6 +392,30 @@ async def test_a_bad_frame_gets_an_error_and_the_close(stomp: Open, frame: str, 
     assert await client.closed()
 
 
+@pytest.mark.parametrize("together", [True, False], ids=["read together", "read apart"])
+async def test_the_frames_before_a_malformed_one_are_carried_out_and_answered_first(
+    stomp: Open, runtime: Runtime, together: bool
+) -> None:
+    """The ERROR comes after the RECEIPTs of the frames before the malformed one, whether
+    they were read in the same chunk (they were dropped with it) or before it (the ERROR
+    overtook their RECEIPTs, which then never came)."""
+    await declare_queue("kept")
+    client = await stomp()
+    good = "SEND\ndestination:/queue/kept\npersistent:true\nreceipt:r1\n\nx\x00"
+    bad = "SEND\ndestination:/queue/kept\nbad\\tescape:1\n\ny\x00"
+    if together:
+        await client.send_raw(good + bad)
+    else:
+        await client.send_raw(good)
+        await client.send_raw(bad)
+    receipt = await client.receive()
+    assert (receipt.command, receipt.headers.get("receipt-id")) == ("RECEIPT", "r1")
+    error = await client.receive()
+    assert (error.command, error.headers["code"]) == ("ERROR", "invalid")
+    assert await client.closed()
+    assert counts(runtime, "kept") == (1, 0)
+
+
 async def test_a_frame_over_the_size_limit_is_refused(stomp: Open, settings: Any) -> None:
     settings.MAX_MESSAGE_BYTES = 1000
     client = await stomp()
