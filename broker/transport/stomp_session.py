@@ -649,7 +649,7 @@ class StompSession:
         if ack is None:
             raise StompError(f"ack: {mode!r} is not auto, client or client-individual")
         prefetch = _prefetch(headers.get("prefetch-count"))
-        if subscription in self._subscriptions or subscription in self._unsubscribing:
+        if subscription in self._subscriptions and subscription not in self._unsubscribing:
             raise Conflict(f"subscription {subscription!r} exists already")
         return self._guarded(self._subscribe_to(destination, subscription, ack, mode == "client", prefetch, headers,
                                                 receipt), receipt)
@@ -664,6 +664,11 @@ class StompSession:
         headers: dict[str, str],
         receipt: str | None,
     ) -> None:
+        unsubscribing = self._unsubscribing.get(subscription)
+        if unsubscribing is not None:
+            # Its id, unsubscribed just before (over a cluster link the router answers later):
+            # the old subscription ends first, as the frames came.
+            await asyncio.shield(unsubscribing)
         permissions = self._permissions
         assert permissions is not None
         key = subscription

@@ -92,6 +92,19 @@ async def test_stomp_clients_of_an_edge_publish_and_consume_through_the_router(c
             return bool(queue["messages"] == 0)
 
         await eventually(settled, timeout=10, what="the cumulative ACK settles all three")
+
+        # Its id used again right after its UNSUBSCRIBE, with no receipt waited for: the router
+        # answers the unsubscribe over the link later, and the SUBSCRIBE waits for it (it was
+        # refused as a subscription that exists already).
+        await ws.send(encode_frame("UNSUBSCRIBE", {"id": "w"}).decode())
+        await ws.send(encode_frame("SUBSCRIBE", {"id": "w", "destination": "/amq/queue/edge-work", "receipt": "again"}).decode())
+        answer = await ws_receive()
+        assert (answer.command, answer.headers.get("receipt-id")) == ("RECEIPT", "again"), answer
+        await tcp.send("SEND", {"destination": "/queue/edge-work", "receipt": "p3"}, b"after")
+        assert (await tcp.receive()).headers.get("receipt-id") == "p3"
+        after = await ws_receive()
+        assert (after.body, after.headers["subscription"]) == (b"after", "w")
+
         await tcp.send("DISCONNECT", {"receipt": "bye"})
         assert (await tcp.receive()).headers["receipt-id"] == "bye"
         tcp.writer.close()
