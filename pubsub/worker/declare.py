@@ -39,6 +39,8 @@ def http_base(ws_url: str) -> str:
 
 
 def _call(base: str, token: str, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """The answer's status and JSON (its text, if it is not JSON). A server error (a node
+    not ready yet, a proxy's 502 page) raises ConnectionError: the caller tries again."""
     request = urllib.request.Request(
         base + path,
         data=None if body is None else json.dumps(body).encode(),
@@ -47,9 +49,20 @@ def _call(base: str, token: str, method: str, path: str, body: dict[str, Any] | 
     )
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
-            return response.status, json.loads(response.read() or b"null")
+            status, raw = response.status, response.read()
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
+        status, raw = error.code, error.read()
+    if status >= 500:
+        raise ConnectionError(f"{method} {path}: {status}")
+    try:
+        return status, json.loads(raw or b"null")
+    except ValueError:
+        return status, raw[:200].decode(errors="replace")
+
+
+def _message(answer: Any) -> str:
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return str(error.get("message", "")) if isinstance(error, dict) else str(answer or "")
 
 
 def declare(handler: Handler, *, base: str, token: str) -> None:
@@ -58,9 +71,7 @@ def declare(handler: Handler, *, base: str, token: str) -> None:
     if status == 409:
         log.warning("handler %s: queue %r exists with other properties (%s); used as it is, and if it is not "
                     "durable its messages are handled at least once, not exactly once", handler.name, handler.queue,
-                    (answer or {}).get("error", {}).get("message", ""))
-    elif status >= 500:  # a node not ready yet: tried again
-        raise ConnectionError(f"declaring queue {handler.queue!r}: {status}")
+                    _message(answer))
     elif status not in (200, 201):
         raise DeclareError(f"handler {handler.name}: declaring queue {handler.queue!r}: {status} {answer}")
     if handler.exchange is not None:
@@ -72,7 +83,8 @@ def declare(handler: Handler, *, base: str, token: str) -> None:
     if status != 200:
         raise DeclareError(f"handler {handler.name}: reading queue {handler.queue!r}: {status} {answer}")
     try:
-        dead_letter_exchange = parse_queue_arguments(answer.get("arguments") or {}).dead_letter_exchange
+        arguments = answer.get("arguments") if isinstance(answer, dict) else None
+        dead_letter_exchange = parse_queue_arguments(arguments or {}).dead_letter_exchange
     except BrokerError:
         dead_letter_exchange = None
     if dead_letter_exchange is None:

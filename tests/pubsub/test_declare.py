@@ -1,0 +1,95 @@
+"""`runhandlers` declaring its handlers' queues over the HTTP API (pubsub/worker/declare.py):
+a server error at any step, with a JSON body or a proxy's HTML page, is a connection to
+try again (the process reconnects by itself); a refusal stops it with the broker's words."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from pubsub.handling import Handler, Retry
+from pubsub.worker.declare import DeclareError, declare
+
+# (method, path) -> (status, content type, body), or a list of them answered in turn;
+# what is not here: 404.
+Answer = tuple[int, str, bytes]
+Script = dict[tuple[str, str], Answer | list[Answer]]
+
+QUEUE_MADE = (201, "application/json", json.dumps({"name": "jobs", "arguments": {}}).encode())
+QUEUE_READ = (200, "application/json", json.dumps({"name": "jobs", "arguments": {}}).encode())
+PROXY_PAGE = (502, "text/html", b"<html><body><h1>502 Bad Gateway</h1></body></html>")
+
+
+@pytest.fixture
+def broker_answering() -> Iterator[Any]:
+    script: Script = {}
+
+    class Answering(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            found = script.get((self.command, self.path), (404, "application/json", b"{}"))
+            status, content_type, body = found.pop(0) if isinstance(found, list) else found
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answering)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def answering(answers: Script) -> str:
+        script.clear()
+        script.update(answers)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield answering
+    server.shutdown()
+    server.server_close()
+
+
+def _handler(exchange: str | None = "orders") -> Handler:
+    return Handler(name="h", function=lambda m: None, queue="jobs", exchange=exchange, binding_key="k",
+                   concurrency=1, prefetch=10, retry=Retry(), time_limit=None, is_async=False)
+
+
+@pytest.mark.parametrize(
+    "failing",
+    [("POST", "/api/bindings/"), ("GET", "/api/queues/jobs/"), ("POST", "/api/queues/")],
+    ids=["the binding", "reading the queue", "the queue"],
+)
+def test_a_server_error_at_any_step_is_tried_again(broker_answering: Any, failing: tuple[str, str]) -> None:
+    script: Script = {("POST", "/api/queues/"): QUEUE_MADE, ("POST", "/api/bindings/"): (201, "application/json", b"{}"),
+                      ("GET", "/api/queues/jobs/"): QUEUE_READ}
+    script[failing] = PROXY_PAGE
+    base = broker_answering(script)
+    with pytest.raises(ConnectionError):  # an OSError: runhandlers reconnects and declares again
+        declare(_handler(), base=base, token="t")
+
+
+def test_the_dead_queue_s_server_error_is_tried_again_too(broker_answering: Any) -> None:
+    base = broker_answering({("POST", "/api/queues/"): [QUEUE_MADE, PROXY_PAGE], ("GET", "/api/queues/jobs/"): QUEUE_READ})
+    with pytest.raises(ConnectionError):  # the queue made, its `jobs.dead` not yet
+        declare(_handler(exchange=None), base=base, token="t")
+
+
+def test_a_refusal_stops_with_the_broker_s_words_json_or_not(broker_answering: Any) -> None:
+    refused = json.dumps({"error": {"code": "access_refused", "message": "no write right on jobs"}}).encode()
+    base = broker_answering({("POST", "/api/queues/"): (403, "application/json", refused)})
+    with pytest.raises(DeclareError, match="403.*no write right on jobs"):
+        declare(_handler(), base=base, token="t")
+    base = broker_answering({("POST", "/api/queues/"): (400, "text/plain", b"Bad Request: not JSON")})
+    with pytest.raises(DeclareError, match="400 Bad Request: not JSON"):
+        declare(_handler(), base=base, token="t")
