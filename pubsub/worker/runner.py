@@ -523,6 +523,13 @@ class Runner:
             )
         except (Exception, TimeLimitExceeded) as error:
             return Failed(error, time.monotonic() - started)
+        except asyncio.CancelledError as error:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this process cancels it: stopping
+            # The handler's own (a task it awaited was cancelled): a failure like any other,
+            # not the end of the task that settles the message (it stayed unacknowledged).
+            return Failed(error, time.monotonic() - started)
 
     async def _give_up(self, handler: Handler, message: Message, store_id: int | None, error: str) -> Outcome:
         """Every attempt allowed was made, the last one ending in `error` (its process died

@@ -1,18 +1,19 @@
-"""`runhandlers`' runner after a failed attempt (pubsub/worker/runner.py, `_failed`): the
-failure is recorded before anything else happens. When recording it fails (the database
-away), it is tried again, and the handler is not run again meanwhile: that may have been
-its last attempt."""
+"""`runhandlers`' runner around a failed attempt (pubsub/worker/runner.py): an async
+handler's own CancelledError is a failure like any other; the failure is recorded before
+anything else happens, and when recording it fails (the database away), it is tried again,
+and the handler is not run again meanwhile: that may have been its last attempt."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
 from pubsub.handling import Handler, Message, Retry
 from pubsub.worker import execution, runner
-from pubsub.worker.execution import Outcome
+from pubsub.worker.execution import Failed, Outcome
 from pubsub.worker.runner import Runner
 
 
@@ -66,3 +67,36 @@ async def test_a_stop_ends_the_tries_and_leaves_the_message_to_the_broker(monkey
     outcome = await made._failed(handler, _message(3), 7, RuntimeError("boom"), 0.1)
 
     assert outcome is Outcome.NOT_STARTED  # not acknowledged: the broker hands it out again
+
+
+async def test_an_async_handler_s_own_cancellation_is_a_failure_not_the_end_of_its_message() -> None:
+    async def cancelled_inside(message: Message) -> None:
+        inner = asyncio.ensure_future(asyncio.sleep(10))
+        asyncio.get_running_loop().call_soon(inner.cancel)
+        await inner  # raises CancelledError: the handler's own, not the runner's
+
+    handler = Handler(name="a", function=cancelled_inside, queue="q", exchange=None, binding_key="", concurrency=1,
+                      prefetch=10, retry=Retry(), time_limit=None, is_async=True)
+    made = _runner(handler)
+
+    outcome = await made._run_async(handler, _message(1), None, time.monotonic())
+
+    assert isinstance(outcome, Failed) and isinstance(outcome.error, asyncio.CancelledError)
+
+
+async def test_an_async_handler_cancelled_by_the_runner_stops() -> None:
+    started = asyncio.Event()
+
+    async def slow(message: Message) -> None:
+        started.set()
+        await asyncio.sleep(10)
+
+    handler = Handler(name="a", function=slow, queue="q", exchange=None, binding_key="", concurrency=1,
+                      prefetch=10, retry=Retry(), time_limit=None, is_async=True)
+    made = _runner(handler)
+    attempt = asyncio.ensure_future(made._run_async(handler, _message(1), None, time.monotonic()))
+    await started.wait()
+    attempt.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
