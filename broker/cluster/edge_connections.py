@@ -28,7 +28,7 @@ from broker.router.interface import ConnectionSink, SubscribeAnswer
 
 
 class _Connection:
-    __slots__ = ("answers", "last_tag", "sink", "subscriptions", "watching")
+    __slots__ = ("answers", "last_tag", "sink", "subscriptions", "unsubscribing", "watching")
 
     def __init__(self, sink: ConnectionSink) -> None:
         self.sink = sink
@@ -37,6 +37,8 @@ class _Connection:
         self.watching = False
         # Subscribes waiting for the router's answer, in the order asked, with when.
         self.answers: deque[tuple[SubscribeItem, SubscribeAnswer, float]] = deque()
+        # Unsubscribes waiting for the router's answer: a router lost meanwhile ends them.
+        self.unsubscribing: set[str] = set()
 
 
 class EdgeConnections:
@@ -66,10 +68,11 @@ class EdgeConnections:
         return True
 
     def forget(self, conn: int, key: str) -> None:
-        """Not to resume: the client unsubscribed."""
+        """Not to resume: the client unsubscribed (the router's answer to come)."""
         connection = self._connections.get(conn)
         if connection is not None:
             connection.subscriptions.pop(key, None)
+            connection.unsubscribing.add(key)
 
     def watch(self, conn: int, watching: bool) -> None:
         connection = self._connections.get(conn)
@@ -104,6 +107,7 @@ class EdgeConnections:
         if connection is not None:
             # Subscribed meanwhile (the answer crossed the unsubscribe): not to resume.
             connection.subscriptions.pop(item.key, None)
+            connection.unsubscribing.discard(item.key)
             connection.sink.unsubscribed(item.key)
 
     def cancelled(self, item: CancelledItem) -> None:
@@ -125,10 +129,15 @@ class EdgeConnections:
         return min(asked, default=None)
 
     def fail_questions(self, failure: BrokerError) -> None:
+        """The router is lost: its answers will not come. A subscription being unsubscribed
+        has ended (the next router is not given it to resume)."""
         for connection in self._connections.values():
             answers, connection.answers = connection.answers, deque()
             for _, answer, _ in answers:
                 answer(None, failure)
+            unsubscribing, connection.unsubscribing = connection.unsubscribing, set()
+            for key in unsubscribing:
+                connection.sink.unsubscribed(key)
 
     def resume_items(self) -> list[ResumeItem]:
         return [

@@ -44,7 +44,9 @@ class StompFrameError(BrokerError):
     `feed`, it carries the frames that same feed completed before it (`before`), which are
     to be carried out first."""
 
-    before: list[StompFrame] = []
+    def __init__(self, message: str, *, fields: dict[str, list[str]] | None = None) -> None:
+        super().__init__(message, fields=fields)
+        self.before: list[StompFrame] = []
 
 
 class StompFrameTooLarge(StompFrameError):

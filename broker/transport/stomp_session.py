@@ -150,7 +150,9 @@ class StompSession:
         # No more frames are carried out (after a DISCONNECT, or a refused frame whose ERROR
         # waits for the answers of the frames before it).
         self._last_frame = False
-        self._holding = False  # a SEND or a transaction's frame waits for the memory alarm to clear
+        # Frames being waited for (the memory alarm to clear, a commit, the router's answer):
+        # nothing is read from the client meanwhile, so its heart-beats are not expected.
+        self._paused = 0
         self._waiting: set[asyncio.Future[str]] = set()  # subscribes the router has not answered yet
         self._connect_timer: asyncio.TimerHandle | None = None
         self._answers = Answers(receipt=self._send_receipt, failed=self._error, close=self._end)
@@ -392,10 +394,19 @@ class StompSession:
                 return False
             waiting = self.receive(frame)
             if waiting is not None:
-                await waiting
+                await self._not_reading(waiting)
             if number % FRAMES_PER_TURN == 0:  # let timers and other connections run
                 await asyncio.sleep(0)
         return True
+
+    async def _not_reading(self, waiting: Awaitable[None]) -> None:
+        """Await what a frame waits for; the client's silence meanwhile is not its own."""
+        self._paused += 1
+        try:
+            await waiting
+        finally:
+            self._paused -= 1
+            self._received_at = time.monotonic()  # what the client sent meanwhile is read from now on
 
     def receive(self, frame: StompFrame) -> Coroutine[Any, Any, None] | None:
         """One client frame, carried out before it returns; what must wait comes back as a
@@ -516,11 +527,11 @@ class StompSession:
         limit = every * HEARTBEAT_TOLERANCE
         while True:
             silent = time.monotonic() - self._received_at
-            if silent >= limit and not self._holding:
+            if silent >= limit and not self._paused:
                 log.info("STOMP connection %s closed: no heart-beat from the client", self._conn)
                 self._error(Unavailable("no heart-beat from the client within the negotiated interval"), None)
                 return
-            await asyncio.sleep(limit if self._holding else limit - silent)
+            await asyncio.sleep(limit if self._paused else limit - silent)
 
     # -- publishing ------------------------------------------------------------
 
@@ -568,12 +579,7 @@ class StompSession:
         guard = self._guard
         if guard is None or not guard.alarm:
             return
-        self._holding = True
-        try:
-            await guard.wait_clear()
-        finally:
-            self._holding = False
-            self._received_at = time.monotonic()  # what the client sent meanwhile is read from now on
+        await self._not_reading(guard.wait_clear())
 
     def _publish(self, request: PublishRequest, receipt: str | None) -> None:
         permissions = self._permissions

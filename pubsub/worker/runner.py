@@ -57,8 +57,10 @@ RECONNECT_SECONDS: Final = (0.2, 0.5, 1.0, 2.0, 5.0)
 # its periodic jobs (publishing the deferred tasks that became due).
 REPORT_SECONDS: Final = 2.0
 TICK_SECONDS: Final = 1.0
-# A failed attempt whose recording failed (the database away) is recorded again this soon.
+# A failed attempt whose recording failed (the database away) is recorded again this soon,
+# then twice as late each time, up to the most.
 SETTLE_RETRY_SECONDS: Final = 1.0
+SETTLE_RETRY_MAX_SECONDS: Final = 30.0
 # How long a stop that leaves a handler running waits to remove this process's status rows.
 FORGET_SECONDS: Final = 0.5
 
@@ -405,7 +407,7 @@ class Runner:
             message = replace(message, delivery_count=earlier if spent else earlier + 1)
         while True:
             if failure is not None:
-                outcome = await self._failed(handler, message, store_id, failure.error, failure.seconds)
+                outcome = await self._failed(handler, message, store_id, failure.error, failure.seconds, generation)
                 failure = None
             elif self._stopping.is_set():
                 return  # not started: the broker gives it back when the connection closes
@@ -511,7 +513,7 @@ class Runner:
         if isinstance(result, execution.GaveUp):
             return message, await self._give_up(handler, message, store_id, result.error)
         if isinstance(result, Failed):
-            return message, await self._failed(handler, message, store_id, result.error, result.seconds)
+            return message, await self._failed(handler, message, store_id, result.error, result.seconds, generation)
         return message, result
 
     async def _run_async(self, handler: Handler, message: Message, store_id: int | None, started: float) -> Outcome | Failed:
@@ -558,10 +560,16 @@ class Runner:
                 outcome = await self._run_async(handler, message, store_id, time.monotonic())
         if not isinstance(outcome, Failed):
             return outcome
-        return await self._failed(handler, message, store_id, outcome.error, outcome.seconds)
+        return await self._failed(handler, message, store_id, outcome.error, outcome.seconds, generation)
 
     async def _failed(
-        self, handler: Handler, message: Message, store_id: int | None, error: BaseException, seconds: float | None
+        self,
+        handler: Handler,
+        message: Message,
+        store_id: int | None,
+        error: BaseException,
+        seconds: float | None,
+        generation: int,
     ) -> Outcome:
         """An attempt failed (`seconds` into it): count it, or dead-letter the message."""
         timed_out = isinstance(error, TimeLimitExceeded | TimeoutError)
@@ -574,21 +582,28 @@ class Runner:
                     handler.name, message.message_id, message.delivery_count, after, text,
                     exc_info=(type(error), error, error.__traceback__) if not timed_out else None)
         # Tried until it is recorded, without running the handler again: this may have been
-        # its last attempt, and the next would be one more than `max_attempts`.
+        # its last attempt, and the next would be one more than `max_attempts`. Tried less and
+        # less often, until it is, the process stops or the connection is lost (the broker
+        # then hands the message out again).
         assert self._stopping is not None
+        delay = SETTLE_RETRY_SECONDS
         while True:
             try:
                 return await asyncio.get_running_loop().run_in_executor(
                     self._executors[handler.name], execution.settle_failure, handler, message, store_id, text, error
                 )
-            except Exception:
-                log.exception("handler %s: message %s: recording the failure failed; trying again in %g s",
-                              handler.name, message.message_id, SETTLE_RETRY_SECONDS)
+            except Exception as failure:
+                log.warning("handler %s: message %s: recording the failure failed (%s); trying again in %g s",
+                            handler.name, message.message_id, failure, delay,
+                            exc_info=delay == SETTLE_RETRY_SECONDS)  # its traceback once
             try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=SETTLE_RETRY_SECONDS)
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
                 return Outcome.NOT_STARTED  # stopping: it comes back from the broker, its attempts counted
             except TimeoutError:
                 pass
+            if generation != self._generation:
+                return Outcome.NOT_STARTED  # its connection is gone: the broker hands it out again
+            delay = min(delay * 2, SETTLE_RETRY_MAX_SECONDS)
 
 
 def _returns(message: Message) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,10 +28,23 @@ def _message(attempt: int) -> Message:
                    queue="q", redelivered=attempt > 1, delivery_count=attempt)
 
 
+_made: list[Runner] = []
+
+
 def _runner(handler: Handler) -> Runner:
     made = Runner([handler], urls=["ws://127.0.0.1:1/ws"], token=lambda: "", grace=1.0)
     made._stopping = asyncio.Event()
+    _made.append(made)
     return made
+
+
+@pytest.fixture(autouse=True)
+def _threads_stopped() -> Iterator[None]:
+    """The runners' handler threads end with each test."""
+    yield
+    while _made:
+        for executor in _made.pop()._executors.values():
+            executor.shutdown(wait=False)
 
 
 async def test_a_failure_that_cannot_be_recorded_is_recorded_again_not_run_again(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,7 +61,7 @@ async def test_a_failure_that_cannot_be_recorded_is_recorded_again_not_run_again
     handler = _handler()
     made = _runner(handler)
 
-    outcome = await made._failed(handler, _message(3), 7, RuntimeError("boom"), 0.1)
+    outcome = await made._failed(handler, _message(3), 7, RuntimeError("boom"), 0.1, made._generation)
 
     # The last attempt's failure, recorded on the third try: dead-lettered, not a fourth attempt.
     assert outcome is Outcome.DEAD_LETTERED and calls == [3, 3, 3]
@@ -64,9 +78,27 @@ async def test_a_stop_ends_the_tries_and_leaves_the_message_to_the_broker(monkey
     assert made._stopping is not None
     asyncio.get_running_loop().call_later(0.1, made._stopping.set)
 
-    outcome = await made._failed(handler, _message(3), 7, RuntimeError("boom"), 0.1)
+    outcome = await made._failed(handler, _message(3), 7, RuntimeError("boom"), 0.1, made._generation)
 
     assert outcome is Outcome.NOT_STARTED  # not acknowledged: the broker hands it out again
+
+
+async def test_a_lost_connection_ends_the_tries_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def settle(*args: Any) -> Outcome:
+        calls.append(1)
+        made._generation += 1  # the connection is lost while the database is away
+        raise OSError("the database is away")
+
+    monkeypatch.setattr(execution, "settle_failure", settle)
+    monkeypatch.setattr(runner, "SETTLE_RETRY_SECONDS", 0.01)
+    handler = _handler()
+    made = _runner(handler)
+
+    outcome = await made._failed(handler, _message(3), 7, RuntimeError("boom"), 0.1, made._generation)
+
+    assert outcome is Outcome.NOT_STARTED and calls == [1]  # the broker hands it out again
 
 
 async def test_an_async_handler_s_own_cancellation_is_a_failure_not_the_end_of_its_message() -> None:

@@ -358,6 +358,33 @@ async def test_a_frame_between_two_heart_beats_does_not_stretch_the_silence_afte
     assert loop.time() - delivered < 1.4
 
 
+async def test_a_client_is_not_blamed_for_the_silence_while_its_frame_waits_on_the_broker(
+    stomp: Open, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing is read from the client while one of its frames waits (here a SUBSCRIBE whose
+    queue takes a second to declare): its heart-beats sent meanwhile are read afterwards, and
+    that silence is not its own."""
+    from broker.transport.stomp_session import StompSession
+
+    settings.STOMP_HEARTBEAT_MS = 200
+    real = StompSession._ensure_queue
+
+    async def slow(session: StompSession, name: str, headers: dict[str, str]) -> None:
+        await asyncio.sleep(1.0)
+        await real(session, name, headers)
+
+    monkeypatch.setattr(StompSession, "_ensure_queue", slow)
+    client = await stomp(connect=False)
+    connected = await client.connect(**{"heart-beat": "200,0"})
+    assert connected.headers["heart-beat"] == "0,200"  # closed after 400 ms of its silence
+    await client.send("SUBSCRIBE", {"id": "s", "destination": "/queue/slow", "receipt": "r"})
+    for _ in range(10):  # its heart-beats, while the broker is busy with its SUBSCRIBE
+        await client.send_raw("\n")
+        await asyncio.sleep(0.1)
+    receipt = await client.receive(timeout=3)
+    assert (receipt.command, receipt.headers.get("receipt-id")) == ("RECEIPT", "r")
+
+
 async def test_no_heart_beats_unless_both_sides_want_them(stomp: Open) -> None:
     client = await stomp(connect=False)
     connected = await client.connect(**{"heart-beat": "0,0"})
