@@ -749,7 +749,7 @@ class StompSession:
             if self._version != "1.0":
                 raise StompError("UNSUBSCRIBE needs an id header")
             key = _required(frame, "destination")
-        if key not in self._subscriptions:
+        if key not in self._subscriptions or key in self._unsubscribing:  # (ending already)
             raise NotFound(f"subscription {key!r} does not exist")
         assert self._conn is not None
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -96,14 +96,23 @@ async def test_stomp_clients_of_an_edge_publish_and_consume_through_the_router(c
         # Its id used again right after its UNSUBSCRIBE, with no receipt waited for: the router
         # answers the unsubscribe over the link later, and the SUBSCRIBE waits for it (it was
         # refused as a subscription that exists already).
-        await ws.send(encode_frame("UNSUBSCRIBE", {"id": "w"}).decode())
+        await ws.send(encode_frame("UNSUBSCRIBE", {"id": "w", "receipt": "gone"}).decode())
         await ws.send(encode_frame("SUBSCRIBE", {"id": "w", "destination": "/amq/queue/edge-work", "receipt": "again"}).decode())
-        answer = await ws_receive()
-        assert (answer.command, answer.headers.get("receipt-id")) == ("RECEIPT", "again"), answer
+        answers = [await ws_receive() for _ in range(2)]
+        assert [(a.command, a.headers.get("receipt-id")) for a in answers] == [("RECEIPT", "gone"), ("RECEIPT", "again")]
         await tcp.send("SEND", {"destination": "/queue/edge-work", "receipt": "p3"}, b"after")
         assert (await tcp.receive()).headers.get("receipt-id") == "p3"
         after = await ws_receive()
-        assert (after.body, after.headers["subscription"]) == (b"after", "w")
+        assert (after.body, after.headers["subscription"]) == (b"after", "w")  # ack: auto
+
+        # The same subscription unsubscribed twice, the second before the router answered the
+        # first: the first is answered, the second refused (it took the first one's place, and
+        # its RECEIPT, and every one after it, never came).
+        await ws.send(encode_frame("UNSUBSCRIBE", {"id": "w", "receipt": "first"}).decode())
+        await ws.send(encode_frame("UNSUBSCRIBE", {"id": "w", "receipt": "second"}).decode())
+        answers = [await ws_receive() for _ in range(2)]
+        assert [(a.command, a.headers.get("receipt-id")) for a in answers] == [("RECEIPT", "first"), ("ERROR", "second")]
+        assert answers[1].headers["code"] == "not_found"
 
         await tcp.send("DISCONNECT", {"receipt": "bye"})
         assert (await tcp.receive()).headers["receipt-id"] == "bye"
