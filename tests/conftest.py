@@ -12,6 +12,7 @@ import pytest
 from broker.engine.errors import BrokerError
 from broker.router.local import LocalRouter
 from broker.runtime.runtime import Runtime
+from tests.stopping import stop_within
 
 
 class Sink:
@@ -52,7 +53,7 @@ async def runtime(transactional_db: Any) -> AsyncIterator[Runtime]:
     router = _new_router()
     await router.start()
     yield router.runtime
-    await router.stop()
+    await stop_within(router.stop(), "the router")
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from broker.cluster import hub as hub_module
 from broker.engine.exchanges import ExchangeSpec, ExchangeType
 from broker.engine.queues import QueueSpec
 from broker.engine.routing import BindingSpec
+from tests.stopping import stop_within
 
 from .cluster_harness import Cluster, MemoryStore
 
@@ -33,4 +34,4 @@ async def cluster(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Cluster]:
     try:
         yield built
     finally:
-        await built.close()
+        await stop_within(built.close(), "the cluster")
