@@ -92,11 +92,11 @@ export class RateChart {
       // Runs of samples between gaps (a queue left out of the frames for a while): no line
       // across a gap, and a run of one sample is a short dash, not nothing.
       let run = 0;
-      let last = null;
+      let latest = null;
       const endRun = () => {
         if (run === 1) {
-          g.moveTo(last.px - 2, last.py);
-          g.lineTo(last.px + 2, last.py);
+          g.moveTo(latest.px - 2, latest.py);
+          g.lineTo(latest.px + 2, latest.py);
         }
         run = 0;
       };
@@ -109,7 +109,7 @@ export class RateChart {
         if (run === 0) g.moveTo(point.px, point.py);
         else g.lineTo(point.px, point.py);
         run += 1;
-        last = point;
+        latest = point;
       }
       endRun();
       g.stroke();
