@@ -37,10 +37,12 @@ class Sink:
 def new_runtime() -> Runtime:
     from channels.layers import get_channel_layer
 
+    from broker.transport.startup import delivery_credit
     from storage.store import OrmMessageStore
 
-    # A short checkpoint so tests see acknowledgements reach the database quickly.
-    return Runtime(OrmMessageStore(), checkpoint_seconds=0.2, layer=get_channel_layer())
+    # A short checkpoint so tests see acknowledgements reach the database quickly; the
+    # credit `runbroker` gives connections.
+    return Runtime(OrmMessageStore(), checkpoint_seconds=0.2, layer=get_channel_layer(), credit=delivery_credit())
 
 
 def _new_router() -> LocalRouter:

@@ -46,6 +46,7 @@ from broker.protocol.link import (
     UnsubscribedItem,
     UnsubscribeItem,
     WatchItem,
+    WrittenItem,
     decode_error,
     decode_router_item,
 )
@@ -481,6 +482,12 @@ class EdgeLink:
         self._connections.watch(conn, watching)
         if self.router_channel is not None:
             self._push(WatchItem("w", conn, watching))
+
+    def written(self, conn: int, batches: int) -> None:
+        # Batches of a router followed before are counted against the new one's: it may
+        # send one credit's worth early, once.
+        if self.router_channel is not None:
+            self._push(WrittenItem("g", conn, batches))
 
     # -- the Router interface: the HTTP API (on the loop) ------------------
 

@@ -42,6 +42,7 @@ from broker.protocol.link import (
     UnsubscribedItem,
     UnsubscribeItem,
     WatchItem,
+    WrittenItem,
     decode_edge_item,
     encode_error,
 )
@@ -331,6 +332,8 @@ class Hub:
                 router.nack(connection_id, frame_id, tag, multiple=multiple, requeue=requeue)
             case WatchItem(watching=watching):
                 router.watch(connection_id, watching)
+            case WrittenItem(batches=batches):
+                router.written(connection_id, batches)
             case _:
                 log.error("unexpected item %r from edge %s", item[:1], edge.channel)
 

@@ -48,7 +48,7 @@ from channels.exceptions import ChannelFull
 
 # The items' form (broker/protocol/link.py). Nodes of other versions neither follow nor
 # serve each other: every node of a cluster runs the same release (docs/deploy.md).
-LINK_VERSION: Final = 6
+LINK_VERSION: Final = 7
 
 EDGE_BATCH: Final = "broker.edge_batch"
 ROUTER_BATCH: Final = "broker.router_batch"

@@ -49,6 +49,7 @@ from .queues import (
     QueueState,
     Unacked,
     check_prefetch,
+    delivery_cost,
     message_bytes,
 )
 from .routing import BindingSpec, Routing
@@ -119,6 +120,9 @@ class Broker:
         self.max_bindings: int | None = None
         # Messages of a durable queue kept in memory, its window (backlog.py); None: all.
         self.window: int | None = None
+        # Bytes (`delivery_cost`) a connection may have delivered and not yet written to its
+        # socket, for subscriptions to a named queue; None: no flow control (queues.py, `Connection`).
+        self.credit: int | None = None
         # Stored copies with a lower id were stored before this start, and may have been
         # delivered before it: they come back redelivered (at-least-once).
         self.restored_below = 0
@@ -410,8 +414,24 @@ class Broker:
         (a previous router's, whose messages come back redelivered) are ignored."""
         connection_id = self._next_connection
         self._next_connection += 1
-        self.connections[connection_id] = Connection(connection_id, first_tag)
+        self.connections[connection_id] = Connection(connection_id, first_tag, self.credit or 0)
         return connection_id
+
+    def written(self, connection_id: int, cost: int, *, now: float) -> Effects:
+        """The transport has written deliveries of this `cost` to the connection's socket:
+        give it back as credit, and deliver on to its subscriptions that waited for it."""
+        connection = self.connections.get(connection_id)
+        if connection is None or cost <= 0:
+            return NO_EFFECTS
+        was_blocked = connection.credit <= 0
+        connection.credit += cost
+        if not was_blocked or connection.credit <= 0:
+            return NO_EFFECTS
+        fx = EffectsBuilder()
+        for consumer in list(connection.consumers.values()):
+            if consumer.flow and consumer.queue.name in self.queues:
+                self._drain(consumer.queue, fx, now)
+        return fx.build()
 
     def close_connection(self, connection_id: int, *, now: float) -> Effects:
         connection = self.connections.get(connection_id)
@@ -459,7 +479,10 @@ class Broker:
             raise Forbidden(f"queue {queue!r} is exclusive to another connection")
         if state.holding:
             raise Forbidden(f"queue {queue!r} holds a delayed exchange's messages until they are due: not consumed")
-        return self._add_consumer(connection, subscription, subscription_json, state, ack_mode, prefetch, now)
+        # Held back by the connection's credit: what waits stays in the queue, for this
+        # subscription once its socket takes more, or for another one with room.
+        flow = self.credit is not None and ack_mode is not AckMode.TRANSACTION
+        return self._add_consumer(connection, subscription, subscription_json, state, ack_mode, prefetch, now, flow)
 
     def consume_exchange(
         self,
@@ -490,7 +513,9 @@ class Broker:
         if exchange != DEFAULT_EXCHANGE:
             self.bind(BindingSpec(exchange, queue, binding_key, arguments))
         state = self.queues[queue]
-        return self._add_consumer(connection, subscription, subscription_json, state, ack_mode, prefetch, now)
+        # Not held back by credit: its private queue would grow in memory for a subscriber
+        # that stops reading, who is closed as a slow consumer instead (transport/outbox.py).
+        return self._add_consumer(connection, subscription, subscription_json, state, ack_mode, prefetch, now, False)
 
     def _check_room(self) -> None:
         """Refuse a private queue and its binding past MAX_QUEUES or MAX_BINDINGS."""
@@ -800,8 +825,9 @@ class Broker:
         ack_mode: AckMode,
         prefetch: int,
         now: float,
+        flow: bool,
     ) -> Effects:
-        consumer = Consumer(connection, subscription, subscription_json, queue, ack_mode, prefetch)
+        consumer = Consumer(connection, subscription, subscription_json, queue, ack_mode, prefetch, flow)
         connection.consumers[subscription] = consumer
         queue.consumers.append(consumer)
         queue.had_consumer = True
@@ -903,7 +929,16 @@ class Broker:
             connection.unacked[tag] = Unacked(consumer, envelope)
             consumer.unacked += 1
             queue.unacked += 1
-        if consumer.ack_mode == AckMode.TRANSACTION:
+        if consumer.flow:
+            cost = delivery_cost(envelope.message)
+            connection.credit -= cost
+            fx.deliveries.append(
+                Delivery(
+                    connection.id, consumer.subscription_json, tag, envelope.message, envelope.redelivered,
+                    returns=envelope.returns, cost=cost,
+                )
+            )
+        elif consumer.ack_mode == AckMode.TRANSACTION:
             fx.deliveries.append(
                 Delivery(
                     connection.id, consumer.subscription_json, tag, envelope.message, envelope.redelivered,

@@ -111,6 +111,7 @@ class Delivery:
     transaction: bool = False
     store_id: int | None = None
     returns: int = 0  # times this copy was given back unacknowledged before (`x-delivery-count`)
+    cost: int = 0  # taken from the connection's credit (queues.py, `Connection`); 0: not held back
 
 
 @dataclass(slots=True)

@@ -151,7 +151,7 @@ class QueueSpec:
 class Consumer:
     """A subscription: one connection consuming one queue."""
 
-    __slots__ = ("ack_mode", "connection", "prefetch", "queue", "subscription", "subscription_json", "unacked")
+    __slots__ = ("ack_mode", "connection", "flow", "prefetch", "queue", "subscription", "subscription_json", "unacked")
 
     def __init__(
         self,
@@ -161,6 +161,7 @@ class Consumer:
         queue: QueueState,
         ack_mode: AckMode,
         prefetch: int,
+        flow: bool = False,
     ) -> None:
         self.connection = connection
         self.subscription = subscription
@@ -169,8 +170,13 @@ class Consumer:
         self.ack_mode = ack_mode
         self.prefetch = prefetch  # 0 = unbounded
         self.unacked = 0
+        # Held back by its connection's credit (auto-ack and client-ack alike, as RabbitMQ's
+        # credit flow holds a queue back from a channel whose socket is not writable).
+        self.flow = flow
 
     def has_room(self) -> bool:
+        if self.flow and self.connection.credit <= 0:
+            return False
         return self.ack_mode == AckMode.AUTO or self.prefetch == 0 or self.unacked < self.prefetch
 
 
@@ -186,6 +192,16 @@ def priority_of(headers: Mapping[str, Any], highest: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         return 0
     return min(value, highest)
+
+
+# What a delivery costs its connection's credit beyond its body: the frame's headers, about.
+DELIVERY_OVERHEAD: Final = 256
+
+
+def delivery_cost(message: Message) -> int:
+    """What a delivery of `message` takes from its connection's credit: about its frame's
+    size, from what is known without encoding it (a `str`'s length is stored)."""
+    return len(message.body_json) + DELIVERY_OVERHEAD
 
 
 def message_bytes(message: Message) -> int:
@@ -499,12 +515,18 @@ class Unacked:
 
 
 class Connection:
-    """A client connection: its subscriptions and its unacknowledged deliveries."""
+    """A client connection: its subscriptions and its unacknowledged deliveries.
 
-    __slots__ = ("consumers", "exclusive_queues", "first_tag", "id", "next_tag", "unacked")
+    `credit`: the bytes (`delivery_cost`) it may still be handed before its transport
+    has written what it holds. Its subscriptions to named queues get nothing while it is
+    not above 0, and the transport gives it back as it writes (`Broker.written`): what a
+    client does not read stays in its queue, not in the process's memory."""
 
-    def __init__(self, connection_id: int, first_tag: int = 1) -> None:
+    __slots__ = ("consumers", "credit", "exclusive_queues", "first_tag", "id", "next_tag", "unacked")
+
+    def __init__(self, connection_id: int, first_tag: int = 1, credit: int = 0) -> None:
         self.id = connection_id
+        self.credit = credit
         # A connection resumed on a new router starts above the tags its client
         # already holds; those name messages the new router redelivers under new tags.
         self.first_tag = first_tag

@@ -126,6 +126,15 @@ class WatchItem(NamedTuple):
     watching: bool
 
 
+class WrittenItem(NamedTuple):
+    """The connection's next `batches` batches of frames (`FramesItem`) are written to its
+    socket: the router gives their deliveries' credit back."""
+
+    kind: Literal["g"]
+    conn: int
+    batches: int
+
+
 class CallItem(NamedTuple):
     """A call of the HTTP API or the admin (broker/protocol/calls.py)."""
 
@@ -135,7 +144,10 @@ class CallItem(NamedTuple):
     args: list[Any]
 
 
-EdgeItem = OpenItem | CloseItem | SubscribeItem | ResumeItem | PublishItem | UnsubscribeItem | AckItem | NackItem | WatchItem | CallItem
+EdgeItem = (
+    OpenItem | CloseItem | SubscribeItem | ResumeItem | PublishItem | UnsubscribeItem | AckItem | NackItem | WatchItem
+    | WrittenItem | CallItem
+)
 
 # -- router to edge -------------------------------------------------------------
 
@@ -220,7 +232,7 @@ RouterItem = FramesItem | CancelledItem | LastTagItem | SubscribedItem | Unsubsc
 
 _EDGE_ITEMS: Final[dict[str, Any]] = {
     "o": OpenItem, "x": CloseItem, "s": SubscribeItem, "a": ResumeItem, "p": PublishItem,
-    "u": UnsubscribeItem, "k": AckItem, "n": NackItem, "w": WatchItem, "r": CallItem,
+    "u": UnsubscribeItem, "k": AckItem, "n": NackItem, "w": WatchItem, "g": WrittenItem, "r": CallItem,
 }
 _ROUTER_ITEMS: Final[dict[str, Any]] = {
     "d": FramesItem, "c": CancelledItem, "t": LastTagItem, "S": SubscribedItem, "U": UnsubscribedItem,

@@ -32,7 +32,9 @@ class ConnectionSink(Protocol):
     """A client connection as the router sees it (the WebSocket session)."""
 
     def deliver(self, frames: list[str]) -> None:
-        """Send these frames, in order, without blocking."""
+        """Send these frames, in order, without blocking. Each call is one batch: once
+        batches are written to the socket, the connection says how many (`Router.written`),
+        and the router gives their deliveries' credit back."""
 
     def cancelled(self, subscription: str, reason: str) -> None:
         """The router ended this subscription (its queue went away)."""
@@ -134,6 +136,10 @@ class Router(Protocol):
 
     def watch(self, conn: int, watching: bool) -> None:
         """Start (or stop) delivering a `stats` frame to the connection every second."""
+
+    def written(self, conn: int, batches: int) -> None:
+        """The connection's next `batches` batches of frames (`ConnectionSink.deliver` calls)
+        are written to its socket: its subscriptions to named queues may be sent more."""
 
     # -- the HTTP API and the admin ----------------------------------------
 

@@ -97,7 +97,7 @@ class LocalRouter:
         is cancelled."""
         sink = self._sinks[conn]
         if watching:
-            self.runtime.watch(conn)
+            self.runtime.watch(conn, first_now=False)
         for request in subscriptions:
             def answered(queue: str | None, error: BrokerError | None, key: str = request.key) -> None:
                 if error is not None:
@@ -136,10 +136,10 @@ class LocalRouter:
         if not watching:
             self.runtime.unwatch(conn)
             return
-        first = self.runtime.watch(conn)
-        sink = self._sinks.get(conn)
-        if sink is not None:
-            sink.deliver([first])
+        self.runtime.watch(conn)
+
+    def written(self, conn: int, batches: int) -> None:
+        self.runtime.written(conn, batches)
 
     # -- the HTTP API and the admin ----------------------------------------
 

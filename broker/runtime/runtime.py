@@ -13,6 +13,7 @@ import asyncio
 import gc
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final, Protocol
@@ -95,15 +96,19 @@ class Runtime:
         max_bindings: int | None = None,
         layer: Any = None,
         window: int | None = None,
+        credit: int | None = None,
     ) -> None:
         """`layer`: the channel layer on which processes without a router send topology
         changes (storage/sync.py), or None. `max_queues`, `max_bindings`: MAX_QUEUES and
         MAX_BINDINGS for the private queues the router makes itself; None, no limit.
-        `window`: QUEUE_WINDOW, the messages of a durable queue kept in memory; None, all."""
+        `window`: QUEUE_WINDOW, the messages of a durable queue kept in memory; None, all.
+        `credit`: the bytes a connection's subscriptions to named queues may have delivered
+        and not yet written (engine/queues.py, `Connection`); None, no such bound."""
         self.broker = Broker()
         self.broker.max_queues = max_queues
         self.broker.max_bindings = max_bindings
         self.broker.window = window
+        self.broker.credit = credit
         self._feed = TopologyFeed(layer)
         self.store = store
         self.writer: GroupCommitWriter | None = None
@@ -111,6 +116,8 @@ class Runtime:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._checkpoint_seconds = checkpoint_seconds
         self._sinks: dict[int, DeliverySink] = {}
+        # Per connection, the credit each batch of frames sent to it took, until written.
+        self._batches: dict[int, deque[int]] = {}
         self._encoders: dict[int, Callable[[Delivery], Any]] = {}  # connections with their own frames
         self._main: asyncio.Task[None] | None = None
         self.outbox: OutboxReader | None = None
@@ -288,9 +295,7 @@ class Runtime:
                 self._stats.sample(self.broker, now=self._now())
                 frame = self._stats_frame()
                 for connection_id in list(self._watchers):
-                    sink = self._sinks.get(connection_id)
-                    if sink is not None:
-                        sink.deliver([frame])
+                    self._send(connection_id, [frame])
             except Exception:
                 log.exception("stats sampling failed")
 
@@ -339,19 +344,20 @@ class Runtime:
         if effects.deliveries:
             by_connection: dict[int, list[str]] = {}
             after_commit: dict[int, list[str]] = {}
+            costs: dict[int, int] = {}  # of the deliveries held back by credit, by connection
             encoders = self._encoders
-            if not encoders:  # no STOMP connection: the JSON frames' own loop
-                for delivery in effects.deliveries:
-                    target = after_commit if delivery.transaction else by_connection
-                    target.setdefault(delivery.connection, []).append(message_frame(delivery))
-            else:
-                for delivery in effects.deliveries:
-                    target = after_commit if delivery.transaction else by_connection
+            for delivery in effects.deliveries:
+                target = after_commit if delivery.transaction else by_connection
+                if encoders:
                     encode = encoders.get(delivery.connection)
                     frame = message_frame(delivery) if encode is None else encode(delivery)
-                    target.setdefault(delivery.connection, []).append(frame)
+                else:  # no STOMP connection
+                    frame = message_frame(delivery)
+                target.setdefault(delivery.connection, []).append(frame)
+                if delivery.cost:
+                    costs[delivery.connection] = costs.get(delivery.connection, 0) + delivery.cost
             for connection_id, frames in by_connection.items():
-                self._send(connection_id, frames)
+                self._send(connection_id, frames, costs.get(connection_id, 0))
             if after_commit:
                 assert self._after_commit is not None
                 self._after_commit.add(after_commit)
@@ -376,10 +382,25 @@ class Runtime:
         if not task.cancelled() and task.exception() is not None:
             log.error("a backlog read failed", exc_info=task.exception())
 
-    def _send(self, connection_id: int, frames: list[str]) -> None:
+    def _send(self, connection_id: int, frames: list[str], cost: int = 0) -> None:
+        """Frames to a connection, one batch; `cost`: the credit its deliveries took, given
+        back when its transport says the batch is written (`written`)."""
         sink = self._sinks.get(connection_id)
         if sink is not None:
+            self._batches[connection_id].append(cost)
             sink.deliver(frames)
+
+    def written(self, connection_id: int, batches: int) -> None:
+        """The connection's transport has written its next `batches` batches of frames (in
+        the order they were sent): give their deliveries' credit back."""
+        sent = self._batches.get(connection_id)
+        if sent is None:
+            return
+        cost = 0
+        for _ in range(min(batches, len(sent))):
+            cost += sent.popleft()
+        if cost:
+            self._apply(self.broker.written(connection_id, cost, now=self._now()))
 
     # -- publishing and polling (on the loop) ----------------------------
 
@@ -532,6 +553,7 @@ class Runtime:
     def connect(self, sink: DeliverySink, *, first_tag: int = 1) -> int:
         connection_id = self.broker.open_connection(first_tag=first_tag)
         self._sinks[connection_id] = sink
+        self._batches[connection_id] = deque()
         encode = getattr(sink, "encode_delivery", None)
         if encode is not None:
             self._encoders[connection_id] = encode
@@ -541,6 +563,7 @@ class Runtime:
         """Requeue what the connection held unacknowledged; drop its private queues."""
         self._apply(self.broker.close_connection(connection_id, now=self._now()))
         self._sinks.pop(connection_id, None)
+        self._batches.pop(connection_id, None)
         self._encoders.pop(connection_id, None)
         self._watchers.discard(connection_id)
 
@@ -549,12 +572,14 @@ class Runtime:
         connection = self.broker.connections.get(connection_id)
         return None if connection is None else connection.next_tag - 1
 
-    def watch(self, connection_id: int) -> str:
-        """Send this connection a `stats` frame every second; returns the first one, for now."""
+    def watch(self, connection_id: int, *, first_now: bool = True) -> None:
+        """Send this connection a `stats` frame every second, the first one now unless
+        `first_now` is False (a connection restored after a failover)."""
         if not self._watchers:
             self._stats.sample(self.broker, now=self._now())  # the baseline of the first rates
         self._watchers.add(connection_id)
-        return self._stats_frame()
+        if first_now:
+            self._send(connection_id, [self._stats_frame()])
 
     def unwatch(self, connection_id: int) -> None:
         self._watchers.discard(connection_id)

@@ -9,6 +9,11 @@ too slow, what waits is dropped and the connection is closed with 1008
 `slow_consumer` (docs/protocol.md, "Limits"); so it is, largest first, when the
 unsent data of all connections together passes WS_TOTAL_BUFFERED_BYTES
 (broker/runtime/memory.py, `UnsentBudget`).
+
+The router's frames come in batches (`deliver`), and the outbox says how many of
+them it has written to the socket (`on_written`), in order: the router gives the
+credit of their deliveries back (broker/engine/queues.py, `Connection`), so a
+subscription to a named queue is sent no faster than its client reads.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ CLOSE_INTERNAL_ERROR: Final = 1011
 # this long after (a reader held up, say, by the memory alarm).
 GONE_SECONDS: Final = 5.0
 
+# Batches written in the middle of a long send that are reported before it ends, to
+# keep a consumer's credit coming while a large backlog leaves.
+REPORT_EVERY: Final = 64
+
 # The server's ASGI send. Events are built as dicts: the spec lets a send leave out
 # `bytes` or `text`, and Channels' test client insists on it.
 Send = Callable[[Any], Awaitable[None]]
@@ -50,10 +59,18 @@ class Outbox:
         *,
         on_too_slow: Callable[[], None],
         on_failed: Callable[[], None],
+        on_written: Callable[[int], None] | None = None,
         budget: UnsentBudget | None = None,
     ) -> None:
+        """`on_written(n)`: the next `n` batches (`deliver`) have been written to the socket."""
         self._send = send  # the server's ASGI send
         self._frames: deque[str | bytes] = deque()
+        # Frames queued and frames sent, running counts; the queued count at the end of
+        # each batch not reported yet.
+        self._queued = 0
+        self._sent = 0
+        self._batch_ends: deque[int] = deque()
+        self._on_written = on_written
         self._finish_code: int | None = None  # close with this once the frames have left
         # UTF-8 bytes queued plus the frame being sent, kept on append and pop.
         self._buffered = 0
@@ -80,12 +97,25 @@ class Outbox:
         if self._stopped:
             return
         self._frames.append(frame)
+        self._queued += 1
         self._grow(_size(frame))
+
+    def deliver(self, frames: list[str] | list[str | bytes]) -> None:
+        """The router's batch: queued, and reported by `on_written` once it has left (an
+        empty one too, with what was queued before it)."""
+        if self._stopped:
+            return
+        self._batch_ends.append(self._queued + len(frames))
+        if frames:
+            self.extend(frames)
+        else:
+            self._wakeup.set()
 
     def extend(self, frames: list[str] | list[str | bytes]) -> None:
         if self._stopped:
             return
         self._frames.extend(frames)
+        self._queued += len(frames)
         size = 0
         for frame in frames:
             size += len(frame) if frame.isascii() else _size(frame)  # bytes have isascii too
@@ -122,6 +152,7 @@ class Outbox:
     def _drop(self) -> None:
         self._stopped = True  # nothing more is queued; the memory goes now
         self._frames.clear()
+        self._batch_ends.clear()
         if self._budget is not None:
             self._budget.total -= self._buffered
             self._budget.leave(self)
@@ -146,9 +177,18 @@ class Outbox:
             except asyncio.CancelledError:
                 pass
 
+    def _report_written(self) -> None:
+        ends, sent = self._batch_ends, self._sent
+        written = 0
+        while ends and ends[0] <= sent:
+            ends.popleft()
+            written += 1
+        if written and self._on_written is not None:
+            self._on_written(written)  # may queue more frames, and set the wakeup
+
     async def _send_forever(self) -> None:
         """The only writer of this socket: one WebSocket frame per entry, in order."""
-        frames, wakeup = self._frames, self._wakeup
+        frames, wakeup, ends = self._frames, self._wakeup, self._batch_ends
         while True:
             # No timeout: this task waits for frames as long as the connection lives,
             # and `stop` cancels it.
@@ -169,6 +209,11 @@ class Outbox:
                         self._buffered -= size
                         if self._budget is not None:
                             self._budget.total -= size
+                        self._sent += 1
+                        if len(ends) > REPORT_EVERY and ends[REPORT_EVERY - 1] <= self._sent:
+                            self._report_written()
+                if ends:
+                    self._report_written()
                 if self._finish_code is not None:
                     self._drop()
                     await send({"type": "websocket.close", "code": self._finish_code})

@@ -86,7 +86,12 @@ class Session:
         self._max_bytes = max_message_bytes
         self._budget = budget
         self._outbox = Outbox(
-            send, max_buffered_bytes, on_too_slow=self._too_slow, on_failed=self.close, budget=memory.budget()
+            send,
+            max_buffered_bytes,
+            on_too_slow=self._too_slow,
+            on_failed=self.close,
+            on_written=self._written,
+            budget=memory.budget(),
         )
         self._guard = memory.guard()
         self._conn: int | None = None
@@ -137,7 +142,12 @@ class Session:
 
     def deliver(self, frames: list[str]) -> None:
         if not self._closed:
-            self._outbox.extend(frames)
+            self._outbox.deliver(frames)
+
+    def _written(self, batches: int) -> None:
+        conn = self._conn
+        if conn is not None and not self._closed:
+            self._router.written(conn, batches)
 
     def cancelled(self, subscription: str, reason: str) -> None:
         shown = self._subscriptions.pop(subscription, subscription)

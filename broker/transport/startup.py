@@ -57,8 +57,16 @@ def new_router(store: RuntimeStore, layer: Any) -> LocalRouter:
         max_bindings=settings.MAX_BINDINGS or None,
         layer=layer,
         window=settings.QUEUE_WINDOW or None,
+        credit=delivery_credit(),
     )
     return LocalRouter(runtime)
+
+
+def delivery_credit() -> int:
+    """What a connection's subscriptions to named queues may have delivered and not yet
+    written: well under the bound past which its outbox closes it as a slow consumer,
+    with room for one last message (at most MAX_MESSAGE_BYTES) and replies."""
+    return int(settings.WS_MAX_BUFFERED_BYTES) // 4
 
 
 def start_memory_guard() -> None:

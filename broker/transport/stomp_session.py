@@ -139,7 +139,12 @@ class StompSession:
         self._heartbeat_ms = heartbeat_ms
         self._parser = StompParser(max_frame_bytes=max_message_bytes + FRAME_OVERHEAD, stop_after_connect=True)
         self._outbox = Outbox(
-            send, max_buffered_bytes, on_too_slow=self._too_slow, on_failed=self.close, budget=memory.budget()
+            send,
+            max_buffered_bytes,
+            on_too_slow=self._too_slow,
+            on_failed=self.close,
+            on_written=self._written,
+            budget=memory.budget(),
         )
         self._guard = memory.guard()
         self._version = "1.2"
@@ -255,7 +260,12 @@ class StompSession:
             out.append(delivered_frame(delivered, subscription=subscription_id, version=version))
         if out:
             self._pushed_at = time.monotonic()
-            self._outbox.extend(out)
+        self._outbox.deliver(out)
+
+    def _written(self, batches: int) -> None:
+        conn = self._conn
+        if conn is not None and not self._closed:
+            self._router.written(conn, batches)
 
     def encode_delivery(self, delivery: Delivery) -> str | bytes:
         """The MESSAGE frame of a delivery, made by this process's router as it delivers

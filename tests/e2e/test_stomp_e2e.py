@@ -109,6 +109,59 @@ async def test_a_tcp_client_that_stops_reading_is_closed_and_a_reading_one_gets_
     assert "closed: over WS_MAX_BUFFERED_BYTES unsent (slow consumer)" in broker.log()
 
 
+async def test_a_queue_s_subscriber_that_stops_reading_holds_back_only_its_credit_and_another_gets_the_rest(
+    broker: BrokerProcess,
+) -> None:
+    """Auto-ack subscriptions to a named queue holding many times WS_MAX_BUFFERED_BYTES: the
+    broker sends each no more than its socket takes. One that stops reading is not closed
+    and loses nothing it did not get: the queue keeps the rest, and a reading subscriber
+    gets it."""
+    port = stomp_port(broker)
+    count = 20 * BUFFERED // len(BODY)
+    async with httpx.AsyncClient(base_url=broker.url, timeout=10) as http:
+        assert (await http.post("/api/queues/", json={"name": "backlog"})).status_code == 201
+        for n in range(count):
+            answer = await http.post(
+                "/api/exchanges/amq.default/publish/", json={"routing_key": "backlog", "body": BODY, "headers": {"n": n}}
+            )
+            assert answer.json()["routed"] == 1
+        stuck = await Client.open(port, small_buffer=True)
+        assert (await stuck.connect()).command == "CONNECTED"
+        await stuck.send("SUBSCRIBE", {"id": "b", "destination": "/queue/backlog", "receipt": "s"})
+        # It reads its RECEIPT, and then nothing: the broker fills its socket and its credit.
+
+        async def messages_left() -> int:
+            return int((await http.get("/api/queues/backlog/")).json()["messages"])
+
+        left: list[int] = []
+        for _ in range(50):
+            left.append(await messages_left())
+            if len(left) > 3 and left[-1] == left[-4]:
+                break
+            await asyncio.sleep(0.1)
+        assert left[-1] == left[-4] > count // 2  # it took some, and no more
+
+        reader = await Client.open(port)
+        assert (await reader.connect()).command == "CONNECTED"
+        await reader.send("SUBSCRIBE", {"id": "b", "destination": "/queue/backlog"})
+        got = []
+        while len(got) < left[-1]:
+            frame = await reader.receive()
+            if frame.command == "MESSAGE":
+                got.append(int(frame.headers["n"]))
+        assert got == sorted(got) and len(set(got)) == left[-1]
+
+        # The one that stopped is still there, and reads what it was handed.
+        taken = []
+        while len(taken) < count - left[-1]:
+            frame = await stuck.receive()
+            if frame.command == "MESSAGE":
+                taken.append(int(frame.headers["n"]))
+        assert sorted(taken + got) == list(range(count))
+        assert await messages_left() == 0
+    assert "slow consumer" not in broker.log()
+
+
 async def test_connections_past_the_limit_per_address_are_refused(broker: BrokerProcess) -> None:
     port = stomp_port(broker)
     held = [await Client.open(port) for _ in range(5)]

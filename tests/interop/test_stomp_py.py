@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+import stomp
+from stomp.utils import Frame
 
 from tests.eventually import eventually_sync
 from tests.interop.client import Client, Transport, quiet
@@ -158,6 +160,35 @@ def test_prefetch_count_limits_the_unacknowledged_messages(connect: Connect, tra
     assert len(client.messages("s-pre")) == 2
     client.ack(second)
     assert [m.body for m in client.wait_messages("s-pre", 3)] == ["m0", "m1", "m2"]
+
+
+class SlowReader(stomp.ConnectionListener):  # type: ignore[misc]
+    """Holds stomp.py's receiver thread a little per MESSAGE: a client that reads slowly."""
+
+    def on_message(self, frame: Frame) -> None:
+        time.sleep(0.002)
+
+
+def test_an_auto_ack_subscriber_drains_a_backlog_far_over_the_unsent_bound_without_loss(
+    connect: Connect, http: httpx.Client, transport: Transport
+) -> None:
+    """stomp.py subscribes with ack:auto (its default) to a queue holding 10 MB, over twice
+    WS_MAX_BUFFERED_BYTES (4 MiB), and reads it slowly: the broker sends no faster than the
+    socket takes, so the client gets every message, in order, and is not closed as a slow
+    consumer."""
+    queue, count, pad = f"ix-backlog-{transport}", 500, "p" * 20_000
+    http.post("/api/queues/", json={"name": queue}).raise_for_status()
+    for n in range(count):
+        answer = http.post("/api/exchanges/amq.default/publish/", json={"routing_key": queue, "body": f"{n} {pad}"})
+        assert answer.raise_for_status().json()["routed"] == 1
+    client = connect()
+    client.conn.set_listener("slow", SlowReader())
+    client.subscribe(f"/queue/{queue}", "s-backlog")
+    got = client.wait_messages("s-backlog", count, timeout=60)
+    assert [int(json.loads(m.body).split(" ", 1)[0]) for m in got] == list(range(count))
+    assert not client.closed()
+    assert client.recorder.of("ERROR") == []
+    counts_become(http, queue, (0, 0))
 
 
 def test_a_persistent_send_is_received_after_its_receipt(connect: Connect, transport: Transport) -> None:

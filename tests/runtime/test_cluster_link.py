@@ -23,7 +23,8 @@ from broker.cluster.edge import EdgeLink
 from broker.cluster.wire import BATCHES_IN_FLIGHT, EDGE_BATCH, EDGES_GROUP, LINK_VERSION, ROUTER_BATCH
 from broker.engine import errors
 from broker.engine.errors import BrokerError, Forbidden, NotFound, Unavailable
-from broker.engine.queues import AckMode, QueueSpec
+from broker.engine.jsoncodec import dumps
+from broker.engine.queues import DELIVERY_OVERHEAD, AckMode, QueueSpec
 from broker.protocol.calls import (
     QueueGetCall,
     QueueIsPrivateCall,
@@ -342,6 +343,26 @@ def test_every_engine_error_crosses_the_link_with_its_code_status_and_fields(err
         sent.message,
         sent.fields,
     )
+
+
+async def test_a_connection_s_credit_comes_back_from_its_edge_as_its_batches_are_written(cluster: Cluster) -> None:
+    """The router sends a subscription to a named queue no more than its credit; the edge
+    says which batches its socket has taken (a `WrittenItem`), and the router sends on."""
+    body = "x" * 1000
+    cost = len(dumps(body)) + DELIVERY_OVERHEAD
+    cluster.runtime.broker.credit = 3 * cost  # for connections opened from now on
+    for _ in range(8):
+        await cluster.publish("jobs", body)
+    edge, sink, conn = await cluster.subscriber("s", queue="jobs", ack="auto")
+    await eventually(lambda: len(sink.messages()) == 3)
+    await asyncio.sleep(0.1)
+    assert len(sink.messages()) == 3  # the rest waits in the queue
+    assert counts(cluster, "jobs")[0] == 5
+    edge.written(conn, 1)  # the batch of three has left
+    await eventually(lambda: len(sink.messages()) == 6)
+    edge.written(conn, 1)
+    await eventually(lambda: len(sink.messages()) == 8)
+    assert [m["delivery_tag"] for m in sink.messages()] == list(range(1, 9))
 
 
 async def test_an_unsubscribe_on_an_edge_is_answered_after_the_last_delivery_and_may_cross_its_subscribe(

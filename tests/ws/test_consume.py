@@ -177,3 +177,20 @@ async def test_messages_are_sent_one_frame_each_in_order(ws: WebsocketCommunicat
     messages = await receive_all(ws, 50)
     assert [m["body"] for m in messages] == list(range(50))
     assert [m["delivery_tag"] for m in messages] == sorted(m["delivery_tag"] for m in messages)
+
+
+async def test_an_auto_ack_subscription_over_its_credit_gets_the_rest_as_its_frames_are_written(
+    connect: Connect, runtime: Runtime
+) -> None:
+    """The router sends a subscription to a named queue no more than its connection's
+    credit; the session gives the credit back as its frames leave, and the queue drains."""
+    body = "x" * 1000
+    runtime.broker.credit = 5 * (len(body) + 300)  # about five deliveries, for new connections
+    await declare_queue("q")
+    for n in range(40):
+        await publish(runtime, "", "q", f"{n} {body}")
+    client = await connect()
+    await subscribe(client, "s1", "q", ack="auto")
+    got = [await receive(client) for _ in range(40)]
+    assert [int(m["body"].split(" ", 1)[0]) for m in got] == list(range(40))
+    assert runtime.queue_counts(["q"])["q"].messages_ready == 0

@@ -37,6 +37,9 @@ class SilentRouter:
     def subscribe(self, conn: int, request: Any, answer: Any) -> None:
         self.asked.append(request)
 
+    def written(self, conn: int, batches: int) -> None:
+        pass
+
 
 async def _anonymous() -> Any:
     return ANONYMOUS_ALL

@@ -1,0 +1,107 @@
+"""A connection's credit: subscriptions to named queues are sent no more than their
+transport has written, plus the credit (broker/engine/queues.py, `Connection`)."""
+
+from __future__ import annotations
+
+from broker.engine.broker import Broker
+from broker.engine.jsoncodec import dumps
+from broker.engine.queues import DELIVERY_OVERHEAD, AckMode
+from tests.engine.helpers import bodies, exchange, fill, queue, ready, send, subscribe
+
+BODY = "x" * 1000
+COST = len(dumps(BODY)) + DELIVERY_OVERHEAD  # what one delivery of BODY takes
+
+
+def new_broker(credit: int | None) -> Broker:
+    broker = Broker()
+    broker.credit = credit
+    queue(broker, "q")
+    return broker
+
+
+def test_an_auto_ack_subscription_gets_its_credit_s_worth_and_the_rest_waits_in_the_queue() -> None:
+    broker = new_broker(3 * COST)
+    fill(broker, "q", *[BODY] * 10)
+    sub = subscribe(broker, "q", ack="auto")
+    assert len(sub.effects.deliveries) == 3
+    assert [d.cost for d in sub.effects.deliveries] == [COST] * 3
+    assert len(ready(broker, "q")) == 7
+    assert send(broker, "q", BODY).deliveries == ()  # a publish waits too
+    assert len(ready(broker, "q")) == 8
+
+
+def test_what_is_written_comes_back_as_credit_and_the_queue_drains_on() -> None:
+    broker = new_broker(3 * COST)
+    fill(broker, "q", *[f"{n}" + BODY for n in range(10)])
+    sub = subscribe(broker, "q", ack="auto")
+    got = bodies(sub.effects.deliveries)
+    for _ in range(5):
+        got += bodies(broker.written(sub.connection, 2 * COST, now=0.0).deliveries)
+    assert [int(b[0]) for b in got] == list(range(10))  # in queue order, nothing lost
+    assert ready(broker, "q") == []
+    assert broker.written(sub.connection, 2 * COST, now=0.0).deliveries == ()
+
+
+def test_one_delivery_goes_while_any_credit_is_left_whatever_its_size() -> None:
+    broker = new_broker(10)
+    fill(broker, "q", BODY, BODY)
+    sub = subscribe(broker, "q", ack="auto")
+    assert len(sub.effects.deliveries) == 1  # bigger than the credit: it still goes
+    assert broker.written(sub.connection, 5, now=0.0).deliveries == ()  # still not above 0
+    assert len(broker.written(sub.connection, COST, now=0.0).deliveries) == 1
+
+
+def test_a_client_ack_subscription_is_held_by_credit_and_by_prefetch() -> None:
+    broker = new_broker(2 * COST)
+    fill(broker, "q", *[BODY] * 5)
+    sub = subscribe(broker, "q", ack="client", prefetch=10)
+    assert len(sub.effects.deliveries) == 2
+    acked = broker.ack(sub.connection, 2, multiple=True, now=0.0)
+    assert acked.deliveries == ()  # an ack frees prefetch, not credit
+    assert len(broker.written(sub.connection, 2 * COST, now=0.0).deliveries) == 2
+
+
+def test_another_subscription_with_credit_takes_what_a_blocked_one_cannot() -> None:
+    broker = new_broker(2 * COST)
+    slow = subscribe(broker, "q", ack="auto")
+    fast = subscribe(broker, "q", ack="auto", subscription="s2")
+    broker.written(fast.connection, 100 * COST, now=0.0)  # its client reads on
+    effects = [send(broker, "q", f"{n}" + BODY) for n in range(6)]
+    to_slow = [d for fx in effects for d in fx.deliveries if d.connection == slow.connection]
+    to_fast = [d for fx in effects for d in fx.deliveries if d.connection == fast.connection]
+    assert [b[0] for b in bodies(to_slow)] == ["0", "2"]  # then out of credit
+    assert [b[0] for b in bodies(to_fast)] == ["1", "3", "4", "5"]
+    assert ready(broker, "q") == []
+
+
+def test_an_exchange_subscription_s_private_queue_is_not_held_back() -> None:
+    broker = new_broker(COST)
+    exchange(broker, "fan", "fanout")
+    conn = broker.open_connection()
+    broker.consume_exchange(
+        conn, subscription="s", subscription_json=dumps("s"), exchange="fan", binding_key="", arguments=None,
+        queue="amq.gen-s", ack_mode=AckMode.AUTO, prefetch=0, now=0.0,
+    )
+    delivered = [send(broker, "", BODY, exchange="fan").deliveries for _ in range(5)]
+    assert [len(d) for d in delivered] == [1] * 5
+    assert {d.cost for ds in delivered for d in ds} == {0}  # its slow client is closed instead
+
+
+def test_a_transaction_ack_subscription_is_not_held_back() -> None:
+    broker = new_broker(COST)
+    fill(broker, "q", *[BODY] * 4)
+    sub = subscribe(broker, "q", ack="transaction", prefetch=10)
+    assert len(sub.effects.deliveries) == 4  # its prefetch bounds it; its frames wait for commits
+
+
+def test_without_credit_nothing_is_held_back() -> None:
+    broker = new_broker(None)
+    fill(broker, "q", *[BODY] * 50)
+    assert len(subscribe(broker, "q", ack="auto").effects.deliveries) == 50
+
+
+def test_credit_for_a_closed_connection_is_ignored() -> None:
+    broker = new_broker(COST)
+    sub = subscribe(broker, "q", ack="auto")
+    broker.close_connection(sub.connection, now=0.0)
+    assert broker.written(sub.connection, COST, now=0.0).deliveries == ()
