@@ -484,10 +484,9 @@ class EdgeLink:
             self._push(WatchItem("w", conn, watching))
 
     def written(self, conn: int, batches: int) -> None:
-        # Batches of a router followed before are counted against the new one's: it may
-        # send one credit's worth early, once.
-        if self.router_channel is not None:
-            self._push(WrittenItem("g", conn, batches))
+        upto = self._connections.written(conn, batches)
+        if upto is not None and self.router_channel is not None:
+            self._push(WrittenItem("g", conn, upto))
 
     # -- the Router interface: the HTTP API (on the loop) ------------------
 

@@ -28,11 +28,15 @@ from broker.router.interface import ConnectionSink, SubscribeAnswer
 
 
 class _Connection:
-    __slots__ = ("answers", "last_tag", "sink", "subscriptions", "unsubscribing", "watching")
+    __slots__ = ("answers", "batches", "last_tag", "sink", "stale", "subscriptions", "unsubscribing", "watching")
 
     def __init__(self, sink: ConnectionSink) -> None:
         self.sink = sink
         self.last_tag = 0
+        # The router's numbers of the batches of frames given to the sink and not written
+        # yet, in order; `stale`: how many before them came from a router followed before.
+        self.batches: deque[int] = deque()
+        self.stale = 0
         self.subscriptions: dict[str, SubscribeItem] = {}  # key -> what to resume
         self.watching = False
         # Subscribes waiting for the router's answer, in the order asked, with when.
@@ -84,7 +88,21 @@ class EdgeConnections:
     def frames(self, item: FramesItem) -> None:
         connection = self._connections.get(item.conn)
         if connection is not None:
+            connection.batches.append(item.batch)
             connection.sink.deliver(item.frames)
+
+    def written(self, conn: int, batches: int) -> int | None:
+        """The sink has written its next `batches` batches: the router's number of the last
+        of them, or None when they were all a previous router's."""
+        connection = self._connections.get(conn)
+        if connection is None:
+            return None
+        skipped = min(batches, connection.stale)
+        connection.stale -= skipped
+        upto = None
+        for _ in range(min(batches - skipped, len(connection.batches))):
+            upto = connection.batches.popleft()
+        return upto
 
     def last_tag(self, item: LastTagItem) -> None:
         connection = self._connections.get(item.conn)
@@ -140,6 +158,11 @@ class EdgeConnections:
                 connection.sink.unsubscribed(key)
 
     def resume_items(self) -> list[ResumeItem]:
+        """What each connection resumes on a new router. Its batches not yet written were
+        the previous router's, numbered by it: not counted against the new one's."""
+        for connection in self._connections.values():
+            connection.stale += len(connection.batches)
+            connection.batches.clear()
         return [
             ResumeItem("a", conn, connection.last_tag + 1, connection.watching, list(connection.subscriptions.values()))
             for conn, connection in self._connections.items()

@@ -72,15 +72,26 @@ log = logging.getLogger("broker.cluster")
 class RemoteSink:
     """A client connection on an edge, as the router's `ConnectionSink`."""
 
-    __slots__ = ("conn", "edge")
+    __slots__ = ("conn", "edge", "sent", "written")
 
     def __init__(self, edge: Edge, conn: int) -> None:
         self.edge = edge
         self.conn = conn
+        self.sent = 0  # batches of frames sent, numbered from 1
+        self.written = 0  # the last of them the edge said is written
 
     def deliver(self, frames: list[str]) -> None:
-        self.edge.push(FramesItem("d", self.conn, frames))
+        self.sent += 1
+        self.edge.push(FramesItem("d", self.conn, frames, self.sent))
         self.edge.delivered.add(self.conn)
+
+    def written_upto(self, batch: int) -> int:
+        """The edge has written the batches up to `batch`: how many of them are new."""
+        if batch <= self.written:
+            return 0
+        new = min(batch, self.sent) - self.written
+        self.written += new
+        return new
 
     def cancelled(self, subscription: str, reason: str) -> None:
         self.edge.push(CancelledItem("c", self.conn, subscription, reason))
@@ -100,6 +111,7 @@ class Edge:
         self.generation = generation
         self.last_seen = time.monotonic()
         self.connections: dict[int, int] = {}  # the edge's connection id -> the runtime's
+        self.sinks: dict[int, RemoteSink] = {}  # the edge's connection id -> its sink here
         self.outbox: list[RouterItem] = []
         self.delivered: set[int] = set()  # connections given deliveries since the last send
         self.seq = 0  # of our last batch with items
@@ -301,10 +313,12 @@ class Hub:
             case CallItem():
                 self._call(edge, item)
             case OpenItem(conn=conn):
-                edge.connections[conn] = router.connect(RemoteSink(edge, conn))
+                sink = edge.sinks[conn] = RemoteSink(edge, conn)
+                edge.connections[conn] = router.connect(sink)
             case ResumeItem(conn=conn, first_tag=first_tag, watching=watching, subscriptions=subscriptions):
                 # Known to the edge's map before anything can fail: a close reaches it.
-                resumed = edge.connections[conn] = router.connect(RemoteSink(edge, conn), first_tag=first_tag)
+                sink = edge.sinks[conn] = RemoteSink(edge, conn)
+                resumed = edge.connections[conn] = router.connect(sink, first_tag=first_tag)
                 router.restore(resumed, watching=watching, subscriptions=[args.request() for args in subscriptions])
             case _:
                 found = edge.connections.get(item.conn)
@@ -317,6 +331,7 @@ class Hub:
         match item:
             case CloseItem(conn=conn):
                 del edge.connections[conn]
+                edge.sinks.pop(conn, None)
                 router.disconnect(connection_id)
             case SubscribeItem(conn=conn):
                 def answered(queue: str | None, error: BrokerError | None) -> None:
@@ -332,8 +347,11 @@ class Hub:
                 router.nack(connection_id, frame_id, tag, multiple=multiple, requeue=requeue)
             case WatchItem(watching=watching):
                 router.watch(connection_id, watching)
-            case WrittenItem(batches=batches):
-                router.written(connection_id, batches)
+            case WrittenItem(conn=conn, upto=upto):
+                sink = edge.sinks.get(conn)
+                batches = 0 if sink is None else sink.written_upto(upto)
+                if batches:
+                    router.written(connection_id, batches)
             case _:
                 log.error("unexpected item %r from edge %s", item[:1], edge.channel)
 

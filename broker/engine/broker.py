@@ -428,9 +428,17 @@ class Broker:
         if not was_blocked or connection.credit <= 0:
             return NO_EFFECTS
         fx = EffectsBuilder()
-        for consumer in list(connection.consumers.values()):
-            if consumer.flow and consumer.queue.name in self.queues:
-                self._drain(consumer.queue, fx, now)
+        held = [consumer for consumer in connection.consumers.values() if consumer.flow]
+        if held:
+            # Each turn starts with the next subscription: the first would otherwise take
+            # all the credit given back, for as long as its queue holds enough.
+            start = connection.turn % len(held)
+            connection.turn += 1
+            for consumer in held[start:] + held[:start]:
+                if connection.credit <= 0:
+                    break
+                if consumer.queue.name in self.queues:
+                    self._drain(consumer.queue, fx, now)
         return fx.build()
 
     def close_connection(self, connection_id: int, *, now: float) -> Effects:
@@ -769,7 +777,7 @@ class Broker:
             if where is None:
                 continue
             exchange, routing_key = where
-            copy = replace(message, exchange=exchange, routing_key=routing_key, wire=None, stomp_wire=None)
+            copy = replace(message, exchange=exchange, routing_key=routing_key, wire=None, stomp_wire=None, cost=-1)
             routed = self._route_and_enqueue(copy, fx, now, depth=0)
             self._count_publish_to(exchange, routed)
             routed_total += routed

@@ -29,6 +29,9 @@ class Message:
     wire: str | None = field(default=None, compare=False, repr=False)
     # The same for STOMP 1.2 MESSAGE frames (broker/protocol/stomp_messages.py).
     stomp_wire: str | bytes | None = field(default=None, compare=False, repr=False)
+    # What a delivery takes from its connection's credit (queues.py, `delivery_cost`), made
+    # once; -1 until then.
+    cost: int = field(default=-1, compare=False, repr=False)
 
 
 def make_message(

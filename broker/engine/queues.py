@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from .backlog import Backlog
 from .errors import BrokerError, PreconditionFailed
-from .jsoncodec import loads, utf8_size
+from .jsoncodec import dumps, loads, utf8_size
 from .messages import BASE64, BODY_ENCODING, TEXT, Envelope, Message
 from .names import held_for
 from .rules import integer_field, mapping_field
@@ -194,14 +194,22 @@ def priority_of(headers: Mapping[str, Any], highest: int) -> int:
     return min(value, highest)
 
 
-# What a delivery costs its connection's credit beyond its body: the frame's headers, about.
+# What a delivery's frame holds besides its body, headers, exchange and routing key, at
+# most (ids, tags, the timestamp, the protocol's names and punctuation).
 DELIVERY_OVERHEAD: Final = 256
 
 
 def delivery_cost(message: Message) -> int:
-    """What a delivery of `message` takes from its connection's credit: about its frame's
-    size, from what is known without encoding it (a `str`'s length is stored)."""
-    return len(message.body_json) + DELIVERY_OVERHEAD
+    """What a delivery of `message` takes from its connection's credit: its frame's size in
+    bytes, about and never much below it, for JSON and STOMP alike (a STOMP frame carries a
+    text or base64 body decoded, smaller). Made once per message."""
+    cost = message.cost
+    if cost < 0:
+        cost = utf8_size(message.body_json) + len(message.exchange) + len(message.routing_key) + DELIVERY_OVERHEAD
+        if message.headers:
+            cost += utf8_size(dumps(message.headers))
+        message.cost = cost
+    return cost
 
 
 def message_bytes(message: Message) -> int:
@@ -522,11 +530,12 @@ class Connection:
     not above 0, and the transport gives it back as it writes (`Broker.written`): what a
     client does not read stays in its queue, not in the process's memory."""
 
-    __slots__ = ("consumers", "credit", "exclusive_queues", "first_tag", "id", "next_tag", "unacked")
+    __slots__ = ("consumers", "credit", "exclusive_queues", "first_tag", "id", "next_tag", "turn", "unacked")
 
     def __init__(self, connection_id: int, first_tag: int = 1, credit: int = 0) -> None:
         self.id = connection_id
         self.credit = credit
+        self.turn = 0  # which of its held-back subscriptions credit given back goes to first
         # A connection resumed on a new router starts above the tags its client
         # already holds; those name messages the new router redelivers under new tags.
         self.first_tag = first_tag

@@ -127,12 +127,13 @@ class WatchItem(NamedTuple):
 
 
 class WrittenItem(NamedTuple):
-    """The connection's next `batches` batches of frames (`FramesItem`) are written to its
-    socket: the router gives their deliveries' credit back."""
+    """The connection's batches of frames (`FramesItem`) up to the one numbered `upto` are
+    written to its socket: the router gives their deliveries' credit back. A running
+    number, so a later item makes up for one lost on the way."""
 
     kind: Literal["g"]
     conn: int
-    batches: int
+    upto: int
 
 
 class CallItem(NamedTuple):
@@ -153,11 +154,13 @@ EdgeItem = (
 
 
 class FramesItem(NamedTuple):
-    """Frames for the client, in order."""
+    """Frames for the client, in order; `batch` numbers them per connection, from 1 (for
+    `WrittenItem`)."""
 
     kind: Literal["d"]
     conn: int
     frames: list[str]
+    batch: int
 
 
 class CancelledItem(NamedTuple):

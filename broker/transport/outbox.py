@@ -36,8 +36,9 @@ CLOSE_INTERNAL_ERROR: Final = 1011
 # this long after (a reader held up, say, by the memory alarm).
 GONE_SECONDS: Final = 5.0
 
-# Batches written in the middle of a long send that are reported before it ends, to
-# keep a consumer's credit coming while a large backlog leaves.
+# Within a long send (a slow socket, a backlog leaving), batches written are reported at
+# least every this many frames, not only once the outbox is empty: a subscription's credit
+# keeps coming while replies or other subscriptions' frames keep the outbox busy.
 REPORT_EVERY: Final = 64
 
 # The server's ASGI send. Events are built as dicts: the spec lets a send leave out
@@ -70,6 +71,7 @@ class Outbox:
         self._queued = 0
         self._sent = 0
         self._batch_ends: deque[int] = deque()
+        self._next_report = 0  # the sent count from which a long send reports again
         self._on_written = on_written
         self._finish_code: int | None = None  # close with this once the frames have left
         # UTF-8 bytes queued plus the frame being sent, kept on append and pop.
@@ -179,6 +181,7 @@ class Outbox:
 
     def _report_written(self) -> None:
         ends, sent = self._batch_ends, self._sent
+        self._next_report = sent + REPORT_EVERY
         written = 0
         while ends and ends[0] <= sent:
             ends.popleft()
@@ -210,7 +213,7 @@ class Outbox:
                         if self._budget is not None:
                             self._budget.total -= size
                         self._sent += 1
-                        if len(ends) > REPORT_EVERY and ends[REPORT_EVERY - 1] <= self._sent:
+                        if ends and ends[0] <= self._sent and self._sent >= self._next_report:
                             self._report_written()
                 if ends:
                     self._report_written()

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from broker.engine.broker import Broker
 from broker.engine.jsoncodec import dumps
-from broker.engine.queues import DELIVERY_OVERHEAD, AckMode
-from tests.engine.helpers import bodies, exchange, fill, queue, ready, send, subscribe
+from broker.engine.queues import AckMode, delivery_cost
+from tests.engine.helpers import bodies, exchange, fill, msg, queue, ready, send, subscribe
 
 BODY = "x" * 1000
-COST = len(dumps(BODY)) + DELIVERY_OVERHEAD  # what one delivery of BODY takes
+COST = delivery_cost(msg("", "q", BODY))  # what one delivery of BODY to "q" takes
 
 
 def new_broker(credit: int | None) -> Broker:
@@ -105,3 +105,41 @@ def test_credit_for_a_closed_connection_is_ignored() -> None:
     sub = subscribe(broker, "q", ack="auto")
     broker.close_connection(sub.connection, now=0.0)
     assert broker.written(sub.connection, COST, now=0.0).deliveries == ()
+
+
+def test_subscriptions_of_one_connection_take_turns_at_the_credit_given_back() -> None:
+    broker = new_broker(2 * COST)
+    queue(broker, "deep")
+    fill(broker, "deep", *[BODY] * 50)
+    first = subscribe(broker, "deep", ack="auto")
+    fill(broker, "q", *[BODY] * 5)
+    second = subscribe(broker, "q", ack="auto", connection=first.connection, subscription="s2")
+    assert second.effects.deliveries == ()  # the first took the credit
+    to_second = 0
+    for _ in range(6):
+        written = broker.written(first.connection, 2 * COST, now=0.0)
+        to_second += sum(d.subscription_json == dumps("s2") for d in written.deliveries)
+    assert to_second >= 4  # half the turns, not none while "deep" holds more
+
+
+def test_a_delivery_costs_its_headers_and_its_bytes_in_utf_8() -> None:
+    plain = msg("", "q", "a" * 100)
+    wide = msg("", "q", "é" * 100)  # two bytes each
+    headed = msg("", "q", "a" * 100, headers={"h": "v" * 5000})
+    assert delivery_cost(wide) == delivery_cost(plain) + 100
+    assert delivery_cost(headed) >= delivery_cost(plain) + 5000
+    assert headed.cost == delivery_cost(headed)  # made once, kept with the message
+
+
+def test_a_single_active_consumer_queue_waits_for_its_active_subscriber_s_socket() -> None:
+    """As in RabbitMQ: the next subscriber takes over when the active one leaves, not while
+    it is slow."""
+    broker = Broker()
+    broker.credit = COST
+    queue(broker, "sac", arguments={"x-single-active-consumer": True})
+    active = subscribe(broker, "sac", ack="auto")
+    standby = subscribe(broker, "sac", ack="auto", subscription="s2")
+    fill(broker, "sac", BODY, BODY, BODY)
+    assert ready(broker, "sac") == [BODY, BODY]  # one went to the active one
+    closed = broker.close_connection(active.connection, now=0.0)
+    assert [d.connection for d in closed.deliveries] == [standby.connection]

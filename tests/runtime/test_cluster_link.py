@@ -24,7 +24,8 @@ from broker.cluster.wire import BATCHES_IN_FLIGHT, EDGE_BATCH, EDGES_GROUP, LINK
 from broker.engine import errors
 from broker.engine.errors import BrokerError, Forbidden, NotFound, Unavailable
 from broker.engine.jsoncodec import dumps
-from broker.engine.queues import DELIVERY_OVERHEAD, AckMode, QueueSpec
+from broker.engine.messages import make_message
+from broker.engine.queues import AckMode, QueueSpec, delivery_cost
 from broker.protocol.calls import (
     QueueGetCall,
     QueueIsPrivateCall,
@@ -349,7 +350,10 @@ async def test_a_connection_s_credit_comes_back_from_its_edge_as_its_batches_are
     """The router sends a subscription to a named queue no more than its credit; the edge
     says which batches its socket has taken (a `WrittenItem`), and the router sends on."""
     body = "x" * 1000
-    cost = len(dumps(body)) + DELIVERY_OVERHEAD
+    cost = delivery_cost(make_message(
+        message_id="m", exchange="", routing_key="jobs", body_json=dumps(body), headers={}, persistent=True,
+        published_at="2026-12-07T00:00:00Z",
+    ))
     cluster.runtime.broker.credit = 3 * cost  # for connections opened from now on
     for _ in range(8):
         await cluster.publish("jobs", body)
@@ -394,7 +398,7 @@ async def test_an_edge_skips_an_item_it_does_not_know_and_carries_out_the_rest(c
     sink = EdgeSink()
     conn = edge.connect(sink)
 
-    edge.on_batch([["z", conn], ["d", conn, ['{"type":"pong"}']]])  # "z": a kind of a newer release
+    edge.on_batch([["z", conn], ["d", conn, ['{"type":"pong"}'], 1]])  # "z": a kind of a newer release
 
     assert sink.events == [{"type": "pong"}]
 

@@ -7,16 +7,21 @@ from __future__ import annotations
 from typing import Any, cast
 
 from broker.cluster.edge_connections import EdgeConnections
+from broker.cluster.hub import Edge, RemoteSink
 from broker.engine.errors import Unavailable
-from broker.protocol.link import UnsubscribedItem
+from broker.protocol.link import FramesItem, UnsubscribedItem
 
 
 class _Sink:
     def __init__(self) -> None:
         self.unsubscribed_keys: list[str] = []
+        self.delivered: list[list[str]] = []
 
     def unsubscribed(self, key: str) -> None:
         self.unsubscribed_keys.append(key)
+
+    def deliver(self, frames: list[str]) -> None:
+        self.delivered.append(frames)
 
 
 def test_an_unsubscribe_the_router_answers_ends_once() -> None:
@@ -44,3 +49,34 @@ def test_an_unsubscribe_a_lost_router_never_answers_ends_when_it_is_lost() -> No
 
     assert sorted(sink.unsubscribed_keys) == ["s1", "s2"]
     assert connections.resume_items()[0].subscriptions == []  # the next router is not given them
+
+
+def test_batches_written_are_told_by_the_router_s_number_of_the_last() -> None:
+    connections = EdgeConnections()
+    conn = connections.add(cast(Any, _Sink()))
+    for batch in (1, 2, 4):  # the router's third batch was lost on the way
+        connections.frames(FramesItem("d", conn, ["f"], batch))
+    assert connections.written(conn, 2) == 2
+    assert connections.written(conn, 1) == 4
+    assert connections.written(conn, 1) is None  # nothing more was given to the sink
+
+
+def test_batches_of_a_router_followed_before_are_not_counted_against_the_next_one() -> None:
+    connections = EdgeConnections()
+    conn = connections.add(cast(Any, _Sink()))
+    for batch in (7, 8):
+        connections.frames(FramesItem("d", conn, ["old"], batch))
+    connections.resume_items()  # a new router: the sink's outbox still holds 7 and 8
+    connections.frames(FramesItem("d", conn, ["new"], 1))
+    assert connections.written(conn, 2) is None  # 7 and 8
+    assert connections.written(conn, 1) == 1
+
+
+def test_the_router_counts_batches_written_from_the_edge_s_running_number() -> None:
+    sink = RemoteSink(Edge("edge", 1), 1)
+    for _ in range(5):
+        sink.deliver(["f"])
+    assert sink.written_upto(2) == 2
+    assert sink.written_upto(4) == 2  # the report of 3 was lost: made up for
+    assert sink.written_upto(3) == 0  # old news
+    assert sink.written_upto(9) == 1  # never past what was sent

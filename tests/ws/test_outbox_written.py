@@ -85,8 +85,29 @@ async def test_a_long_send_reports_as_it_goes() -> None:
     socket.gate.set()
     await settle()
     assert sum(written) == 3 * REPORT_EVERY
-    assert reported_at[-1] >= REPORT_EVERY  # some before the last frame left
-    assert reported_at[:REPORT_EVERY] == [0] * REPORT_EVERY  # none before they were sent
+    assert reported_at[-1] >= 2 * REPORT_EVERY  # reported as it went, not only at the end
+    assert all(reported <= sent for sent, reported in enumerate(reported_at))  # never ahead of the socket
+    outbox.stop()
+
+
+async def test_a_batch_followed_by_a_stream_of_replies_is_reported_before_they_end() -> None:
+    socket, written = GatedSend(), []
+    reported_at: list[int] = []
+
+    async def send(event: Any) -> None:
+        await socket.send(event)
+        reported_at.append(sum(written))
+
+    outbox = Outbox(send, 1_000_000, on_too_slow=lambda: None, on_failed=lambda: None, on_written=written.append)
+    outbox.start(name="test-outbox")
+    socket.gate.clear()
+    outbox.deliver(["delivery"])
+    for n in range(3 * REPORT_EVERY):
+        outbox.append(f"confirm {n}")
+    await settle()
+    socket.gate.set()
+    await settle()
+    assert reported_at[REPORT_EVERY] == 1  # long before the last confirm left
     outbox.stop()
 
 
