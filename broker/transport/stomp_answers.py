@@ -24,12 +24,14 @@ from broker.router.interface import Publishing
 class Answer:
     """`receipt`: the RECEIPT to send (None: nothing unless it fails). `waiter`: what must
     settle first. `then_close`: a DISCONNECT's, after which the connection closes.
-    `error`: a refused frame's ERROR, sent in its turn (after the earlier frames' answers)."""
+    `error`: a refused frame's ERROR, sent in its turn (after the earlier frames' answers).
+    `quiet`: no RECEIPT; `receipt` only names the ERROR if it fails."""
 
     receipt: str | None
     waiter: Publishing | asyncio.Future[None] | None = None
     then_close: bool = False
     error: BrokerError | None = None
+    quiet: bool = False
 
 
 class Answers:
@@ -85,7 +87,7 @@ class Answers:
                 pending.clear()
                 self._failed(error, answer.receipt)
                 return
-            if answer.receipt is not None:
+            if answer.receipt is not None and not answer.quiet:
                 self._receipt(answer.receipt)
             if answer.then_close:
                 pending.clear()

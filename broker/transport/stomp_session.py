@@ -457,10 +457,14 @@ class StompSession:
             log.exception("a STOMP frame failed")
             self._refuse(Unavailable("the broker failed to carry out the frame"), receipt)
 
-    def _carry_out(self, frame: StompFrame, receipt: str | None) -> Coroutine[Any, Any, None] | None:
+    def _carry_out(
+        self, frame: StompFrame, receipt: str | None, *, quiet: bool = False
+    ) -> Coroutine[Any, Any, None] | None:
+        """`quiet`: no RECEIPT for it; `receipt` only names its error (a COMMIT's, for the
+        frames it carries out)."""
         match frame.command:
             case "SEND":
-                return self._send_frame(frame, receipt)
+                return self._send_frame(frame, receipt, quiet)
             case "ACK":
                 self._settle(frame, ack=True)
             case "NACK":
@@ -484,7 +488,7 @@ class StompSession:
                 raise StompError("the client is connected already")
             case _:
                 raise StompError(f"unknown command {frame.command!r}")
-        if receipt is not None:
+        if receipt is not None and not quiet:
             self._answers.add(Answer(receipt))
         return None
 
@@ -545,7 +549,7 @@ class StompSession:
 
     # -- publishing ------------------------------------------------------------
 
-    def _send_frame(self, frame: StompFrame, receipt: str | None) -> Coroutine[Any, Any, None] | None:
+    def _send_frame(self, frame: StompFrame, receipt: str | None, quiet: bool) -> Coroutine[Any, Any, None] | None:
         destination = self._destination(_required(frame, "destination"))
         if destination.kind is Kind.TEMP_QUEUE:
             raise StompError("a /temp-queue/ destination is for reply-to and SUBSCRIBE, not SEND")
@@ -554,8 +558,8 @@ class StompSession:
         needs_temp = reply_to is not None and reply_to.startswith("/temp-queue/")
         guard = self._guard
         if needs_queue or needs_temp or guard is not None and guard.alarm:
-            return self._guarded(self._send_prepared(frame, destination, receipt), receipt)
-        self._publish(send_request(frame.headers, frame.body, destination, max_bytes=self._max_bytes), receipt)
+            return self._guarded(self._send_prepared(frame, destination, receipt, quiet), receipt)
+        self._publish(send_request(frame.headers, frame.body, destination, max_bytes=self._max_bytes), receipt, quiet)
         return None
 
     def _destination(self, value: str) -> Destination:
@@ -568,7 +572,9 @@ class StompSession:
             self._destinations[value] = known
         return known
 
-    async def _send_prepared(self, frame: StompFrame, destination: Destination, receipt: str | None) -> None:
+    async def _send_prepared(
+        self, frame: StompFrame, destination: Destination, receipt: str | None, quiet: bool
+    ) -> None:
         headers = frame.headers
         if destination.kind is Kind.QUEUE:
             await self._ensure_queue(destination.name, headers)
@@ -580,7 +586,7 @@ class StompSession:
         request = send_request(headers, frame.body, destination, max_bytes=self._max_bytes)
         await self._when_memory_allows()
         if not (self._closed or self._ending):
-            self._publish(request, receipt)
+            self._publish(request, receipt, quiet)
 
     async def _when_memory_allows(self) -> None:
         """Over the memory limit, hold the frame, and so stop reading this connection
@@ -591,15 +597,15 @@ class StompSession:
             return
         await self._not_reading(guard.wait_clear())
 
-    def _publish(self, request: PublishRequest, receipt: str | None) -> None:
+    def _publish(self, request: PublishRequest, receipt: str | None, quiet: bool = False) -> None:
         permissions = self._permissions
         assert permissions is not None and self._conn is not None
         if not permissions.everything:
             permissions.require("write", "exchange", request.exchange)
         publishing = self._router.publish(self._conn, request)
-        if receipt is None and publishing.settled is None and publishing.error is None:
+        if (receipt is None or quiet) and publishing.settled is None and publishing.error is None:
             return  # nothing to say: a fire-and-forget SEND
-        self._answers.add(Answer(receipt, publishing))
+        self._answers.add(Answer(receipt, publishing, quiet=quiet))
 
     async def _ensure_queue(self, name: str, headers: dict[str, str]) -> None:
         """Declare a /queue/ destination's queue unless it exists (once per connection)."""
@@ -624,15 +630,16 @@ class StompSession:
         return queue
 
     async def _commit(self, frames: list[StompFrame], receipt: str | None) -> None:
-        """A transaction's frames, in order, then the COMMIT's receipt after their answers."""
+        """A transaction's frames, in order, then the COMMIT's receipt after their answers (a
+        persistent SEND's: its copies committed). Their own receipts came when they were
+        held; an error of one of them carries the COMMIT's."""
         for held in frames:
-            inner_receipt = held.headers.get("receipt")
             try:
-                waiting = self._carry_out(held, inner_receipt)
+                waiting = self._carry_out(held, receipt, quiet=True)
                 if waiting is not None:
                     await waiting
             except BrokerError as error:
-                self._refuse(error, inner_receipt)
+                self._refuse(error, receipt)
             if self._closed or self._ending or self._last_frame:
                 return
         if receipt is not None:
@@ -640,12 +647,22 @@ class StompSession:
 
     def _hold(self, transaction: str, frame: StompFrame) -> Coroutine[Any, Any, None] | None:
         """A transaction's frame, kept until its COMMIT (stomp_transactions.py); held back, as
-        a SEND is, while the process is over its memory limit."""
+        a SEND is, while the process is over its memory limit. Its receipt says it is held
+        (as RabbitMQ's does for an ACK): a client gets every receipt it asked for, after an
+        ABORT too; the COMMIT's says the frames are carried out."""
         self._transactions.hold(transaction, frame)
+        receipt = frame.headers.get("receipt")
         guard = self._guard
         if guard is not None and guard.alarm:
-            return self._guarded(self._when_memory_allows(), frame.headers.get("receipt"))
+            return self._guarded(self._held_when_memory_allows(receipt), receipt)
+        if receipt is not None:
+            self._answers.add(Answer(receipt))
         return None
+
+    async def _held_when_memory_allows(self, receipt: str | None) -> None:
+        await self._when_memory_allows()
+        if receipt is not None and not (self._closed or self._ending):
+            self._answers.add(Answer(receipt))
 
     # -- consuming -------------------------------------------------------------
 

@@ -286,6 +286,34 @@ async def test_a_transaction_applies_its_sends_and_acks_at_commit(stomp: Open, r
     assert (error.command, error.headers["code"]) == ("ERROR", "not_found")
 
 
+async def test_receipts_of_frames_in_a_transaction_come_once_they_are_held_and_after_an_abort_too(
+    stomp: Open, runtime: Runtime
+) -> None:
+    await declare_queue("tx")
+    client = await stomp()
+    await client.send("SUBSCRIBE", {"id": "s", "destination": "/amq/queue/tx", "ack": "client-individual"})
+    await client.send("SEND", {"destination": "/amq/queue/tx"}, "m")
+    message = await client.receive()
+    await client.send("BEGIN", {"transaction": "t"})
+    await client.send("SEND", {"destination": "/amq/queue/tx", "transaction": "t", "receipt": "sent"}, "dropped")
+    await client.send("ACK", {"id": message.headers["ack"], "transaction": "t", "receipt": "acked"})
+    assert [(await client.receive()).headers["receipt-id"] for _ in range(2)] == ["sent", "acked"]
+    await client.send("ABORT", {"transaction": "t", "receipt": "aborted"})
+    assert (await client.receive()).headers["receipt-id"] == "aborted"
+    assert await client.nothing()
+    assert counts(runtime, "tx") == (0, 1)  # neither the SEND nor the ACK was carried out
+
+
+async def test_an_error_of_a_frame_a_commit_carries_out_names_the_commit_s_receipt(stomp: Open) -> None:
+    client = await stomp()
+    await client.send("BEGIN", {"transaction": "t"})
+    await client.send("SEND", {"destination": "/exchange/nowhere", "transaction": "t", "receipt": "sent"}, "x")
+    assert (await client.receive()).headers["receipt-id"] == "sent"
+    await client.send("COMMIT", {"transaction": "t", "receipt": "committed"})
+    error = await client.receive()
+    assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", "not_found", "committed")
+
+
 async def test_temp_queue_reply_to_is_rewritten_and_replies_come_back(stomp: Open, runtime: Runtime) -> None:
     await declare_queue("rpc")
     server = await stomp()
@@ -606,8 +634,9 @@ async def test_open_transactions_hold_a_bounded_number_of_bytes(stomp: Open, set
     for n in range(3):
         await client.send("SEND", {"destination": "/queue/tx-big", "transaction": "t", "receipt": f"s{n}"},
                           b"z" * 1500)
-    error = await client.receive()
-    assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", "too_large", "s2")
+    held = [await client.receive() for _ in range(3)]
+    assert [(f.command, f.headers.get("receipt-id")) for f in held[:2]] == [("RECEIPT", "s0"), ("RECEIPT", "s1")]
+    assert (held[2].command, held[2].headers["code"], held[2].headers["receipt-id"]) == ("ERROR", "too_large", "s2")
 
 
 async def test_a_durable_subscription_needs_read_on_its_queue(stomp: Open, runtime: Runtime) -> None:
