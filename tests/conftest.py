@@ -21,7 +21,7 @@ class Sink:
     def __init__(self) -> None:
         self.frames: list[str] = []
 
-    def deliver(self, frames: list[str]) -> None:
+    def deliver(self, frames: list[str], counted: bool = False) -> None:
         self.frames.extend(frames)
 
     def cancelled(self, subscription: str, reason: str) -> None:

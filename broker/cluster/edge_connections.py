@@ -33,8 +33,8 @@ class _Connection:
     def __init__(self, sink: ConnectionSink) -> None:
         self.sink = sink
         self.last_tag = 0
-        # The router's numbers of the batches of frames given to the sink and not written
-        # yet, in order; `stale`: how many before them came from a router followed before.
+        # The router's numbers of the counted batches of frames given to the sink and not
+        # written yet, in order; `stale`: how many before them came from a router followed before.
         self.batches: deque[int] = deque()
         self.stale = 0
         self.subscriptions: dict[str, SubscribeItem] = {}  # key -> what to resume
@@ -87,8 +87,12 @@ class EdgeConnections:
 
     def frames(self, item: FramesItem) -> None:
         connection = self._connections.get(item.conn)
-        if connection is not None:
+        if connection is None:
+            return
+        if item.batch:
             connection.batches.append(item.batch)
+            connection.sink.deliver(item.frames, True)
+        else:
             connection.sink.deliver(item.frames)
 
     def written(self, conn: int, batches: int) -> int | None:

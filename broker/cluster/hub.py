@@ -77,12 +77,13 @@ class RemoteSink:
     def __init__(self, edge: Edge, conn: int) -> None:
         self.edge = edge
         self.conn = conn
-        self.sent = 0  # batches of frames sent, numbered from 1
+        self.sent = 0  # counted batches of frames sent, numbered from 1
         self.written = 0  # the last of them the edge said is written
 
-    def deliver(self, frames: list[str]) -> None:
-        self.sent += 1
-        self.edge.push(FramesItem("d", self.conn, frames, self.sent))
+    def deliver(self, frames: list[str], counted: bool = False) -> None:
+        if counted:
+            self.sent += 1
+        self.edge.push(FramesItem("d", self.conn, frames, self.sent if counted else 0))
         self.edge.delivered.add(self.conn)
 
     def written_upto(self, batch: int) -> int:

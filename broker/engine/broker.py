@@ -938,7 +938,7 @@ class Broker:
             consumer.unacked += 1
             queue.unacked += 1
         if consumer.flow:
-            cost = delivery_cost(envelope.message)
+            cost = delivery_cost(envelope.message) + len(consumer.subscription_json)  # the id is the client's
             connection.credit -= cost
             fx.deliveries.append(
                 Delivery(

@@ -194,18 +194,26 @@ def priority_of(headers: Mapping[str, Any], highest: int) -> int:
     return min(value, highest)
 
 
-# What a delivery's frame holds besides its body, headers, exchange and routing key, at
-# most (ids, tags, the timestamp, the protocol's names and punctuation).
+# What a delivery's frame holds besides the fields `delivery_cost` counts: its tag, the
+# protocol's names and punctuation, `redelivered`, a delivery count.
 DELIVERY_OVERHEAD: Final = 256
 
 
 def delivery_cost(message: Message) -> int:
-    """What a delivery of `message` takes from its connection's credit: its frame's size in
-    bytes, about and never much below it, for JSON and STOMP alike (a STOMP frame carries a
-    text or base64 body decoded, smaller). Made once per message."""
+    """What a delivery of `message` takes from its connection's credit, but for its
+    subscription's id: its frame's size in bytes, about and not below it, for JSON and
+    STOMP alike (a STOMP frame carries a text or base64 body decoded, smaller). Made once
+    per message."""
     cost = message.cost
     if cost < 0:
-        cost = utf8_size(message.body_json) + len(message.exchange) + len(message.routing_key) + DELIVERY_OVERHEAD
+        cost = (
+            utf8_size(message.body_json)
+            + utf8_size(message.exchange)
+            + utf8_size(message.routing_key)
+            + 2 * utf8_size(message.message_id)  # a JSON frame's `unique_id` repeats it
+            + len(message.published_at)
+            + DELIVERY_OVERHEAD
+        )
         if message.headers:
             cost += utf8_size(dumps(message.headers))
         message.cost = cost

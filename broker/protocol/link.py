@@ -154,8 +154,8 @@ EdgeItem = (
 
 
 class FramesItem(NamedTuple):
-    """Frames for the client, in order; `batch` numbers them per connection, from 1 (for
-    `WrittenItem`)."""
+    """Frames for the client, in order. `batch`: 0, or the number of a batch that took the
+    connection's credit, per connection from 1 (its `WrittenItem` gives it back)."""
 
     kind: Literal["d"]
     conn: int

@@ -31,10 +31,11 @@ SubscribeAnswer = Callable[[str | None, BrokerError | None], None]
 class ConnectionSink(Protocol):
     """A client connection as the router sees it (the WebSocket session)."""
 
-    def deliver(self, frames: list[str]) -> None:
-        """Send these frames, in order, without blocking. Each call is one batch: once
-        batches are written to the socket, the connection says how many (`Router.written`),
-        and the router gives their deliveries' credit back."""
+    def deliver(self, frames: list[str], counted: bool = False) -> None:
+        """Send these frames, in order, without blocking. `counted`: they took credit (the
+        deliveries of subscriptions to named queues); once such batches are written to the
+        socket, the connection says how many (`Router.written`), and the router gives their
+        credit back."""
 
     def cancelled(self, subscription: str, reason: str) -> None:
         """The router ended this subscription (its queue went away)."""
@@ -138,7 +139,7 @@ class Router(Protocol):
         """Start (or stop) delivering a `stats` frame to the connection every second."""
 
     def written(self, conn: int, batches: int) -> None:
-        """The connection's next `batches` batches of frames (`ConnectionSink.deliver` calls)
+        """The connection's next `batches` counted batches of frames (`ConnectionSink.deliver`)
         are written to its socket: its subscriptions to named queues may be sent more."""
 
     # -- the HTTP API and the admin ----------------------------------------

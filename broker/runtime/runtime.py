@@ -60,8 +60,8 @@ class DeliverySink(Protocol):
     """A client connection as the runtime sees it. One with an `encode_delivery(delivery)`
     method (a STOMP session) gets its deliveries encoded by it instead of as `message` frames."""
 
-    def deliver(self, frames: list[str]) -> None:
-        """Send these frames, in order, without blocking."""
+    def deliver(self, frames: list[str], counted: bool = False) -> None:
+        """Send these frames, in order, without blocking; `counted` (router/interface.py)."""
 
     def cancelled(self, subscription: str, reason: str) -> None:
         """The broker ended this subscription (its queue went away)."""
@@ -116,7 +116,7 @@ class Runtime:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._checkpoint_seconds = checkpoint_seconds
         self._sinks: dict[int, DeliverySink] = {}
-        # Per connection, the credit each batch of frames sent to it took, until written.
+        # Per connection, the credit each counted batch of frames sent to it took, until written.
         self._batches: dict[int, deque[int]] = {}
         self._encoders: dict[int, Callable[[Delivery], Any]] = {}  # connections with their own frames
         self._main: asyncio.Task[None] | None = None
@@ -383,16 +383,20 @@ class Runtime:
             log.error("a backlog read failed", exc_info=task.exception())
 
     def _send(self, connection_id: int, frames: list[str], cost: int = 0) -> None:
-        """Frames to a connection, one batch; `cost`: the credit its deliveries took, given
-        back when its transport says the batch is written (`written`)."""
+        """Frames to a connection; `cost`: the credit its deliveries took, given back when
+        its transport says they are written (`written`)."""
         sink = self._sinks.get(connection_id)
-        if sink is not None:
+        if sink is None:
+            return
+        if cost:
             self._batches[connection_id].append(cost)
+            sink.deliver(frames, True)
+        else:
             sink.deliver(frames)
 
     def written(self, connection_id: int, batches: int) -> None:
-        """The connection's transport has written its next `batches` batches of frames (in
-        the order they were sent): give their deliveries' credit back."""
+        """The connection's transport has written its next `batches` counted batches of
+        frames (in the order they were sent): give their deliveries' credit back."""
         sent = self._batches.get(connection_id)
         if sent is None:
             return

@@ -140,9 +140,13 @@ class Session:
 
     # -- the ConnectionSink protocol (called by the router, on this loop) ---
 
-    def deliver(self, frames: list[str]) -> None:
-        if not self._closed:
+    def deliver(self, frames: list[str], counted: bool = False) -> None:
+        if self._closed:
+            return
+        if counted:
             self._outbox.deliver(frames)
+        else:
+            self._outbox.extend(frames)
 
     def _written(self, batches: int) -> None:
         conn = self._conn

@@ -241,7 +241,7 @@ class StompSession:
 
     # -- the ConnectionSink protocol (called by the router, on this loop) ---
 
-    def deliver(self, frames: list[str]) -> None:
+    def deliver(self, frames: list[str], counted: bool = False) -> None:
         """Frames made by `encode_delivery` (this process's router), or our JSON `message`
         frames (over the cluster link), turned into MESSAGE frames here."""
         if self._closed or self._ending:
@@ -260,7 +260,10 @@ class StompSession:
             out.append(delivered_frame(delivered, subscription=subscription_id, version=version))
         if out:
             self._pushed_at = time.monotonic()
-        self._outbox.deliver(out)
+        if counted:
+            self._outbox.deliver(out)  # reported written when it is, an empty batch too
+        elif out:
+            self._outbox.extend(out)
 
     def _written(self, batches: int) -> None:
         conn = self._conn

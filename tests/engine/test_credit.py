@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from broker.engine.broker import Broker
 from broker.engine.jsoncodec import dumps
+from broker.engine.messages import Delivery
 from broker.engine.queues import AckMode, delivery_cost
+from broker.protocol.server_frames import message_frame
 from tests.engine.helpers import bodies, exchange, fill, msg, queue, ready, send, subscribe
 
 BODY = "x" * 1000
-COST = delivery_cost(msg("", "q", BODY))  # what one delivery of BODY to "q" takes
+COST = delivery_cost(msg("", "q", BODY)) + len(dumps("s1"))  # one delivery of BODY to "q", subscription "s1"
 
 
 def new_broker(credit: int | None) -> Broker:
@@ -24,7 +26,7 @@ def test_an_auto_ack_subscription_gets_its_credit_s_worth_and_the_rest_waits_in_
     fill(broker, "q", *[BODY] * 10)
     sub = subscribe(broker, "q", ack="auto")
     assert len(sub.effects.deliveries) == 3
-    assert [d.cost for d in sub.effects.deliveries] == [COST] * 3
+    assert [d.cost for d in sub.effects.deliveries] == [delivery_cost(d.message) + len(dumps("s1")) for d in sub.effects.deliveries]
     assert len(ready(broker, "q")) == 7
     assert send(broker, "q", BODY).deliveries == ()  # a publish waits too
     assert len(ready(broker, "q")) == 8
@@ -129,6 +131,26 @@ def test_a_delivery_costs_its_headers_and_its_bytes_in_utf_8() -> None:
     assert delivery_cost(wide) == delivery_cost(plain) + 100
     assert delivery_cost(headed) >= delivery_cost(plain) + 5000
     assert headed.cost == delivery_cost(headed)  # made once, kept with the message
+
+
+def test_a_delivery_costs_its_subscription_s_id_too_which_the_client_chose() -> None:
+    broker = new_broker(10 * COST)
+    fill(broker, "q", *[BODY] * 10)
+    conn = broker.open_connection()
+    long_id = "i" * 2000
+    effects = broker.consume(
+        conn, subscription=long_id, subscription_json=dumps(long_id), queue="q", ack_mode=AckMode.AUTO,
+        prefetch=0, now=0.0,
+    )
+    assert len(effects.deliveries) < 10
+    assert all(d.cost == delivery_cost(d.message) + len(dumps(long_id)) for d in effects.deliveries)
+
+
+def test_a_json_delivery_frame_is_not_bigger_than_its_cost() -> None:
+    message = msg("ex", "some.routing.key", {"text": "é" * 50, "n": 1}, headers={"h": "v", "n": 2},
+                  message_id="m" * 64)
+    frame = message_frame(Delivery(1, dumps("sub"), 123456, message, True, returns=3, cost=0))
+    assert len(frame.encode()) <= delivery_cost(message) + len(dumps("sub"))
 
 
 def test_a_single_active_consumer_queue_waits_for_its_active_subscriber_s_socket() -> None:

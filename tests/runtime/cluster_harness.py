@@ -192,7 +192,7 @@ class EdgeSink:
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
 
-    def deliver(self, frames: list[str]) -> None:
+    def deliver(self, frames: list[str], counted: bool = False) -> None:
         self.events.extend(loads(frame) for frame in frames)
 
     def cancelled(self, subscription: str, reason: str) -> None:

@@ -20,7 +20,7 @@ class _Sink:
     def unsubscribed(self, key: str) -> None:
         self.unsubscribed_keys.append(key)
 
-    def deliver(self, frames: list[str]) -> None:
+    def deliver(self, frames: list[str], counted: bool = False) -> None:
         self.delivered.append(frames)
 
 
@@ -75,8 +75,17 @@ def test_batches_of_a_router_followed_before_are_not_counted_against_the_next_on
 def test_the_router_counts_batches_written_from_the_edge_s_running_number() -> None:
     sink = RemoteSink(Edge("edge", 1), 1)
     for _ in range(5):
-        sink.deliver(["f"])
+        sink.deliver(["f"], True)
+    sink.deliver(["a stats frame"])  # took no credit: not numbered
     assert sink.written_upto(2) == 2
     assert sink.written_upto(4) == 2  # the report of 3 was lost: made up for
     assert sink.written_upto(3) == 0  # old news
     assert sink.written_upto(9) == 1  # never past what was sent
+
+
+def test_batches_that_took_no_credit_are_not_reported() -> None:
+    connections = EdgeConnections()
+    conn = connections.add(cast(Any, _Sink()))
+    connections.frames(FramesItem("d", conn, ["fanout"], 0))  # an exchange subscription's, a stats frame
+    connections.frames(FramesItem("d", conn, ["queue"], 1))
+    assert connections.written(conn, 1) == 1  # the sink counts only the counted one
