@@ -55,6 +55,7 @@ from broker.router import registry
 from broker.router.interface import ConnectionSink, Publishing, SubscribeAnswer
 from broker.runtime import memory
 from broker.runtime.stamps import new_message_id
+from broker.runtime.timeouts import within
 
 from .edge_connections import EdgeConnections
 from .wire import (
@@ -511,7 +512,7 @@ class EdgeLink:
         self._calls[request_id] = future
         self._push(CallItem("r", request_id, call.op, call_args(call)))
         try:
-            return await asyncio.wait_for(future, CALL_TIMEOUT)
+            return await within(future, CALL_TIMEOUT)
         except TimeoutError:
             raise Unavailable("the broker's router did not answer in time") from None
         finally:

@@ -50,6 +50,7 @@ from broker.router.interface import Publishing
 from broker.router.local import LocalRouter
 from broker.runtime import memory
 from broker.runtime.calls import execute
+from broker.runtime.timeouts import within
 
 from .wire import (
     ANSWER_TIMEOUT,
@@ -176,7 +177,7 @@ class Hub:
             except Exception:
                 log.exception("router beat failed")
             try:
-                await asyncio.wait_for(changed.wait(), BEAT_SECONDS)
+                await within(changed.wait(), BEAT_SECONDS)
             except TimeoutError:
                 pass
             changed.clear()

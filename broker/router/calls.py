@@ -35,6 +35,7 @@ from broker.protocol.publish import PublishRequest
 from broker.protocol.server_frames import MessageObject
 from broker.protocol.topology import TopologyChange, encode_change
 from broker.runtime import memory
+from broker.runtime.timeouts import within
 
 from . import registry
 from .interface import Router
@@ -193,6 +194,6 @@ async def publish_async(request: PublishRequest) -> tuple[str, int]:
         return await router.publish_and_wait(request)
     future = asyncio.run_coroutine_threadsafe(router.publish_and_wait(request), loop)
     try:
-        return await asyncio.wait_for(asyncio.wrap_future(future), CALL_TIMEOUT)
+        return await within(asyncio.wrap_future(future), CALL_TIMEOUT)
     except TimeoutError:
         raise Unavailable("the broker's router did not answer in time") from None

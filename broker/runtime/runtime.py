@@ -46,6 +46,8 @@ from broker.runtime.store_watch import StoreWatch
 from broker.runtime.topology_feed import TopologyFeed
 from broker.runtime.writer import RETRY_SECONDS, GroupCommitWriter, MessageStore
 
+from .timeouts import within
+
 log = logging.getLogger("broker.runtime")
 
 # TTL and `expires` are checked this often; finer than users notice.
@@ -304,8 +306,8 @@ class Runtime:
         is slow or away: the frame goes out every second all the same."""
         assert self.writer is not None
         try:
-            self._outbox_state = await asyncio.wait_for(self.writer.in_thread(self.store.outbox_state), 0.5)
-            self._handler_state = await asyncio.wait_for(self.writer.in_thread(self.store.handler_state), 0.5)
+            self._outbox_state = await within(self.writer.in_thread(self.store.outbox_state), 0.5)
+            self._handler_state = await within(self.writer.in_thread(self.store.handler_state), 0.5)
         except Exception as error:
             log.debug("the outbox's depth or the handlers are unknown for now: %r", error)
 
@@ -498,7 +500,7 @@ class Runtime:
             state = self.broker.queues.get(queue)
             if state is not None and not state.ready and state.backlog is not None and state.backlog.loading:
                 try:
-                    await asyncio.wait_for(self._next_window(queue), max(0.0, deadline - self._now()))
+                    await within(self._next_window(queue), max(0.0, deadline - self._now()))
                 except TimeoutError:
                     return taken
                 if taken and queue not in self.broker.queues:

@@ -18,6 +18,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from .timeouts import within
+
 log = logging.getLogger("broker.store")
 
 CHECK_SECONDS: Final = 1.0
@@ -55,7 +57,7 @@ class StoreWatch:
                 # One probe at a time: a probe stuck behind a hung commit is not asked again.
                 self._probe = asyncio.ensure_future(probe())
             try:
-                took = await asyncio.wait_for(asyncio.shield(self._probe), HANG_SECONDS)
+                took = await within(asyncio.shield(self._probe), HANG_SECONDS)
             except TimeoutError:
                 self.failed(TimeoutError(f"no answer within {HANG_SECONDS:g} s"))
             except Exception as error:

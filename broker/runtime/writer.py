@@ -32,6 +32,7 @@ from broker.engine.messages import BacklogRows, StoredCopy
 
 from .metrics import COMMIT_MESSAGES, COMMIT_SECONDS
 from .store_watch import StoreWatch
+from .timeouts import within
 
 log = logging.getLogger("broker.writer")
 
@@ -192,7 +193,7 @@ class GroupCommitWriter:
         while True:
             if not self._wake.is_set():  # set: on at once, without a turn of the loop
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_checkpoint - loop.time()))
+                    await within(self._wake.wait(), max(0.0, next_checkpoint - loop.time()))
                 except TimeoutError:
                     pass
             self._wake.clear()

@@ -32,6 +32,7 @@ from broker.engine.errors import BrokerError, ResourceLimit, TooLarge
 from broker.engine.jsoncodec import dumps, loads
 from broker.protocol.publish import prepare_publish
 from broker.router.calls import publish_async
+from broker.runtime.timeouts import within
 
 from .authorization import Permissions
 from .http_errors import error_body, error_response
@@ -145,7 +146,7 @@ async def _discard_rest(receive: Any, message: dict[str, Any]) -> None:
         if left <= 0:
             return
         try:
-            message = await asyncio.wait_for(receive(), left)
+            message = await within(receive(), left)
         except TimeoutError:
             return
         if message["type"] == "http.disconnect":

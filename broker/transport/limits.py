@@ -28,6 +28,7 @@ from django.conf import settings
 
 from broker.engine.jsoncodec import loads
 from broker.protocol.client_frames import FrameId
+from broker.runtime.timeouts import within
 
 log = logging.getLogger("broker.ws")
 
@@ -121,7 +122,7 @@ async def close_firmly(send: Any, code: int, reason: str) -> None:
     keep the unsent bytes until then."""
     transport = _server_transport(send)
     try:
-        await asyncio.wait_for(send({"type": "websocket.close", "code": code, "reason": reason}), SLOW_CLOSE_GRACE)
+        await within(send({"type": "websocket.close", "code": code, "reason": reason}), SLOW_CLOSE_GRACE)
         written = True
     except TimeoutError:
         written = False

@@ -35,6 +35,7 @@ from broker.router.interface import Router
 from broker.router.local import LocalRouter
 from broker.runtime import memory
 from broker.runtime.runtime import Runtime, RuntimeStore
+from broker.runtime.timeouts import within
 
 log = logging.getLogger("broker.server")
 
@@ -133,7 +134,7 @@ async def _keep_lease(lease: RouterLease, every: float, deadline: float) -> None
 
 async def _check_lease(lease: RouterLease, deadline: float) -> None:
     try:
-        await asyncio.wait_for(asyncio.to_thread(lease.check), deadline)
+        await within(asyncio.to_thread(lease.check), deadline)
     except Exception as error:
         # The lock may be someone else's by now: not one more commit as the router.
         log.critical("router lease lost (%r): stopping so that the standby takes over", error)

@@ -58,6 +58,7 @@ from broker.protocol.stomp_messages import (
 )
 from broker.router.interface import Router
 from broker.runtime import memory
+from broker.runtime.timeouts import within
 
 from . import census
 from .authorization import Permissions
@@ -363,7 +364,7 @@ class StompSession:
             if (self._ending or self._last_frame) and not self._closed:
                 # An ERROR or a DISCONNECT's RECEIPT is on its way: let it leave first.
                 try:
-                    await asyncio.wait_for(self._outbox.wait_stopped(), CLOSING_GRACE)
+                    await within(self._outbox.wait_stopped(), CLOSING_GRACE)
                 except TimeoutError:
                     log.info("STOMP connection %s: its last frames did not leave in time", self._conn)
 

@@ -16,6 +16,8 @@ import socket
 from collections.abc import Callable
 from typing import Any, Final
 
+from broker.runtime.timeouts import within
+
 from .outbox import Send
 from .stomp_session import StompSession
 
@@ -163,7 +165,7 @@ async def linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         deadline = loop.time() + LINGER_SECONDS
         discarded = 0
         while discarded < LINGER_BYTES:
-            data = await asyncio.wait_for(reader.read(READ_BYTES), max(0.0, deadline - loop.time()))
+            data = await within(reader.read(READ_BYTES), max(0.0, deadline - loop.time()))
             if not data:
                 return
             discarded += len(data)

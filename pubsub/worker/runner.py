@@ -35,6 +35,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from broker.engine.jsoncodec import dumps, loads
 from broker.engine.messages import DELIVERY_COUNT
+from broker.runtime.timeouts import within
 from pubsub.handling import Handler, Message
 
 from . import execution, status
@@ -199,7 +200,7 @@ class Runner:
                 break
             delay = RECONNECT_SECONDS[min(self._failures, len(RECONNECT_SECONDS) - 1)]
             try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                await within(self._stopping.wait(), delay)
             except TimeoutError:
                 pass
 
@@ -434,7 +435,7 @@ class Runner:
             log.warning("handler %s: message %s, attempt %d failed; next attempt in %.1f s",
                         handler.name, message.message_id, message.delivery_count, delay)
             try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                await within(self._stopping.wait(), delay)
                 return  # stopping: it comes back from the broker, its attempts counted
             except TimeoutError:
                 pass
@@ -597,7 +598,7 @@ class Runner:
                             handler.name, message.message_id, failure, delay,
                             exc_info=delay == SETTLE_RETRY_SECONDS)  # its traceback once
             try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                await within(self._stopping.wait(), delay)
                 return Outcome.NOT_STARTED  # stopping: it comes back from the broker, its attempts counted
             except TimeoutError:
                 pass
