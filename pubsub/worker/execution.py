@@ -195,6 +195,12 @@ class Failed:
     seconds: float | None = None  # how long the attempt ran, when known
 
 
+# What a handler's run may raise, its message's failure: its exceptions, its time limit,
+# and a `sys.exit()` or KeyboardInterrupt of its own (it runs in a worker thread, which no
+# signal interrupts), which would otherwise fail every message of its batch.
+HANDLER_FAILURES: Final = (Exception, TimeLimitExceeded, SystemExit, KeyboardInterrupt)
+
+
 def handle_batch(
     handler: Handler, items: Sequence[tuple[Message, int | None]], watched: Watched
 ) -> list[Outcome | Failed]:
@@ -205,7 +211,7 @@ def handle_batch(
     started = time.monotonic()
     try:
         return _handle_together(handler, items, watched)
-    except (Exception, TimeLimitExceeded) as error:
+    except HANDLER_FAILURES as error:
         if isinstance(error, TimeLimitExceeded):
             discard_connection()  # it may have landed inside Django's own transaction bookkeeping
         if len(items) == 1:
@@ -215,7 +221,7 @@ def handle_batch(
         started = time.monotonic()
         try:
             outcomes.append(_handle_together(handler, [item], watched)[0])
-        except (Exception, TimeLimitExceeded) as error:
+        except HANDLER_FAILURES as error:
             if isinstance(error, TimeLimitExceeded):
                 discard_connection()
             outcomes.append(Failed(error, time.monotonic() - started))

@@ -71,6 +71,20 @@ def test_a_caught_database_error_commits_nothing_and_fails_only_its_message() ->
     assert list(StoredMessage.objects.values_list("id", flat=True)) == [2]  # the bad one is still there
 
 
+def test_a_handler_s_sys_exit_fails_its_own_message_only() -> None:
+    def handler(m: Message) -> None:
+        Queue.objects.create(name=f"made-by-{m.message_id}")
+        if m.message_id == "bad":
+            raise SystemExit(3)
+
+    items = [(message("good"), stored(1, "good")), (message("bad"), stored(2, "bad"))]
+    outcomes = handle_batch(spec(handler), items, Watched())
+    assert outcomes[0] == Outcome.HANDLED and isinstance(outcomes[1], Failed)
+    assert isinstance(outcomes[1].error, SystemExit)
+    assert Queue.objects.filter(name="made-by-good").exists() and not Queue.objects.filter(name="made-by-bad").exists()
+    assert list(StoredMessage.objects.values_list("id", flat=True)) == [2]
+
+
 @pytest.mark.postgresql
 @pytest.mark.skipif(
     connections[DEFAULT_DB_ALIAS].vendor != "postgresql", reason="PostgreSQL aborts a transaction at a failed statement"
