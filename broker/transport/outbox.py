@@ -173,11 +173,13 @@ class Outbox:
 
     async def wait_stopped(self) -> None:
         sender = self._sender
-        if sender is not None and sender is not asyncio.current_task():
+        current = asyncio.current_task()
+        if sender is not None and sender is not current:
             try:
                 await sender
             except asyncio.CancelledError:
-                pass
+                if current is not None and current.cancelling():
+                    raise  # the caller's own cancel, not the sender's end
 
     def _report_written(self) -> None:
         ends, sent = self._batch_ends, self._sent

@@ -470,9 +470,9 @@ class StompSession:
             case "SEND":
                 return self._send_frame(frame, receipt, quiet)
             case "ACK":
-                self._settle(frame, ack=True)
+                self._settle(frame, receipt, ack=True)
             case "NACK":
-                self._settle(frame, ack=False)
+                self._settle(frame, receipt, ack=False)
             case "SUBSCRIBE":
                 return self._subscribe(frame, receipt)
             case "UNSUBSCRIBE":
@@ -805,10 +805,11 @@ class StompSession:
         if receipt is not None:
             self._answers.add(Answer(receipt))
 
-    def _settle(self, frame: StompFrame, *, ack: bool) -> None:
+    def _settle(self, frame: StompFrame, receipt: str | None, *, ack: bool) -> None:
         """ACK or NACK: by `id` (1.2) or `message-id` (1.0, 1.1), the delivery tag our
         MESSAGE frames carry in both; under `client` every earlier delivery of its
-        subscription is settled with it."""
+        subscription is settled with it. `receipt` names a refusal's ERROR (a COMMIT's,
+        for a frame the COMMIT carries out)."""
         name = "id" if self._version == "1.2" else "message-id"
         value = frame.headers.get(name) or frame.headers.get("id") or frame.headers.get("message-id")
         if value is None:
@@ -817,7 +818,6 @@ class StompSession:
             tag = int(value)
         except ValueError:
             raise NotFound(f"{name} {value!r} names no delivery of this connection") from None
-        receipt = frame.headers.get("receipt")
         requeue_header = frame.headers.get("requeue")
         requeue = requeue_header is None or boolean_header("requeue", requeue_header)
         router, conn = self._router, self._conn

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from broker.runtime.timeouts import within
 from broker.transport.outbox import REPORT_EVERY, Outbox
 
 
@@ -122,3 +123,17 @@ async def test_nothing_is_reported_once_the_outbox_is_stopped() -> None:
     outbox.deliver(["b"])
     await settle()
     assert written == []
+
+
+async def test_a_caller_cancelled_while_it_waits_for_the_sender_to_stop_is_cancelled() -> None:
+    socket, written = GatedSend(), []
+    outbox = new_outbox(socket, written)
+    socket.gate.clear()
+    outbox.deliver(["held"])  # the sender waits on the socket
+    await settle()
+    waiting = asyncio.create_task(within(outbox.wait_stopped(), 5))
+    await settle()
+    waiting.cancel()
+    await asyncio.wait({waiting}, timeout=2)
+    assert waiting.cancelled()  # not swallowed as if the sender had ended
+    outbox.stop()

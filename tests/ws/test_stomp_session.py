@@ -131,3 +131,21 @@ async def test_a_client_ack_implying_deliveries_the_router_forgot_is_not_an_erro
         ("CONNECTED", None), ("MESSAGE", None), ("MESSAGE", None), ("MESSAGE", None), ("RECEIPT", "a"),
         ("ERROR", "b"),
     ]
+
+
+async def test_a_held_ack_refused_at_commit_names_the_commit_s_receipt() -> None:
+    sent: list[Any] = []
+    router = ForgetfulRouter()
+    session = new_session(router, sent)
+    chunks, serving = serve_connected(session, {"ack": "client-individual"})
+    while not session._subscriptions.get("s"):
+        await asyncio.sleep(0.01)
+    message = Message("m", "", "q", "1", {}, True, "2026-12-04T00:00:00Z")
+    session.deliver([message_frame(Delivery(1, '"s"', 1, message, False))])
+    chunks.put_nowait(encode_frame("BEGIN", {"transaction": "t"}))
+    chunks.put_nowait(encode_frame("ACK", {"id": "1", "transaction": "t", "receipt": "acked"}))  # a tag it forgot
+    chunks.put_nowait(encode_frame("COMMIT", {"transaction": "t", "receipt": "committed"}))
+    await asyncio.wait_for(serving, 2)
+    assert [(frame.command, frame.headers.get("receipt-id")) for frame in sent_frames(sent)][-2:] == [
+        ("RECEIPT", "acked"), ("ERROR", "committed"),
+    ]

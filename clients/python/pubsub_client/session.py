@@ -178,7 +178,8 @@ class Session:
                 self._give_up(ConnectionFailed(f"gave up reconnecting to {self.ws_url} after {attempt - 1} attempts"))
                 return None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closed_event.wait(), self.backoff.delay(attempt))
+                async with asyncio.timeout(self.backoff.delay(attempt)):  # hands a cancel on (wait_for, 3.11: not always)
+                    await self._closed_event.wait()
             if self._closing:
                 return None
             try:
@@ -386,7 +387,8 @@ class Session:
             pending.generation = self.generation
             await self._send_quietly(ws, frame)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(future)
         except TimeoutError:
             raise PublishTimeout(f"no confirm for message {frame.get('message_id')} within {timeout} s") from None
         finally:
@@ -429,7 +431,8 @@ class Session:
             sub._sent_generation = self.generation
             await self._send_quietly(ws, frame)
         try:
-            await asyncio.wait_for(asyncio.shield(sub._first), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(sub._first)
         except BaseException:
             self._subscriptions.pop(key, None)
             if sub._first.done() and not sub._first.cancelled():
@@ -454,7 +457,8 @@ class Session:
         await self._send_quietly(ws, {"type": "unsubscribe", "id": sub.id})
         # Lost connection, or a broker that no longer knows it: either way it is gone.
         with contextlib.suppress(ConnectionFailed, BrokerError, TimeoutError):
-            await asyncio.wait_for(future, 10)
+            async with asyncio.timeout(10):
+                await future
 
     async def ping(self, *, timeout: float = 10.0) -> float:
         """Round trip time to the broker, in seconds."""
@@ -470,7 +474,8 @@ class Session:
         started = loop.time()
         try:
             await ws.send(json.dumps({"type": "ping", "id": key}))
-            await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):
+                await future
         except ConnectionClosed as error:
             raise ConnectionFailed("the connection to the broker was lost") from error
         finally:

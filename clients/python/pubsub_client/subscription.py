@@ -141,7 +141,10 @@ class Subscription:
             if remaining is not None and remaining <= 0:
                 return None
             try:
-                await asyncio.wait_for(self._wake.wait(), remaining)
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that comes in the
+                # same turn as a delivery, and a consumer's task would go on.
+                async with asyncio.timeout(remaining):
+                    await self._wake.wait()
             except TimeoutError:
                 return None
 
