@@ -24,6 +24,7 @@ from .browse import key_of
 from .deadletter import MAX_DEAD_LETTER_DEPTH, dead_letter_copy
 from .errors import Conflict, Forbidden, LimitExceeded, NotFound, PreconditionFailed
 from .exchanges import Exchange, ExchangeSpec, delay_of
+from .jsoncodec import utf8_size
 from .messages import (
     NO_EFFECTS,
     BacklogRows,
@@ -174,6 +175,7 @@ class Broker:
         self._track_timers(existing)
         fx = EffectsBuilder()
         self._enforce_length(existing, fx, now)
+        self._drain(existing, fx, now)  # new arguments may give a consumer room (no single active one now)
         return fx.build()
 
     def delete_queue(self, name: str, *, row_id: int | None = None) -> Effects:
@@ -337,7 +339,8 @@ class Broker:
     @staticmethod
     def _rejects(queue: QueueState, message: Message) -> bool:
         """A queue with `reject-publish(-dlx)` takes no message that would put it over
-        `x-max-length` messages or `x-max-length-bytes` (unless a consumer has room for it)."""
+        `x-max-length` messages or `x-max-length-bytes` (unless a consumer has room for it
+        now: not when the queue's head is in the database, where it would wait behind)."""
         args = queue.args
         if args.overflow is Overflow.DROP_HEAD:
             return False
@@ -345,7 +348,7 @@ class Broker:
         full = (limit is not None and queue.depth >= limit) or (
             byte_limit is not None and queue.ready_bytes() + message_bytes(message) > byte_limit
         )
-        return full and not queue.has_room()
+        return full and (queue.backlog is not None or not queue.has_room())
 
     def _refuse(self, queue: QueueState, message: Message, fx: EffectsBuilder, now: float, depth: int) -> None:
         """A full queue refuses a message; with `reject-publish-dlx` it is dead-lettered too."""
@@ -768,6 +771,11 @@ class Broker:
             state.keep_ready(lambda e: key_of(e) not in taken)
             if backlog is not None:
                 backlog.held = deque(item for item in backlog.held if key_of(item[1]) not in taken)
+                if backlog.count == 0 and not backlog.loading:
+                    # No row left to read: what waits in memory behind them comes forward now
+                    # (no read will come to admit it).
+                    while backlog.held:
+                        self._admit(state, backlog.held.popleft()[1], fx, now)
                 if backlog.empty():
                     state.backlog = None
                     self._epochs += 1  # a read under way answers a backlog that is gone
@@ -786,7 +794,7 @@ class Broker:
                 # queue, at the tail, rather than lost.
                 self._enqueue(state, message, self._store_copy(state, message, fx.to_persist), fx, now, 0, None)
         if not keep and chosen and queue in self.queues:
-            self._want_load(state, fx)
+            self._drain(state, fx, now)  # what came forward from the backlog; asks for the next rows
         return Relocated(len(chosen), skipped, routed_total, fx.build())
 
     def queue_counts(self, name: str) -> QueueCounts | None:
@@ -938,7 +946,7 @@ class Broker:
             consumer.unacked += 1
             queue.unacked += 1
         if consumer.flow:
-            cost = delivery_cost(envelope.message) + len(consumer.subscription_json)  # the id is the client's
+            cost = delivery_cost(envelope.message) + utf8_size(consumer.subscription_json)  # the id is the client's
             connection.credit -= cost
             fx.deliveries.append(
                 Delivery(

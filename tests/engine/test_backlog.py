@@ -269,3 +269,22 @@ def test_restored_messages_past_their_own_expiration_are_dead_lettered_as_they_a
     store.take(sub.effects)
     store.serve(now=5.0, wall_now=published + 5.0)
     assert sorted(body(e.message) for e in broker.queues["dead"].ready) == [1, 3]
+
+
+def test_a_full_reject_publish_queue_whose_head_is_in_the_database_refuses_a_publish() -> None:
+    """A consumer with room takes a message a full queue would refuse only when it would
+    get it now; with the head still to be read it would wait behind, and the oldest would
+    be dropped to make room."""
+    broker = Broker()
+    broker.window = 2
+    store = Backlogs(broker)
+    queue(broker, "q", arguments={"x-max-length": 3, "x-overflow": "reject-publish"})
+    for n in range(3):
+        store.take(send(broker, "q", n))
+    store.take(subscribe(broker, "q", prefetch=4).effects)  # gets 0 and 1; the read of row 2 is under way
+    outcomes = [broker.publish(msg("", "q", n), now=0.0) for n in (3, 4, 5)]
+    for outcome in outcomes:
+        store.take(outcome.effects)
+    assert [o.routed for o in outcomes] == [1, 1, 0]
+    store.serve()
+    assert ready(broker, "q") == [4] and broker.queues["q"].dropped == 0

@@ -224,3 +224,22 @@ def test_deleting_the_whole_backlog_while_it_is_read_ignores_the_late_answer() -
         store.take(send(broker, "q", n))
     store.serve()  # the old read's answer comes too late: ignored; the new backlog is whole
     assert state.depth == 4 and sorted(body(e.message) for e in state.ready) == [5, 6, 7, 8][: len(state.ready)]
+
+
+def test_deleting_every_row_of_a_backlog_brings_forward_what_waits_in_memory_behind_them() -> None:
+    broker = Broker()
+    broker.window = 2
+    store = Backlogs(broker)
+    queue(broker, "q")
+    for n in range(3):
+        store.take(send(broker, "q", n))
+    store.take(send(broker, "q", "in memory", persistent=False))  # waits behind row 3
+    backlog = broker.queues["q"].backlog
+    assert backlog is not None and (backlog.count, len(backlog.held)) == (1, 1)
+    rows = [(f"s{store_id}", message) for store_id, (_, message) in store.rows.items() if store_id > backlog.after]
+    store.take(broker.relocate("q", rows, epoch=broker.queues["q"].epoch, target=None, now=0.0).effects)
+    assert ready(broker, "q") == [0, 1, "in memory"] and broker.queues["q"].backlog is None
+    sub = subscribe(broker, "q", ack="auto")
+    assert [body(d.message) for d in sub.effects.deliveries] == [0, 1, "in memory"]
+    store.take(send(broker, "q", "later"))
+    assert ready(broker, "q") == []  # delivered at once, not stuck behind an empty backlog

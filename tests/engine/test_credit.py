@@ -165,3 +165,15 @@ def test_a_single_active_consumer_queue_waits_for_its_active_subscriber_s_socket
     assert ready(broker, "sac") == [BODY, BODY]  # one went to the active one
     closed = broker.close_connection(active.connection, now=0.0)
     assert [d.connection for d in closed.deliveries] == [standby.connection]
+
+
+def test_a_subscription_id_costs_its_bytes_in_utf_8() -> None:
+    broker = new_broker(100 * COST)
+    fill(broker, "q", BODY)
+    conn = broker.open_connection()
+    wide = "😀" * 100  # four bytes each
+    effects = broker.consume(
+        conn, subscription=wide, subscription_json=dumps(wide), queue="q", ack_mode=AckMode.AUTO, prefetch=0, now=0.0,
+    )
+    [delivery] = effects.deliveries
+    assert delivery.cost == delivery_cost(delivery.message) + len(dumps(wide).encode())

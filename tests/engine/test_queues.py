@@ -370,3 +370,16 @@ def test_a_stored_queue_loads_whatever_its_name_input_rules_are_the_services() -
     broker = Broker()
     broker.sync_queue(QueueSpec("made in a shell"), now=0.0)
     assert "made in a shell" in broker.queues
+
+
+def test_sync_queue_delivers_to_a_consumer_its_new_arguments_give_room() -> None:
+    broker = Broker()
+    broker.credit = 1  # one delivery each, then held back until written
+    queue(broker, "sac", arguments={"x-single-active-consumer": True})
+    active = subscribe(broker, "sac", ack="auto")
+    standby = subscribe(broker, "sac", ack="auto", subscription="s2")
+    fill(broker, "sac", "x", "y", "z")
+    assert ready(broker, "sac") == ["y", "z"]  # the active one is out of credit
+    synced = broker.sync_queue(QueueSpec("sac"), now=0.0)  # no single active consumer any more
+    assert [(d.connection, body(d.message)) for d in synced.deliveries] == [(standby.connection, "y")]
+    assert active.connection != standby.connection
