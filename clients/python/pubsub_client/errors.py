@@ -133,3 +133,7 @@ class ClientClosed(PubSubError):
 
 class PublishTimeout(PubSubError, TimeoutError):
     """No confirm within the publish's timeout: the message may or may not have been published."""
+
+
+class RequestTimeout(PubSubError, TimeoutError):
+    """No answer within the call's timeout (a subscribe, a ping)."""

@@ -32,7 +32,15 @@ from typing import Any, Final
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from .errors import BrokerError, ClientClosed, ConnectionFailed, PublishTimeout, SubscriptionCancelled
+from .errors import (
+    BrokerError,
+    ClientClosed,
+    ConnectionFailed,
+    PublishTimeout,
+    RequestTimeout,
+    SubscriptionCancelled,
+    Unauthorized,
+)
 from .models import AckMode, Event, EventKind, PublishResult
 from .subscription import Backoff, Delivery, Subscription
 
@@ -43,6 +51,9 @@ log = logging.getLogger("pubsub_client")
 MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
 # How long a reconnect waits for the broker to answer the resubscriptions.
 RESTORE_TIMEOUT: Final = 15.0
+# The close code of a connection whose credentials the broker refused after the handshake
+# (docs/protocol.md, "Close codes"): not tried again.
+CLOSE_UNAUTHORIZED: Final = 4401
 
 
 @dataclass(eq=False, slots=True)
@@ -99,6 +110,9 @@ class Session:
             if self._supervisor is not None and not self._supervisor.done():
                 return
             ws = await self._dial()
+            if self._closing:  # closed while it dialled
+                await ws.close()
+                raise ClientClosed("the client is closed")
             self.generation += 1
             self._ws = ws
             self._failure = None
@@ -121,11 +135,18 @@ class Session:
         if ws is not None:
             with contextlib.suppress(Exception):
                 await ws.close()
-        if supervisor is not None:
+        if supervisor is not None and supervisor is not asyncio.current_task():
             try:
-                await asyncio.wait_for(supervisor, 5)
-            except (TimeoutError, asyncio.CancelledError, Exception):
-                supervisor.cancel()
+                async with asyncio.timeout(5):
+                    await supervisor
+            except TimeoutError:
+                pass  # cancelled by the timeout
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the caller's own cancel
+            except Exception:
+                log.debug("the connection's supervisor failed", exc_info=True)
 
     async def _dial(self) -> ClientConnection:
         try:
@@ -150,6 +171,12 @@ class Session:
                 await self._restore(ws)
             await reader
             if self._closing:
+                return
+            if ws.close_code == CLOSE_UNAUTHORIZED:
+                # The broker took the handshake, then refused the credentials (its error
+                # frame came first): as final as a 401 at the handshake.
+                self._lost()
+                self._give_up(Unauthorized("the broker refused the credentials (close 4401)"))
                 return
             self._lost()
             connected = await self._reconnect()
@@ -206,12 +233,17 @@ class Session:
         """Subscribe again, then send unconfirmed publishes again; then the session is ready."""
         generation = self.generation
         try:
-            subs = [sub for sub in self._subscriptions.values() if sub._sent_generation != generation]
-            for sub in subs:
-                sub._sent_generation = generation
-                await ws.send(json.dumps(sub.frame))
-            waiting = [asyncio.ensure_future(sub._active.wait()) for sub in subs]
-            if waiting:
+            resubscribed: int | None = None
+            while True:  # subscriptions made meanwhile join the loop (`subscribe` sends none now)
+                subs = [sub for sub in self._subscriptions.values() if sub._sent_generation != generation]
+                if resubscribed is None:
+                    resubscribed = len(subs)
+                if not subs:
+                    break
+                for sub in subs:
+                    sub._sent_generation = generation
+                    await ws.send(json.dumps(sub.frame))
+                waiting = [asyncio.ensure_future(sub._active.wait()) for sub in subs]
                 _done, late = await asyncio.wait(waiting, timeout=RESTORE_TIMEOUT)
                 for task in late:
                     task.cancel()
@@ -219,8 +251,8 @@ class Session:
                     log.warning("the broker did not answer %d resubscriptions; reconnecting", len(late))
                     await ws.close()
                     return
-            if subs:
-                self._emit(Event(EventKind.RESUBSCRIBED, count=len(subs)))
+            if resubscribed:
+                self._emit(Event(EventKind.RESUBSCRIBED, count=resubscribed))
             count = 0
             while True:  # publishes made meanwhile join the loop; none is sent twice
                 unsent = [p for p in self._publishes.values() if p.generation != generation]
@@ -433,12 +465,14 @@ class Session:
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(sub._first)
-        except BaseException:
+        except BaseException as error:
             self._subscriptions.pop(key, None)
             if sub._first.done() and not sub._first.cancelled():
                 sub._first.exception()  # retrieved: the caller gets it below
             if sub._active.is_set() and self._ws is not None and not sub._ended:
                 await self._send_quietly(self._ws, {"type": "unsubscribe", "id": key})
+            if isinstance(error, TimeoutError) and not isinstance(error, RequestTimeout):
+                raise RequestTimeout(f"no answer to the subscribe within {timeout} s") from None
             raise
         sub._first = None
         return sub
@@ -478,6 +512,8 @@ class Session:
                 await future
         except ConnectionClosed as error:
             raise ConnectionFailed("the connection to the broker was lost") from error
+        except TimeoutError:
+            raise RequestTimeout(f"no pong within {timeout} s") from None
         finally:
             self._requests.pop(key, None)
         return loop.time() - started

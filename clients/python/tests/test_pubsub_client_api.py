@@ -24,6 +24,7 @@ from pubsub_client import (
     PreconditionFailed,
     SubscriptionCancelled,
     SyncClient,
+    Unauthorized,
     connect,
 )
 from tests.e2e.harness import BrokerProcess, free_port
@@ -353,3 +354,24 @@ async def test_queues_and_exchanges_by_name_read_every_page(client: Client, monk
     assert [q.name for q in await client.queues(name=prefix)] == names
     assert [x.name for x in await client.exchanges(name=prefix.upper())] == names
     assert await client.queues(name=f"{prefix}.none") == []
+
+
+async def test_a_token_the_broker_refuses_fails_the_calls_and_is_not_tried_again(tmp_path: Any) -> None:
+    """The broker accepts the handshake, sends `unauthorized` and closes with 4401: the client
+    gives up (a publish raises `Unauthorized`) instead of reconnecting for ever."""
+    process = BrokerProcess(tmp_path, extra_env={"BROKER_ALLOW_ANONYMOUS": "false"})
+    process.start()
+    events: list[Event] = []
+    try:
+        client = Client(process.url, token="not-a-token", backoff=FAST_BACKOFF, on_event=events.append)
+        try:
+            await client.open()
+            with pytest.raises(Unauthorized):
+                await client.publish("amq.topic", "x", timeout=5)
+            await asyncio.sleep(0.5)
+            assert [e.kind for e in events if e.kind is EventKind.RECONNECTED] == []
+            assert [e.kind for e in events if e.kind is EventKind.GAVE_UP] == [EventKind.GAVE_UP]
+        finally:
+            await client.close()
+    finally:
+        process.close()
