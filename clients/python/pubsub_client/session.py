@@ -168,7 +168,7 @@ class Session:
         while True:
             reader = asyncio.create_task(self._read(ws, self.generation))
             if restore:
-                await self._restore(ws)
+                await self._restore(ws, reader)
             await reader
             if self._closing:
                 return
@@ -229,7 +229,7 @@ class Session:
             return ws
         return None
 
-    async def _restore(self, ws: ClientConnection) -> None:
+    async def _restore(self, ws: ClientConnection, reader: asyncio.Task[None]) -> None:
         """Subscribe again, then send unconfirmed publishes again; then the session is ready."""
         generation = self.generation
         try:
@@ -243,13 +243,7 @@ class Session:
                 for sub in subs:
                     sub._sent_generation = generation
                     await ws.send(json.dumps(sub.frame))
-                waiting = [asyncio.ensure_future(sub._active.wait()) for sub in subs]
-                _done, late = await asyncio.wait(waiting, timeout=RESTORE_TIMEOUT)
-                for task in late:
-                    task.cancel()
-                if late:
-                    log.warning("the broker did not answer %d resubscriptions; reconnecting", len(late))
-                    await ws.close()
+                if not await self._answered(subs, ws, reader):
                     return
             if resubscribed:
                 self._emit(Event(EventKind.RESUBSCRIBED, count=resubscribed))
@@ -268,6 +262,30 @@ class Session:
                 self._ready.set()
         except ConnectionClosed:
             return  # the reader sees it too, and the supervisor starts over
+
+    async def _answered(self, subs: list[Subscription], ws: ClientConnection, reader: asyncio.Task[None]) -> bool:
+        """Wait for the broker's answers to these resubscriptions; False when the connection
+        was lost meanwhile (the reader ended: the supervisor starts over at once), or they
+        did not all come within RESTORE_TIMEOUT (then the connection is closed)."""
+        late = {asyncio.ensure_future(sub._active.wait()) for sub in subs}
+        deadline = asyncio.get_running_loop().time() + RESTORE_TIMEOUT
+        try:
+            while late:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                done, _ = await asyncio.wait({*late, reader}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                if reader in done:
+                    return False
+                late -= done
+        finally:
+            for task in late:
+                task.cancel()
+        if late:
+            log.warning("the broker did not answer %d resubscriptions; reconnecting", len(late))
+            await ws.close()
+            return False
+        return True
 
     def _give_up(self, error: BaseException) -> None:
         log.error("%s", error)

@@ -40,7 +40,8 @@ class SyncClient:
         http_timeout: float = 30.0,
         publish_timeout: float | None = None,
     ) -> None:
-        """`on_event` runs on the client's thread: keep it short and thread-safe."""
+        """`on_event` runs on the client's thread: keep it short and thread-safe, and make no
+        call of this client from it (RuntimeError: it would wait for ever)."""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="pubsub-client", daemon=True)
         self._thread.start()
@@ -56,9 +57,21 @@ class SyncClient:
             )
 
         self._closed = False
-        self._client = self._run(make())
+        try:
+            self._client = self._run(make())
+        except BaseException:  # a bad URL, say: no thread left behind
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+            raise
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError(
+                "a SyncClient call from its own thread (an on_event callback, say) would wait for ever: "
+                "hand the work to another thread"
+            )
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     @property

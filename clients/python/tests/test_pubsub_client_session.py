@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from typing import Any
 
+import pytest
 from conftest import FAST_BACKOFF
 from websockets.asyncio.server import ServerConnection, serve
 
-from pubsub_client import Client, ClientClosed, RequestTimeout
+from pubsub_client import Client, ClientClosed, Event, EventKind, RequestTimeout, SyncClient
 from tests.e2e.harness import free_port
 
 
@@ -84,3 +87,73 @@ async def test_a_ping_without_an_answer_raises_the_package_s_own_timeout() -> No
                 pass
             else:
                 raise AssertionError("no timeout")
+
+
+async def test_a_connection_lost_while_it_is_restored_is_replaced_at_once() -> None:
+    """The second connection drops while the client waits for its resubscription's answer:
+    the client dials again after its backoff, not after the restore's 15 s."""
+    opened: list[float] = []
+
+    async def handler(connection: ServerConnection) -> None:
+        opened.append(asyncio.get_running_loop().time())
+        number = len(opened)
+        async for text in connection:
+            frame = json.loads(text)
+            if frame.get("type") != "subscribe":
+                continue
+            if number == 2:
+                await asyncio.sleep(0.2)
+                await connection.close()  # no answer: lost during the restore
+                return
+            await connection.send(json.dumps({"type": "subscribed", "id": frame["id"],
+                                              "subscription": frame["id"], "queue": frame["queue"]}))
+            if number == 1:
+                await connection.close()
+
+    port = free_port()
+    async with serve(handler, "127.0.0.1", port):
+        async with Client(f"http://127.0.0.1:{port}", backoff=FAST_BACKOFF) as client:
+            await client.subscribe("a")
+            for _ in range(150):
+                if len(opened) >= 3:
+                    break
+                await asyncio.sleep(0.02)
+    assert len(opened) >= 3 and opened[2] - opened[1] < 2.0
+
+
+def test_a_sync_client_called_from_its_own_on_event_raises_instead_of_waiting_for_ever() -> None:
+    errors: list[BaseException] = []
+    holder: list[SyncClient] = []
+
+    def on_event(event: Event) -> None:
+        if event.kind is EventKind.CONNECTED:
+            try:
+                holder[0].ping()
+            except RuntimeError as error:
+                errors.append(error)
+
+    async def handler(connection: ServerConnection) -> None:
+        async for _ in connection:
+            pass
+
+    port = free_port()
+
+    async def serve_for(seconds: float) -> None:
+        async with serve(handler, "127.0.0.1", port):
+            await asyncio.sleep(seconds)
+
+    server = threading.Thread(target=asyncio.run, args=(serve_for(3.0),), daemon=True)
+    server.start()
+    time.sleep(0.3)
+    with SyncClient(f"http://127.0.0.1:{port}", on_event=on_event) as client:
+        holder.append(client)
+        client.open()
+        time.sleep(0.2)
+    assert errors and "would wait for ever" in str(errors[0])
+
+
+def test_a_sync_client_that_cannot_be_made_leaves_no_thread() -> None:
+    before = threading.active_count()
+    with pytest.raises(ValueError):
+        SyncClient("ftp://nowhere")
+    assert threading.active_count() == before
