@@ -425,19 +425,20 @@ class Session:
     # -- operations ------------------------------------------------------------
 
     async def publish(self, frame: dict[str, Any], *, timeout: float | None) -> PublishResult:
-        """Send a publish frame (it carries its `message_id`) and wait for its confirm."""
-        await self.open()
+        """Send a publish frame (it carries its `message_id`) and wait for its confirm; the
+        timeout counts connecting and sending too (a broker that stops reading holds a send)."""
         key = f"p{next(self._ids)}"
         frame["id"] = key
         future: asyncio.Future[PublishResult] = asyncio.get_running_loop().create_future()
         pending = _Publish(frame, future)
-        self._publishes[key] = pending
-        ws = self._ws
-        if ws is not None and self._ready.is_set():
-            pending.generation = self.generation
-            await self._send_quietly(ws, frame)
         try:
             async with asyncio.timeout(timeout):
+                await self.open()
+                self._publishes[key] = pending
+                ws = self._ws
+                if ws is not None and self._ready.is_set():
+                    pending.generation = self.generation
+                    await self._send_quietly(ws, frame)
                 return await asyncio.shield(future)
         except TimeoutError:
             raise PublishTimeout(f"no confirm for message {frame.get('message_id')} within {timeout} s") from None
@@ -470,18 +471,19 @@ class Session:
         await self._send_quietly(ws, frame)
 
     async def subscribe(self, frame: dict[str, Any], ack: AckMode, *, timeout: float | None) -> Subscription:
-        await self.open()
+        """The timeout counts connecting and sending too; given up, the subscription is forgotten."""
         key = f"s{next(self._ids)}"
         frame["id"] = key
         sub = Subscription(id=key, frame=frame, ack=ack, session=self)
         sub._first = asyncio.get_running_loop().create_future()
-        self._subscriptions[key] = sub
-        ws = self._ws
-        if ws is not None and self._ready.is_set():
-            sub._sent_generation = self.generation
-            await self._send_quietly(ws, frame)
         try:
             async with asyncio.timeout(timeout):
+                await self.open()
+                self._subscriptions[key] = sub
+                ws = self._ws
+                if ws is not None and self._ready.is_set():
+                    sub._sent_generation = self.generation
+                    await self._send_quietly(ws, frame)
                 await asyncio.shield(sub._first)
         except BaseException as error:
             self._subscriptions.pop(key, None)

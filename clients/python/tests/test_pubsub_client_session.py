@@ -4,7 +4,9 @@ connection, and when it is closed at awkward moments."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import threading
 import time
 from typing import Any
@@ -157,3 +159,32 @@ def test_a_sync_client_that_cannot_be_made_leaves_no_thread() -> None:
     with pytest.raises(ValueError):
         SyncClient("ftp://nowhere")
     assert threading.active_count() == before
+
+
+async def test_a_publish_s_timeout_counts_a_send_the_broker_does_not_read() -> None:
+    """A broker that stops reading (its memory alarm) holds the client's sends: the
+    publishes still time out, and none is left behind to be sent again later."""
+    stop = asyncio.Event()
+
+    async def handler(connection: ServerConnection) -> None:
+        await stop.wait()  # reads nothing until the test is over
+        async for _ in connection:
+            pass
+
+    port = free_port()
+    async with serve(handler, "127.0.0.1", port, max_size=None, max_queue=1):
+        async with Client(f"http://127.0.0.1:{port}", backoff=FAST_BACKOFF) as client:
+            try:
+                big = base64.b64encode(os.urandom(600_000)).decode()  # not compressed away
+                started = asyncio.get_running_loop().time()
+                async with asyncio.timeout(10):  # they once waited for ever
+                    outcomes = await asyncio.gather(
+                        *(client.publish("", big, routing_key="q", timeout=1.0) for _ in range(60)),
+                        return_exceptions=True,
+                    )
+                took = asyncio.get_running_loop().time() - started
+                assert all(isinstance(outcome, TimeoutError) for outcome in outcomes)
+                assert took < 5
+                assert client.session._publishes == {}
+            finally:
+                stop.set()
