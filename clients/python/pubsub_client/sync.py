@@ -212,11 +212,14 @@ class SyncClient:
         headers: dict[str, Any] | None = None,
         persistent: bool = True,
         message_id: str | None = None,
+        timeout: float | None = None,
     ) -> str:
-        """Fire and forget; returns the `message_id`."""
+        """Fire and forget; returns the `message_id`. `timeout`: how long to wait for a
+        connection being re-established (`ConnectionFailed` after it); None, as long as it takes."""
         return self._run(
             self._client.publish_nowait(
-                exchange, body, routing_key=routing_key, headers=headers, persistent=persistent, message_id=message_id
+                exchange, body, routing_key=routing_key, headers=headers, persistent=persistent,
+                message_id=message_id, timeout=timeout,
             )
         )
 

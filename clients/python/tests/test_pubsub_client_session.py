@@ -15,7 +15,7 @@ import pytest
 from conftest import FAST_BACKOFF
 from websockets.asyncio.server import ServerConnection, serve
 
-from pubsub_client import Client, ClientClosed, Event, EventKind, RequestTimeout, SyncClient
+from pubsub_client import Client, ClientClosed, ConnectionFailed, Event, EventKind, RequestTimeout, SyncClient
 from tests.e2e.harness import free_port
 
 
@@ -188,3 +188,29 @@ async def test_a_publish_s_timeout_counts_a_send_the_broker_does_not_read() -> N
                 assert client.session._publishes == {}
             finally:
                 stop.set()
+
+
+def test_a_sync_publish_nowait_gives_up_waiting_for_a_lost_connection_after_its_timeout() -> None:
+    stop = threading.Event()
+
+    async def handler(connection: ServerConnection) -> None:
+        async for _ in connection:
+            pass
+
+    port = free_port()
+
+    async def serve_until_stopped() -> None:
+        async with serve(handler, "127.0.0.1", port):
+            await asyncio.to_thread(stop.wait)
+
+    server = threading.Thread(target=asyncio.run, args=(serve_until_stopped(),), daemon=True)
+    server.start()
+    time.sleep(0.3)
+    with SyncClient(f"http://127.0.0.1:{port}", backoff=FAST_BACKOFF) as client:
+        client.open()
+        stop.set()  # the broker goes away, and does not come back
+        server.join(5)
+        started = time.monotonic()
+        with pytest.raises(ConnectionFailed):
+            client.publish_nowait("", "x", routing_key="q", timeout=0.5)
+        assert time.monotonic() - started < 3
