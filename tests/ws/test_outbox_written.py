@@ -11,16 +11,20 @@ from broker.transport.outbox import REPORT_EVERY, Outbox
 
 
 class GatedSend:
-    """A socket that takes frames only while its gate is open."""
+    """A socket that takes frames only while its gate is open; `reported_at`: the batches
+    reported written (`written`'s sum) as each frame was taken."""
 
-    def __init__(self) -> None:
+    def __init__(self, written: list[int] | None = None) -> None:
         self.sent: list[Any] = []
         self.gate = asyncio.Event()
         self.gate.set()
+        self.written = written if written is not None else []
+        self.reported_at: list[int] = []
 
     async def send(self, event: Any) -> None:
         await self.gate.wait()
         self.sent.append(event.get("text"))
+        self.reported_at.append(sum(self.written))
 
 
 def new_outbox(socket: GatedSend, written: list[int]) -> Outbox:
@@ -70,15 +74,9 @@ async def test_an_empty_batch_is_reported_after_what_was_queued_before_it() -> N
 
 
 async def test_a_long_send_reports_as_it_goes() -> None:
-    socket, written = GatedSend(), []
-    reported_at: list[int] = []  # batches reported when each frame was sent
-
-    async def send(event: Any) -> None:
-        await socket.send(event)
-        reported_at.append(sum(written))
-
-    outbox = Outbox(send, 1_000_000, on_too_slow=lambda: None, on_failed=lambda: None, on_written=written.append)
-    outbox.start(name="test-outbox")
+    written: list[int] = []
+    socket = GatedSend(written)
+    outbox, reported_at = new_outbox(socket, written), socket.reported_at
     socket.gate.clear()
     for n in range(3 * REPORT_EVERY):
         outbox.deliver([str(n)])
@@ -92,15 +90,9 @@ async def test_a_long_send_reports_as_it_goes() -> None:
 
 
 async def test_a_batch_followed_by_a_stream_of_replies_is_reported_before_they_end() -> None:
-    socket, written = GatedSend(), []
-    reported_at: list[int] = []
-
-    async def send(event: Any) -> None:
-        await socket.send(event)
-        reported_at.append(sum(written))
-
-    outbox = Outbox(send, 1_000_000, on_too_slow=lambda: None, on_failed=lambda: None, on_written=written.append)
-    outbox.start(name="test-outbox")
+    written: list[int] = []
+    socket = GatedSend(written)
+    outbox, reported_at = new_outbox(socket, written), socket.reported_at
     socket.gate.clear()
     outbox.deliver(["delivery"])
     for n in range(3 * REPORT_EVERY):

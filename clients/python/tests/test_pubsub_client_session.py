@@ -19,6 +19,11 @@ from pubsub_client import Client, ClientClosed, ConnectionFailed, Event, EventKi
 from tests.e2e.harness import free_port
 
 
+async def answer_subscribe(connection: ServerConnection, frame: dict[str, Any]) -> None:
+    await connection.send(json.dumps({"type": "subscribed", "id": frame["id"],
+                                      "subscription": frame["id"], "queue": frame["queue"]}))
+
+
 async def test_a_subscribe_made_while_a_connection_is_restored_is_sent_on_it() -> None:
     """The first connection drops after subscribing "a"; the second answers its
     resubscription late, and a subscribe made meanwhile must still reach it."""
@@ -36,8 +41,7 @@ async def test_a_subscribe_made_while_a_connection_is_restored_is_sent_on_it() -
             subscribed.append((number, frame["queue"]))
             if number == 2 and frame["queue"] == "a":
                 await asyncio.sleep(0.5)  # the restore waits for this answer
-            await connection.send(json.dumps({"type": "subscribed", "id": frame["id"],
-                                              "subscription": frame["id"], "queue": frame["queue"]}))
+            await answer_subscribe(connection, frame)
             if number == 1:
                 await connection.close()
 
@@ -107,8 +111,7 @@ async def test_a_connection_lost_while_it_is_restored_is_replaced_at_once() -> N
                 await asyncio.sleep(0.2)
                 await connection.close()  # no answer: lost during the restore
                 return
-            await connection.send(json.dumps({"type": "subscribed", "id": frame["id"],
-                                              "subscription": frame["id"], "queue": frame["queue"]}))
+            await answer_subscribe(connection, frame)
             if number == 1:
                 await connection.close()
 
