@@ -106,6 +106,8 @@ class Session:
         """Connect unless connected (or reconnecting); raises `ConnectionFailed`, `Unauthorized`…"""
         if self._closing:
             raise ClientClosed("the client is closed")
+        if isinstance(self._failure, Unauthorized):
+            raise self._failure  # its token was refused: dialling again will not change that
         async with self._open_lock:
             if self._supervisor is not None and not self._supervisor.done():
                 return
@@ -175,8 +177,8 @@ class Session:
             if ws.close_code == CLOSE_UNAUTHORIZED:
                 # The broker took the handshake, then refused the credentials (its error
                 # frame came first): as final as a 401 at the handshake.
-                self._lost()
                 self._give_up(Unauthorized("the broker refused the credentials (close 4401)"))
+                self._lost(reconnecting=False)
                 return
             self._lost()
             connected = await self._reconnect()
@@ -184,7 +186,7 @@ class Session:
                 return
             ws, restore = connected, True
 
-    def _lost(self) -> None:
+    def _lost(self, *, reconnecting: bool = True) -> None:
         self._ready.clear()
         self._ws = None
         for sub in self._subscriptions.values():
@@ -194,7 +196,7 @@ class Session:
             if not request.done():
                 request.set_exception(lost)
         self._requests.clear()
-        log.info("connection to %s lost; reconnecting", self.ws_url)
+        log.info("connection to %s lost%s", self.ws_url, "; reconnecting" if reconnecting else "")
         self._emit(Event(EventKind.DISCONNECTED))
 
     async def _reconnect(self) -> ClientConnection | None:
@@ -234,32 +236,35 @@ class Session:
         generation = self.generation
         try:
             resubscribed: int | None = None
-            while True:  # subscriptions made meanwhile join the loop (`subscribe` sends none now)
+            republished = 0
+            # Subscriptions and publishes made meanwhile join the loop (`subscribe` and
+            # `publish` send nothing until the session is ready); none is sent twice. It ends
+            # when a look at both finds nothing unsent, with no await before `_ready` is set.
+            while True:
                 subs = [sub for sub in self._subscriptions.values() if sub._sent_generation != generation]
                 if resubscribed is None:
                     resubscribed = len(subs)
-                if not subs:
-                    break
-                for sub in subs:
-                    sub._sent_generation = generation
-                    await ws.send(json.dumps(sub.frame))
-                if not await self._answered(subs, ws, reader):
-                    return
-            if resubscribed:
-                self._emit(Event(EventKind.RESUBSCRIBED, count=resubscribed))
-            count = 0
-            while True:  # publishes made meanwhile join the loop; none is sent twice
+                if subs:
+                    for sub in subs:
+                        sub._sent_generation = generation
+                        await ws.send(json.dumps(sub.frame))
+                    if not await self._answered(subs, ws, reader):
+                        return
+                    continue
                 unsent = [p for p in self._publishes.values() if p.generation != generation]
                 if not unsent:
                     break
                 for pending in unsent:
                     pending.generation = generation
                     await ws.send(json.dumps(pending.frame))
-                count += len(unsent)
-            if count:
-                self._emit(Event(EventKind.REPUBLISHED, count=count))
-            if self._ws is ws:
-                self._ready.set()
+                republished += len(unsent)
+            if self._ws is not ws:
+                return
+            self._ready.set()
+            if resubscribed:
+                self._emit(Event(EventKind.RESUBSCRIBED, count=resubscribed))
+            if republished:
+                self._emit(Event(EventKind.REPUBLISHED, count=republished))
         except ConnectionClosed:
             return  # the reader sees it too, and the supervisor starts over
 
@@ -448,20 +453,23 @@ class Session:
             self._publishes.pop(key, None)
 
     async def send(self, frame: dict[str, Any], *, timeout: float | None) -> None:
-        """Send a frame that expects no reply (a fire-and-forget publish) once connected."""
-        await self.open()
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            await self._wait_ready(None if deadline is None else max(0.0, deadline - loop.time()))
-            ws = self._ws
-            if ws is None:
-                continue
-            try:
-                await ws.send(json.dumps(frame))
-                return
-            except ConnectionClosed:
-                continue  # sent on the next connection
+        """Send a frame that expects no reply (a fire-and-forget publish) once connected;
+        `ConnectionFailed` when it is not sent within `timeout` (connecting and sending)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self.open()
+                while True:
+                    await self._wait_ready(None)
+                    ws = self._ws
+                    if ws is None:
+                        continue
+                    try:
+                        await ws.send(json.dumps(frame))
+                        return
+                    except ConnectionClosed:
+                        continue  # sent on the next connection
+        except TimeoutError:
+            raise ConnectionFailed(f"not sent to {self.ws_url} within {timeout} s") from None
 
     async def send_settle(self, frame: dict[str, Any], generation: int) -> None:
         """An ack or nack: only on the connection its delivery came on (tags are per connection)."""
@@ -515,20 +523,21 @@ class Session:
                 await future
 
     async def ping(self, *, timeout: float = 10.0) -> float:
-        """Round trip time to the broker, in seconds."""
-        await self.open()
-        await self._wait_ready(timeout)
-        ws = self._ws
-        if ws is None:
-            raise ConnectionFailed("not connected")
+        """Round trip time to the broker, in seconds; `timeout` counts connecting and sending."""
         key = f"k{next(self._ids)}"
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._requests[key] = future
         loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
         started = loop.time()
         try:
-            await ws.send(json.dumps({"type": "ping", "id": key}))
             async with asyncio.timeout(timeout):
+                await self.open()
+                await self._wait_ready(None)
+                ws = self._ws
+                if ws is None:
+                    raise ConnectionFailed("not connected")
+                self._requests[key] = future
+                started = loop.time()
+                await ws.send(json.dumps({"type": "ping", "id": key}))
                 await future
         except ConnectionClosed as error:
             raise ConnectionFailed("the connection to the broker was lost") from error

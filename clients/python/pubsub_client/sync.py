@@ -85,6 +85,8 @@ class SyncClient:
         return self
 
     def close(self) -> None:
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("a SyncClient cannot be closed from its own thread (an on_event callback, say)")
         if self._closed:
             return
         self._closed = True

@@ -371,6 +371,9 @@ async def test_a_token_the_broker_refuses_fails_the_calls_and_is_not_tried_again
             await asyncio.sleep(0.5)
             assert [e.kind for e in events if e.kind is EventKind.RECONNECTED] == []
             assert [e.kind for e in events if e.kind is EventKind.GAVE_UP] == [EventKind.GAVE_UP]
+            with pytest.raises(Unauthorized):  # at once, without dialling again
+                await client.publish("amq.topic", "y", timeout=5)
+            assert [e.kind for e in events if e.kind is EventKind.CONNECTED] == [EventKind.CONNECTED]
         finally:
             await client.close()
     finally:

@@ -217,3 +217,105 @@ def test_a_sync_publish_nowait_gives_up_waiting_for_a_lost_connection_after_its_
         with pytest.raises(ConnectionFailed):
             client.publish_nowait("", "x", routing_key="q", timeout=0.5)
         assert time.monotonic() - started < 3
+
+
+async def test_a_subscribe_made_while_publishes_are_sent_again_is_sent_too() -> None:
+    """After a reconnect the client sends its unconfirmed publishes again; the broker reads
+    them slowly, and a subscribe made meanwhile must still be sent before the client says
+    it is ready."""
+    connections = 0
+    subscribed: list[tuple[int, str]] = []
+
+    async def handler(connection: ServerConnection) -> None:
+        nonlocal connections
+        connections += 1
+        number = connections
+        publishes = 0
+        async for text in connection:
+            frame = json.loads(text)
+            if frame.get("type") == "publish":
+                publishes += 1
+                if number == 1 and publishes == 20:
+                    await connection.close()  # never confirmed: sent again on the next connection
+                continue
+            if frame.get("type") != "subscribe":
+                continue
+            subscribed.append((number, frame["queue"]))
+            await answer_subscribe(connection, frame)
+            if number == 2 and frame["queue"] == "a":
+                await asyncio.sleep(1.0)  # reads nothing for a while: the publishes' sends wait
+
+    port = free_port()
+    async with serve(handler, "127.0.0.1", port, max_size=None, max_queue=1):
+        async with Client(f"http://127.0.0.1:{port}", backoff=FAST_BACKOFF) as client:
+            await client.subscribe("a")
+            body = base64.b64encode(os.urandom(600_000)).decode()
+            publishing = [asyncio.create_task(client.publish("", body, routing_key="q")) for _ in range(20)]
+            for _ in range(200):
+                if connections == 2:
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.3)  # the restore is sending the publishes again
+            await client.subscribe("b", timeout=10)
+            assert (2, "b") in subscribed
+        await asyncio.gather(*publishing, return_exceptions=True)
+
+
+async def test_a_publish_nowait_s_timeout_counts_a_send_the_broker_does_not_read() -> None:
+    stop = asyncio.Event()
+
+    async def handler(connection: ServerConnection) -> None:
+        await stop.wait()
+        async for _ in connection:
+            pass
+
+    port = free_port()
+    async with serve(handler, "127.0.0.1", port, max_size=None, max_queue=1):
+        async with Client(f"http://127.0.0.1:{port}", backoff=FAST_BACKOFF) as client:
+            try:
+                body = base64.b64encode(os.urandom(600_000)).decode()
+                async with asyncio.timeout(10):
+                    with pytest.raises(ConnectionFailed):
+                        for _ in range(60):
+                            await client.publish_nowait("", body, routing_key="q", timeout=1.0)
+            finally:
+                stop.set()
+
+
+def test_a_sync_client_closed_from_its_own_on_event_raises_and_stays_usable() -> None:
+    errors: list[BaseException] = []
+    holder: list[SyncClient] = []
+
+    def on_event(event: Event) -> None:
+        if event.kind is EventKind.CONNECTED:
+            try:
+                holder[0].close()
+            except RuntimeError as error:
+                errors.append(error)
+
+    async def handler(connection: ServerConnection) -> None:
+        async for text in connection:
+            frame = json.loads(text)
+            if frame.get("type") == "ping":
+                await connection.send(json.dumps({"type": "pong", "id": frame["id"]}))
+
+    port = free_port()
+    stop = threading.Event()
+
+    async def serve_until_stopped() -> None:
+        async with serve(handler, "127.0.0.1", port):
+            await asyncio.to_thread(stop.wait)
+
+    server = threading.Thread(target=asyncio.run, args=(serve_until_stopped(),), daemon=True)
+    server.start()
+    time.sleep(0.3)
+    try:
+        with SyncClient(f"http://127.0.0.1:{port}", on_event=on_event) as client:
+            holder.append(client)
+            client.open()
+            time.sleep(0.2)
+            assert errors and "own thread" in str(errors[0])
+            assert client.ping() >= 0  # still there
+    finally:
+        stop.set()
+        server.join(5)
