@@ -437,11 +437,10 @@ class Broker:
             # all the credit given back, for as long as its queue holds enough.
             start = connection.turn % len(held)
             connection.turn += 1
-            for consumer in held[start:] + held[:start]:
+            for consumer in held[start:] + held[:start]:  # a deleted queue's consumers are gone
                 if connection.credit <= 0:
                     break
-                if consumer.queue.name in self.queues:
-                    self._drain(consumer.queue, fx, now)
+                self._drain(consumer.queue, fx, now)
         return fx.build()
 
     def close_connection(self, connection_id: int, *, now: float) -> Effects:
@@ -945,29 +944,24 @@ class Broker:
             connection.unacked[tag] = Unacked(consumer, envelope)
             consumer.unacked += 1
             queue.unacked += 1
-        if consumer.flow:
-            cost = delivery_cost(envelope.message) + utf8_size(consumer.subscription_json)  # the id is the client's
-            connection.credit -= cost
-            fx.deliveries.append(
-                Delivery(
-                    connection.id, consumer.subscription_json, tag, envelope.message, envelope.redelivered,
-                    returns=envelope.returns, cost=cost,
-                )
-            )
-        elif consumer.ack_mode == AckMode.TRANSACTION:
+        if consumer.ack_mode == AckMode.TRANSACTION:  # never held back by credit (`consume`)
             fx.deliveries.append(
                 Delivery(
                     connection.id, consumer.subscription_json, tag, envelope.message, envelope.redelivered,
                     transaction=True, store_id=envelope.store_id, returns=envelope.returns,
                 )
             )
-        else:
-            fx.deliveries.append(
-                Delivery(
-                    connection.id, consumer.subscription_json, tag, envelope.message, envelope.redelivered,
-                    returns=envelope.returns,
-                )
+            return
+        cost = 0
+        if consumer.flow:
+            cost = delivery_cost(envelope.message) + utf8_size(consumer.subscription_json)  # the id is the client's
+            connection.credit -= cost
+        fx.deliveries.append(
+            Delivery(
+                connection.id, consumer.subscription_json, tag, envelope.message, envelope.redelivered,
+                returns=envelope.returns, cost=cost,
             )
+        )
 
     def _drain(self, queue: QueueState, fx: EffectsBuilder, now: float, depth: int = 0) -> None:
         ready = queue.ready
