@@ -350,7 +350,13 @@ class Session:
         elif kind == "confirm" and key is not None:
             pending = self._publishes.pop(key, None)
             if pending is not None and not pending.future.done():
-                pending.future.set_result(PublishResult(str(frame["message_id"]), int(frame["routed"])))
+                try:
+                    result = PublishResult(str(frame["message_id"]), int(frame["routed"]))
+                except (KeyError, TypeError, ValueError):
+                    # The broker took it, but what it said cannot be read: not sent again.
+                    pending.future.set_exception(BrokerError("error", f"a confirm the client cannot read: {frame!r:.200}"))
+                else:
+                    pending.future.set_result(result)
         elif kind == "subscribed" and key is not None:
             sub = self._subscriptions.get(key)
             if sub is None:
@@ -393,9 +399,12 @@ class Session:
                 request.set_exception(error)
         elif key is not None and key in self._subscriptions and not self._subscriptions[key]._active.is_set():
             sub = self._subscriptions[key]
-            if error.retryable and self._ws is not None:
-                # Subscribe again on a fresh connection, as after a drop.
-                self._later(self.backoff.delay(1), self._drop_connection)
+            if error.retryable:
+                # A cluster failing over: this subscribe again, later, on the same connection
+                # (dropping it would give the other subscriptions' unacknowledged messages back).
+                sub._attempts += 1
+                sub._sent_generation = 0
+                self._later(self.backoff.delay(sub._attempts), self._resubscribe, key)
                 return
             del self._subscriptions[key]
             sub._end(error)
@@ -419,9 +428,15 @@ class Session:
         pending.generation = self.generation
         asyncio.ensure_future(self._send_quietly(ws, pending.frame))
 
-    def _drop_connection(self) -> None:
-        if self._ws is not None:
-            asyncio.ensure_future(self._ws.close())
+    def _resubscribe(self, key: str) -> None:
+        sub = self._subscriptions.get(key)
+        ws = self._ws
+        if sub is None or sub._active.is_set() or sub._sent_generation != 0 or ws is None:
+            return  # answered, cancelled, sent by a restore, or the reconnect will send it
+        # Also while a restore waits for the answers on this connection: it sends no
+        # subscribe marked as sent on it, so either sends it once.
+        sub._sent_generation = self.generation
+        asyncio.ensure_future(self._send_quietly(ws, sub.frame))
 
     async def _send_quietly(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -471,12 +486,17 @@ class Session:
         except TimeoutError:
             raise ConnectionFailed(f"not sent to {self.ws_url} within {timeout} s") from None
 
-    async def send_settle(self, frame: dict[str, Any], generation: int) -> None:
-        """An ack or nack: only on the connection its delivery came on (tags are per connection)."""
+    async def send_settle(self, frame: dict[str, Any], generation: int) -> bool:
+        """An ack or nack: only on the connection its delivery came on (tags are per connection).
+        False when that connection is gone (the broker gives the message back)."""
         ws = self._ws
         if ws is None or generation != self.generation:
-            return
-        await self._send_quietly(ws, frame)
+            return False
+        try:
+            await ws.send(json.dumps(frame))
+        except ConnectionClosed:
+            return False
+        return True
 
     async def subscribe(self, frame: dict[str, Any], ack: AckMode, *, timeout: float | None) -> Subscription:
         """The timeout counts connecting and sending too; given up, the subscription is forgotten."""

@@ -20,7 +20,7 @@ class SessionLike(Protocol):
     def generation(self) -> int:
         """The number of the live connection: a delivery of another one is not settled."""
 
-    async def send_settle(self, frame: dict[str, Any], generation: int) -> None: ...
+    async def send_settle(self, frame: dict[str, Any], generation: int) -> bool: ...
 
     async def unsubscribe(self, sub: Subscription) -> None: ...
 
@@ -70,7 +70,9 @@ class Delivery(Message):
 
     @property
     def settled(self) -> bool:
-        """True once acknowledged or rejected (always true in auto mode)."""
+        """True once acknowledged or rejected (always true in auto mode). An ack or nack that
+        could not be sent, because the connection the message came on is gone, leaves it false:
+        the broker delivers the message again."""
         return self._settled
 
     async def ack(self) -> None:
@@ -84,8 +86,9 @@ class Delivery(Message):
     async def _settle(self, frame: dict[str, Any]) -> None:
         if self._settled:
             return
-        object.__setattr__(self, "_settled", True)
-        await self._session.send_settle(frame, self._generation)
+        object.__setattr__(self, "_settled", True)  # a second call meanwhile sends nothing
+        if not await self._session.send_settle(frame, self._generation):
+            object.__setattr__(self, "_settled", False)
 
     def __repr__(self) -> str:
         return f"Delivery(message_id={self.message_id!r}, routing_key={self.routing_key!r}, body={self.body!r})"
@@ -107,7 +110,8 @@ class Subscription:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _active: asyncio.Event = field(default_factory=asyncio.Event)
     _first: asyncio.Future[str] | None = None
-    _sent_generation: int = 0
+    _sent_generation: int = 0  # the connection its subscribe was last sent on; 0 = to be sent
+    _attempts: int = 0  # `unavailable` answers to its subscribe so far
     _error: BaseException | None = None
     _ended: bool = False
 

@@ -9,14 +9,39 @@ import json
 import os
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from conftest import FAST_BACKOFF
 from websockets.asyncio.server import ServerConnection, serve
 
-from pubsub_client import Client, ClientClosed, ConnectionFailed, Event, EventKind, RequestTimeout, SyncClient
+from pubsub_client import (
+    BrokerError,
+    Client,
+    ClientClosed,
+    ConnectionFailed,
+    Event,
+    EventKind,
+    RequestTimeout,
+    SyncClient,
+)
 from tests.e2e.harness import free_port
+
+
+async def subscribes(connection: ServerConnection) -> AsyncIterator[dict[str, Any]]:
+    """The subscribe frames a client sends to the stand-in server, as they come."""
+    async for text in connection:
+        frame = json.loads(text)
+        if frame.get("type") == "subscribe":
+            yield frame
+
+
+async def send_message(connection: ServerConnection, subscription: str) -> None:
+    """One client-acknowledged delivery, tag 1, to that subscription."""
+    await connection.send(json.dumps({"type": "message", "subscription": subscription, "delivery_tag": 1,
+                                      "exchange": "", "routing_key": "a", "body": "held",
+                                      "message_id": "m1", "headers": {}}))
 
 
 async def answer_subscribe(connection: ServerConnection, frame: dict[str, Any]) -> None:
@@ -34,10 +59,7 @@ async def test_a_subscribe_made_while_a_connection_is_restored_is_sent_on_it() -
         nonlocal connections
         connections += 1
         number = connections
-        async for text in connection:
-            frame = json.loads(text)
-            if frame.get("type") != "subscribe":
-                continue
+        async for frame in subscribes(connection):
             subscribed.append((number, frame["queue"]))
             if number == 2 and frame["queue"] == "a":
                 await asyncio.sleep(0.5)  # the restore waits for this answer
@@ -103,10 +125,7 @@ async def test_a_connection_lost_while_it_is_restored_is_replaced_at_once() -> N
     async def handler(connection: ServerConnection) -> None:
         opened.append(asyncio.get_running_loop().time())
         number = len(opened)
-        async for text in connection:
-            frame = json.loads(text)
-            if frame.get("type") != "subscribe":
-                continue
+        async for frame in subscribes(connection):
             if number == 2:
                 await asyncio.sleep(0.2)
                 await connection.close()  # no answer: lost during the restore
@@ -319,3 +338,141 @@ def test_a_sync_client_closed_from_its_own_on_event_raises_and_stays_usable() ->
     finally:
         stop.set()
         server.join(5)
+
+
+async def test_an_unavailable_subscribe_is_sent_again_alone_on_the_same_connection() -> None:
+    """A cluster failing over answers one subscribe `unavailable`: that subscribe is sent
+    again, and the connection (with another subscription's unacknowledged message) stays."""
+    connections = 0
+    frames: list[dict[str, Any]] = []
+
+    async def handler(connection: ServerConnection) -> None:
+        nonlocal connections
+        connections += 1
+        refused = False
+        async for text in connection:
+            frame = json.loads(text)
+            frames.append(frame)
+            if frame.get("type") != "subscribe":
+                continue
+            if frame["queue"] == "b" and not refused:
+                refused = True
+                await connection.send(json.dumps({"type": "error", "id": frame["id"], "code": "unavailable",
+                                                  "message": "failing over"}))
+                continue
+            await answer_subscribe(connection, frame)
+            if frame["queue"] == "a":
+                await send_message(connection, frame["id"])
+
+    port = free_port()
+    async with serve(handler, "127.0.0.1", port):
+        async with Client(f"http://127.0.0.1:{port}", backoff=FAST_BACKOFF) as client:
+            a = await client.subscribe("a")
+            held = await a.next(timeout=5)
+            b = await client.subscribe("b", timeout=5)
+            assert b.queue == "b"
+            assert held is not None
+            await held.ack()
+            assert held.settled
+            for _ in range(100):
+                if any(f.get("type") == "ack" for f in frames):
+                    break
+                await asyncio.sleep(0.02)
+    assert connections == 1
+    assert [f["queue"] for f in frames if f.get("type") == "subscribe"] == ["a", "b", "b"]
+    assert {"type": "ack", "delivery_tag": 1} in frames
+
+
+@pytest.mark.parametrize("confirm", [{"routed": 1}, {"message_id": "m", "routed": "many"}, {"message_id": "m"}])
+async def test_a_confirm_the_client_cannot_read_fails_its_publish_at_once(confirm: dict[str, Any]) -> None:
+    """Before, reading it raised inside the reader: the publish was forgotten, its caller
+    waited for ever (or its timeout), and the connection was dropped."""
+    publishes = 0
+    connections = 0
+
+    async def handler(connection: ServerConnection) -> None:
+        nonlocal publishes, connections
+        connections += 1
+        async for text in connection:
+            frame = json.loads(text)
+            if frame.get("type") == "publish":
+                publishes += 1
+                await connection.send(json.dumps({"type": "confirm", "id": frame["id"], **confirm}))
+            elif frame.get("type") == "ping":
+                await connection.send(json.dumps({"type": "pong", "id": frame["id"]}))
+
+    port = free_port()
+    async with serve(handler, "127.0.0.1", port):
+        async with Client(f"http://127.0.0.1:{port}", backoff=FAST_BACKOFF) as client:
+            started = time.monotonic()
+            with pytest.raises(BrokerError, match="cannot read"):
+                await client.publish("x", "body", message_id="m", timeout=10)
+            assert time.monotonic() - started < 2
+            await client.ping()
+    assert (publishes, connections) == (1, 1)
+
+
+async def test_an_ack_that_cannot_be_sent_leaves_the_delivery_unsettled() -> None:
+    """A delivery of a connection that is gone: its ack is not sent (the broker gives the
+    message back), and `settled` says so instead of claiming it was acknowledged."""
+    connections = 0
+
+    async def handler(connection: ServerConnection) -> None:
+        nonlocal connections
+        connections += 1
+        number = connections
+        async for frame in subscribes(connection):
+            await answer_subscribe(connection, frame)
+            if number == 1:
+                await send_message(connection, frame["id"])
+
+    port = free_port()
+    async with serve(handler, "127.0.0.1", port) as server:
+        async with Client(f"http://127.0.0.1:{port}", backoff=FAST_BACKOFF) as client:
+            sub = await client.subscribe("a")
+            delivery = await sub.next(timeout=5)
+            assert delivery is not None and not delivery.settled
+            for connection in list(server.connections):
+                await connection.close()
+            for _ in range(250):
+                if connections == 2 and client.connected:
+                    break
+                await asyncio.sleep(0.02)
+            assert connections == 2 and client.connected
+            await delivery.ack()
+            assert not delivery.settled
+
+
+async def test_an_unavailable_resubscription_is_sent_again_within_the_restore() -> None:
+    """The restore of a lost connection waits for its resubscriptions' answers: one answered
+    `unavailable` is sent again on that connection, and the restore ends without a third."""
+    connections = 0
+    seen: list[int] = []
+
+    async def handler(connection: ServerConnection) -> None:
+        nonlocal connections
+        connections += 1
+        number = connections
+        async for frame in subscribes(connection):
+            seen.append(number)
+            if number == 2 and seen.count(2) == 1:
+                await connection.send(json.dumps({"type": "error", "id": frame["id"], "code": "unavailable",
+                                                  "message": "failing over"}))
+                continue
+            await answer_subscribe(connection, frame)
+            if number == 1:
+                await connection.close()
+
+    events: list[Event] = []
+    port = free_port()
+    async with serve(handler, "127.0.0.1", port):
+        async with Client(f"http://127.0.0.1:{port}", backoff=FAST_BACKOFF, on_event=events.append) as client:
+            await client.subscribe("a")
+            started = time.monotonic()
+            for _ in range(250):
+                if any(e.kind is EventKind.RESUBSCRIBED for e in events):
+                    break
+                await asyncio.sleep(0.02)
+            assert time.monotonic() - started < 4
+    assert seen == [1, 2, 2]
+    assert connections == 2
