@@ -73,11 +73,12 @@ log = logging.getLogger("broker.cluster")
 class RemoteSink:
     """A client connection on an edge, as the router's `ConnectionSink`."""
 
-    __slots__ = ("conn", "edge", "sent", "written")
+    __slots__ = ("conn", "edge", "id", "sent", "written")
 
     def __init__(self, edge: Edge, conn: int) -> None:
         self.edge = edge
-        self.conn = conn
+        self.conn = conn  # the edge's number for it
+        self.id = 0  # the runtime's, once connected
         self.sent = 0  # counted batches of frames sent, numbered from 1
         self.written = 0  # the last of them the edge said is written
 
@@ -112,8 +113,7 @@ class Edge:
         self.channel = channel
         self.generation = generation
         self.last_seen = time.monotonic()
-        self.connections: dict[int, int] = {}  # the edge's connection id -> the runtime's
-        self.sinks: dict[int, RemoteSink] = {}  # the edge's connection id -> its sink here
+        self.connections: dict[int, RemoteSink] = {}  # by the edge's connection id
         self.outbox: list[RouterItem] = []
         self.delivered: set[int] = set()  # connections given deliveries since the last send
         self.seq = 0  # of our last batch with items
@@ -211,8 +211,8 @@ class Hub:
         self._dropped[edge.channel] = (edge.generation, time.monotonic())
         if edge.sender is not None:
             edge.sender.cancel()
-        for connection_id in edge.connections.values():
-            self._guard(self.router.disconnect, connection_id)
+        for sink in edge.connections.values():
+            self._guard(self.router.disconnect, sink.id)
 
     async def _receive_forever(self) -> None:
         while True:
@@ -260,7 +260,8 @@ class Hub:
             try:
                 item = decode_edge_item(raw)
                 if isinstance(item, PublishItem):
-                    publishes.append(self.router.publish(edge.connections.get(item.conn, 0), item.request()))
+                    sink = edge.connections.get(item.conn)
+                    publishes.append(self.router.publish(0 if sink is None else sink.id, item.request()))
                 else:
                     self._apply(edge, item)
             except Exception:
@@ -315,25 +316,27 @@ class Hub:
             case CallItem():
                 self._call(edge, item)
             case OpenItem(conn=conn):
-                sink = edge.sinks[conn] = RemoteSink(edge, conn)
-                edge.connections[conn] = router.connect(sink)
+                sink = RemoteSink(edge, conn)
+                sink.id = router.connect(sink)
+                edge.connections[conn] = sink
             case ResumeItem(conn=conn, first_tag=first_tag, watching=watching, subscriptions=subscriptions):
                 # Known to the edge's map before anything can fail: a close reaches it.
-                sink = edge.sinks[conn] = RemoteSink(edge, conn)
-                resumed = edge.connections[conn] = router.connect(sink, first_tag=first_tag)
-                router.restore(resumed, watching=watching, subscriptions=[args.request() for args in subscriptions])
+                sink = RemoteSink(edge, conn)
+                sink.id = router.connect(sink, first_tag=first_tag)
+                edge.connections[conn] = sink
+                router.restore(sink.id, watching=watching, subscriptions=[args.request() for args in subscriptions])
             case _:
                 found = edge.connections.get(item.conn)
                 if found is None:
                     return  # closed meanwhile
                 self._on_connection(edge, found, item)
 
-    def _on_connection(self, edge: Edge, connection_id: int, item: Any) -> None:
+    def _on_connection(self, edge: Edge, sink: RemoteSink, item: Any) -> None:
         router = self.router
+        connection_id = sink.id
         match item:
             case CloseItem(conn=conn):
                 del edge.connections[conn]
-                edge.sinks.pop(conn, None)
                 router.disconnect(connection_id)
             case SubscribeItem(conn=conn):
                 def answered(queue: str | None, error: BrokerError | None) -> None:
@@ -349,9 +352,8 @@ class Hub:
                 router.nack(connection_id, frame_id, tag, multiple=multiple, requeue=requeue)
             case WatchItem(watching=watching):
                 router.watch(connection_id, watching)
-            case WrittenItem(conn=conn, upto=upto):
-                sink = edge.sinks.get(conn)
-                batches = 0 if sink is None else sink.written_upto(upto)
+            case WrittenItem(upto=upto):
+                batches = sink.written_upto(upto)
                 if batches:
                     router.written(connection_id, batches)
             case _:
@@ -400,7 +402,8 @@ class Hub:
             if edge.outbox and not edge.window.full:
                 items, edge.outbox = edge.outbox, []
                 for conn in edge.delivered:
-                    tag = runtime.last_tag(edge.connections.get(conn, -1))
+                    sink = edge.connections.get(conn)
+                    tag = None if sink is None else runtime.last_tag(sink.id)
                     if tag is not None:
                         items.append(LastTagItem("t", conn, tag))
                 edge.delivered.clear()
