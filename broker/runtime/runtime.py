@@ -350,11 +350,8 @@ class Runtime:
             encoders = self._encoders
             for delivery in effects.deliveries:
                 target = after_commit if delivery.transaction else by_connection
-                if encoders:
-                    encode = encoders.get(delivery.connection)
-                    frame = message_frame(delivery) if encode is None else encode(delivery)
-                else:  # no STOMP connection
-                    frame = message_frame(delivery)
+                encode = encoders.get(delivery.connection) if encoders else None  # STOMP's
+                frame = message_frame(delivery) if encode is None else encode(delivery)
                 target.setdefault(delivery.connection, []).append(frame)
                 if delivery.cost:
                     costs[delivery.connection] = costs.get(delivery.connection, 0) + delivery.cost
