@@ -520,11 +520,15 @@ class Runner:
     async def _run_async(self, handler: Handler, message: Message, store_id: int | None, started: float) -> Outcome | Failed:
         """An async handler's attempt and, on success, its copy's removal."""
         try:
-            await asyncio.wait_for(handler.function(message), timeout=handler.time_limit)
+            # Awaited in this task, not wait_for's own: a stop's cancel that comes in the turn
+            # the handler returns is not lost (Python 3.11's wait_for swallows it), and the
+            # handler's sys.exit() is its failure, not the process's end.
+            async with asyncio.timeout(handler.time_limit):
+                await handler.function(message)
             return await asyncio.get_running_loop().run_in_executor(
                 self._executors[handler.name], execution.claim_after, store_id, message.message_id
             )
-        except (Exception, TimeLimitExceeded) as error:
+        except (Exception, TimeLimitExceeded, SystemExit) as error:
             return Failed(error, time.monotonic() - started)
         except asyncio.CancelledError as error:
             task = asyncio.current_task()

@@ -132,3 +132,53 @@ async def test_an_async_handler_cancelled_by_the_runner_stops() -> None:
 
     with pytest.raises(asyncio.CancelledError):
         await attempt
+
+
+async def test_an_async_handler_s_sys_exit_fails_its_message_and_the_process_goes_on() -> None:
+    async def exits(message: Message) -> None:
+        await asyncio.sleep(0)
+        raise SystemExit(3)
+
+    handler = Handler(name="a", function=exits, queue="q", exchange=None, binding_key="", concurrency=1,
+                      prefetch=10, retry=Retry(), time_limit=5.0, is_async=True)
+    made = _runner(handler)
+
+    outcome = await made._run_async(handler, _message(1), None, time.monotonic())
+
+    assert isinstance(outcome, Failed) and isinstance(outcome.error, SystemExit)
+
+
+async def test_an_async_handler_over_its_time_limit_fails() -> None:
+    async def slow(message: Message) -> None:
+        await asyncio.sleep(10)
+
+    handler = Handler(name="a", function=slow, queue="q", exchange=None, binding_key="", concurrency=1,
+                      prefetch=10, retry=Retry(), time_limit=0.05, is_async=True)
+    made = _runner(handler)
+
+    outcome = await made._run_async(handler, _message(1), None, time.monotonic())
+
+    assert isinstance(outcome, Failed) and isinstance(outcome.error, TimeoutError)
+
+
+async def test_a_stop_that_comes_as_an_async_handler_returns_is_not_lost() -> None:
+    """The runner's cancel in the very turn the handler is woken to return: the attempt
+    stops (Python 3.11's wait_for, with a time limit, swallowed that cancel)."""
+    wake = asyncio.Event()
+    started = asyncio.Event()
+
+    async def waits(message: Message) -> None:
+        started.set()
+        await wake.wait()
+
+    handler = Handler(name="a", function=waits, queue="q", exchange=None, binding_key="", concurrency=1,
+                      prefetch=10, retry=Retry(), time_limit=30.0, is_async=True)
+    made = _runner(handler)
+    attempt = asyncio.ensure_future(made._run_async(handler, _message(1), None, time.monotonic()))
+    await started.wait()
+    await asyncio.sleep(0)
+    wake.set()
+    attempt.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await attempt

@@ -246,6 +246,8 @@ class Session:
                     resubscribed = len(subs)
                 if subs:
                     for sub in subs:
+                        if sub._sent_generation == generation:
+                            continue  # sent meanwhile by its retry after an `unavailable`
                         sub._sent_generation = generation
                         await ws.send(json.dumps(sub.frame))
                     if not await self._answered(subs, ws, reader):
@@ -352,7 +354,7 @@ class Session:
             if pending is not None and not pending.future.done():
                 try:
                     result = PublishResult(str(frame["message_id"]), int(frame["routed"]))
-                except (KeyError, TypeError, ValueError):
+                except (KeyError, TypeError, ValueError, OverflowError):
                     # The broker took it, but what it said cannot be read: not sent again.
                     pending.future.set_exception(BrokerError("error", f"a confirm the client cannot read: {frame!r:.200}"))
                 else:
@@ -365,6 +367,7 @@ class Session:
                     asyncio.ensure_future(self._send_quietly(self._ws, {"type": "unsubscribe", "id": frame_id}))
                 return
             sub.queue = str(frame.get("queue", sub.queue))
+            sub._attempts = 0
             sub._active.set()
             if sub._first is not None and not sub._first.done():
                 sub._first.set_result(sub.queue)

@@ -26,6 +26,9 @@ from pubsub_client import (
     RequestTimeout,
     SyncClient,
 )
+from pubsub_client.models import AckMode
+from pubsub_client.session import Session
+from pubsub_client.subscription import Subscription
 from tests.e2e.harness import free_port
 
 
@@ -383,7 +386,10 @@ async def test_an_unavailable_subscribe_is_sent_again_alone_on_the_same_connecti
     assert {"type": "ack", "delivery_tag": 1} in frames
 
 
-@pytest.mark.parametrize("confirm", [{"routed": 1}, {"message_id": "m", "routed": "many"}, {"message_id": "m"}])
+@pytest.mark.parametrize(
+    "confirm",
+    [{"routed": 1}, {"message_id": "m", "routed": "many"}, {"message_id": "m"}, {"message_id": "m", "routed": 1e999}],
+)
 async def test_a_confirm_the_client_cannot_read_fails_its_publish_at_once(confirm: dict[str, Any]) -> None:
     """Before, reading it raised inside the reader: the publish was forgotten, its caller
     waited for ever (or its timeout), and the connection was dropped."""
@@ -476,3 +482,40 @@ async def test_an_unavailable_resubscription_is_sent_again_within_the_restore() 
             assert time.monotonic() - started < 4
     assert seen == [1, 2, 2]
     assert connections == 2
+
+
+async def test_a_retried_subscribe_is_not_sent_again_by_a_restore_under_way() -> None:
+    """A subscribe answered `unavailable` on the connection before has its retry due while a
+    restore sends the resubscriptions (each send may wait for the socket): one of the two
+    sends it, never both."""
+
+    class SlowSocket:
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        async def send(self, text: str) -> None:
+            await asyncio.sleep(0.002)  # a socket whose buffer is full: the send waits
+            self.sent.append(json.loads(text)["id"])
+
+    session = Session("ws://127.0.0.1:1/ws")
+    socket = SlowSocket()
+    session.generation = 2
+    session._ws = socket  # type: ignore[assignment]
+    for key in ("s1", "s2"):
+        session._subscriptions[key] = Subscription(
+            id=key, frame={"type": "subscribe", "id": key}, ack=AckMode.CLIENT, session=session
+        )
+    session._later(0.001, session._resubscribe, "s2")  # its backoff ends during the first send
+
+    async def answer() -> None:
+        while len(socket.sent) < 2:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.01)
+        for sub in session._subscriptions.values():
+            sub._active.set()
+
+    answering = asyncio.ensure_future(answer())
+    reader: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    await session._restore(socket, reader)  # type: ignore[arg-type]
+    await answering
+    assert sorted(socket.sent) == ["s1", "s2"]
