@@ -8,6 +8,7 @@ PostgreSQL database when E2E_DATABASE_URL names a server (see .ci/run).
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -38,10 +39,42 @@ DEAD_LETTER_TOPOLOGY: Final = (
 )
 
 
+# Ports handed out, from below the kernel's ephemeral range: a port picked there is
+# not taken by a client socket's own port before the broker binds it.
+_LOWEST_PORT: Final = 10000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now that no other test process picks: scripts/test runs tests in
+    several processes (pytest-xdist), each picking from its own share of the ports, and
+    the broker binds it only a second or so later."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    share = int(worker) % workers if worker.isdigit() else 0
+    highest = _ephemeral_start() - 1
+    if highest - _LOWEST_PORT < 1000 * workers:  # the ephemeral range starts too low to pick below it
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    while True:
+        port = random.randrange(_LOWEST_PORT + share, highest, workers)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (by a test's broker, or anything else)
+        _handed_out.add(port)
+        return port
 
 
 def postgres_database(server_url: str) -> tuple[str, str]:
