@@ -18,6 +18,7 @@ KEEP_RESULTS seconds (None: for ever), then `runhandlers` deletes it.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Final
 
 from django.core.exceptions import ImproperlyConfigured
@@ -31,6 +32,7 @@ from pubsub.publishing import publish
 
 from .compat import (
     BaseTaskBackend,
+    InvalidTask,
     Task,
     TaskError,
     TaskResult,
@@ -70,6 +72,13 @@ class BrokerTaskBackend(BaseTaskBackend):  # type: ignore[misc]
                 f" {MAX_KEEP_RESULTS}, a hundred years), or None to keep them all; not {kept!r}"
             )
 
+    def validate_task(self, task: Any) -> None:
+        super().validate_task(task)
+        # Django lets any queue name through when QUEUES is empty; only the queues this
+        # backend serves have a handler, and a task for another would wait for ever.
+        if task.queue_name not in self.queue_names():
+            raise InvalidTask(f"Queue '{task.queue_name}' is not valid for backend: it serves {self.queue_names()}.")
+
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
         self.validate_task(task)
         now = timezone.now()
@@ -92,7 +101,8 @@ class BrokerTaskBackend(BaseTaskBackend):  # type: ignore[misc]
             if not deferred:
                 publish_task(row)
         result = result_of(row, task)
-        signals.task_enqueued.send(type(self), task_result=result)
+        if signals.task_enqueued.receivers:  # once enqueued: when, and only if, the caller's transaction commits
+            transaction.on_commit(lambda: signals.task_enqueued.send(type(self), task_result=result), robust=True)
         return result
 
     def get_result(self, result_id: str) -> Any:
@@ -112,7 +122,18 @@ def publish_task(row: TaskResultRow) -> None:
         "task_result_id": row.id, "task": row.task_path, "args": row.args, "kwargs": row.kwargs,
         "takes_context": row.takes_context,
     }
+    if _has_other_keys(row.args) or _has_other_keys(row.kwargs):
+        body = json.loads(json.dumps(body))  # as the row keeps them: `{1: 2}` becomes `{"1": 2}`
     publish("", body, routing_key=broker_queue(row.queue_name), message_id=row.id)
+
+
+def _has_other_keys(value: Any) -> bool:
+    """Does a JSON value hold an object key that is not a string (Django's JSON accepts them)?"""
+    if isinstance(value, dict):
+        return any(not isinstance(key, str) or _has_other_keys(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_other_keys(item) for item in value)
+    return False
 
 
 def task_of(row: TaskResultRow) -> Any:

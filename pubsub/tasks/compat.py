@@ -36,6 +36,7 @@ TaskError: Any = _base.TaskError
 TaskResult: Any = _base.TaskResult
 TaskResultStatus: Any = _base.TaskResultStatus
 TaskResultDoesNotExist: Any = _exceptions.TaskResultDoesNotExist
+InvalidTask: Any = getattr(_exceptions, "InvalidTask", None) or _exceptions.InvalidTaskError  # the backport's name
 normalize_json: Any = _json.normalize_json
 
 

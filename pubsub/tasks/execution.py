@@ -12,7 +12,9 @@ as FAILED, in the transaction that removes its message.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
+from dataclasses import dataclass
 from functools import lru_cache
 from traceback import format_exception
 from typing import Any, Final
@@ -29,7 +31,7 @@ from common.server_binding import execute_bound
 from pubsub.handling import Message, handler, registered
 from pubsub.models import TaskResultRow
 
-from .backend import BrokerTaskBackend, broker_queue, publish_task, result_of
+from .backend import BrokerTaskBackend, broker_queue, publish_task, result_of, task_of
 from .compat import Task, TaskContext, TaskResult, TaskResultStatus, normalize_json, set_field, signals, task_backends
 
 log = logging.getLogger("pubsub.tasks")
@@ -44,6 +46,14 @@ PRUNE_ROUNDS: Final = 10
 FINISHED: Final = (TaskResultRow.Status.SUCCESSFUL, TaskResultRow.Status.FAILED)
 # What `run_task` returns for a message it did not run (its result was finished or gone).
 _SKIPPED: Final = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Ran:
+    """What `run_task` returns for a task it ran: its value, and when it started."""
+
+    value: Any
+    started_at: datetime.datetime
 
 
 def our_backends() -> list[BrokerTaskBackend]:
@@ -89,6 +99,7 @@ def run_task(message: Message) -> Any:
     everything rolled back: the handler retries it, or gives up (`record_failure`)."""
     body = message.body if isinstance(message.body, dict) else {}
     running = None
+    started = timezone.now()
     if body.get("takes_context") or message.delivery_count > 1 or "task" not in body:
         row = TaskResultRow.objects.filter(id=body.get("task_result_id")).first()
         if row is None or row.status in FINISHED:
@@ -96,24 +107,34 @@ def run_task(message: Message) -> Any:
             return _SKIPPED
         task = _task(row.task_path)
         args, kwargs = row.args, row.kwargs
-        row.status, row.last_attempted_at = TaskResultRow.Status.RUNNING, timezone.now()
-        row.worker_ids = [*row.worker_ids, WORKER_ID]
-        running = result_of(row, task)
+        row.status, row.last_attempted_at = TaskResultRow.Status.RUNNING, started
+        row.started_at = row.started_at or started
+        row.worker_ids = _attempts(row.worker_ids, message.delivery_count)
+        running = result_of(row, task_of(row))  # as enqueued: its queue, priority...
         signals.task_started.send(type(task.get_backend()), task_result=running)
     else:
         task = _task(body["task"])
         args, kwargs = body.get("args", []), body.get("kwargs", {})
         if signals.task_started.receivers:
-            running = _running_result(task, message, args, kwargs)
+            running = _running_result(task, message, args, kwargs, started)
             signals.task_started.send(type(task.get_backend()), task_result=running)
     if body.get("takes_context"):
-        return normalize_json(task.call(TaskContext(task_result=running), *args, **kwargs))
-    return normalize_json(task.call(*args, **kwargs))
+        return _Ran(normalize_json(task.call(TaskContext(task_result=running), *args, **kwargs)), started)
+    return _Ran(normalize_json(task.call(*args, **kwargs)), started)
 
 
-def _running_result(task: Any, message: Message, args: Any, kwargs: Any) -> Any:
+def _attempts(worker_ids: list[str], attempt: int) -> list[str]:
+    """One worker id per attempt up to this one (`attempt`, counted from 1), so that the
+    result's `attempts` counts them: the failed attempts' own writes were rolled back, and
+    those not recorded are put down to this worker, as far as the row can tell."""
+    attempt = max(attempt, 1)
+    known = worker_ids[: attempt - 1]
+    return [*known, *[WORKER_ID] * (attempt - 1 - len(known)), WORKER_ID]
+
+
+def _running_result(task: Any, message: Message, args: Any, kwargs: Any, started: datetime.datetime) -> Any:
     """The task's result as it runs, made from its message (no row read): for the signals."""
-    now = timezone.now()
+    now = started
     body = message.body if isinstance(message.body, dict) else {}
     return TaskResult(
         task=task, id=body.get("task_result_id"), status=TaskResultStatus.RUNNING, enqueued_at=None,
@@ -124,16 +145,16 @@ def _running_result(task: Any, message: Message, args: Any, kwargs: Any) -> Any:
 
 def _announce_finished(done: list[tuple[Message, Any]]) -> None:
     """`task_finished` for a batch's tasks, once their results are committed."""
-    for message, value in done:
-        if value is _SKIPPED:
+    for message, ran in done:
+        if not isinstance(ran, _Ran):
             continue
         body = message.body if isinstance(message.body, dict) else {}
         try:
             task = _task(body["task"])
-            result = _running_result(task, message, body.get("args", []), body.get("kwargs", {}))
+            result = _running_result(task, message, body.get("args", []), body.get("kwargs", {}), ran.started_at)
             set_field(result, "status", TaskResultStatus.SUCCESSFUL)
             set_field(result, "finished_at", timezone.now())
-            set_field(result, "_return_value", value)
+            set_field(result, "_return_value", ran.value)
             signals.task_finished.send(type(task.get_backend()), task_result=result)
         except Exception:
             log.exception("task message %s: the task_finished signal failed", message.message_id)
@@ -145,12 +166,12 @@ def write_results(done: list[tuple[Message, Any]]) -> None:
     table = connection.ops.quote_name(TaskResultRow._meta.db_table)
     moment = timezone.now()
     rows = []
-    for message, value in done:
-        if value is _SKIPPED:
+    for message, ran in done:
+        if not isinstance(ran, _Ran):
             continue
         body = message.body if isinstance(message.body, dict) else {}
         workers = [WORKER_ID] * message.delivery_count  # one per attempt; the failed ones rolled back
-        rows.append((dumps(value), dumps(workers), body.get("task_result_id")))
+        rows.append((_json_text(ran.value), dumps(workers), body.get("task_result_id"), ran.started_at))
     if not rows:
         return
     if signals.task_finished.receivers:
@@ -161,32 +182,46 @@ def write_results(done: list[tuple[Message, Any]]) -> None:
         execute_bound(
             connection,
             f"UPDATE {table} AS t SET status = 'SUCCESSFUL', return_value = v.value::jsonb,"
-            " worker_ids = v.workers::jsonb, started_at = COALESCE(t.started_at, %b),"
-            " last_attempted_at = %b, finished_at = %b"
-            " FROM unnest(%b::text[], %b::text[], %b::text[]) AS v(id, value, workers)"
+            " worker_ids = v.workers::jsonb, started_at = COALESCE(t.started_at, v.started),"
+            " last_attempted_at = v.started, finished_at = %b"
+            " FROM unnest(%b::text[], %b::text[], %b::text[], %b::timestamptz[]) AS v(id, value, workers, started)"
             " WHERE t.id = v.id AND t.status NOT IN ('SUCCESSFUL', 'FAILED')",
-            [moment, moment, moment, [task_id for _, _, task_id in rows], [value for value, _, _ in rows],
-             [workers for _, workers, _ in rows]],
+            [moment, [task_id for _, _, task_id, _ in rows], [value for value, _, _, _ in rows],
+             [workers for _, workers, _, _ in rows], [started for _, _, _, started in rows]],
         )
         return
     now = connection.ops.adapt_datetimefield_value(moment)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":  # psycopg2: one statement for the batch
-            values = ", ".join(["(%s, %s::jsonb, %s::jsonb)"] * len(rows))
+            values = ", ".join(["(%s, %s::jsonb, %s::jsonb, %s::timestamptz)"] * len(rows))
             cursor.execute(
                 f"UPDATE {table} AS t SET status = 'SUCCESSFUL', return_value = v.value, worker_ids = v.workers,"
-                " started_at = COALESCE(t.started_at, %s), last_attempted_at = %s, finished_at = %s"
-                f" FROM (VALUES {values}) AS v(id, value, workers)"
+                " started_at = COALESCE(t.started_at, v.started), last_attempted_at = v.started, finished_at = %s"
+                f" FROM (VALUES {values}) AS v(id, value, workers, started)"
                 " WHERE t.id = v.id AND t.status NOT IN ('SUCCESSFUL', 'FAILED')",
-                [now, now, now, *(field for value, workers, task_id in rows for field in (task_id, value, workers))],
+                [now, *(field for value, workers, task_id, started in rows for field in (task_id, value, workers, started))],
             )
             return
         cursor.executemany(
             f"UPDATE {table} SET status = 'SUCCESSFUL', return_value = %s, worker_ids = %s,"
             " started_at = COALESCE(started_at, %s), last_attempted_at = %s, finished_at = %s"
             " WHERE id = %s AND status NOT IN ('SUCCESSFUL', 'FAILED')",
-            [(value, workers, now, now, now, task_id) for value, workers, task_id in rows],
+            [
+                (value, workers, started, started, now, task_id)
+                for value, workers, task_id, started in (
+                    (v, w, t, connection.ops.adapt_datetimefield_value(s)) for v, w, t, s in rows
+                )
+            ],
         )
+
+
+def _json_text(value: Any) -> str:
+    """A return value as JSON text, as Django's JSONField would store it: object keys that
+    are not strings become strings, and integers past 64 bits are kept (orjson refuses both)."""
+    try:
+        return dumps(value)
+    except TypeError:
+        return json.dumps(value)
 
 
 def record_failure(message: Message, error: BaseException) -> None:
@@ -200,13 +235,22 @@ def record_failure(message: Message, error: BaseException) -> None:
     row.status = TaskResultRow.Status.FAILED
     row.errors = [*row.errors, {
         "exception_class_path": f"{type(error).__module__}.{type(error).__qualname__}",
-        "traceback": "".join(format_exception(error)),
+        "traceback": "".join(format_exception(error)).replace("\x00", "\\x00"),  # PostgreSQL keeps no U+0000
     }]
-    row.worker_ids = [*row.worker_ids, WORKER_ID]
+    row.worker_ids = _attempts(row.worker_ids, message.delivery_count)
     row.started_at = row.started_at or now
     row.last_attempted_at = row.finished_at = now
     row.save()
     log.warning("task %s (%s) failed: %r", row.task_path, row.id, error)
+    if signals.task_finished.receivers:  # as for a task that succeeded: once committed
+        try:
+            finished = result_of(row, task_of(row))
+        except Exception:
+            log.exception("task %s (%s): no task_finished signal", row.task_path, row.id)
+            return
+        transaction.on_commit(
+            lambda: signals.task_finished.send(type(finished.task.get_backend()), task_result=finished), robust=True
+        )
 
 
 def publish_due_tasks() -> int:

@@ -579,7 +579,7 @@ class Runner:
         """An attempt failed (`seconds` into it): count it, or dead-letter the message."""
         timed_out = isinstance(error, TimeLimitExceeded | TimeoutError)
         text = f"time limit of {handler.time_limit:g} s exceeded" if timed_out and handler.time_limit else (
-            f"{type(error).__name__}: {error}"
+            _described(error)
         )
         self.counts[handler.name]["failed"] += 1
         after = "" if seconds is None else f" after {seconds:.3f} s"
@@ -618,3 +618,16 @@ def _returns(message: Message) -> int:
         return 0
     value = message.headers.get(DELIVERY_COUNT)
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _described(error: BaseException) -> str:
+    """`Class: text` of a handler's exception, as it is recorded and put in a dead letter's
+    headers: even for an exception whose str() fails, and with U+0000 written `\\x00`
+    (PostgreSQL keeps no U+0000 in text, and the broker refuses it in headers). Either
+    would have failed every try to record the failure, the message neither retried nor
+    acknowledged."""
+    try:
+        text = str(error)
+    except Exception as failing:
+        text = f"<its str() failed: {type(failing).__name__}>"
+    return f"{type(error).__name__}: {text}".replace("\x00", "\\x00")

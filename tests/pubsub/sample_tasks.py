@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from pubsub.tasks.compat import task
 
 
@@ -13,3 +16,19 @@ def double(value: int) -> int:
 @task(backend="broker", queue_name="emails")
 def send(address: str) -> str:
     return address
+
+
+@task(backend="broker")
+def slowly(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+@task(backend="broker", takes_context=True)
+def where(context: Any) -> dict[str, Any]:
+    return {"queue": context.task_result.task.queue_name, "attempt": context.attempt}
+
+
+@task(backend="broker")
+def echo(value: Any) -> Any:
+    """The value, or for a number n, 2 to the power n."""
+    return 2**value if isinstance(value, int) else value

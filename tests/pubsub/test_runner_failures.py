@@ -182,3 +182,32 @@ async def test_a_stop_that_comes_as_an_async_handler_returns_is_not_lost() -> No
 
     with pytest.raises(asyncio.CancelledError):
         await attempt
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+@pytest.mark.parametrize(("error", "text"), [
+    (_Unprintable(), "_Unprintable: <its str() failed: RuntimeError>"),
+    (ValueError("a \x00 byte"), "ValueError: a \\x00 byte"),
+])
+async def test_a_failure_is_recorded_whatever_its_exception_says(
+    monkeypatch: pytest.MonkeyPatch, error: BaseException, text: str
+) -> None:
+    """Its str() failing left the message neither retried nor acknowledged; U+0000 in it
+    could not be recorded on PostgreSQL, nor be put in a dead letter's headers."""
+    recorded: list[str] = []
+
+    def settle(handler: Handler, message: Message, store_id: Any, error: str, exception: Any = None) -> Outcome:
+        recorded.append(error)
+        return Outcome.RETRY
+
+    monkeypatch.setattr(execution, "settle_failure", settle)
+    handler = _handler()
+    made = _runner(handler)
+
+    outcome = await made._failed(handler, _message(1), 7, error, 0.1, made._generation)
+
+    assert outcome is Outcome.RETRY and recorded == [text]

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from pubsub.handling import Message, registered, unregister
 from pubsub.models import OutboxRow, TaskResultRow
-from pubsub.tasks.compat import TaskResultDoesNotExist
+from pubsub.tasks.compat import InvalidTask, TaskResultDoesNotExist, signals
 from pubsub.tasks.execution import (
     prune_task_results,
     publish_due_tasks,
@@ -184,3 +184,114 @@ def test_keep_results_must_be_seconds_or_none(settings: Any, kept: Any) -> None:
     settings.TASKS = {"broker": {**TASKS["broker"], "OPTIONS": {"KEEP_RESULTS": kept}}}
     with pytest.raises(ImproperlyConfigured, match="KEEP_RESULTS"):
         task_backends["broker"]
+
+
+def test_a_task_s_result_says_when_it_started_not_when_its_batch_was_written() -> None:
+    from tests.pubsub.sample_tasks import slowly
+
+    enqueued = slowly.enqueue(0.2)
+    with transaction.atomic():
+        first = message(enqueued.id)
+        write_results([(first, run_task(first))])
+    found = slowly.get_backend().get_result(enqueued.id)
+    assert found.started_at is not None and found.finished_at is not None
+    assert found.finished_at - found.started_at >= datetime.timedelta(seconds=0.2)
+    assert found.last_attempted_at == found.started_at
+
+
+def test_a_task_given_up_after_its_attempts_counts_them() -> None:
+    from tests.pubsub.sample_tasks import double
+
+    enqueued = double.enqueue(None)
+    with transaction.atomic():
+        record_failure(message(enqueued.id, delivery_count=3), TypeError("the third time"))
+    found = double.get_backend().get_result(enqueued.id)
+    assert str(found.status) == "FAILED" and found.attempts == 3
+
+
+def test_a_context_shows_the_task_as_enqueued_and_its_attempt() -> None:
+    from tests.pubsub.sample_tasks import where
+
+    enqueued = where.using(queue_name="emails").enqueue()
+    with transaction.atomic():
+        again = message(enqueued.id, delivery_count=2)
+        write_results([(again, run_task(again))])
+    found = where.get_backend().get_result(enqueued.id)
+    assert found.return_value == {"queue": "emails", "attempt": 2}
+
+
+def test_a_failure_whose_text_holds_u0000_is_recorded() -> None:
+    """PostgreSQL keeps no U+0000 in text: the record failed, and the task stayed READY
+    while its message was tried again for ever."""
+    from tests.pubsub.sample_tasks import double
+
+    enqueued = double.enqueue(None)
+    with transaction.atomic():
+        record_failure(message(enqueued.id), ValueError("a \x00 byte"))
+    found = double.get_backend().get_result(enqueued.id)
+    assert str(found.status) == "FAILED" and "a \\x00 byte" in found.errors[0].traceback
+
+
+def test_task_enqueued_is_sent_once_the_caller_s_transaction_commits_and_not_after_a_rollback() -> None:
+    from tests.pubsub.sample_tasks import double
+
+    seen: list[str] = []
+
+    def enqueued(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        seen.append(task_result.id)
+
+    signals.task_enqueued.connect(enqueued)
+    try:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            double.enqueue(1)
+            assert seen == []
+            raise RuntimeError("rolled back")
+        kept = double.enqueue(2)
+    finally:
+        signals.task_enqueued.disconnect(enqueued)
+    assert seen == [kept.id]
+
+
+def test_task_finished_is_sent_for_a_failed_task_too() -> None:
+    from tests.pubsub.sample_tasks import double
+
+    finished: list[tuple[str, str]] = []
+
+    def done(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        finished.append((task_result.id, str(task_result.status)))
+
+    enqueued = double.enqueue(None)
+    signals.task_finished.connect(done)
+    try:
+        with transaction.atomic():
+            record_failure(message(enqueued.id, delivery_count=2), TypeError("no"))
+    finally:
+        signals.task_finished.disconnect(done)
+    assert finished == [(enqueued.id, "FAILED")]
+
+
+@pytest.mark.parametrize(("value", "kept"), [({1: "a"}, {"1": "a"}), ([{2: [{3: 4}]}], [{"2": [{"3": 4}]}]), (70, 2**70)])
+def test_values_django_takes_as_json_are_kept_as_its_json_field_keeps_them(value: Any, kept: Any) -> None:
+    """Object keys that are not strings (in the task's arguments and its return value) and
+    an integer past 64 bits returned: orjson refused them, and the enqueue, or every
+    attempt, failed."""
+    from tests.pubsub.sample_tasks import echo
+
+    enqueued = echo.enqueue(value)
+    with transaction.atomic():
+        first = message(enqueued.id)
+        write_results([(first, run_task(first))])
+    found = echo.get_backend().get_result(enqueued.id)
+    assert str(found.status) == "SUCCESSFUL" and found.return_value == kept
+
+
+def test_with_no_queues_named_a_task_for_another_queue_than_default_is_refused(settings: Any) -> None:
+    """Django lets any queue name through when QUEUES is empty; the task was published to a
+    queue no handler serves, and waited for ever."""
+    from tests.pubsub.sample_tasks import double
+
+    settings.TASKS = {"broker": {"BACKEND": "pubsub.tasks.BrokerTaskBackend", "QUEUES": []}}
+    with pytest.raises(InvalidTask, match="not valid"):
+        double.using(queue_name="elsewhere")
+    assert str(double.enqueue(1).status) == "READY"
+    assert not TaskResultRow.objects.filter(queue_name="elsewhere").exists()
