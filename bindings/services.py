@@ -17,7 +17,13 @@ from bindings.models import Binding
 from broker.engine.errors import BrokerError, NotFound
 from broker.engine.exchanges import routing_kind_of
 from broker.engine.jsoncodec import canonical
-from broker.engine.rules import binding_arguments, key_field, object_field, refuse_default_exchange
+from broker.engine.rules import (
+    binding_arguments,
+    key_field,
+    object_field,
+    refuse_default_exchange,
+    refuse_holding_queue,
+)
 from common.limits import ensure_room
 from exchanges.models import Exchange
 from queues.models import Queue
@@ -66,6 +72,7 @@ def binding_create(
             if queue_row is None:
                 refuse_private_queue(queue)
                 raise NotFound(f"queue {queue!r} does not exist")
+            refuse_holding_queue(queue)
             destination = {"queue": queue_row}
         binding_arguments(routing_kind_of(exchange_row.type, exchange_row.arguments), arguments)
         identity = {"exchange": exchange_row, **destination, "binding_key": binding_key,

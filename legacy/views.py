@@ -145,8 +145,9 @@ def publish(request: HttpRequest) -> HttpResponse:
     data = _body(request)
     # Required; an explicit "" is the default exchange (docs/protocol.md, "The original service's calls").
     exchange = _required(data, "exchange_name")
-    if isinstance(exchange, str):  # a name of another type is refused by the service
-        permissions.require("write", "exchange", exchange)
+    if not isinstance(exchange, str):  # null would be the default exchange, unchecked
+        raise BrokerError("exchange_name: must be a string", fields={"exchange_name": ["must be a string"]})
+    permissions.require("write", "exchange", exchange)
     fields: dict[str, Any] = {"routing_key": data.get("key", "")}
     if "payload" in data:
         fields["body"] = data["payload"]

@@ -160,6 +160,6 @@ class QueueViewSet(viewsets.GenericViewSet[Queue]):
 def _query_int(value: str | None, field: str, default: int) -> int:
     if value is None or value == "":
         return default
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):  # "²" and "１" are digits to str.isdigit
         raise BrokerError(f"{field}: must be a whole number", fields={field: ["must be a whole number"]})
     return int(value)

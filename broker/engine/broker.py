@@ -54,7 +54,7 @@ from .queues import (
     message_bytes,
 )
 from .routing import BindingSpec, Routing
-from .rules import binding_arguments, check_not_reserved, integer_field
+from .rules import binding_arguments, check_not_reserved, integer_field, refuse_holding_queue
 
 
 @dataclass(slots=True)  # made per message: not frozen, whose __init__ costs 4x (object.__setattr__ per field); never mutated
@@ -190,8 +190,8 @@ class Broker:
 
     def bind(self, spec: BindingSpec) -> bool:
         """True when created; False when an identical binding exists."""
-        if not spec.to_exchange and held_for(spec.destination) is not None:
-            raise Forbidden(f"queue {spec.destination!r} holds a delayed exchange's messages: it takes no binding")
+        if not spec.to_exchange:
+            refuse_holding_queue(spec.destination)
         return self.routing.bind(spec, queues=self.queues)
 
     def unbind(self, spec: BindingSpec) -> bool:

@@ -9,6 +9,7 @@ import re
 import uuid
 from typing import Final
 
+MAX_NAME_LENGTH: Final = 255
 NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,255}")
 RESERVED_PREFIX: Final = "amq."
 DEFAULT_EXCHANGE: Final = ""

@@ -17,7 +17,7 @@ from typing import Any, Final
 from .errors import BrokerError, Forbidden
 from .exchanges import ExchangeType, parse_headers_match
 from .jsoncodec import canonical, holds_nul, json_holds_nul
-from .names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS, NAME_PATTERN, RESERVED_PREFIX
+from .names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS, NAME_PATTERN, RESERVED_PREFIX, held_for
 
 # Routing and binding keys: AMQP's short string, as RabbitMQ (and the stored columns' width).
 MAX_KEY: Final = 255
@@ -118,6 +118,13 @@ def refuse_default_exchange(exchange: str, *, field: str = "exchange") -> None:
     the error: the binding's exchange, or its destination exchange)."""
     if exchange in (DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS):
         raise Forbidden(DEFAULT_EXCHANGE_BINDINGS, fields={field: [DEFAULT_EXCHANGE_BINDINGS]})
+
+
+def refuse_holding_queue(queue: str) -> None:
+    """A delayed exchange's holding queue takes no binding: only its exchange fills it."""
+    if held_for(queue) is not None:
+        message = f"queue {queue!r} holds a delayed exchange's messages: it takes no binding"
+        raise Forbidden(message, fields={"queue": [message]})
 
 
 def binding_arguments(exchange_type: ExchangeType, arguments: object) -> dict[str, Any]:

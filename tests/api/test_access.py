@@ -355,6 +355,8 @@ def test_the_original_calls_check_the_same_permissions(no_anonymous: None, topol
     refused(legacy(none, "/bindings", {"exchange_name": "x", "queue_name": "q", "key": "k"}), "queue 'q'")
     refused(legacy(none, "/publish", {"exchange_name": "x", "key": "k", "payload": 1}), "write", "exchange 'x'")
     refused(legacy(none, "/publish", {"exchange_name": "", "key": "q", "payload": 1}), "exchange 'amq.default'")
+    # null is no name: it reached the default exchange, past its permission check.
+    assert error_code(legacy(none, "/publish", {"exchange_name": None, "key": "q", "payload": 1})) == (400, "invalid")
     assert not Exchange.objects.filter(name="y").exists() and not Queue.objects.filter(name="q2").exists()
     assert not Binding.objects.exists() and ready(topology, "q") == 0
 

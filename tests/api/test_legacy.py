@@ -91,6 +91,8 @@ def test_works_without_json_content_type(runtime_thread: Runtime) -> None:
         ("/publish", {"exchange_name": "ex", "key": "k"}, 400, "invalid"),
         ("/publish", {"key": "k", "payload": 1}, 400, "invalid"),
         ("/publish", {"exchange_name": "nope", "key": "k", "payload": 1}, 404, "not_found"),
+        ("/publish", {"exchange_name": None, "key": "q0", "payload": 1}, 400, "invalid"),
+        ("/publish", {"exchange_name": 5, "key": "q0", "payload": 1}, 400, "invalid"),
     ],
 )
 def test_bad_input(runtime_thread: Runtime, path: str, body: Any, status: int, code: str) -> None:

@@ -144,3 +144,12 @@ async def test_each_action_needs_its_rights(http: httpx.AsyncClient, runtime: Ru
                               {"all": True, "exchange": "orders", "routing_key": "new"}, **as_operator)
     assert status == 403
     assert (await http.get("/api/queues/dead/messages/", headers=as_operator)).json()["count"] == 4
+
+
+@pytest.mark.parametrize("value", ["²", "１", "-1", "1.5"])
+async def test_offset_and_limit_must_be_ascii_whole_numbers(http: httpx.AsyncClient, runtime: Runtime, value: str) -> None:
+    """"²" passed str.isdigit and then failed int(): a 500."""
+    await post(http, "/api/exchanges/amq.default/publish/", {"routing_key": "q", "body": 1})
+    for field in ("offset", "limit"):
+        response = await http.get("/api/queues/q/messages/", params={field: value})
+        assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid")

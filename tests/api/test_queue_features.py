@@ -67,3 +67,24 @@ async def test_a_delayed_headers_exchange_s_bindings_need_x_match(http: httpx.As
     no_type = await http.post("/api/exchanges/", json={"name": "later2", "type": "x-delayed-message"})
     assert no_type.status_code == 400 and "x-delayed-type" in no_type.text
     assert (await http.get("/api/queues/amq.delayed.later2/")).status_code == 404
+
+
+async def test_a_delayed_exchange_s_holding_queue_takes_no_binding(http: httpx.AsyncClient, runtime: Runtime) -> None:
+    """Answered 201 and kept in the database while the router refused it: listed, routing nothing."""
+    assert (await http.post("/api/exchanges/", json={"name": "later", "type": "x-delayed-message",
+                                                     "arguments": {"x-delayed-type": "direct"}})).status_code == 201
+    assert (await http.post("/api/exchanges/", json={"name": "fx", "type": "fanout"})).status_code == 201
+    refused = await http.post("/api/bindings/", json={"exchange": "fx", "queue": "amq.delayed.later"})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (403, "forbidden")
+    assert (await http.get("/api/bindings/", params={"exchange": "fx"})).json() == []
+
+
+async def test_a_delayed_exchange_s_name_leaves_room_for_its_holding_queue_s(http: httpx.AsyncClient, runtime: Runtime) -> None:
+    """`amq.delayed.` and a 250-character name made a queue name past 255 characters."""
+    longest = 255 - len("amq.delayed.")
+    for name, status in (("d" * (longest + 1), 400), ("d" * longest, 201)):
+        answer = await http.post("/api/exchanges/", json={"name": name, "type": "x-delayed-message",
+                                                          "arguments": {"x-delayed-type": "direct"}})
+        assert answer.status_code == status, answer.text
+    assert (await http.get(f"/api/exchanges/{'d' * (longest + 1)}/")).status_code == 404
+    assert (await http.get(f"/api/queues/amq.delayed.{'d' * longest}/")).status_code == 200
