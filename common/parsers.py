@@ -1,4 +1,5 @@
-"""The API's JSON parser: DRF's, refusing JSON nested more than MAX_JSON_DEPTH levels as a 400.
+"""The API's JSON parser: DRF's, refusing JSON nested more than MAX_JSON_DEPTH levels, and
+numbers the broker cannot keep, as a 400.
 
 Python's decoder gives up on deep nesting with a RecursionError, which DRF's
 parser does not catch (it became a 500), and where it gives up depends on the
@@ -9,6 +10,7 @@ when the value was stored: a 500 again. So the limit is the broker's own.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Final
 
 from rest_framework import parsers
@@ -19,6 +21,13 @@ MAX_JSON_DEPTH: Final = 512
 _TOO_DEEP: Final = f"JSON parse error - the value is nested more than {MAX_JSON_DEPTH} levels deep"
 
 
+# Python reads `1e400` as infinity, and integers of any size; the broker's JSON (orjson),
+# SQLite's and PostgreSQL's take neither past 64 bits or a double's range: a declare that
+# stored one answered 500, or broke every connection's statistics frame.
+NUMBER_OUT_OF_RANGE: Final = "a number is out of range (integers from -2**63 to 2**63-1; finite numbers)"
+_LOWEST, _HIGHEST = -(2**63), 2**63 - 1
+
+
 class JSONParser(parsers.JSONParser):
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
         try:
@@ -27,7 +36,28 @@ class JSONParser(parsers.JSONParser):
             raise ParseError(_TOO_DEEP) from None
         if nested_deeper_than(value, MAX_JSON_DEPTH):
             raise ParseError(_TOO_DEEP)
+        if number_out_of_range(value):
+            raise ParseError(f"JSON parse error - {NUMBER_OUT_OF_RANGE}")
         return value
+
+
+def number_out_of_range(value: Any) -> bool:
+    """Does a decoded JSON value hold an integer past 64 bits or a number that is not finite?"""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, bool):
+            continue
+        elif isinstance(node, int):
+            if not _LOWEST <= node <= _HIGHEST:
+                return True
+        elif isinstance(node, float) and not math.isfinite(node):
+            return True
+    return False
 
 
 def nested_deeper_than(value: Any, limit: int) -> bool:

@@ -25,7 +25,7 @@ from bindings.serializers import BindingSerializer
 from bindings.services import binding_create
 from broker.engine.errors import BrokerError
 from common.api_errors import error_json, translate
-from common.parsers import MAX_JSON_DEPTH, nested_deeper_than
+from common.parsers import MAX_JSON_DEPTH, NUMBER_OUT_OF_RANGE, nested_deeper_than, number_out_of_range
 from exchanges.serializers import ExchangeSerializer
 from exchanges.services import exchange_declare, message_publish
 from queues.services import queue_declare
@@ -72,6 +72,8 @@ def _body(request: HttpRequest) -> dict[str, Any]:
         raise BrokerError("the request body is not valid JSON") from None
     if nested_deeper_than(data, MAX_JSON_DEPTH):
         raise BrokerError(f"the request body is nested more than {MAX_JSON_DEPTH} levels deep")
+    if number_out_of_range(data):
+        raise BrokerError(f"the request body: {NUMBER_OUT_OF_RANGE}")
     if not isinstance(data, dict):
         raise BrokerError("the request body must be a JSON object")
     return data

@@ -116,3 +116,37 @@ def test_nesting_depth_counts_arrays_and_objects() -> None:
 )
 def test_json_holds_nul(value: Any, holds: bool) -> None:
     assert json_holds_nul(canonical(value)) is holds
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/exchanges/", '{"name": "x", "type": "direct", "arguments": {"a": 1e400}}'),
+        ("/api/exchanges/", '{"name": "x", "type": "direct", "arguments": {"a": [-1e400]}}'),
+        ("/api/queues/", '{"name": "x", "arguments": {"x-max-length": 18446744073709551616}}'),
+        ("/api/queues/", '{"name": "x", "arguments": {"x-message-ttl": 1000000000000000000000000000000}}'),
+        ("/api/bindings/", '{"exchange": "e", "queue": "q", "arguments": {"k": -9223372036854775809}}'),
+        ("/publish", '{"exchange_name": "", "key": "q", "payload": {"n": 1e400}}'),
+        ("/publish", '{"exchange_name": "", "key": "q", "payload": 18446744073709551616}'),
+    ],
+)
+def test_numbers_past_64_bits_or_infinite_are_invalid_and_change_nothing(
+    api: Api, runtime_thread: Runtime, path: str, body: str
+) -> None:
+    """Python reads `1e400` as infinity and keeps integers of any size; stored, such a
+    number answered 500 (SQLite's JSON check), became null in a body, or (a queue's
+    x-max-length past 64 bits) broke the statistics frame of every watching connection."""
+    api.post("/api/exchanges/", {"name": "e", "type": "direct"})
+    api.post("/api/queues/", {"name": "q"})
+    response = APIClient().post(path, body, content_type="application/json")
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid")
+    assert [e["name"] for e in api.get("/api/exchanges/")[1] if e["name"] == "x"] == []
+    assert api.get("/api/queues/x/")[0] == 404 and api.get("/api/bindings/", exchange="e")[1] == []
+    assert api.get("/api/queues/q/")[1]["messages"] == 0
+
+
+def test_the_largest_numbers_json_carries_are_taken(api: Api) -> None:
+    body = '{"name": "x", "arguments": {"x-max-length": 9223372036854775807}}'
+    assert APIClient().post("/api/queues/", body, content_type="application/json").status_code == 201
+    body = '{"name": "x", "type": "direct", "arguments": {"low": -9223372036854775808, "f": 1e308}}'
+    assert APIClient().post("/api/exchanges/", body, content_type="application/json").status_code == 201
