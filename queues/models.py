@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from broker.engine.queues import parse_queue_arguments
+from broker.engine.queues import parse_queue_arguments, refuse_two_spellings
 from broker.engine.rules import check_name, is_name, object_field
 from common.validators import collect, validate_broker_name
 
@@ -33,6 +33,7 @@ class Queue(models.Model):
         if self._state.adding and is_name(self.name):
             collect(errors, "name", lambda: check_name("queue", self.name))
         collect(errors, "arguments", lambda: parse_queue_arguments(object_field("arguments", self.arguments)))
+        collect(errors, "arguments", lambda: refuse_two_spellings(self.arguments if isinstance(self.arguments, dict) else None))
         if errors:
             raise ValidationError(errors)
 

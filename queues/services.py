@@ -17,7 +17,7 @@ from django.db import transaction
 from broker.engine.errors import Forbidden, NotFound, PreconditionFailed, Unavailable
 from broker.engine.jsoncodec import canonical
 from broker.engine.names import generated_queue_name
-from broker.engine.queues import parse_queue_arguments
+from broker.engine.queues import parse_queue_arguments, refuse_two_spellings
 from broker.engine.rules import bool_field, check_name, integer_field, object_field
 from broker.protocol.server_frames import MessageObject
 from broker.router import calls as router
@@ -58,6 +58,7 @@ def queue_declare(
         "arguments": object_field("arguments", arguments),
     }
     # Checked here, before the row exists: the router would refuse it only after commit.
+    refuse_two_spellings(wanted["arguments"])
     parse_queue_arguments(wanted["arguments"])
     with transaction.atomic():
         if not Queue.objects.filter(name=name).exists():

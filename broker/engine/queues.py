@@ -83,6 +83,19 @@ _STR_ARGUMENTS: Final = ("dead_letter_exchange", "dead_letter_routing_key")
 _BOOL_ARGUMENTS: Final = ("single_active_consumer",)
 
 
+def refuse_two_spellings(raw: Mapping[str, Any] | None) -> None:
+    """Input only: an argument given in both spellings (`x-message-ttl` and `message_ttl`)
+    is refused, as which one wins would hang on the keys' order (PostgreSQL's jsonb keeps
+    its own). A stored queue declared so before is still loaded (the later key wins)."""
+    spelled: dict[str, str] = {}
+    for key in raw or {}:
+        name = _ALIASES.get(key, key)
+        if name in spelled:
+            problem = f"given twice, as {spelled[name]!r} too"
+            raise BrokerError(f"queue argument {key!r}: {problem}", fields={"arguments": [f"{key}: {problem}"]})
+        spelled[name] = key
+
+
 def parse_queue_arguments(raw: Mapping[str, Any] | None) -> QueueArguments:
     """Validate a queue's `arguments` (docs/protocol.md, "Queue properties and arguments")."""
     if raw is None:

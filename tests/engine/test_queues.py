@@ -67,6 +67,9 @@ def test_both_spellings_of_every_argument_parse_alike() -> None:
         ({"dead_letter_exchange": 5}, "dead_letter_exchange"),
         ({"x-dead-letter-routing-key": ["k"]}, "x-dead-letter-routing-key"),
         ({"colour": "blue"}, "colour"),
+        # Both spellings: the later key won, and PostgreSQL's jsonb keeps keys in its own order.
+        ({"message_ttl": 1000, "x-message-ttl": 2000}, "x-message-ttl"),
+        ({"x-max-length": 5, "max_length": 5}, "max_length"),
     ],
 )
 def test_bad_arguments_are_invalid_and_declare_nothing(arguments: dict[str, Any], field: str) -> None:
@@ -77,6 +80,13 @@ def test_bad_arguments_are_invalid_and_declare_nothing(arguments: dict[str, Any]
     assert caught.value.fields is not None
     assert [entry.split(":")[0] for entry in caught.value.fields["arguments"]] == [field]
     assert broker.queues == {} and broker.queue_counts("q") is None
+
+
+def test_a_stored_queue_with_both_spellings_still_loads() -> None:
+    """Refused as input only: a queue declared so before is not left out at start-up."""
+    broker = Broker()
+    broker.sync_queue(QueueSpec("q", arguments={"message_ttl": 1000, "x-message-ttl": 2000}), now=0.0)
+    assert broker.queues["q"].args.message_ttl == 2000
 
 
 def test_every_bad_argument_is_reported() -> None:
