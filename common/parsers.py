@@ -10,11 +10,12 @@ when the value was stored: a 500 again. So the limit is the broker's own.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Final
 
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
+
+from broker.engine.jsoncodec import nested_deeper_than, number_out_of_range
 
 # Deeper than any real document, well under every decoder's and database's limit.
 MAX_JSON_DEPTH: Final = 512
@@ -25,7 +26,6 @@ _TOO_DEEP: Final = f"JSON parse error - the value is nested more than {MAX_JSON_
 # SQLite's and PostgreSQL's take neither past 64 bits or a double's range: a declare that
 # stored one answered 500, or broke every connection's statistics frame.
 NUMBER_OUT_OF_RANGE: Final = "a number is out of range (integers from -2**63 to 2**63-1; finite numbers)"
-_LOWEST, _HIGHEST = -(2**63), 2**63 - 1
 
 
 class JSONParser(parsers.JSONParser):
@@ -39,36 +39,3 @@ class JSONParser(parsers.JSONParser):
         if number_out_of_range(value):
             raise ParseError(f"JSON parse error - {NUMBER_OUT_OF_RANGE}")
         return value
-
-
-def number_out_of_range(value: Any) -> bool:
-    """Does a decoded JSON value hold an integer past 64 bits or a number that is not finite?"""
-    stack = [value]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, bool):
-            continue
-        elif isinstance(node, int):
-            if not _LOWEST <= node <= _HIGHEST:
-                return True
-        elif isinstance(node, float) and not math.isfinite(node):
-            return True
-    return False
-
-
-def nested_deeper_than(value: Any, limit: int) -> bool:
-    """Do arrays and objects nest more than `limit` levels deep in `value` (a decoded JSON value)?"""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
-        if children is None:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return False

@@ -27,7 +27,7 @@ class Published:
     using: str = "default"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # by identity: stopping one never removes another with the same messages
 class Recorder:
     messages: list[Published] = field(default_factory=list)
 

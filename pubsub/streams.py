@@ -15,6 +15,7 @@ do not see (`bulk_create`, `QuerySet.update`, raw SQL) is published with
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -26,6 +27,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.core.signals import request_started
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, models, transaction
 from django.db.backends.signals import connection_created
+from django.db.models.fields.files import FieldFile
 from django.db.models.signals import post_delete, post_save
 
 from broker.engine.errors import NotFound
@@ -232,11 +234,22 @@ def _body(label: str, obj: models.Model, event: Event, spec: StreamSpec) -> dict
         fields = spec.serializer(obj).data
     else:
         concrete = obj._meta.concrete_fields
-        chosen = [f for f in concrete if spec.fields is None or f.name in spec.fields]
+        deferred = obj.get_deferred_fields()  # not loaded: a deleted row's cannot be read any more
+        chosen = [f for f in concrete if (spec.fields is None or f.name in spec.fields) and f.attname not in deferred]
         fields = {f.attname: getattr(obj, f.attname) for f in chosen}
-    # Dates, decimals and UUIDs as Django's JSON encoder writes them.
-    encoded = json.loads(json.dumps({"pk": obj.pk, "fields": fields}, cls=DjangoJSONEncoder))
+    # Dates, decimals and UUIDs as Django's JSON encoder writes them; files by their name,
+    # bytes in base64.
+    encoded = json.loads(json.dumps({"pk": obj.pk, "fields": fields}, cls=_StreamEncoder))
     return {"model": label, "pk": encoded["pk"], "event": event, "fields": encoded["fields"]}
+
+
+class _StreamEncoder(DjangoJSONEncoder):
+    def default(self, o: Any) -> Any:
+        if isinstance(o, FieldFile):
+            return o.name or None
+        if isinstance(o, (bytes, memoryview)):
+            return base64.b64encode(bytes(o)).decode()
+        return super().default(o)
 
 
 def _saved(sender: type[models.Model], instance: models.Model, created: bool, raw: bool, using: str, **kwargs: Any) -> None:

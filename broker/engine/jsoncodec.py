@@ -8,6 +8,7 @@ text: orjson, several times faster than the standard library's; canonical
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, Final
 
@@ -62,3 +63,42 @@ def utf8_size(text: str) -> int:
     """The text's size in UTF-8. `isascii` is O(1): an ASCII text's size is its length, with
     no copy made."""
     return len(text) if text.isascii() else len(text.encode())
+
+
+_LOWEST: Final = -(2**63)
+_HIGHEST: Final = 2**63 - 1
+
+
+def number_out_of_range(value: Any) -> bool:
+    """Does a value hold an integer past 64 bits or a number that is not finite? Python's
+    decoder reads `1e400` as infinity, and keeps integers of any size; orjson writes a
+    number that is not finite as null, and refuses integers past 64 bits."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, bool):
+            continue
+        elif isinstance(node, int):
+            if not _LOWEST <= node <= _HIGHEST:
+                return True
+        elif isinstance(node, float) and not math.isfinite(node):
+            return True
+    return False
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Do arrays and objects nest more than `limit` levels deep in `value` (a decoded JSON value)?"""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False

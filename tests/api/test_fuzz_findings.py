@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from broker.engine.jsoncodec import canonical, json_holds_nul
+from broker.engine.jsoncodec import canonical, json_holds_nul, nested_deeper_than
 from broker.runtime.runtime import Runtime
-from common.parsers import MAX_JSON_DEPTH, nested_deeper_than
+from common.parsers import MAX_JSON_DEPTH
 from tests.api.conftest import Api, error_code
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -8,16 +8,17 @@ from typing import Any
 
 import pytest
 from django.contrib.contenttypes.models import ContentType
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, connection, models, transaction
 from django.db.models.deletion import Collector
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from exchanges.models import Exchange
 from pubsub import publish, publish_changes, refresh_streams, stream
-from pubsub.models import ChangeStream, OutboxRow
+from pubsub.models import ChangeStream, OutboxRow, TaskResultRow
 from pubsub.recording import Published
-from pubsub.streams import forget_admin_streams
+from pubsub.streams import StreamSpec, _body, forget_admin_streams
 from pubsub.testing import capture_published
 from queues.models import Message, Queue
 
@@ -207,3 +208,47 @@ def test_a_bulk_delete_hears_the_admin_s_streams_after_a_request_or_refresh_stre
     with capture_published() as published:
         Message.objects.filter(id=1).delete()
     assert [m.routing_key for m in published] == ["queues.message.deleted"]
+
+
+class _Document(models.Model):
+    """Not a table: `_body` reads only the instance."""
+
+    title = models.CharField(max_length=10)
+    attachment = models.FileField()
+    data = models.BinaryField()
+
+    class Meta:
+        app_label = "handler_app"
+        managed = False
+
+
+def test_files_and_bytes_are_published_by_name_and_in_base64() -> None:
+    """Django's JSON encoder takes neither: a stream with no `fields` made every save fail."""
+    document = _Document(id=7, title="t", attachment="docs/a.pdf", data=b"\x00\xff")
+    body = _body("handler_app._document", document, "created", StreamSpec("audit"))
+    assert body["fields"] == {"id": 7, "title": "t", "attachment": "docs/a.pdf", "data": "AP8="}
+    assert _body("handler_app._document", _Document(id=8), "created", StreamSpec("audit"))["fields"]["attachment"] is None
+
+
+def test_a_delete_of_rows_loaded_with_only_some_fields_publishes_those(published: list[Published]) -> None:
+    """The deleted row's other fields cannot be read any more: reading them raised DoesNotExist."""
+    Exchange.objects.create(name="audit", type="topic")
+    spec = stream(TaskResultRow, exchange="audit", fields=["task_path", "queue_name"])
+    try:
+        TaskResultRow.objects.create(id="r1", task_path="t", backend="b", queue_name="q", enqueued_at=timezone.now())
+        published.clear()
+        TaskResultRow.objects.only("id", "queue_name").delete()
+    finally:
+        spec.close()
+    assert [(m.routing_key, m.body["fields"]) for m in published] == [("pubsub.taskresultrow.deleted", {"queue_name": "q"})]
+    assert not TaskResultRow.objects.exists()
+
+
+def test_a_recorder_stopped_inside_another_stops_only_itself(published: list[Published]) -> None:
+    """Recorders compared by their messages: the inner block's end removed the fixture's
+    (both empty then), which then recorded nothing more and failed at its own end."""
+    with capture_published() as inner:
+        publish("", 1, routing_key="a")
+    publish("", 2, routing_key="b")
+    assert [m.routing_key for m in inner] == ["a"]
+    assert [m.routing_key for m in published] == ["a", "b"]
