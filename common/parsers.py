@@ -25,7 +25,7 @@ _TOO_DEEP: Final = f"JSON parse error - the value is nested more than {MAX_JSON_
 # Python reads `1e400` as infinity, and integers of any size; the broker's JSON (orjson),
 # SQLite's and PostgreSQL's take neither past 64 bits or a double's range: a declare that
 # stored one answered 500, or broke every connection's statistics frame.
-NUMBER_OUT_OF_RANGE: Final = "a number is out of range (integers from -2**63 to 2**63-1; finite numbers)"
+NUMBER_OUT_OF_RANGE: Final = "a number is out of range (integers from -2**63 to 2**64-1; finite numbers)"
 
 
 class JSONParser(parsers.JSONParser):

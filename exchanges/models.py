@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from broker.engine.exchanges import alternate_exchange, routing_kind_of
+from broker.engine.exchanges import alternate_exchange, check_delayed_name, parse_exchange_type, routing_kind_of
 from broker.engine.rules import check_name, is_name, object_field
 from common.validators import collect, validate_broker_name
 
@@ -44,5 +44,6 @@ class Exchange(models.Model):
             collect(errors, "arguments", lambda: alternate_exchange(self.arguments))
             if self.type in ExchangeType.values:
                 collect(errors, "arguments", lambda: routing_kind_of(self.type, self.arguments))
+                collect(errors, "name", lambda: check_delayed_name(parse_exchange_type(self.type), self.name))
         if errors:
             raise ValidationError(errors)

@@ -18,15 +18,9 @@ from django.conf import settings
 from django.db import transaction
 
 from broker.engine.errors import BrokerError, Forbidden, NotFound, PreconditionFailed
-from broker.engine.exchanges import ExchangeType, alternate_exchange, parse_exchange_type, routing_kind_of
+from broker.engine.exchanges import alternate_exchange, check_delayed_name, parse_exchange_type, routing_kind_of
 from broker.engine.jsoncodec import canonical
-from broker.engine.names import (
-    DEFAULT_EXCHANGE,
-    DEFAULT_EXCHANGE_ALIAS,
-    MAX_NAME_LENGTH,
-    RESERVED_PREFIX,
-    holding_queue,
-)
+from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS, RESERVED_PREFIX
 from broker.engine.rules import bool_field, check_name, object_field
 from broker.protocol.publish import PublishRequest, prepare_publish
 from broker.router.calls import publish
@@ -65,10 +59,7 @@ def exchange_declare(
     }
     alternate_exchange(wanted["arguments"])  # `invalid` before anything is stored
     routing_kind_of(kind, wanted["arguments"])  # a delayed exchange's x-delayed-type
-    if kind is ExchangeType.DELAYED and len(holding_queue(name)) > MAX_NAME_LENGTH:
-        longest = MAX_NAME_LENGTH - len(holding_queue(""))
-        message = f"a delayed exchange's name is at most {longest} characters (its holding queue's is longer)"
-        raise BrokerError(f"name: {message}", fields={"name": [message]})
+    check_delayed_name(kind, name)
     with transaction.atomic():
         existing, created = lock_or_create(Exchange, name=name, values=wanted)
         if created:

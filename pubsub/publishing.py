@@ -69,6 +69,7 @@ def publish_many(messages: Iterable[OutboxMessage], *, using: str = DEFAULT_DB_A
     requests = [_request(message) for message in messages]
     if not requests:
         return []
+    _require_the_broker_s_database(using)
     _require_exchanges({request.exchange for request in requests}, using)
     published_at = now_iso()
     ids = [request.message_id or new_message_id() for request in requests]
@@ -164,6 +165,17 @@ def _request(message: OutboxMessage) -> PublishRequest:
             problem = "holds a number JSON cannot carry (not finite, or an integer past 64 bits)"
             raise BrokerError(f"{field}: {problem}", fields={field: [problem]})
     return prepare_publish(fields, max_bytes=settings.MAX_MESSAGE_BYTES, exchange=message.exchange)
+
+
+def _require_the_broker_s_database(using: str) -> None:
+    """The router reads the outbox of the `default` database only: an alias of another
+    database would take rows that are never routed."""
+    if using == DEFAULT_DB_ALIAS:
+        return
+    given, broker = connections[using].settings_dict, connections[DEFAULT_DB_ALIAS].settings_dict
+    if any(given.get(key) != broker.get(key) for key in ("ENGINE", "NAME", "HOST", "PORT")):
+        problem = f"{using!r} is another database than the broker's ('default'): its outbox is never read"
+        raise BrokerError(f"using: {problem}", fields={"using": [problem]})
 
 
 def _require_exchanges(names: set[str], using: str) -> None:

@@ -58,7 +58,9 @@ def queue_declare(
         "arguments": object_field("arguments", arguments),
     }
     # Checked here, before the row exists: the router would refuse it only after commit.
-    refuse_two_spellings(wanted["arguments"])
+    stored = Queue.objects.filter(name=name).values_list("arguments", flat=True).first()
+    if stored is None or canonical(stored) != canonical(wanted["arguments"]):  # declared so before: taken again
+        refuse_two_spellings(wanted["arguments"])
     parse_queue_arguments(wanted["arguments"])
     with transaction.atomic():
         if not Queue.objects.filter(name=name).exists():

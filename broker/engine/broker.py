@@ -52,7 +52,6 @@ from .queues import (
     check_prefetch,
     delivery_cost,
     message_bytes,
-    refuse_two_spellings,
 )
 from .routing import BindingSpec, Routing
 from .rules import binding_arguments, check_not_reserved, integer_field, refuse_holding_queue
@@ -146,8 +145,6 @@ class Broker:
     def declare_queue(self, spec: QueueSpec, *, now: float, reserved_ok: bool = False) -> bool:
         """True when created; False when an identical one exists (which counts as a use)."""
         check_not_reserved("queue", spec.name, reserved_ok=reserved_ok)
-        if not reserved_ok:  # a client's declaration; not a stored queue's (sync_queue) or a private one's
-            refuse_two_spellings(spec.arguments)
         existing = self.queues.get(spec.name)
         if existing is not None:
             if not existing.spec.same_as(spec):

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from .errors import BrokerError
 from .jsoncodec import canonical, json_equal
+from .names import MAX_NAME_LENGTH, holding_queue
 
 
 class ExchangeType(StrEnum):
@@ -53,6 +54,14 @@ def routing_kind(spec: ExchangeSpec) -> ExchangeType:
             fields={"arguments": [f"{DELAYED_TYPE}: must be direct, fanout, topic or headers"]},
         )
     return ExchangeType(kind)
+
+
+def check_delayed_name(kind: ExchangeType, name: str) -> None:
+    """A delayed exchange's name leaves room for its holding queue's (`amq.delayed.<name>`)."""
+    if kind is ExchangeType.DELAYED and len(holding_queue(name)) > MAX_NAME_LENGTH:
+        longest = MAX_NAME_LENGTH - len(holding_queue(""))
+        message = f"a delayed exchange's name is at most {longest} characters (its holding queue's is longer)"
+        raise BrokerError(f"name: {message}", fields={"name": [message]})
 
 
 def routing_kind_of(type_name: str, arguments: Mapping[str, Any] | None) -> ExchangeType:

@@ -65,14 +65,15 @@ def utf8_size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode())
 
 
+# What orjson writes: signed and unsigned 64-bit integers.
 _LOWEST: Final = -(2**63)
-_HIGHEST: Final = 2**63 - 1
+_HIGHEST: Final = 2**64 - 1
 
 
 def number_out_of_range(value: Any) -> bool:
-    """Does a value hold an integer past 64 bits or a number that is not finite? Python's
-    decoder reads `1e400` as infinity, and keeps integers of any size; orjson writes a
-    number that is not finite as null, and refuses integers past 64 bits."""
+    """Does a value hold an integer orjson cannot write (below -2**63 or above 2**64-1) or a
+    number that is not finite? Python's decoder reads `1e400` as infinity, and keeps
+    integers of any size; orjson writes a number that is not finite as null."""
     stack = [value]
     while stack:
         node = stack.pop()

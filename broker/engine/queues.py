@@ -84,9 +84,10 @@ _BOOL_ARGUMENTS: Final = ("single_active_consumer",)
 
 
 def refuse_two_spellings(raw: Mapping[str, Any] | None) -> None:
-    """Input only: an argument given in both spellings (`x-message-ttl` and `message_ttl`)
-    is refused, as which one wins would hang on the keys' order (PostgreSQL's jsonb keeps
-    its own). A stored queue declared so before is still loaded (the later key wins)."""
+    """A new declaration's argument given in both spellings (`x-message-ttl` and
+    `message_ttl`) is refused, as which one wins would hang on the keys' order
+    (PostgreSQL's jsonb keeps its own). A queue stored so before still loads (the later
+    key wins), and may be declared again as it is (queues/services.py)."""
     spelled: dict[str, str] = {}
     for key in raw or {}:
         name = _ALIASES.get(key, key)

@@ -72,15 +72,13 @@ class BrokerTaskBackend(BaseTaskBackend):  # type: ignore[misc]
                 f" {MAX_KEEP_RESULTS}, a hundred years), or None to keep them all; not {kept!r}"
             )
 
-    def validate_task(self, task: Any) -> None:
-        super().validate_task(task)
-        # Django lets any queue name through when QUEUES is empty; only the queues this
-        # backend serves have a handler, and a task for another would wait for ever.
-        if task.queue_name not in self.queue_names():
-            raise InvalidTask(f"Queue '{task.queue_name}' is not valid for backend: it serves {self.queue_names()}.")
-
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
         self.validate_task(task)
+        # Django lets any queue name through when QUEUES is empty; only the queues this
+        # backend serves have a handler, and a task for another would wait for ever.
+        # Refused here, not in validate_task: that runs when a task is defined, at import.
+        if task.queue_name not in self.queue_names():
+            raise InvalidTask(f"Queue '{task.queue_name}' is not valid for backend: it serves {self.queue_names()}.")
         now = timezone.now()
         deferred = task.run_after is not None and task.run_after > now
         row = TaskResultRow(

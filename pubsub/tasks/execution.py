@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from traceback import format_exception
@@ -110,7 +111,7 @@ def run_task(message: Message) -> Any:
         row.status, row.last_attempted_at = TaskResultRow.Status.RUNNING, started
         row.started_at = row.started_at or started
         row.worker_ids = _attempts(row.worker_ids, message.delivery_count)
-        running = result_of(row, task_of(row))  # as enqueued: its queue, priority...
+        running = result_of(row, _as_enqueued(row, task))
         signals.task_started.send(type(task.get_backend()), task_result=running)
     else:
         task = _task(body["task"])
@@ -121,6 +122,15 @@ def run_task(message: Message) -> Any:
     if body.get("takes_context"):
         return _Ran(normalize_json(task.call(TaskContext(task_result=running), *args, **kwargs)), started)
     return _Ran(normalize_json(task.call(*args, **kwargs)), started)
+
+
+def _as_enqueued(row: TaskResultRow, task: Any) -> Any:
+    """The task as it was enqueued (its queue, priority...), or as defined when the settings
+    no longer take that (its queue since left out of QUEUES): it runs either way."""
+    try:
+        return task_of(row)
+    except Exception:
+        return task
 
 
 def _attempts(worker_ids: list[str], attempt: int) -> list[str]:
@@ -217,11 +227,22 @@ def write_results(done: list[tuple[Message, Any]]) -> None:
 
 def _json_text(value: Any) -> str:
     """A return value as JSON text, as Django's JSONField would store it: object keys that
-    are not strings become strings, and integers past 64 bits are kept (orjson refuses both)."""
+    are not strings become strings, and integers past 64 bits are kept (orjson refuses both);
+    a number that is not finite is null, as orjson writes it (JSON has no NaN)."""
     try:
         return dumps(value)
     except TypeError:
-        return json.dumps(value)
+        return json.dumps(_finite(value))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def record_failure(message: Message, error: BaseException) -> None:

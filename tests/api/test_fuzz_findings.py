@@ -126,6 +126,7 @@ def test_json_holds_nul(value: Any, holds: bool) -> None:
         ("/api/queues/", '{"name": "x", "arguments": {"x-max-length": 18446744073709551616}}'),
         ("/api/queues/", '{"name": "x", "arguments": {"x-message-ttl": 1000000000000000000000000000000}}'),
         ("/api/bindings/", '{"exchange": "e", "queue": "q", "arguments": {"k": -9223372036854775809}}'),
+        ("/api/bindings/", '{"exchange": "e", "queue": "q", "arguments": {"k": 18446744073709551616}}'),
         ("/publish", '{"exchange_name": "", "key": "q", "payload": {"n": 1e400}}'),
         ("/publish", '{"exchange_name": "", "key": "q", "payload": 18446744073709551616}'),
     ],
@@ -145,8 +146,10 @@ def test_numbers_past_64_bits_or_infinite_are_invalid_and_change_nothing(
     assert api.get("/api/queues/q/")[1]["messages"] == 0
 
 
-def test_the_largest_numbers_json_carries_are_taken(api: Api) -> None:
-    body = '{"name": "x", "arguments": {"x-max-length": 9223372036854775807}}'
+def test_the_largest_numbers_json_carries_are_taken(api: Api, runtime_thread: Runtime) -> None:
+    body = '{"name": "x", "arguments": {"x-max-length": 18446744073709551615}}'
     assert APIClient().post("/api/queues/", body, content_type="application/json").status_code == 201
+    body = '{"exchange_name": "", "key": "x", "payload": {"id": 18446744073709551615}}'
+    assert APIClient().post("/publish", body, content_type="application/json").status_code == 200
     body = '{"name": "x", "type": "direct", "arguments": {"low": -9223372036854775808, "f": 1e308}}'
     assert APIClient().post("/api/exchanges/", body, content_type="application/json").status_code == 201

@@ -52,6 +52,13 @@ def test_exchange_clean_refuses_reserved_names_for_new_rows_only() -> None:
     builtin.full_clean()  # an existing broker row stays editable
 
 
+def test_exchange_clean_leaves_room_for_a_delayed_exchange_s_holding_queue() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Exchange(name="d" * 244, type="x-delayed-message", arguments={"x-delayed-type": "direct"}).full_clean()
+    assert set(refused.value.message_dict) == {"name"}
+    Exchange(name="d" * 243, type="x-delayed-message", arguments={"x-delayed-type": "direct"}).full_clean()
+
+
 def test_binding_clean() -> None:
     headers = Exchange.objects.create(name="h", type="headers")
     queue = Queue.objects.create(name="q")
@@ -131,3 +138,13 @@ def test_a_saved_queue_or_exchange_cannot_be_renamed_in_the_admin(admin_client: 
         html = admin_client.get(url).content.decode()
         assert 'name="name"' not in html  # shown read-only, not as an input
     assert 'name="name"' in admin_client.get("/admin/queues/queue/add/").content.decode()
+
+
+def test_a_queue_declared_with_both_spellings_before_may_be_declared_again_as_it_is(api: Api) -> None:
+    """Both spellings of one argument are refused in a new declaration; a queue stored so
+    by an earlier version is declared again as it is, as its clients do at start-up."""
+    both = {"message_ttl": 1000, "x-message-ttl": 2000}
+    status, body = api.post("/api/queues/", {"name": "new", "arguments": both})
+    assert (status, body["error"]["code"]) == (400, "invalid")
+    Queue.objects.create(name="old", arguments=both)
+    assert api.post("/api/queues/", {"name": "old", "arguments": both})[0] in (200, 201)

@@ -14,6 +14,7 @@ from broker.engine.queues import (
     QueueArguments,
     QueueSpec,
     parse_queue_arguments,
+    refuse_two_spellings,
 )
 from tests.engine.helpers import (
     bind,
@@ -67,9 +68,6 @@ def test_both_spellings_of_every_argument_parse_alike() -> None:
         ({"dead_letter_exchange": 5}, "dead_letter_exchange"),
         ({"x-dead-letter-routing-key": ["k"]}, "x-dead-letter-routing-key"),
         ({"colour": "blue"}, "colour"),
-        # Both spellings: the later key won, and PostgreSQL's jsonb keeps keys in its own order.
-        ({"message_ttl": 1000, "x-message-ttl": 2000}, "x-message-ttl"),
-        ({"x-max-length": 5, "max_length": 5}, "max_length"),
     ],
 )
 def test_bad_arguments_are_invalid_and_declare_nothing(arguments: dict[str, Any], field: str) -> None:
@@ -393,3 +391,10 @@ def test_sync_queue_delivers_to_a_consumer_its_new_arguments_give_room() -> None
     synced = broker.sync_queue(QueueSpec("sac"), now=0.0)  # no single active consumer any more
     assert [(d.connection, body(d.message)) for d in synced.deliveries] == [(standby.connection, "y")]
     assert active.connection != standby.connection
+
+
+def test_an_argument_in_both_spellings_is_refused() -> None:
+    with pytest.raises(BrokerError) as caught:
+        refuse_two_spellings({"message_ttl": 1000, "x-message-ttl": 2000})
+    assert caught.value.fields == {"arguments": ["x-message-ttl: given twice, as 'message_ttl' too"]}
+    refuse_two_spellings({"message_ttl": 1000, "x-max-length": 2})

@@ -16,7 +16,7 @@ from broker.engine.jsoncodec import loads
 from broker.engine.queues import AckMode
 from broker.runtime.runtime import Runtime
 from exchanges.models import Exchange
-from pubsub import OutboxMessage, publish, publish_many
+from pubsub import OutboxMessage, publish, publish_many, publishing
 from pubsub.models import OutboxRow
 from queues.models import Message, Queue
 from tests.conftest import Sink
@@ -255,3 +255,19 @@ async def test_a_row_the_database_refuses_is_removed_and_the_others_are_routed(
 
     await eventually(lambda: bodies(sink) == ["a", "b"], what="the others, in order")
     assert await outbox_depth() == 0
+
+
+def test_an_alias_of_another_database_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The router reads the outbox of `default` only: rows written through an alias of
+    another database were accepted and never routed."""
+
+    class Alias:
+        def __init__(self, name: str) -> None:
+            self.settings_dict = {"ENGINE": "django.db.backends.sqlite3", "NAME": name, "HOST": "", "PORT": ""}
+
+    aliases = {"default": Alias("broker.sqlite3"), "replica": Alias("broker.sqlite3"), "other": Alias("other.sqlite3")}
+    monkeypatch.setattr(publishing, "connections", aliases)
+    with pytest.raises(BrokerError, match="another database") as refused:
+        publish("", 1, routing_key="q", using="other")
+    assert refused.value.code == "invalid" and list(refused.value.fields) == ["using"]
+    publishing._require_the_broker_s_database("replica")  # the same database: taken

@@ -270,7 +270,10 @@ def test_task_finished_is_sent_for_a_failed_task_too() -> None:
     assert finished == [(enqueued.id, "FAILED")]
 
 
-@pytest.mark.parametrize(("value", "kept"), [({1: "a"}, {"1": "a"}), ([{2: [{3: 4}]}], [{"2": [{"3": 4}]}]), (70, 2**70)])
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [({1: "a"}, {"1": "a"}), ([{2: [{3: 4}]}], [{"2": [{"3": 4}]}]), (70, 2**70), ({1: "nan"}, {"1": None})],
+)
 def test_values_django_takes_as_json_are_kept_as_its_json_field_keeps_them(value: Any, kept: Any) -> None:
     """Object keys that are not strings (in the task's arguments and its return value) and
     an integer past 64 bits returned: orjson refused them, and the enqueue, or every
@@ -291,7 +294,8 @@ def test_with_no_queues_named_a_task_for_another_queue_than_default_is_refused(s
     from tests.pubsub.sample_tasks import double
 
     settings.TASKS = {"broker": {"BACKEND": "pubsub.tasks.BrokerTaskBackend", "QUEUES": []}}
+    elsewhere = double.using(queue_name="elsewhere")  # defined (imported) as Django lets it be
     with pytest.raises(InvalidTask, match="not valid"):
-        double.using(queue_name="elsewhere")
+        elsewhere.enqueue(1)
     assert str(double.enqueue(1).status) == "READY"
     assert not TaskResultRow.objects.filter(queue_name="elsewhere").exists()
