@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from django.apps import apps as django_apps
 from django.core.serializers.json import DjangoJSONEncoder
 from django.core.signals import request_started
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, models, transaction
@@ -255,7 +256,23 @@ class _StreamEncoder(DjangoJSONEncoder):
 def _saved(sender: type[models.Model], instance: models.Model, created: bool, raw: bool, using: str, **kwargs: Any) -> None:
     if raw:  # loading fixtures
         return
-    _publish(_messages(sender._meta.label_lower, instance, "created" if created else "updated"), using)
+    if not _is_the_model(sender):
+        return  # a migration's historical model: not the project's, and its deletes are not heard
+    event: Event = "created" if created else "updated"
+    # A child's save (multi-table inheritance) is its parents' too, as its delete is:
+    # Django sends post_delete for each, and post_save for the child only.
+    messages = [
+        message for model in (sender, *sender._meta.get_parent_list())
+        for message in _messages(model._meta.label_lower, instance, event)
+    ]
+    _publish(messages, using)
+
+
+def _is_the_model(sender: type[models.Model]) -> bool:
+    try:
+        return django_apps.get_model(sender._meta.label_lower) is sender
+    except LookupError:
+        return False
 
 
 def _deleted(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any) -> None:

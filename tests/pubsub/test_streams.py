@@ -7,9 +7,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.apps import apps as django_apps
 from django.contrib.contenttypes.models import ContentType
 from django.db import OperationalError, connection, models, transaction
 from django.db.models.deletion import Collector
+from django.db.models.signals import post_save
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -252,3 +254,48 @@ def test_a_recorder_stopped_inside_another_stops_only_itself(published: list[Pub
     publish("", 2, routing_key="b")
     assert [m.routing_key for m in inner] == ["a"]
     assert [m.routing_key for m in published] == ["a", "b"]
+
+
+class _Place(models.Model):
+    """Not tables: `_saved` reads only the instances, and publishes through the outbox."""
+
+    name = models.CharField(max_length=10)
+
+    class Meta:
+        app_label = "pubsub"
+        managed = False
+
+
+class _Restaurant(_Place):
+    serves = models.CharField(max_length=10)
+
+    class Meta:
+        app_label = "pubsub"
+        managed = False
+
+
+def test_a_child_s_save_reaches_its_parent_s_stream_as_its_delete_does(published: list[Published]) -> None:
+    """Multi-table inheritance: Django sends post_delete for the child and each parent, but
+    post_save for the child only; a parent's stream heard a child's deletes only."""
+    Exchange.objects.create(name="audit", type="topic")
+    spec = stream(_Place, exchange="audit", fields=["name"])
+    try:
+        restaurant = _Restaurant(id=3, name="chez", serves="soup")
+        post_save.send(_Restaurant, instance=restaurant, created=True, raw=False, using="default")
+    finally:
+        spec.close()
+    assert [(m.routing_key, m.body["fields"]) for m in published] == [("pubsub._place.created", {"name": "chez"})]
+
+
+def test_a_migration_s_historical_model_publishes_nothing(published: list[Published]) -> None:
+    """Its saves published and its deletes did not (the receiver is the real class's)."""
+    from django.db.migrations.state import ProjectState
+
+    Exchange.objects.create(name="audit", type="topic")
+    spec = stream(Queue, exchange="audit", fields=["name"])
+    try:
+        historical = ProjectState.from_apps(django_apps).apps.get_model("queues", "Queue")
+        historical.objects.create(name="from-a-migration")
+    finally:
+        spec.close()
+    assert published == []
