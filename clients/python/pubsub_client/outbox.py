@@ -53,6 +53,8 @@ EXCHANGES_TABLE: Final = "exchanges_exchange"
 MAX_MESSAGE_BYTES: Final = 1_048_576  # the broker's default MAX_MESSAGE_BYTES
 MAX_KEY: Final = 255
 MAX_MESSAGE_ID: Final = 64
+EXPIRATION: Final = "expiration"  # a message's own TTL, in ms
+MAX_EXPIRATION_DIGITS: Final = 15
 # Arrays and objects nested at most this deep: the broker's JSON encoder goes no deeper.
 MAX_DEPTH: Final = 254
 DEFAULT_EXCHANGE_ALIAS: Final = "amq.default"
@@ -169,6 +171,8 @@ def _row(message: OutboxMessage, max_bytes: int) -> _Row:
     headers = {} if message.headers is None else message.headers
     if not isinstance(headers, Mapping) or not all(isinstance(key, str) for key in headers):
         raise _invalid("headers", "must be an object with string keys")
+    if EXPIRATION in headers and not _is_expiration(headers[EXPIRATION]):
+        raise _invalid("headers", "expiration: must be a number of milliseconds (a string of digits)")
     if not isinstance(message.persistent, bool):
         raise _invalid("persistent", "must be true or false")
     message_id = message.message_id
@@ -188,6 +192,13 @@ def _row(message: OutboxMessage, max_bytes: int) -> _Row:
     if _utf8_size(headers_text) > max_bytes:
         raise TooLarge("too_large", f"headers: the message headers are over the limit of {max_bytes} bytes")
     return _Row(message_id or str(uuid.uuid4()), exchange, routing_key, body, headers_text, message.persistent)
+
+
+def _is_expiration(value: Any) -> bool:
+    """A message's own TTL as the broker takes it: a string of digits, or an integer >= 0."""
+    if isinstance(value, str):
+        return value.isascii() and value.isdigit() and len(value) <= MAX_EXPIRATION_DIGITS
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**MAX_EXPIRATION_DIGITS
 
 
 def _json_text(field: str, value: Any) -> str:
