@@ -21,7 +21,7 @@ from typing import Any
 
 from .backlog import Backlog
 from .browse import key_of
-from .deadletter import MAX_DEAD_LETTER_DEPTH, dead_letter_copy
+from .deadletter import MAX_DEAD_LETTER_DEPTH, dead_letter_copy, is_death_cycle
 from .errors import Conflict, Forbidden, LimitExceeded, NotFound, PreconditionFailed
 from .exchanges import Exchange, ExchangeSpec, delay_of
 from .jsoncodec import utf8_size
@@ -204,14 +204,21 @@ class Broker:
         exchange = None if message.exchange == DEFAULT_EXCHANGE else self.routing.exchange(message.exchange)
         fx = EffectsBuilder()
         self._refused_by = None
-        holding = self._holding_queue(exchange, message)
-        if holding is not None:  # it waits there for its delay: routed later (`release_due`)
-            self._enqueue(holding, message, self._store_copy(holding, message, fx.to_persist), fx, now, 0, None)
-            routed = 1
-        else:
-            routed = self._route_and_enqueue(message, fx, now, depth=0)
+        routed = self._hold_or_route(exchange, message, fx, now, depth=0)
         self._count_publish(exchange, routed)
         return Published(routed, fx.build(), self._refused_by)
+
+    def _hold_or_route(
+        self, exchange: Exchange | None, message: Message, fx: EffectsBuilder, now: float, depth: int,
+        *, dead_letter: bool = False,
+    ) -> int:
+        """A message to a delayed exchange with an `x-delay` waits in its holding queue (routed
+        later, `release_due`); any other is routed and enqueued now. How many queues took it."""
+        holding = self._holding_queue(exchange, message)
+        if holding is None:
+            return self._route_and_enqueue(message, fx, now, depth, dead_letter=dead_letter)
+        self._enqueue(holding, message, self._store_copy(holding, message, fx.to_persist), fx, now, depth, None)
+        return 1
 
     def _holding_queue(self, exchange: Exchange | None, message: Message) -> QueueState | None:
         """Where a message to a delayed exchange with a positive `x-delay` waits; None when it
@@ -282,14 +289,18 @@ class Broker:
                 exchange.unroutable += 1
 
     def _route_and_enqueue(
-        self, message: Message, fx: EffectsBuilder, now: float, depth: int, via: str | None = None
+        self, message: Message, fx: EffectsBuilder, now: float, depth: int, via: str | None = None,
+        *, dead_letter: bool = False,
     ) -> int:
-        """Route `message` from its exchange (or from `via`) and enqueue its copies."""
+        """Route `message` from its exchange (or from `via`) and enqueue its copies; a dead
+        letter skips each queue it would reach in a loop of deaths no client caused."""
         routed = 0
         queues = self.queues
         own_ttl = expiration_of(message.headers)  # once, not per queue
         exchange = message.exchange if via is None else via
         for name in self.routing.route(exchange, message.routing_key, message.headers, queues):
+            if dead_letter and is_death_cycle(message.headers, name):
+                continue
             queue = queues[name]
             if self._rejects(queue, message):
                 self._refuse(queue, message, fx, now, depth)
@@ -597,9 +608,14 @@ class Broker:
                 envelope = state.ready.popleft()
                 taken.append((_as_taken(envelope), envelope.redelivered))
                 self._forget(envelope, fx)
+                self._expire_head(state, fx, now)  # one behind it may be past its TTL (priorities, its own)
             state.acknowledged += len(taken)
         else:
-            for envelope in list(state.ready)[:count]:
+            for envelope in state.ready:
+                if len(taken) == count:
+                    break
+                if envelope.expires_at is not None and envelope.expires_at <= now:
+                    continue  # expired: dead-lettered once it reaches the head, never returned
                 taken.append((_as_taken(envelope), envelope.redelivered))
                 envelope.redelivered = True  # they stay at the head and come out next as redeliveries
         state.delivered += len(taken)
@@ -785,7 +801,7 @@ class Broker:
                 continue
             exchange, routing_key = where
             copy = replace(message, exchange=exchange, routing_key=routing_key, wire=None, stomp_wire=None, cost=-1)
-            routed = self._route_and_enqueue(copy, fx, now, depth=0)
+            routed = self._hold_or_route(self.routing.exchanges.get(exchange), copy, fx, now, depth=0)
             self._count_publish_to(exchange, routed)
             routed_total += routed
             if not routed and not keep and queue in self.queues:
@@ -1058,20 +1074,20 @@ class Broker:
         """Drop a message, or republish it to the queue's dead-letter exchange."""
         self._forget(envelope, fx)
         target = queue.args.dead_letter_exchange
-        copy = None
-        if target is not None and depth < MAX_DEAD_LETTER_DEPTH and self.has_exchange(target):
-            copy = dead_letter_copy(
-                envelope.message,
-                queue=queue.name,
-                reason=reason,
-                exchange=target,
-                routing_key=queue.args.dead_letter_routing_key,
-            )
-        if copy is None:
+        if target is None or depth >= MAX_DEAD_LETTER_DEPTH or not self.has_exchange(target):
             queue.dropped += 1
             return
+        copy = dead_letter_copy(
+            envelope.message,
+            queue=queue.name,
+            reason=reason,
+            exchange=target,
+            routing_key=queue.args.dead_letter_routing_key,
+        )
         queue.dead_lettered += 1
-        self._route_and_enqueue(copy, fx, now, depth + 1)
+        # Through a delayed exchange too (a retry after a delay); a queue it reaches in a
+        # loop of deaths no client caused does not take it.
+        self._hold_or_route(self.routing.exchanges.get(target), copy, fx, now, depth + 1, dead_letter=True)
 
 
 def _shorter(queue_ttl: int | None, own_ttl: int) -> int:

@@ -9,6 +9,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final
 
 from .messages import EXPIRATION, Message, make_message
@@ -23,23 +24,26 @@ CLIENT_REASONS: Final = ("rejected", "delivery_limit")
 
 def dead_letter_copy(
     message: Message, *, queue: str, reason: str, exchange: str, routing_key: str | None
-) -> Message | None:
-    """The copy to publish to `exchange`, or None when it would go round in a loop."""
+) -> Message:
+    """The copy to publish to `exchange`, its death recorded first in `x-death`: a death in
+    the same queue for the same reason as before counts again (`count`), moved to the front,
+    keeping the exchange and routing keys of the first (as RabbitMQ)."""
     # `x-death` comes from publishers too: read it defensively.
     deaths = message.headers.get("x-death")
     history = [d for d in deaths if isinstance(d, dict)] if isinstance(deaths, list) else []
-    if reason not in CLIENT_REASONS and _cycle_without_rejection(history, queue):
-        return None  # back in this queue with no client rejecting it on the way: a loop (as RabbitMQ)
     same = [d for d in history if d.get("queue") == queue and d.get("reason") == reason]
-    previous = same[0].get("count") if same else 0
-    count = (previous if isinstance(previous, int) and not isinstance(previous, bool) else 0) + 1
-    entry = {
-        "queue": queue,
-        "reason": reason,
-        "exchange": message.exchange,
-        "routing-keys": [message.routing_key],
-        "count": count,
-    }
+    if same:
+        previous = same[0].get("count")
+        count = (previous if isinstance(previous, int) and not isinstance(previous, bool) else 0) + 1
+        entry = {**same[0], "count": count}
+    else:
+        entry = {
+            "queue": queue,
+            "reason": reason,
+            "exchange": message.exchange,
+            "routing-keys": [message.routing_key],
+            "count": 1,
+        }
     headers = dict(message.headers)
     if EXPIRATION in headers:  # as RabbitMQ: the copy does not expire again by the message's own TTL
         headers["original-expiration"] = headers.pop(EXPIRATION)
@@ -58,10 +62,17 @@ def dead_letter_copy(
     )
 
 
-def _cycle_without_rejection(history: list[dict[str, Any]], queue: str) -> bool:
-    """Has the message come back to `queue` with no death a client caused since it was last here?
+def is_death_cycle(headers: Mapping[str, Any], queue: str) -> bool:
+    """Would a dead letter (its death recorded) go round a loop into `queue`? It would when
+    it died in `queue` before with no death a client caused since, that one included
+    (RabbitMQ's rule, per queue reached: another queue on the way still gets it).
     `x-death` lists the newest death first."""
-    for death in history:
+    deaths = headers.get("x-death")
+    if not isinstance(deaths, list):
+        return False
+    for death in deaths:
+        if not isinstance(death, dict):
+            continue
         if death.get("reason") in CLIENT_REASONS:
             return False
         if death.get("queue") == queue:

@@ -102,3 +102,17 @@ def test_the_outbox_s_messages_wait_too() -> None:
     assert ready(broker, "jobs") == []
     broker.release_due(now=0.5)
     assert ready(broker, "jobs") == ["from django"]
+
+
+def test_a_dead_letter_to_a_delayed_exchange_waits_its_delay() -> None:
+    """A retry after a delay: the queue's dead-letter exchange is a delayed one. The dead
+    letter was routed at once: only a publish looked for the holding queue."""
+    broker = Broker()
+    delayed(broker)
+    queue(broker, "work", arguments={"dead_letter_exchange": "later", "dead_letter_routing_key": "run"})
+    send(broker, "work", "job", headers={"x-delay": 5000}, now=0.0)
+    sub = subscribe(broker, "work", now=0.0)
+    broker.nack(sub.connection, 1, multiple=False, requeue=False, now=1.0)
+    assert ready(broker, "jobs") == [] and ready(broker, "amq.delayed.later") == ["job"]
+    broker.release_due(now=6.0)
+    assert ready(broker, "jobs") == ["job"]
