@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import websockets
 
 from tests.e2e.harness import BrokerProcess
+
+# Lateness is measured: not beside another test process (scripts/test).
+pytestmark = pytest.mark.alone
 
 COUNT = 10_000
 SPREAD_MS = 5_000

@@ -18,7 +18,8 @@ from tests.e2e.numbered import drain_numbered, publish_numbered
 from tests.e2e.test_backlog_e2e import PeakRss, rss
 from tests.eventually import eventually
 
-pytestmark = pytest.mark.e2e
+# The broker's memory against a limit, under load: not beside another test process.
+pytestmark = [pytest.mark.e2e, pytest.mark.alone]
 
 MIB = 1024 * 1024
 LIMIT = 128 * MIB  # above an idle runbroker's resident size (about 85-90 MiB), with room to clear under 95% of it

@@ -20,9 +20,13 @@ from typing import Final
 
 import httpx
 import psutil
+import pytest
 import websockets
 
 from tests.e2e.harness import BrokerProcess
+
+# A thousand clients and the broker's memory over time: not beside another test process.
+pytestmark = pytest.mark.alone
 
 SLOW_CLIENTS: Final = 1000
 GOOD_CLIENTS: Final = 3

@@ -30,7 +30,8 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.e2e.harness import BrokerProcess
 
-pytestmark = [pytest.mark.e2e, pytest.mark.fuzz]
+# alone: schemathesis' cases share one test id, which pytest-xdist would run once.
+pytestmark = [pytest.mark.e2e, pytest.mark.fuzz, pytest.mark.alone]
 
 CHECKS = [
     not_a_server_error,

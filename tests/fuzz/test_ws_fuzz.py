@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from tests.e2e.client import WsClient
 from tests.e2e.harness import BrokerProcess
 
-pytestmark = [pytest.mark.e2e, pytest.mark.fuzz]
+# alone: run in one process with the schema fuzzer (scripts/test).
+pytestmark = [pytest.mark.e2e, pytest.mark.fuzz, pytest.mark.alone]
 
 MAX_MESSAGE_BYTES: Final = 4096  # small, so that oversize frames are cheap to send
 FRAME_LIMIT: Final = MAX_MESSAGE_BYTES + 64 * 1024  # broker.protocol.publish.FRAME_OVERHEAD
