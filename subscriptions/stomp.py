@@ -23,6 +23,7 @@ from broker.transport.authorization import Permissions
 from broker.transport.limits import FrameBudget, user_connections
 from broker.transport.outbox import Send
 from broker.transport.stomp_session import StompSession
+from exchanges.models import Exchange
 from queues.services import queue_delete, queue_ensure
 
 
@@ -37,6 +38,8 @@ def _ensure(name: str, properties: QueueProperties, permissions: Permissions, bi
         if not permissions.everything:
             permissions.require("configure", "queue", queue)
 
+    if bind is not None and not Exchange.objects.filter(name=bind[0]).exists():
+        raise NotFound(f"exchange {bind[0]!r} does not exist")  # before its queue is made
     queue_ensure(
         name=name,
         durable=properties.durable,

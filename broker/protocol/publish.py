@@ -48,6 +48,8 @@ def prepare_publish(
         headers = {}
     if not isinstance(headers, dict) or not all(isinstance(key, str) for key in headers):
         raise invalid("headers", "must be an object")
+    if "" in headers:  # a STOMP subscriber's MESSAGE frame could not carry it
+        raise invalid("headers", "a header needs a name (not \"\")")
     check_expiration(headers)
     persistent = data.get("persistent", True)
     if not isinstance(persistent, bool):

@@ -580,14 +580,17 @@ class StompSession:
         self, frame: StompFrame, destination: Destination, receipt: str | None, quiet: bool
     ) -> None:
         headers = frame.headers
+        # Checked before any queue is made: a refused SEND changes nothing.
+        request = send_request(headers, frame.body, destination, max_bytes=self._max_bytes)
+        self._may_write(request.exchange)
+        reply_to = headers.get("reply-to")
+        temp = parse_destination(reply_to) if reply_to is not None and reply_to.startswith("/temp-queue/") else None
         if destination.kind is Kind.QUEUE:
             await self._ensure_queue(destination.name, headers)
-        reply_to = headers.get("reply-to")
-        if reply_to is not None and reply_to.startswith("/temp-queue/"):
-            temp = parse_destination(reply_to)
+        if temp is not None:
             queue = await self._temp_queue(temp.name, f"/temp-queue/{temp.name}")
             headers = {**headers, "reply-to": f"/reply-queue/{queue}"}
-        request = send_request(headers, frame.body, destination, max_bytes=self._max_bytes)
+            request = send_request(headers, frame.body, destination, max_bytes=self._max_bytes)
         await self._when_memory_allows()
         if not (self._closed or self._ending):
             self._publish(request, receipt, quiet)
@@ -601,11 +604,15 @@ class StompSession:
             return
         await self._not_reading(guard.wait_clear())
 
-    def _publish(self, request: PublishRequest, receipt: str | None, quiet: bool = False) -> None:
+    def _may_write(self, exchange: str) -> None:
         permissions = self._permissions
-        assert permissions is not None and self._conn is not None
+        assert permissions is not None
         if not permissions.everything:
-            permissions.require("write", "exchange", request.exchange)
+            permissions.require("write", "exchange", exchange)
+
+    def _publish(self, request: PublishRequest, receipt: str | None, quiet: bool = False) -> None:
+        assert self._conn is not None
+        self._may_write(request.exchange)
         publishing = self._router.publish(self._conn, request)
         if (receipt is None or quiet) and publishing.settled is None and publishing.error is None:
             return  # nothing to say: a fire-and-forget SEND
@@ -724,16 +731,16 @@ class StompSession:
                 else:
                     # A durable subscription: a queue of its own that outlives the connection.
                     properties = queue_properties({**headers, "durable": "true"})
-                    await self._declare_queue(durable, properties, permissions, (exchange, destination.key))
-                    if not permissions.everything:
+                    if not permissions.everything:  # before the queue is made: a refusal changes nothing
                         permissions.require("read", "queue", durable)
+                    await self._declare_queue(durable, properties, permissions, (exchange, destination.key))
                     request = SubscribeRequest(key, dumps(subscription), ack, prefetch, queue=durable)
                     self._durable[key] = durable
             case Kind.QUEUE | Kind.AMQ_QUEUE | Kind.REPLY_QUEUE:
+                if not permissions.everything:  # before the queue is made: a refusal changes nothing
+                    permissions.require("read", "queue", destination.name)
                 if destination.kind is Kind.QUEUE:
                     await self._ensure_queue(destination.name, headers)
-                if not permissions.everything:
-                    permissions.require("read", "queue", destination.name)
                 request = SubscribeRequest(key, dumps(subscription), ack, prefetch, queue=destination.name)
             case Kind.TEMP_QUEUE:
                 if destination.name in self._temp_queues:
@@ -814,10 +821,9 @@ class StompSession:
         value = frame.headers.get(name) or frame.headers.get("id") or frame.headers.get("message-id")
         if value is None:
             raise StompError(f"{frame.command} needs an {name} header")
-        try:
-            tag = int(value)
-        except ValueError:
-            raise NotFound(f"{name} {value!r} names no delivery of this connection") from None
+        if not (value.isascii() and value.isdigit()):  # int() takes "١" and " 1 " too
+            raise NotFound(f"{name} {value!r} names no delivery of this connection")
+        tag = int(value)
         requeue_header = frame.headers.get("requeue")
         requeue = requeue_header is None or boolean_header("requeue", requeue_header)
         router, conn = self._router, self._conn

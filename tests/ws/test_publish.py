@@ -103,6 +103,8 @@ async def test_a_failed_commit_is_an_unavailable_error(
         ({"type": "publish", "id": "p1", "exchange": "nope", "body": 1}, "not_found"),
         ({"type": "publish", "id": "p1", "routing_key": "q"}, "invalid"),
         ({"type": "publish", "id": "p1", "body": 1, "headers": "h"}, "invalid"),
+        # A STOMP subscriber's MESSAGE frame cannot carry a header without a name.
+        ({"type": "publish", "id": "p1", "body": 1, "headers": {"": "v"}}, "invalid"),
     ],
 )
 async def test_publish_errors(ws: WebsocketCommunicator, frame: dict[str, Any], code: str) -> None:

@@ -16,6 +16,7 @@ from broker.runtime.runtime import Runtime
 from exchanges.models import Exchange
 from queues.models import Queue
 from tests.access.helpers import make_user, session_key
+from tests.eventually import eventually
 from tests.ws.conftest import Connect
 from tests.ws.helpers import declare_binding, declare_exchange, declare_queue, receive, subscribe
 from tests.ws.stomp_helpers import StompClient, text
@@ -700,3 +701,61 @@ async def test_unsubscribe_with_durable_deletes_a_durable_subscriptions_queue(st
     assert await exists("stomp-subscription-kept")
     assert not await exists("stomp-subscription-dropped")
     assert "stomp-subscription-dropped" not in runtime.broker.queues
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({"persistent": "maybe"}, "invalid"),
+        ({"expiration": "soon"}, "invalid"),
+        ({"message-id": "m" * 65}, "invalid"),
+        ({"reply-to": "/temp-queue/"}, "invalid"),
+    ],
+)
+async def test_a_refused_send_to_a_new_queue_makes_no_queue(stomp: Open, headers: dict[str, str], code: str) -> None:
+    """The queue was declared first, then the SEND refused: a refusal changed something."""
+    client = await stomp()
+    await client.send("SEND", {"destination": "/queue/never", "receipt": "r", **headers}, "x")
+    error = await client.receive()
+    assert (error.command, error.headers["code"]) == ("ERROR", code)
+    assert not await database_sync_to_async(Queue.objects.filter(name="never").exists)()
+
+
+async def test_a_send_or_subscribe_refused_for_want_of_permission_makes_no_queue(stomp: Open, runtime: Runtime) -> None:
+    await declare_exchange("events", "topic")
+    _, token = await user_with("erin", configure=".*", write="", read="")
+    for frame, headers in (
+        ("SEND", {"destination": "/queue/erin-send"}),
+        ("SUBSCRIBE", {"destination": "/queue/erin-sub", "id": "s"}),
+        ("SUBSCRIBE", {"destination": "/exchange/events/k", "id": "d", "durable": "true", "auto-delete": "false"}),
+    ):
+        client = await stomp(login="erin", passcode=token)
+        await client.send(frame, {**headers, "receipt": "r"}, "x" if frame == "SEND" else "")
+        error = await client.receive()
+        assert (error.command, error.headers["code"]) == ("ERROR", "forbidden")
+    names = await database_sync_to_async(lambda: list(Queue.objects.values_list("name", flat=True)))()
+    assert not [name for name in names if "erin" in name or name.startswith("stomp-subscription-")]
+
+
+async def test_a_durable_subscription_to_a_missing_exchange_makes_no_queue(stomp: Open) -> None:
+    client = await stomp()
+    await client.send("SUBSCRIBE", {"destination": "/exchange/nosuchx/k", "id": "ghost", "durable": "true",
+                                    "auto-delete": "false", "receipt": "r"})
+    error = await client.receive()
+    assert (error.command, error.headers["code"]) == ("ERROR", "not_found")
+    assert not await database_sync_to_async(Queue.objects.filter(name__contains="ghost").exists)()
+
+
+async def test_an_ack_id_of_other_digits_than_ascii_names_no_delivery(stomp: Open, runtime: Runtime) -> None:
+    """int() reads "١" (Arabic-Indic one) as 1: it acked delivery 1."""
+    await declare_queue("digits")
+    client = await stomp()
+    await client.send("SUBSCRIBE", {"destination": "/amq/queue/digits", "id": "s", "ack": "client"})
+    await client.send("SEND", {"destination": "/amq/queue/digits"}, "x")
+    message = await client.receive()
+    assert message.command == "MESSAGE"
+    await client.send("ACK", {"id": "\u0661", "receipt": "r"})
+    error = await client.receive()
+    assert (error.command, error.headers["code"]) == ("ERROR", "not_found")
+    assert await client.closed()
+    await eventually(lambda: counts(runtime, "digits") == (1, 0), what="the message back, not acknowledged")
