@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import transaction
 
-from broker.engine.errors import Forbidden, NotFound, PreconditionFailed, Unavailable
+from broker.engine.errors import BrokerError, Forbidden, NotFound, PreconditionFailed, Unavailable
 from broker.engine.jsoncodec import canonical
 from broker.engine.names import generated_queue_name
 from broker.engine.queues import parse_queue_arguments, refuse_two_spellings
@@ -58,9 +58,12 @@ def queue_declare(
         "arguments": object_field("arguments", arguments),
     }
     # Checked here, before the row exists: the router would refuse it only after commit.
-    stored = Queue.objects.filter(name=name).values_list("arguments", flat=True).first()
-    if stored is None or canonical(stored) != canonical(wanted["arguments"]):  # declared so before: taken again
+    try:
         refuse_two_spellings(wanted["arguments"])
+    except BrokerError:  # the stored queue's own arguments, declared so before: taken again
+        stored = Queue.objects.filter(name=name).values_list("arguments", flat=True).first()
+        if stored is None or canonical(stored) != canonical(wanted["arguments"]):
+            raise
     parse_queue_arguments(wanted["arguments"])
     with transaction.atomic():
         if not Queue.objects.filter(name=name).exists():

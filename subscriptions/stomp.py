@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import transaction
 
 from access.asgi import stomp_permissions
 from access.rules import ANONYMOUS_ALL
@@ -23,7 +24,6 @@ from broker.transport.authorization import Permissions
 from broker.transport.limits import FrameBudget, user_connections
 from broker.transport.outbox import Send
 from broker.transport.stomp_session import StompSession
-from exchanges.models import Exchange
 from queues.services import queue_delete, queue_ensure
 
 
@@ -38,20 +38,21 @@ def _ensure(name: str, properties: QueueProperties, permissions: Permissions, bi
         if not permissions.everything:
             permissions.require("configure", "queue", queue)
 
-    if bind is not None and not Exchange.objects.filter(name=bind[0]).exists():
-        raise NotFound(f"exchange {bind[0]!r} does not exist")  # before its queue is made
-    queue_ensure(
-        name=name,
-        durable=properties.durable,
-        auto_delete=properties.auto_delete,
-        arguments=properties.arguments,
-        given=properties.given,
-        authorize=authorize,
-    )
-    if bind is not None:
-        exchange, binding_key = bind
-        authorize(name)  # a binding needs configure on its queue (and read on its exchange: the session's)
-        binding_create(exchange=exchange, queue=name, binding_key=binding_key)
+    # One transaction: a binding refused (its exchange missing, say) leaves no queue behind,
+    # and the router hears of neither (it is told at commit).
+    with transaction.atomic():
+        queue_ensure(
+            name=name,
+            durable=properties.durable,
+            auto_delete=properties.auto_delete,
+            arguments=properties.arguments,
+            given=properties.given,
+            authorize=authorize,
+        )
+        if bind is not None:
+            exchange, binding_key = bind
+            authorize(name)  # a binding needs configure on its queue (and read on its exchange: the session's)
+            binding_create(exchange=exchange, queue=name, binding_key=binding_key)
 
 
 _ensure_async = database_sync_to_async(_ensure)
