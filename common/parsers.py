@@ -15,7 +15,7 @@ from typing import Any, Final
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 
-from broker.engine.jsoncodec import nested_deeper_than, number_out_of_range
+from broker.engine.jsoncodec import NUMBER_OUT_OF_RANGE, nested_deeper_than, number_out_of_range
 
 # Deeper than any real document, well under every decoder's and database's limit.
 MAX_JSON_DEPTH: Final = 512
@@ -25,7 +25,6 @@ _TOO_DEEP: Final = f"JSON parse error - the value is nested more than {MAX_JSON_
 # Python reads `1e400` as infinity, and integers of any size; the broker's JSON (orjson),
 # SQLite's and PostgreSQL's take neither past 64 bits or a double's range: a declare that
 # stored one answered 500, or broke every connection's statistics frame.
-NUMBER_OUT_OF_RANGE: Final = "a number is out of range (integers from -2**63 to 2**64-1; finite numbers)"
 
 
 class JSONParser(parsers.JSONParser):

@@ -24,9 +24,9 @@ from access.drf import legacy_permissions
 from bindings.serializers import BindingSerializer
 from bindings.services import binding_create
 from broker.engine.errors import BrokerError
-from broker.engine.jsoncodec import nested_deeper_than, number_out_of_range
+from broker.engine.jsoncodec import NUMBER_OUT_OF_RANGE, nested_deeper_than, number_out_of_range
 from common.api_errors import error_json, translate
-from common.parsers import MAX_JSON_DEPTH, NUMBER_OUT_OF_RANGE
+from common.parsers import MAX_JSON_DEPTH
 from exchanges.serializers import ExchangeSerializer
 from exchanges.services import exchange_declare, message_publish
 from queues.services import queue_declare

@@ -91,6 +91,43 @@ def number_out_of_range(value: Any) -> bool:
     return False
 
 
+# What a refusal of such a number says, on every path that takes JSON input.
+NUMBER_OUT_OF_RANGE: Final = "a number is out of range (integers from -2**63 to 2**64-1; finite numbers)"
+# An integer orjson cannot keep has at least 20 digits, or 19 after a minus sign; a
+# match (also inside a string or a fraction) only sends the text to the exact look.
+_WIDE_DIGITS: Final = re.compile(r"\d{20}|-\d{19}")
+_WIDE_DIGITS_BYTES: Final = re.compile(rb"\d{20}|-\d{19}")
+
+
+class NumberOutOfRange(ValueError):
+    """JSON text holds an integer orjson would read as a float, changing it."""
+
+    def __init__(self) -> None:
+        super().__init__(NUMBER_OUT_OF_RANGE)
+
+
+def loads_exact(text: str | bytes) -> Any:
+    """`loads`, but raises NumberOutOfRange for a text `holds_wide_integer` finds."""
+    value = orjson.loads(text)
+    if holds_wide_integer(text):
+        raise NumberOutOfRange
+    return value
+
+
+def holds_wide_integer(text: str | bytes) -> bool:
+    """Does JSON text (that orjson reads) hold an integer past 64 bits? orjson reads one as a
+    float, a value the publisher did not send. The common case costs one regex search of the
+    text; only a text with a long run of digits is decoded again, by Python's decoder, which
+    keeps integers of any size."""
+    wide = _WIDE_DIGITS_BYTES.search(text) if isinstance(text, bytes) else _WIDE_DIGITS.search(text)
+    if wide is None:
+        return False
+    try:
+        return number_out_of_range(json.loads(text))
+    except RecursionError:  # deeper than Python's decoder goes (orjson's limit is lower)
+        return False
+
+
 def nested_deeper_than(value: Any, limit: int) -> bool:
     """Do arrays and objects nest more than `limit` levels deep in `value` (a decoded JSON value)?"""
     stack: list[tuple[Any, int]] = [(value, 1)]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.engine.errors import BrokerError, TooLarge
+from broker.engine.jsoncodec import NUMBER_OUT_OF_RANGE
 from broker.engine.queues import DEFAULT_PREFETCH, MAX_PREFETCH, AckMode
 from broker.engine.rules import exchange_field, invalid, key_field, name_field, object_field
 from broker.protocol.publish import PublishRequest, prepare_publish
@@ -132,11 +133,15 @@ class FrameTooLarge(FrameError, TooLarge):
     """A publish whose body (or headers) is over MAX_MESSAGE_BYTES: the consumer closes with 1009."""
 
 
-def parse_frame(data: Any, *, max_bytes: int) -> ClientFrame:
-    """Check a decoded client frame and apply its defaults; `max_bytes` bounds a publish's body."""
+def parse_frame(data: Any, *, max_bytes: int, numbers_changed: bool = False) -> ClientFrame:
+    """Check a decoded client frame and apply its defaults; `max_bytes` bounds a publish's body.
+    `numbers_changed`: the decoder read an integer of the text past 64 bits as a float
+    (jsoncodec.holds_wide_integer), so the frame is not what the client sent."""
     if not isinstance(data, dict):
         raise FrameError("a frame must be a JSON object")
     frame_id = _read_id(data)
+    if numbers_changed:
+        raise FrameError(NUMBER_OUT_OF_RANGE, frame_id=frame_id)
     try:
         return _parse(data, frame_id, max_bytes)
     except FrameError:

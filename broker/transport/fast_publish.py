@@ -29,7 +29,7 @@ from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 from broker.engine.errors import BrokerError, ResourceLimit, TooLarge
-from broker.engine.jsoncodec import dumps, loads
+from broker.engine.jsoncodec import dumps, loads_exact
 from broker.protocol.publish import prepare_publish
 from broker.router.calls import publish_async
 from broker.runtime.timeouts import within
@@ -89,7 +89,7 @@ class FastPublish:
             _check_host(scope)
             permissions = await self._authenticate(scope["headers"])
             permissions.require("write", "exchange", exchange)
-            data = loads(await _read_body(receive))
+            data = loads_exact(await _read_body(receive))
         except BrokerError as error:
             return error_response(error)
         except ValueError as error:

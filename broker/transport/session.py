@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
 from broker.engine.errors import BrokerError, NotFound, RateLimited, TooLarge, Unavailable
-from broker.engine.jsoncodec import dumps, loads
+from broker.engine.jsoncodec import dumps, holds_wide_integer, loads
 from broker.protocol.client_frames import (
     Ack,
     AckMany,
@@ -225,7 +225,7 @@ class Session:
             self._push(error_frame(None, FrameError(f"the frame is not JSON: {error}")))
             return None
         try:
-            frame = parse_frame(decoded, max_bytes=self._max_bytes)
+            frame = parse_frame(decoded, max_bytes=self._max_bytes, numbers_changed=holds_wide_integer(text))
         except TooLarge:
             return self._close(CLOSE_TOO_BIG)
         except FrameError as error:

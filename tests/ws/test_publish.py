@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from tests.ws.helpers import (
     request,
     send,
     silent,
+    subscribe,
 )
 
 
@@ -111,6 +113,37 @@ async def test_publish_errors(ws: WebsocketCommunicator, frame: dict[str, Any], 
     reply = await request(ws, frame)
     assert (reply["type"], reply["id"], reply["code"]) == ("error", "p1", code)
     assert reply["message"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type": "publish", "id": "p1", "routing_key": "q", "body": {"n": 18446744073709551616}}',
+        '{"type": "publish", "id": "p1", "routing_key": "q", "body": [-9223372036854775809]}',
+        '{"type": "publish", "id": "p1", "routing_key": "q", "body": 1, "headers": {"h": 123456789012345678901234}}',
+    ],
+)
+async def test_an_integer_past_64_bits_is_refused_not_changed(ws: WebsocketCommunicator, text: str) -> None:
+    """orjson reads such an integer as a float: the subscribers would get another number."""
+    await declare_queue("q")
+    await ws.send_input({"type": "websocket.receive", "text": text})
+    reply = await receive(ws)
+    assert (reply["type"], reply["id"], reply["code"]) == ("error", "p1", "invalid")
+    assert "out of range" in reply["message"]
+    assert await database_sync_to_async(Message.objects.count)() == 0
+
+
+async def test_the_largest_integers_and_long_digit_strings_are_taken_as_sent(ws: WebsocketCommunicator) -> None:
+    await declare_queue("q")
+    digits = "1" * 40
+    body = '{"top": 18446744073709551615, "low": -9223372036854775808, "s": "' + digits + '", "f": 0.' + digits + "}"
+    text = '{"type": "publish", "id": "p1", "routing_key": "q", "body": ' + body + "}"
+    await subscribe(ws, "s", "q")
+    await ws.send_input({"type": "websocket.receive", "text": text})
+    replies = [await receive(ws), await receive(ws)]
+    assert sorted(reply["type"] for reply in replies) == ["confirm", "message"]
+    delivered = next(reply for reply in replies if reply["type"] == "message")
+    assert delivered["body"] == json.loads(body)
 
 
 async def test_ping_pong(ws: WebsocketCommunicator) -> None:
