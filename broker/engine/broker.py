@@ -493,7 +493,7 @@ class Broker:
         now: float,
     ) -> Effects:
         connection = self._connection(connection_id)
-        self._check_subscription(connection, subscription, prefetch)
+        self._check_subscription(connection, subscription, subscription_json, prefetch)
         state = self._queue(queue)
         owner = state.spec.exclusive_to
         if owner is not None and owner != connection_id:
@@ -523,7 +523,7 @@ class Broker:
         The default exchange binds nothing: it reaches the queue by its name already (a
         reply queue, whose name the subscriber hands to whoever answers)."""
         connection = self._connection(connection_id)
-        self._check_subscription(connection, subscription, prefetch)
+        self._check_subscription(connection, subscription, subscription_json, prefetch)
         if exchange != DEFAULT_EXCHANGE:
             binding_arguments(self.routing.exchange(exchange).kind, arguments)  # before the queue exists
         if queue in self.queues:
@@ -842,9 +842,9 @@ class Broker:
         return connection
 
     @staticmethod
-    def _check_subscription(connection: Connection, subscription: str, prefetch: int) -> None:
+    def _check_subscription(connection: Connection, subscription: str, subscription_json: str, prefetch: int) -> None:
         if subscription in connection.consumers:
-            raise Conflict(f"subscription {subscription!r} already exists on this connection")
+            raise Conflict(f"subscription {subscription_json} already exists on this connection")
         check_prefetch(prefetch)
 
     def _add_consumer(

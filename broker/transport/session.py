@@ -289,7 +289,7 @@ class Session:
                 # deliveries it made before: nothing of it follows the answer.
                 key = self._key(frame_id)
                 if key not in self._subscriptions and key not in self._subscribing:
-                    raise NotFound(f"subscription {key!r} does not exist")
+                    raise NotFound(f"subscription {key} does not exist")
                 self._unsubscribing[key] = frame_id
                 router.unsubscribe(conn, key)
             case Ping(id=frame_id):
@@ -320,14 +320,16 @@ class Session:
 
     @staticmethod
     def _key(subscription: FrameId) -> str:
-        """The router's name for a subscription: a string id as is, a number as its JSON text."""
-        return subscription if isinstance(subscription, str) else dumps(subscription)
+        """The router's name for a subscription: its id's JSON text, so that the ids `"1"`
+        and `1` name two subscriptions, as the client's frames tell them apart."""
+        return dumps(subscription)
 
     def _generate_id(self) -> str:
         while True:
             self._generated += 1
             candidate = f"sub-{self._generated}"
-            if candidate not in self._subscriptions and candidate not in self._subscribing:
+            key = self._key(candidate)
+            if key not in self._subscriptions and key not in self._subscribing:
                 return candidate
 
     # -- refusals and closes ---------------------------------------------------

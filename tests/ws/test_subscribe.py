@@ -80,6 +80,24 @@ async def test_a_numeric_id_stays_a_number(ws: WebsocketCommunicator, runtime: R
     assert await request(ws, {"type": "unsubscribe", "id": 5}) == {"type": "unsubscribed", "id": 5}
 
 
+async def test_the_ids_5_and_quoted_5_are_two_subscriptions(ws: WebsocketCommunicator, runtime: Runtime) -> None:
+    await declare_queue("a")
+    await declare_queue("b")
+    await subscribe(ws, "5", "a")
+    reply = await request(ws, {"type": "subscribe", "id": 5, "queue": "b"})
+    assert reply == {"type": "subscribed", "id": 5, "subscription": 5, "queue": "b"}
+    await publish(runtime, "", "b", "to b")
+    assert (await receive(ws))["subscription"] == 5
+    assert await request(ws, {"type": "unsubscribe", "id": 5}) == {"type": "unsubscribed", "id": 5}
+    await publish(runtime, "", "a", "to a")
+    assert (await receive(ws))["subscription"] == "5"
+    reply = await request(ws, {"type": "subscribe", "id": "5", "queue": "b"})
+    assert (reply["type"], reply["code"]) == ("error", "conflict")
+    assert reply["message"] == 'subscription "5" already exists on this connection'
+    reply = await request(ws, {"type": "unsubscribe", "id": 5})
+    assert (reply["type"], reply["code"], reply["message"]) == ("error", "not_found", "subscription 5 does not exist")
+
+
 async def test_fanout_subscription_broadcasts_to_every_connection(connect: Connect, runtime: Runtime) -> None:
     await declare_exchange("news", "fanout")
     first, second = await connect(), await connect()
