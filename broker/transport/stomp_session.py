@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
-from broker.engine.errors import BrokerError, Conflict, NotFound, RateLimited, TooLarge, Unavailable
+from broker.engine.errors import BrokerError, Conflict, Forbidden, NotFound, RateLimited, TooLarge, Unavailable
 from broker.engine.jsoncodec import dumps, loads
 from broker.engine.messages import Delivery, delivery_headers
 from broker.engine.names import DEFAULT_EXCHANGE
@@ -720,8 +720,8 @@ class StompSession:
         match destination.kind:
             case Kind.EXCHANGE | Kind.TOPIC:
                 exchange = destination.name if destination.kind is Kind.EXCHANGE else TOPIC_EXCHANGE
-                if exchange == DEFAULT_EXCHANGE:  # `/exchange/amq.default/KEY`
-                    raise StompError("subscribe to /queue/NAME to consume from the default exchange")
+                if exchange == DEFAULT_EXCHANGE:  # `/exchange/amq.default/KEY`: it takes no bindings
+                    raise Forbidden("the default exchange takes no bindings: subscribe to /queue/NAME to consume from it")
                 if not permissions.everything:
                     permissions.require("read", "exchange", exchange)
                 durable = durable_subscription_queue(headers, subscription)
