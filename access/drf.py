@@ -19,12 +19,13 @@ from typing import Any, Final
 from django.conf import settings
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 from access.handler_token import HandlerUser, is_handler_token
 from access.rules import Permissions
 from access.selectors import permissions_or_unauthorized, token_permissions, token_user
-from broker.engine.errors import Unauthorized
+from broker.engine.errors import Forbidden, Unauthorized
+from broker.transport.origins import current_policy
 
 _CACHE_ATTRIBUTE = "_broker_permissions"
 # The Authorization schemes that carry an API token, lowercased (compared case-insensitively):
@@ -73,7 +74,34 @@ class BrokerAccess(BasePermission):
     Reading (lists, details) needs nothing more; changes are checked per name by the views."""
 
     def has_permission(self, request: Any, view: Any) -> bool:
-        return bool(settings.BROKER_ALLOW_ANONYMOUS or request.user.is_authenticated)
+        if request.user.is_authenticated:
+            return True
+        if not settings.BROKER_ALLOW_ANONYMOUS:
+            return False
+        try:
+            refuse_foreign_page(request)
+        except Forbidden as error:
+            raise exceptions.PermissionDenied(error.message) from None
+        return True
+
+
+def refuse_foreign_page(request: Any) -> None:
+    """Raise `forbidden` for an anonymous change sent by a page of an origin the WebSocket's
+    check would refuse (ALLOWED_ORIGINS, or the hosts of ALLOWED_HOSTS).
+
+    Anonymous clients may change anything while BROKER_ALLOW_ANONYMOUS is on, and a browser
+    sends a form, or a `fetch` in `no-cors` mode, from any site's page to the broker with no
+    credentials needed: without this, a page the developer opened could purge or delete
+    queues on their machine. Browsers send `Origin` with every such request; programs send
+    none, or send credentials (a token cannot be set by another site's form)."""
+    if request.method in SAFE_METHODS:
+        return
+    origin = request.META.get("HTTP_ORIGIN")
+    if origin is not None and not current_policy().allows(origin):
+        raise Forbidden(
+            f"a page of origin {origin!r} may not change the broker anonymously: "
+            "add the origin to ALLOWED_ORIGINS, or send an API token"
+        )
 
 
 def request_permissions(request: Any) -> Permissions:
@@ -89,5 +117,6 @@ def legacy_permissions(request: Any) -> Permissions:
     """The permissions of a token-bearing request, or of an anonymous client."""
     token = bearer_token(request.META.get("HTTP_AUTHORIZATION", "").encode("latin-1"))
     if token is None:
+        refuse_foreign_page(request)
         return permissions_or_unauthorized(None)
     return token_permissions(token)

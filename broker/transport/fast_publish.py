@@ -13,8 +13,9 @@ which caches a token's user and permissions for a few seconds, so revoking
 one takes that long here), the body size limit, the same answers and error
 shape, the same security headers. Anything else goes to Django, the
 documented DRF action included: other methods and content types (the
-browsable API's forms) and every request with a session cookie (DRF checks
-CSRF for logged-in users).
+browsable API's forms), every request with a session cookie (DRF checks
+CSRF for logged-in users), and every request with an `Origin`: a browser page's,
+whose anonymous changes Django refuses unless the origin is allowed.
 """
 
 from __future__ import annotations
@@ -77,10 +78,14 @@ class FastPublish:
         await send({"type": "http.response.body", "body": body})
 
     def _takes(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """A program's JSON publish. Forms, session requests and whatever a browser page
+        sends (it has an `Origin`) go to Django, for its CSRF and origin checks."""
         for name, value in headers:
             if name == b"content-type" and not value.lower().startswith(b"application/json"):
                 return False
             if name == b"cookie" and self._session_cookie in value:
+                return False
+            if name == b"origin":
                 return False
         return True
 

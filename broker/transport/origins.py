@@ -51,6 +51,19 @@ class OriginPolicy:
         return bool(domain) and validate_host(domain, self.hosts)
 
 
+_current: tuple[tuple[str, ...], OriginPolicy] | None = None
+
+
+def current_policy() -> OriginPolicy:
+    """The policy of the settings as they are now: rebuilt when they change (tests
+    override them); a handshake or a change by an anonymous client is not a hot path."""
+    global _current
+    allowed = tuple(settings.ALLOWED_ORIGINS) or tuple(settings.ALLOWED_HOSTS)
+    if _current is None or _current[0] != allowed:
+        _current = (allowed, OriginPolicy(allowed))
+    return _current[1]
+
+
 def _normalise(origin: str) -> str:
     return origin.strip().rstrip("/").lower()
 
@@ -67,16 +80,11 @@ class OriginGuard:
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self._policy: tuple[tuple[str, ...], OriginPolicy] | None = None
         self._logged: set[str] = set()
 
     @property
     def policy(self) -> OriginPolicy:
-        # Rebuilt when the settings change (tests override them); a handshake is not a hot path.
-        allowed = tuple(settings.ALLOWED_ORIGINS) or tuple(settings.ALLOWED_HOSTS)
-        if self._policy is None or self._policy[0] != allowed:
-            self._policy = (allowed, OriginPolicy(allowed))
-        return self._policy[1]
+        return current_policy()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":

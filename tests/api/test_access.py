@@ -403,3 +403,44 @@ def test_a_user_who_is_not_staff_logs_in_at_the_apis_login(no_anonymous: None) -
     assert (response.status_code, response["Location"]) == (302, "/")
     assert client.get("/").status_code == 200
     assert client.get("/api/queues/").status_code == 200
+
+
+FOREIGN = "https://evil.example"
+
+
+def test_another_site_s_page_cannot_change_the_broker_anonymously(anonymous: None, runtime_thread: Runtime) -> None:
+    """What a form, or `fetch` in no-cors mode, on any site's page would send to a broker on
+    the reader's machine: the browser adds `Origin`, and no credentials are needed."""
+    Queue.objects.create(name="work")
+    put_message(runtime_thread, "work")
+    client = Client(HTTP_ORIGIN=FOREIGN)
+    answers = [
+        client.post("/api/queues/", {"name": "evil"}),
+        client.post("/api/queues/work/purge/"),
+        client.delete("/api/queues/work/"),
+        client.post("/queues", json.dumps({"name": "evil2"}), content_type="text/plain"),
+        client.post("/publish", json.dumps({"exchange_name": "", "key": "work", "payload": 1}), content_type="text/plain"),
+    ]
+    for answer in answers:
+        assert (answer.status_code, answer.json()["error"]["code"]) == (403, "forbidden")
+        assert "ALLOWED_ORIGINS" in answer.json()["error"]["message"]
+    assert list(Queue.objects.values_list("name", flat=True)) == ["work"]
+    assert ready(runtime_thread, "work") == 1
+    assert client.get("/api/queues/").status_code == 200  # reading: the page cannot see the answer
+
+
+@pytest.mark.parametrize("origin", ["http://localhost:8060", "http://127.0.0.1", "https://app.example.com"])
+def test_an_allowed_page_and_programs_still_change_it(
+    anonymous: None, runtime_thread: Runtime, settings: Any, origin: str
+) -> None:
+    settings.ALLOWED_ORIGINS = ["localhost", "127.0.0.1", "https://app.example.com"]
+    assert Client(HTTP_ORIGIN=origin).post("/api/queues/", {"name": "a"}).status_code == 201
+    assert Client().post("/api/queues/", {"name": "b"}).status_code == 201  # no Origin: a program
+
+
+def test_a_token_from_another_site_s_page_is_checked_as_usual(anonymous: None, runtime_thread: Runtime) -> None:
+    """A page cannot set `Authorization` on a request it sends without CORS, so a token is
+    the sender's own."""
+    _, token = make_user("alice", configure=".*")
+    client = Client(HTTP_ORIGIN=FOREIGN, HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert client.post("/api/queues/", {"name": "a"}).status_code == 201

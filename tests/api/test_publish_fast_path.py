@@ -75,3 +75,15 @@ async def test_a_logged_in_session_goes_to_django_and_its_csrf_check(http: httpx
     assert (answer.status_code, answer.json()["error"]["code"]) == (403, "forbidden")
     assert taken_by_django(answer)
     assert ready(runtime) == 0
+
+
+async def test_a_page_of_another_site_cannot_publish_anonymously(http: httpx.AsyncClient, runtime: Runtime) -> None:
+    """A `fetch` in no-cors mode with a Blob body sends no Content-Type, and an `Origin`:
+    such a request goes to Django, which refuses an anonymous change from that origin."""
+    answer = await http.post(URL, content=b'{"routing_key": "q", "body": 1}', headers={"origin": "https://evil.example"})
+    assert (answer.status_code, answer.json()["error"]["code"]) == (403, "forbidden")
+    assert ready(runtime) == 0
+    answer = await http.post(URL, content=b'{"routing_key": "q", "body": 1}', headers={"origin": "http://localhost"})
+    assert answer.status_code == 415  # an allowed page, through Django: it needs a Content-Type
+    answer = await http.post(URL, json={"routing_key": "q", "body": 1}, headers={"origin": "http://localhost"})
+    assert answer.status_code == 200 and ready(runtime) >= 1
