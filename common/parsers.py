@@ -15,7 +15,7 @@ from typing import Any, Final
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 
-from broker.engine.jsoncodec import NUMBER_OUT_OF_RANGE, nested_deeper_than, number_out_of_range
+from broker.engine.jsoncodec import json_value_problem, nested_deeper_than
 
 # Deeper than any real document, well under every decoder's and database's limit.
 MAX_JSON_DEPTH: Final = 512
@@ -35,6 +35,7 @@ class JSONParser(parsers.JSONParser):
             raise ParseError(_TOO_DEEP) from None
         if nested_deeper_than(value, MAX_JSON_DEPTH):
             raise ParseError(_TOO_DEEP)
-        if number_out_of_range(value):
-            raise ParseError(f"JSON parse error - {NUMBER_OUT_OF_RANGE}")
+        problem = json_value_problem(value)
+        if problem is not None:
+            raise ParseError(f"JSON parse error - {problem}")
         return value

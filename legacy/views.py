@@ -24,7 +24,7 @@ from access.drf import legacy_permissions
 from bindings.serializers import BindingSerializer
 from bindings.services import binding_create
 from broker.engine.errors import BrokerError
-from broker.engine.jsoncodec import NUMBER_OUT_OF_RANGE, nested_deeper_than, number_out_of_range
+from broker.engine.jsoncodec import json_value_problem, nested_deeper_than
 from common.api_errors import error_json, translate
 from common.parsers import MAX_JSON_DEPTH
 from exchanges.serializers import ExchangeSerializer
@@ -73,8 +73,9 @@ def _body(request: HttpRequest) -> dict[str, Any]:
         raise BrokerError("the request body is not valid JSON") from None
     if nested_deeper_than(data, MAX_JSON_DEPTH):
         raise BrokerError(f"the request body is nested more than {MAX_JSON_DEPTH} levels deep")
-    if number_out_of_range(data):
-        raise BrokerError(f"the request body: {NUMBER_OUT_OF_RANGE}")
+    problem = json_value_problem(data)
+    if problem is not None:
+        raise BrokerError(f"the request body: {problem}")
     if not isinstance(data, dict):
         raise BrokerError("the request body must be a JSON object")
     return data

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from broker.engine.errors import BrokerError, NotFound
-from broker.engine.jsoncodec import dumps, number_out_of_range
+from broker.engine.jsoncodec import dumps, json_value_problem
 from broker.protocol.publish import PublishRequest, prepare_publish
 from broker.router.calls import outbox_written
 from broker.runtime.stamps import new_message_id, now_iso
@@ -161,8 +161,8 @@ def _request(message: OutboxMessage) -> PublishRequest:
         raise BrokerError("exchange: must be a string", fields={"exchange": ["must be a string"]})
     # A Python value may hold NaN or infinity, which orjson would write as null.
     for field in ("body", "headers"):
-        if number_out_of_range(fields[field]):
-            problem = "holds a number JSON cannot carry (not finite, or an integer past 64 bits)"
+        problem = json_value_problem(fields[field])
+        if problem is not None:
             raise BrokerError(f"{field}: {problem}", fields={field: [problem]})
     return prepare_publish(fields, max_bytes=settings.MAX_MESSAGE_BYTES, exchange=message.exchange)
 

@@ -5,7 +5,7 @@ Names and arguments are checked by the services (stable error codes).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from rest_framework import serializers
 
@@ -39,8 +39,13 @@ class QueueSerializer(serializers.Serializer[Any]):
     consumers = serializers.IntegerField(allow_null=True)
 
 
+# The largest `count`, `offset` or `limit` a call takes: a 32-bit int, far past what one
+# call returns, and small enough for every link and database.
+MAX_QUERY_INT: Final = 2**31 - 1
+
+
 class QueueGetSerializer(serializers.Serializer[Any]):
-    count = serializers.IntegerField(default=1, min_value=1)
+    count = serializers.IntegerField(default=1, min_value=1, max_value=MAX_QUERY_INT)
     ack = FormBooleanField(default=True)
 
 

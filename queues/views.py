@@ -25,6 +25,7 @@ from queues.browser import query_filter, queue_messages, queue_messages_act, sel
 from queues.models import Queue
 from queues.selectors import queue_detail, queue_list, queue_page
 from queues.serializers import (
+    MAX_QUERY_INT,
     MessageActionDoneSerializer,
     MessageActionSerializer,
     MessagePageSerializer,
@@ -158,8 +159,14 @@ class QueueViewSet(viewsets.GenericViewSet[Queue]):
 
 
 def _query_int(value: str | None, field: str, default: int) -> int:
+    """A whole number from 0 to MAX_QUERY_INT: what a page can ask for. A larger one could
+    not cross the cluster's link (msgpack's integers end at 64 bits), and Python's `int`
+    refuses more than 4,300 digits."""
     if value is None or value == "":
         return default
     if not (value.isascii() and value.isdigit()):  # "²" and "１" are digits to str.isdigit
         raise BrokerError(f"{field}: must be a whole number", fields={field: ["must be a whole number"]})
+    if len(value) > len(str(MAX_QUERY_INT)) or int(value) > MAX_QUERY_INT:
+        problem = f"must be at most {MAX_QUERY_INT}"
+        raise BrokerError(f"{field}: {problem}", fields={field: [problem]})
     return int(value)

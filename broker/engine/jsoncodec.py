@@ -70,14 +70,25 @@ _LOWEST: Final = -(2**63)
 _HIGHEST: Final = 2**64 - 1
 
 
-def number_out_of_range(value: Any) -> bool:
-    """Does a value hold an integer orjson cannot write (below -2**63 or above 2**64-1) or a
-    number that is not finite? Python's decoder reads `1e400` as infinity, and keeps
-    integers of any size; orjson writes a number that is not finite as null."""
+# What a refusal of such a number says, on every path that takes JSON input.
+NUMBER_OUT_OF_RANGE: Final = "a number is out of range (integers from -2**63 to 2**64-1; finite numbers)"
+LONE_SURROGATE: Final = "a string holds a lone surrogate (\\ud800 to \\udfff not in a pair): not Unicode text"
+
+
+def json_value_problem(value: Any) -> str | None:
+    """What in a value Python's decoder read makes it one the broker cannot carry, or None:
+    an integer orjson cannot write (below -2**63 or above 2**64-1) or a number that is not
+    finite (Python's decoder reads `1e400` as infinity, and keeps integers of any size;
+    orjson writes a number that is not finite as null), or a string (or key) holding a lone
+    surrogate, which Python's decoder reads from `"\\ud800"` and which no UTF-8 text,
+    database or cluster link can hold."""
     stack = [value]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
+            for key in node:
+                if isinstance(key, str) and _holds_surrogate(key):
+                    return LONE_SURROGATE
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
@@ -85,14 +96,25 @@ def number_out_of_range(value: Any) -> bool:
             continue
         elif isinstance(node, int):
             if not _LOWEST <= node <= _HIGHEST:
-                return True
-        elif isinstance(node, float) and not math.isfinite(node):
-            return True
+                return NUMBER_OUT_OF_RANGE
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                return NUMBER_OUT_OF_RANGE
+        elif isinstance(node, str) and _holds_surrogate(node):
+            return LONE_SURROGATE
+    return None
+
+
+def _holds_surrogate(text: str) -> bool:
+    if text.isascii():  # O(1)
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
     return False
 
 
-# What a refusal of such a number says, on every path that takes JSON input.
-NUMBER_OUT_OF_RANGE: Final = "a number is out of range (integers from -2**63 to 2**64-1; finite numbers)"
 # An integer orjson cannot keep has at least 20 digits, or 19 after a minus sign; a
 # match (also inside a string or a fraction) only sends the text to the exact look.
 _WIDE_DIGITS: Final = re.compile(r"\d{20}|-\d{19}")
@@ -123,7 +145,7 @@ def holds_wide_integer(text: str | bytes) -> bool:
     if wide is None:
         return False
     try:
-        return number_out_of_range(json.loads(text))
+        return json_value_problem(json.loads(text)) is not None
     except RecursionError:  # deeper than Python's decoder goes (orjson's limit is lower)
         return False
 

@@ -129,6 +129,12 @@ def test_json_holds_nul(value: Any, holds: bool) -> None:
         ("/api/bindings/", '{"exchange": "e", "queue": "q", "arguments": {"k": 18446744073709551616}}'),
         ("/publish", '{"exchange_name": "", "key": "q", "payload": {"n": 1e400}}'),
         ("/publish", '{"exchange_name": "", "key": "q", "payload": 18446744073709551616}'),
+        # A lone surrogate: Python's decoder reads it; no UTF-8 text, database or link holds it.
+        ("/publish", '{"exchange_name": "", "key": "\\ud800", "payload": 1}'),
+        ("/publish", '{"exchange_name": "", "key": "q", "payload": {"\\udfff": 1}}'),
+        ("/api/queues/", '{"name": "x\\ud800"}'),
+        ("/api/exchanges/e/publish/", '{"routing_key": "\\udc00", "body": 1}'),
+        ("/api/bindings/", '{"exchange": "e", "queue": "q", "binding_key": "\\ud83d"}'),
     ],
 )
 def test_numbers_past_64_bits_or_infinite_are_invalid_and_change_nothing(
