@@ -24,6 +24,7 @@ from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS, RESERV
 from broker.engine.rules import bool_field, check_name, object_field
 from broker.protocol.publish import PublishRequest, prepare_publish
 from broker.router.calls import publish
+from broker.transport.authorization import Permissions
 from common.declare import lock_or_create
 from exchanges.models import Exchange
 
@@ -47,9 +48,15 @@ def exchange_declare(
     durable: bool = True,
     auto_delete: bool = False,
     arguments: Mapping[str, Any] | None = None,
+    permissions: Permissions | None = None,
 ) -> ExchangeDeclared:
-    """Create an exchange, or find an identical one (docs/protocol.md, POST /api/exchanges/)."""
+    """Create an exchange, or find an identical one (docs/protocol.md, POST /api/exchanges/).
+
+    `permissions` (the caller's; None for the project's own code) are checked before anything
+    is written: configure on the exchange, and for an alternate exchange what RabbitMQ asks."""
     check_name("exchange", name)
+    if permissions is not None:
+        permissions.require("configure", "exchange", name)
     kind = parse_exchange_type(type)
     wanted: dict[str, Any] = {
         "type": kind.value,
@@ -57,7 +64,11 @@ def exchange_declare(
         "auto_delete": bool_field("auto_delete", auto_delete),
         "arguments": object_field("arguments", arguments),
     }
-    alternate_exchange(wanted["arguments"])  # `invalid` before anything is stored
+    alternate = alternate_exchange(wanted["arguments"])  # `invalid` before anything is stored
+    if permissions is not None and alternate is not None:
+        # As RabbitMQ: the exchange publishes what it cannot route there.
+        permissions.require("read", "exchange", name)
+        permissions.require("write", "exchange", alternate)
     routing_kind_of(kind, wanted["arguments"])  # a delayed exchange's x-delayed-type
     check_delayed_name(kind, name)
     with transaction.atomic():

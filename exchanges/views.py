@@ -62,8 +62,7 @@ class ExchangeViewSet(viewsets.GenericViewSet[Exchange]):
     def create(self, request: Request) -> Response:
         serializer = ExchangeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        request_permissions(request).require("configure", "exchange", serializer.validated_data["name"])
-        declared = exchange_declare(**serializer.validated_data)
+        declared = exchange_declare(**serializer.validated_data, permissions=request_permissions(request))
         code = status.HTTP_201_CREATED if declared.created else status.HTTP_200_OK
         return Response(ExchangeSerializer(declared.exchange).data, status=code)
 

@@ -117,7 +117,7 @@ def queues(request: HttpRequest) -> HttpResponse:
         name=name,
         durable=data.get("durable", False),
         # On the final name, as the API does: "" becomes a generated one.
-        authorize=lambda final: permissions.require("configure", "queue", final),
+        permissions=permissions,
     )
     row = declared.queue
     return JsonResponse(

@@ -8,7 +8,7 @@ anything is written (docs/protocol.md, "Errors"). No HTTP here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from broker.engine.queues import parse_queue_arguments, refuse_two_spellings
 from broker.engine.rules import bool_field, check_name, integer_field, object_field
 from broker.protocol.server_frames import MessageObject
 from broker.router import calls as router
+from broker.transport.authorization import Permissions
 from common.declare import lock_or_create
 from common.limits import ensure_room
 from queues.models import Queue
@@ -38,20 +39,21 @@ def queue_declare(
     durable: bool = True,
     auto_delete: bool = False,
     arguments: Mapping[str, Any] | None = None,
-    authorize: Callable[[str], None] | None = None,
+    permissions: Permissions | None = None,
 ) -> QueueDeclared:
     """Create a queue, or find an identical one (docs/protocol.md, POST /api/queues/).
 
-    An empty name gets a generated `amq.gen-...` one. `authorize` is called
-    with the final name before anything is written (a permission check).
+    An empty name gets a generated `amq.gen-...` one. `permissions` (the caller's; None for
+    the project's own code) are checked on the final name before anything is written:
+    configure on the queue, and for a dead-letter exchange what RabbitMQ asks.
     """
     if name == "":
         name = generated_queue_name()
         check_name("queue", name, reserved_ok=True)
     else:
         check_name("queue", name)
-    if authorize is not None:
-        authorize(name)
+    if permissions is not None:
+        permissions.require("configure", "queue", name)
     wanted: dict[str, Any] = {
         "durable": bool_field("durable", durable),
         "auto_delete": bool_field("auto_delete", auto_delete),
@@ -64,7 +66,12 @@ def queue_declare(
         stored = Queue.objects.filter(name=name).values_list("arguments", flat=True).first()
         if stored is None or canonical(stored) != canonical(wanted["arguments"]):
             raise
-    parse_queue_arguments(wanted["arguments"])
+    parsed = parse_queue_arguments(wanted["arguments"])
+    if permissions is not None and parsed.dead_letter_exchange is not None:
+        # As RabbitMQ: the queue publishes its dead letters there, so a user who may not
+        # write to that exchange could reach its queues through a TTL of 0.
+        permissions.require("read", "queue", name)
+        permissions.require("write", "exchange", parsed.dead_letter_exchange)
     with transaction.atomic():
         if not Queue.objects.filter(name=name).exists():
             ensure_room(Queue, setting="MAX_QUEUES", kind="queues")
@@ -90,14 +97,14 @@ def queue_ensure(
     auto_delete: bool = False,
     arguments: Mapping[str, Any] | None = None,
     given: bool = False,
-    authorize: Callable[[str], None] | None = None,
+    permissions: Permissions | None = None,
 ) -> None:
     """A queue that a STOMP `/queue/NAME` destination names (docs/protocol.md, "STOMP"):
     declared when missing. An existing one is used as it is, unless the frame `given`
     properties of its own, which must then be the queue's (`precondition_failed`)."""
     if not given and Queue.objects.filter(name=name).exists():
         return
-    queue_declare(name=name, durable=durable, auto_delete=auto_delete, arguments=arguments, authorize=authorize)
+    queue_declare(name=name, durable=durable, auto_delete=auto_delete, arguments=arguments, permissions=permissions)
 
 
 def refuse_private_queue(name: str) -> None:

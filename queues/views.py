@@ -75,12 +75,9 @@ class QueueViewSet(viewsets.GenericViewSet[Queue]):
     def create(self, request: Request) -> Response:
         serializer = QueueDeclareSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        # Checked on the final name: a generated `amq.gen-` name is known only inside the service.
         permissions = request_permissions(request)
-        # On the final name: a generated `amq.gen-` name is known only inside the service.
-        declared = queue_declare(
-            **serializer.validated_data,
-            authorize=lambda name: permissions.require("configure", "queue", name),
-        )
+        declared = queue_declare(**serializer.validated_data, permissions=permissions)
         code = status.HTTP_201_CREATED if declared.created else status.HTTP_200_OK
         return Response(QueueSerializer(queue_detail(name=declared.queue.name)).data, status=code)
 

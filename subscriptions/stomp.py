@@ -34,10 +34,6 @@ def _ensure(name: str, properties: QueueProperties, permissions: Permissions, bi
             fields={"exclusive": ["must be false"]},
         )
 
-    def authorize(queue: str) -> None:
-        if not permissions.everything:
-            permissions.require("configure", "queue", queue)
-
     # One transaction: a binding refused (its exchange missing, say) leaves no queue behind,
     # and the router hears of neither (it is told at commit).
     with transaction.atomic():
@@ -47,11 +43,12 @@ def _ensure(name: str, properties: QueueProperties, permissions: Permissions, bi
             auto_delete=properties.auto_delete,
             arguments=properties.arguments,
             given=properties.given,
-            authorize=authorize,
+            permissions=permissions,
         )
         if bind is not None:
             exchange, binding_key = bind
-            authorize(name)  # a binding needs configure on its queue (and read on its exchange: the session's)
+            # A binding needs configure on its queue (and read on its exchange: the session's).
+            permissions.require("configure", "queue", name)
             binding_create(exchange=exchange, queue=name, binding_key=binding_key)
 
 

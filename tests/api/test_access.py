@@ -239,6 +239,40 @@ def test_creating_a_binding_needs_configure_on_the_queue_and_read_on_the_exchang
     assert client_of(both).post("/api/bindings/", {"exchange": "x", "queue": "q", "binding_key": "k"})[0] == 201
 
 
+def test_a_dead_letter_exchange_needs_write_on_it_and_read_on_the_queue(
+    no_anonymous: None, runtime_thread: Runtime
+) -> None:
+    """As RabbitMQ: the queue publishes there. Without the check, a TTL of 0 let a user
+    publish through an exchange they may not write to, into anyone's queue."""
+    _, token = make_user("alice", configure=r"alice\..*", write=r"alice\..*", read=r"alice\..*")
+    api, path = client_of(token), "/api/queues/"
+    forged = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "payments", "x-message-ttl": 0}
+    refused(api.post(path, {"name": "alice.q", "arguments": forged}), "write permission on exchange 'amq.default'")
+    refused(
+        api.post(path, {"name": "alice.q", "arguments": {"dead_letter_exchange": "amq.direct"}}),
+        "write permission on exchange 'amq.direct'",
+    )
+    assert not Queue.objects.filter(name="alice.q").exists()
+    _, writer = make_user("bob", configure=r"bob\..*", write=r"bob\..*")  # no read on the queue
+    refused(
+        client_of(writer).post(path, {"name": "bob.q", "arguments": {"x-dead-letter-exchange": "bob.dlx"}}),
+        "read permission on queue 'bob.q'",
+    )
+    assert api.post(path, {"name": "alice.q", "arguments": {"x-dead-letter-exchange": "alice.dlx"}})[0] == 201
+
+
+def test_an_alternate_exchange_needs_write_on_it_and_read_on_the_exchange(
+    no_anonymous: None, runtime_thread: Runtime
+) -> None:
+    _, token = make_user("alice", configure=r"alice\..*", write=r"alice\..*", read=r"alice\..*")
+    api = client_of(token)
+    declared = {"name": "alice.y", "type": "direct", "arguments": {"alternate-exchange": "amq.direct"}}
+    refused(api.post("/api/exchanges/", declared), "write permission on exchange 'amq.direct'")
+    assert not Exchange.objects.filter(name="alice.y").exists()
+    declared["arguments"] = {"alternate-exchange": "alice.alt"}
+    assert api.post("/api/exchanges/", declared)[0] == 201
+
+
 def test_binding_an_exchange_to_an_exchange_needs_configure_on_the_destination_and_read_on_the_source(
     no_anonymous: None, topology: Runtime
 ) -> None:

@@ -143,6 +143,23 @@ async def test_permissions_are_the_json_frames_own(stomp: Open, runtime: Runtime
     assert await client.closed()
 
 
+async def test_a_queue_s_dead_letter_exchange_needs_write_on_it(stomp: Open, runtime: Runtime) -> None:
+    """A SEND's headers may declare its `/queue/` queue with a dead-letter exchange: the
+    queue would publish there, so, as RabbitMQ, that needs write on it."""
+    writes = r"erin\..*|amq\.default"  # a SEND to /queue/ publishes to the default exchange
+    _, token = await user_with("erin", configure=r"erin\..*", write=writes, read=r"erin\..*")
+    client = await stomp(login="erin", passcode=token)
+    headers = {"destination": "/queue/erin.q", "x-dead-letter-exchange": "amq.direct", "receipt": "no"}
+    await client.send("SEND", headers, "x")
+    error = await client.receive()
+    assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", "forbidden", "no")
+    assert "amq.direct" in error.headers["message"]
+    assert not await database_sync_to_async(Queue.objects.filter(name="erin.q").exists)()
+    client = await stomp(login="erin", passcode=token)
+    await client.send("SEND", {**headers, "x-dead-letter-exchange": "erin.dlx", "receipt": "yes"}, "x")
+    assert (await client.receive()).headers["receipt-id"] == "yes"
+
+
 # -- publishing and consuming ------------------------------------------------------
 
 
