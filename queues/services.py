@@ -16,7 +16,7 @@ from django.db import transaction
 
 from broker.engine.errors import BrokerError, Forbidden, NotFound, PreconditionFailed, Unavailable
 from broker.engine.jsoncodec import canonical
-from broker.engine.names import generated_queue_name
+from broker.engine.names import generated_queue_name, held_for
 from broker.engine.queues import parse_queue_arguments, refuse_two_spellings
 from broker.engine.rules import bool_field, check_name, integer_field, object_field
 from broker.protocol.server_frames import MessageObject
@@ -114,7 +114,12 @@ def refuse_private_queue(name: str) -> None:
 
 
 def queue_delete(*, name: str) -> None:
-    """Delete a queue, its bindings and its messages."""
+    """Delete a queue, its bindings and its messages. A delayed exchange's holding queue goes
+    with its exchange only: deleted alone, it lost the waiting messages, and the exchange
+    routed every later one at once, without its delay, until declared anew."""
+    if held_for(name) is not None:
+        message = f"queue {name!r} holds a delayed exchange's messages: it is deleted with its exchange"
+        raise Forbidden(message)
     with transaction.atomic():
         deleted, _ = Queue.objects.filter(name=name).delete()
     if not deleted:

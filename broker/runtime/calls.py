@@ -55,8 +55,10 @@ def execute(runtime: Runtime, call: RouterCall) -> Any:
             _refuse_private(runtime, name)
             return runtime.get_waiting(name, count=count, ack=ack)
         case QueueBrowseCall(name, wanted, offset, limit):
+            _refuse_private(runtime, name)  # its messages are its subscriber's, as a get's
             return browser.browse(runtime, name, wanted, offset, limit)
         case QueueOriginsCall(name, ids, wanted):
+            _refuse_private(runtime, name)
             return browser.origins(runtime, name, ids, wanted)
         case QueueActCall(name, action, ids, wanted, exchange, routing_key, allowed):
             _refuse_private(runtime, name)

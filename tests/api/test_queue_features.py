@@ -79,6 +79,26 @@ async def test_a_delayed_exchange_s_holding_queue_takes_no_binding(http: httpx.A
     assert (await http.get("/api/bindings/", params={"exchange": "fx"})).json() == []
 
 
+async def test_a_delayed_exchange_s_holding_queue_is_deleted_with_its_exchange_only(
+    http: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """Deleted alone (204), it lost the waiting messages, and the exchange routed every
+    later one at once, without its delay."""
+    assert (await http.post("/api/exchanges/", json={"name": "later", "type": "x-delayed-message",
+                                                     "arguments": {"x-delayed-type": "direct"}})).status_code == 201
+    await http.post("/api/queues/", json={"name": "due"})
+    await http.post("/api/bindings/", json={"exchange": "later", "queue": "due", "binding_key": "k"})
+    message = {"routing_key": "k", "body": 1, "headers": {"x-delay": 60000}}
+    assert (await http.post("/api/exchanges/later/publish/", json=message)).status_code == 200
+    refused = await http.delete("/api/queues/amq.delayed.later/")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (403, "forbidden")
+    held = (await http.get("/api/queues/amq.delayed.later/")).json()
+    assert held["messages"] == 1
+    assert (await http.get("/api/queues/due/")).json()["messages"] == 0
+    assert (await http.delete("/api/exchanges/later/")).status_code == 204
+    assert (await http.get("/api/queues/amq.delayed.later/")).status_code == 404
+
+
 async def test_a_delayed_exchange_s_name_leaves_room_for_its_holding_queue_s(http: httpx.AsyncClient, runtime: Runtime) -> None:
     """`amq.delayed.` and a 250-character name made a queue name past 255 characters."""
     longest = 255 - len("amq.delayed.")

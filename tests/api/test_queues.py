@@ -112,6 +112,10 @@ def test_private_queues_are_listed_read_only(api: Api, runtime_thread: Runtime) 
     assert error_code(api.post(f"/api/queues/{private}/purge/")) == (403, "forbidden")
     assert error_code(api.post(f"/api/queues/{private}/get/", {})) == (403, "forbidden")
     assert error_code(api.post("/api/bindings/", {"exchange": "news", "queue": private})) == (403, "forbidden")
+    # Its messages are its subscriber's: the browser does not show them either.
+    assert error_code(api.get(f"/api/queues/{private}/messages/")) == (403, "forbidden")
+    replay = {"all": True}
+    assert error_code(api.post(f"/api/queues/{private}/messages/replay/", replay)) == (403, "forbidden")
     assert private in runtime_thread.broker.queues
 
 
