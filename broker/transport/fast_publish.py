@@ -27,7 +27,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from django.conf import settings
-from django.http.request import split_domain_port, validate_host
 
 from broker.engine.errors import BrokerError, ResourceLimit, TooLarge
 from broker.engine.jsoncodec import dumps, loads_exact
@@ -37,6 +36,7 @@ from broker.runtime.timeouts import within
 
 from .authorization import Permissions
 from .http_errors import error_body, error_response
+from .origins import check_host
 
 Headers = list[tuple[bytes, bytes]]
 # The publisher's permissions from the request's headers; `unauthorized` to refuse it.
@@ -91,7 +91,7 @@ class FastPublish:
 
     async def _publish(self, exchange: str, scope: dict[str, Any], receive: Any) -> tuple[int, object]:
         try:
-            _check_host(scope)
+            check_host(scope)
             permissions = await self._authenticate(scope["headers"])
             permissions.require("write", "exchange", exchange)
             data = loads_exact(await _read_body(receive))
@@ -112,13 +112,6 @@ class FastPublish:
 def payload_code(payload: object) -> object:
     error = payload.get("error") if isinstance(payload, dict) else None
     return error.get("code") if isinstance(error, dict) else None
-
-
-def _check_host(scope: dict[str, Any]) -> None:
-    host = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"host"), "")
-    domain, _ = split_domain_port(host)
-    if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
-        raise BrokerError(f"invalid Host header {host!r}: add it to ALLOWED_HOSTS")
 
 
 async def _read_body(receive: Any) -> bytes:

@@ -31,6 +31,7 @@ from broker.runtime.metrics import PREFIX, EngineMetrics, EngineSnapshot
 
 from . import census
 from .http_errors import error_response
+from .origins import check_host
 
 ROLES: Final = ("router", "standby", "edge", "none")
 CONTENT_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
@@ -112,6 +113,7 @@ class Metrics:
             await self.app(scope, receive, send)
             return
         try:
+            check_host(scope)
             await self._authenticate(scope.get("headers", []))
         except BrokerError as error:
             status, payload = error_response(error)

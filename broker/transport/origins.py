@@ -1,4 +1,5 @@
-"""Which web pages may open a WebSocket to the broker: the `Origin` check.
+"""Which web pages may open a WebSocket to the broker: the `Origin` check (and the `Host` check of
+the answers given in front of Django).
 
 A browser sends any page's cookies with its WebSocket handshake, so without this
 check a page of another site could act as the logged-in user. `OriginGuard` wraps
@@ -12,7 +13,7 @@ ALLOWED_ORIGINS (settings) lists what is allowed: `*`, whole origins
 `.example.com` for its subdomains too) on any scheme and port. Left empty, the hosts
 of ALLOWED_HOSTS are used that way.
 
-Imports Django's host helpers and settings; nothing of the broker.
+Imports Django's host helpers and settings, and the broker's error type.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
+
+from broker.engine.errors import BrokerError
 
 log = logging.getLogger("broker.ws")
 
@@ -62,6 +65,16 @@ def current_policy() -> OriginPolicy:
     if _current is None or _current[0] != allowed:
         _current = (allowed, OriginPolicy(allowed))
     return _current[1]
+
+
+def check_host(scope: dict[str, Any]) -> None:
+    """Django's ALLOWED_HOSTS check, for the HTTP answers given in front of Django (the
+    publish fast path, `/metrics`): without it, a page of another site could read them
+    through a name of its own that resolves here (DNS rebinding)."""
+    host = next((value.decode("latin-1") for name, value in scope.get("headers", ()) if name == b"host"), "")
+    domain, _ = split_domain_port(host)
+    if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+        raise BrokerError(f"invalid Host header {host!r}: add it to ALLOWED_HOSTS")
 
 
 def _normalise(origin: str) -> str:

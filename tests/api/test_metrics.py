@@ -125,6 +125,30 @@ async def test_without_anonymous_access_a_scrape_needs_a_token(
     assert samples[("pubsub_queue_messages_ready", (("queue", "q"),))] == 0
 
 
+async def test_a_scrape_takes_the_handlers_token_as_the_api_does(
+    http: httpx.AsyncClient, runtime: Runtime, settings: Any
+) -> None:
+    """It was 401 here, and on the publish fast path, while Django's doors took it."""
+    from access.handler_token import handler_token
+
+    settings.BROKER_ALLOW_ANONYMOUS = False
+    _, samples = await scrape(http, authorization=f"Bearer {handler_token()}")
+    assert samples[("pubsub_queue_messages_ready", (("queue", "q"),))] == 0
+    answer = await http.post(
+        "/api/exchanges/amq.default/publish/", json={"routing_key": "q", "body": 1},
+        headers={"authorization": f"Bearer {handler_token()}"},
+    )
+    assert answer.status_code == 200 and answer.json()["routed"] == 1
+
+
+async def test_a_host_outside_allowed_hosts_is_refused(http: httpx.AsyncClient, runtime: Runtime) -> None:
+    """As Django answers: else a page of another site could read the queues' names and counts
+    through a name of its own that resolves here (DNS rebinding)."""
+    refused = await http.get("/metrics", headers={"host": "evil.example:8060"})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, "invalid")
+    assert "ALLOWED_HOSTS" in refused.json()["error"]["message"]
+
+
 async def test_health_says_when_the_message_store_does_not_answer(http: httpx.AsyncClient, runtime: Runtime) -> None:
     healthy = await http.get("/health")
     assert healthy.status_code == 200 and healthy.json()["store"] is True
