@@ -745,7 +745,11 @@ class Broker:
         fx = EffectsBuilder()
         by_key = {key_of(envelope): envelope for envelope in state.ready}
         backlog = state.backlog
-        held = {key_of(envelope): envelope for _, envelope in backlog.held} if backlog is not None else {}
+        # While a max-length owes drops from the backlog's head, which of its messages are
+        # gone already hangs on their order, which only the database knows: none is taken
+        # (taking one of those would leave the drop to a message that must stay).
+        owing = backlog is not None and backlog.owed > 0
+        held = {key_of(envelope): envelope for _, envelope in backlog.held} if backlog is not None and not owing else {}
         # First what each selected message is and where its copy goes (nothing changes yet)...
         chosen: list[tuple[str, Message, Envelope | None, tuple[str, str] | None]] = []
         seen: set[str] = set()
@@ -756,7 +760,8 @@ class Broker:
             seen.add(key)
             envelope = by_key.get(key) or held.get(key)
             message = envelope.message if envelope is not None else None
-            if message is None and read is not None and key[0] == "s" and backlog is not None and epoch == state.epoch:
+            if message is None and read is not None and key[0] == "s" and backlog is not None and not owing \
+                    and epoch == state.epoch:
                 store_id = int(key[1:])
                 if store_id > backlog.after and store_id not in backlog.skip:
                     message = read

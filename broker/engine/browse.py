@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Final
 
 from .errors import BrokerError
@@ -103,13 +104,15 @@ class Listed:
 class BacklogSpan:
     """Where a queue's backlog rows are: ids above `after` and below `below`, except `skip`
     (removed, their deletes not yet committed); `held` are its copies in memory, each with
-    its place."""
+    its place. The first `owed` messages are gone already: a max-length dropped them while
+    they were in the database, and they are dead-lettered as they are read."""
 
     epoch: int
     after: int
     below: int
     skip: frozenset[int]
     held: tuple[tuple[int, Listed], ...]
+    owed: int = 0
 
 
 def unacked_of(queue: QueueState) -> list[Listed]:
@@ -133,12 +136,16 @@ def backlog_of(queue: QueueState, next_store_id: int) -> BacklogSpan | None:
     if backlog is None:
         return None
     held = tuple((mark, Listed(key_of(e), e.message, e.redelivered)) for mark, e in backlog.held)
-    return BacklogSpan(queue.epoch, backlog.after, next_store_id, frozenset(backlog.skip), held)
+    return BacklogSpan(queue.epoch, backlog.after, next_store_id, frozenset(backlog.skip), held, backlog.owed)
 
 
 def merge_backlog(span: BacklogSpan, rows: Iterable[tuple[int, Message]]) -> Iterator[Listed]:
     """The backlog's messages in order: rows read from the database (in store-id order,
-    above `span.after`), with the held copies in their places."""
+    above `span.after`), with the held copies in their places; not the `owed` first."""
+    return islice(_merged(span, rows), span.owed, None)
+
+
+def _merged(span: BacklogSpan, rows: Iterable[tuple[int, Message]]) -> Iterator[Listed]:
     held = list(span.held)
     index = 0
     for store_id, message in rows:

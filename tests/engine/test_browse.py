@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from broker.engine.broker import Broker
-from broker.engine.browse import backlog_of, merge_backlog, parse_filter, ready_of, unacked_of
+from broker.engine.browse import BacklogSpan, backlog_of, merge_backlog, parse_filter, ready_of, unacked_of
 from broker.engine.errors import BrokerError
 from broker.engine.messages import Message
 from broker.engine.routing import BindingSpec
@@ -243,3 +243,40 @@ def test_deleting_every_row_of_a_backlog_brings_forward_what_waits_in_memory_beh
     assert [body(d.message) for d in sub.effects.deliveries] == [0, 1, "in memory"]
     store.take(send(broker, "q", "later"))
     assert ready(broker, "q") == []  # delivered at once, not stuck behind an empty backlog
+
+
+def test_what_a_max_length_dropped_from_the_backlog_is_neither_listed_nor_taken() -> None:
+    """Drop-head past `max_length` while the head is in the database owes the drops until the
+    rows are read. The browser listed those rows as ready, and moving one left its drop to a
+    message that must stay: the dropped one came back, and a kept one was dead-lettered."""
+    broker = Broker()
+    broker.window = 2
+    store = Backlogs(broker)
+    exchange(broker, "dlx", "fanout")
+    queue(broker, "dead", durable=False)
+    bind(broker, "dlx", "dead")
+    queue(broker, "q", arguments={"dead_letter_exchange": "dlx", "max_length": 5})
+    queue(broker, "b")
+    for n in range(5):
+        store.take(send(broker, "q", n))
+    consumer = subscribe(broker, "q", prefetch=1)  # takes 0 (unacked), then a get takes 1
+    store.take(consumer.effects)
+    store.take(broker.get("q", count=1, ack=True, now=0.0)[1])
+    for n in range(5, 10):
+        store.take(send(broker, "q", n))
+    state = broker.queues["q"]
+    assert state.backlog is not None and state.backlog.owed > 0
+    span = backlog_of(state, broker.next_store_id)
+    assert span is not None
+    rows = sorted((i, m) for i, (name, m) in store.rows.items() if name == "q" and span.after < i < span.below)
+    listed = [body(i.message) for i in ready_of(state) + list(merge_backlog(span, rows))]
+    assert listed == [5, 6, 7, 8, 9] and state.depth == 5
+    # Asked with a listing of before the drops (or of another read), nothing owed is taken.
+    everything = list(merge_backlog(BacklogSpan(span.epoch, span.after, span.below, span.skip, span.held), rows))
+    head = [(i.key, i.message) for i in everything if body(i.message) == 2]
+    done = broker.relocate("q", head, epoch=span.epoch, target=lambda m: ("", "b"), now=0.0)
+    store.take(done.effects)
+    assert (done.taken, done.skipped) == (0, 1) and ready(broker, "b") == []
+    store.serve()
+    assert sorted(body(e.message) for e in broker.queues["dead"].ready) == [2, 3, 4]
+    assert state.depth == 5
