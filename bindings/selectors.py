@@ -27,9 +27,11 @@ def binding_list(
 
 
 def binding_page(request: PageRequest, rows: QuerySet[Binding]) -> Page[Binding]:
-    """One page of `binding_list()`'s rows (bindings have no name to filter by)."""
-    total = rows.count()
-    return Page(request, list(rows[request.offset:request.offset + request.page_size]), total, total)
+    """One page of `binding_list()`'s rows, filtered by exchange or destination as asked
+    (bindings have no name to filter by): `total_count` counts every binding."""
+    return Page(
+        request, list(rows[request.offset:request.offset + request.page_size]), rows.count(), Binding.objects.count()
+    )
 
 
 def binding_detail(*, id: int) -> Binding:

@@ -60,7 +60,7 @@ class BindingViewSet(viewsets.GenericViewSet[Binding]):
         responses={
             201: OpenApiResponse(BindingSerializer, description="created"),
             200: OpenApiResponse(BindingSerializer, description="an identical binding exists"),
-            **errors(400, 401, 403, 404),
+            **errors(400, 401, 403, 404, 409),
         },
     )
     def create(self, request: Request) -> Response:

@@ -42,7 +42,8 @@ _MEANING: Final = {
     403: "forbidden: a missing configure/write/read permission, a name reserved for the broker (amq.), "
     "the default exchange, or a WebSocket subscription's private queue",
     404: "not_found",
-    409: "precondition_failed: it exists with other properties",
+    409: "precondition_failed: it exists with other properties; limit_exceeded: past MAX_QUEUES or MAX_BINDINGS; "
+    "queue_full: a queue it reaches is full and refuses it (x-overflow reject-publish)",
     413: "too_large: the body is over MAX_MESSAGE_BYTES",
     503: "unavailable: the broker's router is not running in this process",
 }
@@ -59,7 +60,6 @@ def paged_list(
 ) -> dict[str, Any]:
     """`extend_schema` arguments of a list that pages on request (common/paging.py): its
     query parameters, and its answer, the whole list or one page of it."""
-    filtered = "the filters kept" if by_name else "the list has (bindings have no name filter)"
     page = inline_serializer(
         name=f"{name}Page",
         fields={
@@ -68,7 +68,7 @@ def paged_list(
             "page_size": serializers.IntegerField(),
             "page_count": serializers.IntegerField(help_text="pages of the filtered list"),
             "item_count": serializers.IntegerField(help_text="items on this page"),
-            "filtered_count": serializers.IntegerField(help_text=f"items {filtered}"),
+            "filtered_count": serializers.IntegerField(help_text="items the filters kept"),
             "total_count": serializers.IntegerField(help_text="items before any filter"),
         },
     )

@@ -21,7 +21,8 @@ _MEANING: Final = {
     "(the session cookie is never taken here)",
     403: "forbidden: a missing configure/write/read permission, or a name reserved for the broker (amq.)",
     404: "not_found: the exchange or queue does not exist",
-    409: "precondition_failed: it exists with other properties; limit_exceeded: past MAX_QUEUES or MAX_BINDINGS",
+    409: "precondition_failed: it exists with other properties; limit_exceeded: past MAX_QUEUES or MAX_BINDINGS; "
+    "queue_full: a queue it reaches is full and refuses it (x-overflow reject-publish)",
     413: "too_large: the body is over MAX_MESSAGE_BYTES",
     503: "unavailable: no router reachable or the database unavailable; retry later",
 }
@@ -145,7 +146,7 @@ PATHS: Final[dict[str, Any]] = {
     "/publish": _call(
         "legacy_publish", "Publish a persistent message",
         "LegacyPublish", "Published", "routed, and committed where it went to a durable queue",
-        400, 401, 403, 404, 413, 503,
+        400, 401, 403, 404, 409, 413, 503,
     ),
     "/health": {
         "get": {

@@ -82,9 +82,12 @@ class MessagePageSerializer(serializers.Serializer[Any]):
 
 
 class MessageFilterSerializer(serializers.Serializer[Any]):
-    routing_key = serializers.CharField(required=False)
+    # Not trimmed: a routing key or a path may begin or end with a space (DRF trims by default).
+    routing_key = serializers.CharField(required=False, trim_whitespace=False)
     header = serializers.DictField(required=False, help_text='{"name": ..., "value": ...}')
-    path = serializers.CharField(required=False, help_text="keys into a JSON body, joined by dots: order.country")
+    path = serializers.CharField(
+        required=False, trim_whitespace=False, help_text="keys into a JSON body, joined by dots: order.country"
+    )
     value = serializers.JSONField(required=False, help_text="the JSON value at `path`")
 
 
@@ -94,8 +97,10 @@ class MessageActionSerializer(serializers.Serializer[Any]):
     ids = serializers.ListField(child=serializers.CharField(), required=False)
     all = serializers.BooleanField(required=False, default=False)
     filter = MessageFilterSerializer(required=False)
-    exchange = serializers.CharField(required=False, allow_blank=True, help_text="move and copy: where to")
-    routing_key = serializers.CharField(required=False, allow_blank=True, default="")
+    exchange = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=False, help_text="move and copy: where to"
+    )
+    routing_key = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
 
 
 class MessageActionDoneSerializer(serializers.Serializer[Any]):

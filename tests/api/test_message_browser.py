@@ -154,3 +154,15 @@ async def test_offset_and_limit_must_be_ascii_whole_numbers(http: httpx.AsyncCli
     for field in ("offset", "limit"):
         response = await http.get("/api/queues/q/messages/", params={field: value})
         assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid")
+
+
+async def test_a_move_keeps_the_spaces_of_its_routing_key(http: httpx.AsyncClient, runtime: Runtime) -> None:
+    """DRF trims a CharField's text by default: the copy went with routing key "x", to
+    another queue or none, and the answer gave no sign of it."""
+    await post(http, "/api/exchanges/", {"name": "spaced", "type": "direct"})
+    await post(http, "/api/queues/", {"name": "to"})
+    await post(http, "/api/bindings/", {"exchange": "spaced", "queue": "to", "binding_key": " x"})
+    await post(http, "/api/exchanges/amq.default/publish/", {"routing_key": "q", "body": 1})
+    _, done = await post(http, "/api/queues/q/messages/move/", {"all": True, "exchange": "spaced", "routing_key": " x"})
+    assert done["taken"] == 1
+    assert (await http.get("/api/queues/to/")).json()["messages"] == 1

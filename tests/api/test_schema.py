@@ -49,7 +49,7 @@ def test_schema_documents_the_calls_outside_drf_and_points_to_the_websocket_prot
     schema: dict[str, Any],
 ) -> None:
     paths = schema["paths"]
-    assert set(paths["/publish"]["post"]["responses"]) == {"200", "400", "401", "403", "404", "413", "503"}
+    assert set(paths["/publish"]["post"]["responses"]) == {"200", "400", "401", "403", "404", "409", "413", "503"}
     assert paths["/publish"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/LegacyPublish"
     )
