@@ -6,7 +6,7 @@ parameter, else Django's session cookie (the web console's). A token that is
 given must be valid, whatever BROKER_ALLOW_ANONYMOUS says; without credentials
 the connection is anonymous, which costs no database query.
 
-`fast_publish_permissions(headers)` does the same for the fast publish path
+`fast_publish_permissions(scope)` does the same for the fast publish path
 from the `Authorization` header alone (session requests go to Django, where
 CSRF is checked), through a `TokenCache`: a busy publisher's token is looked
 up at most once every TOKEN_CACHE_SECONDS.
@@ -67,11 +67,18 @@ def _session_user(session_key: str) -> Any:
     return get_user(SimpleNamespace(session=engine.SessionStore(session_key)))  # type: ignore[arg-type]
 
 
-def _resolve(token: str | None, session_key: str | None) -> Permissions:
+def _client(scope: dict[str, Any]) -> str | None:
+    """The client's address in an ASGI scope (uvicorn rewrites it from a trusted proxy's
+    `X-Forwarded-For`); None for a Unix socket or an in-process test."""
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+def _resolve(token: str | None, session_key: str | None, client: str | None) -> Permissions:
     if token is not None:
         return token_permissions(token)
     user = _session_user(session_key) if session_key else None
-    return permissions_or_unauthorized(user)
+    return permissions_or_unauthorized(user, client=client)
 
 
 async def websocket_permissions(scope: dict[str, Any]) -> Permissions:
@@ -86,10 +93,10 @@ async def websocket_permissions(scope: dict[str, Any]) -> Permissions:
         if cookie is not None:
             session_key = parse_cookie(cookie.decode("latin-1")).get(settings.SESSION_COOKIE_NAME) or None
     if token is None and session_key is None:
-        return permissions_or_unauthorized(None)  # no credentials: no database query
+        return permissions_or_unauthorized(None, client=_client(scope))  # no credentials: no database query
     if token == "":
         raise Unauthorized(INVALID_TOKEN)
-    permissions: Permissions = await database_sync_to_async(_resolve)(token, session_key)
+    permissions: Permissions = await database_sync_to_async(_resolve)(token, session_key, _client(scope))
     return permissions
 
 
@@ -111,11 +118,11 @@ async def stomp_permissions(login: str, passcode: str) -> Permissions:
     return permissions
 
 
-async def fast_publish_permissions(headers: Headers) -> Permissions:
+async def fast_publish_permissions(scope: dict[str, Any]) -> Permissions:
     """The publisher's permissions from its token (Bearer or Token scheme; cached), or an anonymous client's."""
-    token = bearer_token(_header(headers, b"authorization") or b"")
+    token = bearer_token(_header(scope.get("headers", []), b"authorization") or b"")
     if token is None:
-        return permissions_or_unauthorized(None)
+        return permissions_or_unauthorized(None, client=_client(scope))
     known, permissions = token_cache.get(token)
     if not known:
         permissions = await database_sync_to_async(cached_token_permissions_sync)(token)

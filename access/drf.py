@@ -16,14 +16,13 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from django.conf import settings
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 from access.handler_token import HandlerUser, is_handler_token
 from access.rules import Permissions
-from access.selectors import permissions_or_unauthorized, token_permissions, token_user
+from access.selectors import anonymous_allowed, permissions_or_unauthorized, token_permissions, token_user
 from broker.engine.errors import Forbidden, Unauthorized
 from broker.transport.origins import current_policy
 
@@ -76,13 +75,20 @@ class BrokerAccess(BasePermission):
     def has_permission(self, request: Any, view: Any) -> bool:
         if request.user.is_authenticated:
             return True
-        if not settings.BROKER_ALLOW_ANONYMOUS:
+        if not anonymous_allowed(client_address(request)):
             return False
         try:
             refuse_foreign_page(request)
         except Forbidden as error:
             raise exceptions.PermissionDenied(error.message) from None
         return True
+
+
+def client_address(request: Any) -> str | None:
+    """The request's client address as Django has it (the ASGI server's, which a trusted
+    proxy's `X-Forwarded-For` has rewritten); None when there is none."""
+    address: str | None = request.META.get("REMOTE_ADDR") or None
+    return address
 
 
 def refuse_foreign_page(request: Any) -> None:
@@ -108,7 +114,7 @@ def request_permissions(request: Any) -> Permissions:
     """The permissions of the request's user, loaded once per request."""
     cached: Permissions | None = getattr(request, _CACHE_ATTRIBUTE, None)
     if cached is None:
-        cached = permissions_or_unauthorized(request.user)
+        cached = permissions_or_unauthorized(request.user, client=client_address(request))
         setattr(request, _CACHE_ATTRIBUTE, cached)
     return cached
 
@@ -118,5 +124,5 @@ def legacy_permissions(request: Any) -> Permissions:
     token = bearer_token(request.META.get("HTTP_AUTHORIZATION", "").encode("latin-1"))
     if token is None:
         refuse_foreign_page(request)
-        return permissions_or_unauthorized(None)
+        return permissions_or_unauthorized(None, client=client_address(request))
     return token_permissions(token)

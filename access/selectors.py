@@ -23,6 +23,7 @@ from access.handler_token import handler_principal, is_handler_token
 from access.models import ApiToken, BrokerPermission, hash_token
 from access.rules import ANONYMOUS_ALL, Permissions
 from broker.engine.errors import Unauthorized
+from broker.transport.loopback import is_loopback_client
 
 # How stale the fast path's view of a token may be (README: revocation delay).
 TOKEN_CACHE_SECONDS: Final = 5.0
@@ -62,11 +63,25 @@ def user_permissions(user: Any) -> Permissions:
     return Permissions(describe(user), configure=configure, write=write, read=read)
 
 
-def permissions_or_unauthorized(user: Any | None) -> Permissions:
-    """A user's permissions; without one, everything if anonymous clients are allowed, else `unauthorized`."""
+def anonymous_allowed(client: str | None) -> bool:
+    """May a client without credentials, at this address (its socket's peer, or what a
+    trusted proxy's `X-Forwarded-For` says), do everything?
+
+    BROKER_ALLOW_ANONYMOUS set outright decides alone. Left to its default (on while the
+    broker listens on loopback), it holds for clients on this machine only: a proxy on this
+    machine that forwards other machines' requests (with `X-Forwarded-For`), or another
+    ASGI server listening wider than HTTP_HOST says, does not open the broker to them."""
+    if not settings.BROKER_ALLOW_ANONYMOUS:
+        return False
+    return settings.BROKER_ALLOW_ANONYMOUS_SET or is_loopback_client(client)
+
+
+def permissions_or_unauthorized(user: Any | None, *, client: str | None) -> Permissions:
+    """A user's permissions; without one, everything if anonymous clients are allowed
+    (`anonymous_allowed`), else `unauthorized`."""
     if user is not None and user.is_authenticated:
         return user_permissions(user)
-    if settings.BROKER_ALLOW_ANONYMOUS:
+    if anonymous_allowed(client):
         return ANONYMOUS_ALL
     raise Unauthorized(NO_CREDENTIALS)
 

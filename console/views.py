@@ -10,12 +10,13 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
+from access.drf import client_address
+from access.selectors import anonymous_allowed
 from bindings.models import Binding
 from bindings.selectors import binding_list
 from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS
@@ -88,7 +89,7 @@ def _between(row: Binding, exchanges: set[str], queues: set[str]) -> bool:
 
 @ensure_csrf_cookie  # the console's fetch() calls send it back as X-CSRFToken
 def home(request: HttpRequest) -> HttpResponse:
-    if not settings.BROKER_ALLOW_ANONYMOUS and not request.user.is_authenticated:
+    if not request.user.is_authenticated and not anonymous_allowed(client_address(request)):
         return redirect_to_login(request.get_full_path(), LOGIN_URL)
     state = _initial_state()
     # Form choices: the user's exchanges first, the broker's own (default, amq.*) after, as the script orders them.

@@ -125,6 +125,8 @@ def tcp_stomp_session(send: Send) -> StompSession:
         raise Unavailable("the broker's router is not running")
 
     async def anonymous() -> Permissions:
-        return permissions_or_unauthorized(None)
+        # The STOMP port listens where the broker does (runbroker turns anonymous access off
+        # off loopback); its clients come through no proxy that would hide their address.
+        return permissions_or_unauthorized(None, client=None)
 
     return new_stomp_session(router, send, anonymous, transport="tcp")

@@ -40,7 +40,7 @@ from .origins import check_host
 
 Headers = list[tuple[bytes, bytes]]
 # The publisher's permissions from the request's headers; `unauthorized` to refuse it.
-Authenticate = Callable[[Headers], Awaitable[Permissions]]
+Authenticate = Callable[[dict[str, Any]], Awaitable[Permissions]]  # from the request's scope
 
 log = logging.getLogger("broker.http")
 
@@ -92,7 +92,7 @@ class FastPublish:
     async def _publish(self, exchange: str, scope: dict[str, Any], receive: Any) -> tuple[int, object]:
         try:
             check_host(scope)
-            permissions = await self._authenticate(scope["headers"])
+            permissions = await self._authenticate(scope)
             permissions.require("write", "exchange", exchange)
             data = loads_exact(await _read_body(receive))
         except BrokerError as error:

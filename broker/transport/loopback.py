@@ -15,3 +15,18 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a hostname or 0.0.0.0: reachable from elsewhere
+
+
+def is_loopback_client(address: str | None) -> bool:
+    """Is a request's client (its socket's peer, or the address a trusted proxy's
+    `X-Forwarded-For` gave, as uvicorn rewrites it) on this machine? None (a Unix socket,
+    an in-process test) counts as this machine. IPv4 mapped into IPv6 counts as IPv4."""
+    if address is None or address == "":
+        return True
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback

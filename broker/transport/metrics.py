@@ -37,7 +37,7 @@ ROLES: Final = ("router", "standby", "edge", "none")
 CONTENT_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
 
 Headers = list[tuple[bytes, bytes]]
-Authenticate = Callable[[Headers], Awaitable[object]]  # raises a BrokerError when refused
+Authenticate = Callable[[dict[str, Any]], Awaitable[object]]  # the request's scope; raises a BrokerError when refused
 
 
 class NodeCollector(Collector):
@@ -114,7 +114,7 @@ class Metrics:
             return
         try:
             check_host(scope)
-            await self._authenticate(scope.get("headers", []))
+            await self._authenticate(scope)
         except BrokerError as error:
             status, payload = error_response(error)
             await _answer(send, scope, status, b"application/json", dumps(payload).encode())

@@ -478,3 +478,37 @@ def test_a_token_from_another_site_s_page_is_checked_as_usual(anonymous: None, r
     _, token = make_user("alice", configure=".*")
     client = Client(HTTP_ORIGIN=FOREIGN, HTTP_AUTHORIZATION=f"Bearer {token}")
     assert client.post("/api/queues/", {"name": "a"}).status_code == 201
+
+
+@pytest.fixture
+def anonymous_by_default(settings: Any) -> None:
+    """Anonymous access as it is by default: on because the broker listens on loopback."""
+    settings.BROKER_ALLOW_ANONYMOUS = True
+    settings.BROKER_ALLOW_ANONYMOUS_SET = False
+
+
+def test_by_default_anonymous_access_is_for_this_machine_s_clients_only(
+    anonymous_by_default: None, runtime_thread: Runtime
+) -> None:
+    """A proxy on this machine that forwards other machines' requests (uvicorn rewrites the
+    client's address from its X-Forwarded-For), or another ASGI server listening wider than
+    HTTP_HOST, did not close the broker to them: they could do everything."""
+    remote = Client(REMOTE_ADDR="203.0.113.9")
+    answer = remote.post("/api/queues/", {"name": "q"})
+    assert (answer.status_code, answer.json()["error"]["code"]) == (401, "unauthorized")
+    answer = remote.post("/queues", json.dumps({"name": "q"}), content_type="application/json")
+    assert (answer.status_code, answer.json()["error"]["code"]) == (401, "unauthorized")
+    assert remote.get("/api/queues/").status_code == 401
+    assert remote.get("/").status_code == 302  # the console asks for a login
+    assert not Queue.objects.exists()
+    for local in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+        assert Client(REMOTE_ADDR=local).post("/api/queues/", {"name": f"q-{local}"}).status_code == 201
+    _, token = make_user("alice", configure=".*")
+    assert Client(REMOTE_ADDR="203.0.113.9", HTTP_AUTHORIZATION=f"Bearer {token}").post(
+        "/api/queues/", {"name": "by-token"}
+    ).status_code == 201
+
+
+def test_anonymous_access_set_outright_holds_for_every_client(anonymous: None, runtime_thread: Runtime, settings: Any) -> None:
+    settings.BROKER_ALLOW_ANONYMOUS_SET = True  # BROKER_ALLOW_ANONYMOUS=true in the environment
+    assert Client(REMOTE_ADDR="203.0.113.9").post("/api/queues/", {"name": "q"}).status_code == 201

@@ -3,12 +3,16 @@ what it leaves to Django: session requests, forms, bad hosts get Django's rules.
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 
 from broker.runtime.runtime import Runtime
+from broker_project.asgi import application
+from queues.models import Queue
 from tests.access.helpers import session_key
 from tests.api.conftest import ready
 
@@ -87,3 +91,17 @@ async def test_a_page_of_another_site_cannot_publish_anonymously(http: httpx.Asy
     assert answer.status_code == 415  # an allowed page, through Django: it needs a Content-Type
     answer = await http.post(URL, json={"routing_key": "q", "body": 1}, headers={"origin": "http://localhost"})
     assert answer.status_code == 200 and ready(runtime) >= 1
+
+
+async def test_by_default_a_remote_client_must_authenticate(runtime: Runtime, settings: Any) -> None:
+    """Anonymous access is on by default because the broker listens on loopback: for this
+    machine's clients only, not for those a proxy forwards (their address in the scope)."""
+    settings.BROKER_ALLOW_ANONYMOUS, settings.BROKER_ALLOW_ANONYMOUS_SET = True, False
+    await database_sync_to_async(Queue.objects.create)(name="q")
+    transport = httpx.ASGITransport(app=application, client=("203.0.113.9", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as remote:
+        answer = await remote.post(URL, json={"routing_key": "q", "body": 1})
+        assert (answer.status_code, answer.json()["error"]["code"]) == (401, "unauthorized")
+        assert not taken_by_django(answer)
+        assert (await remote.get("/metrics")).status_code == 401
+    assert ready(runtime) == 0

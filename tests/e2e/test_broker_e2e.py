@@ -235,3 +235,22 @@ def test_a_publish_far_over_the_limit_gets_its_413_not_a_reset(broker: BrokerPro
         status, _, rest = answer.partition(b"\r\n")
         assert status.startswith(b"HTTP/1.1 413"), status
         assert b'"too_large"' in rest
+
+
+async def test_a_client_that_a_proxy_on_this_machine_forwards_must_authenticate(broker: BrokerProcess) -> None:
+    """Anonymous access is on by default because the broker listens on loopback; a proxy on
+    this machine (FORWARDED_ALLOW_IPS) that forwards another machine's request says so in
+    X-Forwarded-For, and that client was let in as anonymous, with every right."""
+    forwarded = {"X-Forwarded-For": "203.0.113.9"}
+    with httpx.Client(base_url=broker.url, timeout=10) as http:
+        refused = http.post("/api/queues/", json={"name": "q"}, headers=forwarded)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (401, "unauthorized")
+        published = http.post("/api/exchanges/amq.default/publish/", json={"routing_key": "q", "body": 1}, headers=forwarded)
+        assert published.status_code == 401
+        assert http.post("/api/queues/", json={"name": "q"}).status_code == 201  # from this machine
+    async with websockets.connect(broker.ws_url, additional_headers=forwarded) as ws:
+        error = json.loads(await ws.recv())
+        assert (error["type"], error["code"]) == ("error", "unauthorized")
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401

@@ -14,6 +14,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from broker.runtime.runtime import Runtime
+from broker_project.asgi import websocket_application
 from subscriptions.consumers import CLOSE_UNAUTHORIZED
 from tests.access.helpers import grant_group, make_user, session_key
 from tests.ws.conftest import Connect
@@ -70,6 +71,24 @@ async def test_anonymous_clients_may_do_everything_when_allowed(connect: Connect
     client = await connect()
     assert (await request(client, {"type": "publish", "id": "p", "routing_key": "q", "body": 1}))["routed"] == 1
     assert (await request(client, {"type": "subscribe", "id": "s", "queue": "q"}))["type"] == "subscribed"
+
+
+async def test_by_default_anonymous_access_is_for_this_machine_s_clients_only(
+    runtime: Runtime, settings: Any
+) -> None:
+    """On because the broker listens on loopback: not for a client a proxy forwards from
+    another machine (uvicorn puts its X-Forwarded-For address in the scope)."""
+    settings.BROKER_ALLOW_ANONYMOUS, settings.BROKER_ALLOW_ANONYMOUS_SET = True, False
+    remote = WebsocketCommunicator(websocket_application, "/ws")
+    remote.scope["client"] = ("203.0.113.9", 50000)
+    connected, _ = await remote.connect()
+    assert connected
+    await assert_refused_at_connect(remote)
+    local = WebsocketCommunicator(websocket_application, "/ws")
+    local.scope["client"] = ("127.0.0.1", 50001)
+    assert (await local.connect())[0]
+    assert await request(local, {"type": "ping"}) == {"type": "pong"}
+    await local.disconnect()
 
 
 @pytest.mark.parametrize(

@@ -216,6 +216,7 @@ async def test_a_flooding_client_is_closed_with_1008(settings: Any, runtime: Run
 @pytest.mark.django_db(transaction=True)
 async def test_connections_per_address_are_limited(runtime: Runtime, settings: Any) -> None:
     settings.MAX_CONNECTIONS_PER_IP = 2
+    settings.BROKER_ALLOW_ANONYMOUS = settings.BROKER_ALLOW_ANONYMOUS_SET = True  # for other machines too
     first, second = communicator(address="10.0.0.7"), communicator(address="10.0.0.7")
     assert (await first.connect())[0] and (await second.connect())[0]
     third = communicator(address="10.0.0.7")

@@ -56,8 +56,13 @@ class Command(BaseCommand):
         self.stderr.write(f"database: {describe_database(connections[DEFAULT_DB_ALIAS])}; {migrated}")
         if role != "edge":
             self._declare_task_queues()
-        if settings.BROKER_ALLOW_ANONYMOUS:
+        if settings.BROKER_ALLOW_ANONYMOUS and settings.BROKER_ALLOW_ANONYMOUS_SET:
             self.stderr.write("anonymous access is ON: anyone who can reach this port may use the broker")
+        elif settings.BROKER_ALLOW_ANONYMOUS:
+            self.stderr.write(
+                "anonymous access is ON for clients on this machine: anyone on it may use the broker "
+                "(not clients a proxy forwards with X-Forwarded-For)"
+            )
         else:
             self.stderr.write(
                 "anonymous access is off: clients authenticate with an API token "
