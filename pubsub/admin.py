@@ -6,10 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.auth import get_permission_codename
+from django.contrib.contenttypes.models import ContentType
+from django.db.models import ForeignKey
+from django.forms import ModelChoiceField
 from django.http import HttpRequest
 from django.utils import timezone
 
 from .models import ChangeStream, HandlerAttempt, HandlerStatus, OutboxRow
+from .streamable import check_streamable
 
 # A handler process that has not reported for longer is shown as not running.
 ALIVE_SECONDS = 10.0
@@ -37,6 +42,33 @@ class OutboxRowAdmin(admin.ModelAdmin[OutboxRow]):
 class ChangeStreamAdmin(admin.ModelAdmin[ChangeStream]):
     list_display = ["content_type", "exchange", "fields", "enabled"]
     list_filter = ["enabled"]
+
+    def formfield_for_foreignkey(
+        self, db_field: ForeignKey[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> ModelChoiceField[Any] | None:
+        """Only models the admin user may view: a stream publishes every change of its model,
+        so adding one must not show a staff user rows the admin hides from them."""
+        if db_field.name == "content_type":
+            kwargs["queryset"] = ContentType.objects.filter(pk__in=_streamable_for(request))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+def _streamable_for(request: HttpRequest) -> list[int]:
+    """The content types of the models `request.user` may view and a stream may publish."""
+    allowed: list[int] = []
+    for content_type in ContentType.objects.all():
+        model = content_type.model_class()
+        if model is None:
+            continue
+        try:
+            check_streamable(model)
+        except ValueError:
+            continue
+        opts = model._meta
+        if any(request.user.has_perm(f"{opts.app_label}.{get_permission_codename(action, opts)}")
+               for action in ("view", "change")):
+            allowed.append(content_type.pk)
+    return allowed
 
 
 class _ReadOnly:

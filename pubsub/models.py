@@ -59,6 +59,8 @@ class ChangeStream(models.Model):
         return f"{self.content_type.app_label}.{self.content_type.model} to {self.exchange}"
 
     def clean(self) -> None:
+        """The rules of `stream()` for the admin's form: a stream the code API would refuse is
+        refused here too, before a staff user's row publishes a secret to an exchange."""
         from django.core.exceptions import ValidationError
 
         from exchanges.models import Exchange
@@ -67,10 +69,21 @@ class ChangeStream(models.Model):
             raise ValidationError({"exchange": [f"exchange {self.exchange!r} does not exist"]})
         model = self.content_type.model_class() if self.content_type_id else None
         if model is not None:
+            from pubsub.streamable import check_no_secret, check_streamable
+
+            try:
+                check_streamable(model)
+            except ValueError as error:
+                raise ValidationError({"content_type": [str(error)]}) from None
             names = {field.name for field in model._meta.concrete_fields}
-            unknown = [name.strip() for name in self.fields.split(",") if name.strip() and name.strip() not in names]
+            chosen = [name.strip() for name in self.fields.split(",") if name.strip()]
+            unknown = [name for name in chosen if name not in names]
             if unknown:
                 raise ValidationError({"fields": [f"{model._meta.label} has no field {unknown[0]!r}"]})
+            try:
+                check_no_secret(model, chosen)
+            except ValueError as error:
+                raise ValidationError({"fields": [str(error)]}) from None
 
 
 class HandlerAttempt(models.Model):

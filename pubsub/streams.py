@@ -35,6 +35,7 @@ from broker.engine.errors import NotFound
 from exchanges.models import Exchange
 
 from .publishing import OutboxMessage, publish_many
+from .streamable import NEVER_STREAMED, check_no_secret, check_streamable, secret_fields
 
 log = logging.getLogger("pubsub.streams")
 
@@ -64,10 +65,6 @@ _code_streams: dict[str, list[StreamSpec]] = {}
 # The streamed models by label, and those whose deletes are listened to (`_listen_to_deletes`).
 _models: dict[str, type[models.Model]] = {}
 _listened: set[str] = set()
-# The broker's own bookkeeping, and Django's, whose saves are no one's events.
-_NEVER_STREAMED: Final = frozenset(
-    {"pubsub.outboxrow", "pubsub.changestream", "sessions.session", "admin.logentry", "contenttypes.contenttype"}
-)
 _admin_streams: tuple[float, dict[str, list[StreamSpec]]] = (0.0, {})
 
 
@@ -79,19 +76,29 @@ def stream(
     serializer: Any = None,
 ) -> StreamSpec:
     """Publish `model`'s creates, updates and deletes to `exchange` from now on, until
-    the returned stream's `close()`."""
+    the returned stream's `close()`. ValueError for a field the model lacks, for one of its
+    secrets (`secret_fields`) and for a model that is never streamed."""
     if fields is not None and serializer is not None:
         raise ValueError("give fields or a serializer, not both")
     names = {field.name for field in model._meta.concrete_fields}
     unknown = sorted(set(fields or ()) - names)
     if unknown:
         raise ValueError(f"{model._meta.label} has no field {unknown[0]!r}")
+    check_streamable(model)
+    check_no_secret(model, fields or ())
+    if serializer is not None:
+        check_no_secret(model, _serializer_sources(serializer))
     label = model._meta.label_lower
     spec = StreamSpec(exchange, None if fields is None else tuple(fields), serializer, label)
     _code_streams.setdefault(label, []).append(spec)
     _models[label] = model
     _listen_to_deletes()
     return spec
+
+
+def _serializer_sources(serializer: Any) -> list[str]:
+    """The model fields a DRF serializer's own fields read (`source`, else their name)."""
+    return [(field.source or name).split(".")[0] for name, field in serializer().fields.items()]
 
 
 def publish_changes(
@@ -127,13 +134,13 @@ def forget_admin_streams(model: type[models.Model] | None = None) -> None:
     the next change, and hear `model`'s deletes from now on."""
     global _admin_streams
     _admin_streams = (0.0, _admin_streams[1])
-    if model is not None and model._meta.label_lower not in _NEVER_STREAMED:
+    if model is not None and model._meta.label_lower not in NEVER_STREAMED:
         _models[model._meta.label_lower] = model
         _listen(model._meta.label_lower)
 
 
 def _streams_for(label: str) -> list[StreamSpec]:
-    if label in _NEVER_STREAMED:
+    if label in NEVER_STREAMED:
         return []
     return _code_streams.get(label, []) + _current_admin_streams().get(label, [])
 
@@ -166,7 +173,7 @@ def _listen_to_deletes() -> None:
     every cascade in the project load each row it deletes (a queue's millions of stored
     messages among them). While the admin's streams are to be read again, none is dropped."""
     loaded_at, admin = _admin_streams
-    streamed = ({label for label, specs in _code_streams.items() if specs} | set(admin)) - _NEVER_STREAMED
+    streamed = ({label for label, specs in _code_streams.items() if specs} | set(admin)) - NEVER_STREAMED
     for label in streamed - _listened:
         _listen(label)
     if time.monotonic() - loaded_at <= ADMIN_STREAMS_SECONDS:
@@ -236,7 +243,12 @@ def _body(label: str, obj: models.Model, event: Event, spec: StreamSpec) -> dict
     else:
         concrete = obj._meta.concrete_fields
         deferred = obj.get_deferred_fields()  # not loaded: a deleted row's cannot be read any more
-        chosen = [f for f in concrete if (spec.fields is None or f.name in spec.fields) and f.attname not in deferred]
+        # Also left out of a stream that names them: one stored before they were refused.
+        secret = secret_fields(type(obj))
+        chosen = [
+            f for f in concrete
+            if (spec.fields is None or f.name in spec.fields) and f.attname not in deferred and f.name not in secret
+        ]
         fields = {f.attname: getattr(obj, f.attname) for f in chosen}
     # Dates, decimals and UUIDs as Django's JSON encoder writes them; files by their name,
     # bytes in base64.

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 from django.apps import apps as django_apps
+from django.contrib.auth.models import Permission, User
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
 from django.db import OperationalError, connection, models, transaction
 from django.db.models.deletion import Collector
 from django.db.models.signals import post_save
@@ -16,6 +18,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from access.models import ApiToken, BrokerPermission
 from exchanges.models import Exchange
 from pubsub import publish, publish_changes, refresh_streams, stream
 from pubsub.models import ChangeStream, OutboxRow, TaskResultRow
@@ -299,3 +302,86 @@ def test_a_migration_s_historical_model_publishes_nothing(published: list[Publis
     finally:
         spec.close()
     assert published == []
+
+
+# -- secrets ---------------------------------------------------------------------------------
+
+
+def test_a_stream_of_every_field_leaves_a_user_s_password_and_a_token_s_hash_out(published: list[Published]) -> None:
+    """Every save of a user (each login sets `last_login`) published the password's hash, and
+    every token its `key_hash`, to whoever reads the exchange."""
+    Exchange.objects.create(name="audit", type="topic")
+    spec = stream(User, exchange="audit")
+    ChangeStream.objects.create(content_type=ContentType.objects.get_for_model(ApiToken), exchange="audit")
+    # A row stored before such streams were refused names the secret: still left out.
+    ChangeStream.objects.create(content_type=ContentType.objects.get_for_model(User), exchange="audit",
+                                fields="username,password")
+    try:
+        user = User.objects.create_user("victim", password="secret-42")
+        ApiToken.issue(user=user, name="laptop")
+    finally:
+        spec.close()
+    bodies = {(m.routing_key, tuple(sorted(m.body["fields"]))) for m in published}
+    assert bodies == {
+        ("auth.user.created", ("date_joined", "email", "first_name", "id", "is_active", "is_staff", "is_superuser",
+                               "last_login", "last_name", "username")),
+        ("auth.user.created", ("username",)),
+        ("access.apitoken.created", ("created_at", "id", "name", "prefix", "user_id")),
+    }
+    assert user.password not in str([m.body for m in published])
+
+
+def test_a_stream_that_names_a_secret_or_bookkeeping_is_refused_in_code_and_in_the_admin_s_row() -> None:
+    from django.contrib.sessions.models import Session
+    from rest_framework import serializers
+
+    class EveryUserField(serializers.ModelSerializer[User]):
+        class Meta:
+            model = User
+            fields = "__all__"
+
+    Exchange.objects.create(name="audit", type="topic")
+    with pytest.raises(ValueError, match="auth.User's field 'password' is a secret"):
+        stream(User, exchange="audit", fields=["username", "password"])
+    with pytest.raises(ValueError, match="access.ApiToken's field 'key_hash' is a secret"):
+        stream(ApiToken, exchange="audit", fields=["key_hash"])
+    with pytest.raises(ValueError, match="'password' is a secret"):
+        stream(User, exchange="audit", serializer=EveryUserField)
+    with pytest.raises(ValueError, match="never streamed"):
+        stream(Session, exchange="audit")
+
+    refused = [
+        (User, "password", "fields"), (ApiToken, "name, key_hash", "fields"), (Session, "", "content_type"),
+    ]
+    for model, fields, field in refused:
+        row = ChangeStream(content_type=ContentType.objects.get_for_model(model), exchange="audit", fields=fields)
+        with pytest.raises(ValidationError) as error:
+            row.full_clean()
+        assert list(error.value.message_dict) == [field]
+    ChangeStream(content_type=ContentType.objects.get_for_model(User), exchange="audit", fields="").full_clean()
+
+
+def test_the_admin_offers_streams_of_the_models_the_admin_user_may_view_and_no_secret() -> None:
+    """A staff user with add_changestream could stream any model (users, tokens, broker
+    permissions) and read it from the exchange."""
+    Exchange.objects.create(name="audit", type="topic")
+    staff = User.objects.create_user("ops", password="pw", is_staff=True)
+    staff.user_permissions.add(*Permission.objects.filter(
+        codename__in=["add_changestream", "view_changestream", "view_queue"]
+    ))
+    client = Client()
+    client.force_login(staff)
+
+    def add(model: type[models.Model], fields: str = "") -> str:
+        form = {"content_type": ContentType.objects.get_for_model(model).pk, "exchange": "audit", "fields": fields,
+                "enabled": "on"}
+        answer = client.post("/admin/pubsub/changestream/add/", form)
+        return "saved" if answer.status_code == 302 else answer.content.decode()
+
+    for hidden in (User, ApiToken, BrokerPermission):
+        assert "Select a valid choice" in add(hidden)
+    assert add(Queue) == "saved"
+    staff.user_permissions.add(Permission.objects.get(codename="view_user"))
+    assert "&#x27;password&#x27; is a secret: it is never streamed" in add(User, "username,password")
+    assert add(User, "username") == "saved"
+    assert ChangeStream.objects.count() == 2
