@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from broker.engine.exchanges import alternate_exchange, check_delayed_name, parse_exchange_type, routing_kind_of
+from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS, RESERVED_PREFIX
 from broker.engine.rules import check_name, is_name, object_field
 from common.validators import collect, validate_broker_name
 
@@ -32,12 +33,23 @@ class Exchange(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.type})"
 
+    @property
+    def belongs_to_broker(self) -> bool:
+        """One of the broker's own exchanges (`amq.*`, the default one): never deleted, as
+        exchange_delete says, since nothing may declare them again."""
+        return self.name in (DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS) or self.name.startswith(RESERVED_PREFIX)
+
     def clean(self) -> None:
         """The API's rules for the admin's forms (docs/protocol.md: `amq.` names are the broker's)."""
         errors: dict[str, list[str]] = {}
         # Only new rows: the built-in `amq.*` exchanges are rows and stay editable.
         if self._state.adding and is_name(self.name):
             collect(errors, "name", lambda: check_name("exchange", self.name))
+        if not self._state.adding:
+            # As a redeclaration's `precondition_failed`: the router keeps the type it has.
+            stored = Exchange.objects.filter(pk=self.pk).values_list("type", flat=True).first()
+            if stored is not None and stored != self.type:
+                errors["type"] = [f"exchange {self.name!r} is of type {stored}: delete it and declare it anew"]
         collect(errors, "arguments", lambda: object_field("arguments", self.arguments))
         if not errors and isinstance(self.arguments, dict):
             # What the router needs to load it: a delayed exchange's type, an alternate's name.

@@ -148,3 +148,36 @@ def test_a_queue_declared_with_both_spellings_before_may_be_declared_again_as_it
     assert (status, body["error"]["code"]) == (400, "invalid")
     Queue.objects.create(name="old", arguments=both)
     assert api.post("/api/queues/", {"name": "old", "arguments": both})[0] in (200, 201)
+
+
+def test_the_admin_deletes_none_of_the_broker_s_exchanges(admin_client: Client, runtime_thread: Runtime) -> None:
+    """Deleted from the admin, `amq.topic` could not be made again: the API and the admin's
+    form refuse `amq.` names."""
+    builtin, _ = Exchange.objects.get_or_create(name="amq.topic", defaults={"type": "topic"})
+    mine = Exchange.objects.create(name="mine", type="direct")
+    url = f"/admin/exchanges/exchange/{builtin.pk}/delete/"
+    assert admin_client.get(url).status_code == 403
+    assert admin_client.post(url, {"post": "yes"}).status_code == 403
+    selected = {"action": "delete_selected", "_selected_action": [builtin.pk, mine.pk], "post": "yes"}
+    assert admin_client.post("/admin/exchanges/exchange/", selected).status_code == 403
+    assert set(Exchange.objects.values_list("name", flat=True)) == {"amq.topic", "mine"}
+    assert {"amq.topic", "mine"} <= set(runtime_thread.broker.routing.exchanges)
+    assert admin_client.post(f"/admin/exchanges/exchange/{mine.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert not Exchange.objects.filter(name="mine").exists()
+
+
+def test_an_exchange_s_type_is_fixed_once_saved_as_in_the_api(admin_client: Client, runtime_thread: Runtime) -> None:
+    """The admin changed the stored type while the API refuses it (`precondition_failed`)
+    and the router may not follow: database and router then disagreed."""
+    exchange = Exchange.objects.create(name="ex", type="direct")
+    url = f"/admin/exchanges/exchange/{exchange.pk}/change/"
+    assert 'name="type"' not in admin_client.get(url).content.decode()  # shown read-only
+    answer = admin_client.post(url, {"type": "headers", "durable": "on", "arguments": "{}"})
+    assert answer.status_code == 302
+    assert Exchange.objects.get(name="ex").type == "direct"
+    assert runtime_thread.broker.routing.exchanges["ex"].spec.type == "direct"
+    exchange.type = "fanout"
+    with pytest.raises(ValidationError) as refused:
+        exchange.full_clean()  # a form of its own, or a script, is refused as well
+    assert set(refused.value.message_dict) == {"type"}
+    assert 'name="type"' in admin_client.get("/admin/exchanges/exchange/add/").content.decode()
