@@ -8,10 +8,18 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from broker.engine.errors import LimitExceeded
 from broker.engine.exchanges import routing_kind_of
 from broker.engine.jsoncodec import canonical
 from broker.engine.routing import DestinationType
-from broker.engine.rules import binding_arguments, key_field, object_field, refuse_default_exchange
+from broker.engine.rules import (
+    binding_arguments,
+    key_field,
+    object_field,
+    refuse_default_exchange,
+    refuse_holding_queue,
+)
+from common.limits import ensure_room
 from common.validators import collect
 from exchanges.models import Exchange
 from queues.models import Queue
@@ -81,6 +89,9 @@ class Binding(models.Model):
         if destination is not None:
             collect(errors, "destination_exchange",
                     lambda: refuse_default_exchange(destination.name, field="destination_exchange"))
+        queue = self.queue if self.queue_id is not None else None
+        if queue is not None:  # only its delayed exchange fills a holding queue, as binding_create says
+            collect(errors, "queue", lambda: refuse_holding_queue(queue.name))
         if self.exchange_id is not None and not errors:  # else the form reports the missing exchange
             exchange = self.exchange
             collect(errors, "exchange", lambda: refuse_default_exchange(exchange.name))
@@ -99,6 +110,11 @@ class Binding(models.Model):
         ).exclude(pk=self.pk)
         if duplicate.exists():
             raise ValidationError("an identical binding exists")
+        if self._state.adding:  # as binding_create: past MAX_BINDINGS only an identical binding is found
+            try:
+                ensure_room(Binding, setting="MAX_BINDINGS", kind="bindings")
+            except LimitExceeded as error:
+                raise ValidationError(error.message) from None
 
     def __str__(self) -> str:
         key = f" [{self.binding_key}]" if self.binding_key else ""

@@ -3,7 +3,8 @@
 The services call `ensure_room` inside their transaction, before they create a
 row, so a refused declaration writes nothing. The router applies the same
 limits to the private queues it makes for exchange subscriptions
-(engine/broker.py, `max_queues`). The admin is trusted and not limited.
+(engine/broker.py, `max_queues`). The admin's forms call it too (Queue.clean,
+Binding.clean), so a row the API would refuse is not added there either.
 
 Imports settings, the ORM's model type and the engine's errors.
 """

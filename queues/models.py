@@ -6,11 +6,12 @@ never one by one from views: the admin only reads and deletes them.
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import models
 
 from broker.engine.queues import parse_queue_arguments, refuse_two_spellings
 from broker.engine.rules import check_name, is_name, object_field
+from common.limits import ensure_room
 from common.validators import collect, validate_broker_name
 
 
@@ -34,6 +35,8 @@ class Queue(models.Model):
             collect(errors, "name", lambda: check_name("queue", self.name))
         collect(errors, "arguments", lambda: parse_queue_arguments(object_field("arguments", self.arguments)))
         collect(errors, "arguments", lambda: refuse_two_spellings(self.arguments if isinstance(self.arguments, dict) else None))
+        if self._state.adding:  # as queue_declare: past MAX_QUEUES only an existing queue is kept
+            collect(errors, NON_FIELD_ERRORS, lambda: ensure_room(Queue, setting="MAX_QUEUES", kind="queues"))
         if errors:
             raise ValidationError(errors)
 

@@ -181,3 +181,38 @@ def test_an_exchange_s_type_is_fixed_once_saved_as_in_the_api(admin_client: Clie
         exchange.full_clean()  # a form of its own, or a script, is refused as well
     assert set(refused.value.message_dict) == {"type"}
     assert 'name="type"' in admin_client.get("/admin/exchanges/exchange/add/").content.decode()
+
+
+def test_the_admin_binds_nothing_to_a_delayed_exchange_s_holding_queue(
+    admin_client: Client, runtime_thread: Runtime
+) -> None:
+    """The API refuses it (only the delayed exchange fills that queue); the admin took it."""
+    Exchange.objects.create(name="later", type="x-delayed-message", arguments={"x-delayed-type": "direct"})
+    source = Exchange.objects.create(name="ex", type="direct")
+    holding = Queue.objects.get(name="amq.delayed.later")
+    answer = admin_client.post(
+        "/admin/bindings/binding/add/", {"exchange": source.pk, "queue": holding.pk, "binding_key": "k", "arguments": "{}"}
+    )
+    assert answer.status_code == 200
+    assert "holds a delayed exchange&#x27;s messages: it takes no binding" in answer.content.decode()
+    assert not Binding.objects.exists() and not runtime_thread.broker.bindings
+
+
+def test_the_admin_adds_no_queue_or_binding_past_the_limits(
+    admin_client: Client, runtime_thread: Runtime, settings: Any
+) -> None:
+    """MAX_QUEUES and MAX_BINDINGS held for the API only: the admin went past them."""
+    settings.MAX_QUEUES, settings.MAX_BINDINGS = 2, 1
+    exchange = Exchange.objects.create(name="e", type="direct")
+    first, second = Queue.objects.create(name="q1"), Queue.objects.create(name="q2")
+    answer = admin_client.post("/admin/queues/queue/add/", {"name": "q3", "durable": "on", "arguments": "{}"})
+    assert answer.status_code == 200 and "its limit (MAX_QUEUES=2)" in answer.content.decode()
+    assert not Queue.objects.filter(name="q3").exists()
+    change = admin_client.post(f"/admin/queues/queue/{first.pk}/change/", {"durable": "on", "arguments": "{}"})
+    assert change.status_code == 302  # an existing queue stays editable
+
+    form = {"exchange": exchange.pk, "binding_key": "k", "arguments": "{}"}
+    assert admin_client.post("/admin/bindings/binding/add/", {**form, "queue": first.pk}).status_code == 302
+    answer = admin_client.post("/admin/bindings/binding/add/", {**form, "queue": second.pk})
+    assert answer.status_code == 200 and "its limit (MAX_BINDINGS=1)" in answer.content.decode()
+    assert Binding.objects.count() == 1 and len(runtime_thread.broker.bindings) == 1
