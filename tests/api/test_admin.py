@@ -3,6 +3,7 @@ exchange and body, one query for the whole list."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from bindings.models import Binding
+from broker.runtime.runtime import Runtime
 from exchanges.models import Exchange
 from pubsub.streams import forget_admin_streams, refresh_streams
 from queues.models import Message, Queue
@@ -133,3 +135,67 @@ def test_the_admin_deletes_no_stored_message_behind_the_router_s_back(admin_clie
     admin_client.post("/admin/queues/message/", {"action": "delete_selected", "_selected_action": [message.pk],
                                                  "post": "yes"})
     assert Message.objects.filter(pk=message.pk).exists()
+
+
+# -- the message browser's input and rights ---------------------------------------------------
+
+
+def published_to(client: Client, queue: str, count: int) -> None:
+    for number in range(count):
+        answer = client.post("/api/exchanges/amq.default/publish/", {"routing_key": queue, "body": number},
+                             content_type="application/json")
+        assert answer.status_code == 200, answer.content
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_message_browser_answers_bad_input_with_its_page_and_an_error(
+    admin_client: Client, runtime_thread: Runtime
+) -> None:
+    """`?offset=²` (a digit to str.isdigit, not to int), an offset of 5,000 digits (past
+    int()'s limit) and a bad filter with "all that match" were 500s."""
+    queue = Queue.objects.create(name="q")
+    published_to(admin_client, "q", 1)
+    url = f"/admin/queues/queue/{queue.pk}/messages/"
+    for offset in ("\u00b2", "9" * 5000, "1" * 19, "-1"):
+        answer = admin_client.get(url, {"offset": offset})
+        assert answer.status_code == 200
+        page = answer.content.decode()
+        assert "ffset: must be a whole number of at most 18 digits" in page  # the admin capitalizes messages
+        assert page.count("<tr class=\"ready\"") == 1  # the first page, shown
+    assert admin_client.get(url, {"offset": "9" * 18}).status_code == 200
+    assert "must be a whole number" not in admin_client.get(url, {"offset": "0"}).content.decode()
+
+    bad_path = ".".join(["a"] * 40)
+    answer = admin_client.post(f"{url}?path={bad_path}", {"action": "delete", "scope": "all"}, follow=True)
+    assert answer.status_code == 200
+    assert "nvalid: " in answer.content.decode()  # the action's error, on the page
+    assert runtime_thread.broker.queues["q"].depth == 1  # nothing deleted
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_message_browser_s_actions_need_the_change_permission(
+    admin_client: Client, runtime_thread: Runtime
+) -> None:
+    """Deleting, moving and replaying needed only the view permission of queues."""
+    from access.models import BrokerPermission
+
+    queue = Queue.objects.create(name="q")
+    published_to(admin_client, "q", 2)
+    viewer = User.objects.create_user("viewer", password="viewer-secret-42", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_queue"))
+    BrokerPermission.objects.create(user=viewer, configure=".*", write=".*", read=".*")
+    client = Client()
+    client.force_login(viewer)
+    url = f"/admin/queues/queue/{queue.pk}/messages/"
+    page = client.get(url).content.decode()
+    assert page.count('<tr class="ready"') == 2 and 'id="browser-actions"' not in page and 'name="ids"' not in page
+    for action in ("delete", "move", "replay"):
+        answer = client.post(url, {"action": action, "scope": "all", "exchange": "", "routing_key": "elsewhere"})
+        assert answer.status_code == 403
+    assert runtime_thread.broker.queues["q"].depth == 2
+
+    viewer.user_permissions.add(Permission.objects.get(codename="change_queue"))
+    assert 'id="browser-actions"' in client.get(url).content.decode()
+    first = re.search(r'<tr class="ready" data-id="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    assert client.post(url, {"action": "delete", "ids": [first]}).status_code == 302
+    assert runtime_thread.broker.queues["q"].depth == 1
