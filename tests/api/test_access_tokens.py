@@ -198,6 +198,26 @@ def test_a_token_added_in_the_admin_is_shown_once() -> None:
     assert found.group(1) not in page and row.prefix in page  # shown once: now only its prefix
 
 
+def test_a_staff_user_adds_tokens_in_the_admin_for_themselves_only() -> None:
+    """With add_apitoken alone, a staff user made (and was shown) a token of any user, a
+    superuser's included: every right of that user."""
+    from django.contrib.auth.models import Permission
+
+    root = User.objects.create_superuser("root", "root@example.invalid", "pw")
+    staff = User.objects.create_user("clerk", password="pw", is_staff=True)
+    staff.user_permissions.add(*Permission.objects.filter(codename__in=["add_apitoken", "view_apitoken"]))
+    client = Client()
+    client.force_login(staff)
+    form = client.get("/admin/access/apitoken/add/").content.decode()
+    assert re.findall(r'<option value="(\d+)"', form) == [str(staff.pk)]
+    refused = client.post("/admin/access/apitoken/add/", {"user": root.pk, "name": "mine now"})
+    assert refused.status_code == 200 and "Select a valid choice" in refused.content.decode()
+    assert "The new token" not in refused.content.decode() and not ApiToken.objects.exists()
+    added = client.post("/admin/access/apitoken/add/", {"user": staff.pk, "name": "laptop"}, follow=True)
+    assert "The new token of clerk is" in added.content.decode()
+    assert list(ApiToken.objects.values_list("user__username", flat=True)) == ["clerk"]
+
+
 def test_permission_rows_are_managed_in_the_admin_and_patterns_checked() -> None:
     admin = User.objects.create_superuser("root", "root@example.invalid", "pw")
     user = User.objects.create_user("alice")
