@@ -205,6 +205,37 @@ def test_exchange_tail_and_deletes_from_the_page(page: Any, broker: BrokerProces
     expect(page.locator('#topology-view g.node.exchange[data-name="news"]')).to_have_count(0)
 
 
+def test_a_headers_binding_is_deleted_whatever_the_order_of_its_arguments(page: Any, broker: BrokerProcess) -> None:
+    """The delete button finds the binding's id in `GET /api/bindings/` by its arguments. The
+    stats frame keeps their keys in the order sent; on PostgreSQL the API lists them in
+    jsonb's order, and a headers binding of two or more could not be deleted ("this binding
+    no longer exists"). The list is answered here with its keys in another order, as
+    PostgreSQL does, so that this runs on SQLite too."""
+    http = httpx.Client(base_url=broker.url, timeout=10)
+    http.post("/api/exchanges/", json={"name": "by-headers", "type": "headers"}).raise_for_status()
+    http.post("/api/queues/", json={"name": "eu-kinds"}).raise_for_status()
+    sent = {"x-match": "all", "kind": "order", "region": "eu"}
+    http.post("/api/bindings/", json={"exchange": "by-headers", "queue": "eu-kinds", "arguments": sent}).raise_for_status()
+
+    def listed_in_another_order(route: Any) -> None:
+        if route.request.method != "GET":
+            route.continue_()
+            return
+        answer = route.fetch()
+        bindings = answer.json()
+        for binding in bindings:
+            binding["arguments"] = dict(sorted(binding["arguments"].items(), reverse=True))
+            assert list(binding["arguments"]) != list(sent)
+        route.fulfill(response=answer, json=bindings)
+
+    page.route(re.compile(r".*/api/bindings/\?.*"), listed_in_another_order)
+    row = page.locator('#bindings tr[data-exchange="by-headers"][data-queue="eu-kinds"]')
+    row.get_by_role("button", name="Delete").click()
+    row.get_by_role("button", name="Confirm").click()
+    expect(row).to_have_count(0)
+    assert http.get("/api/bindings/", params={"exchange": "by-headers"}).json() == []
+
+
 def test_an_exchange_bound_to_an_exchange_from_the_form(page: Any, broker: BrokerProcess) -> None:
     http = httpx.Client(base_url=broker.url, timeout=10)
     http.post("/api/exchanges/", json={"name": "inbound", "type": "topic"}).raise_for_status()
