@@ -16,6 +16,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator, capfirst
 
 from broker.engine.broker import QueueCounts
+from broker.engine.names import held_for
 from common.admin_mixins import NameFixedOnceSaved
 from queues.admin_browser import message_browser_view
 from queues.models import Message, Queue
@@ -70,6 +71,13 @@ class QueueAdmin(NameFixedOnceSaved, admin.ModelAdmin[Queue]):
         if queue is None or not self.has_view_permission(request, queue):
             raise Http404("no such queue")
         return message_browser_view(self, request, queue)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Queue | None = None) -> bool:
+        """A delayed exchange's holding queue goes with its exchange only, as the API says:
+        deleted alone, its waiting messages were lost and the exchange routed without delay."""
+        if obj is not None and held_for(obj.name) is not None:
+            return False
+        return super().has_delete_permission(request, obj)
 
     def get_deleted_objects(
         self, objs: Any, request: HttpRequest

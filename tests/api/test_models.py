@@ -166,6 +166,18 @@ def test_the_admin_deletes_none_of_the_broker_s_exchanges(admin_client: Client, 
     assert not Exchange.objects.filter(name="mine").exists()
 
 
+def test_the_admin_deletes_no_holding_queue_alone(admin_client: Client, runtime_thread: Runtime) -> None:
+    """As the API: deleted alone, a delayed exchange's waiting messages were lost, and it
+    routed every later one at once."""
+    Exchange.objects.create(name="later", type="x-delayed-message", arguments={"x-delayed-type": "direct"})
+    holding = Queue.objects.get(name="amq.delayed.later")
+    url = f"/admin/queues/queue/{holding.pk}/delete/"
+    assert admin_client.get(url).status_code == 403
+    selected = {"action": "delete_selected", "_selected_action": [holding.pk], "post": "yes"}
+    assert admin_client.post("/admin/queues/queue/", selected).status_code == 403
+    assert Queue.objects.filter(name="amq.delayed.later").exists()
+
+
 def test_an_exchange_s_type_is_fixed_once_saved_as_in_the_api(admin_client: Client, runtime_thread: Runtime) -> None:
     """The admin changed the stored type while the API refuses it (`precondition_failed`)
     and the router may not follow: database and router then disagreed."""
