@@ -72,7 +72,11 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 def decode(data: bytes) -> dict[str, Any]:
-    return msgpack.unpackb(data, raw=False)  # type: ignore[no-any-return]
+    """A batch as sent; ValueError (or msgpack's own) for an entry that is not one."""
+    message = msgpack.unpackb(data, raw=False)
+    if not isinstance(message, dict):
+        raise ValueError(f"a link entry is a {type(message).__name__}, not a map")
+    return message
 
 
 class Script:
@@ -183,9 +187,22 @@ class RedisLink:
                     await asyncio.sleep(RETRY_SECONDS)
                     continue
                 for data in batches:
-                    inbox.put_nowait(decode(data))
+                    self._deliver(channel, inbox, data)
         finally:
             connection.close()
+
+    @staticmethod
+    def _deliver(channel: str, inbox: asyncio.Queue[dict[str, Any]], data: bytes) -> None:
+        """One entry into the inbox. An entry that is not a batch (written by something else,
+        or damaged) is logged and skipped: the reader goes on, the rest of its read is
+        delivered, and the link's own checks (wire.py) notice what it may have held."""
+        try:
+            message = decode(data)
+        except Exception as error:
+            log.error("an entry of the cluster link's channel %s is not a batch (%d bytes, %r): skipped",
+                      channel, len(data), error)
+            return
+        inbox.put_nowait(message)
 
 
 def link_layer(channel_layer: Any, redis_url: str) -> Any:

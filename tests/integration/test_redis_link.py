@@ -1,6 +1,6 @@
 """The cluster link's own Redis traffic (broker/cluster/redis_link.py) against a real Redis
 (TEST_REDIS_URL, default redis://127.0.0.1:6379): order, batched reads, a full channel,
-groups, and a cancelled receive that loses nothing."""
+groups, a cancelled receive that loses nothing, and an entry that is not a batch."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 
+import msgpack
 import pytest
 import redis
 from channels.exceptions import ChannelFull
@@ -78,6 +79,20 @@ async def test_a_cancelled_receive_loses_nothing(link: RedisLink) -> None:
     while len(got) < 2:
         got.append((await asyncio.wait_for(link.receive(channel), 2))["seq"])
     assert got == [1, 2]
+
+
+async def test_an_entry_that_is_not_a_batch_is_skipped_and_the_reader_goes_on(link: RedisLink) -> None:
+    # Something else wrote to the link's list, or an entry was damaged: one read pops it
+    # among batches, which are still delivered, and the reader goes on.
+    channel = await link.new_channel()
+    key = redis_link.KEY_PREFIX + channel
+    client = redis.Redis.from_url(link._url)
+    client.rpush(key, redis_link.encode({"seq": 1}), b"\xc1", msgpack.packb(5), redis_link.encode({"seq": 2}))
+    got = [(await asyncio.wait_for(link.receive(channel), 2))["seq"] for _ in range(2)]
+    assert got == [1, 2]
+    await link.send(channel, {"seq": 3})
+    assert (await asyncio.wait_for(link.receive(channel), 2))["seq"] == 3
+    assert not link._readers[channel].done()
 
 
 async def test_two_links_talk_as_two_nodes(link: RedisLink) -> None:
