@@ -152,13 +152,15 @@ class EdgeConnections:
 
     def fail_questions(self, failure: BrokerError) -> None:
         """The router is lost: its answers will not come. A subscription being unsubscribed
-        has ended (the next router is not given it to resume)."""
+        has ended (the next router is not given it to resume): also one whose subscribe was
+        answered after the client unsubscribed, which `subscribed` records to resume."""
         for connection in self._connections.values():
             answers, connection.answers = connection.answers, deque()
             for _, answer, _ in answers:
                 answer(None, failure)
             unsubscribing, connection.unsubscribing = connection.unsubscribing, set()
             for key in unsubscribing:
+                connection.subscriptions.pop(key, None)
                 connection.sink.unsubscribed(key)
 
     def resume_items(self) -> list[ResumeItem]:

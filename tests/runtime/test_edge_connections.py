@@ -8,8 +8,10 @@ from typing import Any, cast
 
 from broker.cluster.edge_connections import EdgeConnections
 from broker.cluster.hub import Edge, RemoteSink
-from broker.engine.errors import Unavailable
-from broker.protocol.link import FramesItem, UnsubscribedItem
+from broker.engine.errors import BrokerError, Unavailable
+from broker.engine.queues import AckMode
+from broker.protocol.client_frames import SubscribeRequest
+from broker.protocol.link import FramesItem, SubscribedItem, SubscribeItem, UnsubscribedItem
 
 
 class _Sink:
@@ -49,6 +51,23 @@ def test_an_unsubscribe_a_lost_router_never_answers_ends_when_it_is_lost() -> No
 
     assert sorted(sink.unsubscribed_keys) == ["s1", "s2"]
     assert connections.resume_items()[0].subscriptions == []  # the next router is not given them
+
+
+def test_an_unsubscribe_sent_before_the_subscribe_s_answer_is_not_resumed_when_the_router_is_lost() -> None:
+    connections = EdgeConnections()
+    sink = _Sink()
+    conn = connections.add(cast(Any, sink))
+    asked = SubscribeItem.of(conn, SubscribeRequest("s1", '"s1"', AckMode.CLIENT, 10, "jobs", None))
+    answers: list[tuple[str | None, BrokerError | None]] = []
+    assert connections.asked(asked, lambda queue, error: answers.append((queue, error)))
+    connections.forget(conn, "s1")  # the client unsubscribes before the router's answer
+    connections.subscribed(SubscribedItem("S", conn, "jobs", None))  # the answer; its unsubscribed is lost
+
+    connections.fail_questions(Unavailable("the router changed"))
+
+    assert answers == [("jobs", None)]
+    assert sink.unsubscribed_keys == ["s1"]  # the client is told it ended...
+    assert connections.resume_items()[0].subscriptions == []  # ...and the next router is not given it
 
 
 def test_batches_written_are_told_by_the_router_s_number_of_the_last() -> None:
