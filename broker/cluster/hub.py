@@ -266,9 +266,11 @@ class Hub:
                     self._apply(edge, item)
             except Exception:
                 # A bug, not a refusal: the rest of the batch goes on, and a publish still
-                # gets an answer, so no publisher waits for ever.
-                log.exception("item %r from edge %s failed", raw[:1], edge.channel)
-                if raw and raw[0] == "p":
+                # gets an answer, so no publisher waits for ever. The item may be anything
+                # (not even a list): nothing here may raise.
+                kind = _item_kind(raw)
+                log.exception("item %r from edge %s failed", kind, edge.channel)
+                if kind == "p":
                     publishes.append(Publishing("", 0, None, error=Unavailable("the router failed to route the message")))
         if publishes:
             self._answer_publishes(edge, message["seq"], publishes)
@@ -437,6 +439,11 @@ class Hub:
             fn(*args)
         except Exception:
             log.exception("router call failed while dropping an edge")
+
+
+def _item_kind(raw: object) -> object:
+    """An item's kind, its first element, for a log; None for what is not an item."""
+    return raw[0] if isinstance(raw, list | tuple) and raw else None
 
 
 def _encoded(outcome: int | BrokerError) -> int | list[Any]:

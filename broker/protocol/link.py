@@ -258,7 +258,11 @@ def decode_router_item(raw: list[Any] | tuple[Any, ...]) -> RouterItem:
 
 
 def _decode(types: dict[str, Any], raw: list[Any] | tuple[Any, ...]) -> Any:
-    cls = types.get(raw[0]) if raw else None
+    # Whatever came over the link (a node of another release, a bug): a ValueError, not a
+    # TypeError that the reader of a batch would not expect.
+    if not isinstance(raw, list | tuple) or not raw or not isinstance(raw[0], str):
+        raise ValueError(f"not a link item: {type(raw).__name__}")
+    cls = types.get(raw[0])
     if cls is None:
         raise ValueError(f"unknown link item {raw[:1]!r}")
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import msgpack
 import pytest
@@ -398,9 +398,23 @@ async def test_an_edge_skips_an_item_it_does_not_know_and_carries_out_the_rest(c
     sink = EdgeSink()
     conn = edge.connect(sink)
 
-    edge.on_batch([["z", conn], ["d", conn, ['{"type":"pong"}'], 1]])  # "z": a kind of a newer release
+    # "z": a kind of a newer release; 5 and [[1]]: not items at all (a bug)
+    edge.on_batch([["z", conn], 5, [[1]], ["d", conn, ['{"type":"pong"}'], 1]])
 
     assert sink.events == [{"type": "pong"}]
+
+
+async def test_the_router_skips_what_is_not_an_item_and_answers_the_rest_of_its_batch(cluster: Cluster) -> None:
+    edge = await cluster.edge()
+    conn = edge.connect(EdgeSink())
+    first = edge.publish(conn, publish_request("jobs", 1))
+    edge._push(cast(Any, 5))  # a bug's item, not even a list: its log must not fail too
+    edge._push(cast(Any, None))
+    second = edge.publish(conn, publish_request("jobs", 2))
+    assert first.settled is second.settled  # one batch
+
+    assert await asyncio.wait_for(first.settled, 2) == [1, 1]
+    assert [m["body"] for m in cluster.runtime.get("jobs", count=10, ack=True)] == [1, 2]
 
 
 async def test_nodes_of_another_link_version_neither_follow_nor_serve_each_other(
