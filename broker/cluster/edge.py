@@ -23,7 +23,7 @@ from typing import Any
 
 from channels.exceptions import ChannelFull
 
-from broker.engine.errors import Unavailable
+from broker.engine.errors import BrokerError, Unavailable
 from broker.protocol.calls import RouterCall, call_args
 from broker.protocol.client_frames import FrameId, SubscribeRequest
 from broker.protocol.link import (
@@ -33,6 +33,7 @@ from broker.protocol.link import (
     CancelledItem,
     CloseItem,
     EdgeItem,
+    EncodedError,
     FramesItem,
     LastTagItem,
     NackItem,
@@ -49,6 +50,7 @@ from broker.protocol.link import (
     WrittenItem,
     decode_error,
     decode_router_item,
+    encode_error,
 )
 from broker.protocol.publish import PublishRequest
 from broker.router import registry
@@ -58,6 +60,7 @@ from broker.runtime.stamps import new_message_id
 from broker.runtime.timeouts import within
 
 from .edge_connections import EdgeConnections
+from .redis_link import encodes
 from .wire import (
     ANSWER_TIMEOUT,
     BEAT,
@@ -72,6 +75,7 @@ from .wire import (
     ROUTER_BATCH,
     ROUTER_TIMEOUT,
     STALE_TERM_SECONDS,
+    UNENCODABLE_REQUEST,
     Window,
     send_batch,
 )
@@ -106,6 +110,8 @@ class EdgeLink:
         self._batch_size = 0
         self._awaiting: dict[int, asyncio.Future[list[Any]]] = {}  # batch seq -> its answer
         self._sent_at: dict[int, float] = {}  # batch seq -> when, while unanswered or awaited
+        # batch seq -> the answers of its publishes refused here (they could not be encoded), by slot
+        self._refused: dict[int, dict[int, EncodedError]] = {}
         self._seq = 0
         self._first_seq = 1  # of this generation's first batch with items (hub.py)
         self._window = Window()
@@ -270,6 +276,7 @@ class EdgeLink:
             batches.append(self._batch)
         self._awaiting.clear()
         self._sent_at.clear()
+        self._refused.clear()
         self._batch = None
         self._batch_size = 0
         for future in batches + list(self._calls.values()):
@@ -344,11 +351,7 @@ class EdgeLink:
                 case FramesItem():
                     connections.frames(item)
                 case PublishedItem(seq=seq, results=results):
-                    future = self._awaiting.pop(seq, None)
-                    if seq not in self._window:
-                        self._sent_at.pop(seq, None)
-                    if future is not None and not future.done():
-                        future.set_result(results)
+                    self._published(seq, _with_refused(results, self._refused.pop(seq, {})))
                 case LastTagItem():
                     connections.last_tag(item)
                 case SubscribedItem():
@@ -380,6 +383,14 @@ class EdgeLink:
                     return
 
     # -- sending ---------------------------------------------------------
+
+    def _published(self, seq: int, results: list[Any]) -> None:
+        """The answers of batch `seq`'s publishes, by slot."""
+        future = self._awaiting.pop(seq, None)
+        if seq not in self._window:
+            self._sent_at.pop(seq, None)
+        if future is not None and not future.done():
+            future.set_result(results)
 
     def _push(self, item: EdgeItem) -> None:
         self._outbox.append(item)
@@ -430,7 +441,45 @@ class EdgeLink:
             await self._send(channel, message)
 
     async def _send(self, channel: str, message: dict[str, Any]) -> None:
-        await send_batch(self.layer, channel, message, wanted=lambda: self.router_channel == channel)
+        await send_batch(
+            self.layer, channel, message, wanted=lambda: self.router_channel == channel, salvage=self._salvage
+        )
+
+    def _salvage(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        """Batch `message` without its items that cannot be encoded (wire.send_batch), each
+        refused to whoever made it; a beat when none is left, its number given back."""
+        seq = message["seq"]
+        if message["gen"] != self.generation or seq != self._seq:
+            return None  # the connections resumed since: what it held has failed already
+        kept: list[EdgeItem] = []
+        refused: dict[int, EncodedError] = {}
+        slot = 0  # of the next publish: a batch's publishes are answered in order (`publish`)
+        for item in message["items"]:
+            if encodes(item):
+                kept.append(item)
+            else:
+                error = BrokerError(UNENCODABLE_REQUEST)
+                log.warning("a %r item cannot be encoded: refused", item[0])
+                if isinstance(item, PublishItem):
+                    refused[slot] = encode_error(error)
+                elif isinstance(item, CallItem):
+                    call = self._calls.pop(item.request_id, None)
+                    if call is not None and not call.done():
+                        call.set_exception(error)
+                elif not self._connections.refuse(item, error):
+                    log.error("an item %r of this edge's own cannot be encoded: dropped", item)
+            slot += isinstance(item, PublishItem)
+        if refused and any(isinstance(item, PublishItem) for item in kept):
+            self._refused[seq] = refused  # merged into the router's answer
+        elif refused:
+            self._published(seq, [refused[n] for n in range(slot)])
+        if kept:
+            return {**message, "items": kept}
+        # The router is to see no batch `seq`: the next one takes its number, or it sees a gap.
+        self._seq -= 1
+        self._window.withdraw(seq)
+        self._sent_at.pop(seq, None)
+        return {**message, "seq": self._seq, "items": [], "now": False}
 
     # -- the Router interface: client connections (on the loop) -----------
 
@@ -517,6 +566,14 @@ class EdgeLink:
             raise Unavailable("the broker's router did not answer in time") from None
         finally:
             self._calls.pop(request_id, None)
+
+
+def _with_refused(results: list[Any], refused: dict[int, EncodedError]) -> list[Any]:
+    """The router's answers to a batch's publishes, with those refused here at their slots."""
+    if not refused:
+        return results
+    answers = iter(results)
+    return [refused[slot] if slot in refused else next(answers, None) for slot in range(len(results) + len(refused))]
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

@@ -14,14 +14,18 @@ from collections import deque
 from broker.engine.errors import BrokerError
 from broker.protocol.client_frames import FrameId
 from broker.protocol.link import (
+    AckItem,
     CancelledItem,
+    EdgeItem,
     EncodedError,
     FramesItem,
     LastTagItem,
+    NackItem,
     ResumeItem,
     SubscribedItem,
     SubscribeItem,
     UnsubscribedItem,
+    UnsubscribeItem,
     decode_error,
 )
 from broker.router.interface import ConnectionSink, SubscribeAnswer
@@ -142,6 +146,29 @@ class EdgeConnections:
         connection = self._connections.get(conn)
         if connection is not None:
             connection.sink.refused(frame_id, decode_error(error))
+
+    def refuse(self, item: EdgeItem, error: BrokerError) -> bool:
+        """A connection's item that cannot reach the router (it cannot be encoded): answered
+        here as the router would answer it. False for an item that asks for no answer."""
+        match item:
+            case SubscribeItem(conn=conn):
+                connection = self._connections.get(conn)
+                # Out of the answers awaited, which the router's answers take in order.
+                found = None if connection is None else next((e for e in connection.answers if e[0] is item), None)
+                if connection is not None and found is not None:
+                    connection.answers.remove(found)
+                    found[1](None, error)
+            case AckItem(conn=conn, frame_id=frame_id) | NackItem(conn=conn, frame_id=frame_id):
+                sink = self.sink(conn)
+                if sink is not None:
+                    sink.refused(frame_id, error)
+            case UnsubscribeItem(conn=conn, key=key):
+                # The router holds no subscription of a key that cannot reach it: as for any
+                # key it does not know, the unsubscribe has ended.
+                self.unsubscribed(UnsubscribedItem("U", conn, key))
+            case _:
+                return False
+        return True
 
     # -- losing and following a router -----------------------------------
 

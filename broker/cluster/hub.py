@@ -52,6 +52,7 @@ from broker.runtime import memory
 from broker.runtime.calls import execute
 from broker.runtime.timeouts import within
 
+from .redis_link import encodes
 from .wire import (
     ANSWER_TIMEOUT,
     BEAT,
@@ -63,7 +64,9 @@ from .wire import (
     HELLO_CHANNEL,
     LINK_VERSION,
     ROUTER_BATCH,
+    UNENCODABLE_ANSWER,
     Window,
+    error_instead,
     send_batch,
 )
 
@@ -126,6 +129,25 @@ class Edge:
     def push(self, item: RouterItem) -> None:
         self.outbox.append(item)
         self.wakeup.set()
+
+    def salvage(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Batch `message` without its items that cannot be encoded (wire.send_batch): an
+        answer becomes an error; an item that answers nothing is dropped. An ack alone when
+        none is left, its number given back (the edge would see a gap)."""
+        kept: list[RouterItem] = []
+        for item in message["items"]:
+            instead = item if encodes(item) else error_instead(item, BrokerError(UNENCODABLE_ANSWER))
+            if instead is not None and encodes(instead):
+                kept.append(instead)
+            else:
+                log.error("a %r item for edge %s cannot be encoded: dropped", item[0], self.channel)
+        if kept:
+            return {**message, "items": kept}
+        seq = message["seq"]
+        if seq == self.seq:
+            self.seq -= 1
+            self.window.withdraw(seq)
+        return {**message, "seq": self.seq, "items": [], "now": False}
 
 
 class Hub:
@@ -418,11 +440,11 @@ class Hub:
                 "type": ROUTER_BATCH, "epoch": self.epoch, "gen": edge.generation, "seq": edge.seq,
                 "ack": edge.edge_seq, "items": items, "now": bool(items) and edge.window.full,
             }
-            await self._send(edge.channel, message)
+            await self._send(edge, message)
 
-    async def _send(self, channel: str, message: dict[str, Any]) -> None:
+    async def _send(self, edge: Edge, message: dict[str, Any]) -> None:
         # Until sent: a dead edge's sender is cancelled when the edge is dropped.
-        await send_batch(self.layer, channel, message, wanted=lambda: True)
+        await send_batch(self.layer, edge.channel, message, wanted=lambda: True, salvage=edge.salvage)
 
     def _send_now(self, channel: str, items: list[RouterItem]) -> None:
         message = {"type": ROUTER_BATCH, "epoch": self.epoch, "items": items}

@@ -71,6 +71,16 @@ def encode(message: dict[str, Any]) -> bytes:
     return msgpack.packb(message, use_bin_type=True)  # type: ignore[no-any-return]
 
 
+def encodes(value: object) -> bool:
+    """Can `value` be encoded? Never a string holding a lone surrogate (it has no UTF-8) nor
+    an integer beyond 64 bits: a batch with one fails to encode however often it is sent."""
+    try:
+        msgpack.packb(value, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
+
+
 def decode(data: bytes) -> dict[str, Any]:
     """A batch as sent; ValueError (or msgpack's own) for an entry that is not one."""
     message = msgpack.unpackb(data, raw=False)

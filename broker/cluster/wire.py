@@ -24,6 +24,11 @@ while it has batches unanswered (the ack was lost, or the router waited for a
 batch to carry it on). At 1,000 messages a second each batch holds one
 message, and sending every ack alone had doubled the link's Redis commands.
 
+An item that cannot be encoded (a string with a lone surrogate, an integer beyond 64
+bits: msgpack has no form for either) is taken out of its batch when the batch fails to
+encode, and answered with an error where it came from (`send_batch`); the rest of the
+batch goes. Sent again and again, it held up every batch after it.
+
 The router announces itself to the `EDGES_GROUP` with a beat every
 `BEAT_SECONDS`; an edge that hears none for `ROUTER_TIMEOUT` fails what is in
 flight, and resumes its connections on the next router it hears, never on
@@ -45,6 +50,11 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from channels.exceptions import ChannelFull
+
+from broker.engine.errors import BrokerError
+from broker.protocol.link import AnswerItem, PublishedItem, RefusedItem, RouterItem, SubscribedItem, encode_error
+
+from .redis_link import encodes
 
 # The items' form (broker/protocol/link.py). Nodes of other versions neither follow nor
 # serve each other: every node of a cluster runs the same release (docs/deploy.md).
@@ -119,10 +129,30 @@ class Window:
     def clear(self) -> None:
         self._unanswered.clear()
 
+    def withdraw(self, seq: int) -> None:
+        """Forget `seq`, the last batch sent: it did not go after all (its number is reused)."""
+        if self._unanswered and self._unanswered[-1][0] == seq:
+            self._unanswered.pop()
 
-async def send_batch(layer: Any, channel: str, message: dict[str, Any], *, wanted: Callable[[], bool]) -> None:
+
+# What an item that cannot be encoded (redis_link.encodes) is answered with, alone: a
+# refusal (`invalid`) of the request that made it; the rest of its batch goes on.
+_CANNOT_CROSS: Final = "holds a string that is not valid Unicode (a lone surrogate) or an integer beyond 64 bits"
+UNENCODABLE_REQUEST: Final = f"the request cannot be sent to the broker's router: it {_CANNOT_CROSS}"
+UNENCODABLE_ANSWER: Final = f"the broker's router cannot send its answer to this node: it {_CANNOT_CROSS}"
+
+# A batch that cannot be encoded, with `salvage`: the same batch without its items that cannot,
+# each of them answered with an error by the sender; None when there is nothing left to send.
+Salvage = Callable[[dict[str, Any]], dict[str, Any] | None]
+
+
+async def send_batch(
+    layer: Any, channel: str, message: dict[str, Any], *, wanted: Callable[[], bool], salvage: Salvage
+) -> None:
     """Send, waiting out a full channel (a busy peer) or a Redis hiccup, never dropping,
-    for as long as `wanted()` says the peer is still the one to send to."""
+    for as long as `wanted()` says the peer is still the one to send to. A batch that
+    cannot be encoded never will be: retried, it held up every later batch for good
+    (the peer then dropped this node), so its items that cannot are taken out instead."""
     while wanted():
         try:
             await layer.send(channel, message)
@@ -130,5 +160,31 @@ async def send_batch(layer: Any, channel: str, message: dict[str, Any], *, wante
         except ChannelFull:
             await asyncio.sleep(0.005)
         except Exception:
-            log.exception("sending a batch to %s failed; retrying", channel)
-            await asyncio.sleep(BEAT_SECONDS)
+            if encodes(message):
+                log.exception("sending a batch to %s failed; retrying", channel)
+                await asyncio.sleep(BEAT_SECONDS)
+                continue
+            salvaged = salvage(message)
+            if salvaged is None:
+                return
+            if not encodes(salvaged):  # not an item's fault: a bug of the sender
+                log.error("a batch to %s cannot be encoded, not even without its items: dropped", channel)
+                return
+            message = salvaged
+
+
+def error_instead(item: RouterItem, error: BrokerError) -> RouterItem | None:
+    """What the router sends in place of an item that cannot be encoded: `error` as the
+    answer it carried; None for an item that answers nothing (it is dropped)."""
+    failure = encode_error(error)
+    match item:
+        case AnswerItem(request_id=request_id):
+            return AnswerItem("R", request_id, False, failure)
+        case PublishedItem(seq=seq, results=results):
+            return PublishedItem("P", seq, [result if encodes(result) else failure for result in results])
+        case SubscribedItem(conn=conn):
+            return SubscribedItem("S", conn, None, failure)
+        case RefusedItem(conn=conn, frame_id=frame_id):
+            return RefusedItem("f", conn, frame_id, failure)
+        case _:
+            return None
