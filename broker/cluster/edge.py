@@ -9,9 +9,10 @@ a new router takes over the connections resume by themselves: same
 subscriptions, delivery tags above any the client holds, and what was in
 flight failed with `unavailable` rather than left hanging.
 
-A little over 400 lines: following a router, batching with flow control, and
-the interface's calls share the link's state (what is in flight on which
-router); what each connection remembers is in edge_connections.py.
+About 600 lines: following a router, batching with flow control (and
+refusing what cannot be encoded), and the interface's calls share the link's
+state (what is in flight on which router); what each connection remembers is
+in edge_connections.py.
 """
 
 from __future__ import annotations
@@ -327,6 +328,9 @@ class EdgeLink:
                     self._last_beat = time.monotonic()
                     self._on_ack(message.get("ack", 0))
                     seq = message.get("seq")  # a reset has none
+                    if seq is not None and seq > self._router_seq + bool(message["items"]):
+                        self._lost_batch(seq)
+                        continue
                     if message["items"] and (seq is None or seq > self._router_seq):
                         self._router_seq = seq if seq is not None else self._router_seq
                         if message.get("now"):  # it filled the router's window
@@ -338,6 +342,19 @@ class EdgeLink:
             except Exception:
                 log.exception("a batch from the router failed")
                 await asyncio.sleep(0.1)
+
+    def _lost_batch(self, seq: int) -> None:
+        """The router numbers its batches with items one by one, and an empty one carries the
+        number of its last: batch `seq` says one between was lost on the way (a Redis
+        restarted empty, a read whose reply was lost), with what it held (deliveries, the
+        end of a subscription). The connections resume, as after a reset: the router drops
+        what it holds of them, and their unacknowledged messages come again."""
+        epoch, channel = self.epoch, self.router_channel
+        log.warning("router %s: its batch %d came after %d, one between was lost: resuming the connections",
+                    epoch, seq, self._router_seq)
+        self._lose_router("a batch of the broker's router was lost; publish again")
+        if epoch is not None and channel is not None:
+            self._follow(epoch, channel)
 
     def on_batch(self, items: list[list[Any]]) -> None:
         connections = self._connections

@@ -112,7 +112,8 @@ class RemoteSink:
 class Edge:
     """One edge process as the router knows it: its connections and its outbox."""
 
-    def __init__(self, channel: str, generation: int) -> None:
+    def __init__(self, channel: str, generation: int, first: int) -> None:
+        """`first`: the sequence number of the generation's first batch with items."""
         self.channel = channel
         self.generation = generation
         self.last_seen = time.monotonic()
@@ -121,7 +122,7 @@ class Edge:
         self.delivered: set[int] = set()  # connections given deliveries since the last send
         self.seq = 0  # of our last batch with items
         self.window = Window()
-        self.edge_seq = 0  # the edge's last batch with items, which we ack
+        self.edge_seq = first - 1  # the edge's last batch with items, which we ack
         self.ack_asked = False  # the edge's last batch asked for our ack at once
         self.wakeup = asyncio.Event()
         self.sender: asyncio.Task[None] | None = None
@@ -256,7 +257,7 @@ class Hub:
             return
         # A batch after one with items of its generation (an empty one: its last with items).
         served_before = message["seq"] >= message["first"] + bool(message["items"])
-        edge = self._edge_for(message["edge"], message["gen"], served_before)
+        edge = self._edge_for(message["edge"], message["gen"], message["first"], served_before)
         if edge is None:
             return
         edge.last_seen = time.monotonic()
@@ -274,9 +275,20 @@ class Hub:
         if message.get("now"):  # it filled the edge's window, or a beat waits for our ack
             edge.ack_asked = True
             edge.wakeup.set()
-        if not message["items"] or message["seq"] <= edge.edge_seq:
+        seq = message["seq"]
+        if seq > edge.edge_seq + bool(message["items"]):
+            # The edge numbers its batches with items one by one, and a beat carries the number
+            # of its last: one between was lost on the way (a Redis restarted empty, a read
+            # whose reply was lost), with what it held (closes, acks, unsubscribes). Served on,
+            # the edge's connections would differ from what the router holds.
+            log.warning("edge %s: its batch %d came after %d, one between was lost: it resumes its connections",
+                        edge.channel, seq, edge.edge_seq)
+            self._drop(edge)
+            self._send_now(edge.channel, [ResetItem("reset", edge.generation)])
+            return
+        if not message["items"] or seq <= edge.edge_seq:
             return  # a beat, or a batch sent twice (a send retried after Redis took it)
-        edge.edge_seq = message["seq"]
+        edge.edge_seq = seq
         publishes: list[Publishing] = []
         for raw in message["items"]:
             try:
@@ -295,11 +307,11 @@ class Hub:
                 if kind == "p":
                     publishes.append(Publishing("", 0, None, error=Unavailable("the router failed to route the message")))
         if publishes:
-            self._answer_publishes(edge, message["seq"], publishes)
+            self._answer_publishes(edge, seq, publishes)
 
-    def _edge_for(self, channel: str, generation: int, served_before: bool) -> Edge | None:
-        """`served_before`: the batch follows one with items of its generation, which this
-        router should have seen."""
+    def _edge_for(self, channel: str, generation: int, first: int, served_before: bool) -> Edge | None:
+        """`first`: the number of the generation's first batch with items; `served_before`:
+        the batch follows one with items of its generation, which this router should have seen."""
         edge = self._edges.get(channel)
         if edge is not None and generation == edge.generation:
             return edge
@@ -313,7 +325,7 @@ class Hub:
             return None
         if edge is not None:  # the edge resumed (it lost sight of this router for a while)
             self._drop(edge)
-        edge = Edge(channel, generation)
+        edge = Edge(channel, generation, first)
         edge.sender = asyncio.create_task(self._send_forever(edge), name=f"hub-send-{channel}")
         self._edges[channel] = edge
         self._dropped.pop(channel, None)

@@ -24,6 +24,16 @@ while it has batches unanswered (the ack was lost, or the router waited for a
 batch to carry it on). At 1,000 messages a second each batch holds one
 message, and sending every ack alone had doubled the link's Redis commands.
 
+Each side numbers its batches with items one after another (an edge from `first`
+in each generation, the router from 1 for each generation of an edge), and its
+empty batches carry the number of its last. So a batch whose number skips one,
+with items or without, says that one was lost on the way (Redis restarted empty,
+a read whose reply was lost) with what it held: acks, closes, unsubscribes,
+deliveries. The edge's connections then resume, as after a reset; served on, the
+router would hold consumers the edge has closed, which take every Nth message of
+an auto-ack queue for nobody. A number not above the last is a batch sent twice,
+and is ignored.
+
 An item that cannot be encoded (a string with a lone surrogate, an integer beyond 64
 bits: msgpack has no form for either) is taken out of its batch when the batch fails to
 encode, and answered with an error where it came from (`send_batch`); the rest of the

@@ -92,7 +92,7 @@ def test_batches_of_a_router_followed_before_are_not_counted_against_the_next_on
 
 
 def test_the_router_counts_batches_written_from_the_edge_s_running_number() -> None:
-    sink = RemoteSink(Edge("edge", 1), 1)
+    sink = RemoteSink(Edge("edge", 1, 1), 1)
     for _ in range(5):
         sink.deliver(["f"], True)
     sink.deliver(["a stats frame"])  # took no credit: not numbered
