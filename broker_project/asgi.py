@@ -30,6 +30,7 @@ from broker.transport.health import Health  # noqa: E402
 from broker.transport.limits import ConnectionLimit  # noqa: E402
 from broker.transport.metrics import Metrics  # noqa: E402
 from broker.transport.origins import OriginGuard  # noqa: E402
+from broker.transport.request_bodies import BodyLimit  # noqa: E402
 from broker.transport.startup import StartRouter  # noqa: E402
 from storage.store import OrmMessageStore  # noqa: E402
 from subscriptions.consumers import BrokerConsumer  # noqa: E402
@@ -41,8 +42,14 @@ websocket_application = OriginGuard(ConnectionLimit(URLRouter([websocket_route])
 
 # The browser module may be imported by the pages that may open the WebSocket (broker/transport/cors.py).
 static_and_django = BrowserModuleCors(ASGIStaticFilesHandler(django_http), prefix=f"{settings.STATIC_URL}pubsub/")
-http_application = Health(
-    Metrics(FastPublish(static_and_django, authenticate=fast_publish_permissions), authenticate=fast_publish_permissions)
+# Every request's body is read, and one past the limit refused, before anything else (Django has no cap).
+http_application = BodyLimit(
+    Health(
+        Metrics(
+            FastPublish(static_and_django, authenticate=fast_publish_permissions), authenticate=fast_publish_permissions
+        )
+    ),
+    limit=lambda: settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
 )
 
 application = StartRouter(

@@ -20,7 +20,6 @@ whose anonymous changes Django refuses unless the origin is allowed.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -28,15 +27,15 @@ from typing import Any, Final
 
 from django.conf import settings
 
-from broker.engine.errors import BrokerError, ResourceLimit, TooLarge
+from broker.engine.errors import BrokerError, ResourceLimit
 from broker.engine.jsoncodec import dumps, loads_exact
 from broker.protocol.publish import prepare_publish
 from broker.router.calls import publish_async
-from broker.runtime.timeouts import within
 
 from .authorization import Permissions
 from .http_errors import error_body, error_response
 from .origins import check_host
+from .request_bodies import read_body
 
 Headers = list[tuple[bytes, bytes]]
 # The publisher's permissions from the request's headers; `unauthorized` to refuse it.
@@ -46,9 +45,6 @@ log = logging.getLogger("broker.http")
 
 PUBLISH_PATH: Final = re.compile(r"^/api/exchanges/([^/]+)/publish/?$")
 # As Django's SecurityMiddleware and XFrameOptionsMiddleware send them (settings.py).
-# A refused body is read on and thrown away up to this much, for this long (`_discard_rest`).
-DISCARD_BYTES: Final = 256 * 1024 * 1024
-DISCARD_SECONDS: Final = 30.0
 SECURITY_HEADERS: Final = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"same-origin"),
@@ -94,7 +90,7 @@ class FastPublish:
             check_host(scope)
             permissions = await self._authenticate(scope)
             permissions.require("write", "exchange", exchange)
-            data = loads_exact(await _read_body(receive))
+            data = loads_exact(await read_body(receive, settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
         except BrokerError as error:
             return error_response(error)
         except ValueError as error:
@@ -112,41 +108,3 @@ class FastPublish:
 def payload_code(payload: object) -> object:
     error = payload.get("error") if isinstance(payload, dict) else None
     return error.get("code") if isinstance(error, dict) else None
-
-
-async def _read_body(receive: Any) -> bytes:
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise BrokerError("the client went away before sending the body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            await _discard_rest(receive, message)
-            raise TooLarge(f"the request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-async def _discard_rest(receive: Any, message: dict[str, Any]) -> None:
-    """Read the rest of a body that is refused, and throw it away (a lingering close, as
-    nginx does): a server that answers and closes while the body still arrives makes the
-    client's system reset the connection, and the client never reads the answer. Up to
-    DISCARD_BYTES or DISCARD_SECONDS; past either the answer goes out all the same."""
-    discarded = 0
-    deadline = asyncio.get_running_loop().time() + DISCARD_SECONDS
-    while message.get("more_body", False) and discarded < DISCARD_BYTES:
-        left = deadline - asyncio.get_running_loop().time()
-        if left <= 0:
-            return
-        try:
-            message = await within(receive(), left)
-        except TimeoutError:
-            return
-        if message["type"] == "http.disconnect":
-            return
-        discarded += len(message.get("body", b""))

@@ -237,6 +237,23 @@ def test_a_publish_far_over_the_limit_gets_its_413_not_a_reset(broker: BrokerPro
         assert b'"too_large"' in rest
 
 
+@pytest.mark.parametrize("path", ["/api/queues/", "/publish", "/ping", "/admin/login/"])
+def test_any_call_s_body_over_the_limit_is_refused_before_it_is_all_sent(broker: BrokerProcess, path: str) -> None:
+    """Django reads a whole body to a temporary file before a view runs, with no cap: a
+    client could fill the broker's disk before any authentication, and got its 413 only
+    once it had sent everything."""
+    import socket
+
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{broker.port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {500 * 1024 * 1024}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as sock:
+        sock.sendall(head + b"x" * (2 * 1024 * 1024))  # 2 MiB of the 500 announced, then it waits
+        status = sock.recv(65536).partition(b"\r\n")[0]
+    assert status.startswith(b"HTTP/1.1 413"), status
+
+
 async def test_a_client_that_a_proxy_on_this_machine_forwards_must_authenticate(broker: BrokerProcess) -> None:
     """Anonymous access is on by default because the broker listens on loopback; a proxy on
     this machine (FORWARDED_ALLOW_IPS) that forwards another machine's request says so in
