@@ -37,6 +37,7 @@ from access.selectors import (
     token_user,
 )
 from broker.engine.errors import Unauthorized
+from broker.transport.loopback import Peer
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -67,18 +68,21 @@ def _session_user(session_key: str) -> Any:
     return get_user(SimpleNamespace(session=engine.SessionStore(session_key)))  # type: ignore[arg-type]
 
 
-def _client(scope: dict[str, Any]) -> str | None:
-    """The client's address in an ASGI scope (uvicorn rewrites it from a trusted proxy's
-    `X-Forwarded-For`); None for a Unix socket or an in-process test."""
+def _peer(scope: dict[str, Any]) -> Peer:
+    """Who sent the request: the client's address in the ASGI scope (uvicorn rewrites it from
+    a trusted proxy's `X-Forwarded-For`; None for a Unix socket or an in-process test), and
+    the addresses proxies named."""
     client = scope.get("client")
-    return str(client[0]) if client else None
+    headers: Headers = scope.get("headers", [])
+    named = [(_header(headers, name) or b"").decode("latin-1") or None for name in (b"x-forwarded-for", b"forwarded")]
+    return Peer.of(str(client[0]) if client else None, named[0], named[1])
 
 
-def _resolve(token: str | None, session_key: str | None, client: str | None) -> Permissions:
+def _resolve(token: str | None, session_key: str | None, peer: Peer) -> Permissions:
     if token is not None:
         return token_permissions(token)
     user = _session_user(session_key) if session_key else None
-    return permissions_or_unauthorized(user, client=client)
+    return permissions_or_unauthorized(user, peer=peer)
 
 
 async def websocket_permissions(scope: dict[str, Any]) -> Permissions:
@@ -93,10 +97,10 @@ async def websocket_permissions(scope: dict[str, Any]) -> Permissions:
         if cookie is not None:
             session_key = parse_cookie(cookie.decode("latin-1")).get(settings.SESSION_COOKIE_NAME) or None
     if token is None and session_key is None:
-        return permissions_or_unauthorized(None, client=_client(scope))  # no credentials: no database query
+        return permissions_or_unauthorized(None, peer=_peer(scope))  # no credentials: no database query
     if token == "":
         raise Unauthorized(INVALID_TOKEN)
-    permissions: Permissions = await database_sync_to_async(_resolve)(token, session_key, _client(scope))
+    permissions: Permissions = await database_sync_to_async(_resolve)(token, session_key, _peer(scope))
     return permissions
 
 
@@ -122,7 +126,7 @@ async def fast_publish_permissions(scope: dict[str, Any]) -> Permissions:
     """The publisher's permissions from its token (Bearer or Token scheme; cached), or an anonymous client's."""
     token = bearer_token(_header(scope.get("headers", []), b"authorization") or b"")
     if token is None:
-        return permissions_or_unauthorized(None, client=_client(scope))
+        return permissions_or_unauthorized(None, peer=_peer(scope))
     known, permissions = token_cache.get(token)
     if not known:
         permissions = await database_sync_to_async(cached_token_permissions_sync)(token)

@@ -24,6 +24,7 @@ from access.handler_token import HandlerUser, is_handler_token
 from access.rules import Permissions
 from access.selectors import anonymous_allowed, permissions_or_unauthorized, token_permissions, token_user
 from broker.engine.errors import Forbidden, Unauthorized
+from broker.transport.loopback import Peer
 from broker.transport.origins import current_policy
 
 _CACHE_ATTRIBUTE = "_broker_permissions"
@@ -75,7 +76,7 @@ class BrokerAccess(BasePermission):
     def has_permission(self, request: Any, view: Any) -> bool:
         if request.user.is_authenticated:
             return True
-        if not anonymous_allowed(client_address(request)):
+        if not anonymous_allowed(peer_of(request)):
             return False
         try:
             refuse_foreign_page(request)
@@ -84,11 +85,11 @@ class BrokerAccess(BasePermission):
         return True
 
 
-def client_address(request: Any) -> str | None:
-    """The request's client address as Django has it (the ASGI server's, which a trusted
-    proxy's `X-Forwarded-For` has rewritten); None when there is none."""
-    address: str | None = request.META.get("REMOTE_ADDR") or None
-    return address
+def peer_of(request: Any) -> Peer:
+    """Who sent the request: its client address as Django has it (the ASGI server's, which a
+    trusted proxy's `X-Forwarded-For` may have rewritten), and the addresses proxies named."""
+    meta = request.META
+    return Peer.of(meta.get("REMOTE_ADDR") or None, meta.get("HTTP_X_FORWARDED_FOR"), meta.get("HTTP_FORWARDED"))
 
 
 def refuse_foreign_page(request: Any) -> None:
@@ -114,7 +115,7 @@ def request_permissions(request: Any) -> Permissions:
     """The permissions of the request's user, loaded once per request."""
     cached: Permissions | None = getattr(request, _CACHE_ATTRIBUTE, None)
     if cached is None:
-        cached = permissions_or_unauthorized(request.user, client=client_address(request))
+        cached = permissions_or_unauthorized(request.user, peer=peer_of(request))
         setattr(request, _CACHE_ATTRIBUTE, cached)
     return cached
 
@@ -124,5 +125,5 @@ def legacy_permissions(request: Any) -> Permissions:
     token = bearer_token(request.META.get("HTTP_AUTHORIZATION", "").encode("latin-1"))
     if token is None:
         refuse_foreign_page(request)
-        return permissions_or_unauthorized(None, client=client_address(request))
+        return permissions_or_unauthorized(None, peer=peer_of(request))
     return token_permissions(token)

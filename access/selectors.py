@@ -23,7 +23,7 @@ from access.handler_token import handler_principal, is_handler_token
 from access.models import ApiToken, BrokerPermission, hash_token
 from access.rules import ANONYMOUS_ALL, Permissions
 from broker.engine.errors import Unauthorized
-from broker.transport.loopback import is_loopback_client
+from broker.transport.loopback import Peer
 
 # How stale the fast path's view of a token may be (README: revocation delay).
 TOKEN_CACHE_SECONDS: Final = 5.0
@@ -63,25 +63,25 @@ def user_permissions(user: Any) -> Permissions:
     return Permissions(describe(user), configure=configure, write=write, read=read)
 
 
-def anonymous_allowed(client: str | None) -> bool:
-    """May a client without credentials, at this address (its socket's peer, or what a
-    trusted proxy's `X-Forwarded-For` says), do everything?
+def anonymous_allowed(peer: Peer) -> bool:
+    """May a client without credentials, who sent its request as `peer`, do everything?
 
     BROKER_ALLOW_ANONYMOUS set outright decides alone. Left to its default (on while the
-    broker listens on loopback), it holds for clients on this machine only: a proxy on this
-    machine that forwards other machines' requests (with `X-Forwarded-For`), or another
-    ASGI server listening wider than HTTP_HOST says, does not open the broker to them."""
+    broker listens on loopback), it holds for clients on this machine only (`Peer.is_local`):
+    a proxy on this machine that forwards other machines' requests (it names them in
+    `X-Forwarded-For` or `Forwarded`, whether the server trusts it or not), or another ASGI
+    server listening wider than HTTP_HOST says, does not open the broker to them."""
     if not settings.BROKER_ALLOW_ANONYMOUS:
         return False
-    return settings.BROKER_ALLOW_ANONYMOUS_SET or is_loopback_client(client)
+    return settings.BROKER_ALLOW_ANONYMOUS_SET or peer.is_local()
 
 
-def permissions_or_unauthorized(user: Any | None, *, client: str | None) -> Permissions:
+def permissions_or_unauthorized(user: Any | None, *, peer: Peer) -> Permissions:
     """A user's permissions; without one, everything if anonymous clients are allowed
     (`anonymous_allowed`), else `unauthorized`."""
     if user is not None and user.is_authenticated:
         return user_permissions(user)
-    if anonymous_allowed(client):
+    if anonymous_allowed(peer):
         return ANONYMOUS_ALL
     raise Unauthorized(NO_CREDENTIALS)
 

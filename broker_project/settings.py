@@ -120,7 +120,7 @@ TRUST_X_FORWARDED_PROTO = env_bool("TRUST_X_FORWARDED_PROTO", default=False)
 # Proxies whose X-Forwarded-For runbroker's server believes (uvicorn's forwarded_allow_ips):
 # behind one on another machine, every client would otherwise share the proxy's address,
 # and MAX_CONNECTIONS_PER_IP would cap the whole node.
-FORWARDED_ALLOW_IPS = env_str("FORWARDED_ALLOW_IPS", default="127.0.0.1")
+FORWARDED_ALLOW_IPS = env_str("FORWARDED_ALLOW_IPS", default="127.0.0.1,::1")
 
 # --- database ---------------------------------------------------------------
 

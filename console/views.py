@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from access.drf import client_address
+from access.drf import peer_of
 from access.selectors import anonymous_allowed
 from bindings.models import Binding
 from bindings.selectors import binding_list
@@ -89,7 +89,7 @@ def _between(row: Binding, exchanges: set[str], queues: set[str]) -> bool:
 
 @ensure_csrf_cookie  # the console's fetch() calls send it back as X-CSRFToken
 def home(request: HttpRequest) -> HttpResponse:
-    if not request.user.is_authenticated and not anonymous_allowed(client_address(request)):
+    if not request.user.is_authenticated and not anonymous_allowed(peer_of(request)):
         return redirect_to_login(request.get_full_path(), LOGIN_URL)
     state = _initial_state()
     # Form choices: the user's exchanges first, the broker's own (default, amq.*) after, as the script orders them.

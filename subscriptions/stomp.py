@@ -22,6 +22,7 @@ from broker.router import registry
 from broker.router.interface import Router
 from broker.transport.authorization import Permissions
 from broker.transport.limits import FrameBudget, user_connections
+from broker.transport.loopback import Peer
 from broker.transport.outbox import Send
 from broker.transport.stomp_session import StompSession
 from queues.services import queue_delete, queue_ensure
@@ -126,7 +127,8 @@ def tcp_stomp_session(send: Send) -> StompSession:
 
     async def anonymous() -> Permissions:
         # The STOMP port listens where the broker does (runbroker turns anonymous access off
-        # off loopback); its clients come through no proxy that would hide their address.
-        return permissions_or_unauthorized(None, client=None)
+        # off loopback). A TLS terminator in front of it on this machine would hide its
+        # clients' addresses: README, "STOMP over TCP", says to turn anonymous access off.
+        return permissions_or_unauthorized(None, peer=Peer(None))
 
     return new_stomp_session(router, send, anonymous, transport="tcp")

@@ -509,6 +509,32 @@ def test_by_default_anonymous_access_is_for_this_machine_s_clients_only(
     ).status_code == 201
 
 
+@pytest.mark.parametrize(
+    "forwarded",
+    [
+        {"HTTP_X_FORWARDED_FOR": "203.0.113.9"},  # a proxy no one trusts: daphne, a Unix socket
+        {"HTTP_X_FORWARDED_FOR": "127.0.0.1, 203.0.113.9"},  # a client's own "127.0.0.1" first
+        {"HTTP_FORWARDED": 'for="[2001:db8::7]:4711";proto=https'},
+        {"HTTP_FORWARDED": "for=unknown"},
+    ],
+)
+@pytest.mark.parametrize("peer", ["127.0.0.1", "::1", None])
+def test_by_default_a_request_a_proxy_forwards_from_elsewhere_must_authenticate(
+    anonymous_by_default: None, runtime_thread: Runtime, forwarded: dict[str, str], peer: str | None
+) -> None:
+    """Whether the server believed the proxy or not (daphne never does, nor uvicorn on a
+    Unix socket, nor for a proxy on ::1 with FORWARDED_ALLOW_IPS of 127.0.0.1 alone), the
+    proxy names the client it forwards: one of elsewhere is not this machine's."""
+    client = Client(**forwarded) if peer is None else Client(REMOTE_ADDR=peer, **forwarded)
+    if peer is None:
+        client.defaults.pop("REMOTE_ADDR", None)
+    answer = client.post("/api/queues/", {"name": "q"})
+    assert (answer.status_code, answer.json()["error"]["code"]) == (401, "unauthorized")
+    assert not Queue.objects.exists()
+    here = Client(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="::1", HTTP_FORWARDED="for=127.0.0.1")
+    assert here.post("/api/queues/", {"name": "q"}).status_code == 201  # forwarded from this machine
+
+
 def test_anonymous_access_set_outright_holds_for_every_client(anonymous: None, runtime_thread: Runtime, settings: Any) -> None:
     settings.BROKER_ALLOW_ANONYMOUS_SET = True  # BROKER_ALLOW_ANONYMOUS=true in the environment
     assert Client(REMOTE_ADDR="203.0.113.9").post("/api/queues/", {"name": "q"}).status_code == 201

@@ -141,12 +141,16 @@ async def test_a_scrape_takes_the_handlers_token_as_the_api_does(
     assert answer.status_code == 200 and answer.json()["routed"] == 1
 
 
-async def test_a_host_outside_allowed_hosts_is_refused(http: httpx.AsyncClient, runtime: Runtime) -> None:
+async def test_an_anonymous_scrape_from_a_host_outside_allowed_hosts_is_refused(http: httpx.AsyncClient, runtime: Runtime) -> None:
     """As Django answers: else a page of another site could read the queues' names and counts
     through a name of its own that resolves here (DNS rebinding)."""
     refused = await http.get("/metrics", headers={"host": "evil.example:8060"})
     assert (refused.status_code, refused.json()["error"]["code"]) == (400, "invalid")
     assert "ALLOWED_HOSTS" in refused.json()["error"]["message"]
+    # A scrape with a token is the scraper's own: Prometheus names each node by its address.
+    _, token = await database_sync_to_async(make_user)("prometheus")
+    by_address = await http.get("/metrics", headers={"host": "10.0.0.11:8060", "authorization": f"Bearer {token}"})
+    assert by_address.status_code == 200
 
 
 async def test_health_says_when_the_message_store_does_not_answer(http: httpx.AsyncClient, runtime: Runtime) -> None:
