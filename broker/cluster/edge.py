@@ -483,7 +483,7 @@ class EdgeLink:
                     call = self._calls.pop(item.request_id, None)
                     if call is not None and not call.done():
                         call.set_exception(error)
-                elif not self._connections.refuse(item, error):
+                elif not self._refuse(item, error):
                     log.error("an item %r of this edge's own cannot be encoded: dropped", item)
             slot += isinstance(item, PublishItem)
         if refused and any(isinstance(item, PublishItem) for item in kept):
@@ -497,6 +497,15 @@ class EdgeLink:
         self._window.withdraw(seq)
         self._sent_at.pop(seq, None)
         return {**message, "seq": self._seq, "items": [], "now": False}
+
+    def _refuse(self, item: EdgeItem, error: BrokerError) -> bool:
+        """`EdgeConnections.refuse`, whose answers run a client connection's callbacks: one
+        that raises must not end the sender's task, and with it the whole link."""
+        try:
+            return self._connections.refuse(item, error)
+        except Exception:
+            log.exception("answering a refused %r item failed", item[0])
+            return True
 
     # -- the Router interface: client connections (on the loop) -----------
 
