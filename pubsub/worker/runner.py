@@ -622,12 +622,14 @@ def _returns(message: Message) -> int:
 
 def _described(error: BaseException) -> str:
     """`Class: text` of a handler's exception, as it is recorded and put in a dead letter's
-    headers: even for an exception whose str() fails, and with U+0000 written `\\x00`
-    (PostgreSQL keeps no U+0000 in text, and the broker refuses it in headers). Either
-    would have failed every try to record the failure, the message neither retried nor
-    acknowledged."""
+    headers: even for an exception whose str() fails, with U+0000 written `\\x00`
+    (PostgreSQL keeps no U+0000 in text, and the broker refuses it in headers), and a lone
+    surrogate (text decoded with `surrogateescape`: file names, a program's output) written
+    `\\udcff` (no UTF-8 text holds one). Each would have failed every try to record the
+    failure, the message neither retried nor acknowledged."""
     try:
         text = str(error)
     except Exception as failing:
         text = f"<its str() failed: {type(failing).__name__}>"
-    return f"{type(error).__name__}: {text}".replace("\x00", "\\x00")
+    described = f"{type(error).__name__}: {text}".replace("\x00", "\\x00")
+    return described if described.isascii() else described.encode("utf-8", "backslashreplace").decode("utf-8")

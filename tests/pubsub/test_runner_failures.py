@@ -192,6 +192,9 @@ class _Unprintable(Exception):
 @pytest.mark.parametrize(("error", "text"), [
     (_Unprintable(), "_Unprintable: <its str() failed: RuntimeError>"),
     (ValueError("a \x00 byte"), "ValueError: a \\x00 byte"),
+    # A name decoded with surrogateescape: b"caf\xe9" read as UTF-8.
+    (FileNotFoundError(b"caf\xe9".decode("utf-8", "surrogateescape")), "FileNotFoundError: caf\\udce9"),
+    (ValueError("é ✓"), "ValueError: é ✓"),
 ])
 async def test_a_failure_is_recorded_whatever_its_exception_says(
     monkeypatch: pytest.MonkeyPatch, error: BaseException, text: str
