@@ -336,6 +336,12 @@ class Broker:
         routed = 0
         for name, store_id in planned.targets:
             queue = self.queues.get(name)
+            if queue is not None and store_id is not None and queue.rows_deleted[0] < store_id < queue.rows_deleted[1]:
+                # Purged while its copy was being committed: the purge's delete of the backlog's
+                # rows takes its row too, so it is purged with them (deleted again in case the
+                # purge's delete came first).
+                fx.to_delete.append(store_id)
+                continue
             if queue is None or self._rejects(queue, planned.message):
                 if queue is not None:  # nobody to tell: the outbox's publisher has committed
                     self._refuse(queue, planned.message, fx, now, 1)
@@ -394,8 +400,12 @@ class Broker:
         window = self.window
         # A queue with a message TTL stays whole in memory: its copies' expiry counts from
         # their enqueueing, which their rows do not keep (a restart counts from publication).
+        # A backlog starts above every copy in memory: an outbox's copy, whose id was given out
+        # when it was planned, may come after copies with higher ids, and a backlog starting
+        # below them would bring them back with its reads. It joins the window instead.
         if queue.backlog is not None or (
             store_id is not None
+            and store_id > queue.highest_stored
             and window is not None
             and len(queue.ready) >= window
             and ttl is None
@@ -404,6 +414,8 @@ class Broker:
             self._put_behind(queue, envelope)
         else:
             queue.ready.append(envelope)
+            if store_id is not None and store_id > queue.highest_stored:
+                queue.highest_stored = store_id
             self._drain(queue, fx, now, depth)
         self._enforce_length(queue, fx, now, depth)
 
@@ -1027,6 +1039,8 @@ class Broker:
         self._next_seq += 1
         envelope.seq = self._next_seq  # behind everything in the window, requeued ones too
         queue.ready.append(envelope)
+        if envelope.store_id is not None and envelope.store_id > queue.highest_stored:
+            queue.highest_stored = envelope.store_id
 
     def _drop_backlog(self, queue: QueueState, fx: EffectsBuilder) -> None:
         """Forget the backlog (a purge, a deletion); a read under way is ignored."""
@@ -1037,6 +1051,7 @@ class Broker:
             self._forget(envelope, fx)
         if backlog.count:
             fx.backlog_deleted.append(BacklogRows(queue.name, backlog.after, self.next_store_id))
+            queue.rows_deleted = (backlog.after, self.next_store_id)
         queue.backlog = None
         self._epochs += 1
         queue.epoch = self._epochs

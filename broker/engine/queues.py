@@ -410,7 +410,9 @@ class QueueState:
         "enqueued",
         "epoch",
         "had_consumer",
+        "highest_stored",
         "holding",
+        "rows_deleted",
         "last_used",
         "nacked",
         "next_consumer",
@@ -432,6 +434,13 @@ class QueueState:
         self.ready: Ready = self._new_ready(())
         self.backlog: Backlog | None = None
         self.epoch = epoch  # tells this queue's backlog reads from an earlier one's
+        # The highest store id of a copy that entered `ready`: a backlog starts above it, so
+        # that no read brings back a copy in memory (an outbox's copy, whose id was given
+        # out when it was planned, can come after copies with higher ids).
+        self.highest_stored = 0
+        # The store ids (after, below) of this queue's rows the last purge or deletion of its
+        # backlog deleted: an outbox copy planned before it, with its id in there, has no row.
+        self.rows_deleted: tuple[int, int] = (0, 0)
         self.consumers: list[Consumer] = []
         self.next_consumer = 0  # round-robin position
         self.unacked = 0

@@ -12,7 +12,7 @@ import pytest
 from broker.engine.broker import Broker
 from broker.engine.messages import Effects
 from broker.engine.queues import AckMode
-from tests.engine.helpers import Backlogs, bind, body, exchange, msg, queue, ready, send, subscribe
+from tests.engine.helpers import Backlogs, bind, bodies, body, exchange, msg, queue, ready, send, subscribe
 
 
 def windowed(window: int) -> tuple[Broker, Backlogs]:
@@ -288,3 +288,43 @@ def test_a_full_reject_publish_queue_whose_head_is_in_the_database_refuses_a_pub
     assert [o.routed for o in outcomes] == [1, 1, 0]
     store.serve()
     assert ready(broker, "q") == [4] and broker.queues["q"].dropped == 0
+
+
+def test_an_outbox_copy_committed_after_later_copies_does_not_bring_them_back() -> None:
+    """The outbox's copies get their store ids when planned and are enqueued once committed:
+    a direct publish in between takes a higher id. Past the window, the outbox copy started
+    a backlog below it, whose read brought the direct copy back: delivered twice."""
+    broker, store = windowed(2)
+    queue(broker, "q")
+    store.take(send(broker, "q", "first"))
+    planned = broker.plan(msg("", "q", "outboxed"))
+    for copy in planned.copies:  # committed with its outbox row's removal
+        store.rows[copy.store_id] = (copy.queue, copy.message)
+    store.take(send(broker, "q", "direct"))  # the window is full now
+    store.take(broker.publish_planned(planned, now=0.0).effects)
+    store.take(send(broker, "q", "last"))
+    consumer = subscribe(broker, "q", prefetch=0)
+    store.take(consumer.effects)
+    delivered = bodies(list(consumer.effects.deliveries) + store.serve())
+    assert sorted(delivered) == sorted(["first", "direct", "outboxed", "last"])
+    assert delivered[:2] == ["first", "direct"] and delivered[-1] == "last"
+    assert broker.queues["q"].depth == 0
+
+
+def test_an_outbox_copy_planned_before_a_purge_is_purged_with_the_backlog() -> None:
+    """The purge's delete of the backlog's rows takes the row its drain commits: enqueued
+    after it, the copy was in memory only, lost at the next restart."""
+    broker, store = windowed(2)
+    queue(broker, "q")
+    for n in range(4):
+        store.take(send(broker, "q", n))  # 2 in the window, 2 in the backlog
+    planned = broker.plan(msg("", "q", "outboxed"))
+    store.take(broker.purge("q")[1])
+    for copy in planned.copies:  # its drain commits after the purge
+        store.rows[copy.store_id] = (copy.queue, copy.message)
+    published = broker.publish_planned(planned, now=0.0)
+    store.take(published.effects)
+    state = broker.queues["q"]
+    assert state.depth == 0 and not [i for i, (name, _) in store.rows.items() if name == "q"]
+    store.take(send(broker, "q", "after"))  # a copy planned after the purge is kept
+    assert state.depth == 1
