@@ -7,7 +7,7 @@
 // message twice, with the same message_id), a `watch` is renewed. Objects from the
 // broker (messages, confirms, stats) keep docs/protocol.md's field names.
 //
-// One file of about 500 lines on purpose: pages (of other origins too) import the
+// One file of about 600 lines on purpose: pages (of other origins too) import the
 // client by one URL, with nothing else to fetch or keep in step.
 
 const MIN_DELAY_MS = 250; // first retry: soon, a restart takes a second or two
@@ -88,9 +88,10 @@ export function connect(url = "/ws", options = {}) {
 }
 
 /**
- * Events: `open` (detail {reconnect}), `close` (detail {code, reason, reconnecting}), `reconnect` (after a
- * reconnection, once every subscription and watch has its answer; detail {resubscribed, republished,
- * errors}), `cancelled` (the broker ended a subscription; detail {subscription, reason}) and
+ * Events: `open` (detail {reconnect}; what waited for the socket has been sent), `close` (detail {code,
+ * reason, reconnecting}), `reconnect` (after a reconnection, once every subscription and watch has its
+ * answer or has ended; detail {resubscribed, republished, errors}), `cancelled` (the broker ended a
+ * subscription; detail {subscription, reason}) and
  * `error` (an error no promise is waiting for; detail {error, subscription?}).
  */
 export class Client extends EventTarget {
@@ -109,9 +110,12 @@ export class Client extends EventTarget {
     this.attempt = 0;
     this.closed = false;
     this.nextId = 1;
+    this.openedAt = null; // when the current socket opened (performance.now())
     this.subs = new Map(); // id -> {sub, frame, callback, resolve, reject, answered, attempt}
+    this.leaving = new Map(); // id -> the entry of an auto-ack subscription whose unsubscribe is unanswered
     this.publishes = new Map(); // id -> {frame, text, resolve, reject, attempt, timer, sentOn}
-    this.requests = new Map(); // id -> resolve: unsubscribe, unwatch, ping
+    this.pings = new Map(); // id -> {resolve, reject, attempt}: kept until answered, sent again on a reconnection
+    this.requests = new Map(); // id -> {frame, resolve, attempt}: unsubscribe, unwatch
     this.watchers = new Set(); // the callbacks of `watch`, sharing the connection's one watch
     this.watchState = null; // {id, answered, waiters, attempt} while watching
     this.restoring = null; // {waiting: Set of ids, report} during a reconnection
@@ -156,11 +160,22 @@ export class Client extends EventTarget {
     });
   }
 
-  /** Stop a subscription; its unacknowledged messages go back to the queue. @param {Subscription} sub */
+  /** Stop a subscription; its unacknowledged messages go back to the queue, and auto-ack deliveries already
+   * on their way still reach the callback until the broker answers. @param {Subscription} sub */
   async unsubscribe(sub) {
     sub.active = false;
-    if (!this.subs.delete(sub.id) || !this.connected) return; // a closed connection ended it already
-    await this.request({ type: "unsubscribe", id: sub.id });
+    const entry = this.subs.get(sub.id);
+    if (!entry || entry.sub !== sub) return;
+    this.subs.delete(sub.id);
+    this.restored(sub.id); // a reconnection no longer waits for its resubscribe
+    if (!this.connected) return; // a closed connection ended it already
+    // Auto-ack deliveries on their way are settled already: they still reach the callback until the answer.
+    if (sub.ack === "auto") this.leaving.set(sub.id, entry);
+    try {
+      await this.request({ type: "unsubscribe", id: sub.id });
+    } finally {
+      if (this.leaving.get(sub.id) === entry) this.leaving.delete(sub.id);
+    }
   }
 
   /**
@@ -194,8 +209,10 @@ export class Client extends EventTarget {
     if (this.closed) return this.refused();
     this.watchers.add(callback);
     const stop = async () => {
-      if (!this.watchers.delete(callback) || this.watchers.size) return;
+      if (!this.watchers.delete(callback) || this.watchers.size || !this.watchState) return;
+      const { id } = this.watchState;
       this.watchState = null;
+      this.restored(id); // a reconnection no longer waits for the renewed watch
       if (this.connected) await this.request({ type: "unwatch" });
     };
     if (!this.watchState) {
@@ -208,9 +225,15 @@ export class Client extends EventTarget {
     return new Promise((resolve, reject) => state.waiters.push({ resolve: () => resolve(stop), reject }));
   }
 
-  /** Round trip to the broker. @returns {Promise<void>} */
+  /** Round trip to the broker: waits for the connection (sent again after a reconnection) and its `pong`.
+   * @returns {Promise<void>} */
   ping() {
-    return this.request({ type: "ping" });
+    if (this.closed) return this.refused();
+    const id = this.newId("c");
+    return new Promise((resolve, reject) => {
+      this.pings.set(id, { resolve, reject, attempt: 0 });
+      this.send({ type: "ping", id });
+    });
   }
 
   /** Close for good: no reconnection; what still waits is rejected with code `closed`. */
@@ -232,11 +255,14 @@ export class Client extends EventTarget {
       reject(error);
     }
     for (const { reject } of this.watchState?.waiters || []) reject(error);
-    for (const resolve of this.requests.values()) resolve();
+    for (const { reject } of this.pings.values()) reject(error);
+    for (const { resolve } of this.requests.values()) resolve();
     this.subs.clear();
     this.publishes.clear();
+    this.pings.clear();
     this.requests.clear();
     this.watchState = null;
+    this.restoring = null;
   }
 
   refused() {
@@ -257,8 +283,9 @@ export class Client extends EventTarget {
     if (this.ws !== ws) return;
     const reconnect = this.generation > 0;
     this.generation += 1;
-    this.attempt = 0;
-    this.emit("open", { reconnect });
+    this.openedAt = performance.now();
+    // What waited for this socket goes first, then `open`: a subscribe or publish of an `open`
+    // listener is sent by that call, once (twice would subscribe twice: `conflict`).
     const waiting = new Set();
     for (const [id, { frame, sub }] of this.subs) {
       waiting.add(id);
@@ -270,15 +297,20 @@ export class Client extends EventTarget {
       this.send({ type: "watch", id: this.watchState.id });
     }
     for (const entry of this.publishes.values()) this.sendPublish(entry);
-    if (!reconnect) return;
-    this.restoring = { waiting, report: { resubscribed: 0, republished: this.publishes.size, errors: [] } };
-    this.restored(null);
+    for (const id of this.pings.keys()) this.send({ type: "ping", id });
+    if (reconnect) this.restoring = { waiting, report: { resubscribed: 0, republished: this.publishes.size, errors: [] } };
+    this.emit("open", { reconnect });
+    if (this.ws === ws) this.restored(null);
   }
 
   lost(ws, event) {
     if (this.ws !== ws) return;
     this.ws = null;
     this.restoring = null;
+    // The backoff starts again only after a connection that proved itself by staying open as long as
+    // the longest delay: one closed at once (1013 too_many_connections, 1011) keeps doubling it.
+    if (this.openedAt !== null && performance.now() - this.openedAt >= this.maxDelay) this.attempt = 0;
+    this.openedAt = null;
     for (const entry of this.publishes.values()) clearTimeout(entry.timer);
     // A frame over the size limit closes the connection: reject the largest publish of that
     // connection rather than re-sending it for ever; the others are sent again.
@@ -287,14 +319,16 @@ export class Client extends EventTarget {
       this.publishes.get(culprit).reject(new BrokerError("too_large", "the broker closed the connection: message over its size limit"));
       this.publishes.delete(culprit);
     }
-    for (const resolve of this.requests.values()) resolve(); // their subscription or watch ended with the socket
+    for (const { resolve } of this.requests.values()) resolve(); // their subscription or watch ended with the socket
     this.requests.clear();
     if (event.code === CLOSE_UNAUTHORIZED && !this.closed) {
       this.end(this.refusal ?? new BrokerError("unauthorized", event.reason || "the broker refused the credentials"));
     }
     this.emit("close", { code: event.code, reason: event.reason, reconnecting: !this.closed });
     if (this.closed) return;
-    setTimeout(() => this.open(), this.backoff(this.attempt++));
+    setTimeout(() => {
+      if (!this.closed) this.open(); // close() during the delay: no new socket
+    }, this.backoff(this.attempt++));
   }
 
   largest() {
@@ -329,8 +363,16 @@ export class Client extends EventTarget {
     const id = frame.id ?? this.newId("c");
     return new Promise((resolve) => {
       if (!this.send({ ...frame, id })) return resolve();
-      this.requests.set(id, resolve);
+      this.requests.set(id, { frame: { ...frame, id }, resolve, attempt: 0 });
     });
+  }
+
+  /** An ack (`a`), nack (`n`) or nack without requeue (`d`). No reply comes unless it is refused, so
+   * its `id` tells all: `a3.17` is an ack of tag 17 on connection 3, sent again by `failed` alone when
+   * refused `rate_limited` or `unavailable` (not carried out). @param {"a"|"n"|"d"} kind @param {number} tag */
+  sendSettle(kind, tag) {
+    const frame = kind === "a" ? { type: "ack" } : { type: "nack", requeue: kind === "n" };
+    return this.send({ ...frame, delivery_tag: tag, id: `${kind}${this.generation}.${tag}` });
   }
 
   newId(prefix) {
@@ -366,33 +408,41 @@ export class Client extends EventTarget {
         return this.cancelled(frame);
       case "error":
         return this.failed(frame);
+      case "pong": {
+        const ping = this.pings.get(frame.id);
+        if (ping) {
+          this.pings.delete(frame.id);
+          ping.resolve();
+        }
+        return;
+      }
       default: {
-        const resolve = this.requests.get(frame.id);
-        if (resolve) {
+        const request = this.requests.get(frame.id);
+        if (request) {
           this.requests.delete(frame.id);
-          resolve();
+          request.resolve();
         }
       }
     }
   }
 
   deliver(frame) {
-    const entry = this.subs.get(frame.subscription);
-    if (!entry) return; // unsubscribed meanwhile: the broker requeues it
+    const entry = this.subs.get(frame.subscription) ?? this.leaving.get(frame.subscription);
+    if (!entry) return; // unsubscribed meanwhile (client acks): the broker requeues it
     const { type, unique_id, ...fields } = frame;
     const generation = this.generation;
     const manual = entry.sub.ack === "client";
     let settled = !manual;
-    const settle = (reply) => {
-      if (settled || generation !== this.generation || !this.send({ ...reply, delivery_tag: frame.delivery_tag })) return false;
+    const settle = (kind) => {
+      if (settled || generation !== this.generation || !this.sendSettle(kind, frame.delivery_tag)) return false;
       settled = true;
       return true;
     };
     /** @type {Message} */
     const message = {
       ...fields,
-      ack: () => settle({ type: "ack" }),
-      nack: ({ requeue = true } = {}) => settle({ type: "nack", requeue }),
+      ack: () => settle("a"),
+      nack: ({ requeue = true } = {}) => settle(requeue ? "n" : "d"),
     };
     this.call(entry.callback, message);
   }
@@ -431,6 +481,7 @@ export class Client extends EventTarget {
     this.subs.delete(frame.subscription);
     entry.sub.active = false;
     this.emit("cancelled", { subscription: entry.sub, reason: frame.reason });
+    this.restored(frame.subscription);
   }
 
   failed(frame) {
@@ -447,7 +498,7 @@ export class Client extends EventTarget {
     }
     const sub = this.subs.get(id);
     if (sub) {
-      if (RETRYABLE.has(error.code)) return this.retry(sub, sub.frame);
+      if (RETRYABLE.has(error.code)) return this.retry(sub, sub.frame, () => this.subs.get(id) === sub);
       this.subs.delete(id);
       sub.sub.active = false;
       if (!sub.answered) sub.reject(error);
@@ -456,27 +507,43 @@ export class Client extends EventTarget {
     }
     const state = this.watchState;
     if (state && state.id === id) {
-      if (RETRYABLE.has(error.code)) return this.retry(state, { type: "watch", id });
+      if (RETRYABLE.has(error.code)) return this.retry(state, { type: "watch", id }, () => this.watchState === state);
       this.watchState = null;
       this.watchers.clear();
       if (!state.answered) for (const { reject } of state.waiters) reject(error);
       else this.reportError(error, {});
       return this.restored(id);
     }
-    const resolve = this.requests.get(id);
-    if (resolve) {
+    const ping = this.pings.get(id);
+    if (ping) {
+      if (RETRYABLE.has(error.code)) return this.retry(ping, { type: "ping", id }, () => this.pings.get(id) === ping);
+      this.pings.delete(id);
+      return ping.reject(error);
+    }
+    const request = this.requests.get(id);
+    if (request) {
+      // Not carried out: the subscription or watch is still there, so ask again.
+      if (RETRYABLE.has(error.code)) return this.retry(request, request.frame, () => this.requests.get(id) === request);
       this.requests.delete(id);
-      return resolve(); // unsubscribe or unwatch: gone either way
+      return request.resolve(); // unsubscribe or unwatch: gone either way
+    }
+    const settle = typeof id === "string" ? /^([and])(\d+)\.(\d+)$/.exec(id) : null;
+    if (settle && RETRYABLE.has(error.code)) {
+      const [, kind, generation, tag] = settle; // a connection gone since: the broker requeued the message
+      const live = () => Number(generation) === this.generation;
+      if (live()) setTimeout(() => live() && this.sendSettle(kind, Number(tag)), this.backoff(0));
+      return;
     }
     if (error.code === "unauthorized") this.refusal = error; // the close (4401) that follows ends the client
     this.emit("error", { error }); // e.g. an ack of an unknown delivery tag
   }
 
-  /** Send a subscribe or watch again after a backoff, unless its connection is gone (the next sends it). */
-  retry(entry, frame) {
+  /** Send a frame refused `unavailable` or `rate_limited` again after a backoff, unless its connection is
+   * gone (the next one sends what still waits) or `pending()` says it no longer waits (unsubscribed, stopped). */
+  retry(entry, frame, pending) {
     const generation = this.generation;
     setTimeout(() => {
-      if (generation === this.generation) this.send(frame);
+      if (generation === this.generation && pending()) this.send(frame);
     }, this.backoff(entry.attempt++));
   }
 

@@ -15,6 +15,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -424,3 +425,259 @@ def test_the_console_resubscribes_its_tail_after_a_restart(
     finally:
         context.close()
     assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def passthrough(page: Any, refuse: Any = None) -> list[list[Any]]:
+    """Route the page's WebSockets to the broker; `refuse(n, frame)` may name an error code to answer a
+    frame with instead (n: the connection, from 0). Returns the frames sent, as [n, type, id], and
+    keeps each connection's route in `page.routes`; `drop(page, n)` ends connection n on both sides."""
+    sent: list[list[Any]] = []
+    page.routes = []
+    page.servers = []
+
+    def route(ws: Any) -> None:
+        server = ws.connect_to_server()
+        n = len(page.routes)
+        page.routes.append(ws)
+        page.servers.append(server)
+
+        def from_page(message: str) -> None:
+            frame = json.loads(message)
+            sent.append([n, frame.get("type"), frame.get("id")])
+            code = refuse and refuse(n, frame)
+            if code:
+                ws.send(
+                    json.dumps({"type": "error", "id": frame.get("id"), "code": code, "message": "refused by the test"})
+                )
+                return
+            server.send(message)
+
+        ws.on_message(from_page)
+
+    page.route_web_socket("**/ws", route)
+    return sent
+
+
+def drop(page: Any, n: int) -> None:
+    page.servers[n].close()
+    page.routes[n].close(code=1001, reason="going away")
+
+
+def test_an_open_listener_subscribes_and_publishes_once(page: Any, http: httpx.Client) -> None:
+    """What an `open` listener asks is sent once: not also as what waited for the socket."""
+    http.post("/api/queues/", json={"name": "bm-open"}).raise_for_status()
+    http.post("/api/queues/", json={"name": "bm-presence"}).raise_for_status()
+    sent = passthrough(page)
+    out = page.evaluate(
+        """async () => {
+        window.got = []; window.errors = [];
+        window.client = pubsub.connect("/ws");
+        client.addEventListener("error", (e) => errors.push(e.detail.error.code));
+        const subscribed = new Promise((resolve) => client.addEventListener("open", () => {
+            resolve(Promise.all([
+                client.subscribe({queue: "bm-open"}, (m) => got.push(m.body)),
+                client.publish({routingKey: "bm-presence", body: "online"}),
+            ]));
+        }, {once: true}));
+        window.sub = (await within(subscribed))[0];
+        await within(client.ping());
+        return {active: sub.active, errors};
+    }"""
+    )
+    assert out == {"active": True, "errors": []}
+    assert [frame[1] for frame in sent if frame[1] in ("subscribe", "publish")] == ["subscribe", "publish"]
+    assert queue(http, "bm-presence")["messages"] == 1
+    http.post("/api/exchanges/amq.default/publish/", json={"routing_key": "bm-open", "body": "kept"}).raise_for_status()
+    page.wait_for_function("got.length === 1")
+    assert queue(http, "bm-open")["consumers"] == 1
+
+
+def test_close_during_the_reconnection_delay_opens_no_socket(page: Any) -> None:
+    passthrough(page)
+    page.evaluate(
+        """async () => {
+        window.client = pubsub.connect("/ws", {minDelay: 400, maxDelay: 400});
+        await within(client.ping());
+    }"""
+    )
+    drop(page, 0)
+    page.wait_for_function("!client.connected")
+    page.evaluate("client.close()")
+    page.wait_for_timeout(800)  # past the delay
+    assert len(page.routes) == 1
+    assert page.evaluate("[client.closed, client.connected]") == [True, False]
+
+
+def test_a_connection_closed_at_once_does_not_reset_the_backoff(page: Any) -> None:
+    """A broker that accepts then closes at once (1013 too_many_connections) sees the delays double up
+    to `maxDelay`; a connection that stayed open that long starts them again from `minDelay`."""
+    opened: list[float] = []
+    refuse = [True]
+
+    def route(ws: Any) -> None:  # no broker behind it: the socket opens, and its first frame closes it
+        opened.append(time.monotonic())
+
+        def from_page(message: str) -> None:
+            if refuse[0]:
+                ws.close(code=1013, reason="too_many_connections")
+
+        ws.on_message(from_page)
+
+    page.route_web_socket("**/ws", route)
+    page.evaluate(
+        """() => {
+        window.client = pubsub.connect("/ws", {minDelay: 50, maxDelay: 1000});
+        window.opens = 0;
+        client.addEventListener("open", () => (opens += 1));
+        client.subscribe({queue: "k"}, () => {}).catch(() => {});  // sent on every open
+    }"""
+    )
+    page.wait_for_timeout(1500)
+    storm = len(opened)
+    assert 3 <= storm <= 8, f"{storm} connections in 1.5 s"  # 25-50, 50-100, 100-200, 200-400 ms, ...
+
+    refuse[0] = False  # the next connection stays open
+    page.wait_for_function("client.connected", timeout=5_000)
+    page.wait_for_timeout(1200)  # longer than maxDelay: it proved itself
+    delay = page.evaluate(
+        """async () => {
+        const start = performance.now();
+        client.ws.close();
+        await within(new Promise((resolve) => client.addEventListener("open", resolve, {once: true})));
+        return performance.now() - start;
+    }"""
+    )
+    assert delay < 400  # minDelay again (25-50 ms), not the 500-1000 ms reached in the storm
+
+
+def test_unsubscribe_and_stop_during_a_resubscribe_retry(page: Any, http: httpx.Client) -> None:
+    """A resubscribe (and a renewed watch) refused `unavailable` is not sent again once unsubscribed
+    (stopped), and the reconnection is reported."""
+    http.post("/api/queues/", json={"name": "bm-retry"}).raise_for_status()
+    refused: set[str] = set()
+
+    def refuse(n: int, frame: dict[str, Any]) -> str | None:
+        if n == 1 and frame.get("type") in ("subscribe", "watch") and frame["type"] not in refused:
+            refused.add(frame["type"])
+            return "unavailable"
+        return None
+
+    sent = passthrough(page, refuse)
+    page.evaluate(
+        """async () => {
+        window.events = [];
+        window.client = pubsub.connect("/ws", {minDelay: 300, maxDelay: 300});
+        for (const t of ["open", "reconnect", "error"]) client.addEventListener(t, (e) => events.push([t, e.detail]));
+        window.sub = await within(client.subscribe({queue: "bm-retry"}, () => {}));
+        window.stop = await within(client.watch(() => {}));
+    }"""
+    )
+    drop(page, 0)
+    page.wait_for_function("events.filter(([t]) => t === 'open').length === 2")
+    page.wait_for_function("() => true")
+    assert refused == {"subscribe", "watch"}
+    page.evaluate("async () => { await within(sub.unsubscribe()); await within(stop()); }")
+    page.wait_for_timeout(700)  # past the retries' backoff
+    assert [frame[1] for frame in sent if frame[0] == 1 and frame[1] in ("subscribe", "watch")] == [
+        "subscribe",
+        "watch",
+    ]
+    assert queue(http, "bm-retry")["consumers"] == 0
+    assert page.evaluate("[client.watching, events.filter(([t]) => t !== 'open')]") == [
+        False,
+        [["reconnect", {"resubscribed": 0, "republished": 0, "errors": []}]],
+    ]
+
+
+def test_ping_is_a_round_trip(page: Any) -> None:
+    """Asked before the socket opens, a ping waits for it and its pong; after close() it is refused."""
+    sent = passthrough(page)
+    out = page.evaluate(
+        """async () => {
+        window.client = pubsub.connect("/ws");
+        const early = client.ping();
+        const connected = client.connected;
+        await within(early);
+        const other = pubsub.connect("/ws");
+        const pending = other.ping().then(() => "resolved", (e) => e.code);
+        other.close();
+        return {connected, pending: await within(pending), after: (client.close(), await within(client.ping().then(() => "resolved", (e) => e.code)))};
+    }"""
+    )
+    assert out == {"connected": False, "pending": "closed", "after": "closed"}
+    assert [frame[:2] for frame in sent if frame[1] == "ping"] == [[0, "ping"]]
+
+
+def test_an_unsubscribe_or_ack_refused_rate_limited_is_sent_again(page: Any, http: httpx.Client) -> None:
+    """`rate_limited` means not carried out: the client sends the unsubscribe, or the ack, again."""
+    http.post("/api/queues/", json={"name": "bm-limited"}).raise_for_status()
+    counts: dict[str, int] = {}
+
+    def refuse(n: int, frame: dict[str, Any]) -> str | None:
+        kind = frame.get("type")
+        counts[kind] = counts.get(kind, 0) + 1
+        return "rate_limited" if kind in ("unsubscribe", "ack") and counts[kind] == 1 else None
+
+    passthrough(page, refuse)
+    page.evaluate(
+        """async () => {
+        window.got = []; window.errors = [];
+        window.client = pubsub.connect("/ws", {minDelay: 50});
+        client.addEventListener("error", (e) => errors.push(e.detail.error.code));
+        window.sub = await within(client.subscribe({queue: "bm-limited"}, (m) => got.push(m), {ack: "client"}));
+        await within(client.publish({routingKey: "bm-limited", body: "x"}));
+    }"""
+    )
+    page.wait_for_function("got.length === 1")
+    assert page.evaluate("got[0].ack()") is True
+    page.wait_for_timeout(500)  # past the backoff
+    page.wait_for_function("client.ping().then(() => true)")
+    assert counts["ack"] == 2 and queue(http, "bm-limited")["messages"] == 0
+    page.evaluate("within(sub.unsubscribe())")
+    assert counts["unsubscribe"] == 2 and queue(http, "bm-limited")["consumers"] == 0
+    assert page.evaluate("errors") == []
+
+
+def test_auto_ack_deliveries_before_the_unsubscribe_answer_reach_the_callback(page: Any, http: httpx.Client) -> None:
+    """An auto-ack delivery already on its way when unsubscribe() is called is settled: it is not dropped."""
+    http.post("/api/queues/", json={"name": "bm-leaving"}).raise_for_status()
+    page.routes = []
+
+    def route(ws: Any) -> None:
+        server = ws.connect_to_server()
+
+        def from_page(message: str) -> None:
+            frame = json.loads(message)
+            if frame.get("type") == "unsubscribe":  # a delivery the broker sent meanwhile
+                ws.send(
+                    json.dumps(
+                        {
+                            "type": "message",
+                            "subscription": frame["id"],
+                            "delivery_tag": 99,
+                            "redelivered": False,
+                            "message_id": "in-flight",
+                            "exchange": "",
+                            "routing_key": "bm-leaving",
+                            "body": "in flight",
+                            "headers": {},
+                            "persistent": True,
+                            "published_at": "2026-01-01T00:00:00.000000Z",
+                        }
+                    )
+                )
+            server.send(message)
+
+        ws.on_message(from_page)
+
+    page.route_web_socket("**/ws", route)
+    got = page.evaluate(
+        """async () => {
+        const got = [];
+        window.client = pubsub.connect("/ws");
+        const sub = await within(client.subscribe({queue: "bm-leaving"}, (m) => got.push(m.body)));
+        await within(sub.unsubscribe());
+        return got;
+    }"""
+    )
+    assert got == ["in flight"]
