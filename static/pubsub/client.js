@@ -331,11 +331,16 @@ export class Client extends EventTarget {
     }, this.backoff(this.attempt++));
   }
 
+  /** The publish of this connection with the largest frame, in UTF-8 bytes as the broker counts them
+   * (a string's length counts UTF-16 units: 400,000 CJK characters are 1.2 MB). */
   largest() {
+    const encoder = new TextEncoder();
     let best = null;
     let size = -1;
     for (const [id, entry] of this.publishes) {
-      if (entry.sentOn === this.generation && entry.text.length > size) [best, size] = [id, entry.text.length];
+      if (entry.sentOn !== this.generation) continue;
+      const bytes = encoder.encode(entry.text).length;
+      if (bytes > size) [best, size] = [id, bytes];
     }
     return best;
   }

@@ -681,3 +681,21 @@ def test_auto_ack_deliveries_before_the_unsubscribe_answer_reach_the_callback(pa
     }"""
     )
     assert got == ["in flight"]
+
+
+def test_a_publish_over_the_size_limit_is_told_by_its_utf8_bytes(page: Any, http: httpx.Client) -> None:
+    """Closed with 1009, the client rejects the publish whose frame is the largest in UTF-8 bytes, as the
+    broker counts them: 400,000 CJK characters (1.2 MB) rather than 600,000 ASCII ones (600 KB)."""
+    http.post("/api/queues/", json={"name": "bm-sizes"}).raise_for_status()
+    out = page.evaluate(
+        """async () => {
+        window.client = pubsub.connect("/ws", {minDelay: 50});
+        await within(client.ping());
+        const outcome = (promise) => within(promise).then((c) => c.routed, (e) => e.code);
+        const cjk = outcome(client.publish({routingKey: "bm-sizes", body: "\\u4e2d".repeat(400_000), persistent: false}));
+        const ascii = outcome(client.publish({routingKey: "bm-sizes", body: "a".repeat(600_000), persistent: false}));
+        return {cjk: await cjk, ascii: await ascii};
+    }"""
+    )
+    assert out == {"cjk": "too_large", "ascii": 1}
+    assert queue(http, "bm-sizes")["messages"] == 1
