@@ -174,12 +174,19 @@ class OrmMessageStore:
         sql = (
             f"DELETE FROM {table} WHERE queue_id IN (SELECT id FROM {queues} WHERE name = %s) AND id > %s AND id < %s"
         )
-        try:
+
+
+        def delete() -> None:
             with transaction.atomic(), connection.cursor() as cursor:
                 if self._fence is not None:
                     self._fence(cursor)
                 for rows in backlogs:
                     cursor.execute(sql, [rows.queue, rows.after, rows.below])
+
+        try:
+            # As `write`: on SQLite the writer's connection has no busy handler, so another
+            # process's lock (Django code publishing, handlers) failed it at once.
+            self._taking_the_lock(delete)
         except Exception:
             connection.close()  # as `write`: the next try reconnects
             raise

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from broker.engine.jsoncodec import dumps, loads
 from broker.engine.queues import AckMode
@@ -114,3 +115,33 @@ async def test_a_restart_reads_the_windows_and_leaves_the_rest_in_the_database(r
     finally:
         await restarted.stop()
     assert await database_sync_to_async(Message.objects.count)() == 0
+
+
+@pytest.mark.skipif(
+    connections[DEFAULT_DB_ALIAS].vendor != "sqlite", reason="SQLite's write lock: PostgreSQL waits on its own"
+)
+def test_deleting_purged_rows_waits_for_another_process_s_write_lock(transactional_db: object) -> None:
+    """The writer's connection has no busy handler (its commits retry BEGIN IMMEDIATE
+    themselves); the delete of a purged backlog did not, and failed at once while Django code
+    in another process held the lock: the purged rows came back at the next restart."""
+    import sqlite3
+    import threading
+    import time
+
+    from django.db import connection
+
+    from broker.engine.messages import BacklogRows
+
+    store = OrmMessageStore()
+    store.write([], [], [])  # as after any commit: this connection's busy handler is off
+    other = sqlite3.connect(connection.settings_dict["NAME"], check_same_thread=False, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    releasing = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    releasing.start()
+    started = time.monotonic()
+    try:
+        store.delete_backlogs([BacklogRows("x", 0, 10)])
+    finally:
+        releasing.join()
+        other.close()
+    assert time.monotonic() - started >= 0.25  # it waited for the lock, then deleted
