@@ -195,7 +195,7 @@ class _Unprintable(Exception):
     # A name decoded with surrogateescape: b"caf\xe9" read as UTF-8.
     (FileNotFoundError(b"caf\xe9".decode("utf-8", "surrogateescape")), "FileNotFoundError: caf\\udce9"),
     (ValueError("é ✓"), "ValueError: é ✓"),
-])
+], ids=["unprintable", "nul", "lone-surrogate", "unicode"])  # no surrogate in an id: xdist cannot send it
 async def test_a_failure_is_recorded_whatever_its_exception_says(
     monkeypatch: pytest.MonkeyPatch, error: BaseException, text: str
 ) -> None:
