@@ -117,26 +117,29 @@ async def test_a_restart_reads_the_windows_and_leaves_the_rest_in_the_database(r
     assert await database_sync_to_async(Message.objects.count)() == 0
 
 
-@pytest.mark.skipif(
-    connections[DEFAULT_DB_ALIAS].vendor != "sqlite", reason="SQLite's write lock: PostgreSQL waits on its own"
-)
 def test_deleting_purged_rows_waits_for_another_process_s_write_lock(transactional_db: object) -> None:
-    """The writer's connection has no busy handler (its commits retry BEGIN IMMEDIATE
-    themselves); the delete of a purged backlog did not, and failed at once while Django code
-    in another process held the lock: the purged rows came back at the next restart."""
-    import sqlite3
+    """On SQLite the writer's connection has no busy handler (its commits retry BEGIN
+    IMMEDIATE themselves); the delete of a purged backlog did not, and failed at once while
+    Django code in another process held the lock: the purged rows came back at the next
+    restart. PostgreSQL waits for a lock by itself."""
     import threading
     import time
-
-    from django.db import connection
 
     from broker.engine.messages import BacklogRows
 
     store = OrmMessageStore()
-    store.write([], [], [])  # as after any commit: this connection's busy handler is off
-    other = sqlite3.connect(connection.settings_dict["NAME"], check_same_thread=False, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    releasing = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    store.write([], [], [])  # as after any commit: on SQLite this connection's busy handler is off
+    other = connections.create_connection(DEFAULT_DB_ALIAS)  # another process's connection
+    other.ensure_connection()
+    raw = other.connection
+    table = other.ops.quote_name(Message._meta.db_table)
+    if other.vendor == "sqlite":
+        raw.isolation_level = None
+        raw.execute("BEGIN IMMEDIATE")
+    else:
+        raw.autocommit = False
+        raw.cursor().execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+    releasing = threading.Timer(0.3, raw.commit if other.vendor != "sqlite" else lambda: raw.execute("COMMIT"))
     releasing.start()
     started = time.monotonic()
     try:
