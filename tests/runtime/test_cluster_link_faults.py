@@ -146,11 +146,18 @@ def _losing(cluster: Cluster, monkeypatch: pytest.MonkeyPatch, kind: str, item: 
     return lost
 
 
+async def _two_consumers(cluster: Cluster) -> tuple[Any, int, EdgeSink]:
+    """Auto-ack consumers of `jobs` on edges a and b: edge A and its connection, and the sink
+    of B's, which gets what A's ghost would swallow."""
+    edge_a, _, conn_a = await cluster.subscriber("a", queue="jobs", ack="auto")
+    _, sink_b, _ = await cluster.subscriber("b", queue="jobs", ack="auto")
+    return edge_a, conn_a, sink_b
+
+
 async def test_a_lost_batch_of_an_edge_is_noticed_by_its_next_one_and_the_edge_resumes(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    edge_a, sink_a, conn_a = await cluster.subscriber("a", queue="jobs", ack="auto")
-    edge_b, sink_b, conn_b = await cluster.subscriber("b", queue="jobs", ack="auto")
+    edge_a, conn_a, sink_b = await _two_consumers(cluster)
     generation = edge_a.generation
     monkeypatch.setattr(edge_module, "BEAT_SECONDS", 5.0)  # no beat of edge A's tells it first
     await asyncio.sleep(0.1)  # the watchdog's sleep of 50 ms ends
@@ -173,8 +180,7 @@ async def test_a_lost_batch_of_an_edge_is_noticed_by_its_next_one_and_the_edge_r
 async def test_a_lost_batch_of_an_edge_is_noticed_by_its_next_beat(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    edge_a, sink_a, conn_a = await cluster.subscriber("a", queue="jobs", ack="auto")
-    edge_b, sink_b, conn_b = await cluster.subscriber("b", queue="jobs", ack="auto")
+    edge_a, conn_a, sink_b = await _two_consumers(cluster)
     generation = edge_a.generation
     lost = _losing(cluster, monkeypatch, EDGE_BATCH, "x")
 
