@@ -36,7 +36,6 @@ from .origins import check_host
 ROLES: Final = ("router", "standby", "edge", "none")
 CONTENT_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
 
-Headers = list[tuple[bytes, bytes]]
 Authenticate = Callable[[dict[str, Any]], Awaitable[object]]  # the request's scope; raises a BrokerError when refused
 
 
