@@ -37,7 +37,7 @@ from .http_errors import error_body, error_response
 from .origins import check_host
 from .request_bodies import read_body
 
-# The publisher's permissions from the request's headers; `unauthorized` to refuse it.
+# The publisher's permissions from the request (its headers and client); `unauthorized` to refuse it.
 Authenticate = Callable[[dict[str, Any]], Awaitable[Permissions]]  # from the request's scope
 
 log = logging.getLogger("broker.http")
