@@ -259,6 +259,21 @@ class OrmMessageStore:
             connection.close()  # as `write`: the next try reconnects
             raise
 
+    def stored_copies(self, store_ids: Sequence[int]) -> list[int]:
+        """Those of these store ids that are stored."""
+        table = connection.ops.quote_name(MessageRow._meta.db_table)
+        found: list[int] = []
+        try:
+            with connection.cursor() as cursor:
+                for start in range(0, len(store_ids), BATCH_ROWS):
+                    batch = list(store_ids[start : start + BATCH_ROWS])
+                    cursor.execute(f"SELECT id FROM {table} WHERE id IN ({', '.join(['%s'] * len(batch))})", batch)
+                    found.extend(row_id for (row_id,) in cursor.fetchall())
+        except Exception:
+            connection.close()  # as `write`: the next try reconnects
+            raise
+        return found
+
     def _drain(self, rows: Sequence[OutboxDrain], removed: list[int]) -> None:
         removed.clear()  # SQLite's lock may have this transaction tried again
         with transaction.atomic(), connection.cursor() as cursor:

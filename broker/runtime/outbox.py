@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -33,6 +34,9 @@ BATCH_ROWS: Final = 1000
 POLL_SECONDS: Final = 1.0
 # After a failed drain (the database is away) the reader tries again this soon.
 RETRY_SECONDS: Final = 0.5
+# Rows routed lately that the reader remembers, to tell after a drain whose answer was lost
+# whether it removed a row without durable copies (`OutboxReader._removed_unheard`).
+RECENT_ROWS: Final = 10 * BATCH_ROWS
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,9 @@ class OutboxStore(Protocol):
     def outbox_state(self) -> tuple[int, float | None]:
         """(rows waiting, how long the oldest has waited in seconds or None)."""
 
+    def stored_copies(self, store_ids: Sequence[int]) -> list[int]:
+        """Those of these store ids that are stored."""
+
 
 class OutboxReader:
     def __init__(
@@ -105,6 +112,7 @@ class OutboxReader:
         self._has_exchange = has_exchange
         self._poked = asyncio.Event()
         self.drained = 0  # rows routed so far, a running total
+        self._recent = _RecentIds(RECENT_ROWS)
 
     def poke(self) -> None:
         """Rows were committed in this process: look now (on the router's loop)."""
@@ -168,6 +176,7 @@ class OutboxReader:
         routed: list[tuple[OutboxEntry, Planned | None]] = [
             (entry, None if entry.message is None else self._plan(entry.message)) for entry in entries
         ]
+        unheard = False  # a drain failed without an answer: it may have committed all the same
         while True:
             try:
                 removed = set(
@@ -184,11 +193,15 @@ class OutboxReader:
                     break
                 # The database is away: the rows wait, and so do their copies.
                 log.error("storing %d outbox messages failed (%s); trying again", len(routed), error)
+                unheard = True
                 await asyncio.sleep(RETRY_SECONDS)
+        if unheard:
+            removed |= await self._removed_unheard(routed, removed)
         for entry, plan in routed:
             if entry.row_id not in removed:
                 continue  # routed already (read, then notified)
             self.drained += 1
+            self._recent.add(entry.row_id)
             if entry.message is None:
                 log.error("outbox row %d cannot be routed (%s): removed", entry.row_id, entry.problem)
             elif plan is not None:
@@ -198,6 +211,29 @@ class OutboxReader:
                         entry.row_id, entry.message.exchange,
                     )
                 self._publish(plan)
+
+    async def _removed_unheard(self, routed: list[tuple[OutboxEntry, Planned | None]], removed: set[int]) -> set[int]:
+        """The rows that a failed drain removed after all: its commit landed, its answer did
+        not (the connection dropped at COMMIT), and the drain that followed found them gone,
+        as it finds rows routed before (read, then notified). Without this they were
+        never enqueued: their copies stored, and delivered after a restart only.
+
+        A row with durable copies was removed by the failed drain if any of them is stored:
+        they are stored only with their row's removal, under store ids of this plan's own.
+        A row without was, unless this reader routed it lately."""
+        doubtful = [(entry, _copies(plan)) for entry, plan in routed if entry.row_id not in removed]
+        store_ids = [copy.store_id for _, copies in doubtful for copy in copies]
+        if not doubtful:
+            return set()
+        stored = set(await self._in_thread(self._store.stored_copies, store_ids)) if store_ids else set()
+        landed = {
+            entry.row_id
+            for entry, copies in doubtful
+            if (any(copy.store_id in stored for copy in copies) if copies else entry.row_id not in self._recent)
+        }
+        if landed:
+            log.warning("%d outbox rows were removed by a drain whose answer was lost: routed now", len(landed))
+        return landed
 
     async def _drain_one_by_one(
         self, routed: list[tuple[OutboxEntry, Planned | None]]
@@ -219,3 +255,21 @@ class OutboxReader:
 
 def _copies(plan: Planned | None) -> Sequence[StoredCopy]:
     return () if plan is None else plan.copies
+
+
+class _RecentIds:
+    """The last `size` ids added, as a set."""
+
+    def __init__(self, size: int) -> None:
+        self._order: deque[int] = deque()
+        self._ids: set[int] = set()
+        self._size = size
+
+    def add(self, row_id: int) -> None:
+        self._order.append(row_id)
+        self._ids.add(row_id)
+        if len(self._order) > self._size:
+            self._ids.discard(self._order.popleft())
+
+    def __contains__(self, row_id: int) -> bool:
+        return row_id in self._ids

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import OperationalError
 
 from broker.cluster.lease import connection_kwargs
 from broker.engine.broker import Planned
@@ -91,10 +92,13 @@ def test_the_drain_s_connection_leaves_out_django_s_own_options() -> None:
 
 
 class _Store:
-    """Removes only the rows it is told are still there."""
+    """Removes only the rows it is told are still there, storing their copies; the answers
+    of the first `answers_lost` drains that commit are lost."""
 
-    def __init__(self, there: set[int]) -> None:
+    def __init__(self, there: set[int], *, answers_lost: int = 0) -> None:
         self.there = there
+        self.stored: set[int] = set()
+        self.answers_lost = answers_lost
 
     def read_outbox(self, limit: int) -> list[OutboxEntry]:
         return []
@@ -102,7 +106,14 @@ class _Store:
     def drain_outbox(self, rows: Sequence[OutboxDrain]) -> list[int]:
         removed = [row_id for row_id, _ in rows if row_id in self.there]
         self.there.difference_update(removed)
+        self.stored.update(copy.store_id for row_id, copies in rows if row_id in removed for copy in copies)
+        if self.answers_lost:
+            self.answers_lost -= 1
+            raise OperationalError("server closed the connection unexpectedly")
         return removed
+
+    def stored_copies(self, store_ids: Sequence[int]) -> list[int]:
+        return [store_id for store_id in store_ids if store_id in self.stored]
 
     def refused(self, error: BaseException) -> bool:
         return False
@@ -132,6 +143,93 @@ async def test_the_reader_enqueues_only_the_rows_it_removed() -> None:
     await reader._route(entries)  # read, then notified: nothing is there any more
 
     assert published == ["m1", "m3"] and reader.drained == 2
+
+
+def _copy(n: int) -> StoredCopy:
+    return StoredCopy(store_id=100 + n, queue="jobs", message=_message(n))
+
+
+async def test_rows_a_drain_removed_whose_answer_was_lost_are_routed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The drain's commit lands, its answer does not; the next drain finds the rows gone, as
+    it finds rows routed before. Rows 1 (durable copies) and 2 (none) were removed by the lost
+    drain; row 3 was routed before it (read, then notified)."""
+    monkeypatch.setattr("broker.runtime.outbox.RETRY_SECONDS", 0.0)
+
+    async def in_thread(fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    store = _Store({1, 2, 3})
+    published: list[str] = []
+    copies = {1: [_copy(1)], 2: [], 3: [_copy(3)]}
+    reader = OutboxReader(
+        store,
+        in_thread=in_thread,
+        plan=lambda message: Planned(message, [("jobs", None)], copies[int(message.body_json)]),
+        publish=lambda plan: published.append(plan.message.message_id),
+        has_exchange=lambda name: True,
+    )
+    await reader._route([OutboxEntry(3, _message(3))])
+    store.answers_lost = 1
+    copies[3] = [StoredCopy(store_id=200, queue="jobs", message=_message(3))]  # planned anew
+
+    await reader._route([OutboxEntry(n, _message(n)) for n in (1, 2, 3)])
+
+    assert published == ["m3", "m1", "m2"] and reader.drained == 3
+    assert store.there == set() and store.stored == {101, 103}
+
+
+async def test_after_a_drain_that_did_not_land_the_next_removes_its_rows() -> None:
+    async def in_thread(fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    class Away(_Store):
+        def drain_outbox(self, rows: Sequence[OutboxDrain]) -> list[int]:
+            if self.answers_lost:
+                self.answers_lost -= 1
+                raise OperationalError("could not connect to server")
+            return super().drain_outbox(rows)
+
+    store = Away({1, 2}, answers_lost=1)
+    published: list[str] = []
+    reader = OutboxReader(
+        store,
+        in_thread=in_thread,
+        plan=lambda message: Planned(message, [("jobs", None)], [_copy(int(message.body_json))]),
+        publish=lambda plan: published.append(plan.message.message_id),
+        has_exchange=lambda name: True,
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("broker.runtime.outbox.RETRY_SECONDS", 0.0)
+        await reader._route([OutboxEntry(n, _message(n)) for n in (1, 2)])
+
+    assert published == ["m1", "m2"] and store.stored == {101, 102}
+
+
+async def test_a_drain_whose_answer_was_lost_delivers_its_rows_from_the_database(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real store: the drain commits, then its connection drops before the answer."""
+    monkeypatch.setattr("broker.runtime.outbox.RETRY_SECONDS", 0.0)
+    await declare("jobs")
+    sink = subscribe(runtime, "jobs")
+    drain = runtime.store.drain_outbox
+    lost = [1]
+
+    def answer_lost(rows: Sequence[OutboxDrain]) -> list[int]:
+        removed = drain(rows)
+        if lost and removed:
+            lost.pop()
+            raise OperationalError("server closed the connection unexpectedly")
+        return removed
+
+    monkeypatch.setattr(runtime.store, "drain_outbox", answer_lost)
+
+    await database_sync_to_async(publish_many)([OutboxMessage("", n, "jobs") for n in range(3)])
+
+    await eventually(lambda: bodies(sink) == [0, 1, 2], what="the rows the lost drain removed, once each")
+    assert not lost and await outbox_depth() == 0
+    await asyncio.sleep(0.2)
+    assert bodies(sink) == [0, 1, 2]
 
 
 @on_postgresql

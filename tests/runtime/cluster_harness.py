@@ -122,6 +122,10 @@ class MemoryStore:
     def outbox_state(self) -> tuple[int, float | None]:
         return 0, None
 
+    def stored_copies(self, store_ids: Sequence[int]) -> list[int]:
+        with self._lock:
+            return [store_id for store_id in store_ids if store_id in self.rows]
+
     def handler_state(self) -> list[Any]:
         return []
 
