@@ -261,17 +261,45 @@ class OrmMessageStore:
 
     def stored_copies(self, store_ids: Sequence[int]) -> list[int]:
         """Those of these store ids that are stored."""
-        table = connection.ops.quote_name(MessageRow._meta.db_table)
-        found: list[int] = []
         try:
-            with connection.cursor() as cursor:
-                for start in range(0, len(store_ids), BATCH_ROWS):
-                    batch = list(store_ids[start : start + BATCH_ROWS])
-                    cursor.execute(f"SELECT id FROM {table} WHERE id IN ({', '.join(['%s'] * len(batch))})", batch)
-                    found.extend(row_id for (row_id,) in cursor.fetchall())
+            return self._select_ids(store_ids)
         except Exception:
             connection.close()  # as `write`: the next try reconnects
             raise
+
+    def rows_in_doubt(self, store_ids: Sequence[int]) -> tuple[list[int], list[int]]:
+        """Of these copies' rows (a transaction-ack consumer held them when it went away):
+        those stored and free, and those a transaction under way holds, a handler's that may
+        yet delete them. PostgreSQL: rows it locks are skipped by a second look, not waited
+        for. SQLite: a handler's transaction holds the write lock, which this takes (waiting
+        as a commit does), so none is under way."""
+        try:
+            if connection.vendor == "postgresql":
+                there = self.stored_copies(store_ids)
+                free = set(self._select_ids(store_ids, lock=" FOR KEY SHARE SKIP LOCKED"))
+                return [store_id for store_id in there if store_id in free], [i for i in there if i not in free]
+            found: list[int] = []
+
+            def look() -> None:
+                found.clear()
+                with transaction.atomic():  # BEGIN IMMEDIATE: after any handler's transaction
+                    found.extend(self._select_ids(store_ids))
+
+            self._taking_the_lock(look)
+            return found, []
+        except Exception:
+            connection.close()  # as `write`: the next try reconnects
+            raise
+
+    @staticmethod
+    def _select_ids(store_ids: Sequence[int], lock: str = "") -> list[int]:
+        table = connection.ops.quote_name(MessageRow._meta.db_table)
+        found: list[int] = []
+        with connection.cursor() as cursor:
+            for start in range(0, len(store_ids), BATCH_ROWS):
+                batch = list(store_ids[start : start + BATCH_ROWS])
+                cursor.execute(f"SELECT id FROM {table} WHERE id IN ({', '.join(['%s'] * len(batch))}){lock}", batch)
+                found.extend(row_id for (row_id,) in cursor.fetchall())
         return found
 
     def _drain(self, rows: Sequence[OutboxDrain], removed: list[int]) -> None:

@@ -14,7 +14,7 @@ state and one order of effects, and are changed in one class.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -33,6 +33,7 @@ from .messages import (
     Effects,
     EffectsBuilder,
     Envelope,
+    InDoubt,
     LoadRequest,
     Message,
     StoredCopy,
@@ -475,13 +476,18 @@ class Broker:
         # draining: a message given back must not go to another subscription of this
         # closing connection, and it returns in delivery order (docs/protocol.md, "Delivery").
         returned: dict[str, tuple[QueueState, list[Envelope]]] = {}
+        doubted: dict[str, list[int]] = {}
         for pending in connection.unacked.values():  # tag order is delivery order
             state = pending.settle()
-            returned.setdefault(state.name, (state, []))[1].append(pending.envelope)
+            if pending.consumer.ack_mode is AckMode.TRANSACTION and pending.envelope.store_id is not None:
+                self._hold_in_doubt(state, pending.envelope, doubted)
+            else:
+                returned.setdefault(state.name, (state, []))[1].append(pending.envelope)
         connection.unacked.clear()
         consumers = list(connection.consumers.values())
         for consumer in consumers:
             self._detach_consumer(consumer, now)
+        fx.in_doubt.extend(InDoubt(name, tuple(ids)) for name, ids in doubted.items())
         for state, envelopes in returned.values():
             self._give_back(state, envelopes, fx, now)
         for state in {consumer.queue.name: consumer.queue for consumer in consumers}.values():
@@ -885,8 +891,48 @@ class Broker:
         return fx.build()
 
     def _remove_consumer(self, consumer: Consumer, fx: EffectsBuilder, now: float) -> None:
-        self._give_back(consumer.queue, self._detach_consumer(consumer, now), fx, now)
+        returned = self._detach_consumer(consumer, now)
+        if consumer.ack_mode is AckMode.TRANSACTION:
+            doubted: dict[str, list[int]] = {}
+            for envelope in [envelope for envelope in returned if envelope.store_id is not None]:
+                self._hold_in_doubt(consumer.queue, envelope, doubted)
+            returned = [envelope for envelope in returned if envelope.store_id is None]
+            fx.in_doubt.extend(InDoubt(name, tuple(ids)) for name, ids in doubted.items())
+        self._give_back(consumer.queue, returned, fx, now)
         self._release(consumer.queue, fx, now)
+
+    @staticmethod
+    def _hold_in_doubt(queue: QueueState, envelope: Envelope, doubted: dict[str, list[int]]) -> None:
+        """A stored copy a transaction-ack consumer held when it went away: its own
+        transaction may have deleted the row (handled) just before, and a copy given back
+        could then be dead-lettered (TTL, delivery limit, max-length) though handled. It
+        waits, counted as unacknowledged, until the shell has looked for its row."""
+        assert envelope.store_id is not None
+        queue.in_doubt[envelope.store_id] = envelope
+        queue.unacked += 1
+        doubted.setdefault(queue.name, []).append(envelope.store_id)
+
+    def settle_in_doubt(self, queue: str, store_ids: Sequence[int], stored: Collection[int], *, now: float) -> Effects:
+        """The shell looked for the rows of copies held in doubt (`Effects.in_doubt`):
+        those `stored` go back to the queue, redelivered; the others were handled, their
+        rows deleted by their consumer's transaction."""
+        state = self.queues.get(queue)
+        if state is None:
+            return NO_EFFECTS  # deleted meanwhile, with its copies
+        back: list[Envelope] = []
+        for store_id in store_ids:
+            envelope = state.in_doubt.pop(store_id, None)
+            if envelope is None:
+                continue  # a queue of the same name declared anew
+            state.unacked -= 1
+            if store_id in stored:
+                back.append(envelope)
+            else:
+                state.acknowledged += 1
+        fx = EffectsBuilder()
+        self._give_back(state, back, fx, now)
+        self._drain(state, fx, now)
+        return fx.build()
 
     def _give_back(self, queue: QueueState, envelopes: list[Envelope], fx: EffectsBuilder, now: float) -> None:
         """Unacknowledged messages back to the head, redelivered; with `x-delivery-limit`,
@@ -945,6 +991,9 @@ class Broker:
         for envelope in queue.ready:
             self._forget(envelope, fx)
         queue.ready.clear()
+        for envelope in queue.in_doubt.values():
+            self._forget(envelope, fx)
+        queue.in_doubt.clear()
         self._drop_backlog(queue, fx)
         owner = queue.spec.exclusive_to
         if owner is not None and owner in self.connections:

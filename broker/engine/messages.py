@@ -160,6 +160,16 @@ class BacklogRows:
     below: int
 
 
+@dataclass(frozen=True, slots=True)
+class InDoubt:
+    """Copies a transaction-ack consumer held when it went away: its own transaction may
+    have deleted their rows (handled) just before. The shell finds which rows are still
+    stored and tells the engine (`Broker.settle_in_doubt`)."""
+
+    queue: str
+    store_ids: tuple[int, ...]
+
+
 @dataclass(slots=True)
 class Effects:
     """What the shell must do after an engine call, in this order:
@@ -168,7 +178,8 @@ class Effects:
     stored queue definitions `deleted_rows`. `deleted_queues` names every
     non-private queue that went away (for callers that report it).
     `to_load`: backlog rows to read, once every copy stored so far is
-    committed (backlog.py); `backlog_deleted`: backlog rows to delete."""
+    committed (backlog.py); `backlog_deleted`: backlog rows to delete;
+    `in_doubt`: copies whose rows the shell must look for (`Broker.settle_in_doubt`)."""
 
     deliveries: tuple[Delivery, ...] = ()
     to_persist: tuple[StoredCopy, ...] = ()
@@ -179,6 +190,7 @@ class Effects:
     deleted_rows: tuple[int, ...] = ()
     to_load: tuple[LoadRequest, ...] = ()
     backlog_deleted: tuple[BacklogRows, ...] = ()
+    in_doubt: tuple[InDoubt, ...] = ()
 
 
 NO_EFFECTS = Effects()
@@ -188,8 +200,8 @@ class EffectsBuilder:
     """Collects effects while one engine call runs."""
 
     __slots__ = (
-        "backlog_deleted", "cancelled", "deleted_queues", "deleted_rows", "deliveries", "to_delete", "to_load",
-        "to_persist",
+        "backlog_deleted", "cancelled", "deleted_queues", "deleted_rows", "deliveries", "in_doubt", "to_delete",
+        "to_load", "to_persist",
     )
 
     def __init__(self) -> None:
@@ -201,6 +213,7 @@ class EffectsBuilder:
         self.deleted_rows: list[int] = []
         self.to_load: list[LoadRequest] = []
         self.backlog_deleted: list[BacklogRows] = []
+        self.in_doubt: list[InDoubt] = []
 
     def build(self) -> Effects:
         if not (
@@ -212,6 +225,7 @@ class EffectsBuilder:
             or self.deleted_rows
             or self.to_load
             or self.backlog_deleted
+            or self.in_doubt
         ):
             return NO_EFFECTS
         return Effects(
@@ -223,6 +237,7 @@ class EffectsBuilder:
             deleted_rows=tuple(self.deleted_rows),
             to_load=tuple(self.to_load),
             backlog_deleted=tuple(self.backlog_deleted),
+            in_doubt=tuple(self.in_doubt),
         )
 
 

@@ -413,6 +413,7 @@ class QueueState:
         "highest_stored",
         "holding",
         "rows_deleted",
+        "in_doubt",
         "last_used",
         "nacked",
         "next_consumer",
@@ -444,6 +445,9 @@ class QueueState:
         self.consumers: list[Consumer] = []
         self.next_consumer = 0  # round-robin position
         self.unacked = 0
+        # Copies a transaction-ack consumer held when it went away, by store id, until the
+        # shell has looked for their rows (Broker.settle_in_doubt); counted in `unacked`.
+        self.in_doubt: dict[int, Envelope] = {}
         self.had_consumer = False
         self.last_used = now
         # Running totals for rates and metrics: copies enqueued, messages delivered (to

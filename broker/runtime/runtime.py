@@ -21,7 +21,7 @@ from typing import Any, Final, Protocol
 from broker.engine.broker import Broker, Planned, QueueCounts, Relocated
 from broker.engine.errors import BrokerError, QueueFull
 from broker.engine.jsoncodec import dumps
-from broker.engine.messages import Delivery, Effects, LoadRequest, Message, make_message
+from broker.engine.messages import Delivery, Effects, InDoubt, LoadRequest, Message, make_message
 from broker.engine.names import generated_queue_name
 from broker.engine.queues import AckMode
 from broker.protocol.publish import PublishRequest
@@ -50,6 +50,9 @@ from .timeouts import within
 
 log = logging.getLogger("broker.runtime")
 
+# A transaction-ack consumer's copies in doubt wait this long before their rows are looked
+# for again, while the database does not answer or a handler's transaction holds them.
+IN_DOUBT_RETRY_SECONDS: Final = 0.5
 # TTL and `expires` are checked this often; finer than users notice.
 TICK_SECONDS: Final = 0.25
 # A get reads on through a queue's backlog for at most this long (callers wait 30 s).
@@ -72,6 +75,11 @@ class DeliverySink(Protocol):
 class RuntimeStore(MessageStore, OutboxStore, Protocol):
     def drop_transient_queues(self) -> list[str]:
         """Delete the stored non-durable queues; their names."""
+
+    def rows_in_doubt(self, store_ids: Sequence[int]) -> tuple[list[int], list[int]]:
+        """Of these copies' rows: those stored and free, and those a transaction under way
+        holds (a handler's, which may yet delete them: look again later). Waits for no
+        such transaction."""
 
     def load_topology(self) -> Topology: ...
 
@@ -374,7 +382,30 @@ class Runtime:
             task = asyncio.ensure_future(self._load_window(request))
             self._loads.add(task)
             task.add_done_callback(self._load_done)
+        for doubt in effects.in_doubt:
+            task = asyncio.ensure_future(self._settle_in_doubt(doubt))
+            self._loads.add(task)
+            task.add_done_callback(self._load_done)
         return committed
+
+    async def _settle_in_doubt(self, doubt: InDoubt) -> None:
+        """Look for the rows of the copies a transaction-ack consumer held when it went away
+        (Broker.settle_in_doubt): those its transaction deleted were handled. While the
+        database does not answer, the copies wait, and it looks again."""
+        assert self.writer is not None
+        waiting = list(doubt.store_ids)
+        while waiting:
+            try:
+                stored, busy = await self.writer.in_thread(self.store.rows_in_doubt, waiting)
+            except Exception as error:
+                log.warning("looking for %d rows of queue %r failed (%s); trying again", len(waiting), doubt.queue, error)
+                stored, busy = [], waiting
+            settled = [store_id for store_id in waiting if store_id not in set(busy)]
+            if settled:
+                self._apply(self.broker.settle_in_doubt(doubt.queue, settled, set(stored), now=self._now()))
+            waiting = busy
+            if waiting:
+                await asyncio.sleep(IN_DOUBT_RETRY_SECONDS)
 
     def _load_done(self, task: asyncio.Task[None]) -> None:
         self._loads.discard(task)

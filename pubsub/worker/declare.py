@@ -17,7 +17,7 @@ import urllib.request
 from typing import Any, Final
 
 from broker.engine.errors import BrokerError
-from broker.engine.queues import QueueArguments, parse_queue_arguments
+from broker.engine.queues import parse_queue_arguments
 from pubsub.handling import Handler
 
 from .execution import dead_queue
@@ -84,21 +84,9 @@ def declare(handler: Handler, *, base: str, token: str) -> None:
         raise DeclareError(f"handler {handler.name}: reading queue {handler.queue!r}: {status} {answer}")
     try:
         arguments = answer.get("arguments") if isinstance(answer, dict) else None
-        parsed = parse_queue_arguments(arguments or {})
+        dead_letter_exchange = parse_queue_arguments(arguments or {}).dead_letter_exchange
     except BrokerError:
-        parsed = QueueArguments()
-    dead_letter_exchange = parsed.dead_letter_exchange
-    dropping = [name for name, value in (
-        ("x-message-ttl", parsed.message_ttl), ("x-delivery-limit", parsed.delivery_limit),
-        ("x-max-length", parsed.max_length), ("x-max-length-bytes", parsed.max_length_bytes),
-    ) if value is not None]
-    if dead_letter_exchange is not None and dropping:
-        log.warning(
-            "handler %s: queue %r dead-letters what the broker itself gives up (%s): a message whose handler "
-            "committed just before its process died can be dead-lettered too (docs/handlers.md, \"What holds "
-            "where\"); the handler's own max_attempts do not need these arguments", handler.name, handler.queue,
-            ", ".join(dropping),
-        )
+        dead_letter_exchange = None
     if dead_letter_exchange is None:
         status, answer = _call(base, token, "POST", "/api/queues/", {"name": dead_queue(handler.queue), "durable": True})
         if status not in (200, 201, 409):

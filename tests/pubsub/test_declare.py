@@ -93,28 +93,3 @@ def test_a_refusal_stops_with_the_broker_s_words_json_or_not(broker_answering: A
     base = broker_answering({("POST", "/api/queues/"): (400, "text/plain", b"Bad Request: not JSON")})
     with pytest.raises(DeclareError, match="400 Bad Request: not JSON"):
         declare(_handler(), base=base, token="t")
-
-
-@pytest.mark.parametrize(
-    ("arguments", "warned"),
-    [
-        ({"x-dead-letter-exchange": "dlx", "x-message-ttl": 60000}, "x-message-ttl"),
-        ({"x-dead-letter-exchange": "dlx", "x-delivery-limit": 3}, "x-delivery-limit"),
-        ({"x-dead-letter-exchange": "dlx"}, None),  # the handler's own dead letters only
-        ({"x-message-ttl": 60000}, None),  # dropped, not dead-lettered: nothing to mistake
-    ],
-)
-def test_a_queue_whose_broker_dead_letters_handled_messages_is_warned_of(
-    broker_answering: Any, caplog: pytest.LogCaptureFixture, arguments: dict[str, Any], warned: str | None
-) -> None:
-    """Such a queue can dead-letter a message whose handler committed just before its
-    process died (docs/handlers.md, "What holds where")."""
-    read = (200, "application/json", json.dumps({"name": "jobs", "arguments": arguments}).encode())
-    base = broker_answering({("POST", "/api/queues/"): QUEUE_MADE, ("GET", "/api/queues/jobs/"): read})
-    with caplog.at_level("WARNING", logger="pubsub.handlers"):
-        declare(_handler(exchange=None), base=base, token="t")
-    warnings = [record.getMessage() for record in caplog.records if "gives up" in record.getMessage()]
-    if warned is None:
-        assert warnings == []
-    else:
-        assert len(warnings) == 1 and warned in warnings[0]

@@ -126,6 +126,9 @@ class MemoryStore:
         with self._lock:
             return [store_id for store_id in store_ids if store_id in self.rows]
 
+    def rows_in_doubt(self, store_ids: Sequence[int]) -> tuple[list[int], list[int]]:
+        return self.stored_copies(store_ids), []
+
     def handler_state(self) -> list[Any]:
         return []
 

@@ -7,6 +7,7 @@ import asyncio
 import threading
 from collections.abc import Sequence
 
+from broker.engine.broker import QueueCounts
 from broker.engine.jsoncodec import loads
 from broker.engine.messages import StoredCopy
 from broker.engine.queues import AckMode, QueueSpec
@@ -129,8 +130,37 @@ async def test_transaction_deliveries_are_acknowledged_like_client_ones() -> Non
         assert len(sink.frames) == 1
         runtime.ack(connection, loads(sink.frames[0])["delivery_tag"], multiple=False)
         await eventually(lambda: len(sink.frames) == 2, what="the next after the ack")
-        runtime.disconnect(connection)  # the second, unacknowledged, goes back
-        assert runtime.broker.queue_counts("q") is not None
-        assert runtime.broker.queue_counts("q").messages_ready == 1  # type: ignore[union-attr]
+        runtime.disconnect(connection)  # the second, unacknowledged, goes back once its row is seen
+        await eventually(
+            lambda: runtime.broker.queue_counts("q") == QueueCounts(1, 0, 0), what="the second back, ready"
+        )
+    finally:
+        await runtime.stop()
+
+
+async def test_a_copy_whose_row_its_consumer_deleted_before_going_away_is_not_given_back() -> None:
+    """A handler's transaction deleted the first copy's row (handled), and its process died
+    before the ack: that copy is done. The second's row is there: it comes back, and with
+    `x-delivery-limit` 0 it is dead-lettered; the first never is."""
+    arguments = {"x-delivery-limit": 0, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"}
+    store = MemoryStore(queues=[QueueSpec("q", arguments=arguments), QueueSpec("dead")])
+    runtime = await started(store)
+    try:
+        sink = Sink()
+        connection = runtime.connect(sink)
+        runtime.subscribe(
+            connection, subscription="s", subscription_json='"s"', ack_mode=AckMode.TRANSACTION, prefetch=2, queue="q"
+        )
+        for body in ("1", "2"):
+            await runtime.publish(request(body))
+        await eventually(lambda: len(sink.frames) == 2, what="both deliveries")
+        handled = loads(sink.frames[0])["store_id"]
+        store.write([], [handled], [])  # the handler's transaction, committed
+
+        runtime.disconnect(connection)
+
+        await eventually(lambda: runtime.broker.queue_counts("dead") == QueueCounts(1, 0, 0), what="the second dead-lettered")
+        assert runtime.broker.queue_counts("q") == QueueCounts(0, 0, 0)
+        assert [loads(envelope.message.body_json) for envelope in runtime.broker.queues["dead"].ready] == [2]
     finally:
         await runtime.stop()
