@@ -228,7 +228,8 @@ def test_a_crash_after_the_commit_does_not_run_the_handler_again(broker: BrokerP
 def test_a_copy_whose_row_is_gone_is_acknowledged_without_running(broker: BrokerProcess) -> None:
     """As when a handler cut off from the broker (not dead) committed after the broker gave
     its copy back: the copy comes to a handler, whose transaction finds no row."""
-    handlers = HandlersProcess(broker, RECORD, "--grace", "10")
+    handlers = HandlersProcess(broker, RECORD, "--grace", "10").start()  # declares the queue
+    assert handlers.stop(signal.SIGTERM) == 0
     (message_id,) = publish(broker, [{"n": 1}])
     eventually_sync(lambda: counts(broker, "work") == (1, 0), what="the message waiting")
     assert len(query(broker, "DELETE FROM queues_message RETURNING id")) == 1  # committed by someone else
