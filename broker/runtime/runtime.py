@@ -393,6 +393,9 @@ class Runtime:
         (Broker.settle_in_doubt): those its transaction deleted were handled. While the
         database does not answer, the copies wait, and it looks again."""
         assert self.writer is not None
+        # Not before the copies are committed: a copy delivered (its frame held back) just
+        # before its consumer went away may still be on its way to the database.
+        await self.writer.when_durable(self.writer.appended)
         waiting = list(doubt.store_ids)
         while waiting:
             try:

@@ -164,3 +164,28 @@ async def test_a_copy_whose_row_its_consumer_deleted_before_going_away_is_not_gi
         assert [loads(envelope.message.body_json) for envelope in runtime.broker.queues["dead"].ready] == [2]
     finally:
         await runtime.stop()
+
+
+async def test_a_copy_not_yet_committed_when_its_consumer_went_away_comes_back_once_it_is() -> None:
+    """Its row is looked for only once the copy's commit landed: looked for before, it was
+    missing, and the message taken for handled."""
+    store = HeldStore()
+    store.release.set()
+    store.refuse_inserts = True  # the commit fails, and is retried
+    runtime = await started(store)
+    try:
+        sink = Sink()
+        connection = runtime.connect(sink)
+        runtime.subscribe(
+            connection, subscription="s", subscription_json='"s"', ack_mode=AckMode.TRANSACTION, prefetch=1, queue="q"
+        )
+        runtime.publish_nowait(request("1"))
+        assert runtime.broker.queue_counts("q") == QueueCounts(0, 1, 1)  # delivered, its frame held back
+        runtime.disconnect(connection)
+        await asyncio.sleep(0.3)
+        assert runtime.broker.queue_counts("q") == QueueCounts(0, 1, 0)  # in doubt
+        store.refuse_inserts = False
+        await eventually(lambda: runtime.broker.queue_counts("q") == QueueCounts(1, 0, 0), what="the copy back")
+        assert sink.frames == []
+    finally:
+        await runtime.stop()
