@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import connections
 from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import receiver
 
@@ -43,6 +44,22 @@ def exchange_deleted(sender: type[Exchange], instance: Exchange, **kwargs: Any) 
 @receiver(post_save, sender=Queue, dispatch_uid="queue_saved")
 def queue_saved(sender: type[Queue], instance: Queue, **kwargs: Any) -> None:
     notify(QueueSaved(queue_spec(instance)))
+
+
+@receiver(pre_delete, sender=Queue, dispatch_uid="queue_locked")
+def queue_locked(sender: type[Queue], instance: Queue, using: str, **kwargs: Any) -> None:
+    """PostgreSQL: lock the queue's row in every deletion through Django (the API, the admin,
+    a delayed exchange's holding queue), before Django deletes the queue's messages (in one
+    statement, after pre_delete) and the row itself; several queues in id order (Django sorts
+    them), as the router's writer locks them (storage/store.py, `_queue_ids`).
+
+    The foreign key to the queue is checked only at COMMIT: without the lock, copies the
+    writer committed meanwhile were left behind and the deletion failed, or the deletion
+    committed first and the writer's commit failed, again at every retry. With it, each waits
+    for the other: the writer then leaves the deleted queue's copies out, or the deletion takes
+    the copies committed before it."""
+    if connections[using].vendor == "postgresql":
+        list(Queue.objects.using(using).select_for_update().filter(pk=instance.pk).order_by().values_list("pk"))
 
 
 @receiver(post_delete, sender=Queue, dispatch_uid="queue_deleted")

@@ -50,6 +50,10 @@ FEW_ROWS: Final = 16
 # PostgreSQL: a drain whose copies' bodies add up to more goes by COPY in a transaction, not in one
 # statement (whose values are held whole, and may not pass 1 GB).
 ONE_STATEMENT_BYTES: Final = 16 * 1024 * 1024
+# PostgreSQL: what ends the writer's lookups of queues by name (the table aliased q). The rows
+# found stay locked until the transaction ends (a foreign key's check locks them so, but only at
+# COMMIT), and are locked in id order, as Django's deletions lock them: the two cannot deadlock.
+LOCK_QUEUES: Final = "ORDER BY q.id FOR KEY SHARE OF q"
 # SQLite: how often the writer tries for the write lock, and for how long at most (the
 # connection's own timeout, settings.py).
 LOCK_RETRY_SECONDS: Final = 0.0002
@@ -219,6 +223,12 @@ class OrmMessageStore:
         refused: list[int] = []
         try:
             with transaction.atomic():
+                if connection.vendor == "postgresql":
+                    # Django's foreign keys are checked at COMMIT, which this transaction never
+                    # reaches: checked at each INSERT instead, a copy they refuse is found too
+                    # (else its batch failed at every commit, and was retried as it was).
+                    with connection.cursor() as cursor:
+                        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
                 for copy in inserts:
                     try:
                         with transaction.atomic():
@@ -448,10 +458,13 @@ class OrmMessageStore:
                 cursor.execute(_delete_sql(len(batch)), list(batch))
         if queues_to_delete:
             # Queues the router deleted (auto-delete, expires) along with their bindings:
-            # plain SQL, so no signal sends each row's deletion back to the router.
+            # plain SQL, so no signal sends each row's deletion back to the router. The
+            # queues' rows first (the foreign keys, checked at COMMIT, allow it): that locks
+            # them before their bindings and messages, as a deletion through Django does
+            # (storage/signals.py), so that the two wait for each other rather than deadlock.
             ids = list(queues_to_delete)
             marks = ", ".join(["%s"] * len(ids))
-            for model, column in ((Binding, "queue_id"), (MessageRow, "queue_id"), (Queue, "id")):
+            for model, column in ((Queue, "id"), (Binding, "queue_id"), (MessageRow, "queue_id")):
                 table = connection.ops.quote_name(model._meta.db_table)
                 cursor.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
 
@@ -480,7 +493,7 @@ def _insert_sql() -> str:
 
 def _insert_joined_sql(count: int) -> str:
     """PostgreSQL: insert rows given with their queue's name, found by a join (a row whose
-    queue is gone is left out)."""
+    queue is gone is left out) that locks the queues' rows as `_queue_ids` does."""
     quote = connection.ops.quote_name
     row = "(%s::bigint, %s, %s, %s, %s, %s, %s::jsonb, %s)"
     given = "store_id, queue_name, message_id, exchange, routing_key, body, headers, published_at"
@@ -488,23 +501,24 @@ def _insert_joined_sql(count: int) -> str:
         f"INSERT INTO {quote(MessageRow._meta.db_table)} ({', '.join(map(quote, _COLUMNS))}) "
         f"SELECT v.store_id, q.id, v.message_id, v.exchange, v.routing_key, v.body, v.headers, v.published_at "
         f"FROM (VALUES {', '.join([row] * count)}) AS v({given}) "
-        f"JOIN {quote(Queue._meta.db_table)} AS q ON q.name = v.queue_name"
+        f"JOIN {quote(Queue._meta.db_table)} AS q ON q.name = v.queue_name {LOCK_QUEUES}"
     )
 
 
 def _drain_cte(delete: str, copies: str | None) -> str:
     """PostgreSQL: remove outbox rows (`delete`, returning their ids) and store the copies of
     those removed (`copies`, a relation of: outbox row id, then `_COLUMNS` with the queue by
-    name; a copy whose queue is gone is left out); the ids removed. In autocommit the
-    statement is its transaction, and `sync` sets synchronous_commit off for it alone (a
-    session's SET would outlive it behind a pooler)."""
+    name; a copy whose queue is gone is left out, and the queues found are locked as
+    `_queue_ids` locks them); the ids removed. In autocommit the statement is its
+    transaction, and `sync` sets synchronous_commit off for it alone (a session's SET would
+    outlive it behind a pooler)."""
     quote = connection.ops.quote_name
     stored = (
         f", stored AS ("
         f"INSERT INTO {quote(MessageRow._meta.db_table)} ({', '.join(map(quote, _COLUMNS))}) "
         f"SELECT v.store_id, q.id, v.message_id, v.exchange, v.routing_key, v.body, v.headers::jsonb, v.published_at "
         f"FROM {copies} AS v(outbox_id, store_id, queue_name, message_id, exchange, routing_key, body, headers, published_at) "
-        f"JOIN gone ON gone.id = v.outbox_id JOIN {quote(Queue._meta.db_table)} AS q ON q.name = v.queue_name)"
+        f"JOIN gone ON gone.id = v.outbox_id JOIN {quote(Queue._meta.db_table)} AS q ON q.name = v.queue_name {LOCK_QUEUES})"
         if copies is not None
         else ""
     )
@@ -542,10 +556,20 @@ def _delete_any_sql() -> str:
 
 def _queue_ids(names: list[str]) -> dict[str, int]:
     """Stored queues' row ids by name. Plain SQL: building the ORM query took a tenth
-    of the writer thread under a busy publisher, on the thread that holds the GIL."""
+    of the writer thread under a busy publisher, on the thread that holds the GIL.
+
+    PostgreSQL: one statement, which locks the rows found until the writer's transaction
+    ends. Django's foreign keys are checked at COMMIT, so without the lock a queue deleted
+    meanwhile (its row, and the messages it had, gone) failed one side there: the deletion,
+    or every publish of the commit, again at each retry. Its deletion locks the row first
+    (storage/signals.py): a queue being deleted is waited for, then not found, and its copies
+    are left out; one found is deleted after this commit, with the copies it stored."""
     table = connection.ops.quote_name(Queue._meta.db_table)
     found: dict[str, int] = {}
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"SELECT q.name, q.id FROM {table} AS q WHERE q.name = ANY(%s) {LOCK_QUEUES}", [names])
+            return dict(cursor.fetchall())
         for start in range(0, len(names), BATCH_ROWS):
             batch = names[start : start + BATCH_ROWS]
             cursor.execute(f"SELECT name, id FROM {table} WHERE name IN ({', '.join(['%s'] * len(batch))})", batch)
