@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 from .backlog import Backlog
@@ -683,6 +684,21 @@ class Broker:
             self._want_load(state, fx)
         return fx.build()
 
+    def unstore(self, store_ids: Collection[int]) -> None:
+        """The database refused these copies for good: those in memory keep no store id,
+        so that no delivery names a row that never existed (a transaction-ack consumer
+        takes a missing row for a message handled before) and nothing deletes one. Rare:
+        a plain look through every queue and every unacknowledged delivery."""
+        envelopes = chain(
+            (envelope for queue in self.queues.values() for envelope in queue.ready),
+            (envelope for queue in self.queues.values() if queue.backlog is not None for _, envelope in queue.backlog.held),
+            (pending.envelope for connection in self.connections.values() for pending in connection.unacked.values()),
+            (envelope for queue in self.queues.values() for envelope in queue.in_doubt.values()),
+        )
+        for envelope in envelopes:
+            if envelope.store_id is not None and envelope.store_id in store_ids:
+                envelope.store_id = None
+
     def load_window(
         self, queue: str, epoch: int, rows: Iterable[tuple[int, Message]], *, now: float, wall_now: float | None = None
     ) -> Effects:
@@ -925,7 +941,7 @@ class Broker:
             if envelope is None:
                 continue  # a queue of the same name declared anew
             state.unacked -= 1
-            if store_id in stored:
+            if envelope.store_id is None or store_id in stored:  # None: the database refused it (`unstore`)
                 back.append(envelope)
             else:
                 state.acknowledged += 1

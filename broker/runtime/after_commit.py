@@ -1,33 +1,40 @@
-"""Frames of transaction-ack deliveries, held until the copies they name are committed.
+"""Deliveries to transaction-ack consumers, held until the copies they name are committed.
 
 A consumer that settles a copy by deleting its row in its own transaction
 (AckMode.TRANSACTION) must never be handed a copy whose row is not committed
 yet: it would find no row and take the message for one already handled. Other
 deliveries go out at once, before their copies' commit, as they always did.
-Imports no Django.
+
+Held deliveries are encoded into frames only when they are sent: a copy the
+database refuses meanwhile (`unstore`) then goes out naming no row, rather
+than one that never existed. Imports no Django.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import replace
 
+from broker.engine.messages import Delivery
 from broker.runtime.writer import GroupCommitWriter
 
 Send = Callable[[int, list[str]], None]
+Encode = Callable[[Delivery], str]
 
 
 class AfterCommit:
-    def __init__(self, writer: GroupCommitWriter, send: Send) -> None:
+    def __init__(self, writer: GroupCommitWriter, send: Send, encode: Encode) -> None:
         self._writer = writer
         self._send = send
-        # (the writer's append mark when the frames were made, frames by connection), in order.
-        self._held: deque[tuple[int, dict[int, list[str]]]] = deque()
+        self._encode = encode
+        # (the writer's append mark when the deliveries were made, deliveries by connection), in order.
+        self._held: deque[tuple[int, dict[int, list[Delivery]]]] = deque()
         self._waiting = False
 
-    def add(self, by_connection: dict[int, list[str]]) -> None:
-        """Send these frames once every copy appended so far is committed; in order."""
+    def add(self, by_connection: dict[int, list[Delivery]]) -> None:
+        """Send these deliveries once every copy appended so far is committed; in order."""
         mark = self._writer.appended
         if not self._held and mark <= self._writer.durable:
             self._send_all(by_connection)
@@ -35,6 +42,15 @@ class AfterCommit:
         self._held.append((mark, by_connection))
         if not self._waiting:
             self._wait()
+
+    def unstore(self, store_ids: Collection[int]) -> None:
+        """The database refused these copies: the held deliveries of them name no row.
+        Rare (a row the database refuses), so a plain look through what is held."""
+        for _, by_connection in self._held:
+            for deliveries in by_connection.values():
+                for index, delivery in enumerate(deliveries):
+                    if delivery.store_id is not None and delivery.store_id in store_ids:
+                        deliveries[index] = replace(delivery, store_id=None)
 
     def _wait(self) -> None:
         self._waiting = True
@@ -47,6 +63,7 @@ class AfterCommit:
         if self._held:
             self._wait()
 
-    def _send_all(self, by_connection: dict[int, list[str]]) -> None:
-        for connection_id, frames in by_connection.items():
-            self._send(connection_id, frames)
+    def _send_all(self, by_connection: dict[int, list[Delivery]]) -> None:
+        encode = self._encode
+        for connection_id, deliveries in by_connection.items():
+            self._send(connection_id, [encode(delivery) for delivery in deliveries])

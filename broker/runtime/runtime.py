@@ -155,9 +155,10 @@ class Runtime:
             self.store,
             checkpoint_seconds=self._checkpoint_seconds,
             on_refused=lambda copies, mark: self._refused.remember(copies, mark=mark, now=self._now()),
+            on_left_out=self._never_stored,
             watch=self.store_watch,
         )
-        self._after_commit = AfterCommit(self.writer, self._send)
+        self._after_commit = AfterCommit(self.writer, self._send, self._encode)
         started = time.monotonic()
         # Non-durable queues first: a change sent while the router starts is applied after
         # its load (topology_feed.py), never to a queue dropped after the change was sent.
@@ -353,14 +354,16 @@ class Runtime:
         committed = self.writer.append(effects.to_persist) if effects.to_persist else None
         if effects.deliveries:
             by_connection: dict[int, list[str]] = {}
-            after_commit: dict[int, list[str]] = {}
+            after_commit: dict[int, list[Delivery]] = {}  # encoded when sent (after_commit.py)
             costs: dict[int, int] = {}  # of the deliveries held back by credit, by connection
             encoders = self._encoders
             for delivery in effects.deliveries:
-                target = after_commit if delivery.transaction else by_connection
+                if delivery.transaction:
+                    after_commit.setdefault(delivery.connection, []).append(delivery)
+                    continue
                 encode = encoders.get(delivery.connection) if encoders else None  # STOMP's
                 frame = message_frame(delivery) if encode is None else encode(delivery)
-                target.setdefault(delivery.connection, []).append(frame)
+                by_connection.setdefault(delivery.connection, []).append(frame)
                 if delivery.cost:
                     costs[delivery.connection] = costs.get(delivery.connection, 0) + delivery.cost
             for connection_id, frames in by_connection.items():
@@ -409,6 +412,20 @@ class Runtime:
             waiting = busy
             if waiting:
                 await asyncio.sleep(IN_DOUBT_RETRY_SECONDS)
+
+    def _encode(self, delivery: Delivery) -> str:
+        """A delivery's frame, in its connection's protocol."""
+        encode = self._encoders.get(delivery.connection)
+        return message_frame(delivery) if encode is None else encode(delivery)
+
+    def _never_stored(self, store_ids: set[int]) -> None:
+        """The database refused these copies for good: they live in memory only from now on.
+        No delivery may name their rows, which never existed: a transaction-ack consumer
+        (a handler) would take a missing row for a message handled before and acknowledge
+        it without handling it. Naming no row, they are handled at least once instead."""
+        self.broker.unstore(store_ids)
+        assert self._after_commit is not None
+        self._after_commit.unstore(store_ids)
 
     def _load_done(self, task: asyncio.Task[None]) -> None:
         self._loads.discard(task)

@@ -82,14 +82,18 @@ class GroupCommitWriter:
         *,
         checkpoint_seconds: float,
         on_refused: Callable[[Sequence[StoredCopy], int], None] | None = None,
+        on_left_out: Callable[[set[int]], None] | None = None,
         watch: StoreWatch | None = None,
     ) -> None:
         """`on_refused(copies, mark)`: a commit of these copies failed; they are retried, and
-        committed once `durable` reaches `mark`. `watch` hears whether each write reached
-        the database."""
+        committed once `durable` reaches `mark`. `on_left_out(store_ids)`: the database
+        refuses these copies for good, so they are left out of their commit and never
+        stored; told before that commit counts as durable. `watch` hears whether each
+        write reached the database."""
         self._store = store
         self._watch = watch
         self._on_refused = on_refused
+        self._on_left_out = on_left_out
         self._checkpoint = checkpoint_seconds
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="broker-store")
         # The pending lists (and `appended`) are taken by the database thread between
@@ -342,9 +346,14 @@ class GroupCommitWriter:
             # Retried as it is, the batch would be refused for ever and hold up every
             # later commit: leave out the copies the database refuses (they stay in
             # memory, unconfirmed), and commit the rest now.
-            inserts, refused_count = await self._without_refused(inserts, error)
-            if refused_count:
+            inserts, left_out = await self._without_refused(inserts, error)
+            if left_out:
+                refused_count = len(taken.inserts) - len(inserts)
                 taken.inserts = inserts
+                if self._on_left_out is not None:
+                    # Before the rest is committed and counts as durable: a delivery held
+                    # for that commit must not go out naming a row that will never exist.
+                    self._on_left_out(left_out)
                 try:
                     seconds = await self.in_thread(self._write_one, taken)
                 except Exception as again:
@@ -371,12 +380,14 @@ class GroupCommitWriter:
             else:
                 self._watch.failed(error)
 
-    async def _without_refused(self, inserts: list[StoredCopy], error: Exception) -> tuple[list[StoredCopy], int]:
+    async def _without_refused(self, inserts: list[StoredCopy], error: Exception) -> tuple[list[StoredCopy], set[int]]:
+        """The copies the database takes, and the store ids of those it refuses (none when
+        that could not be found out: everything is then retried as it is)."""
         try:
             refused = set(await self.in_thread(self._store.find_refused, inserts))
         except Exception:  # the database went away meanwhile: an ordinary retry
             log.exception("looking for the refused messages failed")
-            return inserts, 0
+            return inserts, set()
         kept = [copy for copy in inserts if copy.store_id not in refused]
         for copy in inserts:
             if copy.store_id in refused:
@@ -384,7 +395,7 @@ class GroupCommitWriter:
                     "the database refused message %s for queue %s (%s): kept in memory only, never confirmed",
                     copy.message.message_id, copy.queue, error,
                 )
-        return kept, len(inserts) - len(kept)
+        return kept, refused.intersection(copy.store_id for copy in inserts)
 
     async def close(self) -> None:
         """Commit what is pending, then release the thread and its connection."""

@@ -90,6 +90,22 @@ def query(broker: BrokerProcess, sql: str) -> list[tuple[Any, ...]]:
         conn.close()
 
 
+def execute(broker: BrokerProcess, sql: str) -> None:
+    """Run statements that return no rows (DDL) on the broker's database."""
+    url = broker.env.get("DATABASE_URL")
+    if url:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.encode())
+        return
+    conn = sqlite3.connect(str(broker.workdir / "broker.sqlite3"), timeout=30)
+    try:
+        conn.executescript(sql)
+    finally:
+        conn.close()
+
+
 def handled(broker: BrokerProcess, queue: str = "work") -> list[tuple[str, int]]:
     """(message_id, delivery_count) of every committed run on `queue`."""
     return [(row[0], row[1]) for row in query(

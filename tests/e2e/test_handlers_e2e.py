@@ -18,6 +18,7 @@ from tests.e2e.client import WsClient
 from tests.e2e.handlers_harness import (
     HandlersProcess,
     counts,
+    execute,
     handled,
     handler_broker,
     http,
@@ -360,3 +361,38 @@ def test_handlers_reconnect_when_the_router_restarts(broker: BrokerProcess, hand
     second = publish(broker, [{"n": n} for n in range(50)])
     rows = wait_handled(broker, 100)
     assert sorted(message_id for message_id, _ in rows) == sorted(first + second)
+
+
+# An operator's rule the router's stored copies can break: the database refuses a body
+# that names "poison" (a trigger, on either database).
+REFUSE_POISON = {
+    "sqlite": "CREATE TRIGGER refuse_poison BEFORE INSERT ON queues_message WHEN NEW.body LIKE '%poison%' "
+              "BEGIN SELECT RAISE(ABORT, 'poison is refused'); END;",
+    "postgresql": "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                  "IF NEW.body LIKE '%poison%' THEN RAISE EXCEPTION 'poison is refused' USING ERRCODE = 'check_violation'; "
+                  "END IF; RETURN NEW; END $$; "
+                  "CREATE TRIGGER refuse_poison BEFORE INSERT ON queues_message "
+                  "FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+}
+
+
+def test_a_message_the_database_refuses_to_store_is_still_handled(broker: BrokerProcess, handlers: HandlersProcess) -> None:
+    """Its copy lives in the router's memory only: its delivery names no row, so the
+    handler runs it (at least once) rather than taking the missing row for a message
+    handled before."""
+    execute(broker, REFUSE_POISON["postgresql" if broker.env.get("DATABASE_URL") else "sqlite"])
+
+    async def publish_poison() -> dict[str, Any]:
+        client = await WsClient.connect(broker.ws_url)
+        try:
+            await client.send({"type": "publish", "id": 1, "exchange": "", "routing_key": "work",
+                               "body": "poison", "headers": {}, "message_id": "poison-1"})
+            return await client.recv(timeout=30)
+        finally:
+            await client.close()
+
+    answer = asyncio.run(publish_poison())
+    assert (answer["type"], answer["code"]) == ("error", "unavailable")  # never confirmed
+    assert wait_handled(broker, 1) == [("poison-1", 1)]
+    eventually_sync(lambda: counts(broker, "work") == (0, 0), what="the copy acknowledged")
+    assert "handled before" not in handlers.log()

@@ -439,3 +439,17 @@ def test_an_ack_deletes_the_stored_copy_unless_the_consumers_transaction_did() -
     # handler's own transaction before its ack (docs/protocol.md, `"transaction"`).
     assert len(client_ack.to_delete) == 1 and handler_ack.to_delete == ()
     assert broker.queue_counts("q") == QueueCounts(0, 0, 2)
+
+
+def test_copies_the_database_refused_name_no_row_once_unstored(broker: Broker) -> None:
+    queue(broker, "ranked", arguments={"x-max-priority": 3})
+    refused = [send(broker, name, name).to_persist[0].store_id for name in ("q", "ranked", "q")]
+    kept = send(broker, "q", "kept").to_persist[0].store_id
+    out = subscribe(broker, "q", prefetch=1)  # the first copy is out with a consumer
+    broker.unstore(refused)
+    waiting = subscribe(broker, "ranked", ack="transaction")
+    assert [d.store_id for d in waiting.effects.deliveries] == [None]  # a transaction delivery names no row
+    assert broker.cancel(out.connection, "s1", now=0.0)[1].to_delete == ()  # given back, unacknowledged
+    assert [e.store_id for e in broker.queues["q"].ready] == [None, None, kept]
+    handler = subscribe(broker, "q", ack="transaction")
+    assert [d.store_id for d in handler.effects.deliveries] == [None, None, kept]

@@ -74,3 +74,15 @@ def test_a_queue_deleted_meanwhile_takes_them_with_it() -> None:
     assert sorted(deleted.to_delete) == sorted(store_ids)
     assert effects.deliveries == () and ready(broker, "q") == []
     assert broker.queue_counts("q") == QueueCounts(0, 0, 0)
+
+
+def test_a_copy_the_database_refused_meanwhile_comes_back() -> None:
+    """Refused, it never had a row: not finding one does not make it handled."""
+    broker = Broker()
+    connection, store_ids = _held(broker)
+    broker.close_connection(connection, now=1.0)
+
+    broker.unstore({store_ids[1]})
+    broker.settle_in_doubt("q", store_ids, set(), now=1.0)
+
+    assert ready(broker, "q") == [2]

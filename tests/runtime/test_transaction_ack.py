@@ -189,3 +189,73 @@ async def test_a_copy_not_yet_committed_when_its_consumer_went_away_comes_back_o
         assert sink.frames == []
     finally:
         await runtime.stop()
+
+
+class RefusingStore(MemoryStore):
+    """A database that refuses one body for good (an operator's constraint or trigger)."""
+
+    def __init__(self, refused_body: str) -> None:
+        super().__init__(queues=[QueueSpec("q")])
+        self.refused_body = refused_body
+
+    def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
+        if any(copy.message.body_json == self.refused_body for copy in inserts):
+            raise ValueError("the check constraint says no")
+        super().write(inserts, deletes, queues_to_delete)
+
+    def refused(self, error: BaseException) -> bool:
+        return isinstance(error, ValueError)
+
+    def find_refused(self, inserts: Sequence[StoredCopy]) -> list[int]:
+        return [copy.store_id for copy in inserts if copy.message.body_json == self.refused_body]
+
+
+async def test_a_delivery_made_before_its_copy_is_refused_names_no_row() -> None:
+    store = RefusingStore('"poison"')
+    runtime = await started(store)
+    try:
+        handler = consume(runtime, AckMode.TRANSACTION)
+        for body in ('"good"', '"poison"'):  # one commit: the poison's delivery is held with the good one's
+            runtime.publish_nowait(request(body))
+        await eventually(lambda: len(handler.frames) == 2, what="both deliveries after the commit")
+        good, poison = (loads(frame) for frame in handler.frames)
+        assert good["store_id"] in store.rows
+        # Named, the missing row would say "handled before": the handler would acknowledge it unrun.
+        assert poison["body"] == "poison" and poison["store_id"] is None
+    finally:
+        await runtime.stop()
+
+
+async def test_a_refused_copy_waiting_in_the_queue_is_delivered_later_naming_no_row() -> None:
+    store = RefusingStore('"poison"')
+    runtime = await started(store)
+    try:
+        runtime.publish_nowait(request('"poison"'))
+        assert runtime.writer is not None
+        await runtime.writer.flush()
+        assert not store.rows
+        handler = consume(runtime, AckMode.TRANSACTION)
+        await eventually(lambda: len(handler.frames) == 1, what="the delivery")
+        assert loads(handler.frames[0])["store_id"] is None
+    finally:
+        await runtime.stop()
+
+
+async def test_a_refused_copy_given_back_by_another_consumer_names_no_row() -> None:
+    store = RefusingStore('"poison"')
+    runtime = await started(store)
+    try:
+        other = Sink()
+        connection = runtime.connect(other)
+        runtime.subscribe(connection, subscription="c", subscription_json='"c"', ack_mode=AckMode.CLIENT, prefetch=1, queue="q")
+        runtime.publish_nowait(request('"poison"'))
+        assert len(other.frames) == 1  # a client-ack delivery goes out before the commit
+        assert runtime.writer is not None
+        await runtime.writer.flush()
+        runtime.disconnect(connection)  # unacknowledged: back to the queue
+        handler = consume(runtime, AckMode.TRANSACTION)
+        await eventually(lambda: len(handler.frames) == 1, what="the redelivery")
+        redelivered = loads(handler.frames[0])
+        assert redelivered["redelivered"] and redelivered["store_id"] is None
+    finally:
+        await runtime.stop()

@@ -212,3 +212,37 @@ async def test_a_publish_sent_again_with_nothing_to_write_is_answered_after_the_
     assert store.done == ["write 1"]
     running.cancel()
     await writer.close()
+
+
+class RefusingStore(RecordingStore):
+    """Refuses the copies with these store ids for good, as a constraint would."""
+
+    def __init__(self, refused_ids: Sequence[int]) -> None:
+        super().__init__(hold=(99,))
+        self.refused_ids = set(refused_ids)
+
+    def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
+        if any(c.store_id in self.refused_ids for c in inserts):
+            raise ValueError("the check constraint says no")
+        super().write(inserts, deletes, queues_to_delete)
+
+    def refused(self, error: BaseException) -> bool:
+        return isinstance(error, ValueError)
+
+    def find_refused(self, inserts: Sequence[StoredCopy]) -> list[int]:
+        return [c.store_id for c in inserts if c.store_id in self.refused_ids]
+
+
+async def test_copies_left_out_of_a_commit_are_told_before_the_commit_counts_as_durable() -> None:
+    store = RefusingStore([2])
+    told: list[tuple[set[int], int]] = []
+    writer = GroupCommitWriter(
+        store, checkpoint_seconds=10.0, on_left_out=lambda store_ids: told.append((store_ids, writer.durable))
+    )
+    batch = writer.append([copy(1), copy(2), copy(3)])
+    assert await writer.flush()
+    with pytest.raises(Unavailable):
+        await batch  # which publisher's copy it was is not known: none is confirmed
+    assert store.done == ["write 1,3"]
+    assert told == [({2}, 0)] and writer.durable == 1  # told while nothing of it was durable yet
+    await writer.close()
