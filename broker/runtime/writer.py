@@ -56,6 +56,9 @@ class MessageStore(Protocol):
     def find_refused(self, inserts: Sequence[StoredCopy]) -> list[int]:
         """The store ids among `inserts` that the database refuses; writes nothing."""
 
+    def stored_copies(self, store_ids: Sequence[int]) -> list[int]:
+        """Those of these store ids that are stored."""
+
     def delete_backlogs(self, backlogs: Sequence[BacklogRows]) -> None:
         """Delete the stored copies of purged backlogs, in a transaction of its own."""
 
@@ -347,10 +350,10 @@ class GroupCommitWriter:
             # later commit: leave out the copies the database refuses (they stay in
             # memory, unconfirmed), and commit the rest now.
             inserts, left_out = await self._without_refused(inserts, error)
-            if left_out:
-                refused_count = len(taken.inserts) - len(inserts)
+            if len(inserts) < len(taken.inserts):
+                refused_count = len(left_out)
                 taken.inserts = inserts
-                if self._on_left_out is not None:
+                if left_out and self._on_left_out is not None:
                     # Before the rest is committed and counts as durable: a delivery held
                     # for that commit must not go out naming a row that will never exist.
                     self._on_left_out(left_out)
@@ -381,14 +384,20 @@ class GroupCommitWriter:
                 self._watch.failed(error)
 
     async def _without_refused(self, inserts: list[StoredCopy], error: Exception) -> tuple[list[StoredCopy], set[int]]:
-        """The copies the database takes, and the store ids of those it refuses (none when
-        that could not be found out: everything is then retried as it is)."""
+        """The copies still to write, and the store ids of those the database refuses (none
+        when that could not be found out: everything is then retried as it is).
+
+        A copy refused because its row is there already was stored by an earlier commit
+        whose answer was lost (the connection dropped at COMMIT): that commit landed whole,
+        so the copy is neither written again nor refused."""
         try:
             refused = set(await self.in_thread(self._store.find_refused, inserts))
+            stored = set(await self.in_thread(self._store.stored_copies, sorted(refused))) if refused else set()
         except Exception:  # the database went away meanwhile: an ordinary retry
             log.exception("looking for the refused messages failed")
             return inserts, set()
-        kept = [copy for copy in inserts if copy.store_id not in refused]
+        refused -= stored
+        kept = [copy for copy in inserts if copy.store_id not in refused and copy.store_id not in stored]
         for copy in inserts:
             if copy.store_id in refused:
                 log.error(

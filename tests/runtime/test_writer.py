@@ -52,6 +52,9 @@ class RecordingStore:
     def find_refused(self, inserts: Sequence[StoredCopy]) -> list[int]:
         return []
 
+    def stored_copies(self, store_ids: Sequence[int]) -> list[int]:
+        return []
+
     def delete_backlogs(self, backlogs: Sequence[BacklogRows]) -> None:
         self.done.append("delete backlogs")
 
@@ -245,4 +248,47 @@ async def test_copies_left_out_of_a_commit_are_told_before_the_commit_counts_as_
         await batch  # which publisher's copy it was is not known: none is confirmed
     assert store.done == ["write 1,3"]
     assert told == [({2}, 0)] and writer.durable == 1  # told while nothing of it was durable yet
+    await writer.close()
+
+
+class AnswerLostStore(RecordingStore):
+    """Its first write commits, and its answer is lost; the rows it holds then refuse to be
+    inserted again, as a primary key does."""
+
+    def __init__(self) -> None:
+        super().__init__(hold=(99,))
+        self.rows: set[int] = set()
+
+    def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
+        if any(c.store_id in self.rows for c in inserts):
+            raise ValueError("duplicate key value violates unique constraint")
+        super().write(inserts, deletes, queues_to_delete)
+        first = not self.rows
+        self.rows.update(c.store_id for c in inserts)
+        if first:
+            raise OSError("server closed the connection unexpectedly")
+
+    def refused(self, error: BaseException) -> bool:
+        return isinstance(error, ValueError)
+
+    def find_refused(self, inserts: Sequence[StoredCopy]) -> list[int]:
+        return [c.store_id for c in inserts if c.store_id in self.rows]
+
+    def stored_copies(self, store_ids: Sequence[int]) -> list[int]:
+        return [store_id for store_id in store_ids if store_id in self.rows]
+
+
+async def test_copies_a_commit_whose_answer_was_lost_stored_are_confirmed_by_its_retry() -> None:
+    store = AnswerLostStore()
+    told: list[set[int]] = []
+    writer = GroupCommitWriter(store, checkpoint_seconds=10.0, on_left_out=told.append)
+    first = writer.append([copy(1), copy(2)])
+    assert not await writer.flush()  # no answer: retried
+    with pytest.raises(Unavailable):
+        await first
+    again = writer.append([copy(3)])
+    assert await writer.flush()
+    await again  # 1 and 2 were stored by the first commit; 3 by this one
+    assert store.done == ["write 1,2", "write 3"] and store.rows == {1, 2, 3}
+    assert told == [] and writer.durable == writer.appended
     await writer.close()
