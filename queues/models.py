@@ -6,8 +6,11 @@ never one by one from views: the admin only reads and deletes them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import models
+from django.db import connection, models
 
 from broker.engine.queues import parse_queue_arguments, refuse_two_spellings
 from broker.engine.rules import check_name, is_name, object_field
@@ -67,3 +70,23 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_id} in queue {self.queue.name}"
+
+
+def delete_queue_rows(cursor: Any, ids: Sequence[int]) -> None:
+    """Delete these queue rows and the rows that go with them (stored messages, bindings),
+    in plain SQL: no signal sends each deletion to the router, which deleted these queues
+    itself. Run in the caller's transaction, on `cursor`.
+
+    The router's writer (storage/store.py), a declaration that takes back the name of a
+    queue the router deleted (queues/services.py) and a deletion through Django (which
+    locks the queue's row first: storage/signals.py) may delete the same rows at the same
+    time. All take the queue's row first (the foreign keys are checked at COMMIT, so it may
+    go before the rows that name it), so that one waits for the other: in two orders each
+    could hold rows the other waits for, a deadlock on PostgreSQL.
+    """
+    marks = ", ".join(["%s"] * len(ids))
+    table = connection.ops.quote_name(Queue._meta.db_table)
+    cursor.execute(f"DELETE FROM {table} WHERE id IN ({marks})", list(ids))
+    for relation in Queue._meta.related_objects:  # every one is a cascade: its rows go too
+        table = connection.ops.quote_name(relation.related_model._meta.db_table)
+        cursor.execute(f"DELETE FROM {table} WHERE {relation.field.column} IN ({marks})", list(ids))

@@ -1,7 +1,8 @@
 """Queue services: declare, delete, purge and poll queues.
 
 Declare and delete are ORM work on the definitions, which reach the running
-router after commit (storage/sync.py). Purge and get act on the
+router after commit (storage/sync.py); a declaration that finds its queue
+stored asks the router whether that row is still a queue. Purge and get act on the
 router's state through broker/router/calls.py, here or on another node. Every input is validated before
 anything is written (docs/protocol.md, "Errors"). No HTTP here.
 """
@@ -12,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from broker.engine.errors import BrokerError, Forbidden, NotFound, PreconditionFailed, Unavailable
 from broker.engine.jsoncodec import canonical
@@ -24,7 +25,7 @@ from broker.router import calls as router
 from broker.transport.authorization import Permissions
 from common.declare import lock_or_create
 from common.limits import ensure_room
-from queues.models import Queue
+from queues.models import Queue, delete_queue_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,7 @@ def queue_declare(
         permissions.require("read", "queue", name)
         permissions.require("write", "exchange", parsed.dead_letter_exchange)
     with transaction.atomic():
-        if not Queue.objects.filter(name=name).exists():
+        if stored_queue_row(name) is None:  # a row the router has deleted is gone after this
             ensure_room(Queue, setting="MAX_QUEUES", kind="queues")
         existing, created = lock_or_create(Queue, name=name, values=wanted)
         if created:
@@ -90,6 +91,35 @@ def queue_declare(
         return QueueDeclared(existing, False)
 
 
+def stored_queue_row(name: str) -> int | None:
+    """The row id of the queue stored under `name`; None when there is none.
+
+    The router deletes an auto-delete queue that lost its last subscriber, or one unused
+    past its `expires`, at once, and leaves its row to its writer, which deletes it a
+    moment later. Such a row is no queue: a declaration that took it for one would answer
+    for a queue that is gone, in the router already and soon in the database. It is
+    deleted here, in the caller's transaction, so that the declaration makes a new queue
+    (in a row of its own, which the writer's later delete by row id leaves alone). Any
+    other row is the queue, and the declaration counts as a use of it (`expires`).
+
+    Call it before the row is locked (`lock_or_create`). The writer, deleting the same
+    row, takes it first and then its messages and bindings (queues/models.py), and so
+    does this: one waits for the other.
+    """
+    row_id = Queue.objects.filter(name=name).values_list("pk", flat=True).first()
+    if row_id is None or not router.router_reachable():
+        return row_id  # without a router there is nothing it has deleted
+    try:
+        dropped = router.queue_redeclared(name, row_id)
+    except Unavailable:  # a router failing over: the next one loads the row as a queue
+        return row_id
+    if not dropped:
+        return row_id
+    with transaction.atomic(), connection.cursor() as cursor:
+        delete_queue_rows(cursor, [row_id])
+    return None
+
+
 def queue_ensure(
     *,
     name: str,
@@ -102,7 +132,7 @@ def queue_ensure(
     """A queue that a STOMP `/queue/NAME` destination names (docs/protocol.md, "STOMP"):
     declared when missing. An existing one is used as it is, unless the frame `given`
     properties of its own, which must then be the queue's (`precondition_failed`)."""
-    if not given and Queue.objects.filter(name=name).exists():
+    if not given and stored_queue_row(name) is not None:
         return
     queue_declare(name=name, durable=durable, auto_delete=auto_delete, arguments=arguments, permissions=permissions)
 

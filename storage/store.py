@@ -29,7 +29,7 @@ from common.server_binding import execute_bound
 from exchanges.models import Exchange
 from pubsub.selectors import running_handlers
 from queues.models import Message as MessageRow
-from queues.models import Queue
+from queues.models import Queue, delete_queue_rows
 from storage.outbox import (
     delete_outbox_any_sql,
     delete_outbox_sql,
@@ -420,6 +420,14 @@ class OrmMessageStore:
     def _write_rows(cursor: Any, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
         """Inside a transaction of the writer's."""
         postgres = connection.vendor == "postgresql"
+        if queues_to_delete:
+            # Queues the router deleted (auto-delete, expires), with their messages and
+            # bindings. Before anything else: a declaration that takes back the name of
+            # such a queue deletes the same rows in the same order (queues/models.py).
+            # After this commit's deletes by id, which may hold some of the queue's
+            # copies, each of the two could wait for rows the other holds. A copy
+            # inserted below for such a queue finds no row, and is left out.
+            delete_queue_rows(cursor, queues_to_delete)
         # A few rows on PostgreSQL: one INSERT that finds the queues by name itself (the
         # join). More, or on SQLite: the queues' ids looked up first, then COPY or INSERT.
         # Looked up per commit, not cached: a queue deleted and declared again gets a new id;
@@ -456,17 +464,6 @@ class OrmMessageStore:
             for start in range(0, len(deletes), BATCH_ROWS):
                 batch = deletes[start : start + BATCH_ROWS]
                 cursor.execute(_delete_sql(len(batch)), list(batch))
-        if queues_to_delete:
-            # Queues the router deleted (auto-delete, expires) along with their bindings:
-            # plain SQL, so no signal sends each row's deletion back to the router. The
-            # queues' rows first (the foreign keys, checked at COMMIT, allow it): that locks
-            # them before their bindings and messages, as a deletion through Django does
-            # (storage/signals.py), so that the two wait for each other rather than deadlock.
-            ids = list(queues_to_delete)
-            marks = ", ".join(["%s"] * len(ids))
-            for model, column in ((Queue, "id"), (Binding, "queue_id"), (MessageRow, "queue_id")):
-                table = connection.ops.quote_name(model._meta.db_table)
-                cursor.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
 
     def close(self) -> None:
         self._close_drain_connection()

@@ -180,6 +180,13 @@ class Broker:
         self._drain(existing, fx, now)  # new arguments may give a consumer room (no single active one now)
         return fx.build()
 
+    def redeclare_queue(self, name: str, row_id: int, *, now: float) -> None:
+        """A declaration found the queue stored in that row: a use of it (its `expires`
+        starts again), as `declare_queue` counts one of an identical queue."""
+        queue = self.queues.get(name)
+        if queue is not None and queue.spec.row_id == row_id:
+            queue.last_used = now
+
     def delete_queue(self, name: str, *, row_id: int | None = None) -> Effects:
         """Delete a queue; with `row_id`, only the one stored in that row (a later
         declaration of the same name is another queue)."""

@@ -67,6 +67,16 @@ class QueueIsPrivateCall:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueRedeclaredCall:
+    """A declaration found queue `name` stored in row `row_id`: is that a queue the router
+    deleted by itself, whose row is still to be deleted? If not, a use of the queue."""
+
+    op: ClassVar[str] = "queue.redeclared"
+    name: str
+    row_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class QueuePurgeCall:
     """Drop the queue's ready messages; the number dropped."""
 
@@ -140,14 +150,16 @@ class TopologyCall:
 
 RouterCall = (
     QueueCountsCall | QueueSnapshotCall | QueueNamesCall | QueueInfosCall | QueueListedCall | QueueIsPrivateCall
-    | QueuePurgeCall | QueueGetCall | QueueBrowseCall | QueueOriginsCall | QueueActCall | TopologyCall
+    | QueueRedeclaredCall | QueuePurgeCall | QueueGetCall | QueueBrowseCall | QueueOriginsCall | QueueActCall
+    | TopologyCall
 )
 
 CALLS: Final[dict[str, type[RouterCall]]] = {
     cls.op: cls
     for cls in (
         QueueCountsCall, QueueSnapshotCall, QueueNamesCall, QueueInfosCall, QueueListedCall, QueueIsPrivateCall,
-        QueuePurgeCall, QueueGetCall, QueueBrowseCall, QueueOriginsCall, QueueActCall, TopologyCall,
+        QueueRedeclaredCall, QueuePurgeCall, QueueGetCall, QueueBrowseCall, QueueOriginsCall, QueueActCall,
+        TopologyCall,
     )
 }
 

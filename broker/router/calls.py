@@ -27,6 +27,7 @@ from broker.protocol.calls import (
     QueueNamesCall,
     QueueOriginsCall,
     QueuePurgeCall,
+    QueueRedeclaredCall,
     QueueSnapshotCall,
     RouterCall,
     TopologyCall,
@@ -122,6 +123,12 @@ def listed_queues() -> list[dict[str, Any]]:
 
 def queue_is_private(name: str) -> bool:
     return bool(call_router(QueueIsPrivateCall(name)))
+
+
+def queue_redeclared(name: str, row_id: int) -> bool:
+    """Is queue `name`, found stored in row `row_id`, one the router deleted by itself
+    (its row still to be deleted)? If not, the declaration counts as a use of it."""
+    return bool(call_router(QueueRedeclaredCall(name, row_id)))
 
 
 def queue_purge(name: str) -> int:

@@ -22,6 +22,7 @@ from broker.protocol.calls import (
     QueueNamesCall,
     QueueOriginsCall,
     QueuePurgeCall,
+    QueueRedeclaredCall,
     QueueSnapshotCall,
     RouterCall,
     TopologyCall,
@@ -48,6 +49,8 @@ def execute(runtime: Runtime, call: RouterCall) -> Any:
             return runtime.listed_queues()
         case QueueIsPrivateCall(name):
             return _is_private(runtime, name)
+        case QueueRedeclaredCall(name, row_id):
+            return runtime.redeclared(name, row_id)
         case QueuePurgeCall(name):
             _refuse_private(runtime, name)
             return runtime.purge(name)

@@ -594,6 +594,17 @@ class Runtime:
         self._apply(effects)
         return purged
 
+    def redeclared(self, name: str, row_id: int) -> bool:
+        """A declaration found queue `name` stored in row `row_id`. True when the router
+        deleted that queue by itself (auto-delete, `expires`) and the writer has yet to
+        delete its row: the row is no queue, and the declaration makes a new one in its
+        place. Otherwise the declaration counts as a use of the queue."""
+        assert self.writer is not None
+        if self.writer.deleting_queue(row_id):
+            return True
+        self.broker.redeclare_queue(name, row_id, now=self._now())
+        return False
+
     def queue_counts(self, names: Sequence[str]) -> dict[str, QueueCounts]:
         counts = {}
         for name in names:

@@ -109,6 +109,8 @@ class GroupCommitWriter:
         self._batch: asyncio.Future[None] | None = None
         self._deletes: list[int] = []
         self._queues_to_delete: list[int] = []
+        # On the loop: the queue rows given to `delete_queues`, until a commit has deleted them.
+        self._deleting_queues: set[int] = set()
         self._backlogs: list[tuple[int, BacklogRows]] = []  # (the appends before it, rows)
         self._wake = asyncio.Event()
         self._inflight: asyncio.Future[bool] | None = None
@@ -184,7 +186,12 @@ class GroupCommitWriter:
         """Delete stored queue definitions by row (their messages go with them)."""
         with self._lock:
             self._queues_to_delete.extend(row_ids)
+        self._deleting_queues.update(row_ids)
         self._wake.set()
+
+    def deleting_queue(self, row_id: int) -> bool:
+        """Was this queue row given to `delete_queues`, and is it not yet deleted?"""
+        return row_id in self._deleting_queues
 
     def delete_backlogs(self, backlogs: Sequence[BacklogRows]) -> None:
         """Delete purged backlogs' rows, after the commit of every copy appended before (and
@@ -304,6 +311,7 @@ class GroupCommitWriter:
     def _written(self, taken: _Commit, seconds: float | None, refused: int = 0) -> None:
         """On the loop: a commit landed (`seconds` None: nothing of it needed writing), without
         `refused` copies the database refused."""
+        self._deleting_queues.difference_update(taken.queues)
         if seconds is not None:
             COMMIT_SECONDS.observe(seconds)
             COMMIT_MESSAGES.observe(len(taken.inserts))

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+from django.db import connection as db_connection
 
+import storage.store as store_module
+from bindings.models import Binding
+from broker.engine.messages import StoredCopy
+from broker.engine.queues import AckMode
 from broker.router.calls import on_loop
 from broker.runtime.runtime import Runtime
-from queues.models import Queue
+from exchanges.models import Exchange
+from queues.models import Message, Queue
+from queues.services import queue_ensure
+from tests.conftest import Sink
+from tests.eventually import eventually_sync
 
 from .conftest import Api, error_code, subscribe_private
 
@@ -137,6 +148,122 @@ def test_delete_then_declare_again_keeps_the_new_queue(api: Api, runtime_thread:
     on_loop(runtime_thread.loop, runtime_thread.writer.flush)  # type: ignore[union-attr]
     assert Queue.objects.filter(name="again").exists()
     assert "again" in runtime_thread.broker.queues
+
+
+@pytest.fixture
+def held_queue_deletes(runtime_thread: Runtime, monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """The router's writer holds its deletes of queue rows until the event is set: the
+    moment, short in production, when the router has deleted a queue and its row is still
+    stored."""
+    release = threading.Event()
+    write = runtime_thread.store.write
+
+    def held(inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
+        if queues_to_delete:
+            release.wait(10)
+        write(inserts, deletes, queues_to_delete)
+
+    monkeypatch.setattr(runtime_thread.store, "write", held)
+    yield release
+    release.set()
+
+
+def let_the_writer_delete(runtime: Runtime, release: threading.Event) -> None:
+    release.set()
+    on_loop(runtime.loop, runtime.writer.flush)  # type: ignore[union-attr]
+
+
+def test_a_queue_the_router_deleted_is_declared_anew_before_its_row_is_deleted(
+    api: Api, runtime_thread: Runtime, held_queue_deletes: threading.Event
+) -> None:
+    """The router deletes an auto-delete queue as its last subscriber leaves, and its writer
+    the row later: a declaration in between creates the queue (201), without the old one's
+    binding, and it stays once the writer has deleted the old row."""
+    assert api.post("/api/queues/", {"name": "temp", "auto_delete": True})[0] == 201
+    old = Queue.objects.get(name="temp")
+    Binding.objects.create(exchange=Exchange.objects.create(name="news", type="fanout"), queue=old)
+    connection = on_loop(runtime_thread.loop, runtime_thread.connect, Sink())
+    on_loop(
+        runtime_thread.loop, runtime_thread.subscribe, connection,
+        subscription="s", subscription_json='"s"', ack_mode=AckMode.AUTO, prefetch=0, queue="temp",
+    )
+    on_loop(runtime_thread.loop, runtime_thread.unsubscribe, connection, "s")  # the last subscriber
+    assert "temp" not in runtime_thread.broker.queues
+    assert Queue.objects.filter(pk=old.pk).exists()  # the writer's delete waits
+
+    status, body = api.post("/api/queues/", {"name": "temp", "auto_delete": True})
+    assert (status, body["name"]) == (201, "temp")
+    assert not Binding.objects.filter(queue__name="temp").exists()
+
+    let_the_writer_delete(runtime_thread, held_queue_deletes)
+    new = Queue.objects.get(name="temp")
+    assert new.pk != old.pk
+    assert runtime_thread.broker.queues["temp"].spec.row_id == new.pk
+    assert api.post("/api/queues/", {"name": "temp", "auto_delete": True})[0] == 200
+
+
+def test_a_declaration_waits_for_the_writer_s_commit_deleting_the_same_rows(
+    api: Api, runtime_thread: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's commit that deletes a queue the router deleted (and the queue's copies,
+    by id) holds the rows, or on SQLite the write lock, when a declaration of its name
+    comes: the declaration waits, then creates the queue; neither fails."""
+    inside, release = threading.Event(), threading.Event()
+    delete_rows = store_module.delete_queue_rows
+
+    def holding(cursor: Any, ids: Sequence[int]) -> None:
+        delete_rows(cursor, ids)
+        inside.set()
+        assert release.wait(10)
+
+    monkeypatch.setattr(store_module, "delete_queue_rows", holding)
+    assert api.post("/api/queues/", {"name": "temp", "auto_delete": True})[0] == 201
+    Binding.objects.create(exchange=Exchange.objects.create(name="news", type="fanout"), queue=Queue.objects.get())
+    publish(api, "temp", "stored")
+    connection = on_loop(runtime_thread.loop, runtime_thread.connect, Sink())
+    on_loop(
+        runtime_thread.loop, runtime_thread.subscribe, connection,
+        subscription="s", subscription_json='"s"', ack_mode=AckMode.CLIENT, prefetch=0, queue="temp",
+    )
+    on_loop(runtime_thread.loop, runtime_thread.unsubscribe, connection, "s")  # its message unacknowledged
+    assert inside.wait(5)
+
+    answers: list[tuple[int, Any]] = []
+
+    def declare() -> None:
+        try:
+            answers.append(Api().post("/api/queues/", {"name": "temp", "auto_delete": True}))
+        finally:
+            db_connection.close()
+
+    declaring = threading.Thread(target=declare)
+    declaring.start()
+    declaring.join(0.3)
+    release.set()
+    declaring.join(10)
+    assert [status for status, _ in answers] == [201]
+    on_loop(runtime_thread.loop, runtime_thread.writer.flush)  # type: ignore[union-attr]
+    row = Queue.objects.get(name="temp")
+    assert runtime_thread.broker.queues["temp"].spec.row_id == row.pk
+    assert not Binding.objects.exists() and not Message.objects.exists()
+
+
+def test_a_stomp_destination_s_queue_that_expired_is_declared_anew(
+    api: Api, runtime_thread: Runtime, held_queue_deletes: threading.Event
+) -> None:
+    """A `/queue/NAME` destination (queue_ensure) naming a queue the router deleted as
+    unused past its `expires`, its row still stored, declares it anew with the frame's
+    properties: the old queue's are no precondition, it is gone."""
+    assert api.post("/api/queues/", {"name": "brief", "arguments": {"expires": 1}})[0] == 201
+    eventually_sync(lambda: "brief" not in runtime_thread.broker.queues, what="the queue expired")
+    assert Queue.objects.filter(name="brief").exists()  # the writer's delete waits
+
+    queue_ensure(name="brief")
+
+    let_the_writer_delete(runtime_thread, held_queue_deletes)
+    row = Queue.objects.get(name="brief")
+    assert row.arguments == {}
+    assert runtime_thread.broker.queues["brief"].spec.row_id == row.pk
 
 
 def test_purge(api: Api, runtime_thread: Runtime) -> None:

@@ -267,6 +267,17 @@ def test_expires_deletes_an_unused_queue_on_tick() -> None:
     assert broker.tick(now=1.5).deleted_queues == ("kept",)
 
 
+def test_a_stored_queue_found_by_a_declaration_is_used_when_the_router_holds_that_row() -> None:
+    broker = Broker()
+    queue(broker, "q", now=0.0, arguments={"expires": 1000}, row_id=7)
+    broker.redeclare_queue("q", 8, now=0.5)  # another row of that name: not this queue
+    assert broker.tick(now=1.0).deleted_queues == ("q",)
+    queue(broker, "q", now=1.0, arguments={"expires": 1000}, row_id=9)
+    broker.redeclare_queue("q", 9, now=1.5)
+    assert broker.tick(now=2.0).deleted_queues == ()
+    assert broker.tick(now=2.5).deleted_queues == ("q",)
+
+
 def test_a_queue_with_a_consumer_does_not_expire() -> None:
     broker = Broker()
     queue(broker, "q", arguments={"expires": 1000})

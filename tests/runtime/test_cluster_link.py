@@ -262,6 +262,7 @@ async def test_router_ops_over_the_link_return_what_they_return_on_the_router(
         ("queue.listed", []),
         ("queue.is_private", [private]),
         ("queue.is_private", ["jobs"]),
+        ("queue.redeclared", ["jobs", 1]),
     ]
     for op, args in calls:
         assert await edge.call(decode_call(op, args)) == execute(runtime, decode_call(op, args)), op
