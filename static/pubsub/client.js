@@ -12,6 +12,13 @@
 
 const MIN_DELAY_MS = 250; // first retry: soon, a restart takes a second or two
 const MAX_DELAY_MS = 10_000; // then at most every 10 s, so a fleet of pages does not hammer a broker coming back
+// With nothing heard from the broker for this long a ping goes out; with nothing heard for as long
+// again the socket is taken for dead, though the browser has not noticed (a laptop's sleep, a
+// changed network, a proxy that dropped it): it is closed and the client reconnects.
+const HEARTBEAT_MS = 20_000;
+// After the page comes back (visible again, or the network online) a ping goes out at once, and
+// its answer is awaited this long at most.
+const WAKE_PROBE_MS = 5_000;
 const CLOSE_TOO_BIG = 1009; // docs/protocol.md: a frame over the size limit closes the connection
 const CLOSE_UNAUTHORIZED = 4401; // no (valid) credentials: reconnecting would not help
 // Refusals that pass: a cluster's failover (`unavailable`), a frame over the connection's
@@ -53,7 +60,7 @@ export class BrokerError extends Error {
  * @typedef {{exchange?: string, routingKey?: string, body: any, headers?: Record<string, any>,
  *   persistent?: boolean, messageId?: string}} PublishOptions
  * @typedef {{message_id: string, routed: number}} Confirm
- * @typedef {{token?: string, minDelay?: number, maxDelay?: number}} ConnectOptions
+ * @typedef {{token?: string, minDelay?: number, maxDelay?: number, heartbeat?: number}} ConnectOptions
  */
 
 /** A live subscription; `queue` is the broker's queue (a new `amq.gen-` one after a reconnect). */
@@ -96,7 +103,7 @@ export function connect(url = "/ws", options = {}) {
  */
 export class Client extends EventTarget {
   /** @param {string} url @param {ConnectOptions} options */
-  constructor(url, { token, minDelay = MIN_DELAY_MS, maxDelay = MAX_DELAY_MS } = {}) {
+  constructor(url, { token, minDelay = MIN_DELAY_MS, maxDelay = MAX_DELAY_MS, heartbeat = HEARTBEAT_MS } = {}) {
     super();
     const target = new URL(url, globalThis.location?.href);
     target.protocol = target.protocol.replace(/^http/, "ws");
@@ -104,6 +111,18 @@ export class Client extends EventTarget {
     this.url = target.href;
     this.minDelay = minDelay;
     this.maxDelay = maxDelay;
+    this.heartbeat = heartbeat; // 0: none
+    this.heardAt = 0; // when the current socket last brought a frame (performance.now())
+    this.probe = null; // {at, within}: a heartbeat's ping sent, nothing heard since
+    this.beat = null; // the heartbeat's interval while a socket is open
+    // The page back from sleep or a network change: ask the broker at once whether the socket lives.
+    this.wake = () => {
+      if (globalThis.document?.visibilityState !== "hidden") this.sendProbe(Math.min(WAKE_PROBE_MS, this.heartbeat));
+    };
+    if (this.heartbeat > 0) {
+      globalThis.addEventListener?.("online", this.wake);
+      globalThis.document?.addEventListener("visibilitychange", this.wake);
+    }
     /** @type {WebSocket | null} */
     this.ws = null;
     this.generation = 0; // connections opened so far: delivery tags belong to one
@@ -246,6 +265,9 @@ export class Client extends EventTarget {
   end(error) {
     this.closed = true;
     this.ending = error;
+    clearInterval(this.beat);
+    globalThis.removeEventListener?.("online", this.wake);
+    globalThis.document?.removeEventListener("visibilitychange", this.wake);
     for (const { sub, reject } of this.subs.values()) {
       sub.active = false;
       reject(error);
@@ -275,7 +297,12 @@ export class Client extends EventTarget {
     const ws = new WebSocket(this.url);
     this.ws = ws;
     ws.addEventListener("open", () => this.opened(ws));
-    ws.addEventListener("message", (event) => this.receive(event.data));
+    ws.addEventListener("message", (event) => {
+      if (this.ws !== ws) return; // a socket given up for dead (`abandon`)
+      this.heardAt = performance.now();
+      this.probe = null;
+      this.receive(event.data);
+    });
     ws.addEventListener("close", (event) => this.lost(ws, event));
   }
 
@@ -284,6 +311,10 @@ export class Client extends EventTarget {
     const reconnect = this.generation > 0;
     this.generation += 1;
     this.openedAt = performance.now();
+    this.heardAt = this.openedAt;
+    this.probe = null;
+    clearInterval(this.beat);
+    if (this.heartbeat > 0) this.beat = setInterval(() => this.checkBeat(ws), Math.max(this.heartbeat / 4, 25));
     // What waited for this socket goes first, then `open`: a subscribe or publish of an `open`
     // listener is sent by that call, once (twice would subscribe twice: `conflict`).
     const waiting = new Set();
@@ -306,6 +337,8 @@ export class Client extends EventTarget {
   lost(ws, event) {
     if (this.ws !== ws) return;
     this.ws = null;
+    clearInterval(this.beat);
+    this.probe = null;
     this.restoring = null;
     // The backoff starts again only after a connection that proved itself by staying open as long as
     // the longest delay: one closed at once (1013 too_many_connections, 1011) keeps doubling it.
@@ -329,6 +362,36 @@ export class Client extends EventTarget {
     setTimeout(() => {
       if (!this.closed) this.open(); // close() during the delay: no new socket
     }, this.backoff(this.attempt++));
+  }
+
+  /** The heartbeat, a few times per `heartbeat`: a ping after a quiet `heartbeat`, and the socket
+   * given up when nothing, not even that ping's answer, came within its time. */
+  checkBeat(ws) {
+    if (this.ws !== ws || !this.connected) return;
+    const now = performance.now();
+    if (this.probe !== null) {
+      if (now - this.probe.at >= this.probe.within) this.abandon(ws);
+    } else if (now - this.heardAt >= this.heartbeat) {
+      this.sendProbe(this.heartbeat);
+    }
+  }
+
+  /** A ping whose answer (or any frame) is awaited `within` ms; its id (`h…`) is no `ping()`'s. */
+  sendProbe(within) {
+    if (!this.connected || this.heartbeat <= 0) return;
+    const at = performance.now();
+    if (this.probe !== null && this.probe.at + this.probe.within <= at + within) return; // one due sooner
+    this.probe = { at, within };
+    this.send({ type: "ping", id: this.newId("h") });
+    const ws = this.ws;
+    setTimeout(() => this.checkBeat(ws), within + 10); // sooner than the next beat, for a wake's ping
+  }
+
+  /** Nothing heard: the socket is dead though the browser has not said so (its close could take
+   * minutes). Closed, and lost at once: the client reconnects as after any drop. */
+  abandon(ws) {
+    ws.close(4000, "no answer to a heartbeat");
+    this.lost(ws, { code: 1006, reason: "no answer from the broker" });
   }
 
   /** The publish of this connection with the largest frame, in UTF-8 bytes as the broker counts them
@@ -539,6 +602,7 @@ export class Client extends EventTarget {
       if (live()) setTimeout(() => live() && this.sendSettle(kind, Number(tag)), this.backoff(0));
       return;
     }
+    if (typeof id === "string" && /^h\d+$/.test(id)) return; // a heartbeat's ping refused (`rate_limited`): an answer all the same
     if (error.code === "unauthorized") this.refusal = error; // the close (4401) that follows ends the client
     this.emit("error", { error }); // e.g. an ack of an unknown delivery tag
   }

@@ -699,3 +699,60 @@ def test_a_publish_over_the_size_limit_is_told_by_its_utf8_bytes(page: Any, http
     )
     assert out == {"cjk": "too_large", "ascii": 1}
     assert queue(http, "bm-sizes")["messages"] == 1
+
+
+def silenceable(page: Any) -> set[int]:
+    """Route the page's WebSockets to the broker; connection n (from 0) in the returned set falls
+    silent both ways, as a half-open socket after a laptop's sleep: nothing is lost or closed."""
+    silent: set[int] = set()
+    page.routes = []
+
+    def route(ws: Any) -> None:
+        server = ws.connect_to_server()
+        n = len(page.routes)
+        page.routes.append(ws)
+        ws.on_message(lambda message: None if n in silent else server.send(message))
+        server.on_message(lambda message: None if n in silent else ws.send(message))
+
+    page.route_web_socket("**/ws", route)
+    return silent
+
+
+def test_a_socket_fallen_silent_is_given_up_and_the_client_reconnects(page: Any) -> None:
+    """The browser notices nothing of a dead socket it has not been told of; the heartbeat does:
+    nothing heard for `heartbeat`, a ping; nothing for as long again, the socket is closed."""
+    silent = silenceable(page)
+    page.evaluate(
+        """async () => {
+        window.client = pubsub.connect("/ws", {heartbeat: 300, minDelay: 50, maxDelay: 100});
+        window.closes = [];
+        client.addEventListener("close", (e) => closes.push([e.detail.code, e.detail.reconnecting]));
+        await within(client.ping());
+    }"""
+    )
+    page.wait_for_timeout(1000)  # quiet but alive: the heartbeat's pings are answered
+    assert page.evaluate("closes") == [] and len(page.routes) == 1
+    silent.add(0)
+    page.wait_for_function("closes.length === 1", timeout=5_000)
+    assert page.evaluate("closes") == [[1006, True]]
+    page.wait_for_function("client.connected", timeout=5_000)
+    page.evaluate("within(client.ping())")
+    assert len(page.routes) == 2
+
+
+def test_a_page_back_from_sleep_asks_at_once_whether_its_socket_lives(page: Any) -> None:
+    silent = silenceable(page)
+    page.evaluate(
+        """async () => {
+        window.client = pubsub.connect("/ws", {heartbeat: 60000, minDelay: 50, maxDelay: 100});
+        window.closes = [];
+        client.addEventListener("close", (e) => closes.push(e.detail.code));
+        await within(client.ping());
+    }"""
+    )
+    silent.add(0)
+    started = time.monotonic()
+    page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    page.wait_for_function("closes.length === 1", timeout=10_000)
+    assert time.monotonic() - started < 8  # the wake's ping waits 5 s, not the minute's heartbeat
+    page.wait_for_function("client.connected", timeout=5_000)
