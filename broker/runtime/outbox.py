@@ -34,9 +34,9 @@ BATCH_ROWS: Final = 1000
 POLL_SECONDS: Final = 1.0
 # After a failed drain (the database is away) the reader tries again this soon.
 RETRY_SECONDS: Final = 0.5
-# Rows routed lately that the reader remembers, to tell after a drain whose answer was lost
-# whether it removed a row without durable copies (`OutboxReader._removed_unheard`).
-RECENT_ROWS: Final = 10 * BATCH_ROWS
+# Rows routed lately from reads of the table that the reader remembers, to tell after a drain
+# whose answer was lost whether it removed a row without durable copies (`_removed_unheard`).
+RECENT_ROWS: Final = 20 * BATCH_ROWS
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,12 +163,14 @@ class OutboxReader:
         entries: list[OutboxEntry] = await self._in_thread(self._store.read_outbox, BATCH_ROWS)
         if not entries:
             return False
-        await self._route(entries)
+        await self._route(entries, read=True)
         return True
 
-    async def _route(self, entries: list[OutboxEntry]) -> None:
+    async def _route(self, entries: list[OutboxEntry], *, read: bool = False) -> None:
         """Plan the rows, remove those still there with their copies stored, then enqueue those.
-        Over the memory limit, the rows wait in the table until memory falls."""
+        Over the memory limit, the rows wait in the table until memory falls. `read`: the rows
+        were read from the table (they may be notified again; notified ones are not read again,
+        being gone)."""
         guard = memory.guard()
         if guard is not None and guard.alarm:
             log.info("outbox: %d messages wait in the table while memory is over its limit", len(entries))
@@ -201,7 +203,8 @@ class OutboxReader:
             if entry.row_id not in removed:
                 continue  # routed already (read, then notified)
             self.drained += 1
-            self._recent.add(entry.row_id)
+            if read:
+                self._recent.add(entry.row_id)
             if entry.message is None:
                 log.error("outbox row %d cannot be routed (%s): removed", entry.row_id, entry.problem)
             elif plan is not None:
@@ -219,13 +222,24 @@ class OutboxReader:
         never enqueued: their copies stored, and delivered after a restart only.
 
         A row with durable copies was removed by the failed drain if any of them is stored:
-        they are stored only with their row's removal, under store ids of this plan's own.
-        A row without was, unless this reader routed it lately."""
+        they are stored only with their row's removal, under store ids of this plan's own (a row
+        whose queues were all deleted meanwhile, copies and all, is taken for one routed
+        before). A row without was, unless this reader routed it from a read of the table in
+        its last RECENT_ROWS: one routed longer ago and notified only now is routed again
+        (at-least-once, as delivery is). Asked until the database answers: the rows the drain
+        that followed removed wait for it, and are routed with these."""
         doubtful = [(entry, _copies(plan)) for entry, plan in routed if entry.row_id not in removed]
         store_ids = [copy.store_id for _, copies in doubtful for copy in copies]
         if not doubtful:
             return set()
-        stored = set(await self._in_thread(self._store.stored_copies, store_ids)) if store_ids else set()
+        stored: set[int] = set()
+        while store_ids:
+            try:
+                stored = set(await self._in_thread(self._store.stored_copies, store_ids))
+                break
+            except Exception as error:
+                log.error("looking for the copies of %d outbox rows failed (%s); trying again", len(doubtful), error)
+                await asyncio.sleep(RETRY_SECONDS)
         landed = {
             entry.row_id
             for entry, copies in doubtful

@@ -406,7 +406,8 @@ class Runtime:
             except Exception as error:
                 log.warning("looking for %d rows of queue %r failed (%s); trying again", len(waiting), doubt.queue, error)
                 stored, busy = [], waiting
-            settled = [store_id for store_id in waiting if store_id not in set(busy)]
+            held = set(busy)
+            settled = [store_id for store_id in waiting if store_id not in held]
             if settled:
                 self._apply(self.broker.settle_in_doubt(doubt.queue, settled, set(stored), now=self._now()))
             waiting = busy
@@ -430,7 +431,7 @@ class Runtime:
     def _load_done(self, task: asyncio.Task[None]) -> None:
         self._loads.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("a backlog read failed", exc_info=task.exception())
+            log.error("a backlog read (or a look for a gone consumer's rows) failed", exc_info=task.exception())
 
     def _send(self, connection_id: int, frames: list[str], cost: int = 0) -> None:
         """Frames to a connection; `cost`: the credit its deliveries took, given back when

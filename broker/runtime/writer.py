@@ -112,6 +112,10 @@ class GroupCommitWriter:
         # On the loop: the queue rows given to `delete_queues`, until a commit has deleted them.
         self._deleting_queues: set[int] = set()
         self._backlogs: list[tuple[int, BacklogRows]] = []  # (the appends before it, rows)
+        # Store ids of copies in a commit that failed: it may have landed (its answer lost), so
+        # a delete of one is written even when its insert is left out (`_pruned`). Until a
+        # commit with its insert or its delete lands.
+        self._tried: set[int] = set()
         self._wake = asyncio.Event()
         self._inflight: asyncio.Future[bool] | None = None
         self.commits = 0
@@ -247,14 +251,12 @@ class GroupCommitWriter:
         with self._lock:
             if self._calls_waiting or self._closing or not (self._inserts or self._queues_to_delete):
                 return None
-            taken = self._pending()
-        return _pruned(taken)
+            return _pruned(self._pending(), self._tried)
 
     def _take(self) -> _Commit:
         """Everything pending, for one commit (from either thread)."""
         with self._lock:
-            taken = self._pending()
-        return _pruned(taken)
+            return _pruned(self._pending(), self._tried)
 
     def _pending(self) -> _Commit:
         """Under the lock."""
@@ -268,6 +270,7 @@ class GroupCommitWriter:
             self._inserts[:0] = taken.inserts
             self._deletes[:0] = taken.deletes
             self._queues_to_delete[:0] = taken.queues
+            self._tried.update(copy.store_id for copy in taken.inserts)
 
     def _write_on(self, loop: asyncio.AbstractEventLoop, taken: _Commit | None) -> tuple[_Commit, Exception] | None:
         """In the database thread: commit `taken`, then what was appended meanwhile, and so
@@ -290,6 +293,10 @@ class GroupCommitWriter:
             started = time.perf_counter()
             self._store.write(taken.inserts, taken.deletes, taken.queues)
             seconds = time.perf_counter() - started
+            if self._tried:
+                with self._lock:
+                    self._tried.difference_update(copy.store_id for copy in taken.inserts)
+                    self._tried.difference_update(taken.deletes)
         self._delete_purged(taken.mark)
         return seconds
 
@@ -424,13 +431,14 @@ class GroupCommitWriter:
             self._executor.shutdown(wait=False)
 
 
-def _pruned(taken: _Commit) -> _Commit:
-    """A copy acknowledged before it was ever written needs neither write."""
+def _pruned(taken: _Commit, tried: set[int]) -> _Commit:
+    """A copy acknowledged before it was ever written needs neither write; one `tried` (in a
+    commit that failed, and may have landed) needs its delete."""
     if taken.deletes and taken.inserts:
         both = {copy.store_id for copy in taken.inserts}.intersection(taken.deletes)
         if both:
             taken.inserts = [copy for copy in taken.inserts if copy.store_id not in both]
-            taken.deletes = [store_id for store_id in taken.deletes if store_id not in both]
+            taken.deletes = [store_id for store_id in taken.deletes if store_id not in both or store_id in tried]
     return taken
 
 

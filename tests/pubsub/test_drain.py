@@ -152,15 +152,25 @@ def _copy(n: int) -> StoredCopy:
 async def test_rows_a_drain_removed_whose_answer_was_lost_are_routed_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """The drain's commit lands, its answer does not; the next drain finds the rows gone, as
     it finds rows routed before. Rows 1 (durable copies) and 2 (none) were removed by the lost
-    drain; row 3 was routed before it (read, then notified)."""
+    drain; rows 3 (copies) and 4 (none) were routed before it (read, then notified). The
+    first look for the copies fails too: it is asked again."""
     monkeypatch.setattr("broker.runtime.outbox.RETRY_SECONDS", 0.0)
 
     async def in_thread(fn: Any, *args: Any) -> Any:
         return fn(*args)
 
-    store = _Store({1, 2, 3})
+    class LookFailsOnce(_Store):
+        looks = 0
+
+        def stored_copies(self, store_ids: Sequence[int]) -> list[int]:
+            self.looks += 1
+            if self.looks == 1:
+                raise OperationalError("the database is starting up")
+            return super().stored_copies(store_ids)
+
+    store = LookFailsOnce({1, 2, 3, 4})
     published: list[str] = []
-    copies = {1: [_copy(1)], 2: [], 3: [_copy(3)]}
+    copies = {1: [_copy(1)], 2: [], 3: [_copy(3)], 4: []}
     reader = OutboxReader(
         store,
         in_thread=in_thread,
@@ -168,14 +178,14 @@ async def test_rows_a_drain_removed_whose_answer_was_lost_are_routed_once(monkey
         publish=lambda plan: published.append(plan.message.message_id),
         has_exchange=lambda name: True,
     )
-    await reader._route([OutboxEntry(3, _message(3))])
+    await reader._route([OutboxEntry(3, _message(3)), OutboxEntry(4, _message(4))], read=True)
     store.answers_lost = 1
     copies[3] = [StoredCopy(store_id=200, queue="jobs", message=_message(3))]  # planned anew
 
-    await reader._route([OutboxEntry(n, _message(n)) for n in (1, 2, 3)])
+    await reader._route([OutboxEntry(n, _message(n)) for n in (1, 2, 3, 4)])
 
-    assert published == ["m3", "m1", "m2"] and reader.drained == 3
-    assert store.there == set() and store.stored == {101, 103}
+    assert published == ["m3", "m4", "m1", "m2"] and reader.drained == 4
+    assert store.there == set() and store.stored == {101, 103} and store.looks == 2
 
 
 async def test_after_a_drain_that_did_not_land_the_next_removes_its_rows() -> None:
