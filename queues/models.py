@@ -75,18 +75,19 @@ class Message(models.Model):
 def delete_queue_rows(cursor: Any, ids: Sequence[int]) -> None:
     """Delete these queue rows and the rows that go with them (stored messages, bindings),
     in plain SQL: no signal sends each deletion to the router, which deleted these queues
-    itself. Run in the caller's transaction, on `cursor`.
+    itself (its writer, storage/store.py). Run in the caller's transaction, on `cursor`.
 
-    The router's writer (storage/store.py), a declaration that takes back the name of a
-    queue the router deleted (queues/services.py) and a deletion through Django (which
-    locks the queue's row first: storage/signals.py) may delete the same rows at the same
-    time. All take the queue's row first (the foreign keys are checked at COMMIT, so it may
-    go before the rows that name it), so that one waits for the other: in two orders each
-    could hold rows the other waits for, a deadlock on PostgreSQL.
+    The queue's row first (the foreign keys are checked at COMMIT, so it may go before the
+    rows that name it), as a deletion through Django takes it first (storage/signals.py):
+    one waits for the other, where in two orders each could hold rows the other waits for,
+    a deadlock on PostgreSQL.
     """
     marks = ", ".join(["%s"] * len(ids))
     table = connection.ops.quote_name(Queue._meta.db_table)
     cursor.execute(f"DELETE FROM {table} WHERE id IN ({marks})", list(ids))
-    for relation in Queue._meta.related_objects:  # every one is a cascade: its rows go too
+    for relation in Queue._meta.related_objects:
+        # Bindings and stored messages: foreign keys that cascade (a reverse many-to-many, or
+        # a key that protects or sets null, would need more than a DELETE here).
+        assert relation.one_to_many and relation.on_delete is models.CASCADE, relation
         table = connection.ops.quote_name(relation.related_model._meta.db_table)
         cursor.execute(f"DELETE FROM {table} WHERE {relation.field.column} IN ({marks})", list(ids))

@@ -9,11 +9,12 @@ anything is written (docs/protocol.md, "Errors"). No HTTP here.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 
 from broker.engine.errors import BrokerError, Forbidden, NotFound, PreconditionFailed, Unavailable
 from broker.engine.jsoncodec import canonical
@@ -25,7 +26,7 @@ from broker.router import calls as router
 from broker.transport.authorization import Permissions
 from common.declare import lock_or_create
 from common.limits import ensure_room
-from queues.models import Queue, delete_queue_rows
+from queues.models import Queue
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +74,9 @@ def queue_declare(
         # write to that exchange could reach its queues through a TTL of 0.
         permissions.require("read", "queue", name)
         permissions.require("write", "exchange", parsed.dead_letter_exchange)
+    settle_dropped_queue(name)
     with transaction.atomic():
-        if stored_queue_row(name) is None:  # a row the router has deleted is gone after this
+        if not Queue.objects.filter(name=name).exists():
             ensure_room(Queue, setting="MAX_QUEUES", kind="queues")
         existing, created = lock_or_create(Queue, name=name, values=wanted)
         if created:
@@ -91,33 +93,27 @@ def queue_declare(
         return QueueDeclared(existing, False)
 
 
-def stored_queue_row(name: str) -> int | None:
-    """The row id of the queue stored under `name`; None when there is none.
+def settle_dropped_queue(name: str) -> None:
+    """Before a declaration of `name` looks for its row, outside any transaction of its own.
 
     The router deletes an auto-delete queue that lost its last subscriber, or one unused
     past its `expires`, at once, and leaves its row to its writer, which deletes it a
-    moment later. Such a row is no queue: a declaration that took it for one would answer
-    for a queue that is gone, in the router already and soon in the database. It is
-    deleted here, in the caller's transaction, so that the declaration makes a new queue
-    (in a row of its own, which the writer's later delete by row id leaves alone). Any
-    other row is the queue, and the declaration counts as a use of it (`expires`).
+    moment later, leaving out the copies still on their way to that queue. Such a row is
+    no queue: a declaration that took it for one answered for a queue that was gone. So the
+    router is asked about the row found: if it is such a row, the call returns once the
+    writer's commit has deleted it, and the declaration finds none and makes the queue
+    anew; otherwise the declaration counts as a use of the queue (`expires`).
 
-    Call it before the row is locked (`lock_or_create`). The writer, deleting the same
-    row, takes it first and then its messages and bindings (queues/models.py), and so
-    does this: one waits for the other.
+    Outside a transaction: on SQLite one holds the write lock, which that commit needs.
+    Inside one (a caller's), on SQLite, the router is not asked.
     """
+    if transaction.get_connection().in_atomic_block and transaction.get_connection().vendor == "sqlite":
+        return
     row_id = Queue.objects.filter(name=name).values_list("pk", flat=True).first()
     if row_id is None or not router.router_reachable():
-        return row_id  # without a router there is nothing it has deleted
-    try:
-        dropped = router.queue_redeclared(name, row_id)
-    except Unavailable:  # a router failing over: the next one loads the row as a queue
-        return row_id
-    if not dropped:
-        return row_id
-    with transaction.atomic(), connection.cursor() as cursor:
-        delete_queue_rows(cursor, [row_id])
-    return None
+        return  # without a router there is nothing it has deleted
+    with contextlib.suppress(Unavailable):  # a router failing over: the next one loads the row as a queue
+        router.queue_redeclared(name, row_id)
 
 
 def queue_ensure(
@@ -132,7 +128,8 @@ def queue_ensure(
     """A queue that a STOMP `/queue/NAME` destination names (docs/protocol.md, "STOMP"):
     declared when missing. An existing one is used as it is, unless the frame `given`
     properties of its own, which must then be the queue's (`precondition_failed`)."""
-    if not given and stored_queue_row(name) is not None:
+    settle_dropped_queue(name)
+    if not given and Queue.objects.filter(name=name).exists():
         return
     queue_declare(name=name, durable=durable, auto_delete=auto_delete, arguments=arguments, permissions=permissions)
 

@@ -331,7 +331,7 @@ class OrmMessageStore:
                         cursor.execute(delete_outbox_sql(len(found)), found)
                     removed.extend(found)
             there = set(removed)
-            self._write_rows(cursor, [copy for row_id, copies in rows if row_id in there for copy in copies], [], [])
+            self._write_rows(cursor, [copy for row_id, copies in rows if row_id in there for copy in copies], [])
 
     def _drain_in_one_round_trip(self, rows: Sequence[OutboxDrain]) -> list[int]:
         """PostgreSQL, no cluster fence: one statement, one round trip, on a connection of
@@ -347,7 +347,9 @@ class OrmMessageStore:
         if len(ids) <= FEW_ROWS and len(copies) <= FEW_ROWS:
             sql, params = _drain_values_sql(len(ids), len(copies)), [*ids, *(value for row in copies for value in row)]
         else:
-            sql, params = _drain_arrays_sql(copies=bool(copies)), [ids, *(list(column) for column in zip(*copies, strict=True))]
+            columns = [list(column) for column in zip(*copies, strict=True)]
+            names = sorted(set(columns[2])) if columns else []  # the queues', locked in the statement
+            sql, params = _drain_arrays_sql(copies=bool(copies)), [ids, *([names] if copies else []), *columns]
         try:
             with connection.wrap_database_errors:
                 return [row_id for (row_id,) in self._drain_connection().execute(sql, params).fetchall()]
@@ -411,23 +413,26 @@ class OrmMessageStore:
         return cast(list[StatsHandler], running_handlers())
 
     def _write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
-        with transaction.atomic(), connection.cursor() as cursor:
-            if self._fence is not None:
-                self._fence(cursor)
-            self._write_rows(cursor, inserts, deletes, queues_to_delete)
-
-    @staticmethod
-    def _write_rows(cursor: Any, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
-        """Inside a transaction of the writer's."""
-        postgres = connection.vendor == "postgresql"
         if queues_to_delete:
             # Queues the router deleted (auto-delete, expires), with their messages and
-            # bindings. Before anything else: a declaration that takes back the name of
-            # such a queue deletes the same rows in the same order (queues/models.py).
-            # After this commit's deletes by id, which may hold some of the queue's
-            # copies, each of the two could wait for rows the other holds. A copy
-            # inserted below for such a queue finds no row, and is left out.
-            delete_queue_rows(cursor, queues_to_delete)
+            # bindings, in a transaction of their own before the rest: one that held their
+            # rows and then locked the rows of the queues its copies go to could wait for a
+            # deletion through Django of several queues, which waits for it (PostgreSQL).
+            # A copy for such a queue, inserted after, finds no row and is left out.
+            with transaction.atomic(), connection.cursor() as cursor:
+                if self._fence is not None:
+                    self._fence(cursor)
+                delete_queue_rows(cursor, queues_to_delete)
+        if inserts or deletes:
+            with transaction.atomic(), connection.cursor() as cursor:
+                if self._fence is not None:
+                    self._fence(cursor)
+                self._write_rows(cursor, inserts, deletes)
+
+    @staticmethod
+    def _write_rows(cursor: Any, inserts: Sequence[StoredCopy], deletes: Sequence[int]) -> None:
+        """Inside a transaction of the writer's."""
+        postgres = connection.vendor == "postgresql"
         # A few rows on PostgreSQL: one INSERT that finds the queues by name itself (the
         # join). More, or on SQLite: the queues' ids looked up first, then COPY or INSERT.
         # Looked up per commit, not cached: a queue deleted and declared again gets a new id;
@@ -502,25 +507,33 @@ def _insert_joined_sql(count: int) -> str:
     )
 
 
-def _drain_cte(delete: str, copies: str | None) -> str:
+def _drain_cte(delete: str, copies: str | None, names: str | None = None) -> str:
     """PostgreSQL: remove outbox rows (`delete`, returning their ids) and store the copies of
     those removed (`copies`, a relation of: outbox row id, then `_COLUMNS` with the queue by
     name; a copy whose queue is gone is left out, and the queues found are locked as
-    `_queue_ids` locks them); the ids removed. In autocommit the statement is its
-    transaction, and `sync` sets synchronous_commit off for it alone (a session's SET would
-    outlive it behind a pooler)."""
+    `_queue_ids` locks them: those named by the array `names` when given, else those the
+    copies join, whose rows, bodies and all, the lock's ORDER BY then sorts); the ids
+    removed. In autocommit the statement is its transaction, and `sync` sets
+    synchronous_commit off for it alone (a session's SET would outlive it behind a pooler)."""
     quote = connection.ops.quote_name
+    table = quote(Queue._meta.db_table)
+    queues = (
+        f", q AS (SELECT q.id, q.name FROM {table} AS q WHERE q.name = ANY({names}) {LOCK_QUEUES})"
+        if copies is not None and names is not None
+        else ""
+    )
+    joined = "q ON q.name = v.queue_name" if names is not None else f"{table} AS q ON q.name = v.queue_name {LOCK_QUEUES}"
     stored = (
         f", stored AS ("
         f"INSERT INTO {quote(MessageRow._meta.db_table)} ({', '.join(map(quote, _COLUMNS))}) "
         f"SELECT v.store_id, q.id, v.message_id, v.exchange, v.routing_key, v.body, v.headers::jsonb, v.published_at "
         f"FROM {copies} AS v(outbox_id, store_id, queue_name, message_id, exchange, routing_key, body, headers, published_at) "
-        f"JOIN gone ON gone.id = v.outbox_id JOIN {quote(Queue._meta.db_table)} AS q ON q.name = v.queue_name {LOCK_QUEUES})"
+        f"JOIN gone ON gone.id = v.outbox_id JOIN {joined})"
         if copies is not None
         else ""
     )
     return (
-        f"WITH sync AS (SELECT set_config('synchronous_commit', 'off', true)), gone AS ({delete}){stored} "
+        f"WITH sync AS (SELECT set_config('synchronous_commit', 'off', true)), gone AS ({delete}){queues}{stored} "
         f"SELECT gone.id FROM gone, sync"
     )
 
@@ -534,7 +547,7 @@ def _drain_arrays_sql(*, copies: bool) -> str:
     """Arrays sent in binary: for text, a fifth of the client's CPU of text arrays."""
     types = ("bigint", "bigint", "text", "text", "text", "text", "text", "text", "text")
     arrays = f"unnest({', '.join(f'%b::{type_}[]' for type_ in types)})"
-    return _drain_cte(delete_outbox_any_sql(), arrays if copies else None)
+    return _drain_cte(delete_outbox_any_sql(), arrays if copies else None, "%b::text[]" if copies else None)
 
 
 def _drain_bytes(rows: Sequence[OutboxDrain]) -> int:

@@ -25,7 +25,7 @@ from broker.transport.limits import FrameBudget, user_connections
 from broker.transport.loopback import Peer
 from broker.transport.outbox import Send
 from broker.transport.stomp_session import StompSession
-from queues.services import queue_delete, queue_ensure
+from queues.services import queue_delete, queue_ensure, settle_dropped_queue
 
 
 def _ensure(name: str, properties: QueueProperties, permissions: Permissions, bind: tuple[str, str] | None) -> None:
@@ -35,6 +35,7 @@ def _ensure(name: str, properties: QueueProperties, permissions: Permissions, bi
             fields={"exclusive": ["must be false"]},
         )
 
+    settle_dropped_queue(name)  # outside the transaction (queues/services.py says why)
     # One transaction: a binding refused (its exchange missing, say) leaves no queue behind,
     # and the router hears of neither (it is told at commit).
     with transaction.atomic():

@@ -50,6 +50,9 @@ from .timeouts import within
 
 log = logging.getLogger("broker.runtime")
 
+# A declaration of a queue the router deleted by itself waits this long at most for the
+# writer's commit that deletes its row (Runtime.redeclared).
+REDECLARE_WAIT_SECONDS: Final = 5.0
 # A transaction-ack consumer's copies in doubt wait this long before their rows are looked
 # for again, while the database does not answer or a handler's transaction holds them.
 IN_DOUBT_RETRY_SECONDS: Final = 0.5
@@ -595,16 +598,23 @@ class Runtime:
         self._apply(effects)
         return purged
 
-    def redeclared(self, name: str, row_id: int) -> bool:
+    async def redeclared(self, name: str, row_id: int) -> bool:
         """A declaration found queue `name` stored in row `row_id`. True when the router
-        deleted that queue by itself (auto-delete, `expires`) and the writer has yet to
-        delete its row: the row is no queue, and the declaration makes a new one in its
-        place. Otherwise the declaration counts as a use of the queue."""
+        deleted that queue by itself (auto-delete, `expires`) and its writer was still to
+        delete the row: answered once that commit landed (or after REDECLARE_WAIT_SECONDS),
+        so that the declaration finds no row and makes the queue anew, after the commit that
+        left out the old queue's copies. Otherwise the declaration counts as a use of it."""
         assert self.writer is not None
-        if self.writer.deleting_queue(row_id):
-            return True
-        self.broker.redeclare_queue(name, row_id, now=self._now())
-        return False
+        deleted = self.writer.queue_row_deleted(row_id)
+        if deleted is None:
+            self.broker.redeclare_queue(name, row_id, now=self._now())
+            return False
+        try:
+            async with asyncio.timeout(REDECLARE_WAIT_SECONDS):
+                await deleted
+        except TimeoutError:
+            log.warning("queue %r declared again while its old row %d waits to be deleted", name, row_id)
+        return True
 
     def queue_counts(self, names: Sequence[str]) -> dict[str, QueueCounts]:
         counts = {}

@@ -109,8 +109,10 @@ class GroupCommitWriter:
         self._batch: asyncio.Future[None] | None = None
         self._deletes: list[int] = []
         self._queues_to_delete: list[int] = []
-        # On the loop: the queue rows given to `delete_queues`, until a commit has deleted them.
+        # On the loop: the queue rows given to `delete_queues`, until a commit has deleted them,
+        # and who waits for that commit (`queue_row_deleted`).
         self._deleting_queues: set[int] = set()
+        self._deleted_waiters: dict[int, list[asyncio.Future[None]]] = {}
         self._backlogs: list[tuple[int, BacklogRows]] = []  # (the appends before it, rows)
         # Store ids of copies in a commit that failed: it may have landed (its answer lost), so
         # a delete of one is written even when its insert is left out (`_pruned`). Until a
@@ -193,9 +195,14 @@ class GroupCommitWriter:
         self._deleting_queues.update(row_ids)
         self._wake.set()
 
-    def deleting_queue(self, row_id: int) -> bool:
-        """Was this queue row given to `delete_queues`, and is it not yet deleted?"""
-        return row_id in self._deleting_queues
+    def queue_row_deleted(self, row_id: int) -> asyncio.Future[None] | None:
+        """A future resolved once the commit that deletes this queue row lands; None when the
+        row was not given to `delete_queues`, or is deleted already."""
+        if row_id not in self._deleting_queues:
+            return None
+        waiter = asyncio.get_running_loop().create_future()
+        self._deleted_waiters.setdefault(row_id, []).append(waiter)
+        return waiter
 
     def delete_backlogs(self, backlogs: Sequence[BacklogRows]) -> None:
         """Delete purged backlogs' rows, after the commit of every copy appended before (and
@@ -319,6 +326,10 @@ class GroupCommitWriter:
         """On the loop: a commit landed (`seconds` None: nothing of it needed writing), without
         `refused` copies the database refused."""
         self._deleting_queues.difference_update(taken.queues)
+        for row_id in taken.queues:
+            for waiter in self._deleted_waiters.pop(row_id, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
         if seconds is not None:
             COMMIT_SECONDS.observe(seconds)
             COMMIT_MESSAGES.observe(len(taken.inserts))

@@ -14,6 +14,7 @@ import storage.store as store_module
 from bindings.models import Binding
 from broker.engine.messages import StoredCopy
 from broker.engine.queues import AckMode
+from broker.protocol.publish import PublishRequest
 from broker.router.calls import on_loop
 from broker.runtime.runtime import Runtime
 from exchanges.models import Exchange
@@ -173,31 +174,55 @@ def let_the_writer_delete(runtime: Runtime, release: threading.Event) -> None:
     on_loop(runtime.loop, runtime.writer.flush)  # type: ignore[union-attr]
 
 
-def test_a_queue_the_router_deleted_is_declared_anew_before_its_row_is_deleted(
+def in_thread(call: Any) -> tuple[threading.Thread, list[Any]]:
+    """`call()` in a thread of its own (with its own database connection); its result lands in the list."""
+    answers: list[Any] = []
+
+    def run() -> None:
+        try:
+            answers.append(call())
+        finally:
+            db_connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, answers
+
+
+def test_a_queue_the_router_deleted_is_declared_anew_once_its_row_is_deleted(
     api: Api, runtime_thread: Runtime, held_queue_deletes: threading.Event
 ) -> None:
     """The router deletes an auto-delete queue as its last subscriber leaves, and its writer
-    the row later: a declaration in between creates the queue (201), without the old one's
-    binding, and it stays once the writer has deleted the old row."""
+    the row later, leaving out the copies on their way to it: a declaration in between waits
+    for that commit, then creates the queue (201), without the old one's binding or copies."""
     assert api.post("/api/queues/", {"name": "temp", "auto_delete": True})[0] == 201
     old = Queue.objects.get(name="temp")
     Binding.objects.create(exchange=Exchange.objects.create(name="news", type="fanout"), queue=old)
     connection = on_loop(runtime_thread.loop, runtime_thread.connect, Sink())
     on_loop(
         runtime_thread.loop, runtime_thread.subscribe, connection,
-        subscription="s", subscription_json='"s"', ack_mode=AckMode.AUTO, prefetch=0, queue="temp",
+        subscription="s", subscription_json='"s"', ack_mode=AckMode.CLIENT, prefetch=0, queue="temp",
     )
-    on_loop(runtime_thread.loop, runtime_thread.unsubscribe, connection, "s")  # the last subscriber
+
+    def publish_then_leave() -> None:  # the copy's insert goes with the queue's deletion
+        runtime_thread.publish_nowait(PublishRequest("", "temp", '"on its way"', {}, True, None))
+        runtime_thread.unsubscribe(connection, "s")  # the last subscriber
+
+    on_loop(runtime_thread.loop, publish_then_leave)
     assert "temp" not in runtime_thread.broker.queues
     assert Queue.objects.filter(pk=old.pk).exists()  # the writer's delete waits
 
-    status, body = api.post("/api/queues/", {"name": "temp", "auto_delete": True})
-    assert (status, body["name"]) == (201, "temp")
-    assert not Binding.objects.filter(queue__name="temp").exists()
-
+    declaring, answers = in_thread(lambda: Api().post("/api/queues/", {"name": "temp", "auto_delete": True}))
+    declaring.join(0.3)
+    assert answers == []  # it waits for the writer's commit
     let_the_writer_delete(runtime_thread, held_queue_deletes)
+    declaring.join(10)
+    assert [(status, body["name"]) for status, body in answers] == [(201, "temp")]
+    on_loop(runtime_thread.loop, runtime_thread.writer.flush)  # type: ignore[union-attr]
     new = Queue.objects.get(name="temp")
     assert new.pk != old.pk
+    assert not Binding.objects.filter(queue__name="temp").exists()
+    assert not Message.objects.exists()  # the old queue's copy was left out, not put in the new one
     assert runtime_thread.broker.queues["temp"].spec.row_id == new.pk
     assert api.post("/api/queues/", {"name": "temp", "auto_delete": True})[0] == 200
 
@@ -253,14 +278,18 @@ def test_a_stomp_destination_s_queue_that_expired_is_declared_anew(
 ) -> None:
     """A `/queue/NAME` destination (queue_ensure) naming a queue the router deleted as
     unused past its `expires`, its row still stored, declares it anew with the frame's
-    properties: the old queue's are no precondition, it is gone."""
+    properties once the row is deleted: the old queue's are no precondition, it is gone."""
     assert api.post("/api/queues/", {"name": "brief", "arguments": {"expires": 1}})[0] == 201
     eventually_sync(lambda: "brief" not in runtime_thread.broker.queues, what="the queue expired")
     assert Queue.objects.filter(name="brief").exists()  # the writer's delete waits
 
-    queue_ensure(name="brief")
-
+    ensuring, answers = in_thread(lambda: queue_ensure(name="brief"))
+    ensuring.join(0.3)
     let_the_writer_delete(runtime_thread, held_queue_deletes)
+    ensuring.join(10)
+    assert answers == [None]
+
+    on_loop(runtime_thread.loop, runtime_thread.writer.flush)  # type: ignore[union-attr]
     row = Queue.objects.get(name="brief")
     assert row.arguments == {}
     assert runtime_thread.broker.queues["brief"].spec.row_id == row.pk

@@ -107,15 +107,16 @@ async def test_a_failed_commit_after_others_confirms_nothing_of_its_own_and_is_r
     await writer.close()
 
 
-async def test_a_queue_row_to_delete_is_being_deleted_until_a_commit_has_deleted_it() -> None:
+async def test_a_queue_row_to_delete_is_waited_for_until_a_commit_has_deleted_it() -> None:
     store = RecordingStore(fail=[1], hold=[0])
     writer = GroupCommitWriter(store, checkpoint_seconds=10.0)
     writer.delete_queues([7])
-    assert writer.deleting_queue(7) and not writer.deleting_queue(8)
+    deleted = writer.queue_row_deleted(7)
+    assert deleted is not None and writer.queue_row_deleted(8) is None
     assert not await writer.flush()  # failed: kept for the retry
-    assert writer.deleting_queue(7)
+    assert not deleted.done()
     assert await writer.flush()
-    assert not writer.deleting_queue(7)
+    assert deleted.done() and writer.queue_row_deleted(7) is None
     await writer.close()
 
 
