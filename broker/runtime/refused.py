@@ -28,6 +28,7 @@ class RefusedPublishes:
         # (exchange, message_id) -> [the writer's mark that commits them, stored copies, expiry,
         # the hash of routing key and body: the same id with other contents is another message]
         self._refused: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
+        self._store_ids: dict[tuple[str, str], set[int]] = {}  # the copies of each
 
     def __bool__(self) -> bool:
         return bool(self._refused)
@@ -42,7 +43,18 @@ class RefusedPublishes:
         for key, (stored, contents) in counts.items():
             self._refused[key] = [mark, stored, now + self._window, contents]
             self._refused.move_to_end(key)
+        for copy in copies:
+            self._store_ids.setdefault((copy.message.exchange, copy.message.message_id), set()).add(copy.store_id)
         self._forget_expired(now)
+
+    def forget(self, store_ids: set[int]) -> None:
+        """The database refused these copies for good: a publish of theirs sent again is no
+        longer answered with their commit's outcome (it would be confirmed, never stored),
+        but routed, and refused, anew. Rare: a plain look through what is remembered."""
+        for key, ids in list(self._store_ids.items()):
+            if ids & store_ids:
+                self._refused.pop(key, None)
+                del self._store_ids[key]
 
     def again(self, exchange: str, message_id: str, routing_key: str, body_json: str, *, now: float) -> tuple[int, int] | None:
         """(mark, routed) of a refused publish sent again; None for any other."""
@@ -60,3 +72,4 @@ class RefusedPublishes:
             if entry[2] >= now:
                 return
             del refused[key]
+            self._store_ids.pop(key, None)

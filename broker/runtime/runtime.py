@@ -430,6 +430,7 @@ class Runtime:
         self.broker.unstore(store_ids)
         assert self._after_commit is not None
         self._after_commit.unstore(store_ids)
+        self._refused.forget(store_ids)
 
     def _load_done(self, task: asyncio.Task[None]) -> None:
         self._loads.discard(task)

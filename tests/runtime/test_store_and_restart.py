@@ -264,6 +264,41 @@ async def test_a_refused_publish_sent_again_with_its_message_id_is_routed_once()
         await runtime.stop()
 
 
+class AwayThenRefusingStore(OrmMessageStore):
+    """Away until the test says it is back; then it refuses the body "bad" for good."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.away = True
+
+    def _write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
+        if inserts and self.away:
+            raise OSError("connection refused")
+        if any(copy.message.body_json == '"bad"' for copy in inserts):
+            raise IntegrityError("the check constraint says no")
+        super()._write(inserts, deletes, queues_to_delete)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_refused_publish_whose_copy_the_database_then_refuses_is_not_confirmed_when_sent_again() -> None:
+    await database_sync_to_async(Queue.objects.create)(name="retried")
+    store = AwayThenRefusingStore()
+    runtime = Runtime(store, checkpoint_seconds=0.2)
+    await runtime.start()
+    request = PublishRequest("", "retried", dumps("bad"), {}, True, "m-1")
+    try:
+        with pytest.raises(Unavailable):
+            await runtime.publish(request)
+        store.away = False
+        assert runtime.writer is not None
+        await runtime.writer.flush()  # the retry: refused for good, left out
+        with pytest.raises(Unavailable):  # not confirmed: it was never stored
+            await runtime.publish(request)
+        assert await rows("retried") == []
+    finally:
+        await runtime.stop()
+
+
 async def test_new_store_ids_start_above_every_stored_row(runtime: Runtime) -> None:
     # A row the router does not load: its queue's stored arguments are refused (saved
     # past validation), so only the table's maximum can keep its id from reuse.
