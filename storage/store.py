@@ -413,21 +413,26 @@ class OrmMessageStore:
         return cast(list[StatsHandler], running_handlers())
 
     def _write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
-        if queues_to_delete:
-            # Queues the router deleted (auto-delete, expires), with their messages and
-            # bindings, in a transaction of their own before the rest: one that held their
-            # rows and then locked the rows of the queues its copies go to could wait for a
-            # deletion through Django of several queues, which waits for it (PostgreSQL).
-            # A copy for such a queue, inserted after, finds no row and is left out.
-            with transaction.atomic(), connection.cursor() as cursor:
-                if self._fence is not None:
-                    self._fence(cursor)
+        with transaction.atomic(), connection.cursor() as cursor:
+            if self._fence is not None:
+                self._fence(cursor)
+            if queues_to_delete:
+                # Queues the router deleted (auto-delete, expires), with their messages and
+                # bindings, before the inserts, in the same transaction: a copy for such a
+                # queue finds no row and is left out, and no queue declared anew under its
+                # name can take it before this commit. On PostgreSQL every queue row this
+                # commit touches is locked first, in id order, as deletions through Django
+                # lock theirs: deleting some and then locking others, it could wait for a
+                # deletion of several queues that waits for it.
+                if connection.vendor == "postgresql":
+                    names = sorted({copy.queue for copy in inserts})
+                    table = connection.ops.quote_name(Queue._meta.db_table)
+                    cursor.execute(
+                        f"SELECT q.id FROM {table} AS q WHERE q.id = ANY(%s) OR q.name = ANY(%s) {LOCK_QUEUES}",
+                        [list(queues_to_delete), names],
+                    )
                 delete_queue_rows(cursor, queues_to_delete)
-        if inserts or deletes:
-            with transaction.atomic(), connection.cursor() as cursor:
-                if self._fence is not None:
-                    self._fence(cursor)
-                self._write_rows(cursor, inserts, deletes)
+            self._write_rows(cursor, inserts, deletes)
 
     @staticmethod
     def _write_rows(cursor: Any, inserts: Sequence[StoredCopy], deletes: Sequence[int]) -> None:

@@ -47,6 +47,9 @@ class RefusedPublishes:
             self._store_ids.setdefault((copy.message.exchange, copy.message.message_id), set()).add(copy.store_id)
         self._forget_expired(now)
 
+    def remembers(self, exchange: str, message_id: str) -> bool:
+        return (exchange, message_id) in self._refused
+
     def forget(self, store_ids: set[int]) -> None:
         """The database refused these copies for good: a publish of theirs sent again is no
         longer answered with their commit's outcome (it would be confirmed, never stored),

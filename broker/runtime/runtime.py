@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any, Final, Protocol
 
 from broker.engine.broker import Broker, Planned, QueueCounts, Relocated
-from broker.engine.errors import BrokerError, QueueFull
+from broker.engine.errors import BrokerError, QueueFull, Unavailable
 from broker.engine.jsoncodec import dumps
 from broker.engine.messages import Delivery, Effects, InDoubt, LoadRequest, Message, make_message
 from broker.engine.names import generated_queue_name
@@ -51,8 +51,9 @@ from .timeouts import within
 log = logging.getLogger("broker.runtime")
 
 # A declaration of a queue the router deleted by itself waits this long at most for the
-# writer's commit that deletes its row (Runtime.redeclared).
-REDECLARE_WAIT_SECONDS: Final = 5.0
+# writer's commit that deletes its row (Runtime.redeclared); longer than the writer waits
+# for SQLite's lock, shorter than a router call's time limit.
+REDECLARE_WAIT_SECONDS: Final = 25.0
 # A transaction-ack consumer's copies in doubt wait this long before their rows are looked
 # for again, while the database does not answer or a handler's transaction holds them.
 IN_DOUBT_RETRY_SECONDS: Final = 0.5
@@ -477,7 +478,9 @@ class Runtime:
             if again is not None:
                 assert self.writer is not None
                 mark, routed = again
-                return request.message_id, routed, None if mark <= self.writer.durable else self.writer.append(())
+                if mark <= self.writer.durable:
+                    return request.message_id, routed, None
+                return request.message_id, routed, self._confirmed_again(request.exchange, request.message_id)
         message = make_message(
             message_id=request.message_id or new_message_id(),
             exchange=request.exchange,
@@ -497,6 +500,31 @@ class Runtime:
                 f"{published.routed} other queue(s) took it"
             )
         return message.message_id, published.routed, committed
+
+    def _confirmed_again(self, exchange: str, message_id: str) -> asyncio.Future[None]:
+        """A refused publish sent again while its copies' retried commit is under way: the
+        outcome of the next commit, unless the database left those copies out meanwhile
+        (refused for good, `_never_stored`): then it is refused again, and routed anew if
+        sent once more."""
+        assert self.writer is not None
+        batch = self.writer.append(())
+        answer: asyncio.Future[None] = batch.get_loop().create_future()
+
+        def settled(done: asyncio.Future[None]) -> None:
+            if answer.done():
+                return
+            if done.cancelled():
+                answer.cancel()
+            elif done.exception() is not None:
+                answer.set_exception(done.exception())  # type: ignore[arg-type]
+            elif not self._refused.remembers(exchange, message_id):
+                answer.set_exception(Unavailable("the message store refused this message"))
+            else:
+                answer.set_result(None)
+
+        batch.add_done_callback(settled)
+        answer.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved
+        return answer
 
     def publish_planned(self, plan: Planned) -> None:
         """Enqueue and deliver a message whose copies are stored (the outbox's)."""
@@ -614,7 +642,8 @@ class Runtime:
             async with asyncio.timeout(REDECLARE_WAIT_SECONDS):
                 await deleted
         except TimeoutError:
-            log.warning("queue %r declared again while its old row %d waits to be deleted", name, row_id)
+            # Going ahead would answer for the old row, soon deleted: refused, to be tried again.
+            raise Unavailable(f"queue {name!r} is still being deleted; declare it again in a moment") from None
         return True
 
     def queue_counts(self, names: Sequence[str]) -> dict[str, QueueCounts]:

@@ -42,7 +42,7 @@ RETRY_SECONDS: Final = 0.5
 
 class MessageStore(Protocol):
     def write(self, inserts: Sequence[StoredCopy], deletes: Sequence[int], queues_to_delete: Sequence[int]) -> None:
-        """Insert, then delete, in one transaction."""
+        """Delete the queues, insert, then delete, in one transaction."""
 
     def close(self) -> None:
         """Release the calling thread's database connection."""

@@ -262,3 +262,29 @@ def test_the_copies_a_foreign_key_refuses_at_commit_are_found(monkeypatch: pytes
     finally:
         store.close()
     assert list(MessageRow.objects.values_list("queue_id", "id")) == [(kept.pk, 2)]
+
+
+def test_a_deletion_of_several_queues_and_the_writer_deleting_one_of_them_wait_rather_than_deadlock() -> None:
+    """Django deletes queues B and A (B's id the lower), locking each row in id order; the
+    writer deletes A (the router dropped it) and stores a copy for B. Deleting A first and
+    then locking B, the writer waited for the deletion while it waited for A: a deadlock."""
+    first = Queue.objects.create(name="first")
+    second = Queue.objects.create(name="second")
+    assert first.pk < second.pk
+    with _paused_deletion(pre_delete) as (locked, go_on):  # paused with the first row locked
+        deletion = Side(lambda: Queue.objects.filter(name__in=["first", "second"]).delete())
+        deletion.start()
+        assert locked.wait(WAIT_SECONDS)
+        store = OrmMessageStore()
+        writer = Side(_closing(store, lambda: store.write([_copy(7, "first")], [], [second.pk])))
+        writer.start()
+        try:
+            waited = _waits_for_a_lock(writer)
+        finally:
+            go_on.set()
+        deletion.outcome()
+        writer.outcome()
+
+    assert waited, "the writer did not wait for the deletion"
+    assert not Queue.objects.exists()
+    assert _stored() == []
