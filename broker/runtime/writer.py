@@ -379,6 +379,8 @@ class GroupCommitWriter:
             if len(inserts) < len(taken.inserts):
                 refused_count = len(left_out)
                 taken.inserts = inserts
+                with self._lock:
+                    self._tried.difference_update(left_out)  # never written: nothing to delete
                 if left_out and self._on_left_out is not None:
                     # Before the rest is committed and counts as durable: a delivery held
                     # for that commit must not go out naming a row that will never exist.
