@@ -112,4 +112,6 @@ def _act(request: HttpRequest, queue: Queue, permissions: Any) -> None:
     summary = f"{VERBS[verb]} {done['taken']} message(s)"
     if done["skipped"]:
         summary += f"; {done['skipped']} left as they were (unacknowledged, gone meanwhile, or routed nowhere)"
+    if not done["complete"]:
+        summary += "; only the queue's first 200,000 messages were looked at: act again for the rest"
     messages.success(request, summary + ".")

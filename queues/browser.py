@@ -87,7 +87,7 @@ def queue_messages_act(
     permissions: Permissions,
     exchange: str | None = None,
     routing_key: str = "",
-) -> dict[str, int]:
+) -> dict[str, int | bool]:
     """Delete, move, copy or replay the selected ready messages; what was done, counted."""
     check_browser_action(action)
     if action == "copy":

@@ -109,3 +109,6 @@ class MessageActionDoneSerializer(serializers.Serializer[Any]):
         help_text="selected but left as they were: unacknowledged, gone meanwhile, or whose copy would reach no queue"
     )
     routed = serializers.IntegerField(help_text="queues the copies reached")
+    complete = serializers.BooleanField(
+        help_text="false: the queue was longer than 200,000 messages, and `all: true` took only from those looked at"
+    )

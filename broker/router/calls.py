@@ -158,8 +158,8 @@ def queue_act(
     exchange: str = "",
     routing_key: str = "",
     allowed: list[str] | None = None,
-) -> dict[str, int]:
-    done: dict[str, int] = call_router(QueueActCall(name, action, ids, wanted, exchange, routing_key, allowed))
+) -> dict[str, int | bool]:
+    done: dict[str, int | bool] = call_router(QueueActCall(name, action, ids, wanted, exchange, routing_key, allowed))
     return done
 
 

@@ -117,9 +117,10 @@ async def act(
     exchange: str = "",
     routing_key: str = "",
     allowed: list[str] | None = None,
-) -> dict[str, int]:
+) -> dict[str, int | bool]:
     """Carry out `action` on the selected ready messages (`ids`, or every one that matches
-    `wanted`); counts of what was done."""
+    `wanted`); counts of what was done, and `complete`: false when the queue was longer
+    than MAX_SCAN messages and only those looked at were selected."""
     check_browser_action(action)
     if action in ("move", "copy") and not runtime.broker.has_exchange(exchange):
         raise NotFound(f"exchange {exchange!r} does not exist")
@@ -133,7 +134,7 @@ async def act(
             where = origin_of(message)
             return where if where is not None and (permitted is None or where[0] in permitted) else None
 
-    selection, epoch, unacked = await _selection(runtime, queue, ids, wanted)
+    selection, epoch, unacked, complete = await _selection(runtime, queue, ids, wanted)
     totals = {"taken": 0, "skipped": unacked, "routed": 0}
     assert runtime.writer is not None
     for start in range(0, len(selection), BATCH):
@@ -147,22 +148,23 @@ async def act(
         totals["taken"] += done.taken
         totals["skipped"] += done.skipped
         totals["routed"] += done.routed
-    log.info("%s on queue %r: %d message(s) taken, %d skipped, %d queue(s) reached",
-             action, queue, totals["taken"], totals["skipped"], totals["routed"])
-    return totals
+    log.info("%s on queue %r: %d message(s) taken, %d skipped, %d queue(s) reached%s",
+             action, queue, totals["taken"], totals["skipped"], totals["routed"],
+             "" if complete else f" (the first {MAX_SCAN:,} messages looked at)")
+    return {**totals, "complete": complete}
 
 
 async def _selection(
     runtime: Runtime, queue: str, ids: list[str] | None, wanted: Mapping[str, Any] | None
-) -> tuple[list[Listed], int | None, int]:
-    """The ready messages an action takes, the backlog's epoch, and how many selected ones
-    are unacknowledged (left to their subscriber)."""
+) -> tuple[list[Listed], int | None, int, bool]:
+    """The ready messages an action takes, the backlog's epoch, how many selected ones are
+    unacknowledged (left to their subscriber), and whether the whole queue was looked at."""
     if ids is None and wanted is None:
         raise BrokerError("give `ids` (the messages selected) or `filter` with `all: true`",
                           fields={"ids": ["ids or all matching"]})
     keys = None if ids is None else set(refuse_unknown_keys(ids))
-    found, epoch, _ = await scan(runtime, queue, wanted if keys is None else None)
+    found, epoch, complete = await scan(runtime, queue, wanted if keys is None else None)
     chosen = [item for item in found if keys is None or item.key in keys]
     unacked = sum(1 for item in chosen if item.unacked)
     missing = 0 if keys is None else len(keys) - len(chosen)
-    return [item for item in chosen if not item.unacked], epoch, unacked + missing
+    return [item for item in chosen if not item.unacked], epoch, unacked + missing, complete

@@ -92,7 +92,7 @@ async def test_replay_sends_the_matches_back_to_their_origin_and_leaves_the_othe
     await dead_letters(http, runtime)
     status, done = await post(http, "/api/queues/dead/messages/replay/",
                               {"all": True, "filter": {"path": "country", "value": "fr"}})
-    assert (status, done) == (200, {"taken": 2, "skipped": 0, "routed": 2})
+    assert (status, done) == (200, {"taken": 2, "skipped": 0, "routed": 2, "complete": True})
     work = (await http.get("/api/queues/work/messages/")).json()
     assert bodies(work) == [0, 2]
     assert bodies((await http.get("/api/queues/dead/messages/")).json()) == [1, 3]
@@ -104,7 +104,7 @@ async def test_delete_move_and_copy_selected_messages(http: httpx.AsyncClient, r
     ids = [m["id"] for m in (await http.get("/api/queues/dead/messages/")).json()["messages"]]
     assert (await post(http, "/api/queues/dead/messages/copy/", {"ids": ids[:1], "exchange": "", "routing_key": "parked"}))[1]["taken"] == 1
     assert (await post(http, "/api/queues/dead/messages/move/", {"ids": ids[1:2], "exchange": "", "routing_key": "parked"}))[1]["taken"] == 1
-    assert (await post(http, "/api/queues/dead/messages/delete/", {"ids": ids[2:3]}))[1] == {"taken": 1, "skipped": 0, "routed": 0}
+    assert (await post(http, "/api/queues/dead/messages/delete/", {"ids": ids[2:3]}))[1] == {"taken": 1, "skipped": 0, "routed": 0, "complete": True}
     assert bodies((await http.get("/api/queues/dead/messages/")).json()) == [0, 3]
     assert bodies((await http.get("/api/queues/parked/messages/")).json()) == [0, 1]
     again = await post(http, "/api/queues/dead/messages/delete/", {"ids": ids[2:3]})
@@ -166,3 +166,21 @@ async def test_a_move_keeps_the_spaces_of_its_routing_key(http: httpx.AsyncClien
     _, done = await post(http, "/api/queues/q/messages/move/", {"all": True, "exchange": "spaced", "routing_key": " x"})
     assert done["taken"] == 1
     assert (await http.get("/api/queues/to/")).json()["messages"] == 1
+
+
+async def test_all_on_a_queue_longer_than_the_scan_says_it_is_not_complete(
+    http: httpx.AsyncClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`all: true` takes from the messages looked at; past MAX_SCAN (200,000; 3 here, with the
+    queue's window of 1 and the backlog read a row at a time) the answer says so, and acting
+    again takes the rest."""
+    monkeypatch.setattr("broker.runtime.browser.MAX_SCAN", 3)
+    monkeypatch.setattr("broker.runtime.browser.READ_CHUNK", 1)
+    runtime.broker.window = 1
+    for n in range(5):
+        await post(http, "/api/exchanges/amq.default/publish/", {"routing_key": "q", "body": {"n": n}})
+    status, done = await post(http, "/api/queues/q/messages/delete/", {"all": True})
+    assert (status, done) == (200, {"taken": 3, "skipped": 0, "routed": 0, "complete": False})
+    assert (await post(http, "/api/queues/q/messages/delete/", {"all": True}))[1] == {
+        "taken": 2, "skipped": 0, "routed": 0, "complete": True
+    }
