@@ -129,6 +129,25 @@ def paused_deletion() -> Iterator[tuple[threading.Event, threading.Event]]:
         yield events
 
 
+def _the_writer_waits_for(delete: Callable[[], Any], write: Callable[[OrmMessageStore], Any]) -> None:
+    """`delete` (a deletion through Django) pauses with its first queue row locked; `write`
+    (the router's writer's) must then wait for a lock, and both end once it goes on."""
+    with _paused_deletion(pre_delete) as (locked, go_on):
+        deletion = Side(delete)
+        deletion.start()
+        assert locked.wait(WAIT_SECONDS)
+        store = OrmMessageStore()
+        writer = Side(_closing(store, lambda: write(store)))
+        writer.start()
+        try:
+            waited = _waits_for_a_lock(writer)
+        finally:
+            go_on.set()
+        deletion.outcome()
+        writer.outcome()
+    assert waited, "the writer did not wait for the deletion"
+
+
 def _queues() -> None:
     doomed = Queue.objects.create(name="doomed")
     Queue.objects.create(name="kept")
@@ -220,21 +239,7 @@ def test_a_queue_the_router_deletes_while_django_deletes_it_is_deleted_once() ->
     deadlock with it."""
     _queues()
     doomed = Queue.objects.get(name="doomed").pk
-    with _paused_deletion(pre_delete) as (locked, go_on):
-        deletion = Side(lambda: queue_delete(name="doomed"))
-        deletion.start()
-        assert locked.wait(WAIT_SECONDS)
-        store = OrmMessageStore()
-        writer = Side(_closing(store, lambda: store.write([], [], [doomed])))
-        writer.start()
-        try:
-            waited = _waits_for_a_lock(writer)
-        finally:
-            go_on.set()
-        deletion.outcome()
-        writer.outcome()
-
-    assert waited, "the writer did not wait for the deletion"
+    _the_writer_waits_for(lambda: queue_delete(name="doomed"), lambda store: store.write([], [], [doomed]))
     assert not Queue.objects.filter(name="doomed").exists()
     assert _stored() == []
 
@@ -271,20 +276,9 @@ def test_a_deletion_of_several_queues_and_the_writer_deleting_one_of_them_wait_r
     first = Queue.objects.create(name="first")
     second = Queue.objects.create(name="second")
     assert first.pk < second.pk
-    with _paused_deletion(pre_delete) as (locked, go_on):  # paused with the first row locked
-        deletion = Side(lambda: Queue.objects.filter(name__in=["first", "second"]).delete())
-        deletion.start()
-        assert locked.wait(WAIT_SECONDS)
-        store = OrmMessageStore()
-        writer = Side(_closing(store, lambda: store.write([_copy(7, "first")], [], [second.pk])))
-        writer.start()
-        try:
-            waited = _waits_for_a_lock(writer)
-        finally:
-            go_on.set()
-        deletion.outcome()
-        writer.outcome()
-
-    assert waited, "the writer did not wait for the deletion"
+    _the_writer_waits_for(  # the deletion paused with the first row locked
+        lambda: Queue.objects.filter(name__in=["first", "second"]).delete(),
+        lambda store: store.write([_copy(7, "first")], [], [second.pk]),
+    )
     assert not Queue.objects.exists()
     assert _stored() == []

@@ -41,6 +41,16 @@ async def started(store: MemoryStore) -> Runtime:
     return runtime
 
 
+def transaction_consumer(runtime: Runtime, *, prefetch: int) -> tuple[Sink, int]:
+    """A transaction-ack subscription to queue q on a connection of its own: (its sink, the connection)."""
+    sink = Sink()
+    connection = runtime.connect(sink)
+    runtime.subscribe(
+        connection, subscription="s", subscription_json='"s"', ack_mode=AckMode.TRANSACTION, prefetch=prefetch, queue="q"
+    )
+    return sink, connection
+
+
 def consume(runtime: Runtime, ack_mode: AckMode) -> Sink:
     sink = Sink()
     connection = runtime.connect(sink)
@@ -118,11 +128,7 @@ async def test_transaction_deliveries_are_acknowledged_like_client_ones() -> Non
     store = MemoryStore(queues=[QueueSpec("q")])
     runtime = await started(store)
     try:
-        sink = Sink()
-        connection = runtime.connect(sink)
-        runtime.subscribe(
-            connection, subscription="s", subscription_json='"s"', ack_mode=AckMode.TRANSACTION, prefetch=1, queue="q"
-        )
+        sink, connection = transaction_consumer(runtime, prefetch=1)
         for body in ("1", "2"):
             await runtime.publish(request(body))
         await eventually(lambda: len(sink.frames) == 1, what="one delivery: prefetch 1")
@@ -146,11 +152,7 @@ async def test_a_copy_whose_row_its_consumer_deleted_before_going_away_is_not_gi
     store = MemoryStore(queues=[QueueSpec("q", arguments=arguments), QueueSpec("dead")])
     runtime = await started(store)
     try:
-        sink = Sink()
-        connection = runtime.connect(sink)
-        runtime.subscribe(
-            connection, subscription="s", subscription_json='"s"', ack_mode=AckMode.TRANSACTION, prefetch=2, queue="q"
-        )
+        sink, connection = transaction_consumer(runtime, prefetch=2)
         for body in ("1", "2"):
             await runtime.publish(request(body))
         await eventually(lambda: len(sink.frames) == 2, what="both deliveries")
@@ -174,11 +176,7 @@ async def test_a_copy_not_yet_committed_when_its_consumer_went_away_comes_back_o
     store.refuse_inserts = True  # the commit fails, and is retried
     runtime = await started(store)
     try:
-        sink = Sink()
-        connection = runtime.connect(sink)
-        runtime.subscribe(
-            connection, subscription="s", subscription_json='"s"', ack_mode=AckMode.TRANSACTION, prefetch=1, queue="q"
-        )
+        sink, connection = transaction_consumer(runtime, prefetch=1)
         runtime.publish_nowait(request("1"))
         assert runtime.broker.queue_counts("q") == QueueCounts(0, 1, 1)  # delivered, its frame held back
         runtime.disconnect(connection)
