@@ -24,7 +24,7 @@ from typing import Any, Final
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
-from django.utils.crypto import get_random_string
+from django.utils.crypto import constant_time_compare, get_random_string, salted_hmac
 from django.utils.module_loading import import_string
 
 from pubsub.models import TaskResultRow
@@ -122,7 +122,28 @@ def publish_task(row: TaskResultRow) -> None:
     }
     if _has_other_keys(row.args) or _has_other_keys(row.kwargs):
         body = json.loads(json.dumps(body))  # as the row keeps them: `{1: 2}` becomes `{"1": 2}`
+    body["signature"] = task_signature(body)
     publish("", body, routing_key=broker_queue(row.queue_name), message_id=row.id)
+
+
+def task_signature(body: dict[str, Any]) -> str:
+    """The project's mark on a task message it published (an HMAC with its SECRET_KEY): a
+    worker runs a message that carries it without reading its result row first. Any other
+    message on a task queue (one a client that may write to the default exchange
+    published, say) is run from its result row, or not at all: from its body it would run
+    any task with any arguments."""
+    named = [body.get(key) for key in ("task_result_id", "task", "args", "kwargs", "takes_context")]
+    text = json.dumps(named, sort_keys=True, separators=(",", ":"))
+    return salted_hmac("pubsub.tasks.message", text, algorithm="sha256").hexdigest()
+
+
+def signed(body: dict[str, Any]) -> bool:
+    """Does the message carry the project's mark, for what it says (`task_signature`)?"""
+    signature = body.get("signature")
+    try:
+        return isinstance(signature, str) and constant_time_compare(signature, task_signature(body))
+    except (TypeError, ValueError):  # a body no publish of ours makes
+        return False
 
 
 def _has_other_keys(value: Any) -> bool:

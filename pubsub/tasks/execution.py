@@ -31,8 +31,9 @@ from broker.engine.jsoncodec import dumps
 from common.server_binding import execute_bound
 from pubsub.handling import Message, handler, registered
 from pubsub.models import TaskResultRow
+from pubsub.storable import storable_text
 
-from .backend import BrokerTaskBackend, broker_queue, publish_task, result_of, task_of
+from .backend import BrokerTaskBackend, broker_queue, publish_task, result_of, signed, task_of
 from .compat import Task, TaskContext, TaskResult, TaskResultStatus, normalize_json, set_field, signals, task_backends
 
 log = logging.getLogger("pubsub.tasks")
@@ -101,7 +102,7 @@ def run_task(message: Message) -> Any:
     body = message.body if isinstance(message.body, dict) else {}
     running = None
     started = timezone.now()
-    if body.get("takes_context") or message.delivery_count > 1 or "task" not in body:
+    if body.get("takes_context") or message.delivery_count > 1 or "task" not in body or not signed(body):
         row = TaskResultRow.objects.filter(id=body.get("task_result_id")).first()
         if row is None or row.status in FINISHED:
             log.warning("task message %s: its result is unknown or finished; skipped", message.message_id)
@@ -256,7 +257,7 @@ def record_failure(message: Message, error: BaseException) -> None:
     row.status = TaskResultRow.Status.FAILED
     row.errors = [*row.errors, {
         "exception_class_path": f"{type(error).__module__}.{type(error).__qualname__}",
-        "traceback": "".join(format_exception(error)).replace("\x00", "\\x00"),  # PostgreSQL keeps no U+0000
+        "traceback": storable_text("".join(format_exception(error))),
     }]
     row.worker_ids = _attempts(row.worker_ids, message.delivery_count)
     row.started_at = row.started_at or now

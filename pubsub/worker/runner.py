@@ -37,6 +37,7 @@ from broker.engine.jsoncodec import dumps, loads
 from broker.engine.messages import DELIVERY_COUNT
 from broker.runtime.timeouts import within
 from pubsub.handling import Handler, Message
+from pubsub.storable import storable_text
 
 from . import execution, status
 from .batches import WATCH_SECONDS, Batches
@@ -622,14 +623,10 @@ def _returns(message: Message) -> int:
 
 def _described(error: BaseException) -> str:
     """`Class: text` of a handler's exception, as it is recorded and put in a dead letter's
-    headers: even for an exception whose str() fails, with U+0000 written `\\x00`
-    (PostgreSQL keeps no U+0000 in text, and the broker refuses it in headers), and a lone
-    surrogate (text decoded with `surrogateescape`: file names, a program's output) written
-    `\\udcff` (no UTF-8 text holds one). Each would have failed every try to record the
-    failure, the message neither retried nor acknowledged."""
+    headers: even for an exception whose str() fails, and storable (`storable_text`: else
+    every try to record the failure failed, the message neither retried nor acknowledged)."""
     try:
         text = str(error)
     except Exception as failing:
         text = f"<its str() failed: {type(failing).__name__}>"
-    described = f"{type(error).__name__}: {text}".replace("\x00", "\\x00")
-    return described if described.isascii() else described.encode("utf-8", "backslashreplace").decode("utf-8")
+    return storable_text(f"{type(error).__name__}: {text}")

@@ -6,6 +6,7 @@ On SQLite here; on PostgreSQL too in scripts/test's PostgreSQL run (E2E_DATABASE
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -156,7 +157,8 @@ def test_a_handler_over_its_time_limit_fails_with_its_writes_rolled_back(
     (dead,) = take(broker, "work.dead")
     assert dead["headers"]["x-handler-error"] == "time limit of 1 s exceeded"
     assert handled(broker) == []
-    assert f"message {message_id}, attempt 1 failed after 1.0" in handlers.log()
+    took = re.search(rf"message {message_id}, attempt 1 failed after ([0-9.]+) s", handlers.log())
+    assert took is not None and 1.0 <= float(took.group(1)) < 5.0  # its limit, and some slack on a busy machine
 
 
 def test_sigterm_lets_the_running_handler_finish_then_exits(broker: BrokerProcess, handlers: HandlersProcess) -> None:

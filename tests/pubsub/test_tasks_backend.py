@@ -17,6 +17,7 @@ from django.utils import timezone
 from pubsub.handling import Message, registered, unregister
 from pubsub.models import OutboxRow, TaskResultRow
 from pubsub.tasks.compat import InvalidTask, TaskResultDoesNotExist, signals
+from pubsub.tasks.execution import _SKIPPED as SKIPPED
 from pubsub.tasks.execution import (
     prune_task_results,
     publish_due_tasks,
@@ -118,6 +119,33 @@ def test_a_task_runs_in_the_handlers_transaction_and_keeps_its_result() -> None:
         again = message(enqueued.id, delivery_count=2)
         write_results([(again, run_task(again))])  # finished: not run again
     assert TaskResultRow.objects.get(id=enqueued.id).worker_ids == found.worker_ids
+
+
+def test_a_task_message_of_ours_runs_without_reading_its_row_and_another_from_its_row_or_not_at_all() -> None:
+    """Anyone who may publish to the default exchange can put a message on a task queue: run
+    from its body, it ran any task with any arguments. Only the project's signed messages are."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.pubsub.sample_tasks import double
+
+    enqueued = double.enqueue(21)
+    ours = message(enqueued.id)
+    assert "signature" in ours.body
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        ran = run_task(ours)
+    assert ran.value == 42 and len(queries) == 0  # no read of its row
+
+    forged_args = Message(**{**vars_of(ours), "body": {**ours.body, "args": [1000]}})
+    with transaction.atomic():
+        assert run_task(forged_args).value == 42  # the row's arguments, not the message's
+    unknown = Message(**{**vars_of(ours), "body": {"task_result_id": "forged", "task": ours.body["task"], "args": [5]}})
+    with transaction.atomic():
+        assert run_task(unknown) is SKIPPED  # no such result: not run
+
+
+def vars_of(message: Message) -> dict[str, Any]:
+    return {field: getattr(message, field) for field in message.__dataclass_fields__}
 
 
 def test_a_failing_task_rolls_back_and_is_failed_when_given_up() -> None:
@@ -299,3 +327,16 @@ def test_with_no_queues_named_a_task_for_another_queue_than_default_is_refused(s
         elsewhere.enqueue(1)
     assert str(double.enqueue(1).status) == "READY"
     assert not TaskResultRow.objects.filter(queue_name="elsewhere").exists()
+
+
+def test_a_failure_whose_text_holds_a_lone_surrogate_is_recorded() -> None:
+    """A file name decoded with `surrogateescape` in the exception: PostgreSQL's jsonb refused
+    the traceback, and the failure was tried again for ever, the task left READY."""
+    from tests.pubsub.sample_tasks import double
+
+    enqueued = double.enqueue(1)
+    with transaction.atomic():
+        record_failure(message(enqueued.id), ValueError("bad file caf\udce9\x00"))
+    found = double.get_backend().get_result(enqueued.id)
+    assert str(found.status) == "FAILED"
+    assert "bad file caf\\udce9\\x00" in found.errors[0].traceback
