@@ -195,10 +195,12 @@ class Failed:
     seconds: float | None = None  # how long the attempt ran, when known
 
 
-# What a handler's run may raise, its message's failure: its exceptions, its time limit,
-# and a `sys.exit()` or KeyboardInterrupt of its own (it runs in a worker thread, which no
-# signal interrupts), which would otherwise fail every message of its batch.
-HANDLER_FAILURES: Final = (Exception, TimeLimitExceeded, SystemExit, KeyboardInterrupt)
+# What a handler's run may raise, its message's failure: anything, its time limit too. It
+# runs in a worker thread, which no signal interrupts, so a `sys.exit()`, KeyboardInterrupt,
+# an async handler's CancelledError (a task of its own cancelled) or another BaseException
+# is its own; let through, it failed every message of its batch, or (a CancelledError)
+# ended the lane that ran it as if the lane itself were cancelled, its batch never settled.
+HANDLER_FAILURES: Final = (BaseException,)
 
 
 def handle_batch(

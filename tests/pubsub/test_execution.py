@@ -4,6 +4,7 @@ and a connection left inside a transaction is replaced."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Any
 
@@ -71,16 +72,23 @@ def test_a_caught_database_error_commits_nothing_and_fails_only_its_message() ->
     assert list(StoredMessage.objects.values_list("id", flat=True)) == [2]  # the bad one is still there
 
 
-def test_a_handler_s_sys_exit_fails_its_own_message_only() -> None:
+class Custom(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("raised", [SystemExit(3), asyncio.CancelledError(), Custom()], ids=["exit", "cancelled", "custom"])
+def test_a_handler_s_base_exception_fails_its_own_message_only(raised: BaseException) -> None:
+    """A `sys.exit()`, an async handler's own CancelledError, any BaseException: its message's
+    failure (a CancelledError ended the worker's lane, its batch never settled)."""
     def handler(m: Message) -> None:
         Queue.objects.create(name=f"made-by-{m.message_id}")
         if m.message_id == "bad":
-            raise SystemExit(3)
+            raise raised
 
     items = [(message("good"), stored(1, "good")), (message("bad"), stored(2, "bad"))]
     outcomes = handle_batch(spec(handler), items, Watched())
     assert outcomes[0] == Outcome.HANDLED and isinstance(outcomes[1], Failed)
-    assert isinstance(outcomes[1].error, SystemExit)
+    assert outcomes[1].error is raised
     assert Queue.objects.filter(name="made-by-good").exists() and not Queue.objects.filter(name="made-by-bad").exists()
     assert list(StoredMessage.objects.values_list("id", flat=True)) == [2]
 
