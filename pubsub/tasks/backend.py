@@ -19,6 +19,7 @@ KEEP_RESULTS seconds (None: for ever), then `runhandlers` deletes it.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Final
 
 from django.core.exceptions import ImproperlyConfigured
@@ -29,6 +30,7 @@ from django.utils.module_loading import import_string
 
 from pubsub.models import TaskResultRow
 from pubsub.publishing import publish
+from queues.models import Queue
 
 from .compat import (
     BaseTaskBackend,
@@ -114,8 +116,27 @@ class BrokerTaskBackend(BaseTaskBackend):  # type: ignore[misc]
         return sorted(self.queues) if self.queues else ["default"]
 
 
+# A task queue found stored (or made) is taken to exist this long (`_ensure_task_queue`).
+QUEUE_SEEN_SECONDS: Final = 5.0
+_queues_seen: dict[str, float] = {}  # name -> until when
+
+
+def _ensure_task_queue(name: str) -> None:
+    """A task's queue exists when its message is published, or the broker drops the message
+    (it reaches no queue) and the task stays READY for ever. `runbroker` declares the task
+    queues when it starts; a queue added to QUEUES since (web processes deployed before
+    `runbroker` restarted) or deleted in the admin is made here, in the enqueue's
+    transaction, unless it was seen lately."""
+    if _queues_seen.get(name, 0.0) > time.monotonic():
+        return
+    Queue.objects.get_or_create(name=name, defaults={"durable": True})
+    # Seen once committed: made in a transaction that rolls back, it does not exist.
+    transaction.on_commit(lambda: _queues_seen.__setitem__(name, time.monotonic() + QUEUE_SEEN_SECONDS))
+
+
 def publish_task(row: TaskResultRow) -> None:
     """The task's message: what running it needs, so the common case reads no row first."""
+    _ensure_task_queue(broker_queue(row.queue_name))
     body = {
         "task_result_id": row.id, "task": row.task_path, "args": row.args, "kwargs": row.kwargs,
         "takes_context": row.takes_context,

@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
+import pubsub.tasks.backend as backend_module
 from pubsub.handling import Message, registered, unregister
 from pubsub.models import OutboxRow, TaskResultRow
 from pubsub.tasks.compat import InvalidTask, TaskResultDoesNotExist, signals
@@ -340,3 +341,18 @@ def test_a_failure_whose_text_holds_a_lone_surrogate_is_recorded() -> None:
     found = double.get_backend().get_result(enqueued.id)
     assert str(found.status) == "FAILED"
     assert "bad file caf\\udce9\\x00" in found.errors[0].traceback
+
+
+def test_enqueue_makes_a_task_queue_that_does_not_exist() -> None:
+    """Added to QUEUES after `runbroker` declared the others (or deleted in the admin): its
+    messages reached no queue, and its tasks stayed READY for ever."""
+    from queues.models import Queue
+    from tests.pubsub.sample_tasks import double
+
+    backend_module._queues_seen.clear()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        double.using(queue_name="emails").enqueue(1)
+        raise RuntimeError  # rolled back: the queue too, and it is not taken as seen
+    assert not Queue.objects.filter(name="tasks.emails").exists()
+    double.using(queue_name="emails").enqueue(1)
+    assert Queue.objects.get(name="tasks.emails").durable
