@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -29,12 +30,44 @@ PROGRESS_AFTER: Final = 2.0  # seconds before a publish run starts reporting pro
 PROGRESS_EVERY: Final = 1.0
 
 
+class BodyError(ValueError):
+    """A body (or header value) that reads as a number JSON cannot carry: bad usage."""
+
+
 def parse_body(text: str) -> Any:
-    """JSON when the text parses as JSON, else the text itself as a string."""
+    """JSON when the text parses as JSON, else the text itself as a string.
+
+    `NaN`, `Infinity` and numbers too large for a float (`1e999`) are refused with
+    `BodyError`: Python reads them, but they are not JSON, and sending the text as a
+    string instead would publish something other than what was meant."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_a_number, parse_float=_finite_float)
+    except BodyError:
+        if not _python_reads(text):
+            return text  # `NaN or not`: text that only starts like such a number
+        raise
     except ValueError:
         return text
+
+
+def _python_reads(text: str) -> bool:
+    """Does Python's `json` read the whole text (taking NaN and infinities)?"""
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _not_a_number(name: str) -> Any:
+    raise BodyError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BodyError(f"{text} is too large for a JSON number")
+    return value
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -224,7 +257,10 @@ def _headers(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, Any
         name, sep, value = pair.partition("=")
         if not sep or not name:
             parser.error(f"--header {pair!r}: expected NAME=VALUE")
-        headers[name] = parse_body(value)
+        try:
+            headers[name] = parse_body(value)
+        except BodyError as error:
+            parser.error(f"--header {name}: {error}")
     return headers
 
 
@@ -257,7 +293,7 @@ class _Progress:
 async def publish(client: Client, args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"routing_key": args.key, "headers": args.headers, "persistent": not args.transient}
     if args.body is not None:
-        result = await client.publish(args.exchange, parse_body(args.body), **options)
+        result = await client.publish(args.exchange, args.parsed_body, **options)
         _print_json({"message_id": result.message_id, "routed": result.routed})
         if result.routed == 0:
             _notice("the message reached no queue (routed 0)")
@@ -268,6 +304,7 @@ async def publish(client: Client, args: argparse.Namespace) -> int:
     failures: list[BaseException] = []
     sent = confirmed = unrouted = 0
     progress = _Progress()
+    number = 0
 
     def done(task: asyncio.Task[PublishResult]) -> None:
         nonlocal confirmed, unrouted
@@ -287,11 +324,17 @@ async def publish(client: Client, args: argparse.Namespace) -> int:
         line = await asyncio.to_thread(sys.stdin.readline)
         if not line:
             break
+        number += 1
         text = line.rstrip("\r\n")
         if not text.strip():
             continue
+        try:
+            body = parse_body(text)
+        except BodyError as error:
+            failures.append(BodyError(f"line {number} of stdin: {error}; nothing after it was published"))
+            break
         await window.acquire()
-        task = asyncio.create_task(client.publish(args.exchange, parse_body(text), **options))
+        task = asyncio.create_task(client.publish(args.exchange, body, **options))
         task.add_done_callback(done)
         in_flight.add(task)
         sent += 1
@@ -348,10 +391,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(error))
     if args.command == "publish":
         args.headers = _headers(parser, args.header)
+        try:
+            args.parsed_body = None if args.body is None else parse_body(args.body)
+        except BodyError as error:
+            parser.error(f"BODY: {error}")
         if args.window < 1:
             parser.error("--window must be at least 1")
     try:
         return asyncio.run(run(args))
+    except BodyError as error:
+        sys.stderr.write(f"pubsub: error: {error}\n")
+        return EXIT_USAGE
     except BrokerError as error:
         sys.stderr.write(f"pubsub: error: {error.code}: {error.message}\n")
         for field, problems in error.fields.items():

@@ -191,7 +191,7 @@ class Client:
 
         `exchange` `""` is the default exchange (routing key = queue name). The
         message keeps one `message_id` (a uuid4 unless given) through every re-send,
-        so a consumer can recognise a duplicate. An `unavailable` answer is retried
+        so a consumer can recognise a duplicate. An `unavailable` or `rate_limited` answer is retried
         after a backoff; any other error is raised as a `BrokerError`. `timeout`
         (default: the client's `publish_timeout`, None = no limit) raises
         `PublishTimeout`."""

@@ -45,8 +45,9 @@ class BrokerError(PubSubError):
 
     @property
     def retryable(self) -> bool:
-        """True for `unavailable`: the broker (or its cluster) may accept the same request later."""
-        return self.code == "unavailable"
+        """True for `unavailable` and `rate_limited`: the broker (or its cluster) may accept the
+        same request later, so the client sends it again after its backoff."""
+        return self.code in ("unavailable", "rate_limited")
 
 
 class InvalidRequest(BrokerError):

@@ -4,7 +4,9 @@
 When the connection drops it reconnects with exponential backoff, subscribes
 every live subscription again (same subscription ids), and sends every
 unconfirmed publish again with the same `message_id` (at-least-once: consumers
-can deduplicate on it). It reports each step as an `Event`.
+can deduplicate on it). It reports each step as an `Event`. A frame is serialized
+once, at the call, so that what is sent again is what was sent first, and a frame
+the broker could not read fails its call instead of the reconnect.
 
 Delivery tags are per connection (docs/protocol.md, "The message object"): a delivery
 remembers the connection generation it came on, and acknowledging it after a
@@ -36,12 +38,15 @@ from .errors import (
     BrokerError,
     ClientClosed,
     ConnectionFailed,
+    InvalidRequest,
     PublishTimeout,
     RequestTimeout,
     SubscriptionCancelled,
+    TooLarge,
     Unauthorized,
 )
 from .models import AckMode, Event, EventKind, PublishResult
+from .outbox import _invalid, _json_problem, _utf8_size
 from .subscription import Backoff, Delivery, Subscription
 
 log = logging.getLogger("pubsub_client")
@@ -54,14 +59,56 @@ RESTORE_TIMEOUT: Final = 15.0
 # The close code of a connection whose credentials the broker refused after the handshake
 # (docs/protocol.md, "Close codes"): not tried again.
 CLOSE_UNAUTHORIZED: Final = 4401
+# The close code of a connection on which the broker received a frame, or a publish, over
+# its size limit.
+CLOSE_TOO_BIG: Final = 1009
+# How long an unsubscribe waits for the broker's answer before it is sent again.
+UNSUBSCRIBE_TIMEOUT: Final = 10.0
+# The fields of a frame that carry the caller's own JSON values.
+_VALUE_FIELDS: Final = ("body", "headers", "arguments")
 
 
 @dataclass(eq=False, slots=True)
 class _Publish:
-    frame: dict[str, Any]
+    text: str  # the frame as sent, serialized once at the call: every re-send is the same
+    size: int  # its UTF-8 bytes, as the broker counts them
+    message_id: str
     future: asyncio.Future[PublishResult]
     generation: int = 0  # the connection it was last sent on; 0 = not sent on a live one
-    attempts: int = 0  # `unavailable` answers so far
+    attempts: int = 0  # `unavailable` or `rate_limited` answers so far
+
+
+def _frame_text(frame: dict[str, Any]) -> str:
+    """The JSON text of a frame, or `InvalidRequest` naming the field the broker could not read.
+
+    The broker refuses a frame that is not JSON as a whole, without its id, so nothing would
+    ever answer the call: NaN, infinities, integers past 64 bits and lone surrogates, which
+    Python's `json` writes, are refused here instead, with the outbox's rules."""
+    for field in _VALUE_FIELDS:
+        if field in frame:
+            problem = _json_problem(frame[field], 1)
+            if problem is not None:
+                raise _invalid(field, f"must be a JSON value ({problem})")
+    try:
+        text = json.dumps(frame, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as error:  # a field the caller gave that is not JSON at all
+        raise InvalidRequest("invalid", f"the frame is not JSON: {error}") from None
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise _invalid(_surrogate_field(frame), "must not hold a lone surrogate") from None
+    return text
+
+
+def _surrogate_field(frame: dict[str, Any]) -> str:
+    """The first field of a frame whose JSON text cannot be written in UTF-8."""
+    for field, value in frame.items():
+        try:
+            json.dumps(value, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            return str(field)
+    return "frame"
 
 
 class Session:
@@ -174,6 +221,8 @@ class Session:
             await reader
             if self._closing:
                 return
+            if _closed_too_big(ws):
+                self._refuse_largest(self.generation)
             if ws.close_code == CLOSE_UNAUTHORIZED:
                 # The broker took the handshake, then refused the credentials (its error
                 # frame came first): as final as a 401 at the handshake.
@@ -185,6 +234,20 @@ class Session:
             if connected is None:
                 return
             ws, restore = connected, True
+
+    def _refuse_largest(self, generation: int) -> None:
+        """The broker closed the connection on a frame over its size limit: the largest publish
+        sent on it fails with `TooLarge` instead of being sent again, and closing the next
+        connection, for ever. The others are sent again as after any drop."""
+        sent = [(pending.size, key) for key, pending in self._publishes.items() if pending.generation == generation]
+        if not sent:
+            return
+        _, key = max(sent)
+        pending = self._publishes.pop(key)
+        if not pending.future.done():
+            pending.future.set_exception(
+                TooLarge("too_large", "the broker closed the connection: the message is over its size limit")
+            )
 
     def _lost(self, *, reconnecting: bool = True) -> None:
         self._ready.clear()
@@ -241,7 +304,11 @@ class Session:
             # `publish` send nothing until the session is ready); none is sent twice. It ends
             # when a look at both finds nothing unsent, with no await before `_ready` is set.
             while True:
-                subs = [sub for sub in self._subscriptions.values() if sub._sent_generation != generation]
+                subs = [
+                    sub
+                    for sub in self._subscriptions.values()
+                    if sub._sent_generation != generation and not sub._cancelling
+                ]
                 if resubscribed is None:
                     resubscribed = len(subs)
                 if subs:
@@ -249,7 +316,7 @@ class Session:
                         if sub._sent_generation == generation:
                             continue  # sent meanwhile by its retry after an `unavailable`
                         sub._sent_generation = generation
-                        await ws.send(json.dumps(sub.frame))
+                        await ws.send(sub._text)
                     if not await self._answered(subs, ws, reader):
                         return
                     continue
@@ -258,7 +325,7 @@ class Session:
                     break
                 for pending in unsent:
                     pending.generation = generation
-                    await ws.send(json.dumps(pending.frame))
+                    await ws.send(pending.text)
                 republished += len(unsent)
             if self._ws is not ws:
                 return
@@ -364,7 +431,7 @@ class Session:
             if sub is None:
                 # Cancelled while the broker was subscribing it: end it there too.
                 if self._ws is not None:
-                    asyncio.ensure_future(self._send_quietly(self._ws, {"type": "unsubscribe", "id": frame_id}))
+                    asyncio.ensure_future(self._send_quietly(self._ws, json.dumps({"type": "unsubscribe", "id": frame_id})))
                 return
             sub.queue = str(frame.get("queue", sub.queue))
             sub._attempts = 0
@@ -388,7 +455,8 @@ class Session:
         if key is not None and key in self._publishes:
             pending = self._publishes[key]
             if error.retryable:
-                # A cluster failing over: the same message (same message_id) again, later.
+                # A cluster failing over, or over the broker's rate: the same message (same
+                # message_id) again, later.
                 pending.attempts += 1
                 pending.generation = 0
                 self._later(self.backoff.delay(pending.attempts), self._resend, key)
@@ -403,8 +471,9 @@ class Session:
         elif key is not None and key in self._subscriptions and not self._subscriptions[key]._active.is_set():
             sub = self._subscriptions[key]
             if error.retryable:
-                # A cluster failing over: this subscribe again, later, on the same connection
-                # (dropping it would give the other subscriptions' unacknowledged messages back).
+                # A cluster failing over, or over the broker's rate: this subscribe again, later,
+                # on the same connection (dropping it would give the other subscriptions'
+                # unacknowledged messages back).
                 sub._attempts += 1
                 sub._sent_generation = 0
                 self._later(self.backoff.delay(sub._attempts), self._resubscribe, key)
@@ -429,21 +498,21 @@ class Session:
         if pending is None or pending.generation != 0 or ws is None or not self._ready.is_set():
             return  # confirmed, given up, or the reconnect will send it
         pending.generation = self.generation
-        asyncio.ensure_future(self._send_quietly(ws, pending.frame))
+        asyncio.ensure_future(self._send_quietly(ws, pending.text))
 
     def _resubscribe(self, key: str) -> None:
         sub = self._subscriptions.get(key)
         ws = self._ws
-        if sub is None or sub._active.is_set() or sub._sent_generation != 0 or ws is None:
+        if sub is None or sub._active.is_set() or sub._sent_generation != 0 or ws is None or sub._cancelling:
             return  # answered, cancelled, sent by a restore, or the reconnect will send it
         # Also while a restore waits for the answers on this connection: it sends no
         # subscribe marked as sent on it, so either sends it once.
         sub._sent_generation = self.generation
-        asyncio.ensure_future(self._send_quietly(ws, sub.frame))
+        asyncio.ensure_future(self._send_quietly(ws, sub._text))
 
-    async def _send_quietly(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
+    async def _send_quietly(self, ws: ClientConnection, text: str) -> None:
         with contextlib.suppress(ConnectionClosed):
-            await ws.send(json.dumps(frame))
+            await ws.send(text)
 
     # -- operations ------------------------------------------------------------
 
@@ -452,8 +521,9 @@ class Session:
         timeout counts connecting and sending too (a broker that stops reading holds a send)."""
         key = f"p{next(self._ids)}"
         frame["id"] = key
+        text = _frame_text(frame)  # raises before anything is sent
         future: asyncio.Future[PublishResult] = asyncio.get_running_loop().create_future()
-        pending = _Publish(frame, future)
+        pending = _Publish(text, _utf8_size(text), str(frame.get("message_id")), future)
         try:
             async with asyncio.timeout(timeout):
                 await self.open()
@@ -461,10 +531,10 @@ class Session:
                 ws = self._ws
                 if ws is not None and self._ready.is_set():
                     pending.generation = self.generation
-                    await self._send_quietly(ws, frame)
+                    await self._send_quietly(ws, text)
                 return await asyncio.shield(future)
         except TimeoutError:
-            raise PublishTimeout(f"no confirm for message {frame.get('message_id')} within {timeout} s") from None
+            raise PublishTimeout(f"no confirm for message {pending.message_id} within {timeout} s") from None
         finally:
             if not future.done():
                 future.cancel()
@@ -473,6 +543,7 @@ class Session:
     async def send(self, frame: dict[str, Any], *, timeout: float | None) -> None:
         """Send a frame that expects no reply (a fire-and-forget publish) once connected;
         `ConnectionFailed` when it is not sent within `timeout` (connecting and sending)."""
+        text = _frame_text(frame)
         try:
             async with asyncio.timeout(timeout):
                 await self.open()
@@ -482,7 +553,7 @@ class Session:
                     if ws is None:
                         continue
                     try:
-                        await ws.send(json.dumps(frame))
+                        await ws.send(text)
                         return
                     except ConnectionClosed:
                         continue  # sent on the next connection
@@ -505,7 +576,7 @@ class Session:
         """The timeout counts connecting and sending too; given up, the subscription is forgotten."""
         key = f"s{next(self._ids)}"
         frame["id"] = key
-        sub = Subscription(id=key, frame=frame, ack=ack, session=self)
+        sub = Subscription(id=key, frame=frame, ack=ack, session=self, _text=_frame_text(frame))
         sub._first = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(timeout):
@@ -514,14 +585,14 @@ class Session:
                 ws = self._ws
                 if ws is not None and self._ready.is_set():
                     sub._sent_generation = self.generation
-                    await self._send_quietly(ws, frame)
+                    await self._send_quietly(ws, sub._text)
                 await asyncio.shield(sub._first)
         except BaseException as error:
             self._subscriptions.pop(key, None)
             if sub._first.done() and not sub._first.cancelled():
                 sub._first.exception()  # retrieved: the caller gets it below
             if sub._active.is_set() and self._ws is not None and not sub._ended:
-                await self._send_quietly(self._ws, {"type": "unsubscribe", "id": key})
+                await self._send_quietly(self._ws, json.dumps({"type": "unsubscribe", "id": key}))
             if isinstance(error, TimeoutError) and not isinstance(error, RequestTimeout):
                 raise RequestTimeout(f"no answer to the subscribe within {timeout} s") from None
             raise
@@ -529,39 +600,96 @@ class Session:
         return sub
 
     async def unsubscribe(self, sub: Subscription) -> None:
-        subscribed = sub._active.is_set() and not sub._ended
-        if self._subscriptions.pop(sub.id, None) is None:
-            sub._end()
+        """End a subscription once the broker has ended it: until then its deliveries still
+        come to the caller, since an auto-ack subscription ended here first would lose what
+        the broker goes on sending it. A refusal the broker may take back (`unavailable`,
+        `rate_limited`) or no answer within UNSUBSCRIBE_TIMEOUT sends the unsubscribe again
+        after the backoff. Client-acknowledged deliveries still buffered are then dropped:
+        the broker has requeued them."""
+        if sub._cancelling:
+            return  # a cancel under way will end it
+        if self._subscriptions.get(sub.id) is not sub:
+            self._release(sub)
             return
+        # Not active: no subscription on the broker's side (yet: see "subscribed" in `_dispatch`).
+        subscribed = sub._active.is_set() and not sub._ended
+        sub._cancelling = True
+        try:
+            if subscribed:
+                await self._unsubscribe_until_answered(sub)
+        finally:
+            self._release(sub)
+
+    async def _unsubscribe_until_answered(self, sub: Subscription) -> None:
+        """Send the unsubscribe until the broker answers it, or the subscription goes anyway
+        (the connection was lost, the broker cancelled it, the client was closed)."""
+        loop = asyncio.get_running_loop()
+        attempts = 0
+        while not self._closing:
+            ws = self._ws
+            if ws is None or not sub._active.is_set() or sub._ended:
+                return  # the broker ended it with its connection, or cancelled it
+            future: asyncio.Future[dict[str, Any]] = loop.create_future()
+            self._requests[sub.id] = future
+            try:
+                await self._send_quietly(ws, json.dumps({"type": "unsubscribe", "id": sub.id}))
+                async with asyncio.timeout(UNSUBSCRIBE_TIMEOUT):
+                    await future
+                return
+            except (ConnectionFailed, ClientClosed):
+                return  # lost or closed: the broker's subscription ended with the connection
+            except BrokerError as error:
+                if not error.retryable:
+                    return  # a broker that no longer knows it: it is gone
+            except TimeoutError:
+                pass  # no answer: asked again
+            finally:
+                if self._requests.get(sub.id) is future:
+                    del self._requests[sub.id]
+            attempts += 1
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.backoff.delay(attempts)):
+                    await self._closed_event.wait()
+
+    def _release(self, sub: Subscription) -> None:
+        """Forget a subscription the broker no longer has, and end it for its caller."""
+        if self._subscriptions.get(sub.id) is sub:
+            del self._subscriptions[sub.id]
+        sub._forget_unacknowledged()
         sub._end()
-        ws = self._ws
-        if ws is None or not subscribed:
-            return  # no subscription on the broker's side (yet: see "subscribed" in `_dispatch`)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._requests[sub.id] = future
-        await self._send_quietly(ws, {"type": "unsubscribe", "id": sub.id})
-        # Lost connection, or a broker that no longer knows it: either way it is gone.
-        with contextlib.suppress(ConnectionFailed, BrokerError, TimeoutError):
-            async with asyncio.timeout(10):
-                await future
+
+    def connection_alive(self, generation: int) -> bool:
+        """Is the connection of that number the live one? A client-acknowledged delivery of
+        another is not handed out: the broker requeued it when that connection closed."""
+        return not self._closing and self._ws is not None and generation == self.generation
 
     async def ping(self, *, timeout: float = 10.0) -> float:
-        """Round trip time to the broker, in seconds; `timeout` counts connecting and sending."""
+        """Round trip time to the broker, in seconds; `timeout` counts connecting, sending, and
+        the backoff before a ping refused `unavailable` or `rate_limited` is sent again."""
         key = f"k{next(self._ids)}"
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[str, Any]] = loop.create_future()
         started = loop.time()
+        attempts = 0
         try:
             async with asyncio.timeout(timeout):
                 await self.open()
-                await self._wait_ready(None)
-                ws = self._ws
-                if ws is None:
-                    raise ConnectionFailed("not connected")
-                self._requests[key] = future
-                started = loop.time()
-                await ws.send(json.dumps({"type": "ping", "id": key}))
-                await future
+                while True:
+                    await self._wait_ready(None)
+                    ws = self._ws
+                    if ws is None:
+                        raise ConnectionFailed("not connected")
+                    future: asyncio.Future[dict[str, Any]] = loop.create_future()
+                    self._requests[key] = future
+                    started = loop.time()
+                    await ws.send(json.dumps({"type": "ping", "id": key}))
+                    try:
+                        await future
+                        break
+                    except BrokerError as error:
+                        if not error.retryable:
+                            raise
+                    attempts += 1
+                    await asyncio.sleep(self.backoff.delay(attempts))
         except ConnectionClosed as error:
             raise ConnectionFailed("the connection to the broker was lost") from error
         except TimeoutError:
@@ -585,6 +713,12 @@ class Session:
         if self._failure is not None:
             raise self._failure
         raise ConnectionFailed(f"not connected to {self.ws_url} within {timeout} s")
+
+
+def _closed_too_big(ws: ClientConnection) -> bool:
+    """Did the broker close the connection because of a frame of ours over its size limit?
+    Not when the client closed it with the same code, on a frame of the broker's too big."""
+    return ws.close_code == CLOSE_TOO_BIG and ws.protocol.close_rcvd_then_sent is True
 
 
 def _handshake_error(status: int, body: bytes) -> BrokerError:

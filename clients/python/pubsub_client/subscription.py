@@ -24,6 +24,8 @@ class SessionLike(Protocol):
 
     async def unsubscribe(self, sub: Subscription) -> None: ...
 
+    def connection_alive(self, generation: int) -> bool: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
@@ -110,8 +112,10 @@ class Subscription:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _active: asyncio.Event = field(default_factory=asyncio.Event)
     _first: asyncio.Future[str] | None = None
+    _text: str = ""  # its subscribe frame as sent, serialized once by the session
     _sent_generation: int = 0  # the connection its subscribe was last sent on; 0 = to be sent
-    _attempts: int = 0  # `unavailable` answers to its subscribe so far
+    _attempts: int = 0  # `unavailable` or `rate_limited` answers to its subscribe so far
+    _cancelling: bool = False  # its unsubscribe is under way: not subscribed again on a reconnect
     _error: BaseException | None = None
     _ended: bool = False
 
@@ -133,8 +137,8 @@ class Subscription:
         while True:
             while self._buffer:
                 delivery = self._buffer.popleft()
-                if delivery._manual and delivery._generation != self.session.generation:
-                    continue  # from a dead connection: the broker delivers it again
+                if delivery._manual and not self.session.connection_alive(delivery._generation):
+                    continue  # from a dead connection (even while reconnecting): the broker delivers it again
                 return delivery
             if self._error is not None:
                 raise self._error
@@ -153,7 +157,9 @@ class Subscription:
                 return None
 
     async def cancel(self) -> None:
-        """Unsubscribe; unacknowledged deliveries go back to the queue (docs/protocol.md)."""
+        """Unsubscribe, and return once the broker has (deliveries still come until then);
+        unacknowledged deliveries go back to the queue, and the buffered client-acknowledged
+        ones are no longer handed out."""
         await self.session.unsubscribe(self)
 
     async def __aenter__(self) -> Subscription:
@@ -167,6 +173,11 @@ class Subscription:
     def _push(self, delivery: Delivery) -> None:
         self._buffer.append(delivery)
         self._wake.set()
+
+    def _forget_unacknowledged(self) -> None:
+        """Drop the buffered client-acknowledged deliveries: once unsubscribed, the broker
+        has requeued them, and acknowledging them would do nothing."""
+        self._buffer = deque(delivery for delivery in self._buffer if not delivery._manual)
 
     def _end(self, error: BaseException | None = None) -> None:
         self._ended = True

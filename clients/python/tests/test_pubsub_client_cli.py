@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import os
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import unique
+from websockets.asyncio.server import ServerConnection, serve
 
-from tests.e2e.harness import BrokerProcess
+from pubsub_client.cli import EXIT_USAGE, BodyError, main, parse_body
+from tests.e2e.harness import BrokerProcess, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -114,3 +119,63 @@ def test_version_is_the_installed_package_s() -> None:
     assert pubsub_client.__version__ == installed
     shown = subprocess.run(command("--version"), capture_output=True, text=True, timeout=20)
     assert (shown.returncode, shown.stdout.strip()) == (0, f"pubsub {installed}")
+
+
+# -- bodies that are not JSON numbers (no broker: refused before anything is sent) -------
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "1e999", '{"n": -1e999}', "[NaN]"])
+def test_a_body_of_a_number_json_cannot_carry_is_refused(text: str) -> None:
+    """Python's `json` reads these as floats, which are not JSON: sent, the broker would
+    refuse the frame, and the publish would wait for ever."""
+    with pytest.raises(BodyError):
+        parse_body(text)
+
+
+def test_bodies_that_are_json_or_text_are_kept() -> None:
+    assert parse_body('{"n": 1.5}') == {"n": 1.5}
+    assert parse_body("NaN or not") == "NaN or not"
+    assert parse_body("[1e999, 2") == "[1e999, 2"
+    assert parse_body("1e308") == 1e308
+
+
+def test_a_body_argument_of_nan_is_bad_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--url", "http://127.0.0.1:9", "publish", "x", "NaN"])
+    assert exited.value.code == EXIT_USAGE
+    assert "NaN is not a JSON number" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["--url", "http://127.0.0.1:9", "publish", "x", "b", "--header", "n=1e999"])
+    assert exited.value.code == EXIT_USAGE
+
+
+async def test_a_stdin_line_of_nan_stops_the_run_as_bad_usage(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The lines before it are published; it and those after it are not."""
+    bodies: list[Any] = []
+
+    def strict(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")  # as the broker reads frames
+
+    async def handler(connection: ServerConnection) -> None:
+        async for text in connection:
+            try:
+                frame = json.loads(text, parse_constant=strict)
+            except ValueError:
+                await connection.send(json.dumps({"type": "error", "id": None, "code": "invalid", "message": "not JSON"}))
+                continue
+            if frame.get("type") == "publish":
+                bodies.append(frame["body"])
+                await connection.send(json.dumps({"type": "confirm", "id": frame["id"],
+                                                  "message_id": frame["message_id"], "routed": 1}))
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"n": 1}\nNaN\n{"n": 2}\n'))
+    port = free_port()
+    async with serve(handler, "127.0.0.1", port):
+        status = await asyncio.wait_for(
+            asyncio.to_thread(main, ["--url", f"http://127.0.0.1:{port}", "publish", "x"]), 20
+        )
+    assert status == EXIT_USAGE
+    assert "line 2 of stdin: NaN is not a JSON number" in capsys.readouterr().err
+    assert bodies == [{"n": 1}]

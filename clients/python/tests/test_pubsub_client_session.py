@@ -503,7 +503,8 @@ async def test_a_retried_subscribe_is_not_sent_again_by_a_restore_under_way() ->
     session._ws = socket  # type: ignore[assignment]
     for key in ("s1", "s2"):
         session._subscriptions[key] = Subscription(
-            id=key, frame={"type": "subscribe", "id": key}, ack=AckMode.CLIENT, session=session
+            id=key, frame={"type": "subscribe", "id": key}, ack=AckMode.CLIENT, session=session,
+            _text=json.dumps({"type": "subscribe", "id": key}),
         )
     session._later(0.001, session._resubscribe, "s2")  # its backoff ends during the first send
 
