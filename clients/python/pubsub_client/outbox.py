@@ -171,6 +171,8 @@ def _row(message: OutboxMessage, max_bytes: int) -> _Row:
     headers = {} if message.headers is None else message.headers
     if not isinstance(headers, Mapping) or not all(isinstance(key, str) for key in headers):
         raise _invalid("headers", "must be an object with string keys")
+    if "" in headers:  # the router refuses it (a STOMP MESSAGE frame could not carry it): lost
+        raise _invalid("headers", 'a header needs a name (not "")')
     if EXPIRATION in headers and not _is_expiration(headers[EXPIRATION]):
         raise _invalid("headers", "expiration: must be a number of milliseconds (a string of digits)")
     if not isinstance(message.persistent, bool):

@@ -144,6 +144,7 @@ async def test_a_bad_message_is_refused_before_anything_is_written(client: Clien
         ({"body": "\ud800"}, InvalidRequest, "body"),
         ({"headers": ["not", "an", "object"]}, InvalidRequest, "headers"),
         ({"headers": {"x": "a\x00"}}, InvalidRequest, "headers"),
+        ({"headers": {"": "a header without a name"}}, InvalidRequest, "headers"),
         # The router refused it and removed the row: a row it would refuse is never written.
         ({"headers": {"expiration": "soon"}}, InvalidRequest, "headers"),
         ({"headers": {"expiration": -1}}, InvalidRequest, "headers"),
