@@ -62,6 +62,9 @@ CLOSE_UNAUTHORIZED: Final = 4401
 # The close code of a connection on which the broker received a frame, or a publish, over
 # its size limit.
 CLOSE_TOO_BIG: Final = 1009
+# Handshake refusals that end the reconnecting (README, "Authentication"): trying again
+# with the same credentials will not help. Any other is tried again.
+FINAL_REFUSALS: Final = frozenset({"unauthorized", "forbidden"})
 # How long an unsubscribe waits for the broker's answer before it is sent again.
 UNSUBSCRIBE_TIMEOUT: Final = 10.0
 # The fields of a frame that carry the caller's own JSON values.
@@ -280,7 +283,9 @@ class Session:
                 log.info("reconnect attempt %d failed: %s", attempt, error)
                 continue
             except BrokerError as error:
-                if error.retryable:
+                if error.code not in FINAL_REFUSALS:
+                    # A proxy or a broker restarting may answer 404, 408, 429 or 5xx for a while.
+                    log.info("reconnect attempt %d refused: %s", attempt, error)
                     continue
                 self._give_up(error)  # unauthorized, forbidden: trying again will not help
                 return None

@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from typing import Any
 
 import pytest
@@ -520,3 +521,37 @@ async def test_a_retried_subscribe_is_not_sent_again_by_a_restore_under_way() ->
     await session._restore(socket, reader)  # type: ignore[arg-type]
     await answering
     assert sorted(socket.sent) == ["s1", "s2"]
+
+
+async def test_a_handshake_refused_for_a_while_is_tried_again_until_it_is_taken() -> None:
+    """Only 401 and 403 end the reconnecting (README): a proxy or a broker restarting that
+    answers 429, 408, 404 or 502 for a while is tried again; the client gave up on those."""
+    refusals = [HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.REQUEST_TIMEOUT, HTTPStatus.NOT_FOUND, HTTPStatus.BAD_GATEWAY]
+    handshakes = 0
+    events: list[Event] = []
+
+    async def refusing(connection: ServerConnection, request: Any) -> Any:
+        nonlocal handshakes
+        handshakes += 1
+        if 2 <= handshakes <= 1 + len(refusals):
+            return connection.respond(refusals[handshakes - 2], "not now\n")
+        return None
+
+    async def handler(connection: ServerConnection) -> None:
+        if handshakes == 1:
+            return  # the first connection drops at once
+        async for _ in connection:
+            pass
+
+    port = free_port()
+    async with serve(handler, "127.0.0.1", port, process_request=refusing):
+        client = Client(f"http://127.0.0.1:{port}", on_event=events.append, backoff=FAST_BACKOFF)
+        await client.open()
+        for _ in range(200):
+            if EventKind.RECONNECTED in [event.kind for event in events]:
+                break
+            await asyncio.sleep(0.05)
+        kinds = [event.kind for event in events]
+        await client.close()
+    assert EventKind.RECONNECTED in kinds and EventKind.GAVE_UP not in kinds
+    assert handshakes == 2 + len(refusals)
