@@ -630,9 +630,10 @@ class Runtime:
     async def redeclared(self, name: str, row_id: int) -> bool:
         """A declaration found queue `name` stored in row `row_id`. True when the router
         deleted that queue by itself (auto-delete, `expires`) and its writer was still to
-        delete the row: answered once that commit landed (or after REDECLARE_WAIT_SECONDS),
-        so that the declaration finds no row and makes the queue anew, after the commit that
-        left out the old queue's copies. Otherwise the declaration counts as a use of it."""
+        delete the row: answered once that commit landed, so that the declaration finds no
+        row and makes the queue anew, after the commit that left out the old queue's copies
+        (`unavailable` when it has not within REDECLARE_WAIT_SECONDS). Otherwise the
+        declaration counts as a use of the queue."""
         assert self.writer is not None
         deleted = self.writer.queue_row_deleted(row_id)
         if deleted is None:
