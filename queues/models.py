@@ -6,11 +6,8 @@ never one by one from views: the admin only reads and deletes them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import connection, models
+from django.db import models
 
 from broker.engine.queues import parse_queue_arguments, refuse_two_spellings
 from broker.engine.rules import check_name, is_name, object_field
@@ -70,24 +67,3 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_id} in queue {self.queue.name}"
-
-
-def delete_queue_rows(cursor: Any, ids: Sequence[int]) -> None:
-    """Delete these queue rows and the rows that go with them (stored messages, bindings),
-    in plain SQL: no signal sends each deletion to the router, which deleted these queues
-    itself (its writer, storage/store.py). Run in the caller's transaction, on `cursor`.
-
-    The queue's row first (the foreign keys are checked at COMMIT, so it may go before the
-    rows that name it), as a deletion through Django takes it first (storage/signals.py):
-    one waits for the other, where in two orders each could hold rows the other waits for,
-    a deadlock on PostgreSQL.
-    """
-    marks = ", ".join(["%s"] * len(ids))
-    table = connection.ops.quote_name(Queue._meta.db_table)
-    cursor.execute(f"DELETE FROM {table} WHERE id IN ({marks})", list(ids))
-    for relation in Queue._meta.related_objects:
-        # Bindings and stored messages: foreign keys that cascade (a reverse many-to-many, or
-        # a key that protects or sets null, would need more than a DELETE here).
-        assert relation.one_to_many and relation.on_delete is models.CASCADE, relation
-        table = connection.ops.quote_name(relation.related_model._meta.db_table)
-        cursor.execute(f"DELETE FROM {table} WHERE {relation.field.column} IN ({marks})", list(ids))

@@ -42,12 +42,14 @@ def queue_declare(
     auto_delete: bool = False,
     arguments: Mapping[str, Any] | None = None,
     permissions: Permissions | None = None,
+    settled: bool = False,
 ) -> QueueDeclared:
     """Create a queue, or find an identical one (docs/protocol.md, POST /api/queues/).
 
     An empty name gets a generated `amq.gen-...` one. `permissions` (the caller's; None for
     the project's own code) are checked on the final name before anything is written:
-    configure on the queue, and for a dead-letter exchange what RabbitMQ asks.
+    configure on the queue, and for a dead-letter exchange what RabbitMQ asks. `settled`:
+    the caller has called `settle_dropped_queue` for this name already.
     """
     if name == "":
         name = generated_queue_name()
@@ -74,7 +76,8 @@ def queue_declare(
         # write to that exchange could reach its queues through a TTL of 0.
         permissions.require("read", "queue", name)
         permissions.require("write", "exchange", parsed.dead_letter_exchange)
-    settle_dropped_queue(name)
+    if not settled:
+        settle_dropped_queue(name)
     with transaction.atomic():
         if not Queue.objects.filter(name=name).exists():
             ensure_room(Queue, setting="MAX_QUEUES", kind="queues")
@@ -124,14 +127,19 @@ def queue_ensure(
     arguments: Mapping[str, Any] | None = None,
     given: bool = False,
     permissions: Permissions | None = None,
+    settled: bool = False,
 ) -> None:
     """A queue that a STOMP `/queue/NAME` destination names (docs/protocol.md, "STOMP"):
     declared when missing. An existing one is used as it is, unless the frame `given`
-    properties of its own, which must then be the queue's (`precondition_failed`)."""
-    settle_dropped_queue(name)
+    properties of its own, which must then be the queue's (`precondition_failed`).
+    `settled`: as `queue_declare`'s."""
+    if not settled:
+        settle_dropped_queue(name)
     if not given and Queue.objects.filter(name=name).exists():
         return
-    queue_declare(name=name, durable=durable, auto_delete=auto_delete, arguments=arguments, permissions=permissions)
+    queue_declare(
+        name=name, durable=durable, auto_delete=auto_delete, arguments=arguments, permissions=permissions, settled=True
+    )
 
 
 def refuse_private_queue(name: str) -> None:

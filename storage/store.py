@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, cast
 
 from django.db import DatabaseError, DataError, IntegrityError, OperationalError, connection, transaction
-from django.db.models import Max
+from django.db.models import CASCADE, Max
 
 from bindings.models import Binding
 from broker.cluster.lease import connection_kwargs
@@ -29,7 +29,7 @@ from common.server_binding import execute_bound
 from exchanges.models import Exchange
 from pubsub.selectors import running_handlers
 from queues.models import Message as MessageRow
-from queues.models import Queue, delete_queue_rows
+from queues.models import Queue
 from storage.outbox import (
     delete_outbox_any_sql,
     delete_outbox_sql,
@@ -179,7 +179,6 @@ class OrmMessageStore:
             f"DELETE FROM {table} WHERE queue_id IN (SELECT id FROM {queues} WHERE name = %s) AND id > %s AND id < %s"
         )
 
-
         def delete() -> None:
             with transaction.atomic(), connection.cursor() as cursor:
                 if self._fence is not None:
@@ -285,7 +284,7 @@ class OrmMessageStore:
         as a commit does), so none is under way."""
         try:
             if connection.vendor == "postgresql":
-                there = self.stored_copies(store_ids)
+                there = self._select_ids(store_ids)
                 free = set(self._select_ids(store_ids, lock=" FOR KEY SHARE SKIP LOCKED"))
                 return [store_id for store_id in there if store_id in free], [i for i in there if i not in free]
             found: list[int] = []
@@ -567,6 +566,27 @@ def _copy_sql() -> str:
 
 def _delete_any_sql() -> str:
     return f"DELETE FROM {connection.ops.quote_name(MessageRow._meta.db_table)} WHERE id = ANY(%s)"
+
+
+def delete_queue_rows(cursor: Any, ids: Sequence[int]) -> None:
+    """Delete these queue rows and the rows that go with them (stored messages, bindings),
+    in plain SQL: no signal sends each deletion to the router, which deleted these queues
+    itself (the writer's `write`). Run in the writer's transaction, on `cursor`.
+
+    The queue's row first (the foreign keys are checked at COMMIT, so it may go before the
+    rows that name it), as a deletion through Django takes it first (storage/signals.py):
+    one waits for the other, where in two orders each could hold rows the other waits for,
+    a deadlock on PostgreSQL.
+    """
+    marks = ", ".join(["%s"] * len(ids))
+    table = connection.ops.quote_name(Queue._meta.db_table)
+    cursor.execute(f"DELETE FROM {table} WHERE id IN ({marks})", list(ids))
+    for relation in Queue._meta.related_objects:
+        # Bindings and stored messages: foreign keys that cascade (a reverse many-to-many, or
+        # a key that protects or sets null, would need more than a DELETE here).
+        assert relation.one_to_many and relation.on_delete is CASCADE, relation
+        table = connection.ops.quote_name(relation.related_model._meta.db_table)
+        cursor.execute(f"DELETE FROM {table} WHERE {relation.field.column} IN ({marks})", list(ids))
 
 
 def _queue_ids(names: list[str]) -> dict[str, int]:

@@ -46,6 +46,7 @@ def _ensure(name: str, properties: QueueProperties, permissions: Permissions, bi
             arguments=properties.arguments,
             given=properties.given,
             permissions=permissions,
+            settled=True,
         )
         if bind is not None:
             exchange, binding_key = bind

@@ -40,11 +40,10 @@ class RefusedPublishes:
             message = copy.message
             key = (message.exchange, message.message_id)
             counts.setdefault(key, [0, hash((message.routing_key, message.body_json))])[0] += 1
+            self._store_ids.setdefault(key, set()).add(copy.store_id)
         for key, (stored, contents) in counts.items():
             self._refused[key] = [mark, stored, now + self._window, contents]
             self._refused.move_to_end(key)
-        for copy in copies:
-            self._store_ids.setdefault((copy.message.exchange, copy.message.message_id), set()).add(copy.store_id)
         self._forget_expired(now)
 
     def remembers(self, exchange: str, message_id: str) -> bool:

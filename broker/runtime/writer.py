@@ -432,7 +432,7 @@ class GroupCommitWriter:
                     "the database refused message %s for queue %s (%s): kept in memory only, never confirmed",
                     copy.message.message_id, copy.queue, error,
                 )
-        return kept, refused.intersection(copy.store_id for copy in inserts)
+        return kept, refused
 
     async def close(self) -> None:
         """Commit what is pending, then release the thread and its connection."""
