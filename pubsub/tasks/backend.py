@@ -18,10 +18,13 @@ KEEP_RESULTS seconds (None: for ever), then `runhandlers` deletes it.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
+from datetime import datetime
 from typing import Any, Final
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
@@ -73,6 +76,14 @@ class BrokerTaskBackend(BaseTaskBackend):  # type: ignore[misc]
                 f"TASKS[{alias!r}]['OPTIONS']['KEEP_RESULTS']: seconds to keep a finished result (0 to"
                 f" {MAX_KEEP_RESULTS}, a hundred years), or None to keep them all; not {kept!r}"
             )
+        shared = _served_by_others(alias, self.queue_names())
+        if shared:
+            other, queue_name = shared[0]
+            raise ImproperlyConfigured(
+                f"TASKS[{alias!r}] and TASKS[{other!r}] both serve the task queue {queue_name!r}: each broker"
+                f" queue ({broker_queue(queue_name)!r}) has one handler, with one backend's options; give one"
+                " of them another queue name in QUEUES"
+            )
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
         self.validate_task(task)
@@ -83,6 +94,9 @@ class BrokerTaskBackend(BaseTaskBackend):  # type: ignore[misc]
             raise InvalidTask(f"Queue '{task.queue_name}' is not valid for backend: it serves {self.queue_names()}.")
         now = timezone.now()
         deferred = task.run_after is not None and task.run_after > now
+        args, kwargs = normalize_json(list(args)), normalize_json(dict(kwargs))
+        if _has_other_keys(args) or _has_other_keys(kwargs):  # as the row keeps them: `{1: 2}` is `{"1": 2}`
+            args, kwargs = json.loads(json.dumps(args)), json.loads(json.dumps(kwargs))
         row = TaskResultRow(
             id=get_random_string(32),
             task_path=task.module_path,
@@ -90,8 +104,8 @@ class BrokerTaskBackend(BaseTaskBackend):  # type: ignore[misc]
             queue_name=task.queue_name,
             priority=task.priority,
             takes_context=task.takes_context,
-            args=normalize_json(list(args)),
-            kwargs=normalize_json(dict(kwargs)),
+            args=args,
+            kwargs=kwargs,
             enqueued_at=now,
             run_after=task.run_after,
             published=not deferred,
@@ -114,6 +128,22 @@ class BrokerTaskBackend(BaseTaskBackend):  # type: ignore[misc]
     def queue_names(self) -> list[str]:
         """Django's queue names this backend serves (QUEUES; default: "default")."""
         return sorted(self.queues) if self.queues else ["default"]
+
+
+def _served_by_others(alias: str, queue_names: list[str]) -> list[tuple[str, str]]:
+    """(alias, queue name) of the other BrokerTaskBackends in TASKS that serve one of `queue_names`."""
+    found = []
+    for other, params in (getattr(settings, "TASKS", {}) or {}).items():
+        if other == alias or not isinstance(params, dict):
+            continue
+        try:
+            backend_class = import_string(params.get("BACKEND", ""))
+        except ImportError:
+            continue  # Django says so for that alias
+        if isinstance(backend_class, type) and issubclass(backend_class, BrokerTaskBackend):
+            served = params.get("QUEUES") or ["default"]
+            found += [(other, name) for name in queue_names if name in served]
+    return found
 
 
 # A task queue found stored (or made) is taken to exist this long (`_ensure_task_queue`).
@@ -139,12 +169,19 @@ def publish_task(row: TaskResultRow) -> None:
     _ensure_task_queue(broker_queue(row.queue_name))
     body = {
         "task_result_id": row.id, "task": row.task_path, "args": row.args, "kwargs": row.kwargs,
-        "takes_context": row.takes_context,
+        "takes_context": row.takes_context, "backend": row.backend, "queue_name": row.queue_name,
+        "priority": row.priority, "enqueued_at": row.enqueued_at.isoformat(),
+        "run_after": row.run_after.isoformat() if row.run_after else None,
     }
-    if _has_other_keys(row.args) or _has_other_keys(row.kwargs):
-        body = json.loads(json.dumps(body))  # as the row keeps them: `{1: 2}` becomes `{"1": 2}`
     body["signature"] = task_signature(body)
     publish("", body, routing_key=broker_queue(row.queue_name), message_id=row.id)
+
+
+# What a task message says, all of it signed.
+SIGNED_KEYS: Final = (
+    "task_result_id", "task", "args", "kwargs", "takes_context", "backend", "queue_name", "priority", "enqueued_at",
+    "run_after",
+)
 
 
 def task_signature(body: dict[str, Any]) -> str:
@@ -153,7 +190,7 @@ def task_signature(body: dict[str, Any]) -> str:
     message on a task queue (one a client that may write to the default exchange
     published, say) is run from its result row, or not at all: from its body it would run
     any task with any arguments."""
-    named = [body.get(key) for key in ("task_result_id", "task", "args", "kwargs", "takes_context")]
+    named = [body.get(key) for key in SIGNED_KEYS]
     text = json.dumps(named, sort_keys=True, separators=(",", ":"))
     return salted_hmac("pubsub.tasks.message", text, algorithm="sha256").hexdigest()
 
@@ -181,7 +218,21 @@ def task_of(row: TaskResultRow) -> Any:
     found = import_string(row.task_path)
     if not isinstance(found, Task):
         raise TypeError(f"{row.task_path} is not a task")
-    return found.using(queue_name=row.queue_name, priority=row.priority, backend=row.backend, run_after=row.run_after)
+    return as_enqueued(found, row.queue_name, row.priority, row.backend, row.run_after)
+
+
+def as_enqueued(task: Any, queue_name: str, priority: int, backend: str, run_after: datetime | None) -> Any:
+    """`task` as it was enqueued. When the settings no longer take that (its queue since left
+    out of QUEUES, its backend renamed), as it was all the same, unchecked: its result is
+    still read, and its message still runs."""
+    try:
+        return task.using(queue_name=queue_name, priority=priority, backend=backend, run_after=run_after)
+    except (InvalidTask, ImproperlyConfigured):  # the backend's missing alias is ImproperlyConfigured
+        enqueued = copy.copy(task)
+        for name, value in (("queue_name", queue_name), ("priority", priority), ("backend", backend),
+                            ("run_after", run_after)):
+            object.__setattr__(enqueued, name, value)
+        return enqueued
 
 
 def result_of(row: TaskResultRow, task: Any) -> Any:

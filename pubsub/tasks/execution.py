@@ -33,7 +33,7 @@ from pubsub.handling import Message, handler, registered
 from pubsub.models import TaskResultRow
 from pubsub.storable import storable_text
 
-from .backend import BrokerTaskBackend, broker_queue, publish_task, result_of, signed, task_of
+from .backend import BrokerTaskBackend, as_enqueued, broker_queue, publish_task, result_of, signed, task_of
 from .compat import Task, TaskContext, TaskResult, TaskResultStatus, normalize_json, set_field, signals, task_backends
 
 log = logging.getLogger("pubsub.tasks")
@@ -112,10 +112,10 @@ def run_task(message: Message) -> Any:
         row.status, row.last_attempted_at = TaskResultRow.Status.RUNNING, started
         row.started_at = row.started_at or started
         row.worker_ids = _attempts(row.worker_ids, message.delivery_count)
-        running = result_of(row, _as_enqueued(row, task))
+        running = result_of(row, as_enqueued(task, row.queue_name, row.priority, row.backend, row.run_after))
         signals.task_started.send(type(task.get_backend()), task_result=running)
     else:
-        task = _task(body["task"])
+        task = _enqueued(body)
         args, kwargs = body.get("args", []), body.get("kwargs", {})
         if signals.task_started.receivers:
             running = _running_result(task, message, args, kwargs, started)
@@ -125,13 +125,16 @@ def run_task(message: Message) -> Any:
     return _Ran(normalize_json(task.call(*args, **kwargs)), started)
 
 
-def _as_enqueued(row: TaskResultRow, task: Any) -> Any:
-    """The task as it was enqueued (its queue, priority...), or as defined when the settings
-    no longer take that (its queue since left out of QUEUES): it runs either way."""
-    try:
-        return task_of(row)
-    except Exception:
-        return task
+def _enqueued(body: dict[str, Any]) -> Any:
+    """The task of a message of ours (`signed`) as it was enqueued (its queue, priority...)."""
+    return _task_as_enqueued(body["task"], body["queue_name"], body["priority"], body["backend"], body["run_after"])
+
+
+@lru_cache(maxsize=1024)
+def _task_as_enqueued(path: str, queue_name: str, priority: int, backend: str, run_after: str | None) -> Any:
+    return as_enqueued(
+        _task(path), queue_name, priority, backend, datetime.datetime.fromisoformat(run_after) if run_after else None
+    )
 
 
 def _attempts(worker_ids: list[str], attempt: int) -> list[str]:
@@ -148,7 +151,8 @@ def _running_result(task: Any, message: Message, args: Any, kwargs: Any, started
     now = started
     body = message.body if isinstance(message.body, dict) else {}
     return TaskResult(
-        task=task, id=body.get("task_result_id"), status=TaskResultStatus.RUNNING, enqueued_at=None,
+        task=task, id=body.get("task_result_id"), status=TaskResultStatus.RUNNING,
+        enqueued_at=datetime.datetime.fromisoformat(body["enqueued_at"]),
         started_at=now, finished_at=None, last_attempted_at=now, args=list(args), kwargs=dict(kwargs),
         backend=task.backend, errors=[], worker_ids=[WORKER_ID] * message.delivery_count,
     )
@@ -161,12 +165,19 @@ def _announce_finished(done: list[tuple[Message, Any]]) -> None:
             continue
         body = message.body if isinstance(message.body, dict) else {}
         try:
-            task = _task(body["task"])
-            result = _running_result(task, message, body.get("args", []), body.get("kwargs", {}), ran.started_at)
-            set_field(result, "status", TaskResultStatus.SUCCESSFUL)
-            set_field(result, "finished_at", timezone.now())
-            set_field(result, "_return_value", ran.value)
-            signals.task_finished.send(type(task.get_backend()), task_result=result)
+            if signed(body):
+                result = _running_result(
+                    _enqueued(body), message, body.get("args", []), body.get("kwargs", {}), ran.started_at
+                )
+                set_field(result, "status", TaskResultStatus.SUCCESSFUL)
+                set_field(result, "finished_at", timezone.now())
+                set_field(result, "_return_value", ran.value)
+            else:  # run from its result row (`run_task`): told as the row says
+                row = TaskResultRow.objects.filter(id=body.get("task_result_id")).first()
+                if row is None:
+                    continue
+                result = result_of(row, task_of(row))
+            signals.task_finished.send(type(result.task.get_backend()), task_result=result)
         except Exception:
             log.exception("task message %s: the task_finished signal failed", message.message_id)
 
@@ -229,20 +240,25 @@ def write_results(done: list[tuple[Message, Any]]) -> None:
 def _json_text(value: Any) -> str:
     """A return value as JSON text, as Django's JSONField would store it: object keys that
     are not strings become strings, and integers past 64 bits are kept (orjson refuses both);
-    a number that is not finite is null, as orjson writes it (JSON has no NaN)."""
+    a number that is not finite is null, as orjson writes it (JSON has no NaN); text holding
+    U+0000 or a lone surrogate, which PostgreSQL refuses (the task's every attempt failed
+    after it ran), is kept as `storable_text` writes it, on every database alike."""
     try:
-        return dumps(value)
+        text = dumps(value)
     except TypeError:
-        return json.dumps(_finite(value))
+        return json.dumps(_storable(value))
+    return json.dumps(_storable(value)) if "\\u0000" in text else text
 
 
-def _finite(value: Any) -> Any:
+def _storable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, str):
+        return storable_text(value)
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {(storable_text(key) if isinstance(key, str) else key): _storable(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
+        return [_storable(item) for item in value]
     return value
 
 

@@ -179,13 +179,13 @@ def test_finished_results_are_deleted_once_kept_longer_than_keep_results(setting
     from tests.pubsub.sample_tasks import double
 
     settings.TASKS = {"broker": {**TASKS["broker"], "OPTIONS": {"KEEP_RESULTS": 3600}},
-                      "forever": {**TASKS["broker"], "OPTIONS": {"KEEP_RESULTS": None}}}
+                      "forever": {**TASKS["broker"], "QUEUES": ["archive"], "OPTIONS": {"KEEP_RESULTS": None}}}
     old, failed, recent, waiting, running = (double.enqueue(n).id for n in range(5))
     finish(old, ago=datetime.timedelta(hours=2))
     finish(failed, ago=datetime.timedelta(hours=2), status="FAILED")
     finish(recent, ago=datetime.timedelta(minutes=59))
     TaskResultRow.objects.filter(id=running).update(status="RUNNING", started_at=timezone.now() - datetime.timedelta(days=2))
-    kept_for_ever = double.using(backend="forever").enqueue(5).id
+    kept_for_ever = double.using(backend="forever", queue_name="archive").enqueue(5).id
     finish(kept_for_ever, ago=datetime.timedelta(days=400))
 
     assert prune_task_results() == 2
@@ -356,3 +356,78 @@ def test_enqueue_makes_a_task_queue_that_does_not_exist() -> None:
     assert not Queue.objects.filter(name="tasks.emails").exists()
     double.using(queue_name="emails").enqueue(1)
     assert Queue.objects.get(name="tasks.emails").durable
+
+
+def test_enqueue_answers_the_arguments_as_the_row_keeps_them() -> None:
+    """`{1: "a"}` is kept `{"1": "a"}`: the result `enqueue` answered said `{1: "a"}`,
+    unlike the same result read again."""
+    from tests.pubsub.sample_tasks import echo
+
+    enqueued = echo.enqueue({1: "a"}, key={2: "b"})
+    again = echo.get_backend().get_result(enqueued.id)
+    assert enqueued.args == again.args == [{"1": "a"}]
+    assert enqueued.kwargs == again.kwargs == {"key": {"2": "b"}}
+
+
+def test_a_result_whose_queue_left_queues_is_still_read_and_run(settings: Any) -> None:
+    """get_result raised InvalidTask for a task enqueued to a queue since left out of QUEUES."""
+    from tests.pubsub.sample_tasks import double
+
+    enqueued = double.using(queue_name="emails").enqueue(4)
+    sent = message(enqueued.id)
+    settings.TASKS = {"broker": {**TASKS["broker"], "QUEUES": ["default"]}}
+    found = double.get_backend().get_result(enqueued.id)
+    assert found.task.queue_name == "emails" and str(found.status) == "READY"
+    with transaction.atomic():
+        write_results([(sent, run_task(sent))])
+    assert double.get_backend().get_result(enqueued.id).return_value == 8
+
+
+def test_task_started_and_finished_tell_the_task_as_it_was_enqueued() -> None:
+    """On the fast path (no row read) the signals told the task as defined: its default
+    queue and priority, and no time it was enqueued."""
+    from tests.pubsub.sample_tasks import double
+
+    seen: list[tuple[str, str, Any, Any]] = []
+
+    def told(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        seen.append((str(task_result.status), task_result.task.queue_name, task_result.task.priority,
+                     task_result.enqueued_at))
+
+    enqueued = double.using(queue_name="emails").enqueue(3)
+    signals.task_started.connect(told)
+    signals.task_finished.connect(told)
+    try:
+        with transaction.atomic():
+            sent = message(enqueued.id)
+            write_results([(sent, run_task(sent))])
+    finally:
+        signals.task_started.disconnect(told)
+        signals.task_finished.disconnect(told)
+    assert seen == [("RUNNING", "emails", 0, enqueued.enqueued_at), ("SUCCESSFUL", "emails", 0, enqueued.enqueued_at)]
+
+
+def test_two_backends_serving_one_queue_name_are_refused(settings: Any) -> None:
+    """Both wrote to the broker queue `tasks.default`, with one handler for both (and
+    `runhandlers` refused to start)."""
+    from pubsub.tasks.compat import task_backends
+
+    settings.TASKS = {**TASKS, "other": {"BACKEND": "pubsub.tasks.BrokerTaskBackend"}}
+    with pytest.raises(ImproperlyConfigured, match="'broker'.*'other'.*'default'|'other'.*'broker'.*'default'"):
+        task_backends["other"]
+
+
+@pytest.mark.parametrize("value", ["a\x00b", {"k\x00": ["\udcff"]}])
+def test_a_return_value_holding_u0000_or_a_lone_surrogate_is_kept_as_storable_text(value: Any) -> None:
+    """PostgreSQL keeps neither in JSON: the task ran, and then its every attempt failed."""
+    from tests.pubsub.sample_tasks import echo
+
+    enqueued = echo.enqueue("x")
+    with transaction.atomic():
+        sent = message(enqueued.id)
+        ran = run_task(sent)
+        object.__setattr__(ran, "value", value)
+        write_results([(sent, ran)])
+    found = echo.get_backend().get_result(enqueued.id)
+    assert str(found.status) == "SUCCESSFUL"
+    assert found.return_value == ("a\\x00b" if isinstance(value, str) else {"k\\x00": ["\\udcff"]})
