@@ -69,10 +69,11 @@ class ChangeStream(models.Model):
             raise ValidationError({"exchange": [f"exchange {self.exchange!r} does not exist"]})
         model = self.content_type.model_class() if self.content_type_id else None
         if model is not None:
-            from pubsub.streamable import check_no_secret, check_streamable
+            from pubsub.streamable import check_no_secret, check_streamable, check_written_to_the_broker_s_database
 
             try:
                 check_streamable(model)
+                check_written_to_the_broker_s_database(model)
             except ValueError as error:
                 raise ValidationError({"content_type": [str(error)]}) from None
             names = {field.name for field in model._meta.concrete_fields}

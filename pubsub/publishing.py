@@ -167,13 +167,18 @@ def _request(message: OutboxMessage) -> PublishRequest:
     return prepare_publish(fields, max_bytes=settings.MAX_MESSAGE_BYTES, exchange=message.exchange)
 
 
+def is_the_broker_s_database(using: str) -> bool:
+    """Is `using` an alias of the database whose outbox the router reads (`default`)?"""
+    if using == DEFAULT_DB_ALIAS:
+        return True
+    given, broker = connections[using].settings_dict, connections[DEFAULT_DB_ALIAS].settings_dict
+    return all(given.get(key) == broker.get(key) for key in ("ENGINE", "NAME", "HOST", "PORT"))
+
+
 def _require_the_broker_s_database(using: str) -> None:
     """The router reads the outbox of the `default` database only: an alias of another
     database would take rows that are never routed."""
-    if using == DEFAULT_DB_ALIAS:
-        return
-    given, broker = connections[using].settings_dict, connections[DEFAULT_DB_ALIAS].settings_dict
-    if any(given.get(key) != broker.get(key) for key in ("ENGINE", "NAME", "HOST", "PORT")):
+    if not is_the_broker_s_database(using):
         problem = f"{using!r} is another database than the broker's ('default'): its outbox is never read"
         raise BrokerError(f"using: {problem}", fields={"using": [problem]})
 

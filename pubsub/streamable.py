@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import models
+from django.db import models, router
 
 from access.models import ApiToken
 
@@ -48,3 +48,16 @@ def check_no_secret(model: type[models.Model], fields: Iterable[str]) -> None:
     named = sorted(set(fields) & secret_fields(model))
     if named:
         raise ValueError(f"{model._meta.label}'s field {named[0]!r} is a secret: it is never streamed")
+
+
+def check_written_to_the_broker_s_database(model: type[models.Model]) -> None:
+    """Raise ValueError for a model the database router writes to another database than the
+    broker's: its changes could not be published in their transaction, and would not be."""
+    from .publishing import is_the_broker_s_database
+
+    using = router.db_for_write(model)
+    if not is_the_broker_s_database(using):
+        raise ValueError(
+            f"{model._meta.label} is written to database {using!r}, another database than the broker's:"
+            " its changes cannot be streamed in their transaction"
+        )

@@ -15,8 +15,6 @@ do not see (`bulk_create`, `QuerySet.update`, raw SQL) is published with
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -24,18 +22,23 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from django.apps import apps as django_apps
-from django.core.serializers.json import DjangoJSONEncoder
 from django.core.signals import request_started
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, models, transaction
 from django.db.backends.signals import connection_created
-from django.db.models.fields.files import FieldFile
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import class_prepared, post_delete, post_save
 
 from broker.engine.errors import NotFound
 from exchanges.models import Exchange
 
-from .publishing import OutboxMessage, publish_many
-from .streamable import NEVER_STREAMED, check_no_secret, check_streamable, secret_fields
+from .publishing import OutboxMessage, is_the_broker_s_database, publish_many
+from .streamable import (
+    NEVER_STREAMED,
+    check_no_secret,
+    check_streamable,
+    check_written_to_the_broker_s_database,
+    secret_fields,
+)
+from .streamvalues import as_json, as_stored
 
 log = logging.getLogger("pubsub.streams")
 
@@ -62,10 +65,13 @@ class StreamSpec:
 
 
 _code_streams: dict[str, list[StreamSpec]] = {}
-# The streamed models by label, and those whose deletes are listened to (`_listen_to_deletes`).
+# The streamed models by label, and those whose deletes are listened to (`_listen_to_deletes`),
+# with the models heard for each: itself and its proxies.
 _models: dict[str, type[models.Model]] = {}
-_listened: set[str] = set()
+_listened: dict[str, list[type[models.Model]]] = {}
 _admin_streams: tuple[float, dict[str, list[StreamSpec]]] = (0.0, {})
+# The (model label, database) pairs whose changes were not streamed, said once each.
+_warned: set[tuple[str, str]] = set()
 
 
 def stream(
@@ -77,7 +83,10 @@ def stream(
 ) -> StreamSpec:
     """Publish `model`'s creates, updates and deletes to `exchange` from now on, until
     the returned stream's `close()`. ValueError for a field the model lacks, for one of its
-    secrets (`secret_fields`) and for a model that is never streamed."""
+    secrets (`secret_fields`), for a model that is never streamed or that the database
+    router writes to another database than the broker's, and for a second stream of the
+    model to the same exchange with other fields or serializer. The same declaration again
+    returns the stream already declared: each change is published once."""
     if fields is not None and serializer is not None:
         raise ValueError("give fields or a serializer, not both")
     names = {field.name for field in model._meta.concrete_fields}
@@ -85,15 +94,35 @@ def stream(
     if unknown:
         raise ValueError(f"{model._meta.label} has no field {unknown[0]!r}")
     check_streamable(model)
+    check_written_to_the_broker_s_database(model)
     check_no_secret(model, fields or ())
     if serializer is not None:
         check_no_secret(model, _serializer_sources(serializer))
     label = model._meta.label_lower
-    spec = StreamSpec(exchange, None if fields is None else tuple(fields), serializer, label)
+    chosen = None if fields is None else tuple(fields)
+    for declared in _code_streams.get(label, []):
+        if declared.exchange != exchange:
+            continue
+        if declared.serializer is serializer and _same_fields(declared.fields, chosen):
+            return declared  # declared twice (an app's ready() run again): published once
+        # Two messages of one change, with the same routing key, to one exchange: its
+        # consumers could not tell them from two changes.
+        raise ValueError(
+            f"{model._meta.label} already has a stream to exchange {exchange!r} with other fields"
+            " or serializer: close it first"
+        )
+    spec = StreamSpec(exchange, chosen, serializer, label)
     _code_streams.setdefault(label, []).append(spec)
     _models[label] = model
     _listen_to_deletes()
     return spec
+
+
+def _same_fields(declared: tuple[str, ...] | None, chosen: tuple[str, ...] | None) -> bool:
+    """The same fields, in any order: a message lists them in the model's order."""
+    if declared is None or chosen is None:
+        return declared is chosen
+    return set(declared) == set(chosen)
 
 
 def _serializer_sources(serializer: Any) -> list[str]:
@@ -108,9 +137,58 @@ def publish_changes(
     (`bulk_create`, `QuerySet.update`: pass the updated objects); their message ids."""
     messages: list[OutboxMessage] = []
     for obj in objects:
-        label = (model or type(obj))._meta.label_lower
-        messages.extend(_messages(label, obj, event))
+        for label in _labels(model or type(obj)):
+            messages.extend(_messages(label, obj, event))
     return _publish(messages, using)
+
+
+def _labels(model: type[models.Model]) -> list[str]:
+    """The models whose streams a change of `model` reaches: itself, and its parents (a
+    proxy's model among them) as `_saved` does."""
+    return [parent._meta.label_lower for parent in (model, *model._meta.get_parent_list())]
+
+
+def _proxied(model: type[models.Model]) -> list[type[models.Model]]:
+    """`model`, and the models it is a proxy of: those whose streams its delete reaches.
+    (Django sends post_delete for a multi-table parent's row itself.)"""
+    chain = [model]
+    while chain[-1]._meta.proxy and chain[-1]._meta.proxy_for_model is not None:
+        chain.append(chain[-1]._meta.proxy_for_model)
+    return chain
+
+
+def _publish_change(messages: list[OutboxMessage], obj: models.Model, using: str) -> None:
+    """Publish the messages of a change a signal told, which must not make a save fail
+    after it committed. In a transaction (a delete is always in one of Django's) an error
+    is raised, and the change rolls back with it: exactly the committed changes are
+    streamed. In autocommit the change has committed already: the error is logged."""
+    if not messages:
+        return
+    if not is_the_broker_s_database(using):
+        _warn_other_database(type(obj), using)
+        return
+    if connections[using].in_atomic_block:
+        _publish(messages, using)
+        return
+    try:
+        _publish(messages, using)
+    except Exception:
+        log.exception(
+            "a change of %s pk=%r committed and its stream's messages were not published",
+            type(obj)._meta.label, obj.pk,
+        )
+
+
+def _warn_other_database(model: type[models.Model], using: str) -> None:
+    """Said once per model and database: the outbox is written in the change's own
+    transaction, which on another database cannot hold it."""
+    key = (model._meta.label_lower, using)
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(
+            "%s is streamed, and its changes saved to database %r, another database than the broker's,"
+            " are not: the outbox cannot join their transaction", model._meta.label, using,
+        )
 
 
 def _publish(messages: list[OutboxMessage], using: str) -> list[str]:
@@ -174,22 +252,44 @@ def _listen_to_deletes() -> None:
     messages among them). While the admin's streams are to be read again, none is dropped."""
     loaded_at, admin = _admin_streams
     streamed = ({label for label, specs in _code_streams.items() if specs} | set(admin)) - NEVER_STREAMED
-    for label in streamed - _listened:
+    for label in streamed - set(_listened):
         _listen(label)
     if time.monotonic() - loaded_at <= ADMIN_STREAMS_SECONDS:
-        for label in _listened - streamed:
-            post_delete.disconnect(sender=_models[label], dispatch_uid=_delete_uid(label))
-            _listened.discard(label)
+        for label in set(_listened) - streamed:
+            for sender in _listened.pop(label):
+                if not any(sender in heard for heard in _listened.values()):
+                    post_delete.disconnect(sender=sender, dispatch_uid=_delete_uid(sender))
 
 
 def _listen(label: str) -> None:
+    """Hear the deletes of the model and of its proxies: Django sends a proxy's with the
+    proxy as sender, and deletes fast the rows of a model nobody hears."""
     if label not in _listened:
-        post_delete.connect(_deleted, sender=_models[label], dispatch_uid=_delete_uid(label))
-        _listened.add(label)
+        model = _models[label]
+        _listened[label] = []
+        for sender in django_apps.get_models():
+            if model in _proxied(sender):
+                _listen_to(label, sender)
+        if model not in _listened[label]:  # not in the registry (yet)
+            _listen_to(label, model)
 
 
-def _delete_uid(label: str) -> str:
-    return f"pubsub.streams.deleted.{label}"
+def _listen_to(label: str, sender: type[models.Model]) -> None:
+    # One receiver per sender, however many streams hear it (a proxy's and its model's).
+    post_delete.connect(_deleted, sender=sender, dispatch_uid=_delete_uid(sender))
+    _listened[label].append(sender)
+
+
+def _class_prepared(sender: type[models.Model], **kwargs: Any) -> None:
+    """A proxy defined after its model's stream was declared: its deletes are heard too."""
+    if sender._meta.proxy:
+        for label, heard in list(_listened.items()):
+            if _models[label] in _proxied(sender) and sender not in heard:
+                _listen_to(label, sender)
+
+
+def _delete_uid(sender: type[models.Model]) -> str:
+    return f"pubsub.streams.deleted.{sender._meta.label_lower}"
 
 
 def _load_admin_streams() -> dict[str, list[StreamSpec]] | None:
@@ -249,20 +349,9 @@ def _body(label: str, obj: models.Model, event: Event, spec: StreamSpec) -> dict
             f for f in concrete
             if (spec.fields is None or f.name in spec.fields) and f.attname not in deferred and f.name not in secret
         ]
-        fields = {f.attname: getattr(obj, f.attname) for f in chosen}
-    # Dates, decimals and UUIDs as Django's JSON encoder writes them; files by their name,
-    # bytes in base64.
-    encoded = json.loads(json.dumps({"pk": obj.pk, "fields": fields}, cls=_StreamEncoder))
+        fields = {f.attname: as_stored(f, getattr(obj, f.attname)) for f in chosen}
+    encoded = as_json({"pk": as_stored(obj._meta.pk, obj.pk), "fields": fields})
     return {"model": label, "pk": encoded["pk"], "event": event, "fields": encoded["fields"]}
-
-
-class _StreamEncoder(DjangoJSONEncoder):
-    def default(self, o: Any) -> Any:
-        if isinstance(o, FieldFile):
-            return o.name or None
-        if isinstance(o, (bytes, memoryview)):
-            return base64.b64encode(bytes(o)).decode()
-        return super().default(o)
 
 
 def _saved(sender: type[models.Model], instance: models.Model, created: bool, raw: bool, using: str, **kwargs: Any) -> None:
@@ -273,11 +362,8 @@ def _saved(sender: type[models.Model], instance: models.Model, created: bool, ra
     event: Event = "created" if created else "updated"
     # A child's save (multi-table inheritance) is its parents' too, as its delete is:
     # Django sends post_delete for each, and post_save for the child only.
-    messages = [
-        message for model in (sender, *sender._meta.get_parent_list())
-        for message in _messages(model._meta.label_lower, instance, event)
-    ]
-    _publish(messages, using)
+    messages = [message for label in _labels(sender) for message in _messages(label, instance, event)]
+    _publish_change(messages, instance, using)
 
 
 def _is_the_model(sender: type[models.Model]) -> bool:
@@ -288,7 +374,10 @@ def _is_the_model(sender: type[models.Model]) -> bool:
 
 
 def _deleted(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any) -> None:
-    _publish(_messages(sender._meta.label_lower, instance, "deleted"), using)
+    messages = [
+        message for model in _proxied(sender) for message in _messages(model._meta.label_lower, instance, "deleted")
+    ]
+    _publish_change(messages, instance, using)
 
 
 def _connected(connection: Any, **kwargs: Any) -> None:
@@ -306,5 +395,6 @@ def connect() -> None:
     """Listen to every model's saves (AppConfig.ready; a save of a model without a stream
     costs a dictionary lookup), and to the deletes of the models with a stream."""
     post_save.connect(_saved, dispatch_uid="pubsub.streams.saved")
+    class_prepared.connect(_class_prepared, dispatch_uid="pubsub.streams.class_prepared")
     connection_created.connect(_connected, dispatch_uid="pubsub.streams.connected")
     request_started.connect(_request_started, dispatch_uid="pubsub.streams.request_started")
