@@ -267,7 +267,8 @@ def _listen(label: str) -> None:
     if label not in _listened:
         model = _models[label]
         _listened[label] = []
-        for sender in django_apps.get_models():
+        # The registry as it is, ready or not (a stream declared while models load).
+        for sender in [m for app_models in django_apps.all_models.values() for m in app_models.values()]:
             if model in _proxied(sender):
                 _listen_to(label, sender)
         if model not in _listened[label]:  # not in the registry (yet)
