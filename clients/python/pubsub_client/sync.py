@@ -16,15 +16,26 @@ with SyncClient("http://127.0.0.1:8060") as client:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from .client import DEFAULT_URL, Client
+from .errors import ClientClosed
 from .models import AckMode, Binding, Event, Exchange, Message, PublishResult, Queue
 from .subscription import Backoff, Delivery, Subscription
 
 T = TypeVar("T")
+
+
+async def _cancel_the_others() -> None:
+    """Cancel every task of the loop but this one, and wait for them to end."""
+    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
 
 
 class SyncClient:
@@ -72,7 +83,20 @@ class SyncClient:
                 "a SyncClient call from its own thread (an on_event callback, say) would wait for ever: "
                 "hand the work to another thread"
             )
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        if self._closed:
+            coro.close()
+            raise ClientClosed("the client is closed")
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.CancelledError:
+            if self._closed:  # `close()` ended the call, from another thread
+                raise ClientClosed("the client was closed while the call waited") from None
+            raise
+        except BaseException:
+            # The caller stopped waiting (Ctrl-C, the timeout): the call goes no further.
+            future.cancel()
+            raise
 
     @property
     def client(self) -> Client:
@@ -89,10 +113,14 @@ class SyncClient:
             raise RuntimeError("a SyncClient cannot be closed from its own thread (an on_event callback, say)")
         if self._closed:
             return
-        self._closed = True
         try:
             self._run(self._client.close(), timeout=15)
         finally:
+            # Calls other threads still wait for (an HTTP request, a subscription's next
+            # delivery...) end with ClientClosed: with the loop stopped they would wait for ever.
+            self._closed = True
+            with contextlib.suppress(BaseException):
+                asyncio.run_coroutine_threadsafe(_cancel_the_others(), self._loop).result(5)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
             if not self._thread.is_alive():

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -555,3 +556,64 @@ async def test_a_handshake_refused_for_a_while_is_tried_again_until_it_is_taken(
         await client.close()
     assert EventKind.RECONNECTED in kinds and EventKind.GAVE_UP not in kinds
     assert handshakes == 2 + len(refusals)
+
+
+def test_closing_a_sync_client_ends_the_calls_other_threads_wait_for() -> None:
+    """A call another thread waited for (a subscription's next delivery) waited for ever
+    once `close()` had stopped the client's loop; a call after it too."""
+    stop = threading.Event()
+
+    async def handler(connection: ServerConnection) -> None:
+        async for frame in subscribes(connection):
+            await answer_subscribe(connection, frame)
+
+    port = free_port()
+
+    async def serve_until_stopped() -> None:
+        async with serve(handler, "127.0.0.1", port):
+            await asyncio.to_thread(stop.wait)
+
+    server = threading.Thread(target=asyncio.run, args=(serve_until_stopped(),), daemon=True)
+    server.start()
+    time.sleep(0.3)
+    outcome: list[object] = []
+    try:
+        with SyncClient(f"http://127.0.0.1:{port}", backoff=FAST_BACKOFF) as client:
+            subscription = client.subscribe("q")
+
+            def wait_for_a_delivery() -> None:
+                try:
+                    outcome.append(subscription.get())
+                except BaseException as error:
+                    outcome.append(error)
+
+            waiting = threading.Thread(target=wait_for_a_delivery, daemon=True)
+            waiting.start()
+            time.sleep(0.3)
+        waiting.join(10)
+        assert not waiting.is_alive() and outcome and (outcome[0] is None or isinstance(outcome[0], ClientClosed))
+        with pytest.raises(ClientClosed):
+            client.ping()
+    finally:
+        stop.set()
+        server.join(5)
+
+
+def test_a_sync_call_given_up_by_its_caller_is_cancelled() -> None:
+    """Ctrl-C (or any exception) in the waiting thread left the call running on the loop."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        with SyncClient(f"http://127.0.0.1:{listener.getsockname()[1]}", http_timeout=60) as client:
+            with pytest.raises(TimeoutError):
+                client._run(client.client.queues(), timeout=0.3)
+            time.sleep(0.1)
+            running = asyncio.run_coroutine_threadsafe(_tasks_running(), client._loop).result(5)
+            assert running == 0
+    finally:
+        listener.close()
+
+
+async def _tasks_running() -> int:
+    return len([task for task in asyncio.all_tasks() if task is not asyncio.current_task()])
