@@ -9,7 +9,8 @@ the connection is anonymous, which costs no database query.
 `fast_publish_permissions(scope)` does the same for the fast publish path
 from the `Authorization` header alone (session requests go to Django, where
 CSRF is checked), through a `TokenCache`: a busy publisher's token is looked
-up at most once every TOKEN_CACHE_SECONDS.
+up at most once every TOKEN_CACHE_SECONDS. `metrics_scrape(scope)` asks the
+same for `/metrics`, and says whether the scraper was let in by its token.
 
 Which right each WebSocket frame then needs is the broker's to say
 (broker/transport/authorization.py).
@@ -134,3 +135,15 @@ async def fast_publish_permissions(scope: dict[str, Any]) -> Permissions:
     if permissions is None:
         raise Unauthorized(INVALID_TOKEN)
     return permissions
+
+
+async def metrics_scrape(scope: dict[str, Any]) -> bool:
+    """For `/metrics`: True when the request's API token was accepted, False for an anonymous
+    client where they are allowed; `unauthorized` otherwise.
+
+    An `Authorization` header of another scheme than Bearer or Token (`Basic`, say) carries
+    no token: the client is anonymous, as for the rest of the API. A page of another site
+    can send such a header, so it must not count as the scraper's own credentials."""
+    token = bearer_token(_header(scope.get("headers", []), b"authorization") or b"")
+    await fast_publish_permissions(scope)
+    return token is not None

@@ -23,7 +23,7 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from access.asgi import fast_publish_permissions  # noqa: E402
+from access.asgi import fast_publish_permissions, metrics_scrape  # noqa: E402
 from broker.transport.cors import BrowserModuleCors  # noqa: E402
 from broker.transport.fast_publish import FastPublish  # noqa: E402
 from broker.transport.health import Health  # noqa: E402
@@ -45,9 +45,7 @@ static_and_django = BrowserModuleCors(ASGIStaticFilesHandler(django_http), prefi
 # Every request's body is read, and one past the limit refused, before anything else (Django has no cap).
 http_application = BodyLimit(
     Health(
-        Metrics(
-            FastPublish(static_and_django, authenticate=fast_publish_permissions), authenticate=fast_publish_permissions
-        )
+        Metrics(FastPublish(static_and_django, authenticate=fast_publish_permissions), authenticate=metrics_scrape)
     ),
     limit=lambda: settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
 )

@@ -36,7 +36,9 @@ from .origins import check_host
 ROLES: Final = ("router", "standby", "edge", "none")
 CONTENT_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
 
-Authenticate = Callable[[dict[str, Any]], Awaitable[object]]  # the request's scope; raises a BrokerError when refused
+# The request's scope -> True when its API token was accepted, False for an anonymous client
+# where they are allowed; raises a BrokerError when refused.
+Authenticate = Callable[[dict[str, Any]], Awaitable[bool]]
 
 
 class NodeCollector(Collector):
@@ -112,12 +114,13 @@ class Metrics:
             await self.app(scope, receive, send)
             return
         try:
-            if not any(name == b"authorization" for name, _ in scope.get("headers", ())):
-                # Anonymous: a page of another site could read it through a name of its own
-                # that resolves here (DNS rebinding). A scrape with a token is the
-                # scraper's own, and may name the node by its address.
+            if not await self._authenticate(scope):
+                # Anonymous (an Authorization header of another scheme than Bearer or Token
+                # included): a page of another site could read it through a name of its own
+                # that resolves here (DNS rebinding), and may send such a header. A scrape
+                # whose token was accepted is the scraper's own, and may name the node by
+                # its address.
                 check_host(scope)
-            await self._authenticate(scope)
         except BrokerError as error:
             status, payload = error_response(error)
             await _answer(send, scope, status, b"application/json", dumps(payload).encode())

@@ -153,6 +153,28 @@ async def test_an_anonymous_scrape_from_a_host_outside_allowed_hosts_is_refused(
     assert by_address.status_code == 200
 
 
+async def test_an_authorization_header_of_another_scheme_does_not_skip_the_host_check(
+    http: httpx.AsyncClient, runtime: Runtime, settings: Any
+) -> None:
+    """A page of another site can send `Authorization: Basic ...`: it carries no API token, so
+    the scrape is anonymous, as the rest of the API takes it, and its Host must be allowed."""
+    basic = {"authorization": "Basic Zm9vOmJhcg=="}
+    refused = await http.get("/metrics", headers={"host": "evil.example", **basic})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, "invalid")
+    assert "pubsub_queue" not in refused.text
+    _, samples = await scrape(http, **basic)  # an allowed Host: an anonymous scrape
+    assert samples[("pubsub_queue_messages_ready", (("queue", "q"),))] == 0
+    settings.BROKER_ALLOW_ANONYMOUS = False
+    anonymous = await http.get("/metrics", headers=basic)
+    assert (anonymous.status_code, anonymous.json()["error"]["code"]) == (401, "unauthorized")
+
+
+async def test_a_malformed_or_unknown_token_is_refused_whatever_the_host(http: httpx.AsyncClient, runtime: Runtime) -> None:
+    for authorization in ("Bearer", "Bearer two tokens", "Token nope"):
+        refused = await http.get("/metrics", headers={"host": "evil.example", "authorization": authorization})
+        assert (refused.status_code, refused.json()["error"]["code"]) == (401, "unauthorized"), authorization
+
+
 async def test_health_says_when_the_message_store_does_not_answer(http: httpx.AsyncClient, runtime: Runtime) -> None:
     healthy = await http.get("/health")
     assert healthy.status_code == 200 and healthy.json()["store"] is True
