@@ -31,7 +31,8 @@ def closed(session: Counted) -> None:
 
 
 def counts() -> dict[tuple[str, str], tuple[int, int]]:
-    """(protocol, transport) -> (connections, subscriptions)."""
+    """(protocol, transport) -> (connections, subscriptions). Read on the loop that opens and
+    closes the sessions: counted from another thread, a set changed meanwhile raises."""
     return {
         kind: (len(sessions), sum(session.subscription_count() for session in sessions))
         for kind, sessions in _open.items()

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Final
 
 from prometheus_client import REGISTRY, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from broker.engine.broker import Broker
@@ -42,16 +42,25 @@ Authenticate = Callable[[dict[str, Any]], Awaitable[bool]]
 
 
 class NodeCollector(Collector):
-    """What this process is and holds, read at each scrape."""
+    """What this process is and holds: read by `read()` on the loop that serves the clients,
+    where the census's sets, the registry and the guard change; `collect` then yields only
+    what was read, so the thread that writes the exposition reads nothing that changes
+    (a set that grows while it is counted raises)."""
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+    @classmethod
+    def read(cls) -> NodeCollector:
         current = registry.current()
         role = "none" if current is None else current.role
         roles = GaugeMetricFamily(f"{PREFIX}node_role", "This node's role in its cluster (1 for its role).",
                                   labels=["role"])
         for name in ROLES:
             roles.add_metric([name], 1 if name == role else 0)
-        yield roles
         connections = GaugeMetricFamily(f"{PREFIX}connections", "Client connections open on this node.",
                                         labels=["protocol", "transport"])
         subscriptions = GaugeMetricFamily(f"{PREFIX}subscriptions", "Subscriptions of this node's clients.",
@@ -59,28 +68,30 @@ class NodeCollector(Collector):
         for (protocol, transport), (opened, subscribed) in census.counts().items():
             connections.add_metric([protocol, transport], opened)
             subscriptions.add_metric([protocol, transport], subscribed)
-        yield connections
-        yield subscriptions
+        families: list[Metric] = [roles, connections, subscriptions]
         guard = memory.guard()
         if guard is not None:
-            yield GaugeMetricFamily(f"{PREFIX}memory_used_bytes", "Resident memory as the memory guard last read it.",
-                                    value=guard.used)
-            yield GaugeMetricFamily(f"{PREFIX}memory_limit_bytes", "The memory limit (MEMORY_LIMIT).", value=guard.limit)
-            yield GaugeMetricFamily(f"{PREFIX}memory_alarm", "1 while publishers are held back by the memory alarm.",
-                                    value=1 if guard.alarm else 0)
+            families += [
+                GaugeMetricFamily(f"{PREFIX}memory_used_bytes", "Resident memory as the memory guard last read it.",
+                                  value=guard.used),
+                GaugeMetricFamily(f"{PREFIX}memory_limit_bytes", "The memory limit (MEMORY_LIMIT).", value=guard.limit),
+                GaugeMetricFamily(f"{PREFIX}memory_alarm", "1 while publishers are held back by the memory alarm.",
+                                  value=1 if guard.alarm else 0),
+            ]
         local = registry.local()
         watch = local.runtime.store_watch if isinstance(local, LocalRouter) else None
         if watch is not None:
-            yield GaugeMetricFamily(f"{PREFIX}store_reachable", "1 while the message store answers.",
-                                    value=1 if watch.reachable else 0)
-
-
-REGISTRY.register(NodeCollector())
+            families.append(GaugeMetricFamily(f"{PREFIX}store_reachable", "1 while the message store answers.",
+                                              value=1 if watch.reachable else 0))
+        return cls(families)
 
 
 async def metrics_text() -> bytes:
-    """The whole exposition: the library's registry, then the router's engine if it runs here
-    (read on the router's loop, written in a thread)."""
+    """The whole exposition: the library's registry (its metrics lock what they share), this
+    node's families, then the router's engine if it runs here. This node's are read on this
+    loop and the engine on the router's (the same loop under `runbroker`); the text is
+    written in a thread."""
+    node = NodeCollector.read()
     local = registry.local()
     snapshot = None
     router_loop = local.runtime.loop if isinstance(local, LocalRouter) else None
@@ -94,7 +105,7 @@ async def metrics_text() -> bytes:
             )
 
     def write() -> bytes:
-        text = generate_latest(REGISTRY)
+        text = generate_latest(REGISTRY) + generate_latest(node)
         return text if snapshot is None else text + EngineMetrics.text(snapshot).encode()
 
     return await asyncio.to_thread(write)

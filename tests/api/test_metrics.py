@@ -3,7 +3,8 @@ parser, with values that match the API's after a known workload; and who may scr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -13,8 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from access import asgi as access_asgi
 from broker.engine.queues import AckMode
+from broker.router import registry
+from broker.runtime import memory
 from broker.runtime.metrics import EngineMetrics
 from broker.runtime.runtime import Runtime
+from broker.transport import census
 from tests.access.helpers import make_user
 from tests.conftest import Sink
 from tests.engine.helpers import queue as declare_queue
@@ -187,6 +191,39 @@ async def test_health_says_when_the_message_store_does_not_answer(http: httpx.As
     assert samples[("pubsub_store_reachable", ())] == 0
     runtime.store_watch.answered()
     assert (await http.get("/health")).status_code == 200
+
+
+async def test_a_scrape_reads_the_sessions_and_the_node_on_the_loop_not_in_its_writing_thread(
+    http: httpx.AsyncClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exposition is written in a thread while the loop opens and closes sessions: the census's
+    sets counted there raised "Set changed size during iteration" now and then."""
+    loop_thread = threading.get_ident()
+    readers: list[tuple[str, int]] = []
+
+    class Session:
+        def subscription_count(self) -> int:
+            readers.append(("census", threading.get_ident()))
+            return 2
+
+    def recorded(name: str, read: Callable[[], object]) -> Callable[[], object]:
+        def reading() -> object:
+            readers.append((name, threading.get_ident()))
+            return read()
+        return reading
+
+    monkeypatch.setattr(registry, "current", recorded("registry", registry.current))
+    monkeypatch.setattr(memory, "guard", recorded("guard", memory.guard))
+    session = Session()
+    census.opened(session, "stomp", "tcp")
+    try:
+        _, samples = await scrape(http)
+    finally:
+        census.closed(session)
+    stomp_tcp = (("protocol", "stomp"), ("transport", "tcp"))
+    assert (samples[("pubsub_connections", stomp_tcp)], samples[("pubsub_subscriptions", stomp_tcp)]) == (1, 2)
+    assert {name for name, _ in readers} == {"census", "registry", "guard"}
+    assert [(name, thread) for name, thread in readers if thread != loop_thread] == []
 
 
 def test_names_that_need_escaping_stay_one_label_value() -> None:
