@@ -8,7 +8,7 @@ import { api } from "./api.js";
 import { RateChart, RateHistory } from "./chart.js";
 import { finding, showFinders, startFinders } from "./find.js";
 import { clearErrors, jsonField, setOptions, showError, showOk } from "./forms.js";
-import { renderOverview } from "./overview.js";
+import { canonicalJSON, renderOverview } from "./overview.js";
 import { Tail } from "./tail.js";
 import { drawTopology, topologyKey, updateTopologyCounts } from "./topology.js";
 
@@ -162,18 +162,6 @@ onSubmit($("#publish-form"), async (f) => {
 
 // --- delete buttons (a second click within 3 s confirms) ---------------------
 
-// A JSON value's text with every object's keys sorted: the stats frame keeps a binding's
-// arguments in the order they were sent, the API in the database's (PostgreSQL's jsonb
-// reorders them), so the same arguments are compared in this form.
-function canonicalJSON(value) {
-  if (Array.isArray(value)) return `[${value.map(canonicalJSON).join(",")}]`;
-  if (value !== null && typeof value === "object") {
-    const keys = Object.keys(value).sort();
-    return `{${keys.map((key) => `${JSON.stringify(key)}:${canonicalJSON(value[key])}`).join(",")}}`;
-  }
-  return JSON.stringify(value);
-}
-
 async function remove(button) {
   const d = button.dataset;
   if (d.kind === "queue") return api.deleteQueue(d.name);
@@ -181,6 +169,8 @@ async function remove(button) {
   // `stats` bindings carry no id: find it among the pair's bindings.
   const to = d.destinationExchange === undefined ? { queue: d.queue } : { destination_exchange: d.destinationExchange };
   const { data } = await api.listBindings(d.exchange, to);
+  // The stats frame keeps a binding's arguments in the order they were sent, the API in the
+  // database's: the same arguments are compared in canonical form.
   const args = canonicalJSON(JSON.parse(d.arguments || "{}"));
   const match = data.find((b) => b.binding_key === d.bindingKey && canonicalJSON(b.arguments || {}) === args);
   if (!match) throw { code: "not_found", message: "this binding no longer exists" };

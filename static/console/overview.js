@@ -32,20 +32,48 @@ function deleteButton(kind, data) {
   return button;
 }
 
-// Make tbody's rows match `items` (in order), reusing rows by key.
-function syncRows(tbody, items, key, create, update) {
+// A row deleted from the page (dimmed, its button off) whose item a frame lists again: it was
+// declared again (a client redeclaring on reconnect) before a frame left it out.
+function revive(row) {
+  if (!row.classList.contains("gone")) return;
+  row.classList.remove("gone");
+  for (const button of row.querySelectorAll("button.delete")) button.disabled = false;
+}
+
+// A JSON value's text with every object's keys sorted: the page's own state and the stats
+// frames may list the same arguments in another order (PostgreSQL's jsonb reorders them).
+export function canonicalJSON(value) {
+  if (Array.isArray(value)) return `[${value.map(canonicalJSON).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const keys = Object.keys(value).sort();
+    return `{${keys.map((key) => `${JSON.stringify(key)}:${canonicalJSON(value[key])}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+// Make tbody's rows match `items` (in order), reusing rows by key. A row is built again when
+// its item's `shape` (what `create` drew: tags, durability, the Delete button) has changed:
+// a queue or exchange deleted and declared again with other properties between two frames.
+function syncRows(tbody, items, key, create, update, shape = () => "") {
   // Server-rendered rows have no key: the first frame replaces them.
   for (const row of [...tbody.rows]) if (row.dataset.key === undefined) row.remove();
   const old = new Map([...tbody.rows].map((row) => [row.dataset.key, row]));
   let previous = null;
   for (const item of items) {
     const k = key(item);
+    const s = shape(item);
     let row = old.get(k);
     if (row) old.delete(k);
-    else {
+    if (row && row.dataset.shape !== s) {
+      const rebuilt = create(item);
+      row.replaceWith(rebuilt);
+      row = rebuilt;
+    } else if (row) {
+      revive(row);
+    } else {
       row = create(item);
-      row.dataset.key = k;
     }
+    Object.assign(row.dataset, { key: k, shape: s });
     update(row, item);
     const next = previous ? previous.nextSibling : tbody.firstChild;
     if (row !== next) tbody.insertBefore(row, next);
@@ -190,6 +218,7 @@ export function renderOverview(frame) {
         if (td.textContent !== text) td.textContent = text;
       }
     },
+    (q) => canonicalJSON([Boolean(q.durable), Boolean(q.exclusive), q.arguments || {}]),
   );
   syncRows(
     document.querySelector("#exchanges tbody"),
@@ -197,6 +226,7 @@ export function renderOverview(frame) {
     (x) => `${x.name}\u0000${x.type}`,
     exchangeRow,
     () => {},
+    (x) => canonicalJSON([Boolean(x.durable), x.arguments || {}]),
   );
   syncRows(
     document.querySelector("#bindings tbody"),

@@ -532,3 +532,52 @@ def test_past_500_exchanges_the_forms_find_the_others(page: Any, broker: BrokerP
             for name in names:
                 api.delete(f"/api/exchanges/{name}/")
     expect(publish_form.locator('input[data-find="exchanges"]')).to_be_hidden()
+
+
+def test_a_queue_and_an_exchange_declared_again_right_after_their_delete_come_back_as_declared(
+    page: Any, broker: BrokerProcess
+) -> None:
+    """Clients that reconnect declare their queues again: one may be back before the next `stats`
+    frame. Its row, dimmed by the delete, is live again, with the new declaration's durability,
+    labels and Delete button (it kept the old ones, dimmed and off, for good)."""
+    api = httpx.Client(base_url=broker.url, timeout=10)
+    api.post("/api/queues/", json={"name": "phoenix"}).raise_for_status()
+    api.post("/api/exchanges/", json={"name": "ember", "type": "fanout"}).raise_for_status()
+    queue_row = page.locator('#queues tr[data-name="phoenix"]')
+    exchange_row = page.locator('#exchanges tr[data-name="ember"]')
+    expect(queue_row.locator("td").nth(1)).to_have_text("yes")
+    expect(exchange_row).to_have_count(1)
+
+    def declared_again(path: str, declaration: dict[str, object]) -> Any:
+        def handle(route: Any) -> None:
+            if route.request.method != "DELETE":
+                route.continue_()
+                return
+            deleted = route.fetch()  # the broker deletes it, then a client declares it again
+            api.post(path, json=declaration).raise_for_status()
+            route.fulfill(response=deleted)
+        return handle
+
+    page.route("**/api/queues/phoenix/", declared_again(
+        "/api/queues/", {"name": "phoenix", "durable": False, "arguments": {"x-max-length": 5}}))
+    queue_row.get_by_role("button", name="Delete").click()
+    queue_row.get_by_role("button", name="Confirm").click()
+    expect(queue_row.locator("td.name")).to_contain_text("max 5")
+    expect(queue_row.locator("td").nth(1)).to_have_text("no")
+    expect(queue_row).not_to_have_class(re.compile(r"\bgone\b"))
+    expect(queue_row.get_by_role("button", name="Delete")).to_be_enabled()
+
+    page.route("**/api/exchanges/ember/", declared_again("/api/exchanges/", {"name": "ember", "type": "fanout"}))
+    exchange_row.get_by_role("button", name="Delete").click()
+    with page.expect_response(lambda answer: answer.request.method == "DELETE"):
+        exchange_row.get_by_role("button", name="Confirm").click()
+    expect(exchange_row).not_to_have_class(re.compile(r"\bgone\b"))  # the next frame lists it again
+    expect(exchange_row.get_by_role("button", name="Delete")).to_be_enabled()
+    screenshot(page, "console-declared-again")
+
+    # And a delete that stays one still takes the row away.
+    page.unroute("**/api/queues/phoenix/")
+    queue_row.get_by_role("button", name="Delete").click()
+    queue_row.get_by_role("button", name="Confirm").click()
+    expect(queue_row).to_have_count(0)
+    api.close()
