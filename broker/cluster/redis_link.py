@@ -40,8 +40,20 @@ CAPACITY: Final = 1000  # batches waiting in one channel; more is ChannelFull (w
 EXPIRY_MS: Final = 60_000  # a channel nobody reads (a dead node's) is gone this long after its last batch
 GROUP_EXPIRY: Final = 86_400  # seconds a group member stays without joining again, as channels-redis
 READ_COUNT: Final = 100  # batches taken per read
-BLOCK_SECONDS: Final = 5.0  # a reader's blocking pop returns empty after this, and goes on
+# A reader's blocking pop returns empty after this, and goes on. Short, so that a reader's
+# connection that died silently is noticed (its pop unanswered past BLOCK_SECONDS +
+# COMMAND_TIMEOUT) within ROUTER_TIMEOUT (3 s), and the node does not lose its peers.
+BLOCK_SECONDS: Final = 1.0
 RETRY_SECONDS: Final = 0.5  # after Redis failed a read
+# The longest wait for a reply to a command that Redis answers at once (a send, a group's
+# beat, a join). A connection dropped without a reset (NAT expiry, a virtual IP moved, a
+# short partition) answers nothing: closed after this, the next command connects again.
+# So the router's next beat goes out (a failed one waits BEAT_SECONDS, 0.5 s) within
+# ROUTER_TIMEOUT (3 s) of the last one, and edges and router keep each other. With 30 s,
+# every send, beat and hello waited on the dead connection until each edge had dropped
+# its router and the router every edge. A Redis that stalls this long costs a reconnect
+# and the commands under way, sent again (their sequence numbers drop a batch sent twice).
+COMMAND_TIMEOUT: Final = 1.0
 
 # KEYS[1] channel; ARGV message, capacity, expiry (ms). 1 when pushed, 0 when full.
 _SEND: Final = """
@@ -115,7 +127,7 @@ class RedisLink:
         self._url = url
         # Sends, and group changes, share one connection, pipelined; each reader has a
         # connection of its own, held by its blocking pop.
-        self._client = RespConnection(url, timeout=30)
+        self._client = RespConnection(url, timeout=COMMAND_TIMEOUT)
         self._inboxes: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self._readers: dict[str, asyncio.Task[None]] = {}
         self._reader_clients: list[RespConnection] = []
@@ -169,7 +181,9 @@ class RedisLink:
 
     async def _read_forever(self, channel: str, inbox: asyncio.Queue[dict[str, Any]]) -> None:
         key = KEY_PREFIX + channel
-        connection = RespConnection(self._url, timeout=BLOCK_SECONDS + 10)
+        # Redis answers a blocking pop within BLOCK_SECONDS; no answer in COMMAND_TIMEOUT more
+        # is a dead connection, closed (what it may have popped is lost: wire.py notices).
+        connection = RespConnection(self._url, timeout=BLOCK_SECONDS + COMMAND_TIMEOUT)
         self._reader_clients.append(connection)
         multi_pop = True  # BLMPOP (Redis 7); else BLPOP and an LPOP of the rest (Redis 6.2)
         try:
