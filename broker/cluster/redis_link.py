@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
 import uuid
 from typing import Any, Final
 
@@ -38,7 +37,13 @@ log = logging.getLogger("broker.cluster")
 KEY_PREFIX: Final = "pubsub.link:"
 CAPACITY: Final = 1000  # batches waiting in one channel; more is ChannelFull (wire.send_batch waits)
 EXPIRY_MS: Final = 60_000  # a channel nobody reads (a dead node's) is gone this long after its last batch
-GROUP_EXPIRY: Final = 86_400  # seconds a group member stays without joining again, as channels-redis
+# Seconds a group member stays without joining again: three of an edge's rejoins
+# (wire.REJOIN_SECONDS, 5 s; it cannot be imported here). An edge killed without leaving
+# is gone from the group soon after, so the router's beats (two a second) stop going to
+# its channel, which then expires. Kept for a day (as channels-redis), the members of a
+# crash-looping edge piled up in thousands, each costing every beat two commands.
+# Times are Redis's own (TIME, in the scripts), so the nodes' clocks need not agree.
+GROUP_EXPIRY: Final = 15.0
 READ_COUNT: Final = 100  # batches taken per read
 # A reader's blocking pop returns empty after this, and goes on. Short, so that a reader's
 # connection that died silently is noticed (its pop unanswered past BLOCK_SECONDS +
@@ -63,11 +68,22 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
-# KEYS[1] group; ARGV message, capacity, expiry (ms), oldest membership kept, key prefix.
-# A member's full channel misses this message, as with channels-redis (beats only: the
-# next one follows).
+# KEYS[1] group; ARGV channel. A member's score: when it last joined, in Redis's time
+# (seconds), which _GROUP_SEND compares with its own.
+_GROUP_ADD: Final = """
+local now = redis.call('TIME')
+redis.call('ZADD', KEYS[1], tonumber(now[1]) + tonumber(now[2]) / 1000000, ARGV[1])
+return 1
+"""
+
+# KEYS[1] group; ARGV message, capacity, expiry (ms), group expiry (s), key prefix.
+# Members that have not joined within the group expiry are dropped first. A member's
+# full channel misses this message, as with channels-redis (beats only: the next one
+# follows).
 _GROUP_SEND: Final = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[4])
+local now = redis.call('TIME')
+local oldest = tonumber(now[1]) + tonumber(now[2]) / 1000000 - tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', oldest)
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     local key = ARGV[5] .. member
     if redis.call('LLEN', key) < tonumber(ARGV[2]) then
@@ -120,6 +136,7 @@ class Script:
 
 _SEND_SCRIPT: Final = Script(_SEND)
 _GROUP_SCRIPT: Final = Script(_GROUP_SEND)
+_JOIN_SCRIPT: Final = Script(_GROUP_ADD)
 
 
 class RedisLink:
@@ -153,14 +170,16 @@ class RedisLink:
         return await inbox.get()
 
     async def group_add(self, group: str, channel: str) -> None:
-        await self._client.call("ZADD", KEY_PREFIX + group, time.time(), channel)
+        """Join `group`, or join it again: a member that has not for GROUP_EXPIRY is dropped."""
+        await _JOIN_SCRIPT(self._client, [KEY_PREFIX + group], [channel])
 
     async def group_discard(self, group: str, channel: str) -> None:
         await self._client.call("ZREM", KEY_PREFIX + group, channel)
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
-        oldest = time.time() - GROUP_EXPIRY
-        await _GROUP_SCRIPT(self._client, [KEY_PREFIX + group], [encode(message), CAPACITY, EXPIRY_MS, oldest, KEY_PREFIX])
+        await _GROUP_SCRIPT(
+            self._client, [KEY_PREFIX + group], [encode(message), CAPACITY, EXPIRY_MS, GROUP_EXPIRY, KEY_PREFIX]
+        )
 
     async def close(self) -> None:
         # The flag ends a reader's loop, and closing its connection a blocking pop under way.

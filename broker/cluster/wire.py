@@ -90,7 +90,9 @@ ROUTER_TIMEOUT: Final = 3.0
 # lease: a later holder's is higher). An edge does not follow a router of a lower term than
 # one it heard within this long: that router lost its lease without knowing it yet.
 STALE_TERM_SECONDS: Final = 2 * ROUTER_TIMEOUT
-# An edge joins the edges' group again this often (one ZADD): Redis may have forgotten it.
+# An edge joins the edges' group again this often (one script call): Redis may have
+# forgotten it. A member that has not joined for three times this long is left out
+# (redis_link.GROUP_EXPIRY): an edge killed without leaving.
 REJOIN_SECONDS: Final = 5.0
 # An ack, a publish's answer or a subscribe's answer this late was lost on the way (a
 # Redis restart, say): the edge resumes its connections, failing what was in flight.

@@ -1,7 +1,7 @@
 """The cluster link's own Redis traffic (broker/cluster/redis_link.py) against a real Redis
 (TEST_REDIS_URL, default redis://127.0.0.1:6379): order, batched reads, a full channel,
-groups, a cancelled receive that loses nothing, an entry that is not a batch, and
-connections that go silent."""
+groups and members that stop joining, a cancelled receive that loses nothing, an entry
+that is not a batch, and connections that go silent."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from redis.exceptions import TimeoutError as LinkTimeoutError
 
 from broker.cluster import redis_link
 from broker.cluster.redis_link import RedisLink
-from broker.cluster.wire import BEAT_SECONDS, ROUTER_TIMEOUT
+from broker.cluster.wire import BEAT_SECONDS, REJOIN_SECONDS, ROUTER_TIMEOUT
 
 from .cluster_harness import REDIS_SERVER
 
@@ -116,6 +116,52 @@ async def test_a_link_that_never_read_closes() -> None:
     link = RedisLink(f"{REDIS_SERVER}/{random.randint(1, 15)}")
     await link.send(await link.new_channel(), {"n": 1})
     await link.close()
+
+
+# -- groups: members that stop joining -------------------------------------------
+
+
+def _joined_ago(url: str, group: str, channel: str, seconds: float) -> None:
+    """Make `channel`'s membership of `group` as old as a join `seconds` ago, in Redis's time."""
+    client = redis.Redis.from_url(url)
+    now, micros = client.time()
+    client.zadd(redis_link.KEY_PREFIX + group, {channel: now + micros / 1e6 - seconds})
+
+
+async def test_a_member_that_stops_joining_leaves_the_group_and_its_channel_expires(
+    link: RedisLink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An edge killed without leaving: the beats stop going to its channel, which expires
+    # (EXPIRY_MS shortened to see it). A live edge joins every REJOIN_SECONDS: one a second
+    # late stays.
+    monkeypatch.setattr(redis_link, "EXPIRY_MS", 300)
+    live, dead = await link.new_channel(), await link.new_channel()
+    await link.group_add("edges", live)
+    await link.group_add("edges", dead)
+    await link.group_send("edges", {"type": "beat", "n": 0})
+    client = redis.Redis.from_url(link._url)
+    assert client.exists(redis_link.KEY_PREFIX + dead) == 1
+    _joined_ago(link._url, "edges", live, REJOIN_SECONDS + 1)
+    _joined_ago(link._url, "edges", dead, 3 * REJOIN_SECONDS + 1)
+    for n in range(1, 7):  # beats for 0.6 s, past the dead channel's expiry
+        await link.group_send("edges", {"type": "beat", "n": n})
+        await asyncio.sleep(0.1)
+    assert client.zrange(redis_link.KEY_PREFIX + "edges", 0, -1) == [live.encode()]
+    assert client.exists(redis_link.KEY_PREFIX + dead) == 0
+    assert [(await asyncio.wait_for(link.receive(live), 2))["n"] for _ in range(7)] == list(range(7))
+
+
+async def test_a_member_s_join_is_timed_by_redis_not_by_its_node_s_clock(
+    link: RedisLink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A node whose clock is an hour behind the router's stays in the group.
+    channel = await link.new_channel()
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() - 3600)
+    await link.group_add("edges", channel)
+    monkeypatch.setattr(time, "time", real_time)
+    await link.group_send("edges", {"type": "beat"})
+    assert (await asyncio.wait_for(link.receive(channel), 2)) == {"type": "beat"}
 
 
 # -- connections that go silent ------------------------------------------------------
