@@ -100,6 +100,12 @@ ANSWER_TIMEOUT: Final = 10.0
 EDGE_TIMEOUT: Final = 5.0
 # Longest wait for the router's answer to one call of the HTTP API.
 CALL_TIMEOUT: Final = 30.0
+# A batch that meets a full channel (its reader is behind) is sent again after FULL_RETRY_FIRST,
+# then after twice as long each time, up to FULL_RETRY_LAST: a slow but live peer is asked a
+# few times a second, not 200 (one script call each), and one that catches up waits at most
+# FULL_RETRY_LAST more.
+FULL_RETRY_FIRST: Final = 0.005
+FULL_RETRY_LAST: Final = 0.2
 
 
 log = logging.getLogger("broker.cluster")
@@ -164,13 +170,16 @@ async def send_batch(
     """Send, waiting out a full channel (a busy peer) or a Redis hiccup, never dropping,
     for as long as `wanted()` says the peer is still the one to send to. A batch that
     cannot be encoded never will be: retried, it held up every later batch for good
-    (the peer then dropped this node), so its items that cannot are taken out instead."""
+    (the peer then dropped this node), so its items that cannot are taken out instead.
+    The sender's next batch waits for this one: batches arrive in the order sent."""
+    full_wait = FULL_RETRY_FIRST
     while wanted():
         try:
             await layer.send(channel, message)
             return
         except ChannelFull:
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(full_wait)
+            full_wait = min(full_wait * 2, FULL_RETRY_LAST)
         except Exception:
             if encodes(message):
                 log.exception("sending a batch to %s failed; retrying", channel)

@@ -1,7 +1,7 @@
 """The cluster link's own Redis traffic (broker/cluster/redis_link.py) against a real Redis
-(TEST_REDIS_URL, default redis://127.0.0.1:6379): order, batched reads, a full channel,
-groups and members that stop joining, a cancelled receive that loses nothing, an entry
-that is not a batch, and connections that go silent."""
+(TEST_REDIS_URL, default redis://127.0.0.1:6379): order, batched reads, a full channel
+(and wire.send_batch waiting it out), groups and members that stop joining, a cancelled
+receive that loses nothing, an entry that is not a batch, and connections that go silent."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from redis.exceptions import TimeoutError as LinkTimeoutError
 
 from broker.cluster import redis_link
 from broker.cluster.redis_link import RedisLink
-from broker.cluster.wire import BEAT_SECONDS, REJOIN_SECONDS, ROUTER_TIMEOUT
+from broker.cluster.wire import BEAT_SECONDS, REJOIN_SECONDS, ROUTER_TIMEOUT, send_batch
 
 from .cluster_harness import REDIS_SERVER
 
@@ -162,6 +162,41 @@ async def test_a_member_s_join_is_timed_by_redis_not_by_its_node_s_clock(
     monkeypatch.setattr(time, "time", real_time)
     await link.group_send("edges", {"type": "beat"})
     assert (await asyncio.wait_for(link.receive(channel), 2)) == {"type": "beat"}
+
+
+# -- a full channel ----------------------------------------------------------------
+
+
+async def test_a_batch_that_meets_a_full_channel_is_sent_again_less_and_less_often_and_in_order(
+    link: RedisLink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_link, "CAPACITY", 1)
+    channel = await link.new_channel()
+    await link.send(channel, {"seq": 0})
+    attempts = 0
+    send = link.send
+
+    async def counted(to: str, message: dict[str, object]) -> None:
+        nonlocal attempts
+        attempts += 1
+        await send(to, message)
+
+    monkeypatch.setattr(link, "send", counted)
+
+    async def sender() -> None:
+        for seq in (1, 2):
+            await send_batch(link, channel, {"seq": seq}, wanted=lambda: True, salvage=lambda _: None)
+
+    sending = asyncio.create_task(sender())
+    try:
+        await asyncio.sleep(1)
+        # Every 5 ms, 10 ms, ... up to 200 ms: 10 script calls in the first second, not 200.
+        assert 5 <= attempts <= 12
+        got = [(await asyncio.wait_for(link.receive(channel), 1))["seq"] for _ in range(3)]
+        assert got == [0, 1, 2]
+        await asyncio.wait_for(sending, 1)
+    finally:
+        sending.cancel()
 
 
 # -- connections that go silent ------------------------------------------------------
