@@ -63,6 +63,7 @@ from broker.runtime.timeouts import within
 from .edge_connections import EdgeConnections
 from .redis_link import encodes
 from .wire import (
+    ANSWER_LATE_SECONDS,
     ANSWER_TIMEOUT,
     BEAT,
     BEAT_SECONDS,
@@ -84,6 +85,10 @@ from .wire import (
 log = logging.getLogger("broker.cluster")
 
 NO_ROUTER = "the broker's router is not reachable; a standby takes over"
+LATE = (
+    "the broker's router took the message but has not answered in {:.0f} s; "
+    "it may be stored: publish again only if a duplicate is acceptable"
+)
 
 
 class EdgeLink:
@@ -110,7 +115,7 @@ class EdgeLink:
         self._batch: asyncio.Future[list[Any]] | None = None  # answers the outbox's publishes
         self._batch_size = 0
         self._awaiting: dict[int, asyncio.Future[list[Any]]] = {}  # batch seq -> its answer
-        self._sent_at: dict[int, float] = {}  # batch seq -> when, while unanswered or awaited
+        self._sent_at: dict[int, float] = {}  # batch seq -> when, while its publishes' answers are awaited
         # batch seq -> the answers of its publishes refused here (they could not be encoded), by slot
         self._refused: dict[int, dict[int, EncodedError]] = {}
         self._seq = 0
@@ -217,7 +222,7 @@ class EdgeLink:
                 self._lose_router("the broker's router went away; a standby takes over")
             elif self._answer_lost(now):
                 epoch, channel = self.epoch, self.router_channel
-                log.warning("an answer of router %s is %.0f s late: resuming the connections", epoch, ANSWER_TIMEOUT)
+                log.warning("an ack of router %s is %.0f s late: resuming the connections", epoch, ANSWER_TIMEOUT)
                 self._lose_router("an answer of the broker's router was lost; publish again")
                 if epoch is not None and channel is not None:
                     self._follow(epoch, channel)
@@ -245,15 +250,39 @@ class EdgeLink:
         return False
 
     def _answer_lost(self, now: float) -> bool:
-        """Is an ack, a publish's answer or a subscribe's answer overdue? Checked once a second."""
+        """Is the router's ack of a batch overdue (it or the batch was lost)? Checked once a
+        second. Not the answers of a batch it acked: they wait on its commit, which may be
+        slow, and one lost on the way shows as a gap in its numbers (`_lost_batch`), which
+        the beats of an edge waiting for answers ask the router for (`_waits_for_answers`).
+        Resuming here failed publishes that were stored and redelivered every unacked
+        message of every connection, every ANSWER_TIMEOUT while commits stayed slow."""
         if now - self._last_answer_check < 1.0:
             return False
         self._last_answer_check = now
-        deadline = now - ANSWER_TIMEOUT
-        if any(sent < deadline for sent in self._sent_at.values()):
-            return True
-        oldest = self._connections.oldest_question()
-        return oldest is not None and oldest < deadline
+        self._fail_late(now)
+        return self._window.unanswered_since(now - ANSWER_TIMEOUT)
+
+    def _fail_late(self, now: float) -> None:
+        """Fail the publishes of acked batches unanswered for ANSWER_LATE_SECONDS, alone:
+        the router took them, so the connections need not resume."""
+        deadline = now - ANSWER_LATE_SECONDS
+        for seq in [seq for seq, sent in self._sent_at.items() if sent < deadline and seq not in self._window]:
+            del self._sent_at[seq]
+            self._refused.pop(seq, None)
+            future = self._awaiting.pop(seq, None)
+            if future is not None and not future.done():
+                log.warning("router %s has not answered batch %d in %.0f s: its publishes fail",
+                            self.epoch, seq, ANSWER_LATE_SECONDS)
+                future.set_exception(Unavailable(LATE.format(ANSWER_LATE_SECONDS)))
+
+    def _waits_for_answers(self) -> bool:
+        """Does anything wait on the router: an ack, a publish's, a subscribe's or a call's answer?"""
+        return (
+            self._window.waiting
+            or bool(self._awaiting)
+            or bool(self._calls)
+            or self._connections.oldest_question() is not None
+        )
 
     @staticmethod
     def _router_alarm(alarm: bool) -> None:
@@ -404,8 +433,7 @@ class EdgeLink:
     def _published(self, seq: int, results: list[Any]) -> None:
         """The answers of batch `seq`'s publishes, by slot."""
         future = self._awaiting.pop(seq, None)
-        if seq not in self._window:
-            self._sent_at.pop(seq, None)
+        self._sent_at.pop(seq, None)
         if future is not None and not future.done():
             future.set_result(results)
 
@@ -414,11 +442,7 @@ class EdgeLink:
         self._wakeup.set()
 
     def _on_ack(self, seq: int) -> None:
-        done = self._window.acked(seq)
-        for answered in done:
-            if answered not in self._awaiting:
-                self._sent_at.pop(answered, None)
-        if done:
+        if self._window.acked(seq):
             self._wakeup.set()
 
     async def _send_forever(self) -> None:
@@ -433,8 +457,8 @@ class EdgeLink:
                 items, self._outbox = self._outbox, []
                 self._seq += 1
                 self._window.sent(self._seq)
-                self._sent_at[self._seq] = time.monotonic()
                 if self._batch is not None:
+                    self._sent_at[self._seq] = time.monotonic()
                     self._awaiting[self._seq] = self._batch
                     self._batch, self._batch_size = None, 0
             elif not (self._ack_asked or self._beat_due):
@@ -449,9 +473,11 @@ class EdgeLink:
                 "seq": self._seq,
                 "ack": self._router_seq,
                 "items": items,
-                # Ack this at once: it fills our window; or a beat, and the router has left
-                # batches unanswered (the ack was lost, or it waited for a batch to carry it on).
-                "now": self._window.full if items else self._beat_due and self._window.waiting,
+                # Ack this at once: it fills our window; or a beat while anything waits on the
+                # router: it left batches unacked (the ack was lost, or it waited for a batch to
+                # carry it on), or its answers are awaited; its reply carries its last number, so
+                # an answer lost on the way shows as a gap (`_lost_batch`) within a beat.
+                "now": self._window.full if items else self._beat_due and self._waits_for_answers(),
             }
             self._ack_asked = self._beat_due = False
             self._last_sent = time.monotonic()

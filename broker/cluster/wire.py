@@ -21,7 +21,7 @@ Acks ride on batches that go anyway (a delivery, a publish's answer, a
 client's ack). A batch is sent for the ack alone only when the other side asks
 for it (`now`): with the batch that fills its window, and with an edge's beat
 while it has batches unanswered (the ack was lost, or the router waited for a
-batch to carry it on). At 1,000 messages a second each batch holds one
+batch to carry it on) or waits for answers (the reply's number shows one lost). At 1,000 messages a second each batch holds one
 message, and sending every ack alone had doubled the link's Redis commands.
 
 Each side numbers its batches with items one after another (an edge from `first`
@@ -94,9 +94,17 @@ STALE_TERM_SECONDS: Final = 2 * ROUTER_TIMEOUT
 # forgotten it. A member that has not joined for three times this long is left out
 # (redis_link.GROUP_EXPIRY): an edge killed without leaving.
 REJOIN_SECONDS: Final = 5.0
-# An ack, a publish's answer or a subscribe's answer this late was lost on the way (a
-# Redis restart, say): the edge resumes its connections, failing what was in flight.
+# An ack this late was lost on the way (a Redis restart, say): the edge resumes its
+# connections, failing what was in flight. Only the ack: a batch the router has acked may
+# wait for its answers as long as a commit takes (a synchronous replica, a lock wait), and
+# an answer lost on the way shows as a gap in the router's numbers, which an edge waiting
+# for answers asks for with each beat (`now`).
 ANSWER_TIMEOUT: Final = 10.0
+# A publish whose batch the router acked but has not answered for this long fails with
+# `unavailable` (it may be stored: its commit is slow, not lost), alone: the connections
+# do not resume. Long, so that no slow commit that lands makes a duplicate of a retry;
+# there only so that no publisher waits for ever on a router that never commits.
+ANSWER_LATE_SECONDS: Final = 60.0
 EDGE_TIMEOUT: Final = 5.0
 # Longest wait for the router's answer to one call of the HTTP API.
 CALL_TIMEOUT: Final = 30.0
