@@ -43,6 +43,7 @@ from broker.protocol.link import (
     PublishItem,
     RefusedItem,
     ResetItem,
+    RouterItem,
     SubscribedItem,
     SubscribeItem,
     UnsubscribedItem,
@@ -131,6 +132,7 @@ class EdgeLink:
         self._next_call = 1
         self._wakeup = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
+        self._ended = False  # the link's task ended (a bug): see `_link_ended`
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -138,7 +140,7 @@ class EdgeLink:
 
     @property
     def available(self) -> bool:
-        return self.router_channel is not None
+        return self.router_channel is not None and not self._ended
 
     @property
     def role(self) -> str:
@@ -156,6 +158,7 @@ class EdgeLink:
         self.channel = await self.layer.new_channel()
         await self.layer.group_add(EDGES_GROUP, self.channel)
         self._main = asyncio.create_task(self._run(), name="edge-link")
+        self._main.add_done_callback(self._link_ended)
         registry.install(self, is_local=False)
         await self._hello()
 
@@ -180,10 +183,29 @@ class EdgeLink:
             log.debug("leaving the edges' group failed", exc_info=True)
 
     async def _run(self) -> None:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._receive_forever(), name="edge-receive")
-            group.create_task(self._send_forever(), name="edge-send")
-            group.create_task(self._watch_router(), name="edge-watchdog")
+        """The link's tasks; one that fails (a bug: each catches what it expects) starts the
+        link again rather than leave a zombie, `available` with nobody receiving, whose
+        publishes wait for ever: what waited on the router fails, and the connections
+        resume on it once its next beat is heard."""
+        while True:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._receive_forever(), name="edge-receive")
+                    group.create_task(self._send_forever(), name="edge-send")
+                    group.create_task(self._watch_router(), name="edge-watchdog")
+            except Exception:
+                log.exception("the edge's link to its router failed: it starts again, its connections resume")
+                self._lose_router("this edge's link to the broker's router failed; publish again")
+                await asyncio.sleep(BEAT_SECONDS)
+
+    def _link_ended(self, task: asyncio.Task[None]) -> None:
+        """`_run` ended though it never returns: no longer `available` (its /health says
+        so), and nothing waits on a link that is gone."""
+        if task.cancelled():
+            return
+        log.error("the edge's link to its router ended: this edge serves no more", exc_info=task.exception())
+        self._ended = True
+        self._lose_router("this edge's link to the broker's router ended")
 
     async def _hello(self) -> None:
         # Join again first: a Redis restarted empty has forgotten the edges' group, and
@@ -386,47 +408,60 @@ class EdgeLink:
             self._follow(epoch, channel)
 
     def on_batch(self, items: list[list[Any]]) -> None:
-        connections = self._connections
+        """Carry out the router's items in order. One that fails (a client connection's
+        callback that raises, a bug) is logged and the rest go on: the batch is counted as
+        carried out (`_router_seq`), and its later items are other connections' answers
+        and deliveries, which the router will not send again."""
         for raw in items:
             try:
                 item = decode_router_item(raw)
             except ValueError:
                 log.exception("an item from the router this edge does not know: skipped")
                 continue
-            match item:
-                case FramesItem():
-                    connections.frames(item)
-                case PublishedItem(seq=seq, results=results):
-                    self._published(seq, _with_refused(results, self._refused.pop(seq, {})))
-                case LastTagItem():
-                    connections.last_tag(item)
-                case SubscribedItem():
-                    connections.subscribed(item)
-                case UnsubscribedItem():
-                    connections.unsubscribed(item)
-                case CancelledItem():
-                    connections.cancelled(item)
-                case RefusedItem(conn=conn, frame_id=frame_id, error=error):
-                    connections.refused(conn, frame_id, error)
-                case AnswerItem(request_id=request_id, ok=ok, value=value):
-                    call = self._calls.pop(request_id, None)
-                    if call is not None and not call.done():
-                        if ok:
-                            call.set_result(value)
-                        else:
-                            call.set_exception(decode_error(value))
-                case ResetItem(generation=generation):
-                    # The router dropped this edge (it was silent too long) and ignores it
-                    # until it resumes its connections: what was in flight is lost. It answers
-                    # every batch of the dropped generation: a reset for one this edge has
-                    # resumed since is old news, not a reason to fail what is in flight again.
-                    if generation != self.generation:
-                        continue
-                    epoch, channel = self.epoch, self.router_channel
-                    if epoch is not None and channel is not None:
-                        self._lose_router("the broker's router lost this edge for a while; publish again")
-                        self._follow(epoch, channel)
+            try:
+                if not self._on_item(item):
                     return
+            except Exception:
+                log.exception("a %r item from the router failed: the rest of its batch goes on", item[0])
+
+    def _on_item(self, item: RouterItem) -> bool:
+        """One of the router's items; False when the rest of its batch is to be ignored."""
+        connections = self._connections
+        match item:
+            case FramesItem():
+                connections.frames(item)
+            case PublishedItem(seq=seq, results=results):
+                self._published(seq, _with_refused(results, self._refused.pop(seq, {})))
+            case LastTagItem():
+                connections.last_tag(item)
+            case SubscribedItem():
+                connections.subscribed(item)
+            case UnsubscribedItem():
+                connections.unsubscribed(item)
+            case CancelledItem():
+                connections.cancelled(item)
+            case RefusedItem(conn=conn, frame_id=frame_id, error=error):
+                connections.refused(conn, frame_id, error)
+            case AnswerItem(request_id=request_id, ok=ok, value=value):
+                call = self._calls.pop(request_id, None)
+                if call is not None and not call.done():
+                    if ok:
+                        call.set_result(value)
+                    else:
+                        call.set_exception(decode_error(value))
+            case ResetItem(generation=generation):
+                # The router dropped this edge (it was silent too long) and ignores it
+                # until it resumes its connections: what was in flight is lost. It answers
+                # every batch of the dropped generation: a reset for one this edge has
+                # resumed since is old news, not a reason to fail what is in flight again.
+                if generation != self.generation:
+                    return True
+                epoch, channel = self.epoch, self.router_channel
+                if epoch is not None and channel is not None:
+                    self._lose_router("the broker's router lost this edge for a while; publish again")
+                    self._follow(epoch, channel)
+                return False
+        return True
 
     # -- sending ---------------------------------------------------------
 

@@ -8,8 +8,11 @@ answer are failed with `unavailable` instead (the client may subscribe again).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 from broker.engine.errors import BrokerError
 from broker.protocol.client_frames import FrameId
@@ -29,6 +32,8 @@ from broker.protocol.link import (
     decode_error,
 )
 from broker.router.interface import ConnectionSink, SubscribeAnswer
+
+log = logging.getLogger("broker.cluster")
 
 
 class _Connection:
@@ -180,15 +185,17 @@ class EdgeConnections:
     def fail_questions(self, failure: BrokerError) -> None:
         """The router is lost: its answers will not come. A subscription being unsubscribed
         has ended (the next router is not given it to resume): also one whose subscribe was
-        answered after the client unsubscribed, which `subscribed` records to resume."""
+        answered after the client unsubscribed, which `subscribed` records to resume. A
+        client's callback that raises is logged: the others are answered all the same, and
+        the link that lost its router goes on to the next."""
         for connection in self._connections.values():
             answers, connection.answers = connection.answers, deque()
             for _, answer, _ in answers:
-                answer(None, failure)
+                _guarded(answer, None, failure)
             unsubscribing, connection.unsubscribing = connection.unsubscribing, set()
             for key in unsubscribing:
                 connection.subscriptions.pop(key, None)
-                connection.sink.unsubscribed(key)
+                _guarded(connection.sink.unsubscribed, key)
 
     def resume_items(self) -> list[ResumeItem]:
         """What each connection resumes on a new router. Its batches not yet written were
@@ -207,3 +214,10 @@ class EdgeConnections:
         if connection is not None:
             connection.subscriptions.pop(key, None)
             connection.sink.unsubscribed(key)
+
+
+def _guarded(callback: Callable[..., Any], *args: Any) -> None:
+    try:
+        callback(*args)
+    except Exception:
+        log.exception("a client connection's callback failed while its router was lost")

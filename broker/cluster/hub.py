@@ -327,6 +327,7 @@ class Hub:
             self._drop(edge)
         edge = Edge(channel, generation, first)
         edge.sender = asyncio.create_task(self._send_forever(edge), name=f"hub-send-{channel}")
+        edge.sender.add_done_callback(lambda task: self._sender_ended(edge, task))
         self._edges[channel] = edge
         self._dropped.pop(channel, None)
         return edge
@@ -453,6 +454,19 @@ class Hub:
                 "ack": edge.edge_seq, "items": items, "now": bool(items) and edge.window.full,
             }
             await self._send(edge, message)
+
+    def _sender_ended(self, edge: Edge, task: asyncio.Task[None]) -> None:
+        """An edge's sender ends only when cancelled (the edge dropped), or by a bug: then
+        nothing would reach the edge again, and its clients would wait for ever. Dropped
+        instead, and reset: its connections resume with a new sender."""
+        if task.cancelled():
+            return
+        error = task.exception()
+        log.error("the sender to edge %s failed: the edge resumes its connections", edge.channel, exc_info=error)
+        if self._edges.get(edge.channel) is not edge:
+            return  # dropped meanwhile
+        self._drop(edge)
+        self._send_now(edge.channel, [ResetItem("reset", edge.generation)])
 
     async def _send(self, edge: Edge, message: dict[str, Any]) -> None:
         # Until sent: a dead edge's sender is cancelled when the edge is dropped.

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 
 from broker.cluster import edge as edge_module
-from broker.engine.errors import Unavailable
+from broker.engine.errors import BrokerError, Unavailable
 from broker.engine.messages import StoredCopy
 from tests.eventually import eventually
 
-from .cluster_harness import Cluster, publish_request
+from .cluster_harness import Cluster, EdgeSink, publish_request, subscribe_args
 
 
 def _slow_inserts(cluster: Cluster, monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
@@ -99,9 +99,143 @@ async def test_a_publish_unanswered_long_after_its_ack_fails_alone(
     with pytest.raises(Unavailable, match="may be stored"):
         await asyncio.wait_for(edge.publish_and_wait(publish_request("jobs", 1)), 5)
     monkeypatch.setattr(cluster.store, "write", fast)  # commits are fast again
+    await eventually(lambda: cluster.store.message_counts().get("jobs") == 1, what="the slow commit landed")
 
     assert edge.generation == generation and edge.available
     _, routed = await asyncio.wait_for(edge.publish_and_wait(publish_request("jobs", 2)), 5)
     assert routed == 1
     assert [m["body"] for m in sink.messages()] == ["held"]
     assert [m["body"] for m in cluster.runtime.get("jobs", count=10, ack=True)] == [1, 2]
+
+
+# -- a callback that raises ----------------------------------------------------------
+
+
+class RaisingOnce(EdgeSink):
+    """A client connection whose transport fails once (a bug of its own)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raised = False
+
+    def _once(self) -> None:
+        if not self.raised:
+            self.raised = True
+            raise RuntimeError("a client connection's bug")
+
+    def deliver(self, frames: list[str], counted: bool = False) -> None:
+        self._once()
+        super().deliver(frames, counted)
+
+    def answer(self, key: str) -> Callable[[str | None, BrokerError | None], None]:
+        recorded = super().answer(key)
+
+        def answered(queue: str | None, error: BrokerError | None) -> None:
+            self._once()
+            recorded(queue, error)
+
+        return answered
+
+
+async def test_a_sink_that_raises_costs_neither_the_rest_of_its_batch_nor_the_link(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edge = await cluster.edge()
+    raising, other = RaisingOnce(), EdgeSink()
+    first, second = edge.connect(raising), edge.connect(other)
+    publishing = edge.publish(second, publish_request("jobs", 1))
+    assert publishing.settled is not None
+    seq = edge._seq + 1  # the batch the publish leaves in
+    await asyncio.wait_for(asyncio.shield(publishing.settled), 2)
+    edge._awaiting[seq] = publishing.settled = asyncio.get_running_loop().create_future()
+
+    edge.on_batch([
+        ["d", first, ['{"type":"pong","n":1}'], 0],
+        ["d", second, ['{"type":"pong","n":2}'], 0],
+        ["P", seq, [1]],
+        ["d", first, ['{"type":"pong","n":3}'], 0],
+    ])
+
+    assert raising.raised and [e["n"] for e in raising.events] == [3]
+    assert [e["n"] for e in other.events] == [2]
+    assert publishing.settled.result() == [1]
+    assert edge.available
+
+
+async def test_an_answer_callback_that_raises_when_the_router_is_lost_does_not_end_the_link(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(edge_module, "ROUTER_TIMEOUT", 0.3)
+    edge = await cluster.edge()
+    raising, other = RaisingOnce(), EdgeSink()
+    first, second = edge.connect(raising), edge.connect(other)
+    await cluster.stop_router()
+    edge.subscribe(first, subscribe_args("s", queue="jobs"), raising.answer("s"))
+    edge.subscribe(second, subscribe_args("s", queue="jobs"), other.answer("s"))
+
+    await eventually(lambda: bool(other.of_type("answer")), what="the subscribe failed")
+    assert raising.raised and isinstance(other.of_type("answer")[0]["error"], Unavailable)
+    await cluster.start_router()
+    await eventually(lambda: edge.available, what="the edge follows the new router")
+    _, routed = await asyncio.wait_for(edge.publish_and_wait(publish_request("jobs", 1)), 2)
+    assert routed == 1
+
+
+async def test_a_failed_task_of_the_edge_s_link_starts_the_link_again(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a zombie, `available` while nobody receives and publishes wait for ever."""
+    edge = await cluster.edge()
+    generation = edge.generation
+    failed = []
+
+    def answer_lost(now: float) -> bool:
+        if not failed:
+            failed.append(now)
+            raise RuntimeError("a bug of the watchdog")
+        return False
+
+    monkeypatch.setattr(edge, "_answer_lost", answer_lost)
+    await eventually(lambda: bool(failed), what="the watchdog failed")
+    await eventually(lambda: edge.generation == generation + 1 and edge.available, what="the link again")
+    _, routed = await asyncio.wait_for(edge.publish_and_wait(publish_request("jobs", 1)), 2)
+    assert routed == 1
+
+
+async def test_an_edge_whose_sender_on_the_router_failed_resumes(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edge = await cluster.edge()
+    generation = edge.generation
+    await asyncio.wait_for(edge.publish_and_wait(publish_request("jobs", 0)), 2)
+    assert cluster.router is not None
+    hub = cluster.router.hub
+    send, failed = hub._send, []
+
+    async def failing(to: Any, message: dict[str, Any]) -> None:
+        if not failed:
+            failed.append(message)
+            raise RuntimeError("a bug of the sender")
+        await send(to, message)
+
+    monkeypatch.setattr(hub, "_send", failing)
+    with pytest.raises(Unavailable):
+        await asyncio.wait_for(edge.publish_and_wait(publish_request("jobs", 1)), 3)  # its answer never left
+    assert edge.generation == generation + 1
+    _, routed = await asyncio.wait_for(edge.publish_and_wait(publish_request("jobs", 2)), 2)
+    assert routed == 1
+
+
+async def test_an_edge_whose_link_ended_is_no_longer_available(cluster: Cluster) -> None:
+    edge = await cluster.edge()
+    publishing = edge.publish(0, publish_request("jobs", 1))
+
+    async def fails() -> None:
+        raise RuntimeError("a bug past the link's own restart")
+
+    ended = asyncio.ensure_future(fails())
+    await asyncio.wait({ended})
+    edge._link_ended(ended)
+
+    assert not edge.available
+    assert publishing.settled is not None and isinstance(publishing.settled.exception(), Unavailable)
