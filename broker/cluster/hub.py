@@ -15,11 +15,11 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from broker.engine.errors import BrokerError, Unavailable
-from broker.protocol.calls import decode_call
+from broker.protocol.calls import QueueGetCall, decode_call
 from broker.protocol.client_frames import FrameId
 from broker.protocol.link import (
     AckItem,
@@ -112,8 +112,11 @@ class RemoteSink:
 class Edge:
     """One edge process as the router knows it: its connections and its outbox."""
 
-    def __init__(self, channel: str, generation: int, first: int) -> None:
-        """`first`: the sequence number of the generation's first batch with items."""
+    def __init__(
+        self, channel: str, generation: int, first: int, give_back: Callable[[int], None] = lambda holder: None
+    ) -> None:
+        """`first`: the sequence number of the generation's first batch with items;
+        `give_back`: what a holder's messages go back to their queues through."""
         self.channel = channel
         self.generation = generation
         self.last_seen = time.monotonic()
@@ -126,6 +129,25 @@ class Edge:
         self.ack_asked = False  # the edge's last batch asked for our ack at once
         self.wakeup = asyncio.Event()
         self.sender: asyncio.Task[None] | None = None
+        # The holders (Runtime.open_holder) of what gets with ack took, by the request id of
+        # the answer in the outbox, then by the number of our batch that carries it: acked
+        # once the edge acks that batch, given back if the edge is dropped before.
+        self.held: dict[int, int] = {}
+        self.held_in: dict[int, dict[int, int]] = {}
+        self.give_back = give_back
+
+    def carried(self, items: list[RouterItem]) -> None:
+        """Batch `seq` takes `items` from the outbox: the held answers among them ride on it."""
+        for item in items:
+            if isinstance(item, AnswerItem) and item.request_id in self.held:
+                self.held_in.setdefault(self.seq, {})[item.request_id] = self.held.pop(item.request_id)
+
+    def holders(self) -> list[int]:
+        """Every holder of this edge's, forgotten: the edge is dropped."""
+        found = list(self.held.values()) + [holder for held in self.held_in.values() for holder in held.values()]
+        self.held.clear()
+        self.held_in.clear()
+        return found
 
     def push(self, item: RouterItem) -> None:
         self.outbox.append(item)
@@ -137,6 +159,8 @@ class Edge:
         none is left, its number given back (the edge would see a gap)."""
         kept: list[RouterItem] = []
         for item in message["items"]:
+            if not encodes(item) and isinstance(item, AnswerItem):
+                self._give_back_answer(message["seq"], item.request_id)
             instead = item if encodes(item) else error_instead(item, BrokerError(UNENCODABLE_ANSWER))
             if instead is not None and encodes(instead):
                 kept.append(instead)
@@ -149,6 +173,13 @@ class Edge:
             self.seq -= 1
             self.window.withdraw(seq)
         return {**message, "seq": self.seq, "items": [], "now": False}
+
+    def _give_back_answer(self, seq: int, request_id: int) -> None:
+        """A get's answer that cannot be sent: the edge's client gets an error instead, and
+        what it took goes back to its queue."""
+        holder = self.held_in.get(seq, {}).pop(request_id, None)
+        if holder is not None:
+            self.give_back(holder)
 
 
 class Hub:
@@ -236,6 +267,11 @@ class Hub:
             edge.sender.cancel()
         for sink in edge.connections.values():
             self._guard(self.router.disconnect, sink.id)
+        for holder in edge.holders():  # answers the edge never had: their messages go back
+            self._give_back(holder)
+
+    def _give_back(self, holder: int) -> None:
+        self._guard(lambda: self.router.runtime.release_held(holder, delivered=False))
 
     async def _receive_forever(self) -> None:
         while True:
@@ -261,9 +297,12 @@ class Hub:
         if edge is None:
             return
         edge.last_seen = time.monotonic()
-        acked = message.get("ack", 0)
-        if edge.window.acked(acked):
+        acked = edge.window.acked(message.get("ack", 0))
+        if acked:
             edge.wakeup.set()  # the window may have room for what waits
+            for seq in acked:  # the edge has the answers of gets that this batch carried
+                for holder in edge.held_in.pop(seq, {}).values():
+                    self._guard(lambda held=holder: self.router.runtime.release_held(held, delivered=True))
         elif edge.window.unanswered_since(edge.last_seen - ANSWER_TIMEOUT):
             # The edge speaks, but has not carried out a batch of ours sent this long ago: it
             # was lost on the way (Redis restarted), and our window stays full for ever. Its
@@ -325,7 +364,7 @@ class Hub:
             return None
         if edge is not None:  # the edge resumed (it lost sight of this router for a while)
             self._drop(edge)
-        edge = Edge(channel, generation, first)
+        edge = Edge(channel, generation, first, self._give_back)
         edge.sender = asyncio.create_task(self._send_forever(edge), name=f"hub-send-{channel}")
         edge.sender.add_done_callback(lambda task: self._sender_ended(edge, task))
         self._edges[channel] = edge
@@ -397,28 +436,39 @@ class Hub:
                 log.error("unexpected item %r from edge %s", item[:1], edge.channel)
 
     def _call(self, edge: Edge, item: CallItem) -> None:
+        """A call of the edge's HTTP API. What a get with ack takes is held (`Edge.held`)
+        until the edge acks the batch with its answer: an answer the edge never had (it
+        resumed meanwhile, or was dropped) would otherwise take the messages with it."""
+        runtime, holder = self.router.runtime, None
         try:
-            result = execute(self.router.runtime, decode_call(item.op, item.args))
+            call = decode_call(item.op, item.args)
+            if isinstance(call, QueueGetCall) and call.ack:
+                holder = runtime.open_holder()
+            result = execute(runtime, call, holder=holder)
         except Exception as error:
-            self._answer(edge, item, None, error)
+            self._answer(edge, item, None, error, holder)
             return
         if inspect.isawaitable(result):  # a get waiting for its queue's window
-            task = asyncio.ensure_future(self._answer_later(edge, item, result))
+            task = asyncio.ensure_future(self._answer_later(edge, item, result, holder))
             self._answering.add(task)
             task.add_done_callback(self._answering.discard)
         else:
-            self._answer(edge, item, result, None)
+            self._answer(edge, item, result, None, holder)
 
-    async def _answer_later(self, edge: Edge, item: CallItem, result: Awaitable[Any]) -> None:
+    async def _answer_later(self, edge: Edge, item: CallItem, result: Awaitable[Any], holder: int | None) -> None:
         try:
             value = await result
         except Exception as error:
-            self._answer(edge, item, None, error)
+            self._answer(edge, item, None, error, holder)
             return
-        self._answer(edge, item, value, None)
+        self._answer(edge, item, value, None, holder)
 
-    @staticmethod
-    def _answer(edge: Edge, item: CallItem, result: Any, error: Exception | None) -> None:
+    def _answer(self, edge: Edge, item: CallItem, result: Any, error: Exception | None, holder: int | None) -> None:
+        if holder is not None:
+            if error is None and self._edges.get(edge.channel) is edge:
+                edge.held[item.request_id] = holder
+            else:  # nothing to answer with, or the edge was dropped meanwhile: none will have them
+                self._give_back(holder)
         if error is None:
             edge.push(AnswerItem("R", item.request_id, True, result))
         elif isinstance(error, BrokerError):
@@ -446,6 +496,7 @@ class Hub:
                 edge.delivered.clear()
                 edge.seq += 1
                 edge.window.sent(edge.seq)
+                edge.carried(items)
             elif not edge.ack_asked:
                 continue  # nothing to say, the window is full (the edge's ack wakes us), or the ack can wait
             edge.ack_asked = False
@@ -486,7 +537,7 @@ class Hub:
         try:
             fn(*args)
         except Exception:
-            log.exception("router call failed while dropping an edge")
+            log.exception("a router call for an edge failed")
 
 
 def _item_kind(raw: object) -> object:

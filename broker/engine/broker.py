@@ -619,8 +619,13 @@ class Broker:
 
     # -- polling and maintenance ---------------------------------------
 
-    def get(self, queue: str, *, count: int, ack: bool, now: float) -> tuple[list[tuple[Message, bool]], Effects]:
-        """Take up to `count` ready messages (docs/protocol.md, POST /api/queues/{name}/get/)."""
+    def get(
+        self, queue: str, *, count: int, ack: bool, now: float, holder: int | None = None
+    ) -> tuple[list[tuple[Message, bool]], Effects]:
+        """Take up to `count` ready messages (docs/protocol.md, POST /api/queues/{name}/get/).
+        `holder`: a connection that holds the messages taken (`ack`) unacknowledged, as a
+        subscriber would, until the shell acks them (the answer reached its client) or closes
+        the connection (it did not: they go back to the queue, redelivered)."""
         state = self._queue(queue)
         if state.holding:
             raise Forbidden(f"queue {queue!r} holds a delayed exchange's messages until they are due: not taken by get")
@@ -630,12 +635,18 @@ class Broker:
         self._expire_head(state, fx, now)
         taken: list[tuple[Message, bool]] = []
         if ack:
+            # Never among the queue's consumers: it is delivered nothing, only holds.
+            held = None if holder is None else Consumer(self._connection(holder), "", "", state, AckMode.CLIENT, 0)
             while state.ready and len(taken) < count:
                 envelope = state.ready.popleft()
                 taken.append((_as_taken(envelope), envelope.redelivered))
-                self._forget(envelope, fx)
+                if held is None:
+                    self._forget(envelope, fx)
+                else:
+                    self._hold(held, envelope)
                 self._expire_head(state, fx, now)  # one behind it may be past its TTL (priorities, its own)
-            state.acknowledged += len(taken)
+            if held is None:
+                state.acknowledged += len(taken)
         else:
             for envelope in state.ready:
                 if len(taken) == count:
@@ -1028,6 +1039,14 @@ class Broker:
             fx.deleted_queues.append(name)
         if queue.spec.row_id is not None:
             fx.deleted_rows.append(queue.spec.row_id)
+
+    @staticmethod
+    def _hold(consumer: Consumer, envelope: Envelope) -> None:
+        connection = consumer.connection
+        connection.unacked[connection.next_tag] = Unacked(consumer, envelope)
+        connection.next_tag += 1
+        consumer.unacked += 1
+        consumer.queue.unacked += 1
 
     @staticmethod
     def _forget(envelope: Envelope, fx: EffectsBuilder) -> None:

@@ -33,9 +33,10 @@ from . import browser
 from .runtime import Runtime
 
 
-def execute(runtime: Runtime, call: RouterCall) -> Any:
+def execute(runtime: Runtime, call: RouterCall, *, holder: int | None = None) -> Any:
     """Carry out `call` on the runtime's loop; its plain result, or an awaitable of it
-    (a get that waits for its queue's window), or a BrokerError."""
+    (a get that waits for its queue's window), or a BrokerError. `holder`: the connection
+    that holds what a get with `ack` takes (`Runtime.open_holder`)."""
     match call:
         case QueueCountsCall(names):
             return _counts(runtime, names)
@@ -56,7 +57,7 @@ def execute(runtime: Runtime, call: RouterCall) -> Any:
             return runtime.purge(name)
         case QueueGetCall(name, count, ack):
             _refuse_private(runtime, name)
-            return runtime.get_waiting(name, count=count, ack=ack)
+            return runtime.get_waiting(name, count=count, ack=ack, holder=holder)
         case QueueBrowseCall(name, wanted, offset, limit):
             _refuse_private(runtime, name)  # its messages are its subscriber's, as a get's
             return browser.browse(runtime, name, wanted, offset, limit)

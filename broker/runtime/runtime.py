@@ -568,7 +568,7 @@ class Runtime:
             await asyncio.shield(committed)
         return message_id, routed
 
-    async def get_waiting(self, queue: str, *, count: int, ack: bool) -> list[MessageObject]:
+    async def get_waiting(self, queue: str, *, count: int, ack: bool, holder: int | None = None) -> list[MessageObject]:
         """As `get`, reading on through the queue's backlog: a get that takes its messages
         (`ack`) waits for the next rows while it has fewer than `count` and the backlog
         has more, so that a queue with messages never looks empty or short. A get that
@@ -586,7 +586,7 @@ class Runtime:
                     return taken
                 if taken and queue not in self.broker.queues:
                     return taken
-            taken += self.get(queue, count=count - len(taken), ack=ack)
+            taken += self.get(queue, count=count - len(taken), ack=ack, holder=holder)
             state = self.broker.queues.get(queue)
             if (
                 not ack
@@ -603,8 +603,9 @@ class Runtime:
         self._window_waiters.setdefault(queue, []).append(waiter)
         await waiter
 
-    def get(self, queue: str, *, count: int, ack: bool) -> list[MessageObject]:
-        taken, effects = self.broker.get(queue, count=count, ack=ack, now=self._now())
+    def get(self, queue: str, *, count: int, ack: bool, holder: int | None = None) -> list[MessageObject]:
+        """`holder`: a connection of `open_holder`'s that holds what a get with `ack` takes."""
+        taken, effects = self.broker.get(queue, count=count, ack=ack, now=self._now(), holder=holder)
         self._apply(effects)
         return [message_object(message, redelivered=redelivered) for message, redelivered in taken]
 
@@ -665,6 +666,20 @@ class Runtime:
         if encode is not None:
             self._encoders[connection_id] = encode
         return connection_id
+
+    def open_holder(self) -> int:
+        """A connection without a client that holds what gets with `ack` take for an answer
+        still on its way (broker/cluster/hub.py): `release_held` acks it once the answer has
+        arrived, or gives it back to its queues, redelivered."""
+        return self.broker.open_connection()
+
+    def release_held(self, holder: int, *, delivered: bool) -> None:
+        connection = self.broker.connections.get(holder)
+        if connection is None:
+            return
+        if delivered and connection.unacked:
+            self.ack(holder, connection.next_tag - 1, multiple=True)
+        self.disconnect(holder)
 
     def disconnect(self, connection_id: int) -> None:
         """Requeue what the connection held unacknowledged; drop its private queues."""

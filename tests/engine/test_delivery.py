@@ -407,6 +407,33 @@ def test_get_with_ack_removes_the_messages(broker: Broker) -> None:
     assert ready(broker, "q") == [3]
 
 
+def test_get_with_ack_and_a_holder_holds_the_messages_until_it_acks_them(broker: Broker) -> None:
+    fill(broker, "q", 1, 2, 3)
+    stored = [e.store_id for e in broker.queues["q"].ready]
+    holder = broker.open_connection()
+    taken, effects = broker.get("q", count=2, ack=True, now=0.0, holder=holder)
+    assert [m.body_json for m, _ in taken] == ["1", "2"]
+    assert effects.to_delete == ()  # not yet: the answer is on its way
+    assert broker.queue_counts("q") == QueueCounts(1, 2, 0)
+
+    effects = broker.ack(holder, 2, multiple=True, now=0.0)
+
+    assert effects.to_delete == tuple(stored[:2])
+    assert broker.queue_counts("q") == QueueCounts(1, 0, 0)
+
+
+def test_what_a_holder_did_not_ack_goes_back_redelivered_when_it_closes(broker: Broker) -> None:
+    fill(broker, "q", 1, 2, 3)
+    holder = broker.open_connection()
+    broker.get("q", count=2, ack=True, now=0.0, holder=holder)
+
+    effects = broker.close_connection(holder, now=0.0)
+
+    assert effects.to_delete == ()
+    assert ready_flags(broker, "q") == [(1, True), (2, True), (3, False)]
+    assert broker.queue_counts("q") == QueueCounts(3, 0, 0)
+
+
 def test_get_without_ack_leaves_them_at_the_head_marked_redelivered(broker: Broker) -> None:
     fill(broker, "q", 1, 2, 3)
     taken, effects = broker.get("q", count=2, ack=False, now=0.0)

@@ -14,11 +14,14 @@ from typing import Any
 import pytest
 
 from broker.cluster import edge as edge_module
+from broker.cluster import hub as hub_module
 from broker.engine.errors import BrokerError, Unavailable
 from broker.engine.messages import StoredCopy
+from broker.protocol.calls import QueueGetCall, RouterCall
+from broker.runtime.runtime import Runtime
 from tests.eventually import eventually
 
-from .cluster_harness import Cluster, EdgeSink, publish_request, subscribe_args
+from .cluster_harness import Cluster, EdgeSink, counts, publish_request, subscribe_args
 
 
 def _slow_inserts(cluster: Cluster, monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
@@ -106,6 +109,74 @@ async def test_a_publish_unanswered_long_after_its_ack_fails_alone(
     assert routed == 1
     assert [m["body"] for m in sink.messages()] == ["held"]
     assert [m["body"] for m in cluster.runtime.get("jobs", count=10, ack=True)] == [1, 2]
+
+
+# -- what a get takes -----------------------------------------------------------------
+
+
+async def test_a_get_with_ack_through_an_edge_takes_its_messages_once_the_answer_arrived(cluster: Cluster) -> None:
+    for n in range(3):
+        await cluster.publish("jobs", n)
+    edge = await cluster.edge()
+
+    taken = await edge.call(QueueGetCall("jobs", 2, True))
+
+    assert [(m["body"], m["redelivered"]) for m in taken] == [(0, False), (1, False)]
+    await eventually(lambda: counts(cluster, "jobs") == (1, 0, 0), what="the taken messages acked")
+    await eventually(lambda: cluster.store.message_counts().get("jobs") == 1, what="their rows deleted")
+
+
+async def test_what_a_get_took_for_an_answer_the_edge_never_had_goes_back_to_its_queue(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(3):
+        await cluster.publish("jobs", n)
+    edge = await cluster.edge()
+    generation = edge.generation
+    layer, original = cluster.layer, cluster.layer.send
+    lost: list[dict[str, Any]] = []
+
+    async def send(channel: str, message: dict[str, Any]) -> None:
+        if message.get("type") == "broker.router_batch" and any(item[0] == "R" for item in message["items"]):
+            lost.append(message)  # the answer, lost on the way
+            return
+        await original(channel, message)
+
+    monkeypatch.setattr(layer, "send", send)
+
+    with pytest.raises(Unavailable, match="lost"):
+        await edge.call(QueueGetCall("jobs", 2, True))
+
+    assert lost and edge.generation == generation + 1
+    await eventually(lambda: counts(cluster, "jobs") == (3, 0, 0), what="the messages given back")
+    again = cluster.runtime.get("jobs", count=10, ack=True)
+    assert [(m["body"], m["redelivered"]) for m in again] == [(0, True), (1, True), (2, False)]
+
+
+async def test_what_a_get_took_for_an_answer_that_cannot_be_sent_goes_back_to_its_queue(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(2):
+        await cluster.publish("jobs", n)
+    edge = await cluster.edge()
+    execute = hub_module.execute
+
+    def odd_answer(runtime: Runtime, call: RouterCall, *, holder: int | None = None) -> Any:
+        result = execute(runtime, call, holder=holder)
+
+        async def with_a_lone_surrogate() -> Any:
+            return [*(await result), "\ud800"]
+
+        return with_a_lone_surrogate() if isinstance(call, QueueGetCall) else result
+
+    monkeypatch.setattr(hub_module, "execute", odd_answer)
+
+    with pytest.raises(BrokerError, match="cannot send its answer"):
+        await edge.call(QueueGetCall("jobs", 2, True))
+
+    await eventually(lambda: counts(cluster, "jobs") == (2, 0, 0), what="the messages given back")
+    again = cluster.runtime.get("jobs", count=10, ack=True)
+    assert [(m["body"], m["redelivered"]) for m in again] == [(0, True), (1, True)]
 
 
 # -- a callback that raises ----------------------------------------------------------

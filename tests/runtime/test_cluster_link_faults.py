@@ -100,9 +100,11 @@ async def test_an_answer_of_the_router_that_cannot_be_encoded_is_an_error_and_th
     edge = await cluster.edge()
     execute = hub_module.execute
 
-    def odd_answer(runtime: Runtime, call: RouterCall) -> Any:
+    def odd_answer(runtime: Runtime, call: RouterCall, *, holder: int | None = None) -> Any:
         # A queue named by a client of the router's own process, say, from a legacy /publish.
-        return "\ud800" if isinstance(call, QueueIsPrivateCall) and call.name == "odd" else execute(runtime, call)
+        if isinstance(call, QueueIsPrivateCall) and call.name == "odd":
+            return "\ud800"
+        return execute(runtime, call, holder=holder)
 
     monkeypatch.setattr(hub_module, "execute", odd_answer)
     generation = edge.generation
