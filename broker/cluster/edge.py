@@ -276,8 +276,9 @@ class EdgeLink:
         second. Not the answers of a batch it acked: they wait on its commit, which may be
         slow, and one lost on the way shows as a gap in its numbers (`_lost_batch`), which
         the beats of an edge waiting for answers ask the router for (`_waits_for_answers`).
-        Resuming here failed publishes that were stored and redelivered every unacked
-        message of every connection, every ANSWER_TIMEOUT while commits stayed slow."""
+        Resuming for a late answer would fail publishes that are stored (a client's retry
+        makes duplicates) and redeliver every unacked message of every connection, every
+        ANSWER_TIMEOUT while commits stay slow."""
         if now - self._last_answer_check < 1.0:
             return False
         self._last_answer_check = now

@@ -214,23 +214,21 @@ async def test_a_sink_that_raises_costs_neither_the_rest_of_its_batch_nor_the_li
     edge = await cluster.edge()
     raising, other = RaisingOnce(), EdgeSink()
     first, second = edge.connect(raising), edge.connect(other)
-    publishing = edge.publish(second, publish_request("jobs", 1))
-    assert publishing.settled is not None
-    seq = edge._seq + 1  # the batch the publish leaves in
-    await asyncio.wait_for(asyncio.shield(publishing.settled), 2)
-    edge._awaiting[seq] = publishing.settled = asyncio.get_running_loop().create_future()
+    answers: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+    edge._awaiting[99] = answers  # the publishes of a batch 99, awaiting their answers
 
     edge.on_batch([
         ["d", first, ['{"type":"pong","n":1}'], 0],
         ["d", second, ['{"type":"pong","n":2}'], 0],
-        ["P", seq, [1]],
+        ["P", 99, [1]],
         ["d", first, ['{"type":"pong","n":3}'], 0],
     ])
 
     assert raising.raised and [e["n"] for e in raising.events] == [3]
     assert [e["n"] for e in other.events] == [2]
-    assert publishing.settled.result() == [1]
-    assert edge.available
+    assert answers.result() == [1]
+    _, routed = await asyncio.wait_for(edge.publish_and_wait(publish_request("jobs", 1)), 2)
+    assert routed == 1
 
 
 async def test_an_answer_callback_that_raises_when_the_router_is_lost_does_not_end_the_link(
