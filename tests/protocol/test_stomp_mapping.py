@@ -16,7 +16,7 @@ from broker.protocol.stomp_messages import (
     send_request,
 )
 from broker.transport.stomp_subscriptions import Subscriptions
-from broker.transport.stomp_transactions import Transactions
+from broker.transport.stomp_transactions import HELD_FRAME_COST, MAX_OPEN, Transactions
 
 
 @pytest.mark.parametrize(
@@ -140,7 +140,7 @@ def test_a_client_ack_settles_its_own_subscriptions_earlier_deliveries_only() ->
 
 
 def test_transactions_hold_their_frames_in_order_within_bounds() -> None:
-    transactions = Transactions(max_bytes=100)
+    transactions = Transactions(max_bytes=2 * HELD_FRAME_COST + 100)
     transactions.begin("t")
     with pytest.raises(Conflict):
         transactions.begin("t")
@@ -148,11 +148,27 @@ def test_transactions_hold_their_frames_in_order_within_bounds() -> None:
     transactions.hold("t", first)
     transactions.hold("t", second)
     with pytest.raises(TooLarge):
-        transactions.hold("t", StompFrame("SEND", {}, b"b" * 60))  # 40 + 2 + 3 held: 100 would be passed
+        transactions.hold("t", StompFrame("SEND", {}, b""))  # a third frame's own cost passes the limit
     assert transactions.end("t") == [first, second]
     transactions.begin("u")
-    transactions.hold("u", StompFrame("SEND", {}, b"b" * 60))  # the bytes of "t" were given back
+    transactions.hold("u", StompFrame("SEND", {}, b"b" * 600))  # the bytes of "t" were given back
     with pytest.raises(NotFound):
         transactions.end("t")
     with pytest.raises(NotFound):
         transactions.hold("nope", first)
+
+
+def test_small_held_frames_count_what_they_cost_not_only_their_characters() -> None:
+    """`ACK id:N transaction:tN` is some 20 characters, and some 500 bytes held: spread over
+    MAX_OPEN transactions, the limit stops them at what they cost."""
+    limit = 4 << 20
+    transactions = Transactions(max_bytes=limit)
+    for n in range(MAX_OPEN):
+        transactions.begin(f"t{n}")
+    held = 0
+    with pytest.raises(TooLarge):
+        while True:
+            frame = StompFrame("ACK", {"id": str(held), "transaction": f"t{held % MAX_OPEN}"})
+            transactions.hold(f"t{held % MAX_OPEN}", frame)
+            held += 1
+    assert limit // (HELD_FRAME_COST + 30) <= held <= limit // HELD_FRAME_COST
