@@ -120,17 +120,18 @@ def new_stomp_session(
     )
 
 
-def tcp_stomp_session(send: Send) -> StompSession:
-    """A STOMP session for a TCP client (STOMP_PORT): no handshake, so without a login and
-    passcode at CONNECT it is anonymous where that is allowed."""
+def tcp_stomp_session(send: Send, address: str | None) -> StompSession:
+    """A STOMP session for a TCP client (STOMP_PORT) from `address` (None: not known, as
+    for a Unix socket): no handshake, so without a login and passcode at CONNECT it is
+    anonymous where that is allowed for that address, as for a WebSocket's client."""
     router = registry.current()
     if router is None:
         raise Unavailable("the broker's router is not running")
+    peer = Peer(address)
 
     async def anonymous() -> Permissions:
-        # The STOMP port listens where the broker does (runbroker turns anonymous access off
-        # off loopback). A TLS terminator in front of it on this machine would hide its
-        # clients' addresses: README, "STOMP over TCP", says to turn anonymous access off.
-        return permissions_or_unauthorized(None, peer=Peer(None))
+        # A TLS terminator in front of the port on this machine would hide its clients'
+        # addresses: README, "Authentication and permissions", says to turn anonymous access off.
+        return permissions_or_unauthorized(None, peer=peer)
 
     return new_stomp_session(router, send, anonymous, transport="tcp")

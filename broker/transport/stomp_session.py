@@ -173,6 +173,9 @@ class StompSession:
         self._pushed_at = time.monotonic()  # the last frame queued: the outgoing heart-beats' clock
         self._received_at = time.monotonic()  # the last bytes read: the incoming heart-beats' clock
         self._timers: list[asyncio.Task[None]] = []
+        # The client's next chunk being read (serve): ended with the session, since a client
+        # the server ends (no heart-beat, any ERROR) may send nothing and never close.
+        self._reading: asyncio.Future[bytes | None] | None = None
 
     @property
     def closed(self) -> bool:
@@ -209,6 +212,7 @@ class StompSession:
         if on_close is not None:
             on_close()
         self._leave_router()
+        self._stop_reading()
 
     async def wait_closed(self) -> None:
         await self._outbox.wait_stopped()
@@ -239,6 +243,14 @@ class StompSession:
         self._ending = True
         self._leave_router()
         self._outbox.finish(CLOSE_NORMAL)
+        self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        """End a read waiting for the client: `serve` returns, and its transport closes the
+        connection (within CLOSING_GRACE), whether or not the client reads, sends or closes."""
+        reading = self._reading
+        if reading is not None and not reading.done():
+            reading.cancel()
 
     # -- the ConnectionSink protocol (called by the router, on this loop) ---
 
@@ -371,7 +383,7 @@ class StompSession:
     async def _read(self, next_chunk: Callable[[], Awaitable[bytes | None]]) -> None:
         connecting = True  # until the CONNECT frame has been carried out
         while not self._stopping():
-            chunk = await next_chunk()
+            chunk = await self._next_chunk(next_chunk)
             if chunk is None:
                 return
             self._received_at = time.monotonic()
@@ -383,6 +395,19 @@ class StompSession:
                 connecting = False
                 if not await self._feed(b""):
                     return
+
+    async def _next_chunk(self, next_chunk: Callable[[], Awaitable[bytes | None]]) -> bytes | None:
+        """The client's next chunk; None once it has gone, or once the session ends meanwhile."""
+        reading = self._reading = asyncio.ensure_future(next_chunk())
+        try:
+            return await reading
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not reading.cancelled() or current is not None and current.cancelling():
+                raise  # the caller's own cancel, not `_stop_reading`
+            return None
+        finally:
+            self._reading = None
 
     async def _feed(self, data: bytes) -> bool:
         """Carry out the frames `data` completes; False once the session stops taking frames.

@@ -34,8 +34,22 @@ WRITE_HIGH_WATER: Final = 256 * 1024
 # the client closes too (a lingering close, as RFC 9112 asks of HTTP servers).
 LINGER_BYTES: Final = 64 * 1024 * 1024
 LINGER_SECONDS: Final = 2.0
+# Then what the socket still holds unsent may take this long to leave; past it the connection
+# is cut (reset): a client that reads nothing would otherwise keep the socket, its buffers
+# and its task for as long as it keeps the connection open (asyncio's close waits for the
+# unsent bytes to leave).
+CLOSE_SECONDS: Final = 2.0
 
-SessionFactory = Callable[[Send], StompSession]
+# TCP keepalives on every accepted socket: a client gone without a word (its machine off,
+# its network cut) and without STOMP heart-beats (stomp.py asks for none) is noticed
+# within KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_PROBES = 2 minutes, and its
+# unacknowledged messages and its connection slots are given back.
+KEEPALIVE_IDLE: Final = 60  # seconds of silence before the first probe
+KEEPALIVE_INTERVAL: Final = 10  # seconds between probes
+KEEPALIVE_PROBES: Final = 6  # probes unanswered before the kernel gives up
+
+# (the outbox's send, the client's address (None: not known)) -> its session
+SessionFactory = Callable[[Send, str | None], StompSession]
 # What a client past MAX_CONNECTIONS_PER_IP reads before the close.
 REFUSED_CONNECTIONS: Final = (
     b"ERROR\nmessage:too many connections from this address (MAX_CONNECTIONS_PER_IP)\n"
@@ -65,12 +79,10 @@ class TcpSend:
             if self.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
                 await writer.drain()
         elif kind == "websocket.close" and not writer.is_closing():
-            # What was written leaves first; the socket closes once the client did (`linger`),
-            # and LINGER_SECONDS later at the latest: a client the server ends for its silence
-            # (no CONNECT, no heart-beats) neither sends nor closes, and its read waits on.
+            # What was written leaves first. The session's end has stopped its read too, so
+            # `_serve_session` lingers (`linger`) and then closes the socket (`close_within`).
             if writer.can_write_eof():
                 writer.write_eof()
-                asyncio.get_running_loop().call_later(LINGER_SECONDS, writer.close)
             else:
                 writer.close()
 
@@ -90,6 +102,12 @@ class StompTcpServer:
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(self._serve, host, port, limit=READ_BYTES)
 
+    @property
+    def port(self) -> int:
+        """The port listened on (the one the system chose, for port 0)."""
+        assert self._server is not None, "start() first"
+        return int(self._server.sockets[0].getsockname()[1])
+
     async def stop(self) -> None:
         """Stop listening and close every connection (their unacknowledged messages are requeued)."""
         server = self._server
@@ -103,7 +121,8 @@ class StompTcpServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        known = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        address = known or "unknown"
         held = self._per_address.get(address, 0)
         if self._max_per_address and held >= self._max_per_address:
             log.info("STOMP connection refused: %s holds %d connections (MAX_CONNECTIONS_PER_IP)", address, held)
@@ -112,7 +131,7 @@ class StompTcpServer:
             return
         self._per_address[address] = held + 1
         try:
-            await self._serve_session(reader, writer)
+            await self._serve_session(reader, writer, known)
         finally:
             left = self._per_address[address] - 1
             if left:
@@ -120,7 +139,9 @@ class StompTcpServer:
             else:
                 del self._per_address[address]
 
-    async def _serve_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str | None
+    ) -> None:
         sock = writer.get_extra_info("socket")
         if sock is not None:
             try:
@@ -128,8 +149,9 @@ class StompTcpServer:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._send_buffer)
             except OSError:
                 log.debug("socket options not set", exc_info=True)
+            keep_alive(sock)
         tcp = TcpSend(writer)
-        session = self._new_session(tcp.send)
+        session = self._new_session(tcp.send, address)
         self._sessions[session] = writer
 
         async def next_chunk() -> bytes | None:
@@ -150,7 +172,34 @@ class StompTcpServer:
             try:
                 await linger(reader, writer)
             finally:
-                writer.close()
+                await close_within(writer, CLOSE_SECONDS)
+
+
+def keep_alive(sock: socket.socket) -> None:
+    """Ask the kernel to probe an idle connection (KEEPALIVE_IDLE, KEEPALIVE_INTERVAL,
+    KEEPALIVE_PROBES where the platform lets them be set; its defaults elsewhere)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (
+            ("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL), ("TCP_KEEPCNT", KEEPALIVE_PROBES)
+        ):
+            option = getattr(socket, name, None)
+            if option is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+    except OSError:
+        log.debug("TCP keepalive not set", exc_info=True)
+
+
+async def close_within(writer: asyncio.StreamWriter, seconds: float) -> None:
+    """Close the socket once what it holds has left, and cut it (abort) if that takes over
+    `seconds`: a client that stops reading must not hold it."""
+    writer.close()
+    try:
+        await within(writer.wait_closed(), seconds)
+    except TimeoutError:
+        writer.transport.abort()
+    except OSError:  # reset by the client: closed
+        pass
 
 
 async def linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
