@@ -141,6 +141,15 @@ class QueueActCall:
 
 
 @dataclass(frozen=True, slots=True)
+class ExchangesMissingCall:
+    """Which of the exchanges `names` the router does not know (a STOMP COMMIT checks its
+    SENDs' before it carries any of them out), in the order given."""
+
+    op: ClassVar[str] = "exchange.missing"
+    names: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class TopologyCall:
     """Mirror a committed change of the stored topology (broker/protocol/topology.py's form)."""
 
@@ -151,7 +160,7 @@ class TopologyCall:
 RouterCall = (
     QueueCountsCall | QueueSnapshotCall | QueueNamesCall | QueueInfosCall | QueueListedCall | QueueIsPrivateCall
     | QueueRedeclaredCall | QueuePurgeCall | QueueGetCall | QueueBrowseCall | QueueOriginsCall | QueueActCall
-    | TopologyCall
+    | ExchangesMissingCall | TopologyCall
 )
 
 CALLS: Final[dict[str, type[RouterCall]]] = {
@@ -159,7 +168,7 @@ CALLS: Final[dict[str, type[RouterCall]]] = {
     for cls in (
         QueueCountsCall, QueueSnapshotCall, QueueNamesCall, QueueInfosCall, QueueListedCall, QueueIsPrivateCall,
         QueueRedeclaredCall, QueuePurgeCall, QueueGetCall, QueueBrowseCall, QueueOriginsCall, QueueActCall,
-        TopologyCall,
+        ExchangesMissingCall, TopologyCall,
     )
 }
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from broker.engine.errors import Forbidden
 from broker.protocol.calls import (
+    ExchangesMissingCall,
     QueueActCall,
     QueueBrowseCall,
     QueueCountsCall,
@@ -68,6 +69,8 @@ def execute(runtime: Runtime, call: RouterCall, *, holder: int | None = None) ->
             _refuse_private(runtime, name)
             return browser.act(runtime, name, action, ids=ids, wanted=wanted, exchange=exchange,
                                routing_key=routing_key, allowed=allowed)
+        case ExchangesMissingCall(names):
+            return [name for name in names if not runtime.broker.has_exchange(name)]
         case TopologyCall(change):
             runtime.apply_change(decode_change(change))
             return None

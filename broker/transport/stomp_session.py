@@ -26,11 +26,21 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
-from broker.engine.errors import BrokerError, Conflict, Forbidden, NotFound, RateLimited, TooLarge, Unavailable
+from broker.engine.errors import (
+    BrokerError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    RateLimited,
+    TooLarge,
+    Unavailable,
+)
 from broker.engine.jsoncodec import dumps, loads
 from broker.engine.messages import Delivery, delivery_headers
 from broker.engine.names import DEFAULT_EXCHANGE
 from broker.engine.queues import DEFAULT_PREFETCH, MAX_PREFETCH, AckMode
+from broker.protocol.calls import ExchangesMissingCall
 from broker.protocol.client_frames import FrameId, SubscribeRequest
 from broker.protocol.publish import FRAME_OVERHEAD, PublishRequest
 from broker.protocol.stomp_connect import SPOKEN, connected_frame, negotiate_heartbeats, negotiate_version
@@ -578,10 +588,14 @@ class StompSession:
 
     # -- publishing ------------------------------------------------------------
 
-    def _send_frame(self, frame: StompFrame, receipt: str | None, quiet: bool) -> Coroutine[Any, Any, None] | None:
+    def _send_destination(self, frame: StompFrame) -> Destination:
         destination = self._destination(_required(frame, "destination"))
         if destination.kind is Kind.TEMP_QUEUE:
             raise StompError("a /temp-queue/ destination is for reply-to and SUBSCRIBE, not SEND")
+        return destination
+
+    def _send_frame(self, frame: StompFrame, receipt: str | None, quiet: bool) -> Coroutine[Any, Any, None] | None:
+        destination = self._send_destination(frame)
         reply_to = frame.headers.get("reply-to")
         needs_queue = destination.kind is Kind.QUEUE and destination.name not in self._declared
         needs_temp = reply_to is not None and reply_to.startswith("/temp-queue/")
@@ -604,6 +618,14 @@ class StompSession:
     async def _send_prepared(
         self, frame: StompFrame, destination: Destination, receipt: str | None, quiet: bool
     ) -> None:
+        request = await self._prepared(frame, destination)
+        await self._when_memory_allows()
+        if not (self._closed or self._ending):
+            self._publish(request, receipt, quiet)
+
+    async def _prepared(self, frame: StompFrame, destination: Destination) -> PublishRequest:
+        """A SEND's publish, once what it names is made: a /queue/ destination's queue, a
+        /temp-queue/ reply-to's private queue."""
         headers = frame.headers
         # Checked before any queue is made: a refused SEND changes nothing.
         request = send_request(headers, frame.body, destination, max_bytes=self._max_bytes)
@@ -616,9 +638,7 @@ class StompSession:
             queue = await self._temp_queue(temp.name, f"/temp-queue/{temp.name}")
             headers = {**headers, "reply-to": f"/reply-queue/{queue}"}
             request = send_request(headers, frame.body, destination, max_bytes=self._max_bytes)
-        await self._when_memory_allows()
-        if not (self._closed or self._ending):
-            self._publish(request, receipt, quiet)
+        return request
 
     async def _when_memory_allows(self) -> None:
         """Over the memory limit, hold the frame, and so stop reading this connection
@@ -666,26 +686,56 @@ class StompSession:
         return queue
 
     async def _commit(self, frames: list[StompFrame], receipt: str | None) -> None:
-        """A transaction's frames, in order, then the COMMIT's receipt after their answers (a
-        persistent SEND's: its copies committed). Their own receipts came when they were
-        held; an error of one of them carries the COMMIT's."""
-        for held in frames:
-            try:
-                waiting = self._carry_out(held, receipt, quiet=True)
-                if waiting is not None:
-                    await waiting
-            except BrokerError as error:
-                self._refuse(error, receipt)
-            if self._closed or self._ending or self._last_frame:
+        """A transaction's frames, all or none as far as can be told beforehand (docs/protocol.md,
+        "STOMP: frames"): each was checked when held; now what only now can be told is checked
+        (their exchanges exist, their ACKs and NACKs name deliveries not settled yet), the
+        queues their SENDs name are declared, and then they are carried out, in order, with
+        nothing awaited in between. The COMMIT's receipt comes after their answers (a
+        persistent SEND's: its copies committed); an error of one of them carries it."""
+        sends = [(held, self._send_destination(held)) for held in frames if held.command == "SEND"]
+        exchanges = sorted({destination.publish_exchange for _, destination in sends} - {DEFAULT_EXCHANGE})
+        if exchanges:
+            missing = await self._router.call(ExchangesMissingCall(exchanges))
+            if missing:
+                raise NotFound(f"exchange {missing[0]!r} does not exist")
+        settles = [held for held in frames if held.command != "SEND"]
+        if settles:
+            unknown = self._subscriptions.first_unknown([self._settle_tag(held)[0] for held in settles])
+            if unknown is not None:
+                raise PreconditionFailed(f"unknown delivery tag {unknown}")
+        requests: dict[int, PublishRequest] = {}
+        for held, destination in sends:
+            requests[id(held)] = await self._prepared(held, destination)
+            if self._stopping():
                 return
+        await self._when_memory_allows()
+        if self._stopping():
+            return
+        for held in frames:
+            request = requests.get(id(held))
+            if request is not None:
+                self._publish(request, receipt, quiet=True)
+            else:
+                self._settle(held, receipt, ack=held.command == "ACK")
         if receipt is not None:
             self._answers.add(Answer(receipt))
 
     def _hold(self, transaction: str, frame: StompFrame) -> Coroutine[Any, Any, None] | None:
         """A transaction's frame, kept until its COMMIT (stomp_transactions.py); held back, as
-        a SEND is, while the process is over its memory limit. Its receipt says it is held
+        a SEND is, while the process is over its memory limit. Checked first as it would be
+        carried out (its destination, its headers, the right to write, its delivery tag): a
+        refused one is answered now, as outside a transaction. Its receipt says it is held
         (as RabbitMQ's does for an ACK): a client gets every receipt it asked for, after an
         ABORT too; the COMMIT's says the frames are carried out."""
+        if frame.command == "SEND":
+            destination = self._send_destination(frame)
+            request = send_request(frame.headers, frame.body, destination, max_bytes=self._max_bytes)
+            self._may_write(request.exchange)
+            reply_to = frame.headers.get("reply-to")
+            if reply_to is not None and reply_to.startswith("/temp-queue/"):
+                parse_destination(reply_to)
+        else:
+            self._settle_tag(frame)
         self._transactions.hold(transaction, frame)
         receipt = frame.headers.get("receipt")
         guard = self._guard
@@ -784,7 +834,8 @@ class StompSession:
         if request.key in self._subscriptions or request.key in self._unsubscribing:
             raise Conflict(f"subscription {request.key!r} exists already")
         answered: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._subscriptions.add(request.key, request.subscription_json, cumulative=cumulative)
+        self._subscriptions.add(request.key, request.subscription_json, cumulative=cumulative,
+                                manual=request.ack is not AckMode.AUTO)
 
         def answer(queue: str | None, error: BrokerError | None) -> None:
             if answered.done():
@@ -842,15 +893,7 @@ class StompSession:
         MESSAGE frames carry in both; under `client` every earlier delivery of its
         subscription is settled with it. `receipt` names a refusal's ERROR (a COMMIT's,
         for a frame the COMMIT carries out)."""
-        name = "id" if self._version == "1.2" else "message-id"
-        value = frame.headers.get(name) or frame.headers.get("id") or frame.headers.get("message-id")
-        if value is None:
-            raise StompError(f"{frame.command} needs an {name} header")
-        if not (value.isascii() and value.isdigit()):  # int() takes "١" and " 1 " too
-            raise NotFound(f"{name} {value!r} names no delivery of this connection")
-        tag = int(value)
-        requeue_header = frame.headers.get("requeue")
-        requeue = requeue_header is None or boolean_header("requeue", requeue_header)
+        tag, requeue = self._settle_tag(frame)
         router, conn = self._router, self._conn
         assert conn is not None
         for each in self._subscriptions.to_settle(tag):
@@ -862,6 +905,18 @@ class StompSession:
                 router.ack(conn, frame_id, each, multiple=False)
             else:
                 router.nack(conn, frame_id, each, multiple=False, requeue=requeue)
+
+
+    def _settle_tag(self, frame: StompFrame) -> tuple[int, bool]:
+        """An ACK's or NACK's (delivery tag, requeue), as its headers give them."""
+        name = "id" if self._version == "1.2" else "message-id"
+        value = frame.headers.get(name) or frame.headers.get("id") or frame.headers.get("message-id")
+        if value is None:
+            raise StompError(f"{frame.command} needs an {name} header")
+        if not (value.isascii() and value.isdigit()):  # int() takes "١" and " 1 " too
+            raise NotFound(f"{name} {value!r} names no delivery of this connection")
+        requeue_header = frame.headers.get("requeue")
+        return int(value), requeue_header is None or boolean_header("requeue", requeue_header)
 
 
 def asgi_chunks(receive: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[bytes | None]]:

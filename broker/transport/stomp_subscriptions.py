@@ -18,6 +18,7 @@ class Subscription:
     id: str
     subscription_json: str  # the id as deliveries name it (its JSON)
     cumulative: bool  # ack mode `client`
+    manual: bool  # ack mode `client` or `client-individual`: its deliveries wait for an ACK or NACK
     tags: deque[int] = field(default_factory=deque)  # unsettled deliveries (cumulative only)
 
 
@@ -26,6 +27,9 @@ class Subscriptions:
         self._by_id: dict[str, Subscription] = {}
         self._by_json: dict[str, Subscription] = {}
         self._owners: dict[int, Subscription] = {}  # a cumulative subscription's unsettled tags
+        # Deliveries the client may still ACK or NACK (of a subscription not `auto`, or of one
+        # gone when it came): what a COMMIT checks its held ACKs and NACKs against.
+        self._unsettled: set[int] = set()
 
     def __contains__(self, subscription_id: str) -> bool:
         return subscription_id in self._by_id
@@ -33,8 +37,8 @@ class Subscriptions:
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def add(self, subscription_id: str, subscription_json: str, *, cumulative: bool) -> Subscription:
-        subscription = Subscription(subscription_id, subscription_json, cumulative)
+    def add(self, subscription_id: str, subscription_json: str, *, cumulative: bool, manual: bool) -> Subscription:
+        subscription = Subscription(subscription_id, subscription_json, cumulative, manual)
         self._by_id[subscription_id] = subscription
         self._by_json[subscription_json] = subscription
         return subscription
@@ -54,6 +58,8 @@ class Subscriptions:
 
     def delivered(self, subscription: Subscription | None, tag: int) -> None:
         """A delivery of `subscription` went out under `tag`."""
+        if subscription is None or subscription.manual:
+            self._unsettled.add(tag)
         if subscription is not None and subscription.cumulative:
             subscription.tags.append(tag)
             self._owners[tag] = subscription
@@ -62,11 +68,30 @@ class Subscriptions:
         """The tags an ACK or NACK of `tag` settles: with it, every earlier unsettled one of
         a `client` subscription; otherwise `tag` alone (the router judges whether it is known)."""
         owner = self._owners.get(tag)
+        unsettled = self._unsettled
         if owner is None:
+            unsettled.discard(tag)
             return [tag]
         pending, owners, settled = owner.tags, self._owners, []
         while pending and pending[0] <= tag:
             earlier = pending.popleft()
             owners.pop(earlier, None)
+            unsettled.discard(earlier)
             settled.append(earlier)
         return settled
+
+    def first_unknown(self, tags: list[int]) -> int | None:
+        """The first of `tags` (ACKs and NACKs in order, not carried out yet) that names no
+        delivery the client may still settle, one an earlier of them settles included; None
+        when each names one. Nothing changes."""
+        unsettled, owners = self._unsettled, self._owners
+        settled: set[int] = set()
+        for tag in tags:
+            if tag not in unsettled or tag in settled:
+                return tag
+            owner = owners.get(tag)
+            if owner is None:
+                settled.add(tag)
+            else:
+                settled.update(earlier for earlier in owner.tags if earlier <= tag)
+        return None

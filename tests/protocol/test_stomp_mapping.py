@@ -125,8 +125,8 @@ def test_queue_properties_and_durable_subscriptions() -> None:
 
 def test_a_client_ack_settles_its_own_subscriptions_earlier_deliveries_only() -> None:
     subscriptions = Subscriptions()
-    client = subscriptions.add("c", '"c"', cumulative=True)
-    individual = subscriptions.add("i", '"i"', cumulative=False)
+    client = subscriptions.add("c", '"c"', cumulative=True, manual=True)
+    individual = subscriptions.add("i", '"i"', cumulative=False, manual=True)
     for tag, owner in ((1, client), (2, individual), (3, client), (4, client)):
         subscriptions.delivered(owner, tag)
     assert subscriptions.to_settle(3) == [1, 3]
@@ -137,6 +137,23 @@ def test_a_client_ack_settles_its_own_subscriptions_earlier_deliveries_only() ->
     subscriptions.remove("c")
     assert subscriptions.to_settle(5) == [5] and "c" not in subscriptions
     assert subscriptions.by_json('"i"') is individual
+
+
+def test_a_commit_s_acks_are_checked_against_the_deliveries_not_settled_yet() -> None:
+    subscriptions = Subscriptions()
+    client = subscriptions.add("c", '"c"', cumulative=True, manual=True)
+    individual = subscriptions.add("i", '"i"', cumulative=False, manual=True)
+    auto = subscriptions.add("a", '"a"', cumulative=False, manual=False)
+    for tag, owner in ((1, client), (2, individual), (3, client), (4, auto)):
+        subscriptions.delivered(owner, tag)
+    assert subscriptions.first_unknown([2, 3]) is None
+    assert subscriptions.first_unknown([3, 1]) == 1  # the ACK of 3 settles 1 too
+    assert subscriptions.first_unknown([2, 2]) == 2
+    assert subscriptions.first_unknown([4]) == 4  # an auto delivery is settled as it goes
+    assert subscriptions.first_unknown([9]) == 9
+    assert subscriptions.first_unknown([1, 3]) is None  # nothing changed by asking
+    subscriptions.to_settle(2)
+    assert subscriptions.first_unknown([2]) == 2
 
 
 def test_transactions_hold_their_frames_in_order_within_bounds() -> None:

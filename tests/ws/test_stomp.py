@@ -332,6 +332,72 @@ async def test_an_error_of_a_frame_a_commit_carries_out_names_the_commit_s_recei
     assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", "not_found", "committed")
 
 
+async def test_a_commit_refused_for_a_missing_exchange_carries_out_none_of_its_frames(
+    stomp: Open, runtime: Runtime
+) -> None:
+    client = await stomp()
+    await client.send("SUBSCRIBE", {"id": "s", "destination": "/queue/tq", "receipt": "sub"})
+    assert (await client.receive()).headers["receipt-id"] == "sub"
+    await client.send("BEGIN", {"transaction": "t1"})
+    await client.send("SEND", {"destination": "/queue/tq", "transaction": "t1"}, "one")
+    await client.send("SEND", {"destination": "/exchange/nope/k", "transaction": "t1"}, "two")
+    await client.send("COMMIT", {"transaction": "t1", "receipt": "c1"})
+    error = await client.receive()  # no MESSAGE "one" before it
+    assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", "not_found", "c1")
+    assert await client.closed()
+    assert counts(runtime, "tq") == (0, 0)
+
+
+async def test_a_commit_refused_for_an_unknown_delivery_carries_out_none_of_its_frames(
+    stomp: Open, runtime: Runtime
+) -> None:
+    client = await stomp()
+    await client.send("SUBSCRIBE", {"id": "s", "destination": "/queue/tk", "ack": "client-individual"})
+    await client.send("SEND", {"destination": "/queue/tk"}, "first")
+    message = await client.receive()
+    await client.send("BEGIN", {"transaction": "t"})
+    await client.send("ACK", {"id": message.headers["ack"], "transaction": "t"})
+    await client.send("SEND", {"destination": "/queue/tk", "transaction": "t"}, "second")
+    await client.send("ACK", {"id": message.headers["ack"], "transaction": "t"})  # settled by the first
+    await client.send("COMMIT", {"transaction": "t", "receipt": "c"})
+    error = await client.receive()
+    assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", "precondition_failed", "c")
+    assert await client.closed()
+    await eventually(lambda: counts(runtime, "tk") == (1, 0), what="the first message requeued, alone")
+
+
+@pytest.mark.parametrize(
+    ("command", "headers", "code"),
+    [
+        ("SEND", {"destination": "/nowhere"}, "invalid"),
+        ("SEND", {"destination": "/temp-queue/t"}, "invalid"),
+        ("SEND", {"destination": "/queue/tx-h", "persistent": "maybe"}, "invalid"),
+        ("SEND", {"destination": "/queue/tx-h", "reply-to": "/temp-queue/"}, "invalid"),
+        ("ACK", {"id": "one"}, "not_found"),
+        ("NACK", {"id": "1", "requeue": "maybe"}, "invalid"),
+        ("ACK", {}, "invalid"),
+    ],
+)
+async def test_a_frame_refused_as_it_is_held_gets_its_error_at_once(
+    stomp: Open, command: str, headers: dict[str, str], code: str
+) -> None:
+    client = await stomp()
+    await client.send("BEGIN", {"transaction": "t"})
+    await client.send(command, {**headers, "transaction": "t", "receipt": "held"}, "x" if command == "SEND" else "")
+    error = await client.receive()
+    assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", code, "held")
+
+
+async def test_a_send_held_without_the_write_right_is_refused_at_once(stomp: Open, runtime: Runtime) -> None:
+    await builtin_topic_exchange()
+    _, token = await user_with("gil", configure=".*", write="", read=".*")
+    client = await stomp(login="gil", passcode=token)
+    await client.send("BEGIN", {"transaction": "t"})
+    await client.send("SEND", {"destination": "/topic/x", "transaction": "t", "receipt": "held"}, "x")
+    error = await client.receive()
+    assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", "forbidden", "held")
+
+
 async def test_temp_queue_reply_to_is_rewritten_and_replies_come_back(stomp: Open, runtime: Runtime) -> None:
     await declare_queue("rpc")
     server = await stomp()
