@@ -546,8 +546,8 @@ class StompSession:
             permissions = await self._authenticate(login or "", passcode or "")
         else:
             permissions = await self._default_permissions()
-        if self._closed:
-            return
+        if self._closed or self._ending:
+            return  # gone, or ended meanwhile (no CONNECT in time): nothing taken, no router joined
         if self._on_connected is not None and not self._on_connected(permissions):
             self._error(TooManyConnections(f"{permissions.who} holds too many connections (MAX_CONNECTIONS_PER_USER)"),
                         None)

@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from access.rules import ANONYMOUS_ALL
 from broker.engine.errors import PreconditionFailed
 from broker.engine.messages import Delivery, Message
 from broker.protocol.server_frames import message_frame
 from broker.protocol.stomp_frames import StompParser, encode_frame
+from broker.transport import stomp_session
 from broker.transport.limits import FrameBudget
 from broker.transport.stomp_session import StompSession
 
@@ -149,3 +152,47 @@ async def test_a_held_ack_refused_at_commit_names_the_commit_s_receipt() -> None
     assert [(frame.command, frame.headers.get("receipt-id")) for frame in sent_frames(sent)][-2:] == [
         ("RECEIPT", "acked"), ("ERROR", "committed"),
     ]
+
+
+async def test_a_session_ended_while_its_client_is_authenticated_joins_no_router(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CONNECT_TIMEOUT passes while the CONNECT's credentials are looked up, and its ERROR
+    cannot leave: the session has ended, and takes no connection slot and no router
+    connection afterwards."""
+    monkeypatch.setattr(stomp_session, "CONNECT_TIMEOUT", 0.05)
+    monkeypatch.setattr(stomp_session, "CLOSING_GRACE", 0.1)
+    sent: list[Any] = []
+    router = SilentRouter()
+    looked_up = asyncio.Event()
+    taken: list[Any] = []
+
+    async def slow(login: str, passcode: str) -> Any:
+        await asyncio.sleep(0.2)
+        looked_up.set()
+        return ANONYMOUS_ALL
+
+    async def send(event: Any) -> None:  # a client that reads nothing: the ERROR never leaves
+        sent.append(event)
+        await asyncio.Event().wait()
+
+    session = StompSession(
+        router,  # type: ignore[arg-type]
+        send,
+        authenticate=slow,
+        default_permissions=_anonymous,
+        declare_queue=_never_declare,
+        max_message_bytes=1 << 20,
+        max_buffered_bytes=1 << 20,
+        budget=FrameBudget(1e6, 1e6),
+        on_connected=lambda permissions: taken.append(permissions) or True,
+    )
+    session.open()
+    chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
+    chunks.put_nowait(encode_frame("CONNECT", {"accept-version": "1.2", "login": "u", "passcode": "p"}))
+    serving = asyncio.ensure_future(session.serve(chunks.get))
+    await asyncio.wait_for(looked_up.wait(), 2)
+    await asyncio.wait_for(serving, 2)
+    session.close()
+    assert (router.connected, taken) == ([], [])
+    assert [frame.command for frame in sent_frames(sent)] == ["ERROR"]
