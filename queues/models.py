@@ -60,6 +60,10 @@ class Message(models.Model):
     headers = models.JSONField(default=dict)
     # ISO-8601 text as on the wire, so a redelivery repeats it byte for byte.
     published_at = models.CharField(max_length=40)
+    # Where the broker dead-lettered the message from (broker/engine/messages.py, `origin`):
+    # what a replay follows. Null for every message the broker did not dead-letter itself.
+    origin_exchange = models.CharField(max_length=255, null=True, blank=True)
+    origin_routing_key = models.CharField(max_length=255, null=True, blank=True)
 
     class Meta:
         ordering = ["id"]

@@ -123,8 +123,8 @@ class QueueViewSet(viewsets.GenericViewSet[Queue]):
     @extend_schema(
         request=MessageActionSerializer,
         responses={200: MessageActionDoneSerializer, **errors(400, 401, 403, 404, 503)},
-        description="`delete`, `move` or `copy` (to `exchange` with `routing_key`) or `replay` (each to its "
-        "`x-death` origin) the ready messages selected by `ids`, or `all` that match `filter`. Done in batches, "
+        description="`delete`, `move` or `copy` (to `exchange` with `routing_key`) or `replay` (each to where the "
+        "broker dead-lettered it from) the ready messages selected by `ids`, or `all` that match `filter`. Done in batches, "
         "each committed whole: a broker that stops half way has done some batches and not the others.",
     )
     @action(detail=True, methods=["post"], url_path=rf"messages/(?P<verb>{'|'.join(BROWSER_ACTIONS)})",

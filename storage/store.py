@@ -161,14 +161,14 @@ class OrmMessageStore:
             rows = cursor.fetchall()
         # Per row the cheapest work there is: a consumer draining a deep queue waits on it.
         append = found.append
-        for store_id, message_id, exchange, routing_key, body, headers, published_at in rows:
+        for store_id, message_id, exchange, routing_key, body, headers, published_at, origin_exchange, origin_key in rows:
             if headers == "{}" or not headers:
                 headers = no_headers
             elif isinstance(headers, str):  # SQLite gives the JSON text, PostgreSQL the object
                 headers = loads(headers)
             append((store_id, Message(
                 message_id, shared.setdefault(exchange, exchange), shared.setdefault(routing_key, routing_key),
-                body, headers, True, published_at,
+                body, headers, True, published_at, None if origin_exchange is None else (origin_exchange, origin_key),
             )))
         return found
 
@@ -479,7 +479,10 @@ class OrmMessageStore:
         connection.close()
 
 
-_COLUMNS: Final = ("id", "queue_id", "message_id", "exchange", "routing_key", "body", "headers", "published_at")
+_COLUMNS: Final = (
+    "id", "queue_id", "message_id", "exchange", "routing_key", "body", "headers", "published_at",
+    "origin_exchange", "origin_routing_key",
+)
 
 
 def _row(copy: StoredCopy, queue: int | str) -> tuple[Any, ...]:
@@ -487,7 +490,9 @@ def _row(copy: StoredCopy, queue: int | str) -> tuple[Any, ...]:
     `_insert_joined_sql`, by name)."""
     m = copy.message
     headers = dumps(dict(m.headers)) if m.headers else "{}"
-    return (copy.store_id, queue, m.message_id, m.exchange, m.routing_key, m.body_json, headers, m.published_at)
+    origin_exchange, origin_key = (None, None) if m.origin is None else m.origin
+    return (copy.store_id, queue, m.message_id, m.exchange, m.routing_key, m.body_json, headers, m.published_at,
+            origin_exchange, origin_key)
 
 
 def _insert_sql() -> str:
@@ -501,12 +506,12 @@ def _insert_joined_sql(count: int) -> str:
     """PostgreSQL: insert rows given with their queue's name, found by a join (a row whose
     queue is gone is left out) that locks the queues' rows as `_queue_ids` does."""
     quote = connection.ops.quote_name
-    row = "(%s::bigint, %s, %s, %s, %s, %s, %s::jsonb, %s)"
-    given = "store_id, queue_name, message_id, exchange, routing_key, body, headers, published_at"
+    row = "(%s::bigint, %s, %s, %s, %s, %s, %s::jsonb, %s, %s::text, %s::text)"
+    given = "store_id, queue_name, message_id, exchange, routing_key, body, headers, published_at, origin_exchange, origin_key"
     return (
         f"INSERT INTO {quote(MessageRow._meta.db_table)} ({', '.join(map(quote, _COLUMNS))}) "
-        f"SELECT v.store_id, q.id, v.message_id, v.exchange, v.routing_key, v.body, v.headers, v.published_at "
-        f"FROM (VALUES {', '.join([row] * count)}) AS v({given}) "
+        f"SELECT v.store_id, q.id, v.message_id, v.exchange, v.routing_key, v.body, v.headers, v.published_at, "
+        f"v.origin_exchange, v.origin_key FROM (VALUES {', '.join([row] * count)}) AS v({given}) "
         f"JOIN {quote(Queue._meta.db_table)} AS q ON q.name = v.queue_name {LOCK_QUEUES}"
     )
 
@@ -530,8 +535,9 @@ def _drain_cte(delete: str, copies: str | None, names: str | None = None) -> str
     stored = (
         f", stored AS ("
         f"INSERT INTO {quote(MessageRow._meta.db_table)} ({', '.join(map(quote, _COLUMNS))}) "
-        f"SELECT v.store_id, q.id, v.message_id, v.exchange, v.routing_key, v.body, v.headers::jsonb, v.published_at "
-        f"FROM {copies} AS v(outbox_id, store_id, queue_name, message_id, exchange, routing_key, body, headers, published_at) "
+        f"SELECT v.store_id, q.id, v.message_id, v.exchange, v.routing_key, v.body, v.headers::jsonb, v.published_at, "
+        f"v.origin_exchange, v.origin_key FROM {copies} AS v(outbox_id, store_id, queue_name, message_id, exchange, "
+        f"routing_key, body, headers, published_at, origin_exchange, origin_key) "
         f"JOIN gone ON gone.id = v.outbox_id JOIN {joined})"
         if copies is not None
         else ""
@@ -543,13 +549,13 @@ def _drain_cte(delete: str, copies: str | None, names: str | None = None) -> str
 
 
 def _drain_values_sql(rows: int, copies: int) -> str:
-    row = "(%s::bigint, %s::bigint, %s, %s, %s, %s, %s, %s, %s)"
+    row = "(%s::bigint, %s::bigint, %s, %s, %s, %s, %s, %s, %s, %s::text, %s::text)"
     return _drain_cte(f"{delete_outbox_sql(rows)} RETURNING id", f"(VALUES {', '.join([row] * copies)})" if copies else None)
 
 
 def _drain_arrays_sql(*, copies: bool) -> str:
     """Arrays sent in binary: for text, a fifth of the client's CPU of text arrays."""
-    types = ("bigint", "bigint", "text", "text", "text", "text", "text", "text", "text")
+    types = ("bigint", "bigint", "text", "text", "text", "text", "text", "text", "text", "text", "text")
     arrays = f"unnest({', '.join(f'%b::{type_}[]' for type_ in types)})"
     return _drain_cte(delete_outbox_any_sql(), arrays if copies else None, "%b::text[]" if copies else None)
 
@@ -615,7 +621,10 @@ def _queue_ids(names: list[str]) -> dict[str, int]:
 def _backlog_sql() -> str:
     table = connection.ops.quote_name(MessageRow._meta.db_table)
     queues = connection.ops.quote_name(Queue._meta.db_table)
-    columns = "m.id, m.message_id, m.exchange, m.routing_key, m.body, m.headers, m.published_at"
+    columns = (
+        "m.id, m.message_id, m.exchange, m.routing_key, m.body, m.headers, m.published_at, "
+        "m.origin_exchange, m.origin_routing_key"
+    )
     # Ordered as the (queue, id) index is, with the queue's id a constant: read in order.
     return (
         f"SELECT {columns} FROM {table} AS m WHERE m.queue_id = (SELECT id FROM {queues} WHERE name = %s) "

@@ -27,7 +27,9 @@ def dead_letter_copy(
 ) -> Message:
     """The copy to publish to `exchange`, its death recorded first in `x-death`: a death in
     the same queue for the same reason as before counts again (`count`), moved to the front,
-    keeping the exchange and routing keys of the first (as RabbitMQ)."""
+    keeping the exchange and routing keys of the first (as RabbitMQ). The copy's `origin` is
+    where the message was when it died this time, as the broker saw it: never read from
+    `x-death`, which a publisher may have written."""
     # `x-death` comes from publishers too: read it defensively.
     deaths = message.headers.get("x-death")
     history = [d for d in deaths if isinstance(d, dict)] if isinstance(deaths, list) else []
@@ -59,6 +61,7 @@ def dead_letter_copy(
         headers=headers,
         persistent=message.persistent,
         published_at=message.published_at,
+        origin=(message.exchange, message.routing_key),
     )
 
 

@@ -24,6 +24,10 @@ class Message:
     headers: Mapping[str, Any]
     persistent: bool
     published_at: str
+    # Where the broker dead-lettered it from, (exchange, routing key), recorded by the broker
+    # itself (deadletter.py) and stored with it: what a replay follows. Never taken from a
+    # publish: `x-death` is a header any client may send (docs/protocol.md, "Message browser").
+    origin: tuple[str, str] | None = None
     # The protocol's encoding of the fields every delivery shares, kept with the message
     # so it is made once (broker/protocol/server_frames.py); the engine never reads it.
     wire: str | None = field(default=None, compare=False, repr=False)
@@ -43,6 +47,7 @@ def make_message(
     headers: Mapping[str, Any],
     persistent: bool,
     published_at: str,
+    origin: tuple[str, str] | None = None,
 ) -> Message:
     return Message(
         message_id=message_id,
@@ -52,6 +57,7 @@ def make_message(
         headers=headers,
         persistent=persistent,
         published_at=published_at,
+        origin=origin,
     )
 
 

@@ -1,5 +1,6 @@
 """The message browser on the router: pages of a queue's messages without taking them, and
-the actions on its ready messages (delete, move, copy, replay to their origin).
+the actions on its ready messages (delete, move, copy, replay to the origin the broker
+recorded when it dead-lettered them).
 
 The engine lists what is in memory and says where the backlog's rows are
 (broker/engine/browse.py); the rows are read here on the writer's thread. An
@@ -89,15 +90,10 @@ async def browse(runtime: Runtime, queue: str, wanted: Mapping[str, Any] | None,
 
 
 def origin_of(message: Message) -> tuple[str, str] | None:
-    """Where a dead-lettered message came from: its newest `x-death` entry's exchange and
-    first routing key."""
-    deaths = message.headers.get("x-death")
-    if not isinstance(deaths, list) or not deaths or not isinstance(deaths[0], dict):
-        return None
-    exchange, keys = deaths[0].get("exchange"), deaths[0].get("routing-keys")
-    if not isinstance(exchange, str) or not isinstance(keys, list) or not keys or not isinstance(keys[0], str):
-        return None
-    return exchange, keys[0]
+    """Where a dead-lettered message came from: the exchange and routing key the broker
+    recorded when it dead-lettered it. Not its `x-death` header, which a publisher may have
+    written to have a replay publish where it could not (docs/protocol.md, "Message browser")."""
+    return message.origin
 
 
 async def origins(runtime: Runtime, queue: str, ids: list[str] | None, wanted: Mapping[str, Any] | None) -> list[str]:

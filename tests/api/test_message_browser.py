@@ -146,6 +146,36 @@ async def test_each_action_needs_its_rights(http: httpx.AsyncClient, runtime: Ru
     assert (await http.get("/api/queues/dead/messages/", headers=as_operator)).json()["count"] == 4
 
 
+async def test_a_replay_does_not_follow_an_x_death_its_publisher_wrote(
+    http: httpx.AsyncClient, runtime: Runtime, settings: Any
+) -> None:
+    """Mallory may write to `pub` only. Her `x-death` named `secret`, and an operator's replay
+    of `inbox` published her message there: the broker's rights on her behalf. Her header is
+    kept, but only an origin the broker recorded when it dead-lettered a message is followed."""
+    for path, data in (
+        ("/api/exchanges/", {"name": "pub", "type": "fanout"}),
+        ("/api/exchanges/", {"name": "secret", "type": "direct"}),
+        ("/api/queues/", {"name": "inbox"}),
+        ("/api/queues/", {"name": "secretq"}),
+        ("/api/bindings/", {"exchange": "pub", "queue": "inbox"}),
+        ("/api/bindings/", {"exchange": "secret", "queue": "secretq", "binding_key": "k"}),
+    ):
+        assert (await post(http, path, data))[0] == 201
+    settings.BROKER_ALLOW_ANONYMOUS = False
+    _, mallory = await database_sync_to_async(make_user)("mallory", write="^pub$")
+    _, operator = await database_sync_to_async(make_user)("operator", configure=".*", write=".*", read=".*")
+    as_operator = {"authorization": f"Bearer {operator}"}
+    death = {"queue": "secretq", "reason": "rejected", "exchange": "secret", "routing-keys": ["k"], "count": 1}
+    status, _ = await post(http, "/api/exchanges/pub/publish/", {"body": "psst", "headers": {"x-death": [death]}},
+                           authorization=f"Bearer {mallory}")
+    assert status == 200
+    status, done = await post(http, "/api/queues/inbox/messages/replay/", {"all": True}, **as_operator)
+    assert (status, done) == (200, {"taken": 0, "skipped": 1, "routed": 0, "complete": True})
+    assert (await http.get("/api/queues/secretq/messages/", headers=as_operator)).json()["count"] == 0
+    (kept,) = (await http.get("/api/queues/inbox/messages/", headers=as_operator)).json()["messages"]
+    assert kept["headers"]["x-death"] == [death]
+
+
 @pytest.mark.parametrize("value", ["²", "１", "-1", "1.5", str(2**31), "1" * 5000, str(10**20)])
 async def test_offset_and_limit_must_be_ascii_whole_numbers(http: httpx.AsyncClient, runtime: Runtime, value: str) -> None:
     """"²" passed str.isdigit and then failed int(): a 500; so did 5,000 digits (Python's

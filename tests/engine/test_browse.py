@@ -16,8 +16,7 @@ from tests.engine.helpers import Backlogs, bind, body, exchange, fill, msg, queu
 
 
 def origin(message: Message) -> tuple[str, str] | None:
-    death = message.headers["x-death"][0]
-    return death["exchange"], death["routing-keys"][0]
+    return message.origin  # as broker/runtime/browser.py's `origin_of`
 
 
 def test_listing_takes_nothing_and_changes_no_flag() -> None:

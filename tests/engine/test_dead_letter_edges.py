@@ -124,3 +124,22 @@ def test_a_ttl_given_later_by_the_stored_definition_is_honoured_and_taken_back()
     fill(broker, "q", "c", now=2.0)
     broker.tick(now=100.0)
     assert ready(broker, "q") == ["c"]
+
+
+def test_a_dead_letter_s_origin_is_where_the_broker_saw_it_die_whatever_its_x_death_says() -> None:
+    """A publisher's `x-death` naming the queue and reason of the death to come is merged
+    into the new entry, which keeps its `exchange` (as RabbitMQ): the header says `secret`,
+    but the origin a replay follows is the exchange and key the message died with."""
+    broker = Broker()
+    exchange(broker, "dlx", "fanout")
+    queue(broker, "dead")
+    bind(broker, "dlx", "dead")
+    queue(broker, "inbox", arguments={"dead_letter_exchange": "dlx"})
+    forged = {"queue": "inbox", "reason": "rejected", "exchange": "secret", "routing-keys": ["k"], "count": 1}
+    send(broker, "inbox", "forged", headers={"x-death": [forged]})
+    assert broker.queues["inbox"].ready[0].message.origin is None  # a publish records none
+    consumer = subscribe(broker, "inbox")
+    broker.nack(consumer.connection, 1, multiple=False, requeue=False, now=0.0)
+    (envelope,) = broker.queues["dead"].ready
+    assert envelope.message.headers["x-death"][0]["exchange"] == "secret"  # the client's header, kept
+    assert envelope.message.origin == ("", "inbox")

@@ -148,3 +148,23 @@ def test_deleting_purged_rows_waits_for_another_process_s_write_lock(transaction
         releasing.join()
         other.close()
     assert time.monotonic() - started >= 0.25  # it waited for the lock, then deleted
+
+
+@pytest.mark.parametrize("count", [1, 40])  # PostgreSQL: one INSERT below 32 rows, COPY from 32
+def test_a_stored_copy_keeps_the_origin_the_broker_recorded(transactional_db: object, count: int) -> None:
+    """What a replay follows (broker/runtime/browser.py) is read back with the row, and a
+    message the broker did not dead-letter reads back with none."""
+    from broker.engine.messages import StoredCopy, make_message
+
+    Queue.objects.create(name="dead")
+    store = OrmMessageStore()
+    copies = [
+        StoredCopy(n, "dead", make_message(
+            message_id=f"m{n}", exchange="dlx", routing_key="new", body_json=dumps(n), headers={}, persistent=True,
+            published_at="", origin=("orders", "new") if n % 2 else None,
+        ))
+        for n in range(1, count + 1)
+    ]
+    store.write(copies, [], [])
+    read = store.read_backlog("dead", 0, count + 1, count)
+    assert [(store_id, m.origin) for store_id, m in read] == [(c.store_id, c.message.origin) for c in copies]

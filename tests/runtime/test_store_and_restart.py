@@ -487,3 +487,39 @@ async def test_a_publisher_that_gives_up_leaves_its_commit_to_the_others() -> No
     finally:
         store.release.set()
         await runtime.stop()
+
+
+async def test_a_dead_letter_s_origin_outlives_a_restart_and_a_publisher_s_x_death_is_none(runtime: Runtime) -> None:
+    """The origin a replay follows is stored with the message (broker/runtime/browser.py):
+    after a restart the broker's dead letter goes back where it died, and a message whose
+    `x-death` came from its publisher, naming the same place, stays where it is."""
+    from broker.runtime.browser import act
+
+    dlx = await database_sync_to_async(Exchange.objects.create)(name="dlx", type="fanout")
+    dead = await database_sync_to_async(Queue.objects.create)(name="dead")
+    await database_sync_to_async(Binding.objects.create)(exchange=dlx, queue=dead)
+    await database_sync_to_async(Queue.objects.create)(name="work", arguments={"x-dead-letter-exchange": "dlx"})
+    await publish(runtime, "work", "died")
+    connection = runtime.connect(Sink())
+    runtime.subscribe(connection, subscription="s", subscription_json='"s"', ack_mode=AckMode.CLIENT, prefetch=0,
+                      queue="work")
+    runtime.nack(connection, 1, multiple=False, requeue=False)
+    runtime.disconnect(connection)
+    death = {"queue": "work", "reason": "rejected", "exchange": "", "routing-keys": ["work"], "count": 1}
+    await runtime.publish(PublishRequest("", "dead", dumps("forged"), {"x-death": [death]}, True, None))
+
+    async def both_stored() -> bool:
+        return len(await rows("dead")) == 2
+
+    await eventually(both_stored, what="both stored")
+    await runtime.stop()
+
+    restarted = new_runtime()
+    await restarted.start()
+    try:
+        assert [e.message.origin for e in restarted.broker.queues["dead"].ready] == [("", "work"), None]
+        done = await act(restarted, "dead", "replay", ids=None, wanted={})
+        assert (done["taken"], done["skipped"], done["routed"]) == (1, 1, 1)
+        assert await rows("work") == ['"died"'] and await rows("dead") == ['"forged"']
+    finally:
+        await restarted.stop()
