@@ -10,6 +10,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from common.fields import StrictCharField
 from exchanges.serializers import ExchangeBindingSerializer
 
 
@@ -19,15 +20,15 @@ class BindingSerializer(ExchangeBindingSerializer):
 
 class BindingCreateSerializer(serializers.Serializer[Any]):
     # Blank allowed: "" (the default exchange) is refused by the service with 403, not 400.
-    exchange = serializers.CharField(allow_blank=True, trim_whitespace=False, help_text="the exchange's name")
-    queue = serializers.CharField(
+    exchange = StrictCharField(allow_blank=True, trim_whitespace=False, help_text="the exchange's name")
+    queue = StrictCharField(
         required=False, trim_whitespace=False, help_text="the queue's name (or give destination_exchange)"
     )
-    destination_exchange = serializers.CharField(
+    destination_exchange = StrictCharField(
         required=False, allow_blank=True, trim_whitespace=False,
         help_text="instead of a queue: the exchange the matching messages are routed on to",
     )
-    binding_key = serializers.CharField(default="", allow_blank=True, trim_whitespace=False)
+    binding_key = StrictCharField(default="", allow_blank=True, trim_whitespace=False)
     arguments = serializers.DictField(
         default=dict, help_text="headers exchanges: the headers to match, and x-match (all, any)"
     )

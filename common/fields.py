@@ -13,7 +13,41 @@ from rest_framework.utils import html
 BROWSABLE_FORM_MARK: Final = "csrfmiddlewaretoken"
 
 
-class FormBooleanField(serializers.BooleanField):
+def is_form_input(field: serializers.Field[Any, Any, Any, Any]) -> bool:
+    """Whether the request's data is form data (the browsable API's forms, `curl -d`), where
+    every value is text; JSON carries its values' types."""
+    return html.is_html_input(getattr(field.root, "initial_data", None))
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """JSON's true or false, nothing else: DRF's BooleanField takes "no", "off", 0 or 1 and
+    quietly turns them into a boolean, where docs/protocol.md promises `invalid` for a wrong
+    field (as the WebSocket's and the legacy endpoints' checks give). Form data is all text:
+    its "true", "on" or "false" are read as DRF reads them."""
+
+    default_error_messages = {"invalid": "must be true or false"}
+
+    def to_internal_value(self, data: Any) -> bool:
+        if isinstance(data, bool):
+            return data
+        if is_form_input(self):
+            return bool(super().to_internal_value(data))
+        self.fail("invalid")
+
+
+class StrictCharField(serializers.CharField):
+    """A string, nothing else: DRF's CharField takes a number and turns it into its text (a
+    queue named 123 for `"name": 123`). Form data is text already."""
+
+    default_error_messages = {"invalid": "must be a string"}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class FormBooleanField(StrictBooleanField):
     """A boolean with a default that the browsable API's HTML form can still set to false.
 
     A form leaves an unticked checkbox out of its data, and DRF gives a field missing

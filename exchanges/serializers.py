@@ -11,14 +11,14 @@ from typing import Any
 from rest_framework import serializers
 
 from broker.engine.exchanges import ExchangeType
-from common.fields import FormBooleanField
+from common.fields import FormBooleanField, StrictBooleanField, StrictCharField
 
 
 class ExchangeSerializer(serializers.Serializer[Any]):
-    name = serializers.CharField(trim_whitespace=False, help_text="1 to 255 of A-Z a-z 0-9 _ . : -")
+    name = StrictCharField(trim_whitespace=False, help_text="1 to 255 of A-Z a-z 0-9 _ . : -")
     type = serializers.ChoiceField(choices=[kind.value for kind in ExchangeType])
     durable = FormBooleanField(default=True)
-    auto_delete = serializers.BooleanField(default=False)
+    auto_delete = StrictBooleanField(default=False)
     arguments = serializers.DictField(default=dict)
 
 

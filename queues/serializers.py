@@ -9,15 +9,15 @@ from typing import Any, Final
 
 from rest_framework import serializers
 
-from common.fields import FormBooleanField
+from common.fields import FormBooleanField, StrictBooleanField, StrictCharField
 
 
 class QueueDeclareSerializer(serializers.Serializer[Any]):
-    name = serializers.CharField(
+    name = StrictCharField(
         default="", allow_blank=True, trim_whitespace=False, help_text='"" = a generated amq.gen-... name'
     )
     durable = FormBooleanField(default=True)
-    auto_delete = serializers.BooleanField(default=False)
+    auto_delete = StrictBooleanField(default=False)
     arguments = serializers.DictField(
         default=dict,
         help_text="message_ttl (ms), max_length, overflow (drop-head, reject-publish), "
@@ -83,9 +83,9 @@ class MessagePageSerializer(serializers.Serializer[Any]):
 
 class MessageFilterSerializer(serializers.Serializer[Any]):
     # Not trimmed: a routing key or a path may begin or end with a space (DRF trims by default).
-    routing_key = serializers.CharField(required=False, trim_whitespace=False)
+    routing_key = StrictCharField(required=False, trim_whitespace=False)
     header = serializers.DictField(required=False, help_text='{"name": ..., "value": ...}')
-    path = serializers.CharField(
+    path = StrictCharField(
         required=False, trim_whitespace=False, help_text="keys into a JSON body, joined by dots: order.country"
     )
     value = serializers.JSONField(required=False, help_text="the JSON value at `path`")
@@ -94,13 +94,13 @@ class MessageFilterSerializer(serializers.Serializer[Any]):
 class MessageActionSerializer(serializers.Serializer[Any]):
     """Which messages (`ids`, or `all` that match `filter`) and, to move or copy, where to."""
 
-    ids = serializers.ListField(child=serializers.CharField(), required=False)
-    all = serializers.BooleanField(required=False, default=False)
+    ids = serializers.ListField(child=StrictCharField(), required=False)
+    all = StrictBooleanField(required=False, default=False)
     filter = MessageFilterSerializer(required=False)
-    exchange = serializers.CharField(
+    exchange = StrictCharField(
         required=False, allow_blank=True, trim_whitespace=False, help_text="move and copy: where to"
     )
-    routing_key = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
+    routing_key = StrictCharField(required=False, allow_blank=True, default="", trim_whitespace=False)
 
 
 class MessageActionDoneSerializer(serializers.Serializer[Any]):
