@@ -11,10 +11,11 @@ WebSocket publishing to one exchange pays one dict lookup per frame.
 The rules (README, "Authentication and permissions"):
 
 - configure on the name: declare or delete an exchange or a queue, purge a queue;
-  a binding needs configure on its destination (queue or exchange) and read on its
-  exchange;
 - write on the exchange: publish to it (the default exchange `""` is matched as
   `amq.default`);
+- a binding, made or removed, needs write on its destination (queue or exchange) and
+  read on its exchange, as RabbitMQ's queue.bind and exchange.bind: whoever may read
+  from an exchange and bind it to a destination publishes into that destination;
 - read on the queue: subscribe to it or get from it; read on the exchange:
   subscribe to it through a private queue.
 

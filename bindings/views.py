@@ -1,7 +1,8 @@
 """HTTP API of bindings (docs/protocol.md, HTTP API): translates requests to services.
 
-Creating and deleting a binding need configure on its destination (queue or
-exchange) and read on its exchange (access/rules.py).
+Creating and deleting a binding need write on its destination (queue or
+exchange) and read on its exchange, as RabbitMQ's queue.bind and exchange.bind:
+a binding is a way to publish into its destination (access/rules.py).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class BindingViewSet(viewsets.GenericViewSet[Binding]):
 def _authorize(request: Request, *, exchange: str, queue: str | None, destination_exchange: str | None) -> None:
     permissions = request_permissions(request)
     if queue is not None:
-        permissions.require("configure", "queue", queue)
+        permissions.require("write", "queue", queue)
     if destination_exchange is not None:
-        permissions.require("configure", "exchange", destination_exchange)
+        permissions.require("write", "exchange", destination_exchange)
     permissions.require("read", "exchange", exchange)

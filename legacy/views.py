@@ -134,7 +134,7 @@ def bindings(request: HttpRequest) -> HttpResponse:
         raise BrokerError(
             "exchange_name and queue_name must be strings", fields={"exchange_name": ["must be a string"]}
         )
-    permissions.require("configure", "queue", queue)
+    permissions.require("write", "queue", queue)  # the API's rule (bindings/views.py)
     permissions.require("read", "exchange", exchange)
     try:
         created = binding_create(exchange=exchange, queue=queue, binding_key=data.get("key", ""))

@@ -35,6 +35,10 @@ def _ensure(name: str, properties: QueueProperties, permissions: Permissions, bi
             fields={"exclusive": ["must be false"]},
         )
 
+    if bind is not None:
+        # The binding needs write on its queue (and read on its exchange: the session's), as
+        # the API's (bindings/views.py); checked before anything is made.
+        permissions.require("write", "queue", name)
     settle_dropped_queue(name)  # outside the transaction (queues/services.py says why)
     # One transaction: a binding refused (its exchange missing, say) leaves no queue behind,
     # and the router hears of neither (it is told at commit).
@@ -50,8 +54,6 @@ def _ensure(name: str, properties: QueueProperties, permissions: Permissions, bi
         )
         if bind is not None:
             exchange, binding_key = bind
-            # A binding needs configure on its queue (and read on its exchange: the session's).
-            permissions.require("configure", "queue", name)
             binding_create(exchange=exchange, queue=name, binding_key=binding_key)
 
 

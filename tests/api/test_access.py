@@ -215,7 +215,7 @@ def test_a_generated_queue_name_is_checked_as_generated(no_anonymous: None, runt
     assert Queue.objects.count() == 1
 
 
-# -- bindings: configure on the queue, read on the exchange -----------------------
+# -- bindings: write on the destination, read on the exchange ------------------------
 
 
 @pytest.fixture
@@ -226,17 +226,39 @@ def topology(runtime_thread: Runtime) -> Runtime:
 
 
 @pytest.mark.parametrize(
-    ("configure", "read", "missing"),
-    [("", "x", "configure permission on queue 'q'"), ("q", "", "read permission on exchange 'x'")],
+    ("configure", "write", "read", "missing"),
+    [
+        ("", "", "x", "write permission on queue 'q'"),
+        ("q", "", "x", "write permission on queue 'q'"),  # configure was enough: not RabbitMQ's rule
+        ("", "q", "", "read permission on exchange 'x'"),
+    ],
 )
-def test_creating_a_binding_needs_configure_on_the_queue_and_read_on_the_exchange(
-    no_anonymous: None, topology: Runtime, configure: str, read: str, missing: str
+def test_creating_a_binding_needs_write_on_the_queue_and_read_on_the_exchange(
+    no_anonymous: None, topology: Runtime, configure: str, write: str, read: str, missing: str
 ) -> None:
-    _, token = make_user("half", configure=configure, read=read)
+    _, token = make_user("half", configure=configure, write=write, read=read)
     refused(client_of(token).post("/api/bindings/", {"exchange": "x", "queue": "q", "binding_key": "k"}), missing)
     assert not Binding.objects.exists()
-    _, both = make_user("both", configure="q", read="x")
+    _, both = make_user("both", write="q", read="x")  # as RabbitMQ's queue.bind: no configure
     assert client_of(both).post("/api/bindings/", {"exchange": "x", "queue": "q", "binding_key": "k"})[0] == 201
+
+
+def test_a_binding_is_no_way_to_publish_where_one_may_not_write(no_anonymous: None, runtime_thread: Runtime) -> None:
+    """Binding an exchange one may write to into one one may not would route one's
+    messages there: as RabbitMQ, the binding needs write on its destination."""
+    Exchange.objects.create(name="mine", type="fanout")
+    Exchange.objects.create(name="secret", type="fanout")
+    Queue.objects.create(name="secretq")
+    Binding.objects.create(exchange=Exchange.objects.get(name="secret"), queue=Queue.objects.get(name="secretq"))
+    _, token = make_user("u", configure="secret", write="mine", read="mine")
+    api = client_of(token)
+    refused(api.post("/api/exchanges/secret/publish/", {"body": 1}), "write permission on exchange 'secret'")
+    refused(
+        api.post("/api/bindings/", {"exchange": "mine", "destination_exchange": "secret"}),
+        "write permission on exchange 'secret'",
+    )
+    assert api.post("/api/exchanges/mine/publish/", {"body": 2})[1]["routed"] == 0
+    assert ready(runtime_thread, "secretq") == 0
 
 
 def test_a_dead_letter_exchange_needs_write_on_it_and_read_on_the_queue(
@@ -273,33 +295,37 @@ def test_an_alternate_exchange_needs_write_on_it_and_read_on_the_exchange(
     assert api.post("/api/exchanges/", declared)[0] == 201
 
 
-def test_binding_an_exchange_to_an_exchange_needs_configure_on_the_destination_and_read_on_the_source(
+def test_binding_an_exchange_to_an_exchange_needs_write_on_the_destination_and_read_on_the_source(
     no_anonymous: None, topology: Runtime
 ) -> None:
     Exchange.objects.create(name="y", type="fanout")
     binding = {"exchange": "x", "destination_exchange": "y"}
-    _, token = make_user("half", configure="q", read="x")
-    refused(client_of(token).post("/api/bindings/", binding), "configure permission on exchange 'y'")
-    _, token = make_user("other-half", configure="y", read="")
+    _, token = make_user("half", configure="y", write="q", read="x")
+    refused(client_of(token).post("/api/bindings/", binding), "write permission on exchange 'y'")
+    _, token = make_user("other-half", write="y", read="")
     refused(client_of(token).post("/api/bindings/", binding), "read permission on exchange 'x'")
     assert not Binding.objects.exists()
-    _, both = make_user("both", configure="y", read="x")
+    _, both = make_user("both", write="y", read="x")
     status, body = client_of(both).post("/api/bindings/", binding)
     assert status == 201
     refused(client_of(token).delete(f"/api/bindings/{body['id']}/"), "read permission on exchange 'x'")
+    _, configurer = make_user("configurer", configure="y", read="x")
+    refused(client_of(configurer).delete(f"/api/bindings/{body['id']}/"), "write permission on exchange 'y'")
     assert client_of(both).delete(f"/api/bindings/{body['id']}/")[0] == 204
     # Two destinations are invalid whoever asks, before any permission is looked at.
     status, answer = client_of(token).post("/api/bindings/", {**binding, "queue": "q"})
     assert (status, answer["error"]["code"]) == (400, "invalid")
 
 
-@pytest.mark.parametrize(("configure", "read"), [("", "x"), ("q", "")])
-def test_deleting_a_binding_needs_the_same(no_anonymous: None, topology: Runtime, configure: str, read: str) -> None:
+@pytest.mark.parametrize(("configure", "write", "read"), [("", "", "x"), ("q", "", "x"), ("", "q", "")])
+def test_deleting_a_binding_needs_the_same(
+    no_anonymous: None, topology: Runtime, configure: str, write: str, read: str
+) -> None:
     binding = Binding.objects.create(exchange=Exchange.objects.get(name="x"), queue=Queue.objects.get(name="q"))
-    _, token = make_user("half", configure=configure, read=read)
+    _, token = make_user("half", configure=configure, write=write, read=read)
     refused(client_of(token).delete(f"/api/bindings/{binding.pk}/"))
     assert Binding.objects.filter(pk=binding.pk).exists()
-    _, both = make_user("both", configure="q", read="x")
+    _, both = make_user("both", write="q", read="x")
     assert client_of(both).delete(f"/api/bindings/{binding.pk}/")[0] == 204
 
 
@@ -387,6 +413,8 @@ def test_the_original_calls_check_the_same_permissions(no_anonymous: None, topol
     refused(legacy(none, "/exchanges", {"name": "y", "type": "fanout"}), "configure", "exchange 'y'")
     refused(legacy(none, "/queues", {"name": "q2"}), "configure", "queue 'q2'")
     refused(legacy(none, "/bindings", {"exchange_name": "x", "queue_name": "q", "key": "k"}), "queue 'q'")
+    _, configurer = make_user("configurer", configure="q", read="x")  # the API's rule: write on the queue
+    refused(legacy(configurer, "/bindings", {"exchange_name": "x", "queue_name": "q"}), "write permission on queue 'q'")
     refused(legacy(none, "/publish", {"exchange_name": "x", "key": "k", "payload": 1}), "write", "exchange 'x'")
     refused(legacy(none, "/publish", {"exchange_name": "", "key": "q", "payload": 1}), "exchange 'amq.default'")
     # null is no name: it reached the default exchange, past its permission check.
@@ -399,6 +427,8 @@ def test_the_original_calls_check_the_same_permissions(no_anonymous: None, topol
     assert legacy(all_, "/queues", {"name": "q2"})[0] == 200
     assert legacy(all_, "/bindings", {"exchange_name": "x", "queue_name": "q", "key": "k"})[0] == 200
     assert legacy(all_, "/publish", {"exchange_name": "x", "key": "k", "payload": 1})[1]["routed"] == 1
+    _, binder = make_user("binder", write="q", read="x")
+    assert legacy(binder, "/bindings", {"exchange_name": "x", "queue_name": "q", "key": "k2"})[0] == 200
 
 
 def test_the_original_calls_stay_open_when_anonymous_is_allowed(anonymous: None, topology: Runtime) -> None:

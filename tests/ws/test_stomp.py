@@ -736,6 +736,28 @@ async def test_a_durable_subscription_needs_read_on_its_queue(stomp: Open, runti
     assert "payroll" in error.headers["message"]
 
 
+async def test_a_durable_subscription_binds_its_queue_only_with_write_on_it(stomp: Open, runtime: Runtime) -> None:
+    """Its queue is bound to the exchange: a binding, which needs write on the queue (as
+    RabbitMQ's queue.bind and the API's), not configure; a refusal makes no queue."""
+    await builtin_topic_exchange()
+    headers = {"id": "s", "destination": "/topic/pay.#", "durable": "true", "x-queue-name": "payroll"}
+    _, token = await user_with("fay", configure="payroll", write="", read="amq.topic|payroll")
+    client = await stomp(login="fay", passcode=token)
+    await client.send("SUBSCRIBE", {**headers, "receipt": "r"})
+    error = await client.receive()
+    assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", "forbidden", "r")
+    assert "write permission on queue 'payroll'" in error.headers["message"]
+    assert not await database_sync_to_async(Queue.objects.filter(name="payroll").exists)()
+    _, token = await user_with("gil", configure="payroll", write="payroll", read="amq.topic|payroll")
+    client = await stomp(login="gil", passcode=token)
+    await client.send("SUBSCRIBE", {**headers, "receipt": "ok"})
+    assert (await client.receive()).headers["receipt-id"] == "ok"
+    keys = await database_sync_to_async(
+        lambda: list(Queue.objects.get(name="payroll").bindings.values_list("binding_key", flat=True))
+    )()
+    assert keys == ["pay.#"]
+
+
 async def test_a_temp_queue_cannot_take_a_subscriptions_id(stomp: Open) -> None:
     client = await stomp()
     await client.send("SUBSCRIBE", {"id": "/temp-queue/x", "destination": "/queue/a", "receipt": "r"})
