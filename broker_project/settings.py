@@ -98,6 +98,10 @@ MAX_CONNECTIONS_PER_IP = env_int("MAX_CONNECTIONS_PER_IP", default=1000, min=0) 
 MAX_CONNECTIONS_PER_USER = env_int("MAX_CONNECTIONS_PER_USER", default=1000, min=0)  # 0: no limit
 MAX_QUEUES = env_int("MAX_QUEUES", default=100_000, min=0)  # 0: no limit
 MAX_BINDINGS = env_int("MAX_BINDINGS", default=100_000, min=0)  # 0: no limit
+# Private queues (exchange subscriptions', STOMP temporary queues) one connection may hold:
+# they count against MAX_QUEUES, which one client must not fill for everyone. A thousand
+# is far above what a subscriber needs, and a thousand connections of it still fit.
+MAX_PRIVATE_QUEUES_PER_CONNECTION = env_int("MAX_PRIVATE_QUEUES_PER_CONNECTION", default=1000, min=0)  # 0: none
 # Messages of each durable queue kept in memory (its head); the rest wait in the
 # database and are read in as consumers take messages. 0: keep them all in memory.
 QUEUE_WINDOW = env_int("QUEUE_WINDOW", default=2_000, min=0)

@@ -39,14 +39,18 @@ def test_secure_cookies(tmp_path: Path, env: dict[str, str], expected: str) -> N
 
 
 def test_limits_have_defaults_and_take_the_environment(tmp_path: Path) -> None:
-    names = "s.WS_MAX_FRAMES_PER_SECOND, s.WS_MAX_FRAMES_BURST, s.WS_MAX_BUFFERED_BYTES, s.MAX_CONNECTIONS_PER_IP, s.MAX_QUEUES, s.MAX_BINDINGS, s.ALLOWED_ORIGINS"
+    names = (
+        "s.WS_MAX_FRAMES_PER_SECOND, s.WS_MAX_FRAMES_BURST, s.WS_MAX_BUFFERED_BYTES, s.MAX_CONNECTIONS_PER_IP,"
+        " s.MAX_QUEUES, s.MAX_BINDINGS, s.MAX_PRIVATE_QUEUES_PER_CONNECTION, s.ALLOWED_ORIGINS"
+    )
     defaults = show(tmp_path, f"*({names},)")
-    assert defaults.stdout.strip() == "200000 200000 4194304 1000 100000 100000 []", defaults.stderr
+    assert defaults.stdout.strip() == "200000 200000 4194304 1000 100000 100000 1000 []", defaults.stderr
     given = show(
         tmp_path, f"*({names},)", WS_MAX_FRAMES_PER_SECOND="10", WS_MAX_BUFFERED_BYTES="65536",
-        MAX_CONNECTIONS_PER_IP="0", MAX_QUEUES="5", MAX_BINDINGS="6", ALLOWED_ORIGINS="https://a.example, b.example",
+        MAX_CONNECTIONS_PER_IP="0", MAX_QUEUES="5", MAX_BINDINGS="6", MAX_PRIVATE_QUEUES_PER_CONNECTION="0",
+        ALLOWED_ORIGINS="https://a.example, b.example",
     )
-    assert given.stdout.strip() == "10 10 65536 0 5 6 ['https://a.example', 'b.example']", given.stderr
+    assert given.stdout.strip() == "10 10 65536 0 5 6 0 ['https://a.example', 'b.example']", given.stderr
 
 
 def test_a_bad_limit_stops_start_up(tmp_path: Path) -> None:

@@ -121,6 +121,10 @@ class Broker:
         # by the services before it is written, and always loads.
         self.max_queues: int | None = None
         self.max_bindings: int | None = None
+        # MAX_PRIVATE_QUEUES_PER_CONNECTION: the private queues one connection may hold, so
+        # that no client alone can fill MAX_QUEUES and refuse everyone's declarations; None:
+        # no limit.
+        self.max_private_queues: int | None = None
         # Messages of a durable queue kept in memory, its window (backlog.py); None: all.
         self.window: int | None = None
         # Bytes (`delivery_cost`) a connection may have delivered and not yet written to its
@@ -554,7 +558,7 @@ class Broker:
             binding_arguments(self.routing.exchange(exchange).kind, arguments)  # before the queue exists
         if queue in self.queues:
             raise Conflict(f"queue {queue!r} already exists")
-        self._check_room()
+        self._check_room(connection)
         spec = QueueSpec(name=queue, durable=False, auto_delete=True, exclusive_to=connection_id)
         self.declare_queue(spec, now=now, reserved_ok=True)
         if exchange != DEFAULT_EXCHANGE:
@@ -564,8 +568,14 @@ class Broker:
         # that stops reading, who is closed as a slow consumer instead (transport/outbox.py).
         return self._add_consumer(connection, subscription, subscription_json, state, ack_mode, prefetch, now, False)
 
-    def _check_room(self) -> None:
-        """Refuse a private queue and its binding past MAX_QUEUES or MAX_BINDINGS."""
+    def _check_room(self, connection: Connection) -> None:
+        """Refuse a private queue and its binding past the connection's share of private
+        queues (MAX_PRIVATE_QUEUES_PER_CONNECTION), MAX_QUEUES or MAX_BINDINGS."""
+        held = len(connection.exclusive_queues)
+        if self.max_private_queues is not None and held >= self.max_private_queues:
+            raise LimitExceeded(
+                f"the connection holds {held} private queues, its limit (MAX_PRIVATE_QUEUES_PER_CONNECTION)"
+            )
         if self.max_queues is not None and len(self.queues) >= self.max_queues:
             raise LimitExceeded(f"the broker holds {len(self.queues)} queues, its limit (MAX_QUEUES)")
         if self.max_bindings is not None and len(self.bindings) >= self.max_bindings:

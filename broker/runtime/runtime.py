@@ -108,6 +108,7 @@ class Runtime:
         checkpoint_seconds: float,
         max_queues: int | None = None,
         max_bindings: int | None = None,
+        max_private_queues: int | None = None,
         layer: Any = None,
         window: int | None = None,
         credit: int | None = None,
@@ -115,12 +116,15 @@ class Runtime:
         """`layer`: the channel layer on which processes without a router send topology
         changes (storage/sync.py), or None. `max_queues`, `max_bindings`: MAX_QUEUES and
         MAX_BINDINGS for the private queues the router makes itself; None, no limit.
+        `max_private_queues`: MAX_PRIVATE_QUEUES_PER_CONNECTION, those private queues one
+        connection may hold at once; None, no limit.
         `window`: QUEUE_WINDOW, the messages of a durable queue kept in memory; None, all.
         `credit`: the bytes a connection's subscriptions to named queues may have delivered
         and not yet written (engine/queues.py, `Connection`); None, no such bound."""
         self.broker = Broker()
         self.broker.max_queues = max_queues
         self.broker.max_bindings = max_bindings
+        self.broker.max_private_queues = max_private_queues
         self.broker.window = window
         self.broker.credit = credit
         self._feed = TopologyFeed(layer)

@@ -56,6 +56,7 @@ def new_router(store: RuntimeStore, layer: Any) -> LocalRouter:
         checkpoint_seconds=settings.CHECKPOINT_IN_SECONDS,
         max_queues=settings.MAX_QUEUES or None,
         max_bindings=settings.MAX_BINDINGS or None,
+        max_private_queues=settings.MAX_PRIVATE_QUEUES_PER_CONNECTION or None,
         layer=layer,
         window=settings.QUEUE_WINDOW or None,
         credit=delivery_credit(),

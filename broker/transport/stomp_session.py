@@ -632,6 +632,8 @@ class StompSession:
         self._may_write(request.exchange)
         reply_to = headers.get("reply-to")
         temp = parse_destination(reply_to) if reply_to is not None and reply_to.startswith("/temp-queue/") else None
+        if temp is not None:
+            self._may_make_temp_queue()
         if destination.kind is Kind.QUEUE:
             await self._ensure_queue(destination.name, headers)
         if temp is not None:
@@ -648,6 +650,15 @@ class StompSession:
         if guard is None or not guard.alarm:
             return
         await self._not_reading(guard.wait_clear())
+
+    def _may_make_temp_queue(self) -> None:
+        """A /temp-queue/ is a private queue reached through the default exchange by its
+        name: what a JSON subscription to that exchange makes, with the right it needs, read
+        on `amq.default` (broker/transport/authorization.py)."""
+        permissions = self._permissions
+        assert permissions is not None
+        if not permissions.everything:
+            permissions.require("read", "exchange", DEFAULT_EXCHANGE)
 
     def _may_write(self, exchange: str) -> None:
         permissions = self._permissions
@@ -820,6 +831,7 @@ class StompSession:
             case Kind.TEMP_QUEUE:
                 if destination.name in self._temp_queues:
                     raise Conflict(f"/temp-queue/{destination.name} exists already on this connection")
+                self._may_make_temp_queue()
                 request = SubscribeRequest(key, dumps(subscription), ack, prefetch, exchange=DEFAULT_EXCHANGE)
                 queue = await self._consume(request, cumulative=cumulative, receipt=receipt)
                 self._temp_queues[destination.name] = (key, queue)

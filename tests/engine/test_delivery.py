@@ -9,6 +9,7 @@ from broker.engine.errors import (
     BrokerError,
     Conflict,
     Forbidden,
+    LimitExceeded,
     NotFound,
     PreconditionFailed,
 )
@@ -393,6 +394,25 @@ def test_consume_exchange_checks_before_creating_anything() -> None:
         assert caught.value.code == "invalid"
     assert broker.queues == {} and broker.bindings == {}
     assert broker.connections[conn].exclusive_queues == set()
+
+
+def test_a_connection_holds_at_most_max_private_queues() -> None:
+    """Private queues count against MAX_QUEUES: without a share per connection, one
+    client could take them all and refuse everyone else's declarations."""
+    broker = Broker()
+    broker.max_private_queues = 2
+    exchange(broker, "news", "topic")
+    conn, other = broker.open_connection(), broker.open_connection()
+    consume_exchange(broker, conn, "a", "amq.gen-a", "#")
+    consume_exchange(broker, conn, "b", "amq.gen-b", "#")
+    with pytest.raises(LimitExceeded) as caught:
+        consume_exchange(broker, conn, "c", "amq.gen-c", "#")
+    assert "MAX_PRIVATE_QUEUES_PER_CONNECTION" in caught.value.message
+    assert set(broker.queues) == {"amq.gen-a", "amq.gen-b"} and len(broker.bindings) == 2  # nothing changed
+    consume_exchange(broker, other, "c", "amq.gen-c", "#")  # another connection's share is its own
+    broker.cancel(conn, "a", now=0.0)  # a private queue given up makes room
+    consume_exchange(broker, conn, "d", "amq.gen-d", "#")
+    assert broker.connections[conn].exclusive_queues == {"amq.gen-b", "amq.gen-d"}
 
 
 # -- get -----------------------------------------------------------------------

@@ -21,7 +21,9 @@ from broker.transport.limits import (
     text_bytes,
 )
 from broker.transport.origins import OriginPolicy
+from broker.transport.startup import new_router
 from broker_project.asgi import application
+from storage.store import OrmMessageStore
 from tests.eventually import eventually
 from tests.ws.conftest import Connect
 from tests.ws.helpers import (
@@ -336,6 +338,29 @@ async def test_an_exchange_subscription_past_max_queues_is_refused(runtime: Runt
     assert (set(runtime.broker.queues), set(runtime.broker.bindings)) == before  # nothing changed
     # Consuming an existing queue makes nothing, so it is still allowed.
     await subscribe(client, "c", "q")
+
+
+@pytest.mark.parametrize(("given", "limit"), [(7, 7), (0, None)])
+def test_the_router_takes_its_share_of_private_queues_from_the_settings(settings: Any, given: int, limit: Any) -> None:
+    settings.MAX_PRIVATE_QUEUES_PER_CONNECTION = given
+    assert new_router(OrmMessageStore(), None).runtime.broker.max_private_queues == limit
+
+
+async def test_a_connection_s_private_queues_past_its_share_are_refused(runtime: Runtime, connect: Connect) -> None:
+    """MAX_PRIVATE_QUEUES_PER_CONNECTION: one client cannot fill MAX_QUEUES for everyone."""
+    await declare_exchange("news", "fanout")
+    runtime.broker.max_private_queues = 2
+    client, other = await connect(), await connect()
+    for sub, exchange in (("a", "news"), ("b", "")):  # the default exchange's reply queue counts too
+        assert (await request(client, {"type": "subscribe", "id": sub, "exchange": exchange}))["type"] == "subscribed"
+    before = (set(runtime.broker.queues), set(runtime.broker.bindings))
+    refused = await request(client, {"type": "subscribe", "id": "c", "exchange": "news"})
+    assert (refused["type"], refused["id"], refused["code"]) == ("error", "c", "limit_exceeded")
+    assert "MAX_PRIVATE_QUEUES_PER_CONNECTION" in refused["message"]
+    assert (set(runtime.broker.queues), set(runtime.broker.bindings)) == before  # nothing changed
+    assert (await request(other, {"type": "subscribe", "id": "c", "exchange": "news"}))["type"] == "subscribed"
+    assert (await request(client, {"type": "unsubscribe", "id": "a"}))["type"] == "unsubscribed"  # still open
+    assert (await request(client, {"type": "subscribe", "id": "d", "exchange": "news"}))["type"] == "subscribed"
 
 
 async def test_an_exchange_subscription_past_max_bindings_is_refused(runtime: Runtime, connect: Connect) -> None:

@@ -418,6 +418,54 @@ async def test_temp_queue_reply_to_is_rewritten_and_replies_come_back(stomp: Ope
     assert reply_to.removeprefix("/reply-queue/") not in runtime.broker.queues
 
 
+def private_queues(runtime: Runtime) -> list[str]:
+    return [name for name, state in runtime.broker.queues.items() if state.spec.exclusive_to is not None]
+
+
+@pytest.mark.parametrize(
+    ("frame", "headers"),
+    [
+        ("SUBSCRIBE", {"id": "s", "destination": "/temp-queue/answers"}),
+        ("SEND", {"destination": "/queue/rpc", "reply-to": "/temp-queue/answers"}),
+    ],
+)
+async def test_a_temp_queue_needs_read_on_the_default_exchange(
+    stomp: Open, runtime: Runtime, frame: str, headers: dict[str, str]
+) -> None:
+    """It is the private queue a JSON subscription to the default exchange makes, and
+    needs what that needs; without any right a client made them until MAX_QUEUES."""
+    await declare_queue("rpc")
+    _, token = await user_with("nora", configure="", write=r"amq\.default", read="rpc")
+    client = await stomp(login="nora", passcode=token)
+    await client.send(frame, {**headers, "receipt": "no"}, "x" if frame == "SEND" else "")
+    error = await client.receive()
+    assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", "forbidden", "no")
+    assert "read permission on exchange 'amq.default'" in error.headers["message"]
+    assert private_queues(runtime) == [] and counts(runtime, "rpc") == (0, 0)  # the SEND was not carried out
+    _, token = await user_with("olga", configure="", write=r"amq\.default", read=r"rpc|amq\.default")
+    client = await stomp(login="olga", passcode=token)
+    await client.send(frame, {**headers, "receipt": "yes"}, "x" if frame == "SEND" else "")
+    assert (await client.receive()).headers["receipt-id"] == "yes"
+    assert len(private_queues(runtime)) == 1
+
+
+async def test_temp_queues_past_the_connection_s_share_are_limit_exceeded(stomp: Open, runtime: Runtime) -> None:
+    runtime.broker.max_private_queues = 2  # MAX_PRIVATE_QUEUES_PER_CONNECTION
+    client = await stomp()
+    await client.send("SUBSCRIBE", {"id": "a", "destination": "/temp-queue/a", "receipt": "a"})
+    await client.send("SEND", {"destination": "/queue/rpc", "reply-to": "/temp-queue/b", "receipt": "b"}, "x")
+    assert [(await client.receive()).headers["receipt-id"] for _ in range(2)] == ["a", "b"]
+    other = await stomp()  # each connection has its own share
+    await other.send("SUBSCRIBE", {"id": "c", "destination": "/temp-queue/c", "receipt": "c"})
+    assert (await other.receive()).headers["receipt-id"] == "c"
+    await client.send("SUBSCRIBE", {"id": "d", "destination": "/temp-queue/d", "receipt": "d"})
+    error = await client.receive()
+    assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", "limit_exceeded", "d")
+    assert "MAX_PRIVATE_QUEUES_PER_CONNECTION" in error.headers["message"]
+    assert await client.closed()  # as any ERROR; its private queues go with it, not the other's
+    await eventually(lambda: len(private_queues(runtime)) == 1, what="the closed connection's private queues gone")
+
+
 async def test_unsubscribe_answers_after_the_last_delivery(stomp: Open, runtime: Runtime) -> None:
     await declare_queue("u")
     client = await stomp()
