@@ -4,7 +4,9 @@
 message, fields): broker errors as broker/transport/http_errors.py renders
 them for every door, DRF's and Django's own exceptions (bad input, a missing
 database) to the same codes. The DRF exception handler, the original
-service's calls (legacy/views.py) and the 404 handler all use it. Anything
+service's calls (legacy/views.py, through `exception_json`) and the 404
+handler all use it, and both answers carry the same headers
+(`WWW-Authenticate: Bearer` on every 401, `Retry-After`). Anything
 unexpected is left alone (None): Django logs it and answers 500. Never
 swallowed.
 """
@@ -36,6 +38,18 @@ def error_json(status: int, code: str, message: str, fields: Fields | None = Non
     return JsonResponse(error_body(code, message, fields), status=status)
 
 
+def exception_json(exc: Exception) -> JsonResponse | None:
+    """A plain Django view's answer to `exc`, with the headers the API's would carry; None
+    for a fault (Django answers 500)."""
+    translated = translate(exc)
+    if translated is None:
+        return None
+    response = error_json(*translated)
+    for name, value in _headers(exc, translated[0]).items():
+        response[name] = value
+    return response
+
+
 def exception_handler(exc: Exception, context: Mapping[str, Any]) -> Response | None:
     """DRF's EXCEPTION_HANDLER."""
     translated = translate(exc)
@@ -45,7 +59,7 @@ def exception_handler(exc: Exception, context: Mapping[str, Any]) -> Response | 
     # Like DRF's own handler: undo the request's atomic block, if any, so a
     # failed request changes nothing (docs/protocol.md, "Errors").
     set_rollback()
-    return Response(error_body(code, message, fields), status=status, headers=_headers(exc))
+    return Response(error_body(code, message, fields), status=status, headers=_headers(exc, status))
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
@@ -105,12 +119,16 @@ def _api_exception(exc: drf.APIException) -> tuple[int, str, str, Fields | None]
     return None
 
 
-def _headers(exc: Exception) -> dict[str, str]:
+def _headers(exc: Exception, status: int) -> dict[str, str]:
     # Same headers as DRF's default handler: clients rely on them.
     headers: dict[str, str] = {}
     auth_header = getattr(exc, "auth_header", None)
     if auth_header:
         headers["WWW-Authenticate"] = auth_header
+    elif status == 401:
+        # docs/protocol.md, "Errors": every 401 names the scheme, as DRF's do (access/drf.py);
+        # the broker's own `unauthorized` (the original service's calls) carries none.
+        headers["WWW-Authenticate"] = "Bearer"
     wait = getattr(exc, "wait", None)
     if isinstance(exc, drf.Throttled) and wait is not None:
         headers["Retry-After"] = str(int(wait))

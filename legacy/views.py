@@ -25,7 +25,7 @@ from bindings.serializers import BindingSerializer
 from bindings.services import binding_create
 from broker.engine.errors import BrokerError
 from broker.engine.jsoncodec import json_value_problem, nested_deeper_than
-from common.api_errors import error_json, translate
+from common.api_errors import error_json, exception_json
 from common.parsers import MAX_JSON_DEPTH
 from exchanges.serializers import ExchangeSerializer
 from exchanges.services import exchange_declare, message_publish
@@ -55,10 +55,10 @@ def legacy_call(method: str) -> Callable[[View], View]:
             try:
                 return fn(request)
             except Exception as error:
-                translated = translate(error)
-                if translated is None:
+                answer = exception_json(error)
+                if answer is None:
                     raise
-                return error_json(*translated)
+                return answer
 
         return view
 

@@ -8,6 +8,7 @@ refused (401 `unauthorized`) only while BROKER_ALLOW_ANONYMOUS is off.
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -406,6 +407,33 @@ def test_the_original_calls_need_a_token_when_anonymous_is_off(no_anonymous: Non
     assert legacy(token, "/queues", {"name": "q2"})[0] == 200
     assert legacy(token, "/queues", {"name": "q3"}, scheme="Token")[0] == 200
     assert Client().get("/ping").json() == {"message": "PONG"}  # open to all
+
+
+@pytest.mark.parametrize(
+    ("header", "anonymous_allowed"), [(None, False), ("Bearer nope", True), ("Token a b", True), ("Bearer", False)]
+)
+def test_the_original_calls_401_names_the_bearer_scheme(
+    settings: Any, topology: Runtime, header: str | None, anonymous_allowed: bool
+) -> None:
+    """docs/protocol.md, "Errors": every 401 carries `WWW-Authenticate: Bearer`, as the API's."""
+    settings.BROKER_ALLOW_ANONYMOUS = anonymous_allowed
+    headers = {"HTTP_AUTHORIZATION": header} if header else {}
+    for path, data in (("/queues", {"name": "q2"}), ("/publish", {"exchange_name": "", "key": "q", "payload": 1})):
+        response = Client().post(path, json.dumps(data), content_type="application/json", **headers)
+        assert (response.status_code, response.json()["error"]["code"]) == (401, "unauthorized")
+        assert response["WWW-Authenticate"] == "Bearer"
+    assert not Queue.objects.filter(name="q2").exists() and ready(topology, "q") == 0
+
+
+def test_the_original_publish_over_the_memory_limit_says_when_to_retry(
+    anonymous: None, topology: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("broker.runtime.memory.guard", lambda: SimpleNamespace(alarm=True))
+    response = Client().post("/publish", json.dumps({"exchange_name": "", "key": "q", "payload": 1}),
+                             content_type="application/json")
+    assert (response.status_code, response.json()["error"]["code"]) == (503, "resource_limit")
+    assert response["Retry-After"] == "1"  # as the API's answer
+    assert ready(topology, "q") == 0
 
 
 def test_the_original_calls_check_the_same_permissions(no_anonymous: None, topology: Runtime) -> None:
