@@ -27,6 +27,7 @@ from broker.runtime.stamps import new_message_id, now_iso
 from common.server_binding import execute_bound
 from exchanges.models import Exchange
 
+from .databases import is_the_broker_s_database
 from .models import OutboxRow
 from .recording import record
 
@@ -165,14 +166,6 @@ def _request(message: OutboxMessage) -> PublishRequest:
         if problem is not None:
             raise BrokerError(f"{field}: {problem}", fields={field: [problem]})
     return prepare_publish(fields, max_bytes=settings.MAX_MESSAGE_BYTES, exchange=message.exchange)
-
-
-def is_the_broker_s_database(using: str) -> bool:
-    """Is `using` an alias of the database whose outbox the router reads (`default`)?"""
-    if using == DEFAULT_DB_ALIAS:
-        return True
-    given, broker = connections[using].settings_dict, connections[DEFAULT_DB_ALIAS].settings_dict
-    return all(given.get(key) == broker.get(key) for key in ("ENGINE", "NAME", "HOST", "PORT"))
 
 
 def _require_the_broker_s_database(using: str) -> None:

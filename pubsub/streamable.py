@@ -12,6 +12,8 @@ from django.db import models, router
 
 from access.models import ApiToken
 
+from .databases import is_the_broker_s_database
+
 # The broker's own bookkeeping, and Django's, whose saves are no one's events.
 NEVER_STREAMED: Final = frozenset(
     {"pubsub.outboxrow", "pubsub.changestream", "sessions.session", "admin.logentry", "contenttypes.contenttype"}
@@ -53,8 +55,6 @@ def check_no_secret(model: type[models.Model], fields: Iterable[str]) -> None:
 def check_written_to_the_broker_s_database(model: type[models.Model]) -> None:
     """Raise ValueError for a model the database router writes to another database than the
     broker's: its changes could not be published in their transaction, and would not be."""
-    from .publishing import is_the_broker_s_database
-
     using = router.db_for_write(model)
     if not is_the_broker_s_database(using):
         raise ValueError(

@@ -30,7 +30,8 @@ from django.db.models.signals import class_prepared, post_delete, post_save
 from broker.engine.errors import NotFound
 from exchanges.models import Exchange
 
-from .publishing import OutboxMessage, is_the_broker_s_database, publish_many
+from .databases import is_the_broker_s_database
+from .publishing import OutboxMessage, publish_many
 from .streamable import (
     NEVER_STREAMED,
     check_no_secret,
