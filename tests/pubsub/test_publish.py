@@ -16,7 +16,7 @@ from broker.engine.jsoncodec import loads
 from broker.engine.queues import AckMode
 from broker.runtime.runtime import Runtime
 from exchanges.models import Exchange
-from pubsub import OutboxMessage, publish, publish_many, publishing
+from pubsub import OutboxMessage, databases, publish, publish_many, publishing
 from pubsub.models import OutboxRow
 from queues.models import Message, Queue
 from tests.conftest import Sink
@@ -266,7 +266,7 @@ def test_an_alias_of_another_database_is_refused(monkeypatch: pytest.MonkeyPatch
             self.settings_dict = {"ENGINE": "django.db.backends.sqlite3", "NAME": name, "HOST": "", "PORT": ""}
 
     aliases = {"default": Alias("broker.sqlite3"), "replica": Alias("broker.sqlite3"), "other": Alias("other.sqlite3")}
-    monkeypatch.setattr(publishing, "connections", aliases)
+    monkeypatch.setattr(databases, "connections", aliases)
     with pytest.raises(BrokerError, match="another database") as refused:
         publish("", 1, routing_key="q", using="other")
     assert refused.value.code == "invalid" and list(refused.value.fields) == ["using"]

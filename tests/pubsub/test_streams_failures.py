@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from broker.engine.errors import TooLarge
 from exchanges.models import Exchange
-from pubsub import publishing, stream, streamable
+from pubsub import databases, stream, streamable
 from pubsub.models import ChangeStream, HandlerStatus, OutboxRow
 from pubsub.recording import Published
 from pubsub.streams import StreamSpec, _body, forget_admin_streams
@@ -48,7 +48,7 @@ class _Alias:
 @pytest.fixture
 def other_database(monkeypatch: pytest.MonkeyPatch) -> None:
     """An alias `other` of another database, as the publishing module sees the aliases."""
-    monkeypatch.setattr(publishing, "connections", {"default": _Alias("broker.sqlite3"), "other": _Alias("other.sqlite3")})
+    monkeypatch.setattr(databases, "connections", {"default": _Alias("broker.sqlite3"), "other": _Alias("other.sqlite3")})
 
 
 @pytest.mark.usefixtures("queues", "other_database")
