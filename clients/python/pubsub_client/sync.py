@@ -67,6 +67,10 @@ class SyncClient:
                 publish_timeout=publish_timeout,
             )
 
+        # `_closed` is set, and calls are handed to the loop, under `_lock`: a call either
+        # reaches the loop before `close()` cancels what is left there, or is refused.
+        self._lock = threading.Lock()
+        self._closing = False
         self._closed = False
         try:
             self._client = self._run(make())
@@ -83,10 +87,11 @@ class SyncClient:
                 "a SyncClient call from its own thread (an on_event callback, say) would wait for ever: "
                 "hand the work to another thread"
             )
-        if self._closed:
-            coro.close()
-            raise ClientClosed("the client is closed")
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        with self._lock:
+            if self._closed:
+                coro.close()
+                raise ClientClosed("the client is closed")
+            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout)
         except concurrent.futures.CancelledError:
@@ -111,14 +116,17 @@ class SyncClient:
     def close(self) -> None:
         if threading.current_thread() is self._thread:
             raise RuntimeError("a SyncClient cannot be closed from its own thread (an on_event callback, say)")
-        if self._closed:
-            return
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
         try:
             self._run(self._client.close(), timeout=15)
         finally:
             # Calls other threads still wait for (an HTTP request, a subscription's next
             # delivery...) end with ClientClosed: with the loop stopped they would wait for ever.
-            self._closed = True
+            with self._lock:
+                self._closed = True
             with contextlib.suppress(BaseException):
                 asyncio.run_coroutine_threadsafe(_cancel_the_others(), self._loop).result(5)
             self._loop.call_soon_threadsafe(self._loop.stop)
