@@ -104,6 +104,7 @@ class HandlerAttempt(models.Model):
 
     class Meta:
         verbose_name = "handler retry"
+        verbose_name_plural = "handler retries"
 
     def __str__(self) -> str:
         return f"{self.message_id} in {self.queue}: {self.attempts} failed attempt(s)"
@@ -131,6 +132,7 @@ class HandlerStatus(models.Model):
 
     class Meta:
         verbose_name = "handler process"
+        verbose_name_plural = "handler processes"
         constraints = [models.UniqueConstraint(fields=["process", "handler"], name="handler_status_once")]
 
     def __str__(self) -> str:

@@ -92,6 +92,12 @@ def test_the_admin_lists_handler_processes_and_the_retries_waiting(admin_client:
     assert admin_client.get("/admin/pubsub/handlerattempt/add/").status_code == 403
 
 
+def test_the_admin_names_handler_processes_and_retries_in_the_plural(admin_client: Client) -> None:
+    page = admin_client.get("/admin/").content.decode()
+    assert "Handler processes" in page and "Handler retries" in page
+    assert "Handler processs" not in page and "Handler retrys" not in page
+
+
 def test_deleting_a_queue_in_the_admin_counts_its_stored_messages_without_reading_them(
     admin_client: Client,
 ) -> None:
