@@ -884,6 +884,7 @@ class StompSession:
             if temp_key == key:
                 del self._temp_queues[name]
         self._router.unsubscribe(self._conn, key)
+        self._subscriptions.ending(key)  # its unacknowledged messages are requeued
         queue = self._durable.pop(key, None)
         if queue is not None and durable_subscription_queue(frame.headers, key) is not None:
             return self._guarded(self._delete_durable(queue, waiter, receipt), receipt)

@@ -156,6 +156,52 @@ def test_a_commit_s_acks_are_checked_against_the_deliveries_not_settled_yet() ->
     assert subscriptions.first_unknown([2]) == 2
 
 
+def test_only_deliveries_the_client_may_still_settle_are_kept() -> None:
+    """A subscription's deliveries go when it ends (the router requeues them), at its
+    UNSUBSCRIBE or when the router cancels it; `auto` and a gone subscription's keep none:
+    what the connection keeps stays within its subscriptions' prefetch."""
+    subscriptions = Subscriptions()
+    individual = subscriptions.add("i", '"i"', cumulative=False, manual=True)
+    client = subscriptions.add("c", '"c"', cumulative=True, manual=True)
+    auto = subscriptions.add("a", '"a"', cumulative=False, manual=False)
+    for tag, owner in ((1, individual), (2, client), (3, auto), (4, None), (5, individual), (6, client)):
+        subscriptions.delivered(owner, tag)
+    assert subscriptions.first_unknown([1, 2, 5, 6]) is None
+    assert subscriptions.first_unknown([3]) == 3 and subscriptions.first_unknown([4]) == 4
+    subscriptions.ending("i")  # its UNSUBSCRIBE sent, the router's answer not come yet
+    subscriptions.delivered(individual, 7)  # on its way before the router ended it: requeued too
+    assert subscriptions.first_unknown([1]) == 1 and subscriptions.first_unknown([7]) == 7
+    assert subscriptions.first_unknown([2, 6]) is None
+    subscriptions.remove("i")
+    subscriptions.remove("c")  # as when the router cancels it
+    subscriptions.delivered(client, 8)
+    assert subscriptions.first_unknown([2]) == 2 and subscriptions.first_unknown([8]) == 8
+    assert subscriptions._owners == {} and client.tags == set() and not client.order
+    for cycle in range(100):  # subscribe, receive, unsubscribe: nothing left behind
+        again = subscriptions.add("r", '"r"', cumulative=cycle % 2 == 0, manual=True)
+        subscriptions.delivered(again, 100 + cycle)
+        subscriptions.ending("r")
+        subscriptions.remove("r")
+    assert subscriptions._owners == {}
+
+
+def test_a_client_ack_settles_the_earlier_deliveries_of_its_subscription_for_a_commit_too() -> None:
+    subscriptions = Subscriptions()
+    client = subscriptions.add("c", '"c"', cumulative=True, manual=True)
+    other = subscriptions.add("o", '"o"', cumulative=True, manual=True)
+    for tag, owner in ((1, client), (2, other), (3, client), (4, client)):
+        subscriptions.delivered(owner, tag)
+    assert subscriptions.first_unknown([3, 1]) == 1
+    assert subscriptions.first_unknown([3, 3]) == 3
+    assert subscriptions.first_unknown([3, 2, 4]) is None  # another subscription's earlier one stays
+    assert subscriptions.first_unknown([4, 2]) is None
+    assert subscriptions.to_settle(3) == [1, 3]
+    assert subscriptions.first_unknown([1]) == 1 and subscriptions.first_unknown([3]) == 3
+    assert subscriptions.first_unknown([2, 4]) is None
+    assert subscriptions.to_settle(4) == [4] and subscriptions.first_unknown([4]) == 4
+    assert subscriptions.first_unknown([2]) is None
+
+
 def test_transactions_hold_their_frames_in_order_within_bounds() -> None:
     transactions = Transactions(max_bytes=2 * HELD_FRAME_COST + 100)
     transactions.begin("t")

@@ -366,6 +366,30 @@ async def test_a_commit_refused_for_an_unknown_delivery_carries_out_none_of_its_
     await eventually(lambda: counts(runtime, "tk") == (1, 0), what="the first message requeued, alone")
 
 
+@pytest.mark.parametrize("mode", ["client", "client-individual"])
+async def test_a_commit_refuses_an_ack_of_a_delivery_its_unsubscribe_gave_back(
+    stomp: Open, runtime: Runtime, mode: str
+) -> None:
+    """The UNSUBSCRIBE requeued the message: its delivery tag names nothing the client may
+    settle, and the COMMIT is refused before its SEND is carried out."""
+    client = await stomp()
+    await client.send("SUBSCRIBE", {"id": "s", "destination": "/queue/ru", "ack": mode})
+    await client.send("SEND", {"destination": "/queue/ru"}, "m")
+    message = await client.receive()
+    await client.send("UNSUBSCRIBE", {"id": "s", "receipt": "gone"})
+    assert (await client.receive()).headers["receipt-id"] == "gone"
+    await client.send("BEGIN", {"transaction": "t"})
+    await client.send("SEND", {"destination": "/queue/ru2", "transaction": "t"}, "x")
+    await client.send("ACK", {"id": message.headers["ack"], "transaction": "t"})
+    await client.send("COMMIT", {"transaction": "t", "receipt": "c"})
+    error = await client.receive()
+    assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", "precondition_failed", "c")
+    assert error.headers["message"] == f"unknown delivery tag {message.headers['ack']}"
+    assert await client.closed()
+    assert counts(runtime, "ru") == (1, 0)
+    assert not await database_sync_to_async(Queue.objects.filter(name="ru2").exists)()  # not even declared
+
+
 @pytest.mark.parametrize(
     ("command", "headers", "code"),
     [
