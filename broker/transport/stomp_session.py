@@ -737,7 +737,9 @@ class StompSession:
         carried out (its destination, its headers, the right to write, its delivery tag): a
         refused one is answered now, as outside a transaction. Its receipt says it is held
         (as RabbitMQ's does for an ACK): a client gets every receipt it asked for, after an
-        ABORT too; the COMMIT's says the frames are carried out."""
+        ABORT too; the COMMIT's says the frames are carried out. Configure on a `/queue/`
+        queue is not checked here: whether declaring it needs the right depends on the queue
+        existing when the COMMIT declares it."""
         if frame.command == "SEND":
             destination = self._send_destination(frame)
             request = send_request(frame.headers, frame.body, destination, max_bytes=self._max_bytes)
@@ -745,6 +747,9 @@ class StompSession:
             reply_to = frame.headers.get("reply-to")
             if reply_to is not None and reply_to.startswith("/temp-queue/"):
                 parse_destination(reply_to)
+                self._may_make_temp_queue()
+            if destination.kind is Kind.QUEUE and destination.name not in self._declared:
+                queue_properties(frame.headers)  # its queue's headers, as the declare reads them
         else:
             self._settle_tag(frame)
         self._transactions.hold(transaction, frame)

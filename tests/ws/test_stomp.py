@@ -397,6 +397,7 @@ async def test_a_commit_refuses_an_ack_of_a_delivery_its_unsubscribe_gave_back(
         ("SEND", {"destination": "/temp-queue/t"}, "invalid"),
         ("SEND", {"destination": "/queue/tx-h", "persistent": "maybe"}, "invalid"),
         ("SEND", {"destination": "/queue/tx-h", "reply-to": "/temp-queue/"}, "invalid"),
+        ("SEND", {"destination": "/queue/tx-h", "x-max-length": "many"}, "invalid"),
         ("ACK", {"id": "one"}, "not_found"),
         ("NACK", {"id": "1", "requeue": "maybe"}, "invalid"),
         ("ACK", {}, "invalid"),
@@ -420,6 +421,40 @@ async def test_a_send_held_without_the_write_right_is_refused_at_once(stomp: Ope
     await client.send("SEND", {"destination": "/topic/x", "transaction": "t", "receipt": "held"}, "x")
     error = await client.receive()
     assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", "forbidden", "held")
+
+
+async def test_a_send_held_with_a_temp_queue_reply_to_needs_its_right_at_once(
+    stomp: Open, runtime: Runtime
+) -> None:
+    """Read on amq.default, as outside a transaction: refused as it is held, not at COMMIT."""
+    await declare_queue("rpc")
+    _, token = await user_with("nick", configure="", write=r"amq\.default", read="rpc")
+    client = await stomp(login="nick", passcode=token)
+    await client.send("BEGIN", {"transaction": "t"})
+    headers = {"destination": "/queue/rpc", "reply-to": "/temp-queue/answers", "transaction": "t", "receipt": "held"}
+    await client.send("SEND", headers, "x")
+    error = await client.receive()
+    assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", "forbidden", "held")
+    assert "read permission on exchange 'amq.default'" in error.headers["message"]
+    assert await client.closed()
+
+
+async def test_configure_on_a_sent_to_queue_is_checked_by_the_commit_before_any_frame(
+    stomp: Open, runtime: Runtime
+) -> None:
+    """Whether it is needed depends on the queue existing when the COMMIT declares it."""
+    await declare_queue("open")
+    _, token = await user_with("cleo", configure="", write=r"amq\.default", read="")
+    client = await stomp(login="cleo", passcode=token)
+    await client.send("BEGIN", {"transaction": "t"})
+    await client.send("SEND", {"destination": "/queue/open", "transaction": "t", "receipt": "exists"}, "x")
+    await client.send("SEND", {"destination": "/queue/cleo-new", "transaction": "t", "receipt": "missing"}, "y")
+    assert [(await client.receive()).headers["receipt-id"] for _ in range(2)] == ["exists", "missing"]
+    await client.send("COMMIT", {"transaction": "t", "receipt": "c"})
+    error = await client.receive()
+    assert (error.command, error.headers["code"], error.headers["receipt-id"]) == ("ERROR", "forbidden", "c")
+    assert await client.closed()
+    assert counts(runtime, "open") == (0, 0)
 
 
 async def test_temp_queue_reply_to_is_rewritten_and_replies_come_back(stomp: Open, runtime: Runtime) -> None:
