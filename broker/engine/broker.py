@@ -1024,6 +1024,13 @@ class Broker:
 
     def _delete_queue(self, queue: QueueState, fx: EffectsBuilder, *, reason: str) -> None:
         name = queue.name
+        # What gets took into holders (`get`), which are no consumers of the queue: gone with
+        # it too, not given back later into (or dead-lettered from) a queue that is no more.
+        held = queue.unacked - len(queue.in_doubt) - sum(consumer.unacked for consumer in queue.consumers)
+        if held > 0:
+            for connection in self.connections.values():
+                for tag in [t for t, pending in connection.unacked.items() if pending.consumer.queue is queue]:
+                    self._forget(connection.unacked.pop(tag).envelope, fx)
         for consumer in list(queue.consumers):
             connection = consumer.connection
             del connection.consumers[consumer.subscription]

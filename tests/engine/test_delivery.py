@@ -454,6 +454,29 @@ def test_what_a_holder_did_not_ack_goes_back_redelivered_when_it_closes(broker: 
     assert broker.queue_counts("q") == QueueCounts(3, 0, 0)
 
 
+def test_what_a_holder_held_of_a_deleted_queue_goes_with_the_queue() -> None:
+    """Neither given back into the deleted queue when the holder closes, nor dead-lettered
+    from it (a delivery limit of 0 would at the first return), nor counted on it."""
+    broker = Broker()
+    exchange(broker, "dlx", "fanout")
+    queue(broker, "dead")
+    bind(broker, "dlx", "dead")
+    queue(broker, "q", arguments={"x-dead-letter-exchange": "dlx", "x-delivery-limit": 0})
+    fill(broker, "q", 1, 2, 3)
+    stored = [e.store_id for e in broker.queues["q"].ready]
+    holder = broker.open_connection()
+    broker.get("q", count=2, ack=True, now=0.0, holder=holder)
+
+    effects = broker.delete_queue("q")
+
+    assert sorted(effects.to_delete) == sorted(stored)
+    assert broker.connections[holder].unacked == {}
+    assert broker.close_connection(holder, now=0.0).to_delete == ()  # nothing given back
+    assert ready(broker, "dead") == []
+    queue(broker, "q")
+    assert broker.queue_counts("q") == QueueCounts(0, 0, 0)
+
+
 def test_get_without_ack_leaves_them_at_the_head_marked_redelivered(broker: Broker) -> None:
     fill(broker, "q", 1, 2, 3)
     taken, effects = broker.get("q", count=2, ack=False, now=0.0)
