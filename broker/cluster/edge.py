@@ -36,6 +36,7 @@ from broker.protocol.link import (
     EdgeItem,
     EncodedError,
     FramesItem,
+    GiveBackItem,
     LastTagItem,
     NackItem,
     OpenItem,
@@ -124,6 +125,9 @@ class EdgeLink:
         self._window = Window()
         self._last_answer_check = 0.0
         self._router_seq = 0  # the router's last batch with items, which we ack
+        # While a give-back (`_unwanted`) waits in the outbox: the highest of the router's
+        # batches that a batch without items may ack (the one before the give-back's answer).
+        self._ack_held: int | None = None
         self._ack_asked = False  # the router's last batch asked for our ack at once
         self._beat_due = False
         self._calls: dict[int, asyncio.Future[Any]] = {}
@@ -322,6 +326,7 @@ class EdgeLink:
         self._outbox = []
         self._window.clear()
         self._router_seq = 0
+        self._ack_held = None
         self._ack_asked = False
         failure = Unavailable(reason)
         batches = list(self._awaiting.values())
@@ -450,6 +455,8 @@ class EdgeLink:
                         call.set_result(value)
                     else:
                         call.set_exception(decode_error(value))
+                elif ok:
+                    self._unwanted(request_id)
             case ResetItem(generation=generation):
                 # The router dropped this edge (it was silent too long) and ignores it
                 # until it resumes its connections: what was in flight is lost. It answers
@@ -463,6 +470,16 @@ class EdgeLink:
                     self._follow(epoch, channel)
                 return False
         return True
+
+    def _unwanted(self, request_id: int) -> None:
+        """The answer to a call that gave up meanwhile (CALL_TIMEOUT, its HTTP client gone):
+        what it took (a get with ack) is to go back to its queue, which the router holds until
+        this edge acks the batch that carried the answer (hub.py), then acks. So the give-back
+        goes before that ack: in the batch that carries it (the router reads a batch's items
+        before its ack), and no batch without items acks the answer's batch meanwhile."""
+        if self._ack_held is None:
+            self._ack_held = self._router_seq - 1  # the answer's batch is the last one taken
+        self._push(GiveBackItem("b", request_id))
 
     # -- sending ---------------------------------------------------------
 
@@ -497,8 +514,10 @@ class EdgeLink:
                     self._sent_at[self._seq] = time.monotonic()
                     self._awaiting[self._seq] = self._batch
                     self._batch, self._batch_size = None, 0
+                self._ack_held = None  # the give-backs waiting go with this batch
             elif not (self._ack_asked or self._beat_due):
                 continue  # the window is full (the router's ack wakes us), or the ack can wait
+            ack = self._router_seq if self._ack_held is None else self._ack_held
             message = {
                 "type": EDGE_BATCH,
                 "edge": self.channel,
@@ -507,7 +526,7 @@ class EdgeLink:
                 "first": self._first_seq,
                 "link": LINK_VERSION,
                 "seq": self._seq,
-                "ack": self._router_seq,
+                "ack": ack,
                 "items": items,
                 # Ack this at once: it fills our window; or a beat while anything waits on the
                 # router: it left batches unacked (the ack was lost, or it waited for a batch to

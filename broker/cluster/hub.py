@@ -28,6 +28,7 @@ from broker.protocol.link import (
     CancelledItem,
     CloseItem,
     FramesItem,
+    GiveBackItem,
     LastTagItem,
     NackItem,
     OpenItem,
@@ -131,7 +132,8 @@ class Edge:
         self.sender: asyncio.Task[None] | None = None
         # The holders (Runtime.open_holder) of what gets with ack took, by the request id of
         # the answer in the outbox, then by the number of our batch that carries it: acked
-        # once the edge acks that batch, given back if the edge is dropped before.
+        # once the edge acks that batch, given back if the edge is dropped before, or says
+        # it had no call left for the answer (`GiveBackItem`, no later than its ack).
         self.held: dict[int, int] = {}
         self.held_in: dict[int, dict[int, int]] = {}
         self.give_back = give_back
@@ -141,6 +143,13 @@ class Edge:
         for item in items:
             if isinstance(item, AnswerItem) and item.request_id in self.held:
                 self.held_in.setdefault(self.seq, {})[item.request_id] = self.held.pop(item.request_id)
+
+    def unwanted(self, request_id: int) -> int | None:
+        """The holder of an answer the edge had no call for any more, forgotten here."""
+        for held in self.held_in.values():
+            if request_id in held:
+                return held.pop(request_id)
+        return self.held.pop(request_id, None)
 
     def holders(self) -> list[int]:
         """Every holder of this edge's, forgotten: the edge is dropped."""
@@ -298,11 +307,20 @@ class Hub:
             return
         edge.last_seen = time.monotonic()
         acked = edge.window.acked(message.get("ack", 0))
-        if acked:
-            edge.wakeup.set()  # the window may have room for what waits
-            for seq in acked:  # the edge has the answers of gets that this batch carried
+        try:
+            self._carry_out(edge, message, acked)
+        finally:
+            # The edge has the answers of gets that the batches it acked carried; after the
+            # items of its batch, whose give-backs (answers it had no call for) come first.
+            # Nothing is left of an edge dropped meanwhile: its holders were given back.
+            for seq in acked:
                 for holder in edge.held_in.pop(seq, {}).values():
                     self._guard(lambda held=holder: self.router.runtime.release_held(held, delivered=True))
+
+    def _carry_out(self, edge: Edge, message: dict[str, Any], acked: list[int]) -> None:
+        """The rest of a batch, once the router's batches up to `acked` are acked."""
+        if acked:
+            edge.wakeup.set()  # the window may have room for what waits
         elif edge.window.unanswered_since(edge.last_seen - ANSWER_TIMEOUT):
             # The edge speaks, but has not carried out a batch of ours sent this long ago: it
             # was lost on the way (Redis restarted), and our window stays full for ever. Its
@@ -318,8 +336,10 @@ class Hub:
         if seq > edge.edge_seq + bool(message["items"]):
             # The edge numbers its batches with items one by one, and a beat carries the number
             # of its last: one between was lost on the way (a Redis restarted empty, a read
-            # whose reply was lost), with what it held (closes, acks, unsubscribes). Served on,
-            # the edge's connections would differ from what the router holds.
+            # whose reply was lost), with what it held (closes, acks, unsubscribes, give-backs).
+            # Served on, the edge's connections would differ from what the router holds; what
+            # its gets took goes back too, also for the answers this batch acks (a give-back of
+            # one of them may have been lost): delivered again rather than lost.
             log.warning("edge %s: its batch %d came after %d, one between was lost: it resumes its connections",
                         edge.channel, seq, edge.edge_seq)
             self._drop(edge)
@@ -391,6 +411,10 @@ class Hub:
         match item:
             case CallItem():
                 self._call(edge, item)
+            case GiveBackItem(request_id=request_id):
+                holder = edge.unwanted(request_id)
+                if holder is not None:
+                    self._give_back(holder)
             case OpenItem(conn=conn):
                 sink = RemoteSink(edge, conn)
                 sink.id = router.connect(sink)

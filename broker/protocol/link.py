@@ -145,9 +145,19 @@ class CallItem(NamedTuple):
     args: list[Any]
 
 
+class GiveBackItem(NamedTuple):
+    """The answer to call `request_id` came after the call had given up (its timeout, its
+    HTTP client gone): nobody had it, so what it took (a get with ack) goes back to its
+    queue instead of being acked with the router's batch that carried it. Sent no later
+    than the edge's ack of that batch, in the same batch or one before."""
+
+    kind: Literal["b"]
+    request_id: int
+
+
 EdgeItem = (
     OpenItem | CloseItem | SubscribeItem | ResumeItem | PublishItem | UnsubscribeItem | AckItem | NackItem | WatchItem
-    | WrittenItem | CallItem
+    | WrittenItem | CallItem | GiveBackItem
 )
 
 # -- router to edge -------------------------------------------------------------
@@ -236,6 +246,7 @@ RouterItem = FramesItem | CancelledItem | LastTagItem | SubscribedItem | Unsubsc
 _EDGE_ITEMS: Final[dict[str, Any]] = {
     "o": OpenItem, "x": CloseItem, "s": SubscribeItem, "a": ResumeItem, "p": PublishItem,
     "u": UnsubscribeItem, "k": AckItem, "n": NackItem, "w": WatchItem, "g": WrittenItem, "r": CallItem,
+    "b": GiveBackItem,
 }
 _ROUTER_ITEMS: Final[dict[str, Any]] = {
     "d": FramesItem, "c": CancelledItem, "t": LastTagItem, "S": SubscribedItem, "U": UnsubscribedItem,

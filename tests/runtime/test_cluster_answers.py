@@ -15,6 +15,7 @@ import pytest
 
 from broker.cluster import edge as edge_module
 from broker.cluster import hub as hub_module
+from broker.cluster.wire import EDGE_BATCH, ROUTER_BATCH
 from broker.engine.errors import BrokerError, Unavailable
 from broker.engine.messages import StoredCopy
 from broker.protocol.calls import QueueGetCall, RouterCall
@@ -177,6 +178,98 @@ async def test_what_a_get_took_for_an_answer_that_cannot_be_sent_goes_back_to_it
     await eventually(lambda: counts(cluster, "jobs") == (2, 0, 0), what="the messages given back")
     again = cluster.runtime.get("jobs", count=10, ack=True)
     assert [(m["body"], m["redelivered"]) for m in again] == [(0, True), (1, True)]
+
+
+def _slow_gets(cluster: Cluster, monkeypatch: pytest.MonkeyPatch, seconds: float) -> list[int]:
+    """Gets on the router answer after `seconds`; returns the numbers of messages each took."""
+    runtime, taken = cluster.runtime, []
+    get_waiting = runtime.get_waiting
+
+    async def slow(queue: str, *, count: int, ack: bool, holder: int | None = None) -> list[Any]:
+        await asyncio.sleep(seconds)
+        found = await get_waiting(queue, count=count, ack=ack, holder=holder)
+        taken.append(len(found))
+        return found
+
+    monkeypatch.setattr(runtime, "get_waiting", slow)
+    return taken
+
+
+def _holding(cluster: Cluster) -> bool:
+    """Does the router hold what a get took for an edge's answer?"""
+    assert cluster.router is not None
+    return any(edge.held or edge.held_in for edge in cluster.router.hub._edges.values())
+
+
+@pytest.mark.parametrize("gives_up", ["timeout", "client gone"])
+async def test_what_a_get_took_for_a_call_that_gave_up_goes_back_to_its_queue(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, gives_up: str
+) -> None:
+    """The edge's call stops waiting (CALL_TIMEOUT, or the HTTP client went away) before the
+    router's answer comes: the edge acks the batch carrying it all the same, and says it
+    had nobody to give it to, so the messages are not acked with it."""
+    monkeypatch.setattr(edge_module, "CALL_TIMEOUT", 0.3)
+    for n in range(3):
+        await cluster.publish("jobs", n)
+    edge = await cluster.edge()
+    generation = edge.generation
+    taken = _slow_gets(cluster, monkeypatch, 0.6)
+
+    call = asyncio.ensure_future(edge.call(QueueGetCall("jobs", 2, True)))
+    if gives_up == "timeout":
+        with pytest.raises(Unavailable, match="in time"):
+            await call
+    else:
+        await asyncio.sleep(0.1)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    await eventually(lambda: taken == [2], what="the router took the messages")
+    await eventually(lambda: counts(cluster, "jobs") == (3, 0, 0) and not _holding(cluster),
+                     what="the messages given back")
+    assert edge.generation == generation  # not by resuming
+    again = cluster.runtime.get("jobs", count=10, ack=True)
+    assert [(m["body"], m["redelivered"]) for m in again] == [(0, True), (1, True), (2, False)]
+
+
+async def test_a_give_back_waiting_for_room_goes_before_the_ack_of_its_answer(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The give-back waits in the edge's outbox (its window is full) while its beats ack the
+    router's batches: none of them acks the answer's batch before the give-back is sent."""
+    monkeypatch.setattr(edge_module, "CALL_TIMEOUT", 0.2)
+    for n in range(2):
+        await cluster.publish("jobs", n)
+    edge = await cluster.edge()
+    taken = _slow_gets(cluster, monkeypatch, 0.4)
+    with pytest.raises(Unavailable, match="in time"):
+        await edge.call(QueueGetCall("jobs", 2, True))
+    assert cluster.router is not None
+    hub_channel = cluster.router.hub.channel
+    cluster.layer.hold(hub_channel)  # the router reads nothing more for a while
+    for n in range(2):  # two batches the router does not ack: the edge's window is full
+        edge.publish(0, publish_request("other", n))
+        await asyncio.sleep(0.05)
+    await eventually(lambda: taken == [2] and bool(cluster.layer.router_items("R")), what="the answer sent")
+    await asyncio.sleep(0.3)  # beats meanwhile
+    assert not cluster.layer.edge_items("b")
+
+    await cluster.layer.release(hub_channel)
+
+    await eventually(lambda: counts(cluster, "jobs") == (2, 0, 0) and not _holding(cluster),
+                     what="the messages given back")
+    sent = cluster.layer.sent
+    (answer,) = [n for n, m in enumerate(sent) if m["type"] == ROUTER_BATCH and _holds(m, "R")]
+    give_back = next(n for n, m in enumerate(sent) if m["type"] == EDGE_BATCH and _holds(m, "b"))
+    between = [m for m in sent[answer:give_back] if m["type"] == EDGE_BATCH]
+    assert between and all(not m["items"] for m in between)  # beats went meanwhile
+    assert all(m["ack"] < sent[answer]["seq"] for m in between)
+    assert sent[give_back]["ack"] >= sent[answer]["seq"]
+
+
+def _holds(message: dict[str, Any], kind: str) -> bool:
+    return any(item[0] == kind for item in message["items"])
 
 
 # -- a callback that raises ----------------------------------------------------------
