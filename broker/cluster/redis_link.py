@@ -43,6 +43,10 @@ EXPIRY_MS: Final = 60_000  # a channel nobody reads (a dead node's) is gone this
 # its channel, which then expires. Kept for a day (as channels-redis), the members of a
 # crash-looping edge piled up in thousands, each costing every beat two commands.
 # Times are Redis's own (TIME, in the scripts), so the nodes' clocks need not agree.
+# The link's only group is the edges' (wire.EDGES_GROUP): the router's topology group
+# (topology_feed.py) is the channel layer's, channels-redis's, whose members stay a day
+# (settings.CHANNEL_LAYERS' group_expiry), so a router whose loop a long load blocks
+# does not drop out of it.
 GROUP_EXPIRY: Final = 15.0
 READ_COUNT: Final = 100  # batches taken per read
 # A reader's blocking pop returns empty after this, and goes on. Short, so that a reader's
