@@ -1,6 +1,11 @@
-"""`runbroker`'s start-up: which database it names, and how many migrations it applied."""
+"""`runbroker`'s start-up: which database it names, how many migrations it applied, and
+that a second broker on the same SQLite file refuses to start."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import dj_database_url
 import pytest
@@ -8,6 +13,7 @@ from django.db import connection
 from django.db.utils import ConnectionHandler
 
 from subscriptions.management.commands.runbroker import Command, describe_database
+from tests.e2e.harness import ROOT, BrokerProcess, free_port
 
 
 def test_a_sqlite_database_is_named_by_its_file() -> None:
@@ -30,3 +36,30 @@ def test_a_server_database_is_named_without_its_user_or_password(url: str, shown
 @pytest.mark.django_db(transaction=True)
 def test_migrating_a_migrated_database_applies_none() -> None:
     assert Command._migrate("single") == 0
+
+
+@pytest.mark.e2e
+def test_a_second_broker_on_the_same_sqlite_file_stops_at_start_up(tmp_path: Path) -> None:
+    database = tmp_path / "broker.sqlite3"
+    first = BrokerProcess(tmp_path, database_url=f"sqlite:///{database}")
+    first.start()
+    try:
+        assert first.proc is not None
+        env = {**first.env, "HTTP_PORT": str(free_port())}
+        second = subprocess.run(
+            [sys.executable, "manage.py", "runbroker"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert second.returncode != 0
+        lines = [line for line in second.stderr.splitlines() if line.strip()]
+        expected = (
+            f"CommandError: another broker is running on the SQLite database {database} "
+            f"(locked by process {first.proc.pid}, {database}.router-lock): stop it first; one database has one broker"
+        )
+        assert lines == [expected]
+        # The lock ends with its process, however it ends: a broker started after it runs.
+        first.kill()
+        again = BrokerProcess(tmp_path, database_url=f"sqlite:///{database}", name="again")
+        again.start()
+        again.close()
+    finally:
+        first.close()

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteDatabase
 
 from broker.cluster.edge import EdgeLink
 from broker.cluster.hub import Hub
@@ -30,6 +32,7 @@ from broker.cluster.lease import (
     WriteFence,
 )
 from broker.cluster.redis_link import link_layer
+from broker.cluster.sqlite_lock import hold_router_lock
 from broker.router import registry
 from broker.router.interface import Router
 from broker.router.local import LocalRouter
@@ -62,6 +65,14 @@ def new_router(store: RuntimeStore, layer: Any) -> LocalRouter:
         credit=delivery_credit(),
     )
     return LocalRouter(runtime)
+
+
+def hold_sqlite_router_lock() -> None:
+    """A router on a SQLite file is its only one: it holds the file's router lock for as
+    long as its process lives (broker/cluster/sqlite_lock.py; raises RouterLockHeld)."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    if isinstance(connection, SQLiteDatabase) and not connection.is_in_memory_db():
+        hold_router_lock(connection.settings_dict["NAME"])
 
 
 def delivery_credit() -> int:
@@ -172,6 +183,7 @@ class StartRouter:
         await self.app(scope, receive, send)
 
     async def _start_router(self) -> Router:
+        hold_sqlite_router_lock()
         start_memory_guard()
         router = new_router(self._new_store(None), self._layer())
         await router.start()

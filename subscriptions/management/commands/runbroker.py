@@ -1,7 +1,8 @@
 """`python manage.py runbroker`: the whole broker in one process.
 
 With REDIS_URL set it is a node of a cluster: a router candidate (the router,
-or its hot standby), or with `--edge` an edge that only serves clients.
+or its hot standby), or with `--edge` an edge that only serves clients. Without,
+on SQLite, it first locks the database file against a second broker.
 Before serving it says which database it uses and what it migrated.
 """
 
@@ -19,9 +20,11 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils.module_loading import import_string
 
 from broker.cluster.lease import migrate_under_lock
+from broker.cluster.sqlite_lock import RouterLockHeld
 from broker.engine.errors import PreconditionFailed
 from broker.transport.loopback import is_loopback_host
 from broker.transport.server import Role, run
+from broker.transport.startup import hold_sqlite_router_lock
 from pubsub.tasks.execution import task_queue_names
 from queues.services import queue_declare
 from storage.store import OrmMessageStore
@@ -47,6 +50,11 @@ class Command(BaseCommand):
             # reachable from other machines is never open to them by accident.
             settings.BROKER_ALLOW_ANONYMOUS = False
         role = self._role(options["edge"])
+        if role == "single":
+            try:  # before it migrates: a second broker on the file changes nothing
+                hold_sqlite_router_lock()
+            except RouterLockHeld as error:
+                raise CommandError(str(error)) from None
         if settings.DO_MIGRATIONS:
             applied = self._migrate(role)
             plural = "" if applied == 1 else "s"
