@@ -1,18 +1,22 @@
-"""`runbroker`'s start-up: which database it names, how many migrations it applied, and
-that a second broker on the same SQLite file refuses to start."""
+"""`runbroker`'s start-up: which database it names, how many migrations it applied, that a
+database it cannot reach stops it in a line or two, and that a second broker on the same
+SQLite file refuses to start."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 import pytest
 from django.db import connection
 from django.db.utils import ConnectionHandler
 
-from subscriptions.management.commands.runbroker import Command, describe_database
+from subscriptions.management.commands.runbroker import Command, describe_database, without_password
 from tests.e2e.harness import ROOT, BrokerProcess, free_port
 
 
@@ -63,3 +67,51 @@ def test_a_second_broker_on_the_same_sqlite_file_stops_at_start_up(tmp_path: Pat
         again.close()
     finally:
         first.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgres://alice:s3cret@db.internal:5433/broker", "postgres://alice:***@db.internal:5433/broker"),
+        ("postgres://alice@db.internal/broker", "postgres://alice@db.internal/broker"),
+        ("postgres://:s3cret@db.internal/broker?sslmode=require", "postgres://:***@db.internal/broker?sslmode=require"),
+    ],
+)
+def test_a_database_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    assert without_password(url) == shown
+
+
+def _runbroker_on(database_url: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    env.update(DATABASE_URL=database_url, HTTP_PORT=str(free_port()))
+    return subprocess.run(
+        [sys.executable, "manage.py", "runbroker"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+
+
+@pytest.mark.e2e
+def test_a_database_server_that_does_not_answer_stops_start_up_in_two_lines() -> None:
+    port = free_port()  # nothing listens there
+    done = _runbroker_on(f"postgres://postgres:s3cret@127.0.0.1:{port}/broker")
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert 1 <= len(lines) <= 2, done.stderr
+    assert lines[0].startswith(
+        f"CommandError: cannot connect to the database of DATABASE_URL=postgres://postgres:***@127.0.0.1:{port}/broker: "
+    )
+    assert "Connection refused" in lines[0]
+    assert "s3cret" not in done.stderr
+
+
+@pytest.mark.integration
+def test_a_database_that_does_not_exist_stops_start_up_in_one_line() -> None:
+    server = urlsplit(os.environ.get("E2E_DATABASE_URL", ""))
+    assert server.scheme.startswith("postgres"), "E2E_DATABASE_URL must name a PostgreSQL server"
+    missing = f"missing_{uuid.uuid4().hex[:12]}"
+    url = server._replace(netloc=f"{server.username or 'postgres'}:s3cret@{server.hostname}:{server.port or 5432}")
+    done = _runbroker_on(url._replace(path=f"/{missing}").geturl())
+    assert done.returncode != 0
+    shown = f"{server.username or 'postgres'}:***@{server.hostname}:{server.port or 5432}/{missing}"
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"CommandError: cannot connect to the database of DATABASE_URL=postgres://{shown}: ")
+    assert line.endswith(f'database "{missing}" does not exist')

@@ -9,12 +9,13 @@ Before serving it says which database it uses and what it migrated.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
 from django.utils.module_loading import import_string
@@ -50,6 +51,7 @@ class Command(BaseCommand):
             # reachable from other machines is never open to them by accident.
             settings.BROKER_ALLOW_ANONYMOUS = False
         role = self._role(options["edge"])
+        self._check_database()
         if role == "single":
             try:  # before it migrates: a second broker on the file changes nothing
                 hold_sqlite_router_lock()
@@ -99,6 +101,16 @@ class Command(BaseCommand):
                 pass  # declared before with other properties: used as it is
 
     @staticmethod
+    def _check_database() -> None:
+        """A database that cannot be reached (a server stopped, a database not created)
+        stops start-up with the setting and the server's words, before anything uses it."""
+        try:
+            connections[DEFAULT_DB_ALIAS].ensure_connection()
+        except DatabaseError as error:
+            said = "\n".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
+            raise CommandError(f"cannot connect to the database of {database_setting()}: {said}") from None
+
+    @staticmethod
     def _role(edge: bool) -> Role:
         if not settings.REDIS_URL:
             if edge:
@@ -126,6 +138,23 @@ class Command(BaseCommand):
         else:  # nodes that start together must not migrate at once
             migrate_under_lock(settings.DATABASES["default"], migrate)
         return applied
+
+
+def database_setting() -> str:
+    """The variable that chose the database, and its value without a password."""
+    if not settings.DATABASE_URL:
+        return f"DATABASE_NAME={settings.DATABASE_NAME}"
+    return f"DATABASE_URL={without_password(settings.DATABASE_URL)}"
+
+
+def without_password(url: str) -> str:
+    """`url` with the password of its user part, if any, shown as ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.netloc.rpartition("@")[0].partition(":")[0]
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def describe_database(connection: BaseDatabaseWrapper) -> str:
