@@ -1,8 +1,9 @@
 """The `pubsub` command: declare, bind, publish, consume/tail and list, from a shell.
 
 Exit status: 0 done, 1 the broker refused or could not be reached (the code
-and message go to stderr), 2 bad usage. Messages go to stdout as JSON lines;
-progress and notices go to stderr, so pipelines see only data.
+and message go to stderr), 2 bad usage, 141 stdout was closed (`| head`): the
+status of a command that SIGPIPE ended, quietly. Messages go to stdout as JSON
+lines; progress and notices go to stderr, so pipelines see only data.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from .models import Event, EventKind, PublishResult
 EXIT_OK: Final = 0
 EXIT_BROKER: Final = 1
 EXIT_USAGE: Final = 2
+# The reader of stdout went away (`pubsub queues | head -3`): what a shell shows for a
+# command that SIGPIPE ended (128 + 13), so `set -o pipefail` still tells a cut-short run.
+EXIT_PIPE: Final = 141
 PROGRESS_AFTER: Final = 2.0  # seconds before a publish run starts reporting progress
 PROGRESS_EVERY: Final = 1.0
 
@@ -83,7 +87,8 @@ def _json_object(text: str) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     # --url and --token are accepted before or after the command.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=argparse.SUPPRESS, help="broker URL (env PUBSUB_URL; default %(default)s)")
+    # The default is SUPPRESS (the main parser's stays), so the help names it outright.
+    common.add_argument("--url", default=argparse.SUPPRESS, help=f"broker URL (env PUBSUB_URL; default {DEFAULT_URL})")
     common.add_argument("--token", default=argparse.SUPPRESS, help="bearer token (env PUBSUB_TOKEN)")
 
     parser = argparse.ArgumentParser(prog="pubsub", description="Talk to a django-pubsub-broker.")
@@ -376,6 +381,29 @@ async def consume(client: Client, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            status = _main(argv)
+        finally:
+            # Here, not at exit: a closed stdout is then handled below, not printed by Python.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        return _stdout_closed()
+    return status
+
+
+def _stdout_closed() -> int:
+    """Stdout's reader went away: exit quietly. Stdout goes to /dev/null so that Python's
+    own flush at exit does not fail once more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass  # not a file (stdout replaced): nothing is flushed to it at exit
+    return EXIT_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:

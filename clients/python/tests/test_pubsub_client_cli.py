@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import json
@@ -16,7 +17,8 @@ import pytest
 from conftest import unique
 from websockets.asyncio.server import ServerConnection, serve
 
-from pubsub_client.cli import EXIT_USAGE, BodyError, main, parse_body
+from pubsub_client.cli import EXIT_PIPE, EXIT_USAGE, BodyError, build_parser, main, parse_body
+from pubsub_client.client import DEFAULT_URL
 from tests.e2e.harness import BrokerProcess, free_port
 
 pytestmark = pytest.mark.e2e
@@ -119,6 +121,52 @@ def test_version_is_the_installed_package_s() -> None:
     assert pubsub_client.__version__ == installed
     shown = subprocess.run(command("--version"), capture_output=True, text=True, timeout=20)
     assert (shown.returncode, shown.stdout.strip()) == (0, f"pubsub {installed}")
+
+
+def test_a_closed_stdout_ends_the_command_quietly(broker: BrokerProcess) -> None:
+    """`pubsub exchanges | head -1`: the reader is gone before the table is written."""
+    env = {**os.environ, "PUBSUB_URL": broker.url}
+    for args in (("exchanges",), ("queues", "--json")):
+        listing = subprocess.Popen(command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        assert listing.stdout is not None and listing.stderr is not None
+        listing.stdout.close()
+        try:
+            err = listing.stderr.read().decode()
+            listing.wait(timeout=20)
+        finally:
+            if listing.poll() is None:
+                listing.kill()
+                listing.wait()
+        assert (listing.returncode, err) == (EXIT_PIPE, ""), args
+
+
+def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and sub-command of the parser, as the words that name it."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found.append((*path, name))
+                found += _commands(sub, (*path, name))
+    return found
+
+
+COMMANDS = _commands(build_parser())
+
+
+def test_every_command_is_listed() -> None:
+    assert {"declare", "bind", "delete", "purge", "publish", "consume", "tail", "get", "queues", "exchanges",
+            "declare exchange", "declare queue"} <= {" ".join(words) for words in COMMANDS}
+
+
+@pytest.mark.parametrize("words", COMMANDS, ids=" ".join)
+def test_the_help_of_every_command(words: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*words, "--help"])
+    assert exited.value.code == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith(f"usage: pubsub {' '.join(words)}")
+    assert f"(env PUBSUB_URL; default {DEFAULT_URL})" in " ".join(shown.split())
 
 
 # -- bodies that are not JSON numbers (no broker: refused before anything is sent) -------
