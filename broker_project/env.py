@@ -13,6 +13,7 @@ Imports only the stdlib and django.core.exceptions (no settings access).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
@@ -139,6 +140,33 @@ def env_list(
     if value is None:
         return list(default)
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+# ALLOWED_ORIGINS' items (broker/transport/origins.py): a whole origin as browsers send it,
+# scheme://host[:port] (a trailing / is tolerated), or a host as in ALLOWED_HOSTS, with a
+# leading dot for its subdomains too and no port (it is matched on any port).
+_HOST = r"(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])"
+_ORIGIN = re.compile(rf"[a-z][a-z0-9+.-]*://{_HOST}(?::(?P<port>[0-9]{{1,5}}))?/?", re.IGNORECASE)
+_HOST_PATTERN = re.compile(rf"\.?{_HOST}", re.IGNORECASE)
+
+
+def env_origins(
+    name: str, *, default: list[str], environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """env_list of web origins: `*`, `scheme://host[:port]`, or hosts (`example.com`,
+    `.example.com`); anything else (`bad//x`, a host with a port) is refused."""
+    items = env_list(name, default=default, environ=environ)
+    for item in items:
+        if item == "*" or _HOST_PATTERN.fullmatch(item):
+            continue
+        origin = _ORIGIN.fullmatch(item)
+        if origin is not None and (origin["port"] is None or 0 < int(origin["port"]) < 65536):
+            continue
+        raise ImproperlyConfigured(
+            f"{name}={item!r} is not an origin: use scheme://host[:port] (https://app.example.com), "
+            "a host (example.com, .example.com for its subdomains too) or *"
+        )
+    return items
 
 
 def _check_range(

@@ -29,6 +29,7 @@ from broker_project.env import (
     env_float,
     env_int,
     env_list,
+    env_origins,
     env_str,
     load_dotenv,
 )
@@ -82,7 +83,7 @@ HANDLERS_BROKER_URLS = env_list(
 # --- limits that protect the process (README, "Limits") ---------------------
 
 # Origins allowed to open a WebSocket; empty: any scheme and port of an ALLOWED_HOSTS host.
-ALLOWED_ORIGINS = env_list("ALLOWED_ORIGINS", default=[])
+ALLOWED_ORIGINS = env_origins("ALLOWED_ORIGINS", default=[])
 # Well above what one connection reaches in the benchmarks (a consumer acking 76k
 # messages/s one by one on 2 cores), with room for faster machines: only a flooding
 # client meets it.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from broker_project.env import (
     env_float,
     env_int,
     env_list,
+    env_origins,
     env_str,
     load_dotenv,
     parse_dotenv,
@@ -178,6 +180,27 @@ def test_load_dotenv_without_file_is_a_no_op(tmp_path: Path) -> None:
     assert environ == {}
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["*", "https://app.example.com", "http://localhost:8060/", "HTTPS://App.Example.com:8443",
+     "http://[::1]:8060", "example.com", ".example.com", "127.0.0.1", "[::1]", " https://a.example , b.example "],
+)
+def test_origins_of_every_kind_are_taken(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(VAR, value)
+    assert env_origins(VAR, default=[]) == [item.strip() for item in value.split(",")]
+
+
+@pytest.mark.parametrize(
+    "item",
+    ["bad//x", "https://", "https://app.example.com/path", "app.example.com:8060", "https://a.example:99999",
+     "https://user@a.example", "//a.example", "*.example.com", "https://a.example?x=1", "a b"],
+)
+def test_an_origin_that_is_none_of_them_names_the_variable(monkeypatch: pytest.MonkeyPatch, item: str) -> None:
+    monkeypatch.setenv(VAR, f"https://ok.example,{item}")
+    with pytest.raises(ImproperlyConfigured, match=rf"^{VAR}={re.escape(repr(item))} is not an origin: "):
+        env_origins(VAR, default=[])
+
+
 # --- settings, in a fresh process ------------------------------------------
 
 _OURS = (
@@ -193,6 +216,7 @@ _OURS = (
     "SECRET_KEY",
     "DEBUG",
     "BROKER_ALLOW_ANONYMOUS",
+    "ALLOWED_ORIGINS",
 )
 
 
@@ -215,6 +239,12 @@ def test_bad_port_stops_manage_py(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert result.stderr.strip() == "configuration error: HTTP_PORT='abc' is not an integer"  # one line
     assert list(tmp_path.iterdir()) == []  # failed before writing a secret key
+
+
+def test_a_bad_origin_stops_manage_py(tmp_path: Path) -> None:
+    result = _manage(tmp_path, "check", ALLOWED_ORIGINS="https://app.example.com,bad//x")
+    assert result.returncode != 0
+    assert result.stderr.strip().startswith("configuration error: ALLOWED_ORIGINS='bad//x' is not an origin: ")
 
 
 def test_non_positive_checkpoint_is_refused(tmp_path: Path) -> None:
