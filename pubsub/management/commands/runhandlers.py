@@ -26,6 +26,8 @@ from pubsub.worker.runner import Runner
 
 log = logging.getLogger("pubsub.handlers")
 
+NO_HANDLERS = "no handlers: declare some with @pubsub.handler in an app's handlers.py"
+
 
 class Command(BaseCommand):
     help = "Run the project's message handlers (the @handler functions of its apps' handlers.py)."
@@ -48,6 +50,8 @@ class Command(BaseCommand):
         register_task_handlers()  # one per task queue of the broker's Django Tasks backend
         handlers = registered()
         if options["list"]:
+            if not handlers:  # as a run without handlers says it, and with its status
+                raise CommandError(NO_HANDLERS)
             for name, handler in sorted(handlers.items()):
                 self.stdout.write(f"{name}: queue {handler.queue!r}, concurrency {handler.concurrency}")
             return
@@ -56,7 +60,7 @@ class Command(BaseCommand):
         if unknown:
             raise CommandError(f"no handler named {', '.join(map(repr, unknown))}; known: {', '.join(sorted(handlers)) or 'none'}")
         if not names:
-            raise CommandError("no handlers: declare some with @pubsub.handler in an app's handlers.py")
+            raise CommandError(NO_HANDLERS)
         chosen = [handlers[name] for name in names]
         runs_tasks = any(name.startswith("tasks:") for name in names)
         runner = Runner(
