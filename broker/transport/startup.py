@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteDatabase
 
+from broker.cluster import pg_lock, sqlite_lock
 from broker.cluster.edge import EdgeLink
 from broker.cluster.hub import Hub
 from broker.cluster.lease import (
@@ -32,7 +33,6 @@ from broker.cluster.lease import (
     WriteFence,
 )
 from broker.cluster.redis_link import link_layer
-from broker.cluster.sqlite_lock import hold_router_lock
 from broker.router import registry
 from broker.router.interface import Router
 from broker.router.local import LocalRouter
@@ -67,12 +67,15 @@ def new_router(store: RuntimeStore, layer: Any) -> LocalRouter:
     return LocalRouter(runtime)
 
 
-def hold_sqlite_router_lock() -> None:
-    """A router on a SQLite file is its only one: it holds the file's router lock for as
-    long as its process lives (broker/cluster/sqlite_lock.py; raises RouterLockHeld)."""
+def hold_single_router_lock() -> None:
+    """A single broker is its database's only router: it holds the router lock of its SQLite
+    file (broker/cluster/sqlite_lock.py) or of its PostgreSQL database (pg_lock.py) for as
+    long as its process lives; raises RouterLockHeld. Blocks (it may connect)."""
     connection = connections[DEFAULT_DB_ALIAS]
     if isinstance(connection, SQLiteDatabase) and not connection.is_in_memory_db():
-        hold_router_lock(connection.settings_dict["NAME"])
+        sqlite_lock.hold_router_lock(connection.settings_dict["NAME"])
+    elif connection.vendor == "postgresql":
+        pg_lock.hold_router_lock(connection.settings_dict)
 
 
 def delivery_credit() -> int:
@@ -183,7 +186,7 @@ class StartRouter:
         await self.app(scope, receive, send)
 
     async def _start_router(self) -> Router:
-        hold_sqlite_router_lock()
+        await asyncio.to_thread(hold_single_router_lock)
         start_memory_guard()
         router = new_router(self._new_store(None), self._layer())
         await router.start()

@@ -1,8 +1,9 @@
 """`python manage.py runbroker`: the whole broker in one process.
 
 With REDIS_URL set it is a node of a cluster: a router candidate (the router,
-or its hot standby), or with `--edge` an edge that only serves clients. Without,
-on SQLite, it first locks the database file against a second broker.
+or its hot standby), or with `--edge` an edge that only serves clients. Without, it first takes
+its database's router lock (a lock file beside SQLite's, PostgreSQL's advisory
+lock) against a second broker.
 Before serving it says which database it uses and what it migrated.
 """
 
@@ -25,7 +26,7 @@ from broker.cluster.sqlite_lock import RouterLockHeld
 from broker.engine.errors import PreconditionFailed
 from broker.transport.loopback import is_loopback_host
 from broker.transport.server import Role, run
-from broker.transport.startup import hold_sqlite_router_lock
+from broker.transport.startup import hold_single_router_lock
 from pubsub.tasks.execution import task_queue_names
 from queues.services import queue_declare
 from storage.store import OrmMessageStore
@@ -53,8 +54,8 @@ class Command(BaseCommand):
         role = self._role(options["edge"])
         self._check_database()
         if role == "single":
-            try:  # before it migrates: a second broker on the file changes nothing
-                hold_sqlite_router_lock()
+            try:  # before it migrates: a second broker on the database changes nothing
+                hold_single_router_lock()
             except RouterLockHeld as error:
                 raise CommandError(str(error)) from None
         if settings.DO_MIGRATIONS:
