@@ -72,6 +72,7 @@ class SyncClient:
         self._lock = threading.Lock()
         self._closing = False
         self._closed = False
+        self._closed_event = threading.Event()  # set once close() is done
         try:
             self._client = self._run(make())
         except BaseException:  # a bad URL, say: no thread left behind
@@ -117,9 +118,10 @@ class SyncClient:
         if threading.current_thread() is self._thread:
             raise RuntimeError("a SyncClient cannot be closed from its own thread (an on_event callback, say)")
         with self._lock:
-            if self._closing:
-                return
-            self._closing = True
+            closing, self._closing = self._closing, True
+        if closing:  # another thread's close(): returns once it is done, as this one would
+            self._closed_event.wait()
+            return
         try:
             self._run(self._client.close(), timeout=15)
         finally:
@@ -133,6 +135,7 @@ class SyncClient:
             self._thread.join(5)
             if not self._thread.is_alive():
                 self._loop.close()
+            self._closed_event.set()
 
     def __enter__(self) -> SyncClient:
         return self

@@ -617,3 +617,28 @@ def test_a_sync_call_given_up_by_its_caller_is_cancelled() -> None:
 
 async def _tasks_running() -> int:
     return len([task for task in asyncio.all_tasks() if task is not asyncio.current_task()])
+
+
+def test_a_second_close_returns_once_the_first_is_done() -> None:
+    """A close() made while another thread's was under way returned at once, with the
+    client's thread and loop still running."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        client = SyncClient(f"http://127.0.0.1:{listener.getsockname()[1]}")
+        closing = client.client.close
+
+        async def slow_close() -> None:
+            await asyncio.sleep(0.5)
+            await closing()
+
+        client.client.close = slow_close  # type: ignore[method-assign]
+        first = threading.Thread(target=client.close, daemon=True)
+        first.start()
+        time.sleep(0.1)
+        client.close()
+        assert client._loop.is_closed()
+        first.join(5)
+    finally:
+        listener.close()
