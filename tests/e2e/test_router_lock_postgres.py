@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,6 +21,7 @@ import pytest
 from broker.cluster.lease import LEASE_LOST_EXIT, ROUTER_LOCK_KEY
 from tests.e2e.harness import ROOT, BrokerProcess, free_port
 from tests.eventually import eventually_sync
+from tests.test_runbroker import _runbroker_on
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.e2e]
 
@@ -109,3 +111,18 @@ def test_a_broker_that_finds_its_lock_taken_meanwhile_stops(broker: BrokerProces
         )
         assert broker.proc.wait(10) == LEASE_LOST_EXIT
     assert "another broker is running on the PostgreSQL database" in broker.log()
+
+
+def test_a_database_that_does_not_exist_stops_start_up_in_one_line() -> None:
+    """runbroker reports a database not created in one line naming DATABASE_URL, its
+    password hidden (tests/test_runbroker.py has the server that does not answer)."""
+    server = urlsplit(os.environ.get("E2E_DATABASE_URL", ""))
+    assert server.scheme.startswith("postgres"), "E2E_DATABASE_URL must name a PostgreSQL server"
+    missing = f"missing_{uuid.uuid4().hex[:12]}"
+    url = server._replace(netloc=f"{server.username or 'postgres'}:s3cret@{server.hostname}:{server.port or 5432}")
+    done = _runbroker_on(url._replace(path=f"/{missing}").geturl())
+    assert done.returncode != 0
+    shown = f"{server.username or 'postgres'}:***@{server.hostname}:{server.port or 5432}/{missing}"
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"CommandError: cannot connect to the database of DATABASE_URL=postgres://{shown}: ")
+    assert line.endswith(f'database "{missing}" does not exist')
