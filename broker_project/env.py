@@ -145,7 +145,7 @@ def env_list(
 # ALLOWED_ORIGINS' items (broker/transport/origins.py): a whole origin as browsers send it,
 # scheme://host[:port] (a trailing / is tolerated), or a host as in ALLOWED_HOSTS, with a
 # leading dot for its subdomains too and no port (it is matched on any port).
-_HOST = r"(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])"
+_HOST = r"(?:[a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\])"  # `_`: container service names
 _ORIGIN = re.compile(rf"[a-z][a-z0-9+.-]*://{_HOST}(?::(?P<port>[0-9]{{1,5}}))?/?", re.IGNORECASE)
 _HOST_PATTERN = re.compile(rf"\.?{_HOST}", re.IGNORECASE)
 

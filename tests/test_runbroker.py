@@ -99,3 +99,35 @@ def test_a_database_server_that_does_not_answer_stops_start_up_in_two_lines() ->
     )
     assert "Connection refused" in lines[0]
     assert "s3cret" not in done.stderr
+
+
+def test_a_sqlite_uri_filename_locks_its_file(tmp_path: Path) -> None:
+    """A `file:` name (as DATABASES' NAME may be) was taken for a relative path: start-up
+    died with a traceback, or locked another file."""
+    import fcntl
+
+    from broker.cluster.sqlite_lock import hold_router_lock
+
+    database = tmp_path / "uri.sqlite3"
+    locked = hold_router_lock(f"file:{database}?mode=rwc")
+    assert locked == Path(f"{database}.router-lock")
+    fd = os.open(locked, os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):  # held: another open of it cannot lock it
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+
+
+def test_a_router_lock_that_cannot_be_taken_stops_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure to take the PostgreSQL router lock at start-up (the server gone again, a
+    bad option) was logged and the broker served without it."""
+    from broker.cluster import pg_lock
+    from broker.cluster.sqlite_lock import RouterLockHeld
+
+    monkeypatch.setattr(pg_lock, "RETRY_SECONDS", 0.01)
+    monkeypatch.setattr(pg_lock, "_held", None)
+    database = {"NAME": "broker", "USER": "postgres", "HOST": "127.0.0.1", "PORT": free_port()}
+    with pytest.raises(RouterLockHeld, match="^cannot take the router lock of the PostgreSQL database: "):
+        pg_lock.hold_router_lock(database)
+    assert pg_lock._held is None

@@ -183,7 +183,8 @@ def test_load_dotenv_without_file_is_a_no_op(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "value",
     ["*", "https://app.example.com", "http://localhost:8060/", "HTTPS://App.Example.com:8443",
-     "http://[::1]:8060", "example.com", ".example.com", "127.0.0.1", "[::1]", " https://a.example , b.example "],
+     "http://[::1]:8060", "example.com", ".example.com", "127.0.0.1", "[::1]", " https://a.example , b.example ",
+     "http://my_service:8080"],
 )
 def test_origins_of_every_kind_are_taken(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv(VAR, value)

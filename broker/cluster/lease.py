@@ -128,16 +128,7 @@ class RouterLease:
         self._conn.execute("SELECT pg_advisory_unlock(%s)", (WRITE_FENCE_KEY,))
 
     def _end_stalled(self, key: int, what: str) -> None:
-        """End the sessions that hold `key` and have waited for their client for
-        STALLED_AFTER: their process is stopped."""
-        import psycopg
-
-        for pid, waited in self._conn.execute(_STALLED_SQL, [key >> 32, key & 0xFFFFFFFF, STALLED_AFTER]).fetchall():
-            log.warning("the %s's holder (backend %s) has not been heard from for %.1f s: ending its session", what, pid, waited)
-            try:
-                self._conn.execute("SELECT pg_terminate_backend(%s)", [pid])
-            except psycopg.errors.InsufficientPrivilege as error:
-                log.error("cannot end the %s holder's session (docs/deploy.md, Limits): %s", what, error)
+        end_stalled(self._conn, key, what)
 
     def release(self) -> None:
         conn, self._conn = self._conn, None
@@ -146,6 +137,20 @@ class RouterLease:
                 conn.close()
             except Exception:
                 log.debug("closing the lease connection failed", exc_info=True)
+
+
+def end_stalled(conn: Any, key: int, what: str) -> None:
+    """End the sessions that hold `key` and have waited for their client for STALLED_AFTER:
+    their process is stopped, or gone without PostgreSQL knowing yet (a holder that lives
+    checks its connection every CHECK_SECONDS). `conn`: a psycopg connection."""
+    import psycopg
+
+    for pid, waited in conn.execute(_STALLED_SQL, [key >> 32, key & 0xFFFFFFFF, STALLED_AFTER]).fetchall():
+        log.warning("the %s's holder (backend %s) has not been heard from for %.1f s: ending its session", what, pid, waited)
+        try:
+            conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+        except psycopg.errors.InsufficientPrivilege as error:
+            log.error("cannot end the %s holder's session (docs/deploy.md, Limits): %s", what, error)
 
 
 class LeaseLost(Exception):

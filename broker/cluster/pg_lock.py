@@ -25,13 +25,15 @@ import threading
 import time
 from typing import Any, Final
 
-from broker.cluster.lease import LEASE_LOST_EXIT, ROUTER_LOCK_KEY, connection_kwargs
+from broker.cluster.lease import LEASE_LOST_EXIT, ROUTER_LOCK_KEY, connection_kwargs, end_stalled
 from broker.cluster.sqlite_lock import RouterLockHeld
 
 log = logging.getLogger("broker.server")
 
 # How often the lock's connection is checked, and the lock tried again once it is lost.
 RETRY_SECONDS: Final = 1.0
+# Tries at start-up, RETRY_SECONDS apart, before a failure to take the lock stops it.
+START_ATTEMPTS: Final = 5
 
 # The sessions holding the router lock on this database (pg_locks shows a bigint
 # advisory key as two 32-bit halves, with objsubid 1), for the refusal's message.
@@ -57,6 +59,15 @@ class PostgresRouterLock:
 
         self.close()
         self._conn = psycopg.connect(autocommit=True, **self._kwargs)
+        if self._try():
+            return True
+        # A holder whose session has waited for its client for long is no broker's any more
+        # (its connection was cut without PostgreSQL knowing, this process's own before a
+        # reconnect included): a live one checks its connection every RETRY_SECONDS.
+        end_stalled(self._conn, ROUTER_LOCK_KEY, "router lock")
+        return self._try()
+
+    def _try(self) -> bool:
         row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (ROUTER_LOCK_KEY,)).fetchone()
         return bool(row and row[0])
 
@@ -94,6 +105,10 @@ class PostgresRouterLock:
                     log.warning("lost the router lock's connection (%s): taking it again once the database answers", error)
                 lost = True
                 continue
+            except Exception:  # never a silent end of the watch
+                log.exception("checking the router lock failed: trying again")
+                lost = True
+                continue
             log.critical("%s: this broker stops rather than run as a second one", refusal)
             logging.shutdown()
             os._exit(LEASE_LOST_EXIT)
@@ -119,14 +134,19 @@ def hold_router_lock(database: dict[str, Any]) -> None:
     if _held is not None:
         return
     lock = PostgresRouterLock(database)
-    lost = False
-    try:
-        if not lock.take():
-            refusal = lock.refusal()
-            lock.close()
-            raise RouterLockHeld(refusal)
-    except psycopg.Error as error:  # the database just answered: the thread tries again
-        log.warning("cannot take the router lock yet (%s): trying again every %.0f s", error, RETRY_SECONDS)
-        lost = True
+    for attempt in range(START_ATTEMPTS):
+        try:
+            if not lock.take():
+                refusal = lock.refusal()
+                lock.close()
+                raise RouterLockHeld(refusal)
+            break
+        except psycopg.Error as error:
+            # The database answered a moment ago: a passing failure, tried again; one that
+            # lasts stops start-up, for no broker serves without its lock.
+            if attempt == START_ATTEMPTS - 1:
+                lock.close()
+                raise RouterLockHeld(f"cannot take the router lock of the PostgreSQL database: {error}") from None
+            time.sleep(RETRY_SECONDS)
     _held = lock
-    threading.Thread(target=lock.keep, args=(lost,), name="broker-router-lock", daemon=True).start()
+    threading.Thread(target=lock.keep, args=(False,), name="broker-router-lock", daemon=True).start()

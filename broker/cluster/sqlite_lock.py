@@ -29,7 +29,8 @@ SUFFIX: Final = ".router-lock"
 
 
 class RouterLockHeld(Exception):
-    """Another process holds the router lock of this database."""
+    """This process may not be its database's router: another process holds the router
+    lock, or the lock cannot be taken (the message says which)."""
 
 
 # Lock file path -> its open descriptor, kept open (and so locked) until the process ends.
@@ -46,10 +47,16 @@ def hold_router_lock(database: str | os.PathLike[str]) -> Path | None:
     another process holds it."""
     if fcntl is None:
         return None
-    path = lock_path(Path(database).resolve())
+    name = os.fspath(database)
+    if name.startswith("file:"):  # a URI filename: its path, without the query
+        name = name.removeprefix("file:").split("?", 1)[0]
+    path = lock_path(Path(name).resolve())
     if str(path) in _held:
         return path
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as error:
+        raise RouterLockHeld(f"cannot open the SQLite database's router lock {path}: {error.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

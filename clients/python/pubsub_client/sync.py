@@ -131,11 +131,13 @@ class SyncClient:
                 self._closed = True
             with contextlib.suppress(BaseException):
                 asyncio.run_coroutine_threadsafe(_cancel_the_others(), self._loop).result(5)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-            if not self._thread.is_alive():
-                self._loop.close()
-            self._closed_event.set()
+            try:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(5)
+                if not self._thread.is_alive():
+                    self._loop.close()
+            finally:
+                self._closed_event.set()
 
     def __enter__(self) -> SyncClient:
         return self
