@@ -145,7 +145,7 @@ def end_stalled(conn: Any, key: int, what: str) -> None:
     checks its connection every CHECK_SECONDS). `conn`: a psycopg connection."""
     import psycopg
 
-    for pid, waited in conn.execute(_STALLED_SQL, [key >> 32, key & 0xFFFFFFFF, STALLED_AFTER]).fetchall():
+    for pid, waited in conn.execute(_STALLED_SQL, [*key_halves(key), STALLED_AFTER]).fetchall():
         log.warning("the %s's holder (backend %s) has not been heard from for %.1f s: ending its session", what, pid, waited)
         try:
             conn.execute("SELECT pg_terminate_backend(%s)", [pid])
@@ -157,12 +157,23 @@ class LeaseLost(Exception):
     """A commit of a router that no longer holds the lease: refused, nothing written."""
 
 
-# pg_locks shows a bigint advisory key as two 32-bit halves, with objsubid 1. The
-# holder is named by its backend's pid and start time: a pid alone may be reused.
+# pg_locks (as `l`) rows of the sessions holding an advisory key on this database: pg_locks
+# shows a bigint key as two 32-bit halves (`key_halves`), with objsubid 1.
+HOLDS_KEY: Final = (
+    "l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s AND l.objid::bigint = %s"
+    " AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+def key_halves(key: int) -> tuple[int, int]:
+    """An advisory key as pg_locks shows it (classid, objid), the parameters of HOLDS_KEY."""
+    return key >> 32, key & 0xFFFFFFFF
+
+
+# The holder is named by its backend's pid and start time: a pid alone may be reused.
 _HOLDER_SQL: Final = (
     "SELECT EXISTS (SELECT 1 FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid"
-    " WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s AND l.objid::bigint = %s"
-    " AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    f" WHERE {HOLDS_KEY}"
     " AND l.pid = %s AND a.backend_start = %s)"
 )
 
@@ -172,8 +183,7 @@ _HOLDER_SQL: Final = (
 _STALLED_SQL: Final = (
     "SELECT a.pid, extract(epoch FROM clock_timestamp() - a.state_change)::float"
     " FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid"
-    " WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s AND l.objid::bigint = %s"
-    " AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    f" WHERE {HOLDS_KEY}"
     " AND (a.state IN ('idle', 'idle in transaction', 'idle in transaction (aborted)')"
     " OR a.wait_event IN ('ClientRead', 'ClientWrite'))"
     " AND a.state_change < clock_timestamp() - make_interval(secs => %s)"
@@ -191,7 +201,7 @@ class WriteFence:
         # Two statements: the shared lock is held before the holder is looked at.
         cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [WRITE_FENCE_KEY])
         key = ROUTER_LOCK_KEY
-        cursor.execute(_HOLDER_SQL, [key >> 32, key & 0xFFFFFFFF, self.lease_pid, self.lease_started])
+        cursor.execute(_HOLDER_SQL, [*key_halves(key), self.lease_pid, self.lease_started])
         row = cursor.fetchone()
         if not (row and row[0]):
             raise LeaseLost("this router no longer holds the router lease: commit refused")

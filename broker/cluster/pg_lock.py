@@ -25,7 +25,14 @@ import threading
 import time
 from typing import Any, Final
 
-from broker.cluster.lease import LEASE_LOST_EXIT, ROUTER_LOCK_KEY, connection_kwargs, end_stalled
+from broker.cluster.lease import (
+    HOLDS_KEY,
+    LEASE_LOST_EXIT,
+    ROUTER_LOCK_KEY,
+    connection_kwargs,
+    end_stalled,
+    key_halves,
+)
 from broker.cluster.sqlite_lock import RouterLockHeld
 
 log = logging.getLogger("broker.server")
@@ -35,12 +42,10 @@ RETRY_SECONDS: Final = 1.0
 # Tries at start-up, RETRY_SECONDS apart, before a failure to take the lock stops it.
 START_ATTEMPTS: Final = 5
 
-# The sessions holding the router lock on this database (pg_locks shows a bigint
-# advisory key as two 32-bit halves, with objsubid 1), for the refusal's message.
+# The sessions holding the router lock on this database, for the refusal's message.
 _HOLDER_SQL: Final = (
     "SELECT l.pid, a.application_name, a.client_addr FROM pg_locks AS l LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid"
-    " WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s AND l.objid::bigint = %s"
-    " AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    f" WHERE {HOLDS_KEY}"
 )
 
 
@@ -73,7 +78,7 @@ class PostgresRouterLock:
 
     def refusal(self) -> str:
         """Why this broker may not run (call when `take()` said no)."""
-        rows = self._conn.execute(_HOLDER_SQL, (ROUTER_LOCK_KEY >> 32, ROUTER_LOCK_KEY & 0xFFFFFFFF)).fetchall()
+        rows = self._conn.execute(_HOLDER_SQL, key_halves(ROUTER_LOCK_KEY)).fetchall()
         held = "held by another session"
         if rows:
             pid, name, client = rows[0]
