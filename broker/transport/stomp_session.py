@@ -266,9 +266,6 @@ class StompSession:
             self._read_stopped = True
             reader.cancel()
 
-    def _stopped_reading(self) -> bool:
-        return self._read_stopped
-
     # -- the ConnectionSink protocol (called by the router, on this loop) ---
 
     def deliver(self, frames: list[str], counted: bool = False) -> None:
@@ -415,14 +412,12 @@ class StompSession:
 
     async def _next_chunk(self, next_chunk: Callable[[], Awaitable[bytes | None]]) -> bytes | None:
         """The client's next chunk; None once it has gone, or once the session ends meanwhile."""
-        if self._read_stopped:
-            return None
         self._reader = asyncio.current_task()
         try:
             return await next_chunk()
         except asyncio.CancelledError:
             reader = self._reader
-            if self._stopped_reading() and reader is not None and reader.uncancel() == 0:
+            if self._read_stopped and reader is not None and reader.uncancel() == 0:
                 return None  # `_stop_reading`'s cancel, and no other
             raise
         finally:
