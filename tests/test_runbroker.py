@@ -15,7 +15,7 @@ from django.db import connection
 from django.db.utils import ConnectionHandler
 
 from subscriptions.management.commands.runbroker import Command, describe_database, without_password
-from tests.e2e.harness import ROOT, BrokerProcess, free_port
+from tests.e2e.harness import ROOT, BrokerProcess, free_port, runbroker_that_stops
 
 
 def test_a_sqlite_database_is_named_by_its_file() -> None:
@@ -79,18 +79,10 @@ def test_a_database_url_is_shown_without_its_password(url: str, shown: str) -> N
     assert without_password(url) == shown
 
 
-def _runbroker_on(database_url: str) -> subprocess.CompletedProcess[str]:
-    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
-    env.update(DATABASE_URL=database_url, HTTP_PORT=str(free_port()))
-    return subprocess.run(
-        [sys.executable, "manage.py", "runbroker"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
-    )
-
-
 @pytest.mark.e2e
 def test_a_database_server_that_does_not_answer_stops_start_up_in_two_lines() -> None:
     port = free_port()  # nothing listens there
-    done = _runbroker_on(f"postgres://postgres:s3cret@127.0.0.1:{port}/broker")
+    done = runbroker_that_stops(f"postgres://postgres:s3cret@127.0.0.1:{port}/broker")
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert 1 <= len(lines) <= 2, done.stderr

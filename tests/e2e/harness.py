@@ -95,6 +95,15 @@ def drop_postgres_database(server_url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def runbroker_that_stops(database_url: str) -> subprocess.CompletedProcess[str]:
+    """`manage.py runbroker` on `database_url`, expected to stop at start-up: its outcome."""
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    env.update(DATABASE_URL=database_url, HTTP_PORT=str(free_port()))
+    return subprocess.run(
+        [sys.executable, "manage.py", "runbroker"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+
+
 def stop_process(proc: subprocess.Popen[bytes], sig: int, timeout: float, *, what: str, log: Callable[[], str]) -> int:
     """Send `sig` and wait for the exit; a process that ignores it is killed, and that fails."""
     if proc.poll() is None:

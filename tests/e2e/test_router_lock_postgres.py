@@ -19,9 +19,8 @@ import psycopg
 import pytest
 
 from broker.cluster.lease import LEASE_LOST_EXIT, ROUTER_LOCK_KEY
-from tests.e2e.harness import ROOT, BrokerProcess, free_port
+from tests.e2e.harness import ROOT, BrokerProcess, free_port, runbroker_that_stops
 from tests.eventually import eventually_sync
-from tests.test_runbroker import _runbroker_on
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.e2e]
 
@@ -120,7 +119,7 @@ def test_a_database_that_does_not_exist_stops_start_up_in_one_line() -> None:
     assert server.scheme.startswith("postgres"), "E2E_DATABASE_URL must name a PostgreSQL server"
     missing = f"missing_{uuid.uuid4().hex[:12]}"
     url = server._replace(netloc=f"{server.username or 'postgres'}:s3cret@{server.hostname}:{server.port or 5432}")
-    done = _runbroker_on(url._replace(path=f"/{missing}").geturl())
+    done = runbroker_that_stops(url._replace(path=f"/{missing}").geturl())
     assert done.returncode != 0
     shown = f"{server.username or 'postgres'}:***@{server.hostname}:{server.port or 5432}/{missing}"
     [line] = done.stderr.strip().splitlines()
