@@ -34,7 +34,15 @@ from types import FrameType
 
 import psutil
 
-from . import backlog_scenario, metrics_scenario, other_scenarios, outbox_scenarios, task_scenarios, ws_scenarios
+from . import (
+    backlog_scenario,
+    delayed_scenario,
+    metrics_scenario,
+    other_scenarios,
+    outbox_scenarios,
+    task_scenarios,
+    ws_scenarios,
+)
 from .measure import Measurement, Mode, last_cpu_by_role, last_other_cores, median_of
 from .processes import (
     CeilingServer,
@@ -57,7 +65,7 @@ OUTBOX_SCENARIOS = ("outbox_latency", "outbox_publish", "outbox_publish_many")
 TASK_SCENARIOS = ("tasks_noop", "tasks_insert", "tasks_latency", "tasks_faults")
 # A durable queue deeper than memory: ours (a window in memory) against a lazy queue of RabbitMQ's.
 BACKLOG_ROWS = ("backlog_publish", "backlog_consume", "backlog_rss")
-ALL = (*WS_SCENARIOS, "http", "connections", "recovery", "backlog", *OUTBOX_SCENARIOS, *TASK_SCENARIOS, "metrics")
+ALL = (*WS_SCENARIOS, "http", "connections", "recovery", "backlog", *OUTBOX_SCENARIOS, *TASK_SCENARIOS, "metrics", "delayed")
 # Queues held while /metrics is scraped (the `metrics` row), full and --quick.
 METRICS_QUEUES = (10_000, 2_000)
 OUTBOX_WAY = "RabbitMQ: transaction.on_commit, then pika BlockingConnection basic_publish with confirms"
@@ -83,7 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(subprotocol v12.stomp), with the same frames and destinations as RabbitMQ's side, so both sides speak one "
         "protocol; it applies wherever ours gets WebSocket clients (publish, consume, latency, fanout, fanout_latency, "
         "connections, backlog, the outbox scenarios' consumer, and --cluster); http, recovery and tasks open none and "
-        "run the same either way",
+        "delayed speaks our JSON frames: they run the same either way",
     )
     parser.add_argument("--rabbitmq-url", default="ws://127.0.0.1:15674/ws", help="RabbitMQ Web-STOMP endpoint (guest/guest)")
     parser.add_argument("--rabbitmq-management", default="http://127.0.0.1:15672", help="RabbitMQ management API, for HTTP publish")
@@ -190,6 +198,12 @@ class Bench:
             await self.run_backlog(ours_t, rabbit_t)
         if "metrics" in self.rows:
             await self.run_metrics(ours_t, rabbit_t)
+        if "delayed" in self.rows:
+            row = self.rows["delayed"]
+            runs = [await guarded(f"delayed ours #{rep + 1}", lambda: delayed_scenario.delayed(ours_t, self.mode))
+                    for rep in range(self.mode.repetitions)]
+            row.ours = median_of(runs)
+            row.notes.append("ours only: RabbitMQ's delayed-message exchange is a plugin not measured here")
         outbox = [s for s in self.args.scenarios if s in OUTBOX_SCENARIOS]
         if outbox and self.database is not None:
             await asyncio.to_thread(outbox_scenarios.create_orders_table, self.database)

@@ -51,6 +51,7 @@ SPECS: Final = {
     "tasks_latency": Spec("tasks_latency", "Django task enqueue to start at 200 tasks/s, p99; vs Celery 5", "ms", False),
     "tasks_latency_dtdb": Spec("tasks_latency_dtdb", "Django task enqueue to start at 200 tasks/s, p99; vs django-tasks-db", "ms", False),
     "metrics": Spec("metrics", "Prometheus scrape with N queues (ours /metrics, RabbitMQ rabbitmq_prometheus per-object)", "ms", False),
+    "delayed": Spec("delayed", "delayed messages: N with delays spread over S s, lateness p99", "ms", False),
     "tasks_faults": Spec("tasks_faults", "Django task inserting a row per key, worker SIGKILLed: duplicate rows; vs Celery acks_late", "rows", False),
 }
 
