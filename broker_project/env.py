@@ -7,7 +7,7 @@ in one file. A value that cannot be parsed raises ImproperlyConfigured naming
 the variable and the value, so a typo stops the process at start instead of
 surfacing later as odd behaviour.
 
-Imports only the stdlib and django.core.exceptions (no settings access).
+Imports only the stdlib, django.core.exceptions and common.redact (no settings access).
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ import os
 import re
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
+
+from common.redact import without_password
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -73,6 +76,26 @@ def env_str(name: str, *, default: str, environ: Mapping[str, str] | None = None
     """The variable as is; an empty value stays empty (REDIS_URL= means "none")."""
     value = _raw(name, environ)
     return default if value is None else value
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def env_redis_url(name: str, *, default: str, environ: Mapping[str, str] | None = None) -> str:
+    """A Redis URL (redis://, rediss:// or unix://), or "" for none; one that does not
+    parse is refused here, with its password hidden, rather than where it is first used."""
+    value = env_str(name, default=default, environ=environ)
+    if not value:
+        return value
+    shown = without_password(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={shown!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in REDIS_SCHEMES:
+        raise ImproperlyConfigured(f"{name}={shown!r} is not a Redis URL: use {', '.join(f'{s}://' for s in REDIS_SCHEMES)}")
+    return value
 
 
 def env_int(

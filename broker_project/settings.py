@@ -30,9 +30,11 @@ from broker_project.env import (
     env_int,
     env_list,
     env_origins,
+    env_redis_url,
     env_str,
     load_dotenv,
 )
+from common.redact import without_password
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -55,7 +57,7 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[:
 DATABASE_NAME = env_str("DATABASE_NAME", default="pub-sub") or "pub-sub"
 DATABASE_URL = env_str("DATABASE_URL", default="")
 MAX_MESSAGE_BYTES = env_int("MAX_MESSAGE_BYTES", default=1_048_576, min=1)
-REDIS_URL = env_str("REDIS_URL", default="")  # "" = in-memory channel layer
+REDIS_URL = env_redis_url("REDIS_URL", default="")  # "" = in-memory channel layer
 DO_MIGRATIONS = env_bool("DO_MIGRATIONS", default=True)
 CHECKPOINT_IN_SECONDS = env_float("CHECKPOINT_IN_SECONDS", default=10.0)
 if CHECKPOINT_IN_SECONDS <= 0:
@@ -145,7 +147,7 @@ def _database() -> dict[str, Any]:
         try:
             db: dict[str, Any] = dict(dj_database_url.parse(DATABASE_URL))
         except ValueError as exc:
-            raise ImproperlyConfigured(f"DATABASE_URL={DATABASE_URL!r} is not valid: {exc}") from exc
+            raise ImproperlyConfigured(f"DATABASE_URL={without_password(DATABASE_URL)!r} is not valid: {exc}") from None
     else:
         # Built directly rather than as "sqlite:///<name>.sqlite3" so that a
         # DATABASE_NAME containing '#', '?' or '%' is not mangled by URL parsing.

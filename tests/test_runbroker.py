@@ -14,7 +14,8 @@ import pytest
 from django.db import connection
 from django.db.utils import ConnectionHandler
 
-from subscriptions.management.commands.runbroker import Command, describe_database, without_password
+from common.redact import without_password
+from subscriptions.management.commands.runbroker import Command, describe_database
 from tests.e2e.harness import ROOT, BrokerProcess, free_port, runbroker_that_stops
 
 
@@ -73,6 +74,9 @@ def test_a_second_broker_on_the_same_sqlite_file_stops_at_start_up(tmp_path: Pat
         ("postgres://alice:s3cret@db.internal:5433/broker", "postgres://alice:***@db.internal:5433/broker"),
         ("postgres://alice@db.internal/broker", "postgres://alice@db.internal/broker"),
         ("postgres://:s3cret@db.internal/broker?sslmode=require", "postgres://:***@db.internal/broker?sslmode=require"),
+        # urlsplit refuses these: the password is hidden all the same, up to the last @
+        ("postgres://alice:s3cret@[::1/broker", "postgres://alice:***@[::1/broker"),
+        ("redis://:s3@cret@[::1", "redis://:***@[::1"),
     ],
 )
 def test_a_database_url_is_shown_without_its_password(url: str, shown: str) -> None:

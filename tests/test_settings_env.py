@@ -20,6 +20,7 @@ from broker_project.env import (
     env_int,
     env_list,
     env_origins,
+    env_redis_url,
     env_str,
     load_dotenv,
     parse_dotenv,
@@ -202,6 +203,33 @@ def test_an_origin_that_is_none_of_them_names_the_variable(monkeypatch: pytest.M
         env_origins(VAR, default=[])
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["", "redis://127.0.0.1:6379/0", "rediss://:pw@redis.internal:6380/2", "unix:///run/redis.sock?db=1", "redis:///3"],
+)
+def test_redis_urls_of_every_kind_are_taken(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(VAR, value)
+    assert env_redis_url(VAR, default="") == value
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("redis://:s3cret@[::1", "redis://:***@[::1' is not a valid URL: "),
+        ("redis://u:s3cret@h:abc/0", "redis://u:***@h:abc/0' is not a valid URL: "),
+        ("http://:s3cret@h/0", "http://:***@h/0' is not a Redis URL: use redis://, rediss://, unix://"),
+        ("127.0.0.1:6379", "127.0.0.1:6379' is not a Redis URL: "),
+    ],
+)
+def test_a_redis_url_that_is_none_names_the_variable_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, value: str, said: str
+) -> None:
+    monkeypatch.setenv(VAR, value)
+    with pytest.raises(ImproperlyConfigured, match=rf"^{VAR}='{re.escape(said)}") as refused:
+        env_redis_url(VAR, default="")
+    assert "s3cret" not in str(refused.value)
+
+
 # --- settings, in a fresh process ------------------------------------------
 
 _OURS = (
@@ -246,6 +274,20 @@ def test_a_bad_origin_stops_manage_py(tmp_path: Path) -> None:
     result = _manage(tmp_path, "check", ALLOWED_ORIGINS="https://app.example.com,bad//x")
     assert result.returncode != 0
     assert result.stderr.strip().startswith("configuration error: ALLOWED_ORIGINS='bad//x' is not an origin: ")
+
+
+def test_a_database_url_that_does_not_parse_stops_manage_py_without_its_password(tmp_path: Path) -> None:
+    result = _manage(tmp_path, "check", DATABASE_URL="postgres://alice:s3cret@[::1/broker")
+    assert result.returncode != 0
+    assert result.stderr.strip().startswith("configuration error: DATABASE_URL='postgres://alice:***@[::1/broker' is not valid: ")
+    assert "s3cret" not in result.stderr
+
+
+def test_a_bad_redis_url_stops_manage_py(tmp_path: Path) -> None:
+    result = _manage(tmp_path, "check", REDIS_URL="redis://:s3cret@[::1")
+    assert result.returncode != 0
+    assert result.stderr.strip().startswith("configuration error: REDIS_URL='redis://:***@[::1' is not a valid URL: ")
+    assert "s3cret" not in result.stderr
 
 
 def test_non_positive_checkpoint_is_refused(tmp_path: Path) -> None:

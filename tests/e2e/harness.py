@@ -95,12 +95,13 @@ def drop_postgres_database(server_url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def runbroker_that_stops(database_url: str) -> subprocess.CompletedProcess[str]:
-    """`manage.py runbroker` on `database_url`, expected to stop at start-up: its outcome."""
-    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
-    env.update(DATABASE_URL=database_url, HTTP_PORT=str(free_port()))
+def runbroker_that_stops(database_url: str, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """`manage.py runbroker [args]` on `database_url` (and the environment's `settings`),
+    expected to stop at start-up: its outcome."""
+    env = {key: value for key, value in os.environ.items() if key not in ("DJANGO_SETTINGS_MODULE", "REDIS_URL")}
+    env.update(DATABASE_URL=database_url, HTTP_PORT=str(free_port()), **settings)
     return subprocess.run(
-        [sys.executable, "manage.py", "runbroker"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        [sys.executable, "manage.py", "runbroker", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
     )
 
 

@@ -9,9 +9,11 @@ Before serving it says which database it uses and what it migrated.
 
 from __future__ import annotations
 
+import asyncio
+import os
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+import redis
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.management import call_command
@@ -22,15 +24,20 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils.module_loading import import_string
 
 from broker.cluster.lease import migrate_under_lock
+from broker.cluster.resp import RespConnection
 from broker.cluster.sqlite_lock import RouterLockHeld
 from broker.engine.errors import PreconditionFailed
 from broker.transport.loopback import is_loopback_host
 from broker.transport.server import Role, run
 from broker.transport.startup import hold_single_router_lock
+from common.redact import without_password
 from pubsub.tasks.execution import task_queue_names
 from queues.services import queue_declare
 from storage.store import OrmMessageStore
 from subscriptions.stomp import tcp_stomp_session
+
+# How long start-up waits for Redis to answer a PING before it gives up.
+REDIS_CHECK_SECONDS = 5
 
 
 class Command(BaseCommand):
@@ -53,6 +60,8 @@ class Command(BaseCommand):
             settings.BROKER_ALLOW_ANONYMOUS = False
         role = self._role(options["edge"])
         self._check_database()
+        if role != "single":
+            self._check_redis()
         if role == "single":
             try:  # before it migrates: a second broker on the database changes nothing
                 hold_single_router_lock()
@@ -112,6 +121,23 @@ class Command(BaseCommand):
             raise CommandError(f"cannot connect to the database of {database_setting()}: {said}") from None
 
     @staticmethod
+    def _check_redis() -> None:
+        """A cluster node whose Redis cannot be reached (not started, another port, a
+        refused password) stops start-up in one line, as for its database: once started,
+        the cluster link waits out an outage of Redis instead."""
+        try:
+            asyncio.run(ping_redis(settings.REDIS_URL))
+        except (redis.RedisError, TimeoutError) as error:
+            cause = error.__cause__
+            if isinstance(cause, OSError) and cause.errno:
+                said = os.strerror(cause.errno)  # "Connection refused", not asyncio's repr of it
+            elif isinstance(cause or error, TimeoutError):
+                said = f"no answer within {REDIS_CHECK_SECONDS} s"
+            else:
+                said = str(error)
+            raise CommandError(f"cannot connect to Redis at REDIS_URL={without_password(settings.REDIS_URL)}: {said}") from None
+
+    @staticmethod
     def _role(edge: bool) -> Role:
         if not settings.REDIS_URL:
             if edge:
@@ -141,21 +167,21 @@ class Command(BaseCommand):
         return applied
 
 
+async def ping_redis(url: str) -> None:
+    """PING Redis the way the cluster link connects to it (resp.py: its AUTH, its TLS)."""
+    connection = RespConnection(url, timeout=REDIS_CHECK_SECONDS)
+    try:
+        async with asyncio.timeout(REDIS_CHECK_SECONDS * 2):
+            await connection.call("PING")
+    finally:
+        connection.close()
+
+
 def database_setting() -> str:
     """The variable that chose the database, and its value without a password."""
     if not settings.DATABASE_URL:
         return f"DATABASE_NAME={settings.DATABASE_NAME}"
     return f"DATABASE_URL={without_password(settings.DATABASE_URL)}"
-
-
-def without_password(url: str) -> str:
-    """`url` with the password of its user part, if any, shown as ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.netloc.rpartition("@")[0].partition(":")[0]
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def describe_database(connection: BaseDatabaseWrapper) -> str:
