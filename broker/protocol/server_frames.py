@@ -41,6 +41,14 @@ class PongFrame(TypedDict):
     id: NotRequired[FrameId]
 
 
+class FlowFrame(TypedDict):
+    """`blocked` while the connection's publish is held by the memory alarm (at once, then
+    every few seconds), `unblocked` once it is carried out."""
+
+    type: Literal["blocked", "unblocked"]
+    reason: NotRequired[Literal["memory"]]
+
+
 class WatchReplyFrame(TypedDict):
     """The answer to `watch` (`watching`) and to `unwatch` (`unwatched`)."""
 
@@ -197,6 +205,10 @@ def watch_reply_frame(kind: Literal["watching", "unwatched"], frame_id: FrameId 
     if frame_id is not None:
         frame["id"] = frame_id
     return frame
+
+
+BLOCKED_FRAME: str = dumps(FlowFrame(type="blocked", reason="memory"))
+UNBLOCKED_FRAME: str = dumps(FlowFrame(type="unblocked"))
 
 
 def pong_frame(frame_id: FrameId | None) -> PongFrame:

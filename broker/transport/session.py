@@ -40,6 +40,8 @@ from broker.protocol.client_frames import (
 )
 from broker.protocol.publish import FRAME_OVERHEAD
 from broker.protocol.server_frames import (
+    BLOCKED_FRAME,
+    UNBLOCKED_FRAME,
     CancelledFrame,
     ConfirmFrame,
     UnsubscribedFrame,
@@ -62,6 +64,10 @@ log = logging.getLogger("broker.ws")
 # RFC 6455 close codes.
 CLOSE_TOO_BIG: Final = 1009  # a frame over the size limit
 CLOSE_INTERNAL_ERROR: Final = 1011  # no router, or a bug: logged, never swallowed
+# While a publish is held by the memory alarm, `blocked` is sent again this often: a client
+# that takes a quiet socket for dead (the browser module's heartbeat: twice 20 s) hears
+# that this one lives, though its pings are not read.
+BLOCKED_EVERY_SECONDS: Final = 5.0
 
 
 
@@ -241,9 +247,17 @@ class Session:
 
     async def _carry_out_when_clear(self, guard: MemoryGuard, frame: ClientFrame) -> None:
         """Over the memory limit: hold the publish, and so stop reading this connection,
-        until the alarm clears (docs/protocol.md, "Memory and flow control")."""
-        await guard.wait_clear()
+        until the alarm clears (docs/protocol.md, "Memory and flow control"); the client
+        hears `blocked` at once and every BLOCKED_EVERY_SECONDS, then `unblocked`."""
+        while guard.alarm and not self._closed:
+            self._outbox.append(BLOCKED_FRAME)
+            try:
+                async with asyncio.timeout(BLOCKED_EVERY_SECONDS):
+                    await guard.wait_clear()
+            except TimeoutError:
+                pass
         if not self._closed:
+            self._outbox.append(UNBLOCKED_FRAME)
             waiting = self._carry_out(frame)
             if waiting is not None:
                 await waiting

@@ -20,9 +20,11 @@ async def publish_numbered(
     in_flight: int,
     confirmed: list[int],
     timeout: float | None = None,
+    flow: list[str] | None = None,
 ) -> None:
     """Messages {"n": n, "pad": pad} to `queue` by the default exchange, `in_flight`
-    unconfirmed at a time; each confirmed number goes into `confirmed` as it comes.
+    unconfirmed at a time; each confirmed number goes into `confirmed` as it comes, and
+    each `blocked` or `unblocked` the broker sends (its memory alarm) into `flow`.
     `timeout`: the longest wait for a confirm (None: a publisher held back waits)."""
     async with websockets.connect(url, max_size=None) as ws:
         sent = 0
@@ -33,9 +35,20 @@ async def publish_numbered(
                                           "persistent": persistent}))
                 sent += 1
             reply = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+            if reply["type"] in ("blocked", "unblocked"):
+                assert flow is not None, reply
+                flow.append(reply["type"])
+                continue
             assert reply["type"] == "confirm", reply
             assert reply["routed"] == 1, reply
             confirmed.append(reply["id"])
+
+
+def assert_told_when_held(flow: list[str]) -> None:
+    """Each time it was held the publisher heard `blocked` (again while the hold lasted), then
+    `unblocked` when it ended; and it was held at least once."""
+    holds = [kind for n, kind in enumerate(flow) if n == 0 or kind != flow[n - 1]]  # repeats gone
+    assert holds and holds == ["blocked", "unblocked"] * (len(holds) // 2), flow
 
 
 async def drain_numbered(url: str, queue: str, count: int, *, prefetch: int, ack_every: int, timeout: float) -> list[int]:

@@ -14,7 +14,7 @@ import pytest
 import websockets
 
 from tests.e2e.harness import BrokerProcess
-from tests.e2e.numbered import drain_numbered, publish_numbered
+from tests.e2e.numbered import assert_told_when_held, drain_numbered, publish_numbered
 from tests.e2e.test_backlog_e2e import PeakRss, rss
 from tests.eventually import eventually
 
@@ -38,8 +38,10 @@ async def test_over_the_memory_limit_publishers_wait_and_resume_and_nothing_is_l
         assert (await http.post("/api/queues/", json={"name": "flood", "durable": False})).status_code == 201
         peak = PeakRss(broker.proc.pid)
         confirmed: list[int] = []
+        flow: list[str] = []
         publisher = asyncio.create_task(
-            publish_numbered(broker.ws_url, "flood", FLOOD, BODY, persistent=False, in_flight=200, confirmed=confirmed)
+            publish_numbered(broker.ws_url, "flood", FLOOD, BODY, persistent=False, in_flight=200, confirmed=confirmed,
+                             flow=flow)
         )
 
         async def alarm() -> dict[str, object]:
@@ -67,6 +69,7 @@ async def test_over_the_memory_limit_publishers_wait_and_resume_and_nothing_is_l
         await asyncio.wait_for(publisher, 30)
         assert sorted(confirmed) == list(range(FLOOD))
         assert got == list(range(FLOOD))  # each once, in order
+        assert_told_when_held(flow)
         top = peak.stop()
         assert top < LIMIT + MARGIN, f"RSS reached {top / MIB:.0f} MiB, limit {LIMIT / MIB:.0f} MiB"
 

@@ -9,7 +9,7 @@ import asyncio
 import httpx
 import pytest
 
-from tests.e2e.numbered import drain_numbered, publish_numbered
+from tests.e2e.numbered import assert_told_when_held, drain_numbered, publish_numbered
 from tests.eventually import eventually
 from tests.integration.cluster_harness import Cluster, role
 
@@ -28,9 +28,11 @@ async def test_a_router_over_its_limit_holds_the_publishers_of_its_edges(cluster
     http = httpx.AsyncClient(base_url=edge.url, timeout=10)
     assert (await http.post("/api/queues/", json={"name": "flood", "durable": False})).status_code == 201
     confirmed: list[int] = []
+    flow: list[str] = []
 
     publisher = asyncio.create_task(
-        publish_numbered(edge.ws_url, "flood", COUNT, BODY, persistent=False, in_flight=200, confirmed=confirmed)
+        publish_numbered(edge.ws_url, "flood", COUNT, BODY, persistent=False, in_flight=200, confirmed=confirmed,
+                         flow=flow)
     )
     try:
         async def held_at_the_edge() -> bool:
@@ -52,6 +54,7 @@ async def test_a_router_over_its_limit_holds_the_publishers_of_its_edges(cluster
         await asyncio.wait_for(publisher, 60)
         assert sorted(confirmed) == list(range(COUNT))
         assert got == list(range(COUNT))  # each once, in order
+        assert_told_when_held(flow)
 
         async def let_go() -> bool:
             return (await http.get("/health")).json()["memory"]["router_alarm"] is False

@@ -10,7 +10,10 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from broker.protocol.publish import PublishRequest
+from broker.runtime import memory
+from broker.runtime.memory import MemoryGuard
 from broker.runtime.runtime import Runtime
+from broker.transport import session as session_module
 from broker_project.asgi import websocket_application
 from queues.models import Message
 from tests.ws.conftest import Connect
@@ -234,3 +237,28 @@ async def test_dispatch_refuses_an_unknown_event_type() -> None:
 
     with pytest.raises(ValueError, match="No handler"):
         await BrokerConsumer().dispatch({"type": "websocket.dance"})
+
+
+async def test_a_publish_held_by_the_memory_alarm_is_told_blocked_until_it_is_carried_out(
+    connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing is read from a connection whose publish is held (docs/protocol.md, "Memory
+    and flow control"), so its pings go unanswered: `blocked`, at once and again while the
+    hold lasts, tells a client that takes a quiet socket for dead that this one lives."""
+    mib = 1024 * 1024
+    resident = [200 * mib]
+    guard = MemoryGuard(100 * mib, read_resident=lambda: resident[0])
+    guard.sample()
+    monkeypatch.setattr(memory, "_guard", guard)
+    monkeypatch.setattr(session_module, "BLOCKED_EVERY_SECONDS", 0.2)
+    ws = await connect()
+    await declare_queue("q", durable=False)
+    await send(ws, {"type": "publish", "id": "p", "routing_key": "q", "body": 1})
+    await send(ws, {"type": "ping", "id": "after"})
+    assert await receive(ws) == {"type": "blocked", "reason": "memory"}
+    assert await receive(ws, timeout=1) == {"type": "blocked", "reason": "memory"}  # again, while held
+    resident[0] = 10 * mib
+    guard.sample()
+    assert await receive(ws) == {"type": "unblocked"}
+    assert (await receive(ws))["type"] == "confirm"
+    assert await receive(ws) == {"type": "pong", "id": "after"}  # read once the publish was carried out
