@@ -1,8 +1,11 @@
 """A sync handler's messages, run in batches on its threads ("lanes").
 
-Each message waits here until a lane is free; a free lane takes every message
-waiting (up to MAX_BATCH) and runs them in one transaction (execution.handle_batch):
-under load a commit serves many messages, with no wait added when there is no load.
+Each message waits here until a lane is free; a free lane takes its share of the
+messages waiting (those waiting over the lanes free, up to MAX_BATCH) and runs them
+in one transaction (execution.handle_batch): under load a commit serves many
+messages, with no wait added when there is no load, and a burst is spread over the
+free lanes rather than taken whole by the first to wake (a slow handler's burst
+would run one message at a time on one lane while the others sat idle).
 Each lane's `Watched` carries the time limit of the message it runs; `watch` stops
 the ones over it.
 """
@@ -45,6 +48,7 @@ class Batches:
         self._waiting: deque[_Item] = deque()
         self._wake = asyncio.Event()
         self._lanes = [Watched() for _ in range(handler.concurrency)]
+        self._busy = 0  # lanes running a batch
         self._tasks = [asyncio.create_task(self._lane(watched)) for watched in self._lanes]
         self.running = 0
         self._idle = asyncio.Event()  # no batch runs
@@ -77,11 +81,14 @@ class Batches:
             while not self._waiting:
                 self._wake.clear()
                 await self._wake.wait()
-            batch: list[_Item] = []
-            while self._waiting and len(batch) < MAX_BATCH:
-                batch.append(self._waiting.popleft())
+            free = len(self._lanes) - self._busy  # this lane among them
+            share = min(MAX_BATCH, -(-len(self._waiting) // free))
+            batch = [self._waiting.popleft() for _ in range(share)]
+            if self._waiting:
+                self._wake.set()  # the rest, for the other free lanes
             stops = self._stops
             self.running += len(batch)
+            self._busy += 1
             self._idle.clear()
             try:
                 async with self._gate.shared():
@@ -97,6 +104,7 @@ class Batches:
             except BaseException as error:  # the database failed around the batch: each message failed
                 outcomes = [Failed(error)] * len(batch)
             self.running -= len(batch)
+            self._busy -= 1
             for (message, _, settle), outcome in zip(batch, outcomes, strict=True):
                 try:
                     settle(outcome)
