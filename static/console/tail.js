@@ -14,9 +14,13 @@ export class Tail {
     this.list = list;
     this.state = state;
     this.subscription = null; // {sub, ack, describe}
+    // True from a submit until its subscribe is answered: another submit meanwhile (a double click, or a
+    // click while the socket reconnects) would subscribe a second time, and the first subscription, no
+    // longer this.subscription, would go on taking the queue's messages unseen, resubscribed on reconnects.
+    this.starting = false;
     form.addEventListener("submit", (event) => {
       event.preventDefault();
-      this.start();
+      if (!this.starting) this.start();
     });
     form.elements.stop.addEventListener("click", () => this.stop());
     form.elements.clear.addEventListener("click", () => this.list.replaceChildren());
@@ -48,6 +52,17 @@ export class Tail {
   }
 
   async start() {
+    this.starting = true;
+    this.form.elements.start.disabled = true;
+    try {
+      await this.subscribe();
+    } finally {
+      this.starting = false;
+      this.form.elements.start.disabled = false;
+    }
+  }
+
+  async subscribe() {
     if (this.subscription) await this.stop();
     const f = this.form.elements;
     const ack = f.ack.value;

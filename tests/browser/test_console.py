@@ -142,6 +142,41 @@ def test_client_acks_with_ack_nack_and_reject_buttons(page: Any, broker: BrokerP
     expect(queue_cell(page, "jobs", "messages_ready")).to_have_text("0")
 
 
+def test_the_tail_subscribes_once_however_often_it_is_submitted(page: Any, broker: BrokerProcess) -> None:
+    """A second submit before the first one's subscribe is answered (two quick ones, a double click
+    while subscribed: the unsubscribe's round trip comes first) is ignored: a second subscription
+    would take, with auto acks, a share of the queue's messages that the tail never shows."""
+    http = httpx.Client(base_url=broker.url, timeout=10)
+    http.post("/api/queues/", json={"name": "once"}).raise_for_status()
+
+    def publish_and_see(first: int, count: int) -> None:
+        for n in range(first, first + count):
+            body = {"routing_key": "once", "body": n}
+            assert http.post("/api/exchanges/amq.default/publish/", json=body).json()["routed"] == 1
+        expect(page.locator("#tail-messages li")).to_have_count(first + count - 1)  # every one, none taken unseen
+        assert http.get("/api/queues/once/").json()["consumers"] == 1
+
+    tail_form = page.locator("#tail-form")
+    start = tail_form.locator('button[type="submit"]')
+    tail_form.locator('select[name="queue"]').select_option("once")
+    # Both in one task, with no answer in between; the button is off until the subscribe is answered.
+    off_while_subscribing = tail_form.evaluate(
+        "form => { form.requestSubmit(); form.requestSubmit(); return form.elements.start.disabled; }"
+    )
+    expect(page.locator("#tail-state")).to_have_text("subscribed to queue once · auto acks")
+    expect(start).to_be_enabled()
+    publish_and_see(1, 6)
+    assert off_while_subscribing is True
+
+    start.dblclick()
+    expect(start).to_be_enabled()
+    expect(page.locator("#tail-state")).to_have_text("subscribed to queue once · auto acks")
+    publish_and_see(7, 6)
+    tail_form.locator('button[name="stop"]').click()
+    expect(queue_cell(page, "once", "consumers")).to_have_text("0")
+    http.close()
+
+
 def test_api_errors_are_shown_next_to_their_field(page: Any) -> None:
     queue_form = page.locator("#queue-form")
     submit(queue_form, name="bad name!")
