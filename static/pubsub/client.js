@@ -51,8 +51,8 @@ export class BrokerError extends Error {
  * @property {number} delivery_tag
  * @property {string} subscription
  * @property {() => boolean} ack  With `ack: "client"`; false (nothing sent) when the message was
- *   settled already, the subscription acks automatically, or its connection is gone (the broker
- *   has requeued the message then: it comes again, redelivered).
+ *   settled already, the subscription acks automatically or has ended (unsubscribed, cancelled), or
+ *   its connection is gone (the broker has requeued the message then: it comes again, redelivered).
  * @property {(options?: {requeue?: boolean}) => boolean} nack  `requeue` defaults to true.
  *
  * @typedef {{queue: string} | {exchange: string, bindingKey?: string, arguments?: Record<string, any>}} Source
@@ -501,8 +501,10 @@ export class Client extends EventTarget {
     const generation = this.generation;
     const manual = entry.sub.ack === "client";
     let settled = !manual;
+    // Nothing to send once the subscription ended: the broker requeued (unsubscribed) or dropped
+    // (cancelled) the message, and would refuse its tag as unknown.
     const settle = (kind) => {
-      if (settled || generation !== this.generation || !this.sendSettle(kind, frame.delivery_tag)) return false;
+      if (settled || !entry.sub.active || generation !== this.generation || !this.sendSettle(kind, frame.delivery_tag)) return false;
       settled = true;
       return true;
     };

@@ -638,6 +638,37 @@ def test_an_unsubscribe_or_ack_refused_rate_limited_is_sent_again(page: Any, htt
     assert page.evaluate("errors") == []
 
 
+def test_ack_and_nack_after_the_subscription_ended_send_nothing(page: Any, http: httpx.Client) -> None:
+    """Unsubscribed (the broker requeues its unacknowledged messages) or cancelled (its queue deleted):
+    a message's ack or nack is `false` and sends nothing, not a tag the broker refuses as unknown."""
+    http.post("/api/queues/", json={"name": "bm-ended"}).raise_for_status()
+    http.post("/api/queues/", json={"name": "bm-doomed"}).raise_for_status()
+    sent = passthrough(page)
+    page.evaluate(
+        """async () => {
+        window.got = []; window.errors = []; window.cancelled = [];
+        window.client = pubsub.connect("/ws");
+        client.addEventListener("error", (e) => errors.push(e.detail.error.code));
+        client.addEventListener("cancelled", (e) => cancelled.push(e.detail.subscription.id));
+        window.sub = await within(client.subscribe({queue: "bm-ended"}, (m) => got.push(m), {ack: "client"}));
+        window.doomed = await within(client.subscribe({queue: "bm-doomed"}, (m) => got.push(m), {ack: "client"}));
+    }"""
+    )
+    for name in ("bm-ended", "bm-doomed"):
+        http.post("/api/exchanges/amq.default/publish/", json={"routing_key": name, "body": name}).raise_for_status()
+    page.wait_for_function("got.length === 2")
+    page.evaluate("within(sub.unsubscribe())")
+    http.delete("/api/queues/bm-doomed/").raise_for_status()
+    page.wait_for_function("cancelled.length === 1")
+    settled = page.evaluate("got.map((m) => [m.body, m.ack(), m.nack(), m.nack({requeue: false})])")
+    assert settled == [["bm-ended", False, False, False], ["bm-doomed", False, False, False]]
+    page.evaluate("within(client.ping())")
+    assert page.evaluate("errors") == []
+    assert [frame for frame in sent if frame[1] in ("ack", "nack")] == []
+    detail = queue(http, "bm-ended")
+    assert (detail["messages_ready"], detail["consumers"]) == (1, 0)  # requeued by the unsubscribe
+
+
 def test_auto_ack_deliveries_before_the_unsubscribe_answer_reach_the_callback(page: Any, http: httpx.Client) -> None:
     """An auto-ack delivery already on its way when unsubscribe() is called is settled: it is not dropped."""
     http.post("/api/queues/", json={"name": "bm-leaving"}).raise_for_status()
