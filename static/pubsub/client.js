@@ -436,11 +436,12 @@ export class Client extends EventTarget {
   }
 
   /** An ack (`a`), nack (`n`) or nack without requeue (`d`). No reply comes unless it is refused, so
-   * its `id` tells all: `a3.17` is an ack of tag 17 on connection 3, sent again by `failed` alone when
-   * refused `rate_limited` or `unavailable` (not carried out). @param {"a"|"n"|"d"} kind @param {number} tag */
-  sendSettle(kind, tag) {
+   * its `id` tells all: `a3.17` is an ack of tag 17 on connection 3, `a3.17.2` its second retry, sent
+   * again by `failed` alone when refused `rate_limited` or `unavailable` (not carried out), after a
+   * backoff that grows with the retries. @param {"a"|"n"|"d"} kind @param {number} tag @param {number} [retry] */
+  sendSettle(kind, tag, retry = 0) {
     const frame = kind === "a" ? { type: "ack" } : { type: "nack", requeue: kind === "n" };
-    return this.send({ ...frame, delivery_tag: tag, id: `${kind}${this.generation}.${tag}` });
+    return this.send({ ...frame, delivery_tag: tag, id: `${kind}${this.generation}.${tag}${retry ? `.${retry}` : ""}` });
   }
 
   newId(prefix) {
@@ -597,11 +598,12 @@ export class Client extends EventTarget {
       this.requests.delete(id);
       return request.resolve(); // unsubscribe or unwatch: gone either way
     }
-    const settle = typeof id === "string" ? /^([and])(\d+)\.(\d+)$/.exec(id) : null;
+    const settle = typeof id === "string" ? /^([and])(\d+)\.(\d+)(?:\.(\d+))?$/.exec(id) : null;
     if (settle && RETRYABLE.has(error.code)) {
-      const [, kind, generation, tag] = settle; // a connection gone since: the broker requeued the message
+      const [, kind, generation, tag, retry = "0"] = settle; // a connection gone since: the broker requeued the message
       const live = () => Number(generation) === this.generation;
-      if (live()) setTimeout(() => live() && this.sendSettle(kind, Number(tag)), this.backoff(0));
+      const attempt = Number(retry); // a sustained rate limit: each retry waits twice as long
+      if (live()) setTimeout(() => live() && this.sendSettle(kind, Number(tag), attempt + 1), this.backoff(attempt));
       return;
     }
     if (typeof id === "string" && /^h\d+$/.test(id)) return; // a heartbeat's ping refused (`rate_limited`): an answer all the same

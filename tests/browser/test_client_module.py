@@ -669,6 +669,43 @@ def test_ack_and_nack_after_the_subscription_ended_send_nothing(page: Any, http:
     assert (detail["messages_ready"], detail["consumers"]) == (1, 0)  # requeued by the unsubscribe
 
 
+def test_an_ack_refused_rate_limited_again_and_again_waits_longer_each_time(page: Any, http: httpx.Client) -> None:
+    """Under a sustained rate limit an ack's retries back off as everything else's do (minDelay 50:
+    25-50, 50-100, 100-200, 200-400 ms), not every 25-50 ms for as long as the limit lasts."""
+    http.post("/api/queues/", json={"name": "bm-throttled"}).raise_for_status()
+    acks: list[tuple[float, str]] = []
+
+    def refuse(n: int, frame: dict[str, Any]) -> str | None:
+        if frame.get("type") != "ack":
+            return None
+        acks.append((time.monotonic(), frame["id"]))
+        return "rate_limited" if len(acks) <= 4 else None
+
+    passthrough(page, refuse)
+    page.evaluate(
+        """async () => {
+        window.got = []; window.errors = [];
+        window.client = pubsub.connect("/ws", {minDelay: 50, maxDelay: 10000});
+        client.addEventListener("error", (e) => errors.push(e.detail.error.code));
+        await within(client.subscribe({queue: "bm-throttled"}, (m) => got.push(m), {ack: "client"}));
+        await within(client.publish({routingKey: "bm-throttled", body: "x"}));
+    }"""
+    )
+    page.wait_for_function("got.length === 1")
+    assert page.evaluate("got[0].ack()") is True
+    deadline = time.monotonic() + 5
+    while len(acks) < 5 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert len(acks) == 5  # the first, and four retries
+    gaps = [later - earlier for (earlier, _), (later, _) in zip(acks, acks[1:], strict=False)]
+    assert gaps[-1] >= 0.19, gaps  # the fourth retry waited 200-400 ms
+    assert sum(gaps) >= 0.37, gaps  # 375-750 ms in all
+    assert [frame_id for _, frame_id in acks] == ["a1.1", "a1.1.1", "a1.1.2", "a1.1.3", "a1.1.4"]
+    page.wait_for_function("client.ping().then(() => true)")
+    assert queue(http, "bm-throttled")["messages"] == 0
+    assert page.evaluate("errors") == []
+
+
 def test_auto_ack_deliveries_before_the_unsubscribe_answer_reach_the_callback(page: Any, http: httpx.Client) -> None:
     """An auto-ack delivery already on its way when unsubscribe() is called is settled: it is not dropped."""
     http.post("/api/queues/", json={"name": "bm-leaving"}).raise_for_status()
