@@ -475,6 +475,10 @@ export class Client extends EventTarget {
         return this.confirmed(frame);
       case "cancelled":
         return this.cancelled(frame);
+      case "blocked": // a publish held by the broker's memory alarm: nothing more is read meanwhile
+        return this.emit("blocked", { reason: frame.reason });
+      case "unblocked":
+        return this.emit("unblocked", {});
       case "error":
         return this.failed(frame);
       case "pong": {

@@ -824,3 +824,41 @@ def test_a_page_back_from_sleep_asks_at_once_whether_its_socket_lives(page: Any)
     page.wait_for_function("closes.length === 1", timeout=10_000)
     assert time.monotonic() - started < 8  # the wake's ping waits 5 s, not the minute's heartbeat
     page.wait_for_function("client.connected", timeout=5_000)
+
+
+def test_a_connection_held_by_the_memory_alarm_is_told_and_its_heartbeat_kept(page: Any) -> None:
+    """The broker reads nothing from a connection whose publish its memory alarm holds, pings
+    included; it says `blocked`, again every few seconds, then `unblocked`. The page hears the
+    events, and a `blocked` counts as life for the heartbeat (here sent more often than the
+    heartbeat's two quiet periods, as the broker's 5 s are against the default 20 s)."""
+    routes: list[Any] = []
+
+    def route(ws: Any) -> None:
+        server = ws.connect_to_server()
+        routes.append(ws)
+        ws.on_message(lambda message: None if held else server.send(message))
+        server.on_message(lambda message: ws.send(message))
+
+    held = False
+    page.route_web_socket("**/ws", route)
+    page.evaluate(
+        """async () => {
+        window.client = pubsub.connect("/ws", {heartbeat: 300, minDelay: 50, maxDelay: 100});
+        window.flow = [];
+        window.closes = [];
+        client.addEventListener("blocked", (e) => flow.push(["blocked", e.detail.reason]));
+        client.addEventListener("unblocked", () => flow.push(["unblocked"]));
+        client.addEventListener("close", (e) => closes.push(e.detail.code));
+        await within(client.ping());
+    }"""
+    )
+    held = True  # the "broker" reads nothing more from the page
+    for _ in range(8):  # 1.6 s: over twice the heartbeat
+        routes[0].send('{"type": "blocked", "reason": "memory"}')
+        page.wait_for_timeout(200)
+    held = False
+    routes[0].send('{"type": "unblocked"}')
+    page.wait_for_function("flow.length === 9")
+    assert page.evaluate("flow") == [["blocked", "memory"]] * 8 + [["unblocked"]]
+    assert page.evaluate("closes") == [] and len(routes) == 1  # never taken for dead
+    page.evaluate("within(client.ping())")
