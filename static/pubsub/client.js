@@ -115,10 +115,16 @@ export class Client extends EventTarget {
     this.heardAt = 0; // when the current socket last brought a frame (performance.now())
     this.probe = null; // {at, within}: a heartbeat's ping sent, nothing heard since
     this.beat = null; // the heartbeat's interval while a socket is open
-    // The page back from sleep or a network change: ask the broker at once whether the socket lives.
+    // The page back from sleep or a network change: ask the broker at once whether the socket lives;
+    // without one, connect now rather than at the end of a backoff, or of an attempt begun on the
+    // network left behind (which could hang for the system's connect timeout, minutes).
     this.wake = () => {
-      if (globalThis.document?.visibilityState !== "hidden") this.sendProbe(Math.min(WAKE_PROBE_MS, this.heartbeat));
+      if (globalThis.document?.visibilityState === "hidden" || this.closed) return;
+      if (this.ws === null || this.ws.readyState === WebSocket.CONNECTING) this.reconnectNow();
+      else this.sendProbe(Math.min(WAKE_PROBE_MS, this.heartbeat));
     };
+    this.reconnectTimer = null; // the backoff's timer before the next attempt
+    this.connecting = null; // the timer that gives up an attempt not open within `heartbeat`
     if (this.heartbeat > 0) {
       globalThis.addEventListener?.("online", this.wake);
       globalThis.document?.addEventListener("visibilitychange", this.wake);
@@ -266,6 +272,8 @@ export class Client extends EventTarget {
     this.closed = true;
     this.ending = error;
     clearInterval(this.beat);
+    clearTimeout(this.reconnectTimer);
+    clearTimeout(this.connecting);
     globalThis.removeEventListener?.("online", this.wake);
     globalThis.document?.removeEventListener("visibilitychange", this.wake);
     for (const { sub, reject } of this.subs.values()) {
@@ -294,8 +302,12 @@ export class Client extends EventTarget {
   // -- the connection --------------------------------------------------------
 
   open() {
+    this.reconnectTimer = null;
     const ws = new WebSocket(this.url);
     this.ws = ws;
+    // An attempt that neither opens nor fails (packets dropped on the way) is given up after a
+    // heartbeat's time, as an open socket that falls silent is: the next attempt follows the backoff.
+    if (this.heartbeat > 0) this.connecting = setTimeout(() => this.ws === ws && !this.connected && this.abandon(ws), this.heartbeat);
     ws.addEventListener("open", () => this.opened(ws));
     ws.addEventListener("message", (event) => {
       if (this.ws !== ws) return; // a socket given up for dead (`abandon`)
@@ -308,6 +320,7 @@ export class Client extends EventTarget {
 
   opened(ws) {
     if (this.ws !== ws) return;
+    clearTimeout(this.connecting);
     const reconnect = this.generation > 0;
     this.generation += 1;
     this.openedAt = performance.now();
@@ -337,6 +350,7 @@ export class Client extends EventTarget {
   lost(ws, event) {
     if (this.ws !== ws) return;
     this.ws = null;
+    clearTimeout(this.connecting);
     clearInterval(this.beat);
     this.probe = null;
     this.restoring = null;
@@ -359,9 +373,21 @@ export class Client extends EventTarget {
     }
     this.emit("close", { code: event.code, reason: event.reason, reconnecting: !this.closed });
     if (this.closed) return;
-    setTimeout(() => {
+    this.reconnectTimer = setTimeout(() => {
       if (!this.closed) this.open(); // close() during the delay: no new socket
     }, this.backoff(this.attempt++));
+  }
+
+  /** Connect at once: the backoff's wait cut short, or an attempt under way given up for a new one. */
+  reconnectNow() {
+    if (this.ws !== null) {
+      const ws = this.ws;
+      this.ws = null; // its close, when it comes, is not this client's concern any more
+      clearTimeout(this.connecting);
+      ws.close();
+    }
+    clearTimeout(this.reconnectTimer);
+    this.open();
   }
 
   /** The heartbeat, a few times per `heartbeat`: a ping after a quiet `heartbeat`, and the socket

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -861,4 +862,51 @@ def test_a_connection_held_by_the_memory_alarm_is_told_and_its_heartbeat_kept(pa
     page.wait_for_function("flow.length === 9")
     assert page.evaluate("flow") == [["blocked", "memory"]] * 8 + [["unblocked"]]
     assert page.evaluate("closes") == [] and len(routes) == 1  # never taken for dead
+    page.evaluate("within(client.ping())")
+
+
+def test_an_attempt_to_connect_that_hangs_is_given_up_and_tried_again(page: Any) -> None:
+    """A server that takes the connection and never answers its upgrade (packets dropped on a
+    new network): the attempt is given up after a heartbeat's time and tried again, where it
+    waited for the system's connect timeout."""
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(64)  # connections wait in the backlog: never accepted, never answered
+        port = hole.getsockname()[1]
+        page.evaluate(
+            f"""() => {{
+            window.client = pubsub.connect("ws://127.0.0.1:{port}/ws", {{heartbeat: 300, minDelay: 50, maxDelay: 100}});
+            window.closes = [];
+            client.addEventListener("close", (e) => closes.push(e.detail.code));
+        }}"""
+        )
+        page.wait_for_function("closes.length >= 2", timeout=3_000)
+        assert set(page.evaluate("closes")) == {1006}
+        page.evaluate("client.close()")
+
+
+def test_a_page_back_online_connects_at_once_rather_than_at_the_end_of_its_backoff(page: Any) -> None:
+    routes: list[Any] = []
+
+    def route(ws: Any) -> None:
+        server = ws.connect_to_server()
+        routes.append(ws)
+        ws.on_message(lambda message: server.send(message))
+        server.on_message(lambda message: ws.send(message))
+
+    page.route_web_socket("**/ws", route)
+    page.evaluate(
+        """async () => {
+        window.client = pubsub.connect("/ws", {heartbeat: 20000, minDelay: 30000, maxDelay: 60000});
+        window.closes = [];
+        client.addEventListener("close", (e) => closes.push(e.detail.code));
+        await within(client.ping());
+    }"""
+    )
+    routes[0].close(code=1012, reason="restarting")  # the broker went away: a backoff of 15-30 s follows
+    page.wait_for_function("closes.length === 1")
+    started = time.monotonic()
+    page.evaluate("window.dispatchEvent(new Event('online'))")
+    page.wait_for_function("client.connected", timeout=5_000)
+    assert time.monotonic() - started < 5 and len(routes) == 2
     page.evaluate("within(client.ping())")
