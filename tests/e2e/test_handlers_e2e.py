@@ -258,7 +258,9 @@ def test_a_message_that_kills_every_process_that_runs_it_is_dead_lettered_and_it
     poison, *others = publish(broker, [{"die": "always"}, *({"n": n} for n in range(5))])
     deaths = 0
     while counts(broker, "work.dead")[0] == 0:
-        eventually_sync(lambda: not handlers.alive() or counts(broker, "work.dead")[0] == 1,
+        # A process started (a Django start-up) and killed by the poison each time: on a busy
+        # machine that can take a few seconds.
+        eventually_sync(lambda: not handlers.alive() or counts(broker, "work.dead")[0] == 1, timeout=30,
                         what="the handler process dead, or the message dead-lettered")
         if handlers.alive():
             break
