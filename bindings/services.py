@@ -24,6 +24,7 @@ from broker.engine.rules import (
     refuse_default_exchange,
     refuse_holding_queue,
 )
+from broker.transport.authorization import Permissions
 from common.limits import ensure_room
 from exchanges.models import Exchange
 from queues.models import Queue
@@ -89,6 +90,19 @@ def binding_create(
         except IntegrityError:
             return BindingCreated(Binding.objects.get(**identity), False)
         return BindingCreated(row, True)
+
+
+def require_binding_rights(
+    permissions: Permissions, *, exchange: str, queue: str | None = None, destination_exchange: str | None = None
+) -> None:
+    """Raise `forbidden` unless `permissions` may make or remove a binding of `exchange` to
+    `queue` or `destination_exchange`: write on the destination and read on the exchange, as
+    RabbitMQ's queue.bind and exchange.bind (access/rules.py). The API's rule, and the admin's."""
+    if queue is not None:
+        permissions.require("write", "queue", queue)
+    if destination_exchange is not None:
+        permissions.require("write", "exchange", destination_exchange)
+    permissions.require("read", "exchange", exchange)
 
 
 def _exchange(name: str) -> Exchange:

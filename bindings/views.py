@@ -19,7 +19,7 @@ from access.drf import request_permissions
 from bindings.models import Binding
 from bindings.selectors import binding_detail, binding_list, binding_page
 from bindings.serializers import BindingCreateSerializer, BindingSerializer
-from bindings.services import binding_create, binding_delete
+from bindings.services import binding_create, binding_delete, require_binding_rights
 from common.api_schema import errors, paged_list
 from common.paging import page_request
 
@@ -90,9 +90,6 @@ class BindingViewSet(viewsets.GenericViewSet[Binding]):
 
 
 def _authorize(request: Request, *, exchange: str, queue: str | None, destination_exchange: str | None) -> None:
-    permissions = request_permissions(request)
-    if queue is not None:
-        permissions.require("write", "queue", queue)
-    if destination_exchange is not None:
-        permissions.require("write", "exchange", destination_exchange)
-    permissions.require("read", "exchange", exchange)
+    require_binding_rights(
+        request_permissions(request), exchange=exchange, queue=queue, destination_exchange=destination_exchange
+    )

@@ -2,21 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
 
+from access.admin_rights import BrokerRightsRequired
+from access.rules import Permissions
+from broker.engine.errors import BrokerError
+from broker.engine.exchanges import alternate_exchange
+from broker.engine.rules import object_field
 from common.admin_mixins import NameFixedOnceSaved
 from exchanges.models import Exchange
+from exchanges.services import require_exchange_rights
 
 
 @admin.register(Exchange)
-class ExchangeAdmin(NameFixedOnceSaved, admin.ModelAdmin[Exchange]):
+class ExchangeAdmin(NameFixedOnceSaved, BrokerRightsRequired[Exchange]):
     list_display = ["name", "type", "durable", "auto_delete"]
     list_filter = ["type", "durable", "auto_delete"]
     search_fields = ["name"]
     readonly_fields = ["created_at"]
+
+    def require_rights_to_save(
+        self, permissions: Permissions, values: Mapping[str, Any], stored: Exchange | None
+    ) -> None:
+        """As exchange_declare: configure on the exchange, and for an alternate exchange read
+        on the exchange and write on the alternate."""
+        name = stored.name if stored is not None else values.get("name")
+        if name:  # else the name's own error
+            require_exchange_rights(permissions, name=name, alternate=_alternate(values))
+
+    def require_rights_to_delete(self, permissions: Permissions, obj: Exchange) -> None:
+        require_exchange_rights(permissions, name=obj.name)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         """A saved exchange's type is fixed, as in the API (a redeclaration with another type
@@ -31,3 +50,12 @@ class ExchangeAdmin(NameFixedOnceSaved, admin.ModelAdmin[Exchange]):
         if obj is not None and obj.belongs_to_broker:
             return False
         return super().has_delete_permission(request, obj)
+
+
+def _alternate(values: Mapping[str, Any]) -> str | None:
+    """The alternate exchange the form's arguments name, if they are valid (if not, the
+    exchange's clean() says why, and nothing is saved)."""
+    try:
+        return alternate_exchange(object_field("arguments", values.get("arguments")))
+    except BrokerError:
+        return None

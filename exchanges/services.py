@@ -65,10 +65,8 @@ def exchange_declare(
         "arguments": object_field("arguments", arguments),
     }
     alternate = alternate_exchange(wanted["arguments"])  # `invalid` before anything is stored
-    if permissions is not None and alternate is not None:
-        # As RabbitMQ: the exchange publishes what it cannot route there.
-        permissions.require("read", "exchange", name)
-        permissions.require("write", "exchange", alternate)
+    if permissions is not None:
+        require_exchange_rights(permissions, name=name, alternate=alternate)
     routing_kind_of(kind, wanted["arguments"])  # a delayed exchange's x-delayed-type
     check_delayed_name(kind, name)
     with transaction.atomic():
@@ -81,6 +79,16 @@ def exchange_declare(
                 f"(type {existing.type}, durable {existing.durable}, auto_delete {existing.auto_delete})"
             )
         return ExchangeDeclared(existing, False)
+
+
+def require_exchange_rights(permissions: Permissions, *, name: str, alternate: str | None = None) -> None:
+    """Raise `forbidden` unless `permissions` may declare, change or delete exchange `name`
+    (with `alternate`, its alternate exchange, if it has one): the API's rule, and the admin's."""
+    permissions.require("configure", "exchange", name)
+    if alternate is not None:
+        # As RabbitMQ: the exchange publishes what it cannot route there.
+        permissions.require("read", "exchange", name)
+        permissions.require("write", "exchange", alternate)
 
 
 def _same_exchange(row: Exchange, wanted: Mapping[str, Any]) -> bool:

@@ -3,6 +3,7 @@ handlers: their processes with their counts, and the messages waiting for a retr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.contrib import admin
@@ -12,6 +13,9 @@ from django.db.models import ForeignKey
 from django.forms import ModelChoiceField
 from django.http import HttpRequest
 from django.utils import timezone
+
+from access.admin_rights import BrokerRightsRequired
+from access.rules import Permissions
 
 from .models import ChangeStream, HandlerAttempt, HandlerStatus, OutboxRow
 from .streamable import check_streamable
@@ -39,9 +43,20 @@ class OutboxRowAdmin(admin.ModelAdmin[OutboxRow]):
 
 
 @admin.register(ChangeStream)
-class ChangeStreamAdmin(admin.ModelAdmin[ChangeStream]):
+class ChangeStreamAdmin(BrokerRightsRequired[ChangeStream]):
     list_display = ["content_type", "exchange", "fields", "enabled"]
     list_filter = ["enabled"]
+
+    def require_rights_to_save(
+        self, permissions: Permissions, values: Mapping[str, Any], stored: ChangeStream | None
+    ) -> None:
+        """A stream publishes to its exchange: write on it, as a publish needs, and on the
+        exchange it published to until now, whose messages the change stops or alters."""
+        for exchange in sorted({values.get("exchange") or "", stored.exchange if stored is not None else ""} - {""}):
+            permissions.require("write", "exchange", exchange)
+
+    def require_rights_to_delete(self, permissions: Permissions, obj: ChangeStream) -> None:
+        permissions.require("write", "exchange", obj.exchange)
 
     def formfield_for_foreignkey(
         self, db_field: ForeignKey[Any, Any], request: HttpRequest, **kwargs: Any

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from django.contrib import admin
@@ -15,12 +16,18 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator, capfirst
 
+from access.admin_rights import BrokerRightsRequired
+from access.rules import Permissions
 from broker.engine.broker import QueueCounts
+from broker.engine.errors import BrokerError
 from broker.engine.names import held_for
+from broker.engine.queues import parse_queue_arguments
+from broker.engine.rules import object_field
 from common.admin_mixins import NameFixedOnceSaved
 from queues.admin_browser import message_browser_view
 from queues.models import Message, Queue
 from queues.selectors import queue_live_counts
+from queues.services import require_queue_rights
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +45,15 @@ def _fetch_counts(names: list[str]) -> dict[str, QueueCounts]:
         return {}
 
 
+def _dead_letter_exchange(values: Mapping[str, Any]) -> str | None:
+    """The dead-letter exchange the form's arguments name, if they are valid (if not, the
+    queue's clean() says why, and nothing is saved)."""
+    try:
+        return parse_queue_arguments(object_field("arguments", values.get("arguments"))).dead_letter_exchange
+    except BrokerError:
+        return None
+
+
 class _MessagesCounted(NestedObjects):
     """The delete page's collector, with a queue's stored messages left out (counted)."""
 
@@ -48,11 +64,21 @@ class _MessagesCounted(NestedObjects):
 
 
 @admin.register(Queue)
-class QueueAdmin(NameFixedOnceSaved, admin.ModelAdmin[Queue]):
+class QueueAdmin(NameFixedOnceSaved, BrokerRightsRequired[Queue]):
     list_display = ["name", "durable", "auto_delete", "ready", "unacknowledged", "consumers", "browse"]
     list_filter = ["durable", "auto_delete"]
     search_fields = ["name"]
     readonly_fields = ["created_at", "ready", "unacknowledged", "consumers", "browse"]
+
+    def require_rights_to_save(self, permissions: Permissions, values: Mapping[str, Any], stored: Queue | None) -> None:
+        """As queue_declare: configure on the queue, and for a dead-letter exchange read on the
+        queue and write on that exchange."""
+        name = stored.name if stored is not None else values.get("name")
+        if name:  # else the name's own error
+            require_queue_rights(permissions, name=name, dead_letter_exchange=_dead_letter_exchange(values))
+
+    def require_rights_to_delete(self, permissions: Permissions, obj: Queue) -> None:
+        require_queue_rights(permissions, name=obj.name)
 
     def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view(self.messages_view)

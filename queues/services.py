@@ -71,11 +71,8 @@ def queue_declare(
         if stored is None or canonical(stored) != canonical(wanted["arguments"]):
             raise
     parsed = parse_queue_arguments(wanted["arguments"])
-    if permissions is not None and parsed.dead_letter_exchange is not None:
-        # As RabbitMQ: the queue publishes its dead letters there, so a user who may not
-        # write to that exchange could reach its queues through a TTL of 0.
-        permissions.require("read", "queue", name)
-        permissions.require("write", "exchange", parsed.dead_letter_exchange)
+    if permissions is not None:
+        require_queue_rights(permissions, name=name, dead_letter_exchange=parsed.dead_letter_exchange)
     if not settled:
         settle_dropped_queue(name)
     with transaction.atomic():
@@ -94,6 +91,17 @@ def queue_declare(
                 f"(durable {existing.durable}, auto_delete {existing.auto_delete}, arguments {existing.arguments})"
             )
         return QueueDeclared(existing, False)
+
+
+def require_queue_rights(permissions: Permissions, *, name: str, dead_letter_exchange: str | None = None) -> None:
+    """Raise `forbidden` unless `permissions` may declare, change or delete queue `name`
+    (with `dead_letter_exchange`, if it has one): the API's rule, and the admin's."""
+    permissions.require("configure", "queue", name)
+    if dead_letter_exchange is not None:
+        # As RabbitMQ: the queue publishes its dead letters there, so a user who may not
+        # write to that exchange could reach its queues through a TTL of 0.
+        permissions.require("read", "queue", name)
+        permissions.require("write", "exchange", dead_letter_exchange)
 
 
 def settle_dropped_queue(name: str) -> None:

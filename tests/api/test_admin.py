@@ -12,6 +12,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from access.models import BrokerPermission
 from bindings.models import Binding
 from broker.runtime.runtime import Runtime
 from exchanges.models import Exchange
@@ -123,6 +124,7 @@ def test_deleting_a_queue_in_the_admin_counts_its_stored_messages_without_readin
 def test_a_queue_s_stored_messages_go_with_it_for_whoever_may_delete_queues(client: Client) -> None:
     staff = User.objects.create_user("clerk", password="clerk-secret-42", is_staff=True)
     staff.user_permissions.add(*Permission.objects.filter(codename__in=["view_queue", "delete_queue"]))
+    BrokerPermission.objects.create(user=staff, configure="backlog", write="", read="")  # as the API's delete
     client.force_login(staff)
     queue = Queue.objects.create(name="backlog")
     stored(queue, 1)
@@ -183,8 +185,6 @@ def test_the_message_browser_s_actions_need_the_change_permission(
     admin_client: Client, runtime_thread: Runtime
 ) -> None:
     """Deleting, moving and replaying needed only the view permission of queues."""
-    from access.models import BrokerPermission
-
     queue = Queue.objects.create(name="q")
     published_to(admin_client, "q", 2)
     viewer = User.objects.create_user("viewer", password="viewer-secret-42", is_staff=True)
@@ -205,3 +205,79 @@ def test_the_message_browser_s_actions_need_the_change_permission(
     first = re.search(r'<tr class="ready" data-id="([^"]+)"', page).group(1)  # type: ignore[union-attr]
     assert client.post(url, {"action": "delete", "ids": [first]}).status_code == 302
     assert runtime_thread.broker.queues["q"].depth == 1
+
+
+# -- the broker's rights ------------------------------------------------------------------------
+
+
+def test_the_admin_asks_for_the_broker_rights_the_api_asks_for(client: Client) -> None:
+    """A staff user with Django's model permissions purged queue `orders` (an x-max-length of 0),
+    bound an exchange into it, and could delete it, in the admin, while the API refused them
+    (403): only the message browser asked for the broker's rights."""
+    from django.contrib.contenttypes.models import ContentType
+
+    from pubsub.models import ChangeStream
+
+    clerk = User.objects.create_user("clerk", password="clerk-secret-42", is_staff=True)
+    clerk.user_permissions.add(*Permission.objects.filter(
+        content_type__app_label__in=["queues", "exchanges", "bindings", "pubsub"],
+        content_type__model__in=["queue", "exchange", "binding", "changestream"],
+    ))
+    BrokerPermission.objects.create(user=clerk, configure="mine.*", write="mine.*", read="mine.*")
+    orders = Queue.objects.create(name="orders")
+    other = Exchange.objects.create(name="other", type="fanout")
+    mine = Exchange.objects.create(name="mine", type="fanout")
+    binding = Binding.objects.create(exchange=other, queue=orders)
+    queues_model = ContentType.objects.get_for_model(Queue).pk
+    stream = ChangeStream.objects.create(content_type_id=queues_model, exchange="other")
+    client.force_login(clerk)
+
+    def refused(url: str, form: dict[str, Any], why: str) -> None:
+        answer = client.post(url, form, follow=True)
+        assert answer.status_code == 200, url
+        assert f"orbidden: user &#x27;clerk&#x27; has no {why}" in answer.content.decode(), url
+
+    configure_orders = "configure permission on queue &#x27;orders&#x27;"
+    refused(f"/admin/queues/queue/{orders.pk}/change/", {"durable": "on", "arguments": '{"x-max-length": 0}'},
+            configure_orders)
+    refused("/admin/queues/queue/add/", {"name": "orders-2", "durable": "on", "arguments": "{}"},
+            "configure permission on queue &#x27;orders-2&#x27;")
+    refused("/admin/queues/queue/add/", {"name": "mine-q", "durable": "on", "arguments": '{"x-dead-letter-exchange": "other"}'},
+            "write permission on exchange &#x27;other&#x27;")
+    refused("/admin/exchanges/exchange/add/", {"name": "events", "type": "direct", "durable": "on", "arguments": "{}"},
+            "configure permission on exchange &#x27;events&#x27;")
+    refused("/admin/exchanges/exchange/add/", {"name": "mine-x", "type": "direct", "durable": "on",
+                                                "arguments": '{"alternate-exchange": "other"}'},
+            "write permission on exchange &#x27;other&#x27;")
+    refused("/admin/bindings/binding/add/", {"exchange": mine.pk, "queue": orders.pk, "binding_key": "", "arguments": "{}"},
+            "write permission on queue &#x27;orders&#x27;")
+    stream_form = {"content_type": queues_model, "fields": "", "enabled": "on"}
+    refused("/admin/pubsub/changestream/add/", {**stream_form, "exchange": "other"},
+            "write permission on exchange &#x27;other&#x27;")
+    refused(f"/admin/pubsub/changestream/{stream.pk}/change/", {**stream_form, "exchange": "mine"},
+            "write permission on exchange &#x27;other&#x27;")
+    for url, why in (
+        (f"/admin/queues/queue/{orders.pk}/delete/", configure_orders),
+        (f"/admin/exchanges/exchange/{other.pk}/delete/", "configure permission on exchange &#x27;other&#x27;"),
+        (f"/admin/bindings/binding/{binding.pk}/delete/", "write permission on queue &#x27;orders&#x27;"),
+        (f"/admin/pubsub/changestream/{stream.pk}/delete/", "write permission on exchange &#x27;other&#x27;"),
+    ):
+        assert "orbidden" in client.get(url, follow=True).content.decode()  # not even the confirmation page
+        refused(url, {"post": "yes"}, why)
+    refused("/admin/queues/queue/", {"action": "delete_selected", "_selected_action": [orders.pk], "post": "yes"},
+            configure_orders)
+
+    assert list(Queue.objects.values_list("name", "arguments")) == [("orders", {})]
+    assert set(Exchange.objects.values_list("name", flat=True)) >= {"other", "mine"}
+    assert not Exchange.objects.filter(name__in=["events", "mine-x"]).exists()
+    assert list(Binding.objects.values_list("pk", flat=True)) == [binding.pk]
+    assert list(ChangeStream.objects.values_list("exchange", flat=True)) == ["other"]
+
+    # What the rights allow is done.
+    assert client.post("/admin/queues/queue/add/", {"name": "mine-q", "durable": "on", "arguments": "{}"}).status_code == 302
+    mine_q = Queue.objects.get(name="mine-q")
+    form = {"exchange": mine.pk, "queue": mine_q.pk, "binding_key": "", "arguments": "{}"}
+    assert client.post("/admin/bindings/binding/add/", form).status_code == 302
+    assert client.post("/admin/pubsub/changestream/add/", {**stream_form, "exchange": "mine"}).status_code == 302
+    assert client.post(f"/admin/queues/queue/{mine_q.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert not Queue.objects.filter(name="mine-q").exists()

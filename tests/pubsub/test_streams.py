@@ -369,6 +369,7 @@ def test_the_admin_offers_streams_of_the_models_the_admin_user_may_view_and_no_s
     staff.user_permissions.add(*Permission.objects.filter(
         codename__in=["add_changestream", "view_changestream", "view_queue"]
     ))
+    BrokerPermission.objects.create(user=staff, configure="", write="audit", read="")  # publishes to `audit`
     client = Client()
     client.force_login(staff)
 
