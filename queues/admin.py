@@ -98,6 +98,16 @@ class QueueAdmin(NameFixedOnceSaved, BrokerRightsRequired[Queue]):
             raise Http404("no such queue")
         return message_browser_view(self, request, queue)
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Queue | None = None) -> list[str]:
+        """A saved queue's durability is fixed, as in the API: unticked, the next start deleted
+        the queue with its stored messages. A delayed exchange's holding queue is its
+        exchange's, and shown only (as Queue.clean() says)."""
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is None:
+            return fields
+        fixed = ["durable", "auto_delete", "arguments"] if held_for(obj.name) is not None else ["durable"]
+        return [*fields, *fixed]
+
     def has_delete_permission(self, request: HttpRequest, obj: Queue | None = None) -> bool:
         """A delayed exchange's holding queue goes with its exchange only, as the API says:
         deleted alone, its waiting messages were lost and the exchange routed without delay."""

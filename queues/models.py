@@ -9,6 +9,8 @@ from __future__ import annotations
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import models
 
+from broker.engine.jsoncodec import json_equal
+from broker.engine.names import held_for
 from broker.engine.queues import parse_queue_arguments, refuse_two_spellings
 from broker.engine.rules import check_name, is_name, object_field
 from common.limits import ensure_room
@@ -33,12 +35,34 @@ class Queue(models.Model):
         errors: dict[str, list[str]] = {}
         if self._state.adding and is_name(self.name):
             collect(errors, "name", lambda: check_name("queue", self.name))
+        if not self._state.adding:
+            self._refuse_fixed_changes(errors)
         collect(errors, "arguments", lambda: parse_queue_arguments(object_field("arguments", self.arguments)))
         collect(errors, "arguments", lambda: refuse_two_spellings(self.arguments if isinstance(self.arguments, dict) else None))
         if self._state.adding:  # as queue_declare: past MAX_QUEUES only an existing queue is kept
             collect(errors, NON_FIELD_ERRORS, lambda: ensure_room(Queue, setting="MAX_QUEUES", kind="queues"))
         if errors:
             raise ValidationError(errors)
+
+
+    def _refuse_fixed_changes(self, errors: dict[str, list[str]]) -> None:
+        """What the API never changes on a stored queue (a redeclaration that differs is
+        `precondition_failed`): its durability, whose loss deletes the queue and its stored
+        messages at the next start; and anything of a delayed exchange's holding queue, made
+        and kept with its exchange (an `x-max-length` of 0 dropped the waiting messages)."""
+        stored = Queue.objects.filter(pk=self.pk).values("durable", "auto_delete", "arguments").first()
+        if stored is None:
+            return
+        if held_for(self.name) is not None:
+            if not (stored["durable"] == self.durable and stored["auto_delete"] == self.auto_delete
+                    and json_equal(stored["arguments"] or {}, self.arguments or {})):
+                errors.setdefault(NON_FIELD_ERRORS, []).append(
+                    f"queue {self.name!r} holds a delayed exchange's messages: it is made, kept and deleted "
+                    "with its exchange, unchanged"
+                )
+        elif stored["durable"] != self.durable:
+            durability = "durable" if stored["durable"] else "not durable"
+            errors["durable"] = [f"queue {self.name!r} is {durability}: delete it and declare it anew"]
 
 
 class Message(models.Model):

@@ -228,3 +228,36 @@ def test_the_admin_adds_no_queue_or_binding_past_the_limits(
     answer = admin_client.post("/admin/bindings/binding/add/", {**form, "queue": second.pk})
     assert answer.status_code == 200 and "its limit (MAX_BINDINGS=1)" in answer.content.decode()
     assert Binding.objects.count() == 1 and len(runtime_thread.broker.bindings) == 1
+
+
+def test_the_admin_changes_no_holding_queue_and_no_queue_s_durability(admin_client: Client, runtime_thread: Runtime) -> None:
+    """Saved with an x-max-length of 0, a delayed exchange's holding queue dropped the messages
+    waiting there; unticked durable, it (or any queue: the API refuses that change,
+    precondition_failed) was deleted at the next start with its stored messages."""
+    Exchange.objects.create(name="later", type="x-delayed-message", arguments={"x-delayed-type": "direct"})
+    holding = Queue.objects.get(name="amq.delayed.later")
+    orders = Queue.objects.create(name="orders")
+    url = f"/admin/queues/queue/{holding.pk}/change/"
+    html = admin_client.get(url).content.decode()
+    assert not any(f'name="{field}"' in html for field in ("durable", "auto_delete", "arguments"))  # shown only
+    admin_client.post(url, {"auto_delete": "on", "arguments": '{"x-max-length": 0}'})  # durable unticked
+    admin_client.post(f"/admin/queues/queue/{orders.pk}/change/", {"arguments": "{}"})
+    assert Queue.objects.filter(name="amq.delayed.later").values_list("durable", "auto_delete", "arguments").get() \
+        == (True, False, {})
+    assert Queue.objects.get(name="orders").durable
+    for name in ("amq.delayed.later", "orders"):
+        spec = runtime_thread.broker.queues[name].spec
+        assert (spec.durable, spec.auto_delete, dict(spec.arguments)) == (True, False, {})
+    assert 'name="durable"' in admin_client.get("/admin/queues/queue/add/").content.decode()
+
+    # A form of its own, or a script, is refused as well.
+    holding.arguments = {"x-max-length": 0}
+    with pytest.raises(ValidationError) as refused:
+        holding.full_clean()
+    assert "holds a delayed exchange's messages" in str(refused.value)
+    orders.durable = False
+    with pytest.raises(ValidationError) as refused:
+        orders.full_clean()
+    assert refused.value.message_dict == {"durable": ["queue 'orders' is durable: delete it and declare it anew"]}
+    orders.durable, orders.arguments = True, {"x-max-length": 5}
+    orders.full_clean()  # a queue's arguments stay the admin's to change
