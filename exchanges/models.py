@@ -5,7 +5,13 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from broker.engine.exchanges import alternate_exchange, check_delayed_name, parse_exchange_type, routing_kind_of
+from broker.engine.exchanges import (
+    DELAYED_TYPE,
+    alternate_exchange,
+    check_delayed_name,
+    parse_exchange_type,
+    routing_kind_of,
+)
 from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS, RESERVED_PREFIX
 from broker.engine.rules import check_name, is_name, object_field
 from common.validators import collect, validate_broker_name
@@ -46,10 +52,7 @@ class Exchange(models.Model):
         if self._state.adding and is_name(self.name):
             collect(errors, "name", lambda: check_name("exchange", self.name))
         if not self._state.adding:
-            # As a redeclaration's `precondition_failed`: the router keeps the type it has.
-            stored = Exchange.objects.filter(pk=self.pk).values_list("type", flat=True).first()
-            if stored is not None and stored != self.type:
-                errors["type"] = [f"exchange {self.name!r} is of type {stored}: delete it and declare it anew"]
+            self._refuse_another_routing(errors)
         collect(errors, "arguments", lambda: object_field("arguments", self.arguments))
         if not errors and isinstance(self.arguments, dict):
             # What the router needs to load it: a delayed exchange's type, an alternate's name.
@@ -59,3 +62,20 @@ class Exchange(models.Model):
                 collect(errors, "name", lambda: check_delayed_name(parse_exchange_type(self.type), self.name))
         if errors:
             raise ValidationError(errors)
+
+    def _refuse_another_routing(self, errors: dict[str, list[str]]) -> None:
+        """As a redeclaration's `precondition_failed`: the router keeps the type it has, and a
+        delayed exchange's `x-delayed-type` (it refused the change, the row kept it: the router
+        and the database then disagreed until the next start)."""
+        stored = Exchange.objects.filter(pk=self.pk).values("type", "arguments").first()
+        if stored is None:
+            return
+        if stored["type"] != self.type:
+            errors["type"] = [f"exchange {self.name!r} is of type {stored['type']}: delete it and declare it anew"]
+        elif self.type == ExchangeType.DELAYED:
+            routes_as = (stored["arguments"] or {}).get(DELAYED_TYPE)
+            wanted = self.arguments.get(DELAYED_TYPE) if isinstance(self.arguments, dict) else None
+            if wanted != routes_as:
+                errors["arguments"] = [
+                    f"exchange {self.name!r} routes as {DELAYED_TYPE} {routes_as!r}: delete it and declare it anew"
+                ]

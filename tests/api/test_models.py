@@ -261,3 +261,19 @@ def test_the_admin_changes_no_holding_queue_and_no_queue_s_durability(admin_clie
     assert refused.value.message_dict == {"durable": ["queue 'orders' is durable: delete it and declare it anew"]}
     orders.durable, orders.arguments = True, {"x-max-length": 5}
     orders.full_clean()  # a queue's arguments stay the admin's to change
+
+
+def test_a_delayed_exchange_s_x_delayed_type_is_fixed_once_saved(admin_client: Client, runtime_thread: Runtime) -> None:
+    """Changed in the admin, the router refused the new x-delayed-type and the row kept it:
+    the router routed as `direct`, the database (and the next start) as `headers`."""
+    exchange = Exchange.objects.create(name="later", type="x-delayed-message", arguments={"x-delayed-type": "direct"})
+    url = f"/admin/exchanges/exchange/{exchange.pk}/change/"
+    for arguments in ('{"x-delayed-type": "headers"}', "{}"):
+        answer = admin_client.post(url, {"durable": "on", "arguments": arguments})
+        assert answer.status_code == 200  # the form again, with the error
+        assert "exchange &#x27;later&#x27; routes as x-delayed-type &#x27;direct&#x27;" in answer.content.decode()
+    assert Exchange.objects.get(name="later").arguments == {"x-delayed-type": "direct"}
+    assert runtime_thread.broker.routing.exchanges["later"].spec.arguments == {"x-delayed-type": "direct"}
+    answer = admin_client.post(url, {"durable": "on", "arguments": '{"x-delayed-type": "direct", "alternate-exchange": "amq.direct"}'})
+    assert answer.status_code == 302  # its other arguments stay the admin's to change
+    assert Exchange.objects.get(name="later").arguments["alternate-exchange"] == "amq.direct"
