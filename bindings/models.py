@@ -81,6 +81,8 @@ class Binding(models.Model):
     def clean(self) -> None:
         """The API's rules for the admin's forms: a refused row never reaches the router."""
         errors: dict[str, list[str]] = {}
+        if self.arguments is None:  # the form's emptied box, or `null`: none, as the API's None
+            self.arguments = {}
         collect(errors, "binding_key", lambda: key_field("binding_key", self.binding_key))
         collect(errors, "arguments", lambda: object_field("arguments", self.arguments))
         if (self.queue_id is None) == (self.destination_exchange_id is None):

@@ -48,6 +48,8 @@ class Exchange(models.Model):
     def clean(self) -> None:
         """The API's rules for the admin's forms (docs/protocol.md: `amq.` names are the broker's)."""
         errors: dict[str, list[str]] = {}
+        if self.arguments is None:  # the form's emptied box, or `null`: none, as the API's None
+            self.arguments = {}
         # Only new rows: the built-in `amq.*` exchanges are rows and stay editable.
         if self._state.adding and is_name(self.name):
             collect(errors, "name", lambda: check_name("exchange", self.name))

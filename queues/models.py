@@ -33,6 +33,8 @@ class Queue(models.Model):
     def clean(self) -> None:
         """The API's rules for the admin's forms: a refused row never reaches the router."""
         errors: dict[str, list[str]] = {}
+        if self.arguments is None:  # the form's emptied box, or `null`: none, as the API's None
+            self.arguments = {}
         if self._state.adding and is_name(self.name):
             collect(errors, "name", lambda: check_name("queue", self.name))
         if not self._state.adding:

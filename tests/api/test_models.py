@@ -277,3 +277,27 @@ def test_a_delayed_exchange_s_x_delayed_type_is_fixed_once_saved(admin_client: C
     answer = admin_client.post(url, {"durable": "on", "arguments": '{"x-delayed-type": "direct", "alternate-exchange": "amq.direct"}'})
     assert answer.status_code == 302  # its other arguments stay the admin's to change
     assert Exchange.objects.get(name="later").arguments["alternate-exchange"] == "amq.direct"
+
+
+def test_the_admin_takes_an_emptied_arguments_box_as_no_arguments(admin_client: Client, runtime_thread: Runtime) -> None:
+    """An emptied box, or `null`, was a 500 (NOT NULL constraint failed) on save."""
+    source = Exchange.objects.create(name="source", type="direct")
+    for number, blank in enumerate(("", "null")):
+        forms = (
+            ("/admin/queues/queue/add/", {"name": f"q{number}", "durable": "on", "arguments": blank}),
+            ("/admin/exchanges/exchange/add/", {"name": f"x{number}", "type": "direct", "durable": "on", "arguments": blank}),
+        )
+        for url, form in forms:
+            assert admin_client.post(url, form).status_code == 302, (url, blank)
+        queue = Queue.objects.get(name=f"q{number}")
+        binding = {"exchange": source.pk, "queue": queue.pk, "binding_key": "k", "arguments": blank}
+        assert admin_client.post("/admin/bindings/binding/add/", binding).status_code == 302
+        exchange = Exchange.objects.get(name=f"x{number}")
+        assert admin_client.post(f"/admin/queues/queue/{queue.pk}/change/", {"arguments": blank}).status_code == 302
+        change = {"durable": "on", "arguments": blank}
+        assert admin_client.post(f"/admin/exchanges/exchange/{exchange.pk}/change/", change).status_code == 302
+    assert [q.arguments for q in Queue.objects.all()] == [{}, {}]
+    assert [x.arguments for x in Exchange.objects.filter(name__in=["x0", "x1"])] == [{}, {}]
+    assert [(b.arguments, b.arguments_key) for b in Binding.objects.all()] == [({}, "{}"), ({}, "{}")]
+    assert {"q0", "q1"} <= set(runtime_thread.broker.queues) and {"x0", "x1"} <= set(runtime_thread.broker.routing.exchanges)
+    assert len(runtime_thread.broker.bindings) == 2
