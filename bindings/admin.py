@@ -12,10 +12,12 @@ from access.admin_rights import BrokerRightsRequired
 from access.rules import Permissions
 from bindings.models import Binding
 from bindings.services import require_binding_rights
+from common.admin_mixins import CHECKED_JSON_FIELDS
 
 
 @admin.register(Binding)
 class BindingAdmin(BrokerRightsRequired[Binding]):
+    formfield_overrides = CHECKED_JSON_FIELDS  # what the API's parser refuses, refused
     list_display = ["exchange", "queue", "destination_exchange", "binding_key", "arguments"]
     list_filter = ["exchange"]
     list_select_related = ["exchange", "queue", "destination_exchange"]

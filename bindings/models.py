@@ -20,7 +20,7 @@ from broker.engine.rules import (
     refuse_holding_queue,
 )
 from common.limits import ensure_room
-from common.validators import collect
+from common.validators import collect, refuse_json_input
 from exchanges.models import Exchange
 from queues.models import Queue
 
@@ -84,7 +84,8 @@ class Binding(models.Model):
         if self.arguments is None:  # the form's emptied box, or `null`: none, as the API's None
             self.arguments = {}
         collect(errors, "binding_key", lambda: key_field("binding_key", self.binding_key))
-        collect(errors, "arguments", lambda: object_field("arguments", self.arguments))
+        if not refuse_json_input(errors, "arguments", self.arguments):  # else they cannot be read
+            collect(errors, "arguments", lambda: object_field("arguments", self.arguments))
         if (self.queue_id is None) == (self.destination_exchange_id is None):
             errors.setdefault("queue", []).append("give a queue or a destination exchange, not both")
         destination = self.destination_exchange if self.destination_exchange_id is not None else None

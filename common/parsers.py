@@ -1,5 +1,5 @@
 """The API's JSON parser: DRF's, refusing JSON nested more than MAX_JSON_DEPTH levels, and
-numbers the broker cannot keep, as a 400.
+numbers the broker cannot keep, as a 400 (common/json_input.py).
 
 Python's decoder gives up on deep nesting with a RecursionError, which DRF's
 parser does not catch (it became a 500), and where it gives up depends on the
@@ -15,11 +15,9 @@ from typing import Any, Final
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 
-from broker.engine.jsoncodec import json_value_problem, nested_deeper_than
+from common.json_input import TOO_DEEP, json_input_problem
 
-# Deeper than any real document, well under every decoder's and database's limit.
-MAX_JSON_DEPTH: Final = 512
-_TOO_DEEP: Final = f"JSON parse error - the value is nested more than {MAX_JSON_DEPTH} levels deep"
+_TOO_DEEP: Final = f"JSON parse error - {TOO_DEEP}"
 
 
 # Python reads `1e400` as infinity, and integers of any size; the broker's JSON (orjson),
@@ -33,9 +31,7 @@ class JSONParser(parsers.JSONParser):
             value = super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError(_TOO_DEEP) from None
-        if nested_deeper_than(value, MAX_JSON_DEPTH):
-            raise ParseError(_TOO_DEEP)
-        problem = json_value_problem(value)
+        problem = json_input_problem(value)
         if problem is not None:
             raise ParseError(f"JSON parse error - {problem}")
         return value

@@ -13,13 +13,14 @@ from access.rules import Permissions
 from broker.engine.errors import BrokerError
 from broker.engine.exchanges import alternate_exchange
 from broker.engine.rules import object_field
-from common.admin_mixins import NameFixedOnceSaved
+from common.admin_mixins import CHECKED_JSON_FIELDS, NameFixedOnceSaved
 from exchanges.models import Exchange
 from exchanges.services import require_exchange_rights
 
 
 @admin.register(Exchange)
 class ExchangeAdmin(NameFixedOnceSaved, BrokerRightsRequired[Exchange]):
+    formfield_overrides = CHECKED_JSON_FIELDS  # what the API's parser refuses, refused
     list_display = ["name", "type", "durable", "auto_delete"]
     list_filter = ["type", "durable", "auto_delete"]
     search_fields = ["name"]

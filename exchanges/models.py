@@ -14,7 +14,7 @@ from broker.engine.exchanges import (
 )
 from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS, RESERVED_PREFIX
 from broker.engine.rules import check_name, is_name, object_field
-from common.validators import collect, validate_broker_name
+from common.validators import collect, refuse_json_input, validate_broker_name
 
 
 class ExchangeType(models.TextChoices):
@@ -55,7 +55,8 @@ class Exchange(models.Model):
             collect(errors, "name", lambda: check_name("exchange", self.name))
         if not self._state.adding:
             self._refuse_another_routing(errors)
-        collect(errors, "arguments", lambda: object_field("arguments", self.arguments))
+        if not refuse_json_input(errors, "arguments", self.arguments):  # else they cannot be read
+            collect(errors, "arguments", lambda: object_field("arguments", self.arguments))
         if not errors and isinstance(self.arguments, dict):
             # What the router needs to load it: a delayed exchange's type, an alternate's name.
             collect(errors, "arguments", lambda: alternate_exchange(self.arguments))

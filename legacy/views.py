@@ -26,7 +26,7 @@ from bindings.services import binding_create
 from broker.engine.errors import BrokerError
 from broker.engine.jsoncodec import json_value_problem, nested_deeper_than
 from common.api_errors import error_json, exception_json
-from common.parsers import MAX_JSON_DEPTH
+from common.json_input import MAX_JSON_DEPTH
 from exchanges.serializers import ExchangeSerializer
 from exchanges.services import exchange_declare, message_publish
 from queues.services import queue_declare

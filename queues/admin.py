@@ -23,7 +23,7 @@ from broker.engine.errors import BrokerError
 from broker.engine.names import held_for
 from broker.engine.queues import parse_queue_arguments
 from broker.engine.rules import object_field
-from common.admin_mixins import NameFixedOnceSaved
+from common.admin_mixins import CHECKED_JSON_FIELDS, NameFixedOnceSaved
 from queues.admin_browser import message_browser_view
 from queues.models import Message, Queue
 from queues.selectors import queue_live_counts
@@ -65,6 +65,7 @@ class _MessagesCounted(NestedObjects):
 
 @admin.register(Queue)
 class QueueAdmin(NameFixedOnceSaved, BrokerRightsRequired[Queue]):
+    formfield_overrides = CHECKED_JSON_FIELDS  # what the API's parser refuses, refused
     list_display = ["name", "durable", "auto_delete", "ready", "unacknowledged", "consumers", "browse"]
     list_filter = ["durable", "auto_delete"]
     search_fields = ["name"]

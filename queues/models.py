@@ -14,7 +14,7 @@ from broker.engine.names import held_for
 from broker.engine.queues import parse_queue_arguments, refuse_two_spellings
 from broker.engine.rules import check_name, is_name, object_field
 from common.limits import ensure_room
-from common.validators import collect, validate_broker_name
+from common.validators import collect, refuse_json_input, validate_broker_name
 
 
 class Queue(models.Model):
@@ -37,10 +37,12 @@ class Queue(models.Model):
             self.arguments = {}
         if self._state.adding and is_name(self.name):
             collect(errors, "name", lambda: check_name("queue", self.name))
-        if not self._state.adding:
-            self._refuse_fixed_changes(errors)
-        collect(errors, "arguments", lambda: parse_queue_arguments(object_field("arguments", self.arguments)))
-        collect(errors, "arguments", lambda: refuse_two_spellings(self.arguments if isinstance(self.arguments, dict) else None))
+        if not refuse_json_input(errors, "arguments", self.arguments):  # else they cannot be read
+            if not self._state.adding:
+                self._refuse_fixed_changes(errors)
+            collect(errors, "arguments", lambda: parse_queue_arguments(object_field("arguments", self.arguments)))
+            collect(errors, "arguments",
+                    lambda: refuse_two_spellings(self.arguments if isinstance(self.arguments, dict) else None))
         if self._state.adding:  # as queue_declare: past MAX_QUEUES only an existing queue is kept
             collect(errors, NON_FIELD_ERRORS, lambda: ensure_room(Queue, setting="MAX_QUEUES", kind="queues"))
         if errors:

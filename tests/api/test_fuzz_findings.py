@@ -18,7 +18,7 @@ from rest_framework.test import APIClient
 
 from broker.engine.jsoncodec import canonical, json_holds_nul, nested_deeper_than
 from broker.runtime.runtime import Runtime
-from common.parsers import MAX_JSON_DEPTH
+from common.json_input import MAX_JSON_DEPTH
 from tests.api.conftest import Api, error_code
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -301,3 +301,48 @@ def test_the_admin_takes_an_emptied_arguments_box_as_no_arguments(admin_client: 
     assert [(b.arguments, b.arguments_key) for b in Binding.objects.all()] == [({}, "{}"), ({}, "{}")]
     assert {"q0", "q1"} <= set(runtime_thread.broker.queues) and {"x0", "x1"} <= set(runtime_thread.broker.routing.exchanges)
     assert len(runtime_thread.broker.bindings) == 2
+
+
+def test_the_admin_refuses_in_arguments_what_the_api_s_parser_refuses(
+    admin_client: Client, runtime_thread: Runtime
+) -> None:
+    """An integer past 64 bits was stored (then the router's statistics frame failed, and no
+    console was updated until it was removed); NaN, a lone surrogate and deep nesting were 500s."""
+    queue = Queue.objects.create(name="q")
+    exchange = Exchange.objects.create(name="h", type="headers")
+    out_of_range, surrogate, too_deep = "a number is out of range", "a string holds a lone surrogate", \
+        "the value is nested more than 512 levels deep"
+    refused = {
+        "99999999999999999999999": out_of_range,
+        "NaN": out_of_range,
+        "1e400": out_of_range,
+        '"\\ud800"': surrogate,
+        "[" * 600 + "]" * 600: too_deep,
+        "[" * 5000 + "]" * 5000: too_deep,  # past Python's decoder: RecursionError
+    }
+    for value, problem in refused.items():
+        for_queue, other = f'{{"x-max-length": {value}}}', f'{{"a": {value}}}'
+        forms = (
+            ("/admin/queues/queue/add/", {"name": "q2", "durable": "on", "arguments": for_queue}),
+            ("/admin/exchanges/exchange/add/", {"name": "x2", "type": "direct", "durable": "on", "arguments": other}),
+            ("/admin/bindings/binding/add/", {"exchange": exchange.pk, "queue": queue.pk, "arguments": other}),
+            (f"/admin/queues/queue/{queue.pk}/change/", {"durable": "on", "arguments": for_queue}),
+        )
+        for url, form in forms:
+            answer = admin_client.post(url, form)
+            assert answer.status_code == 200, (url, value[:30])  # the form again, with the error
+            assert problem in answer.content.decode(), (url, value[:30])
+    assert list(Queue.objects.values_list("name", "arguments")) == [("q", {})]
+    assert not Exchange.objects.filter(name="x2").exists() and not Binding.objects.exists()
+    assert set(runtime_thread.broker.queues) == {"q"}
+
+    deep: Any = []
+    for _ in range(600):
+        deep = [deep]
+    for wrong, problem in ((10**23, out_of_range), (float("nan"), out_of_range), ("\ud800", surrogate), (deep, too_deep)):
+        for row in (Queue(name="q3", arguments={"x-max-length": wrong}),
+                    Exchange(name="x3", type="direct", arguments={"a": wrong}),
+                    Binding(exchange=exchange, queue=queue, arguments={"a": wrong})):
+            with pytest.raises(ValidationError) as refusal:
+                row.full_clean()  # a form of its own, or a script, is refused as well
+            assert problem in refusal.value.message_dict["arguments"][0]
