@@ -7,13 +7,12 @@ from django.db import models
 
 from broker.engine.exchanges import (
     DELAYED_TYPE,
-    alternate_exchange,
     check_delayed_name,
     parse_exchange_type,
     routing_kind_of,
 )
 from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS, RESERVED_PREFIX
-from broker.engine.rules import check_name, is_name, object_field
+from broker.engine.rules import alternate_exchange_field, check_name, is_name, object_field
 from common.validators import collect, refuse_json_input, validate_broker_name
 
 
@@ -59,7 +58,7 @@ class Exchange(models.Model):
             collect(errors, "arguments", lambda: object_field("arguments", self.arguments))
         if not errors and isinstance(self.arguments, dict):
             # What the router needs to load it: a delayed exchange's type, an alternate's name.
-            collect(errors, "arguments", lambda: alternate_exchange(self.arguments))
+            collect(errors, "arguments", lambda: alternate_exchange_field(self.arguments))
             if self.type in ExchangeType.values:
                 collect(errors, "arguments", lambda: routing_kind_of(self.type, self.arguments))
                 collect(errors, "name", lambda: check_delayed_name(parse_exchange_type(self.type), self.name))

@@ -21,7 +21,7 @@ from broker.engine.errors import BrokerError, Forbidden, NotFound, PreconditionF
 from broker.engine.exchanges import alternate_exchange, check_delayed_name, parse_exchange_type, routing_kind_of
 from broker.engine.jsoncodec import canonical
 from broker.engine.names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS, RESERVED_PREFIX
-from broker.engine.rules import bool_field, check_name, object_field
+from broker.engine.rules import alternate_exchange_field, bool_field, check_name, object_field
 from broker.protocol.publish import PublishRequest, prepare_publish
 from broker.router.calls import publish
 from broker.transport.authorization import Permissions
@@ -64,7 +64,7 @@ def exchange_declare(
         "auto_delete": bool_field("auto_delete", auto_delete),
         "arguments": object_field("arguments", arguments),
     }
-    alternate = alternate_exchange(wanted["arguments"])  # `invalid` before anything is stored
+    alternate = _alternate(name, wanted["arguments"])  # `invalid` before anything is stored
     if permissions is not None:
         require_exchange_rights(permissions, name=name, alternate=alternate)
     routing_kind_of(kind, wanted["arguments"])  # a delayed exchange's x-delayed-type
@@ -79,6 +79,19 @@ def exchange_declare(
                 f"(type {existing.type}, durable {existing.durable}, auto_delete {existing.auto_delete})"
             )
         return ExchangeDeclared(existing, False)
+
+
+def _alternate(name: str, arguments: Mapping[str, Any]) -> str | None:
+    """The alternate exchange `arguments` name, which must be an exchange's name. An exchange
+    stored by an earlier version with another one is declared again as it is, as its clients
+    do at start-up (its alternate, named so, was never reached)."""
+    try:
+        return alternate_exchange_field(arguments)
+    except BrokerError:
+        stored = Exchange.objects.filter(name=name).values_list("arguments", flat=True).first()
+        if stored is None or canonical(stored) != canonical(arguments):
+            raise
+        return alternate_exchange(arguments)
 
 
 def require_exchange_rights(permissions: Permissions, *, name: str, alternate: str | None = None) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from .errors import BrokerError, Forbidden
-from .exchanges import ExchangeType, parse_headers_match
+from .exchanges import ALTERNATE_EXCHANGE, ExchangeType, alternate_exchange, parse_headers_match
 from .jsoncodec import canonical, holds_nul, json_holds_nul
 from .names import DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS, NAME_PATTERN, RESERVED_PREFIX, held_for
 
@@ -66,6 +66,18 @@ def exchange_field(value: object, field: str = "exchange") -> str:
     if value in (DEFAULT_EXCHANGE, DEFAULT_EXCHANGE_ALIAS):
         return DEFAULT_EXCHANGE
     return name_field(field, value)
+
+
+def alternate_exchange_field(arguments: Mapping[str, Any]) -> str | None:
+    """An exchange's `alternate-exchange` argument given as input: an exchange's name, or `""`
+    for the default exchange; None without one. (The router loads what was stored before
+    as it is: `alternate_exchange`.)"""
+    alternate = alternate_exchange(arguments)
+    if alternate is not None and alternate != DEFAULT_EXCHANGE and not is_name(alternate):
+        problem = f"must be {NAME_PROBLEM} (or empty, for the default exchange)"
+        raise BrokerError(f"exchange argument {ALTERNATE_EXCHANGE!r}: {problem}",
+                          fields={"arguments": [f"{ALTERNATE_EXCHANGE}: {problem}"]})
+    return alternate
 
 
 def key_field(field: str, value: object) -> str:
