@@ -47,6 +47,19 @@ class StrictCharField(serializers.CharField):
         return str(super().to_internal_value(data))
 
 
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer, nothing else: DRF's IntegerField takes "5", 5.0 and true and turns them
+    into 5 and 1, where docs/protocol.md promises `invalid` for a wrong field. Form data is
+    all text: its digits are read as DRF reads them."""
+
+    default_error_messages = {"invalid": "must be an integer"}
+
+    def to_internal_value(self, data: Any) -> int:
+        if not is_form_input(self) and (isinstance(data, bool) or not isinstance(data, int)):
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
+
+
 class FormBooleanField(StrictBooleanField):
     """A boolean with a default that the browsable API's HTML form can still set to false.
 

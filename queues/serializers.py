@@ -9,7 +9,7 @@ from typing import Any, Final
 
 from rest_framework import serializers
 
-from common.fields import FormBooleanField, StrictBooleanField, StrictCharField
+from common.fields import FormBooleanField, StrictBooleanField, StrictCharField, StrictIntegerField
 
 
 class QueueDeclareSerializer(serializers.Serializer[Any]):
@@ -45,7 +45,7 @@ MAX_QUERY_INT: Final = 2**31 - 1
 
 
 class QueueGetSerializer(serializers.Serializer[Any]):
-    count = serializers.IntegerField(default=1, min_value=1, max_value=MAX_QUERY_INT)
+    count = StrictIntegerField(default=1, min_value=1, max_value=MAX_QUERY_INT)
     ack = FormBooleanField(default=True)
 
 

@@ -96,3 +96,13 @@ def test_the_browsable_forms_text_is_still_read(api: Api, runtime_thread: Runtim
     assert binding.status_code == 201, binding.json()
     bad = api.client.post("/api/queues/", {**form, "name": "g", "auto_delete": "maybe"}, format="multipart")
     assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid")
+
+
+@pytest.mark.parametrize("count", ["5", 5.0, True, "1e2"])
+def test_get_takes_a_json_integer_count_only(api: Api, runtime_thread: Runtime, count: Any) -> None:
+    """DRF's IntegerField took `"count": "5"` for 5 (and true for 1): 200, messages taken."""
+    assert api.post("/api/queues/", {"name": "q"})[0] == 201
+    assert api.post("/api/exchanges/amq.default/publish/", {"routing_key": "q", "body": 1})[0] == 200
+    refused(api.post("/api/queues/q/get/", {"count": count}), "count")
+    assert api.get("/api/queues/q/")[1]["messages_ready"] == 1  # nothing taken
+    assert len(api.post("/api/queues/q/get/", {"count": 5})[1]) == 1
