@@ -84,8 +84,11 @@ def parse_filter(raw: Mapping[str, Any] | None) -> MessageFilter:
     path = None
     if checked.get("path") is not None:
         text = checked["path"]
-        if not isinstance(text, str) or not text or text.count(".") >= MAX_PATH_DEPTH:
-            raise invalid("filter", f"path must be keys joined by dots (at most {MAX_PATH_DEPTH}), e.g. order.country")
+        # An empty key ("a..b", "a.") is a typo far more often than a body's "" key: it
+        # matched nothing, and an action on "all that match" took nothing, without a word.
+        if not isinstance(text, str) or text.count(".") >= MAX_PATH_DEPTH or "" in text.split("."):
+            raise invalid("filter", f"path must be keys joined by dots (at most {MAX_PATH_DEPTH}, none empty), "
+                                    "e.g. order.country")
         path = tuple(text.split("."))
     elif "value" in checked:
         raise invalid("filter", "value needs a path")

@@ -126,6 +126,18 @@ async def test_bad_actions_are_invalid_and_change_nothing(
     assert (await http.get("/api/queues/dead/messages/")).json()["count"] == 4
 
 
+async def test_a_filter_path_with_an_empty_key_is_invalid(http: httpx.AsyncClient, runtime: Runtime) -> None:
+    """`country..x` (or `country.`) was a path with an empty key: the page matched nothing,
+    and "delete all that match" answered 200, having taken nothing."""
+    await dead_letters(http, runtime)
+    for path in ("country..x", "country.", ".country"):
+        answer = await http.get("/api/queues/dead/messages/", params={"path": path})
+        assert (answer.status_code, answer.json()["error"]["code"]) == (400, "invalid"), path
+        status, body = await post(http, "/api/queues/dead/messages/delete/", {"all": True, "filter": {"path": path}})
+        assert (status, body["error"]["code"]) == (400, "invalid") and "filter" in body["error"]["fields"], path
+    assert (await http.get("/api/queues/dead/messages/")).json()["count"] == 4
+
+
 async def test_each_action_needs_its_rights(http: httpx.AsyncClient, runtime: Runtime, settings: Any) -> None:
     await dead_letters(http, runtime)
     settings.BROKER_ALLOW_ANONYMOUS = False

@@ -50,7 +50,10 @@ def test_filters(raw: dict[str, Any], bodies: list[Any]) -> None:
     assert [body(i.message) for i in ready_of(broker.queues["q"]) if wanted.matches(i.message)] == bodies
 
 
-@pytest.mark.parametrize("raw", [{"path": ""}, {"value": 1}, {"nope": 1}, {"header": {"value": "x"}}, {"routing_key": 5}])
+@pytest.mark.parametrize("raw", [
+    {"path": ""}, {"path": "a..b"}, {"path": "a."}, {"path": ".a"}, {"path": "."}, {"value": 1}, {"nope": 1},
+    {"header": {"value": "x"}}, {"routing_key": 5},
+])
 def test_a_bad_filter_is_invalid(raw: dict[str, Any]) -> None:
     with pytest.raises(BrokerError) as refused:
         parse_filter(raw)
