@@ -567,7 +567,8 @@ def test_unsubscribe_and_stop_during_a_resubscribe_retry(page: Any, http: httpx.
     page.evaluate(
         """async () => {
         window.events = [];
-        window.client = pubsub.connect("/ws", {minDelay: 300, maxDelay: 300});
+        // A retry waits 1-2 s: time for the unsubscribe below to come first on a busy machine.
+        window.client = pubsub.connect("/ws", {minDelay: 2000, maxDelay: 2000});
         for (const t of ["open", "reconnect", "error"]) client.addEventListener(t, (e) => events.push([t, e.detail]));
         window.sub = await within(client.subscribe({queue: "bm-retry"}, () => {}));
         window.stop = await within(client.watch(() => {}));
@@ -578,7 +579,7 @@ def test_unsubscribe_and_stop_during_a_resubscribe_retry(page: Any, http: httpx.
     page.wait_for_function("() => true")
     assert refused == {"subscribe", "watch"}
     page.evaluate("async () => { await within(sub.unsubscribe()); await within(stop()); }")
-    page.wait_for_timeout(700)  # past the retries' backoff
+    page.wait_for_timeout(2500)  # past the retries' backoff
     assert [frame[1] for frame in sent if frame[0] == 1 and frame[1] in ("subscribe", "watch")] == [
         "subscribe",
         "watch",
@@ -844,7 +845,7 @@ def test_a_connection_held_by_the_memory_alarm_is_told_and_its_heartbeat_kept(pa
     page.route_web_socket("**/ws", route)
     page.evaluate(
         """async () => {
-        window.client = pubsub.connect("/ws", {heartbeat: 300, minDelay: 50, maxDelay: 100});
+        window.client = pubsub.connect("/ws", {heartbeat: 1500, minDelay: 50, maxDelay: 100});
         window.flow = [];
         window.closes = [];
         client.addEventListener("blocked", (e) => flow.push(["blocked", e.detail.reason]));
@@ -854,13 +855,13 @@ def test_a_connection_held_by_the_memory_alarm_is_told_and_its_heartbeat_kept(pa
     }"""
     )
     held = True  # the "broker" reads nothing more from the page
-    for _ in range(8):  # 1.6 s: over twice the heartbeat
+    for _ in range(16):  # 4 s: over twice the heartbeat, a `blocked` every sixth of it
         routes[0].send('{"type": "blocked", "reason": "memory"}')
-        page.wait_for_timeout(200)
+        page.wait_for_timeout(250)
     held = False
     routes[0].send('{"type": "unblocked"}')
-    page.wait_for_function("flow.length === 9")
-    assert page.evaluate("flow") == [["blocked", "memory"]] * 8 + [["unblocked"]]
+    page.wait_for_function("flow.length === 17")
+    assert page.evaluate("flow") == [["blocked", "memory"]] * 16 + [["unblocked"]]
     assert page.evaluate("closes") == [] and len(routes) == 1  # never taken for dead
     page.evaluate("within(client.ping())")
 
