@@ -981,7 +981,11 @@ class Broker:
     def _give_back(self, queue: QueueState, envelopes: list[Envelope], fx: EffectsBuilder, now: float) -> None:
         """Unacknowledged messages back to the head, redelivered; with `x-delivery-limit`,
         one given back more times than the limit is dead-lettered instead (RabbitMQ's
-        quorum queues: a poison message does not loop for ever)."""
+        quorum queues: a poison message does not loop for ever). A `drop-head` queue they
+        put over its length drops from the head at once, as RabbitMQ does after a requeue
+        (not at the next publish, with messages never given back); `reject-publish` keeps
+        them, as RabbitMQ does. An auto-delete queue its last subscriber left is deleted
+        next: RabbitMQ deletes it without requeueing, so nothing is dropped from it."""
         for envelope in envelopes:
             envelope.returns += 1
         limit = queue.args.delivery_limit
@@ -994,6 +998,9 @@ class Broker:
                     kept.append(envelope)
             envelopes = kept
         queue.requeue(envelopes)
+        auto_deleted = queue.spec.auto_delete and queue.had_consumer and not queue.consumers
+        if queue.args.overflow is Overflow.DROP_HEAD and not auto_deleted:
+            self._enforce_length(queue, fx, now)
 
     def _detach_consumer(self, consumer: Consumer, now: float) -> list[Envelope]:
         """Take a subscription off its connection and queue; returns its unacknowledged messages."""

@@ -10,7 +10,7 @@ from broker.engine.broker import Broker
 from broker.engine.errors import BrokerError
 from broker.engine.exchanges import ExchangeSpec, ExchangeType
 from broker.engine.queues import QueueSpec
-from tests.engine.helpers import bind, bodies, exchange, msg, queue, ready, send, subscribe
+from tests.engine.helpers import bind, bodies, exchange, fill, msg, queue, ready, send, subscribe
 
 
 def dead_letter_topology(broker: Broker, **arguments: object) -> None:
@@ -281,3 +281,70 @@ def test_bytes_are_counted_through_requeues_and_removals() -> None:
     assert broker.queues["q"].ready.bytes == 10  # type: ignore[union-attr]
     broker.purge("q")
     assert broker.queues["q"].ready.bytes == 0  # type: ignore[union-attr]
+
+
+def _give_back(broker: Broker, how: str, connection: int, held: int) -> list[object]:
+    """Give back the `held` messages a subscriber holds (tags 1 to `held`), as `how` says;
+    returns what is delivered there and then."""
+    if how == "nack":
+        return bodies(broker.nack(connection, held, multiple=True, requeue=True, now=0.0).deliveries)
+    if how == "cancel":
+        return bodies(broker.cancel(connection, "s1", now=0.0)[1].deliveries)
+    if how == "close":
+        return bodies(broker.close_connection(connection, now=0.0).deliveries)
+    # A transaction-ack subscriber's copies, in doubt until the shell finds their rows still there.
+    effects = broker.close_connection(connection, now=0.0)
+    ((name, store_ids),) = [(doubt.queue, doubt.store_ids) for doubt in effects.in_doubt]
+    return bodies(broker.settle_in_doubt(name, store_ids, set(store_ids), now=0.0).deliveries)
+
+
+@pytest.mark.parametrize("how", ["nack", "cancel", "close", "in doubt"])
+def test_messages_given_back_past_max_length_push_out_the_head_at_once(how: str) -> None:
+    """As RabbitMQ after a requeue: the oldest go there and then (dead-lettered, `maxlen`),
+    not at the next publish, which took messages never given back with them."""
+    broker = Broker()
+    dead_letter_topology(broker, **{"x-max-length": 2})
+    consumer = subscribe(broker, "work", prefetch=3, ack="transaction" if how == "in doubt" else "client")
+    fill(broker, "work", 1, 2, 3, 4, 5)
+    delivered = _give_back(broker, how, consumer.connection, 3)
+    assert ready(broker, "dead") == [1, 2, 3]
+    assert {m.message.headers["x-death"][0]["reason"] for m in broker.queues["dead"].ready} == {"maxlen"}
+    if how == "nack":  # still subscribed, with room: it takes what is left
+        assert delivered == [4, 5] and ready(broker, "work") == []
+    else:
+        assert delivered == [] and ready(broker, "work") == [4, 5]
+        send(broker, "work", 6)
+        assert ready(broker, "work") == [5, 6] and ready(broker, "dead") == [1, 2, 3, 4]
+
+
+def test_messages_given_back_past_max_length_bytes_push_out_the_head_at_once() -> None:
+    broker = Broker()
+    dead_letter_topology(broker, **{"x-max-length-bytes": 10})
+    consumer = subscribe(broker, "work", prefetch=2)
+    fill(broker, "work", "aaa", "bbb", "ccc", "ddd")  # 5 bytes each as kept
+    broker.close_connection(consumer.connection, now=0.0)
+    assert ready(broker, "work") == ["ccc", "ddd"] and ready(broker, "dead") == ["aaa", "bbb"]
+
+
+@pytest.mark.parametrize("overflow", ["reject-publish", "reject-publish-dlx"])
+def test_a_reject_publish_queue_keeps_what_is_given_back_past_its_length(overflow: str) -> None:
+    """RabbitMQ drops from the head after a requeue only with `drop-head`."""
+    broker = Broker()
+    dead_letter_topology(broker, **{"x-max-length": 2, "x-overflow": overflow})
+    consumer = subscribe(broker, "work", prefetch=3)
+    fill(broker, "work", 1, 2, 3, 4, 5)
+    broker.close_connection(consumer.connection, now=0.0)
+    assert ready(broker, "work") == [1, 2, 3, 4, 5] and ready(broker, "dead") == []
+
+
+def test_an_auto_delete_queue_its_last_subscriber_left_drops_nothing_on_the_way_out() -> None:
+    """RabbitMQ deletes it without requeueing: nothing pushed out is dead-lettered."""
+    broker = Broker()
+    exchange(broker, "dlx", "fanout")
+    queue(broker, "dead")
+    bind(broker, "dlx", "dead")
+    queue(broker, "work", auto_delete=True, arguments={"x-max-length": 2, "x-dead-letter-exchange": "dlx"})
+    consumer = subscribe(broker, "work", prefetch=3)
+    fill(broker, "work", 1, 2, 3, 4, 5)
+    broker.close_connection(consumer.connection, now=0.0)
+    assert "work" not in broker.queues and ready(broker, "dead") == []

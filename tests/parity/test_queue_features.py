@@ -57,6 +57,23 @@ async def test_a_poison_message_is_dead_lettered_after_its_third_redelivery(targ
     client.writer.close()
 
 
+async def test_messages_given_back_past_max_length_push_out_the_head_at_once(target: Target) -> None:
+    dlx, dead = fanout_to_queue(target)
+    work = target.unique("work")
+    target.declare_queue(work, {"x-max-length": 2, "x-dead-letter-exchange": dlx})
+    client = await target.stomp()
+    await subscribe(client, work, prefetch=3)
+    for n in range(1, 6):
+        assert target.publish("", work, str(n))
+    assert [(await client.receive()).body for _ in range(3)] == [b"1", b"2", b"3"]
+    client.writer.close()  # leaves without acknowledging: back at the head, 5 ready where 2 fit
+    await eventually(lambda: target.ready(dead) == 3, what="the head pushed out")
+    assert [(got.body, got.headers["x-first-death-reason"]) for got in target.get(dead)] == [
+        ("1", "maxlen"), ("2", "maxlen"), ("3", "maxlen"),
+    ]
+    assert [got.body for got in target.get(work)] == ["4", "5"]
+
+
 async def test_unroutable_messages_go_to_the_alternate_exchange(target: Target) -> None:
     spare, lost = fanout_to_queue(target, "spare", "lost")
     main, eu = target.unique("main"), target.unique("eu")
