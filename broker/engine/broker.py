@@ -306,7 +306,7 @@ class Broker:
         *, dead_letter: bool = False,
     ) -> int:
         """Route `message` from its exchange (or from `via`) and enqueue its copies; a dead
-        letter skips each queue it would reach in a loop of deaths no client caused."""
+        letter skips each queue it would reach in a loop of deaths with no rejection in it."""
         routed = 0
         queues = self.queues
         own_ttl = expiration_of(message.headers)  # once, not per queue
@@ -989,15 +989,15 @@ class Broker:
         for envelope in envelopes:
             envelope.returns += 1
         limit = queue.args.delivery_limit
+        spent: list[Envelope] = []
         if limit is not None:
-            kept: list[Envelope] = []
-            for envelope in envelopes:
-                if envelope.returns > limit:
-                    self._dead_letter(queue, envelope, "delivery_limit", fx, now, 0)
-                else:
-                    kept.append(envelope)
-            envelopes = kept
+            spent = [envelope for envelope in envelopes if envelope.returns > limit]
+            envelopes = [envelope for envelope in envelopes if envelope.returns <= limit]
+        # The kept ones back first: the queue is in order again before dead-lettering routes
+        # anything (which enqueues and delivers in the queues it reaches).
         queue.requeue(envelopes)
+        for envelope in spent:
+            self._dead_letter(queue, envelope, "delivery_limit", fx, now, 0)
         auto_deleted = queue.spec.auto_delete and queue.had_consumer and not queue.consumers
         if queue.args.overflow is Overflow.DROP_HEAD and not auto_deleted:
             self._enforce_length(queue, fx, now)
@@ -1221,7 +1221,7 @@ class Broker:
         )
         queue.dead_lettered += 1
         # Through a delayed exchange too (a retry after a delay); a queue it reaches in a
-        # loop of deaths no client caused does not take it.
+        # loop of deaths with no rejection in it does not take it.
         self._hold_or_route(self.routing.exchanges.get(target), copy, fx, now, depth + 1, dead_letter=True)
 
 

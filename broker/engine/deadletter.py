@@ -17,9 +17,10 @@ from .messages import EXPIRATION, Message, make_message
 # A dead-lettered message republished this many times in one call is dropped:
 # a guard against topologies that feed dead letters back in a loop.
 MAX_DEAD_LETTER_DEPTH: Final = 16
-# Deaths a client caused (a rejection, or a delivery limit reached by its returns): a cycle
-# through one of them is a retry loop, not a loop of expiries.
-CLIENT_REASONS: Final = ("rejected", "delivery_limit")
+# Deaths a client caused: a cycle through one of them is a retry loop, not a loop of
+# expiries. Only a rejection, as in RabbitMQ: a delivery limit reached by a client's returns
+# breaks no cycle, so a queue dead-lettering to itself drops its poison message.
+CLIENT_REASONS: Final = ("rejected",)
 
 
 def dead_letter_copy(
@@ -67,7 +68,7 @@ def dead_letter_copy(
 
 def is_death_cycle(headers: Mapping[str, Any], queue: str) -> bool:
     """Would a dead letter (its death recorded) go round a loop into `queue`? It would when
-    it died in `queue` before with no death a client caused since, that one included
+    it died in `queue` before with no rejection since, that one included
     (RabbitMQ's rule, per queue reached: another queue on the way still gets it).
     `x-death` lists the newest death first."""
     deaths = headers.get("x-death")

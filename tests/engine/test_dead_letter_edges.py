@@ -3,7 +3,7 @@ requeue order across consumers (found in review)."""
 
 from __future__ import annotations
 
-from broker.engine.broker import Broker
+from broker.engine.broker import Broker, QueueCounts
 from tests.engine.helpers import bind, bodies, exchange, fill, queue, ready, ready_flags, send, subscribe
 
 
@@ -58,6 +58,36 @@ def test_a_loop_of_expiries_without_a_rejection_is_dropped() -> None:
     broker.tick(now=2.0)  # b -> a
     broker.tick(now=3.0)  # a again, no rejection since: dropped
     assert ready(broker, "a") == [] and ready(broker, "b") == []
+
+
+def _dead_letters_to_itself(broker: Broker, **arguments: object) -> None:
+    queue(broker, "q", arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "q", **arguments})
+
+
+def test_a_queue_dead_lettering_to_itself_drops_a_message_past_its_delivery_limit() -> None:
+    """As RabbitMQ: only a rejection breaks a cycle; a delivery limit reached is no retry
+    (it went round for ever, its `x-death` count growing)."""
+    broker = Broker()
+    _dead_letters_to_itself(broker, **{"x-delivery-limit": 1})
+    send(broker, "q", "poison")
+    consumer = subscribe(broker, "q", prefetch=1)
+    deliveries = list(consumer.effects.deliveries)
+    for _ in range(2):
+        tag = deliveries[-1].delivery_tag
+        deliveries.extend(broker.nack(consumer.connection, tag, multiple=False, requeue=True, now=0.0).deliveries)
+    assert [d.returns for d in deliveries] == [0, 1]
+    assert broker.queue_counts("q") == QueueCounts(0, 0, 1) and broker.queues["q"].dead_lettered == 1
+
+
+def test_messages_a_delivery_limit_keeps_go_back_before_the_others_are_handed_out() -> None:
+    broker = Broker()
+    _dead_letters_to_itself(broker, **{"x-delivery-limit": 1})
+    fill(broker, "q", 1, 2, 3, 4)
+    consumer = subscribe(broker, "q", prefetch=2)
+    assert bodies(consumer.effects.deliveries) == [1, 2]
+    assert bodies(broker.nack(consumer.connection, 1, multiple=False, requeue=True, now=0.0).deliveries) == [1]
+    effects = broker.nack(consumer.connection, 3, multiple=True, requeue=True, now=0.0)  # 2, and 1 past its limit
+    assert bodies(effects.deliveries) == [2, 3] and ready(broker, "q") == [4]
 
 
 def test_requeues_from_two_consumers_keep_the_queue_order_whoever_leaves_first() -> None:

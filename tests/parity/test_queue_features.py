@@ -57,6 +57,24 @@ async def test_a_poison_message_is_dead_lettered_after_its_third_redelivery(targ
     client.writer.close()
 
 
+async def test_a_queue_dead_lettering_to_itself_drops_a_message_past_its_delivery_limit(target: Target) -> None:
+    work = target.unique("work")
+    target.declare_queue(work, {
+        "x-queue-type": "quorum", "x-delivery-limit": 1, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": work,
+    })
+    assert target.publish("", work, "poison")
+    client = await target.stomp()
+    await subscribe(client, work, prefetch=1)
+    redelivered: list[str] = []
+    while len(redelivered) < 5 and not await silent(client, 1.5):  # 5: round and round
+        message = await client.receive()
+        redelivered.append(message.headers["redelivered"])
+        await client.send("NACK", {"id": message.headers["ack"]})  # requeue: it comes back, once
+    assert redelivered == ["false", "true"]  # then dead-lettered into a cycle with no rejection: dropped
+    assert target.ready(work) == 0
+    client.writer.close()
+
+
 async def test_messages_given_back_past_max_length_push_out_the_head_at_once(target: Target) -> None:
     dlx, dead = fanout_to_queue(target)
     work = target.unique("work")
