@@ -369,16 +369,16 @@ class Broker:
     @staticmethod
     def _rejects(queue: QueueState, message: Message) -> bool:
         """A queue with `reject-publish(-dlx)` takes no message that would put it over
-        `x-max-length` messages or `x-max-length-bytes` (unless a consumer has room for it
-        now: not when the queue's head is in the database, where it would wait behind)."""
+        `x-max-length` messages or `x-max-length-bytes`, even one a consumer has room for:
+        RabbitMQ checks the limit before it tries to deliver. (`drop-head` takes it: a
+        consumer with room gets it, else the head is dropped.)"""
         args = queue.args
         if args.overflow is Overflow.DROP_HEAD:
             return False
         limit, byte_limit = args.max_length, args.max_length_bytes
-        full = (limit is not None and queue.depth >= limit) or (
+        return (limit is not None and queue.depth >= limit) or (
             byte_limit is not None and queue.ready_bytes() + message_bytes(message) > byte_limit
         )
-        return full and (queue.backlog is not None or not queue.has_room())
 
     def _refuse(self, queue: QueueState, message: Message, fx: EffectsBuilder, now: float, depth: int) -> None:
         """A full queue refuses a message; with `reject-publish-dlx` it is dead-lettered too."""

@@ -478,12 +478,6 @@ class QueueState:
         """Does a copy of a message with this flag go to the database?"""
         return persistent and self.spec.durable and self.spec.exclusive_to is None
 
-    def has_room(self) -> bool:
-        """Could a consumer take a message now?"""
-        if self.args.single_active_consumer:
-            return bool(self.consumers) and self.consumers[0].has_room()
-        return any(consumer.has_room() for consumer in self.consumers)
-
     def requeue(self, envelopes: list[Envelope]) -> None:
         """Back to the head, in their original order (docs/protocol.md, "Delivery")."""
         if not envelopes:

@@ -239,15 +239,28 @@ def test_reject_publish_refuses_the_new_message() -> None:
     assert ready(broker, "limited") == ["a"]
 
 
-def test_reject_publish_still_hands_messages_to_a_consumer_with_room() -> None:
+@pytest.mark.parametrize("overflow", ["reject-publish", "reject-publish-dlx"])
+@pytest.mark.parametrize("limit", [{"max_length": 0}, {"max_length_bytes": 2}])
+def test_reject_publish_refuses_even_what_a_consumer_has_room_for(overflow: str, limit: dict[str, int]) -> None:
+    """As RabbitMQ, which checks the limit before it delivers (it was delivered, routed)."""
     broker = Broker()
-    queue(broker, "q", arguments={"max_length": 0, "overflow": "reject-publish"})
-    assert broker.publish(msg("", "q", "dropped"), now=0.0).routed == 0
-    sub = subscribe(broker, "q", prefetch=1)
-    assert broker.publish(msg("", "q", "delivered"), now=0.0).routed == 1
-    assert broker.publish(msg("", "q", "refused"), now=0.0).routed == 0
+    dead_letter_setup(broker, overflow=overflow, **limit)
+    subscribe(broker, "q", ack="auto")
+    published = broker.publish(msg("", "q", "refused"), now=0.0)
+    assert (published.routed, published.refused_by, published.effects.deliveries) == (0, "q", ())
+    assert ready(broker, "dead") == (["refused"] if overflow == "reject-publish-dlx" else [])
+
+
+@pytest.mark.parametrize("limit", [{"max_length": 0}, {"max_length_bytes": 2}])
+def test_drop_head_hands_a_consumer_with_room_what_the_queue_could_not_hold(limit: dict[str, int]) -> None:
+    """As RabbitMQ: a consumer with room takes a message before the queue's length counts."""
+    broker = Broker()
+    dead_letter_setup(broker, **limit)
+    subscribe(broker, "q", prefetch=1)
+    assert bodies(send(broker, "q", "delivered").deliveries) == ["delivered"]
+    assert send(broker, "q", "dropped").deliveries == ()
+    assert ready(broker, "q") == [] and ready(broker, "dead") == ["dropped"]
     assert broker.queue_counts("q") == QueueCounts(0, 1, 1)
-    assert sub.effects.deliveries == ()
 
 
 # -- expires and dead-letter cycles --------------------------------------------

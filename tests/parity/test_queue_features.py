@@ -130,6 +130,20 @@ async def test_a_full_reject_publish_queue_refuses_the_publisher(target: Target)
     assert target.publish("", queue, "third")  # room again
 
 
+async def test_a_queue_of_length_0_refuses_or_hands_over_as_its_overflow_says(target: Target) -> None:
+    refusing, dropping = target.unique("refusing"), target.unique("dropping")
+    target.declare_queue(refusing, {"x-max-length": 0, "x-overflow": "reject-publish"})
+    target.declare_queue(dropping, {"x-max-length": 0})
+    client = await target.stomp()
+    await subscribe(client, refusing, "0")
+    await subscribe(client, dropping, "1")
+    assert not target.publish("", refusing, "refused")  # the limit counts before a subscriber's room
+    assert target.publish("", dropping, "handed over")  # a subscriber with room takes it first
+    assert (await client.receive()).body == b"handed over"
+    assert await silent(client)
+    client.writer.close()
+
+
 async def test_reject_publish_dlx_dead_letters_what_it_refuses(target: Target) -> None:
     dlx, dead = fanout_to_queue(target)
     queue = target.unique("capped")
