@@ -134,6 +134,10 @@ class Broker:
         # delivered before it: they come back redelivered (at-least-once).
         self.restored_below = 0
         self._epochs = 0
+        # `now` plus this is the wall clock's time, seconds since the epoch: the time of a
+        # death in `x-death`. The shell, whose `now` is a monotonic clock, keeps it up to date;
+        # 0.0: `now` is the wall clock's time already.
+        self.wall_offset = 0.0
 
     # -- topology ------------------------------------------------------
 
@@ -1218,6 +1222,7 @@ class Broker:
             reason=reason,
             exchange=target,
             routing_key=queue.args.dead_letter_routing_key,
+            died_at=now + self.wall_offset,
         )
         queue.dead_lettered += 1
         # Through a delayed exchange too (a retry after a delay); a queue it reaches in a

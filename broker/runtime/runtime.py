@@ -127,6 +127,7 @@ class Runtime:
         self.broker.max_private_queues = max_private_queues
         self.broker.window = window
         self.broker.credit = credit
+        self._set_wall_offset()
         self._feed = TopologyFeed(layer)
         self.store = store
         self.writer: GroupCommitWriter | None = None
@@ -299,6 +300,7 @@ class Runtime:
         while True:
             await asyncio.sleep(TICK_SECONDS)
             try:
+                self._set_wall_offset()
                 self._apply(self.broker.tick(now=self._now()))
                 self._arm_release()
             except Exception:
@@ -347,6 +349,11 @@ class Runtime:
 
         took: float = await self.writer.in_thread(timed_ping)
         return took
+
+    def _set_wall_offset(self) -> None:
+        """The engine's clock to the wall clock's (x-death's `time`), again at each tick: the
+        wall clock may be set meanwhile, the monotonic one never is."""
+        self.broker.wall_offset = time.time() - self._now()
 
     def _now(self) -> float:
         """The engine's clock: the monotonic clock the loop's timers use (`call_at`), read now.

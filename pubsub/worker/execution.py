@@ -372,7 +372,10 @@ def _dead_letter(handler: Handler, message: Message, error: str) -> None:
         persistent=True,
         published_at=message.published_at,
     )
-    copy = dead_letter_copy(original, queue=message.queue, reason="rejected", exchange=exchange, routing_key=routing_key)
+    copy = dead_letter_copy(
+        original, queue=message.queue, reason="rejected", exchange=exchange, routing_key=routing_key,
+        died_at=time.time(),
+    )
     headers = dict(original.headers if copy is None else copy.headers)
     headers.update({
         "x-handler": handler.name,

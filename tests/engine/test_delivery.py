@@ -198,15 +198,17 @@ def test_nack_without_requeue_dead_letters_with_x_death() -> None:
     queue(broker, "q", arguments={"x-dead-letter-exchange": "dlx", "x-dead-letter-routing-key": "rejected-orders"})
     send(broker, "q", "order", headers={"x-trace": "t1"})
     sub = subscribe(broker, "q")
-    effects = broker.nack(sub.connection, 1, multiple=False, requeue=False, now=0.0)
+    broker.wall_offset = 1_795_867_200.0 - 10.0  # the engine's clock at 10.0 is this noon, UTC
+    effects = broker.nack(sub.connection, 1, multiple=False, requeue=False, now=15.25)
     (copy,) = effects.to_persist
     assert copy.queue == "dead"
     (envelope,) = broker.queues["dead"].ready
     headers = envelope.message.headers
     assert headers["x-trace"] == "t1"
-    assert headers["x-death"] == [
-        {"queue": "q", "reason": "rejected", "exchange": "", "routing-keys": ["q"], "count": 1}
-    ]
+    assert headers["x-death"] == [{
+        "queue": "q", "reason": "rejected", "time": "2026-11-28T12:00:05.250000Z",
+        "exchange": "", "routing-keys": ["q"], "count": 1,
+    }]
     assert (headers["x-first-death-queue"], headers["x-first-death-reason"]) == ("q", "rejected")
     assert envelope.message.routing_key == "rejected-orders"
     assert envelope.redelivered is False
@@ -217,11 +219,12 @@ def test_rejecting_the_same_message_twice_counts_the_deaths() -> None:
     queue(broker, "q", arguments={"dead_letter_exchange": ""})  # back to itself by its routing key
     send(broker, "q", "boomerang")
     sub = subscribe(broker, "q")
-    broker.nack(sub.connection, 1, multiple=False, requeue=False, now=0.0)
-    broker.nack(sub.connection, 2, multiple=False, requeue=False, now=0.0)
+    broker.nack(sub.connection, 1, multiple=False, requeue=False, now=1.0)
+    broker.nack(sub.connection, 2, multiple=False, requeue=False, now=2.0)
     (pending,) = broker.connections[sub.connection].unacked.values()
-    assert pending.envelope.message.headers["x-death"] == [
-        {"queue": "q", "reason": "rejected", "exchange": "", "routing-keys": ["q"], "count": 2}
+    assert pending.envelope.message.headers["x-death"] == [  # the time of the first, as RabbitMQ 3.10
+        {"queue": "q", "reason": "rejected", "time": "1970-01-01T00:00:01.000000Z", "exchange": "",
+         "routing-keys": ["q"], "count": 2}
     ]
 
 

@@ -181,7 +181,10 @@ def test_tick_expires_messages_past_their_ttl_and_dead_letters_them() -> None:
     assert ready(broker, "dead") == ["old"]
     (dead,) = broker.queues["dead"].ready
     (death,) = dead.message.headers["x-death"]
-    assert death == {"queue": "q", "reason": "expired", "exchange": "", "routing-keys": ["q"], "count": 1}
+    assert death == {
+        "queue": "q", "reason": "expired", "time": "1970-01-01T00:00:01.000000Z",  # `now`: no wall_offset
+        "exchange": "", "routing-keys": ["q"], "count": 1,
+    }
     assert dead.message.headers["x-first-death-reason"] == "expired"
     assert dead.message.exchange == "dlx" and dead.message.routing_key == "q"
     stored = [copy.store_id for copy in effects.to_persist]

@@ -170,7 +170,9 @@ def test_a_message_s_own_expiration_drops_it_or_dead_letters_it_with_its_origina
     broker.tick(now=1.1)
     assert ready(broker, "work") == ["forever"] and ready(broker, "dead") == ["short"]
     headers = broker.queues["dead"].ready[0].message.headers
-    assert "expiration" not in headers and headers["original-expiration"] == "1000"
+    # As RabbitMQ: in the death's entry, not a header of its own.
+    assert "expiration" not in headers and "original-expiration" not in headers
+    assert headers["x-death"][0]["original-expiration"] == "1000"
     assert headers["x-first-death-reason"] == "expired"
     broker.tick(now=100.0)
     assert ready(broker, "dead") == ["short"]  # it does not expire again there
@@ -348,3 +350,28 @@ def test_an_auto_delete_queue_its_last_subscriber_left_drops_nothing_on_the_way_
     fill(broker, "work", 1, 2, 3, 4, 5)
     broker.close_connection(consumer.connection, now=0.0)
     assert "work" not in broker.queues and ready(broker, "dead") == []
+
+
+def test_each_death_says_when_it_was_and_a_later_one_keeps_the_first_s_entry_as_rabbitmq() -> None:
+    """x-death's `time` (RabbitMQ's AMQP timestamp) in `published_at`'s form, from the
+    engine's clock and the shell's `wall_offset`; `original-expiration` in the entry the
+    death made, whatever its reason."""
+    broker = Broker()
+    exchange(broker, "retry", "fanout")
+    queue(broker, "work", arguments={"x-dead-letter-exchange": "retry"})
+    queue(broker, "later", arguments={"x-message-ttl": 1000, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "work"})
+    bind(broker, "retry", "later")
+    broker.wall_offset = 1_795_867_200.0  # the engine's clock at 0.0 is this noon, UTC
+    send(broker, "work", "job", headers={"expiration": "60000"})
+    consumer = subscribe(broker, "work", prefetch=1)
+    broker.nack(consumer.connection, 1, multiple=False, requeue=False, now=0.5)  # to `later`, then back
+    (back,) = broker.tick(now=2.0).deliveries
+    deaths = back.message.headers["x-death"]
+    assert [(d["queue"], d["reason"], d["time"], d.get("original-expiration")) for d in deaths] == [
+        ("later", "expired", "2026-11-28T12:00:02.000000Z", None),
+        ("work", "rejected", "2026-11-28T12:00:00.500000Z", "60000"),
+    ]
+    broker.nack(consumer.connection, back.delivery_tag, multiple=False, requeue=False, now=3.0)
+    (again,) = broker.queues["later"].ready
+    first = again.message.headers["x-death"][0]
+    assert (first["queue"], first["count"], first["time"]) == ("work", 2, "2026-11-28T12:00:00.500000Z")

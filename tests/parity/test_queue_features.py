@@ -166,6 +166,9 @@ async def test_a_message_s_own_expiration_dead_letters_it_on_time(target: Target
     await eventually(lambda: target.ready(dead) == 1, timeout=5, what="the message expired")
     (got,) = target.get(dead)
     assert (got.body, got.headers["x-first-death-reason"]) == ("short", "expired")
+    (death,) = got.headers["x-death"]
+    assert "time" in death and death["original-expiration"] == "200"  # in the entry, not a header
+    assert "original-expiration" not in got.headers and "expiration" not in got.headers
     assert target.ready(queue) == 0
 
 

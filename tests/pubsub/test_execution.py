@@ -143,6 +143,8 @@ def test_a_dead_lettered_message_leaves_the_brokers_delivery_count_behind() -> N
     (dead,) = published
     assert (dead.exchange, dead.routing_key, dead.headers["x-trace"]) == ("", "q.dead", "t")
     assert "x-delivery-count" not in dead.headers
+    (death,) = dead.headers["x-death"]
+    assert (death["reason"], death["time"][:2], death["time"][-1]) == ("rejected", "20", "Z")  # when, as published_at
 
 
 def test_a_suspect_s_attempts_are_recorded_before_each_and_spent_ones_are_given_up() -> None:
