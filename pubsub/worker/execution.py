@@ -10,6 +10,11 @@ the first commits, then finds it gone; on SQLite the database's write lock
 orders them the same way. The broker sends such deliveries only once their
 row is committed (AckMode.TRANSACTION), so a missing row never means "not yet".
 
+A database error before any handler of the batch ran (a connection the server dropped
+looks usable until its first statement) is no attempt: the batch runs once more on a new
+connection, and if that fails too its messages are NOT_ATTEMPTED, none of their attempts
+used up.
+
 Failures are settled in a transaction of their own: the attempt is counted, or
 the message is dead-lettered (published through the outbox, so exactly once)
 and its row deleted. Imports no asyncio.
@@ -28,6 +33,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
+from django.db import Error as DbError  # DatabaseError and InterfaceError (a closed connection's)
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 from django.db.models import Q
 
@@ -53,6 +59,10 @@ MAX_ERROR_CHARS: Final = 1000
 # libpq's PQTRANS_INERROR: a transaction that a failed statement aborted.
 TRANSACTION_INERROR: Final = 3
 DEAD_SUFFIX: Final = ".dead"
+# A connection not used for this long is tried (PostgreSQL: a `SELECT 1`) before it is used
+# again: the server, a proxy or a firewall may have dropped it meanwhile, and it looks fine
+# until its next statement fails.
+IDLE_CHECK_SECONDS: Final = 5.0
 
 
 class Outcome(StrEnum):
@@ -61,17 +71,28 @@ class Outcome(StrEnum):
     RETRY = "retry"
     DEAD_LETTERED = "dead-lettered"
     NOT_STARTED = "not started"  # the process stopped first: the broker gives it back
+    # The database failed before its handler ran (its batch's claim): no attempt was made,
+    # none is counted; the runner tries it again once the database answers.
+    NOT_ATTEMPTED = "not attempted"
+
+
+class Unavailable(Exception):
+    """The database failed before any handler of a batch ran: the batch was not attempted."""
 
 
 def fresh_connection() -> None:
     """Keep the worker thread's connection from message to message (the project's
     CONN_MAX_AGE of 0 is for request threads: a connection per message would cost more
-    than the message); replace it when it broke, or when an interrupted call (a time
-    limit) left it inside a transaction."""
+    than the message); replace it when it broke, when it was left idle long enough to
+    have been dropped and no longer answers, or when an interrupted call (a time limit)
+    left it inside a transaction."""
     connection = connections[DEFAULT_DB_ALIAS]
+    now = time.monotonic()
+    idle = now - getattr(connection, "_pubsub_used_at", now)
+    connection._pubsub_used_at = now  # type: ignore[attr-defined]
     if connection.in_atomic_block or connection.savepoint_ids or connection.needs_rollback:
         discard_connection()
-    elif connection.connection is not None and connection.errors_occurred:
+    elif connection.connection is not None and (connection.errors_occurred or idle >= IDLE_CHECK_SECONDS):
         if not connection.is_usable():
             connection.close()
         connection.errors_occurred = False
@@ -159,7 +180,9 @@ def run_suspect(
     handler: Handler, message: Message, store_id: int, watched: Watched
 ) -> tuple[int, Outcome | Failed | GaveUp]:
     """A sync handler's suspect, alone in its transaction, its attempt recorded first: the
-    attempt's number and its outcome."""
+    attempt's number and its outcome. NOT_ATTEMPTED (the database failed between the record
+    and the claim) still counts, as an attempt its process did not live through does: the
+    record is what makes a suspect's attempts count."""
     attempt, given_up = begin_attempt(handler, message, store_id)
     if given_up is not None:
         return attempt, GaveUp(given_up)
@@ -209,10 +232,16 @@ def handle_batch(
     """Run the handler on each message, all in one transaction that also removes their
     stored copies: one commit for many messages. When one fails, the whole transaction is
     rolled back and each message is run again in a transaction of its own, so only the
-    failing one fails. Each message's effects still commit with its removal, or not at all."""
+    failing one fails. Each message's effects still commit with its removal, or not at all.
+    When the database fails before any handler ran, on a new connection too, the messages
+    were not attempted (NOT_ATTEMPTED): no attempt of theirs is used up."""
     started = time.monotonic()
     try:
-        return _handle_together(handler, items, watched)
+        return _handle_reconnecting(handler, items, watched)
+    except Unavailable as error:
+        log.warning("handler %s: the database failed before the handler ran (%s): %d message(s) not attempted",
+                    handler.name, error.__cause__, len(items))
+        return [Outcome.NOT_ATTEMPTED] * len(items)
     except HANDLER_FAILURES as error:
         if isinstance(error, TimeLimitExceeded):
             discard_connection()  # it may have landed inside Django's own transaction bookkeeping
@@ -222,7 +251,11 @@ def handle_batch(
     for item in items:
         started = time.monotonic()
         try:
-            outcomes.append(_handle_together(handler, [item], watched)[0])
+            outcomes.append(_handle_reconnecting(handler, [item], watched)[0])
+        except Unavailable as error:
+            log.warning("handler %s: message %s: the database failed before the handler ran (%s): not attempted",
+                        handler.name, item[0].message_id, error.__cause__)
+            outcomes.append(Outcome.NOT_ATTEMPTED)
         except HANDLER_FAILURES as error:
             if isinstance(error, TimeLimitExceeded):
                 discard_connection()
@@ -230,41 +263,61 @@ def handle_batch(
     return outcomes
 
 
+def _handle_reconnecting(
+    handler: Handler, items: Sequence[tuple[Message, int | None]], watched: Watched
+) -> list[Outcome | Failed]:
+    """`_handle_together`, once more on a new connection when the database failed before
+    any handler ran: a connection the server dropped (while idle, or at a failover) looks
+    usable until its first statement fails, and that is no attempt of the handler's."""
+    try:
+        return _handle_together(handler, items, watched)
+    except Unavailable:
+        discard_connection()
+    return _handle_together(handler, items, watched)
+
+
 def _handle_together(
     handler: Handler, items: Sequence[tuple[Message, int | None]], watched: Watched
 ) -> list[Outcome | Failed]:
-    fresh_connection()
-    _limit_statements(handler.time_limit)
-    outcomes: list[Outcome | Failed] = []
-    with transaction.atomic(durable=True):
-        stored = [(store_id, message.message_id) for message, store_id in items if store_id is not None]
-        claimed = _claim_all(stored) if stored else set()
-        done: list[tuple[Message, Any]] = []
-        retried: list[tuple[int, str]] = []
-        for message, store_id in items:
-            if store_id is not None:
-                if message.delivery_count > 1 or message.redelivered:
-                    retried.append((store_id, message.message_id))  # its attempts may be recorded: done with them
-                if store_id not in claimed:  # gone before, or a second copy in this batch
-                    outcomes.append(Outcome.ALREADY_HANDLED)
-                    continue
-                claimed.discard(store_id)
-            done.append((message, watched.run(handler.function, message, limit=handler.time_limit)))
-            outcomes.append(Outcome.HANDLED)
-        if retried:  # by id and message id: a store id may be given again after a router's restart
-            HandlerAttempt.objects.filter(
-                functools.reduce(operator.or_, (Q(store_id=store_id, message_id=mid) for store_id, mid in retried))
-            ).delete()
-        if handler.flush is not None and done:
-            handler.flush(done)
-        if transaction.get_rollback():
-            # A handler caught a database error (or asked for a rollback): nothing commits,
-            # so nothing may be acknowledged.
-            raise RuntimeError("the transaction was marked for rollback (a database error caught in a handler?)")
-        if _aborted():
-            # The same, where Django marked nothing (a raw cursor's or a query's error caught
-            # with no atomic block of its own): PostgreSQL's COMMIT would roll back in silence.
-            raise RuntimeError("a statement failed in the transaction (a database error caught in a handler?)")
+    ran = False  # a handler was called: a database error from here on is the attempt's
+    try:
+        fresh_connection()
+        _limit_statements(handler.time_limit)
+        outcomes: list[Outcome | Failed] = []
+        with transaction.atomic(durable=True):
+            stored = [(store_id, message.message_id) for message, store_id in items if store_id is not None]
+            claimed = _claim_all(stored) if stored else set()
+            done: list[tuple[Message, Any]] = []
+            retried: list[tuple[int, str]] = []
+            for message, store_id in items:
+                if store_id is not None:
+                    if message.delivery_count > 1 or message.redelivered:
+                        retried.append((store_id, message.message_id))  # its attempts may be recorded: done with them
+                    if store_id not in claimed:  # gone before, or a second copy in this batch
+                        outcomes.append(Outcome.ALREADY_HANDLED)
+                        continue
+                    claimed.discard(store_id)
+                ran = True
+                done.append((message, watched.run(handler.function, message, limit=handler.time_limit)))
+                outcomes.append(Outcome.HANDLED)
+            if retried:  # by id and message id: a store id may be given again after a router's restart
+                HandlerAttempt.objects.filter(
+                    functools.reduce(operator.or_, (Q(store_id=store_id, message_id=mid) for store_id, mid in retried))
+                ).delete()
+            if handler.flush is not None and done:
+                handler.flush(done)
+            if transaction.get_rollback():
+                # A handler caught a database error (or asked for a rollback): nothing commits,
+                # so nothing may be acknowledged.
+                raise RuntimeError("the transaction was marked for rollback (a database error caught in a handler?)")
+            if _aborted():
+                # The same, where Django marked nothing (a raw cursor's or a query's error caught
+                # with no atomic block of its own): PostgreSQL's COMMIT would roll back in silence.
+                raise RuntimeError("a statement failed in the transaction (a database error caught in a handler?)")
+    except DbError as error:
+        if ran:
+            raise
+        raise Unavailable from error
     return outcomes
 
 

@@ -59,8 +59,9 @@ RECONNECT_SECONDS: Final = (0.2, 0.5, 1.0, 2.0, 5.0)
 # its periodic jobs (publishing the deferred tasks that became due).
 REPORT_SECONDS: Final = 2.0
 TICK_SECONDS: Final = 1.0
-# A failed attempt whose recording failed (the database away) is recorded again this soon,
-# then twice as late each time, up to the most.
+# A failed attempt whose recording failed, or an attempt the database failed before the
+# handler ran (the database away), is tried again this soon, then twice as late each time,
+# up to the most.
 SETTLE_RETRY_SECONDS: Final = 1.0
 SETTLE_RETRY_MAX_SECONDS: Final = 30.0
 # How long a stop that leaves a handler running waits to remove this process's status rows.
@@ -371,11 +372,11 @@ class Runner:
         outcome: Outcome | Failed,
     ) -> None:
         """A first attempt's outcome from its batch: acknowledged, or handed to `_process`
-        for its failure (retries, dead-lettering)."""
+        for its failure (retries, dead-lettering) or to be attempted again."""
         if outcome is Outcome.NOT_STARTED:
             return  # the broker gives it back (the connection closes, or already has)
-        if isinstance(outcome, Failed):
-            self._track(self._process(handler, frame, ws, generation, message=message, failure=outcome))
+        if isinstance(outcome, Failed) or outcome is Outcome.NOT_ATTEMPTED:
+            self._track(self._process(handler, frame, ws, generation, message=message, first=outcome))
             return
         self.counts[handler.name][outcome.value] += 1
         _log_settled(handler, message, outcome)
@@ -384,16 +385,17 @@ class Runner:
 
     async def _process(
         self, handler: Handler, frame: dict[str, Any], ws: ClientConnection, generation: int,
-        *, message: Message | None = None, failure: Failed | None = None,
+        *, message: Message | None = None, first: Failed | Outcome | None = None,
     ) -> None:
         """A message through to its ack: its attempts, their backoff, its dead-lettering.
-        `failure`: how its first attempt (`message`), run in a batch, failed."""
+        `first`: how its first attempt (`message`), run in a batch, ended: failed, or not
+        attempted (the database failed before the handler ran)."""
         assert self._stopping is not None
         store_id = frame.get("store_id")
         message = message or _message(handler, frame)
-        suspect = failure is None and store_id is not None and _returns(message) >= SUSPECT_RETURNS
+        suspect = first is None and store_id is not None and _returns(message) >= SUSPECT_RETURNS
         last_error, spent = "", False
-        if failure is None and message.redelivered and store_id is not None and not suspect:
+        if first is None and message.redelivered and store_id is not None and not suspect:
             executor = self._executors[handler.name]
             try:
                 earlier, last_error = await asyncio.get_running_loop().run_in_executor(
@@ -407,10 +409,13 @@ class Runner:
             # how often copies were given back): given up on, not run again.
             spent = earlier >= handler.retry.max_attempts
             message = replace(message, delivery_count=earlier if spent else earlier + 1)
+        unavailable_delay = SETTLE_RETRY_SECONDS
         while True:
-            if failure is not None:
-                outcome = await self._failed(handler, message, store_id, failure.error, failure.seconds, generation)
-                failure = None
+            if isinstance(first, Failed):
+                outcome = await self._failed(handler, message, store_id, first.error, first.seconds, generation)
+                first = None
+            elif first is not None:
+                outcome, first = first, None
             elif self._stopping.is_set():
                 return  # not started: the broker gives it back when the connection closes
             elif spent:
@@ -429,6 +434,19 @@ class Runner:
                 outcome = await self._attempt(handler, message, store_id, generation)
             if outcome is Outcome.NOT_STARTED:
                 return
+            if outcome is Outcome.NOT_ATTEMPTED:  # the database failed before the handler ran
+                log.warning("handler %s: message %s, attempt %d not made (the database failed first); "
+                            "trying again in %g s", handler.name, message.message_id, message.delivery_count,
+                            unavailable_delay)
+                try:
+                    await within(self._stopping.wait(), unavailable_delay)
+                    return  # stopping: it comes back from the broker, this attempt not counted
+                except TimeoutError:
+                    pass
+                if generation != self._generation:
+                    return  # its connection is gone: the broker hands it out again
+                unavailable_delay = min(unavailable_delay * 2, SETTLE_RETRY_MAX_SECONDS)
+                continue  # the same attempt: none was used up
             self.counts[handler.name][outcome.value] += 1
             if outcome is not Outcome.RETRY:
                 break

@@ -1,19 +1,24 @@
 """A handler's batch against the database (pubsub/worker/execution.py): each stored copy is
 claimed once by its id and message id, a handler's caught database error commits nothing,
-and a connection left inside a transaction is replaced."""
+a connection left inside a transaction or dropped by the server is replaced, and a database
+failure before the handler ran uses up no attempt."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
 import pytest
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, OperationalError, connections, transaction
 
 from pubsub.handling import Handler, Message, Retry
 from pubsub.models import HandlerAttempt
 from pubsub.testing import capture_published
+from pubsub.worker import execution
 from pubsub.worker.execution import Failed, Outcome, begin_attempt, handle_batch, settle_failure
 from pubsub.worker.time_limit import Watched
 from queues.models import Message as StoredMessage
@@ -129,6 +134,89 @@ def test_a_connection_left_inside_a_transaction_is_replaced() -> None:
     outcomes = handle_batch(spec(lambda m: runs.append(m.message_id)), [(message("m3"), store_id)], Watched())
     assert outcomes == [Outcome.HANDLED] and runs == ["m3"]
     assert not connection.in_atomic_block
+
+
+@contextmanager
+def _dropped_by_the_server() -> Iterator[None]:
+    """The thread's connection ended under it, as a server's restart or idle timeout ends it:
+    it looks usable until its next statement. (SQLite: a closed connection put in its place.)"""
+    connection = connections[DEFAULT_DB_ALIAS]
+    connection.ensure_connection()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            (pid,) = cursor.fetchone()
+        dropped = connection.connection
+        other = connections.create_connection(DEFAULT_DB_ALIAS)
+        try:
+            with other.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])  # returns once it ended
+        finally:
+            other.close()
+        try:
+            yield
+        finally:
+            if connection.connection is dropped:  # not replaced: the next test gets a working one
+                connection.close()
+        return
+    working, dropped = connection.connection, sqlite3.connect(":memory:")
+    dropped.close()
+    connection.connection = dropped
+    try:
+        yield
+    finally:
+        if connection.connection is dropped:  # not replaced: put the test database's back
+            connection.connection = working
+        else:
+            working.close()
+
+
+def test_a_connection_the_server_dropped_is_replaced_and_the_handler_runs() -> None:
+    """Its first statement (the claim) fails: that is no attempt of the handler's. A one-message
+    batch counted it as a failed attempt without running the handler (max_attempts=1: a task
+    FAILED that never ran)."""
+    runs: list[str] = []
+    store_id = stored(4, "m4")
+    with _dropped_by_the_server():
+        outcomes = handle_batch(spec(lambda m: runs.append(m.message_id)), [(message("m4"), store_id)], Watched())
+    assert outcomes == [Outcome.HANDLED] and runs == ["m4"]
+    assert not StoredMessage.objects.exists()
+
+
+@pytest.mark.postgresql
+@pytest.mark.skipif(
+    connections[DEFAULT_DB_ALIAS].vendor != "postgresql", reason="SQLite's connections are not dropped by a server"
+)
+def test_a_connection_idle_long_enough_is_tried_before_it_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    connection = connections[DEFAULT_DB_ALIAS]
+    execution.fresh_connection()
+    with _dropped_by_the_server():
+        dropped = connection.connection
+        monkeypatch.setattr(execution, "IDLE_CHECK_SECONDS", 0.0)
+        execution.fresh_connection()
+        assert connection.connection is not dropped
+    assert StoredMessage.objects.count() == 0  # the next statement runs on a new connection
+
+
+def test_a_database_failing_before_the_handler_runs_uses_up_no_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a new connection too: the messages are not attempted (the runner tries them again),
+    neither failed nor dead-lettered. A handler's own database error is its attempt's failure."""
+    runs: list[str] = []
+    items = [(message("a"), stored(5, "a")), (message("b"), stored(6, "b"))]
+
+    def claim_all(copies: list[tuple[int, str]]) -> set[int]:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(execution, "_claim_all", claim_all)
+        assert handle_batch(spec(lambda m: runs.append(m.message_id)), items, Watched()) == [Outcome.NOT_ATTEMPTED] * 2
+    assert runs == [] and StoredMessage.objects.count() == 2
+
+    def handler(m: Message) -> None:
+        raise OperationalError("the handler's own query failed")
+
+    outcomes = handle_batch(spec(handler), items[:1], Watched())
+    assert isinstance(outcomes[0], Failed) and isinstance(outcomes[0].error, OperationalError)
 
 
 def test_a_dead_lettered_message_leaves_the_brokers_delivery_count_behind() -> None:

@@ -1,18 +1,21 @@
 """`runhandlers`' runner around a failed attempt (pubsub/worker/runner.py): an async
 handler's own CancelledError is a failure like any other; the failure is recorded before
 anything else happens, and when recording it fails (the database away), it is tried again,
-and the handler is not run again meanwhile: that may have been its last attempt."""
+and the handler is not run again meanwhile: that may have been its last attempt. An attempt
+the database failed before is made again, as the same attempt."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from broker.engine.jsoncodec import loads
 from pubsub.handling import Handler, Message, Retry
 from pubsub.worker import execution, runner
 from pubsub.worker.execution import Failed, Outcome
@@ -100,6 +103,63 @@ async def test_a_lost_connection_ends_the_tries_too(monkeypatch: pytest.MonkeyPa
     outcome = await made._failed(handler, _message(3), 7, RuntimeError("boom"), 0.1, made._generation)
 
     assert outcome is Outcome.NOT_STARTED and calls == [1]  # the broker hands it out again
+
+
+class _Socket:
+    """The broker's end of the connection: keeps the frames sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    async def send(self, frame: str) -> None:
+        self.sent.append(loads(frame))
+
+
+async def _settled_all(made: Runner) -> None:
+    while made._tasks:
+        await asyncio.wait_for(asyncio.gather(*made._tasks), timeout=5)
+
+
+async def test_a_message_not_attempted_is_attempted_again_as_the_same_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database failed before its handler ran (execution.py: NOT_ATTEMPTED): the same
+    attempt once it answers, neither counted nor acknowledged meanwhile."""
+    attempts: list[int] = []
+
+    async def attempt(handler: Handler, message: Message, store_id: Any, generation: int) -> Outcome:
+        attempts.append(message.delivery_count)
+        return Outcome.NOT_ATTEMPTED if len(attempts) < 2 else Outcome.HANDLED
+
+    monkeypatch.setattr(runner, "SETTLE_RETRY_SECONDS", 0.01)
+    handler = _handler()
+    made = _runner(handler)
+    monkeypatch.setattr(made, "_attempt", attempt)
+    made._ws = socket = _Socket()  # type: ignore[assignment]
+
+    made._settled(handler, {"delivery_tag": 5, "store_id": 7}, socket, made._generation, _message(1),
+                  Outcome.NOT_ATTEMPTED)
+    await _settled_all(made)
+
+    assert attempts == [1, 1] and made.counts["h"] == Counter({"handled": 1})
+    assert socket.sent == [{"type": "ack", "delivery_tags": [5]}]
+
+
+async def test_a_stop_while_the_database_is_away_leaves_the_message_to_the_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def attempt(handler: Handler, message: Message, store_id: Any, generation: int) -> Outcome:
+        return Outcome.NOT_ATTEMPTED
+
+    monkeypatch.setattr(runner, "SETTLE_RETRY_SECONDS", 0.01)
+    handler = _handler()
+    made = _runner(handler)
+    monkeypatch.setattr(made, "_attempt", attempt)
+    made._ws = socket = _Socket()  # type: ignore[assignment]
+    assert made._stopping is not None
+    asyncio.get_running_loop().call_later(0.1, made._stopping.set)
+
+    made._settled(handler, {"delivery_tag": 5, "store_id": 7}, socket, made._generation, _message(1),
+                  Outcome.NOT_ATTEMPTED)
+    await _settled_all(made)
+
+    assert socket.sent == [] and not made.counts["h"]  # the broker hands it out again
 
 
 async def test_an_async_handler_s_own_cancellation_is_a_failure_not_the_end_of_its_message() -> None:
