@@ -16,11 +16,12 @@ holds the declarations only: no I/O.
 
 from __future__ import annotations
 
-import inspect
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from asgiref.sync import iscoroutinefunction
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import autodiscover_modules
 
@@ -180,8 +181,18 @@ def _spec(
         prefetch=chosen,
         retry=retry,
         time_limit=None if time_limit is None else float(time_limit),
-        is_async=inspect.iscoroutinefunction(function),
+        is_async=is_async_callable(function),
     )
+
+
+def is_async_callable(function: Callable[..., Any]) -> bool:
+    """Whether calling it makes a coroutine to await: an `async def` function, also behind
+    `functools.partial`, marked as one (asgiref's `markcoroutinefunction`), or an object whose
+    `__call__` is one. (A sync decorator's wrapper around one is not seen here: the worker fails
+    its attempts when it returns a coroutine.)"""
+    while isinstance(function, functools.partial):
+        function = function.func
+    return iscoroutinefunction(function) or iscoroutinefunction(type(function).__call__)
 
 
 def autodiscover() -> None:

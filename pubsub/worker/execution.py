@@ -23,6 +23,7 @@ and its row deleted. Imports no asyncio.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import operator
 import sqlite3
@@ -298,7 +299,8 @@ def _handle_together(
                         continue
                     claimed.discard(store_id)
                 ran = True
-                done.append((message, watched.run(handler.function, message, limit=handler.time_limit)))
+                result = watched.run(handler.function, message, limit=handler.time_limit)
+                done.append((message, _not_awaitable(handler, result)))
                 outcomes.append(Outcome.HANDLED)
             if retried:  # by id and message id: a store id may be given again after a router's restart
                 HandlerAttempt.objects.filter(
@@ -319,6 +321,20 @@ def _handle_together(
             raise
         raise Unavailable from error
     return outcomes
+
+
+def _not_awaitable(handler: Handler, result: Any) -> Any:
+    """A sync handler's result; a coroutine (an async function behind a sync decorator, which
+    `@handler` cannot tell from a sync one) fails the attempt: it never ran, and acknowledging
+    its message would lose it."""
+    if not inspect.isawaitable(result):
+        return result
+    if inspect.iscoroutine(result):
+        result.close()  # not run: no "never awaited" warning
+    made_by = getattr(result, "__qualname__", None)
+    raise TypeError(f"handler {handler.name} returned a {type(result).__name__}{f' of {made_by}' if made_by else ''} "
+                    "without awaiting it: declare it with `async def` (a sync decorator around an async "
+                    "function hides it)")
 
 
 def _aborted() -> bool:

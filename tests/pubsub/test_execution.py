@@ -6,8 +6,10 @@ failure before the handler ran uses up no attempt."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -217,6 +219,27 @@ def test_a_database_failing_before_the_handler_runs_uses_up_no_attempt(monkeypat
 
     outcomes = handle_batch(spec(handler), items[:1], Watched())
     assert isinstance(outcomes[0], Failed) and isinstance(outcomes[0].error, OperationalError)
+
+
+def test_a_sync_handler_that_returns_a_coroutine_fails_its_attempt() -> None:
+    """An async function behind a sync decorator: `@handler` takes it for a sync one. Its
+    coroutine was never awaited, and its message acknowledged and its row deleted all the same."""
+    runs: list[str] = []
+    made: list[Coroutine[Any, Any, None]] = []
+
+    async def real(m: Message) -> None:
+        runs.append(m.message_id)
+
+    @functools.wraps(real)
+    def logged(m: Message) -> Coroutine[Any, Any, None]:
+        made.append(real(m))
+        return made[-1]
+
+    outcomes = handle_batch(spec(logged), [(message("m11"), stored(11, "m11"))], Watched())
+    assert isinstance(outcomes[0], Failed) and isinstance(outcomes[0].error, TypeError)
+    assert "returned a coroutine of" in str(outcomes[0].error) and "async def" in str(outcomes[0].error)
+    assert runs == [] and StoredMessage.objects.filter(id=11).exists()
+    assert inspect.getcoroutinestate(made[0]) == inspect.CORO_CLOSED  # closed: no "never awaited" warning
 
 
 def test_a_dead_lettered_message_leaves_the_brokers_delivery_count_behind() -> None:

@@ -3,6 +3,7 @@ What they do with messages is tested against the real processes (tests/e2e/test_
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterator
@@ -44,6 +45,24 @@ def test_an_async_handler_is_known_as_such() -> None:
 
     declared = registered()["async-one"]
     assert declared.is_async and declared.prefetch == 1 and declared.time_limit is None
+
+
+class _Callable:
+    async def __call__(self, message: Message) -> None:
+        pass
+
+
+async def _async_with_an_argument(extra: int, message: Message) -> None:
+    pass
+
+
+@pytest.mark.parametrize("function", [
+    _Callable(), functools.partial(_async_with_an_argument, 1), functools.partial(_Callable()),
+], ids=["async-call", "partial", "partial-of-async-call"])
+def test_an_async_callable_that_is_no_function_is_known_as_async(function: Any) -> None:
+    """Taken for a sync handler, its coroutine was never awaited and its message acknowledged."""
+    handler(queue="a", name="async-callable")(function)
+    assert registered()["async-callable"].is_async
 
 
 @pytest.mark.parametrize(
