@@ -3,8 +3,8 @@
 Over the API, not the ORM: the router (in another process, perhaps on another
 machine) hears of the change before the answer, whatever channel layer this
 process has. A queue that exists with other properties is used as it is; a
-queue without a dead-letter exchange gets `<queue>.dead` for the messages its
-handler gives up on.
+queue without a dead-letter exchange, or whose dead-letter exchange does not
+exist, gets `<queue>.dead` for the messages its handler gives up on.
 """
 
 from __future__ import annotations
@@ -60,6 +60,15 @@ def _call(base: str, token: str, method: str, path: str, body: dict[str, Any] | 
         return status, raw[:200].decode(errors="replace")
 
 
+def _exchange_exists(base: str, token: str, name: str) -> bool:
+    """Known to exist: the default exchange, or an exchange the broker shows (anything else, a
+    refusal to show it too, and `<queue>.dead` is declared: the dead letters' way out)."""
+    if name == "":
+        return True
+    status, _ = _call(base, token, "GET", f"/api/exchanges/{urllib.parse.quote(name, safe='')}/")
+    return status == 200
+
+
 def _message(answer: Any) -> str:
     error = answer.get("error") if isinstance(answer, dict) else None
     return str(error.get("message", "")) if isinstance(error, dict) else str(answer or "")
@@ -87,7 +96,7 @@ def declare(handler: Handler, *, base: str, token: str) -> None:
         dead_letter_exchange = parse_queue_arguments(arguments or {}).dead_letter_exchange
     except BrokerError:
         dead_letter_exchange = None
-    if dead_letter_exchange is None:
+    if dead_letter_exchange is None or not _exchange_exists(base, token, dead_letter_exchange):
         status, answer = _call(base, token, "POST", "/api/queues/", {"name": dead_queue(handler.queue), "durable": True})
         if status not in (200, 201, 409):
             raise DeclareError(f"handler {handler.name}: declaring {dead_queue(handler.queue)!r}: {status} {answer}")

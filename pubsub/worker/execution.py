@@ -81,6 +81,12 @@ class Unavailable(Exception):
     """The database failed before any handler of a batch ran: the batch was not attempted."""
 
 
+class NowhereToDeadLetter(Exception):
+    """A message given up on has no dead-letter exchange that exists, and its `<queue>.dead`
+    does not exist either (deleted since `runhandlers` declared it): publishing it would
+    route it nowhere. It is kept, not settled: the runner tries again until one exists."""
+
+
 def fresh_connection() -> None:
     """Keep the worker thread's connection from message to message (the project's
     CONN_MAX_AGE of 0 is for request threads: a connection per message would cost more
@@ -418,7 +424,9 @@ def settle_failure(
 
 def _dead_letter(handler: Handler, message: Message, error: str) -> None:
     """Publish the message to its queue's dead-letter exchange, or to `<queue>.dead`,
-    with RabbitMQ's `x-death` headers (reason `rejected`) and the handler's own."""
+    with RabbitMQ's `x-death` headers (reason `rejected`) and the handler's own. Raises
+    NowhereToDeadLetter, in the transaction that would have removed the message, rather
+    than publish it to a `<queue>.dead` that no longer exists."""
     arguments = Queue.objects.filter(name=message.queue).values_list("arguments", flat=True).first()
     try:
         parsed = parse_queue_arguments(arguments or {})
@@ -431,6 +439,11 @@ def _dead_letter(handler: Handler, message: Message, error: str) -> None:
         exchange = None
     if exchange is None:
         exchange, routing_key = "", dead_queue(message.queue)
+        if not Queue.objects.filter(name=routing_key).exists():
+            raise NowhereToDeadLetter(
+                f"queue {routing_key!r} does not exist (deleted since runhandlers declared it?): the message is "
+                "kept until it does (declare it, or restart runhandlers, which does)"
+            )
     original = make_message(
         message_id=message.message_id,
         exchange=message.exchange,

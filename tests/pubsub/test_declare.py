@@ -1,6 +1,7 @@
 """`runhandlers` declaring its handlers' queues over the HTTP API (pubsub/worker/declare.py):
 a server error at any step, with a JSON body or a proxy's HTML page, is a connection to
-try again (the process reconnects by itself); a refusal stops it with the broker's words."""
+try again (the process reconnects by itself); a refusal stops it with the broker's words;
+`<queue>.dead` is declared unless the queue's dead-letter exchange exists."""
 
 from __future__ import annotations
 
@@ -26,13 +27,14 @@ PROXY_PAGE = (502, "text/html", b"<html><body><h1>502 Bad Gateway</h1></body></h
 
 
 @pytest.fixture
-def broker_answering() -> Iterator[Any]:
+def broker_answering(asked: list[tuple[str, str, Any]]) -> Iterator[Any]:
     script: Script = {}
 
     class Answering(BaseHTTPRequestHandler):
         def _answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            self.rfile.read(length)
+            body = self.rfile.read(length)
+            asked.append((self.command, self.path, json.loads(body) if body else None))
             found = script.get((self.command, self.path), (404, "application/json", b"{}"))
             status, content_type, body = found.pop(0) if isinstance(found, list) else found
             self.send_response(status)
@@ -58,6 +60,12 @@ def broker_answering() -> Iterator[Any]:
     yield answering
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def asked() -> list[tuple[str, str, Any]]:
+    """The requests `broker_answering` was sent: method, path and JSON body."""
+    return []
 
 
 def _handler(exchange: str | None = "orders") -> Handler:
@@ -93,3 +101,20 @@ def test_a_refusal_stops_with_the_broker_s_words_json_or_not(broker_answering: A
     base = broker_answering({("POST", "/api/queues/"): (400, "text/plain", b"Bad Request: not JSON")})
     with pytest.raises(DeclareError, match="400 Bad Request: not JSON"):
         declare(_handler(), base=base, token="t")
+
+
+@pytest.mark.parametrize(("exchange_answer", "dead_queue_declared"), [
+    ((404, "application/json", b"{}"), True),
+    ((200, "application/json", json.dumps({"name": "dlx"}).encode()), False),
+], ids=["missing", "there"])
+def test_the_dead_queue_is_declared_unless_the_dead_letter_exchange_exists(
+    broker_answering: Any, asked: list[tuple[str, str, Any]], exchange_answer: Answer, dead_queue_declared: bool
+) -> None:
+    """A queue whose dead-letter exchange does not exist had no `<queue>.dead` either: its
+    dead letters were published to the default exchange, to no queue, and were lost."""
+    read = (200, "application/json", json.dumps({"name": "jobs", "arguments": {"x-dead-letter-exchange": "dlx"}}).encode())
+    base = broker_answering({("POST", "/api/queues/"): QUEUE_MADE, ("GET", "/api/queues/jobs/"): read,
+                             ("GET", "/api/exchanges/dlx/"): exchange_answer})
+    declare(_handler(exchange=None), base=base, token="t")
+    declared = [body["name"] for method, path, body in asked if (method, path) == ("POST", "/api/queues/")]
+    assert declared == (["jobs", "jobs.dead"] if dead_queue_declared else ["jobs"])

@@ -21,7 +21,14 @@ from pubsub.handling import Handler, Message, Retry
 from pubsub.models import HandlerAttempt
 from pubsub.testing import capture_published
 from pubsub.worker import execution
-from pubsub.worker.execution import Failed, Outcome, begin_attempt, handle_batch, settle_failure
+from pubsub.worker.execution import (
+    Failed,
+    NowhereToDeadLetter,
+    Outcome,
+    begin_attempt,
+    handle_batch,
+    settle_failure,
+)
 from pubsub.worker.time_limit import Watched
 from queues.models import Message as StoredMessage
 from queues.models import Queue
@@ -246,6 +253,7 @@ def test_a_dead_lettered_message_leaves_the_brokers_delivery_count_behind() -> N
     """`x-delivery-count` is the broker's count of one copy's returns, not a header of the
     message: its dead-lettered copy starts without it (its own headers kept)."""
     store_id = stored(9, "m9")
+    Queue.objects.create(name="q.dead")  # declared by runhandlers at start
     given_back = Message(body=1, headers={"x-delivery-count": 2, "x-trace": "t"}, routing_key="q", exchange="",
                          message_id="m9", published_at="", queue="q", redelivered=True, delivery_count=5)
     handler = spec(lambda m: None)
@@ -256,6 +264,27 @@ def test_a_dead_lettered_message_leaves_the_brokers_delivery_count_behind() -> N
     assert "x-delivery-count" not in dead.headers
     (death,) = dead.headers["x-death"]
     assert (death["reason"], death["time"][:2], death["time"][-1]) == ("rejected", "20", "Z")  # when, as published_at
+
+
+@pytest.mark.parametrize("arguments", [{"x-dead-letter-exchange": "gone"}, {}], ids=["exchange-gone", "no-exchange"])
+def test_a_message_with_nowhere_to_be_dead_lettered_is_kept(arguments: dict[str, Any]) -> None:
+    """Its `<queue>.dead` deleted (or never declared: runhandlers declared none for a queue
+    with a dead-letter exchange), the dead letter went to the default exchange, to no queue,
+    in the transaction that removed the message: lost. Now nothing is settled, and the
+    runner tries again (as when the database is away) until the queue exists."""
+    Queue.objects.create(name="q", arguments=arguments)
+    store_id = stored(12, "m12")
+    handler = Handler(name="h", function=lambda m: None, queue="q", exchange=None, binding_key="", concurrency=1,
+                      prefetch=10, retry=Retry(max_attempts=1), time_limit=None, is_async=False)
+    with capture_published() as published, pytest.raises(NowhereToDeadLetter, match="'q.dead' does not exist"):
+        settle_failure(handler, message("m12"), store_id, "RuntimeError: no")
+    assert published == [] and StoredMessage.objects.filter(id=store_id).exists()
+
+    Queue.objects.create(name="q.dead")
+    with capture_published() as published:
+        assert settle_failure(handler, message("m12"), store_id, "RuntimeError: no") == Outcome.DEAD_LETTERED
+    assert [(dead.exchange, dead.routing_key) for dead in published] == [("", "q.dead")]
+    assert not StoredMessage.objects.exists()
 
 
 def test_a_suspect_s_attempts_are_recorded_before_each_and_spent_ones_are_given_up() -> None:
