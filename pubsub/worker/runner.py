@@ -547,14 +547,18 @@ class Runner:
             return await asyncio.get_running_loop().run_in_executor(
                 self._executors[handler.name], execution.claim_after, store_id, message.message_id
             )
-        except (Exception, TimeLimitExceeded, SystemExit) as error:
-            return Failed(error, time.monotonic() - started)
         except asyncio.CancelledError as error:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # this process cancels it: stopping
             # The handler's own (a task it awaited was cancelled): a failure like any other,
             # not the end of the task that settles the message (it stayed unacknowledged).
+            return Failed(error, time.monotonic() - started)
+        except execution.HANDLER_FAILURES as error:
+            # Anything else it raised, a BaseException too (a sys.exit(), a KeyboardInterrupt: the
+            # process's signals are the loop's, not exceptions): its attempt's failure, as for a
+            # sync handler. Let through, it ended the task that settles the message, which stayed
+            # unacknowledged and held a prefetch place, or (a KeyboardInterrupt) the loop.
             return Failed(error, time.monotonic() - started)
 
     async def _give_up(self, handler: Handler, message: Message, store_id: int | None, error: str) -> Outcome:

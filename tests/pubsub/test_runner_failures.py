@@ -209,6 +209,28 @@ async def test_an_async_handler_s_sys_exit_fails_its_message_and_the_process_goe
     assert isinstance(outcome, Failed) and isinstance(outcome.error, SystemExit)
 
 
+class _Custom(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("raised", [KeyboardInterrupt(), _Custom()], ids=["keyboard-interrupt", "custom"])
+async def test_an_async_handler_s_base_exception_fails_its_message_and_the_process_goes_on(raised: BaseException) -> None:
+    """As a sync handler's does (execution.HANDLER_FAILURES). Let through, it ended the task
+    that settles the message (never acknowledged, retried or dead-lettered, its prefetch place
+    held), and a KeyboardInterrupt stopped the loop."""
+    async def raises(message: Message) -> None:
+        await asyncio.sleep(0)
+        raise raised
+
+    handler = Handler(name="a", function=raises, queue="q", exchange=None, binding_key="", concurrency=1,
+                      prefetch=10, retry=Retry(), time_limit=5.0, is_async=True)
+    made = _runner(handler)
+
+    outcome = await made._run_async(handler, _message(1), None, time.monotonic())
+
+    assert isinstance(outcome, Failed) and outcome.error is raised
+
+
 async def test_an_async_handler_over_its_time_limit_fails() -> None:
     async def slow(message: Message) -> None:
         await asyncio.sleep(10)
