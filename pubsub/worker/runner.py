@@ -28,6 +28,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
+from http.client import HTTPException
 from typing import Any, Final
 
 import websockets
@@ -210,8 +211,10 @@ class Runner:
         for handler in self._handlers.values():
             try:
                 declare(handler, base=base, token=self._token())
-            except OSError as error:  # the broker is not up (yet): the caller tries again
-                raise ConnectionError(f"declaring the handlers' queues at {base}: {error}") from error
+            except (OSError, HTTPException) as error:
+                # The broker is not up (yet), or a node restarting cut an answer short (an
+                # IncompleteRead, a BadStatusLine): the caller tries again.
+                raise ConnectionError(f"declaring the handlers' queues at {base}: {type(error).__name__}: {error}") from error
 
     async def _session(self, url: str) -> None:
         assert self._stopping is not None

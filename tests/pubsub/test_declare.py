@@ -6,6 +6,7 @@ try again (the process reconnects by itself); a refusal stops it with the broker
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +16,7 @@ import pytest
 
 from pubsub.handling import Handler, Retry
 from pubsub.worker.declare import DeclareError, declare
+from pubsub.worker.runner import Runner
 
 # (method, path) -> (status, content type, body), or a list of them answered in turn;
 # what is not here: 404.
@@ -118,3 +120,51 @@ def test_the_dead_queue_is_declared_unless_the_dead_letter_exchange_exists(
     declare(_handler(exchange=None), base=base, token="t")
     declared = [body["name"] for method, path, body in asked if (method, path) == ("POST", "/api/queues/")]
     assert declared == (["jobs", "jobs.dead"] if dead_queue_declared else ["jobs"])
+
+
+@pytest.fixture
+def broker_cut_short() -> Iterator[Any]:
+    """A node restarting: each request gets the first bytes of an answer, then the connection closes."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    answer: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rb") as request:
+                length = 0
+                while (line := request.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                request.read(length)  # all of it: closing with some unread would reset the connection
+                conn.sendall(answer[0])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def cut_short(first_bytes: bytes) -> str:
+        answer[:] = [first_bytes]
+        return f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    yield cut_short
+    listener.shutdown(socket.SHUT_RDWR)  # wakes its accept()
+    listener.close()
+    thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("first_bytes", [
+    b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    b"HTTP/1.1 2",
+], ids=["incomplete-read", "bad-status-line"])
+def test_an_answer_cut_short_is_a_connection_to_try_again(broker_cut_short: Any, first_bytes: bytes) -> None:
+    """http.client's IncompleteRead and BadStatusLine are no OSError: they ended runhandlers."""
+    made = Runner([_handler()], urls=["ws://127.0.0.1:1/ws"], token=lambda: "t", grace=1.0)
+    try:
+        with pytest.raises(ConnectionError):  # an OSError: `_connect_forever` tries again
+            made._declare_all(broker_cut_short(first_bytes))
+    finally:
+        for executor in made._executors.values():
+            executor.shutdown(wait=False)
