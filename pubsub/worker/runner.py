@@ -193,6 +193,8 @@ class Runner:
                 if not self._declared:
                     await asyncio.to_thread(self._declare_all, http_base(url))
                     self._declared = True
+                if self._stopping.is_set():
+                    break  # a stop while it declared: no session only to give back what it hands out
                 await self._session(url)
             except DeclareError:
                 raise

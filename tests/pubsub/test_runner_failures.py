@@ -2,7 +2,8 @@
 handler's own CancelledError is a failure like any other; the failure is recorded before
 anything else happens, and when recording it fails (the database away), it is tried again,
 and the handler is not run again meanwhile: that may have been its last attempt. An attempt
-the database failed before is made again, as the same attempt."""
+the database failed before is made again, as the same attempt. A stop while the queues are
+declared opens no session."""
 
 from __future__ import annotations
 
@@ -300,3 +301,25 @@ async def test_a_failure_is_recorded_whatever_its_exception_says(
     outcome = await made._failed(handler, _message(1), 7, error, 0.1, made._generation)
 
     assert outcome is Outcome.RETRY and recorded == [text]
+
+
+async def test_a_stop_while_the_queues_are_declared_opens_no_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Subscribed all the same, the process was handed messages only to give them back as it
+    closed, each given-back copy one step nearer to being a suspect."""
+    made = _runner(_handler())
+    assert made._stopping is not None
+    stopping = made._stopping
+    sessions: list[str] = []
+
+    def declare_all(base: str) -> None:
+        stopping.set()  # SIGTERM comes meanwhile
+
+    async def session(url: str) -> None:
+        sessions.append(url)
+
+    monkeypatch.setattr(made, "_declare_all", declare_all)
+    monkeypatch.setattr(made, "_session", session)
+
+    await asyncio.wait_for(made._connect_forever(), timeout=5)
+
+    assert sessions == []
