@@ -833,16 +833,7 @@ def test_a_connection_held_by_the_memory_alarm_is_told_and_its_heartbeat_kept(pa
     included; it says `blocked`, again every few seconds, then `unblocked`. The page hears the
     events, and a `blocked` counts as life for the heartbeat (here sent more often than the
     heartbeat's two quiet periods, as the broker's 5 s are against the default 20 s)."""
-    routes: list[Any] = []
-
-    def route(ws: Any) -> None:
-        server = ws.connect_to_server()
-        routes.append(ws)
-        ws.on_message(lambda message: None if held else server.send(message))
-        server.on_message(lambda message: ws.send(message))
-
-    held = False
-    page.route_web_socket("**/ws", route)
+    silent = silenceable(page)
     page.evaluate(
         """async () => {
         window.client = pubsub.connect("/ws", {heartbeat: 1500, minDelay: 50, maxDelay: 100});
@@ -854,15 +845,15 @@ def test_a_connection_held_by_the_memory_alarm_is_told_and_its_heartbeat_kept(pa
         await within(client.ping());
     }"""
     )
-    held = True  # the "broker" reads nothing more from the page
+    silent.add(0)  # the "broker" reads nothing more from the page, and sends only `blocked`
     for _ in range(16):  # 4 s: over twice the heartbeat, a `blocked` every sixth of it
-        routes[0].send('{"type": "blocked", "reason": "memory"}')
+        page.routes[0].send('{"type": "blocked", "reason": "memory"}')
         page.wait_for_timeout(250)
-    held = False
-    routes[0].send('{"type": "unblocked"}')
+    silent.discard(0)
+    page.routes[0].send('{"type": "unblocked"}')
     page.wait_for_function("flow.length === 17")
     assert page.evaluate("flow") == [["blocked", "memory"]] * 16 + [["unblocked"]]
-    assert page.evaluate("closes") == [] and len(routes) == 1  # never taken for dead
+    assert page.evaluate("closes") == [] and len(page.routes) == 1  # never taken for dead
     page.evaluate("within(client.ping())")
 
 
@@ -887,15 +878,7 @@ def test_an_attempt_to_connect_that_hangs_is_given_up_and_tried_again(page: Any)
 
 
 def test_a_page_back_online_connects_at_once_rather_than_at_the_end_of_its_backoff(page: Any) -> None:
-    routes: list[Any] = []
-
-    def route(ws: Any) -> None:
-        server = ws.connect_to_server()
-        routes.append(ws)
-        ws.on_message(lambda message: server.send(message))
-        server.on_message(lambda message: ws.send(message))
-
-    page.route_web_socket("**/ws", route)
+    silenceable(page)  # the page's sockets, in page.routes
     page.evaluate(
         """async () => {
         window.client = pubsub.connect("/ws", {heartbeat: 20000, minDelay: 30000, maxDelay: 60000});
@@ -904,10 +887,10 @@ def test_a_page_back_online_connects_at_once_rather_than_at_the_end_of_its_backo
         await within(client.ping());
     }"""
     )
-    routes[0].close(code=1012, reason="restarting")  # the broker went away: a backoff of 15-30 s follows
+    page.routes[0].close(code=1012, reason="restarting")  # the broker went away: a backoff of 15-30 s follows
     page.wait_for_function("closes.length === 1")
     started = time.monotonic()
     page.evaluate("window.dispatchEvent(new Event('online'))")
     page.wait_for_function("client.connected", timeout=5_000)
-    assert time.monotonic() - started < 5 and len(routes) == 2
+    assert time.monotonic() - started < 5 and len(page.routes) == 2
     page.evaluate("within(client.ping())")
