@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import re
-from urllib.parse import urlsplit, urlunsplit
-
-# scheme://user:password@ of a URL that urlsplit refuses (an unclosed IPv6 bracket, say):
-# up to the last @, so a password holding an @ is hidden whole.
-_USER_AND_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/]*):.*@")
-
 
 def without_password(url: str) -> str:
-    """`url` with the password of its user part, if any, shown as ***, whether or not
-    the rest of it is a valid URL."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return _USER_AND_PASSWORD.sub(r"\1:***@", url, count=1)
-    if password is None:
+    """`url` with the password of its user part, if any, shown as ***: whatever lies between
+    the user's name and the last @ after `scheme://`. Read that way, not by urlsplit, so that
+    a password holding `#`, `/`, `?` or `@` (the URL then does not parse) is hidden whole; a
+    URL with an @ further on loses more than its password, never less."""
+    scheme, separator, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not (separator and at and colon):
         return url
-    user = parts.netloc.rpartition("@")[0].partition(":")[0]
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return f"{scheme}://{user}:***@{host}"

@@ -77,6 +77,8 @@ def test_a_second_broker_on_the_same_sqlite_file_stops_at_start_up(tmp_path: Pat
         # urlsplit refuses these: the password is hidden all the same, up to the last @
         ("postgres://alice:s3cret@[::1/broker", "postgres://alice:***@[::1/broker"),
         ("redis://:s3@cret@[::1", "redis://:***@[::1"),
+        ("redis://:pa#ss@redis.internal:6379/0", "redis://:***@redis.internal:6379/0"),
+        ("postgres://alice:p/w?x@db.internal/broker", "postgres://alice:***@db.internal/broker"),
     ],
 )
 def test_a_database_url_is_shown_without_its_password(url: str, shown: str) -> None:

@@ -219,6 +219,7 @@ def test_redis_urls_of_every_kind_are_taken(monkeypatch: pytest.MonkeyPatch, val
         ("redis://u:s3cret@h:abc/0", "redis://u:***@h:abc/0' is not a valid URL: "),
         ("http://:s3cret@h/0", "http://:***@h/0' is not a Redis URL: use redis://, rediss://, unix://"),
         ("127.0.0.1:6379", "127.0.0.1:6379' is not a Redis URL: "),
+        ("redis://:pa#s3cret@redis.internal:6379/0", "redis://:***@redis.internal:6379/0' is not a valid URL: "),
     ],
 )
 def test_a_redis_url_that_is_none_names_the_variable_without_its_password(

@@ -65,9 +65,9 @@ log = logging.getLogger("broker.ws")
 CLOSE_TOO_BIG: Final = 1009  # a frame over the size limit
 CLOSE_INTERNAL_ERROR: Final = 1011  # no router, or a bug: logged, never swallowed
 # While a publish is held by the memory alarm, `blocked` is sent again this often: a client
-# that takes a quiet socket for dead (the browser module's heartbeat: twice 20 s) hears
-# that this one lives, though its pings are not read.
-BLOCKED_EVERY_SECONDS: Final = 5.0
+# that takes a quiet socket for dead (the browser module's heartbeat: twice 20 s, and 5 s
+# after the page wakes) hears that this one lives, though its pings are not read.
+BLOCKED_EVERY_SECONDS: Final = 2.0
 
 
 

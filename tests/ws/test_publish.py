@@ -259,6 +259,9 @@ async def test_a_publish_held_by_the_memory_alarm_is_told_blocked_until_it_is_ca
     assert await receive(ws, timeout=1) == {"type": "blocked", "reason": "memory"}  # again, while held
     resident[0] = 10 * mib
     guard.sample()
-    assert await receive(ws) == {"type": "unblocked"}
+    reply = await receive(ws)
+    while reply == {"type": "blocked", "reason": "memory"}:  # one more, sent before the alarm cleared
+        reply = await receive(ws)
+    assert reply == {"type": "unblocked"}
     assert (await receive(ws))["type"] == "confirm"
     assert await receive(ws) == {"type": "pong", "id": "after"}  # read once the publish was carried out

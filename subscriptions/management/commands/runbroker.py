@@ -130,7 +130,8 @@ class Command(BaseCommand):
         except (redis.RedisError, TimeoutError) as error:
             cause = error.__cause__
             if isinstance(cause, OSError) and cause.errno:
-                said = os.strerror(cause.errno)  # "Connection refused", not asyncio's repr of it
+                # "Connection refused", "Name or service not known": not asyncio's repr of it.
+                said = os.strerror(cause.errno) if cause.errno > 0 else cause.strerror or str(cause)
             elif isinstance(cause or error, TimeoutError):
                 said = f"no answer within {REDIS_CHECK_SECONDS} s"
             else:
