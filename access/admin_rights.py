@@ -11,6 +11,7 @@ everything, as in the API.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -61,12 +62,20 @@ class BrokerRightsRequired(admin.ModelAdmin[_M]):
                 return HttpResponseRedirect(self._back_to(request, obj))
         return super().delete_view(request, object_id, extra_context)
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        """Django's "delete selected" deletes nothing when the user may not delete one of them."""
-        actions: dict[str, Any] = super().get_actions(request)
-        if "delete_selected" in actions:
-            action, name, description = actions["delete_selected"]
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
+        """Django's "delete selected" deletes nothing when the user may not delete one of them.
+        Django 6.1 asks by `action_location` and holds each action in an `Action` (a tuple
+        before): both are taken, so that neither version warns."""
+        if action_location is None:
+            actions: dict[str, Any] = super().get_actions(request)
+        else:
+            actions = super().get_actions(request, action_location=action_location)  # type: ignore[call-arg]
+        entry = actions.get("delete_selected")
+        if isinstance(entry, tuple):
+            action, name, description = entry
             actions["delete_selected"] = (self._checked(action), name, description)
+        elif entry is not None:
+            actions["delete_selected"] = dataclasses.replace(entry, func=self._checked(entry.func))
         return actions
 
     def _checked(self, action: Action) -> Action:
