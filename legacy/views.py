@@ -22,7 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from access.drf import legacy_permissions
 from bindings.serializers import BindingSerializer
-from bindings.services import binding_create
+from bindings.services import binding_create, require_binding_rights
 from broker.engine.errors import BrokerError
 from broker.engine.jsoncodec import json_value_problem, nested_deeper_than
 from common.api_errors import error_json, exception_json
@@ -134,8 +134,7 @@ def bindings(request: HttpRequest) -> HttpResponse:
         raise BrokerError(
             "exchange_name and queue_name must be strings", fields={"exchange_name": ["must be a string"]}
         )
-    permissions.require("write", "queue", queue)  # the API's rule (bindings/views.py)
-    permissions.require("read", "exchange", exchange)
+    require_binding_rights(permissions, exchange=exchange, queue=queue)  # the API's rule
     try:
         created = binding_create(exchange=exchange, queue=queue, binding_key=data.get("key", ""))
     except BrokerError as error:
